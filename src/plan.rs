@@ -1,0 +1,557 @@
+//! Planning: desired units versus what is on disk and live in systemd →
+//! an ordered list of actions, each carrying the reason it was chosen.
+//!
+//! Architecture Invariant: planning is pure. `unitlet plan` prints the
+//! [`Plan`] value; `unitlet apply` executes the very same value.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::manifest::{DesiredState, Resources};
+use crate::render::{self, DesiredUnit, Role};
+
+/// A unit file found in unitlet's unit directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedFile {
+    pub path: PathBuf,
+    pub content: String,
+    /// The manifest named by the ownership marker; `None` = not unitlet's.
+    pub marker: Option<String>,
+    pub source: Option<PathBuf>,
+}
+
+/// A unit as the user manager sees it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LiveUnit {
+    pub load_state: String,
+    pub active_state: String,
+    pub sub_state: String,
+    /// A job is queued or running for the unit: leave it alone this pass.
+    pub job_pending: bool,
+    /// Where systemd loaded the unit from (fetched only when it matters).
+    pub fragment_path: Option<String>,
+    /// `UnitFileState` (enabled, disabled, static, …), if known.
+    pub file_state: Option<String>,
+    /// `NeedDaemonReload`, fetched only when the last apply is in doubt.
+    pub need_reload: Option<bool>,
+    /// Live cgroup limits, when fetched (u64::MAX = unlimited).
+    pub limits: Option<LiveLimits>,
+}
+
+/// Live values of the limits unitlet enforces, as systemd reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveLimits {
+    pub memory_max: u64,
+    pub memory_high: u64,
+    pub cpu_quota_per_sec_usec: u64,
+    pub tasks_max: u64,
+}
+
+impl LiveLimits {
+    /// Whether live values satisfy the wanted ones. An unset `tasksMax`
+    /// leaves systemd's default (`DefaultTasksMax=`, not infinity) alone.
+    pub fn matches(&self, live: &LiveLimits) -> bool {
+        self.memory_max == live.memory_max
+            && self.memory_high == live.memory_high
+            && self.cpu_quota_per_sec_usec == live.cpu_quota_per_sec_usec
+            && (self.tasks_max == u64::MAX || self.tasks_max == live.tasks_max)
+    }
+
+    /// What the live values should be for these desired limits.
+    pub fn wanted(r: &Resources) -> LiveLimits {
+        LiveLimits {
+            memory_max: r.memory_max.unwrap_or(u64::MAX),
+            memory_high: r.memory_high.unwrap_or(u64::MAX),
+            cpu_quota_per_sec_usec: r.cpu_quota.map(|p| p * 10_000).unwrap_or(u64::MAX),
+            tasks_max: r.tasks_max.unwrap_or(u64::MAX),
+        }
+    }
+}
+
+/// Everything the planner knows about the world.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// Unit files in the unit directory, by unit name (marked or not).
+    pub files: BTreeMap<String, ObservedFile>,
+    pub live: BTreeMap<String, LiveUnit>,
+    /// Content hash of each unit file as last applied in full (written,
+    /// reloaded, restarted). A mismatch means an apply was interrupted.
+    pub applied: BTreeMap<String, String>,
+}
+
+/// Names and files whose units must be left exactly as they are, because
+/// their manifest is currently invalid (last good units keep running).
+#[derive(Debug, Clone, Default)]
+pub struct Held {
+    pub names: BTreeSet<String>,
+    pub files: BTreeSet<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// Write the unit file atomically.
+    Write { path: PathBuf, content: String },
+    /// Delete a unit file unitlet owns.
+    Remove { path: PathBuf },
+    /// `daemon-reload`: one per plan, after all file changes.
+    DaemonReload,
+    Enable,
+    Disable,
+    /// Apply limits to the running unit and persist them (no restart).
+    SetLimits(Resources),
+    Start,
+    Restart,
+    Stop,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Action {
+    pub op: Op,
+    /// Unit name (`web.service`); empty for `DaemonReload`.
+    pub unit: String,
+    /// The manifest the action serves.
+    pub manifest: String,
+    pub reason: String,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verb = match &self.op {
+            Op::Write { path, .. } => format!("write {}", path.display()),
+            Op::Remove { path } => format!("remove {}", path.display()),
+            Op::DaemonReload => "daemon-reload".to_string(),
+            Op::Enable => format!("enable {}", self.unit),
+            Op::Disable => format!("disable {}", self.unit),
+            Op::SetLimits(r) => {
+                let v: Vec<String> = render::resource_lines(r).into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let v = if v.is_empty() { "no limits".to_string() } else { v.join(" ") };
+                format!("set-limits {} ({v})", self.unit)
+            }
+            Op::Start => format!("start {}", self.unit),
+            Op::Restart => format!("restart {}", self.unit),
+            Op::Stop => format!("stop {}", self.unit),
+        };
+        write!(f, "{verb}: {}", self.reason)
+    }
+}
+
+/// A manifest that cannot be applied because someone else owns its unit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conflict {
+    pub manifest: String,
+    pub unit: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    pub conflicts: Vec<Conflict>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+
+    pub fn daemon_reloads(&self) -> usize {
+        self.actions.iter().filter(|a| a.op == Op::DaemonReload).count()
+    }
+
+    /// Manifests touched by the plan.
+    pub fn manifests(&self) -> BTreeSet<String> {
+        self.actions.iter().filter(|a| !a.manifest.is_empty()).map(|a| a.manifest.clone()).collect()
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in &self.conflicts {
+            writeln!(f, "! {} ({}): {}", c.manifest, c.unit, c.message)?;
+        }
+        if self.actions.is_empty() {
+            return writeln!(f, "Nothing to do: every unit matches its manifest.");
+        }
+        for a in &self.actions {
+            writeln!(f, "{a}")?;
+        }
+        Ok(())
+    }
+}
+
+pub fn content_hash(content: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(content.as_bytes())[..12])
+}
+
+fn is_running(live: Option<&LiveUnit>) -> bool {
+    live.is_some_and(|l| matches!(l.active_state.as_str(), "active" | "activating" | "reloading" | "refreshing"))
+}
+
+fn is_enabled(live: Option<&LiveUnit>) -> Option<bool> {
+    live.and_then(|l| l.file_state.as_deref()).map(|s| matches!(s, "enabled" | "enabled-runtime" | "linked" | "linked-runtime" | "alias"))
+}
+
+/// Start order: a unit after the units it names (`after`), ties by name.
+fn start_order(desired: &[DesiredUnit]) -> BTreeMap<String, usize> {
+    let by_name: BTreeMap<&str, &DesiredUnit> = desired.iter().map(|d| (d.name.as_str(), d)).collect();
+    let mut depth: BTreeMap<String, usize> = BTreeMap::new();
+    fn visit(n: &str, by: &BTreeMap<&str, &DesiredUnit>, depth: &mut BTreeMap<String, usize>, stack: &mut Vec<String>) -> usize {
+        if let Some(d) = depth.get(n) {
+            return *d;
+        }
+        if stack.iter().any(|s| s == n) {
+            return 0; // a cycle: systemd breaks it; we just stop recursing
+        }
+        stack.push(n.to_string());
+        let d = by
+            .get(n)
+            .map(|u| u.after.iter().map(|a| visit(a, by, depth, stack) + 1).max().unwrap_or(0))
+            .unwrap_or(0);
+        stack.pop();
+        depth.insert(n.to_string(), d);
+        d
+    }
+    for d in desired {
+        visit(&d.name, &by_name, &mut depth, &mut vec![]);
+    }
+    depth
+}
+
+/// Build the plan.
+///
+/// `unit_dir` is where unitlet writes; `desired` are the rendered units of
+/// every valid manifest; `held` names manifests (and source files) whose
+/// units must not be touched.
+pub fn plan(unit_dir: &Path, desired: &[DesiredUnit], held: &Held, observed: &Observed) -> Plan {
+    let mut stops = Vec::new();
+    let mut disables = Vec::new();
+    let mut files = Vec::new();
+    let mut enables = Vec::new();
+    let mut limits = Vec::new();
+    let mut starts: Vec<(usize, Action)> = Vec::new();
+    let mut conflicts = Vec::new();
+    let mut need_reload = false;
+    let order = start_order(desired);
+
+    let desired_names: BTreeSet<&str> = desired.iter().map(|d| d.name.as_str()).collect();
+    let desired_manifests: BTreeSet<&str> = desired.iter().map(|d| d.manifest.as_str()).collect();
+
+    // Conflicts first: a manifest with any conflicting unit is not applied.
+    let mut blocked: BTreeSet<String> = BTreeSet::new();
+    for d in desired {
+        let path = unit_dir.join(&d.name);
+        let file = observed.files.get(&d.name);
+        let live = observed.live.get(&d.name);
+        let msg = match file.map(|f| f.marker.as_deref()) {
+            Some(None) => Some(format!(
+                "unit file {} exists and is not managed by unitlet (it has no {}= key); unitlet leaves it alone. Remove or rename that file, rename the manifest, or adopt the file with spec.unitFile",
+                path.display(),
+                render::MARKER_KEY
+            )),
+            Some(Some(other)) if other != d.manifest => Some(format!(
+                "unit file {} belongs to manifest {other:?}, not {:?}",
+                path.display(),
+                d.manifest
+            )),
+            _ => None,
+        };
+        let msg = msg.or_else(|| {
+            let fp = live.and_then(|l| l.fragment_path.as_deref()).filter(|p| !p.is_empty())?;
+            if Path::new(fp) != path && live.is_some_and(|l| l.load_state != "not-found") {
+                Some(format!(
+                    "unit {} is defined by {fp}, which is not unitlet's and takes precedence over {}; unitlet leaves it alone. Remove that file or rename the manifest",
+                    d.name,
+                    path.display()
+                ))
+            } else {
+                None
+            }
+        });
+        if let Some(message) = msg {
+            conflicts.push(Conflict { manifest: d.manifest.clone(), unit: d.name.clone(), message });
+            blocked.insert(d.manifest.clone());
+        }
+    }
+
+    for d in desired {
+        if blocked.contains(&d.manifest) {
+            continue;
+        }
+        let path = unit_dir.join(&d.name);
+        let file = observed.files.get(&d.name);
+        let live = observed.live.get(&d.name);
+        let running = is_running(live);
+        let pending = live.is_some_and(|l| l.job_pending);
+        let action = |op: Op, reason: String| Action { op, unit: d.name.clone(), manifest: d.manifest.clone(), reason };
+        let new_hash = content_hash(&d.content);
+
+        // 1. The file.
+        let mut restart_reason: Option<String> = None;
+        let mut live_only = false;
+        match file {
+            None => {
+                files.push(action(Op::Write { path: path.clone(), content: d.content.clone() }, "unit file is missing".into()));
+                need_reload = true;
+            }
+            Some(f) if f.content != d.content => {
+                let diff = render::diff_units(&f.content, &d.content);
+                let what = if diff.changed.is_empty() { "comments".to_string() } else { diff.changed.join(", ") };
+                files.push(action(
+                    Op::Write { path: path.clone(), content: d.content.clone() },
+                    format!("unit file differs from the manifest ({what})"),
+                ));
+                need_reload = true;
+                if diff.only_live {
+                    live_only = true;
+                } else if !diff.changed.iter().all(|c| c == &format!("Unit.{}", render::SOURCE_KEY)) {
+                    restart_reason = Some(format!("its definition changed ({what})"));
+                }
+            }
+            Some(_) => {
+                let not_loaded = live.is_none_or(|l| l.load_state == "not-found");
+                let reload_needed = live.and_then(|l| l.need_reload).unwrap_or(false);
+                if not_loaded || reload_needed {
+                    need_reload = true;
+                }
+                match observed.applied.get(&d.name) {
+                    Some(h) if *h != new_hash => {
+                        restart_reason = Some("the last apply of its new definition did not finish".into());
+                    }
+                    None if reload_needed => {
+                        restart_reason = Some("systemd has not loaded its current definition".into());
+                    }
+                    _ => {}
+                }
+            }
+        }
+
+        // 2. Enablement.
+        let want_enabled = match d.role {
+            Role::Main { enabled, .. } => Some(enabled),
+            Role::Timer => Some(true),
+            Role::Oneshot => None,
+        };
+        if let Some(want) = want_enabled {
+            let have = is_enabled(live);
+            if want && have != Some(true) {
+                enables.push(action(Op::Enable, "manifest wants it started with the session".into()));
+            } else if !want && have == Some(true) {
+                disables.push(action(Op::Disable, "manifest has enabled: false".into()));
+            }
+        }
+
+        // 3. Active state.
+        let want_running = match d.role {
+            Role::Main { state, .. } => Some(state == DesiredState::Running),
+            Role::Timer => Some(true),
+            Role::Oneshot => None,
+        };
+        let depth = order.get(&d.name).copied().unwrap_or(0);
+        match want_running {
+            Some(true) => {
+                if pending {
+                    // A job (ours or a person's) is in flight; look again when it ends.
+                } else if !running {
+                    let why = match live.map(|l| l.active_state.as_str()) {
+                        None | Some("") => "unit is new".to_string(),
+                        Some("failed") => format!("unit failed ({}); starting it again", live.map(|l| l.sub_state.as_str()).unwrap_or("")),
+                        Some(s) if file.is_some() => format!("unit is {s} but the manifest wants it running (stopped by hand?)"),
+                        Some(_) => "unit is new".to_string(),
+                    };
+                    starts.push((depth, action(Op::Start, why)));
+                } else if let Some(r) = restart_reason {
+                    starts.push((depth, action(Op::Restart, r)));
+                } else if live_only {
+                    limits.push(action(Op::SetLimits(d.resources.clone()), "only resource limits changed: applied live, no restart".into()));
+                } else if let Some(l) = live.and_then(|l| l.limits)
+                    && !LiveLimits::wanted(&d.resources).matches(&l)
+                {
+                    limits.push(action(
+                        Op::SetLimits(d.resources.clone()),
+                        "live resource limits differ from the manifest (changed by hand?)".into(),
+                    ));
+                }
+            }
+            Some(false) => {
+                if running && !pending {
+                    stops.push(action(Op::Stop, "manifest has state: stopped".into()));
+                }
+            }
+            None => {}
+        }
+    }
+
+    // Garbage: marked files whose manifest is gone (and not merely broken).
+    for (name, f) in &observed.files {
+        let Some(owner) = &f.marker else { continue };
+        if desired_names.contains(name.as_str()) {
+            continue;
+        }
+        let manifest_exists = desired_manifests.contains(owner.as_str());
+        if !manifest_exists && (held.names.contains(owner) || f.source.as_ref().is_some_and(|s| held.files.contains(s))) {
+            // Its manifest is broken right now: keep the last good unit.
+            continue;
+        }
+        let live = observed.live.get(name);
+        let reason = if desired_manifests.contains(owner.as_str()) {
+            format!("manifest {owner:?} no longer defines {name}")
+        } else {
+            format!("manifest {owner:?} was deleted")
+        };
+        let action = |op: Op| Action { op, unit: name.clone(), manifest: owner.clone(), reason: reason.clone() };
+        if is_running(live) {
+            stops.push(action(Op::Stop));
+        }
+        if is_enabled(live) == Some(true) {
+            disables.push(action(Op::Disable));
+        }
+        files.push(action(Op::Remove { path: f.path.clone() }));
+        need_reload = true;
+    }
+
+    starts.sort_by(|a, b| (a.0, &a.1.unit).cmp(&(b.0, &b.1.unit)));
+    let mut actions = Vec::new();
+    actions.extend(stops);
+    actions.extend(disables);
+    actions.extend(files);
+    if need_reload {
+        actions.push(Action {
+            op: Op::DaemonReload,
+            unit: String::new(),
+            manifest: String::new(),
+            reason: "unit files changed on disk".into(),
+        });
+    }
+    actions.extend(enables);
+    actions.extend(limits);
+    actions.extend(starts.into_iter().map(|(_, a)| a));
+    Plan { actions, conflicts }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{PathContext, parse_str};
+    use crate::render::{RenderContext, render};
+
+    fn desired(yaml: &str) -> Vec<DesiredUnit> {
+        let p = parse_str(yaml, Path::new("/m/x.yaml"), &PathContext { manifest_dir: "/m".into(), home: None });
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        p.manifests.iter().flat_map(|m| render(m, &RenderContext::default())).collect()
+    }
+
+    fn svc(name: &str, extra: &str) -> String {
+        format!("apiVersion: unitlet/v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{command: [/bin/sleep, '1000']{extra}}}\n---\n")
+    }
+
+    fn converged(d: &[DesiredUnit]) -> Observed {
+        let mut o = Observed::default();
+        for u in d {
+            o.files.insert(u.name.clone(), ObservedFile {
+                path: Path::new("/u").join(&u.name),
+                content: u.content.clone(),
+                marker: Some(u.manifest.clone()),
+                source: Some("/m/x.yaml".into()),
+            });
+            o.live.insert(u.name.clone(), LiveUnit {
+                load_state: "loaded".into(),
+                active_state: "active".into(),
+                sub_state: "running".into(),
+                file_state: Some("enabled".into()),
+                ..Default::default()
+            });
+            o.applied.insert(u.name.clone(), content_hash(&u.content));
+        }
+        o
+    }
+
+    #[test]
+    fn fresh_units_are_written_reloaded_once_and_started_in_order() {
+        let d = desired(&format!("{}{}{}", svc("c", ", after: [b]"), svc("b", ", after: [a]"), svc("a", "")));
+        let p = plan(Path::new("/u"), &d, &Held::default(), &Observed::default());
+        assert_eq!(p.daemon_reloads(), 1);
+        let starts: Vec<_> = p.actions.iter().filter(|a| a.op == Op::Start).map(|a| a.unit.as_str()).collect();
+        assert_eq!(starts, ["a.service", "b.service", "c.service"]);
+        let reload_at = p.actions.iter().position(|a| a.op == Op::DaemonReload).unwrap();
+        assert!(p.actions[..reload_at].iter().all(|a| matches!(a.op, Op::Write { .. })));
+    }
+
+    #[test]
+    fn converged_is_empty() {
+        let d = desired(&svc("a", ""));
+        let p = plan(Path::new("/u"), &d, &Held::default(), &converged(&d));
+        assert!(p.is_empty(), "{p}");
+    }
+
+    #[test]
+    fn command_change_restarts_limit_change_does_not() {
+        let d = desired(&svc("a", ""));
+        let o = converged(&d);
+        let d2 = desired(&svc("a", ", restart: always"));
+        let p = plan(Path::new("/u"), &d2, &Held::default(), &o);
+        assert!(p.actions.iter().any(|a| a.op == Op::Restart && a.reason.contains("Service.Restart")), "{p}");
+        let d3 = desired(&svc("a", ", resources: {memoryMax: 1G}"));
+        let p = plan(Path::new("/u"), &d3, &Held::default(), &o);
+        assert!(!p.actions.iter().any(|a| a.op == Op::Restart), "{p}");
+        assert!(p.actions.iter().any(|a| matches!(a.op, Op::SetLimits(_))), "{p}");
+    }
+
+    #[test]
+    fn stopped_by_hand_is_started() {
+        let d = desired(&svc("a", ""));
+        let mut o = converged(&d);
+        o.live.get_mut("a.service").unwrap().active_state = "inactive".into();
+        let p = plan(Path::new("/u"), &d, &Held::default(), &o);
+        assert_eq!(p.actions.len(), 1);
+        assert_eq!(p.actions[0].op, Op::Start);
+        assert!(p.actions[0].reason.contains("stopped by hand"));
+    }
+
+    #[test]
+    fn garbage_is_collected_but_held_and_unmarked_are_not() {
+        let d = desired(&format!("{}{}", svc("a", ""), svc("b", "")));
+        let mut o = converged(&d);
+        o.files.insert("x.service".into(), ObservedFile { path: "/u/x.service".into(), content: String::new(), marker: None, source: None });
+        // Manifest b deleted:
+        let only_a: Vec<_> = d.iter().filter(|u| u.manifest == "a").cloned().collect();
+        let p = plan(Path::new("/u"), &only_a, &Held::default(), &o);
+        let ops: Vec<_> = p.actions.iter().map(|a| (a.unit.as_str(), format!("{:?}", a.op).split([' ', '{', '(']).next().unwrap().to_string())).collect();
+        assert_eq!(ops, [("b.service", "Stop".into()), ("b.service", "Disable".into()), ("b.service", "Remove".into()), ("", "DaemonReload".into())]);
+        // ...but held when its file is broken:
+        let held = Held { names: ["b".to_string()].into(), files: Default::default() };
+        assert!(plan(Path::new("/u"), &only_a, &held, &o).is_empty());
+        let held = Held { names: Default::default(), files: [PathBuf::from("/m/x.yaml")].into() };
+        assert!(plan(Path::new("/u"), &only_a, &held, &o).is_empty());
+    }
+
+    #[test]
+    fn unmarked_unit_of_same_name_is_a_conflict() {
+        let d = desired(&svc("a", ""));
+        let mut o = Observed::default();
+        o.files.insert("a.service".into(), ObservedFile { path: "/u/a.service".into(), content: "[Service]\nExecStart=/bin/x\n".into(), marker: None, source: None });
+        let p = plan(Path::new("/u"), &d, &Held::default(), &o);
+        assert!(p.actions.is_empty());
+        assert_eq!(p.conflicts.len(), 1);
+        assert!(p.conflicts[0].message.contains("not managed by unitlet"));
+    }
+
+    #[test]
+    fn interrupted_apply_restarts() {
+        let d = desired(&svc("a", ""));
+        let mut o = converged(&d);
+        o.applied.insert("a.service".into(), "old".into());
+        let p = plan(Path::new("/u"), &d, &Held::default(), &o);
+        assert_eq!(p.actions.iter().filter(|a| a.op == Op::Restart).count(), 1, "{p}");
+    }
+
+    #[test]
+    fn limit_drift_is_restored() {
+        let d = desired(&svc("a", ", resources: {memoryMax: 1G}"));
+        let mut o = converged(&d);
+        o.live.get_mut("a.service").unwrap().limits = Some(LiveLimits { memory_max: u64::MAX, memory_high: u64::MAX, cpu_quota_per_sec_usec: u64::MAX, tasks_max: u64::MAX });
+        let p = plan(Path::new("/u"), &d, &Held::default(), &o);
+        assert!(matches!(p.actions[0].op, Op::SetLimits(_)), "{p}");
+    }
+}
