@@ -12,3 +12,26 @@ pub mod manifest;
 pub mod plan;
 pub mod render;
 pub mod schedule;
+pub mod systemd;
+pub mod fsutil;
+pub mod locations;
+pub mod reconcile;
+pub mod status;
+
+/// An error and all its causes, `: `-separated, for one-line messages.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+pub mod cli;
+pub mod metrics;
+pub mod operator;

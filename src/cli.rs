@@ -1,0 +1,541 @@
+//! The command line: parse arguments, call the library, map errors to exit
+//! codes (see the contract's Commands table).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::locations::Locations;
+use crate::manifest::{self, LoadError};
+use crate::reconcile::{ReconcileError, Reconciler};
+use crate::render;
+use crate::status::{ObjectStatus, Status};
+use crate::systemd::Systemd;
+
+#[derive(Parser, Debug)]
+#[command(name = "unitlet", version, about = "A Kubernetes-style operator for systemd user units", propagate_version = true)]
+pub struct Cli {
+    /// Directory of manifests.
+    #[arg(long, global = true, env = "UNITLET_MANIFESTS", value_name = "DIR")]
+    pub manifests: Option<PathBuf>,
+    /// Directory for status and backups.
+    #[arg(long = "state-dir", global = true, env = "UNITLET_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Where unit files are written; must be on the user manager's UnitPath.
+    #[arg(long = "unit-dir", global = true, env = "UNITLET_UNIT_DIR", value_name = "DIR")]
+    pub unit_dir: Option<PathBuf>,
+    /// D-Bus address of the session bus.
+    #[arg(long, global = true, env = "UNITLET_BUS", value_name = "ADDRESS")]
+    pub bus: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Output {
+    Table,
+    Wide,
+    Json,
+    Yaml,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the operator: watch, converge, resync.
+    Run {
+        /// Periodic full resync.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        resync: Duration,
+        /// Where to serve the operator's own metrics ("off" to disable).
+        #[arg(long = "metrics-addr", default_value = "127.0.0.1:9464")]
+        metrics_addr: String,
+    },
+    /// One full reconcile pass; waits for every started job.
+    Apply {
+        /// How long to wait for each job.
+        #[arg(long, default_value = "90s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Show what apply would do, with a reason per action.
+    Plan,
+    /// Parse and validate manifests (the whole directory by default).
+    Validate { files: Vec<PathBuf> },
+    /// Status of managed objects.
+    Get {
+        name: Option<String>,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Status, conditions, unit properties, live resource use, events.
+    Describe { name: String },
+    /// Print (or export) the unit files a manifest renders to.
+    Render {
+        name: String,
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    manifest::parse_duration(s)
+}
+
+/// Exit codes.
+pub const OK: i32 = 0;
+pub const NOT_OK: i32 = 1;
+pub const OPERATIONAL: i32 = 2;
+
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    init_tracing(matches!(cli.command, Command::Run { .. }));
+    let loc = Locations::resolve(cli.manifests, cli.state_dir, cli.unit_dir, cli.bus);
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return OPERATIONAL;
+        }
+    };
+    rt.block_on(dispatch(cli.command, loc))
+}
+
+fn init_tracing(operator: bool) {
+    let default = if operator { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("UNITLET_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Under systemd the journal adds timestamps already.
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    if journal {
+        let _ = b.without_time().try_init();
+    } else {
+        let _ = b.try_init();
+    }
+}
+
+fn fail(msg: impl std::fmt::Display) {
+    eprintln!("error: {msg}");
+}
+
+async fn connect(loc: &Locations) -> Result<Systemd, i32> {
+    match Systemd::connect(loc.bus.as_deref()).await {
+        Ok(sd) => {
+            if let Err(e) = sd.check_unit_dir(&loc.unit_dir).await {
+                fail(crate::error_chain(&e));
+                return Err(OPERATIONAL);
+            }
+            Ok(sd)
+        }
+        Err(e) => {
+            fail(crate::error_chain(&e));
+            Err(OPERATIONAL)
+        }
+    }
+}
+
+fn exe() -> PathBuf {
+    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("unitlet"))
+}
+
+async fn dispatch(cmd: Command, loc: Locations) -> i32 {
+    match cmd {
+        Command::Run { resync, metrics_addr } => {
+            let metrics_addr = if metrics_addr == "off" || metrics_addr.is_empty() {
+                None
+            } else {
+                match metrics_addr.parse() {
+                    Ok(a) => Some(a),
+                    Err(_) => {
+                        fail(format!("--metrics-addr {metrics_addr:?} is not HOST:PORT (e.g. 127.0.0.1:9464) or \"off\""));
+                        return OPERATIONAL;
+                    }
+                }
+            };
+            let opts = crate::operator::RunOptions { loc, resync, metrics_addr, exe: exe() };
+            match crate::operator::run(opts, shutdown_signal()).await {
+                Ok(()) => OK,
+                Err(e) => {
+                    fail(crate::error_chain(&e));
+                    OPERATIONAL
+                }
+            }
+        }
+        Command::Apply { timeout } => apply(loc, timeout).await,
+        Command::Plan => plan(loc).await,
+        Command::Validate { files } => validate(&loc, &files),
+        Command::Get { name, output } => get(&loc, name.as_deref(), output).await,
+        Command::Describe { name } => describe(&loc, &name).await,
+        Command::Render { name, out } => render_cmd(&loc, &name, out.as_deref()),
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn reconcile_exit(e: &ReconcileError) -> i32 {
+    fail(crate::error_chain(e));
+    OPERATIONAL
+}
+
+async fn apply(loc: Locations, timeout: Duration) -> i32 {
+    let sd = match connect(&loc).await {
+        Ok(sd) => sd,
+        Err(code) => return code,
+    };
+    let mut rec = Reconciler::new(loc.clone(), exe());
+    rec.job_timeout = timeout;
+    let mut status = Status::load(&loc.status_file());
+    let prep = match rec.prepare(&sd, &status).await {
+        Ok(p) => p,
+        Err(e) => return reconcile_exit(&e),
+    };
+    let errors = prep.loaded.errors.clone();
+    let plan_text = prep.plan.to_string();
+    let report = match rec.apply(&sd, prep, &mut status).await {
+        Ok(r) => r,
+        Err(e) => return reconcile_exit(&e),
+    };
+    status.operator_error = None;
+    if let Err(e) = status.save(&loc.status_file()) {
+        fail(crate::error_chain(&e));
+        return OPERATIONAL;
+    }
+    if report.actions > 0 {
+        print!("{plan_text}");
+    }
+    for e in &errors {
+        eprintln!("invalid: {e}");
+    }
+    for (m, e) in &report.failures {
+        eprintln!("failed: {m}: {e}");
+    }
+    let not_ready: Vec<&ObjectStatus> = status.objects.values().filter(|o| !o.is_ready()).collect();
+    for o in &not_ready {
+        if let Some(c) = o.ready()
+            && !report.failures.contains_key(&o.name)
+        {
+            eprintln!("not ready: {}: {} ({})", o.name, c.message, c.reason);
+        }
+    }
+    println!(
+        "{} object(s): {} ready, {} not ready; {} action(s), {} daemon-reload(s) in {:.0?}",
+        status.objects.len(),
+        report.ready,
+        report.not_ready,
+        report.actions,
+        report.daemon_reloads,
+        report.elapsed
+    );
+    if not_ready.is_empty() && errors.is_empty() { OK } else { NOT_OK }
+}
+
+async fn plan(loc: Locations) -> i32 {
+    let sd = match connect(&loc).await {
+        Ok(sd) => sd,
+        Err(code) => return code,
+    };
+    let rec = Reconciler::new(loc.clone(), exe());
+    let status = Status::load(&loc.status_file());
+    let prep = match rec.prepare(&sd, &status).await {
+        Ok(p) => p,
+        Err(e) => return reconcile_exit(&e),
+    };
+    for e in &prep.loaded.errors {
+        println!("! invalid, not applied (its units are kept as they are): {e}");
+    }
+    print!("{}", prep.plan);
+    if prep.plan.is_empty() { OK } else { NOT_OK }
+}
+
+fn validate(loc: &Locations, files: &[PathBuf]) -> i32 {
+    let set = if files.is_empty() {
+        match manifest::load_dir(&loc.manifests) {
+            Ok(s) => s,
+            Err(e) => {
+                fail(crate::error_chain(&e));
+                return NOT_OK;
+            }
+        }
+    } else {
+        manifest::load_files(files)
+    };
+    for e in &set.errors {
+        println!("{e}");
+    }
+    println!("{} manifest(s) valid, {} error(s) in {} file(s)", set.manifests.len(), set.errors.len(), set.files.len());
+    if set.errors.is_empty() { OK } else { NOT_OK }
+}
+
+/// Status as `get` shows it: the persisted status, corrected by the current
+/// manifest files (a file broken since the last pass shows as such) and by
+/// live unit states when systemd is reachable.
+async fn current_status(loc: &Locations) -> Result<Status, i32> {
+    let mut status = Status::load(&loc.status_file());
+    match manifest::load_dir(&loc.manifests) {
+        Ok(set) => {
+            for m in &set.manifests {
+                status.objects.entry(m.name.clone()).or_insert_with(|| {
+                    let mut o = ObjectStatus {
+                        kind: m.kind().to_string(),
+                        name: m.name.clone(),
+                        file: m.file.clone(),
+                        conditions: vec![],
+                        unit: None,
+                        failures: 0,
+                        spec_hash: String::new(),
+                    };
+                    o.set_condition("Ready", "Unknown", "NotApplied", "not applied yet; run `unitlet apply` or start `unitlet run`");
+                    o
+                });
+            }
+            for (name, err) in &set.held {
+                let o = status.objects.entry(name.clone()).or_insert_with(|| ObjectStatus {
+                    kind: "Service".into(),
+                    name: name.clone(),
+                    file: err.file.clone(),
+                    conditions: vec![],
+                    unit: None,
+                    failures: 0,
+                    spec_hash: String::new(),
+                });
+                if o.ready().is_none_or(|c| c.reason != "Invalid" || !c.message.starts_with(&err.to_string())) {
+                    o.set_condition("Ready", "False", "Invalid", &err.to_string());
+                }
+            }
+            let present: std::collections::BTreeSet<&String> = set.manifests.iter().map(|m| &m.name).chain(set.held.keys()).collect();
+            status.objects.retain(|n, _| present.contains(n));
+        }
+        Err(LoadError::Missing { .. }) | Err(_) => {}
+    }
+    if let Ok(sd) = Systemd::connect(loc.bus.as_deref()).await {
+        let names: Vec<String> = status.objects.values().filter_map(|o| o.unit.as_ref().map(|u| u.name.clone())).collect();
+        if let Ok(live) = sd.list_units(&names).await {
+            for o in status.objects.values_mut() {
+                if let Some(u) = o.unit.as_mut()
+                    && let Some((l, _)) = live.get(&u.name)
+                {
+                    u.active_state = l.active_state.clone();
+                    u.sub_state = l.sub_state.clone();
+                }
+            }
+        }
+    }
+    Ok(status)
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GetItem<'a> {
+    kind: &'a str,
+    name: &'a str,
+    file: &'a std::path::Path,
+    conditions: &'a [crate::status::Condition],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unit: Option<&'a crate::status::UnitStatus>,
+}
+
+async fn get(loc: &Locations, name: Option<&str>, output: Output) -> i32 {
+    let status = match current_status(loc).await {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let objs: Vec<&ObjectStatus> = match name {
+        Some(n) => match status.objects.get(n) {
+            Some(o) => vec![o],
+            None => {
+                fail(format!("no manifest named {n:?} in {}; `unitlet get` lists them", loc.manifests.display()));
+                return NOT_OK;
+            }
+        },
+        None => status.objects.values().collect(),
+    };
+    let items: Vec<GetItem> = objs
+        .iter()
+        .map(|o| GetItem { kind: &o.kind, name: &o.name, file: &o.file, conditions: &o.conditions, unit: o.unit.as_ref() })
+        .collect();
+    let mut out = std::io::stdout().lock();
+    match output {
+        Output::Json => {
+            let _ = writeln!(out, "{}", serde_json::to_string_pretty(&items).expect("serializable"));
+        }
+        Output::Yaml => {
+            let _ = write!(out, "{}", serde_saphyr::to_string(&items).unwrap_or_default());
+        }
+        Output::Table | Output::Wide => {
+            let wide = output == Output::Wide;
+            let mut rows = vec![];
+            for o in &objs {
+                let c = o.ready();
+                let mut row = vec![
+                    o.name.clone(),
+                    o.kind.clone(),
+                    c.map(|c| c.status.clone()).unwrap_or_else(|| "Unknown".into()),
+                    c.map(|c| c.reason.clone()).unwrap_or_default(),
+                    o.unit.as_ref().map(|u| format!("{}/{}", u.active_state, u.sub_state)).unwrap_or_default(),
+                ];
+                if wide {
+                    row.push(o.file.display().to_string());
+                    row.push(c.map(|c| c.message.clone()).unwrap_or_default());
+                }
+                rows.push(row);
+            }
+            let mut header = vec!["NAME", "KIND", "READY", "REASON", "STATE"];
+            if wide {
+                header.extend(["FILE", "MESSAGE"]);
+            }
+            print_table(&mut out, &header, &rows);
+        }
+    }
+    OK
+}
+
+fn print_table(out: &mut impl Write, header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}   ", w = widths[i]));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let _ = writeln!(out, "{}", line(header.to_vec()));
+    for r in rows {
+        let _ = writeln!(out, "{}", line(r.iter().map(String::as_str).collect()));
+    }
+}
+
+async fn describe(loc: &Locations, name: &str) -> i32 {
+    let status = match current_status(loc).await {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let Some(o) = status.objects.get(name) else {
+        fail(format!("no manifest named {name:?} in {}; `unitlet get` lists them", loc.manifests.display()));
+        return NOT_OK;
+    };
+    println!("Name:   {}", o.name);
+    println!("Kind:   {}", o.kind);
+    println!("File:   {}", o.file.display());
+    println!("Conditions:");
+    for c in &o.conditions {
+        println!("  {}={}  reason={}  since {}", c.type_, c.status, c.reason, c.last_transition_time);
+        println!("    {}", c.message);
+    }
+    if let Some(u) = &o.unit {
+        println!("Unit:   {} ({}/{})", u.name, u.active_state, u.sub_state);
+        if let Ok(sd) = Systemd::connect(loc.bus.as_deref()).await
+            && let Ok(path) = sd.load_unit(&u.name).await
+        {
+            let unit_props = sd.get_all(&u.name, &path, "org.freedesktop.systemd1.Unit").await.unwrap_or_default();
+            let iface = if u.name.ends_with(".timer") { "org.freedesktop.systemd1.Timer" } else { "org.freedesktop.systemd1.Service" };
+            let props = sd.get_all(&u.name, &path, iface).await.unwrap_or_default();
+            let s = |m: &std::collections::HashMap<String, zbus::OwnedVariant>, k: &str| m.get(k).and_then(|v| String::try_from(v.clone()).ok()).unwrap_or_default();
+            let n = |k: &str| props.get(k).and_then(|v| u64::try_from(v).ok());
+            let n32 = |k: &str| props.get(k).and_then(|v| u32::try_from(v).ok());
+            println!("  FragmentPath:  {}", s(&unit_props, "FragmentPath"));
+            println!("  UnitFileState: {}", s(&unit_props, "UnitFileState"));
+            if let Some(pid) = n32("MainPID") {
+                println!("  MainPID:       {pid}");
+            }
+            let r = s(&props, "Result");
+            if !r.is_empty() {
+                println!("  Result:        {r}");
+            }
+            if iface.ends_with("Service") {
+                let fmt_bytes = |v: Option<u64>| match v {
+                    None | Some(u64::MAX) => "-".to_string(),
+                    Some(b) => format_bytes(b),
+                };
+                let lim = |v: Option<u64>| match v {
+                    None | Some(u64::MAX) => "unlimited".to_string(),
+                    Some(b) => format_bytes(b),
+                };
+                println!("Resources (live / limit):");
+                println!("  Memory:  {} (peak {}) / max {}, high {}", fmt_bytes(n("MemoryCurrent")), fmt_bytes(n("MemoryPeak")), lim(n("MemoryMax")), lim(n("MemoryHigh")));
+                let cpu = n("CPUUsageNSec").filter(|v| *v != u64::MAX).map(|v| format!("{:.2}s", v as f64 / 1e9)).unwrap_or_else(|| "-".into());
+                let quota = n("CPUQuotaPerSecUSec").filter(|v| *v != u64::MAX).map(|v| format!("{}%", v / 10_000)).unwrap_or_else(|| "unlimited".into());
+                println!("  CPU:     {cpu} used / quota {quota}");
+                let tasks = n("TasksCurrent").filter(|v| *v != u64::MAX).map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+                let tmax = n("TasksMax").filter(|v| *v != u64::MAX).map(|v| v.to_string()).unwrap_or_else(|| "unlimited".into());
+                println!("  Tasks:   {tasks} / max {tmax}");
+            }
+        }
+    }
+    println!("Events:");
+    let evs: Vec<_> = status.events_for(name).collect();
+    if evs.is_empty() {
+        println!("  <none>");
+    }
+    for e in evs.iter().rev().take(20).rev() {
+        println!("  {}  {:<7}  {:<14}  {}", e.time, e.type_, e.reason, e.message);
+    }
+    OK
+}
+
+fn format_bytes(b: u64) -> String {
+    const U: [&str; 5] = ["B", "K", "M", "G", "T"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 { format!("{b}B") } else { format!("{v:.1}{}", U[i]) }
+}
+
+fn render_cmd(loc: &Locations, name: &str, out: Option<&std::path::Path>) -> i32 {
+    let set = match manifest::load_dir(&loc.manifests) {
+        Ok(s) => s,
+        Err(e) => {
+            fail(crate::error_chain(&e));
+            return NOT_OK;
+        }
+    };
+    let Some(m) = set.get(name) else {
+        if let Some(e) = set.held.get(name) {
+            fail(format!("manifest {name:?} is invalid: {e}"));
+        } else {
+            fail(format!("no manifest named {name:?} in {}", loc.manifests.display()));
+        }
+        return NOT_OK;
+    };
+    let rec = Reconciler::new(loc.clone(), exe());
+    let units = render::render(m, &rec.render_ctx);
+    for u in &units {
+        match out {
+            Some(dir) => {
+                let p = dir.join(&u.name);
+                if let Err(e) = crate::fsutil::atomic_write(&p, u.content.as_bytes(), 0o644) {
+                    fail(format!("cannot write {}: {e}", p.display()));
+                    return NOT_OK;
+                }
+                println!("{}", p.display());
+            }
+            None => {
+                println!("# {}", u.name);
+                print!("{}", u.content);
+                if units.len() > 1 {
+                    println!();
+                }
+            }
+        }
+    }
+    OK
+}

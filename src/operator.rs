@@ -1,0 +1,253 @@
+//! `unitlet run`: the operator loop.
+//!
+//! Events (a manifest file changed, a unit changed state, the resync timer,
+//! a backoff expiring) only *trigger* a pass; triggers arriving while a pass
+//! runs collapse into one more pass. Passes are serialised, so there is one
+//! reconcile per object at a time, and every pass compares desired with
+//! observed state from scratch (level-triggered).
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use notify::RecursiveMode;
+use tokio::sync::Notify;
+
+use crate::locations::Locations;
+use crate::metrics::Metrics;
+use crate::reconcile::{ReconcileError, Reconciler};
+use crate::status::Status;
+use crate::systemd::{self, Systemd};
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub loc: Locations,
+    pub resync: Duration,
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The unitlet binary Backup oneshots run.
+    pub exe: PathBuf,
+}
+
+fn sd_notify(states: &[sd_notify::NotifyState<'_>]) {
+    let _ = sd_notify::notify(false, states);
+}
+
+/// Watches the manifests directory (and its parent, so removal and
+/// re-creation are seen) and the unit directory (so a hand edit is undone
+/// promptly). Re-arms itself when a watched directory comes back.
+struct DirWatch {
+    debouncer: notify_debouncer_full::Debouncer<notify::RecommendedWatcher, notify_debouncer_full::RecommendedCache>,
+    watched: Vec<PathBuf>,
+}
+
+impl DirWatch {
+    fn new(trigger: Arc<Notify>) -> notify::Result<DirWatch> {
+        let debouncer = notify_debouncer_full::new_debouncer(Duration::from_millis(50), Some(Duration::from_millis(25)), move |r: notify_debouncer_full::DebounceEventResult| {
+            if let Ok(events) = r
+                && !events.is_empty()
+            {
+                trigger.notify_one();
+            }
+        })?;
+        Ok(DirWatch { debouncer, watched: vec![] })
+    }
+
+    /// Make sure every directory that exists is watched.
+    fn arm(&mut self, dirs: &[&Path]) {
+        for d in dirs {
+            let want = d.to_path_buf();
+            let alive = want.is_dir();
+            let have = self.watched.contains(&want);
+            if alive && !have {
+                if self.debouncer.watch(&want, RecursiveMode::NonRecursive).is_ok() {
+                    self.watched.push(want);
+                }
+            } else if !alive && have {
+                let _ = self.debouncer.unwatch(&want);
+                self.watched.retain(|w| w != &want);
+            }
+        }
+    }
+}
+
+/// Run the operator until `shutdown` resolves.
+///
+/// # Errors
+/// Only for failures to start (e.g. the metrics address is taken). Once
+/// running, errors are reported in status and logs and retried; the loop
+/// never stops a unit because something failed.
+pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let metrics = Arc::new(Metrics::new());
+    if let Some(addr) = opts.metrics_addr {
+        crate::metrics::serve(addr, metrics.clone()).await.map_err(|source| RunError::Metrics { addr, source })?;
+    }
+    let trigger = Arc::new(Notify::new());
+    let mut watch = DirWatch::new(trigger.clone()).map_err(|e| RunError::Watch(e.to_string()))?;
+    let parent = opts.loc.manifests.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
+    watch.arm(&[&opts.loc.manifests, &parent, &opts.loc.unit_dir]);
+
+    let mut rec = Reconciler::new(opts.loc.clone(), opts.exe.clone());
+    let status_path = opts.loc.status_file();
+    let mut status = Status::load(&status_path);
+    let mut sd: Option<Systemd> = None;
+    let mut unit_changes: Option<std::pin::Pin<Box<dyn futures_util::Stream<Item = String> + Send>>> = None;
+    let mut reconnect_delay = Duration::from_millis(200);
+    let mut ready_sent = false;
+
+    let mut wd_usec = 0u64;
+    let watchdog = sd_notify::watchdog_enabled(false, &mut wd_usec).then(|| Duration::from_micros(wd_usec / 2));
+    let mut wd_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+
+    tokio::pin!(shutdown);
+    let mut next_resync = tokio::time::Instant::now();
+    let mut retry_at: Option<tokio::time::Instant> = None;
+    let mut pending = true;
+
+    loop {
+        if pending {
+            pending = false;
+            // (Re)connect with backoff when the bus or manager went away.
+            if sd.is_none() {
+                match Systemd::connect(opts.loc.bus.as_deref()).await {
+                    Ok(c) => {
+                        if let Err(e) = c.check_unit_dir(&opts.loc.unit_dir).await {
+                            tracing::error!("{}", crate::error_chain(&e));
+                            return Err(RunError::Setup(crate::error_chain(&e)));
+                        }
+                        unit_changes = systemd::unit_changes(&c).await.ok().map(|s| Box::pin(s) as _);
+                        let _ = c.subscribe().await;
+                        tracing::info!("connected to the user manager");
+                        reconnect_delay = Duration::from_millis(200);
+                        sd = Some(c);
+                    }
+                    Err(e) => {
+                        let msg = crate::error_chain(&e);
+                        tracing::warn!("{msg}; retrying in {reconnect_delay:?}");
+                        metrics.reconcile_error("connect");
+                        sd_notify(&[sd_notify::NotifyState::Status(&format!("cannot reach systemd: {msg}"))]);
+                        retry_at = Some(tokio::time::Instant::now() + reconnect_delay);
+                        reconnect_delay = (reconnect_delay * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+            if let Some(c) = sd.clone() {
+                watch.arm(&[&opts.loc.manifests, &parent, &opts.loc.unit_dir]);
+                let timer = std::time::Instant::now();
+                let outcome = pass(&mut rec, &c, &mut status).await;
+                metrics.observe_pass(timer.elapsed());
+                match outcome {
+                    Ok(report) => {
+                        if status.operator_error.take().is_some() {
+                            tracing::info!("recovered");
+                        }
+                        metrics.set_objects(&status);
+                        if report.actions > 0 || !report.failures.is_empty() {
+                            tracing::info!(actions = report.actions, reloads = report.daemon_reloads, ready = report.ready, not_ready = report.not_ready, elapsed = ?report.elapsed, "reconciled");
+                        }
+                        for (m, e) in &report.failures {
+                            tracing::warn!(manifest = %m, "{e}");
+                            metrics.reconcile_error("apply");
+                        }
+                        retry_at = report.retry_at.map(tokio::time::Instant::from_std);
+                        let summary = format!("{} ready, {} not ready", report.ready, report.not_ready);
+                        if !ready_sent {
+                            sd_notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&summary)]);
+                            ready_sent = true;
+                        } else {
+                            sd_notify(&[sd_notify::NotifyState::Status(&summary)]);
+                        }
+                    }
+                    Err(e) => {
+                        let msg = crate::error_chain(&e);
+                        tracing::error!("{msg}");
+                        metrics.reconcile_error(match &e {
+                            ReconcileError::Load(_) => "manifests",
+                            ReconcileError::Systemd(_) => "systemd",
+                            _ => "io",
+                        });
+                        if status.operator_error.as_deref() != Some(msg.as_str()) {
+                            status.event("unitlet", "Warning", "ReconcileError", msg.clone());
+                            status.operator_error = Some(msg.clone());
+                            let _ = status.save(&status_path);
+                        }
+                        sd_notify(&[sd_notify::NotifyState::Status(&format!("error: {msg}"))]);
+                        if !ready_sent {
+                            // Running but degraded is still "started": systemd
+                            // should not kill us for a missing directory.
+                            sd_notify(&[sd_notify::NotifyState::Ready]);
+                            ready_sent = true;
+                        }
+                        if e.is_disconnect() {
+                            sd = None;
+                            unit_changes = None;
+                            retry_at = Some(tokio::time::Instant::now() + reconnect_delay);
+                        }
+                    }
+                }
+            }
+            next_resync = tokio::time::Instant::now() + opts.resync;
+        }
+
+        let retry_sleep = async {
+            match retry_at {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        let unit_event = async {
+            match unit_changes.as_mut() {
+                Some(s) => s.next().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = &mut shutdown => {
+                tracing::info!("stopping");
+                sd_notify(&[sd_notify::NotifyState::Stopping]);
+                return Ok(());
+            }
+            _ = trigger.notified() => { pending = true; }
+            ev = unit_event => {
+                match ev {
+                    Some(_unit) => pending = true,
+                    None => { sd = None; unit_changes = None; pending = true; }
+                }
+            }
+            _ = tokio::time::sleep_until(next_resync) => { pending = true; }
+            _ = retry_sleep => { retry_at = None; pending = true; }
+            _ = wd_tick.tick(), if watchdog.is_some() => {
+                sd_notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+        }
+    }
+}
+
+/// One pass: prepare, apply, save status when it changed.
+async fn pass(rec: &mut Reconciler, sd: &Systemd, status: &mut Status) -> Result<crate::reconcile::PassReport, ReconcileError> {
+    let before = status.clone();
+    let prep = rec.prepare(sd, status).await?;
+    let report = rec.apply(sd, prep, status).await?;
+    if *status != before {
+        status.save(&rec.loc.status_file())?;
+    }
+    Ok(report)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The metrics listener could not be opened.
+    #[error("cannot serve metrics on {addr}: {source}; choose another --metrics-addr")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file watcher could not start.
+    #[error("cannot watch files: {0}")]
+    Watch(String),
+    /// A configuration problem that retrying cannot fix.
+    #[error("{0}")]
+    Setup(String),
+}

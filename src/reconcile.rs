@@ -1,0 +1,466 @@
+//! One reconcile pass: load → render → observe → plan → apply → status.
+//!
+//! The pass is level-triggered: it never asks *why* it runs, it compares
+//! what the manifests want with what is on disk and live in systemd.
+//! `apply` runs one pass; `run` runs them on events and on a timer.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::fsutil;
+use crate::locations::Locations;
+use crate::manifest::{self, DesiredState, Kind, LoadError, LoadedSet};
+use crate::plan::{self, Held, Observed, ObservedFile, Op, Plan};
+use crate::render::{self, DesiredUnit, RenderContext, Role};
+use crate::status::{ObjectStatus, Status, UnitStatus};
+use crate::systemd::{JobKind, Systemd, SystemdError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// The manifests directory cannot be used; nothing was changed.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// systemd could not be reached or refused a batch operation.
+    #[error(transparent)]
+    Systemd(#[from] SystemdError),
+    /// The unit directory cannot be read or written.
+    #[error("cannot {what} {path}")]
+    UnitDir {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Status could not be saved.
+    #[error(transparent)]
+    Status(#[from] crate::status::StatusError),
+}
+
+impl ReconcileError {
+    pub fn is_disconnect(&self) -> bool {
+        matches!(self, ReconcileError::Systemd(e) if e.is_disconnect())
+    }
+}
+
+/// Everything a pass computed before touching anything: what `plan` prints.
+pub struct Prepared {
+    pub loaded: LoadedSet,
+    pub desired: Vec<DesiredUnit>,
+    pub held: Held,
+    pub observed: Observed,
+    pub plan: Plan,
+    /// Manifests skipped this pass because they are backing off.
+    pub backing_off: BTreeSet<String>,
+}
+
+/// The outcome of one pass.
+#[derive(Debug, Default)]
+pub struct PassReport {
+    pub actions: usize,
+    pub daemon_reloads: usize,
+    /// Manifest → error from executing its actions.
+    pub failures: BTreeMap<String, String>,
+    pub ready: usize,
+    pub not_ready: usize,
+    pub elapsed: Duration,
+    /// When the earliest backing-off manifest should be retried.
+    pub retry_at: Option<Instant>,
+}
+
+/// Per-object backoff after failures, reset on success or on an edit.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    pub until: Instant,
+    pub spec_hash: String,
+}
+
+pub fn backoff_delay(failures: u32) -> Duration {
+    let secs = 1u64 << failures.saturating_sub(1).min(8);
+    Duration::from_secs(secs.min(300))
+}
+
+/// What survives between passes of one `run`.
+pub struct Reconciler {
+    pub loc: Locations,
+    pub render_ctx: RenderContext,
+    pub backoff: HashMap<String, Backoff>,
+    /// How long to wait for each job.
+    pub job_timeout: Duration,
+}
+
+fn unit_files_in(dir: &Path) -> Result<BTreeMap<String, ObservedFile>, ReconcileError> {
+    let mut out = BTreeMap::new();
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(source) => return Err(ReconcileError::UnitDir { what: "read unit directory", path: dir.to_path_buf(), source }),
+    };
+    for ent in rd.flatten() {
+        let name = ent.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !(name.ends_with(".service") || name.ends_with(".timer")) {
+            continue;
+        }
+        let path = dir.join(&name);
+        let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+        if !meta.is_file() {
+            // Symlinks and directories are never unitlet's: record them as
+            // unmarked so a manifest of the same name reports a conflict.
+            out.insert(name, ObservedFile { path, content: String::new(), marker: None, source: None });
+            continue;
+        }
+        let content = std::fs::read_to_string(&path).unwrap_or_default();
+        let marker = render::marker_of(&content);
+        let source = render::source_of(&content);
+        out.insert(name, ObservedFile { path, content, marker, source });
+    }
+    Ok(out)
+}
+
+impl Reconciler {
+    pub fn new(loc: Locations, exe: PathBuf) -> Reconciler {
+        let render_ctx = RenderContext {
+            exe,
+            manifests: loc.manifests.clone(),
+            state_dir: loc.state_dir.clone(),
+            unit_dir: loc.unit_dir.clone(),
+            bus: loc.bus.clone(),
+        };
+        Reconciler { loc, render_ctx, backoff: HashMap::new(), job_timeout: Duration::from_secs(90) }
+    }
+
+    /// Load, render and observe, then plan. Changes nothing.
+    pub async fn prepare(&self, sd: &Systemd, status: &Status) -> Result<Prepared, ReconcileError> {
+        let loaded = manifest::load_dir(&self.loc.manifests)?;
+        let mut held = Held { names: loaded.held.keys().cloned().collect(), files: loaded.broken_files.clone() };
+        // Files with any error hold the units they produced before.
+        for e in &loaded.errors {
+            held.files.insert(e.file.clone());
+        }
+        let now = Instant::now();
+        let mut backing_off = BTreeSet::new();
+        let mut desired = Vec::new();
+        for m in &loaded.manifests {
+            if let Some(b) = self.backoff.get(&m.name)
+                && b.until > now
+                && b.spec_hash == manifest::spec_hash(m)
+            {
+                backing_off.insert(m.name.clone());
+                held.names.insert(m.name.clone());
+                continue;
+            }
+            desired.extend(render::render(m, &self.render_ctx));
+        }
+        let observed = self.observe(sd, &desired, status).await?;
+        let plan = plan::plan(&self.loc.unit_dir, &desired, &held, &observed);
+        Ok(Prepared { loaded, desired, held, observed, plan, backing_off })
+    }
+
+    async fn observe(&self, sd: &Systemd, desired: &[DesiredUnit], status: &Status) -> Result<Observed, ReconcileError> {
+        let files = unit_files_in(&self.loc.unit_dir)?;
+        let mut names: BTreeSet<String> = desired.iter().map(|d| d.name.clone()).collect();
+        names.extend(files.iter().filter(|(_, f)| f.marker.is_some()).map(|(n, _)| n.clone()));
+        let names: Vec<String> = names.into_iter().collect();
+        let listed = sd.list_units(&names).await?;
+        let file_states = sd.unit_file_states(&names).await?;
+        let mut live = BTreeMap::new();
+        for (name, (mut unit, path)) in listed {
+            unit.file_state = file_states.get(&name).cloned();
+            let d = desired.iter().find(|d| d.name == name);
+            let file = files.get(&name);
+            if let Some(d) = d {
+                let differs = file.is_none_or(|f| f.content != d.content);
+                if (differs || unit.load_state != "loaded") && unit.load_state != "not-found" {
+                    unit.fragment_path = Some(sd.fragment_path(&name, &path).await.unwrap_or_default());
+                }
+                let applied = status.applied.get(&name);
+                if !differs && unit.load_state == "loaded" && applied != Some(&plan::content_hash(&d.content)) {
+                    unit.need_reload = Some(sd.need_daemon_reload(&name, &path).await.unwrap_or(false));
+                }
+                let active = unit.active_state == "active";
+                if matches!(d.role, Role::Main { state: DesiredState::Running, .. }) && active && !differs && !d.resources.is_empty() {
+                    unit.limits = sd.live_limits(&name, &path).await.ok();
+                }
+            }
+            live.insert(name, unit);
+        }
+        Ok(Observed { files, live, applied: status.applied.clone() })
+    }
+
+    /// Execute a prepared plan, then refresh status. Returns the report.
+    ///
+    /// # Guarantees
+    /// Only units carrying unitlet's marker are stopped, disabled or
+    /// removed (the planner guarantees it; the applier re-checks the file
+    /// before removing). One daemon-reload per plan at most.
+    pub async fn apply(&mut self, sd: &Systemd, prep: Prepared, status: &mut Status) -> Result<PassReport, ReconcileError> {
+        let started = Instant::now();
+        let mut report = PassReport { actions: prep.plan.actions.len(), daemon_reloads: prep.plan.daemon_reloads(), ..Default::default() };
+        let mut failures: BTreeMap<String, String> = BTreeMap::new();
+        let fail = |failures: &mut BTreeMap<String, String>, m: &str, e: String| {
+            failures.entry(m.to_string()).or_insert(e);
+        };
+
+        if !prep.plan.is_empty() {
+            // Subscribe before any job is queued.
+            let mut jobs_stream = sd.job_stream().await?;
+            let actions = &prep.plan.actions;
+
+            // 1. Stops (GC and state: stopped), waited for before files change.
+            let mut stop_jobs = Vec::new();
+            for a in actions.iter().filter(|a| a.op == Op::Stop) {
+                match sd.queue(&a.unit, JobKind::Stop).await {
+                    Ok(j) => stop_jobs.push((a, j)),
+                    Err(e) => fail(&mut failures, &a.manifest, e.to_string()),
+                }
+            }
+            let jobs: Vec<_> = stop_jobs.iter().map(|(_, j)| j.clone()).collect();
+            let results = jobs_stream.wait(sd, &jobs, self.job_timeout).await;
+            for ((a, _), r) in stop_jobs.iter().zip(results) {
+                match r {
+                    Ok(()) => status.event(&a.manifest, "Normal", "Stopped", format!("stopped {}: {}", a.unit, a.reason)),
+                    Err(e) => {
+                        status.event(&a.manifest, "Warning", "StopFailed", e.to_string());
+                        fail(&mut failures, &a.manifest, e.to_string());
+                    }
+                }
+            }
+
+            // 2. Disables, batched.
+            let disables: Vec<String> = actions.iter().filter(|a| a.op == Op::Disable).map(|a| a.unit.clone()).collect();
+            if let Err(e) = sd.disable(&disables).await {
+                for a in actions.iter().filter(|a| a.op == Op::Disable) {
+                    fail(&mut failures, &a.manifest, e.to_string());
+                }
+            }
+
+            // 3. Files.
+            for a in actions {
+                match &a.op {
+                    Op::Write { path, content } => {
+                        if let Err(source) = fsutil::atomic_write(path, content.as_bytes(), 0o644) {
+                            let e = ReconcileError::UnitDir { what: "write unit file", path: path.clone(), source };
+                            fail(&mut failures, &a.manifest, crate::error_chain(&e));
+                        }
+                    }
+                    Op::Remove { path } => {
+                        // Re-check ownership right before deleting.
+                        let still_ours = std::fs::read_to_string(path).ok().and_then(|c| render::marker_of(&c)).as_deref() == Some(a.manifest.as_str());
+                        if still_ours {
+                            if let Err(source) = fsutil::remove_durable(path) {
+                                let e = ReconcileError::UnitDir { what: "remove unit file", path: path.clone(), source };
+                                fail(&mut failures, &a.manifest, crate::error_chain(&e));
+                            } else {
+                                sd.reset_failed(&a.unit).await;
+                                status.applied.remove(&a.unit);
+                                status.event(&a.manifest, "Normal", "Removed", format!("removed {} ({})", a.unit, a.reason));
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+
+            // 4. One daemon-reload for the whole batch.
+            if prep.plan.daemon_reloads() > 0 {
+                sd.reload().await?;
+            }
+
+            // 5. Enables, batched.
+            let enables: Vec<String> = actions
+                .iter()
+                .filter(|a| a.op == Op::Enable && !failures.contains_key(&a.manifest))
+                .map(|a| a.unit.clone())
+                .collect();
+            if let Err(e) = sd.enable(&enables).await {
+                for a in actions.iter().filter(|a| a.op == Op::Enable) {
+                    fail(&mut failures, &a.manifest, e.to_string());
+                }
+            }
+
+            // 6. Live limits.
+            for a in actions {
+                if let Op::SetLimits(r) = &a.op {
+                    if failures.contains_key(&a.manifest) {
+                        continue;
+                    }
+                    match sd.set_limits(&a.unit, r).await {
+                        Ok(()) => status.event(&a.manifest, "Normal", "LimitsApplied", format!("{}: {}", a.unit, a.reason)),
+                        Err(e) => fail(&mut failures, &a.manifest, e.to_string()),
+                    }
+                }
+            }
+
+            // 7. Starts and restarts, all queued, then waited for together:
+            // systemd orders them by After=.
+            let mut start_jobs = Vec::new();
+            for a in actions {
+                let kind = match a.op {
+                    Op::Start => JobKind::Start,
+                    Op::Restart => JobKind::Restart,
+                    _ => continue,
+                };
+                if failures.contains_key(&a.manifest) {
+                    continue;
+                }
+                match sd.queue(&a.unit, kind).await {
+                    Ok(j) => start_jobs.push((a, j)),
+                    Err(e) => fail(&mut failures, &a.manifest, e.to_string()),
+                }
+            }
+            let jobs: Vec<_> = start_jobs.iter().map(|(_, j)| j.clone()).collect();
+            let results = jobs_stream.wait(sd, &jobs, self.job_timeout).await;
+            for ((a, j), r) in start_jobs.iter().zip(results) {
+                let (ok_reason, bad_reason) = match j.kind {
+                    JobKind::Restart => ("Restarted", "RestartFailed"),
+                    _ => ("Started", "StartFailed"),
+                };
+                match r {
+                    Ok(()) => status.event(&a.manifest, "Normal", ok_reason, format!("{} {}: {}", ok_reason.to_lowercase(), a.unit, a.reason)),
+                    Err(e) => {
+                        status.event(&a.manifest, "Warning", bad_reason, e.to_string());
+                        fail(&mut failures, &a.manifest, e.to_string());
+                    }
+                }
+            }
+            for a in actions.iter().filter(|a| matches!(a.op, Op::Write { .. })) {
+                if !failures.contains_key(&a.manifest) {
+                    status.event(&a.manifest, "Normal", "Written", format!("wrote {}: {}", a.unit, a.reason));
+                }
+            }
+        }
+
+        // Record what is now applied in full.
+        for d in &prep.desired {
+            if !failures.contains_key(&d.manifest) && !prep.plan.conflicts.iter().any(|c| c.manifest == d.manifest) {
+                status.applied.insert(d.unit_name().to_string(), plan::content_hash(&d.content));
+            }
+        }
+
+        // Backoff bookkeeping.
+        let now = Instant::now();
+        for m in &prep.loaded.manifests {
+            if prep.backing_off.contains(&m.name) {
+                continue;
+            }
+            let hash = manifest::spec_hash(m);
+            let obj = status.objects.entry(m.name.clone()).or_insert_with(|| empty_object(m.kind(), &m.name, &m.file));
+            if failures.contains_key(&m.name) {
+                obj.failures = if obj.spec_hash == hash { obj.failures + 1 } else { 1 };
+                self.backoff.insert(m.name.clone(), Backoff { until: now + backoff_delay(obj.failures), spec_hash: hash.clone() });
+            } else {
+                obj.failures = 0;
+                self.backoff.remove(&m.name);
+            }
+            obj.spec_hash = hash;
+        }
+        report.retry_at = self.backoff.values().map(|b| b.until).min();
+
+        refresh_status(sd, &prep, &failures, status).await?;
+        report.ready = status.objects.values().filter(|o| o.is_ready()).count();
+        report.not_ready = status.objects.len() - report.ready;
+        report.failures = failures;
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+}
+
+impl DesiredUnit {
+    pub fn unit_name(&self) -> &str {
+        &self.name
+    }
+}
+
+fn empty_object(kind: Kind, name: &str, file: &Path) -> ObjectStatus {
+    ObjectStatus {
+        kind: kind.to_string(),
+        name: name.to_string(),
+        file: file.to_path_buf(),
+        conditions: vec![],
+        unit: None,
+        failures: 0,
+        spec_hash: String::new(),
+    }
+}
+
+/// Recompute every object's status from the loaded set, this pass's
+/// failures and the live unit states.
+pub async fn refresh_status(sd: &Systemd, prep: &Prepared, failures: &BTreeMap<String, String>, status: &mut Status) -> Result<(), ReconcileError> {
+    // Main unit per manifest.
+    let main_unit = |m: &manifest::Manifest| match m.kind() {
+        Kind::Service => format!("{}.service", m.name),
+        Kind::Backup => format!("{}.timer", m.name),
+    };
+    let mut names: Vec<String> = prep.loaded.manifests.iter().map(main_unit).collect();
+    for n in prep.loaded.held.keys() {
+        names.push(format!("{n}.service"));
+    }
+    let live = sd.list_units(&names).await?;
+    let mut keep: BTreeSet<String> = BTreeSet::new();
+
+    for m in &prep.loaded.manifests {
+        keep.insert(m.name.clone());
+        let unit = main_unit(m);
+        let obj = status.objects.entry(m.name.clone()).or_insert_with(|| empty_object(m.kind(), &m.name, &m.file));
+        obj.kind = m.kind().to_string();
+        obj.file = m.file.clone();
+        let l = live.get(&unit).map(|(l, _)| l.clone()).unwrap_or_default();
+        obj.unit = Some(UnitStatus { name: unit.clone(), active_state: l.active_state.clone(), sub_state: l.sub_state.clone() });
+        if let Some(c) = prep.plan.conflicts.iter().find(|c| c.manifest == m.name) {
+            obj.set_condition("Ready", "False", "Conflict", &c.message);
+            continue;
+        }
+        if prep.backing_off.contains(&m.name) {
+            let msg = obj.ready().map(|c| c.message.clone()).unwrap_or_default();
+            obj.set_condition("Ready", "False", "BackingOff", &format!("retrying after failures: {msg}"));
+            continue;
+        }
+        if let Some(e) = failures.get(&m.name) {
+            obj.set_condition("Ready", "False", "ApplyFailed", e);
+            continue;
+        }
+        let desired_state = m.as_service().map(|s| s.state).unwrap_or(DesiredState::Running);
+        match (desired_state, l.active_state.as_str()) {
+            (DesiredState::Running, "active") => {
+                let msg = match m.kind() {
+                    Kind::Service => format!("{unit} is active ({})", l.sub_state),
+                    Kind::Backup => format!("{unit} is scheduled ({})", m.as_backup().map(|b| b.schedule.to_string()).unwrap_or_default()),
+                };
+                obj.set_condition("Ready", "True", "Running", &msg)
+            }
+            (DesiredState::Stopped, "inactive" | "failed") => obj.set_condition("Ready", "True", "Stopped", &format!("{unit} is stopped, as declared")),
+            (_, "activating" | "reloading") => obj.set_condition("Ready", "False", "Starting", &format!("{unit} is {} ({})", l.active_state, l.sub_state)),
+            (_, "failed") => obj.set_condition("Ready", "False", "Failed", &format!("{unit} failed ({}); see `journalctl --user -u {unit}`", l.sub_state)),
+            (_, s) => obj.set_condition("Ready", "False", "NotRunning", &format!("{unit} is {} ({}) but the manifest wants it {}", if s.is_empty() { "unknown" } else { s }, l.sub_state, if desired_state == DesiredState::Running { "running" } else { "stopped" })),
+        }
+    }
+    // Manifests that failed to load: shown under the name their file implies
+    // (or their own name, for a duplicate or invalid document).
+    for (name, err) in &prep.loaded.held {
+        keep.insert(name.clone());
+        let obj = status.objects.entry(name.clone()).or_insert_with(|| empty_object(Kind::Service, name, &err.file));
+        obj.file = err.file.clone();
+        if let Some((l, _)) = live.get(&format!("{name}.service")) {
+            obj.unit = Some(UnitStatus { name: format!("{name}.service"), active_state: l.active_state.clone(), sub_state: l.sub_state.clone() });
+        }
+        let kept = if obj.unit.as_ref().is_some_and(|u| u.active_state == "active") { " (its last good units keep running)" } else { "" };
+        obj.set_condition("Ready", "False", "Invalid", &format!("{err}{kept}"));
+    }
+    // Files with errors whose implied name is a valid manifest of another
+    // file are reported through `errors` only.
+    status.objects.retain(|n, _| keep.contains(n));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(backoff_delay(1), Duration::from_secs(1));
+        assert_eq!(backoff_delay(2), Duration::from_secs(2));
+        assert_eq!(backoff_delay(5), Duration::from_secs(16));
+        assert_eq!(backoff_delay(30), Duration::from_secs(256));
+    }
+}
