@@ -15,16 +15,31 @@ use crate::status::{ObjectStatus, Status};
 use crate::systemd::Systemd;
 
 #[derive(Parser, Debug)]
-#[command(name = "unitlet", version, about = "A Kubernetes-style operator for systemd user units", propagate_version = true)]
+#[command(
+    name = "unitlet",
+    version,
+    about = "A Kubernetes-style operator for systemd user units",
+    propagate_version = true
+)]
 pub struct Cli {
     /// Directory of manifests.
     #[arg(long, global = true, env = "UNITLET_MANIFESTS", value_name = "DIR")]
     pub manifests: Option<PathBuf>,
     /// Directory for status and backups.
-    #[arg(long = "state-dir", global = true, env = "UNITLET_STATE_DIR", value_name = "DIR")]
+    #[arg(
+        long = "state-dir",
+        global = true,
+        env = "UNITLET_STATE_DIR",
+        value_name = "DIR"
+    )]
     pub state_dir: Option<PathBuf>,
     /// Where unit files are written; must be on the user manager's UnitPath.
-    #[arg(long = "unit-dir", global = true, env = "UNITLET_UNIT_DIR", value_name = "DIR")]
+    #[arg(
+        long = "unit-dir",
+        global = true,
+        env = "UNITLET_UNIT_DIR",
+        value_name = "DIR"
+    )]
     pub unit_dir: Option<PathBuf>,
     /// D-Bus address of the session bus.
     #[arg(long, global = true, env = "UNITLET_BUS", value_name = "ADDRESS")]
@@ -91,7 +106,10 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     init_tracing(matches!(cli.command, Command::Run { .. }));
     let loc = Locations::resolve(cli.manifests, cli.state_dir, cli.unit_dir, cli.bus);
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -103,10 +121,16 @@ pub fn main() -> i32 {
 
 fn init_tracing(operator: bool) {
     let default = if operator { "info" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("UNITLET_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("UNITLET_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // Under systemd the journal adds timestamps already.
     let journal = std::env::var_os("JOURNAL_STREAM").is_some();
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    use std::io::IsTerminal;
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false);
     if journal {
         let _ = b.without_time().try_init();
     } else {
@@ -140,19 +164,29 @@ fn exe() -> PathBuf {
 
 async fn dispatch(cmd: Command, loc: Locations) -> i32 {
     match cmd {
-        Command::Run { resync, metrics_addr } => {
+        Command::Run {
+            resync,
+            metrics_addr,
+        } => {
             let metrics_addr = if metrics_addr == "off" || metrics_addr.is_empty() {
                 None
             } else {
                 match metrics_addr.parse() {
                     Ok(a) => Some(a),
                     Err(_) => {
-                        fail(format!("--metrics-addr {metrics_addr:?} is not HOST:PORT (e.g. 127.0.0.1:9464) or \"off\""));
+                        fail(format!(
+                            "--metrics-addr {metrics_addr:?} is not HOST:PORT (e.g. 127.0.0.1:9464) or \"off\""
+                        ));
                         return OPERATIONAL;
                     }
                 }
             };
-            let opts = crate::operator::RunOptions { loc, resync, metrics_addr, exe: exe() };
+            let opts = crate::operator::RunOptions {
+                loc,
+                resync,
+                metrics_addr,
+                exe: exe(),
+            };
             match crate::operator::run(opts, shutdown_signal()).await {
                 Ok(()) => OK,
                 Err(e) => {
@@ -234,7 +268,11 @@ async fn apply(loc: Locations, timeout: Duration) -> i32 {
         report.daemon_reloads,
         report.elapsed
     );
-    if not_ready.is_empty() && errors.is_empty() { OK } else { NOT_OK }
+    if not_ready.is_empty() && errors.is_empty() {
+        OK
+    } else {
+        NOT_OK
+    }
 }
 
 async fn plan(loc: Locations) -> i32 {
@@ -270,7 +308,12 @@ fn validate(loc: &Locations, files: &[PathBuf]) -> i32 {
     for e in &set.errors {
         println!("{e}");
     }
-    println!("{} manifest(s) valid, {} error(s) in {} file(s)", set.manifests.len(), set.errors.len(), set.files.len());
+    println!(
+        "{} manifest(s) valid, {} error(s) in {} file(s)",
+        set.manifests.len(),
+        set.errors.len(),
+        set.files.len()
+    );
     if set.errors.is_empty() { OK } else { NOT_OK }
 }
 
@@ -292,31 +335,52 @@ async fn current_status(loc: &Locations) -> Result<Status, i32> {
                         failures: 0,
                         spec_hash: String::new(),
                     };
-                    o.set_condition("Ready", "Unknown", "NotApplied", "not applied yet; run `unitlet apply` or start `unitlet run`");
+                    o.set_condition(
+                        "Ready",
+                        "Unknown",
+                        "NotApplied",
+                        "not applied yet; run `unitlet apply` or start `unitlet run`",
+                    );
                     o
                 });
             }
             for (name, err) in &set.held {
-                let o = status.objects.entry(name.clone()).or_insert_with(|| ObjectStatus {
-                    kind: "Service".into(),
-                    name: name.clone(),
-                    file: err.file.clone(),
-                    conditions: vec![],
-                    unit: None,
-                    failures: 0,
-                    spec_hash: String::new(),
-                });
-                if o.ready().is_none_or(|c| c.reason != "Invalid" || !c.message.starts_with(&err.to_string())) {
+                let o = status
+                    .objects
+                    .entry(name.clone())
+                    .or_insert_with(|| ObjectStatus {
+                        kind: "Service".into(),
+                        name: name.clone(),
+                        file: err.file.clone(),
+                        conditions: vec![],
+                        unit: None,
+                        failures: 0,
+                        spec_hash: String::new(),
+                    });
+                if o.ready().is_none_or(|c| {
+                    c.reason != "Invalid" || !c.message.starts_with(&err.to_string())
+                }) {
                     o.set_condition("Ready", "False", "Invalid", &err.to_string());
                 }
             }
-            let present: std::collections::BTreeSet<&String> = set.manifests.iter().map(|m| &m.name).chain(set.held.keys()).collect();
-            status.objects.retain(|n, _| present.contains(n));
+            let present: std::collections::BTreeSet<&String> = set
+                .manifests
+                .iter()
+                .map(|m| &m.name)
+                .chain(set.held.keys())
+                .collect();
+            status
+                .objects
+                .retain(|n, o| present.contains(n) || set.broken_files.contains(&o.file));
         }
         Err(LoadError::Missing { .. }) | Err(_) => {}
     }
     if let Ok(sd) = Systemd::connect(loc.bus.as_deref()).await {
-        let names: Vec<String> = status.objects.values().filter_map(|o| o.unit.as_ref().map(|u| u.name.clone())).collect();
+        let names: Vec<String> = status
+            .objects
+            .values()
+            .filter_map(|o| o.unit.as_ref().map(|u| u.name.clone()))
+            .collect();
         if let Ok(live) = sd.list_units(&names).await {
             for o in status.objects.values_mut() {
                 if let Some(u) = o.unit.as_mut()
@@ -347,11 +411,17 @@ async fn get(loc: &Locations, name: Option<&str>, output: Output) -> i32 {
         Ok(s) => s,
         Err(c) => return c,
     };
+    if let Some(e) = &status.operator_error {
+        eprintln!("warning: the operator's last pass failed: {e}");
+    }
     let objs: Vec<&ObjectStatus> = match name {
         Some(n) => match status.objects.get(n) {
             Some(o) => vec![o],
             None => {
-                fail(format!("no manifest named {n:?} in {}; `unitlet get` lists them", loc.manifests.display()));
+                fail(format!(
+                    "no manifest named {n:?} in {}; `unitlet get` lists them",
+                    loc.manifests.display()
+                ));
                 return NOT_OK;
             }
         },
@@ -359,15 +429,29 @@ async fn get(loc: &Locations, name: Option<&str>, output: Output) -> i32 {
     };
     let items: Vec<GetItem> = objs
         .iter()
-        .map(|o| GetItem { kind: &o.kind, name: &o.name, file: &o.file, conditions: &o.conditions, unit: o.unit.as_ref() })
+        .map(|o| GetItem {
+            kind: &o.kind,
+            name: &o.name,
+            file: &o.file,
+            conditions: &o.conditions,
+            unit: o.unit.as_ref(),
+        })
         .collect();
     let mut out = std::io::stdout().lock();
     match output {
         Output::Json => {
-            let _ = writeln!(out, "{}", serde_json::to_string_pretty(&items).expect("serializable"));
+            let _ = writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&items).expect("serializable")
+            );
         }
         Output::Yaml => {
-            let _ = write!(out, "{}", serde_saphyr::to_string(&items).unwrap_or_default());
+            let _ = write!(
+                out,
+                "{}",
+                serde_saphyr::to_string(&items).unwrap_or_default()
+            );
         }
         Output::Table | Output::Wide => {
             let wide = output == Output::Wide;
@@ -377,9 +461,13 @@ async fn get(loc: &Locations, name: Option<&str>, output: Output) -> i32 {
                 let mut row = vec![
                     o.name.clone(),
                     o.kind.clone(),
-                    c.map(|c| c.status.clone()).unwrap_or_else(|| "Unknown".into()),
+                    c.map(|c| c.status.clone())
+                        .unwrap_or_else(|| "Unknown".into()),
                     c.map(|c| c.reason.clone()).unwrap_or_default(),
-                    o.unit.as_ref().map(|u| format!("{}/{}", u.active_state, u.sub_state)).unwrap_or_default(),
+                    o.unit
+                        .as_ref()
+                        .map(|u| format!("{}/{}", u.active_state, u.sub_state))
+                        .unwrap_or_default(),
                 ];
                 if wide {
                     row.push(o.file.display().to_string());
@@ -427,7 +515,10 @@ async fn describe(loc: &Locations, name: &str) -> i32 {
         Err(c) => return c,
     };
     let Some(o) = status.objects.get(name) else {
-        fail(format!("no manifest named {name:?} in {}; `unitlet get` lists them", loc.manifests.display()));
+        fail(format!(
+            "no manifest named {name:?} in {}; `unitlet get` lists them",
+            loc.manifests.display()
+        ));
         return NOT_OK;
     };
     println!("Name:   {}", o.name);
@@ -435,7 +526,10 @@ async fn describe(loc: &Locations, name: &str) -> i32 {
     println!("File:   {}", o.file.display());
     println!("Conditions:");
     for c in &o.conditions {
-        println!("  {}={}  reason={}  since {}", c.type_, c.status, c.reason, c.last_transition_time);
+        println!(
+            "  {}={}  reason={}  since {}",
+            c.type_, c.status, c.reason, c.last_transition_time
+        );
         println!("    {}", c.message);
     }
     if let Some(u) = &o.unit {
@@ -443,10 +537,21 @@ async fn describe(loc: &Locations, name: &str) -> i32 {
         if let Ok(sd) = Systemd::connect(loc.bus.as_deref()).await
             && let Ok(path) = sd.load_unit(&u.name).await
         {
-            let unit_props = sd.get_all(&u.name, &path, "org.freedesktop.systemd1.Unit").await.unwrap_or_default();
-            let iface = if u.name.ends_with(".timer") { "org.freedesktop.systemd1.Timer" } else { "org.freedesktop.systemd1.Service" };
+            let unit_props = sd
+                .get_all(&u.name, &path, "org.freedesktop.systemd1.Unit")
+                .await
+                .unwrap_or_default();
+            let iface = if u.name.ends_with(".timer") {
+                "org.freedesktop.systemd1.Timer"
+            } else {
+                "org.freedesktop.systemd1.Service"
+            };
             let props = sd.get_all(&u.name, &path, iface).await.unwrap_or_default();
-            let s = |m: &std::collections::HashMap<String, zbus::OwnedVariant>, k: &str| m.get(k).and_then(|v| String::try_from(v.clone()).ok()).unwrap_or_default();
+            let s = |m: &std::collections::HashMap<String, zbus::OwnedVariant>, k: &str| {
+                m.get(k)
+                    .and_then(|v| String::try_from(v.clone()).ok())
+                    .unwrap_or_default()
+            };
             let n = |k: &str| props.get(k).and_then(|v| u64::try_from(v).ok());
             let n32 = |k: &str| props.get(k).and_then(|v| u32::try_from(v).ok());
             println!("  FragmentPath:  {}", s(&unit_props, "FragmentPath"));
@@ -468,12 +573,30 @@ async fn describe(loc: &Locations, name: &str) -> i32 {
                     Some(b) => format_bytes(b),
                 };
                 println!("Resources (live / limit):");
-                println!("  Memory:  {} (peak {}) / max {}, high {}", fmt_bytes(n("MemoryCurrent")), fmt_bytes(n("MemoryPeak")), lim(n("MemoryMax")), lim(n("MemoryHigh")));
-                let cpu = n("CPUUsageNSec").filter(|v| *v != u64::MAX).map(|v| format!("{:.2}s", v as f64 / 1e9)).unwrap_or_else(|| "-".into());
-                let quota = n("CPUQuotaPerSecUSec").filter(|v| *v != u64::MAX).map(|v| format!("{}%", v / 10_000)).unwrap_or_else(|| "unlimited".into());
+                println!(
+                    "  Memory:  {} (peak {}) / max {}, high {}",
+                    fmt_bytes(n("MemoryCurrent")),
+                    fmt_bytes(n("MemoryPeak")),
+                    lim(n("MemoryMax")),
+                    lim(n("MemoryHigh"))
+                );
+                let cpu = n("CPUUsageNSec")
+                    .filter(|v| *v != u64::MAX)
+                    .map(|v| format!("{:.2}s", v as f64 / 1e9))
+                    .unwrap_or_else(|| "-".into());
+                let quota = n("CPUQuotaPerSecUSec")
+                    .filter(|v| *v != u64::MAX)
+                    .map(|v| format!("{}%", v / 10_000))
+                    .unwrap_or_else(|| "unlimited".into());
                 println!("  CPU:     {cpu} used / quota {quota}");
-                let tasks = n("TasksCurrent").filter(|v| *v != u64::MAX).map(|v| v.to_string()).unwrap_or_else(|| "-".into());
-                let tmax = n("TasksMax").filter(|v| *v != u64::MAX).map(|v| v.to_string()).unwrap_or_else(|| "unlimited".into());
+                let tasks = n("TasksCurrent")
+                    .filter(|v| *v != u64::MAX)
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "-".into());
+                let tmax = n("TasksMax")
+                    .filter(|v| *v != u64::MAX)
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "unlimited".into());
                 println!("  Tasks:   {tasks} / max {tmax}");
             }
         }
@@ -484,7 +607,10 @@ async fn describe(loc: &Locations, name: &str) -> i32 {
         println!("  <none>");
     }
     for e in evs.iter().rev().take(20).rev() {
-        println!("  {}  {:<7}  {:<14}  {}", e.time, e.type_, e.reason, e.message);
+        println!(
+            "  {}  {:<7}  {:<14}  {}",
+            e.time, e.type_, e.reason, e.message
+        );
     }
     OK
 }
@@ -497,7 +623,11 @@ fn format_bytes(b: u64) -> String {
         v /= 1024.0;
         i += 1;
     }
-    if i == 0 { format!("{b}B") } else { format!("{v:.1}{}", U[i]) }
+    if i == 0 {
+        format!("{b}B")
+    } else {
+        format!("{v:.1}{}", U[i])
+    }
 }
 
 fn render_cmd(loc: &Locations, name: &str, out: Option<&std::path::Path>) -> i32 {
@@ -512,7 +642,10 @@ fn render_cmd(loc: &Locations, name: &str, out: Option<&std::path::Path>) -> i32
         if let Some(e) = set.held.get(name) {
             fail(format!("manifest {name:?} is invalid: {e}"));
         } else {
-            fail(format!("no manifest named {name:?} in {}", loc.manifests.display()));
+            fail(format!(
+                "no manifest named {name:?} in {}",
+                loc.manifests.display()
+            ));
         }
         return NOT_OK;
     };

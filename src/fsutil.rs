@@ -12,12 +12,23 @@ use std::path::Path;
 /// Any I/O error; the target is then untouched (a stray temporary file may
 /// remain, named `.NAME.unitlet-tmp.PID`, and is overwritten next time).
 pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.unitlet-tmp.{}", std::process::id()));
     let result = (|| {
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
         f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         f.write_all(bytes)?;
         f.sync_all()?;
@@ -29,6 +40,20 @@ pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// The writer's PID if `name` is one of [`atomic_write`]'s temporary files.
+pub fn stale_temp_pid(name: &str) -> Option<i32> {
+    let rest = name.strip_prefix('.')?;
+    let (_, pid) = rest.rsplit_once(".unitlet-tmp.")?;
+    pid.parse().ok()
+}
+
+/// Whether a process exists (a temporary file of a live writer is not stale).
+pub fn pid_alive(pid: i32) -> bool {
+    pid > 0
+        && (unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
 }
 
 /// fsync a directory so a rename or unlink in it is durable.
@@ -60,11 +85,17 @@ mod tests {
         atomic_write(&p, b"one", 0o644).unwrap();
         atomic_write(&p, b"two", 0o600).unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let leftovers: Vec<_> = std::fs::read_dir(d.path().join("sub")).unwrap().collect();
         assert_eq!(leftovers.len(), 1);
         remove_durable(&p).unwrap();
         remove_durable(&p).unwrap();
+        assert_eq!(stale_temp_pid(".a.service.unitlet-tmp.42"), Some(42));
+        assert_eq!(stale_temp_pid("a.service"), None);
+        assert!(pid_alive(std::process::id() as i32));
         assert!(!p.exists());
     }
 }

@@ -6,17 +6,17 @@
 
 #[cfg(feature = "wip")]
 pub mod backup;
+pub mod fsutil;
 #[cfg(feature = "wip")]
 pub mod grafana;
+pub mod locations;
 pub mod manifest;
 pub mod plan;
+pub mod reconcile;
 pub mod render;
 pub mod schedule;
-pub mod systemd;
-pub mod fsutil;
-pub mod locations;
-pub mod reconcile;
 pub mod status;
+pub mod systemd;
 
 /// An error and all its causes, `: `-separated, for one-line messages.
 pub fn error_chain(e: &dyn std::error::Error) -> String {

@@ -13,7 +13,10 @@ pub struct Locations {
 }
 
 fn home() -> PathBuf {
-    std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"))
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
 }
 
 /// An XDG base directory: the variable if set to an absolute path, else
@@ -28,12 +31,27 @@ pub fn xdg(var: &str, fallback: &str) -> PathBuf {
 impl Locations {
     /// Resolve from explicit values (flags or their env variables, already
     /// merged by clap) and XDG defaults.
-    pub fn resolve(manifests: Option<PathBuf>, state_dir: Option<PathBuf>, unit_dir: Option<PathBuf>, bus: Option<String>) -> Locations {
-        let abs = |p: PathBuf| if p.is_absolute() { p } else { std::env::current_dir().map(|c| c.join(&p)).unwrap_or(p) };
+    pub fn resolve(
+        manifests: Option<PathBuf>,
+        state_dir: Option<PathBuf>,
+        unit_dir: Option<PathBuf>,
+        bus: Option<String>,
+    ) -> Locations {
+        let abs = |p: PathBuf| {
+            if p.is_absolute() {
+                p
+            } else {
+                std::env::current_dir().map(|c| c.join(&p)).unwrap_or(p)
+            }
+        };
         Locations {
-            manifests: abs(manifests.unwrap_or_else(|| xdg("XDG_CONFIG_HOME", ".config").join("unitlet/manifests"))),
-            state_dir: abs(state_dir.unwrap_or_else(|| xdg("XDG_STATE_HOME", ".local/state").join("unitlet"))),
-            unit_dir: abs(unit_dir.unwrap_or_else(|| xdg("XDG_DATA_HOME", ".local/share").join("systemd/user"))),
+            manifests: abs(manifests
+                .unwrap_or_else(|| xdg("XDG_CONFIG_HOME", ".config").join("unitlet/manifests"))),
+            state_dir: abs(
+                state_dir.unwrap_or_else(|| xdg("XDG_STATE_HOME", ".local/state").join("unitlet"))
+            ),
+            unit_dir: abs(unit_dir
+                .unwrap_or_else(|| xdg("XDG_DATA_HOME", ".local/share").join("systemd/user"))),
             bus: bus.filter(|b| !b.is_empty()),
         }
     }

@@ -58,7 +58,9 @@ impl Manifest {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Kind {
     Service,
     Backup,
@@ -85,7 +87,10 @@ pub enum Spec {
 pub enum Exec {
     Command(Vec<String>),
     /// `content` is read at load time so that rendering stays pure.
-    UnitFile { path: PathBuf, content: String },
+    UnitFile {
+        path: PathBuf,
+        content: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -172,7 +177,10 @@ pub enum BackupSource {
 #[derive(Debug, Clone, PartialEq)]
 pub enum GrafanaAuthSpec {
     TokenFile(PathBuf),
-    Basic { username: String, password_file: PathBuf },
+    Basic {
+        username: String,
+        password_file: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -198,7 +206,14 @@ impl fmt::Display for ManifestError {
         if self.line == 0 {
             write!(f, "{}: {}", self.file.display(), self.message)
         } else {
-            write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.message)
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file.display(),
+                self.line,
+                self.column,
+                self.message
+            )
         }
     }
 }
@@ -398,7 +413,10 @@ pub fn parse_str(text: &str, file: &Path, ctx: &PathContext) -> ParsedFile {
     let docs: Vec<Spanned<RawDocument>> = match serde_saphyr::from_multiple(text) {
         Ok(d) => d,
         Err(e) => {
-            let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((0, 0));
             out.errors.push(ManifestError {
                 file: file.to_path_buf(),
                 line,
@@ -433,7 +451,11 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn err<T>(&self, at: &serde_saphyr::Location, message: impl Into<String>) -> Result<T, ManifestError> {
+    fn err<T>(
+        &self,
+        at: &serde_saphyr::Location,
+        message: impl Into<String>,
+    ) -> Result<T, ManifestError> {
         Err(ManifestError {
             file: self.file.to_path_buf(),
             line: at.line(),
@@ -450,9 +472,14 @@ pub fn check_name(name: &str) -> Result<(), String> {
         return Err("name is empty".into());
     }
     if name.len() > 63 {
-        return Err(format!("name {name:?} is {} characters long; at most 63 are allowed", name.len()));
+        return Err(format!(
+            "name {name:?} is {} characters long; at most 63 are allowed",
+            name.len()
+        ));
     }
-    let ok_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if !ok_chars || name.starts_with('-') || name.ends_with('-') {
         return Err(format!(
             "name {name:?} is not valid: use lowercase letters, digits and '-', starting and ending with a letter or digit"
@@ -484,7 +511,8 @@ fn check_url(s: &str) -> Result<(), String> {
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| format!("invalid duration {s:?} ({e}); use e.g. 500ms, 30s, 6h, 7d"))
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("invalid duration {s:?} ({e}); use e.g. 500ms, 30s, 6h, 7d"))
 }
 
 /// Memory size in systemd's spelling: bytes with an optional K/M/G/T suffix
@@ -511,13 +539,17 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     if !valid {
         return Err(format!("invalid size {s:?}; {help}"));
     }
-    let value: f64 = num.parse().map_err(|_| format!("invalid size {s:?}; {help}"))?;
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?}; {help}"))?;
     let bytes = value * mult as f64;
     if !(bytes.is_finite()) || bytes < 1.0 || bytes > (u64::MAX / 2) as f64 {
         return Err(format!("size {s:?} is out of range; {help}"));
     }
     if mult == 1 && num.contains('.') {
-        return Err(format!("invalid size {s:?}: a byte count must be a whole number"));
+        return Err(format!(
+            "invalid size {s:?}: a byte count must be a whole number"
+        ));
     }
     Ok(bytes.round() as u64)
 }
@@ -526,14 +558,17 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 pub fn parse_percent(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let Some(num) = t.strip_suffix('%') else {
-        return Err(format!("invalid CPU quota {s:?}: write a percentage with %, e.g. 50% or 150% (100% is one CPU)"));
+        return Err(format!(
+            "invalid CPU quota {s:?}: write a percentage with %, e.g. 50% or 150% (100% is one CPU)"
+        ));
     };
-    let n: u64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("invalid CPU quota {s:?}: write a whole percentage, e.g. 50% or 150%"))?;
+    let n: u64 = num.trim().parse().map_err(|_| {
+        format!("invalid CPU quota {s:?}: write a whole percentage, e.g. 50% or 150%")
+    })?;
     if n == 0 {
-        return Err(format!("invalid CPU quota {s:?}: 0% would never let the service run; remove the limit instead"));
+        return Err(format!(
+            "invalid CPU quota {s:?}: 0% would never let the service run; remove the limit instead"
+        ));
     }
     if n > 100_000 {
         return Err(format!("CPU quota {s:?} is out of range"));
@@ -541,7 +576,15 @@ pub fn parse_percent(s: &str) -> Result<u64, String> {
     Ok(n)
 }
 
-const RESTART_VALUES: &[&str] = &["no", "on-success", "on-failure", "on-abnormal", "on-watchdog", "on-abort", "always"];
+const RESTART_VALUES: &[&str] = &[
+    "no",
+    "on-success",
+    "on-failure",
+    "on-abnormal",
+    "on-watchdog",
+    "on-abort",
+    "always",
+];
 
 const SIGNALS: &[(&str, i32)] = &[
     ("HUP", libc::SIGHUP),
@@ -570,20 +613,32 @@ pub fn parse_signal(s: &str) -> Result<(String, i32), String> {
         })
 }
 
-fn validate_document(doc: Spanned<RawDocument>, file: &Path, pctx: &PathContext) -> Result<Manifest, ManifestError> {
+fn validate_document(
+    doc: Spanned<RawDocument>,
+    file: &Path,
+    pctx: &PathContext,
+) -> Result<Manifest, ManifestError> {
     let c = Ctx { file };
     let doc_loc = doc.referenced;
     let raw = doc.value;
     if raw.api_version.value != API_VERSION {
         return c.err(
             &raw.api_version.referenced,
-            format!("unsupported apiVersion {:?}; this unitlet understands {API_VERSION:?}", raw.api_version.value),
+            format!(
+                "unsupported apiVersion {:?}; this unitlet understands {API_VERSION:?}",
+                raw.api_version.value
+            ),
         );
     }
     let kind = match raw.kind.value.as_str() {
         "Service" => Kind::Service,
         "Backup" => Kind::Backup,
-        other => return c.err(&raw.kind.referenced, format!("unknown kind {other:?}; use Service or Backup")),
+        other => {
+            return c.err(
+                &raw.kind.referenced,
+                format!("unknown kind {other:?}; use Service or Backup"),
+            );
+        }
     };
     let name = raw.metadata.value.name;
     if let Err(m) = check_name(&name.value) {
@@ -607,7 +662,13 @@ fn validate_document(doc: Spanned<RawDocument>, file: &Path, pctx: &PathContext)
         Kind::Service => Spec::Service(validate_service(&c, pctx, &name.value, spec, &spec_loc)?),
         Kind::Backup => Spec::Backup(validate_backup(&c, pctx, spec, &spec_loc)?),
     };
-    Ok(Manifest { name: name.value, labels, file: file.to_path_buf(), line: doc_loc.line(), spec })
+    Ok(Manifest {
+        name: name.value,
+        labels,
+        file: file.to_path_buf(),
+        line: doc_loc.line(),
+        spec,
+    })
 }
 
 macro_rules! reject_fields {
@@ -713,7 +774,12 @@ fn validate_service(
         Some(s) => match s.value.as_str() {
             "running" => DesiredState::Running,
             "stopped" => DesiredState::Stopped,
-            other => return c.err(&s.referenced, format!("spec.state {other:?} is not valid; use running or stopped")),
+            other => {
+                return c.err(
+                    &s.referenced,
+                    format!("spec.state {other:?} is not valid; use running or stopped"),
+                );
+            }
         },
     };
     let enabled = spec.enabled.map(|e| e.value).unwrap_or(true);
@@ -722,7 +788,14 @@ fn validate_service(
         None => None,
         Some(r) => {
             if !RESTART_VALUES.contains(&r.value.as_str()) {
-                return c.err(&r.referenced, format!("spec.restart {:?} is not a systemd Restart= value; use one of {}", r.value, RESTART_VALUES.join(", ")));
+                return c.err(
+                    &r.referenced,
+                    format!(
+                        "spec.restart {:?} is not a systemd Restart= value; use one of {}",
+                        r.value,
+                        RESTART_VALUES.join(", ")
+                    ),
+                );
             }
             Some(r.value)
         }
@@ -743,7 +816,10 @@ fn validate_service(
                 return c.err(&a.referenced, format!("spec.after: {m}"));
             }
             if n == name {
-                return c.err(&a.referenced, format!("spec.after: {name:?} cannot be ordered after itself"));
+                return c.err(
+                    &a.referenced,
+                    format!("spec.after: {name:?} cannot be ordered after itself"),
+                );
             }
             if seen.insert(n.clone()) {
                 after.push(n);
@@ -755,13 +831,22 @@ fn validate_service(
     if let Some(r) = spec.resources {
         let r = r.value;
         if let Some(v) = r.memory_max {
-            resources.memory_max = Some(parse_size(&v.value.to_string()).or_else(|m| c.err(&v.referenced, format!("spec.resources.memoryMax: {m}")))?);
+            resources.memory_max = Some(
+                parse_size(&v.value.to_string())
+                    .or_else(|m| c.err(&v.referenced, format!("spec.resources.memoryMax: {m}")))?,
+            );
         }
         if let Some(v) = r.memory_high {
-            resources.memory_high = Some(parse_size(&v.value.to_string()).or_else(|m| c.err(&v.referenced, format!("spec.resources.memoryHigh: {m}")))?);
+            resources.memory_high =
+                Some(parse_size(&v.value.to_string()).or_else(|m| {
+                    c.err(&v.referenced, format!("spec.resources.memoryHigh: {m}"))
+                })?);
         }
         if let Some(v) = r.cpu_quota {
-            resources.cpu_quota = Some(parse_percent(&v.value.to_string()).or_else(|m| c.err(&v.referenced, format!("spec.resources.cpuQuota: {m}")))?);
+            resources.cpu_quota = Some(
+                parse_percent(&v.value.to_string())
+                    .or_else(|m| c.err(&v.referenced, format!("spec.resources.cpuQuota: {m}")))?,
+            );
         }
         if let Some(v) = r.tasks_max {
             let n = match &v.value {
@@ -781,27 +866,43 @@ fn validate_service(
             }
         }
     }
-    let on_config_change = match spec.on_config_change {
-        None => OnConfigChange::Restart,
-        Some(o) => match o.value.as_str() {
-            "reload" => OnConfigChange::Reload,
-            "restart" => OnConfigChange::Restart,
-            "none" => OnConfigChange::None,
-            other => return c.err(&o.referenced, format!("spec.onConfigChange {other:?} is not valid; use reload, restart or none")),
-        },
-    };
+    let on_config_change =
+        match spec.on_config_change {
+            None => OnConfigChange::Restart,
+            Some(o) => match o.value.as_str() {
+                "reload" => OnConfigChange::Reload,
+                "restart" => OnConfigChange::Restart,
+                "none" => OnConfigChange::None,
+                other => return c.err(
+                    &o.referenced,
+                    format!(
+                        "spec.onConfigChange {other:?} is not valid; use reload, restart or none"
+                    ),
+                ),
+            },
+        };
     let reload = match spec.reload {
         None => None,
         Some(r) => {
             let loc = r.referenced;
             match (r.value.http, r.value.signal) {
-                (Some(_), Some(s)) => return c.err(&s.referenced, "spec.reload: give either http or signal, not both"),
+                (Some(_), Some(s)) => {
+                    return c.err(
+                        &s.referenced,
+                        "spec.reload: give either http or signal, not both",
+                    );
+                }
                 (None, None) => return c.err(&loc, "spec.reload: give http.url or signal"),
                 (Some(h), None) => {
                     if let Err(m) = check_url(&h.value.url.value) {
-                        return c.err(&h.value.url.referenced, format!("spec.reload.http.url: {m}"));
+                        return c.err(
+                            &h.value.url.referenced,
+                            format!("spec.reload.http.url: {m}"),
+                        );
                     }
-                    Some(ReloadMethod::Http { url: h.value.url.value })
+                    Some(ReloadMethod::Http {
+                        url: h.value.url.value,
+                    })
                 }
                 (None, Some(s)) => match parse_signal(&s.value) {
                     Ok((name, number)) => Some(ReloadMethod::Signal { name, number }),
@@ -810,7 +911,10 @@ fn validate_service(
             }
         }
     };
-    if on_config_change == OnConfigChange::Reload && reload.is_none() && matches!(exec, Exec::Command(_)) {
+    if on_config_change == OnConfigChange::Reload
+        && reload.is_none()
+        && matches!(exec, Exec::Command(_))
+    {
         return c.err(spec_loc, "spec.onConfigChange is reload but spec.reload is not set; add reload.http.url or reload.signal");
     }
     let validate = match spec.validate {
@@ -836,9 +940,13 @@ fn validate_service(
             }
             let timeout = match r.value.timeout {
                 None => Duration::from_secs(60),
-                Some(t) => parse_duration(&t.value).or_else(|m| c.err(&t.referenced, format!("spec.readiness.timeout: {m}")))?,
+                Some(t) => parse_duration(&t.value)
+                    .or_else(|m| c.err(&t.referenced, format!("spec.readiness.timeout: {m}")))?,
             };
-            Some(Readiness { url: url.value, timeout })
+            Some(Readiness {
+                url: url.value,
+                timeout,
+            })
         }
     };
 
@@ -874,62 +982,121 @@ fn validate_backup(
         resources => "resources", config_files => "configFiles", on_config_change => "onConfigChange",
         reload => "reload", validate => "validate", readiness => "readiness");
     let Some(sched) = spec.schedule else {
-        return c.err(spec_loc, "a Backup needs spec.schedule, e.g. \"every 6h\" or \"0 3 * * *\"");
+        return c.err(
+            spec_loc,
+            "a Backup needs spec.schedule, e.g. \"every 6h\" or \"0 3 * * *\"",
+        );
     };
-    let schedule = Schedule::parse(&sched.value).or_else(|m| c.err(&sched.referenced, format!("spec.schedule: {m}")))?;
+    let schedule = Schedule::parse(&sched.value)
+        .or_else(|m| c.err(&sched.referenced, format!("spec.schedule: {m}")))?;
     let keep = match spec.keep {
         None => 7,
         Some(k) if k.value >= 1 && k.value <= 100_000 => k.value as u32,
-        Some(k) => return c.err(&k.referenced, format!("spec.keep {} is not valid; keep at least 1 backup set", k.value)),
+        Some(k) => {
+            return c.err(
+                &k.referenced,
+                format!(
+                    "spec.keep {} is not valid; keep at least 1 backup set",
+                    k.value
+                ),
+            );
+        }
     };
     let destination = match spec.destination {
         None => None,
-        Some(d) => Some(pctx.resolve(&d.value).or_else(|m| c.err(&d.referenced, format!("spec.destination: {m}")))?),
+        Some(d) => Some(
+            pctx.resolve(&d.value)
+                .or_else(|m| c.err(&d.referenced, format!("spec.destination: {m}")))?,
+        ),
     };
     let source = match (spec.prometheus, spec.grafana) {
-        (Some(_), Some(g)) => return c.err(&g.referenced, "spec.prometheus and spec.grafana are both set; a Backup has exactly one source"),
+        (Some(_), Some(g)) => {
+            return c.err(
+                &g.referenced,
+                "spec.prometheus and spec.grafana are both set; a Backup has exactly one source",
+            );
+        }
         (None, None) => return c.err(spec_loc, "a Backup needs spec.prometheus or spec.grafana"),
         (Some(p), None) => {
             let p = p.value;
-            check_url(&p.url.value).or_else(|m| c.err(&p.url.referenced, format!("spec.prometheus.url: {m}")))?;
-            let data_dir = match p.data_dir {
-                None => None,
-                Some(d) => Some(pctx.resolve(&d.value).or_else(|m| c.err(&d.referenced, format!("spec.prometheus.dataDir: {m}")))?),
-            };
+            check_url(&p.url.value)
+                .or_else(|m| c.err(&p.url.referenced, format!("spec.prometheus.url: {m}")))?;
+            let data_dir =
+                match p.data_dir {
+                    None => None,
+                    Some(d) => Some(pctx.resolve(&d.value).or_else(|m| {
+                        c.err(&d.referenced, format!("spec.prometheus.dataDir: {m}"))
+                    })?),
+                };
             let service = match p.service {
                 None => None,
                 Some(s) => {
-                    check_name(&s.value).or_else(|m| c.err(&s.referenced, format!("spec.prometheus.service: {m}")))?;
+                    check_name(&s.value).or_else(|m| {
+                        c.err(&s.referenced, format!("spec.prometheus.service: {m}"))
+                    })?;
                     Some(s.value)
                 }
             };
-            BackupSource::Prometheus { url: p.url.value, data_dir, service }
+            BackupSource::Prometheus {
+                url: p.url.value,
+                data_dir,
+                service,
+            }
         }
         (None, Some(g)) => {
             let gl = g.referenced;
             let g = g.value;
-            check_url(&g.url.value).or_else(|m| c.err(&g.url.referenced, format!("spec.grafana.url: {m}")))?;
+            check_url(&g.url.value)
+                .or_else(|m| c.err(&g.url.referenced, format!("spec.grafana.url: {m}")))?;
             let auth = match (g.token_file, g.basic_auth) {
-                (Some(_), Some(b)) => return c.err(&b.referenced, "spec.grafana: give tokenFile or basicAuth, not both"),
-                (None, None) => return c.err(&gl, "spec.grafana needs tokenFile (a service-account token) or basicAuth"),
-                (Some(t), None) => GrafanaAuthSpec::TokenFile(
-                    pctx.resolve(&t.value).or_else(|m| c.err(&t.referenced, format!("spec.grafana.tokenFile: {m}")))?,
-                ),
+                (Some(_), Some(b)) => {
+                    return c.err(
+                        &b.referenced,
+                        "spec.grafana: give tokenFile or basicAuth, not both",
+                    );
+                }
+                (None, None) => {
+                    return c.err(
+                        &gl,
+                        "spec.grafana needs tokenFile (a service-account token) or basicAuth",
+                    );
+                }
+                (Some(t), None) => {
+                    GrafanaAuthSpec::TokenFile(pctx.resolve(&t.value).or_else(|m| {
+                        c.err(&t.referenced, format!("spec.grafana.tokenFile: {m}"))
+                    })?)
+                }
                 (None, Some(b)) => {
                     let b = b.value;
-                    check_text("username", &b.username.value).or_else(|m| c.err(&b.username.referenced, format!("spec.grafana.basicAuth.username: {m}")))?;
+                    check_text("username", &b.username.value).or_else(|m| {
+                        c.err(
+                            &b.username.referenced,
+                            format!("spec.grafana.basicAuth.username: {m}"),
+                        )
+                    })?;
                     GrafanaAuthSpec::Basic {
                         username: b.username.value,
-                        password_file: pctx
-                            .resolve(&b.password_file.value)
-                            .or_else(|m| c.err(&b.password_file.referenced, format!("spec.grafana.basicAuth.passwordFile: {m}")))?,
+                        password_file: pctx.resolve(&b.password_file.value).or_else(|m| {
+                            c.err(
+                                &b.password_file.referenced,
+                                format!("spec.grafana.basicAuth.passwordFile: {m}"),
+                            )
+                        })?,
                     }
                 }
             };
-            BackupSource::Grafana { url: g.url.value, auth }
+            BackupSource::Grafana {
+                url: g.url.value,
+                auth,
+            }
         }
     };
-    Ok(BackupSpec { schedule, keep, destination, source })
+    Ok(BackupSpec {
+        schedule,
+        keep,
+        destination,
+        source,
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -965,7 +1132,9 @@ impl LoadedSet {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The directory does not exist.
-    #[error("manifests directory {path} does not exist; create it or pass --manifests (nothing was changed)")]
+    #[error(
+        "manifests directory {path} does not exist; create it or pass --manifests (nothing was changed)"
+    )]
     Missing { path: PathBuf },
     /// The directory exists but cannot be listed.
     #[error("cannot read manifests directory {path} (nothing was changed)")]
@@ -975,14 +1144,18 @@ pub enum LoadError {
         source: std::io::Error,
     },
     /// Someone else can write manifests that would run commands as you.
-    #[error("{path} is writable by other users (mode {mode:04o}): anyone who can drop a manifest there runs commands as you; run `chmod go-w {path}`")]
+    #[error(
+        "{path} is writable by other users (mode {mode:04o}): anyone who can drop a manifest there runs commands as you; run `chmod go-w {path}`"
+    )]
     Insecure { path: PathBuf, mode: u32 },
 }
 
 /// The name a file implies when its content cannot be parsed:
 /// `prometheus.yaml` → `prometheus`.
 pub fn implied_name(file: &Path) -> String {
-    file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+    file.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Whether a directory entry is a manifest file: `*.yaml` / `*.yml`, not
@@ -995,7 +1168,9 @@ pub fn is_manifest_file_name(name: &str) -> bool {
 }
 
 fn home_dir() -> Option<PathBuf> {
-    std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from)
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
 }
 
 /// Refuse paths that other users can write: a manifest runs commands as you.
@@ -1004,7 +1179,10 @@ fn check_owner_mode(path: &Path, meta: &std::fs::Metadata) -> Result<(), LoadErr
     let mode = meta.mode() & 0o7777;
     // Sticky, world-writable directories (like /tmp) are still unsafe for this.
     if mode & 0o022 != 0 {
-        return Err(LoadError::Insecure { path: path.to_path_buf(), mode });
+        return Err(LoadError::Insecure {
+            path: path.to_path_buf(),
+            mode,
+        });
     }
     Ok(())
 }
@@ -1018,8 +1196,17 @@ fn check_owner_mode(path: &Path, meta: &std::fs::Metadata) -> Result<(), LoadErr
 pub fn load_dir(dir: &Path) -> Result<LoadedSet, LoadError> {
     let meta = match std::fs::metadata(dir) {
         Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(LoadError::Missing { path: dir.to_path_buf() }),
-        Err(e) => return Err(LoadError::Unreadable { path: dir.to_path_buf(), source: e }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(LoadError::Missing {
+                path: dir.to_path_buf(),
+            });
+        }
+        Err(e) => {
+            return Err(LoadError::Unreadable {
+                path: dir.to_path_buf(),
+                source: e,
+            });
+        }
     };
     if !meta.is_dir() {
         return Err(LoadError::Unreadable {
@@ -1028,10 +1215,16 @@ pub fn load_dir(dir: &Path) -> Result<LoadedSet, LoadError> {
         });
     }
     check_owner_mode(dir, &meta)?;
-    let rd = std::fs::read_dir(dir).map_err(|e| LoadError::Unreadable { path: dir.to_path_buf(), source: e })?;
+    let rd = std::fs::read_dir(dir).map_err(|e| LoadError::Unreadable {
+        path: dir.to_path_buf(),
+        source: e,
+    })?;
     let mut files = Vec::new();
     for ent in rd {
-        let ent = ent.map_err(|e| LoadError::Unreadable { path: dir.to_path_buf(), source: e })?;
+        let ent = ent.map_err(|e| LoadError::Unreadable {
+            path: dir.to_path_buf(),
+            source: e,
+        })?;
         let name = ent.file_name();
         let Some(name) = name.to_str() else { continue };
         if is_manifest_file_name(name) {
@@ -1056,7 +1249,16 @@ pub fn load_files(files: &[PathBuf]) -> LoadedSet {
     let mut set = LoadedSet::default();
     let mut parsed = Vec::new();
     for f in files {
-        let dir = f.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p }).unwrap_or(Path::new("."));
+        let dir = f
+            .parent()
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
+            .unwrap_or(Path::new("."));
         let canon_dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
         parsed.push((f.clone(), read_manifest_file(f, &canon_dir, false)));
     }
@@ -1068,7 +1270,12 @@ pub fn load_files(files: &[PathBuf]) -> LoadedSet {
 fn file_error(file: &Path, message: impl Into<String>) -> ParsedFile {
     ParsedFile {
         manifests: vec![],
-        errors: vec![ManifestError { file: file.to_path_buf(), line: 0, column: 0, message: message.into() }],
+        errors: vec![ManifestError {
+            file: file.to_path_buf(),
+            line: 0,
+            column: 0,
+            message: message.into(),
+        }],
     }
 }
 
@@ -1114,7 +1321,11 @@ fn read_manifest_file(file: &Path, canon_dir: &Path, in_dir: bool) -> ParsedFile
     if meta.len() > MAX_FILE_SIZE {
         return file_error(
             file,
-            format!("is {} bytes; manifests are limited to {} bytes — is this really a manifest?", meta.len(), MAX_FILE_SIZE),
+            format!(
+                "is {} bytes; manifests are limited to {} bytes — is this really a manifest?",
+                meta.len(),
+                MAX_FILE_SIZE
+            ),
         );
     }
     let bytes = match std::fs::read(file) {
@@ -1124,26 +1335,45 @@ fn read_manifest_file(file: &Path, canon_dir: &Path, in_dir: bool) -> ParsedFile
     let text = match String::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
-            return file_error(file, format!("is not UTF-8 text (invalid byte at offset {}); is this a binary file?", e.utf8_error().valid_up_to()));
+            return file_error(
+                file,
+                format!(
+                    "is not UTF-8 text (invalid byte at offset {}); is this a binary file?",
+                    e.utf8_error().valid_up_to()
+                ),
+            );
         }
     };
     if text.contains('\0') {
         return file_error(file, "contains NUL bytes; is this a binary file?");
     }
-    let ctx = PathContext { manifest_dir: file.parent().map(Path::to_path_buf).unwrap_or_default(), home: home_dir() };
+    let ctx = PathContext {
+        manifest_dir: file.parent().map(Path::to_path_buf).unwrap_or_default(),
+        home: home_dir(),
+    };
     let mut parsed = parse_str(&text, file, &ctx);
     // Read adopted unit files now so rendering stays pure.
     let mut keep = Vec::new();
     for mut m in std::mem::take(&mut parsed.manifests) {
-        if let Spec::Service(ServiceSpec { exec: Exec::UnitFile { path, content }, .. }) = &mut m.spec {
+        if let Spec::Service(ServiceSpec {
+            exec: Exec::UnitFile { path, content },
+            ..
+        }) = &mut m.spec
+        {
             match std::fs::read_to_string(&*path) {
                 Ok(c) if c.len() as u64 <= MAX_FILE_SIZE => {
-                    if let Some(bad) = c.chars().find(|ch| ch.is_control() && *ch != '\n' && *ch != '\t' && *ch != '\r') {
+                    if let Some(bad) = c
+                        .chars()
+                        .find(|ch| ch.is_control() && *ch != '\n' && *ch != '\t' && *ch != '\r')
+                    {
                         parsed.errors.push(ManifestError {
                             file: file.to_path_buf(),
                             line: m.line,
                             column: 1,
-                            message: format!("spec.unitFile {} contains the control character {bad:?}", path.display()),
+                            message: format!(
+                                "spec.unitFile {} contains the control character {bad:?}",
+                                path.display()
+                            ),
                         });
                         continue;
                     }
@@ -1154,7 +1384,10 @@ fn read_manifest_file(file: &Path, canon_dir: &Path, in_dir: bool) -> ParsedFile
                         file: file.to_path_buf(),
                         line: m.line,
                         column: 1,
-                        message: format!("spec.unitFile {} is too large to be a unit file", path.display()),
+                        message: format!(
+                            "spec.unitFile {} is too large to be a unit file",
+                            path.display()
+                        ),
                     });
                     continue;
                 }
@@ -1185,7 +1418,9 @@ fn assemble(set: &mut LoadedSet, parsed: Vec<(PathBuf, ParsedFile)>) {
             // For a file that failed as a whole, or a document we could not
             // name, hold the name the file implies.
             if whole_file_failed || e.line == 0 {
-                set.held.entry(implied_name(&file)).or_insert_with(|| e.clone());
+                set.held
+                    .entry(implied_name(&file))
+                    .or_insert_with(|| e.clone());
             }
         }
         if whole_file_failed {
@@ -1194,7 +1429,9 @@ fn assemble(set: &mut LoadedSet, parsed: Vec<(PathBuf, ParsedFile)>) {
             for e in &p.errors {
                 // A document that failed validation: hold the file's implied
                 // name too, since we cannot trust the document's name.
-                set.held.entry(implied_name(&file)).or_insert_with(|| e.clone());
+                set.held
+                    .entry(implied_name(&file))
+                    .or_insert_with(|| e.clone());
             }
         }
         set.errors.extend(p.errors);
@@ -1208,7 +1445,9 @@ fn assemble(set: &mut LoadedSet, parsed: Vec<(PathBuf, ParsedFile)>) {
         let ms = by_name.remove(&name).unwrap_or_default();
         if ms.len() == 1 {
             let m = ms.into_iter().next().expect("one element");
-            if set.held.contains_key(&m.name) && set.broken_files.iter().all(|f| implied_name(f) != m.name) {
+            if set.held.contains_key(&m.name)
+                && set.broken_files.iter().all(|f| implied_name(f) != m.name)
+            {
                 // Held only because a sibling document in the same file was
                 // invalid; a valid document of that name still applies.
                 set.held.remove(&m.name);
@@ -1216,7 +1455,10 @@ fn assemble(set: &mut LoadedSet, parsed: Vec<(PathBuf, ParsedFile)>) {
             set.manifests.push(m);
             continue;
         }
-        let places: Vec<String> = ms.iter().map(|m| format!("{}:{}", m.file.display(), m.line)).collect();
+        let places: Vec<String> = ms
+            .iter()
+            .map(|m| format!("{}:{}", m.file.display(), m.line))
+            .collect();
         for m in &ms {
             let e = ManifestError {
                 file: m.file.clone(),
@@ -1235,7 +1477,8 @@ fn assemble(set: &mut LoadedSet, parsed: Vec<(PathBuf, ParsedFile)>) {
     // Names of valid manifests are never also held, except for duplicates.
     let valid: BTreeSet<String> = set.manifests.iter().map(|m| m.name.clone()).collect();
     set.held.retain(|n, _| !valid.contains(n));
-    set.errors.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+    set.errors
+        .sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
     set.errors.dedup();
 }
 
@@ -1252,7 +1495,10 @@ mod tests {
     use super::*;
 
     fn ctx() -> PathContext {
-        PathContext { manifest_dir: PathBuf::from("/m"), home: Some(PathBuf::from("/home/u")) }
+        PathContext {
+            manifest_dir: PathBuf::from("/m"),
+            home: Some(PathBuf::from("/home/u")),
+        }
     }
 
     fn parse(y: &str) -> ParsedFile {
@@ -1261,7 +1507,11 @@ mod tests {
 
     fn one_err(y: &str) -> ManifestError {
         let p = parse(y);
-        assert!(p.manifests.is_empty(), "expected an error, got {:?}", p.manifests);
+        assert!(
+            p.manifests.is_empty(),
+            "expected an error, got {:?}",
+            p.manifests
+        );
         assert_eq!(p.errors.len(), 1, "{:?}", p.errors);
         p.errors[0].clone()
     }
@@ -1285,12 +1535,17 @@ mod tests {
         assert_eq!(s.state, DesiredState::Stopped);
         assert!(!s.enabled);
         assert_eq!(s.restart_sec, Some(Duration::from_secs(2)));
-        assert_eq!(s.readiness.as_ref().unwrap().timeout, Duration::from_secs(5));
+        assert_eq!(
+            s.readiness.as_ref().unwrap().timeout,
+            Duration::from_secs(5)
+        );
     }
 
     #[test]
     fn multi_document_files() {
-        let y = format!("{HEAD}  command: [a]\n---\napiVersion: unitlet/v1\nkind: Service\nmetadata: {{name: b}}\nspec: {{command: [b]}}\n");
+        let y = format!(
+            "{HEAD}  command: [a]\n---\napiVersion: unitlet/v1\nkind: Service\nmetadata: {{name: b}}\nspec: {{command: [b]}}\n"
+        );
         let p = parse(&y);
         assert_eq!(p.manifests.len(), 2);
         assert_eq!(p.manifests[1].line, 8);
@@ -1300,32 +1555,112 @@ mod tests {
     fn unknown_field_has_location() {
         let e = one_err(&format!("{HEAD}  comand: [a]\n"));
         assert_eq!((e.line, e.column), (6, 3));
-        assert!(e.message.contains("unknown field `comand`"), "{}", e.message);
+        assert!(
+            e.message.contains("unknown field `comand`"),
+            "{}",
+            e.message
+        );
         assert_eq!(e.to_string().split(": ").next().unwrap(), "/m/x.yaml:6:3");
     }
 
     #[test]
     fn bad_inputs_are_located_and_explained() {
         let cases: &[(&str, &str, u64)] = &[
-            ("apiVersion: v2\nkind: Service\nmetadata: {name: a}\nspec: {command: [a]}\n", "unsupported apiVersion", 1),
-            ("apiVersion: unitlet/v1\nkind: Pod\nmetadata: {name: a}\nspec: {command: [a]}\n", "unknown kind", 2),
-            ("apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: ../x}\nspec: {command: [a]}\n", "not valid", 3),
-            ("apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: Web}\nspec: {command: [a]}\n", "not valid", 3),
-            ("apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa}\nspec: {command: [a]}\n", "at most 63", 3),
-            ("apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: []}\n", "spec.command is empty", 4),
-            ("apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], unitFile: a.service}\n", "both set", 4),
-            ("apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [\"a\\x07b\"]}\n", "control character", 4),
-            ("apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], environment: {X: \"1\\n2\"}}\n", "control character", 4),
-            ("apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], resources: {memoryMax: 2 GB}}\n", "invalid size", 4),
-            ("apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], resources: {memoryMax: -1}}\n", "invalid size", 4),
-            ("apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], resources: {memoryMax: 1.5.5G}}\n", "invalid size", 4),
-            ("apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], resources: {cpuQuota: 150}}\n", "with %", 4),
-            ("apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], resources: {cpuQuota: 0%}}\n", "0%", 4),
-            ("apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], schedule: every 1h}\n", "not a field of kind Service", 4),
-            ("apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], after: [a]}\n", "after itself", 4),
-            ("apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], restart: sometimes}\n", "Restart=", 4),
-            ("apiVersion: unitlet/v1\nkind: Backup\nmetadata: {name: a}\nspec: {schedule: every 1h, keep: 0, prometheus: {url: 'http://x'}}\n", "keep at least 1", 4),
-            ("apiVersion: unitlet/v1\nkind: Backup\nmetadata: {name: a}\nspec: {schedule: every 1h}\n", "spec.prometheus or spec.grafana", 4),
+            (
+                "apiVersion: v2\nkind: Service\nmetadata: {name: a}\nspec: {command: [a]}\n",
+                "unsupported apiVersion",
+                1,
+            ),
+            (
+                "apiVersion: unitlet/v1\nkind: Pod\nmetadata: {name: a}\nspec: {command: [a]}\n",
+                "unknown kind",
+                2,
+            ),
+            (
+                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: ../x}\nspec: {command: [a]}\n",
+                "not valid",
+                3,
+            ),
+            (
+                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: Web}\nspec: {command: [a]}\n",
+                "not valid",
+                3,
+            ),
+            (
+                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa}\nspec: {command: [a]}\n",
+                "at most 63",
+                3,
+            ),
+            (
+                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: []}\n",
+                "spec.command is empty",
+                4,
+            ),
+            (
+                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], unitFile: a.service}\n",
+                "both set",
+                4,
+            ),
+            (
+                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [\"a\\x07b\"]}\n",
+                "control character",
+                4,
+            ),
+            (
+                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], environment: {X: \"1\\n2\"}}\n",
+                "control character",
+                4,
+            ),
+            (
+                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], resources: {memoryMax: 2 GB}}\n",
+                "invalid size",
+                4,
+            ),
+            (
+                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], resources: {memoryMax: -1}}\n",
+                "invalid size",
+                4,
+            ),
+            (
+                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], resources: {memoryMax: 1.5.5G}}\n",
+                "invalid size",
+                4,
+            ),
+            (
+                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], resources: {cpuQuota: 150}}\n",
+                "with %",
+                4,
+            ),
+            (
+                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], resources: {cpuQuota: 0%}}\n",
+                "0%",
+                4,
+            ),
+            (
+                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], schedule: every 1h}\n",
+                "not a field of kind Service",
+                4,
+            ),
+            (
+                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], after: [a]}\n",
+                "after itself",
+                4,
+            ),
+            (
+                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], restart: sometimes}\n",
+                "Restart=",
+                4,
+            ),
+            (
+                "apiVersion: unitlet/v1\nkind: Backup\nmetadata: {name: a}\nspec: {schedule: every 1h, keep: 0, prometheus: {url: 'http://x'}}\n",
+                "keep at least 1",
+                4,
+            ),
+            (
+                "apiVersion: unitlet/v1\nkind: Backup\nmetadata: {name: a}\nspec: {schedule: every 1h}\n",
+                "spec.prometheus or spec.grafana",
+                4,
+            ),
         ];
         for (y, want, line) in cases {
             let e = one_err(y);
@@ -1369,7 +1704,15 @@ mod tests {
     fn manifest_file_names() {
         assert!(is_manifest_file_name("a.yaml"));
         assert!(is_manifest_file_name("a.yml"));
-        for n in [".a.yaml", "a.yaml~", "#a.yaml#", "a.yaml.swp", "a.json", ".#a.yaml", "4913"] {
+        for n in [
+            ".a.yaml",
+            "a.yaml~",
+            "#a.yaml#",
+            "a.yaml.swp",
+            "a.json",
+            ".#a.yaml",
+            "4913",
+        ] {
             assert!(!is_manifest_file_name(n), "{n}");
         }
     }
@@ -1377,9 +1720,23 @@ mod tests {
     #[test]
     fn duplicates_across_files_are_errors_and_held() {
         let mut set = LoadedSet::default();
-        let a = parse_str("apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a]}\n", Path::new("/m/1.yaml"), &ctx());
-        let b = parse_str("apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [b]}\n", Path::new("/m/2.yaml"), &ctx());
-        assemble(&mut set, vec![(PathBuf::from("/m/1.yaml"), a), (PathBuf::from("/m/2.yaml"), b)]);
+        let a = parse_str(
+            "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a]}\n",
+            Path::new("/m/1.yaml"),
+            &ctx(),
+        );
+        let b = parse_str(
+            "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [b]}\n",
+            Path::new("/m/2.yaml"),
+            &ctx(),
+        );
+        assemble(
+            &mut set,
+            vec![
+                (PathBuf::from("/m/1.yaml"), a),
+                (PathBuf::from("/m/2.yaml"), b),
+            ],
+        );
         assert!(set.manifests.is_empty());
         assert_eq!(set.errors.len(), 2);
         assert!(set.errors[0].message.contains("defined 2 times"));

@@ -44,12 +44,32 @@ impl Metrics {
         let reconciles = Counter::default();
         registry.register("reconciles", "Reconcile passes run", reconciles.clone());
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
-        registry.register("reconcile_errors", "Reconcile errors by kind (manifests, systemd, apply, connect, io)", reconcile_errors.clone());
-        let reconcile_duration = Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]);
-        registry.register("reconcile_duration_seconds", "Duration of reconcile passes", reconcile_duration.clone());
+        registry.register(
+            "reconcile_errors",
+            "Reconcile errors by kind (manifests, systemd, apply, connect, io)",
+            reconcile_errors.clone(),
+        );
+        let reconcile_duration = Histogram::new([
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ]);
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of reconcile passes",
+            reconcile_duration.clone(),
+        );
         let managed = Family::<ObjectLabels, Gauge>::default();
-        registry.register("managed_units", "Managed objects by kind and readiness", managed.clone());
-        Metrics { registry: Mutex::new(registry), reconciles, reconcile_errors, reconcile_duration, managed }
+        registry.register(
+            "managed_units",
+            "Managed objects by kind and readiness",
+            managed.clone(),
+        );
+        Metrics {
+            registry: Mutex::new(registry),
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+            managed,
+        }
     }
 
     pub fn observe_pass(&self, d: Duration) {
@@ -58,7 +78,9 @@ impl Metrics {
     }
 
     pub fn reconcile_error(&self, kind: &str) {
-        self.reconcile_errors.get_or_create(&ErrorLabels { kind: kind.into() }).inc();
+        self.reconcile_errors
+            .get_or_create(&ErrorLabels { kind: kind.into() })
+            .inc();
     }
 
     pub fn set_objects(&self, status: &Status) {
@@ -69,7 +91,12 @@ impl Metrics {
                     .values()
                     .filter(|o| o.kind == kind && o.is_ready() == (ready == "true"))
                     .count();
-                self.managed.get_or_create(&ObjectLabels { kind: kind.into(), ready: ready.into() }).set(n as i64);
+                self.managed
+                    .get_or_create(&ObjectLabels {
+                        kind: kind.into(),
+                        ready: ready.into(),
+                    })
+                    .set(n as i64);
             }
         }
     }
@@ -77,7 +104,8 @@ impl Metrics {
     pub fn encode(&self) -> String {
         let mut out = String::new();
         let reg = self.registry.lock().expect("metrics lock");
-        prometheus_client::encoding::text::encode(&mut out, &reg).expect("encoding to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &reg)
+            .expect("encoding to a String cannot fail");
         out
     }
 }
@@ -94,7 +122,10 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<(
             let m = metrics.clone();
             async move {
                 (
-                    [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
                     m.encode(),
                 )
             }

@@ -38,20 +38,30 @@ fn sd_notify(states: &[sd_notify::NotifyState<'_>]) {
 /// re-creation are seen) and the unit directory (so a hand edit is undone
 /// promptly). Re-arms itself when a watched directory comes back.
 struct DirWatch {
-    debouncer: notify_debouncer_full::Debouncer<notify::RecommendedWatcher, notify_debouncer_full::RecommendedCache>,
+    debouncer: notify_debouncer_full::Debouncer<
+        notify::RecommendedWatcher,
+        notify_debouncer_full::RecommendedCache,
+    >,
     watched: Vec<PathBuf>,
 }
 
 impl DirWatch {
     fn new(trigger: Arc<Notify>) -> notify::Result<DirWatch> {
-        let debouncer = notify_debouncer_full::new_debouncer(Duration::from_millis(50), Some(Duration::from_millis(25)), move |r: notify_debouncer_full::DebounceEventResult| {
-            if let Ok(events) = r
-                && !events.is_empty()
-            {
-                trigger.notify_one();
-            }
-        })?;
-        Ok(DirWatch { debouncer, watched: vec![] })
+        let debouncer = notify_debouncer_full::new_debouncer(
+            Duration::from_millis(50),
+            Some(Duration::from_millis(25)),
+            move |r: notify_debouncer_full::DebounceEventResult| {
+                if let Ok(events) = r
+                    && !events.is_empty()
+                {
+                    trigger.notify_one();
+                }
+            },
+        )?;
+        Ok(DirWatch {
+            debouncer,
+            watched: vec![],
+        })
     }
 
     /// Make sure every directory that exists is watched.
@@ -61,7 +71,11 @@ impl DirWatch {
             let alive = want.is_dir();
             let have = self.watched.contains(&want);
             if alive && !have {
-                if self.debouncer.watch(&want, RecursiveMode::NonRecursive).is_ok() {
+                if self
+                    .debouncer
+                    .watch(&want, RecursiveMode::NonRecursive)
+                    .is_ok()
+                {
                     self.watched.push(want);
                 }
             } else if !alive && have {
@@ -81,23 +95,33 @@ impl DirWatch {
 pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::new());
     if let Some(addr) = opts.metrics_addr {
-        crate::metrics::serve(addr, metrics.clone()).await.map_err(|source| RunError::Metrics { addr, source })?;
+        crate::metrics::serve(addr, metrics.clone())
+            .await
+            .map_err(|source| RunError::Metrics { addr, source })?;
     }
     let trigger = Arc::new(Notify::new());
     let mut watch = DirWatch::new(trigger.clone()).map_err(|e| RunError::Watch(e.to_string()))?;
-    let parent = opts.loc.manifests.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
+    let parent = opts
+        .loc
+        .manifests
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"));
     watch.arm(&[&opts.loc.manifests, &parent, &opts.loc.unit_dir]);
 
     let mut rec = Reconciler::new(opts.loc.clone(), opts.exe.clone());
     let status_path = opts.loc.status_file();
     let mut status = Status::load(&status_path);
     let mut sd: Option<Systemd> = None;
-    let mut unit_changes: Option<std::pin::Pin<Box<dyn futures_util::Stream<Item = String> + Send>>> = None;
+    let mut unit_changes: Option<
+        std::pin::Pin<Box<dyn futures_util::Stream<Item = String> + Send>>,
+    > = None;
     let mut reconnect_delay = Duration::from_millis(200);
     let mut ready_sent = false;
 
     let mut wd_usec = 0u64;
-    let watchdog = sd_notify::watchdog_enabled(false, &mut wd_usec).then(|| Duration::from_micros(wd_usec / 2));
+    let watchdog = sd_notify::watchdog_enabled(false, &mut wd_usec)
+        .then(|| Duration::from_micros(wd_usec / 2));
     let mut wd_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
 
     tokio::pin!(shutdown);
@@ -116,7 +140,10 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
                             tracing::error!("{}", crate::error_chain(&e));
                             return Err(RunError::Setup(crate::error_chain(&e)));
                         }
-                        unit_changes = systemd::unit_changes(&c).await.ok().map(|s| Box::pin(s) as _);
+                        unit_changes = systemd::unit_changes(&c)
+                            .await
+                            .ok()
+                            .map(|s| Box::pin(s) as _);
                         let _ = c.subscribe().await;
                         tracing::info!("connected to the user manager");
                         reconnect_delay = Duration::from_millis(200);
@@ -126,7 +153,9 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
                         let msg = crate::error_chain(&e);
                         tracing::warn!("{msg}; retrying in {reconnect_delay:?}");
                         metrics.reconcile_error("connect");
-                        sd_notify(&[sd_notify::NotifyState::Status(&format!("cannot reach systemd: {msg}"))]);
+                        sd_notify(&[sd_notify::NotifyState::Status(&format!(
+                            "cannot reach systemd: {msg}"
+                        ))]);
                         retry_at = Some(tokio::time::Instant::now() + reconnect_delay);
                         reconnect_delay = (reconnect_delay * 2).min(Duration::from_secs(30));
                     }
@@ -151,9 +180,13 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
                             metrics.reconcile_error("apply");
                         }
                         retry_at = report.retry_at.map(tokio::time::Instant::from_std);
-                        let summary = format!("{} ready, {} not ready", report.ready, report.not_ready);
+                        let summary =
+                            format!("{} ready, {} not ready", report.ready, report.not_ready);
                         if !ready_sent {
-                            sd_notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&summary)]);
+                            sd_notify(&[
+                                sd_notify::NotifyState::Ready,
+                                sd_notify::NotifyState::Status(&summary),
+                            ]);
                             ready_sent = true;
                         } else {
                             sd_notify(&[sd_notify::NotifyState::Status(&summary)]);
@@ -225,7 +258,11 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
 }
 
 /// One pass: prepare, apply, save status when it changed.
-async fn pass(rec: &mut Reconciler, sd: &Systemd, status: &mut Status) -> Result<crate::reconcile::PassReport, ReconcileError> {
+async fn pass(
+    rec: &mut Reconciler,
+    sd: &Systemd,
+    status: &mut Status,
+) -> Result<crate::reconcile::PassReport, ReconcileError> {
     let before = status.clone();
     let prep = rec.prepare(sd, status).await?;
     let report = rec.apply(sd, prep, status).await?;

@@ -91,9 +91,14 @@ pub struct Held {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
     /// Write the unit file atomically.
-    Write { path: PathBuf, content: String },
+    Write {
+        path: PathBuf,
+        content: String,
+    },
     /// Delete a unit file unitlet owns.
-    Remove { path: PathBuf },
+    Remove {
+        path: PathBuf,
+    },
     /// `daemon-reload`: one per plan, after all file changes.
     DaemonReload,
     Enable,
@@ -124,8 +129,15 @@ impl fmt::Display for Action {
             Op::Enable => format!("enable {}", self.unit),
             Op::Disable => format!("disable {}", self.unit),
             Op::SetLimits(r) => {
-                let v: Vec<String> = render::resource_lines(r).into_iter().map(|(k, v)| format!("{k}={v}")).collect();
-                let v = if v.is_empty() { "no limits".to_string() } else { v.join(" ") };
+                let v: Vec<String> = render::resource_lines(r)
+                    .into_iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                let v = if v.is_empty() {
+                    "no limits".to_string()
+                } else {
+                    v.join(" ")
+                };
                 format!("set-limits {} ({v})", self.unit)
             }
             Op::Start => format!("start {}", self.unit),
@@ -156,12 +168,19 @@ impl Plan {
     }
 
     pub fn daemon_reloads(&self) -> usize {
-        self.actions.iter().filter(|a| a.op == Op::DaemonReload).count()
+        self.actions
+            .iter()
+            .filter(|a| a.op == Op::DaemonReload)
+            .count()
     }
 
     /// Manifests touched by the plan.
     pub fn manifests(&self) -> BTreeSet<String> {
-        self.actions.iter().filter(|a| !a.manifest.is_empty()).map(|a| a.manifest.clone()).collect()
+        self.actions
+            .iter()
+            .filter(|a| !a.manifest.is_empty())
+            .map(|a| a.manifest.clone())
+            .collect()
     }
 }
 
@@ -186,18 +205,34 @@ pub fn content_hash(content: &str) -> String {
 }
 
 fn is_running(live: Option<&LiveUnit>) -> bool {
-    live.is_some_and(|l| matches!(l.active_state.as_str(), "active" | "activating" | "reloading" | "refreshing"))
+    live.is_some_and(|l| {
+        matches!(
+            l.active_state.as_str(),
+            "active" | "activating" | "reloading" | "refreshing"
+        )
+    })
 }
 
 fn is_enabled(live: Option<&LiveUnit>) -> Option<bool> {
-    live.and_then(|l| l.file_state.as_deref()).map(|s| matches!(s, "enabled" | "enabled-runtime" | "linked" | "linked-runtime" | "alias"))
+    live.and_then(|l| l.file_state.as_deref()).map(|s| {
+        matches!(
+            s,
+            "enabled" | "enabled-runtime" | "linked" | "linked-runtime" | "alias"
+        )
+    })
 }
 
 /// Start order: a unit after the units it names (`after`), ties by name.
 fn start_order(desired: &[DesiredUnit]) -> BTreeMap<String, usize> {
-    let by_name: BTreeMap<&str, &DesiredUnit> = desired.iter().map(|d| (d.name.as_str(), d)).collect();
+    let by_name: BTreeMap<&str, &DesiredUnit> =
+        desired.iter().map(|d| (d.name.as_str(), d)).collect();
     let mut depth: BTreeMap<String, usize> = BTreeMap::new();
-    fn visit(n: &str, by: &BTreeMap<&str, &DesiredUnit>, depth: &mut BTreeMap<String, usize>, stack: &mut Vec<String>) -> usize {
+    fn visit(
+        n: &str,
+        by: &BTreeMap<&str, &DesiredUnit>,
+        depth: &mut BTreeMap<String, usize>,
+        stack: &mut Vec<String>,
+    ) -> usize {
         if let Some(d) = depth.get(n) {
             return *d;
         }
@@ -207,7 +242,13 @@ fn start_order(desired: &[DesiredUnit]) -> BTreeMap<String, usize> {
         stack.push(n.to_string());
         let d = by
             .get(n)
-            .map(|u| u.after.iter().map(|a| visit(a, by, depth, stack) + 1).max().unwrap_or(0))
+            .map(|u| {
+                u.after
+                    .iter()
+                    .map(|a| visit(a, by, depth, stack) + 1)
+                    .max()
+                    .unwrap_or(0)
+            })
             .unwrap_or(0);
         stack.pop();
         depth.insert(n.to_string(), d);
@@ -270,7 +311,11 @@ pub fn plan(unit_dir: &Path, desired: &[DesiredUnit], held: &Held, observed: &Ob
             }
         });
         if let Some(message) = msg {
-            conflicts.push(Conflict { manifest: d.manifest.clone(), unit: d.name.clone(), message });
+            conflicts.push(Conflict {
+                manifest: d.manifest.clone(),
+                unit: d.name.clone(),
+                message,
+            });
             blocked.insert(d.manifest.clone());
         }
     }
@@ -284,7 +329,12 @@ pub fn plan(unit_dir: &Path, desired: &[DesiredUnit], held: &Held, observed: &Ob
         let live = observed.live.get(&d.name);
         let running = is_running(live);
         let pending = live.is_some_and(|l| l.job_pending);
-        let action = |op: Op, reason: String| Action { op, unit: d.name.clone(), manifest: d.manifest.clone(), reason };
+        let action = |op: Op, reason: String| Action {
+            op,
+            unit: d.name.clone(),
+            manifest: d.manifest.clone(),
+            reason,
+        };
         let new_hash = content_hash(&d.content);
 
         // 1. The file.
@@ -292,20 +342,37 @@ pub fn plan(unit_dir: &Path, desired: &[DesiredUnit], held: &Held, observed: &Ob
         let mut live_only = false;
         match file {
             None => {
-                files.push(action(Op::Write { path: path.clone(), content: d.content.clone() }, "unit file is missing".into()));
+                files.push(action(
+                    Op::Write {
+                        path: path.clone(),
+                        content: d.content.clone(),
+                    },
+                    "unit file is missing".into(),
+                ));
                 need_reload = true;
             }
             Some(f) if f.content != d.content => {
                 let diff = render::diff_units(&f.content, &d.content);
-                let what = if diff.changed.is_empty() { "comments".to_string() } else { diff.changed.join(", ") };
+                let what = if diff.changed.is_empty() {
+                    "comments".to_string()
+                } else {
+                    diff.changed.join(", ")
+                };
                 files.push(action(
-                    Op::Write { path: path.clone(), content: d.content.clone() },
+                    Op::Write {
+                        path: path.clone(),
+                        content: d.content.clone(),
+                    },
                     format!("unit file differs from the manifest ({what})"),
                 ));
                 need_reload = true;
                 if diff.only_live {
                     live_only = true;
-                } else if !diff.changed.iter().all(|c| c == &format!("Unit.{}", render::SOURCE_KEY)) {
+                } else if !diff
+                    .changed
+                    .iter()
+                    .all(|c| c == &format!("Unit.{}", render::SOURCE_KEY))
+                {
                     restart_reason = Some(format!("its definition changed ({what})"));
                 }
             }
@@ -317,10 +384,12 @@ pub fn plan(unit_dir: &Path, desired: &[DesiredUnit], held: &Held, observed: &Ob
                 }
                 match observed.applied.get(&d.name) {
                     Some(h) if *h != new_hash => {
-                        restart_reason = Some("the last apply of its new definition did not finish".into());
+                        restart_reason =
+                            Some("the last apply of its new definition did not finish".into());
                     }
                     None if reload_needed => {
-                        restart_reason = Some("systemd has not loaded its current definition".into());
+                        restart_reason =
+                            Some("systemd has not loaded its current definition".into());
                     }
                     _ => {}
                 }
@@ -336,7 +405,10 @@ pub fn plan(unit_dir: &Path, desired: &[DesiredUnit], held: &Held, observed: &Ob
         if let Some(want) = want_enabled {
             let have = is_enabled(live);
             if want && have != Some(true) {
-                enables.push(action(Op::Enable, "manifest wants it started with the session".into()));
+                enables.push(action(
+                    Op::Enable,
+                    "manifest wants it started with the session".into(),
+                ));
             } else if !want && have == Some(true) {
                 disables.push(action(Op::Disable, "manifest has enabled: false".into()));
             }
@@ -356,15 +428,23 @@ pub fn plan(unit_dir: &Path, desired: &[DesiredUnit], held: &Held, observed: &Ob
                 } else if !running {
                     let why = match live.map(|l| l.active_state.as_str()) {
                         None | Some("") => "unit is new".to_string(),
-                        Some("failed") => format!("unit failed ({}); starting it again", live.map(|l| l.sub_state.as_str()).unwrap_or("")),
-                        Some(s) if file.is_some() => format!("unit is {s} but the manifest wants it running (stopped by hand?)"),
+                        Some("failed") => format!(
+                            "unit failed ({}); starting it again",
+                            live.map(|l| l.sub_state.as_str()).unwrap_or("")
+                        ),
+                        Some(s) if file.is_some() => format!(
+                            "unit is {s} but the manifest wants it running (stopped by hand?)"
+                        ),
                         Some(_) => "unit is new".to_string(),
                     };
                     starts.push((depth, action(Op::Start, why)));
                 } else if let Some(r) = restart_reason {
                     starts.push((depth, action(Op::Restart, r)));
                 } else if live_only {
-                    limits.push(action(Op::SetLimits(d.resources.clone()), "only resource limits changed: applied live, no restart".into()));
+                    limits.push(action(
+                        Op::SetLimits(d.resources.clone()),
+                        "only resource limits changed: applied live, no restart".into(),
+                    ));
                 } else if let Some(l) = live.and_then(|l| l.limits)
                     && !LiveLimits::wanted(&d.resources).matches(&l)
                 {
@@ -390,7 +470,10 @@ pub fn plan(unit_dir: &Path, desired: &[DesiredUnit], held: &Held, observed: &Ob
             continue;
         }
         let manifest_exists = desired_manifests.contains(owner.as_str());
-        if !manifest_exists && (held.names.contains(owner) || f.source.as_ref().is_some_and(|s| held.files.contains(s))) {
+        if !manifest_exists
+            && (held.names.contains(owner)
+                || f.source.as_ref().is_some_and(|s| held.files.contains(s)))
+        {
             // Its manifest is broken right now: keep the last good unit.
             continue;
         }
@@ -400,14 +483,21 @@ pub fn plan(unit_dir: &Path, desired: &[DesiredUnit], held: &Held, observed: &Ob
         } else {
             format!("manifest {owner:?} was deleted")
         };
-        let action = |op: Op| Action { op, unit: name.clone(), manifest: owner.clone(), reason: reason.clone() };
+        let action = |op: Op| Action {
+            op,
+            unit: name.clone(),
+            manifest: owner.clone(),
+            reason: reason.clone(),
+        };
         if is_running(live) {
             stops.push(action(Op::Stop));
         }
         if is_enabled(live) == Some(true) {
             disables.push(action(Op::Disable));
         }
-        files.push(action(Op::Remove { path: f.path.clone() }));
+        files.push(action(Op::Remove {
+            path: f.path.clone(),
+        }));
         need_reload = true;
     }
 
@@ -437,31 +527,49 @@ mod tests {
     use crate::render::{RenderContext, render};
 
     fn desired(yaml: &str) -> Vec<DesiredUnit> {
-        let p = parse_str(yaml, Path::new("/m/x.yaml"), &PathContext { manifest_dir: "/m".into(), home: None });
+        let p = parse_str(
+            yaml,
+            Path::new("/m/x.yaml"),
+            &PathContext {
+                manifest_dir: "/m".into(),
+                home: None,
+            },
+        );
         assert!(p.errors.is_empty(), "{:?}", p.errors);
-        p.manifests.iter().flat_map(|m| render(m, &RenderContext::default())).collect()
+        p.manifests
+            .iter()
+            .flat_map(|m| render(m, &RenderContext::default()))
+            .collect()
     }
 
     fn svc(name: &str, extra: &str) -> String {
-        format!("apiVersion: unitlet/v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{command: [/bin/sleep, '1000']{extra}}}\n---\n")
+        format!(
+            "apiVersion: unitlet/v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{command: [/bin/sleep, '1000']{extra}}}\n---\n"
+        )
     }
 
     fn converged(d: &[DesiredUnit]) -> Observed {
         let mut o = Observed::default();
         for u in d {
-            o.files.insert(u.name.clone(), ObservedFile {
-                path: Path::new("/u").join(&u.name),
-                content: u.content.clone(),
-                marker: Some(u.manifest.clone()),
-                source: Some("/m/x.yaml".into()),
-            });
-            o.live.insert(u.name.clone(), LiveUnit {
-                load_state: "loaded".into(),
-                active_state: "active".into(),
-                sub_state: "running".into(),
-                file_state: Some("enabled".into()),
-                ..Default::default()
-            });
+            o.files.insert(
+                u.name.clone(),
+                ObservedFile {
+                    path: Path::new("/u").join(&u.name),
+                    content: u.content.clone(),
+                    marker: Some(u.manifest.clone()),
+                    source: Some("/m/x.yaml".into()),
+                },
+            );
+            o.live.insert(
+                u.name.clone(),
+                LiveUnit {
+                    load_state: "loaded".into(),
+                    active_state: "active".into(),
+                    sub_state: "running".into(),
+                    file_state: Some("enabled".into()),
+                    ..Default::default()
+                },
+            );
             o.applied.insert(u.name.clone(), content_hash(&u.content));
         }
         o
@@ -469,13 +577,31 @@ mod tests {
 
     #[test]
     fn fresh_units_are_written_reloaded_once_and_started_in_order() {
-        let d = desired(&format!("{}{}{}", svc("c", ", after: [b]"), svc("b", ", after: [a]"), svc("a", "")));
+        let d = desired(&format!(
+            "{}{}{}",
+            svc("c", ", after: [b]"),
+            svc("b", ", after: [a]"),
+            svc("a", "")
+        ));
         let p = plan(Path::new("/u"), &d, &Held::default(), &Observed::default());
         assert_eq!(p.daemon_reloads(), 1);
-        let starts: Vec<_> = p.actions.iter().filter(|a| a.op == Op::Start).map(|a| a.unit.as_str()).collect();
+        let starts: Vec<_> = p
+            .actions
+            .iter()
+            .filter(|a| a.op == Op::Start)
+            .map(|a| a.unit.as_str())
+            .collect();
         assert_eq!(starts, ["a.service", "b.service", "c.service"]);
-        let reload_at = p.actions.iter().position(|a| a.op == Op::DaemonReload).unwrap();
-        assert!(p.actions[..reload_at].iter().all(|a| matches!(a.op, Op::Write { .. })));
+        let reload_at = p
+            .actions
+            .iter()
+            .position(|a| a.op == Op::DaemonReload)
+            .unwrap();
+        assert!(
+            p.actions[..reload_at]
+                .iter()
+                .all(|a| matches!(a.op, Op::Write { .. }))
+        );
     }
 
     #[test]
@@ -491,11 +617,19 @@ mod tests {
         let o = converged(&d);
         let d2 = desired(&svc("a", ", restart: always"));
         let p = plan(Path::new("/u"), &d2, &Held::default(), &o);
-        assert!(p.actions.iter().any(|a| a.op == Op::Restart && a.reason.contains("Service.Restart")), "{p}");
+        assert!(
+            p.actions
+                .iter()
+                .any(|a| a.op == Op::Restart && a.reason.contains("Service.Restart")),
+            "{p}"
+        );
         let d3 = desired(&svc("a", ", resources: {memoryMax: 1G}"));
         let p = plan(Path::new("/u"), &d3, &Held::default(), &o);
         assert!(!p.actions.iter().any(|a| a.op == Op::Restart), "{p}");
-        assert!(p.actions.iter().any(|a| matches!(a.op, Op::SetLimits(_))), "{p}");
+        assert!(
+            p.actions.iter().any(|a| matches!(a.op, Op::SetLimits(_))),
+            "{p}"
+        );
     }
 
     #[test]
@@ -513,16 +647,51 @@ mod tests {
     fn garbage_is_collected_but_held_and_unmarked_are_not() {
         let d = desired(&format!("{}{}", svc("a", ""), svc("b", "")));
         let mut o = converged(&d);
-        o.files.insert("x.service".into(), ObservedFile { path: "/u/x.service".into(), content: String::new(), marker: None, source: None });
+        o.files.insert(
+            "x.service".into(),
+            ObservedFile {
+                path: "/u/x.service".into(),
+                content: String::new(),
+                marker: None,
+                source: None,
+            },
+        );
         // Manifest b deleted:
         let only_a: Vec<_> = d.iter().filter(|u| u.manifest == "a").cloned().collect();
         let p = plan(Path::new("/u"), &only_a, &Held::default(), &o);
-        let ops: Vec<_> = p.actions.iter().map(|a| (a.unit.as_str(), format!("{:?}", a.op).split([' ', '{', '(']).next().unwrap().to_string())).collect();
-        assert_eq!(ops, [("b.service", "Stop".into()), ("b.service", "Disable".into()), ("b.service", "Remove".into()), ("", "DaemonReload".into())]);
+        let ops: Vec<_> = p
+            .actions
+            .iter()
+            .map(|a| {
+                (
+                    a.unit.as_str(),
+                    format!("{:?}", a.op)
+                        .split([' ', '{', '('])
+                        .next()
+                        .unwrap()
+                        .to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                ("b.service", "Stop".into()),
+                ("b.service", "Disable".into()),
+                ("b.service", "Remove".into()),
+                ("", "DaemonReload".into())
+            ]
+        );
         // ...but held when its file is broken:
-        let held = Held { names: ["b".to_string()].into(), files: Default::default() };
+        let held = Held {
+            names: ["b".to_string()].into(),
+            files: Default::default(),
+        };
         assert!(plan(Path::new("/u"), &only_a, &held, &o).is_empty());
-        let held = Held { names: Default::default(), files: [PathBuf::from("/m/x.yaml")].into() };
+        let held = Held {
+            names: Default::default(),
+            files: [PathBuf::from("/m/x.yaml")].into(),
+        };
         assert!(plan(Path::new("/u"), &only_a, &held, &o).is_empty());
     }
 
@@ -530,7 +699,15 @@ mod tests {
     fn unmarked_unit_of_same_name_is_a_conflict() {
         let d = desired(&svc("a", ""));
         let mut o = Observed::default();
-        o.files.insert("a.service".into(), ObservedFile { path: "/u/a.service".into(), content: "[Service]\nExecStart=/bin/x\n".into(), marker: None, source: None });
+        o.files.insert(
+            "a.service".into(),
+            ObservedFile {
+                path: "/u/a.service".into(),
+                content: "[Service]\nExecStart=/bin/x\n".into(),
+                marker: None,
+                source: None,
+            },
+        );
         let p = plan(Path::new("/u"), &d, &Held::default(), &o);
         assert!(p.actions.is_empty());
         assert_eq!(p.conflicts.len(), 1);
@@ -543,14 +720,23 @@ mod tests {
         let mut o = converged(&d);
         o.applied.insert("a.service".into(), "old".into());
         let p = plan(Path::new("/u"), &d, &Held::default(), &o);
-        assert_eq!(p.actions.iter().filter(|a| a.op == Op::Restart).count(), 1, "{p}");
+        assert_eq!(
+            p.actions.iter().filter(|a| a.op == Op::Restart).count(),
+            1,
+            "{p}"
+        );
     }
 
     #[test]
     fn limit_drift_is_restored() {
         let d = desired(&svc("a", ", resources: {memoryMax: 1G}"));
         let mut o = converged(&d);
-        o.live.get_mut("a.service").unwrap().limits = Some(LiveLimits { memory_max: u64::MAX, memory_high: u64::MAX, cpu_quota_per_sec_usec: u64::MAX, tasks_max: u64::MAX });
+        o.live.get_mut("a.service").unwrap().limits = Some(LiveLimits {
+            memory_max: u64::MAX,
+            memory_high: u64::MAX,
+            cpu_quota_per_sec_usec: u64::MAX,
+            tasks_max: u64::MAX,
+        });
         let p = plan(Path::new("/u"), &d, &Held::default(), &o);
         assert!(matches!(p.actions[0].op, Op::SetLimits(_)), "{p}");
     }

@@ -94,25 +94,56 @@ fn unit_files_in(dir: &Path) -> Result<BTreeMap<String, ObservedFile>, Reconcile
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(source) => return Err(ReconcileError::UnitDir { what: "read unit directory", path: dir.to_path_buf(), source }),
+        Err(source) => {
+            return Err(ReconcileError::UnitDir {
+                what: "read unit directory",
+                path: dir.to_path_buf(),
+                source,
+            });
+        }
     };
     for ent in rd.flatten() {
         let name = ent.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = fsutil::stale_temp_pid(&name) {
+            // Left by a unitlet killed mid-write; the target file is intact.
+            if !fsutil::pid_alive(pid) {
+                let _ = std::fs::remove_file(dir.join(&name));
+            }
+            continue;
+        }
         if name.starts_with('.') || !(name.ends_with(".service") || name.ends_with(".timer")) {
             continue;
         }
         let path = dir.join(&name);
-        let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
         if !meta.is_file() {
             // Symlinks and directories are never unitlet's: record them as
             // unmarked so a manifest of the same name reports a conflict.
-            out.insert(name, ObservedFile { path, content: String::new(), marker: None, source: None });
+            out.insert(
+                name,
+                ObservedFile {
+                    path,
+                    content: String::new(),
+                    marker: None,
+                    source: None,
+                },
+            );
             continue;
         }
         let content = std::fs::read_to_string(&path).unwrap_or_default();
         let marker = render::marker_of(&content);
         let source = render::source_of(&content);
-        out.insert(name, ObservedFile { path, content, marker, source });
+        out.insert(
+            name,
+            ObservedFile {
+                path,
+                content,
+                marker,
+                source,
+            },
+        );
     }
     Ok(out)
 }
@@ -126,13 +157,21 @@ impl Reconciler {
             unit_dir: loc.unit_dir.clone(),
             bus: loc.bus.clone(),
         };
-        Reconciler { loc, render_ctx, backoff: HashMap::new(), job_timeout: Duration::from_secs(90) }
+        Reconciler {
+            loc,
+            render_ctx,
+            backoff: HashMap::new(),
+            job_timeout: Duration::from_secs(90),
+        }
     }
 
     /// Load, render and observe, then plan. Changes nothing.
     pub async fn prepare(&self, sd: &Systemd, status: &Status) -> Result<Prepared, ReconcileError> {
         let loaded = manifest::load_dir(&self.loc.manifests)?;
-        let mut held = Held { names: loaded.held.keys().cloned().collect(), files: loaded.broken_files.clone() };
+        let mut held = Held {
+            names: loaded.held.keys().cloned().collect(),
+            files: loaded.broken_files.clone(),
+        };
         // Files with any error hold the units they produced before.
         for e in &loaded.errors {
             held.files.insert(e.file.clone());
@@ -153,13 +192,30 @@ impl Reconciler {
         }
         let observed = self.observe(sd, &desired, status).await?;
         let plan = plan::plan(&self.loc.unit_dir, &desired, &held, &observed);
-        Ok(Prepared { loaded, desired, held, observed, plan, backing_off })
+        Ok(Prepared {
+            loaded,
+            desired,
+            held,
+            observed,
+            plan,
+            backing_off,
+        })
     }
 
-    async fn observe(&self, sd: &Systemd, desired: &[DesiredUnit], status: &Status) -> Result<Observed, ReconcileError> {
+    async fn observe(
+        &self,
+        sd: &Systemd,
+        desired: &[DesiredUnit],
+        status: &Status,
+    ) -> Result<Observed, ReconcileError> {
         let files = unit_files_in(&self.loc.unit_dir)?;
         let mut names: BTreeSet<String> = desired.iter().map(|d| d.name.clone()).collect();
-        names.extend(files.iter().filter(|(_, f)| f.marker.is_some()).map(|(n, _)| n.clone()));
+        names.extend(
+            files
+                .iter()
+                .filter(|(_, f)| f.marker.is_some())
+                .map(|(n, _)| n.clone()),
+        );
         let names: Vec<String> = names.into_iter().collect();
         let listed = sd.list_units(&names).await?;
         let file_states = sd.unit_file_states(&names).await?;
@@ -171,20 +227,38 @@ impl Reconciler {
             if let Some(d) = d {
                 let differs = file.is_none_or(|f| f.content != d.content);
                 if (differs || unit.load_state != "loaded") && unit.load_state != "not-found" {
-                    unit.fragment_path = Some(sd.fragment_path(&name, &path).await.unwrap_or_default());
+                    unit.fragment_path =
+                        Some(sd.fragment_path(&name, &path).await.unwrap_or_default());
                 }
                 let applied = status.applied.get(&name);
-                if !differs && unit.load_state == "loaded" && applied != Some(&plan::content_hash(&d.content)) {
-                    unit.need_reload = Some(sd.need_daemon_reload(&name, &path).await.unwrap_or(false));
+                if !differs
+                    && unit.load_state == "loaded"
+                    && applied != Some(&plan::content_hash(&d.content))
+                {
+                    unit.need_reload =
+                        Some(sd.need_daemon_reload(&name, &path).await.unwrap_or(false));
                 }
                 let active = unit.active_state == "active";
-                if matches!(d.role, Role::Main { state: DesiredState::Running, .. }) && active && !differs && !d.resources.is_empty() {
+                if matches!(
+                    d.role,
+                    Role::Main {
+                        state: DesiredState::Running,
+                        ..
+                    }
+                ) && active
+                    && !differs
+                    && !d.resources.is_empty()
+                {
                     unit.limits = sd.live_limits(&name, &path).await.ok();
                 }
             }
             live.insert(name, unit);
         }
-        Ok(Observed { files, live, applied: status.applied.clone() })
+        Ok(Observed {
+            files,
+            live,
+            applied: status.applied.clone(),
+        })
     }
 
     /// Execute a prepared plan, then refresh status. Returns the report.
@@ -193,9 +267,18 @@ impl Reconciler {
     /// Only units carrying unitlet's marker are stopped, disabled or
     /// removed (the planner guarantees it; the applier re-checks the file
     /// before removing). One daemon-reload per plan at most.
-    pub async fn apply(&mut self, sd: &Systemd, prep: Prepared, status: &mut Status) -> Result<PassReport, ReconcileError> {
+    pub async fn apply(
+        &mut self,
+        sd: &Systemd,
+        prep: Prepared,
+        status: &mut Status,
+    ) -> Result<PassReport, ReconcileError> {
         let started = Instant::now();
-        let mut report = PassReport { actions: prep.plan.actions.len(), daemon_reloads: prep.plan.daemon_reloads(), ..Default::default() };
+        let mut report = PassReport {
+            actions: prep.plan.actions.len(),
+            daemon_reloads: prep.plan.daemon_reloads(),
+            ..Default::default()
+        };
         let mut failures: BTreeMap<String, String> = BTreeMap::new();
         let fail = |failures: &mut BTreeMap<String, String>, m: &str, e: String| {
             failures.entry(m.to_string()).or_insert(e);
@@ -218,7 +301,12 @@ impl Reconciler {
             let results = jobs_stream.wait(sd, &jobs, self.job_timeout).await;
             for ((a, _), r) in stop_jobs.iter().zip(results) {
                 match r {
-                    Ok(()) => status.event(&a.manifest, "Normal", "Stopped", format!("stopped {}: {}", a.unit, a.reason)),
+                    Ok(()) => status.event(
+                        &a.manifest,
+                        "Normal",
+                        "Stopped",
+                        format!("stopped {}: {}", a.unit, a.reason),
+                    ),
                     Err(e) => {
                         status.event(&a.manifest, "Warning", "StopFailed", e.to_string());
                         fail(&mut failures, &a.manifest, e.to_string());
@@ -227,7 +315,11 @@ impl Reconciler {
             }
 
             // 2. Disables, batched.
-            let disables: Vec<String> = actions.iter().filter(|a| a.op == Op::Disable).map(|a| a.unit.clone()).collect();
+            let disables: Vec<String> = actions
+                .iter()
+                .filter(|a| a.op == Op::Disable)
+                .map(|a| a.unit.clone())
+                .collect();
             if let Err(e) = sd.disable(&disables).await {
                 for a in actions.iter().filter(|a| a.op == Op::Disable) {
                     fail(&mut failures, &a.manifest, e.to_string());
@@ -239,21 +331,38 @@ impl Reconciler {
                 match &a.op {
                     Op::Write { path, content } => {
                         if let Err(source) = fsutil::atomic_write(path, content.as_bytes(), 0o644) {
-                            let e = ReconcileError::UnitDir { what: "write unit file", path: path.clone(), source };
+                            let e = ReconcileError::UnitDir {
+                                what: "write unit file",
+                                path: path.clone(),
+                                source,
+                            };
                             fail(&mut failures, &a.manifest, crate::error_chain(&e));
                         }
                     }
                     Op::Remove { path } => {
                         // Re-check ownership right before deleting.
-                        let still_ours = std::fs::read_to_string(path).ok().and_then(|c| render::marker_of(&c)).as_deref() == Some(a.manifest.as_str());
+                        let still_ours = std::fs::read_to_string(path)
+                            .ok()
+                            .and_then(|c| render::marker_of(&c))
+                            .as_deref()
+                            == Some(a.manifest.as_str());
                         if still_ours {
                             if let Err(source) = fsutil::remove_durable(path) {
-                                let e = ReconcileError::UnitDir { what: "remove unit file", path: path.clone(), source };
+                                let e = ReconcileError::UnitDir {
+                                    what: "remove unit file",
+                                    path: path.clone(),
+                                    source,
+                                };
                                 fail(&mut failures, &a.manifest, crate::error_chain(&e));
                             } else {
                                 sd.reset_failed(&a.unit).await;
                                 status.applied.remove(&a.unit);
-                                status.event(&a.manifest, "Normal", "Removed", format!("removed {} ({})", a.unit, a.reason));
+                                status.event(
+                                    &a.manifest,
+                                    "Normal",
+                                    "Removed",
+                                    format!("removed {} ({})", a.unit, a.reason),
+                                );
                             }
                         }
                     }
@@ -285,7 +394,12 @@ impl Reconciler {
                         continue;
                     }
                     match sd.set_limits(&a.unit, r).await {
-                        Ok(()) => status.event(&a.manifest, "Normal", "LimitsApplied", format!("{}: {}", a.unit, a.reason)),
+                        Ok(()) => status.event(
+                            &a.manifest,
+                            "Normal",
+                            "LimitsApplied",
+                            format!("{}: {}", a.unit, a.reason),
+                        ),
                         Err(e) => fail(&mut failures, &a.manifest, e.to_string()),
                     }
                 }
@@ -316,7 +430,12 @@ impl Reconciler {
                     _ => ("Started", "StartFailed"),
                 };
                 match r {
-                    Ok(()) => status.event(&a.manifest, "Normal", ok_reason, format!("{} {}: {}", ok_reason.to_lowercase(), a.unit, a.reason)),
+                    Ok(()) => status.event(
+                        &a.manifest,
+                        "Normal",
+                        ok_reason,
+                        format!("{} {}: {}", ok_reason.to_lowercase(), a.unit, a.reason),
+                    ),
                     Err(e) => {
                         status.event(&a.manifest, "Warning", bad_reason, e.to_string());
                         fail(&mut failures, &a.manifest, e.to_string());
@@ -325,15 +444,24 @@ impl Reconciler {
             }
             for a in actions.iter().filter(|a| matches!(a.op, Op::Write { .. })) {
                 if !failures.contains_key(&a.manifest) {
-                    status.event(&a.manifest, "Normal", "Written", format!("wrote {}: {}", a.unit, a.reason));
+                    status.event(
+                        &a.manifest,
+                        "Normal",
+                        "Written",
+                        format!("wrote {}: {}", a.unit, a.reason),
+                    );
                 }
             }
         }
 
         // Record what is now applied in full.
         for d in &prep.desired {
-            if !failures.contains_key(&d.manifest) && !prep.plan.conflicts.iter().any(|c| c.manifest == d.manifest) {
-                status.applied.insert(d.unit_name().to_string(), plan::content_hash(&d.content));
+            if !failures.contains_key(&d.manifest)
+                && !prep.plan.conflicts.iter().any(|c| c.manifest == d.manifest)
+            {
+                status
+                    .applied
+                    .insert(d.unit_name().to_string(), plan::content_hash(&d.content));
             }
         }
 
@@ -344,10 +472,23 @@ impl Reconciler {
                 continue;
             }
             let hash = manifest::spec_hash(m);
-            let obj = status.objects.entry(m.name.clone()).or_insert_with(|| empty_object(m.kind(), &m.name, &m.file));
+            let obj = status
+                .objects
+                .entry(m.name.clone())
+                .or_insert_with(|| empty_object(m.kind(), &m.name, &m.file));
             if failures.contains_key(&m.name) {
-                obj.failures = if obj.spec_hash == hash { obj.failures + 1 } else { 1 };
-                self.backoff.insert(m.name.clone(), Backoff { until: now + backoff_delay(obj.failures), spec_hash: hash.clone() });
+                obj.failures = if obj.spec_hash == hash {
+                    obj.failures + 1
+                } else {
+                    1
+                };
+                self.backoff.insert(
+                    m.name.clone(),
+                    Backoff {
+                        until: now + backoff_delay(obj.failures),
+                        spec_hash: hash.clone(),
+                    },
+                );
             } else {
                 obj.failures = 0;
                 self.backoff.remove(&m.name);
@@ -385,7 +526,12 @@ fn empty_object(kind: Kind, name: &str, file: &Path) -> ObjectStatus {
 
 /// Recompute every object's status from the loaded set, this pass's
 /// failures and the live unit states.
-pub async fn refresh_status(sd: &Systemd, prep: &Prepared, failures: &BTreeMap<String, String>, status: &mut Status) -> Result<(), ReconcileError> {
+pub async fn refresh_status(
+    sd: &Systemd,
+    prep: &Prepared,
+    failures: &BTreeMap<String, String>,
+    status: &mut Status,
+) -> Result<(), ReconcileError> {
     // Main unit per manifest.
     let main_unit = |m: &manifest::Manifest| match m.kind() {
         Kind::Service => format!("{}.service", m.name),
@@ -401,53 +547,147 @@ pub async fn refresh_status(sd: &Systemd, prep: &Prepared, failures: &BTreeMap<S
     for m in &prep.loaded.manifests {
         keep.insert(m.name.clone());
         let unit = main_unit(m);
-        let obj = status.objects.entry(m.name.clone()).or_insert_with(|| empty_object(m.kind(), &m.name, &m.file));
+        let obj = status
+            .objects
+            .entry(m.name.clone())
+            .or_insert_with(|| empty_object(m.kind(), &m.name, &m.file));
         obj.kind = m.kind().to_string();
         obj.file = m.file.clone();
         let l = live.get(&unit).map(|(l, _)| l.clone()).unwrap_or_default();
-        obj.unit = Some(UnitStatus { name: unit.clone(), active_state: l.active_state.clone(), sub_state: l.sub_state.clone() });
+        obj.unit = Some(UnitStatus {
+            name: unit.clone(),
+            active_state: l.active_state.clone(),
+            sub_state: l.sub_state.clone(),
+        });
         if let Some(c) = prep.plan.conflicts.iter().find(|c| c.manifest == m.name) {
             obj.set_condition("Ready", "False", "Conflict", &c.message);
             continue;
         }
         if prep.backing_off.contains(&m.name) {
             let msg = obj.ready().map(|c| c.message.clone()).unwrap_or_default();
-            obj.set_condition("Ready", "False", "BackingOff", &format!("retrying after failures: {msg}"));
+            obj.set_condition(
+                "Ready",
+                "False",
+                "BackingOff",
+                &format!("retrying after failures: {msg}"),
+            );
             continue;
         }
         if let Some(e) = failures.get(&m.name) {
             obj.set_condition("Ready", "False", "ApplyFailed", e);
             continue;
         }
-        let desired_state = m.as_service().map(|s| s.state).unwrap_or(DesiredState::Running);
+        let desired_state = m
+            .as_service()
+            .map(|s| s.state)
+            .unwrap_or(DesiredState::Running);
         match (desired_state, l.active_state.as_str()) {
             (DesiredState::Running, "active") => {
                 let msg = match m.kind() {
                     Kind::Service => format!("{unit} is active ({})", l.sub_state),
-                    Kind::Backup => format!("{unit} is scheduled ({})", m.as_backup().map(|b| b.schedule.to_string()).unwrap_or_default()),
+                    Kind::Backup => format!(
+                        "{unit} is scheduled ({})",
+                        m.as_backup()
+                            .map(|b| b.schedule.to_string())
+                            .unwrap_or_default()
+                    ),
                 };
                 obj.set_condition("Ready", "True", "Running", &msg)
             }
-            (DesiredState::Stopped, "inactive" | "failed") => obj.set_condition("Ready", "True", "Stopped", &format!("{unit} is stopped, as declared")),
-            (_, "activating" | "reloading") => obj.set_condition("Ready", "False", "Starting", &format!("{unit} is {} ({})", l.active_state, l.sub_state)),
-            (_, "failed") => obj.set_condition("Ready", "False", "Failed", &format!("{unit} failed ({}); see `journalctl --user -u {unit}`", l.sub_state)),
-            (_, s) => obj.set_condition("Ready", "False", "NotRunning", &format!("{unit} is {} ({}) but the manifest wants it {}", if s.is_empty() { "unknown" } else { s }, l.sub_state, if desired_state == DesiredState::Running { "running" } else { "stopped" })),
+            (DesiredState::Stopped, "inactive" | "failed") => obj.set_condition(
+                "Ready",
+                "True",
+                "Stopped",
+                &format!("{unit} is stopped, as declared"),
+            ),
+            (_, "activating" | "reloading") => obj.set_condition(
+                "Ready",
+                "False",
+                "Starting",
+                &format!("{unit} is {} ({})", l.active_state, l.sub_state),
+            ),
+            (_, "failed") => obj.set_condition(
+                "Ready",
+                "False",
+                "Failed",
+                &format!(
+                    "{unit} failed ({}); see `journalctl --user -u {unit}`",
+                    l.sub_state
+                ),
+            ),
+            (_, s) => obj.set_condition(
+                "Ready",
+                "False",
+                "NotRunning",
+                &format!(
+                    "{unit} is {} ({}) but the manifest wants it {}",
+                    if s.is_empty() { "unknown" } else { s },
+                    l.sub_state,
+                    if desired_state == DesiredState::Running {
+                        "running"
+                    } else {
+                        "stopped"
+                    }
+                ),
+            ),
         }
     }
     // Manifests that failed to load: shown under the name their file implies
     // (or their own name, for a duplicate or invalid document).
     for (name, err) in &prep.loaded.held {
         keep.insert(name.clone());
-        let obj = status.objects.entry(name.clone()).or_insert_with(|| empty_object(Kind::Service, name, &err.file));
+        let obj = status
+            .objects
+            .entry(name.clone())
+            .or_insert_with(|| empty_object(Kind::Service, name, &err.file));
         obj.file = err.file.clone();
         if let Some((l, _)) = live.get(&format!("{name}.service")) {
-            obj.unit = Some(UnitStatus { name: format!("{name}.service"), active_state: l.active_state.clone(), sub_state: l.sub_state.clone() });
+            obj.unit = Some(UnitStatus {
+                name: format!("{name}.service"),
+                active_state: l.active_state.clone(),
+                sub_state: l.sub_state.clone(),
+            });
         }
-        let kept = if obj.unit.as_ref().is_some_and(|u| u.active_state == "active") { " (its last good units keep running)" } else { "" };
+        let kept = if obj
+            .unit
+            .as_ref()
+            .is_some_and(|u| u.active_state == "active")
+        {
+            " (its last good units keep running)"
+        } else {
+            ""
+        };
         obj.set_condition("Ready", "False", "Invalid", &format!("{err}{kept}"));
     }
-    // Files with errors whose implied name is a valid manifest of another
-    // file are reported through `errors` only.
+    // Other manifests that came from a broken file: their units (found by
+    // the source recorded in them) are held too, and shown as such.
+    for (unit, f) in &prep.observed.files {
+        let (Some(owner), Some(src)) = (&f.marker, &f.source) else {
+            continue;
+        };
+        if keep.contains(owner) || !prep.loaded.broken_files.contains(src) {
+            continue;
+        }
+        let Some(err) = prep.loaded.errors.iter().find(|e| &e.file == src) else {
+            continue;
+        };
+        keep.insert(owner.clone());
+        let kind = if unit.ends_with(".timer") {
+            Kind::Backup
+        } else {
+            Kind::Service
+        };
+        let obj = status
+            .objects
+            .entry(owner.clone())
+            .or_insert_with(|| empty_object(kind, owner, src));
+        obj.set_condition(
+            "Ready",
+            "False",
+            "Invalid",
+            &format!("{err} (its last good units keep running)"),
+        );
+    }
     status.objects.retain(|n, _| keep.contains(n));
     Ok(())
 }

@@ -81,7 +81,13 @@ pub fn quote_exec_arg(arg: &str) -> String {
 /// it is written as systemd's escaped `\;`.
 pub fn exec_line(argv: &[String]) -> String {
     argv.iter()
-        .map(|a| if a == ";" { "\\;".to_string() } else { quote_exec_arg(a) })
+        .map(|a| {
+            if a == ";" {
+                "\\;".to_string()
+            } else {
+                quote_exec_arg(a)
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -124,7 +130,12 @@ pub fn systemd_duration(d: Duration) -> String {
 }
 
 fn header(out: &mut String, m: &Manifest, note: &str) {
-    let _ = writeln!(out, "# Managed by unitlet from manifest \"{}\" ({}).", m.name, m.file.display());
+    let _ = writeln!(
+        out,
+        "# Managed by unitlet from manifest \"{}\" ({}).",
+        m.name,
+        m.file.display()
+    );
     let _ = writeln!(out, "# {note}");
     let _ = writeln!(out, "[Unit]");
     let _ = writeln!(out, "{MARKER_KEY}={}", m.name);
@@ -201,7 +212,10 @@ fn strip_markers(content: &str) -> String {
     let mut out = String::new();
     for line in content.lines() {
         let t = line.trim_start();
-        if t.starts_with(MARKER_KEY) || t.starts_with(SOURCE_KEY) || t.starts_with("# Managed by unitlet") {
+        if t.starts_with(MARKER_KEY)
+            || t.starts_with(SOURCE_KEY)
+            || t.starts_with("# Managed by unitlet")
+        {
             continue;
         }
         out.push_str(line);
@@ -214,7 +228,11 @@ fn render_service(m: &Manifest, s: &ServiceSpec) -> DesiredUnit {
     let mut out = String::new();
     match &s.exec {
         Exec::Command(argv) => {
-            header(&mut out, m, "Do not edit: unitlet rewrites this file. Edit the manifest instead.");
+            header(
+                &mut out,
+                m,
+                "Do not edit: unitlet rewrites this file. Edit the manifest instead.",
+            );
             unit_settings(&mut out, m, s, false);
             out.push_str("\n[Service]\n");
             // exec: the start job fails if the program cannot be executed, so
@@ -228,7 +246,10 @@ fn render_service(m: &Manifest, s: &ServiceSpec) -> DesiredUnit {
             header(
                 &mut out,
                 m,
-                &format!("Adopted from {}; edit that file or the manifest, not this copy.", path.display()),
+                &format!(
+                    "Adopted from {}; edit that file or the manifest, not this copy.",
+                    path.display()
+                ),
             );
             out.push('\n');
             let base = strip_markers(content);
@@ -261,7 +282,10 @@ fn render_service(m: &Manifest, s: &ServiceSpec) -> DesiredUnit {
     DesiredUnit {
         name: format!("{}.service", m.name),
         manifest: m.name.clone(),
-        role: crate::render::Role::Main { state: s.state, enabled: s.enabled },
+        role: crate::render::Role::Main {
+            state: s.state,
+            enabled: s.enabled,
+        },
         content: out,
         resources: s.resources.clone(),
         after: s.after.iter().map(|a| format!("{a}.service")).collect(),
@@ -270,13 +294,24 @@ fn render_service(m: &Manifest, s: &ServiceSpec) -> DesiredUnit {
 
 fn has_install(content: &str) -> bool {
     let parsed = parse_unit(content);
-    parsed.keys().any(|(sec, k)| sec == "Install" && (k == "WantedBy" || k == "RequiredBy" || k == "Alias"))
+    parsed
+        .keys()
+        .any(|(sec, k)| sec == "Install" && (k == "WantedBy" || k == "RequiredBy" || k == "Alias"))
 }
 
 fn render_backup(m: &Manifest, b: &BackupSpec, ctx: &RenderContext) -> Vec<DesiredUnit> {
     let mut timer = String::new();
-    header(&mut timer, m, "Do not edit: unitlet rewrites this file. Edit the manifest instead.");
-    let _ = writeln!(timer, "Description=unitlet backup {} ({})", m.name, escape_text(&b.schedule.source));
+    header(
+        &mut timer,
+        m,
+        "Do not edit: unitlet rewrites this file. Edit the manifest instead.",
+    );
+    let _ = writeln!(
+        timer,
+        "Description=unitlet backup {} ({})",
+        m.name,
+        escape_text(&b.schedule.source)
+    );
     timer.push_str("\n[Timer]\n");
     let _ = writeln!(timer, "OnCalendar={}", b.schedule.on_calendar);
     // A run missed while the machine was off happens once at next start.
@@ -286,7 +321,11 @@ fn render_backup(m: &Manifest, b: &BackupSpec, ctx: &RenderContext) -> Vec<Desir
     timer.push_str("\n[Install]\nWantedBy=timers.target\n");
 
     let mut svc = String::new();
-    header(&mut svc, m, "Do not edit: unitlet rewrites this file. Edit the manifest instead.");
+    header(
+        &mut svc,
+        m,
+        "Do not edit: unitlet rewrites this file. Edit the manifest instead.",
+    );
     let _ = writeln!(svc, "Description=unitlet backup {}", m.name);
     svc.push_str("\n[Service]\nType=oneshot\n");
     let mut argv: Vec<String> = vec![ctx.exe.to_string_lossy().into_owned()];
@@ -347,7 +386,9 @@ pub fn parse_unit(content: &str) -> BTreeMap<(String, String), Vec<String>> {
             continue;
         }
         if let Some((k, v)) = t.split_once('=') {
-            map.entry((section.clone(), k.trim().to_string())).or_default().push(v.trim().to_string());
+            map.entry((section.clone(), k.trim().to_string()))
+                .or_default()
+                .push(v.trim().to_string());
         }
     }
     map
@@ -363,7 +404,9 @@ pub fn marker_of(content: &str) -> Option<String> {
             continue;
         }
         if section == "Unit"
-            && let Some(v) = t.strip_prefix(MARKER_KEY).and_then(|r| r.trim_start().strip_prefix('='))
+            && let Some(v) = t
+                .strip_prefix(MARKER_KEY)
+                .and_then(|r| r.trim_start().strip_prefix('='))
         {
             return Some(v.trim().to_string());
         }
@@ -420,10 +463,14 @@ mod tests {
     use crate::manifest::{PathContext, parse_str};
 
     fn manifest(y: &str) -> Manifest {
-        let p = parse_str(y, Path::new("/home/u/.config/unitlet/manifests/web.yaml"), &PathContext {
-            manifest_dir: PathBuf::from("/home/u/.config/unitlet/manifests"),
-            home: Some(PathBuf::from("/home/u")),
-        });
+        let p = parse_str(
+            y,
+            Path::new("/home/u/.config/unitlet/manifests/web.yaml"),
+            &PathContext {
+                manifest_dir: PathBuf::from("/home/u/.config/unitlet/manifests"),
+                home: Some(PathBuf::from("/home/u")),
+            },
+        );
         assert!(p.errors.is_empty(), "{:?}", p.errors);
         p.manifests.into_iter().next().unwrap()
     }
@@ -445,7 +492,10 @@ mod tests {
         assert_eq!(quote_exec_arg("100%"), "\"100%%\"");
         assert_eq!(quote_exec_arg("$HOME"), "\"$$HOME\"");
         assert_eq!(quote_exec_arg("a\\b"), "\"a\\\\b\"");
-        assert_eq!(exec_line(&["/bin/sh".into(), "-c".into(), ";".into()]), "\"/bin/sh\" \"-c\" \\;");
+        assert_eq!(
+            exec_line(&["/bin/sh".into(), "-c".into(), ";".into()]),
+            "\"/bin/sh\" \"-c\" \\;"
+        );
     }
 
     #[test]
@@ -462,7 +512,11 @@ mod tests {
         let mut m = manifest(
             "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: web}\nspec:\n  unitFile: ../units/web.service\n  resources: {memoryMax: 1G}\n",
         );
-        if let Spec::Service(ServiceSpec { exec: Exec::UnitFile { content, .. }, .. }) = &mut m.spec {
+        if let Spec::Service(ServiceSpec {
+            exec: Exec::UnitFile { content, .. },
+            ..
+        }) = &mut m.spec
+        {
             *content = "[Unit]\nDescription=Web\n\n[Service]\nExecStart=/usr/bin/web\n".into();
         }
         let units = render(&m, &ctx());
@@ -483,17 +537,30 @@ mod tests {
 
     #[test]
     fn markers_and_diffs() {
-        let m = manifest("apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: web}\nspec: {command: [/bin/true]}\n");
+        let m = manifest(
+            "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: web}\nspec: {command: [/bin/true]}\n",
+        );
         let a = render(&m, &ctx()).remove(0).content;
         assert_eq!(marker_of(&a).as_deref(), Some("web"));
-        assert_eq!(source_of(&a), Some(PathBuf::from("/home/u/.config/unitlet/manifests/web.yaml")));
-        assert_eq!(marker_of("[Service]\nX-Unitlet-Manifest=web\n"), None, "marker must be in [Unit]");
-        let m2 = manifest("apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: web}\nspec: {command: [/bin/true], resources: {memoryMax: 1G}}\n");
+        assert_eq!(
+            source_of(&a),
+            Some(PathBuf::from("/home/u/.config/unitlet/manifests/web.yaml"))
+        );
+        assert_eq!(
+            marker_of("[Service]\nX-Unitlet-Manifest=web\n"),
+            None,
+            "marker must be in [Unit]"
+        );
+        let m2 = manifest(
+            "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: web}\nspec: {command: [/bin/true], resources: {memoryMax: 1G}}\n",
+        );
         let b = render(&m2, &ctx()).remove(0).content;
         let d = diff_units(&a, &b);
         assert!(d.only_live);
         assert_eq!(d.changed, vec!["Service.MemoryMax"]);
-        let m3 = manifest("apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: web}\nspec: {command: [/bin/false]}\n");
+        let m3 = manifest(
+            "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: web}\nspec: {command: [/bin/false]}\n",
+        );
         let c = render(&m3, &ctx()).remove(0).content;
         let d = diff_units(&a, &c);
         assert!(!d.only_live);

@@ -29,15 +29,21 @@ impl Schedule {
         } else {
             cron(t)?
         };
-        Ok(Schedule { source: t.to_string(), on_calendar })
+        Ok(Schedule {
+            source: t.to_string(),
+            on_calendar,
+        })
     }
 }
 
 fn every(d: &str) -> Result<String, String> {
-    let dur: Duration = humantime::parse_duration(d).map_err(|e| format!("invalid duration {d:?} in \"every {d}\" ({e})"))?;
+    let dur: Duration = humantime::parse_duration(d)
+        .map_err(|e| format!("invalid duration {d:?} in \"every {d}\" ({e})"))?;
     let secs = dur.as_secs();
     if dur.subsec_nanos() != 0 || secs == 0 {
-        return Err(format!("\"every {d}\": the interval must be a whole number of seconds, at least 1s"));
+        return Err(format!(
+            "\"every {d}\": the interval must be a whole number of seconds, at least 1s"
+        ));
     }
     let unsupported = || {
         format!(
@@ -48,7 +54,9 @@ fn every(d: &str) -> Result<String, String> {
     Ok(match secs {
         s if s < 60 && 60 % s == 0 => format!("*-*-* *:*:00/{s}"),
         s if s < 3600 && s % 60 == 0 && 60 % (s / 60) == 0 => format!("*-*-* *:00/{}:00", s / 60),
-        s if s < 86400 && s % 3600 == 0 && 24 % (s / 3600) == 0 => format!("*-*-* 00/{}:00:00", s / 3600),
+        s if s < 86400 && s % 3600 == 0 && 24 % (s / 3600) == 0 => {
+            format!("*-*-* 00/{}:00:00", s / 3600)
+        }
         86400 => "*-*-* 00:00:00".to_string(),
         604800 => "Mon *-*-* 00:00:00".to_string(),
         _ => return Err(unsupported()),
@@ -60,9 +68,13 @@ const DOW: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
 /// One cron field → systemd calendar component.
 fn field(f: &str, what: &str, min: u32, max: u32, step_start: u32) -> Result<String, String> {
     let num = |s: &str| -> Result<u32, String> {
-        let n: u32 = s.parse().map_err(|_| format!("cron {what} field {f:?}: {s:?} is not a number"))?;
+        let n: u32 = s
+            .parse()
+            .map_err(|_| format!("cron {what} field {f:?}: {s:?} is not a number"))?;
         if n < min || n > max {
-            return Err(format!("cron {what} field {f:?}: {n} is outside {min}-{max}"));
+            return Err(format!(
+                "cron {what} field {f:?}: {n} is outside {min}-{max}"
+            ));
         }
         Ok(n)
     };
@@ -75,12 +87,16 @@ fn field(f: &str, what: &str, min: u32, max: u32, step_start: u32) -> Result<Str
             parts.push(format!("{step_start:02}/{s}"));
         } else if let Some((range, step)) = item.split_once('/') {
             let s = num_step(step, f, what)?;
-            let (a, b) = range.split_once('-').ok_or_else(|| format!("cron {what} field {f:?}: expected a-b/step"))?;
+            let (a, b) = range
+                .split_once('-')
+                .ok_or_else(|| format!("cron {what} field {f:?}: expected a-b/step"))?;
             parts.push(format!("{:02}..{:02}/{s}", num(a)?, num(b)?));
         } else if let Some((a, b)) = item.split_once('-') {
             let (a, b) = (num(a)?, num(b)?);
             if a > b {
-                return Err(format!("cron {what} field {f:?}: range {a}-{b} is backwards"));
+                return Err(format!(
+                    "cron {what} field {f:?}: range {a}-{b} is backwards"
+                ));
             }
             parts.push(format!("{a:02}..{b:02}"));
         } else {
@@ -88,7 +104,9 @@ fn field(f: &str, what: &str, min: u32, max: u32, step_start: u32) -> Result<Str
         }
     }
     if parts.iter().any(|p| p == "*") && parts.len() > 1 {
-        return Err(format!("cron {what} field {f:?}: * cannot be combined with other values"));
+        return Err(format!(
+            "cron {what} field {f:?}: * cannot be combined with other values"
+        ));
     }
     Ok(parts.join(","))
 }
@@ -96,7 +114,9 @@ fn field(f: &str, what: &str, min: u32, max: u32, step_start: u32) -> Result<Str
 fn num_step(s: &str, f: &str, what: &str) -> Result<u32, String> {
     match s.parse::<u32>() {
         Ok(n) if n >= 1 => Ok(n),
-        _ => Err(format!("cron {what} field {f:?}: step {s:?} must be a whole number ≥ 1")),
+        _ => Err(format!(
+            "cron {what} field {f:?}: step {s:?} must be a whole number ≥ 1"
+        )),
     }
 }
 
@@ -105,7 +125,9 @@ fn dow_field(f: &str) -> Result<String, String> {
         return Ok(String::new());
     }
     let day = |s: &str| -> Result<usize, String> {
-        let n: usize = s.parse().map_err(|_| format!("cron day-of-week field {f:?}: {s:?} is not a number 0-7"))?;
+        let n: usize = s
+            .parse()
+            .map_err(|_| format!("cron day-of-week field {f:?}: {s:?} is not a number 0-7"))?;
         if n > 7 {
             return Err(format!("cron day-of-week field {f:?}: {n} is outside 0-7"));
         }
@@ -116,7 +138,9 @@ fn dow_field(f: &str) -> Result<String, String> {
         if let Some((a, b)) = item.split_once('-') {
             let (a, b) = (day(a)?, day(b)?);
             if a > b {
-                return Err(format!("cron day-of-week field {f:?}: range {item} is backwards"));
+                return Err(format!(
+                    "cron day-of-week field {f:?}: range {item} is backwards"
+                ));
             }
             parts.push(format!("{}..{}", DOW[a], DOW[b]));
         } else {
@@ -145,7 +169,11 @@ fn cron(s: &str) -> Result<String, String> {
     }
     let date = format!("*-{month}-{dom}");
     let time = format!("{hour}:{minute}:00");
-    Ok(if dow.is_empty() { format!("{date} {time}") } else { format!("{dow} {date} {time}") })
+    Ok(if dow.is_empty() {
+        format!("{date} {time}")
+    } else {
+        format!("{dow} {date} {time}")
+    })
 }
 
 #[cfg(test)]
@@ -154,24 +182,70 @@ mod tests {
 
     #[test]
     fn every() {
-        assert_eq!(Schedule::parse("every 6h").unwrap().on_calendar, "*-*-* 00/6:00:00");
-        assert_eq!(Schedule::parse("every 15m").unwrap().on_calendar, "*-*-* *:00/15:00");
-        assert_eq!(Schedule::parse("every 30s").unwrap().on_calendar, "*-*-* *:*:00/30");
-        assert_eq!(Schedule::parse("every 1d").unwrap().on_calendar, "*-*-* 00:00:00");
-        assert_eq!(Schedule::parse("every 7d").unwrap().on_calendar, "Mon *-*-* 00:00:00");
-        for bad in ["every 5h", "every 7m", "every 0s", "every 1.5s", "every", "every x"] {
+        assert_eq!(
+            Schedule::parse("every 6h").unwrap().on_calendar,
+            "*-*-* 00/6:00:00"
+        );
+        assert_eq!(
+            Schedule::parse("every 15m").unwrap().on_calendar,
+            "*-*-* *:00/15:00"
+        );
+        assert_eq!(
+            Schedule::parse("every 30s").unwrap().on_calendar,
+            "*-*-* *:*:00/30"
+        );
+        assert_eq!(
+            Schedule::parse("every 1d").unwrap().on_calendar,
+            "*-*-* 00:00:00"
+        );
+        assert_eq!(
+            Schedule::parse("every 7d").unwrap().on_calendar,
+            "Mon *-*-* 00:00:00"
+        );
+        for bad in [
+            "every 5h",
+            "every 7m",
+            "every 0s",
+            "every 1.5s",
+            "every",
+            "every x",
+        ] {
             assert!(Schedule::parse(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn cron() {
-        assert_eq!(Schedule::parse("0 3 * * *").unwrap().on_calendar, "*-*-* 03:00:00");
-        assert_eq!(Schedule::parse("*/15 * * * *").unwrap().on_calendar, "*-*-* *:00/15:00");
-        assert_eq!(Schedule::parse("30 2 * * 1-5").unwrap().on_calendar, "Mon..Fri *-*-* 02:30:00");
-        assert_eq!(Schedule::parse("0 0 1 1,7 *").unwrap().on_calendar, "*-01,07-01 00:00:00");
-        assert_eq!(Schedule::parse("0 0 * * 0,7").unwrap().on_calendar, "Sun,Sun *-*-* 00:00:00");
-        for bad in ["0 3 * *", "60 * * * *", "0 24 * * *", "0 0 1 * 1", "0 0 0 * *", "a * * * *", "*/0 * * * *", "5-1 * * * *"] {
+        assert_eq!(
+            Schedule::parse("0 3 * * *").unwrap().on_calendar,
+            "*-*-* 03:00:00"
+        );
+        assert_eq!(
+            Schedule::parse("*/15 * * * *").unwrap().on_calendar,
+            "*-*-* *:00/15:00"
+        );
+        assert_eq!(
+            Schedule::parse("30 2 * * 1-5").unwrap().on_calendar,
+            "Mon..Fri *-*-* 02:30:00"
+        );
+        assert_eq!(
+            Schedule::parse("0 0 1 1,7 *").unwrap().on_calendar,
+            "*-01,07-01 00:00:00"
+        );
+        assert_eq!(
+            Schedule::parse("0 0 * * 0,7").unwrap().on_calendar,
+            "Sun,Sun *-*-* 00:00:00"
+        );
+        for bad in [
+            "0 3 * *",
+            "60 * * * *",
+            "0 24 * * *",
+            "0 0 1 * 1",
+            "0 0 0 * *",
+            "a * * * *",
+            "*/0 * * * *",
+            "5-1 * * * *",
+        ] {
             assert!(Schedule::parse(bad).is_err(), "{bad}");
         }
     }

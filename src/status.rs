@@ -130,12 +130,18 @@ impl Status {
     /// (it is a cache of what the reconciler computes, not a source of truth
     /// for anything destructive).
     pub fn load(path: &Path) -> Status {
-        std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+        std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
     }
 
     pub fn save(&self, path: &Path) -> Result<(), StatusError> {
         let bytes = serde_json::to_vec_pretty(self).expect("status serializes");
-        fsutil::atomic_write(path, &bytes, 0o600).map_err(|source| StatusError::Write { path: path.to_path_buf(), source })
+        fsutil::atomic_write(path, &bytes, 0o600).map_err(|source| StatusError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     pub fn event(&mut self, object: &str, type_: &str, reason: &str, message: impl Into<String>) {

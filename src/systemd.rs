@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use zbus::{OwnedObjectPath, OwnedVariant as OwnedValue, Variant as Value};
 use zbus::{Connection, MatchRule, MessageStream, proxy::CacheProperties};
+use zbus::{OwnedObjectPath, OwnedVariant as OwnedValue, Variant as Value};
 use zbus_systemd::systemd1::{ManagerProxy, UnitProxy};
 
 use crate::manifest::Resources;
@@ -20,7 +20,9 @@ use crate::plan::{LiveLimits, LiveUnit};
 #[derive(Debug, thiserror::Error)]
 pub enum SystemdError {
     /// No session bus / user manager to talk to.
-    #[error("cannot connect to the user's systemd over D-Bus at {address}: {source}; is a user manager running (systemctl --user status)? Set --bus or DBUS_SESSION_BUS_ADDRESS")]
+    #[error(
+        "cannot connect to the user's systemd over D-Bus at {address}: {source}; is a user manager running (systemctl --user status)? Set --bus or DBUS_SESSION_BUS_ADDRESS"
+    )]
     Connect {
         address: String,
         #[source]
@@ -36,12 +38,23 @@ pub enum SystemdError {
     },
     /// A job ended with a result other than `done`.
     #[error("{verb} of {unit} failed: job result {result:?}{hint}")]
-    JobFailed { verb: &'static str, unit: String, result: String, hint: String },
+    JobFailed {
+        verb: &'static str,
+        unit: String,
+        result: String,
+        hint: String,
+    },
     /// A job did not finish in time.
     #[error("{verb} of {unit} did not finish within {timeout:?}")]
-    JobTimeout { verb: &'static str, unit: String, timeout: Duration },
+    JobTimeout {
+        verb: &'static str,
+        unit: String,
+        timeout: Duration,
+    },
     /// The unit directory is not on the manager's search path.
-    #[error("unit directory {dir} is not on the user manager's unit search path ({path}); pass --unit-dir with one of those directories (e.g. $XDG_DATA_HOME/systemd/user)")]
+    #[error(
+        "unit directory {dir} is not on the user manager's unit search path ({path}); pass --unit-dir with one of those directories (e.g. $XDG_DATA_HOME/systemd/user)"
+    )]
     NotOnUnitPath { dir: String, path: String },
 }
 
@@ -59,7 +72,11 @@ impl SystemdError {
 }
 
 fn call<T>(call: &'static str, unit: Option<&str>, r: zbus::Result<T>) -> Result<T, SystemdError> {
-    r.map_err(|source| SystemdError::Call { call, unit: unit.map(str::to_string), source })
+    r.map_err(|source| SystemdError::Call {
+        call,
+        unit: unit.map(str::to_string),
+        source,
+    })
 }
 
 /// The bus address unitlet uses: `--bus`, else the session bus.
@@ -69,7 +86,10 @@ pub fn default_bus_address() -> Option<String> {
     {
         return Some(a);
     }
-    std::env::var("XDG_RUNTIME_DIR").ok().filter(|d| !d.is_empty()).map(|d| format!("unix:path={d}/bus"))
+    std::env::var("XDG_RUNTIME_DIR")
+        .ok()
+        .filter(|d| !d.is_empty())
+        .map(|d| format!("unix:path={d}/bus"))
 }
 
 /// A connection to the user manager.
@@ -138,19 +158,37 @@ impl Systemd {
     /// # Errors
     /// [`SystemdError::Connect`] when the bus or the manager is unreachable.
     pub async fn connect(address: Option<&str>) -> Result<Systemd, SystemdError> {
-        let addr = address.map(str::to_string).or_else(default_bus_address).unwrap_or_else(|| "(session bus)".into());
+        let addr = address
+            .map(str::to_string)
+            .or_else(default_bus_address)
+            .unwrap_or_else(|| "(session bus)".into());
         let builder = match address.map(str::to_string).or_else(default_bus_address) {
             Some(a) => zbus::connection::Builder::address(a.as_str()),
             None => zbus::connection::Builder::session(),
         };
-        let conn = builder.build().await.map_err(|source| SystemdError::Connect { address: addr.clone(), source })?;
+        let conn = builder
+            .build()
+            .await
+            .map_err(|source| SystemdError::Connect {
+                address: addr.clone(),
+                source,
+            })?;
         let manager = ManagerProxy::builder(&conn)
             .cache_properties(CacheProperties::No)
             .build()
             .await
-            .map_err(|source| SystemdError::Connect { address: addr.clone(), source })?;
+            .map_err(|source| SystemdError::Connect {
+                address: addr.clone(),
+                source,
+            })?;
         // Fail now, with the connect error, if nobody answers for systemd.
-        manager.version().await.map_err(|source| SystemdError::Connect { address: addr.clone(), source })?;
+        manager
+            .version()
+            .await
+            .map_err(|source| SystemdError::Connect {
+                address: addr.clone(),
+                source,
+            })?;
         Ok(Systemd { conn, manager })
     }
 
@@ -161,9 +199,16 @@ impl Systemd {
     /// Ask for signals and open the `JobRemoved` stream. Call before
     /// queueing jobs.
     pub async fn job_stream(&self) -> Result<JobStream, SystemdError> {
-        let stream = call("receive JobRemoved", None, self.manager.receive_job_removed().await)?;
+        let stream = call(
+            "receive JobRemoved",
+            None,
+            self.manager.receive_job_removed().await,
+        )?;
         self.subscribe().await?;
-        Ok(JobStream { stream, seen: HashMap::new() })
+        Ok(JobStream {
+            stream,
+            seen: HashMap::new(),
+        })
     }
 
     /// `Subscribe`, tolerating "already subscribed" (systemd forgets
@@ -171,7 +216,11 @@ impl Systemd {
     pub async fn subscribe(&self) -> Result<(), SystemdError> {
         match self.manager.subscribe().await {
             Ok(()) => Ok(()),
-            Err(zbus::Error::MethodError(name, _, _)) if name.as_str().contains("AlreadySubscribed") => Ok(()),
+            Err(zbus::Error::MethodError(name, _, _))
+                if name.as_str().contains("AlreadySubscribed") =>
+            {
+                Ok(())
+            }
             Err(e) => call("Subscribe", None, Err(e)),
         }
     }
@@ -191,17 +240,27 @@ impl Systemd {
         if ok {
             Ok(())
         } else {
-            Err(SystemdError::NotOnUnitPath { dir: dir.display().to_string(), path: paths.join(":") })
+            Err(SystemdError::NotOnUnitPath {
+                dir: dir.display().to_string(),
+                path: paths.join(":"),
+            })
         }
     }
 
     /// State of many units in one call.
-    pub async fn list_units(&self, names: &[String]) -> Result<BTreeMap<String, (LiveUnit, OwnedObjectPath)>, SystemdError> {
+    pub async fn list_units(
+        &self,
+        names: &[String],
+    ) -> Result<BTreeMap<String, (LiveUnit, OwnedObjectPath)>, SystemdError> {
         let mut out = BTreeMap::new();
         if names.is_empty() {
             return Ok(out);
         }
-        let rows = call("ListUnitsByNames", None, self.manager.list_units_by_names(names.to_vec()).await)?;
+        let rows = call(
+            "ListUnitsByNames",
+            None,
+            self.manager.list_units_by_names(names.to_vec()).await,
+        )?;
         for (name, _desc, load, active, sub, _followed, path, job_id, _jt, _jp) in rows {
             out.insert(
                 name,
@@ -221,15 +280,27 @@ impl Systemd {
     }
 
     /// `UnitFileState` of many unit files in one call.
-    pub async fn unit_file_states(&self, names: &[String]) -> Result<HashMap<String, String>, SystemdError> {
+    pub async fn unit_file_states(
+        &self,
+        names: &[String],
+    ) -> Result<HashMap<String, String>, SystemdError> {
         if names.is_empty() {
             return Ok(HashMap::new());
         }
-        let rows = call("ListUnitFilesByPatterns", None, self.manager.list_unit_files_by_patterns(vec![], names.to_vec()).await)?;
+        let rows = call(
+            "ListUnitFilesByPatterns",
+            None,
+            self.manager
+                .list_unit_files_by_patterns(vec![], names.to_vec())
+                .await,
+        )?;
         Ok(rows
             .into_iter()
             .filter_map(|(path, state)| {
-                let name = std::path::Path::new(&path).file_name()?.to_str()?.to_string();
+                let name = std::path::Path::new(&path)
+                    .file_name()?
+                    .to_str()?
+                    .to_string();
                 Some((name, state))
             })
             .collect())
@@ -240,27 +311,48 @@ impl Systemd {
             "unit proxy",
             None,
             async {
-                UnitProxy::builder(&self.conn).path(path.clone()).cache_properties(CacheProperties::No).build().await
+                UnitProxy::builder(&self.conn)
+                    .path(path.clone())
+                    .cache_properties(CacheProperties::No)
+                    .build()
+                    .await
             }
             .await,
         )
     }
 
-
-    pub async fn fragment_path(&self, unit: &str, path: &OwnedObjectPath) -> Result<String, SystemdError> {
+    pub async fn fragment_path(
+        &self,
+        unit: &str,
+        path: &OwnedObjectPath,
+    ) -> Result<String, SystemdError> {
         let p = self.unit_proxy(path).await?;
         call("FragmentPath", Some(unit), p.fragment_path().await)
     }
 
-    pub async fn need_daemon_reload(&self, unit: &str, path: &OwnedObjectPath) -> Result<bool, SystemdError> {
+    pub async fn need_daemon_reload(
+        &self,
+        unit: &str,
+        path: &OwnedObjectPath,
+    ) -> Result<bool, SystemdError> {
         let p = self.unit_proxy(path).await?;
         call("NeedDaemonReload", Some(unit), p.need_daemon_reload().await)
     }
 
     /// Live limits of a service unit.
-    pub async fn live_limits(&self, unit: &str, path: &OwnedObjectPath) -> Result<LiveLimits, SystemdError> {
-        let all = self.get_all(unit, path, "org.freedesktop.systemd1.Service").await?;
-        let g = |k: &str| all.get(k).and_then(|v| u64::try_from(v).ok()).unwrap_or(u64::MAX);
+    pub async fn live_limits(
+        &self,
+        unit: &str,
+        path: &OwnedObjectPath,
+    ) -> Result<LiveLimits, SystemdError> {
+        let all = self
+            .get_all(unit, path, "org.freedesktop.systemd1.Service")
+            .await?;
+        let g = |k: &str| {
+            all.get(k)
+                .and_then(|v| u64::try_from(v).ok())
+                .unwrap_or(u64::MAX)
+        };
         Ok(LiveLimits {
             memory_max: g("MemoryMax"),
             memory_high: g("MemoryHigh"),
@@ -270,22 +362,37 @@ impl Systemd {
     }
 
     /// All properties of one interface of a unit, in one call.
-    pub async fn get_all(&self, unit: &str, path: &OwnedObjectPath, interface: &str) -> Result<HashMap<String, OwnedValue>, SystemdError> {
+    pub async fn get_all(
+        &self,
+        unit: &str,
+        path: &OwnedObjectPath,
+        interface: &str,
+    ) -> Result<HashMap<String, OwnedValue>, SystemdError> {
         let props = zbus::fdo::PropertiesProxy::builder(&self.conn)
             .destination("org.freedesktop.systemd1")
             .path(path.clone())
             .cache_properties(CacheProperties::No);
         let props = call("Properties", Some(unit), props.build().await)?;
-        let iface = zbus::names::InterfaceName::try_from(interface.to_string()).map_err(|e| SystemdError::Call {
-            call: "GetAll",
-            unit: Some(unit.into()),
-            source: e.into(),
+        let iface = zbus::names::InterfaceName::try_from(interface.to_string()).map_err(|e| {
+            SystemdError::Call {
+                call: "GetAll",
+                unit: Some(unit.into()),
+                source: e.into(),
+            }
         })?;
-        call("GetAll", Some(unit), props.get_all(iface).await.map_err(zbus::Error::from))
+        call(
+            "GetAll",
+            Some(unit),
+            props.get_all(iface).await.map_err(zbus::Error::from),
+        )
     }
 
     pub async fn load_unit(&self, unit: &str) -> Result<OwnedObjectPath, SystemdError> {
-        call("LoadUnit", Some(unit), self.manager.load_unit(unit.to_string()).await)
+        call(
+            "LoadUnit",
+            Some(unit),
+            self.manager.load_unit(unit.to_string()).await,
+        )
     }
 
     /// `daemon-reload`. The reply comes after the reload has finished.
@@ -297,7 +404,13 @@ impl Systemd {
         if units.is_empty() {
             return Ok(());
         }
-        call("EnableUnitFiles", units.first().map(String::as_str), self.manager.enable_unit_files(units.to_vec(), false, true).await)?;
+        call(
+            "EnableUnitFiles",
+            units.first().map(String::as_str),
+            self.manager
+                .enable_unit_files(units.to_vec(), false, true)
+                .await,
+        )?;
         Ok(())
     }
 
@@ -305,7 +418,11 @@ impl Systemd {
         if units.is_empty() {
             return Ok(());
         }
-        call("DisableUnitFiles", units.first().map(String::as_str), self.manager.disable_unit_files(units.to_vec(), false).await)?;
+        call(
+            "DisableUnitFiles",
+            units.first().map(String::as_str),
+            self.manager.disable_unit_files(units.to_vec(), false).await,
+        )?;
         Ok(())
     }
 
@@ -321,12 +438,21 @@ impl Systemd {
         let mut props: Vec<(String, OwnedValue)> = vec![
             ("MemoryMax".into(), OwnedValue::from(w.memory_max)),
             ("MemoryHigh".into(), OwnedValue::from(w.memory_high)),
-            ("CPUQuotaPerSecUSec".into(), OwnedValue::from(w.cpu_quota_per_sec_usec)),
+            (
+                "CPUQuotaPerSecUSec".into(),
+                OwnedValue::from(w.cpu_quota_per_sec_usec),
+            ),
         ];
         if let Some(t) = r.tasks_max {
             props.push(("TasksMax".into(), OwnedValue::from(t)));
         }
-        call("SetUnitProperties", Some(unit), self.manager.set_unit_properties(unit.to_string(), false, props).await)
+        call(
+            "SetUnitProperties",
+            Some(unit),
+            self.manager
+                .set_unit_properties(unit.to_string(), false, props)
+                .await,
+        )
     }
 
     /// Queue a job; the caller must hold a [`JobStream`] opened earlier.
@@ -346,15 +472,32 @@ impl Systemd {
             Some(unit),
             r,
         )?;
-        Ok(QueuedJob { path, unit: unit.to_string(), kind })
+        Ok(QueuedJob {
+            path,
+            unit: unit.to_string(),
+            kind,
+        })
     }
 
     /// Why a unit failed, for a job failure message.
     pub async fn failure_hint(&self, unit: &str) -> String {
-        let Ok(path) = self.manager.get_unit(unit.to_string()).await else { return String::new() };
-        let Ok(all) = self.get_all(unit, &path, "org.freedesktop.systemd1.Service").await else { return String::new() };
-        let result = all.get("Result").and_then(|v| String::try_from(v.clone()).ok()).unwrap_or_default();
-        let status = all.get("ExecMainStatus").and_then(|v| i32::try_from(v).ok()).unwrap_or(0);
+        let Ok(path) = self.manager.get_unit(unit.to_string()).await else {
+            return String::new();
+        };
+        let Ok(all) = self
+            .get_all(unit, &path, "org.freedesktop.systemd1.Service")
+            .await
+        else {
+            return String::new();
+        };
+        let result = all
+            .get("Result")
+            .and_then(|v| String::try_from(v.clone()).ok())
+            .unwrap_or_default();
+        let status = all
+            .get("ExecMainStatus")
+            .and_then(|v| i32::try_from(v).ok())
+            .unwrap_or(0);
         let mut hint = String::new();
         if !result.is_empty() && result != "success" {
             hint.push_str(&format!(" (service result {result}"));
@@ -369,7 +512,9 @@ impl Systemd {
             && let Some(Value::Str(prog)) = s.fields().first()
             && !std::path::Path::new(prog.as_str()).exists()
         {
-            hint.push_str(&format!("; {prog} does not exist — install it or fix spec.command"));
+            hint.push_str(&format!(
+                "; {prog} does not exist — install it or fix spec.command"
+            ));
         }
         hint.push_str(&format!("; see `journalctl --user -u {unit}`"));
         hint
@@ -379,8 +524,14 @@ impl Systemd {
 impl JobStream {
     /// Wait for all `jobs` to be removed, each within `timeout`.
     /// Returns one result per job, in order.
-    pub async fn wait(&mut self, sd: &Systemd, jobs: &[QueuedJob], timeout: Duration) -> Vec<Result<(), SystemdError>> {
-        let mut pending: HashSet<String> = jobs.iter().map(|j| j.path.as_str().to_string()).collect();
+    pub async fn wait(
+        &mut self,
+        sd: &Systemd,
+        jobs: &[QueuedJob],
+        timeout: Duration,
+    ) -> Vec<Result<(), SystemdError>> {
+        let mut pending: HashSet<String> =
+            jobs.iter().map(|j| j.path.as_str().to_string()).collect();
         pending.retain(|p| !self.seen.contains_key(p));
         let deadline = tokio::time::Instant::now() + timeout;
         while !pending.is_empty() {
@@ -400,10 +551,23 @@ impl JobStream {
             match self.seen.remove(j.path.as_str()) {
                 Some(r) if r == "done" => out.push(Ok(())),
                 Some(result) => {
-                    let hint = if j.kind == JobKind::Stop { String::new() } else { sd.failure_hint(&j.unit).await };
-                    out.push(Err(SystemdError::JobFailed { verb: j.kind.verb(), unit: j.unit.clone(), result, hint }))
+                    let hint = if j.kind == JobKind::Stop {
+                        String::new()
+                    } else {
+                        sd.failure_hint(&j.unit).await
+                    };
+                    out.push(Err(SystemdError::JobFailed {
+                        verb: j.kind.verb(),
+                        unit: j.unit.clone(),
+                        result,
+                        hint,
+                    }))
                 }
-                None => out.push(Err(SystemdError::JobTimeout { verb: j.kind.verb(), unit: j.unit.clone(), timeout })),
+                None => out.push(Err(SystemdError::JobTimeout {
+                    verb: j.kind.verb(),
+                    unit: j.unit.clone(),
+                    timeout,
+                })),
             }
         }
         out
@@ -412,7 +576,9 @@ impl JobStream {
 
 /// A stream of "this unit's state changed" notifications, by unit name, so
 /// a unit stopped or failed by hand is noticed at once.
-pub async fn unit_changes(sd: &Systemd) -> Result<impl futures_util::Stream<Item = String> + use<>, SystemdError> {
+pub async fn unit_changes(
+    sd: &Systemd,
+) -> Result<impl futures_util::Stream<Item = String> + use<>, SystemdError> {
     let rule = MatchRule::builder()
         .msg_type(zbus::message::Type::Signal)
         .sender("org.freedesktop.systemd1")
@@ -420,12 +586,21 @@ pub async fn unit_changes(sd: &Systemd) -> Result<impl futures_util::Stream<Item
         .member("PropertiesChanged")
         .path_namespace("/org/freedesktop/systemd1/unit")
         .build()
-        .map_err(|source| SystemdError::Call { call: "match rule", unit: None, source })?;
-    let stream = call("AddMatch", None, MessageStream::for_match_rule(rule, &sd.conn, std::num::NonZeroUsize::new(1024)).await)?;
+        .map_err(|source| SystemdError::Call {
+            call: "match rule",
+            unit: None,
+            source,
+        })?;
+    let stream = call(
+        "AddMatch",
+        None,
+        MessageStream::for_match_rule(rule, &sd.conn, std::num::NonZeroUsize::new(1024)).await,
+    )?;
     Ok(stream.filter_map(|msg| async move {
         let msg = msg.ok()?;
         let path = msg.header().path()?.as_str().to_string();
-        let (iface, changed, _inv): (String, HashMap<String, OwnedValue>, Vec<String>) = msg.body().deserialize().ok()?;
+        let (iface, changed, _inv): (String, HashMap<String, OwnedValue>, Vec<String>) =
+            msg.body().deserialize().ok()?;
         if iface != "org.freedesktop.systemd1.Unit" && iface != "org.freedesktop.systemd1.Service" {
             return None;
         }
@@ -447,9 +622,19 @@ mod tests {
 
     #[test]
     fn decodes_unit_paths() {
-        assert_eq!(unit_name_from_path("/org/freedesktop/systemd1/unit/web_2eservice").as_deref(), Some("web.service"));
-        assert_eq!(unit_name_from_path("/org/freedesktop/systemd1/unit/node_2dexporter_2eservice").as_deref(), Some("node-exporter.service"));
-        assert_eq!(unit_name_from_path("/org/freedesktop/systemd1/unit/_31_2eservice").as_deref(), Some("1.service"));
+        assert_eq!(
+            unit_name_from_path("/org/freedesktop/systemd1/unit/web_2eservice").as_deref(),
+            Some("web.service")
+        );
+        assert_eq!(
+            unit_name_from_path("/org/freedesktop/systemd1/unit/node_2dexporter_2eservice")
+                .as_deref(),
+            Some("node-exporter.service")
+        );
+        assert_eq!(
+            unit_name_from_path("/org/freedesktop/systemd1/unit/_31_2eservice").as_deref(),
+            Some("1.service")
+        );
         assert_eq!(unit_name_from_path("/other"), None);
     }
 }

@@ -1,0 +1,417 @@
+//! Issue 2 acceptance: converging a manifests directory into a real user
+//! manager.
+
+use std::time::Duration;
+
+use crate::support::{UserManager, service, stderr, stdout, wait_for};
+
+const T: Duration = Duration::from_secs(20);
+
+#[test]
+fn three_manifests_with_after_apply_and_are_ready() {
+    let um = UserManager::start();
+    um.write_manifest("a.yaml", &service("a", ""));
+    um.write_manifest("b.yaml", &service("b", "  after: [a]\n"));
+    um.write_manifest("c.yaml", &service("c", "  after: [b]\n"));
+    let o = um.unitlet(&["apply"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    for u in ["a", "b", "c"] {
+        assert_eq!(um.active(&format!("{u}.service")), "active");
+        let (status, reason, _) = um.ready(u).expect("listed");
+        assert_eq!((status.as_str(), reason.as_str()), ("True", "Running"));
+    }
+    assert!(um.prop("b.service", "After").contains("a.service"));
+    assert!(um.prop("b.service", "Wants").contains("a.service"));
+    assert!(um.prop("c.service", "After").contains("b.service"));
+    assert_eq!(um.prop("a.service", "UnitFileState"), "enabled");
+    // c started after b after a.
+    let t = |u: &str| {
+        um.prop(u, "ActiveEnterTimestampMonotonic")
+            .parse::<u64>()
+            .unwrap()
+    };
+    assert!(t("a.service") <= t("b.service") && t("b.service") <= t("c.service"));
+    let v = um.get_json();
+    for o in v.as_array().unwrap() {
+        assert_eq!(o["kind"], "Service");
+        assert!(o["file"].as_str().unwrap().ends_with(".yaml"));
+        assert_eq!(o["unit"]["activeState"], "active");
+        assert_eq!(o["unit"]["subState"], "running");
+        assert!(
+            o["conditions"][0]["lastTransitionTime"]
+                .as_str()
+                .unwrap()
+                .ends_with('Z')
+        );
+    }
+}
+
+#[test]
+fn run_creates_restarts_and_garbage_collects() {
+    let um = UserManager::start();
+    let _run = um.spawn_run(&[]);
+    um.write_manifest("web.yaml", &service("web", ""));
+    wait_for(T, "web active", || {
+        (um.active("web.service") == "active").then_some(())
+    });
+    let pid1 = um.prop("web.service", "MainPID");
+    um.write_manifest("web.yaml", &service("web", "").replace("100000", "200000"));
+    let pid2 = wait_for(T, "web restarted", || {
+        let p = um.prop("web.service", "MainPID");
+        (p != pid1 && p != "0" && um.active("web.service") == "active").then_some(p)
+    });
+    let cmdline = std::fs::read_to_string(format!("/proc/{pid2}/cmdline")).unwrap();
+    assert_eq!(cmdline, "/bin/sleep\0200000\0");
+    std::fs::remove_file(um.manifests.join("web.yaml")).unwrap();
+    wait_for(T, "web removed", || {
+        (!um.unit_dir.join("web.service").exists()).then_some(())
+    });
+    wait_for(T, "web stopped", || {
+        (um.active("web.service") == "inactive").then_some(())
+    });
+    assert_ne!(um.prop("web.service", "UnitFileState"), "enabled");
+    let wants = um
+        .runtime
+        .join("config/systemd/user/default.target.wants/web.service");
+    assert!(!wants.exists(), "enable symlink left behind");
+}
+
+#[test]
+fn stopped_by_hand_is_started_again_promptly() {
+    let um = UserManager::start();
+    um.write_manifest("x.yaml", &service("x", ""));
+    assert!(um.unitlet(&["apply"]).status.success());
+    // --resync 1h: only the unit-state subscription can bring it back.
+    let run = um.spawn_run(&[]);
+    run.wait_log("connected", T);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(um.systemctl(&["stop", "x.service"]).status.success());
+    let start = std::time::Instant::now();
+    wait_for(Duration::from_secs(2), "x active again within 2s", || {
+        (um.active("x.service") == "active").then_some(())
+    });
+    eprintln!("restarted after {:?}", start.elapsed());
+}
+
+#[test]
+fn hand_edit_is_restored_and_unmarked_unit_is_left_alone() {
+    let um = UserManager::start();
+    um.write_manifest("x.yaml", &service("x", ""));
+    assert!(um.unitlet(&["apply"]).status.success());
+    let path = um.unit_dir.join("x.service");
+    let good = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, good.replace("100000", "5")).unwrap();
+    let o = um.unitlet(&["apply"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), good);
+
+    // An unmarked unit with a manifest's name: never touched.
+    let foreign = "[Unit]\nDescription=not unitlet's\n[Service]\nExecStart=/bin/sleep 100001\n";
+    std::fs::write(um.unit_dir.join("y.service"), foreign).unwrap();
+    assert!(um.systemctl(&["daemon-reload"]).status.success());
+    assert!(um.systemctl(&["start", "y.service"]).status.success());
+    let pid = um.prop("y.service", "MainPID");
+    um.write_manifest("y.yaml", &service("y", ""));
+    let o = um.unitlet(&["apply"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        std::fs::read_to_string(um.unit_dir.join("y.service")).unwrap(),
+        foreign
+    );
+    assert_eq!(um.prop("y.service", "MainPID"), pid);
+    let (status, reason, message) = um.ready("y").unwrap();
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "Conflict"));
+    assert!(message.contains("not managed by unitlet"), "{message}");
+    // Deleting the manifest does not delete the foreign unit either.
+    std::fs::remove_file(um.manifests.join("y.yaml")).unwrap();
+    um.unitlet(&["apply"]);
+    assert!(um.unit_dir.join("y.service").exists());
+    assert_eq!(um.active("y.service"), "active");
+}
+
+#[test]
+fn invalid_yaml_keeps_the_last_good_unit() {
+    let um = UserManager::start();
+    let _run = um.spawn_run(&[]);
+    um.write_manifest("x.yaml", &service("x", ""));
+    wait_for(T, "x active", || {
+        (um.active("x.service") == "active").then_some(())
+    });
+    let pid = um.prop("x.service", "MainPID");
+    um.write_manifest(
+        "x.yaml",
+        "apiVersion: unitlet/v1\nkind: Service\nmetadata:\n  name: [x\n",
+    );
+    let (_, _, message) = wait_for(T, "x Ready False", || {
+        um.ready("x").filter(|r| r.0 == "False")
+    });
+    assert!(message.contains("x.yaml:4:"), "{message}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(um.prop("x.service", "MainPID"), pid);
+    assert_eq!(um.active("x.service"), "active");
+    um.write_manifest("x.yaml", &service("x", ""));
+    wait_for(T, "x Ready True", || {
+        um.ready("x").filter(|r| r.0 == "True")
+    });
+    assert_eq!(
+        um.prop("x.service", "MainPID"),
+        pid,
+        "fixing the file must not restart an unchanged unit"
+    );
+}
+
+#[test]
+fn bad_input_corpus_is_rejected_and_disturbs_nothing() {
+    let um = UserManager::start();
+    um.write_manifest("good.yaml", &service("good", ""));
+    assert!(um.unitlet(&["apply"]).status.success());
+    let pid = um.prop("good.service", "MainPID");
+    let head = "apiVersion: unitlet/v1\nkind: Service\nmetadata:\n  name: ";
+    let outside = um.runtime.join("outside.yaml");
+    std::fs::write(&outside, service("outside", "")).unwrap();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("syntax.yaml", b"apiVersion: [\n".to_vec(), "syntax.yaml:"),
+        (
+            "apiversion.yaml",
+            service("v", "")
+                .replace("unitlet/v1", "unitlet/v9")
+                .into_bytes(),
+            "unsupported apiVersion",
+        ),
+        (
+            "kind.yaml",
+            service("k", "").replace("Service", "Pod").into_bytes(),
+            "unknown kind",
+        ),
+        (
+            "unknown.yaml",
+            service("u", "  colour: blue\n").into_bytes(),
+            "unknown field `colour`",
+        ),
+        (
+            "dotdot.yaml",
+            format!("{head}../evil\nspec: {{command: [/bin/true]}}\n").into_bytes(),
+            "is not valid",
+        ),
+        (
+            "upper.yaml",
+            format!("{head}Evil\nspec: {{command: [/bin/true]}}\n").into_bytes(),
+            "is not valid",
+        ),
+        (
+            "long.yaml",
+            format!("{head}{}\nspec: {{command: [/bin/true]}}\n", "a".repeat(64)).into_bytes(),
+            "at most 63",
+        ),
+        (
+            "dup.yaml",
+            service("good", "").into_bytes(),
+            "defined 2 times",
+        ),
+        (
+            "empty.yaml",
+            format!("{head}e\nspec: {{command: []}}\n").into_bytes(),
+            "spec.command is empty",
+        ),
+        (
+            "both.yaml",
+            format!("{head}bo\nspec: {{command: [/bin/true], unitFile: x.service}}\n").into_bytes(),
+            "both set",
+        ),
+        (
+            "ctrl.yaml",
+            format!("{head}ct\nspec: {{command: [\"/bin/echo\", \"a\\x1bb\"]}}\n").into_bytes(),
+            "control character",
+        ),
+        (
+            "ctrlenv.yaml",
+            format!("{head}ce\nspec: {{command: [/bin/true], environment: {{A: \"x\\ny\"}}}}\n")
+                .into_bytes(),
+            "control character",
+        ),
+        ("huge.yaml", vec![b'#'; 10 * 1024 * 1024], "limited to"),
+        (
+            "binary.yaml",
+            (0..4096u32)
+                .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+                .collect(),
+            "binary",
+        ),
+    ];
+    for (file, bytes, _) in &cases {
+        std::fs::write(um.manifests.join(file), bytes).unwrap();
+    }
+    std::os::unix::fs::symlink(&outside, um.manifests.join("link.yaml")).unwrap();
+
+    let o = um.unitlet(&["validate"]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    for (file, _, want) in &cases {
+        let line = out
+            .lines()
+            .find(|l| l.contains(&format!("/{file}")))
+            .unwrap_or_else(|| panic!("no error for {file}:\n{out}"));
+        assert!(line.contains(want), "{file}: expected {want:?} in {line:?}");
+    }
+    assert!(
+        out.lines()
+            .any(|l| l.contains("link.yaml") && l.contains("outside the manifests directory")),
+        "{out}"
+    );
+    // Errors that concern one place carry file:line:col.
+    assert!(
+        out.lines().any(|l| l.contains("/unknown.yaml:7:3:")),
+        "{out}"
+    );
+
+    let o = um.unitlet(&["apply"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(
+        um.prop("good.service", "MainPID"),
+        pid,
+        "the good unit was disturbed"
+    );
+    assert_eq!(um.active("good.service"), "active");
+    let units: Vec<String> = std::fs::read_dir(&um.unit_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        units,
+        vec!["good.service".to_string()],
+        "nothing else may be written"
+    );
+    let (status, _, message) = um.ready("good").unwrap();
+    assert_eq!(
+        status, "False",
+        "a duplicate name must be reported on the original too"
+    );
+    assert!(message.contains("defined 2 times"));
+}
+
+#[test]
+fn removed_manifests_directory_stops_nothing() {
+    let um = UserManager::start();
+    let run = um.spawn_run(&[]);
+    um.write_manifest("x.yaml", &service("x", ""));
+    wait_for(T, "x active", || {
+        (um.active("x.service") == "active").then_some(())
+    });
+    let pid = um.prop("x.service", "MainPID");
+    let aside = um.runtime.join("manifests.aside");
+    std::fs::rename(&um.manifests, &aside).unwrap();
+    run.wait_log("does not exist", T);
+    let o = um.unitlet(&["get"]);
+    assert!(
+        stderr(&o).contains("does not exist"),
+        "get should surface the operator error: {}",
+        stderr(&o)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(um.active("x.service"), "active");
+    assert_eq!(um.prop("x.service", "MainPID"), pid);
+    assert!(um.unit_dir.join("x.service").exists());
+    std::fs::rename(&aside, &um.manifests).unwrap();
+    um.write_manifest("y.yaml", &service("y", ""));
+    wait_for(T, "y active after the directory came back", || {
+        (um.active("y.service") == "active").then_some(())
+    });
+    assert_eq!(um.prop("x.service", "MainPID"), pid);
+}
+
+#[test]
+fn sigkill_mid_apply_then_restart_converges() {
+    let um = UserManager::start();
+    let mut run = um.spawn_run(&[]);
+    run.wait_log("connected", T);
+    for i in 0..50 {
+        std::fs::write(
+            um.manifests.join(format!("s{i:02}.yaml")),
+            service(&format!("s{i:02}"), ""),
+        )
+        .unwrap();
+    }
+    // Kill as soon as the first unit file lands: mid-apply.
+    wait_for(T, "first unit file", || {
+        std::fs::read_dir(&um.unit_dir)
+            .ok()
+            .and_then(|mut rd| rd.next())
+            .map(|_| ())
+    });
+    run.kill9();
+    let _run2 = um.spawn_run(&[]);
+    wait_for(Duration::from_secs(60), "all 50 active", || {
+        (0..50)
+            .all(|i| um.active(&format!("s{i:02}.service")) == "active")
+            .then_some(())
+    });
+    for ent in std::fs::read_dir(&um.unit_dir).unwrap().flatten() {
+        let name = ent.file_name().to_string_lossy().into_owned();
+        assert!(!name.starts_with('.'), "temporary file left behind: {name}");
+        let content = std::fs::read_to_string(ent.path()).unwrap();
+        let stem = name.trim_end_matches(".service");
+        assert!(
+            content.contains(&format!("X-Unitlet-Manifest={stem}\n")),
+            "{name} unowned or half-written"
+        );
+        assert!(
+            content.trim_end().ends_with("WantedBy=default.target"),
+            "{name} half-written"
+        );
+    }
+}
+
+#[test]
+fn plan_reports_nothing_then_the_change_and_its_reason() {
+    let um = UserManager::start();
+    um.write_manifest("x.yaml", &service("x", ""));
+    let o = um.unitlet(&["plan"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains("start x.service: unit is new"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(um.unitlet(&["apply"]).status.success());
+    let o = um.unitlet(&["plan"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stdout(&o).contains("Nothing to do"));
+    um.write_manifest("x.yaml", &service("x", "  restart: always\n"));
+    let o = um.unitlet(&["plan"]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    assert!(
+        out.contains("x.service: unit file differs from the manifest (Service.Restart)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("restart x.service: its definition changed (Service.Restart)"),
+        "{out}"
+    );
+    // plan changed nothing:
+    assert!(
+        !std::fs::read_to_string(um.unit_dir.join("x.service"))
+            .unwrap()
+            .contains("Restart=always")
+    );
+}
+
+#[test]
+fn operator_stops_cleanly_on_sigterm() {
+    let um = UserManager::start();
+    let mut run = um.spawn_run(&[]);
+    run.wait_log("connected", T);
+    let st = run.stop();
+    assert!(st.success(), "exit status {st:?}");
+}
+
+#[test]
+fn plan_and_apply_exit_2_without_a_bus() {
+    let um = UserManager::start();
+    let o = um.unitlet(&["--bus", "unix:path=/nonexistent/bus", "apply"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("cannot connect"), "{}", stderr(&o));
+    let o = um.unitlet(&["--bus", "unix:path=/nonexistent/bus", "plan"]);
+    assert_eq!(o.status.code(), Some(2));
+}

@@ -1,0 +1,11 @@
+//! The integration test crate: one binary, shared support code.
+
+mod support;
+
+mod converge;
+mod render;
+
+#[cfg(feature = "wip")]
+mod fake_grafana;
+#[cfg(feature = "wip")]
+mod grafana;
