@@ -148,6 +148,50 @@ fn unit_files_in(dir: &Path) -> Result<BTreeMap<String, ObservedFile>, Reconcile
     Ok(out)
 }
 
+/// Where `systemctl --user set-property` and `SetUnitProperties` persist
+/// settings for a unit: `user.control` in the config and runtime dirs.
+pub fn control_dirs(unit: &str) -> Vec<PathBuf> {
+    let mut v = vec![
+        crate::locations::xdg("XDG_CONFIG_HOME", ".config")
+            .join("systemd/user.control")
+            .join(format!("{unit}.d")),
+    ];
+    if let Some(rt) = std::env::var_os("XDG_RUNTIME_DIR").filter(|r| !r.is_empty()) {
+        v.push(
+            PathBuf::from(rt)
+                .join("systemd/user.control")
+                .join(format!("{unit}.d")),
+        );
+    }
+    v
+}
+
+/// Whether someone set properties on the unit by hand (or we did): only
+/// then are live limits of a unit without declared limits worth checking.
+fn has_control_dropins(unit: &str) -> bool {
+    control_dirs(unit).iter().any(|d| d.is_dir())
+}
+
+/// The drop-ins `SetUnitProperties` writes for the limits unitlet manages.
+const LIMIT_DROPINS: &[&str] = &[
+    "50-MemoryMax.conf",
+    "50-MemoryHigh.conf",
+    "50-CPUQuota.conf",
+    "50-CPUQuotaPerSecUSec.conf",
+    "50-TasksMax.conf",
+];
+
+/// Forget limits set on a unit that is being removed, so a later unit of
+/// the same name does not inherit them.
+fn remove_limit_dropins(unit: &str) {
+    for d in control_dirs(unit) {
+        for f in LIMIT_DROPINS {
+            let _ = fsutil::remove_durable(&d.join(f));
+        }
+        let _ = std::fs::remove_dir(&d);
+    }
+}
+
 impl Reconciler {
     pub fn new(loc: Locations, exe: PathBuf) -> Reconciler {
         let render_ctx = RenderContext {
@@ -247,7 +291,7 @@ impl Reconciler {
                     }
                 ) && active
                     && !differs
-                    && !d.resources.is_empty()
+                    && (!d.resources.is_empty() || has_control_dropins(&name))
                 {
                     unit.limits = sd.live_limits(&name, &path).await.ok();
                 }
@@ -280,6 +324,16 @@ impl Reconciler {
             ..Default::default()
         };
         let mut failures: BTreeMap<String, String> = BTreeMap::new();
+        // Manifests whose unit had failed on its own and was started again:
+        // not an apply failure, but it counts for backoff so a crash loop
+        // is not a tight loop.
+        let crashed: BTreeSet<String> = prep
+            .plan
+            .actions
+            .iter()
+            .filter(|a| a.op == Op::Start && a.reason.starts_with("unit failed"))
+            .map(|a| a.manifest.clone())
+            .collect();
         let fail = |failures: &mut BTreeMap<String, String>, m: &str, e: String| {
             failures.entry(m.to_string()).or_insert(e);
         };
@@ -356,6 +410,7 @@ impl Reconciler {
                                 fail(&mut failures, &a.manifest, crate::error_chain(&e));
                             } else {
                                 sd.reset_failed(&a.unit).await;
+                                remove_limit_dropins(&a.unit);
                                 status.applied.remove(&a.unit);
                                 status.event(
                                     &a.manifest,
@@ -476,7 +531,7 @@ impl Reconciler {
                 .objects
                 .entry(m.name.clone())
                 .or_insert_with(|| empty_object(m.kind(), &m.name, &m.file));
-            if failures.contains_key(&m.name) {
+            if failures.contains_key(&m.name) || crashed.contains(&m.name) {
                 obj.failures = if obj.spec_hash == hash {
                     obj.failures + 1
                 } else {
@@ -564,13 +619,32 @@ pub async fn refresh_status(
             continue;
         }
         if prep.backing_off.contains(&m.name) {
-            let msg = obj.ready().map(|c| c.message.clone()).unwrap_or_default();
-            obj.set_condition(
-                "Ready",
-                "False",
-                "BackingOff",
-                &format!("retrying after failures: {msg}"),
-            );
+            if l.active_state == "failed" {
+                let mem = m.as_service().and_then(|s| s.resources.memory_max);
+                let details = match live.get(&unit) {
+                    Some((_, path)) => sd.failure_details(&unit, path, mem).await,
+                    None => None,
+                };
+                let (reason, msg) =
+                    details.unwrap_or_else(|| ("Failed".into(), format!("{unit} failed")));
+                obj.set_condition(
+                    "Ready",
+                    "False",
+                    &reason,
+                    &format!("{msg}; unitlet starts it again with exponential backoff"),
+                );
+            } else if obj
+                .ready()
+                .is_none_or(|c| c.reason != "BackingOff" && c.status != "False")
+            {
+                let prev = obj.ready().map(|c| c.message.clone()).unwrap_or_default();
+                obj.set_condition(
+                    "Ready",
+                    "False",
+                    "BackingOff",
+                    &format!("retrying with exponential backoff after: {prev}"),
+                );
+            }
             continue;
         }
         if let Some(e) = failures.get(&m.name) {

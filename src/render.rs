@@ -142,6 +142,26 @@ fn header(out: &mut String, m: &Manifest, note: &str) {
     let _ = writeln!(out, "{SOURCE_KEY}={}", escape_path(&m.file));
 }
 
+/// Bytes for people: `512M`, `1.5G`.
+pub fn human_bytes(b: u64) -> String {
+    const U: [(&str, u64); 4] = [
+        ("T", 1 << 40),
+        ("G", 1 << 30),
+        ("M", 1 << 20),
+        ("K", 1 << 10),
+    ];
+    for (s, m) in U {
+        if b >= m {
+            return if b % m == 0 {
+                format!("{}{s}", b / m)
+            } else {
+                format!("{:.1}{s}", b as f64 / m as f64)
+            };
+        }
+    }
+    format!("{b}")
+}
+
 /// Lines for cgroup limits, in systemd's spelling.
 pub fn resource_lines(r: &Resources) -> Vec<(&'static str, String)> {
     let mut v = Vec::new();

@@ -479,6 +479,81 @@ impl Systemd {
         })
     }
 
+    /// Why a failed service failed: `(reason, message)` for its Ready
+    /// condition. An OOM kill is reported as `OOMKilled` — from systemd's
+    /// `Result=oom-kill` (cgroup v2), or, on cgroup v1 where systemd only
+    /// sees a SIGKILL, confirmed from the kernel log when it is readable.
+    pub async fn failure_details(
+        &self,
+        unit: &str,
+        path: &OwnedObjectPath,
+        memory_max: Option<u64>,
+    ) -> Option<(String, String)> {
+        let all = self
+            .get_all(unit, path, "org.freedesktop.systemd1.Service")
+            .await
+            .ok()?;
+        let result = all
+            .get("Result")
+            .and_then(|v| String::try_from(v.clone()).ok())
+            .unwrap_or_default();
+        let code = all
+            .get("ExecMainCode")
+            .and_then(|v| i32::try_from(v).ok())
+            .unwrap_or(0);
+        let status = all
+            .get("ExecMainStatus")
+            .and_then(|v| i32::try_from(v).ok())
+            .unwrap_or(0);
+        let pid = all
+            .get("ExecMainPID")
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(0);
+        let limit = memory_max
+            .map(|b| format!(" (memoryMax {})", crate::render::human_bytes(b)))
+            .unwrap_or_default();
+        let journal = format!("see `journalctl --user -u {unit}`");
+        if result == "oom-kill" {
+            return Some((
+                "OOMKilled".into(),
+                format!(
+                    "{unit} was killed by the kernel OOM killer: it used all the memory it may{limit}; raise resources.memoryMax or find the leak; {journal}"
+                ),
+            ));
+        }
+        // CLD_KILLED = 2
+        if result == "signal" && code == 2 && status == libc::SIGKILL && pid > 0 {
+            match kernel_log_oom_kill(pid) {
+                Some(true) => {
+                    return Some((
+                        "OOMKilled".into(),
+                        format!(
+                            "{unit} was killed by the kernel OOM killer (PID {pid}): it used all the memory it may{limit}; raise resources.memoryMax or find the leak; {journal}"
+                        ),
+                    ));
+                }
+                _ if memory_max.is_some() => {
+                    return Some((
+                        "Killed".into(),
+                        format!(
+                            "{unit} was killed by SIGKILL (PID {pid}), most likely for exceeding its memory limit{limit}; {journal}"
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        let detail = match (result.as_str(), code) {
+            ("exit-code", _) => format!("exited with status {status}"),
+            ("signal" | "core-dump", _) => format!("was killed by signal {status}"),
+            ("timeout", _) => "timed out".to_string(),
+            ("start-limit-hit", _) => "restarted too often (start limit hit)".to_string(),
+            ("success", _) | ("", _) => return None,
+            (other, _) => format!("failed ({other})"),
+        };
+        Some(("Failed".into(), format!("{unit} {detail}; {journal}")))
+    }
+
     /// Why a unit failed, for a job failure message.
     pub async fn failure_hint(&self, unit: &str) -> String {
         let Ok(path) = self.manager.get_unit(unit.to_string()).await else {
@@ -574,6 +649,34 @@ impl JobStream {
     }
 }
 
+/// Whether the kernel log records an OOM kill of `pid`. `None` when the
+/// log cannot be read (an unprivileged user with `dmesg_restrict`).
+pub fn kernel_log_oom_kill(pid: u32) -> Option<bool> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg")
+        .ok()?;
+    let needle = format!("Killed process {pid} ");
+    let mut buf = vec![0u8; 8192];
+    // Each read returns one record; stop at EAGAIN (end of the buffer).
+    for _ in 0..100_000 {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if String::from_utf8_lossy(&buf[..n]).contains(&needle) {
+                    return Some(true);
+                }
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue, // overwritten record
+            Err(_) => break,
+        }
+    }
+    Some(false)
+}
+
 /// A stream of "this unit's state changed" notifications, by unit name, so
 /// a unit stopped or failed by hand is noticed at once.
 pub async fn unit_changes(
@@ -604,11 +707,18 @@ pub async fn unit_changes(
         if iface != "org.freedesktop.systemd1.Unit" && iface != "org.freedesktop.systemd1.Service" {
             return None;
         }
-        let interesting = changed.contains_key("ActiveState")
-            || changed.contains_key("MemoryMax")
-            || changed.contains_key("MemoryHigh")
-            || changed.contains_key("CPUQuotaPerSecUSec")
-            || changed.contains_key("TasksMax");
+        // Active state, and limits changed by hand (set-property), both
+        // deserve a prompt look; anything else waits for the resync.
+        let interesting = changed.is_empty()
+            || [
+                "ActiveState",
+                "MemoryMax",
+                "MemoryHigh",
+                "CPUQuotaPerSecUSec",
+                "TasksMax",
+            ]
+            .iter()
+            .any(|k| changed.contains_key(*k));
         if !interesting {
             return None;
         }

@@ -3,6 +3,7 @@
 mod support;
 
 mod converge;
+mod limits;
 mod render;
 
 #[cfg(feature = "wip")]

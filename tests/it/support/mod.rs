@@ -256,7 +256,12 @@ impl UserManager {
         let f = std::fs::File::create(&log).unwrap();
         let child = self
             .command(UNITLET)
-            .args(["run", "--metrics-addr", "off", "--resync", "1h"])
+            .args(["run", "--metrics-addr", "off"])
+            .args(if extra.contains(&"--resync") {
+                &[][..]
+            } else {
+                &["--resync", "1h"][..]
+            })
             .args(extra)
             .env("UNITLET_LOG", "info")
             .stdout(f.try_clone().unwrap())
