@@ -35,3 +35,4 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 pub mod cli;
 pub mod metrics;
 pub mod operator;
+pub mod hold;

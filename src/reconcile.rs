@@ -52,6 +52,8 @@ pub struct Prepared {
     pub plan: Plan,
     /// Manifests skipped this pass because they are backing off.
     pub backing_off: BTreeSet<String>,
+    /// Manifests a restore holds: left exactly as they are.
+    pub on_hold: BTreeSet<String>,
 }
 
 /// The outcome of one pass.
@@ -220,10 +222,16 @@ impl Reconciler {
         for e in &loaded.errors {
             held.files.insert(e.file.clone());
         }
+        // A restore in progress holds its service: leave it exactly as is.
+        let holds = crate::hold::active_holds(&self.loc.state_dir);
         let now = Instant::now();
         let mut backing_off = BTreeSet::new();
         let mut desired = Vec::new();
         for m in &loaded.manifests {
+            if holds.contains(&m.name) {
+                held.names.insert(m.name.clone());
+                continue;
+            }
             if let Some(b) = self.backoff.get(&m.name)
                 && b.until > now
                 && b.spec_hash == manifest::spec_hash(m)
@@ -243,6 +251,7 @@ impl Reconciler {
             observed,
             plan,
             backing_off,
+            on_hold: holds.into_iter().collect(),
         })
     }
 
@@ -616,6 +625,10 @@ pub async fn refresh_status(
         });
         if let Some(c) = prep.plan.conflicts.iter().find(|c| c.manifest == m.name) {
             obj.set_condition("Ready", "False", "Conflict", &c.message);
+            continue;
+        }
+        if prep.on_hold.contains(&m.name) {
+            obj.set_condition("Ready", "False", "OnHold", "a restore is in progress; unitlet leaves this service alone until it ends");
             continue;
         }
         if prep.backing_off.contains(&m.name) {
