@@ -40,14 +40,18 @@ impl Drop for Hold {
 
 /// Names currently held by a live process.
 pub fn active_holds(state_dir: &Path) -> Vec<String> {
-    let Ok(rd) = std::fs::read_dir(dir(state_dir)) else { return vec![] };
+    let Ok(rd) = std::fs::read_dir(dir(state_dir)) else {
+        return vec![];
+    };
     let mut out = Vec::new();
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') {
             continue;
         }
-        let pid = std::fs::read_to_string(e.path()).ok().and_then(|s| s.trim().parse::<i32>().ok());
+        let pid = std::fs::read_to_string(e.path())
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok());
         if pid.is_some_and(fsutil::pid_alive) {
             out.push(name);
         }
@@ -69,6 +73,9 @@ mod tests {
         }
         assert!(active_holds(d.path()).is_empty());
         std::fs::write(d.path().join("holds/ghost"), "999999999").unwrap();
-        assert!(active_holds(d.path()).is_empty(), "a dead owner's hold is stale");
+        assert!(
+            active_holds(d.path()).is_empty(),
+            "a dead owner's hold is stale"
+        );
     }
 }

@@ -33,6 +33,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 pub mod cli;
+pub mod hold;
 pub mod metrics;
 pub mod operator;
-pub mod hold;
+pub mod reload;

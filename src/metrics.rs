@@ -24,8 +24,19 @@ pub struct ObjectLabels {
     pub ready: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NameLabels {
+    pub name: String,
+}
+
 pub struct Metrics {
     registry: Mutex<Registry>,
+    reloads: Family<NameLabels, Counter>,
+    reloads_failed: Family<NameLabels, Counter>,
+    last_reload_ok: Family<NameLabels, Gauge>,
+    last_reload_ts: Family<NameLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    last_backup_ts: Family<NameLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    last_backup_ok: Family<NameLabels, Gauge>,
     reconciles: Counter,
     reconcile_errors: Family<ErrorLabels, Counter>,
     reconcile_duration: Histogram,
@@ -63,12 +74,58 @@ impl Metrics {
             "Managed objects by kind and readiness",
             managed.clone(),
         );
+        // The config reloader's conventional series (as prometheus-operator's
+        // reloader exports them), per Service.
+        let reloads = Family::<NameLabels, Counter>::default();
+        registry.register(
+            "reloads",
+            "Reloads or restarts of a Service caused by a config change",
+            reloads.clone(),
+        );
+        let reloads_failed = Family::<NameLabels, Counter>::default();
+        registry.register(
+            "reloads_failed",
+            "Failed reload attempts (validation, HTTP, signal, restart) after a config change",
+            reloads_failed.clone(),
+        );
+        let last_reload_ok = Family::<NameLabels, Gauge>::default();
+        registry.register(
+            "last_reload_successful",
+            "Whether the last config reload of a Service succeeded (1) or not (0)",
+            last_reload_ok.clone(),
+        );
+        let last_reload_ts =
+            Family::<NameLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "last_reload_success_timestamp_seconds",
+            "Time of the last successful config reload of a Service",
+            last_reload_ts.clone(),
+        );
+        let last_backup_ts =
+            Family::<NameLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "last_backup_success_timestamp_seconds",
+            "Time of the last complete backup set of a Backup manifest",
+            last_backup_ts.clone(),
+        );
+        let last_backup_ok = Family::<NameLabels, Gauge>::default();
+        registry.register(
+            "last_backup_successful",
+            "Whether the last backup run of a Backup manifest succeeded (1) or not (0)",
+            last_backup_ok.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             reconciles,
             reconcile_errors,
             reconcile_duration,
             managed,
+            reloads,
+            reloads_failed,
+            last_reload_ok,
+            last_reload_ts,
+            last_backup_ts,
+            last_backup_ok,
         }
     }
 
@@ -98,6 +155,51 @@ impl Metrics {
                     })
                     .set(n as i64);
             }
+        }
+    }
+
+    pub fn reload(&self, name: &str, outcome: &crate::reload::ReloadOutcome) {
+        use crate::reload::ReloadOutcome;
+        let l = NameLabels { name: name.into() };
+        match outcome {
+            ReloadOutcome::Reloaded | ReloadOutcome::Restarted => {
+                self.reloads.get_or_create(&l).inc();
+                self.last_reload_ok.get_or_create(&l).set(1);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0);
+                self.last_reload_ts.get_or_create(&l).set(now);
+            }
+            ReloadOutcome::Failed(_) | ReloadOutcome::Invalid(_) => {
+                self.reloads_failed.get_or_create(&l).inc();
+                self.last_reload_ok.get_or_create(&l).set(0);
+            }
+            ReloadOutcome::Recorded => {}
+        }
+    }
+
+    /// Backup outcomes, from the `NAME.last.json` files `unitlet backup`
+    /// writes (the backups run in their own oneshot processes).
+    pub fn set_backups(&self, state_dir: &std::path::Path, status: &Status) {
+        for o in status.objects.values().filter(|o| o.kind == "Backup") {
+            let p = state_dir
+                .join("backups")
+                .join(format!("{}.last.json", o.name));
+            let Ok(bytes) = std::fs::read(&p) else {
+                continue;
+            };
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+                continue;
+            };
+            let l = NameLabels {
+                name: o.name.clone(),
+            };
+            if let Some(ts) = v.get("lastSuccess").and_then(|t| t.as_f64()) {
+                self.last_backup_ts.get_or_create(&l).set(ts);
+            }
+            let ok = v.get("lastError").is_none_or(|e| e.is_null());
+            self.last_backup_ok.get_or_create(&l).set(ok as i64);
         }
     }
 

@@ -118,6 +118,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     > = None;
     let mut reconnect_delay = Duration::from_millis(200);
     let mut ready_sent = false;
+    let mut config_dirs: Vec<PathBuf> = Vec::new();
 
     let mut wd_usec = 0u64;
     let watchdog = sd_notify::watchdog_enabled(false, &mut wd_usec)
@@ -162,9 +163,11 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
                 }
             }
             if let Some(c) = sd.clone() {
-                watch.arm(&[&opts.loc.manifests, &parent, &opts.loc.unit_dir]);
+                let mut dirs: Vec<&Path> = vec![&opts.loc.manifests, &parent, &opts.loc.unit_dir];
+                dirs.extend(config_dirs.iter().map(PathBuf::as_path));
+                watch.arm(&dirs);
                 let timer = std::time::Instant::now();
-                let outcome = pass(&mut rec, &c, &mut status).await;
+                let outcome = pass(&mut rec, &c, &mut status, &mut config_dirs).await;
                 metrics.observe_pass(timer.elapsed());
                 match outcome {
                     Ok(report) => {
@@ -172,6 +175,15 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
                             tracing::info!("recovered");
                         }
                         metrics.set_objects(&status);
+                        for (name, outcome) in &report.reloads {
+                            metrics.reload(name, outcome);
+                        }
+                        metrics.set_backups(&opts.loc.state_dir, &status);
+                        // Config directories may have appeared: watch them now.
+                        let mut dirs: Vec<&Path> =
+                            vec![&opts.loc.manifests, &parent, &opts.loc.unit_dir];
+                        dirs.extend(config_dirs.iter().map(PathBuf::as_path));
+                        watch.arm(&dirs);
                         if report.actions > 0 || !report.failures.is_empty() {
                             tracing::info!(actions = report.actions, reloads = report.daemon_reloads, ready = report.ready, not_ready = report.not_ready, elapsed = ?report.elapsed, "reconciled");
                         }
@@ -262,9 +274,11 @@ async fn pass(
     rec: &mut Reconciler,
     sd: &Systemd,
     status: &mut Status,
+    config_dirs: &mut Vec<PathBuf>,
 ) -> Result<crate::reconcile::PassReport, ReconcileError> {
     let before = status.clone();
     let prep = rec.prepare(sd, status).await?;
+    *config_dirs = crate::reload::watch_dirs(&prep.loaded.manifests);
     let report = rec.apply(sd, prep, status).await?;
     if *status != before {
         status.save(&rec.loc.status_file())?;

@@ -66,8 +66,11 @@ pub struct PassReport {
     pub ready: usize,
     pub not_ready: usize,
     pub elapsed: Duration,
-    /// When the earliest backing-off manifest should be retried.
+    /// When the earliest backing-off manifest (or failing reload) should
+    /// be retried.
     pub retry_at: Option<Instant>,
+    /// What was done about changed config files, by manifest.
+    pub reloads: Vec<(String, crate::reload::ReloadOutcome)>,
 }
 
 /// Per-object backoff after failures, reset on success or on an edit.
@@ -89,6 +92,15 @@ pub struct Reconciler {
     pub backoff: HashMap<String, Backoff>,
     /// How long to wait for each job.
     pub job_timeout: Duration,
+    /// Failing reloads waiting for their next attempt, by manifest.
+    pub reload_retry: HashMap<String, crate::reload::RetryState>,
+    /// Config content that failed validation, by manifest: not validated
+    /// again until it changes.
+    pub rejected_config: HashMap<String, (String, String)>,
+    /// Why a running service is not Ready because of its config or its
+    /// readiness probe: `(reason, message)`, by manifest.
+    pub config_issue: HashMap<String, (String, String)>,
+    pub http: reqwest::Client,
 }
 
 fn unit_files_in(dir: &Path) -> Result<BTreeMap<String, ObservedFile>, ReconcileError> {
@@ -208,6 +220,10 @@ impl Reconciler {
             render_ctx,
             backoff: HashMap::new(),
             job_timeout: Duration::from_secs(90),
+            reload_retry: HashMap::new(),
+            rejected_config: HashMap::new(),
+            config_issue: HashMap::new(),
+            http: crate::reload::http_client(),
         }
     }
 
@@ -336,6 +352,7 @@ impl Reconciler {
         // Manifests whose unit had failed on its own and was started again:
         // not an apply failure, but it counts for backoff so a crash loop
         // is not a tight loop.
+        let mut started_ok: BTreeSet<String> = BTreeSet::new();
         let crashed: BTreeSet<String> = prep
             .plan
             .actions
@@ -489,6 +506,9 @@ impl Reconciler {
             let jobs: Vec<_> = start_jobs.iter().map(|(_, j)| j.clone()).collect();
             let results = jobs_stream.wait(sd, &jobs, self.job_timeout).await;
             for ((a, j), r) in start_jobs.iter().zip(results) {
+                if r.is_ok() {
+                    started_ok.insert(a.manifest.clone());
+                }
                 let (ok_reason, bad_reason) = match j.kind {
                     JobKind::Restart => ("Restarted", "RestartFailed"),
                     _ => ("Started", "StartFailed"),
@@ -517,6 +537,12 @@ impl Reconciler {
                 }
             }
         }
+
+        // Readiness of what was just (re)started, then config changes.
+        self.wait_started_ready(&prep, &started_ok, &failures).await;
+        report.reloads = self
+            .config_phase(sd, &prep, &started_ok, &failures, status)
+            .await;
 
         // Record what is now applied in full.
         for d in &prep.desired {
@@ -559,14 +585,266 @@ impl Reconciler {
             }
             obj.spec_hash = hash;
         }
-        report.retry_at = self.backoff.values().map(|b| b.until).min();
+        report.retry_at = self
+            .backoff
+            .values()
+            .map(|b| b.until)
+            .chain(self.reload_retry.values().map(|r| r.next))
+            .min();
 
-        refresh_status(sd, &prep, &failures, status).await?;
+        refresh_status(sd, &prep, &failures, &self.config_issue, &self.http, status).await?;
         report.ready = status.objects.values().filter(|o| o.is_ready()).count();
         report.not_ready = status.objects.len() - report.ready;
         report.failures = failures;
         report.elapsed = started.elapsed();
         Ok(report)
+    }
+}
+
+impl Reconciler {
+    /// After a start or restart, wait (bounded by `readiness.timeout`) for
+    /// services that declare a readiness URL.
+    async fn wait_started_ready(
+        &mut self,
+        prep: &Prepared,
+        started: &BTreeSet<String>,
+        failures: &BTreeMap<String, String>,
+    ) {
+        let mut waits = Vec::new();
+        for m in &prep.loaded.manifests {
+            let Some(r) = m.as_service().and_then(|s| s.readiness.as_ref()) else {
+                continue;
+            };
+            if !started.contains(&m.name) || failures.contains_key(&m.name) {
+                continue;
+            }
+            let client = self.http.clone();
+            let (name, url, timeout) = (m.name.clone(), r.url.clone(), r.timeout);
+            waits.push(async move {
+                (
+                    name,
+                    crate::reload::wait_ready(&client, &url, timeout).await,
+                )
+            });
+        }
+        for (name, r) in futures_util::future::join_all(waits).await {
+            match r {
+                Ok(()) => {
+                    self.config_issue.remove(&name);
+                }
+                Err(e) => {
+                    self.config_issue.insert(name, ("NotReady".into(), e));
+                }
+            }
+        }
+    }
+
+    /// Notice changed config files and validate, reload or restart.
+    async fn config_phase(
+        &mut self,
+        sd: &Systemd,
+        prep: &Prepared,
+        started: &BTreeSet<String>,
+        failures: &BTreeMap<String, String>,
+        status: &mut Status,
+    ) -> Vec<(String, crate::reload::ReloadOutcome)> {
+        use crate::manifest::{OnConfigChange, ReloadMethod};
+        use crate::reload::{self, ReloadOutcome};
+        let mut outcomes = Vec::new();
+        let live_names: Vec<String> = prep
+            .loaded
+            .manifests
+            .iter()
+            .filter(|m| m.as_service().is_some_and(|s| !s.config_files.is_empty()))
+            .map(|m| format!("{}.service", m.name))
+            .collect();
+        let live = match sd.list_units(&live_names).await {
+            Ok(l) => l,
+            Err(_) => return outcomes,
+        };
+        for m in &prep.loaded.manifests {
+            let Some(s) = m.as_service() else { continue };
+            if s.config_files.is_empty()
+                || failures.contains_key(&m.name)
+                || prep.backing_off.contains(&m.name)
+                || prep.on_hold.contains(&m.name)
+                || prep.plan.conflicts.iter().any(|c| c.manifest == m.name)
+            {
+                continue;
+            }
+            let current = match reload::config_hash(&s.config_files) {
+                Ok(h) => h,
+                Err(e) => {
+                    self.config_issue
+                        .insert(m.name.clone(), ("ConfigMissing".into(), e));
+                    continue;
+                }
+            };
+            if self
+                .config_issue
+                .get(&m.name)
+                .is_some_and(|(r, _)| r == "ConfigMissing")
+            {
+                self.config_issue.remove(&m.name);
+            }
+            let unit = format!("{}.service", m.name);
+            let running = live
+                .get(&unit)
+                .is_some_and(|(l, _)| l.active_state == "active");
+            let entry = status.config.get(&m.name).cloned();
+            // A (re)start in this pass loaded the current content: one
+            // restart, never a restart plus a reload.
+            if started.contains(&m.name) || entry.is_none() || !running {
+                if running || started.contains(&m.name) {
+                    status.config.insert(
+                        m.name.clone(),
+                        crate::status::ConfigState {
+                            applied: current.clone(),
+                            failing: false,
+                        },
+                    );
+                    self.reload_retry.remove(&m.name);
+                    self.rejected_config.remove(&m.name);
+                    if self
+                        .config_issue
+                        .get(&m.name)
+                        .is_some_and(|(r, _)| r != "NotReady")
+                    {
+                        self.config_issue.remove(&m.name);
+                    }
+                }
+                continue;
+            }
+            let entry = entry.expect("checked above");
+            if entry.applied == current && !entry.failing {
+                continue;
+            }
+            if let Some((h, _)) = self.rejected_config.get(&m.name)
+                && *h == current
+            {
+                continue; // still the content the validator refused
+            }
+            if let Some(r) = self.reload_retry.get(&m.name)
+                && !r.due()
+            {
+                continue;
+            }
+            // Validate first: a failure blocks the reload or restart.
+            if let Some(argv) = &s.validate {
+                let dir = reload::validate_dir(m, s);
+                if let Err(e) = reload::run_validate(argv, &dir, Duration::from_secs(60)).await {
+                    status.event(
+                        &m.name,
+                        "Warning",
+                        "ConfigInvalid",
+                        format!("config change not applied: {e}"),
+                    );
+                    self.rejected_config
+                        .insert(m.name.clone(), (current.clone(), e.clone()));
+                    self.config_issue.insert(
+                        m.name.clone(),
+                        ("ConfigInvalid".into(), format!("config change not applied; the service keeps running on its previous config. {e}")),
+                    );
+                    outcomes.push((m.name.clone(), ReloadOutcome::Invalid(e)));
+                    continue;
+                }
+                self.rejected_config.remove(&m.name);
+            }
+            let result: Result<ReloadOutcome, String> = match s.on_config_change {
+                OnConfigChange::None => Ok(ReloadOutcome::Recorded),
+                OnConfigChange::Restart => match sd.job_stream().await {
+                    Ok(mut js) => match sd.queue(&unit, JobKind::Restart).await {
+                        Ok(j) => match js.wait(sd, &[j], self.job_timeout).await.remove(0) {
+                            Ok(()) => Ok(ReloadOutcome::Restarted),
+                            Err(e) => Err(e.to_string()),
+                        },
+                        Err(e) => Err(e.to_string()),
+                    },
+                    Err(e) => Err(e.to_string()),
+                },
+                OnConfigChange::Reload => match &s.reload {
+                    Some(ReloadMethod::Http { url }) => reload::http_reload(&self.http, url)
+                        .await
+                        .map(|_| ReloadOutcome::Reloaded),
+                    Some(ReloadMethod::Signal { number, .. }) => sd
+                        .kill_main(&unit, *number)
+                        .await
+                        .map(|_| ReloadOutcome::Reloaded)
+                        .map_err(|e| e.to_string()),
+                    None => sd
+                        .reload_unit(&unit)
+                        .await
+                        .map(|_| ReloadOutcome::Reloaded)
+                        .map_err(|e| e.to_string()),
+                },
+            };
+            let result = match (result, &s.readiness) {
+                (Ok(o), Some(r)) if o != ReloadOutcome::Recorded => {
+                    reload::wait_ready(&self.http, &r.url, r.timeout)
+                        .await
+                        .map(|_| o)
+                }
+                (r, _) => r,
+            };
+            match result {
+                Ok(o) => {
+                    let what = match o {
+                        ReloadOutcome::Restarted => "Restarted",
+                        ReloadOutcome::Recorded => "ConfigRecorded",
+                        _ => "Reloaded",
+                    };
+                    status.event(
+                        &m.name,
+                        "Normal",
+                        what,
+                        format!(
+                            "config changed ({}): {}",
+                            s.config_files
+                                .iter()
+                                .map(|f| f.display().to_string())
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                            match o {
+                                ReloadOutcome::Restarted => format!("restarted {unit}"),
+                                ReloadOutcome::Recorded =>
+                                    "onConfigChange is none: recorded only".to_string(),
+                                _ => format!("reloaded via {}", reload::describe_method(&s.reload)),
+                            }
+                        ),
+                    );
+                    status.config.insert(
+                        m.name.clone(),
+                        crate::status::ConfigState {
+                            applied: current,
+                            failing: false,
+                        },
+                    );
+                    self.reload_retry.remove(&m.name);
+                    self.config_issue.remove(&m.name);
+                    outcomes.push((m.name.clone(), o));
+                }
+                Err(e) => {
+                    let retry = self.reload_retry.entry(m.name.clone()).or_default();
+                    let delay = retry.failed();
+                    let attempts = retry.attempts;
+                    status.event(
+                        &m.name,
+                        "Warning",
+                        "ReloadFailed",
+                        format!("{e}; retrying in {delay:.1?}"),
+                    );
+                    if let Some(c) = status.config.get_mut(&m.name) {
+                        c.failing = true;
+                    }
+                    self.config_issue.insert(
+                        m.name.clone(),
+                        ("ReloadFailed".into(), format!("{e} (attempt {attempts}; next retry in {delay:.1?}, with exponential backoff)")),
+                    );
+                    outcomes.push((m.name.clone(), ReloadOutcome::Failed(e)));
+                }
+            }
+        }
+        outcomes
     }
 }
 
@@ -594,6 +872,8 @@ pub async fn refresh_status(
     sd: &Systemd,
     prep: &Prepared,
     failures: &BTreeMap<String, String>,
+    issues: &HashMap<String, (String, String)>,
+    http: &reqwest::Client,
     status: &mut Status,
 ) -> Result<(), ReconcileError> {
     // Main unit per manifest.
@@ -628,7 +908,12 @@ pub async fn refresh_status(
             continue;
         }
         if prep.on_hold.contains(&m.name) {
-            obj.set_condition("Ready", "False", "OnHold", "a restore is in progress; unitlet leaves this service alone until it ends");
+            obj.set_condition(
+                "Ready",
+                "False",
+                "OnHold",
+                "a restore is in progress; unitlet leaves this service alone until it ends",
+            );
             continue;
         }
         if prep.backing_off.contains(&m.name) {
@@ -679,7 +964,25 @@ pub async fn refresh_status(
                             .unwrap_or_default()
                     ),
                 };
-                obj.set_condition("Ready", "True", "Running", &msg)
+                let probe = match m.as_service().and_then(|s| s.readiness.as_ref()) {
+                    Some(r) => crate::reload::probe(http, &r.url).await.err(),
+                    None => None,
+                };
+                if let Some((reason, message)) = issues
+                    .get(&m.name)
+                    .filter(|(r, _)| r != "NotReady" || probe.is_some())
+                {
+                    obj.set_condition("Ready", "False", reason, message)
+                } else if let Some(e) = probe {
+                    obj.set_condition(
+                        "Ready",
+                        "False",
+                        "NotReady",
+                        &format!("{unit} is active but not ready: {e}"),
+                    )
+                } else {
+                    obj.set_condition("Ready", "True", "Running", &msg)
+                }
             }
             (DesiredState::Stopped, "inactive" | "failed") => obj.set_condition(
                 "Ready",

@@ -101,6 +101,17 @@ pub struct Event {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+pub struct ConfigState {
+    /// Content hash the running process has loaded.
+    pub applied: String,
+    /// The last reload failed: reload again even if the content is
+    /// reverted to `applied`, so the process' own status recovers.
+    #[serde(default)]
+    pub failing: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Status {
     #[serde(default)]
     pub objects: BTreeMap<String, ObjectStatus>,
@@ -109,6 +120,10 @@ pub struct Status {
     pub applied: BTreeMap<String, String>,
     #[serde(default)]
     pub events: Vec<Event>,
+    /// Config files last applied per Service (content hash), and whether the
+    /// last reload of them failed.
+    #[serde(default)]
+    pub config: BTreeMap<String, ConfigState>,
     /// The last operational error (bus, directory), cleared on success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operator_error: Option<String>,

@@ -455,6 +455,37 @@ impl Systemd {
         )
     }
 
+    /// Send a signal to the unit's main process (a `reload.signal`).
+    pub async fn kill_main(&self, unit: &str, signal: i32) -> Result<(), SystemdError> {
+        call(
+            "KillUnit",
+            Some(unit),
+            self.manager
+                .kill_unit(unit.to_string(), "main".into(), signal)
+                .await,
+        )
+    }
+
+    /// `systemctl reload`: the unit's own `ExecReload=`, for adopted units.
+    pub async fn reload_unit(&self, unit: &str) -> Result<(), SystemdError> {
+        let mut js = self.job_stream().await?;
+        let path = call(
+            "ReloadUnit",
+            Some(unit),
+            self.manager
+                .reload_unit(unit.to_string(), "replace".into())
+                .await,
+        )?;
+        let job = QueuedJob {
+            path,
+            unit: unit.to_string(),
+            kind: JobKind::Restart,
+        };
+        js.wait(self, &[job], Duration::from_secs(90))
+            .await
+            .remove(0)
+    }
+
     /// Queue a job; the caller must hold a [`JobStream`] opened earlier.
     pub async fn queue(&self, unit: &str, kind: JobKind) -> Result<QueuedJob, SystemdError> {
         let mode = "replace".to_string();
