@@ -6,12 +6,16 @@
 
 #[cfg(feature = "wip")]
 pub mod backup;
+#[cfg(feature = "wip")]
+pub mod backup_cmd;
 pub mod fsutil;
 #[cfg(feature = "wip")]
 pub mod grafana;
 pub mod locations;
 pub mod manifest;
 pub mod plan;
+#[cfg(feature = "wip")]
+pub mod prometheus;
 pub mod reconcile;
 pub mod render;
 pub mod schedule;

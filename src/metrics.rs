@@ -13,6 +13,24 @@ use prometheus_client::registry::Registry;
 
 use crate::status::Status;
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_format_names_counters_with_total() {
+        let m = Metrics::new();
+        m.observe_pass(Duration::from_millis(3));
+        m.reload("prom", &crate::reload::ReloadOutcome::Reloaded);
+        let t = m.encode_text();
+        assert!(t.contains("# HELP unitlet_reconciles_total "), "{t}");
+        assert!(t.contains("# TYPE unitlet_reconciles_total counter"), "{t}");
+        assert!(t.contains("unitlet_reconciles_total 1"), "{t}");
+        assert!(t.contains("unitlet_reloads_total{name=\"prom\"} 1"), "{t}");
+        assert!(!t.contains("# EOF"));
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub kind: String,
@@ -210,6 +228,41 @@ impl Metrics {
             .expect("encoding to a String cannot fail");
         out
     }
+
+    /// The classic Prometheus text format (0.0.4), which every Prometheus
+    /// and `promtool check metrics` read.
+    pub fn encode_text(&self) -> String {
+        openmetrics_to_text(&self.encode())
+    }
+}
+
+/// OpenMetrics → Prometheus text 0.0.4: counters are named with their
+/// `_total` suffix in `# HELP`/`# TYPE`, and `# EOF`/`# UNIT` go.
+pub fn openmetrics_to_text(om: &str) -> String {
+    let mut counters = std::collections::HashSet::new();
+    for l in om.lines() {
+        if let Some(rest) = l.strip_prefix("# TYPE ")
+            && let Some((name, "counter")) = rest.split_once(' ')
+        {
+            counters.insert(name.to_string());
+        }
+    }
+    let mut out = String::with_capacity(om.len());
+    for l in om.lines() {
+        if l == "# EOF" || l.starts_with("# UNIT ") {
+            continue;
+        }
+        let fixed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+            let rest = l.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{p}{name}_total {tail}"))
+        });
+        out.push_str(fixed.as_deref().unwrap_or(l));
+        out.push('\n');
+    }
+    out
 }
 
 /// Serve `/metrics` on `addr` in the background.
@@ -226,9 +279,9 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<(
                 (
                     [(
                         axum::http::header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        "text/plain; version=0.0.4; charset=utf-8",
                     )],
-                    m.encode(),
+                    m.encode_text(),
                 )
             }
         }),

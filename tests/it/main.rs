@@ -4,6 +4,7 @@ mod support;
 
 mod converge;
 mod limits;
+mod reload;
 mod render;
 
 #[cfg(feature = "wip")]

@@ -256,7 +256,12 @@ impl UserManager {
         let f = std::fs::File::create(&log).unwrap();
         let child = self
             .command(UNITLET)
-            .args(["run", "--metrics-addr", "off"])
+            .arg("run")
+            .args(if extra.contains(&"--metrics-addr") {
+                &[][..]
+            } else {
+                &["--metrics-addr", "off"][..]
+            })
             .args(if extra.contains(&"--resync") {
                 &[][..]
             } else {

@@ -1,0 +1,389 @@
+//! Issue 4 acceptance: config changes hot-reload a real Prometheus (from
+//! Debian) run by unitlet as a Service; the operator's own metrics.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::support::{UserManager, stderr, stdout, wait_for};
+
+const T: Duration = Duration::from_secs(30);
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn http_get(url: &str) -> Option<(u16, String)> {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-m", "5", "-o", "-", "-w", "\n%{http_code}", url])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n')?;
+    Some((code.trim().parse().ok()?, body.to_string()))
+}
+
+pub struct Prom {
+    pub port: u16,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Prom {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn scrape_config(&self, extra_job: Option<&str>) -> String {
+        let mut c = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: self\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+            self.port
+        );
+        if let Some(j) = extra_job {
+            c.push_str(&format!(
+                "  - job_name: {j}\n    static_configs:\n      - targets: ['127.0.0.1:9']\n"
+            ));
+        }
+        c
+    }
+
+    /// Save the config the way editors do: write a temporary, rename over.
+    pub fn write_config(&self, content: &str) {
+        let tmp = self.dir.join(".prometheus.yml.tmp");
+        std::fs::write(&tmp, content).unwrap();
+        std::fs::rename(&tmp, &self.config).unwrap();
+    }
+
+    pub fn config_text(&self) -> String {
+        http_get(&self.url("/api/v1/status/config"))
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    }
+}
+
+/// A Prometheus Service manifest; `spec_extra` adds fields.
+pub fn prometheus(um: &UserManager, name: &str, spec_extra: &str) -> Prom {
+    let port = free_port();
+    let dir = um.runtime.join(format!("{name}-etc"));
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let p = Prom {
+        port,
+        dir: dir.clone(),
+        config: dir.join("prometheus.yml"),
+    };
+    p.write_config(&p.scrape_config(None));
+    let manifest = format!(
+        "apiVersion: unitlet/v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  command: [/usr/bin/prometheus, --config.file=prometheus.yml, --storage.tsdb.path=data, \"--web.listen-address=127.0.0.1:{port}\", --web.enable-lifecycle, --web.enable-admin-api]\n  workingDirectory: {dir}\n  configFiles: [{cfg}]\n  readiness: {{http: {{url: \"http://127.0.0.1:{port}/-/ready\"}}, timeout: 30s}}\n{spec_extra}",
+        dir = dir.display(),
+        cfg = p.config.display()
+    );
+    um.write_manifest(&format!("{name}.yaml"), &manifest);
+    p
+}
+
+fn metric(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+fn reload_spec(port_hint: &str) -> String {
+    format!("  onConfigChange: reload\n  reload: {{http: {{url: \"{port_hint}\"}}}}\n")
+}
+
+#[test]
+fn adding_a_scrape_job_reloads_prometheus_once() {
+    let um = UserManager::start();
+    let mport = free_port();
+    let prom_port_placeholder = "RELOAD_URL";
+    let p = prometheus(&um, "prom", &reload_spec(prom_port_placeholder));
+    // Point the reload URL at this Prometheus.
+    let mpath = um.manifests.join("prom.yaml");
+    let text = std::fs::read_to_string(&mpath)
+        .unwrap()
+        .replace(prom_port_placeholder, &p.url("/-/reload"));
+    um.write_manifest("prom.yaml", &text);
+    let _run = um.spawn_run(&["--metrics-addr", &format!("127.0.0.1:{mport}")]);
+    wait_for(T, "prom Ready", || {
+        um.ready("prom").filter(|r| r.0 == "True")
+    });
+    let pid = um.prop("prom.service", "MainPID");
+    p.write_config(&p.scrape_config(Some("litellm")));
+    wait_for(T, "the new job in /api/v1/status/config", || {
+        p.config_text().contains("litellm").then_some(())
+    });
+    let metrics_url = format!("http://127.0.0.1:{mport}/metrics");
+    let (_, body) = http_get(&metrics_url).unwrap();
+    assert_eq!(
+        metric(&body, "unitlet_reloads_total{name=\"prom\"}"),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        metric(&body, "unitlet_last_reload_successful{name=\"prom\"}"),
+        Some(1.0)
+    );
+    assert!(
+        metric(
+            &body,
+            "unitlet_last_reload_success_timestamp_seconds{name=\"prom\"}"
+        )
+        .unwrap()
+            > 1.7e9
+    );
+    assert_eq!(
+        um.prop("prom.service", "MainPID"),
+        pid,
+        "a reload must not restart"
+    );
+    // Exactly one: nothing more happens on later passes.
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, body) = http_get(&metrics_url).unwrap();
+    assert_eq!(
+        metric(&body, "unitlet_reloads_total{name=\"prom\"}"),
+        Some(1.0)
+    );
+    let (_, pm) = http_get(&p.url("/metrics")).unwrap();
+    assert_eq!(
+        metric(&pm, "prometheus_config_last_reload_successful"),
+        Some(1.0)
+    );
+
+    // The operator's /metrics is valid exposition format.
+    let check = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("curl -s {metrics_url} | promtool check metrics"))
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "promtool check metrics: {}{}",
+        stdout(&check),
+        stderr(&check)
+    );
+}
+
+#[test]
+fn broken_config_with_validate_is_not_reloaded() {
+    let um = UserManager::start();
+    let p = prometheus(
+        &um,
+        "prom",
+        "  onConfigChange: reload\n  reload: {http: {url: \"RELOAD\"}}\n  validate: [/usr/bin/promtool, check, config, prometheus.yml]\n",
+    );
+    let text = std::fs::read_to_string(um.manifests.join("prom.yaml"))
+        .unwrap()
+        .replace("RELOAD", &p.url("/-/reload"));
+    um.write_manifest("prom.yaml", &text);
+    let _run = um.spawn_run(&[]);
+    wait_for(T, "prom Ready", || {
+        um.ready("prom").filter(|r| r.0 == "True")
+    });
+    let before = http_get(&p.url("/metrics"))
+        .map(|(_, b)| {
+            metric(
+                &b,
+                "prometheus_config_last_reload_success_timestamp_seconds",
+            )
+        })
+        .unwrap();
+    p.write_config("scrape_configs:\n  - job_name: broken\n    scrape_interval: banana\n");
+    let (_, reason, message) = wait_for(T, "prom Ready False", || {
+        um.ready("prom").filter(|r| r.0 == "False")
+    });
+    assert_eq!(reason, "ConfigInvalid");
+    assert!(
+        message.contains("banana") || message.contains("FAILED"),
+        "promtool's message expected: {message}"
+    );
+    assert!(
+        p.config_text().contains("job_name: self"),
+        "still serving the old config"
+    );
+    let after = http_get(&p.url("/metrics"))
+        .map(|(_, b)| {
+            metric(
+                &b,
+                "prometheus_config_last_reload_success_timestamp_seconds",
+            )
+        })
+        .unwrap();
+    assert_eq!(before, after, "no reload may happen");
+    p.write_config(&p.scrape_config(Some("fixed")));
+    wait_for(T, "prom Ready True again", || {
+        um.ready("prom").filter(|r| r.0 == "True")
+    });
+    wait_for(T, "fixed job live", || {
+        p.config_text().contains("fixed").then_some(())
+    });
+}
+
+#[test]
+fn broken_config_without_validate_backs_off_then_recovers_on_revert() {
+    let um = UserManager::start();
+    let mport = free_port();
+    let p = prometheus(
+        &um,
+        "prom",
+        "  onConfigChange: reload\n  reload: {http: {url: \"RELOAD\"}}\n",
+    );
+    let text = std::fs::read_to_string(um.manifests.join("prom.yaml"))
+        .unwrap()
+        .replace("RELOAD", &p.url("/-/reload"));
+    um.write_manifest("prom.yaml", &text);
+    let _run = um.spawn_run(&["--metrics-addr", &format!("127.0.0.1:{mport}")]);
+    wait_for(T, "prom Ready", || {
+        um.ready("prom").filter(|r| r.0 == "True")
+    });
+    let good = std::fs::read_to_string(&p.config).unwrap();
+    p.write_config("scrape_configs:\n  - job_name: broken\n    scrape_interval: banana\n");
+    let (_, reason, message) = wait_for(T, "the 500 reported", || {
+        um.ready("prom").filter(|r| r.1 == "ReloadFailed")
+    });
+    assert_eq!(reason, "ReloadFailed");
+    assert!(message.contains("500"), "{message}");
+    let start = Instant::now();
+    let metrics_url = format!("http://127.0.0.1:{mport}/metrics");
+    let failed_at = |u: &str| {
+        http_get(u)
+            .and_then(|(_, b)| metric(&b, "unitlet_reloads_failed_total{name=\"prom\"}"))
+            .unwrap_or(0.0)
+    };
+    let first = failed_at(&metrics_url);
+    while start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let posts = failed_at(&metrics_url) - first;
+    eprintln!("failed reload POSTs in 20s after the first: {posts}");
+    // 1s, 2s, 4s, 8s (with jitter) → at most 5 more in 20s; a tight loop would be hundreds.
+    assert!(
+        (1.0..=6.0).contains(&posts),
+        "retries must back off: {posts} POSTs in 20s"
+    );
+    let (_, pm) = http_get(&p.url("/metrics")).unwrap();
+    assert_eq!(
+        metric(&pm, "prometheus_config_last_reload_successful"),
+        Some(0.0)
+    );
+    // Revert to the content Prometheus still runs: reloaded anyway, so its
+    // own last_reload_successful recovers.
+    p.write_config(&good);
+    wait_for(T, "Prometheus reports a successful reload", || {
+        http_get(&p.url("/metrics"))
+            .and_then(|(_, b)| metric(&b, "prometheus_config_last_reload_successful"))
+            .filter(|v| *v == 1.0)
+    });
+    wait_for(T, "prom Ready True", || {
+        um.ready("prom").filter(|r| r.0 == "True")
+    });
+}
+
+#[test]
+fn restart_and_signal_services_behave_as_declared() {
+    let um = UserManager::start();
+    let dir = um.runtime.join("svc");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("r.conf"), "one").unwrap();
+    std::fs::write(dir.join("s.conf"), "one").unwrap();
+    let script = dir.join("hup.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ntrap 'echo hup >> {}' HUP\nwhile true; do sleep 0.1; done\n",
+            dir.join("hups").display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    um.write_manifest(
+        "r.yaml",
+        &format!("apiVersion: unitlet/v1\nkind: Service\nmetadata: {{name: r}}\nspec:\n  command: [/bin/sleep, \"100000\"]\n  configFiles: [{}]\n  onConfigChange: restart\n", dir.join("r.conf").display()),
+    );
+    um.write_manifest(
+        "s.yaml",
+        &format!(
+            "apiVersion: unitlet/v1\nkind: Service\nmetadata: {{name: s}}\nspec:\n  command: [{}]\n  configFiles: [{}]\n  onConfigChange: reload\n  reload: {{signal: SIGHUP}}\n",
+            script.display(),
+            dir.join("s.conf").display()
+        ),
+    );
+    let _run = um.spawn_run(&[]);
+    wait_for(T, "both ready", || {
+        (um.ready("r").is_some_and(|r| r.0 == "True")
+            && um.ready("s").is_some_and(|r| r.0 == "True"))
+        .then_some(())
+    });
+    let rpid = um.prop("r.service", "MainPID");
+    let spid = um.prop("s.service", "MainPID");
+    std::fs::write(dir.join("r.conf"), "two").unwrap();
+    std::fs::write(dir.join("s.conf"), "two").unwrap();
+    wait_for(T, "r restarted", || {
+        let p = um.prop("r.service", "MainPID");
+        (p != rpid && p != "0").then_some(())
+    });
+    wait_for(T, "s got SIGHUP", || {
+        std::fs::read_to_string(dir.join("hups"))
+            .ok()
+            .filter(|s| s.contains("hup"))
+            .map(|_| ())
+    });
+    assert_eq!(
+        um.prop("s.service", "MainPID"),
+        spid,
+        "a signal reload must not restart"
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("hups"))
+            .unwrap()
+            .lines()
+            .count(),
+        1,
+        "exactly one SIGHUP"
+    );
+}
+
+#[test]
+fn unit_and_config_change_together_restart_once_without_a_reload() {
+    let um = UserManager::start();
+    let mport = free_port();
+    let p = prometheus(
+        &um,
+        "prom",
+        "  onConfigChange: reload\n  reload: {http: {url: \"RELOAD\"}}\n",
+    );
+    let text = std::fs::read_to_string(um.manifests.join("prom.yaml"))
+        .unwrap()
+        .replace("RELOAD", &p.url("/-/reload"));
+    um.write_manifest("prom.yaml", &text);
+    assert!(um.unitlet(&["apply"]).status.success());
+    let pid = um.prop("prom.service", "MainPID");
+    // One edit of both: the manifest (environment) and the config.
+    p.write_config(&p.scrape_config(Some("both")));
+    um.write_manifest(
+        "prom.yaml",
+        &text.replace(
+            "  configFiles:",
+            "  environment: {EDITED: \"1\"}\n  configFiles:",
+        ),
+    );
+    let _run = um.spawn_run(&["--metrics-addr", &format!("127.0.0.1:{mport}")]);
+    wait_for(T, "prom restarted and ready", || {
+        let np = um.prop("prom.service", "MainPID");
+        (np != pid && np != "0" && um.ready("prom").is_some_and(|r| r.0 == "True")).then_some(())
+    });
+    wait_for(T, "the new config live", || {
+        p.config_text().contains("both").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let (_, body) = http_get(&format!("http://127.0.0.1:{mport}/metrics")).unwrap();
+    assert_eq!(
+        metric(&body, "unitlet_reloads_total{name=\"prom\"}"),
+        None,
+        "no reload on top of the restart: {body}"
+    );
+}
