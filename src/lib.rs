@@ -4,12 +4,10 @@
 //! by an I/O shell (the systemd client, the applier, the operator loop and
 //! the HTTP clients). See ARCHITECTURE.md for the map.
 
-#[cfg(feature = "wip")]
 pub mod backup;
 #[cfg(feature = "wip")]
 pub mod backup_cmd;
 pub mod fsutil;
-#[cfg(feature = "wip")]
 pub mod grafana;
 pub mod locations;
 pub mod manifest;

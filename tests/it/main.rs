@@ -7,7 +7,5 @@ mod limits;
 mod reload;
 mod render;
 
-#[cfg(feature = "wip")]
 mod fake_grafana;
-#[cfg(feature = "wip")]
 mod grafana;

@@ -1,0 +1,1177 @@
+//! Backup sets on disk, shared by every kind of backup (Grafana, Prometheus).
+//!
+//! A set is a directory `DESTINATION/ID/`. Its `backup.json` lists every file
+//! with size and sha256 and is written last, so its presence is the single
+//! commit point of a backup run.
+//!
+//! Architecture Invariant: a set is complete if and only if its `backup.json`
+//! exists and says `"status": "complete"`. Nothing else in this module, nor in
+//! its callers, infers completeness from file counts or timestamps, so a run
+//! killed at any moment leaves a set that is listed as incomplete, never
+//! counted towards `keep`, never pruned and never restored.
+//!
+//! Architecture Invariant: this module only ever deletes directories whose
+//! names parse as set IDs and that are complete. Anything else a person puts
+//! into the destination is left alone.
+//!
+//! Durability: files of a set are written to a temporary name and renamed,
+//! so no half-written file ever appears under its final name; they are not
+//! fsynced one by one (2000 fsyncs made a 1000-dashboard backup take
+//! seconds). Instead [`SetWriter::finish`] flushes the whole file system
+//! once (`syncfs`), and only then writes `backup.json` with temp file,
+//! fsync, rename and directory fsync. A crash before that leaves a set
+//! without `backup.json`, which is incomplete by the invariant above.
+//!
+//! All I/O here is blocking `std::fs`: backups run in the short-lived
+//! `unitlet backup` process, and blocking keeps the fsync ordering obvious.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The file whose presence makes a set complete.
+pub const MANIFEST_FILE: &str = "backup.json";
+
+/// Written at the start of a run so an incomplete set can still say what it
+/// was a backup of; it is never part of the set's file list.
+const IN_PROGRESS_FILE: &str = ".in-progress.json";
+
+/// Prefix of a set being deleted: renaming first makes a deletion atomic, so
+/// a crash mid-delete never leaves a half-deleted set under its own ID.
+const DELETING_PREFIX: &str = ".deleting-";
+
+/// Bumped when the layout of `backup.json` changes incompatibly.
+const FORMAT_VERSION: u32 = 1;
+
+/// Everything that can go wrong with backup sets on disk.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// The destination could not be created or is not writable, so no set
+    /// could ever be written there.
+    #[error(
+        "cannot use backup destination {path}: {source}; create it or make it writable by this user, or set `destination` in the Backup manifest"
+    )]
+    Destination {
+        /// The destination directory.
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Writing into a set failed; the set stays incomplete.
+    #[error(
+        "cannot write {path} for backup set {id}: {source}; check free space and permissions, the set is left incomplete"
+    )]
+    Write {
+        /// The set being written.
+        id: String,
+        /// The file or directory that could not be written.
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Reading the destination or a file of a set failed.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// What could not be read.
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A caller asked to store a path that would escape the set directory or
+    /// replace `backup.json`.
+    #[error(
+        "refusing to store {path:?} in backup set {id}: paths must be relative, must not contain `..` and must not be `backup.json`"
+    )]
+    InvalidPath {
+        /// The set being written.
+        id: String,
+        /// The rejected relative path.
+        path: String,
+    },
+    /// The string given as a set ID cannot be one (it could otherwise point
+    /// outside the destination).
+    #[error(
+        "{id:?} is not a backup set ID (IDs look like 20261127T235501Z); `unitlet backups` lists them"
+    )]
+    InvalidId {
+        /// The rejected ID.
+        id: String,
+    },
+    /// No set with this ID exists.
+    #[error("backup set {id} not found in {destination}; `unitlet backups` lists the sets")]
+    NotFound {
+        /// The requested set.
+        id: String,
+        /// Where it was looked for.
+        destination: PathBuf,
+    },
+    /// The set has no `backup.json`: its run did not finish.
+    #[error(
+        "backup set {id} in {destination} is incomplete (it has no complete backup.json, so its run did not finish) and cannot be verified or restored; choose a complete set from `unitlet backups`"
+    )]
+    Incomplete {
+        /// The incomplete set.
+        id: String,
+        /// The destination holding it.
+        destination: PathBuf,
+    },
+    /// `backup.json` exists but cannot be parsed.
+    #[error("backup set {id}: {path} is not a valid backup manifest: {source}")]
+    Manifest {
+        /// The set.
+        id: String,
+        /// The `backup.json` path.
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A file differs from what `backup.json` recorded, so restoring from the
+    /// set would restore something other than what was backed up.
+    #[error("backup set {id} is damaged: {file} {problem}; restore from another set")]
+    Corrupt {
+        /// The set.
+        id: String,
+        /// The file, relative to the set directory.
+        file: String,
+        /// What differs.
+        problem: String,
+    },
+    /// `keep` of zero would delete the set that was just made.
+    #[error("keep must be at least 1, got 0")]
+    InvalidKeep,
+    /// Deleting an old set failed; the remaining sets are untouched.
+    #[error(
+        "cannot delete old backup set {path}: {source}; delete it by hand or fix its permissions"
+    )]
+    Delete {
+        /// The set directory.
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+type Result<T, E = BackupError> = std::result::Result<T, E>;
+
+/// Whether a set may be counted, listed as complete and restored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SetStatus {
+    /// `backup.json` was written: every listed file is in place.
+    Complete,
+    /// The run did not finish (or is still running).
+    Incomplete,
+}
+
+impl fmt::Display for SetStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SetStatus::Complete => "complete",
+            SetStatus::Incomplete => "incomplete",
+        })
+    }
+}
+
+/// One file of a set, as recorded in `backup.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Relative to the set directory, `/`-separated.
+    pub path: String,
+    /// In bytes; checked before hashing because it is cheap.
+    pub size: u64,
+    /// Lowercase hex; what `verify` compares against.
+    pub sha256: String,
+}
+
+/// The content of `backup.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SetManifest {
+    format_version: u32,
+    id: String,
+    kind: String,
+    source: String,
+    created: String,
+    completed: String,
+    status: SetStatus,
+    files: Vec<FileEntry>,
+}
+
+/// What an incomplete set knows about itself.
+#[derive(Debug, Serialize, Deserialize)]
+struct InProgress {
+    kind: String,
+    source: String,
+    created: String,
+}
+
+/// A summary of one set, as `unitlet backups` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SetInfo {
+    /// Sortable UTC timestamp, unique within the destination.
+    pub id: String,
+    /// `grafana`, `prometheus`, ...; empty if an incomplete set lost even
+    /// its in-progress marker.
+    pub kind: String,
+    /// Where the data came from (a URL); same caveat as `kind`.
+    pub source: String,
+    /// RFC 3339, UTC.
+    pub created: String,
+    /// Total bytes of the set's files.
+    pub size: u64,
+    /// Number of files (not counting `backup.json`).
+    pub files: usize,
+    /// Only complete sets are counted, pruned or restored.
+    pub status: SetStatus,
+    /// The set directory.
+    pub path: PathBuf,
+}
+
+/// A set whose every file was just re-hashed and found as recorded.
+///
+/// Only [`Store::verify`] makes one, so code that takes a `&VerifiedSet`
+/// cannot be handed an incomplete or damaged set.
+#[derive(Debug, Clone)]
+pub struct VerifiedSet {
+    info: SetInfo,
+    files: Vec<FileEntry>,
+}
+
+impl VerifiedSet {
+    /// The set's summary.
+    pub fn info(&self) -> &SetInfo {
+        &self.info
+    }
+
+    /// The set directory.
+    pub fn dir(&self) -> &Path {
+        &self.info.path
+    }
+
+    /// The files recorded in `backup.json`.
+    pub fn files(&self) -> &[FileEntry] {
+        &self.files
+    }
+
+    /// Reads a recorded file and checks its hash again, so what a restore
+    /// uses is exactly what was verified even if the disk changed since.
+    ///
+    /// # Errors
+    /// [`BackupError::Corrupt`] if the file is not in the set or changed;
+    /// [`BackupError::Read`] if it cannot be read.
+    pub fn read(&self, rel: &str) -> Result<Vec<u8>> {
+        let entry =
+            self.files
+                .iter()
+                .find(|f| f.path == rel)
+                .ok_or_else(|| BackupError::Corrupt {
+                    id: self.info.id.clone(),
+                    file: rel.to_owned(),
+                    problem: "is not listed in backup.json".to_owned(),
+                })?;
+        let path = self.info.path.join(rel);
+        let bytes = fs::read(&path).map_err(|source| BackupError::Read { path, source })?;
+        let sha = hex::encode(Sha256::digest(&bytes));
+        if bytes.len() as u64 != entry.size || sha != entry.sha256 {
+            return Err(BackupError::Corrupt {
+                id: self.info.id.clone(),
+                file: rel.to_owned(),
+                problem: "changed after it was verified".to_owned(),
+            });
+        }
+        Ok(bytes)
+    }
+}
+
+/// A destination directory holding backup sets.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating, mode 0700) the destination.
+    ///
+    /// # Errors
+    /// [`BackupError::Destination`] if it cannot be created or is not
+    /// writable: better to fail here, naming the path, than halfway through
+    /// a backup.
+    pub fn open(destination: &Path) -> Result<Store> {
+        let err = |source| BackupError::Destination {
+            path: destination.to_path_buf(),
+            source,
+        };
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(destination)
+            .map_err(err)?;
+        rustix::fs::access(
+            destination,
+            rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+        )
+        .map_err(|e| err(io::Error::from(e)))?;
+        Ok(Store {
+            root: destination.to_path_buf(),
+        })
+    }
+
+    /// The destination directory.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// Starts a new set of `kind` from `source`.
+    ///
+    /// # Guarantees
+    /// The new ID sorts after every set already in the destination, even if
+    /// the clock went backwards or another run started in the same second.
+    ///
+    /// # Errors
+    /// [`BackupError::Read`] if the destination cannot be listed,
+    /// [`BackupError::Write`] if the set directory cannot be created.
+    pub fn begin(&self, kind: &str, source: &str) -> Result<SetWriter> {
+        let now = SystemTime::now();
+        let created = humantime::format_rfc3339_seconds(now).to_string();
+        let stamp: String = created.chars().filter(|c| *c != '-' && *c != ':').collect();
+        let latest = self.set_ids()?.into_iter().max();
+        let (stamp, mut seq) = match latest {
+            Some(SetId { stamp: last, seq }) if last >= stamp => (last, seq + 1),
+            _ => (stamp, 1),
+        };
+        let (id, dir) = loop {
+            let id = SetId {
+                stamp: stamp.clone(),
+                seq,
+            }
+            .to_string();
+            let dir = self.root.join(&id);
+            match DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => break (id, dir),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => seq += 1,
+                Err(source) => {
+                    return Err(BackupError::Write {
+                        id,
+                        path: dir,
+                        source,
+                    });
+                }
+            }
+        };
+        let marker = InProgress {
+            kind: kind.to_owned(),
+            source: source.to_owned(),
+            created: created.clone(),
+        };
+        let bytes = serde_json::to_vec_pretty(&marker).expect("plain struct serializes");
+        write_atomic(&dir, IN_PROGRESS_FILE, &bytes).map_err(|source| BackupError::Write {
+            id: id.clone(),
+            path: dir.join(IN_PROGRESS_FILE),
+            source,
+        })?;
+        tracing::debug!(set = %id, dir = %dir.display(), "started backup set");
+        Ok(SetWriter {
+            root: self.root.clone(),
+            dir,
+            id,
+            kind: kind.to_owned(),
+            source: source.to_owned(),
+            created,
+            files: BTreeMap::new(),
+            finished: false,
+        })
+    }
+
+    /// All sets, oldest first, complete or not.
+    ///
+    /// # Errors
+    /// [`BackupError::Read`] if the destination cannot be listed.
+    pub fn list(&self) -> Result<Vec<SetInfo>> {
+        let mut ids = self.set_ids()?;
+        ids.sort();
+        Ok(ids.iter().map(|id| self.info(&id.to_string())).collect())
+    }
+
+    /// Deletes the oldest complete sets beyond the newest `keep`.
+    ///
+    /// Incomplete sets are neither counted nor deleted: they are evidence of
+    /// a failed run that a person may want to look at, and deleting a set
+    /// that another run is still writing would be worse. `protect` (the set
+    /// just made) is never deleted. Returns the deleted IDs, oldest first.
+    ///
+    /// # Errors
+    /// [`BackupError::InvalidKeep`] for `keep == 0`; [`BackupError::Delete`]
+    /// if a set cannot be removed (sets deleted before it stay deleted).
+    pub fn prune(&self, keep: usize, protect: &str) -> Result<Vec<String>> {
+        if keep == 0 {
+            return Err(BackupError::InvalidKeep);
+        }
+        self.remove_leftover_deletions();
+        let complete: Vec<SetInfo> = self
+            .list()?
+            .into_iter()
+            .filter(|s| s.status == SetStatus::Complete)
+            .collect();
+        let excess = complete.len().saturating_sub(keep);
+        let mut deleted = Vec::new();
+        for set in complete.into_iter().take(excess) {
+            if set.id == protect {
+                continue;
+            }
+            let aside = self.root.join(format!("{DELETING_PREFIX}{}", set.id));
+            let err = |source| BackupError::Delete {
+                path: set.path.clone(),
+                source,
+            };
+            fs::rename(&set.path, &aside).map_err(err)?;
+            sync_dir(&self.root).map_err(err)?;
+            fs::remove_dir_all(&aside).map_err(err)?;
+            tracing::info!(set = %set.id, "deleted old backup set");
+            deleted.push(set.id);
+        }
+        Ok(deleted)
+    }
+
+    /// Re-hashes every file listed in the set's `backup.json`.
+    ///
+    /// # Errors
+    /// [`BackupError::InvalidId`], [`BackupError::NotFound`],
+    /// [`BackupError::Incomplete`] (no `backup.json`: never restorable),
+    /// [`BackupError::Manifest`], or [`BackupError::Corrupt`] naming the
+    /// first file that is missing or whose size or sha256 differ.
+    pub fn verify(&self, id: &str) -> Result<VerifiedSet> {
+        if id.parse::<SetId>().is_err() {
+            return Err(BackupError::InvalidId { id: id.to_owned() });
+        }
+        let dir = self.root.join(id);
+        if !dir.is_dir() {
+            return Err(BackupError::NotFound {
+                id: id.to_owned(),
+                destination: self.root.clone(),
+            });
+        }
+        let manifest = match read_manifest(&dir, id)? {
+            Some(m) if m.status == SetStatus::Complete => m,
+            _ => {
+                return Err(BackupError::Incomplete {
+                    id: id.to_owned(),
+                    destination: self.root.clone(),
+                });
+            }
+        };
+        for entry in &manifest.files {
+            let corrupt = |problem: String| BackupError::Corrupt {
+                id: id.to_owned(),
+                file: entry.path.clone(),
+                problem,
+            };
+            if !is_safe_rel_path(&entry.path) {
+                return Err(corrupt("is not a path inside the set".to_owned()));
+            }
+            let path = dir.join(&entry.path);
+            let (size, sha) = match hash_file(&path) {
+                Ok(v) => v,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(corrupt("is missing".to_owned()));
+                }
+                Err(source) => return Err(BackupError::Read { path, source }),
+            };
+            if size != entry.size {
+                return Err(corrupt(format!(
+                    "has {size} bytes, backup.json recorded {}",
+                    entry.size
+                )));
+            }
+            if sha != entry.sha256 {
+                return Err(corrupt(format!(
+                    "has sha256 {sha}, backup.json recorded {}",
+                    entry.sha256
+                )));
+            }
+        }
+        Ok(VerifiedSet {
+            info: info_from_manifest(&manifest, dir),
+            files: manifest.files,
+        })
+    }
+
+    /// Every directory in the destination whose name is a set ID.
+    fn set_ids(&self) -> Result<Vec<SetId>> {
+        let read_err = |source| BackupError::Read {
+            path: self.root.clone(),
+            source,
+        };
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(&self.root).map_err(read_err)? {
+            let entry = entry.map_err(read_err)?;
+            // Symlinks are skipped: prune must never follow one out of the
+            // destination.
+            if !entry.file_type().map_err(read_err)?.is_dir() {
+                continue;
+            }
+            if let Some(id) = entry.file_name().to_str().and_then(|n| n.parse().ok()) {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Summary of one set; never fails, because listing must show damaged
+    /// sets (as incomplete) rather than hide the others.
+    fn info(&self, id: &str) -> SetInfo {
+        let dir = self.root.join(id);
+        match read_manifest(&dir, id) {
+            Ok(Some(m)) if m.status == SetStatus::Complete => return info_from_manifest(&m, dir),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "listing the set as incomplete"),
+        }
+        let marker: Option<InProgress> = fs::read(dir.join(IN_PROGRESS_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let (size, files) = dir_usage(&dir);
+        let (kind, source, created) = match marker {
+            Some(m) => (m.kind, m.source, m.created),
+            None => (
+                String::new(),
+                String::new(),
+                id.parse::<SetId>().map(|i| i.created()).unwrap_or_default(),
+            ),
+        };
+        SetInfo {
+            id: id.to_owned(),
+            kind,
+            source,
+            created,
+            size,
+            files,
+            status: SetStatus::Incomplete,
+            path: dir,
+        }
+    }
+
+    /// Finishes deletions a crash interrupted; best effort, since they are
+    /// already invisible to listing.
+    fn remove_leftover_deletions(&self) {
+        let Ok(entries) = fs::read_dir(&self.root) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            let name = entry.file_name();
+            if is_dir
+                && name.to_string_lossy().starts_with(DELETING_PREFIX)
+                && let Err(e) = fs::remove_dir_all(entry.path())
+            {
+                tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove leftover of an interrupted prune");
+            }
+        }
+    }
+}
+
+/// Writes one set. Dropping it without [`SetWriter::finish`] leaves the set
+/// incomplete, which is exactly what a failed run must leave.
+#[derive(Debug)]
+pub struct SetWriter {
+    root: PathBuf,
+    dir: PathBuf,
+    id: String,
+    kind: String,
+    source: String,
+    created: String,
+    /// Keyed by path so rewriting a file replaces its entry.
+    files: BTreeMap<String, FileEntry>,
+    finished: bool,
+}
+
+impl SetWriter {
+    /// The new set's ID.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The set directory, for callers that place files by rename or hard
+    /// link and then call [`SetWriter::add_existing`].
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes `bytes` to `rel` (mode 0600) via a temporary file and rename,
+    /// and records its hash. Durable once [`SetWriter::finish`] returns.
+    ///
+    /// # Errors
+    /// [`BackupError::InvalidPath`] for a path outside the set or
+    /// `backup.json`; [`BackupError::Write`] on I/O failure.
+    pub fn write_file(&mut self, rel: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.checked_path(rel)?;
+        let parent = path.parent().expect("joined path has a parent");
+        let name = path.file_name().expect("checked path has a file name");
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .and_then(|()| write_renamed(parent, &name.to_string_lossy(), bytes))
+            .map_err(|source| BackupError::Write {
+                id: self.id.clone(),
+                path: path.clone(),
+                source,
+            })?;
+        self.record(rel, bytes.len() as u64, hex::encode(Sha256::digest(bytes)));
+        Ok(())
+    }
+
+    /// Records a file the caller already placed at `rel`, hashing it.
+    ///
+    /// # Caveats
+    /// The file's mode is left as it is: it may be a hard link shared with
+    /// the data it backs up, and changing it would change that too.
+    ///
+    /// # Errors
+    /// [`BackupError::InvalidPath`], or [`BackupError::Read`] if the file
+    /// cannot be read.
+    pub fn add_existing(&mut self, rel: &str) -> Result<()> {
+        let path = self.checked_path(rel)?;
+        let (size, sha) = hash_file(&path).map_err(|source| BackupError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        self.record(rel, size, sha);
+        Ok(())
+    }
+
+    /// Seals the set: makes every file durable, then writes `backup.json`.
+    ///
+    /// # Guarantees
+    /// Once this returns `Ok`, the set and all its files survive a crash;
+    /// if it fails or is never called, the set stays incomplete.
+    ///
+    /// # Errors
+    /// [`BackupError::Write`] if syncing or writing `backup.json` fails.
+    pub fn finish(mut self) -> Result<SetInfo> {
+        let write_err = |path: &Path, source| BackupError::Write {
+            id: self.id.clone(),
+            path: path.to_path_buf(),
+            source,
+        };
+        // The files and their renames must be durable before backup.json can
+        // claim they exist.
+        self.make_files_durable()
+            .map_err(|e| write_err(&self.dir, e))?;
+        let manifest = SetManifest {
+            format_version: FORMAT_VERSION,
+            id: self.id.clone(),
+            kind: self.kind.clone(),
+            source: self.source.clone(),
+            created: self.created.clone(),
+            completed: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            status: SetStatus::Complete,
+            files: self.files.values().cloned().collect(),
+        };
+        let bytes = serde_json::to_vec_pretty(&manifest).expect("plain struct serializes");
+        write_atomic(&self.dir, MANIFEST_FILE, &bytes)
+            .and_then(|()| sync_dir(&self.dir))
+            .and_then(|()| sync_dir(&self.root))
+            .map_err(|e| write_err(&self.dir.join(MANIFEST_FILE), e))?;
+        self.finished = true;
+        // The marker only matters for incomplete sets.
+        let _ = fs::remove_file(self.dir.join(IN_PROGRESS_FILE));
+        tracing::info!(set = %self.id, files = manifest.files.len(), "backup set complete");
+        Ok(info_from_manifest(&manifest, self.dir.clone()))
+    }
+
+    /// One `syncfs` for the whole set; where that fails, an fsync per file
+    /// and directory, which is slower but has the same effect.
+    fn make_files_durable(&self) -> io::Result<()> {
+        let syncfs =
+            File::open(&self.dir).and_then(|dir| rustix::fs::syncfs(&dir).map_err(io::Error::from));
+        if let Err(e) = syncfs {
+            tracing::debug!(error = %e, "syncfs failed; syncing files one by one");
+            for rel in self.files.keys() {
+                File::open(self.dir.join(rel))?.sync_all()?;
+            }
+        }
+        sync_tree(&self.dir)
+    }
+
+    fn checked_path(&self, rel: &str) -> Result<PathBuf> {
+        if !is_safe_rel_path(rel) || rel == MANIFEST_FILE || rel == IN_PROGRESS_FILE {
+            return Err(BackupError::InvalidPath {
+                id: self.id.clone(),
+                path: rel.to_owned(),
+            });
+        }
+        Ok(self.dir.join(rel))
+    }
+
+    fn record(&mut self, rel: &str, size: u64, sha256: String) {
+        self.files.insert(
+            rel.to_owned(),
+            FileEntry {
+                path: rel.to_owned(),
+                size,
+                sha256,
+            },
+        );
+    }
+}
+
+impl Drop for SetWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            tracing::warn!(set = %self.id, dir = %self.dir.display(), "backup run did not finish; the set is left incomplete");
+        }
+    }
+}
+
+/// A parsed set ID: `YYYYMMDDTHHMMSSZ` plus `-N` for the N-th set of one
+/// second. Ordering on this type is creation order (`-10` after `-9`, which
+/// plain string order would get wrong).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct SetId {
+    stamp: String,
+    seq: u32,
+}
+
+impl SetId {
+    fn created(&self) -> String {
+        let s = &self.stamp;
+        format!(
+            "{}-{}-{}T{}:{}:{}Z",
+            &s[0..4],
+            &s[4..6],
+            &s[6..8],
+            &s[9..11],
+            &s[11..13],
+            &s[13..15]
+        )
+    }
+}
+
+impl std::str::FromStr for SetId {
+    type Err = ();
+
+    fn from_str(s: &str) -> std::result::Result<Self, ()> {
+        let (stamp, seq) = match s.split_once('-') {
+            Some((stamp, seq)) => {
+                if seq.starts_with('0') || !seq.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(());
+                }
+                let seq: u32 = seq.parse().map_err(|_| ())?;
+                if seq < 2 {
+                    return Err(());
+                }
+                (stamp, seq)
+            }
+            None => (s, 1),
+        };
+        let b = stamp.as_bytes();
+        let ok = b.len() == 16
+            && b[..8].iter().all(u8::is_ascii_digit)
+            && b[8] == b'T'
+            && b[9..15].iter().all(u8::is_ascii_digit)
+            && b[15] == b'Z';
+        if !ok {
+            return Err(());
+        }
+        Ok(SetId {
+            stamp: stamp.to_owned(),
+            seq,
+        })
+    }
+}
+
+impl fmt::Display for SetId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.seq <= 1 {
+            f.write_str(&self.stamp)
+        } else {
+            write!(f, "{}-{}", self.stamp, self.seq)
+        }
+    }
+}
+
+fn info_from_manifest(m: &SetManifest, dir: PathBuf) -> SetInfo {
+    SetInfo {
+        id: m.id.clone(),
+        kind: m.kind.clone(),
+        source: m.source.clone(),
+        created: m.created.clone(),
+        size: m.files.iter().map(|f| f.size).sum(),
+        files: m.files.len(),
+        status: m.status,
+        path: dir,
+    }
+}
+
+/// `Ok(None)` when there is no `backup.json` (an incomplete set).
+fn read_manifest(dir: &Path, id: &str) -> Result<Option<SetManifest>> {
+    let path = dir.join(MANIFEST_FILE);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(BackupError::Read { path, source }),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|source| BackupError::Manifest {
+            id: id.to_owned(),
+            path,
+            source,
+        })
+}
+
+/// Relative, `/`-separated, only normal components: nothing a manifest or a
+/// caller supplies can reach outside the set directory.
+fn is_safe_rel_path(rel: &str) -> bool {
+    !rel.is_empty()
+        && !rel.contains('\\')
+        && !rel.contains('\0')
+        && Path::new(rel)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+        && !rel
+            .split('/')
+            .any(|p| p.is_empty() || p == "." || p == "..")
+}
+
+/// Temporary file in the same directory, fsync, rename: a crash leaves the
+/// old file or the new one, never half of one.
+fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    write_via_temp(dir, name, bytes, true)
+}
+
+/// Like [`write_atomic`] without the fsync, for files whose durability is
+/// ensured later by one flush (see the module docs).
+fn write_renamed(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    write_via_temp(dir, name, bytes, false)
+}
+
+fn write_via_temp(dir: &Path, name: &str, bytes: &[u8], fsync: bool) -> io::Result<()> {
+    let tmp = dir.join(format!(
+        ".{name}.tmp-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        if fsync {
+            file.sync_all()?;
+        }
+        fs::rename(&tmp, dir.join(name))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Syncs every directory under (and including) `dir`.
+fn sync_tree(dir: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            sync_tree(&entry.path())?;
+        }
+    }
+    sync_dir(dir)
+}
+
+fn hash_file(path: &Path) -> io::Result<(u64, String)> {
+    let mut file = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    Ok((size, hex::encode(hasher.finalize())))
+}
+
+/// Bytes and count of regular files below `dir`, ignoring our own marker.
+fn dir_usage(dir: &Path) -> (u64, usize) {
+    let mut size = 0;
+    let mut files = 0;
+    let Ok(entries) = fs::read_dir(dir) else {
+        return (0, 0);
+    };
+    for entry in entries.flatten() {
+        let Ok(ty) = entry.file_type() else { continue };
+        if ty.is_dir() {
+            let (s, f) = dir_usage(&entry.path());
+            size += s;
+            files += f;
+        } else if ty.is_file() && entry.file_name() != IN_PROGRESS_FILE {
+            size += entry.metadata().map(|m| m.len()).unwrap_or(0);
+            files += 1;
+        }
+    }
+    (size, files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("backups/grafana")).unwrap();
+        (tmp, store)
+    }
+
+    fn complete_set(store: &Store, body: &str) -> SetInfo {
+        let mut w = store.begin("grafana", "http://grafana:3000").unwrap();
+        w.write_file("folders.json", b"[]").unwrap();
+        w.write_file("dashboards/abc.json", body.as_bytes())
+            .unwrap();
+        w.finish().unwrap()
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn finished_set_is_listed_complete_with_sizes_and_private_modes() {
+        let (_tmp, store) = store();
+        let info = complete_set(&store, "{\"x\":1}");
+        assert_eq!(info.status, SetStatus::Complete);
+        assert_eq!(info.files, 2);
+        assert_eq!(info.size, 2 + 7);
+        let listed = store.list().unwrap();
+        assert_eq!(listed, vec![info.clone()]);
+        assert_eq!(mode(store.path()), 0o700);
+        assert_eq!(mode(&info.path), 0o700);
+        assert_eq!(mode(&info.path.join("dashboards")), 0o700);
+        assert_eq!(mode(&info.path.join("dashboards/abc.json")), 0o600);
+        assert_eq!(mode(&info.path.join(MANIFEST_FILE)), 0o600);
+        assert!(!info.path.join(IN_PROGRESS_FILE).exists());
+        // No temporary files are left behind.
+        let names: Vec<_> = fs::read_dir(&info.path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(names.iter().all(|n| !n.contains(".tmp-")), "{names:?}");
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&fs::read(info.path.join(MANIFEST_FILE)).unwrap()).unwrap();
+        assert_eq!(manifest["status"], "complete");
+        assert_eq!(manifest["kind"], "grafana");
+        assert_eq!(manifest["files"][1]["path"], "folders.json");
+        assert_eq!(
+            manifest["files"][1]["sha256"],
+            hex::encode(Sha256::digest(b"[]"))
+        );
+    }
+
+    #[test]
+    fn dropped_writer_leaves_an_incomplete_set_that_says_what_it_was() {
+        let (_tmp, store) = store();
+        {
+            let mut w = store.begin("grafana", "http://g:3000").unwrap();
+            w.write_file("folders.json", b"[1,2]").unwrap();
+        }
+        let listed = store.list().unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].status, SetStatus::Incomplete);
+        assert_eq!(listed[0].kind, "grafana");
+        assert_eq!(listed[0].source, "http://g:3000");
+        assert_eq!((listed[0].files, listed[0].size), (1, 5));
+        assert!(!listed[0].path.join(MANIFEST_FILE).exists());
+        let err = store.verify(&listed[0].id).unwrap_err();
+        assert!(matches!(err, BackupError::Incomplete { .. }), "{err}");
+        assert!(err.to_string().contains("incomplete"), "{err}");
+    }
+
+    #[test]
+    fn ids_are_unique_and_sort_in_creation_order() {
+        let (_tmp, store) = store();
+        let ids: Vec<String> = (0..12)
+            .map(|i| complete_set(&store, &i.to_string()).id)
+            .collect();
+        let listed: Vec<String> = store.list().unwrap().into_iter().map(|s| s.id).collect();
+        assert_eq!(listed, ids);
+        let mut dedup = ids.clone();
+        dedup.dedup();
+        assert_eq!(dedup.len(), 12);
+        for id in &ids {
+            let parsed: SetId = id.parse().unwrap();
+            assert_eq!(parsed.to_string(), *id);
+        }
+    }
+
+    #[test]
+    fn a_new_id_sorts_after_a_set_from_the_future() {
+        let (_tmp, store) = store();
+        fs::create_dir(store.path().join("29991231T235959Z")).unwrap();
+        let w = store.begin("grafana", "x").unwrap();
+        assert_eq!(w.id(), "29991231T235959Z-2");
+    }
+
+    #[test]
+    fn set_id_parsing_rejects_anything_that_is_not_an_id() {
+        for bad in [
+            "",
+            "..",
+            "20261127T235501",
+            "20261127T235501Z-1",
+            "20261127T235501Z-02",
+            "20261127T235501Z-x",
+            "2026112XT235501Z",
+            "../20261127T235501Z",
+        ] {
+            assert!(bad.parse::<SetId>().is_err(), "{bad}");
+        }
+        let id: SetId = "20261127T235501Z-3".parse().unwrap();
+        assert_eq!(id.created(), "2026-11-27T23:55:01Z");
+        assert!(id > "20261127T235501Z-2".parse().unwrap());
+        assert!(
+            "20261127T235501Z-10".parse::<SetId>().unwrap() > "20261127T235501Z-9".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn prune_keeps_the_newest_complete_sets_and_ignores_incomplete_ones() {
+        let (_tmp, store) = store();
+        let a = complete_set(&store, "a").id;
+        let b = complete_set(&store, "b").id;
+        drop(store.begin("grafana", "x").unwrap()); // incomplete, between
+        let c = complete_set(&store, "c").id;
+        let d = complete_set(&store, "d").id;
+        fs::create_dir(store.path().join("not-a-set")).unwrap();
+
+        let deleted = store.prune(2, &d).unwrap();
+        assert_eq!(deleted, vec![a.clone(), b.clone()]);
+        let left: Vec<(String, SetStatus)> = store
+            .list()
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.id, s.status))
+            .collect();
+        assert_eq!(left.len(), 3);
+        assert_eq!(left[0].1, SetStatus::Incomplete);
+        assert_eq!(left[1], (c, SetStatus::Complete));
+        assert_eq!(left[2], (d.clone(), SetStatus::Complete));
+        assert!(store.path().join("not-a-set").is_dir());
+        assert!(!store.path().join(&a).exists());
+        // Nothing more to do, and keep=0 is refused.
+        assert!(store.prune(2, &d).unwrap().is_empty());
+        assert!(matches!(store.prune(0, &d), Err(BackupError::InvalidKeep)));
+    }
+
+    #[test]
+    fn prune_never_deletes_the_protected_set() {
+        let (_tmp, store) = store();
+        let a = complete_set(&store, "a").id;
+        let b = complete_set(&store, "b").id;
+        let c = complete_set(&store, "c").id;
+        assert_eq!(store.prune(1, &a).unwrap(), vec![b]);
+        let left: Vec<String> = store.list().unwrap().into_iter().map(|s| s.id).collect();
+        assert_eq!(left, vec![a, c]);
+    }
+
+    #[test]
+    fn verify_names_the_first_changed_or_missing_file() {
+        let (_tmp, store) = store();
+        let info = complete_set(&store, "{\"x\":1}");
+        let verified = store.verify(&info.id).unwrap();
+        assert_eq!(verified.files().len(), 2);
+        assert_eq!(verified.read("dashboards/abc.json").unwrap(), b"{\"x\":1}");
+
+        // Same size, different content: only the hash can tell.
+        fs::write(info.path.join("dashboards/abc.json"), "{\"x\":2}").unwrap();
+        let err = store.verify(&info.id).unwrap_err();
+        assert!(
+            matches!(&err, BackupError::Corrupt { file, .. } if file == "dashboards/abc.json"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("sha256"), "{err}");
+        assert!(verified.read("dashboards/abc.json").is_err());
+
+        fs::write(info.path.join("dashboards/abc.json"), "longer content").unwrap();
+        let err = store.verify(&info.id).unwrap_err();
+        assert!(err.to_string().contains("bytes"), "{err}");
+
+        fs::remove_file(info.path.join("dashboards/abc.json")).unwrap();
+        let err = store.verify(&info.id).unwrap_err();
+        assert!(
+            err.to_string().contains("dashboards/abc.json is missing"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn verify_refuses_unknown_and_malformed_ids() {
+        let (_tmp, store) = store();
+        assert!(matches!(
+            store.verify("../etc"),
+            Err(BackupError::InvalidId { .. })
+        ));
+        assert!(matches!(
+            store.verify("20261127T235501Z"),
+            Err(BackupError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn writer_rejects_paths_outside_the_set_and_the_manifest_itself() {
+        let (_tmp, store) = store();
+        let mut w = store.begin("grafana", "x").unwrap();
+        for bad in [
+            "../escape",
+            "/etc/passwd",
+            "a/../../b",
+            "",
+            "a//b",
+            "./a",
+            MANIFEST_FILE,
+        ] {
+            let err = w.write_file(bad, b"x").unwrap_err();
+            assert!(
+                matches!(err, BackupError::InvalidPath { .. }),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn add_existing_hashes_files_placed_by_the_caller() {
+        let (_tmp, store) = store();
+        let mut w = store.begin("prometheus", "http://p:9090").unwrap();
+        fs::create_dir_all(w.dir().join("snapshot/01ABC")).unwrap();
+        fs::write(w.dir().join("snapshot/01ABC/index"), b"tsdb").unwrap();
+        w.add_existing("snapshot/01ABC/index").unwrap();
+        assert!(w.add_existing("snapshot/missing").is_err());
+        let info = w.finish().unwrap();
+        assert_eq!((info.files, info.size), (1, 4));
+        store.verify(&info.id).unwrap();
+    }
+
+    #[test]
+    fn open_names_the_path_it_cannot_use() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("plain-file");
+        fs::write(&file, b"").unwrap();
+        let err = Store::open(&file.join("sub")).unwrap_err();
+        assert!(err.to_string().contains(&*file.to_string_lossy()), "{err}");
+    }
+}

@@ -1,0 +1,627 @@
+//! Grafana backup and restore against the in-memory fake Grafana.
+
+use std::future::Future;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use unitlet::backup::{BackupError, SetStatus, Store};
+use unitlet::grafana::{self, Auth, Client, GrafanaError, ObjectKind, Outcome, RestoreReport};
+
+use crate::fake_grafana::FakeGrafana;
+
+const TOKEN: &str = "glsa_right_token_0123456789abcdef";
+const LABEL: &str = "service-account token from /home/u/.config/grafana-token";
+const CONCURRENCY: usize = 8;
+
+/// Every await on the system under test goes through this, so a hang is a
+/// failure with a message rather than a stuck test run.
+async fn within<F: Future>(what: &str, f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(60), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within 60s"))
+}
+
+fn client_with(fake: &FakeGrafana, auth: Auth) -> Client {
+    Client::new(fake.url(), auth, LABEL, Duration::from_secs(5))
+        .unwrap()
+        .with_retry(4, Duration::from_millis(10))
+}
+
+fn client(fake: &FakeGrafana) -> Client {
+    client_with(fake, Auth::Token(TOKEN.into()))
+}
+
+const FOLDERS: [Option<&str>; 4] = [None, Some("a"), Some("b"), Some("c")];
+
+/// Folders a ⊃ b ⊃ c and `n` dashboards spread over them and the root.
+fn populate(fake: &FakeGrafana, n: usize) {
+    fake.add_folder("a", "Alpha", None);
+    fake.add_folder("b", "Beta", Some("a"));
+    fake.add_folder("c", "Gamma", Some("b"));
+    for i in 0..n {
+        fake.put_dashboard(&uid(i), &title(i), FOLDERS[i % 4], panels(i, "up"));
+    }
+}
+
+fn uid(i: usize) -> String {
+    format!("d{i:03}")
+}
+
+fn title(i: usize) -> String {
+    format!("Dashboard {i:03}")
+}
+
+fn panels(i: usize, metric: &str) -> Value {
+    json!([{
+        "id": 1, "type": "timeseries", "title": format!("Panel {i}"),
+        "gridPos": {"x": 0, "y": 0, "w": 12, "h": 8},
+        "targets": [{"expr": format!("{metric}{{job=\"job{i}\"}}"), "refId": "A"}],
+    }])
+}
+
+type FolderRow = (String, String, Option<String>);
+type DashboardRow = (String, String, Option<String>, Value);
+
+/// What must survive a round trip: folders (uid, title, parent) and
+/// dashboards (uid, title, folder, panels).
+fn snapshot(fake: &FakeGrafana) -> (Vec<FolderRow>, Vec<DashboardRow>) {
+    let folders = fake
+        .folders()
+        .into_iter()
+        .map(|f| (f.uid, f.title, f.parent_uid))
+        .collect();
+    let dashboards = fake
+        .dashboards()
+        .into_iter()
+        .map(|d| (d.uid, d.title, d.folder_uid, d.model["panels"].clone()))
+        .collect();
+    (folders, dashboards)
+}
+
+fn outcome<'r>(report: &'r RestoreReport, uid: &str) -> &'r Outcome {
+    &report
+        .objects
+        .iter()
+        .find(|o| o.uid == uid)
+        .unwrap_or_else(|| panic!("{uid} not in report:\n{report}"))
+        .outcome
+}
+
+async fn backup(fake: &FakeGrafana, store: &Store) -> grafana::BackupReport {
+    within("backup", grafana::backup(&client(fake), store, CONCURRENCY))
+        .await
+        .unwrap()
+}
+
+async fn restore(fake: &FakeGrafana, store: &Store, id: &str, dry_run: bool) -> RestoreReport {
+    let set = store.verify(id).unwrap();
+    within(
+        "restore",
+        grafana::restore(&client(fake), &set, dry_run, CONCURRENCY),
+    )
+    .await
+    .unwrap()
+}
+
+fn complete_ids(store: &Store) -> Vec<String> {
+    store
+        .list()
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.status == SetStatus::Complete)
+        .map(|s| s.id)
+        .collect()
+}
+
+#[tokio::test]
+async fn backup_then_restore_into_an_emptied_grafana_recreates_everything() {
+    let fake = FakeGrafana::start(TOKEN).await;
+    populate(&fake, 300);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    // A small page size makes search page 5 times.
+    let paged = client(&fake).with_page_size(64);
+
+    let report = within("backup", grafana::backup(&paged, &store, CONCURRENCY))
+        .await
+        .unwrap();
+    assert_eq!((report.folders, report.dashboards), (3, 300));
+    assert!(report.skipped.is_empty());
+    assert_eq!(report.set.status, SetStatus::Complete);
+    assert_eq!(report.set.files, 1 + 2 * 300);
+    assert_eq!(complete_ids(&store), vec![report.set.id.clone()]);
+
+    let dir = &report.set.path;
+    let folders: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("folders.json")).unwrap()).unwrap();
+    assert_eq!(
+        folders,
+        json!([
+            {"uid": "a", "title": "Alpha", "parentUid": null},
+            {"uid": "b", "title": "Beta", "parentUid": "a"},
+            {"uid": "c", "title": "Gamma", "parentUid": "b"},
+        ])
+    );
+    let full: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("dashboards/d001.json")).unwrap()).unwrap();
+    assert_eq!(full["meta"]["folderUid"], "a");
+    assert_eq!(full["dashboard"]["uid"], "d001");
+    let plain: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("plain/d001.json")).unwrap()).unwrap();
+    assert_eq!(plain["id"], Value::Null);
+    assert_eq!(plain["title"], "Dashboard 001");
+    assert_eq!(plain["panels"], panels(1, "up"));
+
+    let before = snapshot(&fake);
+    fake.clear();
+    assert!(fake.dashboards().is_empty());
+
+    let restored = restore(&fake, &store, &report.set.id, false).await;
+    assert!(restored.is_success(), "{restored}");
+    let folders = restored.counts(ObjectKind::Folder);
+    let dashboards = restored.counts(ObjectKind::Dashboard);
+    assert_eq!((folders.create, folders.failed), (3, 0), "{restored}");
+    assert_eq!(
+        (dashboards.create, dashboards.failed),
+        (300, 0),
+        "{restored}"
+    );
+    assert_eq!(snapshot(&fake), before);
+}
+
+#[tokio::test]
+async fn a_second_restore_is_all_unchanged_and_adds_no_versions() {
+    let fake = FakeGrafana::start(TOKEN).await;
+    populate(&fake, 300);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let id = backup(&fake, &store).await.set.id;
+    fake.clear();
+    let first = restore(&fake, &store, &id, false).await;
+    assert!(first.is_success(), "{first}");
+
+    let versions = fake.total_versions();
+    let mutations = fake.mutations();
+    assert_eq!(versions, 300, "one version per recreated dashboard");
+    let second = restore(&fake, &store, &id, false).await;
+    assert!(second.is_success(), "{second}");
+    assert_eq!(second.counts(ObjectKind::Folder).unchanged, 3, "{second}");
+    assert_eq!(
+        second.counts(ObjectKind::Dashboard).unchanged,
+        300,
+        "{second}"
+    );
+    assert_eq!(fake.total_versions(), versions);
+    assert_eq!(fake.mutations(), mutations);
+
+    // And through Grafana's own versions endpoint.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let body: Value = within(
+        "versions",
+        reqwest::Client::new()
+            .get(format!("{}/api/dashboards/uid/d007/versions", fake.url()))
+            .bearer_auth(TOKEN)
+            .send(),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(body["versions"].as_array().unwrap().len(), 1, "{body}");
+}
+
+/// Collects everything logged while it is the default subscriber.
+#[derive(Clone, Default)]
+struct LogCapture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogCapture {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = format!("{err} / {err:?}");
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(&format!(" / {s} / {s:?}"));
+        source = s.source();
+    }
+    text
+}
+
+#[tokio::test]
+async fn a_wrong_token_is_a_clear_401_that_never_shows_the_token() {
+    let logs = LogCapture::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    // With a single registered dispatcher, tracing-core asks only the
+    // *registering thread's* default, so a call site first hit by another
+    // test's thread would be cached as "never" for ours too. A second
+    // registered dispatcher makes it ask every one of them.
+    let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let fake = FakeGrafana::start(TOKEN).await;
+    populate(&fake, 5);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let wrong = "glsa_WRONG_secret_987654321";
+    let bad = client_with(&fake, Auth::Token(wrong.into()));
+
+    let err = within("backup", grafana::backup(&bad, &store, CONCURRENCY))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GrafanaError::Unauthorized { .. }), "{err:?}");
+    let text = err.to_string();
+    for expected in [
+        "rejected the credentials",
+        "401",
+        fake.url(),
+        LABEL,
+        "Viewer",
+    ] {
+        assert!(text.contains(expected), "{expected:?} missing from: {text}");
+    }
+    assert!(complete_ids(&store).is_empty());
+
+    // Restore of a good set with the wrong token fails the same way.
+    let id = backup(&fake, &store).await.set.id;
+    let set = store.verify(&id).unwrap();
+    let restore_err = within("restore", grafana::restore(&bad, &set, false, CONCURRENCY))
+        .await
+        .unwrap_err();
+    assert!(restore_err.to_string().contains("Editor"), "{restore_err}");
+
+    // Basic auth: the password is as secret as a token.
+    let basic_fake = FakeGrafana::start_basic("admin", "right-password").await;
+    basic_fake.add_folder("x", "X", None);
+    let wrong_password = "hunter2-wrong-password";
+    let basic = client_with(
+        &basic_fake,
+        Auth::Basic {
+            username: "admin".into(),
+            password: wrong_password.into(),
+        },
+    );
+    let basic_err = within("backup", grafana::backup(&basic, &store, CONCURRENCY))
+        .await
+        .unwrap_err();
+    assert!(basic_err.to_string().contains("401"), "{basic_err}");
+    let good_basic = client_with(
+        &basic_fake,
+        Auth::Basic {
+            username: "admin".into(),
+            password: "right-password".into(),
+        },
+    );
+    let ok = within("backup", grafana::backup(&good_basic, &store, CONCURRENCY))
+        .await
+        .unwrap();
+    assert_eq!(ok.folders, 1);
+
+    let logged = logs.text();
+    assert!(
+        logged.contains("Grafana request"),
+        "nothing was logged: {logged}"
+    );
+    let everything = [
+        error_chain(&err),
+        error_chain(&restore_err),
+        error_chain(&basic_err),
+        format!("{bad:?} {basic:?}"),
+        logged,
+    ]
+    .join("\n");
+    for secret in [wrong, TOKEN, wrong_password, "right-password"] {
+        assert!(
+            !everything.contains(secret),
+            "{secret} leaked:\n{everything}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn prune_honours_keep_and_ignores_an_incomplete_set_left_by_a_500() {
+    let fake = FakeGrafana::start(TOKEN).await;
+    populate(&fake, 20);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let mut complete = Vec::new();
+    for _ in 0..3 {
+        complete.push(backup(&fake, &store).await.set.id);
+    }
+
+    // Every dashboard fetch from the 5th on fails, retries included.
+    fake.fail_dashboard_gets(5, usize::MAX);
+    let err = within(
+        "backup",
+        grafana::backup(&client(&fake), &store, CONCURRENCY),
+    )
+    .await
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("500") && text.contains("/api/dashboards/uid/"),
+        "{text}"
+    );
+    let sets = store.list().unwrap();
+    assert_eq!(sets.len(), 4);
+    let incomplete = sets.last().unwrap().clone();
+    assert_eq!(incomplete.status, SetStatus::Incomplete);
+    assert_eq!(incomplete.kind, "grafana");
+    assert!(!incomplete.path.join("backup.json").exists());
+    assert_eq!(complete_ids(&store), complete);
+    assert!(matches!(
+        store.verify(&incomplete.id),
+        Err(BackupError::Incomplete { .. })
+    ));
+
+    fake.fail_dashboard_gets(0, 0);
+    let newest = backup(&fake, &store).await.set.id;
+    complete.push(newest.clone());
+    let deleted = store.prune(2, &newest).unwrap();
+    assert_eq!(deleted, complete[..2].to_vec());
+    assert_eq!(complete_ids(&store), complete[2..].to_vec());
+    // The incomplete set was neither counted nor deleted.
+    let ids: Vec<String> = store.list().unwrap().into_iter().map(|s| s.id).collect();
+    assert!(ids.contains(&incomplete.id), "{ids:?}");
+    assert_eq!(ids.len(), 3);
+}
+
+#[tokio::test]
+async fn a_transient_500_is_retried_and_the_backup_completes() {
+    let fake = FakeGrafana::start(TOKEN).await;
+    populate(&fake, 20);
+    fake.fail_dashboard_gets(3, 2);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let report = backup(&fake, &store).await;
+    assert_eq!(report.dashboards, 20);
+    assert_eq!(report.set.status, SetStatus::Complete);
+}
+
+#[tokio::test]
+async fn a_name_clash_is_reported_per_dashboard_and_the_rest_is_restored() {
+    let fake = FakeGrafana::start(TOKEN).await;
+    populate(&fake, 12);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let id = backup(&fake, &store).await.set.id;
+
+    // d001 (folder a) is replaced by another dashboard with its title.
+    fake.delete_dashboard("d001");
+    fake.put_dashboard("intruder", &title(1), Some("a"), json!([]));
+    // d002 (folder b) too, but the clash is one search does not show, so
+    // only Grafana's 412 name-exists reveals it.
+    fake.delete_dashboard("d002");
+    fake.put_dashboard("hidden", &title(2), Some("b"), json!([]));
+    fake.hide_from_search("hidden");
+    // d003 was edited and is simply restored.
+    fake.put_dashboard("d003", &title(3), Some("c"), panels(3, "down"));
+
+    let report = restore(&fake, &store, &id, false).await;
+    assert!(!report.is_success());
+    match outcome(&report, "d001") {
+        Outcome::Failed { reason } => {
+            assert!(
+                reason.contains("intruder") && reason.contains("folder a"),
+                "{reason}"
+            )
+        }
+        other => panic!("d001: {other:?}"),
+    }
+    match outcome(&report, "d002") {
+        Outcome::Failed { reason } => assert!(reason.contains("name-exists"), "{reason}"),
+        other => panic!("d002: {other:?}"),
+    }
+    assert!(
+        matches!(outcome(&report, "d003"), Outcome::Update { detail } if detail.contains("version 2")),
+        "{report}"
+    );
+    let counts = report.counts(ObjectKind::Dashboard);
+    assert_eq!((counts.failed, counts.update, counts.unchanged), (2, 1, 9));
+    assert!(report.to_string().contains("FAILED"), "{report}");
+
+    // Nothing was lost: the other dashboards are untouched.
+    for other in ["intruder", "hidden"] {
+        let d = fake.dashboard(other).unwrap();
+        assert_eq!((d.version, d.model["panels"].clone()), (1, json!([])));
+    }
+    assert!(fake.dashboard("d001").is_none());
+    assert_eq!(
+        fake.dashboard("d003").unwrap().model["panels"],
+        panels(3, "up")
+    );
+}
+
+#[tokio::test]
+async fn a_dashboard_deleted_between_search_and_fetch_is_skipped_and_reported() {
+    let fake = FakeGrafana::start(TOKEN).await;
+    populate(&fake, 10);
+    fake.delete_after_next_search("d004");
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let report = backup(&fake, &store).await;
+    assert_eq!(report.dashboards, 9);
+    assert_eq!(report.skipped.len(), 1);
+    assert_eq!(report.skipped[0].uid, "d004");
+    assert_eq!(report.set.status, SetStatus::Complete);
+    assert_eq!(report.set.files, 1 + 2 * 9);
+    assert!(
+        report.to_string().contains("skipped dashboard d004"),
+        "{report}"
+    );
+    store.verify(&report.set.id).unwrap();
+}
+
+#[tokio::test]
+async fn a_dry_run_reports_the_changes_and_makes_none() {
+    let fake = FakeGrafana::start(TOKEN).await;
+    populate(&fake, 12);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let id = backup(&fake, &store).await.set.id;
+    let original = snapshot(&fake);
+
+    fake.rename_folder("b", "Beta (renamed)");
+    fake.put_dashboard("d005", &title(5), Some("a"), panels(5, "down"));
+    fake.delete_dashboard("d006");
+    let changed = snapshot(&fake);
+    let mutations = fake.mutations();
+    let versions = fake.total_versions();
+
+    let plan = restore(&fake, &store, &id, true).await;
+    assert!(plan.dry_run && plan.is_success(), "{plan}");
+    assert!(plan.to_string().contains("dry run"), "{plan}");
+    assert!(
+        matches!(outcome(&plan, "b"), Outcome::Update { detail } if detail.contains("renamed")),
+        "{plan}"
+    );
+    assert!(
+        matches!(outcome(&plan, "d005"), Outcome::Update { .. }),
+        "{plan}"
+    );
+    assert_eq!(outcome(&plan, "d006"), &Outcome::Create);
+    assert_eq!(plan.counts(ObjectKind::Dashboard).unchanged, 10, "{plan}");
+    assert_eq!(plan.counts(ObjectKind::Folder).unchanged, 2, "{plan}");
+    assert_eq!(snapshot(&fake), changed);
+    assert_eq!(
+        (fake.mutations(), fake.total_versions()),
+        (mutations, versions)
+    );
+
+    // The real run does what the dry run said, and restores the original.
+    let done = restore(&fake, &store, &id, false).await;
+    let outcomes = |r: &RestoreReport| -> Vec<(String, Outcome)> {
+        r.objects
+            .iter()
+            .map(|o| (o.uid.clone(), o.outcome.clone()))
+            .collect()
+    };
+    assert_eq!(outcomes(&done), outcomes(&plan));
+    assert_eq!(snapshot(&fake), original);
+}
+
+#[tokio::test]
+async fn an_unreachable_grafana_asks_whether_it_is_running() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let client = Client::new(
+        &url,
+        Auth::Token(TOKEN.into()),
+        LABEL,
+        Duration::from_secs(2),
+    )
+    .unwrap()
+    .with_retry(3, Duration::from_millis(10));
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let err = within("backup", grafana::backup(&client, &store, CONCURRENCY))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GrafanaError::Connect { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains(&format!("is Grafana running at {url}?")),
+        "{err}"
+    );
+    assert!(store.list().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_slow_grafana_times_out_with_a_clear_error() {
+    let fake = FakeGrafana::start(TOKEN).await;
+    fake.set_latency(Duration::from_secs(3));
+    let client = Client::new(
+        fake.url(),
+        Auth::Token(TOKEN.into()),
+        LABEL,
+        Duration::from_millis(200),
+    )
+    .unwrap()
+    .with_retry(2, Duration::from_millis(10));
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let err = within("backup", grafana::backup(&client, &store, CONCURRENCY))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GrafanaError::Timeout { .. }), "{err:?}");
+    assert!(err.to_string().contains("within 200ms"), "{err}");
+}
+
+#[tokio::test]
+async fn folders_are_walked_through_pages_and_levels_parents_first() {
+    let fake = FakeGrafana::start(TOKEN).await;
+    for i in 0..5 {
+        fake.add_folder(&format!("r{i}"), &format!("Root {i}"), None);
+    }
+    fake.add_folder("n1", "Nested 1", Some("r3"));
+    fake.add_folder("n2", "Nested 2", Some("n1"));
+    fake.add_folder("n3", "Nested 3", Some("r3"));
+    let folders = within("folders", client(&fake).with_page_size(2).all_folders())
+        .await
+        .unwrap();
+    let uids: Vec<&str> = folders.iter().map(|f| f.uid.as_str()).collect();
+    assert_eq!(uids, ["r0", "r1", "r2", "r3", "r4", "n1", "n3", "n2"]);
+    let n2 = folders.iter().find(|f| f.uid == "n2").unwrap();
+    assert_eq!(n2.parent_uid.as_deref(), Some("n1"));
+}
+
+#[tokio::test]
+async fn restore_recreates_a_moved_folder_in_its_place() {
+    let fake = FakeGrafana::start(TOKEN).await;
+    populate(&fake, 4);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let id = backup(&fake, &store).await.set.id;
+    let original = snapshot(&fake);
+
+    // Someone moved c to the top level.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let status = within(
+        "move",
+        reqwest::Client::new()
+            .post(format!("{}/api/folders/c/move", fake.url()))
+            .bearer_auth(TOKEN)
+            .json(&json!({"parentUid": ""}))
+            .send(),
+    )
+    .await
+    .unwrap()
+    .status();
+    assert!(status.is_success());
+    assert_eq!(
+        fake.folders()
+            .iter()
+            .find(|f| f.uid == "c")
+            .unwrap()
+            .parent_uid,
+        None
+    );
+
+    let report = restore(&fake, &store, &id, false).await;
+    assert!(
+        matches!(outcome(&report, "c"), Outcome::Update { detail } if detail.contains("moved from the General folder to folder b")),
+        "{report}"
+    );
+    assert_eq!(snapshot(&fake), original);
+}
