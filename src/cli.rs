@@ -91,6 +91,22 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// Run the Backup manifest NAME now.
+    Backup { name: String },
+    /// List backup sets: id, manifest, created, size, status.
+    Backups {
+        name: Option<String>,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Restore backup set ID of Backup manifest NAME.
+    Restore {
+        name: String,
+        id: String,
+        /// Verify and show what would change; change nothing.
+        #[arg(long = "dry-run")]
+        dry_run: bool,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -201,6 +217,9 @@ async fn dispatch(cmd: Command, loc: Locations) -> i32 {
         Command::Get { name, output } => get(&loc, name.as_deref(), output).await,
         Command::Describe { name } => describe(&loc, &name).await,
         Command::Render { name, out } => render_cmd(&loc, &name, out.as_deref()),
+        Command::Backup { name } => crate::backup_cmd::backup(&loc, &name).await,
+        Command::Backups { name, output } => crate::backup_cmd::backups(&loc, name.as_deref(), output == Output::Json),
+        Command::Restore { name, id, dry_run } => crate::backup_cmd::restore(&loc, &name, &id, dry_run).await,
     }
 }
 

@@ -86,6 +86,10 @@ impl DirWatch {
     }
 }
 
+/// A pass taking longer than this is considered hung: the watchdog is no
+/// longer fed and systemd restarts us (when `WatchdogSec=` is set).
+const MAX_PASS_SECS: u64 = 600;
+
 /// Run the operator until `shutdown` resolves.
 ///
 /// # Errors
@@ -123,7 +127,28 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     let mut wd_usec = 0u64;
     let watchdog = sd_notify::watchdog_enabled(false, &mut wd_usec)
         .then(|| Duration::from_micros(wd_usec / 2));
-    let mut wd_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    // The watchdog is fed from its own task so a long pass (a slow start
+    // waiting for readiness) does not get us killed — but only while the
+    // loop keeps making progress, so a hung loop still is.
+    let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let clock = std::time::Instant::now();
+    let touch = {
+        let progress = progress.clone();
+        move || progress.store(clock.elapsed().as_secs(), std::sync::atomic::Ordering::Relaxed)
+    };
+    if let Some(every) = watchdog {
+        let progress = progress.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let last = progress.load(std::sync::atomic::Ordering::Relaxed);
+                if clock.elapsed().as_secs().saturating_sub(last) < MAX_PASS_SECS {
+                    sd_notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+            }
+        });
+    }
 
     tokio::pin!(shutdown);
     let mut next_resync = tokio::time::Instant::now();
@@ -131,8 +156,8 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     let mut pending = true;
 
     loop {
+        touch();
         if pending {
-            pending = false;
             // (Re)connect with backoff when the bus or manager went away.
             if sd.is_none() {
                 match Systemd::connect(opts.loc.bus.as_deref()).await {
@@ -168,6 +193,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
                 watch.arm(&dirs);
                 let timer = std::time::Instant::now();
                 let outcome = pass(&mut rec, &c, &mut status, &mut config_dirs).await;
+                touch();
                 metrics.observe_pass(timer.elapsed());
                 match outcome {
                     Ok(report) => {
@@ -262,9 +288,6 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
             }
             _ = tokio::time::sleep_until(next_resync) => { pending = true; }
             _ = retry_sleep => { retry_at = None; pending = true; }
-            _ = wd_tick.tick(), if watchdog.is_some() => {
-                sd_notify(&[sd_notify::NotifyState::Watchdog]);
-            }
         }
     }
 }

@@ -866,6 +866,33 @@ fn empty_object(kind: Kind, name: &str, file: &Path) -> ObjectStatus {
     }
 }
 
+/// How to get a program the shipped stack uses, for a missing binary.
+fn install_hint(program: &str) -> &'static str {
+    match Path::new(program).file_name().and_then(|f| f.to_str()).unwrap_or("") {
+        "prometheus" | "promtool" => "install it with `apt-get install prometheus`",
+        "prometheus-node-exporter" => "install it with `apt-get install prometheus-node-exporter`",
+        "prometheus-alertmanager" | "amtool" => "install it with `apt-get install prometheus-alertmanager`",
+        "grafana-server" | "grafana" => "install Grafana from Grafana's APT repository (apt.grafana.com, package `grafana`)",
+        "loki" => "install Loki from Grafana's APT repository (apt.grafana.com, package `loki`)",
+        "promtail" => "install Promtail from Grafana's APT repository (apt.grafana.com, package `promtail`)",
+        _ => "install it, or fix spec.command",
+    }
+}
+
+/// A Service whose program is not installed: say which and how to get it.
+fn missing_program(m: &manifest::Manifest) -> Option<String> {
+    let s = m.as_service()?;
+    let crate::manifest::Exec::Command(argv) = &s.exec else { return None };
+    let prog = &argv[0];
+    let missing = if prog.contains('/') {
+        !Path::new(prog).exists()
+    } else {
+        // systemd looks programs up in its own fixed PATH.
+        !["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"].iter().any(|d| Path::new(d).join(prog).exists())
+    };
+    missing.then(|| format!("{prog} is not installed: {}; unitlet starts {} once it is", install_hint(prog), m.name))
+}
+
 /// Recompute every object's status from the loaded set, this pass's
 /// failures and the live unit states.
 pub async fn refresh_status(
@@ -946,7 +973,10 @@ pub async fn refresh_status(
             continue;
         }
         if let Some(e) = failures.get(&m.name) {
-            obj.set_condition("Ready", "False", "ApplyFailed", e);
+            match missing_program(m) {
+                Some(msg) => obj.set_condition("Ready", "False", "BinaryMissing", &msg),
+                None => obj.set_condition("Ready", "False", "ApplyFailed", e),
+            }
             continue;
         }
         let desired_state = m

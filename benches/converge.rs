@@ -1,0 +1,203 @@
+//! Converge benchmarks against a private, real systemd user manager.
+//! Numbers go to BENCHMARKS.md. Run: `cargo bench --bench converge`.
+//!
+//! Measures (each against the same fresh manager type):
+//! 1. one new manifest → unit active, with `unitlet run` watching: from the
+//!    manifest's rename into place to systemd's `JobRemoved` (`done`);
+//!    p50/p95 over 50 runs;
+//! 2. 200 manifests dropped at once → all active with `unitlet run`, and the
+//!    daemon-reloads it took; against the naive way (per unit: write,
+//!    daemon-reload, start) and the floor (write all, one daemon-reload, one
+//!    start of all 200) in the same run;
+//! 3. a no-op pass over 200 converged units: time, writes, daemon-reloads;
+//! 4. `unitlet run` with 200 manifests: RSS, and CPU used while idle.
+
+#[path = "../tests/it/support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use support::{UserManager, service, wait_for};
+use zbus_systemd::systemd1::ManagerProxy;
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i]
+}
+
+async fn manager(um: &UserManager) -> (zbus::Connection, ManagerProxy<'static>) {
+    let addr = format!("unix:path={}/bus", um.runtime.display());
+    let conn = zbus::connection::Builder::address(addr.as_str()).build().await.unwrap();
+    let m = ManagerProxy::new(&conn).await.unwrap();
+    m.subscribe().await.unwrap();
+    (conn, m)
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = s.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+async fn one_manifest_latency() {
+    let um = UserManager::start();
+    let run = um.spawn_run(&[]);
+    run.wait_log("connected", Duration::from_secs(20));
+    let (_c, m) = manager(&um).await;
+    let mut removed = m.receive_job_removed().await.unwrap();
+    let mut samples = Vec::new();
+    for i in 0..50 {
+        let name = format!("lat{i:02}");
+        let unit = format!("{name}.service");
+        let t0 = Instant::now();
+        um.write_manifest(&format!("{name}.yaml"), &service(&name, ""));
+        let done = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(sig) = removed.next().await {
+                let a = sig.args().unwrap();
+                if a.unit() == &unit && a.result() == "done" {
+                    return t0.elapsed();
+                }
+            }
+            panic!("stream ended")
+        })
+        .await
+        .expect("JobRemoved within 20s");
+        samples.push(done.as_secs_f64() * 1000.0);
+    }
+    let (p50, p95) = (pct(&mut samples.clone(), 0.5), pct(&mut samples, 0.95));
+    println!("one manifest -> active (run, JobRemoved done): p50 {p50:.1} ms, p95 {p95:.1} ms over 50 runs");
+}
+
+fn write_all(um: &UserManager, n: usize, prefix: &str) {
+    for i in 0..n {
+        let name = format!("{prefix}{i:03}");
+        std::fs::write(um.manifests.join(format!("{name}.yaml")), service(&name, "")).unwrap();
+    }
+}
+
+async fn two_hundred() {
+    // unitlet run.
+    let um = UserManager::start();
+    let run = um.spawn_run(&[]);
+    run.wait_log("connected", Duration::from_secs(20));
+    let (_c, m) = manager(&um).await;
+    let mut reloading = m.receive_reloading().await.unwrap();
+    let t0 = Instant::now();
+    write_all(&um, 200, "m");
+    let names: Vec<String> = (0..200).map(|i| format!("m{i:03}.service")).collect();
+    loop {
+        let rows = m.list_units_by_names(names.clone()).await.unwrap();
+        if rows.iter().all(|r| r.3 == "active") {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "200 units not active in 60s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let unitlet = t0.elapsed();
+    let mut reloads = 0;
+    while let Ok(Some(sig)) = tokio::time::timeout(Duration::from_millis(200), reloading.next()).await {
+        if sig.args().map(|a| *a.active()).unwrap_or(false) {
+            reloads += 1;
+        }
+    }
+    println!("200 manifests -> all active (unitlet run): {:.0} ms, {reloads} daemon-reload(s)", unitlet.as_secs_f64() * 1000.0);
+
+    // No-op pass over the 200 converged units, in-process via the library.
+    {
+        let loc = unitlet::locations::Locations {
+            manifests: um.manifests.clone(),
+            state_dir: um.state_dir.clone(),
+            unit_dir: um.unit_dir.clone(),
+            bus: Some(format!("unix:path={}/bus", um.runtime.display())),
+        };
+        let sd = unitlet::systemd::Systemd::connect(loc.bus.as_deref()).await.unwrap();
+        let mut rec = unitlet::reconcile::Reconciler::new(loc.clone(), std::path::PathBuf::from(support::UNITLET));
+        let mut status = unitlet::status::Status::load(&loc.status_file());
+        let mut times = Vec::new();
+        let mut actions = 0;
+        for _ in 0..20 {
+            let t = Instant::now();
+            let prep = rec.prepare(&sd, &status).await.unwrap();
+            actions += prep.plan.actions.len();
+            let r = rec.apply(&sd, prep, &mut status).await.unwrap();
+            actions += r.actions;
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        let (p50, p95) = (pct(&mut times.clone(), 0.5), pct(&mut times, 0.95));
+        println!("no-op pass over 200 converged units: p50 {p50:.1} ms, p95 {p95:.1} ms over 20 passes; {actions} actions (writes, reloads) in total");
+    }
+
+    // RSS and idle CPU of `unitlet run` with 200 manifests.
+    std::thread::sleep(Duration::from_secs(1));
+    let pid = run.child.id();
+    let rss = rss_kb(pid);
+    let c0 = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(10));
+    let c1 = cpu_ticks(pid);
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    println!(
+        "unitlet run with 200 manifests: RSS {:.1} MB; CPU while idle {:.2}% of one core over 10 s ({} ticks)",
+        rss as f64 / 1024.0,
+        (c1 - c0) as f64 / hz / 10.0 * 100.0,
+        c1 - c0
+    );
+    drop(run);
+    drop(um);
+
+    // The naive way: per unit write, daemon-reload, start.
+    let um = UserManager::start();
+    std::fs::create_dir_all(&um.unit_dir).unwrap();
+    let content = |n: &str| format!("[Unit]\nDescription={n}\n[Service]\nType=exec\nExecStart=/bin/sleep 100000\n");
+    let t0 = Instant::now();
+    for i in 0..200 {
+        let n = format!("n{i:03}");
+        std::fs::write(um.unit_dir.join(format!("{n}.service")), content(&n)).unwrap();
+        assert!(um.systemctl(&["daemon-reload"]).status.success());
+        assert!(um.systemctl(&["start", &format!("{n}.service")]).status.success());
+    }
+    let naive = t0.elapsed();
+    drop(um);
+
+    // The floor: write all, one daemon-reload, one start of all 200.
+    let um = UserManager::start();
+    std::fs::create_dir_all(&um.unit_dir).unwrap();
+    let t0 = Instant::now();
+    let mut units = Vec::new();
+    for i in 0..200 {
+        let n = format!("f{i:03}");
+        std::fs::write(um.unit_dir.join(format!("{n}.service")), content(&n)).unwrap();
+        units.push(format!("{n}.service"));
+    }
+    assert!(um.systemctl(&["daemon-reload"]).status.success());
+    let mut args = vec!["start"];
+    args.extend(units.iter().map(String::as_str));
+    assert!(um.systemctl(&args).status.success());
+    let floor = t0.elapsed();
+    wait_for(Duration::from_secs(30), "floor units active", || (um.active("f199.service") == "active").then_some(()));
+    println!(
+        "200 units, naive (write + daemon-reload + start each): {:.0} ms; floor (write all, 1 daemon-reload, 1 start): {:.0} ms",
+        naive.as_secs_f64() * 1000.0,
+        floor.as_secs_f64() * 1000.0
+    );
+    println!(
+        "ratios: naive / unitlet = {:.1}x; unitlet / floor = {:.2}x",
+        naive.as_secs_f64() / unitlet.as_secs_f64(),
+        unitlet.as_secs_f64() / floor.as_secs_f64()
+    );
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        one_manifest_latency().await;
+        two_hundred().await;
+    });
+}
