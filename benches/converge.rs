@@ -29,7 +29,10 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 
 async fn manager(um: &UserManager) -> (zbus::Connection, ManagerProxy<'static>) {
     let addr = format!("unix:path={}/bus", um.runtime.display());
-    let conn = zbus::connection::Builder::address(addr.as_str()).build().await.unwrap();
+    let conn = zbus::connection::Builder::address(addr.as_str())
+        .build()
+        .await
+        .unwrap();
     let m = ManagerProxy::new(&conn).await.unwrap();
     m.subscribe().await.unwrap();
     (conn, m)
@@ -37,14 +40,18 @@ async fn manager(um: &UserManager) -> (zbus::Connection, ManagerProxy<'static>) 
 
 fn rss_kb(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
 }
 
 fn cpu_ticks(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = s.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
-    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
 }
 
 async fn one_manifest_latency() {
@@ -73,13 +80,19 @@ async fn one_manifest_latency() {
         samples.push(done.as_secs_f64() * 1000.0);
     }
     let (p50, p95) = (pct(&mut samples.clone(), 0.5), pct(&mut samples, 0.95));
-    println!("one manifest -> active (run, JobRemoved done): p50 {p50:.1} ms, p95 {p95:.1} ms over 50 runs");
+    println!(
+        "one manifest -> active (run, JobRemoved done): p50 {p50:.1} ms, p95 {p95:.1} ms over 50 runs"
+    );
 }
 
 fn write_all(um: &UserManager, n: usize, prefix: &str) {
     for i in 0..n {
         let name = format!("{prefix}{i:03}");
-        std::fs::write(um.manifests.join(format!("{name}.yaml")), service(&name, "")).unwrap();
+        std::fs::write(
+            um.manifests.join(format!("{name}.yaml")),
+            service(&name, ""),
+        )
+        .unwrap();
     }
 }
 
@@ -98,17 +111,25 @@ async fn two_hundred() {
         if rows.iter().all(|r| r.3 == "active") {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(60), "200 units not active in 60s");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "200 units not active in 60s"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let unitlet = t0.elapsed();
     let mut reloads = 0;
-    while let Ok(Some(sig)) = tokio::time::timeout(Duration::from_millis(200), reloading.next()).await {
+    while let Ok(Some(sig)) =
+        tokio::time::timeout(Duration::from_millis(200), reloading.next()).await
+    {
         if sig.args().map(|a| *a.active()).unwrap_or(false) {
             reloads += 1;
         }
     }
-    println!("200 manifests -> all active (unitlet run): {:.0} ms, {reloads} daemon-reload(s)", unitlet.as_secs_f64() * 1000.0);
+    println!(
+        "200 manifests -> all active (unitlet run): {:.0} ms, {reloads} daemon-reload(s)",
+        unitlet.as_secs_f64() * 1000.0
+    );
 
     // No-op pass over the 200 converged units, in-process via the library.
     {
@@ -118,8 +139,13 @@ async fn two_hundred() {
             unit_dir: um.unit_dir.clone(),
             bus: Some(format!("unix:path={}/bus", um.runtime.display())),
         };
-        let sd = unitlet::systemd::Systemd::connect(loc.bus.as_deref()).await.unwrap();
-        let mut rec = unitlet::reconcile::Reconciler::new(loc.clone(), std::path::PathBuf::from(support::UNITLET));
+        let sd = unitlet::systemd::Systemd::connect(loc.bus.as_deref())
+            .await
+            .unwrap();
+        let mut rec = unitlet::reconcile::Reconciler::new(
+            loc.clone(),
+            std::path::PathBuf::from(support::UNITLET),
+        );
         let mut status = unitlet::status::Status::load(&loc.status_file());
         let mut times = Vec::new();
         let mut actions = 0;
@@ -132,7 +158,9 @@ async fn two_hundred() {
             times.push(t.elapsed().as_secs_f64() * 1000.0);
         }
         let (p50, p95) = (pct(&mut times.clone(), 0.5), pct(&mut times, 0.95));
-        println!("no-op pass over 200 converged units: p50 {p50:.1} ms, p95 {p95:.1} ms over 20 passes; {actions} actions (writes, reloads) in total");
+        println!(
+            "no-op pass over 200 converged units: p50 {p50:.1} ms, p95 {p95:.1} ms over 20 passes; {actions} actions (writes, reloads) in total"
+        );
     }
 
     // RSS and idle CPU of `unitlet run` with 200 manifests.
@@ -155,13 +183,19 @@ async fn two_hundred() {
     // The naive way: per unit write, daemon-reload, start.
     let um = UserManager::start();
     std::fs::create_dir_all(&um.unit_dir).unwrap();
-    let content = |n: &str| format!("[Unit]\nDescription={n}\n[Service]\nType=exec\nExecStart=/bin/sleep 100000\n");
+    let content = |n: &str| {
+        format!("[Unit]\nDescription={n}\n[Service]\nType=exec\nExecStart=/bin/sleep 100000\n")
+    };
     let t0 = Instant::now();
     for i in 0..200 {
         let n = format!("n{i:03}");
         std::fs::write(um.unit_dir.join(format!("{n}.service")), content(&n)).unwrap();
         assert!(um.systemctl(&["daemon-reload"]).status.success());
-        assert!(um.systemctl(&["start", &format!("{n}.service")]).status.success());
+        assert!(
+            um.systemctl(&["start", &format!("{n}.service")])
+                .status
+                .success()
+        );
     }
     let naive = t0.elapsed();
     drop(um);
@@ -181,7 +215,9 @@ async fn two_hundred() {
     args.extend(units.iter().map(String::as_str));
     assert!(um.systemctl(&args).status.success());
     let floor = t0.elapsed();
-    wait_for(Duration::from_secs(30), "floor units active", || (um.active("f199.service") == "active").then_some(()));
+    wait_for(Duration::from_secs(30), "floor units active", || {
+        (um.active("f199.service") == "active").then_some(())
+    });
     println!(
         "200 units, naive (write + daemon-reload + start each): {:.0} ms; floor (write all, 1 daemon-reload, 1 start): {:.0} ms",
         naive.as_secs_f64() * 1000.0,
@@ -195,7 +231,10 @@ async fn two_hundred() {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         one_manifest_latency().await;
         two_hundred().await;

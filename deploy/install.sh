@@ -4,7 +4,7 @@
 #
 #   deploy/install.sh [--no-start]
 #
-# - copies the unitlet binary to ~/.local/bin (builds it if needed),
+# - copies the unitlet binary to ~/.local/bin ($UNITLET_BIN, else builds it),
 # - copies manifests/, deploy/ and units/ to $XDG_CONFIG_HOME/unitlet/,
 #   without overwriting files you changed there (it says which it kept),
 # - links each component's data directory into $XDG_DATA_HOME/unitlet-stack,
@@ -19,7 +19,9 @@ data="${XDG_DATA_HOME:-$HOME/.local/share}"
 dest="$config/unitlet"
 bin="$HOME/.local/bin"
 
-if [ -x "$repo/target/release/unitlet" ]; then
+if [ -n "${UNITLET_BIN:-}" ]; then
+  exe="$UNITLET_BIN"
+elif [ -x "$repo/target/release/unitlet" ]; then
   exe="$repo/target/release/unitlet"
 else
   echo "==> building unitlet (cargo build --release)"

@@ -218,8 +218,12 @@ async fn dispatch(cmd: Command, loc: Locations) -> i32 {
         Command::Describe { name } => describe(&loc, &name).await,
         Command::Render { name, out } => render_cmd(&loc, &name, out.as_deref()),
         Command::Backup { name } => crate::backup_cmd::backup(&loc, &name).await,
-        Command::Backups { name, output } => crate::backup_cmd::backups(&loc, name.as_deref(), output == Output::Json),
-        Command::Restore { name, id, dry_run } => crate::backup_cmd::restore(&loc, &name, &id, dry_run).await,
+        Command::Backups { name, output } => {
+            crate::backup_cmd::backups(&loc, name.as_deref(), output == Output::Json)
+        }
+        Command::Restore { name, id, dry_run } => {
+            crate::backup_cmd::restore(&loc, &name, &id, dry_run).await
+        }
     }
 }
 

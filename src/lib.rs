@@ -5,14 +5,12 @@
 //! the HTTP clients). See ARCHITECTURE.md for the map.
 
 pub mod backup;
-#[cfg(feature = "wip")]
 pub mod backup_cmd;
 pub mod fsutil;
 pub mod grafana;
 pub mod locations;
 pub mod manifest;
 pub mod plan;
-#[cfg(feature = "wip")]
 pub mod prometheus;
 pub mod reconcile;
 pub mod render;

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use notify::RecursiveMode;
 use tokio::sync::Notify;
 
@@ -45,14 +44,27 @@ struct DirWatch {
     watched: Vec<PathBuf>,
 }
 
+fn is_change(kind: &notify::EventKind) -> bool {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode, MetadataKind, ModifyKind};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime)) => false,
+        _ => true,
+    }
+}
+
 impl DirWatch {
     fn new(trigger: Arc<Notify>) -> notify::Result<DirWatch> {
         let debouncer = notify_debouncer_full::new_debouncer(
             Duration::from_millis(50),
             Some(Duration::from_millis(25)),
             move |r: notify_debouncer_full::DebounceEventResult| {
+                // Our own reads show up as access events: only changes count,
+                // or every pass would trigger the next.
                 if let Ok(events) = r
-                    && !events.is_empty()
+                    && events.iter().any(|e| is_change(&e.event.kind))
                 {
                     trigger.notify_one();
                 }
@@ -117,9 +129,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     let status_path = opts.loc.status_file();
     let mut status = Status::load(&status_path);
     let mut sd: Option<Systemd> = None;
-    let mut unit_changes: Option<
-        std::pin::Pin<Box<dyn futures_util::Stream<Item = String> + Send>>,
-    > = None;
+    let mut unit_changes: Option<tokio::sync::mpsc::UnboundedReceiver<String>> = None;
     let mut reconnect_delay = Duration::from_millis(200);
     let mut ready_sent = false;
     let mut config_dirs: Vec<PathBuf> = Vec::new();
@@ -134,7 +144,12 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     let clock = std::time::Instant::now();
     let touch = {
         let progress = progress.clone();
-        move || progress.store(clock.elapsed().as_secs(), std::sync::atomic::Ordering::Relaxed)
+        move || {
+            progress.store(
+                clock.elapsed().as_secs(),
+                std::sync::atomic::Ordering::Relaxed,
+            )
+        }
     };
     if let Some(every) = watchdog {
         let progress = progress.clone();
@@ -166,10 +181,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
                             tracing::error!("{}", crate::error_chain(&e));
                             return Err(RunError::Setup(crate::error_chain(&e)));
                         }
-                        unit_changes = systemd::unit_changes(&c)
-                            .await
-                            .ok()
-                            .map(|s| Box::pin(s) as _);
+                        unit_changes = systemd::unit_changes(&c).await.ok();
                         let _ = c.subscribe().await;
                         tracing::info!("connected to the user manager");
                         reconnect_delay = Duration::from_millis(200);
@@ -269,7 +281,12 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
         };
         let unit_event = async {
             match unit_changes.as_mut() {
-                Some(s) => s.next().await,
+                Some(s) => {
+                    let first = s.recv().await;
+                    // Collapse a burst into one trigger.
+                    while s.try_recv().is_ok() {}
+                    first
+                }
                 None => std::future::pending().await,
             }
         };
@@ -279,15 +296,15 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
                 sd_notify(&[sd_notify::NotifyState::Stopping]);
                 return Ok(());
             }
-            _ = trigger.notified() => { pending = true; }
+            _ = trigger.notified() => { tracing::debug!("woken by a file change"); pending = true; }
             ev = unit_event => {
                 match ev {
-                    Some(_unit) => pending = true,
+                    Some(unit) => { tracing::debug!(%unit, "woken by a unit change"); pending = true }
                     None => { sd = None; unit_changes = None; pending = true; }
                 }
             }
-            _ = tokio::time::sleep_until(next_resync) => { pending = true; }
-            _ = retry_sleep => { retry_at = None; pending = true; }
+            _ = tokio::time::sleep_until(next_resync) => { tracing::debug!("resync"); pending = true; }
+            _ = retry_sleep => { tracing::debug!("retry timer"); retry_at = None; pending = true; }
         }
     }
 }

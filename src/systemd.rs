@@ -126,10 +126,21 @@ pub struct QueuedJob {
 }
 
 /// `JobRemoved` signals, opened before jobs are queued.
+///
+/// The signal stream is drained by its own task into an unbounded channel:
+/// a bounded zbus queue that nobody reads while we queue hundreds of jobs
+/// would stall the connection (and with it the replies we wait for).
 pub struct JobStream {
-    stream: zbus_systemd::systemd1::JobRemovedStream,
+    rx: tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+    drain: tokio::task::JoinHandle<()>,
     /// Results seen for jobs not (yet) waited for, by object path.
     seen: HashMap<String, String>,
+}
+
+impl Drop for JobStream {
+    fn drop(&mut self) {
+        self.drain.abort();
+    }
 }
 
 /// Decode a unit object path (`/org/freedesktop/systemd1/unit/web_2eservice`)
@@ -205,8 +216,22 @@ impl Systemd {
             self.manager.receive_job_removed().await,
         )?;
         self.subscribe().await?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let drain = tokio::spawn(async move {
+            let mut stream = stream;
+            while let Some(sig) = stream.next().await {
+                if let Ok(args) = sig.args()
+                    && tx
+                        .send((args.job().as_str().to_string(), args.result().to_string()))
+                        .is_err()
+                {
+                    break;
+                }
+            }
+        });
         Ok(JobStream {
-            stream,
+            rx,
+            drain,
             seen: HashMap::new(),
         })
     }
@@ -641,13 +666,10 @@ impl JobStream {
         pending.retain(|p| !self.seen.contains_key(p));
         let deadline = tokio::time::Instant::now() + timeout;
         while !pending.is_empty() {
-            match tokio::time::timeout_at(deadline, self.stream.next()).await {
-                Ok(Some(sig)) => {
-                    if let Ok(args) = sig.args() {
-                        let p = args.job().as_str().to_string();
-                        pending.remove(&p);
-                        self.seen.insert(p, args.result().to_string());
-                    }
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some((p, result))) => {
+                    pending.remove(&p);
+                    self.seen.insert(p, result);
                 }
                 Ok(None) | Err(_) => break,
             }
@@ -710,9 +732,13 @@ pub fn kernel_log_oom_kill(pid: u32) -> Option<bool> {
 
 /// A stream of "this unit's state changed" notifications, by unit name, so
 /// a unit stopped or failed by hand is noticed at once.
+///
+/// Drained by its own task into an unbounded channel, so signals arriving
+/// while a pass runs never stall the connection; the channel closes when
+/// the connection does.
 pub async fn unit_changes(
     sd: &Systemd,
-) -> Result<impl futures_util::Stream<Item = String> + use<>, SystemdError> {
+) -> Result<tokio::sync::mpsc::UnboundedReceiver<String>, SystemdError> {
     let rule = MatchRule::builder()
         .msg_type(zbus::message::Type::Signal)
         .sender("org.freedesktop.systemd1")
@@ -730,7 +756,7 @@ pub async fn unit_changes(
         None,
         MessageStream::for_match_rule(rule, &sd.conn, std::num::NonZeroUsize::new(1024)).await,
     )?;
-    Ok(stream.filter_map(|msg| async move {
+    let names = stream.filter_map(|msg| async move {
         let msg = msg.ok()?;
         let path = msg.header().path()?.as_str().to_string();
         let (iface, changed, _inv): (String, HashMap<String, OwnedValue>, Vec<String>) =
@@ -754,7 +780,17 @@ pub async fn unit_changes(
             return None;
         }
         unit_name_from_path(&path)
-    }))
+    });
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut names = std::pin::pin!(names);
+        while let Some(n) = names.next().await {
+            if tx.send(n).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(rx)
 }
 
 #[cfg(test)]

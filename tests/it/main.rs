@@ -6,6 +6,8 @@ mod converge;
 mod limits;
 mod reload;
 mod render;
+mod stack;
 
 mod fake_grafana;
 mod grafana;
+mod prometheus_backup;

@@ -56,6 +56,11 @@ pub struct UserManager {
 
 impl UserManager {
     pub fn start() -> UserManager {
+        Self::start_with_home(None)
+    }
+
+    /// A manager whose `$HOME` (and so `%h`) is `home`.
+    pub fn start_with_home(home: Option<&Path>) -> UserManager {
         require(
             Path::new("/usr/lib/systemd/systemd").exists(),
             "/usr/lib/systemd/systemd",
@@ -135,7 +140,8 @@ impl UserManager {
             )
             .env(
                 "HOME",
-                std::env::var("HOME").unwrap_or_else(|_| "/root".into()),
+                home.map(|h| h.display().to_string())
+                    .unwrap_or_else(|| std::env::var("HOME").unwrap_or_else(|_| "/root".into())),
             )
             .env("XDG_RUNTIME_DIR", &runtime)
             .env("XDG_CONFIG_HOME", runtime.join("config"))

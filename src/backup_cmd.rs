@@ -1,0 +1,637 @@
+//! The bodies of `unitlet backup NAME`, `unitlet backups [NAME]` and
+//! `unitlet restore NAME ID`: find the Backup manifest, dispatch on its
+//! source, print what happened and return the contract's exit code.
+//!
+//! These run in short-lived processes (the Backup's oneshot, a person's
+//! shell), so `backup` leaves its outcome in `STATE_DIR/backups/NAME.last.json`
+//! for `unitlet run` to export as metrics.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::backup::{BackupError, SetInfo, SetStatus, Store};
+use crate::grafana::{self, GrafanaError};
+use crate::locations::Locations;
+use crate::manifest::{self, BackupSource, BackupSpec, GrafanaAuthSpec, LoadError};
+use crate::prometheus::{self, PrometheusError, RestoreOptions, RestoreTarget};
+
+/// Exit status: done.
+const OK: i32 = 0;
+/// Exit status: failed (the contract's 1 for backup and restore).
+const FAILED: i32 = 1;
+
+/// Per-request timeout towards Prometheus and Grafana. Generous: a busy
+/// server should slow a backup down, not fail it.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Dashboards fetched or saved at once: enough to hide latency, few enough
+/// not to load Grafana.
+const GRAFANA_CONCURRENCY: usize = 8;
+
+/// Why a command could not do its job.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The manifests directory itself is unusable.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// No valid manifest has this name.
+    #[error("no Backup manifest named {name:?} in {dir}; `unitlet get` lists the manifests")]
+    Unknown {
+        /// The requested name.
+        name: String,
+        /// The manifests directory.
+        dir: PathBuf,
+    },
+    /// The name belongs to a manifest of another kind.
+    #[error("{name} is a {kind}, not a Backup")]
+    NotABackup {
+        /// The requested name.
+        name: String,
+        /// Its kind.
+        kind: String,
+    },
+    /// The manifest exists but is invalid, so it cannot be trusted.
+    #[error("Backup {name} is invalid: {error}")]
+    Invalid {
+        /// The requested name.
+        name: String,
+        /// The validation error, with file, line and column.
+        error: manifest::ManifestError,
+    },
+    /// A credentials file cannot be used. Its content is never shown.
+    #[error("cannot read the {what} from {path}: {reason}")]
+    Secret {
+        /// Which credential.
+        what: &'static str,
+        /// The file named in the manifest.
+        path: PathBuf,
+        /// Why (I/O error or "is empty").
+        reason: String,
+    },
+    /// The destination holds no sets at all.
+    #[error(
+        "backup set {id} not found: {destination} does not exist (no backup of {name} has run yet)"
+    )]
+    NoSets {
+        /// The Backup manifest.
+        name: String,
+        /// The requested set.
+        id: String,
+        /// The destination.
+        destination: PathBuf,
+    },
+    /// Prometheus backup or restore failed.
+    #[error(transparent)]
+    Prometheus(#[from] PrometheusError),
+    /// Grafana backup or restore failed.
+    #[error(transparent)]
+    Grafana(#[from] GrafanaError),
+    /// The backup store failed.
+    #[error(transparent)]
+    Store(#[from] BackupError),
+}
+
+/// The destination of Backup `name`: `spec.destination`, else
+/// `STATE_DIR/backups/NAME`.
+pub fn destination(loc: &Locations, name: &str, spec: &BackupSpec) -> PathBuf {
+    spec.destination
+        .clone()
+        .unwrap_or_else(|| loc.state_dir.join("backups").join(name))
+}
+
+/// Where `backup` records its last outcome for the operator's metrics.
+pub fn last_run_path(loc: &Locations, name: &str) -> PathBuf {
+    loc.state_dir
+        .join("backups")
+        .join(format!("{name}.last.json"))
+}
+
+/// The content of `NAME.last.json`. Times are unix seconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastRun {
+    /// When a run last completed a set (kept across failed runs).
+    pub last_success: Option<u64>,
+    /// When a run last started.
+    pub last_attempt: u64,
+    /// Why the last run failed; `null` when it succeeded.
+    pub last_error: Option<String>,
+    /// The set the last successful run made.
+    pub last_set: Option<String>,
+}
+
+impl LastRun {
+    /// The record after a run that started at `attempt`; pure.
+    pub fn after(
+        previous: Option<LastRun>,
+        attempt: u64,
+        outcome: Result<&str, String>,
+    ) -> LastRun {
+        let prev = previous.unwrap_or_default();
+        match outcome {
+            Ok(set) => LastRun {
+                last_success: Some(attempt),
+                last_attempt: attempt,
+                last_error: None,
+                last_set: Some(set.to_owned()),
+            },
+            Err(e) => LastRun {
+                last_success: prev.last_success,
+                last_attempt: attempt,
+                last_error: Some(e),
+                last_set: prev.last_set,
+            },
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn find_backup(loc: &Locations, name: &str) -> Result<BackupSpec, CommandError> {
+    let loaded = manifest::load_dir(&loc.manifests)?;
+    if let Some(m) = loaded.get(name) {
+        return match m.as_backup() {
+            Some(b) => Ok(b.clone()),
+            None => Err(CommandError::NotABackup {
+                name: name.to_owned(),
+                kind: m.kind().to_string(),
+            }),
+        };
+    }
+    if let Some(e) = loaded.held.get(name) {
+        return Err(CommandError::Invalid {
+            name: name.to_owned(),
+            error: e.clone(),
+        });
+    }
+    Err(CommandError::Unknown {
+        name: name.to_owned(),
+        dir: loc.manifests.clone(),
+    })
+}
+
+/// Reads a secret file, trimmed (editors add a newline). The content never
+/// appears in any message.
+fn read_secret(what: &'static str, path: &Path) -> Result<String, CommandError> {
+    let err = |reason: String| CommandError::Secret {
+        what,
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(err("the file is empty".to_owned()));
+    }
+    Ok(text.to_owned())
+}
+
+fn grafana_client(url: &str, auth: &GrafanaAuthSpec) -> Result<grafana::Client, CommandError> {
+    let (auth, label) = match auth {
+        GrafanaAuthSpec::TokenFile(p) => (
+            grafana::Auth::Token(read_secret("Grafana service-account token", p)?),
+            format!("service-account token from {}", p.display()),
+        ),
+        GrafanaAuthSpec::Basic {
+            username,
+            password_file,
+        } => (
+            grafana::Auth::Basic {
+                username: username.clone(),
+                password: read_secret("Grafana password", password_file)?,
+            },
+            format!(
+                "basic auth as {username} (password from {})",
+                password_file.display()
+            ),
+        ),
+    };
+    Ok(grafana::Client::new(url, auth, label, HTTP_TIMEOUT)?)
+}
+
+fn config_error(name: &str, reason: &str) -> CommandError {
+    CommandError::Prometheus(PrometheusError::Config {
+        name: name.to_owned(),
+        reason: reason.to_owned(),
+    })
+}
+
+/// Bytes for people: `1.5 GiB`.
+pub fn format_size(b: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+async fn run_backup(loc: &Locations, name: &str) -> Result<(SetInfo, Vec<String>), CommandError> {
+    let spec = find_backup(loc, name)?;
+    let store = Store::open(&destination(loc, name, &spec))?;
+    let progress = std::io::stderr().is_terminal();
+    let set = match &spec.source {
+        BackupSource::Prometheus { url, data_dir, .. } => {
+            let Some(data_dir) = data_dir else {
+                return Err(config_error(
+                    name,
+                    "prometheus.dataDir is needed to take the snapshot out of Prometheus' data directory; set it to Prometheus' --storage.tsdb.path",
+                ));
+            };
+            let client = prometheus::Client::new(url, HTTP_TIMEOUT)?;
+            prometheus::backup_tsdb(&client, data_dir, &store, progress).await?
+        }
+        BackupSource::Grafana { url, auth } => {
+            let client = grafana_client(url, auth)?;
+            let report = grafana::backup(&client, &store, GRAFANA_CONCURRENCY).await?;
+            for s in &report.skipped {
+                eprintln!(
+                    "warning: dashboard {} {:?} skipped: {}",
+                    s.uid, s.title, s.reason
+                );
+            }
+            report.set
+        }
+    };
+    // `keep` counts the set just made; it is protected from its own prune.
+    let deleted = store.prune(spec.keep.max(1) as usize, &set.id)?;
+    Ok((set, deleted))
+}
+
+/// `unitlet backup NAME`: run Backup NAME now, then apply its `keep`.
+///
+/// Prints the new set's ID, size and file count; records the outcome in
+/// `STATE_DIR/backups/NAME.last.json` (`{lastSuccess, lastAttempt,
+/// lastError, lastSet}`, unix seconds) for `unitlet run`'s metrics.
+///
+/// Returns 0 when the set is complete (even if pruning old sets failed,
+/// which is reported), 1 otherwise.
+pub async fn backup(loc: &Locations, name: &str) -> i32 {
+    let attempt = unix_now();
+    let result = run_backup(loc, name).await;
+    let outcome = match &result {
+        Ok((set, _)) => Ok(set.id.as_str()),
+        Err(e) => Err(crate::error_chain(e)),
+    };
+    // Only a manifest that exists gets a record: a typo must not create
+    // files (or metrics) for a name nobody defined.
+    if !matches!(
+        result,
+        Err(CommandError::Unknown { .. } | CommandError::NotABackup { .. } | CommandError::Load(_))
+    ) {
+        let path = last_run_path(loc, name);
+        let previous = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let record = LastRun::after(previous, attempt, outcome);
+        let bytes = serde_json::to_vec_pretty(&record).expect("plain struct serializes");
+        if let Err(e) = crate::fsutil::atomic_write(&path, &bytes, 0o600) {
+            eprintln!(
+                "warning: cannot record the outcome in {}: {e}",
+                path.display()
+            );
+        }
+    }
+    match result {
+        Ok((set, deleted)) => {
+            println!(
+                "backup {name}: set {} complete: {} files, {} in {}",
+                set.id,
+                set.files,
+                format_size(set.size),
+                set.path.display()
+            );
+            for id in deleted {
+                println!("deleted old set {id} (keep)");
+            }
+            OK
+        }
+        Err(CommandError::Store(e @ BackupError::Delete { .. })) => {
+            // The set itself is complete; only pruning failed.
+            eprintln!("warning: {}", crate::error_chain(&e));
+            OK
+        }
+        Err(e) => {
+            eprintln!("error: backup {name} failed: {}", crate::error_chain(&e));
+            FAILED
+        }
+    }
+}
+
+/// One row of `unitlet backups -o json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SetRow {
+    /// The set ID.
+    pub id: String,
+    /// The Backup manifest.
+    pub manifest: String,
+    /// `prometheus` or `grafana`.
+    pub kind: String,
+    /// Where the data came from.
+    pub source: String,
+    /// RFC 3339, UTC.
+    pub created: String,
+    /// Bytes.
+    pub size: u64,
+    /// Number of files.
+    pub files: usize,
+    /// `complete` or `incomplete`.
+    pub status: SetStatus,
+    /// The set directory.
+    pub path: PathBuf,
+}
+
+fn list_sets(loc: &Locations, name: Option<&str>) -> Result<Vec<SetRow>, CommandError> {
+    let loaded = manifest::load_dir(&loc.manifests)?;
+    let backups: Vec<(String, BackupSpec)> = match name {
+        Some(n) => vec![(n.to_owned(), find_backup(loc, n)?)],
+        None => loaded
+            .manifests
+            .iter()
+            .filter_map(|m| m.as_backup().map(|b| (m.name.clone(), b.clone())))
+            .collect(),
+    };
+    let mut rows = Vec::new();
+    for (name, spec) in backups {
+        let dest = destination(loc, &name, &spec);
+        // Listing must not create the destination as a side effect.
+        if !dest.is_dir() {
+            continue;
+        }
+        let store = Store::open(&dest)?;
+        for s in store.list()? {
+            rows.push(SetRow {
+                id: s.id,
+                manifest: name.clone(),
+                kind: s.kind,
+                source: s.source,
+                created: s.created,
+                size: s.size,
+                files: s.files,
+                status: s.status,
+                path: s.path,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// The table `unitlet backups` prints; pure.
+pub fn sets_table(rows: &[SetRow]) -> String {
+    let header = ["ID", "MANIFEST", "CREATED", "SIZE", "STATUS"];
+    let cells: Vec<[String; 5]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.id.clone(),
+                r.manifest.clone(),
+                r.created.clone(),
+                format_size(r.size),
+                r.status.to_string(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &cells {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cols: &[&str]| {
+        let mut l = String::new();
+        for (i, (c, w)) in cols.iter().zip(widths).enumerate() {
+            if i + 1 == cols.len() {
+                l.push_str(c);
+            } else {
+                l.push_str(&format!("{c:<w$}   "));
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&header);
+    for row in &cells {
+        line(&row.each_ref().map(String::as_str));
+    }
+    out
+}
+
+/// `unitlet backups [NAME] [-o json]`: every set of Backup NAME (or of
+/// every Backup manifest), oldest first per manifest, complete or not.
+///
+/// Returns 0; 1 when NAME is not a valid Backup manifest or the
+/// manifests or a destination cannot be read.
+pub fn backups(loc: &Locations, name: Option<&str>, json: bool) -> i32 {
+    let rows = match list_sets(loc, name) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {}", crate::error_chain(&e));
+            return FAILED;
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    let text = if json {
+        let mut s = serde_json::to_string_pretty(&rows).expect("plain rows serialize");
+        s.push('\n');
+        s
+    } else if rows.is_empty() {
+        eprintln!("no backup sets");
+        return OK;
+    } else {
+        sets_table(&rows)
+    };
+    let _ = stdout.write_all(text.as_bytes());
+    OK
+}
+
+async fn run_restore(
+    loc: &Locations,
+    name: &str,
+    id: &str,
+    dry_run: bool,
+) -> Result<bool, CommandError> {
+    let spec = find_backup(loc, name)?;
+    let dest = destination(loc, name, &spec);
+    if !dest.is_dir() {
+        return Err(CommandError::NoSets {
+            name: name.to_owned(),
+            id: id.to_owned(),
+            destination: dest,
+        });
+    }
+    let store = Store::open(&dest)?;
+    match &spec.source {
+        BackupSource::Prometheus {
+            url,
+            data_dir,
+            service,
+        } => {
+            let Some(data_dir) = data_dir else {
+                return Err(config_error(
+                    name,
+                    "prometheus.dataDir is needed to restore; set it to Prometheus' --storage.tsdb.path",
+                ));
+            };
+            let Some(service) = service else {
+                return Err(config_error(
+                    name,
+                    "prometheus.service is needed to restore: the Service manifest running Prometheus, which restore stops and starts",
+                ));
+            };
+            let client = prometheus::Client::new(url, HTTP_TIMEOUT)?;
+            // The shipped layout makes dataDir a symlink into XDG_DATA_HOME:
+            // swap the real directory, not the link.
+            let resolved = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.clone());
+            let target = RestoreTarget {
+                backup: name,
+                store: &store,
+                id,
+                data_dir: &resolved,
+                service,
+                client: &client,
+                state_dir: &loc.state_dir,
+                bus: loc.bus.as_deref(),
+            };
+            let opts = RestoreOptions {
+                dry_run,
+                progress: std::io::stderr().is_terminal(),
+                ..RestoreOptions::default()
+            };
+            let report = prometheus::restore_tsdb(target, &opts).await?;
+            print!("{report}");
+            Ok(true)
+        }
+        BackupSource::Grafana { url, auth } => {
+            let client = grafana_client(url, auth)?;
+            let set = store.verify(id)?;
+            let report = grafana::restore(&client, &set, dry_run, GRAFANA_CONCURRENCY).await?;
+            print!("{report}");
+            Ok(report.is_success())
+        }
+    }
+}
+
+/// `unitlet restore NAME ID [--dry-run]`: restore set ID of Backup NAME.
+///
+/// Every checksum is verified before anything is touched. Prometheus: the
+/// data directory is swapped with a copy of the set around a stop/start of
+/// `prometheus.service`, the replaced data moved aside and named. Grafana:
+/// folders and dashboards are saved back, with a per-object report.
+///
+/// Returns 0 when restored and verified (or, dry, when it would be); 1
+/// otherwise, with the previous state kept.
+pub async fn restore(loc: &Locations, name: &str, id: &str, dry_run: bool) -> i32 {
+    match run_restore(loc, name, id, dry_run).await {
+        Ok(true) => OK,
+        Ok(false) => {
+            eprintln!("error: restore of {name} set {id} did not restore every object (see above)");
+            FAILED
+        }
+        Err(e) => {
+            eprintln!(
+                "error: restore of {name} set {id}: {}",
+                crate::error_chain(&e)
+            );
+            FAILED
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_run_keeps_the_last_success_across_failures() {
+        let ok = LastRun::after(None, 100, Ok("S1"));
+        assert_eq!(ok.last_success, Some(100));
+        assert_eq!(ok.last_error, None);
+        let failed = LastRun::after(Some(ok.clone()), 200, Err("Prometheus down".into()));
+        assert_eq!(failed.last_success, Some(100));
+        assert_eq!(failed.last_attempt, 200);
+        assert_eq!(failed.last_error.as_deref(), Some("Prometheus down"));
+        assert_eq!(failed.last_set.as_deref(), Some("S1"));
+        let v = serde_json::to_value(&failed).unwrap();
+        assert_eq!(v["lastSuccess"], 100);
+        assert_eq!(v["lastAttempt"], 200);
+        let again = LastRun::after(Some(failed), 300, Ok("S2"));
+        assert_eq!(
+            serde_json::to_value(&again).unwrap()["lastError"],
+            serde_json::Value::Null
+        );
+    }
+
+    #[test]
+    fn sizes_for_people() {
+        assert_eq!(format_size(0), "0 B");
+        assert_eq!(format_size(1023), "1023 B");
+        assert_eq!(format_size(1536), "1.5 KiB");
+        assert_eq!(format_size(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn table_has_the_contract_columns() {
+        let row = SetRow {
+            id: "20261127T235501Z".into(),
+            manifest: "tsdb".into(),
+            kind: "prometheus".into(),
+            source: "http://p:9090/".into(),
+            created: "2026-11-27T23:55:01Z".into(),
+            size: 2048,
+            files: 3,
+            status: SetStatus::Incomplete,
+            path: "/x".into(),
+        };
+        let t = sets_table(&[row]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            lines[0].split_whitespace().collect::<Vec<_>>(),
+            ["ID", "MANIFEST", "CREATED", "SIZE", "STATUS"]
+        );
+        assert!(lines[1].starts_with("20261127T235501Z   tsdb"), "{t}");
+        assert!(lines[1].ends_with("2.0 KiB   incomplete"), "{t}");
+    }
+
+    #[test]
+    fn default_destination_is_under_the_state_dir() {
+        let loc = Locations {
+            manifests: "/m".into(),
+            state_dir: "/s".into(),
+            unit_dir: "/u".into(),
+            bus: None,
+        };
+        let spec = BackupSpec {
+            schedule: crate::schedule::Schedule::parse("every 6h").unwrap(),
+            keep: 2,
+            destination: None,
+            source: BackupSource::Prometheus {
+                url: "http://p:9090".into(),
+                data_dir: None,
+                service: None,
+            },
+        };
+        assert_eq!(
+            destination(&loc, "tsdb", &spec),
+            PathBuf::from("/s/backups/tsdb")
+        );
+        assert_eq!(
+            last_run_path(&loc, "tsdb"),
+            PathBuf::from("/s/backups/tsdb.last.json")
+        );
+    }
+}

@@ -1,0 +1,1167 @@
+//! Backup and restore of a Prometheus TSDB directory.
+//!
+//! Set layout:
+//! - `snapshot/<ULID>/{meta.json,index,chunks/…,tombstones}`: the blocks of
+//!   the snapshot Prometheus made, exactly as it wrote them;
+//! - `prometheus.json`: where it came from and the time range of each block,
+//!   so a restore can ask the restored Prometheus for data it must have.
+//!
+//! Backup takes the snapshot directory *out of* Prometheus' `snapshots/`
+//! directory (rename on the same filesystem, copy otherwise), so that
+//! directory does not grow with every scheduled run.
+//!
+//! Restore copies the set (never moves it: the set must stay restorable)
+//! into a sibling of the data directory *before* stopping Prometheus, so a
+//! full disk or a damaged file is found while Prometheus still runs on its
+//! data, and the downtime is two renames plus a start.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::client::Client;
+use super::{KIND, PrometheusError};
+use crate::backup::{SetInfo, Store, VerifiedSet};
+use crate::hold::Hold;
+use crate::systemd::{JobKind, Systemd, SystemdError};
+
+type Result<T, E = PrometheusError> = std::result::Result<T, E>;
+
+/// The directory inside a set holding the TSDB blocks.
+pub const SNAPSHOT_DIR: &str = "snapshot";
+
+/// What the set says about itself beyond `backup.json`.
+const INFO_FILE: &str = "prometheus.json";
+
+/// One block of the snapshot, from its `meta.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockRange {
+    /// The block's ULID (its directory name).
+    pub ulid: String,
+    /// First sample time, unix milliseconds, inclusive.
+    pub min_time: i64,
+    /// Last sample time, unix milliseconds, exclusive.
+    pub max_time: i64,
+}
+
+/// The content of `prometheus.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SnapshotInfo {
+    /// The name Prometheus gave the snapshot.
+    snapshot: String,
+    /// The Prometheus it came from.
+    url: String,
+    /// The data directory it was taken out of.
+    data_dir: PathBuf,
+    /// Blocks, oldest first.
+    blocks: Vec<BlockRange>,
+}
+
+/// A progress bar on stderr when `enabled` (a terminal), else a no-op:
+/// a scheduled run's journal should not fill with redraws.
+fn progress_bar(enabled: bool, total: u64, what: &str) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg:10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_message(what.to_owned());
+    pb
+}
+
+/// Runs blocking filesystem work off the async runtime's thread, passing
+/// panics on.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// Backs up the TSDB of the Prometheus at `client` (whose storage path is
+/// `data_dir`) into a new set of `store`.
+///
+/// # Guarantees
+/// The set is complete (has `backup.json`) only if every file of the
+/// snapshot is in it and recorded with size and sha256. On any error the
+/// set is left incomplete — never counted by `keep` nor restored — and a
+/// partial copy is removed to give the space back; earlier sets are not
+/// touched. The snapshot never stays behind in `data_dir/snapshots`.
+///
+/// # Caveats
+/// On the same filesystem the set's files are hard links shared with the
+/// live blocks (that is how Prometheus snapshots are made). Prometheus
+/// never rewrites block files in place, and restore re-verifies every hash
+/// anyway.
+///
+/// # Errors
+/// [`PrometheusError::Unreachable`] and friends when Prometheus cannot
+/// snapshot; [`PrometheusError::SnapshotMissing`] when `data_dir` is not
+/// its storage path; [`PrometheusError::Copy`] (naming the path) when the
+/// destination fills up or is not writable.
+pub async fn backup_tsdb(
+    client: &Client,
+    data_dir: &Path,
+    store: &Store,
+    progress: bool,
+) -> Result<SetInfo> {
+    // Asking Prometheus first: if it is down, no empty set is left behind.
+    let name = client.snapshot().await?;
+    let snapshots = data_dir.join("snapshots");
+    let src = snapshots.join(&name);
+    tracing::info!(snapshot = %name, dir = %src.display(), "Prometheus made a snapshot");
+    let url = client.base_url().to_owned();
+    let data_dir = data_dir.to_path_buf();
+    let store = store.clone();
+    blocking(move || take_snapshot(&store, &url, &data_dir, &name, progress)).await
+}
+
+fn take_snapshot(
+    store: &Store,
+    url: &str,
+    data_dir: &Path,
+    name: &str,
+    progress: bool,
+) -> Result<SetInfo> {
+    let snapshots = data_dir.join("snapshots");
+    let src = snapshots.join(name);
+    if !src.is_dir() {
+        return Err(PrometheusError::SnapshotMissing {
+            url: url.to_owned(),
+            name: name.to_owned(),
+            path: src,
+        });
+    }
+    // Whatever happens below, the snapshot must not stay in Prometheus'
+    // directory: it would pin deleted blocks' disk space forever.
+    let result = (|| {
+        let mut set = store.begin(KIND, url)?;
+        let dst = set.dir().join(SNAPSHOT_DIR);
+        match fs::rename(&src, &dst) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                let total = tree_size(&src);
+                let pb = progress_bar(progress, total, "copying");
+                let copied = copy_tree(&src, &dst, &pb);
+                pb.finish_and_clear();
+                if let Err((from, to, source)) = copied {
+                    let _ = fs::remove_dir_all(&dst);
+                    return Err(PrometheusError::Copy {
+                        from,
+                        to,
+                        hint: format!(
+                            "backup set {} is left incomplete and its partial copy was removed; earlier sets are untouched; free space in {} or set `destination` to a bigger filesystem",
+                            set.id(),
+                            store.path().display()
+                        ),
+                        source,
+                    });
+                }
+            }
+            Err(source) => {
+                return Err(PrometheusError::Io {
+                    op: format!("move the snapshot into backup set {} at", set.id()),
+                    path: dst,
+                    source,
+                });
+            }
+        }
+        let files = list_files(&dst).map_err(|source| PrometheusError::Io {
+            op: "list".to_owned(),
+            path: dst.clone(),
+            source,
+        })?;
+        let pb = progress_bar(progress, files.iter().map(|f| f.1).sum(), "hashing");
+        let mut blocks = Vec::new();
+        for (rel, size) in &files {
+            let rel = format!("{SNAPSHOT_DIR}/{rel}");
+            set.add_existing(&rel)?;
+            pb.inc(*size);
+            if let Some(block) = rel
+                .strip_suffix("/meta.json")
+                .and_then(|b| b.strip_prefix(&format!("{SNAPSHOT_DIR}/")))
+                && !block.contains('/')
+                && let Some(range) = fs::read(set.dir().join(&rel))
+                    .ok()
+                    .and_then(|b| parse_block_meta(&b))
+            {
+                blocks.push(range);
+            }
+        }
+        pb.finish_and_clear();
+        blocks.sort_by_key(|b| b.min_time);
+        let info = SnapshotInfo {
+            snapshot: name.to_owned(),
+            url: url.to_owned(),
+            data_dir: data_dir.to_path_buf(),
+            blocks,
+        };
+        set.write_file(
+            INFO_FILE,
+            &serde_json::to_vec_pretty(&info).expect("plain struct serializes"),
+        )?;
+        Ok(set.finish()?)
+    })();
+    if src.exists()
+        && let Err(e) = fs::remove_dir_all(&src)
+    {
+        tracing::warn!(dir = %src.display(), error = %e, "cannot remove the snapshot from Prometheus' snapshots directory; delete it by hand");
+    }
+    result
+}
+
+/// `(ulid, minTime, maxTime)` of a block's `meta.json`.
+fn parse_block_meta(bytes: &[u8]) -> Option<BlockRange> {
+    serde_json::from_slice(bytes).ok()
+}
+
+/// Regular files below `dir`, relative and `/`-separated, sorted, with sizes.
+fn list_files(dir: &Path) -> io::Result<Vec<(String, u64)>> {
+    fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, u64)>) -> io::Result<()> {
+        let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<io::Result<_>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let rel = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
+            let ty = e.file_type()?;
+            if ty.is_dir() {
+                walk(&e.path(), &rel, out)?;
+            } else if ty.is_file() {
+                out.push((rel, e.metadata()?.len()));
+            } else {
+                tracing::warn!(path = %e.path().display(), "not a regular file; not backed up");
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, "", &mut out)?;
+    Ok(out)
+}
+
+fn tree_size(dir: &Path) -> u64 {
+    list_files(dir)
+        .map(|f| f.iter().map(|x| x.1).sum())
+        .unwrap_or(0)
+}
+
+type CopyError = (PathBuf, PathBuf, io::Error);
+
+/// Copies a directory tree (directories and regular files, modes kept),
+/// fsyncing every file and directory so a set sealed afterwards is durable.
+fn copy_tree(src: &Path, dst: &Path, pb: &ProgressBar) -> Result<(), CopyError> {
+    let err = |e: io::Error| (src.to_path_buf(), dst.to_path_buf(), e);
+    let mode = fs::metadata(src).map_err(err)?.permissions().mode() & 0o7777;
+    fs::DirBuilder::new().mode(mode).create(dst).map_err(err)?;
+    let mut entries: Vec<_> = fs::read_dir(src)
+        .and_then(|rd| rd.collect::<io::Result<Vec<_>>>())
+        .map_err(err)?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let (from, to) = (e.path(), dst.join(e.file_name()));
+        let ty = e.file_type().map_err(err)?;
+        if ty.is_dir() {
+            copy_tree(&from, &to, pb)?;
+        } else if ty.is_file() {
+            copy_file(&from, &to, pb, |_| {}).map_err(|e| (from.clone(), to.clone(), e))?;
+        }
+    }
+    File::open(dst).and_then(|d| d.sync_all()).map_err(err)
+}
+
+/// Copies one file (mode kept, `create_new` so nothing is overwritten),
+/// feeding every chunk to `inspect` (restore hashes it) and fsyncing.
+fn copy_file(
+    from: &Path,
+    to: &Path,
+    pb: &ProgressBar,
+    mut inspect: impl FnMut(&[u8]),
+) -> io::Result<u64> {
+    let mut input = File::open(from)?;
+    let mode = input.metadata()?.permissions().mode() & 0o7777;
+    let mut output = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(to)?;
+    let mut buf = vec![0u8; 1024 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = input.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        inspect(&buf[..n]);
+        output.write_all(&buf[..n])?;
+        total += n as u64;
+        pb.inc(n as u64);
+    }
+    output.sync_all()?;
+    Ok(total)
+}
+
+// ---------------------------------------------------------------------------
+// Restore
+
+/// What to restore, from where, and who runs Prometheus.
+#[derive(Debug, Clone, Copy)]
+pub struct RestoreTarget<'a> {
+    /// The Backup manifest (messages only).
+    pub backup: &'a str,
+    /// Its destination.
+    pub store: &'a Store,
+    /// The set to restore.
+    pub id: &'a str,
+    /// Prometheus' `--storage.tsdb.path`.
+    pub data_dir: &'a Path,
+    /// The Service manifest running Prometheus (unit `NAME.service`); the
+    /// hold is taken on this name so `unitlet run` leaves it alone.
+    pub service: &'a str,
+    /// Prometheus, to wait for readiness and check the restored data.
+    pub client: &'a Client,
+    /// unitlet's state directory, where holds live.
+    pub state_dir: &'a Path,
+    /// The bus address (`None`: the session bus).
+    pub bus: Option<&'a str>,
+}
+
+/// How a restore behaves.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// Verify and say what would happen; change nothing.
+    pub dry_run: bool,
+    /// Show progress bars (only when stderr is a terminal).
+    pub progress: bool,
+    /// Deadline of each stop/start job.
+    pub job_timeout: Duration,
+    /// How long Prometheus may take to become ready on the restored data
+    /// (opening a large TSDB takes a while).
+    pub ready_timeout: Duration,
+    /// How long the restored data may take to answer the check query.
+    pub check_timeout: Duration,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        RestoreOptions {
+            dry_run: false,
+            progress: false,
+            job_timeout: Duration::from_secs(90),
+            ready_timeout: Duration::from_secs(300),
+            check_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What a restore did (or, dry, would do).
+#[derive(Debug, Clone)]
+pub struct RestoreReport {
+    /// The restored set.
+    pub set_id: String,
+    /// The data directory now holding the set's data.
+    pub data_dir: PathBuf,
+    /// The unit that was stopped and started.
+    pub unit: String,
+    /// Nothing was changed.
+    pub dry_run: bool,
+    /// Files and bytes copied.
+    pub files: usize,
+    /// Bytes copied.
+    pub bytes: u64,
+    /// Where the data that was replaced went (`None`: there was none).
+    pub replaced: Option<PathBuf>,
+    /// What proved that the restored data answers, if anything could.
+    pub checked: Option<String>,
+}
+
+impl fmt::Display for RestoreReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let dd = self.data_dir.display();
+        if self.dry_run {
+            writeln!(
+                f,
+                "dry run: backup set {} verified ({} files, {} bytes); nothing was changed. A restore would:",
+                self.set_id, self.files, self.bytes
+            )?;
+            writeln!(f, "  1. copy the set into a sibling of {dd}")?;
+            writeln!(f, "  2. stop {}", self.unit)?;
+            match &self.replaced {
+                Some(r) => writeln!(f, "  3. move {dd} aside to {}", r.display())?,
+                None => writeln!(f, "  3. ({dd} does not exist: nothing to move aside)")?,
+            }
+            writeln!(f, "  4. move the copy into place as {dd}")?;
+            writeln!(
+                f,
+                "  5. start {}, wait until ready and check that the restored data answers queries",
+                self.unit
+            )?;
+            return Ok(());
+        }
+        writeln!(
+            f,
+            "restored backup set {} into {dd} ({} files, {} bytes); {} is running",
+            self.set_id, self.files, self.bytes, self.unit
+        )?;
+        if let Some(c) = &self.checked {
+            writeln!(f, "checked: {c}")?;
+        }
+        match &self.replaced {
+            Some(r) => writeln!(
+                f,
+                "the data it replaced was moved to {} (delete it when you no longer need it)",
+                r.display()
+            ),
+            None => writeln!(f, "there was no data at {dd} to replace"),
+        }
+    }
+}
+
+/// The sibling `DATADIR.LABEL-STAMP[-N]` of `data_dir`; pure.
+///
+/// # Errors
+/// When `data_dir` has no final component (`/`).
+pub fn sibling(data_dir: &Path, label: &str, stamp: &str, n: u32) -> Option<PathBuf> {
+    // Normalizing drops a trailing `/`, which would otherwise make the
+    // sibling a child.
+    let normalized: PathBuf = data_dir.components().collect();
+    let name = normalized.file_name()?.to_string_lossy().into_owned();
+    let suffix = if n <= 1 {
+        String::new()
+    } else {
+        format!("-{n}")
+    };
+    Some(normalized.with_file_name(format!("{name}.{label}-{stamp}{suffix}")))
+}
+
+/// A sibling name nobody uses yet.
+fn free_sibling(data_dir: &Path, label: &str, stamp: &str) -> Option<PathBuf> {
+    (1..10_000)
+        .filter_map(|n| sibling(data_dir, label, stamp, n))
+        .find(|p| fs::symlink_metadata(p).is_err())
+}
+
+/// `20261127T235501Z`, the same shape as set IDs.
+pub fn stamp(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t)
+        .to_string()
+        .chars()
+        .filter(|c| *c != '-' && *c != ':')
+        .collect()
+}
+
+/// The snapshot's block ranges, from the verified set.
+///
+/// # Errors
+/// [`PrometheusError::InvalidSet`] for a block whose `meta.json` is not
+/// one: Prometheus might skip such a block silently, and the restore would
+/// then lose it while claiming success.
+fn set_blocks(set: &VerifiedSet) -> Result<Vec<BlockRange>> {
+    let mut blocks = Vec::new();
+    for f in set.files() {
+        if let Some(block) = f
+            .path
+            .strip_prefix(&format!("{SNAPSHOT_DIR}/"))
+            .and_then(|p| p.strip_suffix("/meta.json"))
+            && !block.contains('/')
+        {
+            let bytes = set.read(&f.path)?;
+            match parse_block_meta(&bytes) {
+                Some(b) if b.max_time > b.min_time => blocks.push(b),
+                _ => {
+                    return Err(PrometheusError::InvalidSet {
+                        id: set.info().id.clone(),
+                        file: f.path.clone(),
+                        reason: "not a TSDB block meta.json (ulid, minTime < maxTime)".to_owned(),
+                    });
+                }
+            }
+        }
+    }
+    blocks.sort_by_key(|b| b.min_time);
+    Ok(blocks)
+}
+
+/// The blocks the data check queries: the oldest and the newest, so both
+/// ends of the restored range are proven to be there.
+fn check_blocks(blocks: &[BlockRange]) -> Vec<&BlockRange> {
+    let mut v: Vec<&BlockRange> = blocks.first().into_iter().collect();
+    if let Some(last) = blocks.iter().max_by_key(|b| b.max_time)
+        && v.first().is_none_or(|f| f.ulid != last.ulid)
+    {
+        v.push(last);
+    }
+    v
+}
+
+/// A query that finds any sample of `block`: every series' last sample in
+/// the block's whole range, evaluated at its end.
+pub fn check_query(block: &BlockRange) -> (String, f64) {
+    let range = (block.max_time - block.min_time).max(1);
+    (
+        format!("count(last_over_time({{__name__=~\".+\"}}[{range}ms]))"),
+        (block.max_time - 1) as f64 / 1000.0,
+    )
+}
+
+/// Copies the set's snapshot into `to` (a new directory), hashing every
+/// file again on the way so what lands is exactly what `backup.json` says.
+fn copy_set(set: &VerifiedSet, to: &Path, mode: u32, progress: bool) -> Result<(usize, u64)> {
+    let prefix = format!("{SNAPSHOT_DIR}/");
+    let files: Vec<_> = set
+        .files()
+        .iter()
+        .filter(|f| f.path.starts_with(&prefix))
+        .collect();
+    let total = files.iter().map(|f| f.size).sum();
+    let hint = "nothing was changed; the partial copy was removed".to_owned();
+    let copy_err = |from: &Path, to: &Path, source| PrometheusError::Copy {
+        from: from.to_path_buf(),
+        to: to.to_path_buf(),
+        hint: hint.clone(),
+        source,
+    };
+    fs::DirBuilder::new()
+        .mode(mode)
+        .create(to)
+        .map_err(|e| copy_err(set.dir(), to, e))?;
+    let pb = progress_bar(progress, total, "copying");
+    // Directories first (empty ones too: a block with no chunks still has
+    // its `chunks/` directory), then files.
+    let snap = set.dir().join(SNAPSHOT_DIR);
+    if snap.is_dir() {
+        copy_dirs(&snap, to).map_err(|(from, to, e)| copy_err(&from, &to, e))?;
+    }
+    for f in &files {
+        let from = set.dir().join(&f.path);
+        let dest = to.join(&f.path[prefix.len()..]);
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent).map_err(|e| copy_err(&from, parent, e))?;
+        }
+        let mut hasher = Sha256::new();
+        copy_file(&from, &dest, &pb, |chunk| hasher.update(chunk))
+            .map_err(|e| copy_err(&from, &dest, e))?;
+        if hex::encode(hasher.finalize()) != f.sha256 {
+            return Err(PrometheusError::ChangedDuringCopy {
+                id: set.info().id.clone(),
+                file: f.path.clone(),
+            });
+        }
+    }
+    pb.finish_and_clear();
+    sync_tree(to).map_err(|e| copy_err(set.dir(), to, e))?;
+    Ok((files.len(), total))
+}
+
+fn copy_dirs(src: &Path, dst: &Path) -> Result<(), CopyError> {
+    for e in fs::read_dir(src)
+        .and_then(|rd| rd.collect::<io::Result<Vec<_>>>())
+        .map_err(|e| (src.to_path_buf(), dst.to_path_buf(), e))?
+    {
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            let to = dst.join(e.file_name());
+            fs::create_dir_all(&to).map_err(|err| (e.path(), to.clone(), err))?;
+            copy_dirs(&e.path(), &to)?;
+        }
+    }
+    Ok(())
+}
+
+fn sync_tree(dir: &Path) -> io::Result<()> {
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            sync_tree(&e.path())?;
+        }
+    }
+    File::open(dir)?.sync_all()
+}
+
+fn sync_parent(p: &Path) {
+    if let Some(parent) = p.parent() {
+        let _ = File::open(parent).and_then(|d| d.sync_all());
+    }
+}
+
+fn rename(from: &Path, to: &Path, op: &str) -> Result<()> {
+    fs::rename(from, to).map_err(|source| PrometheusError::Io {
+        op: format!("{op} (to {})", to.display()),
+        path: from.to_path_buf(),
+        source,
+    })?;
+    sync_parent(to);
+    Ok(())
+}
+
+fn sd_err(context: String) -> impl FnOnce(SystemdError) -> PrometheusError {
+    move |source| PrometheusError::Systemd {
+        context,
+        source: Box::new(source),
+    }
+}
+
+/// Refuses to touch a unit that does not carry the marker of `manifest`
+/// (the contract: unitlet never stops a unit it does not manage).
+async fn check_managed(sd: &Systemd, unit: &str, manifest: &str) -> Result<()> {
+    let path = sd
+        .load_unit(unit)
+        .await
+        .map_err(sd_err(format!("cannot look up {unit}")))?;
+    let props = sd
+        .get_all(unit, &path, "org.freedesktop.systemd1.Unit")
+        .await
+        .map_err(sd_err(format!("cannot read the properties of {unit}")))?;
+    let string = |k: &str| {
+        props
+            .get(k)
+            .and_then(|v| String::try_from(v.clone()).ok())
+            .unwrap_or_default()
+    };
+    let load_state = string("LoadState");
+    let fragment = string("FragmentPath");
+    if load_state != "loaded" || fragment.is_empty() {
+        return Err(PrometheusError::NotManaged {
+            unit: unit.to_owned(),
+            manifest: manifest.to_owned(),
+            fragment: format!("(systemd says LoadState={load_state})"),
+        });
+    }
+    let dropins: Vec<String> = props
+        .get("DropInPaths")
+        .and_then(|v| <Vec<String>>::try_from(v.clone()).ok())
+        .unwrap_or_default();
+    let managed = std::iter::once(&fragment).chain(&dropins).any(|p| {
+        fs::read_to_string(p)
+            .ok()
+            .and_then(|c| crate::render::marker_of(&c))
+            .is_some_and(|m| m == manifest)
+    });
+    if managed {
+        Ok(())
+    } else {
+        Err(PrometheusError::NotManaged {
+            unit: unit.to_owned(),
+            manifest: manifest.to_owned(),
+            fragment,
+        })
+    }
+}
+
+async fn run_job(sd: &Systemd, unit: &str, kind: JobKind, timeout: Duration) -> Result<()> {
+    let what = match kind {
+        JobKind::Start => "start",
+        JobKind::Stop => "stop",
+        JobKind::Restart => "restart",
+    };
+    // Subscribe before queueing, or a fast job's JobRemoved is missed.
+    let mut stream = sd
+        .job_stream()
+        .await
+        .map_err(sd_err(format!("cannot {what} {unit}")))?;
+    let job = sd
+        .queue(unit, kind)
+        .await
+        .map_err(sd_err(format!("cannot {what} {unit}")))?;
+    stream
+        .wait(sd, std::slice::from_ref(&job), timeout)
+        .await
+        .pop()
+        .unwrap_or(Ok(()))
+        .map_err(sd_err(format!("cannot {what} {unit}")))
+}
+
+async fn active_state(sd: &Systemd, unit: &str) -> Result<String> {
+    let units = sd
+        .list_units(&[unit.to_owned()])
+        .await
+        .map_err(sd_err(format!("cannot read the state of {unit}")))?;
+    Ok(units
+        .get(unit)
+        .map(|(u, _)| u.active_state.clone())
+        .unwrap_or_else(|| "inactive".to_owned()))
+}
+
+/// Restores set `target.id` as Prometheus' data directory.
+///
+/// Order: verify every file → check the unit is unitlet's and there is room
+/// → copy the set next to the data directory (Prometheus still running) →
+/// hold the Service so `unitlet run` leaves it alone → stop → move the data
+/// directory aside → move the copy into place → start → wait ready → query
+/// the restored data → release the hold.
+///
+/// # Guarantees
+/// Nothing is stopped or changed unless the whole set verified and the copy
+/// succeeded. No data directory is ever deleted: the replaced one is named
+/// in the report. If anything fails after the stop, the restored copy is
+/// moved aside (`DATADIR.failed-STAMP`), the old data put back, Prometheus
+/// started again, and the error ([`PrometheusError::RolledBack`]) says so.
+///
+/// # Errors
+/// Store errors (incomplete, damaged, unknown set), [`PrometheusError::NoSpace`],
+/// [`PrometheusError::NotManaged`], systemd and readiness errors.
+pub async fn restore_tsdb(t: RestoreTarget<'_>, opts: &RestoreOptions) -> Result<RestoreReport> {
+    let unit = format!("{}.service", t.service);
+    let (store, id) = (t.store.clone(), t.id.to_owned());
+    let set = blocking(move || store.verify(&id)).await?;
+    if set.info().kind != KIND {
+        return Err(PrometheusError::WrongKind {
+            id: set.info().id.clone(),
+            kind: set.info().kind.clone(),
+        });
+    }
+    let blocks = set_blocks(&set)?;
+    let snap_files = set
+        .files()
+        .iter()
+        .filter(|f| f.path.starts_with(&format!("{SNAPSHOT_DIR}/")));
+    let (files, bytes) = snap_files.fold((0, 0), |(n, b), f| (n + 1, b + f.size));
+
+    let now = stamp(SystemTime::now());
+    let config_err = |reason: String| PrometheusError::Config {
+        name: t.backup.to_owned(),
+        reason,
+    };
+    let data_dir: PathBuf = t.data_dir.components().collect();
+    let parent = data_dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .ok_or_else(|| {
+            config_err(format!(
+                "prometheus.dataDir {} has no parent directory",
+                data_dir.display()
+            ))
+        })?
+        .to_path_buf();
+    if !parent.is_dir() {
+        return Err(config_err(format!(
+            "the parent of prometheus.dataDir, {}, does not exist",
+            parent.display()
+        )));
+    }
+    let had_data = fs::symlink_metadata(&data_dir).is_ok();
+    let replaced = if had_data {
+        Some(
+            free_sibling(&data_dir, "replaced", &now)
+                .ok_or_else(|| config_err("no free name for the replaced data".to_owned()))?,
+        )
+    } else {
+        None
+    };
+    let available = rustix::fs::statvfs(&parent)
+        .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+        .unwrap_or(u64::MAX);
+    if available < bytes {
+        return Err(PrometheusError::NoSpace {
+            path: parent,
+            needed: bytes,
+            available,
+        });
+    }
+    let sd = Systemd::connect(t.bus)
+        .await
+        .map_err(sd_err("cannot stop and start Prometheus".to_owned()))?;
+    check_managed(&sd, &unit, t.service).await?;
+
+    let mut report = RestoreReport {
+        set_id: set.info().id.clone(),
+        data_dir: data_dir.clone(),
+        unit: unit.clone(),
+        dry_run: opts.dry_run,
+        files,
+        bytes,
+        replaced: replaced.clone(),
+        checked: None,
+    };
+    if opts.dry_run {
+        return Ok(report);
+    }
+
+    // The copy happens while Prometheus still runs on its data: a full
+    // disk or a file changed since verification stops us here, at no cost.
+    let restoring = free_sibling(&data_dir, "restoring", &now)
+        .ok_or_else(|| config_err("no free name for the restored copy".to_owned()))?;
+    let mode = fs::metadata(&data_dir)
+        .map(|m| m.permissions().mode() & 0o7777)
+        .unwrap_or(0o755);
+    {
+        let (set, to, progress) = (set.clone(), restoring.clone(), opts.progress);
+        let copied = blocking(move || copy_set(&set, &to, mode, progress)).await;
+        if let Err(e) = copied {
+            let _ = fs::remove_dir_all(&restoring);
+            return Err(e);
+        }
+    }
+
+    let hold = Hold::acquire(t.state_dir, t.service).map_err(|source| PrometheusError::Io {
+        op: "hold the Service (so `unitlet run` leaves it alone) in".to_owned(),
+        path: t.state_dir.join("holds"),
+        source,
+    });
+    let _hold = match hold {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&restoring);
+            return Err(e);
+        }
+    };
+    tracing::info!(unit = %unit, "stopping Prometheus for the restore");
+    if let Err(e) = run_job(&sd, &unit, JobKind::Stop, opts.job_timeout).await {
+        let _ = fs::remove_dir_all(&restoring);
+        // It may be half-stopped; leave it running as it was.
+        let _ = run_job(&sd, &unit, JobKind::Start, opts.job_timeout).await;
+        return Err(e);
+    }
+
+    let mut swap = Swap {
+        data_dir: data_dir.clone(),
+        replaced: None,
+        restoring: Some(restoring),
+        installed: false,
+    };
+    match swap_and_start(&sd, t, opts, &unit, &blocks, &mut swap, replaced.as_deref()).await {
+        Ok(checked) => {
+            report.checked = checked;
+            Ok(report)
+        }
+        Err(cause) => Err(rollback(&sd, t, opts, &unit, swap, &now, cause).await),
+    }
+}
+
+/// What the swap has done so far, for the rollback.
+struct Swap {
+    data_dir: PathBuf,
+    /// Set once the old data was moved aside.
+    replaced: Option<PathBuf>,
+    /// The copy, while it is not yet in place.
+    restoring: Option<PathBuf>,
+    /// The copy is in place as `data_dir`.
+    installed: bool,
+}
+
+async fn swap_and_start(
+    sd: &Systemd,
+    t: RestoreTarget<'_>,
+    opts: &RestoreOptions,
+    unit: &str,
+    blocks: &[BlockRange],
+    swap: &mut Swap,
+    replaced: Option<&Path>,
+) -> Result<Option<String>> {
+    // A running Prometheus would keep writing into the directory we move.
+    let state = active_state(sd, unit).await?;
+    if !matches!(state.as_str(), "inactive" | "failed") {
+        return Err(PrometheusError::StartedBehindOurBack {
+            unit: unit.to_owned(),
+            state,
+        });
+    }
+    if let Some(r) = replaced {
+        rename(&swap.data_dir, r, "move the current data aside")?;
+        swap.replaced = Some(r.to_path_buf());
+    }
+    let restoring = swap.restoring.take().expect("copy exists until installed");
+    if let Err(e) = rename(
+        &restoring,
+        &swap.data_dir,
+        "move the restored copy into place",
+    ) {
+        swap.restoring = Some(restoring);
+        return Err(e);
+    }
+    swap.installed = true;
+    tracing::info!(unit = %unit, "starting Prometheus on the restored data");
+    run_job(sd, unit, JobKind::Start, opts.job_timeout).await?;
+    t.client.wait_ready(unit, opts.ready_timeout).await?;
+    let mut checked = Vec::new();
+    for block in check_blocks(blocks) {
+        let (query, time) = check_query(block);
+        let deadline = tokio::time::Instant::now() + opts.check_timeout;
+        loop {
+            let reason = match t.client.query(&query, Some(time)).await {
+                Ok(samples) => match samples.first() {
+                    Some(s) if s.value > 0.0 => {
+                        checked.push(format!(
+                            "block {} answers with {} series",
+                            block.ulid, s.value
+                        ));
+                        break;
+                    }
+                    _ => "no series (is the set older than Prometheus' --storage.tsdb.retention.time?)".to_owned(),
+                },
+                Err(e) => crate::error_chain(&e),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(PrometheusError::DataCheck {
+                    query,
+                    time: format!("{time:.3}"),
+                    reason,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    Ok((!checked.is_empty()).then(|| checked.join("; ")))
+}
+
+/// Undoes a failed swap: the restored copy aside as `.failed-STAMP`, the
+/// old data back, Prometheus started. Returns the error to report.
+async fn rollback(
+    sd: &Systemd,
+    t: RestoreTarget<'_>,
+    opts: &RestoreOptions,
+    unit: &str,
+    swap: Swap,
+    stamp: &str,
+    cause: PrometheusError,
+) -> PrometheusError {
+    tracing::warn!(error = %crate::error_chain(&cause), "restore failed; putting the previous data back");
+    let mut notes = Vec::new();
+    if let Err(e) = run_job(sd, unit, JobKind::Stop, opts.job_timeout).await {
+        notes.push(format!(
+            "stopping {unit} again failed ({})",
+            crate::error_chain(&e)
+        ));
+    }
+    if let Some(r) = &swap.restoring {
+        let _ = fs::remove_dir_all(r);
+    }
+    let mut back_ok = true;
+    if swap.installed {
+        match free_sibling(&swap.data_dir, "failed", stamp) {
+            Some(failed) => match rename(&swap.data_dir, &failed, "move the restored data aside") {
+                Ok(()) => notes.push(format!(
+                    "the restored data was moved to {}",
+                    failed.display()
+                )),
+                Err(e) => {
+                    back_ok = false;
+                    notes.push(crate::error_chain(&e));
+                }
+            },
+            None => {
+                back_ok = false;
+                notes.push("no free name to move the restored data aside".to_owned());
+            }
+        }
+    }
+    if let Some(r) = &swap.replaced {
+        if back_ok {
+            match rename(r, &swap.data_dir, "put the previous data back") {
+                Ok(()) => notes.push(format!(
+                    "the previous data is back at {}",
+                    swap.data_dir.display()
+                )),
+                Err(e) => notes.push(format!(
+                    "{}; the previous data is still at {}",
+                    crate::error_chain(&e),
+                    r.display()
+                )),
+            }
+        } else {
+            notes.push(format!("the previous data is still at {}", r.display()));
+        }
+    } else {
+        notes.push("the previous data was not touched".to_owned());
+    }
+    // A crash loop on the bad data may have hit the start limit, which
+    // would refuse this start.
+    sd.reset_failed(unit).await;
+    match run_job(sd, unit, JobKind::Start, opts.job_timeout).await {
+        Ok(()) => match t.client.wait_ready(unit, opts.ready_timeout).await {
+            Ok(()) => notes.push(format!("{unit} was started again and is ready")),
+            Err(e) => notes.push(format!(
+                "{unit} was started again but is not ready ({})",
+                crate::error_chain(&e)
+            )),
+        },
+        Err(e) => notes.push(format!(
+            "starting {unit} again failed ({})",
+            crate::error_chain(&e)
+        )),
+    }
+    PrometheusError::RolledBack {
+        cause: Box::new(cause),
+        rollback: notes.join("; "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn siblings_are_next_to_the_data_dir_whatever_its_spelling() {
+        let s = sibling(
+            Path::new("/srv/prom/data/"),
+            "replaced",
+            "20261127T235501Z",
+            1,
+        );
+        assert_eq!(
+            s.unwrap(),
+            PathBuf::from("/srv/prom/data.replaced-20261127T235501Z")
+        );
+        let s = sibling(Path::new("/srv/prom/data"), "failed", "20261127T235501Z", 3);
+        assert_eq!(
+            s.unwrap(),
+            PathBuf::from("/srv/prom/data.failed-20261127T235501Z-3")
+        );
+        assert_eq!(sibling(Path::new("/"), "replaced", "x", 1), None);
+    }
+
+    #[test]
+    fn free_sibling_skips_names_in_use() {
+        let d = tempfile::tempdir().unwrap();
+        let data = d.path().join("data");
+        fs::create_dir(d.path().join("data.replaced-S")).unwrap();
+        fs::write(d.path().join("data.replaced-S-2"), b"").unwrap();
+        assert_eq!(
+            free_sibling(&data, "replaced", "S").unwrap(),
+            d.path().join("data.replaced-S-3")
+        );
+    }
+
+    #[test]
+    fn stamps_look_like_set_ids() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_823_701);
+        assert_eq!(stamp(t), "20261127T235501Z");
+    }
+
+    #[test]
+    fn the_check_queries_the_oldest_and_newest_block_over_their_range() {
+        let b = |u: &str, min, max| BlockRange {
+            ulid: u.into(),
+            min_time: min,
+            max_time: max,
+        };
+        assert!(check_blocks(&[]).is_empty());
+        let one = [b("a", 0, 5001)];
+        assert_eq!(check_blocks(&one).len(), 1);
+        let three = [b("a", 0, 5001), b("b", 5001, 9001), b("c", 9001, 20001)];
+        let picked: Vec<&str> = check_blocks(&three)
+            .iter()
+            .map(|x| x.ulid.as_str())
+            .collect();
+        assert_eq!(picked, ["a", "c"]);
+        let (q, t) = check_query(&three[2]);
+        assert_eq!(q, "count(last_over_time({__name__=~\".+\"}[11000ms]))");
+        assert_eq!(t, 20.0);
+    }
+
+    #[test]
+    fn block_meta_parses_prometheus_meta_json() {
+        let meta = br#"{"ulid":"01HXYZ","minTime":1700000000000,"maxTime":1700000060000,"stats":{"numSamples":10},"compaction":{"level":1,"sources":["01HXYZ"]},"version":1}"#;
+        assert_eq!(
+            parse_block_meta(meta),
+            Some(BlockRange {
+                ulid: "01HXYZ".into(),
+                min_time: 1_700_000_000_000,
+                max_time: 1_700_000_060_000
+            })
+        );
+        assert_eq!(parse_block_meta(b"{}"), None);
+    }
+
+    fn fake_snapshot(data_dir: &Path, name: &str) {
+        let b = data_dir.join("snapshots").join(name).join("01HBLOCK");
+        fs::create_dir_all(b.join("chunks")).unwrap();
+        fs::write(
+            b.join("meta.json"),
+            br#"{"ulid":"01HBLOCK","minTime":1000,"maxTime":61000}"#,
+        )
+        .unwrap();
+        fs::write(b.join("index"), vec![7u8; 100_000]).unwrap();
+        fs::write(b.join("chunks/000001"), vec![9u8; 3_000_000]).unwrap();
+        fs::write(b.join("tombstones"), b"").unwrap();
+    }
+
+    #[test]
+    fn a_snapshot_is_taken_out_of_prometheus_dir_and_sealed() {
+        let d = tempfile::tempdir().unwrap();
+        let data = d.path().join("data");
+        fake_snapshot(&data, "S1");
+        let store = Store::open(&d.path().join("backups")).unwrap();
+        let info = take_snapshot(&store, "http://p:9090/", &data, "S1", false).unwrap();
+        assert_eq!(info.files, 5, "4 snapshot files and prometheus.json");
+        assert!(
+            !data.join("snapshots/S1").exists(),
+            "Prometheus' snapshots dir must not grow"
+        );
+        let set = store.verify(&info.id).unwrap();
+        assert_eq!(
+            set_blocks(&set).unwrap(),
+            vec![BlockRange {
+                ulid: "01HBLOCK".into(),
+                min_time: 1000,
+                max_time: 61000
+            }]
+        );
+
+        // And it restores byte for byte, empty directories included.
+        let to = d.path().join("restored");
+        fs::remove_file(set.dir().join("snapshot/01HBLOCK/tombstones")).ok();
+        assert!(
+            copy_set(&set, &to, 0o750, false).is_err(),
+            "a file that vanished after verify is an error"
+        );
+        let _ = fs::remove_dir_all(&to);
+        fs::write(set.dir().join("snapshot/01HBLOCK/tombstones"), b"").unwrap();
+        let (n, bytes) = copy_set(&set, &to, 0o750, false).unwrap();
+        assert_eq!((n, bytes), (4, 3_100_000 + 50));
+        assert_eq!(
+            fs::read(to.join("01HBLOCK/chunks/000001")).unwrap(),
+            vec![9u8; 3_000_000]
+        );
+        assert_eq!(
+            fs::metadata(&to).unwrap().permissions().mode() & 0o777,
+            0o750
+        );
+        assert!(
+            set.dir().join("snapshot/01HBLOCK/index").exists(),
+            "copy, not move"
+        );
+    }
+
+    #[test]
+    fn a_changed_file_is_caught_while_copying() {
+        let d = tempfile::tempdir().unwrap();
+        let data = d.path().join("data");
+        fake_snapshot(&data, "S1");
+        let store = Store::open(&d.path().join("backups")).unwrap();
+        let info = take_snapshot(&store, "http://p:9090/", &data, "S1", false).unwrap();
+        let set = store.verify(&info.id).unwrap();
+        let mut bytes = fs::read(set.dir().join("snapshot/01HBLOCK/index")).unwrap();
+        bytes[10] ^= 1;
+        fs::write(set.dir().join("snapshot/01HBLOCK/index"), bytes).unwrap();
+        let err = copy_set(&set, &d.path().join("r"), 0o755, false).unwrap_err();
+        assert!(
+            matches!(err, PrometheusError::ChangedDuringCopy { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_missing_snapshot_names_the_data_dir() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(&d.path().join("backups")).unwrap();
+        let err = take_snapshot(&store, "http://p:9090/", d.path(), "S9", false).unwrap_err();
+        assert!(err.to_string().contains("prometheus.dataDir"), "{err}");
+        assert!(store.list().unwrap().is_empty(), "no set is started");
+    }
+}
