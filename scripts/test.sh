@@ -36,7 +36,6 @@ echo "==> build"
 cargo build --all-targets --locked
 echo "==> tests (unit + integration against real systemd user managers)"
 cargo nextest run --locked --no-fail-fast
-cargo test --locked --doc
 echo "==> shipped stack: manifests and configs checked by the real tools"
 ./target/debug/unitlet validate manifests/*.yaml
 bash scripts/check-deploy.sh

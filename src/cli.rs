@@ -120,6 +120,14 @@ pub const OPERATIONAL: i32 = 2;
 
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. }) {
+        // Like other Unix tools: `unitlet describe x | head` ends quietly
+        // instead of panicking on a closed pipe. (The operator keeps
+        // SIGPIPE ignored: its sockets report EPIPE as errors.)
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     init_tracing(matches!(cli.command, Command::Run { .. }));
     let loc = Locations::resolve(cli.manifests, cli.state_dir, cli.unit_dir, cli.bus);
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -500,12 +508,76 @@ async fn get(loc: &Locations, name: Option<&str>, output: Output) -> i32 {
             }
             let mut header = vec!["NAME", "KIND", "READY", "REASON", "STATE"];
             if wide {
-                header.extend(["FILE", "MESSAGE"]);
+                header.extend(["MEMORY", "CPU", "TASKS", "FILE", "MESSAGE"]);
+                let usage = live_usage(loc, &objs).await;
+                for (row, o) in rows.iter_mut().zip(&objs) {
+                    let (mem, cpu, tasks) = usage
+                        .get(&o.name)
+                        .cloned()
+                        .unwrap_or_else(|| ("-".into(), "-".into(), "-".into()));
+                    row.insert(5, mem);
+                    row.insert(6, cpu);
+                    row.insert(7, tasks);
+                }
             }
             print_table(&mut out, &header, &rows);
         }
     }
     OK
+}
+
+/// Live use against limits, short form for `get -o wide`:
+/// `(memory current/max, cpu quota, tasks current/max)` by manifest.
+async fn live_usage(
+    loc: &Locations,
+    objs: &[&ObjectStatus],
+) -> std::collections::HashMap<String, (String, String, String)> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(sd) = Systemd::connect(loc.bus.as_deref()).await else {
+        return out;
+    };
+    for o in objs {
+        let Some(u) = o.unit.as_ref().filter(|u| u.name.ends_with(".service")) else {
+            continue;
+        };
+        let Ok(path) = sd.load_unit(&u.name).await else {
+            continue;
+        };
+        let Ok(p) = sd
+            .get_all(&u.name, &path, "org.freedesktop.systemd1.Service")
+            .await
+        else {
+            continue;
+        };
+        let n = |k: &str| {
+            p.get(k)
+                .and_then(|v| u64::try_from(v).ok())
+                .filter(|v| *v != u64::MAX)
+        };
+        let mem = format!(
+            "{}/{}",
+            n("MemoryCurrent")
+                .map(format_bytes)
+                .unwrap_or_else(|| "-".into()),
+            n("MemoryMax")
+                .map(format_bytes)
+                .unwrap_or_else(|| "∞".into())
+        );
+        let cpu = n("CPUQuotaPerSecUSec")
+            .map(|v| format!("{}%", v / 10_000))
+            .unwrap_or_else(|| "∞".into());
+        let tasks = format!(
+            "{}/{}",
+            n("TasksCurrent")
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "-".into()),
+            n("TasksMax")
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "∞".into())
+        );
+        out.insert(o.name.clone(), (mem, cpu, tasks));
+    }
+    out
 }
 
 fn print_table(out: &mut impl Write, header: &[&str], rows: &[Vec<String>]) {

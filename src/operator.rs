@@ -204,6 +204,9 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
                 dirs.extend(config_dirs.iter().map(PathBuf::as_path));
                 watch.arm(&dirs);
                 let timer = std::time::Instant::now();
+                // systemd forgets Subscribe when it re-executes; renewing it
+                // keeps unit-change signals coming (idempotent).
+                let _ = c.subscribe().await;
                 let outcome = pass(&mut rec, &c, &mut status, &mut config_dirs).await;
                 touch();
                 metrics.observe_pass(timer.elapsed());

@@ -1054,6 +1054,12 @@ pub async fn refresh_status(
             }
             continue;
         }
+        if let Some(msg) = missing_program(m) {
+            // Whatever state systemd shows (failed, auto-restart), the
+            // useful answer is which program to install.
+            obj.set_condition("Ready", "False", "BinaryMissing", &msg);
+            continue;
+        }
         if let Some(e) = failures.get(&m.name) {
             match missing_program(m) {
                 Some(msg) => obj.set_condition("Ready", "False", "BinaryMissing", &msg),

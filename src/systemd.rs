@@ -782,6 +782,18 @@ pub async fn unit_changes(
         unit_name_from_path(&path)
     });
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    // A re-executed manager comes back under a new bus name and has
+    // forgotten our Subscribe: treat that as a change too.
+    if let Ok(mut owners) = sd.manager.inner().receive_owner_changed().await {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(_owner) = owners.next().await {
+                if tx.send("org.freedesktop.systemd1".to_string()).is_err() {
+                    break;
+                }
+            }
+        });
+    }
     tokio::spawn(async move {
         let mut names = std::pin::pin!(names);
         while let Some(n) = names.next().await {

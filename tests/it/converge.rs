@@ -415,3 +415,23 @@ fn plan_and_apply_exit_2_without_a_bus() {
     let o = um.unitlet(&["--bus", "unix:path=/nonexistent/bus", "plan"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn a_reexecuted_manager_is_followed() {
+    let um = UserManager::start();
+    um.write_manifest("x.yaml", &service("x", ""));
+    let run = um.spawn_run(&[]);
+    wait_for(T, "x active", || {
+        (um.active("x.service") == "active").then_some(())
+    });
+    run.wait_log("connected", T);
+    assert!(um.systemctl(&["daemon-reexec"]).status.success());
+    std::thread::sleep(Duration::from_millis(500));
+    // Still subscribed: a stop by hand is undone without waiting for a resync.
+    assert!(um.systemctl(&["stop", "x.service"]).status.success());
+    wait_for(
+        Duration::from_secs(3),
+        "x active again after daemon-reexec",
+        || (um.active("x.service") == "active").then_some(()),
+    );
+}

@@ -136,7 +136,7 @@ fn install_script_brings_up_the_debian_part_of_the_stack() {
         (256u64 << 20).to_string()
     );
     for name in ["grafana", "loki", "promtail"] {
-        let (status, reason, message) = wait_for(t, &format!("{name} reported"), || {
+        let (status, _reason, message) = wait_for(t, &format!("{name} reported"), || {
             ready(&um, name).filter(|r| r.1 == "BinaryMissing")
         });
         assert_eq!(status, "False");
