@@ -101,6 +101,8 @@ pub struct Reconciler {
     /// readiness probe: `(reason, message)`, by manifest.
     pub config_issue: HashMap<String, (String, String)>,
     pub http: reqwest::Client,
+    /// The manager's directories, read once from its `UnitPath`.
+    dirs: std::sync::OnceLock<ManagerDirs>,
 }
 
 fn unit_files_in(dir: &Path) -> Result<BTreeMap<String, ObservedFile>, ReconcileError> {
@@ -162,28 +164,78 @@ fn unit_files_in(dir: &Path) -> Result<BTreeMap<String, ObservedFile>, Reconcile
     Ok(out)
 }
 
-/// Where `systemctl --user set-property` and `SetUnitProperties` persist
-/// settings for a unit: `user.control` in the config and runtime dirs.
-pub fn control_dirs(unit: &str) -> Vec<PathBuf> {
-    let mut v = vec![
-        crate::locations::xdg("XDG_CONFIG_HOME", ".config")
-            .join("systemd/user.control")
-            .join(format!("{unit}.d")),
-    ];
-    if let Some(rt) = std::env::var_os("XDG_RUNTIME_DIR").filter(|r| !r.is_empty()) {
-        v.push(
-            PathBuf::from(rt)
-                .join("systemd/user.control")
-                .join(format!("{unit}.d")),
-        );
-    }
-    v
+/// The user manager's own directories, as it reports them in `UnitPath`
+/// (not as our environment guesses them: `unitlet` may run with other XDG
+/// variables than the manager).
+#[derive(Debug, Clone)]
+pub struct ManagerDirs {
+    /// Where `systemctl --user enable` puts `*.wants/` symlinks.
+    pub config: PathBuf,
+    /// Where `set-property` / `SetUnitProperties` persist settings
+    /// (`user.control` in the config and runtime directories).
+    pub control: Vec<PathBuf>,
 }
 
-/// Whether someone set properties on the unit by hand (or we did): only
-/// then are live limits of a unit without declared limits worth checking.
-fn has_control_dropins(unit: &str) -> bool {
-    control_dirs(unit).iter().any(|d| d.is_dir())
+impl ManagerDirs {
+    /// From the manager's `UnitPath`; falls back to the XDG environment.
+    pub fn from_unit_path(unit_path: &[String]) -> ManagerDirs {
+        let control: Vec<PathBuf> = unit_path
+            .iter()
+            .filter(|p| p.ends_with("/systemd/user.control"))
+            .map(PathBuf::from)
+            .collect();
+        // systemd lists the persistent control directory first; the config
+        // directory is its sibling.
+        let config = control
+            .first()
+            .and_then(|c| c.parent())
+            .map(|p| p.join("user"))
+            .filter(|c| unit_path.iter().any(|p| Path::new(p) == c))
+            .unwrap_or_else(|| {
+                crate::locations::xdg("XDG_CONFIG_HOME", ".config").join("systemd/user")
+            });
+        let control = if control.is_empty() {
+            ManagerDirs::from_env().control
+        } else {
+            control
+        };
+        ManagerDirs { config, control }
+    }
+
+    pub fn from_env() -> ManagerDirs {
+        let mut control =
+            vec![crate::locations::xdg("XDG_CONFIG_HOME", ".config").join("systemd/user.control")];
+        if let Some(rt) = std::env::var_os("XDG_RUNTIME_DIR").filter(|r| !r.is_empty()) {
+            control.push(PathBuf::from(rt).join("systemd/user.control"));
+        }
+        ManagerDirs {
+            config: crate::locations::xdg("XDG_CONFIG_HOME", ".config").join("systemd/user"),
+            control,
+        }
+    }
+
+    fn control_dirs(&self, unit: &str) -> impl Iterator<Item = PathBuf> + '_ {
+        let d = format!("{unit}.d");
+        self.control.iter().map(move |c| c.join(&d))
+    }
+
+    /// Whether someone set properties on the unit by hand (or we did):
+    /// only then are live limits of a unit without declared limits worth
+    /// checking.
+    fn has_control_dropins(&self, unit: &str) -> bool {
+        self.control_dirs(unit).any(|d| d.is_dir())
+    }
+
+    /// Forget limits set on a unit that is being removed, so a later unit
+    /// of the same name does not inherit them.
+    fn remove_limit_dropins(&self, unit: &str) {
+        for d in self.control_dirs(unit) {
+            for f in LIMIT_DROPINS {
+                let _ = fsutil::remove_durable(&d.join(f));
+            }
+            let _ = std::fs::remove_dir(&d);
+        }
+    }
 }
 
 /// The drop-ins `SetUnitProperties` writes for the limits unitlet manages.
@@ -195,23 +247,11 @@ const LIMIT_DROPINS: &[&str] = &[
     "50-TasksMax.conf",
 ];
 
-/// Forget limits set on a unit that is being removed, so a later unit of
-/// the same name does not inherit them.
-fn remove_limit_dropins(unit: &str) {
-    for d in control_dirs(unit) {
-        for f in LIMIT_DROPINS {
-            let _ = fsutil::remove_durable(&d.join(f));
-        }
-        let _ = std::fs::remove_dir(&d);
-    }
-}
-
 /// `enabled`, `disabled` or `static`, read from the `[Install]` section and
-/// the symlinks `systemctl --user enable` creates in the user's config
+/// the symlinks `systemctl --user enable` creates in the manager's config
 /// directory.
-fn enablement(unit: &str, content: &str) -> String {
+fn enablement(config: &Path, unit: &str, content: &str) -> String {
     let parsed = render::parse_unit(content);
-    let config = crate::locations::xdg("XDG_CONFIG_HOME", ".config").join("systemd/user");
     let mut any_install = false;
     for (key, suffix) in [("WantedBy", "wants"), ("RequiredBy", "requires")] {
         for targets in parsed
@@ -237,6 +277,16 @@ fn enablement(unit: &str, content: &str) -> String {
 }
 
 impl Reconciler {
+    async fn manager_dirs(&self, sd: &Systemd) -> &ManagerDirs {
+        if let Some(d) = self.dirs.get() {
+            return d;
+        }
+        match sd.unit_path().await {
+            Ok(p) => self.dirs.get_or_init(|| ManagerDirs::from_unit_path(&p)),
+            Err(_) => self.dirs.get_or_init(ManagerDirs::from_env),
+        }
+    }
+
     pub fn new(loc: Locations, exe: PathBuf) -> Reconciler {
         let render_ctx = RenderContext {
             exe,
@@ -254,6 +304,7 @@ impl Reconciler {
             rejected_config: HashMap::new(),
             config_issue: HashMap::new(),
             http: crate::reload::http_client(),
+            dirs: std::sync::OnceLock::new(),
         }
     }
 
@@ -309,6 +360,7 @@ impl Reconciler {
         desired: &[DesiredUnit],
         status: &Status,
     ) -> Result<Observed, ReconcileError> {
+        let dirs = self.manager_dirs(sd).await.clone();
         let t = Instant::now();
         let files = unit_files_in(&self.loc.unit_dir)?;
         tracing::debug!(elapsed = ?t.elapsed(), "read unit directory");
@@ -327,7 +379,11 @@ impl Reconciler {
         // costs ~50 ms for 200 units, far more than the rest of a pass.
         let file_states: HashMap<String, String> = names
             .iter()
-            .filter_map(|n| files.get(n).map(|f| (n.clone(), enablement(n, &f.content))))
+            .filter_map(|n| {
+                files
+                    .get(n)
+                    .map(|f| (n.clone(), enablement(&dirs.config, n, &f.content)))
+            })
             .collect();
         let mut live = BTreeMap::new();
         for (name, (mut unit, path)) in listed {
@@ -357,7 +413,7 @@ impl Reconciler {
                     }
                 ) && active
                     && !differs
-                    && (!d.resources.is_empty() || has_control_dropins(&name))
+                    && (!d.resources.is_empty() || dirs.has_control_dropins(&name))
                 {
                     unit.limits = sd.live_limits(&name, &path).await.ok();
                 }
@@ -485,7 +541,7 @@ impl Reconciler {
                             fail(&mut failures, &a.manifest, crate::error_chain(&e));
                         } else {
                             sd.reset_failed(&a.unit).await;
-                            remove_limit_dropins(&a.unit);
+                            self.manager_dirs(sd).await.remove_limit_dropins(&a.unit);
                             status.applied.remove(&a.unit);
                             status.event(
                                 &a.manifest,
@@ -1203,6 +1259,29 @@ pub async fn refresh_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn manager_dirs_come_from_unit_path() {
+        let up: Vec<String> = [
+            "/h/.config/systemd/user.control",
+            "/run/u/systemd/user.control",
+            "/run/u/systemd/transient",
+            "/h/.config/systemd/user",
+            "/etc/systemd/user",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let d = ManagerDirs::from_unit_path(&up);
+        assert_eq!(d.config, PathBuf::from("/h/.config/systemd/user"));
+        assert_eq!(
+            d.control,
+            vec![
+                PathBuf::from("/h/.config/systemd/user.control"),
+                PathBuf::from("/run/u/systemd/user.control")
+            ]
+        );
+    }
 
     #[test]
     fn backoff_grows_and_caps() {
