@@ -435,3 +435,38 @@ fn a_reexecuted_manager_is_followed() {
         || (um.active("x.service") == "active").then_some(()),
     );
 }
+
+#[test]
+fn manifests_writable_by_other_users_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let um = UserManager::start();
+    um.write_manifest("x.yaml", &service("x", ""));
+    std::fs::set_permissions(&um.manifests, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let o = um.unitlet(&["apply"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains("writable by other users (mode 0777)") && err.contains("chmod go-w"),
+        "{err}"
+    );
+    assert!(
+        !um.unit_dir.join("x.service").exists(),
+        "nothing may be applied"
+    );
+    std::fs::set_permissions(&um.manifests, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        um.manifests.join("x.yaml"),
+        std::fs::Permissions::from_mode(0o666),
+    )
+    .unwrap();
+    let o = um.unitlet(&["validate"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains("x.yaml: is writable by other users (mode 0666)"),
+        "{}",
+        stdout(&o)
+    );
+    let o = um.unitlet(&["apply"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!um.unit_dir.join("x.service").exists());
+}

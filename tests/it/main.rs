@@ -10,4 +10,5 @@ mod stack;
 
 mod fake_grafana;
 mod grafana;
+mod grafana_cli;
 mod prometheus_backup;
