@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::locations::Locations;
-use crate::manifest::{self, LoadError};
+use crate::manifest;
 use crate::reconcile::{ReconcileError, Reconciler};
 use crate::render;
 use crate::status::{ObjectStatus, Status};
@@ -353,8 +353,9 @@ fn validate(loc: &Locations, files: &[PathBuf]) -> i32 {
 /// live unit states when systemd is reachable.
 async fn current_status(loc: &Locations) -> Result<Status, i32> {
     let mut status = Status::load(&loc.status_file());
-    match manifest::load_dir(&loc.manifests) {
-        Ok(set) => {
+    // An unreadable directory shows the persisted status as it is.
+    if let Ok(set) = manifest::load_dir(&loc.manifests) {
+        {
             for m in &set.manifests {
                 status.objects.entry(m.name.clone()).or_insert_with(|| {
                     let mut o = ObjectStatus {
@@ -404,7 +405,6 @@ async fn current_status(loc: &Locations) -> Result<Status, i32> {
                 .objects
                 .retain(|n, o| present.contains(n) || set.broken_files.contains(&o.file));
         }
-        Err(LoadError::Missing { .. }) | Err(_) => {}
     }
     if let Ok(sd) = Systemd::connect(loc.bus.as_deref()).await {
         let names: Vec<String> = status
@@ -557,10 +557,10 @@ async fn live_usage(
         let mem = format!(
             "{}/{}",
             n("MemoryCurrent")
-                .map(format_bytes)
+                .map(crate::render::human_bytes)
                 .unwrap_or_else(|| "-".into()),
             n("MemoryMax")
-                .map(format_bytes)
+                .map(crate::render::human_bytes)
                 .unwrap_or_else(|| "∞".into())
         );
         let cpu = n("CPUQuotaPerSecUSec")
@@ -661,11 +661,11 @@ async fn describe(loc: &Locations, name: &str) -> i32 {
             if iface.ends_with("Service") {
                 let fmt_bytes = |v: Option<u64>| match v {
                     None | Some(u64::MAX) => "-".to_string(),
-                    Some(b) => format_bytes(b),
+                    Some(b) => crate::render::human_bytes(b),
                 };
                 let lim = |v: Option<u64>| match v {
                     None | Some(u64::MAX) => "unlimited".to_string(),
-                    Some(b) => format_bytes(b),
+                    Some(b) => crate::render::human_bytes(b),
                 };
                 println!("Resources (live / limit):");
                 println!(
@@ -708,21 +708,6 @@ async fn describe(loc: &Locations, name: &str) -> i32 {
         );
     }
     OK
-}
-
-fn format_bytes(b: u64) -> String {
-    const U: [&str; 5] = ["B", "K", "M", "G", "T"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < U.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{b}B")
-    } else {
-        format!("{v:.1}{}", U[i])
-    }
 }
 
 fn render_cmd(loc: &Locations, name: &str, out: Option<&std::path::Path>) -> i32 {

@@ -12,17 +12,37 @@ use std::path::Path;
 /// Any I/O error; the target is then untouched (a stray temporary file may
 /// remain, named `.NAME.unitlet-tmp.PID`, and is overwritten next time).
 pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let (dir, tmp) = write_temp(path, bytes, mode)?;
+    let result = (|| {
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        sync_dir(&dir)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Write `bytes` to the temporary file beside `path` (not yet durable).
+/// Returns the directory and the temporary's path.
+fn write_temp(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+) -> std::io::Result<(std::path::PathBuf, std::path::PathBuf)> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    std::fs::create_dir_all(&dir)?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.unitlet-tmp.{}", std::process::id()));
-    let result = (|| {
+    let written = (|| {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -30,16 +50,15 @@ pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
             .mode(mode)
             .open(&tmp)?;
         f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)?;
-        sync_dir(dir)
+        f.write_all(bytes)
     })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    match written {
+        Ok(()) => Ok((dir, tmp)),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
     }
-    result
 }
 
 /// Write many files atomically with one filesystem sync instead of two
@@ -52,27 +71,7 @@ pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
 pub fn atomic_write_batch(files: &[(&Path, &[u8], u32)]) -> Vec<std::io::Result<()>> {
     let mut temps: Vec<std::io::Result<std::path::PathBuf>> = Vec::with_capacity(files.len());
     for (path, bytes, mode) in files {
-        temps.push((|| {
-            let dir = path
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            std::fs::create_dir_all(dir)?;
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let tmp = dir.join(format!(".{name}.unitlet-tmp.{}", std::process::id()));
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(*mode)
-                .open(&tmp)?;
-            f.set_permissions(std::fs::Permissions::from_mode(*mode))?;
-            f.write_all(bytes)?;
-            Ok(tmp)
-        })());
+        temps.push(write_temp(path, bytes, *mode).map(|(_, tmp)| tmp));
     }
     // One sync for all temporaries (they share the unit directory's fs).
     let mut synced = true;

@@ -76,6 +76,7 @@ impl fmt::Display for Kind {
 }
 
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // few, long-lived values
 pub enum Spec {
     Service(ServiceSpec),
     Backup(BackupSpec),

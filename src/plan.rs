@@ -454,11 +454,10 @@ pub fn plan(unit_dir: &Path, desired: &[DesiredUnit], held: &Held, observed: &Ob
                     ));
                 }
             }
-            Some(false) => {
-                if running && !pending {
-                    stops.push(action(Op::Stop, "manifest has state: stopped".into()));
-                }
+            Some(false) if running && !pending => {
+                stops.push(action(Op::Stop, "manifest has state: stopped".into()));
             }
+            Some(false) => {}
             None => {}
         }
     }

@@ -120,9 +120,9 @@ fn escape_path(p: &Path) -> String {
 /// A duration in systemd's syntax, exact to the microsecond.
 pub fn systemd_duration(d: Duration) -> String {
     let us = d.as_micros();
-    if us % 1_000_000 == 0 {
+    if us.is_multiple_of(1_000_000) {
         format!("{}s", us / 1_000_000)
-    } else if us % 1000 == 0 {
+    } else if us.is_multiple_of(1000) {
         format!("{}ms", us / 1000)
     } else {
         format!("{us}us")
@@ -152,7 +152,7 @@ pub fn human_bytes(b: u64) -> String {
     ];
     for (s, m) in U {
         if b >= m {
-            return if b % m == 0 {
+            return if b.is_multiple_of(m) {
                 format!("{}{s}", b / m)
             } else {
                 format!("{:.1}{s}", b as f64 / m as f64)

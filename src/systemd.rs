@@ -402,7 +402,7 @@ impl Systemd {
             SystemdError::Call {
                 call: "GetAll",
                 unit: Some(unit.into()),
-                source: e.into(),
+                source: e,
             }
         })?;
         call(
@@ -638,7 +638,7 @@ impl Systemd {
             hint.push(')');
         }
         if let Some(exec) = all.get("ExecStart")
-            && let Ok(Value::Array(a)) = Value::try_from(exec.clone())
+            && let Value::Array(a) = Value::from(exec.clone())
             && let Some(Value::Structure(s)) = a.iter().next()
             && let Some(Value::Str(prog)) = s.fields().first()
             && !std::path::Path::new(prog.as_str()).exists()

@@ -61,7 +61,7 @@ fn run_creates_restarts_and_garbage_collects() {
         (p != pid1 && p != "0" && um.active("web.service") == "active").then_some(p)
     });
     let cmdline = std::fs::read_to_string(format!("/proc/{pid2}/cmdline")).unwrap();
-    assert_eq!(cmdline, "/bin/sleep\0200000\0");
+    assert_eq!(cmdline, "/bin/sleep\x00200000\x00");
     std::fs::remove_file(um.manifests.join("web.yaml")).unwrap();
     wait_for(T, "web removed", || {
         (!um.unit_dir.join("web.service").exists()).then_some(())

@@ -74,6 +74,8 @@ pub fn prometheus(um: &UserManager, name: &str, spec_extra: &str) -> Prom {
         dir: dir.clone(),
         config: dir.join("prometheus.yml"),
     };
+    // `{reload}` in spec_extra stands for this Prometheus' reload URL.
+    let spec_extra = spec_extra.replace("{reload}", &p.url("/-/reload"));
     p.write_config(&p.scrape_config(None));
     let manifest = format!(
         "apiVersion: unitlet/v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  command: [/usr/bin/prometheus, --config.file=prometheus.yml, --storage.tsdb.path=data, \"--web.listen-address=127.0.0.1:{port}\", --web.enable-lifecycle, --web.enable-admin-api]\n  workingDirectory: {dir}\n  configFiles: [{cfg}]\n  readiness: {{http: {{url: \"http://127.0.0.1:{port}/-/ready\"}}, timeout: 30s}}\n{spec_extra}",
@@ -98,14 +100,7 @@ fn reload_spec(port_hint: &str) -> String {
 fn adding_a_scrape_job_reloads_prometheus_once() {
     let um = UserManager::start();
     let mport = free_port();
-    let prom_port_placeholder = "RELOAD_URL";
-    let p = prometheus(&um, "prom", &reload_spec(prom_port_placeholder));
-    // Point the reload URL at this Prometheus.
-    let mpath = um.manifests.join("prom.yaml");
-    let text = std::fs::read_to_string(&mpath)
-        .unwrap()
-        .replace(prom_port_placeholder, &p.url("/-/reload"));
-    um.write_manifest("prom.yaml", &text);
+    let p = prometheus(&um, "prom", &reload_spec("{reload}"));
     let _run = um.spawn_run(&["--metrics-addr", &format!("127.0.0.1:{mport}")]);
     wait_for(T, "prom Ready", || {
         um.ready("prom").filter(|r| r.0 == "True")
@@ -172,12 +167,8 @@ fn broken_config_with_validate_is_not_reloaded() {
     let p = prometheus(
         &um,
         "prom",
-        "  onConfigChange: reload\n  reload: {http: {url: \"RELOAD\"}}\n  validate: [/usr/bin/promtool, check, config, prometheus.yml]\n",
+        "  onConfigChange: reload\n  reload: {http: {url: \"{reload}\"}}\n  validate: [/usr/bin/promtool, check, config, prometheus.yml]\n",
     );
-    let text = std::fs::read_to_string(um.manifests.join("prom.yaml"))
-        .unwrap()
-        .replace("RELOAD", &p.url("/-/reload"));
-    um.write_manifest("prom.yaml", &text);
     let _run = um.spawn_run(&[]);
     wait_for(T, "prom Ready", || {
         um.ready("prom").filter(|r| r.0 == "True")
@@ -228,12 +219,8 @@ fn broken_config_without_validate_backs_off_then_recovers_on_revert() {
     let p = prometheus(
         &um,
         "prom",
-        "  onConfigChange: reload\n  reload: {http: {url: \"RELOAD\"}}\n",
+        "  onConfigChange: reload\n  reload: {http: {url: \"{reload}\"}}\n",
     );
-    let text = std::fs::read_to_string(um.manifests.join("prom.yaml"))
-        .unwrap()
-        .replace("RELOAD", &p.url("/-/reload"));
-    um.write_manifest("prom.yaml", &text);
     let _run = um.spawn_run(&["--metrics-addr", &format!("127.0.0.1:{mport}")]);
     wait_for(T, "prom Ready", || {
         um.ready("prom").filter(|r| r.0 == "True")
@@ -354,12 +341,9 @@ fn unit_and_config_change_together_restart_once_without_a_reload() {
     let p = prometheus(
         &um,
         "prom",
-        "  onConfigChange: reload\n  reload: {http: {url: \"RELOAD\"}}\n",
+        "  onConfigChange: reload\n  reload: {http: {url: \"{reload}\"}}\n",
     );
-    let text = std::fs::read_to_string(um.manifests.join("prom.yaml"))
-        .unwrap()
-        .replace("RELOAD", &p.url("/-/reload"));
-    um.write_manifest("prom.yaml", &text);
+    let text = std::fs::read_to_string(um.manifests.join("prom.yaml")).unwrap();
     assert!(um.unitlet(&["apply"]).status.success());
     let pid = um.prop("prom.service", "MainPID");
     // One edit of both: the manifest (environment) and the config.

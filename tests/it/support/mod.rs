@@ -246,12 +246,10 @@ impl UserManager {
     }
 
     pub fn unitlet(&self, args: &[&str]) -> Output {
-        let o = self
-            .command(UNITLET)
+        self.command(UNITLET)
             .args(args)
             .output()
-            .expect("run unitlet");
-        o
+            .expect("run unitlet")
     }
 
     /// Start `unitlet run` in the background.
