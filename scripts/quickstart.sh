@@ -31,7 +31,7 @@ if [ "$(id -u)" = 0 ]; then
     if [ -d /run/systemd/system ] && [ "$(cat /proc/1/comm)" = systemd ]; then
       systemctl disable --now "$s" >/dev/null 2>&1 || true
     else
-      pkill -x "$s" 2>/dev/null || true
+      pkill -f "^/usr/bin/$s( |\$)" 2>/dev/null || true
     fi
   done
 fi

@@ -21,7 +21,7 @@ fi
 # Debian's packages start system services where systemd is PID 1; tests
 # start their own Prometheus, so stop any the package may have started.
 for s in prometheus prometheus-node-exporter prometheus-alertmanager; do
-  pkill -x "$s" 2>/dev/null || true
+  pkill -f "^/usr/bin/$s( |\$)" 2>/dev/null || true
 done
 # systemd --user checks this to believe the machine was booted with systemd.
 mkdir -p /run/systemd/system

@@ -207,7 +207,17 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
                 // systemd forgets Subscribe when it re-executes; renewing it
                 // keeps unit-change signals coming (idempotent).
                 let _ = c.subscribe().await;
-                let outcome = pass(&mut rec, &c, &mut status, &mut config_dirs).await;
+                // SIGTERM does not wait for a slow pass (a start waiting for
+                // readiness): dropping it mid-way is what a crash does, and
+                // a crash is safe (atomic writes; the next pass resumes).
+                let outcome = tokio::select! {
+                    r = pass(&mut rec, &c, &mut status, &mut config_dirs) => r,
+                    _ = &mut shutdown => {
+                        tracing::info!("stopping (a pass was interrupted; the next start resumes it)");
+                        sd_notify(&[sd_notify::NotifyState::Stopping]);
+                        return Ok(());
+                    }
+                };
                 touch();
                 metrics.observe_pass(timer.elapsed());
                 match outcome {

@@ -470,3 +470,34 @@ fn manifests_writable_by_other_users_are_refused() {
     assert_eq!(o.status.code(), Some(1));
     assert!(!um.unit_dir.join("x.service").exists());
 }
+
+#[test]
+fn sigterm_does_not_wait_for_a_slow_pass() {
+    let um = UserManager::start();
+    // Never ready: the pass would wait its full readiness timeout.
+    um.write_manifest(
+        "slow.yaml",
+        &service(
+            "slow",
+            "  readiness: {http: {url: \"http://127.0.0.1:9/\"}, timeout: 120s}\n",
+        ),
+    );
+    let mut run = um.spawn_run(&[]);
+    wait_for(T, "slow started", || {
+        (um.active("slow.service") == "active").then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let start = std::time::Instant::now();
+    let st = run.stop();
+    assert!(st.success(), "{st:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert_eq!(
+        um.active("slow.service"),
+        "active",
+        "stopping the operator stops no unit"
+    );
+}
