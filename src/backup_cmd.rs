@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::backup::{BackupError, SetInfo, SetStatus, Store};
+use crate::backup::{BackupError, SetInfo, Store};
 use crate::grafana::{self, GrafanaError};
 use crate::locations::Locations;
 use crate::manifest::{self, BackupSource, BackupSpec, GrafanaAuthSpec, LoadError};
@@ -332,27 +332,14 @@ pub async fn backup(loc: &Locations, name: &str) -> i32 {
     }
 }
 
-/// One row of `unitlet backups -o json`.
+/// One row of `unitlet backups -o json`: a set and the manifest it
+/// belongs to.
 #[derive(Debug, Clone, Serialize)]
 pub struct SetRow {
-    /// The set ID.
-    pub id: String,
     /// The Backup manifest.
     pub manifest: String,
-    /// `prometheus` or `grafana`.
-    pub kind: String,
-    /// Where the data came from.
-    pub source: String,
-    /// RFC 3339, UTC.
-    pub created: String,
-    /// Bytes.
-    pub size: u64,
-    /// Number of files.
-    pub files: usize,
-    /// `complete` or `incomplete`.
-    pub status: SetStatus,
-    /// The set directory.
-    pub path: PathBuf,
+    #[serde(flatten)]
+    pub set: SetInfo,
 }
 
 fn list_sets(loc: &Locations, name: Option<&str>) -> Result<Vec<SetRow>, CommandError> {
@@ -375,15 +362,8 @@ fn list_sets(loc: &Locations, name: Option<&str>) -> Result<Vec<SetRow>, Command
         let store = Store::open(&dest)?;
         for s in store.list()? {
             rows.push(SetRow {
-                id: s.id,
                 manifest: name.clone(),
-                kind: s.kind,
-                source: s.source,
-                created: s.created,
-                size: s.size,
-                files: s.files,
-                status: s.status,
-                path: s.path,
+                set: s,
             });
         }
     }
@@ -392,43 +372,25 @@ fn list_sets(loc: &Locations, name: Option<&str>) -> Result<Vec<SetRow>, Command
 
 /// The table `unitlet backups` prints; pure.
 pub fn sets_table(rows: &[SetRow]) -> String {
-    let header = ["ID", "MANIFEST", "CREATED", "SIZE", "STATUS"];
-    let cells: Vec<[String; 5]> = rows
+    let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            [
-                r.id.clone(),
+            vec![
+                r.set.id.clone(),
                 r.manifest.clone(),
-                r.created.clone(),
-                format_size(r.size),
-                r.status.to_string(),
+                r.set.created.clone(),
+                format_size(r.set.size),
+                r.set.status.to_string(),
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for row in &cells {
-        for (w, c) in widths.iter_mut().zip(row) {
-            *w = (*w).max(c.len());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cols: &[&str]| {
-        let mut l = String::new();
-        for (i, (c, w)) in cols.iter().zip(widths).enumerate() {
-            if i + 1 == cols.len() {
-                l.push_str(c);
-            } else {
-                l.push_str(&format!("{c:<w$}   "));
-            }
-        }
-        out.push_str(l.trim_end());
-        out.push('\n');
-    };
-    line(&header);
-    for row in &cells {
-        line(&row.each_ref().map(String::as_str));
-    }
-    out
+    let mut out = Vec::new();
+    crate::cli::print_table(
+        &mut out,
+        &["ID", "MANIFEST", "CREATED", "SIZE", "STATUS"],
+        &cells,
+    );
+    String::from_utf8(out).expect("the table is UTF-8")
 }
 
 /// `unitlet backups [NAME] [-o json]`: every set of Backup NAME (or of
@@ -555,6 +517,7 @@ pub async fn restore(loc: &Locations, name: &str, id: &str, dry_run: bool) -> i3
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backup::SetStatus;
 
     #[test]
     fn last_run_keeps_the_last_success_across_failures() {
@@ -587,15 +550,17 @@ mod tests {
     #[test]
     fn table_has_the_contract_columns() {
         let row = SetRow {
-            id: "20261127T235501Z".into(),
             manifest: "tsdb".into(),
-            kind: "prometheus".into(),
-            source: "http://p:9090/".into(),
-            created: "2026-11-27T23:55:01Z".into(),
-            size: 2048,
-            files: 3,
-            status: SetStatus::Incomplete,
-            path: "/x".into(),
+            set: SetInfo {
+                id: "20261127T235501Z".into(),
+                kind: "prometheus".into(),
+                source: "http://p:9090/".into(),
+                created: "2026-11-27T23:55:01Z".into(),
+                size: 2048,
+                files: 3,
+                status: SetStatus::Incomplete,
+                path: "/x".into(),
+            },
         };
         let t = sets_table(&[row]);
         let lines: Vec<&str> = t.lines().collect();

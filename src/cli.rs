@@ -580,7 +580,8 @@ async fn live_usage(
     out
 }
 
-fn print_table(out: &mut impl Write, header: &[&str], rows: &[Vec<String>]) {
+/// A plain aligned table, as `kubectl get` prints them.
+pub fn print_table(out: &mut impl Write, header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {

@@ -8,6 +8,7 @@ pub mod backup;
 pub mod backup_cmd;
 pub mod fsutil;
 pub mod grafana;
+pub mod http;
 pub mod locations;
 pub mod manifest;
 pub mod plan;

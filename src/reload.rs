@@ -103,8 +103,7 @@ pub async fn run_validate(argv: &[String], dir: &Path, timeout: Duration) -> Res
 }
 
 pub fn http_client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
+    crate::http::client_builder()
         .timeout(Duration::from_secs(10))
         .connect_timeout(Duration::from_secs(3))
         .build()

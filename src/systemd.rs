@@ -304,33 +304,6 @@ impl Systemd {
         Ok(out)
     }
 
-    /// `UnitFileState` of many unit files in one call.
-    pub async fn unit_file_states(
-        &self,
-        names: &[String],
-    ) -> Result<HashMap<String, String>, SystemdError> {
-        if names.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let rows = call(
-            "ListUnitFilesByPatterns",
-            None,
-            self.manager
-                .list_unit_files_by_patterns(vec![], names.to_vec())
-                .await,
-        )?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(path, state)| {
-                let name = std::path::Path::new(&path)
-                    .file_name()?
-                    .to_str()?
-                    .to_string();
-                Some((name, state))
-            })
-            .collect())
-    }
-
     async fn unit_proxy(&self, path: &OwnedObjectPath) -> Result<UnitProxy<'static>, SystemdError> {
         call(
             "unit proxy",

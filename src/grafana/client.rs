@@ -187,29 +187,15 @@ impl Client {
             url: redact_userinfo(base_url),
             reason: reason.to_owned(),
         };
-        let mut base = Url::parse(base_url).map_err(|e| invalid(&e.to_string()))?;
-        if !matches!(base.scheme(), "http" | "https") {
-            return Err(invalid("only http and https are supported"));
-        }
-        if !base.username().is_empty() || base.password().is_some() {
-            return Err(invalid(
+        let base = crate::http::base_url(base_url).map_err(|e| match e {
+            crate::http::BaseUrlError::Invalid(r) => invalid(&r),
+            crate::http::BaseUrlError::Credentials => invalid(
                 "credentials in the URL would show up in logs; use grafana.tokenFile or grafana.basicAuth",
-            ));
-        }
-        if base.query().is_some() || base.fragment().is_some() {
-            return Err(invalid("the base URL must not have a query or fragment"));
-        }
-        if !base.path().ends_with('/') {
-            let path = format!("{}/", base.path());
-            base.set_path(&path);
-        }
-        // reqwest is built without a default TLS provider; installing ring
-        // is idempotent and needed before any https client is built.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
+            ),
+        })?;
+        let http = crate::http::client_builder()
             .connect_timeout(timeout)
             .timeout(timeout)
-            .user_agent(concat!("unitlet/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|source| GrafanaError::Setup { source })?;
         Ok(Client {

@@ -77,31 +77,17 @@ impl Client {
             url: base_url.to_owned(),
             reason: reason.to_owned(),
         };
-        let mut base = Url::parse(base_url).map_err(|e| invalid(&e.to_string()))?;
-        if !matches!(base.scheme(), "http" | "https") {
-            return Err(invalid("only http and https are supported"));
-        }
-        if !base.username().is_empty() || base.password().is_some() {
-            return Err(PrometheusError::InvalidUrl {
+        let base = crate::http::base_url(base_url).map_err(|e| match e {
+            crate::http::BaseUrlError::Invalid(r) => invalid(&r),
+            crate::http::BaseUrlError::Credentials => PrometheusError::InvalidUrl {
                 url: "(redacted: it contains credentials)".to_owned(),
                 reason: "credentials in the URL would show up in logs".to_owned(),
-            });
-        }
-        if base.query().is_some() || base.fragment().is_some() {
-            return Err(invalid("the base URL must not have a query or fragment"));
-        }
-        if !base.path().ends_with('/') {
-            let path = format!("{}/", base.path());
-            base.set_path(&path);
-        }
-        // reqwest is built without a default TLS provider; installing ring
-        // is idempotent and needed before any https client is built.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+            },
+        })?;
         // No client-wide timeout: each request sets its own, so the long
         // snapshot request is not cut short by the short default.
-        let http = reqwest::Client::builder()
+        let http = crate::http::client_builder()
             .connect_timeout(timeout)
-            .user_agent(concat!("unitlet/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|source| PrometheusError::Setup { source })?;
         Ok(Client {
