@@ -422,7 +422,7 @@ pub fn parse_str(text: &str, file: &Path, ctx: &PathContext) -> ParsedFile {
                 file: file.to_path_buf(),
                 line,
                 column,
-                message: yaml_message(&e),
+                message: yaml_message(&e, text, line),
             });
             return out;
         }
@@ -436,7 +436,29 @@ pub fn parse_str(text: &str, file: &Path, ctx: &PathContext) -> ParsedFile {
     out
 }
 
-fn yaml_message(e: &serde_saphyr::Error) -> String {
+/// `spec` fields by kind, for "unknown field" messages: serde only knows
+/// the union of both kinds' fields.
+const SERVICE_FIELDS: &[&str] = &[
+    "description",
+    "command",
+    "unitFile",
+    "workingDirectory",
+    "environment",
+    "state",
+    "enabled",
+    "restart",
+    "restartSec",
+    "after",
+    "resources",
+    "configFiles",
+    "onConfigChange",
+    "reload",
+    "validate",
+    "readiness",
+];
+const BACKUP_FIELDS: &[&str] = &["schedule", "keep", "destination", "prometheus", "grafana"];
+
+fn yaml_message(e: &serde_saphyr::Error, source: &str, line: u64) -> String {
     let text = e.without_snippet().to_string();
     // serde-saphyr appends " at line N, column M"; we print the location
     // ourselves in file:line:col form.
@@ -444,7 +466,74 @@ fn yaml_message(e: &serde_saphyr::Error) -> String {
         Some(i) if text[i..].contains(", column ") => text[..i].to_string(),
         _ => text,
     };
+    if let Some(better) = unknown_field_message(&text, source, line) {
+        return better;
+    }
     format!("invalid manifest: {text}")
+}
+
+/// "unknown field `comand`, expected one of …" → the fields of the
+/// document's own kind, and the closest one as a suggestion.
+fn unknown_field_message(text: &str, source: &str, line: u64) -> Option<String> {
+    let rest = text.strip_prefix("unknown field `")?;
+    let (field, expected) = rest.split_once("`, expected one of ")?;
+    let mut candidates: Vec<&str> = expected.split(", ").map(|s| s.trim_matches('`')).collect();
+    let mut what = String::new();
+    // A spec field: narrow to the fields of the document's kind.
+    if candidates.contains(&"command") && candidates.contains(&"schedule") {
+        let lines: Vec<&str> = source.lines().collect();
+        let upto = (line as usize).min(lines.len());
+        let kind = lines[..upto]
+            .iter()
+            .rev()
+            .take_while(|l| l.trim() != "---")
+            .find_map(|l| {
+                l.strip_prefix("kind:")
+                    .map(|k| k.trim().trim_matches(['"', '\'']).to_string())
+            });
+        match kind.as_deref() {
+            Some("Service") => {
+                candidates = SERVICE_FIELDS.to_vec();
+                what = " in a Service spec".into();
+            }
+            Some("Backup") => {
+                candidates = BACKUP_FIELDS.to_vec();
+                what = " in a Backup spec".into();
+            }
+            _ => {}
+        }
+    }
+    let closest = candidates
+        .iter()
+        .map(|c| {
+            (
+                edit_distance(&field.to_ascii_lowercase(), &c.to_ascii_lowercase()),
+                *c,
+            )
+        })
+        .min()
+        .filter(|(d, c)| *d <= 2.max(c.len() / 4))
+        .map(|(_, c)| format!("; did you mean `{c}`?"))
+        .unwrap_or_default();
+    Some(format!(
+        "unknown field `{field}` {what}{closest} (expected one of: {})",
+        candidates.join(", ")
+    ))
+}
+
+/// Levenshtein distance, for "did you mean".
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 struct Ctx<'a> {
