@@ -501,3 +501,29 @@ fn sigterm_does_not_wait_for_a_slow_pass() {
         "stopping the operator stops no unit"
     );
 }
+
+#[test]
+fn operator_reconnects_after_the_user_manager_restarts() {
+    let mut um = UserManager::start();
+    um.write_manifest("x.yaml", &service("x", ""));
+    let run = um.spawn_run(&[]);
+    wait_for(T, "x active", || {
+        (um.active("x.service") == "active").then_some(())
+    });
+    // The manager exits (taking the session bus with it) and comes back.
+    um.restart();
+    run.wait_log("connected to the user manager", T);
+    wait_for(T, "unitlet reconnected", || {
+        (run.log().matches("connected to the user manager").count() >= 2).then_some(())
+    });
+    // x is enabled, so the new manager started it; a stop by hand is
+    // noticed over the new connection.
+    wait_for(T, "x active after the restart", || {
+        (um.active("x.service") == "active").then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(um.systemctl(&["stop", "x.service"]).status.success());
+    wait_for(Duration::from_secs(3), "x active again", || {
+        (um.active("x.service") == "active").then_some(())
+    });
+}

@@ -51,7 +51,39 @@ pub struct UserManager {
     pub state_dir: PathBuf,
     cgroups: Vec<PathBuf>,
     child: Child,
+    home: PathBuf,
     _tmp: tempfile::TempDir,
+}
+
+/// `systemd --user`, moved into our own cgroups before it execs.
+fn spawn_manager(runtime: &Path, cgroups: &[PathBuf], home: &Path) -> Child {
+    let moves: String = cgroups
+        .iter()
+        .map(|c| format!("echo $$ > {}/cgroup.procs || exit 97; ", c.display()))
+        .collect();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(runtime.join("manager.log"))
+        .unwrap();
+    Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!("{moves} exec /usr/lib/systemd/systemd --user"))
+        .env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .env("HOME", home)
+        .env("XDG_RUNTIME_DIR", runtime)
+        .env("XDG_CONFIG_HOME", runtime.join("config"))
+        .env("XDG_DATA_HOME", runtime.join("data"))
+        .env("XDG_STATE_HOME", runtime.join("state"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("spawn systemd --user")
 }
 
 impl UserManager {
@@ -125,33 +157,10 @@ impl UserManager {
             !cgroups.is_empty(),
             "writable cgroup hierarchies under /sys/fs/cgroup (run as root)",
         );
-        let moves: String = cgroups
-            .iter()
-            .map(|c| format!("echo $$ > {}/cgroup.procs || exit 97; ", c.display()))
-            .collect();
-        let log = std::fs::File::create(runtime.join("manager.log")).unwrap();
-        let child = Command::new("/bin/sh")
-            .arg("-c")
-            .arg(format!("{moves} exec /usr/lib/systemd/systemd --user"))
-            .env_clear()
-            .env(
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            )
-            .env(
-                "HOME",
-                home.map(|h| h.display().to_string())
-                    .unwrap_or_else(|| std::env::var("HOME").unwrap_or_else(|_| "/root".into())),
-            )
-            .env("XDG_RUNTIME_DIR", &runtime)
-            .env("XDG_CONFIG_HOME", runtime.join("config"))
-            .env("XDG_DATA_HOME", runtime.join("data"))
-            .env("XDG_STATE_HOME", runtime.join("state"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn systemd --user");
+        let home = home.map(Path::to_path_buf).unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+        });
+        let child = spawn_manager(&runtime, &cgroups, &home);
         let um = UserManager {
             manifests: runtime.join("config/unitlet/manifests"),
             unit_dir: runtime.join("data/systemd/user"),
@@ -159,9 +168,15 @@ impl UserManager {
             runtime,
             cgroups,
             child,
+            home,
             _tmp: tmp,
         };
-        let log = um.runtime.join("manager.log");
+        um.wait_up();
+        um
+    }
+
+    fn wait_up(&self) {
+        let log = self.runtime.join("manager.log");
         let start = Instant::now();
         let mut last = String::new();
         loop {
@@ -172,32 +187,36 @@ impl UserManager {
                 );
             }
             std::thread::sleep(Duration::from_millis(25));
-            if !um.runtime.join("bus").exists() || !um.runtime.join("systemd/private").exists() {
+            if !self.runtime.join("bus").exists() || !self.runtime.join("systemd/private").exists()
+            {
                 continue;
             }
-            let out = um.systemctl(&["is-system-running"]);
+            let out = self.systemctl(&["is-system-running"]);
             last = String::from_utf8_lossy(&out.stdout).trim().to_string();
             if last == "running" || last == "degraded" {
                 break;
             }
         }
-        if false {
-            wait_for(
-                Duration::from_secs(20),
-                "the user manager to come up",
-                || {
-                    if !um.runtime.join("bus").exists()
-                        || !um.runtime.join("systemd/private").exists()
-                    {
-                        return None;
-                    }
-                    let out = um.systemctl(&["is-system-running"]);
-                    let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
-                    (s == "running" || s == "degraded").then_some(())
-                },
-            );
+    }
+
+    /// Stop the manager (and with it the session bus) and start a new one
+    /// in the same runtime directory and cgroups, as after a re-login.
+    pub fn restart(&mut self) {
+        let _ = self
+            .command("systemctl")
+            .args(["--user", "exit"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        wait_for(Duration::from_secs(20), "the user manager to exit", || {
+            self.child.try_wait().ok().flatten()
+        });
+        for cg in &self.cgroups {
+            kill_tree(cg);
         }
-        um
+        let _ = std::fs::remove_file(self.runtime.join("bus"));
+        self.child = spawn_manager(&self.runtime, &self.cgroups, &self.home);
+        self.wait_up();
     }
 
     pub fn envs(&self) -> Vec<(String, String)> {
