@@ -123,7 +123,10 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("/"));
-    watch.arm(&[&opts.loc.manifests, &parent, &opts.loc.unit_dir]);
+    // A restore releasing its hold must be seen at once, not at the resync.
+    let holds_dir = opts.loc.state_dir.join("holds");
+    let _ = std::fs::create_dir_all(&holds_dir);
+    watch.arm(&[&opts.loc.manifests, &parent, &opts.loc.unit_dir, &holds_dir]);
 
     let mut rec = Reconciler::new(opts.loc.clone(), opts.exe.clone());
     let status_path = opts.loc.status_file();
@@ -200,7 +203,8 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
                 }
             }
             if let Some(c) = sd.clone() {
-                let mut dirs: Vec<&Path> = vec![&opts.loc.manifests, &parent, &opts.loc.unit_dir];
+                let mut dirs: Vec<&Path> =
+                    vec![&opts.loc.manifests, &parent, &opts.loc.unit_dir, &holds_dir];
                 dirs.extend(config_dirs.iter().map(PathBuf::as_path));
                 watch.arm(&dirs);
                 let timer = std::time::Instant::now();
@@ -232,7 +236,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
                         metrics.set_backups(&opts.loc.state_dir, &status);
                         // Config directories may have appeared: watch them now.
                         let mut dirs: Vec<&Path> =
-                            vec![&opts.loc.manifests, &parent, &opts.loc.unit_dir];
+                            vec![&opts.loc.manifests, &parent, &opts.loc.unit_dir, &holds_dir];
                         dirs.extend(config_dirs.iter().map(PathBuf::as_path));
                         watch.arm(&dirs);
                         if report.actions > 0 || !report.failures.is_empty() {

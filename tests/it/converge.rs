@@ -527,3 +527,32 @@ fn operator_reconnects_after_the_user_manager_restarts() {
         (um.active("x.service") == "active").then_some(())
     });
 }
+
+#[test]
+fn a_held_service_is_left_alone_until_the_hold_is_released() {
+    let um = UserManager::start();
+    um.write_manifest("x.yaml", &service("x", ""));
+    let run = um.spawn_run(&[]);
+    wait_for(T, "x active", || {
+        (um.active("x.service") == "active").then_some(())
+    });
+    run.wait_log("connected", T);
+    // What a restore does: hold x (owner: this live process), then stop it.
+    let hold = um.state_dir.join("holds/x");
+    std::fs::create_dir_all(hold.parent().unwrap()).unwrap();
+    std::fs::write(&hold, std::process::id().to_string()).unwrap();
+    wait_for(T, "x OnHold", || um.ready("x").filter(|r| r.1 == "OnHold"));
+    assert!(um.systemctl(&["stop", "x.service"]).status.success());
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        um.active("x.service"),
+        "inactive",
+        "the operator must not start a held service"
+    );
+    // Releasing the hold is noticed at once (resync is 1h here).
+    std::fs::remove_file(&hold).unwrap();
+    wait_for(Duration::from_secs(3), "x started after the hold", || {
+        (um.active("x.service") == "active").then_some(())
+    });
+    wait_for(T, "x Ready", || um.ready("x").filter(|r| r.0 == "True"));
+}
