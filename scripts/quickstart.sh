@@ -15,25 +15,11 @@ cd "$repo"
 
 have_session() { systemctl --user is-system-running >/dev/null 2>&1 || [ "$(systemctl --user is-system-running 2>/dev/null)" = degraded ]; }
 
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 if [ "$(id -u)" = 0 ]; then
-  pkgs=(systemd dbus dbus-user-session prometheus prometheus-node-exporter prometheus-alertmanager curl ca-certificates)
-  missing=()
-  for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
-  if [ ${#missing[@]} -gt 0 ]; then
-    echo "==> apt-get install ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  fi
-  # The packages' own system services would hold the ports unitlet's
-  # user services need.
-  for s in prometheus prometheus-node-exporter prometheus-alertmanager; do
-    if [ -d /run/systemd/system ] && [ "$(cat /proc/1/comm)" = systemd ]; then
-      systemctl disable --now "$s" >/dev/null 2>&1 || true
-    else
-      pkill -f "^/usr/bin/$s( |\$)" 2>/dev/null || true
-    fi
-  done
+  ensure_packages systemd dbus dbus-user-session prometheus prometheus-node-exporter prometheus-alertmanager curl ca-certificates
+  stop_packaged_daemons
 fi
 
 command -v cargo >/dev/null || { echo "cargo is missing: install Rust (https://rustup.rs) and run this again"; exit 1; }

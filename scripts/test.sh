@@ -7,22 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=(systemd dbus dbus-user-session dbus-daemon prometheus prometheus-node-exporter prometheus-alertmanager python3-yaml ca-certificates)
-missing=()
-for p in "${need[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "==> installing: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-# Debian's packages start system services where systemd is PID 1; tests
-# start their own Prometheus, so stop any the package may have started.
-for s in prometheus prometheus-node-exporter prometheus-alertmanager; do
-  pkill -f "^/usr/bin/$s( |\$)" 2>/dev/null || true
-done
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+ensure_packages systemd dbus dbus-user-session dbus-daemon prometheus prometheus-node-exporter prometheus-alertmanager python3-yaml curl ca-certificates
+stop_packaged_daemons
 # systemd --user checks this to believe the machine was booted with systemd.
 mkdir -p /run/systemd/system
 

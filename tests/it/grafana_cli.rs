@@ -15,6 +15,18 @@ fn manifest(url: &str, token_file: &std::path::Path, keep: u32) -> String {
     )
 }
 
+/// Complete sets `unitlet backups dash -o json` lists.
+fn complete_sets(um: &UserManager) -> usize {
+    let o = um.unitlet(&["backups", "dash", "-o", "json"]);
+    let sets: serde_json::Value =
+        serde_json::from_slice(&o.stdout).expect("backups -o json prints JSON");
+    sets.as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == "complete")
+        .count()
+}
+
 #[test]
 fn backup_delete_restore_round_trip_through_the_cli() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -98,16 +110,7 @@ fn backup_delete_restore_round_trip_through_the_cli() {
     for _ in 0..3 {
         assert!(um.unitlet(&["backup", "dash"]).status.success());
     }
-    let o = um.unitlet(&["backups", "dash", "-o", "json"]);
-    let sets: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(
-        sets.as_array()
-            .unwrap()
-            .iter()
-            .filter(|s| s["status"] == "complete")
-            .count(),
-        2
-    );
+    assert_eq!(complete_sets(&um), 2);
 
     // A wrong token: a clear 401, no new complete set, the token nowhere.
     std::fs::write(&token_file, "glsa_wrong_token_000\n").unwrap();
@@ -119,16 +122,7 @@ fn backup_delete_restore_round_trip_through_the_cli() {
         !all.contains("glsa_wrong_token_000") && !all.contains(TOKEN),
         "a token leaked: {all}"
     );
-    let o = um.unitlet(&["backups", "dash", "-o", "json"]);
-    let sets: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(
-        sets.as_array()
-            .unwrap()
-            .iter()
-            .filter(|s| s["status"] == "complete")
-            .count(),
-        2
-    );
+    assert_eq!(complete_sets(&um), 2);
     let status = std::fs::read_to_string(um.state_dir.join("status.json")).unwrap_or_default();
     assert!(!status.contains("glsa_"), "a token leaked into status");
     drop(fake);

@@ -57,6 +57,11 @@ impl Prom {
         std::fs::rename(&tmp, &self.config).unwrap();
     }
 
+    /// One of Prometheus' own metrics (None when absent or unreachable).
+    pub fn own_metric(&self, series: &str) -> Option<f64> {
+        http_get(&self.url("/metrics")).and_then(|(_, b)| metric(&b, series))
+    }
+
     pub fn config_text(&self) -> String {
         http_get(&self.url("/api/v1/status/config"))
             .map(|(_, b)| b)
@@ -173,14 +178,9 @@ fn broken_config_with_validate_is_not_reloaded() {
     wait_for(T, "prom Ready", || {
         um.ready("prom").filter(|r| r.0 == "True")
     });
-    let before = http_get(&p.url("/metrics"))
-        .map(|(_, b)| {
-            metric(
-                &b,
-                "prometheus_config_last_reload_success_timestamp_seconds",
-            )
-        })
-        .unwrap();
+    let before = p
+        .own_metric("prometheus_config_last_reload_success_timestamp_seconds")
+        .expect("Prometheus exports its last reload time");
     p.write_config("scrape_configs:\n  - job_name: broken\n    scrape_interval: banana\n");
     let (_, reason, message) = wait_for(T, "prom Ready False", || {
         um.ready("prom").filter(|r| r.0 == "False")
@@ -194,14 +194,9 @@ fn broken_config_with_validate_is_not_reloaded() {
         p.config_text().contains("job_name: self"),
         "still serving the old config"
     );
-    let after = http_get(&p.url("/metrics"))
-        .map(|(_, b)| {
-            metric(
-                &b,
-                "prometheus_config_last_reload_success_timestamp_seconds",
-            )
-        })
-        .unwrap();
+    let after = p
+        .own_metric("prometheus_config_last_reload_success_timestamp_seconds")
+        .expect("Prometheus exports its last reload time");
     assert_eq!(before, after, "no reload may happen");
     p.write_config(&p.scrape_config(Some("fixed")));
     wait_for(T, "prom Ready True again", || {

@@ -82,12 +82,7 @@ fn rendered_units_verify() {
         .map(|e| e.path())
         .collect();
     assert_eq!(files.len(), 4);
-    let mut cmd = std::process::Command::new("systemd-analyze");
-    cmd.arg("--user").arg("verify").args(&files);
-    for (k, v) in um.envs() {
-        cmd.env(k, v);
-    }
-    let o = cmd.output().unwrap();
+    let o = um.verify_units(&files);
     let err = stderr(&o);
     // The Backup oneshot runs the test binary path, which exists; anything
     // systemd-analyze prints is a syntax or semantic problem.

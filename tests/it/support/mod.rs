@@ -264,6 +264,15 @@ impl UserManager {
         self.prop(unit, "ActiveState")
     }
 
+    /// `systemd-analyze --user verify FILES` against this manager.
+    pub fn verify_units(&self, files: &[PathBuf]) -> Output {
+        self.command("systemd-analyze")
+            .args(["--user", "verify"])
+            .args(files)
+            .output()
+            .expect("systemd-analyze")
+    }
+
     pub fn unitlet(&self, args: &[&str]) -> Output {
         self.command(UNITLET)
             .args(args)
