@@ -66,12 +66,21 @@ pub enum Command {
         /// Where to serve the operator's own metrics ("off" to disable).
         #[arg(long = "metrics-addr", default_value = "127.0.0.1:9464")]
         metrics_addr: String,
+        /// How long a manifest that disappeared is waited for before its
+        /// units are stopped and removed (editors that delete and re-create
+        /// a file, `git checkout`, `rsync --delete-after`).
+        #[arg(long = "gc-grace", env = "UNITLET_GC_GRACE", default_value = "2s", value_parser = parse_duration)]
+        gc_grace: Duration,
     },
     /// One full reconcile pass; waits for every started job.
     Apply {
         /// How long to wait for each job.
         #[arg(long, default_value = "90s", value_parser = parse_duration)]
         timeout: Duration,
+        /// How long a manifest that disappeared is waited for before its
+        /// units are stopped and removed.
+        #[arg(long = "gc-grace", env = "UNITLET_GC_GRACE", default_value = "2s", value_parser = parse_duration)]
+        gc_grace: Duration,
     },
     /// Show what apply would do, with a reason per action.
     Plan,
@@ -191,6 +200,7 @@ async fn dispatch(cmd: Command, loc: Locations) -> i32 {
         Command::Run {
             resync,
             metrics_addr,
+            gc_grace,
         } => {
             let metrics_addr = if metrics_addr == "off" || metrics_addr.is_empty() {
                 None
@@ -210,6 +220,7 @@ async fn dispatch(cmd: Command, loc: Locations) -> i32 {
                 resync,
                 metrics_addr,
                 exe: exe(),
+                gc_grace,
             };
             match crate::operator::run(opts, shutdown_signal()).await {
                 Ok(()) => OK,
@@ -219,7 +230,7 @@ async fn dispatch(cmd: Command, loc: Locations) -> i32 {
                 }
             }
         }
-        Command::Apply { timeout } => apply(loc, timeout).await,
+        Command::Apply { timeout, gc_grace } => apply(loc, timeout, gc_grace).await,
         Command::Plan => plan(loc).await,
         Command::Validate { files } => validate(&loc, &files),
         Command::Get { name, output } => get(&loc, name.as_deref(), output).await,
@@ -250,54 +261,115 @@ fn reconcile_exit(e: &ReconcileError) -> i32 {
     OPERATIONAL
 }
 
-async fn apply(loc: Locations, timeout: Duration) -> i32 {
+/// How many passes `apply` runs at most: the first acts, later ones fold in
+/// what the first waited for (readiness, config reloads, the grace of a
+/// deleted manifest) and confirm.
+const APPLY_ROUNDS: usize = 4;
+
+/// The state lock for a CLI command, saying whom it waits for.
+pub(crate) async fn state_lock(loc: &Locations, what: &str) -> Result<crate::lock::StateLock, i32> {
+    crate::lock::StateLock::acquire(&loc.state_dir, what, |holder| {
+        let (pid, who) = holder.split_once(' ').unwrap_or((holder, "unitlet"));
+        eprintln!(
+            "waiting for {who} (PID {pid}) to finish writing to {}",
+            loc.state_dir.display()
+        );
+    })
+    .await
+    .map_err(|e| {
+        fail(crate::error_chain(&e));
+        OPERATIONAL
+    })
+}
+
+async fn apply(loc: Locations, timeout: Duration, gc_grace: Duration) -> i32 {
     let sd = match connect(&loc).await {
         Ok(sd) => sd,
         Err(code) => return code,
     };
     let mut rec = Reconciler::new(loc.clone(), exe());
     rec.job_timeout = timeout;
-    let mut status = Status::load(&loc.status_file());
-    let prep = match rec.prepare(&sd, &status).await {
-        Ok(p) => p,
-        Err(e) => return reconcile_exit(&e),
-    };
-    let errors = prep.loaded.errors.clone();
-    let plan_text = prep.plan.to_string();
-    let report = match rec.apply(&sd, prep, &mut status).await {
-        Ok(r) => r,
-        Err(e) => return reconcile_exit(&e),
-    };
-    status.operator_error = None;
-    if let Err(e) = status.save(&loc.status_file()) {
-        fail(crate::error_chain(&e));
-        return OPERATIONAL;
+    rec.start_wait = timeout;
+    rec.gc_grace = gc_grace;
+    let mut outcomes: Vec<crate::work::Outcome> = Vec::new();
+    let mut actions = 0;
+    let mut daemon_reloads = 0;
+    let mut plan_text = String::new();
+    let started = std::time::Instant::now();
+    let mut failures = std::collections::BTreeMap::new();
+    let mut errors = Vec::new();
+    let mut status = Status::default();
+    for round in 0..APPLY_ROUNDS {
+        let lock = match state_lock(&loc, "unitlet apply").await {
+            Ok(l) => l,
+            Err(code) => return code,
+        };
+        status = Status::load_async(&loc.status_file()).await;
+        for o in outcomes.drain(..) {
+            rec.finish(o, &mut status);
+        }
+        let prep = match rec.prepare(&sd, &status).await {
+            Ok(p) => p,
+            Err(e) => return reconcile_exit(&e),
+        };
+        errors = prep.loaded.errors.clone();
+        if !prep.plan.is_empty() {
+            plan_text.push_str(&prep.plan.to_string());
+        }
+        let gc_until = prep.gc_waiting.values().max().copied();
+        let report = match rec.apply(&sd, prep, &mut status).await {
+            Ok(r) => r,
+            Err(e) => return reconcile_exit(&e),
+        };
+        actions += report.actions;
+        daemon_reloads += report.daemon_reloads;
+        failures.extend(report.failures);
+        status.operator_error = None;
+        status.stamp("unitlet apply");
+        if let Err(e) = status.save_async(&loc.status_file()).await {
+            fail(crate::error_chain(&e));
+            return OPERATIONAL;
+        }
+        drop(lock);
+        if (report.work.is_empty() && gc_until.is_none()) || round + 1 == APPLY_ROUNDS {
+            break;
+        }
+        // Wait outside the lock, so an operator beside us is not held up.
+        let work = report
+            .work
+            .into_iter()
+            .map(|w| w.run(sd.clone(), rec.http.clone(), timeout));
+        outcomes = futures_util::future::join_all(work).await;
+        if let Some(until) = gc_until {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(until)).await;
+        }
     }
-    if report.actions > 0 {
+    if !plan_text.is_empty() {
         print!("{plan_text}");
     }
     for e in &errors {
         eprintln!("invalid: {e}");
     }
-    for (m, e) in &report.failures {
+    for (m, e) in &failures {
         eprintln!("failed: {m}: {e}");
     }
     let not_ready: Vec<&ObjectStatus> = status.objects.values().filter(|o| !o.is_ready()).collect();
     for o in &not_ready {
         if let Some(c) = o.ready()
-            && !report.failures.contains_key(&o.name)
+            && !failures.contains_key(&o.name)
         {
             eprintln!("not ready: {}: {} ({})", o.name, c.message, c.reason);
         }
     }
+    let ready = status.objects.len() - not_ready.len();
     println!(
         "{} object(s): {} ready, {} not ready; {} action(s), {} daemon-reload(s) in {:.0?}",
         status.objects.len(),
-        report.ready,
-        report.not_ready,
-        report.actions,
-        report.daemon_reloads,
-        report.elapsed
+        ready,
+        not_ready.len(),
+        actions,
+        daemon_reloads,
+        started.elapsed()
     );
     if not_ready.is_empty() && errors.is_empty() {
         OK
@@ -311,7 +383,10 @@ async fn plan(loc: Locations) -> i32 {
         Ok(sd) => sd,
         Err(code) => return code,
     };
-    let rec = Reconciler::new(loc.clone(), exe());
+    let mut rec = Reconciler::new(loc.clone(), exe());
+    // `plan` shows what will happen to a deleted manifest's units, not the
+    // grace before it.
+    rec.gc_grace = Duration::ZERO;
     let status = Status::load(&loc.status_file());
     let prep = match rec.prepare(&sd, &status).await {
         Ok(p) => p,
@@ -406,24 +481,107 @@ async fn current_status(loc: &Locations) -> Result<Status, i32> {
                 .retain(|n, o| present.contains(n) || set.broken_files.contains(&o.file));
         }
     }
-    if let Ok(sd) = Systemd::connect(loc.bus.as_deref()).await {
-        let names: Vec<String> = status
-            .objects
-            .values()
-            .filter_map(|o| o.unit.as_ref().map(|u| u.name.clone()))
-            .collect();
-        if let Ok(live) = sd.list_units(&names).await {
-            for o in status.objects.values_mut() {
-                if let Some(u) = o.unit.as_mut()
-                    && let Some((l, _)) = live.get(&u.name)
-                {
+    let names: Vec<String> = status
+        .objects
+        .values()
+        .filter_map(|o| o.unit.as_ref().map(|u| u.name.clone()))
+        .collect();
+    let live = match Systemd::connect(loc.bus.as_deref()).await {
+        Ok(sd) => sd.list_units(&names).await.map_err(|e| e.to_string()),
+        Err(e) => Err(crate::error_chain(&e)),
+    };
+    for o in status.objects.values_mut() {
+        let Some(u) = o.unit.as_mut() else { continue };
+        match &live {
+            Ok(live) => {
+                if let Some((l, _)) = live.get(&u.name) {
                     u.active_state = l.active_state.clone();
                     u.sub_state = l.sub_state.clone();
                 }
             }
+            Err(_) => {
+                u.active_state = "unknown".into();
+                u.sub_state = "unknown".into();
+            }
         }
+        correct_ready(o, live.as_ref().err());
     }
     Ok(status)
+}
+
+/// The last reconcile's Ready condition may be older than the unit's
+/// state: never show Ready True for a unit that is not running now.
+pub(crate) fn correct_ready(o: &mut ObjectStatus, unreachable: Option<&String>) {
+    let Some(u) = o.unit.clone() else { return };
+    if !o.is_ready() {
+        return;
+    }
+    if let Some(e) = unreachable {
+        o.set_condition(
+            "Ready",
+            "Unknown",
+            "ManagerUnreachable",
+            &format!(
+                "cannot check {} live ({e}); the last reconcile found it ready",
+                u.name
+            ),
+        );
+        return;
+    }
+    let stopped_as_declared = o.ready().is_some_and(|c| c.reason == "Stopped")
+        && matches!(u.active_state.as_str(), "inactive" | "failed");
+    let fine = stopped_as_declared
+        || (u.active_state == "active" && o.ready().is_none_or(|c| c.reason != "Stopped"));
+    if fine {
+        return;
+    }
+    let (reason, what) = match (u.active_state.as_str(), u.sub_state.as_str()) {
+        (_, "auto-restart") => (
+            "Restarting",
+            "is waiting to be restarted by systemd after it exited",
+        ),
+        ("failed", _) => ("Failed", "has failed"),
+        ("activating" | "reloading", _) => ("Starting", "is starting"),
+        ("active", _) => (
+            "NotReconciled",
+            "is running but the manifest wants it stopped",
+        ),
+        _ => ("NotRunning", "is not running"),
+    };
+    o.set_condition(
+        "Ready",
+        "False",
+        reason,
+        &format!(
+            "{} {what} ({}/{}) since the last reconcile; see `journalctl --user -u {}`",
+            u.name, u.active_state, u.sub_state, u.name
+        ),
+    );
+}
+
+/// How fresh a status is, for people.
+fn freshness(status: &Status, operator: Option<u32>) -> String {
+    let when = status
+        .reconciled_at
+        .as_deref()
+        .and_then(|t| humantime::parse_rfc3339(t).ok())
+        .map(|t| {
+            let ago = std::time::SystemTime::now()
+                .duration_since(t)
+                .unwrap_or_default();
+            format!(
+                "last reconciled {} ago by {}",
+                humantime::format_duration(Duration::from_secs(ago.as_secs())),
+                status.reconciled_by.as_deref().unwrap_or("unitlet")
+            )
+        })
+        .unwrap_or_else(|| "never reconciled".into());
+    match operator {
+        Some(pid) => format!("{when}; operator running (PID {pid})"),
+        None => format!(
+            "{when}; no operator running, so conditions are as of then (unit states are live); start `unitlet run` or run `unitlet apply`"
+        ),
+    }
 }
 
 #[derive(serde::Serialize)]
@@ -435,6 +593,10 @@ struct GetItem<'a> {
     conditions: &'a [crate::status::Condition],
     #[serde(skip_serializing_if = "Option::is_none")]
     unit: Option<&'a crate::status::UnitStatus>,
+    /// When the status was last reconciled (RFC 3339), null if never.
+    last_reconcile_time: Option<&'a str>,
+    /// Whether a `unitlet run` is keeping this status current.
+    operator_running: bool,
 }
 
 async fn get(loc: &Locations, name: Option<&str>, output: Output) -> i32 {
@@ -445,6 +607,7 @@ async fn get(loc: &Locations, name: Option<&str>, output: Output) -> i32 {
     if let Some(e) = &status.operator_error {
         eprintln!("warning: the operator's last pass failed: {e}");
     }
+    let operator = crate::lock::operator_pid(&loc.state_dir);
     let objs: Vec<&ObjectStatus> = match name {
         Some(n) => match status.objects.get(n) {
             Some(o) => vec![o],
@@ -466,6 +629,8 @@ async fn get(loc: &Locations, name: Option<&str>, output: Output) -> i32 {
             file: &o.file,
             conditions: &o.conditions,
             unit: o.unit.as_ref(),
+            last_reconcile_time: status.reconciled_at.as_deref(),
+            operator_running: operator.is_some(),
         })
         .collect();
     let mut out = std::io::stdout().lock();
@@ -521,6 +686,7 @@ async fn get(loc: &Locations, name: Option<&str>, output: Output) -> i32 {
                 }
             }
             print_table(&mut out, &header, &rows);
+            let _ = writeln!(out, "\n{}", freshness(&status, operator));
         }
     }
     OK
@@ -620,6 +786,10 @@ async fn describe(loc: &Locations, name: &str) -> i32 {
     println!("Name:   {}", o.name);
     println!("Kind:   {}", o.kind);
     println!("File:   {}", o.file.display());
+    println!(
+        "Status: {}",
+        freshness(&status, crate::lock::operator_pid(&loc.state_dir))
+    );
     println!("Conditions:");
     for c in &o.conditions {
         println!(

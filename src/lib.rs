@@ -10,6 +10,7 @@ pub mod fsutil;
 pub mod grafana;
 pub mod http;
 pub mod locations;
+pub mod lock;
 pub mod manifest;
 pub mod plan;
 pub mod prometheus;
@@ -18,6 +19,7 @@ pub mod render;
 pub mod schedule;
 pub mod status;
 pub mod systemd;
+pub mod work;
 
 /// An error and all its causes, `: `-separated, for one-line messages.
 pub fn error_chain(e: &dyn std::error::Error) -> String {

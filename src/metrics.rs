@@ -59,6 +59,10 @@ pub struct Metrics {
     reconcile_errors: Family<ErrorLabels, Counter>,
     reconcile_duration: Histogram,
     managed: Family<ObjectLabels, Gauge>,
+    queue_depth: Gauge,
+    reconcile_age: Family<NameLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// When each object was last reconciled; ages are computed at scrape.
+    reconciled: Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 impl Default for Metrics {
@@ -132,7 +136,23 @@ impl Metrics {
             "Whether the last backup run of a Backup manifest succeeded (1) or not (0)",
             last_backup_ok.clone(),
         );
+        let queue_depth = Gauge::default();
+        registry.register(
+            "queue_depth",
+            "Objects waiting: work in flight (readiness, config reloads, probes), outcomes not yet folded in, and a pending pass",
+            queue_depth.clone(),
+        );
+        let reconcile_age =
+            Family::<NameLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "object_last_reconcile_age_seconds",
+            "Seconds since each object was last reconciled",
+            reconcile_age.clone(),
+        );
         Metrics {
+            queue_depth,
+            reconcile_age,
+            reconciled: Mutex::new(Default::default()),
             registry: Mutex::new(registry),
             reconciles,
             reconcile_errors,
@@ -221,7 +241,30 @@ impl Metrics {
         }
     }
 
+    pub fn set_queue_depth(&self, n: usize) {
+        self.queue_depth.set(n as i64);
+    }
+
+    /// Record that the objects of `status` were reconciled now.
+    pub fn reconciled(&self, status: &Status) {
+        let now = std::time::Instant::now();
+        let mut r = self.reconciled.lock().expect("metrics lock");
+        r.retain(|n, _| status.objects.contains_key(n));
+        for n in status.objects.keys() {
+            r.insert(n.clone(), now);
+        }
+    }
+
     pub fn encode(&self) -> String {
+        {
+            let r = self.reconciled.lock().expect("metrics lock");
+            self.reconcile_age.clear();
+            for (name, at) in r.iter() {
+                self.reconcile_age
+                    .get_or_create(&NameLabels { name: name.clone() })
+                    .set(at.elapsed().as_secs_f64());
+            }
+        }
         let mut out = String::new();
         let reg = self.registry.lock().expect("metrics lock");
         prometheus_client::encoding::text::encode(&mut out, &reg)

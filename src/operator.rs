@@ -14,11 +14,15 @@ use std::time::Duration;
 use notify::RecursiveMode;
 use tokio::sync::Notify;
 
+use std::collections::HashMap;
+
 use crate::locations::Locations;
+use crate::lock::StateLock;
 use crate::metrics::Metrics;
 use crate::reconcile::{ReconcileError, Reconciler};
 use crate::status::Status;
 use crate::systemd::{self, Systemd};
+use crate::work::{Outcome, Work, WorkKind};
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -27,6 +31,9 @@ pub struct RunOptions {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// The unitlet binary Backup oneshots run.
     pub exe: PathBuf,
+    /// How long a manifest that disappeared is waited for before its
+    /// units are stopped (`--gc-grace`).
+    pub gc_grace: Duration,
 }
 
 fn sd_notify(states: &[sd_notify::NotifyState<'_>]) {
@@ -102,13 +109,68 @@ impl DirWatch {
 /// longer fed and systemd restarts us (when `WatchdogSec=` is set).
 const MAX_PASS_SECS: u64 = 600;
 
+/// How many objects' waits (readiness, config reloads, probes) run at once.
+const MAX_CONCURRENT_WORK: usize = 16;
+
+/// An unchanged status is still written this often, so `get` can tell a
+/// live operator's status from a stale one.
+const STATUS_HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// How long the operator waits for a start job before letting it go on.
+const START_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits handed out by passes, running beside the loop: at most one per
+/// object and kind, at most [`MAX_CONCURRENT_WORK`] at once.
+struct WorkPool {
+    in_flight: HashMap<(WorkKind, String), tokio::task::AbortHandle>,
+    slots: Arc<tokio::sync::Semaphore>,
+    done_tx: tokio::sync::mpsc::UnboundedSender<Outcome>,
+}
+
+impl WorkPool {
+    fn spawn(&mut self, work: Work, sd: &Systemd, http: &reqwest::Client, job_timeout: Duration) {
+        let key = work.key();
+        if self.in_flight.contains_key(&key) {
+            return; // duplicates collapse
+        }
+        // A new readiness wait (after a restart) replaces a probe.
+        if key.0 == WorkKind::Readiness
+            && let Some(h) = self.in_flight.remove(&(WorkKind::Probe, key.1.clone()))
+        {
+            h.abort();
+        }
+        let (slots, tx, sd, http) = (
+            self.slots.clone(),
+            self.done_tx.clone(),
+            sd.clone(),
+            http.clone(),
+        );
+        let h = tokio::spawn(async move {
+            let Ok(_slot) = slots.acquire_owned().await else {
+                return;
+            };
+            let _ = tx.send(work.run(sd, http, job_timeout).await);
+        });
+        self.in_flight.insert(key, h.abort_handle());
+    }
+
+    fn abort_all(&mut self) {
+        for (_, h) in self.in_flight.drain() {
+            h.abort();
+        }
+    }
+}
+
 /// Run the operator until `shutdown` resolves.
 ///
 /// # Errors
-/// Only for failures to start (e.g. the metrics address is taken). Once
-/// running, errors are reported in status and logs and retried; the loop
-/// never stops a unit because something failed.
+/// Only for failures to start (e.g. the metrics address is taken, another
+/// operator runs on the same state directory). Once running, errors are
+/// reported in status and logs and retried; the loop never stops a unit
+/// because something failed.
 pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let _operator = crate::lock::OperatorLock::acquire(&opts.loc.state_dir)
+        .map_err(|e| RunError::Setup(crate::error_chain(&e)))?;
     let metrics = Arc::new(Metrics::new());
     if let Some(addr) = opts.metrics_addr {
         crate::metrics::serve(addr, metrics.clone())
@@ -129,8 +191,17 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     watch.arm(&[&opts.loc.manifests, &parent, &opts.loc.unit_dir, &holds_dir]);
 
     let mut rec = Reconciler::new(opts.loc.clone(), opts.exe.clone());
-    let status_path = opts.loc.status_file();
-    let mut status = Status::load(&status_path);
+    rec.inline_probes = false;
+    rec.start_wait = START_WAIT;
+    rec.gc_grace = opts.gc_grace;
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Outcome>();
+    let mut pool = WorkPool {
+        in_flight: HashMap::new(),
+        slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_WORK)),
+        done_tx,
+    };
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    let mut last_saved: Option<std::time::Instant> = None;
     let mut sd: Option<Systemd> = None;
     let mut unit_changes: Option<tokio::sync::mpsc::UnboundedReceiver<String>> = None;
     let mut reconnect_delay = Duration::from_millis(200);
@@ -140,9 +211,8 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     let mut wd_usec = 0u64;
     let watchdog = sd_notify::watchdog_enabled(false, &mut wd_usec)
         .then(|| Duration::from_micros(wd_usec / 2));
-    // The watchdog is fed from its own task so a long pass (a slow start
-    // waiting for readiness) does not get us killed — but only while the
-    // loop keeps making progress, so a hung loop still is.
+    // The watchdog is fed from its own task, but only while the loop keeps
+    // making progress, so a hung loop still gets us restarted.
     let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let clock = std::time::Instant::now();
     let touch = {
@@ -176,6 +246,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     loop {
         touch();
         if pending {
+            pending = false;
             // (Re)connect with backoff when the bus or manager went away.
             if sd.is_none() {
                 match Systemd::connect(opts.loc.bus.as_deref()).await {
@@ -211,25 +282,24 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
                 // systemd forgets Subscribe when it re-executes; renewing it
                 // keeps unit-change signals coming (idempotent).
                 let _ = c.subscribe().await;
-                // SIGTERM does not wait for a slow pass (a start waiting for
-                // readiness): dropping it mid-way is what a crash does, and
-                // a crash is safe (atomic writes; the next pass resumes).
+                // SIGTERM does not wait for a pass: dropping it mid-way is
+                // what a crash does, and a crash is safe (atomic writes; the
+                // next pass resumes).
                 let outcome = tokio::select! {
-                    r = pass(&mut rec, &c, &mut status, &mut config_dirs) => r,
+                    r = pass(&mut rec, &c, &mut outcomes, &mut last_saved, &mut config_dirs) => r,
                     _ = &mut shutdown => {
                         tracing::info!("stopping (a pass was interrupted; the next start resumes it)");
                         sd_notify(&[sd_notify::NotifyState::Stopping]);
+                        pool.abort_all();
                         return Ok(());
                     }
                 };
                 touch();
                 metrics.observe_pass(timer.elapsed());
                 match outcome {
-                    Ok(report) => {
-                        if status.operator_error.take().is_some() {
-                            tracing::info!("recovered");
-                        }
+                    Ok((report, status)) => {
                         metrics.set_objects(&status);
+                        metrics.reconciled(&status);
                         for (name, outcome) in &report.reloads {
                             metrics.reload(name, outcome);
                         }
@@ -245,6 +315,9 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
                         for (m, e) in &report.failures {
                             tracing::warn!(manifest = %m, "{e}");
                             metrics.reconcile_error("apply");
+                        }
+                        for w in report.work {
+                            pool.spawn(w, &c, &rec.http, rec.job_timeout);
                         }
                         retry_at = report.retry_at.map(tokio::time::Instant::from_std);
                         let summary =
@@ -267,11 +340,6 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
                             ReconcileError::Systemd(_) => "systemd",
                             _ => "io",
                         });
-                        if status.operator_error.as_deref() != Some(msg.as_str()) {
-                            status.event("unitlet", "Warning", "ReconcileError", msg.clone());
-                            status.operator_error = Some(msg.clone());
-                            let _ = status.save(&status_path);
-                        }
                         sd_notify(&[sd_notify::NotifyState::Status(&format!("error: {msg}"))]);
                         if !ready_sent {
                             // Running but degraded is still "started": systemd
@@ -282,6 +350,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
                         if e.is_disconnect() {
                             sd = None;
                             unit_changes = None;
+                            pool.abort_all();
                             retry_at = Some(tokio::time::Instant::now() + reconnect_delay);
                         }
                     }
@@ -289,6 +358,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
             }
             next_resync = tokio::time::Instant::now() + opts.resync;
         }
+        metrics.set_queue_depth(pool.in_flight.len() + outcomes.len() + usize::from(pending));
 
         let retry_sleep = async {
             match retry_at {
@@ -311,6 +381,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
             _ = &mut shutdown => {
                 tracing::info!("stopping");
                 sd_notify(&[sd_notify::NotifyState::Stopping]);
+                pool.abort_all();
                 return Ok(());
             }
             _ = trigger.notified() => { tracing::debug!("woken by a file change"); pending = true; }
@@ -320,27 +391,75 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
                     None => { sd = None; unit_changes = None; pending = true; }
                 }
             }
+            Some(o) = done_rx.recv() => {
+                pool.in_flight.remove(&o.key());
+                // A probe that says what the last one said changes nothing.
+                let news = match &o {
+                    Outcome::Probe { name, result } => rec.probes.get(name) != Some(result),
+                    _ => true,
+                };
+                if news {
+                    tracing::debug!(key = ?o.key(), "work finished");
+                    outcomes.push(o);
+                    pending = true;
+                }
+            }
             _ = tokio::time::sleep_until(next_resync) => { tracing::debug!("resync"); pending = true; }
             _ = retry_sleep => { tracing::debug!("retry timer"); retry_at = None; pending = true; }
         }
     }
 }
 
-/// One pass: prepare, apply, save status when it changed.
+/// One pass under the state lock: read status, fold in finished work,
+/// prepare, apply, save status when it changed (or the heartbeat is due).
 async fn pass(
     rec: &mut Reconciler,
     sd: &Systemd,
-    status: &mut Status,
+    outcomes: &mut Vec<Outcome>,
+    last_saved: &mut Option<std::time::Instant>,
     config_dirs: &mut Vec<PathBuf>,
-) -> Result<crate::reconcile::PassReport, ReconcileError> {
+) -> Result<(crate::reconcile::PassReport, Status), ReconcileError> {
+    let _lock = StateLock::acquire(&rec.loc.state_dir, "unitlet run", |h| {
+        tracing::debug!("waiting for {h} to finish writing");
+    })
+    .await
+    .map_err(|e| ReconcileError::Stuck(crate::error_chain(&e)))?;
+    let status_path = rec.loc.status_file();
+    let mut status = Status::load_async(&status_path).await;
     let before = status.clone();
-    let prep = rec.prepare(sd, status).await?;
-    *config_dirs = crate::reload::watch_dirs(&prep.loaded.manifests);
-    let report = rec.apply(sd, prep, status).await?;
-    if *status != before {
-        status.save(&rec.loc.status_file())?;
+    let mut reloads = Vec::new();
+    for o in outcomes.drain(..) {
+        reloads.extend(rec.finish(o, &mut status));
     }
-    Ok(report)
+    let result = async {
+        let prep = rec.prepare(sd, &status).await?;
+        *config_dirs = crate::reload::watch_dirs(&prep.loaded.manifests);
+        rec.apply(sd, prep, &mut status).await
+    }
+    .await;
+    match &result {
+        Ok(_) => {
+            if status.operator_error.take().is_some() {
+                tracing::info!("recovered");
+            }
+        }
+        Err(e) => {
+            let msg = crate::error_chain(e);
+            if status.operator_error.as_deref() != Some(msg.as_str()) {
+                status.event("unitlet", "Warning", "ReconcileError", msg.clone());
+                status.operator_error = Some(msg);
+            }
+        }
+    }
+    let heartbeat = last_saved.is_none_or(|t| t.elapsed() >= STATUS_HEARTBEAT);
+    if status != before || heartbeat {
+        status.stamp("unitlet run");
+        status.save_async(&status_path).await?;
+        *last_saved = Some(std::time::Instant::now());
+    }
+    let mut report = result?;
+    report.reloads.extend(reloads);
+    Ok((report, status))
 }
 
 #[derive(Debug, thiserror::Error)]

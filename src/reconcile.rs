@@ -15,6 +15,7 @@ use crate::plan::{self, Held, Observed, ObservedFile, Op, Plan};
 use crate::render::{self, DesiredUnit, RenderContext, Role};
 use crate::status::{ObjectStatus, Status, UnitStatus};
 use crate::systemd::{JobKind, Systemd, SystemdError};
+use crate::work::{ConfigWork, Work};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -35,6 +36,9 @@ pub enum ReconcileError {
     /// Status could not be saved.
     #[error(transparent)]
     Status(#[from] crate::status::StatusError),
+    /// Reading files did not finish in time.
+    #[error("{0}")]
+    Stuck(String),
 }
 
 impl ReconcileError {
@@ -54,6 +58,9 @@ pub struct Prepared {
     pub backing_off: BTreeSet<String>,
     /// Manifests a restore holds: left exactly as they are.
     pub on_hold: BTreeSet<String>,
+    /// Manifests that disappeared less than `gc_grace` ago: their units
+    /// are left alone until then (by manifest: when the grace ends).
+    pub gc_waiting: BTreeMap<String, Instant>,
 }
 
 /// The outcome of one pass.
@@ -71,6 +78,8 @@ pub struct PassReport {
     pub retry_at: Option<Instant>,
     /// What was done about changed config files, by manifest.
     pub reloads: Vec<(String, crate::reload::ReloadOutcome)>,
+    /// Waits handed out by the pass (readiness, config changes, probes).
+    pub work: Vec<Work>,
 }
 
 /// Per-object backoff after failures, reset on success or on an edit.
@@ -79,6 +88,9 @@ pub struct Backoff {
     pub until: Instant,
     pub spec_hash: String,
 }
+
+/// The default of `--gc-grace`.
+pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(2);
 
 pub fn backoff_delay(failures: u32) -> Duration {
     let secs = 1u64 << failures.saturating_sub(1).min(8);
@@ -101,8 +113,45 @@ pub struct Reconciler {
     /// readiness probe: `(reason, message)`, by manifest.
     pub config_issue: HashMap<String, (String, String)>,
     pub http: reqwest::Client,
+    /// How long a pass waits for start jobs. `apply` waits for them to
+    /// end (`job_timeout`); the operator waits briefly and lets a slow start
+    /// go on without it.
+    pub start_wait: Duration,
+    /// Started Services waiting for their readiness URL, until when.
+    pub waiting_ready: HashMap<String, Instant>,
+    /// The last readiness probe of each running Service.
+    pub probes: HashMap<String, Result<(), String>>,
+    /// Probe readiness during the pass (`apply`) instead of handing probes
+    /// out (`run`).
+    pub inline_probes: bool,
+    /// How long a manifest that disappeared is waited for before its units
+    /// are stopped and removed (editors that delete and re-create, `git
+    /// checkout`, `rsync --delete-after`).
+    pub gc_grace: Duration,
+    /// When each manifest owning units was first seen missing.
+    missing_since: HashMap<String, Instant>,
     /// The manager's directories, read once from its `UnitPath`.
     dirs: std::sync::OnceLock<ManagerDirs>,
+}
+
+/// How long loading the manifests may take before the pass gives up (a
+/// file that never answers must not hang the operator).
+const LOAD_DEADLINE: Duration = Duration::from_secs(5);
+
+/// `manifest::load_dir` off the async runtime, within [`LOAD_DEADLINE`].
+async fn load_manifests(dir: &Path) -> Result<LoadedSet, ReconcileError> {
+    let d = dir.to_path_buf();
+    let task = tokio::task::spawn_blocking(move || manifest::load_dir(&d));
+    match tokio::time::timeout(LOAD_DEADLINE, task).await {
+        Ok(Ok(r)) => Ok(r?),
+        Ok(Err(e)) => Err(ReconcileError::Stuck(format!(
+            "loading manifests failed: {e}"
+        ))),
+        Err(_) => Err(ReconcileError::Stuck(format!(
+            "reading the manifests in {} did not finish within {LOAD_DEADLINE:?}; is one of them on a hung filesystem?",
+            dir.display()
+        ))),
+    }
 }
 
 fn unit_files_in(dir: &Path) -> Result<BTreeMap<String, ObservedFile>, ReconcileError> {
@@ -304,14 +353,24 @@ impl Reconciler {
             rejected_config: HashMap::new(),
             config_issue: HashMap::new(),
             http: crate::reload::http_client(),
+            start_wait: Duration::from_secs(90),
+            waiting_ready: HashMap::new(),
+            probes: HashMap::new(),
+            inline_probes: true,
+            gc_grace: DEFAULT_GC_GRACE,
+            missing_since: HashMap::new(),
             dirs: std::sync::OnceLock::new(),
         }
     }
 
     /// Load, render and observe, then plan. Changes nothing.
-    pub async fn prepare(&self, sd: &Systemd, status: &Status) -> Result<Prepared, ReconcileError> {
+    pub async fn prepare(
+        &mut self,
+        sd: &Systemd,
+        status: &Status,
+    ) -> Result<Prepared, ReconcileError> {
         let t = Instant::now();
-        let loaded = manifest::load_dir(&self.loc.manifests)?;
+        let loaded = load_manifests(&self.loc.manifests).await?;
         tracing::debug!(elapsed = ?t.elapsed(), manifests = loaded.manifests.len(), "loaded manifests");
         let mut held = Held {
             names: loaded.held.keys().cloned().collect(),
@@ -342,6 +401,7 @@ impl Reconciler {
             desired.extend(render::render(m, &self.render_ctx));
         }
         let observed = self.observe(sd, &desired, status).await?;
+        let gc_waiting = self.gc_grace_holds(&loaded, &mut held, &observed, now);
         let plan = plan::plan(&self.loc.unit_dir, &desired, &held, &observed);
         Ok(Prepared {
             loaded,
@@ -351,7 +411,44 @@ impl Reconciler {
             plan,
             backing_off,
             on_hold: holds.into_iter().collect(),
+            gc_waiting,
         })
+    }
+
+    /// Hold the units of manifests that disappeared within the grace
+    /// period, so a delete-and-recreate never stops a service. Returns when
+    /// each grace ends.
+    fn gc_grace_holds(
+        &mut self,
+        loaded: &LoadedSet,
+        held: &mut Held,
+        observed: &Observed,
+        now: Instant,
+    ) -> BTreeMap<String, Instant> {
+        let present: BTreeSet<&str> = loaded
+            .manifests
+            .iter()
+            .map(|m| m.name.as_str())
+            .chain(loaded.held.keys().map(String::as_str))
+            .collect();
+        let missing: BTreeSet<String> = observed
+            .files
+            .values()
+            .filter(|f| f.source.as_ref().is_none_or(|s| !held.files.contains(s)))
+            .filter_map(|f| f.marker.clone())
+            .filter(|owner| !present.contains(owner.as_str()))
+            .collect();
+        self.missing_since.retain(|n, _| missing.contains(n));
+        let mut waiting = BTreeMap::new();
+        for owner in missing {
+            let since = *self.missing_since.entry(owner.clone()).or_insert(now);
+            let until = since + self.gc_grace;
+            if now < until {
+                held.names.insert(owner.clone());
+                waiting.insert(owner, until);
+            }
+        }
+        waiting
     }
 
     async fn observe(
@@ -362,7 +459,12 @@ impl Reconciler {
     ) -> Result<Observed, ReconcileError> {
         let dirs = self.manager_dirs(sd).await.clone();
         let t = Instant::now();
-        let files = unit_files_in(&self.loc.unit_dir)?;
+        let unit_dir = self.loc.unit_dir.clone();
+        let files = tokio::task::spawn_blocking(move || unit_files_in(&unit_dir))
+            .await
+            .map_err(|e| {
+                ReconcileError::Stuck(format!("reading the unit directory failed: {e}"))
+            })??;
         tracing::debug!(elapsed = ?t.elapsed(), "read unit directory");
         let mut names: BTreeSet<String> = desired.iter().map(|d| d.name.clone()).collect();
         names.extend(
@@ -511,9 +613,20 @@ impl Reconciler {
                     _ => None,
                 })
                 .collect();
-            let batch: Vec<(&Path, &[u8], u32)> =
-                writes.iter().map(|(_, p, c)| (*p, *c, 0o644)).collect();
-            for ((a, path, _), r) in writes.iter().zip(fsutil::atomic_write_batch(&batch)) {
+            let owned: Vec<(PathBuf, Vec<u8>)> = writes
+                .iter()
+                .map(|(_, p, c)| (p.to_path_buf(), c.to_vec()))
+                .collect();
+            let written = tokio::task::spawn_blocking(move || {
+                let batch: Vec<(&Path, &[u8], u32)> = owned
+                    .iter()
+                    .map(|(p, c)| (p.as_path(), c.as_slice(), 0o644))
+                    .collect();
+                fsutil::atomic_write_batch(&batch)
+            })
+            .await
+            .map_err(|e| ReconcileError::Stuck(format!("writing unit files failed: {e}")))?;
+            for ((a, path, _), r) in writes.iter().zip(written) {
                 if let Err(source) = r {
                     let e = ReconcileError::UnitDir {
                         what: "write unit file",
@@ -615,8 +728,23 @@ impl Reconciler {
                 }
             }
             let jobs: Vec<_> = start_jobs.iter().map(|(_, j)| j.clone()).collect();
-            let results = jobs_stream.wait(sd, &jobs, self.job_timeout).await;
+            let results = jobs_stream.wait(sd, &jobs, self.start_wait).await;
             for ((a, j), r) in start_jobs.iter().zip(results) {
+                // The operator does not wait for a slow start: the job
+                // goes on, the unit shows as activating, and its end
+                // (a unit signal) brings the next pass.
+                let r = match r {
+                    Err(SystemdError::JobTimeout { .. }) if self.start_wait < self.job_timeout => {
+                        status.event(
+                            &a.manifest,
+                            "Normal",
+                            "Starting",
+                            format!("{} is still starting: {}", a.unit, a.reason),
+                        );
+                        continue;
+                    }
+                    r => r,
+                };
                 if r.is_ok() {
                     started_ok.insert(a.manifest.clone());
                 }
@@ -649,11 +777,13 @@ impl Reconciler {
             }
         }
 
-        // Readiness of what was just (re)started, then config changes.
-        self.wait_started_ready(&prep, &started_ok, &failures).await;
-        report.reloads = self
-            .config_phase(sd, &prep, &started_ok, &failures, status)
-            .await;
+        // Readiness of what was just (re)started, then config changes:
+        // handed out, never waited for here.
+        report.work = self.readiness_work(&prep, &started_ok, &failures);
+        report.work.extend(
+            self.config_phase(sd, &prep, &started_ok, &failures, status)
+                .await,
+        );
 
         // Record what is now applied in full.
         for d in &prep.desired {
@@ -701,9 +831,30 @@ impl Reconciler {
             .values()
             .map(|b| b.until)
             .chain(self.reload_retry.values().map(|r| r.next))
+            .chain(prep.gc_waiting.values().copied())
             .min();
 
-        refresh_status(sd, &prep, &failures, &self.config_issue, &self.http, status).await?;
+        let readiness = self.readiness_view(&prep).await;
+        refresh_status(sd, &prep, &failures, &self.config_issue, &readiness, status).await?;
+        if !self.inline_probes {
+            // Running Services' readiness is probed beside the loop.
+            for m in &prep.loaded.manifests {
+                let Some(r) = m.as_service().and_then(|s| s.readiness.as_ref()) else {
+                    continue;
+                };
+                let active = status
+                    .objects
+                    .get(&m.name)
+                    .and_then(|o| o.unit.as_ref())
+                    .is_some_and(|u| u.active_state == "active");
+                if active && !self.waiting_ready.contains_key(&m.name) {
+                    report.work.push(Work::Probe {
+                        name: m.name.clone(),
+                        url: r.url.clone(),
+                    });
+                }
+            }
+        }
         report.ready = status.objects.values().filter(|o| o.is_ready()).count();
         report.not_ready = status.objects.len() - report.ready;
         report.failures = failures;
@@ -713,15 +864,15 @@ impl Reconciler {
 }
 
 impl Reconciler {
-    /// After a start or restart, wait (bounded by `readiness.timeout`) for
-    /// services that declare a readiness URL.
-    async fn wait_started_ready(
+    /// Readiness waits for what was just (re)started: handed out, never
+    /// awaited by the pass.
+    fn readiness_work(
         &mut self,
         prep: &Prepared,
         started: &BTreeSet<String>,
         failures: &BTreeMap<String, String>,
-    ) {
-        let mut waits = Vec::new();
+    ) -> Vec<Work> {
+        let mut work = Vec::new();
         for m in &prep.loaded.manifests {
             let Some(r) = m.as_service().and_then(|s| s.readiness.as_ref()) else {
                 continue;
@@ -729,28 +880,20 @@ impl Reconciler {
             if !started.contains(&m.name) || failures.contains_key(&m.name) {
                 continue;
             }
-            let client = self.http.clone();
-            let (name, url, timeout) = (m.name.clone(), r.url.clone(), r.timeout);
-            waits.push(async move {
-                (
-                    name,
-                    crate::reload::wait_ready(&client, &url, timeout).await,
-                )
+            self.waiting_ready
+                .insert(m.name.clone(), Instant::now() + r.timeout);
+            self.probes.remove(&m.name);
+            work.push(Work::Readiness {
+                name: m.name.clone(),
+                url: r.url.clone(),
+                timeout: r.timeout,
             });
         }
-        for (name, r) in futures_util::future::join_all(waits).await {
-            match r {
-                Ok(()) => {
-                    self.config_issue.remove(&name);
-                }
-                Err(e) => {
-                    self.config_issue.insert(name, ("NotReady".into(), e));
-                }
-            }
-        }
+        work
     }
 
-    /// Notice changed config files and validate, reload or restart.
+    /// Notice changed config files; what needs validating, reloading or a
+    /// restart is handed out as [`Work::Config`].
     async fn config_phase(
         &mut self,
         sd: &Systemd,
@@ -758,10 +901,9 @@ impl Reconciler {
         started: &BTreeSet<String>,
         failures: &BTreeMap<String, String>,
         status: &mut Status,
-    ) -> Vec<(String, crate::reload::ReloadOutcome)> {
-        use crate::manifest::{OnConfigChange, ReloadMethod};
-        use crate::reload::{self, ReloadOutcome};
-        let mut outcomes = Vec::new();
+    ) -> Vec<Work> {
+        use crate::reload;
+        let mut work = Vec::new();
         let live_names: Vec<String> = prep
             .loaded
             .manifests
@@ -769,9 +911,12 @@ impl Reconciler {
             .filter(|m| m.as_service().is_some_and(|s| !s.config_files.is_empty()))
             .map(|m| format!("{}.service", m.name))
             .collect();
+        if live_names.is_empty() {
+            return work;
+        }
         let live = match sd.list_units(&live_names).await {
             Ok(l) => l,
-            Err(_) => return outcomes,
+            Err(_) => return work,
         };
         for m in &prep.loaded.manifests {
             let Some(s) = m.as_service() else { continue };
@@ -783,7 +928,11 @@ impl Reconciler {
             {
                 continue;
             }
-            let current = match reload::config_hash(&s.config_files) {
+            let files = s.config_files.clone();
+            let current = match tokio::task::spawn_blocking(move || reload::config_hash(&files))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()))
+            {
                 Ok(h) => h,
                 Err(e) => {
                     self.config_issue
@@ -840,122 +989,21 @@ impl Reconciler {
             {
                 continue;
             }
-            // Validate first: a failure blocks the reload or restart.
-            if let Some(argv) = &s.validate {
-                let dir = reload::validate_dir(m, s);
-                if let Err(e) = reload::run_validate(argv, &dir, Duration::from_secs(60)).await {
-                    status.event(
-                        &m.name,
-                        "Warning",
-                        "ConfigInvalid",
-                        format!("config change not applied: {e}"),
-                    );
-                    self.rejected_config
-                        .insert(m.name.clone(), (current.clone(), e.clone()));
-                    self.config_issue.insert(
-                        m.name.clone(),
-                        ("ConfigInvalid".into(), format!("config change not applied; the service keeps running on its previous config. {e}")),
-                    );
-                    outcomes.push((m.name.clone(), ReloadOutcome::Invalid(e)));
-                    continue;
-                }
-                self.rejected_config.remove(&m.name);
-            }
-            let result: Result<ReloadOutcome, String> = match s.on_config_change {
-                OnConfigChange::None => Ok(ReloadOutcome::Recorded),
-                OnConfigChange::Restart => match sd.job_stream().await {
-                    Ok(mut js) => match sd.queue(&unit, JobKind::Restart).await {
-                        Ok(j) => match js.wait(sd, &[j], self.job_timeout).await.remove(0) {
-                            Ok(()) => Ok(ReloadOutcome::Restarted),
-                            Err(e) => Err(e.to_string()),
-                        },
-                        Err(e) => Err(e.to_string()),
-                    },
-                    Err(e) => Err(e.to_string()),
-                },
-                OnConfigChange::Reload => match &s.reload {
-                    Some(ReloadMethod::Http { url }) => reload::http_reload(&self.http, url)
-                        .await
-                        .map(|_| ReloadOutcome::Reloaded),
-                    Some(ReloadMethod::Signal { number, .. }) => sd
-                        .kill_main(&unit, *number)
-                        .await
-                        .map(|_| ReloadOutcome::Reloaded)
-                        .map_err(|e| e.to_string()),
-                    None => sd
-                        .reload_unit(&unit)
-                        .await
-                        .map(|_| ReloadOutcome::Reloaded)
-                        .map_err(|e| e.to_string()),
-                },
-            };
-            let result = match (result, &s.readiness) {
-                (Ok(o), Some(r)) if o != ReloadOutcome::Recorded => {
-                    reload::wait_ready(&self.http, &r.url, r.timeout)
-                        .await
-                        .map(|_| o)
-                }
-                (r, _) => r,
-            };
-            match result {
-                Ok(o) => {
-                    let what = match o {
-                        ReloadOutcome::Restarted => "Restarted",
-                        ReloadOutcome::Recorded => "ConfigRecorded",
-                        _ => "Reloaded",
-                    };
-                    status.event(
-                        &m.name,
-                        "Normal",
-                        what,
-                        format!(
-                            "config changed ({}): {}",
-                            s.config_files
-                                .iter()
-                                .map(|f| f.display().to_string())
-                                .collect::<Vec<_>>()
-                                .join(", "),
-                            match o {
-                                ReloadOutcome::Restarted => format!("restarted {unit}"),
-                                ReloadOutcome::Recorded =>
-                                    "onConfigChange is none: recorded only".to_string(),
-                                _ => format!("reloaded via {}", reload::describe_method(&s.reload)),
-                            }
-                        ),
-                    );
-                    status.config.insert(
-                        m.name.clone(),
-                        crate::status::ConfigState {
-                            applied: current,
-                            failing: false,
-                        },
-                    );
-                    self.reload_retry.remove(&m.name);
-                    self.config_issue.remove(&m.name);
-                    outcomes.push((m.name.clone(), o));
-                }
-                Err(e) => {
-                    let retry = self.reload_retry.entry(m.name.clone()).or_default();
-                    let delay = retry.failed();
-                    let attempts = retry.attempts;
-                    status.event(
-                        &m.name,
-                        "Warning",
-                        "ReloadFailed",
-                        format!("{e}; retrying in {delay:.1?}"),
-                    );
-                    if let Some(c) = status.config.get_mut(&m.name) {
-                        c.failing = true;
-                    }
-                    self.config_issue.insert(
-                        m.name.clone(),
-                        ("ReloadFailed".into(), format!("{e} (attempt {attempts}; next retry in {delay:.1?}, with exponential backoff)")),
-                    );
-                    outcomes.push((m.name.clone(), ReloadOutcome::Failed(e)));
-                }
-            }
+            work.push(Work::Config(ConfigWork {
+                name: m.name.clone(),
+                unit,
+                hash: current,
+                config_files: s.config_files.clone(),
+                validate: s
+                    .validate
+                    .as_ref()
+                    .map(|argv| (argv.clone(), reload::validate_dir(m, s))),
+                on_change: s.on_config_change,
+                reload: s.reload.clone(),
+                readiness: s.readiness.as_ref().map(|r| (r.url.clone(), r.timeout)),
+            }));
         }
-        outcomes
+        work
     }
 }
 
@@ -1033,12 +1081,44 @@ fn missing_program(m: &manifest::Manifest) -> Option<String> {
 
 /// Recompute every object's status from the loaded set, this pass's
 /// failures and the live unit states.
+/// What is known about each Service's readiness when status is built.
+pub struct ReadinessView {
+    /// Started, waiting for their readiness URL until then.
+    pub waiting: HashMap<String, Instant>,
+    /// The last probe of each running Service; absent = not probed yet.
+    pub probes: HashMap<String, Result<(), String>>,
+}
+
+impl Reconciler {
+    /// `apply` probes now (all at once); `run` uses what its probes last
+    /// found.
+    async fn readiness_view(&self, prep: &Prepared) -> ReadinessView {
+        let mut probes = self.probes.clone();
+        if self.inline_probes {
+            let waits = prep.loaded.manifests.iter().filter_map(|m| {
+                let r = m.as_service()?.readiness.as_ref()?;
+                if self.waiting_ready.contains_key(&m.name) {
+                    return None;
+                }
+                let http = self.http.clone();
+                let (name, url) = (m.name.clone(), r.url.clone());
+                Some(async move { (name, crate::reload::probe(&http, &url).await) })
+            });
+            probes.extend(futures_util::future::join_all(waits).await);
+        }
+        ReadinessView {
+            waiting: self.waiting_ready.clone(),
+            probes,
+        }
+    }
+}
+
 pub async fn refresh_status(
     sd: &Systemd,
     prep: &Prepared,
     failures: &BTreeMap<String, String>,
     issues: &HashMap<String, (String, String)>,
-    http: &reqwest::Client,
+    readiness: &ReadinessView,
     status: &mut Status,
 ) -> Result<(), ReconcileError> {
     // Main unit per manifest.
@@ -1138,11 +1218,40 @@ pub async fn refresh_status(
                             .unwrap_or_default()
                     ),
                 };
-                let probe = match m.as_service().and_then(|s| s.readiness.as_ref()) {
-                    Some(r) => crate::reload::probe(http, &r.url).await.err(),
-                    None => None,
+                let has_readiness = m.as_service().is_some_and(|s| s.readiness.is_some());
+                let probe = match readiness.probes.get(&m.name) {
+                    Some(r) if has_readiness => r.clone().err(),
+                    _ => None,
                 };
-                if let Some((reason, message)) = issues
+                if has_readiness && let Some(until) = readiness.waiting.get(&m.name) {
+                    let left = until.saturating_duration_since(Instant::now());
+                    obj.set_condition(
+                        "Ready",
+                        "False",
+                        "Starting",
+                        &format!(
+                            "{unit} is active, waiting for its readiness URL (up to {}s more)",
+                            left.as_secs()
+                        ),
+                    );
+                } else if has_readiness
+                    && !readiness.probes.contains_key(&m.name)
+                    && !issues.contains_key(&m.name)
+                {
+                    // Not probed yet (the operator just started): keep what
+                    // the last probe said, if a probe said it.
+                    if obj
+                        .ready()
+                        .is_none_or(|c| c.reason != "Running" && c.reason != "NotReady")
+                    {
+                        obj.set_condition(
+                            "Ready",
+                            "Unknown",
+                            "Probing",
+                            &format!("{unit} is active; probing its readiness URL"),
+                        );
+                    }
+                } else if let Some((reason, message)) = issues
                     .get(&m.name)
                     .filter(|(r, _)| r != "NotReady" || probe.is_some())
                 {

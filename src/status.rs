@@ -127,6 +127,12 @@ pub struct Status {
     /// The last operational error (bus, directory), cleared on success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operator_error: Option<String>,
+    /// When a pass last finished (RFC 3339): how fresh this status is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconciled_at: Option<String>,
+    /// Who ran that pass (`unitlet run (PID n)`, `unitlet apply (PID n)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconciled_by: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +155,36 @@ impl Status {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default()
+    }
+
+    /// Stamp the status as reconciled now by `who`.
+    pub fn stamp(&mut self, who: &str) {
+        self.reconciled_at = Some(now_rfc3339());
+        self.reconciled_by = Some(format!("{who} (PID {})", std::process::id()));
+    }
+
+    /// [`Status::load`] off the async runtime.
+    pub async fn load_async(path: &Path) -> Status {
+        let p = path.to_path_buf();
+        tokio::task::spawn_blocking(move || Status::load(&p))
+            .await
+            .unwrap_or_default()
+    }
+
+    /// [`Status::save`] off the async runtime.
+    ///
+    /// # Errors
+    /// As [`Status::save`].
+    pub async fn save_async(&self, path: &Path) -> Result<(), StatusError> {
+        let (s, p) = (self.clone(), path.to_path_buf());
+        tokio::task::spawn_blocking(move || s.save(&p))
+            .await
+            .unwrap_or_else(|e| {
+                Err(StatusError::Write {
+                    path: path.to_path_buf(),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            })
     }
 
     pub fn save(&self, path: &Path) -> Result<(), StatusError> {

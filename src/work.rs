@@ -1,0 +1,317 @@
+//! Waiting, taken out of the pass.
+//!
+//! A pass never waits for one object: whatever takes time for a single
+//! Service — its readiness URL after a start, validating and reloading or
+//! restarting it after a config change, probing its readiness — is handed
+//! out as a [`Work`] item. `unitlet run` runs each on its own task (a bounded
+//! number at once, one per object and kind: duplicates collapse) and folds
+//! the [`Outcome`] back into the reconciler and status with
+//! [`Reconciler::finish`], then runs another pass. `unitlet apply` runs the
+//! same items itself between two passes. Either way the object is
+//! "requeued": its status says what it waits for, and nothing else waits
+//! for it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::manifest::{OnConfigChange, ReloadMethod};
+use crate::reconcile::Reconciler;
+use crate::reload::{self, ReloadOutcome};
+use crate::status::{ConfigState, Status};
+use crate::systemd::{JobKind, Systemd};
+
+/// One object's wait.
+#[derive(Debug, Clone)]
+pub enum Work {
+    /// Wait for a just (re)started Service's readiness URL.
+    Readiness {
+        name: String,
+        url: String,
+        timeout: Duration,
+    },
+    /// Probe a running Service's readiness URL once.
+    Probe { name: String, url: String },
+    /// Act on a changed config: validate, then reload or restart.
+    Config(ConfigWork),
+}
+
+/// Which kind of work, for collapsing duplicates: one of each per object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WorkKind {
+    Readiness,
+    Probe,
+    Config,
+}
+
+/// What a config change needs done, decided by the pass.
+#[derive(Debug, Clone)]
+pub struct ConfigWork {
+    pub name: String,
+    pub unit: String,
+    /// The config content hash this work applies.
+    pub hash: String,
+    pub config_files: Vec<PathBuf>,
+    pub validate: Option<(Vec<String>, PathBuf)>,
+    pub on_change: OnConfigChange,
+    pub reload: Option<ReloadMethod>,
+    pub readiness: Option<(String, Duration)>,
+}
+
+/// The result of a [`Work`] item.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Readiness {
+        name: String,
+        result: Result<(), String>,
+    },
+    Probe {
+        name: String,
+        result: Result<(), String>,
+    },
+    Config {
+        work: ConfigWork,
+        result: ConfigResult,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub enum ConfigResult {
+    /// The validator refused the new content.
+    Invalid(String),
+    Done(ReloadOutcome),
+    Failed(String),
+}
+
+impl Work {
+    pub fn key(&self) -> (WorkKind, String) {
+        match self {
+            Work::Readiness { name, .. } => (WorkKind::Readiness, name.clone()),
+            Work::Probe { name, .. } => (WorkKind::Probe, name.clone()),
+            Work::Config(c) => (WorkKind::Config, c.name.clone()),
+        }
+    }
+
+    /// Do the work. Never touches status: the outcome is folded in by
+    /// [`Reconciler::finish`] under the state lock.
+    pub async fn run(self, sd: Systemd, http: reqwest::Client, job_timeout: Duration) -> Outcome {
+        match self {
+            Work::Readiness { name, url, timeout } => Outcome::Readiness {
+                result: reload::wait_ready(&http, &url, timeout).await,
+                name,
+            },
+            Work::Probe { name, url } => Outcome::Probe {
+                result: reload::probe(&http, &url).await,
+                name,
+            },
+            Work::Config(work) => {
+                let result = run_config(&work, &sd, &http, job_timeout).await;
+                Outcome::Config { work, result }
+            }
+        }
+    }
+}
+
+impl Outcome {
+    pub fn key(&self) -> (WorkKind, String) {
+        match self {
+            Outcome::Readiness { name, .. } => (WorkKind::Readiness, name.clone()),
+            Outcome::Probe { name, .. } => (WorkKind::Probe, name.clone()),
+            Outcome::Config { work, .. } => (WorkKind::Config, work.name.clone()),
+        }
+    }
+}
+
+async fn run_config(
+    w: &ConfigWork,
+    sd: &Systemd,
+    http: &reqwest::Client,
+    job_timeout: Duration,
+) -> ConfigResult {
+    // Validate first: a failure blocks the reload or restart.
+    if let Some((argv, dir)) = &w.validate
+        && let Err(e) = reload::run_validate(argv, dir, Duration::from_secs(60)).await
+    {
+        return ConfigResult::Invalid(e);
+    }
+    let result: Result<ReloadOutcome, String> = match w.on_change {
+        OnConfigChange::None => Ok(ReloadOutcome::Recorded),
+        OnConfigChange::Restart => restart(sd, &w.unit, job_timeout).await,
+        OnConfigChange::Reload => match &w.reload {
+            Some(ReloadMethod::Http { url }) => reload::http_reload(http, url)
+                .await
+                .map(|_| ReloadOutcome::Reloaded),
+            Some(ReloadMethod::Signal { number, .. }) => sd
+                .kill_main(&w.unit, *number)
+                .await
+                .map(|_| ReloadOutcome::Reloaded)
+                .map_err(|e| e.to_string()),
+            None => sd
+                .reload_unit(&w.unit)
+                .await
+                .map(|_| ReloadOutcome::Reloaded)
+                .map_err(|e| e.to_string()),
+        },
+    };
+    let result = match (result, &w.readiness) {
+        (Ok(o), Some((url, timeout))) if o != ReloadOutcome::Recorded => {
+            reload::wait_ready(http, url, *timeout).await.map(|_| o)
+        }
+        (r, _) => r,
+    };
+    match result {
+        Ok(o) => ConfigResult::Done(o),
+        Err(e) => ConfigResult::Failed(e),
+    }
+}
+
+async fn restart(sd: &Systemd, unit: &str, timeout: Duration) -> Result<ReloadOutcome, String> {
+    let mut js = sd.job_stream().await.map_err(|e| e.to_string())?;
+    let j = sd
+        .queue(unit, JobKind::Restart)
+        .await
+        .map_err(|e| e.to_string())?;
+    js.wait(sd, &[j], timeout)
+        .await
+        .remove(0)
+        .map(|()| ReloadOutcome::Restarted)
+        .map_err(|e| e.to_string())
+}
+
+impl Reconciler {
+    /// Fold a finished [`Work`] item into the reconciler's memory and the
+    /// status. Returns what a config change did, for metrics.
+    pub fn finish(
+        &mut self,
+        outcome: Outcome,
+        status: &mut Status,
+    ) -> Option<(String, ReloadOutcome)> {
+        match outcome {
+            Outcome::Readiness { name, result } => {
+                self.waiting_ready.remove(&name);
+                match result {
+                    Ok(()) => {
+                        if self
+                            .config_issue
+                            .get(&name)
+                            .is_some_and(|(r, _)| r == "NotReady")
+                        {
+                            self.config_issue.remove(&name);
+                        }
+                        self.probes.insert(name, Ok(()));
+                    }
+                    Err(e) => {
+                        status.event(&name, "Warning", "NotReady", e.clone());
+                        self.probes.insert(name.clone(), Err(e.clone()));
+                        self.config_issue.insert(name, ("NotReady".into(), e));
+                    }
+                }
+                None
+            }
+            Outcome::Probe { name, result } => {
+                if result.is_ok()
+                    && self
+                        .config_issue
+                        .get(&name)
+                        .is_some_and(|(r, _)| r == "NotReady")
+                {
+                    self.config_issue.remove(&name);
+                }
+                self.probes.insert(name, result);
+                None
+            }
+            Outcome::Config { work, result } => Some(self.finish_config(work, result, status)),
+        }
+    }
+
+    fn finish_config(
+        &mut self,
+        w: ConfigWork,
+        result: ConfigResult,
+        status: &mut Status,
+    ) -> (String, ReloadOutcome) {
+        let name = w.name.clone();
+        match result {
+            ConfigResult::Invalid(e) => {
+                status.event(
+                    &name,
+                    "Warning",
+                    "ConfigInvalid",
+                    format!("config change not applied: {e}"),
+                );
+                self.rejected_config
+                    .insert(name.clone(), (w.hash.clone(), e.clone()));
+                self.config_issue.insert(
+                    name.clone(),
+                    (
+                        "ConfigInvalid".into(),
+                        format!(
+                            "config change not applied; the service keeps running on its previous config. {e}"
+                        ),
+                    ),
+                );
+                (name, ReloadOutcome::Invalid(e))
+            }
+            ConfigResult::Done(o) => {
+                self.rejected_config.remove(&name);
+                let files = w
+                    .config_files
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let (what, how) = match o {
+                    ReloadOutcome::Restarted => ("Restarted", format!("restarted {}", w.unit)),
+                    ReloadOutcome::Recorded => (
+                        "ConfigRecorded",
+                        "onConfigChange is none: recorded only".to_string(),
+                    ),
+                    _ => (
+                        "Reloaded",
+                        format!("reloaded via {}", reload::describe_method(&w.reload)),
+                    ),
+                };
+                status.event(
+                    &name,
+                    "Normal",
+                    what,
+                    format!("config changed ({files}): {how}"),
+                );
+                status.config.insert(
+                    name.clone(),
+                    ConfigState {
+                        applied: w.hash.clone(),
+                        failing: false,
+                    },
+                );
+                self.reload_retry.remove(&name);
+                self.config_issue.remove(&name);
+                (name, o)
+            }
+            ConfigResult::Failed(e) => {
+                self.rejected_config.remove(&name);
+                let retry = self.reload_retry.entry(name.clone()).or_default();
+                let delay = retry.failed();
+                let attempts = retry.attempts;
+                status.event(
+                    &name,
+                    "Warning",
+                    "ReloadFailed",
+                    format!("{e}; retrying in {delay:.1?}"),
+                );
+                if let Some(c) = status.config.get_mut(&name) {
+                    c.failing = true;
+                }
+                self.config_issue.insert(
+                    name.clone(),
+                    (
+                        "ReloadFailed".into(),
+                        format!(
+                            "{e} (attempt {attempts}; next retry in {delay:.1?}, with exponential backoff)"
+                        ),
+                    ),
+                );
+                (name, ReloadOutcome::Failed(e))
+            }
+        }
+    }
+}
