@@ -69,7 +69,7 @@ pub enum Outcome {
         result: Result<(), String>,
     },
     Config {
-        work: ConfigWork,
+        work: Box<ConfigWork>,
         result: ConfigResult,
     },
 }
@@ -105,7 +105,10 @@ impl Work {
             },
             Work::Config(work) => {
                 let result = run_config(&work, &sd, &http, job_timeout).await;
-                Outcome::Config { work, result }
+                Outcome::Config {
+                    work: Box::new(work),
+                    result,
+                }
             }
         }
     }
@@ -219,7 +222,7 @@ impl Reconciler {
                 self.probes.insert(name, result);
                 None
             }
-            Outcome::Config { work, result } => Some(self.finish_config(work, result, status)),
+            Outcome::Config { work, result } => Some(self.finish_config(*work, result, status)),
         }
     }
 
