@@ -438,10 +438,20 @@ impl Reconciler {
             .filter_map(|f| f.marker.clone())
             .filter(|owner| !present.contains(owner.as_str()))
             .collect();
+        for back in self.missing_since.keys().filter(|n| !missing.contains(*n)) {
+            if present.contains(back.as_str()) {
+                tracing::info!(manifest = %back, "manifest is back within the grace period; its units were left running");
+            }
+        }
         self.missing_since.retain(|n, _| missing.contains(n));
         let mut waiting = BTreeMap::new();
         for owner in missing {
-            let since = *self.missing_since.entry(owner.clone()).or_insert(now);
+            let since = *self.missing_since.entry(owner.clone()).or_insert_with(|| {
+                if !self.gc_grace.is_zero() {
+                    tracing::info!(manifest = %owner, grace = ?self.gc_grace, "manifest disappeared; its units are kept for the grace period in case it comes back");
+                }
+                now
+            });
             let until = since + self.gc_grace;
             if now < until {
                 held.names.insert(owner.clone());

@@ -4,6 +4,7 @@ mod support;
 
 mod converge;
 mod limits;
+mod operator_loop;
 mod reload;
 mod render;
 mod stack;

@@ -1,0 +1,345 @@
+//! The operator loop: never blocked by one object, one writer at a time,
+//! status that never lies, deleted manifests waited for.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use crate::reload::{free_port, http_get};
+use crate::support::{UserManager, service, stderr, stdout, wait_for};
+
+const T: Duration = Duration::from_secs(20);
+
+/// A server that accepts connections and never answers: a readiness URL
+/// that hangs rather than refuses. Bounded: it stops accepting after 500
+/// connections and when the test ends (the thread dies with the process).
+fn hanging_server() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming().take(500).flatten() {
+            held.push(s);
+        }
+        // Keep the held connections open until the process ends.
+        let mut buf = [0u8; 1];
+        for mut s in held {
+            let _ = s.read(&mut buf);
+        }
+    });
+    port
+}
+
+fn metric(um_metrics: &str, series: &str) -> Option<f64> {
+    let (_, body) = http_get(um_metrics)?;
+    body.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn ready_of(um: &UserManager, name: &str) -> Option<(String, String)> {
+    um.ready(name).map(|(s, r, _)| (s, r))
+}
+
+#[test]
+fn a_service_stuck_in_readiness_does_not_hold_up_the_others() {
+    let um = UserManager::start();
+    let hang = hanging_server();
+    um.write_manifest("other.yaml", &service("other", ""));
+    let mport = free_port();
+    let metrics = format!("http://127.0.0.1:{mport}/metrics");
+    let run = um.spawn_run(&["--metrics-addr", &format!("127.0.0.1:{mport}")]);
+    run.wait_log("connected", T);
+    wait_for(T, "other Ready", || {
+        (ready_of(&um, "other")? == ("True".into(), "Running".into())).then_some(())
+    });
+    // Long enough for the checks below on a busy machine, short enough to
+    // see it end.
+    um.write_manifest(
+        "slow.yaml",
+        &service(
+            "slow",
+            &format!(
+                "  readiness: {{http: {{url: \"http://127.0.0.1:{hang}/ready\"}}, timeout: 25s}}\n"
+            ),
+        ),
+    );
+    wait_for(T, "slow active and waiting for readiness", || {
+        (um.active("slow.service") == "active" && ready_of(&um, "slow")?.1 == "Starting")
+            .then_some(())
+    });
+    let waiting_since = Instant::now();
+
+    // Meanwhile a unit stopped by hand comes back...
+    assert!(um.systemctl(&["stop", "other.service"]).status.success());
+    let t = Instant::now();
+    wait_for(
+        Duration::from_secs(2),
+        "other active again within 2s",
+        || (um.active("other.service") == "active").then_some(()),
+    );
+    eprintln!("other healed in {:?}", t.elapsed());
+    // ...a new manifest is started...
+    um.write_manifest("fresh.yaml", &service("fresh", ""));
+    let t = Instant::now();
+    wait_for(Duration::from_secs(2), "fresh active within 2s", || {
+        (um.active("fresh.service") == "active").then_some(())
+    });
+    eprintln!("fresh active in {:?}", t.elapsed());
+    // ...and /metrics answers, with slow's wait counted in the queue.
+    let depth = metric(&metrics, "unitlet_queue_depth").expect("queue depth");
+    assert!(depth >= 1.0, "slow's readiness wait is queued: {depth}");
+    assert!(
+        metric(
+            &metrics,
+            "unitlet_object_last_reconcile_age_seconds{name=\"other\"}"
+        )
+        .is_some()
+    );
+    // All of that happened while slow was still waiting.
+    assert_eq!(ready_of(&um, "slow").unwrap().1, "Starting");
+    assert!(waiting_since.elapsed() < Duration::from_secs(20));
+
+    // slow ends NotReady after its timeout.
+    let (_, reason, msg) = wait_for(Duration::from_secs(45), "slow NotReady", || {
+        um.ready("slow").filter(|r| r.1 == "NotReady")
+    });
+    assert_eq!(reason, "NotReady");
+    assert!(msg.contains("not ready within 25s"), "{msg}");
+    assert_eq!(ready_of(&um, "slow").unwrap().0, "False");
+}
+
+#[test]
+fn a_limits_only_change_applied_beside_run_never_restarts() {
+    let um = UserManager::start();
+    let mport = free_port();
+    let metrics = format!("http://127.0.0.1:{mport}/metrics");
+    let m = |q: u32| service("x", &format!("  resources: {{cpuQuota: {q}%}}\n"));
+    um.write_manifest("x.yaml", &m(50));
+    // A resync every second keeps passes coming, so "two passes after
+    // apply" is progress we can wait for.
+    let run = um.spawn_run(&[
+        "--metrics-addr",
+        &format!("127.0.0.1:{mport}"),
+        "--resync",
+        "1s",
+    ]);
+    run.wait_log("connected", T);
+    wait_for(T, "x active", || {
+        (um.active("x.service") == "active").then_some(())
+    });
+    let pid = um.prop("x.service", "MainPID");
+    for trial in 0..10u32 {
+        let q = 51 + trial;
+        um.write_manifest("x.yaml", &m(q));
+        let o = um.unitlet(&["apply"]);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "trial {trial}: {}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        // Progress first: two passes of the operator that began after
+        // apply returned (the first may have started before).
+        let passes = metric(&metrics, "unitlet_reconciles_total").unwrap();
+        wait_for(T, "two operator passes after apply", || {
+            (metric(&metrics, "unitlet_reconciles_total")? >= passes + 2.0).then_some(())
+        });
+        assert_eq!(
+            um.prop("x.service", "MainPID"),
+            pid,
+            "trial {trial}: restarted"
+        );
+        assert_eq!(um.prop("x.service", "NRestarts"), "0");
+        assert_eq!(
+            um.prop("x.service", "CPUQuotaPerSecUSec"),
+            format!("{}ms", q * 10),
+            "trial {trial}"
+        );
+    }
+    assert!(!run.log().contains("did not finish"), "{}", run.log());
+}
+
+#[test]
+fn two_applies_at_once_start_every_unit_exactly_once() {
+    let um = UserManager::start();
+    for trial in 0..10 {
+        let names: Vec<String> = (0..20).map(|i| format!("t{trial}-u{i}")).collect();
+        for n in &names {
+            um.write_manifest(&format!("{n}.yaml"), &service(n, ""));
+        }
+        let spawn = || {
+            std::process::Command::new(crate::support::UNITLET)
+                .arg("apply")
+                .envs(um.envs())
+                .output()
+        };
+        let (a, b) = std::thread::scope(|s| {
+            let a = s.spawn(spawn);
+            let b = s.spawn(spawn);
+            (a.join().unwrap().unwrap(), b.join().unwrap().unwrap())
+        });
+        for o in [&a, &b] {
+            assert_eq!(
+                o.status.code(),
+                Some(0),
+                "trial {trial}: {}{}",
+                stdout(o),
+                stderr(o)
+            );
+        }
+        let started: Vec<String> = names
+            .iter()
+            .map(|n| {
+                let u = format!("{n}.service");
+                assert_eq!(um.active(&u), "active", "trial {trial}: {u}");
+                assert_eq!(um.prop(&u, "NRestarts"), "0", "trial {trial}: {u}");
+                um.prop(&u, "ExecMainStartTimestampMonotonic")
+            })
+            .collect();
+        // A third apply finds nothing to do and restarts nothing.
+        let o = um.unitlet(&["plan"]);
+        assert_eq!(o.status.code(), Some(0), "trial {trial}: {}", stdout(&o));
+        let o = um.unitlet(&["apply"]);
+        assert_eq!(o.status.code(), Some(0));
+        for (n, t) in names.iter().zip(&started) {
+            assert_eq!(
+                &um.prop(&format!("{n}.service"), "ExecMainStartTimestampMonotonic"),
+                t
+            );
+        }
+    }
+}
+
+#[test]
+fn get_never_shows_a_dead_unit_as_ready() {
+    let um = UserManager::start();
+    um.write_manifest("x.yaml", &service("x", "  restart: \"no\"\n"));
+    um.write_manifest("y.yaml", &service("y", "  restartSec: 1h\n"));
+    let o = um.unitlet(&["apply"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        ready_of(&um, "x").unwrap(),
+        ("True".into(), "Running".into())
+    );
+    for u in ["x", "y"] {
+        let pid: i32 = um.prop(&format!("{u}.service"), "MainPID").parse().unwrap();
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+    wait_for(T, "x failed", || {
+        (um.active("x.service") == "failed").then_some(())
+    });
+    wait_for(T, "y waiting to restart", || {
+        (um.prop("y.service", "SubState") == "auto-restart").then_some(())
+    });
+    let v = um.get_json();
+    let get = |n: &str| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["name"] == n)
+            .unwrap()
+            .clone()
+    };
+    let (x, y) = (get("x"), get("y"));
+    let ready = |o: &serde_json::Value| {
+        o["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(ready(&x)["status"], "False", "{x}");
+    assert_eq!(ready(&x)["reason"], "Failed");
+    assert_eq!(x["unit"]["activeState"], "failed");
+    assert_eq!(ready(&y)["status"], "False", "{y}");
+    assert_eq!(ready(&y)["reason"], "Restarting");
+    for o in [&x, &y] {
+        assert_eq!(o["operatorRunning"], false);
+        let t = o["lastReconcileTime"].as_str().expect("a reconcile time");
+        humantime::parse_rfc3339(t).expect("RFC 3339");
+    }
+    let table = stdout(&um.unitlet(&["get"]));
+    assert!(table.contains("no operator running"), "{table}");
+    let d = stdout(&um.unitlet(&["describe", "x"]));
+    assert!(d.contains("last reconciled"), "{d}");
+
+    let run = um.spawn_run(&[]);
+    run.wait_log("connected", T);
+    wait_for(T, "operatorRunning true", || {
+        (um.get_json()[0]["operatorRunning"] == true).then_some(())
+    });
+    let table = stdout(&um.unitlet(&["get"]));
+    assert!(table.contains("operator running (PID"), "{table}");
+}
+
+#[test]
+fn a_manifest_deleted_and_recreated_within_the_grace_keeps_its_service() {
+    let um = UserManager::start();
+    let text = service("x", "");
+    um.write_manifest("x.yaml", &text);
+    let run = um.spawn_run(&[]);
+    run.wait_log("connected", T);
+    wait_for(T, "x active", || {
+        (um.active("x.service") == "active").then_some(())
+    });
+    let pid = um.prop("x.service", "MainPID");
+    // An editor that unlinks, then creates.
+    std::fs::remove_file(um.manifests.join("x.yaml")).unwrap();
+    run.wait_log("manifest disappeared", T);
+    std::fs::write(um.manifests.join("x.yaml"), &text).unwrap();
+    run.wait_log("manifest is back", T);
+    assert_eq!(um.prop("x.service", "MainPID"), pid);
+    assert!(um.unit_dir.join("x.service").exists());
+
+    // Deleted for good: stopped and removed once the grace is over.
+    std::fs::remove_file(um.manifests.join("x.yaml")).unwrap();
+    wait_for(T, "x removed", || {
+        (!um.unit_dir.join("x.service").exists()).then_some(())
+    });
+    assert_ne!(um.active("x.service"), "active");
+}
+
+#[test]
+fn apply_waits_out_the_grace_and_rechecks_before_removing() {
+    let um = UserManager::start();
+    um.write_manifest("x.yaml", &service("x", ""));
+    assert!(um.unitlet(&["apply"]).status.success());
+    let pid = um.prop("x.service", "MainPID");
+    std::fs::remove_file(um.manifests.join("x.yaml")).unwrap();
+    let mut child = std::process::Command::new(crate::support::UNITLET)
+        .args(["apply", "--gc-grace", "5s"])
+        .envs(um.envs())
+        .env("UNITLET_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Put it back once apply says it waits; apply sees it on its re-check.
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+        assert!(
+            n > 0,
+            "apply ended without waiting for the deleted manifest"
+        );
+        if line.contains("manifest disappeared") {
+            break;
+        }
+    }
+    um.write_manifest("x.yaml", &service("x", ""));
+    let mut rest = String::new();
+    let _ = err.read_to_string(&mut rest);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}{rest}", stdout(&o));
+    assert!(rest.contains("manifest is back"), "{rest}");
+    assert_eq!(um.prop("x.service", "MainPID"), pid);
+}
