@@ -25,7 +25,6 @@ use unitlet::manifest::{PathContext, parse_str};
 const PENDING_IN_OTHER_BRANCHES: &[(&str, &str)] = &[
     ("Service", "environmentFile"),
     ("Service", "credentials"),
-    ("run", "--gc-grace"),
 ];
 
 fn pending(scope: &str, name: &str) -> bool {
