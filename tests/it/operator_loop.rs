@@ -343,3 +343,52 @@ fn apply_waits_out_the_grace_and_rechecks_before_removing() {
     assert!(rest.contains("manifest is back"), "{rest}");
     assert_eq!(um.prop("x.service", "MainPID"), pid);
 }
+
+#[test]
+fn a_fifo_or_a_device_as_unit_file_is_refused_and_nothing_hangs() {
+    let um = UserManager::start();
+    let mport = free_port();
+    let metrics = format!("http://127.0.0.1:{mport}/metrics");
+    let run = um.spawn_run(&["--metrics-addr", &format!("127.0.0.1:{mport}")]);
+    run.wait_log("connected", T);
+    let fifo = um.manifests.join("..").join("unit.fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let zero = um.manifests.join("..").join("zero.service");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let adopt = |name: &str, path: &std::path::Path| {
+        format!(
+            "apiVersion: unitlet/v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  unitFile: {}\n",
+            path.display()
+        )
+    };
+    let t0 = Instant::now();
+    um.write_manifest("fifo.yaml", &adopt("fifo", &fifo));
+    um.write_manifest("zero.yaml", &adopt("zero", &zero));
+    um.write_manifest("good.yaml", &service("good", ""));
+    // The metrics endpoint keeps answering fast while those are read.
+    let mut slowest = Duration::ZERO;
+    let mut seen = (false, false, false);
+    while t0.elapsed() < Duration::from_secs(5) && seen != (true, true, true) {
+        let t = Instant::now();
+        assert!(metric(&metrics, "unitlet_reconciles_total").is_some());
+        slowest = slowest.max(t.elapsed());
+        seen.0 |= um.active("good.service") == "active";
+        seen.1 |= um.ready("fifo").is_some_and(|r| r.0 == "False" && r.1 == "Invalid");
+        seen.2 |= um.ready("zero").is_some_and(|r| r.0 == "False" && r.1 == "Invalid");
+    }
+    assert_eq!(seen, (true, true, true), "within 5 s: good active, fifo and zero refused");
+    eprintln!("slowest /metrics answer: {slowest:?}");
+    assert!(slowest < Duration::from_millis(100), "{slowest:?}");
+    let (_, _, m) = um.ready("fifo").unwrap();
+    assert!(m.contains("unit.fifo") && m.contains("not a regular file"), "{m}");
+    let (_, _, m) = um.ready("zero").unwrap();
+    assert!(m.contains("zero.service") && m.contains("not a regular file"), "{m}");
+    let rss: u64 = std::fs::read_to_string(format!("/proc/{}/status", run.child.id()))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap();
+    assert!(rss < 50 * 1024, "RSS {rss} kB");
+}
