@@ -102,6 +102,19 @@ pub fn destination(loc: &Locations, name: &str, spec: &BackupSpec) -> PathBuf {
         .unwrap_or_else(|| loc.state_dir.join("backups").join(name))
 }
 
+/// The kind a Backup's sets record: what its source is.
+pub fn kind(spec: &BackupSpec) -> &'static str {
+    match spec.source {
+        BackupSource::Prometheus { .. } => prometheus::KIND,
+        BackupSource::Grafana { .. } => grafana::KIND,
+    }
+}
+
+/// The sets of Backup `name` in its destination (created if missing).
+fn open_store(loc: &Locations, name: &str, spec: &BackupSpec) -> Result<Store, BackupError> {
+    Store::open(&destination(loc, name, spec), name, kind(spec))
+}
+
 /// Where `backup` records its last outcome for the operator's metrics.
 pub fn last_run_path(loc: &Locations, name: &str) -> PathBuf {
     loc.state_dir
@@ -242,7 +255,7 @@ pub fn format_size(b: u64) -> String {
 
 async fn run_backup(loc: &Locations, name: &str) -> Result<(SetInfo, Vec<String>), CommandError> {
     let spec = find_backup(loc, name)?;
-    let store = Store::open(&destination(loc, name, &spec))?;
+    let store = open_store(loc, name, &spec)?;
     let progress = std::io::stderr().is_terminal();
     let set = match &spec.source {
         BackupSource::Prometheus { url, data_dir, .. } => {
@@ -359,7 +372,7 @@ fn list_sets(loc: &Locations, name: Option<&str>) -> Result<Vec<SetRow>, Command
         if !dest.is_dir() {
             continue;
         }
-        let store = Store::open(&dest)?;
+        let store = open_store(loc, &name, &spec)?;
         for s in store.list()? {
             rows.push(SetRow {
                 manifest: name.clone(),
@@ -436,7 +449,7 @@ async fn run_restore(
             destination: dest,
         });
     }
-    let store = Store::open(&dest)?;
+    let store = open_store(loc, name, &spec)?;
     match &spec.source {
         BackupSource::Prometheus {
             url,

@@ -14,7 +14,7 @@ use futures_util::{StreamExt, stream};
 use serde_json::Value;
 
 use super::client::{Client, DashboardDoc};
-use super::{GrafanaError, KIND};
+use super::GrafanaError;
 use crate::backup::{SetInfo, Store};
 
 /// What a backup run did.
@@ -93,7 +93,7 @@ pub async fn backup(
         "backing up Grafana"
     );
 
-    let mut set = store.begin(KIND, client.base_url())?;
+    let mut set = store.begin(client.base_url())?;
     set.write_file("folders.json", &to_json(&folders))?;
 
     let mut fetches = stream::iter(hits)
