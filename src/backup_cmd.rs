@@ -393,7 +393,11 @@ pub fn sets_table(rows: &[SetRow]) -> String {
                 r.manifest.clone(),
                 r.set.created.clone(),
                 format_size(r.set.size),
-                r.set.status.to_string(),
+                if r.set.legacy {
+                    format!("{} (legacy)", r.set.status)
+                } else {
+                    r.set.status.to_string()
+                },
             ]
         })
         .collect();
@@ -428,6 +432,11 @@ pub fn backups(loc: &Locations, name: Option<&str>, json: bool) -> i32 {
         eprintln!("no backup sets");
         return OK;
     } else {
+        if rows.iter().any(|r| r.set.legacy) {
+            eprintln!(
+                "legacy: the set does not record which Backup made it (it predates unitlet 0.2); it is never pruned, and restored only after adding \"backup\": \"NAME\" to its backup.json"
+            );
+        }
         sets_table(&rows)
     };
     let _ = stdout.write_all(text.as_bytes());
@@ -566,6 +575,8 @@ mod tests {
             manifest: "tsdb".into(),
             set: SetInfo {
                 id: "20261127T235501Z".into(),
+                backup: Some("tsdb".into()),
+                legacy: false,
                 kind: "prometheus".into(),
                 source: "http://p:9090/".into(),
                 created: "2026-11-27T23:55:01Z".into(),
@@ -575,7 +586,7 @@ mod tests {
                 path: "/x".into(),
             },
         };
-        let t = sets_table(&[row]);
+        let t = sets_table(std::slice::from_ref(&row));
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(
             lines[0].split_whitespace().collect::<Vec<_>>(),
@@ -583,6 +594,14 @@ mod tests {
         );
         assert!(lines[1].starts_with("20261127T235501Z   tsdb"), "{t}");
         assert!(lines[1].ends_with("2.0 KiB   incomplete"), "{t}");
+        let mut legacy = row.clone();
+        legacy.set.backup = None;
+        legacy.set.legacy = true;
+        let t = sets_table(&[legacy]);
+        assert!(
+            t.lines().nth(1).unwrap().ends_with("incomplete (legacy)"),
+            "{t}"
+        );
     }
 
     #[test]

@@ -1193,15 +1193,20 @@ fn open_in_set(dir: &Path, rel: &str) -> Result<File, OpenError> {
             io::Error::new(io::ErrorKind::InvalidInput, "not a path inside the set"),
         ));
     }
+    // O_NOFOLLOW on a symlink fails with ELOOP, or ENOTDIR with
+    // O_DIRECTORY; lstat tells which component it was.
     let classify = |e: Errno, path: PathBuf| match e {
         Errno::LOOP => OpenError::Symlink(path),
         Errno::NOENT => OpenError::NotFound,
+        Errno::NOTDIR if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) => {
+            OpenError::Symlink(path)
+        }
         Errno::NOTDIR => OpenError::NotRegular(path),
         e => OpenError::Io(path, io::Error::from(e)),
     };
     let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let mut fd = openat(CWD, dir, dir_flags, Mode::empty())
-        .map_err(|e| classify(e, dir.to_path_buf()))?;
+    let mut fd =
+        openat(CWD, dir, dir_flags, Mode::empty()).map_err(|e| classify(e, dir.to_path_buf()))?;
     let mut path = dir.to_path_buf();
     let parts: Vec<&str> = rel.split('/').collect();
     let (last, parents) = parts.split_last().expect("a safe path has a component");
@@ -1244,14 +1249,41 @@ fn find_symlink(dir: &Path) -> io::Result<Option<PathBuf>> {
 /// destination there (or below the first group) is refused, whoever owns
 /// it. Backups belong in a directory of their own.
 const SYSTEM_TREES: &[&str] = &[
-    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/sbin",
-    "/sys", "/usr", "/var/lib", "/var/cache", "/var/log", "/var/spool", "/var/run", "/var/mail",
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/proc",
+    "/sbin",
+    "/sys",
+    "/usr",
+    "/var/lib",
+    "/var/cache",
+    "/var/log",
+    "/var/spool",
+    "/var/run",
+    "/var/mail",
     "/snap",
 ];
 /// Refused as the destination itself, though their subdirectories are fine.
 const SHARED_DIRS: &[&str] = &[
-    "/", "/home", "/tmp", "/var", "/var/tmp", "/var/backups", "/opt", "/srv", "/mnt", "/media",
-    "/run", "/run/user", "/root",
+    "/",
+    "/home",
+    "/tmp",
+    "/var",
+    "/var/tmp",
+    "/var/backups",
+    "/opt",
+    "/srv",
+    "/mnt",
+    "/media",
+    "/run",
+    "/run/user",
+    "/root",
 ];
 
 /// Whether `path` may be a Backup destination, judged from the path alone:
@@ -1421,12 +1453,12 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, Store) {
         let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(&tmp.path().join("backups/grafana")).unwrap();
+        let store = Store::open(&tmp.path().join("backups/grafana"), "dash", "grafana").unwrap();
         (tmp, store)
     }
 
     fn complete_set(store: &Store, body: &str) -> SetInfo {
-        let mut w = store.begin("grafana", "http://grafana:3000").unwrap();
+        let mut w = store.begin("http://grafana:3000").unwrap();
         w.write_file("folders.json", b"[]").unwrap();
         w.write_file("dashboards/abc.json", body.as_bytes())
             .unwrap();
@@ -1473,7 +1505,7 @@ mod tests {
     fn dropped_writer_leaves_an_incomplete_set_that_says_what_it_was() {
         let (_tmp, store) = store();
         {
-            let mut w = store.begin("grafana", "http://g:3000").unwrap();
+            let mut w = store.begin("http://g:3000").unwrap();
             w.write_file("folders.json", b"[1,2]").unwrap();
         }
         let listed = store.list().unwrap();
@@ -1509,7 +1541,7 @@ mod tests {
     fn a_new_id_sorts_after_a_set_from_the_future() {
         let (_tmp, store) = store();
         fs::create_dir(store.path().join("29991231T235959Z")).unwrap();
-        let w = store.begin("grafana", "x").unwrap();
+        let w = store.begin("x").unwrap();
         assert_eq!(w.id(), "29991231T235959Z-2");
     }
 
@@ -1540,7 +1572,7 @@ mod tests {
         let (_tmp, store) = store();
         let a = complete_set(&store, "a").id;
         let b = complete_set(&store, "b").id;
-        drop(store.begin("grafana", "x").unwrap()); // incomplete, between
+        drop(store.begin("x").unwrap()); // incomplete, between
         let c = complete_set(&store, "c").id;
         let d = complete_set(&store, "d").id;
         fs::create_dir(store.path().join("not-a-set")).unwrap();
@@ -1621,7 +1653,7 @@ mod tests {
     #[test]
     fn writer_rejects_paths_outside_the_set_and_the_manifest_itself() {
         let (_tmp, store) = store();
-        let mut w = store.begin("grafana", "x").unwrap();
+        let mut w = store.begin("x").unwrap();
         for bad in [
             "../escape",
             "/etc/passwd",
@@ -1642,7 +1674,7 @@ mod tests {
     #[test]
     fn add_existing_hashes_files_placed_by_the_caller() {
         let (_tmp, store) = store();
-        let mut w = store.begin("prometheus", "http://p:9090").unwrap();
+        let mut w = store.begin("http://p:9090").unwrap();
         fs::create_dir_all(w.dir().join("snapshot/01ABC")).unwrap();
         fs::write(w.dir().join("snapshot/01ABC/index"), b"tsdb").unwrap();
         w.add_existing("snapshot/01ABC/index").unwrap();
@@ -1657,7 +1689,223 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let file = tmp.path().join("plain-file");
         fs::write(&file, b"").unwrap();
-        let err = Store::open(&file.join("sub")).unwrap_err();
+        let err = Store::open(&file.join("sub"), "dash", "grafana").unwrap_err();
         assert!(err.to_string().contains(&*file.to_string_lossy()), "{err}");
+    }
+
+    /// Rewrites the set's backup.json through `edit`, as someone with
+    /// write access to the destination could.
+    fn edit_manifest(info: &SetInfo, edit: impl FnOnce(&mut serde_json::Value)) {
+        let path = info.path.join(MANIFEST_FILE);
+        let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        edit(&mut v);
+        fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn backups_sharing_a_destination_never_prune_or_restore_each_others_sets() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("shared");
+        let a = Store::open(&dest, "a", "grafana").unwrap();
+        let b = Store::open(&dest, "b", "grafana").unwrap();
+        let b1 = complete_set(&b, "b1");
+        let b2 = complete_set(&b, "b2");
+        let a1 = complete_set(&a, "a1");
+        let a2 = complete_set(&a, "a2");
+        let legacy = complete_set(&a, "old");
+        edit_manifest(&legacy, |v| {
+            v.as_object_mut().unwrap().remove("backup");
+        });
+        let a3 = complete_set(&a, "a3");
+
+        // A keeps 1: only its own older sets go.
+        assert_eq!(a.prune(1, &a3.id).unwrap(), vec![a1.id, a2.id]);
+        let ids =
+            |s: &Store| -> Vec<String> { s.list().unwrap().into_iter().map(|s| s.id).collect() };
+        assert_eq!(
+            ids(&b),
+            vec![b1.id.clone(), b2.id.clone(), legacy.id.clone()]
+        );
+        assert_eq!(ids(&a), vec![legacy.id.clone(), a3.id.clone()]);
+        let listed = a.list().unwrap();
+        assert!(listed[0].legacy && listed[0].backup.is_none());
+        assert!(!listed[1].legacy && listed[1].backup.as_deref() == Some("a"));
+        // A legacy set is never pruned, whoever prunes.
+        b.prune(1, &b2.id).unwrap();
+        assert_eq!(ids(&b), vec![b2.id.clone(), legacy.id.clone()]);
+
+        let err = a.verify(&b2.id).unwrap_err();
+        assert!(matches!(err, BackupError::OtherBackup { .. }), "{err}");
+        assert!(err.to_string().contains("belongs to Backup b"), "{err}");
+        let err = a.verify(&legacy.id).unwrap_err();
+        assert!(matches!(err, BackupError::Legacy { .. }), "{err}");
+        assert!(err.to_string().contains("\"backup\": \"a\""), "{err}");
+        b.verify(&b2.id).unwrap();
+        a.verify(&a3.id).unwrap();
+    }
+
+    #[test]
+    fn a_set_of_another_kind_under_the_same_name_is_never_pruned() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("d");
+        let old = complete_set(&Store::open(&dest, "x", "prometheus").unwrap(), "p");
+        let store = Store::open(&dest, "x", "grafana").unwrap();
+        let g1 = complete_set(&store, "g1");
+        let g2 = complete_set(&store, "g2");
+        assert_eq!(store.prune(1, &g2.id).unwrap(), vec![g1.id]);
+        assert!(old.path.is_dir());
+    }
+
+    #[test]
+    fn a_file_replaced_by_a_symlink_is_refused_even_with_its_sha_updated() {
+        let (tmp, store) = store();
+        let info = complete_set(&store, "{}");
+        let outside = tmp.path().join("secret");
+        fs::write(&outside, "outside data").unwrap();
+        let file = info.path.join("dashboards/abc.json");
+        fs::remove_file(&file).unwrap();
+        std::os::unix::fs::symlink(&outside, &file).unwrap();
+        edit_manifest(&info, |v| {
+            let f = &mut v["files"][0];
+            assert_eq!(f["path"], "dashboards/abc.json");
+            f["size"] = 12.into();
+            f["sha256"] = hex::encode(Sha256::digest(b"outside data")).into();
+        });
+        let err = store.verify(&info.id).unwrap_err();
+        assert!(matches!(err, BackupError::Symlink { .. }), "{err}");
+        assert!(err.to_string().contains("dashboards/abc.json"), "{err}");
+        // A symlinked directory on the way is refused as well.
+        fs::remove_file(&file).unwrap();
+        let elsewhere = tmp.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        fs::write(elsewhere.join("abc.json"), "outside data").unwrap();
+        fs::remove_dir(info.path.join("dashboards")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, info.path.join("dashboards")).unwrap();
+        let err = store.verify(&info.id).unwrap_err();
+        assert!(matches!(err, BackupError::Symlink { .. }), "{err}");
+        // And open_in_set alone, without the tree walk, never follows it.
+        assert!(matches!(
+            open_in_set(&info.path, "dashboards/abc.json"),
+            Err(OpenError::Symlink(_))
+        ));
+    }
+
+    #[test]
+    fn a_set_directory_that_is_a_symlink_is_refused_and_not_listed() {
+        let (tmp, store) = store();
+        let other = Store::open(&tmp.path().join("other"), "dash", "grafana").unwrap();
+        let real = complete_set(&other, "{}");
+        let link = store.path().join(&real.id);
+        std::os::unix::fs::symlink(&real.path, &link).unwrap();
+        assert!(store.list().unwrap().is_empty());
+        let err = store.verify(&real.id).unwrap_err();
+        assert!(matches!(err, BackupError::Symlink { .. }), "{err}");
+        assert!(err.to_string().contains(&*link.to_string_lossy()), "{err}");
+    }
+
+    #[test]
+    fn a_parent_path_in_backup_json_is_refused_even_with_a_correct_sha() {
+        let (tmp, store) = store();
+        let info = complete_set(&store, "{}");
+        let outside = tmp.path().join("backups/escape.json");
+        fs::write(&outside, "x").unwrap();
+        edit_manifest(&info, |v| {
+            v["files"][0] = serde_json::json!({
+                "path": "../escape.json",
+                "size": 1,
+                "sha256": hex::encode(Sha256::digest(b"x")),
+            });
+        });
+        let err = store.verify(&info.id).unwrap_err();
+        assert!(
+            matches!(&err, BackupError::Corrupt { file, .. } if file == "../escape.json"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_huge_backup_json_is_refused_by_its_size_without_reading_it() {
+        let (_tmp, store) = store();
+        let info = complete_set(&store, "{}");
+        let f = OpenOptions::new()
+            .write(true)
+            .open(info.path.join(MANIFEST_FILE))
+            .unwrap();
+        f.set_len(1 << 30).unwrap();
+        drop(f);
+        let err = store.verify(&info.id).unwrap_err();
+        assert!(matches!(err, BackupError::TooLarge { .. }), "{err}");
+        assert!(err.to_string().contains("64 MiB"), "{err}");
+        // Listing shows it (as incomplete, unreadable) instead of failing.
+        let listed = store.list().unwrap();
+        assert_eq!(listed[0].status, SetStatus::Incomplete);
+    }
+
+    #[test]
+    fn read_limited_refuses_files_over_the_limit_before_reading() {
+        let (_tmp, store) = store();
+        let info = complete_set(&store, "0123456789");
+        let set = store.verify(&info.id).unwrap();
+        let err = set.read_limited("dashboards/abc.json", 9).unwrap_err();
+        assert!(
+            matches!(err, BackupError::TooLarge { limit: 9, .. }),
+            "{err}"
+        );
+        assert_eq!(
+            set.read_limited("dashboards/abc.json", 10).unwrap(),
+            b"0123456789"
+        );
+    }
+
+    #[test]
+    fn system_and_shared_directories_are_refused_as_destinations() {
+        for bad in [
+            "/",
+            "/etc",
+            "/etc/unitlet",
+            "/usr/local/backups",
+            "/home",
+            "/tmp",
+            "/var",
+            "/var/lib/x",
+            "/proc/self",
+            "/run",
+            "/run/lock",
+            "relative/dir",
+            "/home/u/../../etc",
+        ] {
+            assert!(check_destination_path(Path::new(bad)).is_err(), "{bad}");
+        }
+        for good in [
+            "/home/u/backups",
+            "/tmp/x/backups",
+            "/run/user/1000/b",
+            "/srv/backups/dash",
+        ] {
+            check_destination_path(Path::new(good)).unwrap();
+        }
+        let err = Store::open(Path::new("/"), "dash", "grafana").unwrap_err();
+        assert!(
+            matches!(err, BackupError::UnsafeDestination { .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("shared by the whole system"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_destination_others_can_write_or_leading_to_a_system_directory_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("open");
+        fs::create_dir(&dest).unwrap();
+        fs::set_permissions(&dest, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = Store::open(&dest, "dash", "grafana").unwrap_err();
+        assert!(err.to_string().contains("chmod go-w"), "{err}");
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink("/etc", &link).unwrap();
+        let err = Store::open(&link, "dash", "grafana").unwrap_err();
+        assert!(err.to_string().contains("leads to /etc"), "{err}");
     }
 }

@@ -13,8 +13,8 @@ use std::fmt;
 use futures_util::{StreamExt, stream};
 use serde_json::Value;
 
-use super::client::{Client, DashboardDoc};
 use super::GrafanaError;
+use super::client::{Client, DashboardDoc};
 use crate::backup::{SetInfo, Store};
 
 /// What a backup run did.
