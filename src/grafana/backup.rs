@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::GrafanaError;
 use super::client::{Client, DashboardDoc};
+use super::restore::MAX_DASHBOARD_FILE;
 use crate::backup::{SetInfo, Store};
 
 /// What a backup run did.
@@ -116,7 +117,15 @@ pub async fn backup(
             continue;
         };
         let name = file_name(&hit.uid);
-        set.write_file(&format!("dashboards/{name}"), &to_json(&doc))?;
+        let bytes = to_json(&doc);
+        if bytes.len() as u64 > MAX_DASHBOARD_FILE {
+            return Err(GrafanaError::DashboardTooLarge {
+                uid: hit.uid,
+                size: bytes.len() as u64,
+                limit: MAX_DASHBOARD_FILE,
+            });
+        }
+        set.write_file(&format!("dashboards/{name}"), &bytes)?;
         set.write_file(&format!("plain/{name}"), &to_json(&plain_model(&doc)))?;
         dashboards += 1;
     }
