@@ -199,12 +199,54 @@ fn read_secret(what: &'static str, path: &Path) -> Result<String, CommandError> 
         path: path.to_path_buf(),
         reason,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let bytes = read_capped(path, MAX_SECRET_BYTES).map_err(err)?;
+    let text = String::from_utf8(bytes).map_err(|_| err("the file is not UTF-8 text".to_owned()))?;
     let text = text.trim();
     if text.is_empty() {
         return Err(err("the file is empty".to_owned()));
     }
     Ok(text.to_owned())
+}
+
+/// Largest credentials file read: tokens and passwords are short.
+const MAX_SECRET_BYTES: u64 = 64 << 10;
+
+/// Largest `NAME.last.json` read; ours are about 200 bytes.
+const MAX_LAST_RUN_BYTES: u64 = 64 << 10;
+
+/// Reads `path` if it is at most `limit` bytes, judged from its metadata
+/// before reading (and enforced while reading). The error never holds the
+/// content.
+fn read_capped(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking: a FIFO in place of the file must not hang the run.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    let too_large = |size: u64| {
+        format!(
+            "the file is {size} bytes, over the limit of {}",
+            crate::backup::limit_text(limit)
+        )
+    };
+    if !meta.is_file() {
+        return Err("it is not a regular file".to_owned());
+    }
+    if meta.len() > limit {
+        return Err(too_large(meta.len()));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
 }
 
 fn grafana_client(url: &str, auth: &GrafanaAuthSpec) -> Result<grafana::Client, CommandError> {
@@ -307,7 +349,7 @@ pub async fn backup(loc: &Locations, name: &str) -> i32 {
         Err(CommandError::Unknown { .. } | CommandError::NotABackup { .. } | CommandError::Load(_))
     ) {
         let path = last_run_path(loc, name);
-        let previous = std::fs::read(&path)
+        let previous = read_capped(&path, MAX_LAST_RUN_BYTES)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
         let record = LastRun::after(previous, attempt, outcome);
