@@ -200,7 +200,8 @@ fn read_secret(what: &'static str, path: &Path) -> Result<String, CommandError> 
         reason,
     };
     let bytes = read_capped(path, MAX_SECRET_BYTES).map_err(err)?;
-    let text = String::from_utf8(bytes).map_err(|_| err("the file is not UTF-8 text".to_owned()))?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| err("the file is not UTF-8 text".to_owned()))?;
     let text = text.trim();
     if text.is_empty() {
         return Err(err("the file is empty".to_owned()));
