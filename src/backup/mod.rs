@@ -255,9 +255,9 @@ type Result<T, E = BackupError> = std::result::Result<T, E>;
 
 /// A size limit as errors show it: `64 MiB (67108864 bytes)`.
 pub fn limit_text(limit: u64) -> String {
-    if limit >= 1 << 20 && limit % (1 << 20) == 0 {
+    if limit >= 1 << 20 && limit.is_multiple_of(1 << 20) {
         format!("{} MiB ({limit} bytes)", limit >> 20)
-    } else if limit >= 1 << 10 && limit % (1 << 10) == 0 {
+    } else if limit >= 1 << 10 && limit.is_multiple_of(1 << 10) {
         format!("{} KiB ({limit} bytes)", limit >> 10)
     } else {
         format!("{limit} bytes")

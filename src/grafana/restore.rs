@@ -732,4 +732,34 @@ mod tests {
             "{text}"
         );
     }
+
+    #[test]
+    fn uids_and_titles_restore_would_send_are_checked() {
+        for ok in ["d000", "a-B_9", &"x".repeat(40)] {
+            check_uid(ok).unwrap();
+        }
+        for bad in ["", ".", "..", "a/b", "a b", "a.b", "%2E", &"x".repeat(41)] {
+            assert!(check_uid(bad).is_err(), "{bad:?}");
+        }
+        check_title("Node exporter — full").unwrap();
+        for bad in ["", "   ", "a\nb", "a\u{7}"] {
+            assert!(check_title(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_title(&"t".repeat(MAX_TITLE_CHARS + 1)).is_err());
+    }
+
+    #[test]
+    fn folder_cycles_are_found() {
+        assert_eq!(
+            in_a_cycle(&[folder("a", None), folder("b", Some("a"))]),
+            None
+        );
+        let cycle = [
+            folder("x", None),
+            folder("p", Some("q")),
+            folder("q", Some("p")),
+        ];
+        assert_eq!(in_a_cycle(&cycle), Some("p"));
+        assert_eq!(in_a_cycle(&[folder("s", Some("s"))]), Some("s"));
+    }
 }

@@ -265,7 +265,7 @@ fn backups_sharing_a_destination_never_prune_or_restore_each_others_sets() {
 
     // Neither a foreign nor a legacy set is restored, and nothing is written.
     fake.clear();
-    let b_last = cli.set_rows("b").iter().map(id_of).last().unwrap();
+    let b_last = cli.set_rows("b").iter().map(id_of).next_back().unwrap();
     let o = cli.unitlet(&["restore", "a", &b_last]);
     assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
     assert!(stderr(&o).contains("belongs to Backup b"), "{}", stderr(&o));

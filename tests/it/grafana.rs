@@ -569,6 +569,28 @@ async fn a_slow_grafana_times_out_with_a_clear_error() {
 }
 
 #[tokio::test]
+async fn an_answer_over_the_body_limit_fails_the_backup_and_names_the_limit() {
+    let fake = FakeGrafana::start(TOKEN).await;
+    populate(&fake, 3);
+    // One dashboard of about 2 MiB, which the client below will not read.
+    let big: Vec<Value> = (0..20_000)
+        .map(|i| json!({"id": i, "type": "text", "title": format!("{i:0>90}")}))
+        .collect();
+    fake.put_dashboard("huge", "Huge", None, Value::Array(big));
+    let client = client(&fake).with_max_body(1 << 20);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), "dash", grafana::KIND).unwrap();
+    let err = within("backup", grafana::backup(&client, &store, CONCURRENCY))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GrafanaError::TooLarge { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("api/dashboards/uid/huge"), "{text}");
+    assert!(text.contains("1 MiB (1048576 bytes)"), "{text}");
+    assert!(complete_ids(&store).is_empty(), "no complete set");
+}
+
+#[tokio::test]
 async fn folders_are_walked_through_pages_and_levels_parents_first() {
     let fake = FakeGrafana::start(TOKEN).await;
     for i in 0..5 {
