@@ -540,3 +540,118 @@ fn a_destination_other_users_can_write_is_refused_and_left_untouched() {
     drop(fake);
     drop(rt);
 }
+
+/// The same hostile sets for a Prometheus Backup: refused by verification,
+/// before the data directory, its siblings or Prometheus are touched.
+#[test]
+fn hostile_prometheus_sets_are_refused_before_anything_is_touched() {
+    use unitlet::backup::Store;
+
+    let cli = Cli::new();
+    // Stands in for Prometheus: a restore that got past verification would
+    // connect to it (or stop the service first).
+    let prometheus = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    prometheus.set_nonblocking(true).unwrap();
+    let data = cli.root.join("data");
+    std::fs::create_dir_all(data.join("wal")).unwrap();
+    std::fs::write(data.join("wal/00000000"), b"live data").unwrap();
+    cli.write_manifest(
+        "tsdb",
+        &format!(
+            "apiVersion: unitlet/v1\nkind: Backup\nmetadata: {{name: tsdb}}\nspec:\n  schedule: every 6h\n  prometheus:\n    url: \"http://{}\"\n    dataDir: {}\n    service: prometheus\n",
+            prometheus.local_addr().unwrap(),
+            data.display()
+        ),
+    );
+    let dest = cli.default_destination("tsdb");
+    let store = Store::open(&dest, "tsdb", "prometheus").unwrap();
+    let block = "snapshot/01HZZZZZZZZZZZZZZZZZZZZZZZ";
+    let make_set = || {
+        let mut w = store.begin("http://test").unwrap();
+        w.write_file(
+            &format!("{block}/meta.json"),
+            b"{\"ulid\":\"01HZZZZZZZZZZZZZZZZZZZZZZZ\"}",
+        )
+        .unwrap();
+        w.write_file(&format!("{block}/index"), b"index").unwrap();
+        w.finish().unwrap().path
+    };
+    let outside = cli.root.join("planted");
+    std::fs::write(&outside, b"planted").unwrap();
+
+    let mut hostile: Vec<(PathBuf, &str)> = Vec::new();
+    // A file replaced by a symlink, its checksum updated.
+    let set = make_set();
+    let rel = format!("{block}/index");
+    std::fs::remove_file(set.join(&rel)).unwrap();
+    std::os::unix::fs::symlink(&outside, set.join(&rel)).unwrap();
+    record(&set, &rel, b"planted");
+    hostile.push((set, "is a symbolic link"));
+    // A `../` path with the right checksum.
+    let set = make_set();
+    edit_manifest(&set, |v| {
+        v["files"].as_array_mut().unwrap().push(json!({
+            "path": "snapshot/../../../planted",
+            "size": 7,
+            "sha256": hex::encode(Sha256::digest(b"planted")),
+        }));
+    });
+    hostile.push((set, "is not a path inside the set"));
+    // A huge backup.json.
+    let set = make_set();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(set.join("backup.json"))
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    hostile.push((set, "over the limit of 64 MiB"));
+    // A set directory that is a symlink.
+    let set = make_set();
+    let moved = cli.root.join("moved-set");
+    std::fs::rename(&set, &moved).unwrap();
+    std::os::unix::fs::symlink(&moved, &set).unwrap();
+    hostile.push((set, "is a symbolic link"));
+
+    let data_before = tree(&data);
+    let siblings = || {
+        let mut v: Vec<_> = std::fs::read_dir(&cli.root)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        v.sort();
+        v
+    };
+    let siblings_before = siblings();
+    for (set, needle) in &hostile {
+        let id = set.file_name().unwrap().to_str().unwrap();
+        let dest_before = tree(&dest);
+        for dry in [true, false] {
+            let mut args = vec!["restore", "tsdb", id];
+            if dry {
+                args.push("--dry-run");
+            }
+            let o = cli.unitlet(&args);
+            assert_eq!(
+                o.status.code(),
+                Some(1),
+                "{args:?}: {}{}",
+                stdout(&o),
+                stderr(&o)
+            );
+            assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
+        }
+        assert_eq!(
+            tree(&dest),
+            dest_before,
+            "{id}: the destination was written"
+        );
+    }
+    assert_eq!(tree(&data), data_before, "the data directory was touched");
+    assert_eq!(siblings(), siblings_before, "something was moved aside");
+    assert!(
+        prometheus.accept().is_err(),
+        "a refused restore connected to Prometheus"
+    );
+}
