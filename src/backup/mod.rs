@@ -376,6 +376,26 @@ impl VerifiedSet {
         &self.files
     }
 
+    /// Opens a recorded file for streaming (a restore's copy) the way
+    /// [`Store::verify`] did: without following a symlink anywhere on the
+    /// way, and only if it is a regular file. The caller compares what it
+    /// reads with [`FileEntry::sha256`] if the bytes must be the verified
+    /// ones.
+    ///
+    /// # Errors
+    /// [`BackupError::Corrupt`] if it is not listed or missing,
+    /// [`BackupError::Symlink`], or [`BackupError::Read`].
+    pub fn open_file(&self, rel: &str) -> Result<File> {
+        if !self.files.iter().any(|f| f.path == rel) {
+            return Err(BackupError::Corrupt {
+                id: self.info.id.clone(),
+                file: rel.to_owned(),
+                problem: "is not listed in backup.json".to_owned(),
+            });
+        }
+        open_in_set(&self.info.path, rel).map_err(|e| e.into_error(&self.info.id, rel))
+    }
+
     /// [`VerifiedSet::read_limited`] with a limit of [`DEFAULT_READ_LIMIT`].
     ///
     /// # Errors
@@ -1846,6 +1866,13 @@ mod tests {
         let (_tmp, store) = store();
         let info = complete_set(&store, "0123456789");
         let set = store.verify(&info.id).unwrap();
+        let mut text = String::new();
+        set.open_file("dashboards/abc.json")
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "0123456789");
+        assert!(set.open_file("elsewhere.json").is_err());
         let err = set.read_limited("dashboards/abc.json", 9).unwrap_err();
         assert!(
             matches!(err, BackupError::TooLarge { limit: 9, .. }),
