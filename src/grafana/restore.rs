@@ -182,8 +182,15 @@ impl fmt::Display for RestoreReport {
 /// same title in the same folder: that is reported as failed, whatever the
 /// Grafana version would do with `overwrite`.
 ///
+/// Before the first request, the whole set is read (each file within its
+/// limit) and everything that would be sent is checked: uids, titles,
+/// folder references, duplicates, JSON. A set failing any check is refused
+/// with nothing sent, in a dry run and a real one alike.
+///
 /// # Errors
-/// Errors that would fail every further request (401/403, Grafana
+/// [`GrafanaError::InvalidSet`] for a set that fails those checks, or whose
+/// dashboards are in a folder neither in the set nor in Grafana. Errors
+/// that would fail every further request (401/403, Grafana
 /// unreachable or timing out after retries) abort the restore; a set that
 /// is not a Grafana set or holds unreadable files is refused. Anything else
 /// is reported per object in the [`RestoreReport`].
