@@ -63,7 +63,7 @@ fn main() {
         let mut results = Vec::new();
         for c in [concurrency, 1] {
             let tmp = tempfile::tempdir().unwrap();
-            let store = Store::open(tmp.path()).unwrap();
+            let store = Store::open(tmp.path(), "dash", "grafana").unwrap();
             let start = Instant::now();
             let report = grafana::backup(&client, &store, c).await.unwrap();
             let elapsed = start.elapsed();

@@ -195,7 +195,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let store = Store::open(&tmp.path().join("backups")).unwrap();
+    let store = Store::open(&tmp.path().join("backups"), "tsdb", "prometheus").unwrap();
     let client = Client::new(&format!("http://127.0.0.1:{port}"), Duration::from_secs(30)).unwrap();
 
     let t = Instant::now();

@@ -102,6 +102,19 @@ pub fn destination(loc: &Locations, name: &str, spec: &BackupSpec) -> PathBuf {
         .unwrap_or_else(|| loc.state_dir.join("backups").join(name))
 }
 
+/// The kind a Backup's sets record: what its source is.
+pub fn kind(spec: &BackupSpec) -> &'static str {
+    match spec.source {
+        BackupSource::Prometheus { .. } => prometheus::KIND,
+        BackupSource::Grafana { .. } => grafana::KIND,
+    }
+}
+
+/// The sets of Backup `name` in its destination (created if missing).
+fn open_store(loc: &Locations, name: &str, spec: &BackupSpec) -> Result<Store, BackupError> {
+    Store::open(&destination(loc, name, spec), name, kind(spec))
+}
+
 /// Where `backup` records its last outcome for the operator's metrics.
 pub fn last_run_path(loc: &Locations, name: &str) -> PathBuf {
     loc.state_dir
@@ -186,12 +199,55 @@ fn read_secret(what: &'static str, path: &Path) -> Result<String, CommandError> 
         path: path.to_path_buf(),
         reason,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let bytes = read_capped(path, MAX_SECRET_BYTES).map_err(err)?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| err("the file is not UTF-8 text".to_owned()))?;
     let text = text.trim();
     if text.is_empty() {
         return Err(err("the file is empty".to_owned()));
     }
     Ok(text.to_owned())
+}
+
+/// Largest credentials file read: tokens and passwords are short.
+const MAX_SECRET_BYTES: u64 = 64 << 10;
+
+/// Largest `NAME.last.json` read; ours are about 200 bytes.
+const MAX_LAST_RUN_BYTES: u64 = 64 << 10;
+
+/// Reads `path` if it is at most `limit` bytes, judged from its metadata
+/// before reading (and enforced while reading). The error never holds the
+/// content.
+fn read_capped(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking: a FIFO in place of the file must not hang the run.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    let too_large = |size: u64| {
+        format!(
+            "the file is {size} bytes, over the limit of {}",
+            crate::backup::limit_text(limit)
+        )
+    };
+    if !meta.is_file() {
+        return Err("it is not a regular file".to_owned());
+    }
+    if meta.len() > limit {
+        return Err(too_large(meta.len()));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
 }
 
 fn grafana_client(url: &str, auth: &GrafanaAuthSpec) -> Result<grafana::Client, CommandError> {
@@ -242,7 +298,7 @@ pub fn format_size(b: u64) -> String {
 
 async fn run_backup(loc: &Locations, name: &str) -> Result<(SetInfo, Vec<String>), CommandError> {
     let spec = find_backup(loc, name)?;
-    let store = Store::open(&destination(loc, name, &spec))?;
+    let store = open_store(loc, name, &spec)?;
     let progress = std::io::stderr().is_terminal();
     let set = match &spec.source {
         BackupSource::Prometheus { url, data_dir, .. } => {
@@ -294,7 +350,7 @@ pub async fn backup(loc: &Locations, name: &str) -> i32 {
         Err(CommandError::Unknown { .. } | CommandError::NotABackup { .. } | CommandError::Load(_))
     ) {
         let path = last_run_path(loc, name);
-        let previous = std::fs::read(&path)
+        let previous = read_capped(&path, MAX_LAST_RUN_BYTES)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
         let record = LastRun::after(previous, attempt, outcome);
@@ -359,7 +415,7 @@ fn list_sets(loc: &Locations, name: Option<&str>) -> Result<Vec<SetRow>, Command
         if !dest.is_dir() {
             continue;
         }
-        let store = Store::open(&dest)?;
+        let store = open_store(loc, &name, &spec)?;
         for s in store.list()? {
             rows.push(SetRow {
                 manifest: name.clone(),
@@ -380,7 +436,11 @@ pub fn sets_table(rows: &[SetRow]) -> String {
                 r.manifest.clone(),
                 r.set.created.clone(),
                 format_size(r.set.size),
-                r.set.status.to_string(),
+                if r.set.legacy {
+                    format!("{} (legacy)", r.set.status)
+                } else {
+                    r.set.status.to_string()
+                },
             ]
         })
         .collect();
@@ -415,6 +475,11 @@ pub fn backups(loc: &Locations, name: Option<&str>, json: bool) -> i32 {
         eprintln!("no backup sets");
         return OK;
     } else {
+        if rows.iter().any(|r| r.set.legacy) {
+            eprintln!(
+                "legacy: the set does not record which Backup made it (it predates unitlet 0.2); it is never pruned, and restored only after adding \"backup\": \"NAME\" to its backup.json"
+            );
+        }
         sets_table(&rows)
     };
     let _ = stdout.write_all(text.as_bytes());
@@ -436,7 +501,7 @@ async fn run_restore(
             destination: dest,
         });
     }
-    let store = Store::open(&dest)?;
+    let store = open_store(loc, name, &spec)?;
     match &spec.source {
         BackupSource::Prometheus {
             url,
@@ -553,6 +618,8 @@ mod tests {
             manifest: "tsdb".into(),
             set: SetInfo {
                 id: "20261127T235501Z".into(),
+                backup: Some("tsdb".into()),
+                legacy: false,
                 kind: "prometheus".into(),
                 source: "http://p:9090/".into(),
                 created: "2026-11-27T23:55:01Z".into(),
@@ -562,7 +629,7 @@ mod tests {
                 path: "/x".into(),
             },
         };
-        let t = sets_table(&[row]);
+        let t = sets_table(std::slice::from_ref(&row));
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(
             lines[0].split_whitespace().collect::<Vec<_>>(),
@@ -570,6 +637,14 @@ mod tests {
         );
         assert!(lines[1].starts_with("20261127T235501Z   tsdb"), "{t}");
         assert!(lines[1].ends_with("2.0 KiB   incomplete"), "{t}");
+        let mut legacy = row.clone();
+        legacy.set.backup = None;
+        legacy.set.legacy = true;
+        let t = sets_table(&[legacy]);
+        assert!(
+            t.lines().nth(1).unwrap().ends_with("incomplete (legacy)"),
+            "{t}"
+        );
     }
 
     #[test]

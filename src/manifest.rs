@@ -1094,10 +1094,14 @@ fn validate_backup(
     };
     let destination = match spec.destination {
         None => None,
-        Some(d) => Some(
-            pctx.resolve(&d.value)
-                .or_else(|m| c.err(&d.referenced, format!("spec.destination: {m}")))?,
-        ),
+        Some(d) => {
+            let path = pctx
+                .resolve(&d.value)
+                .or_else(|m| c.err(&d.referenced, format!("spec.destination: {m}")))?;
+            crate::backup::check_destination_path(&path)
+                .or_else(|m| c.err(&d.referenced, format!("spec.destination: {m}")))?;
+            Some(path)
+        }
     };
     let source = match (spec.prometheus, spec.grafana) {
         (Some(_), Some(g)) => {
@@ -1749,6 +1753,16 @@ mod tests {
             (
                 "apiVersion: unitlet/v1\nkind: Backup\nmetadata: {name: a}\nspec: {schedule: every 1h}\n",
                 "spec.prometheus or spec.grafana",
+                4,
+            ),
+            (
+                "apiVersion: unitlet/v1\nkind: Backup\nmetadata: {name: a}\nspec: {schedule: every 1h, destination: /, prometheus: {url: 'http://x'}}\n",
+                "spec.destination: / is a directory shared by the whole system",
+                4,
+            ),
+            (
+                "apiVersion: unitlet/v1\nkind: Backup\nmetadata: {name: a}\nspec: {schedule: every 1h, destination: /etc/backups, prometheus: {url: 'http://x'}}\n",
+                "/etc/backups is a system directory",
                 4,
             ),
         ];

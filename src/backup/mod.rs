@@ -11,8 +11,23 @@
 //! counted towards `keep`, never pruned and never restored.
 //!
 //! Architecture Invariant: this module only ever deletes directories whose
-//! names parse as set IDs and that are complete. Anything else a person puts
-//! into the destination is left alone.
+//! names parse as set IDs, that are complete and whose `backup.json` names
+//! the [`Store`]'s own Backup and kind. Anything else in the destination
+//! (another Backup's sets, sets of unitlet 0.1 that recorded no Backup, what
+//! a person put there) is left alone.
+//!
+//! Architecture Invariant: a [`Store`] belongs to one Backup. Several
+//! Backups may share a destination; each only lists, prunes and restores
+//! the sets it made, plus (listed only, marked legacy) sets that recorded no
+//! Backup at all.
+//!
+//! Architecture Invariant: nothing in a set may be a symlink, nor the set
+//! directory itself. Set files are opened component by component with
+//! `O_NOFOLLOW`, so a set cannot make a restore read outside of it.
+//!
+//! Every read of something on disk that another process could have put there
+//! is capped ([`MAX_MANIFEST_BYTES`], [`VerifiedSet::read`]'s limit), and the
+//! size is checked from metadata before reading.
 //!
 //! Durability: files of a set are written to a temporary name and renamed,
 //! so no half-written file ever appears under its final name; they are not
@@ -50,6 +65,18 @@ const DELETING_PREFIX: &str = ".deleting-";
 /// Bumped when the layout of `backup.json` changes incompatibly.
 const FORMAT_VERSION: u32 = 1;
 
+/// Largest `backup.json` read. Ours hold ~150 bytes per file, so this is
+/// hundreds of thousands of files; anything bigger was not written by us and
+/// is refused (by its size on disk) before it is read.
+pub const MAX_MANIFEST_BYTES: u64 = 64 << 20;
+
+/// Largest set file [`VerifiedSet::read`] reads into memory (metadata
+/// files such as a TSDB block's `meta.json`; bulk data is copied, not read).
+pub const DEFAULT_READ_LIMIT: u64 = 64 << 20;
+
+/// Largest `.in-progress.json` read; ours are a few hundred bytes.
+const MAX_MARKER_BYTES: u64 = 64 << 10;
+
 /// Everything that can go wrong with backup sets on disk.
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
@@ -63,6 +90,72 @@ pub enum BackupError {
         path: PathBuf,
         #[source]
         source: io::Error,
+    },
+    /// The destination is a system directory, or a directory other users
+    /// could write to or that another user owns: sets there could be
+    /// replaced by someone else and then restored.
+    #[error("refusing backup destination {path}: {reason}")]
+    UnsafeDestination {
+        /// The destination directory.
+        path: PathBuf,
+        /// Why, and what to do.
+        reason: String,
+    },
+    /// A file is bigger than anything unitlet would write there; it is not
+    /// read at all.
+    #[error(
+        "{path} is {size} bytes, over the limit of {} for {what}; it was not written by unitlet — restore from another set",
+        limit_text(*limit)
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size on disk.
+        size: u64,
+        /// The limit it exceeds.
+        limit: u64,
+        /// What kind of file it is meant to be.
+        what: &'static str,
+    },
+    /// Something in a set, or the set directory, is a symbolic link: it
+    /// could make a restore read files from outside the set.
+    #[error(
+        "backup set {id}: {path} is a symbolic link; nothing in a backup set may be one (it could make a restore read files outside the set), so the set is refused — restore from another set"
+    )]
+    Symlink {
+        /// The set.
+        id: String,
+        /// The link.
+        path: PathBuf,
+    },
+    /// The set was made by another Backup sharing the destination.
+    #[error(
+        "backup set {id} in {destination} belongs to Backup {owner} ({kind}), not to {backup}; `unitlet backups {backup}` lists this Backup's sets"
+    )]
+    OtherBackup {
+        /// The set.
+        id: String,
+        /// The shared destination.
+        destination: PathBuf,
+        /// The Backup that made it.
+        owner: String,
+        /// Its recorded kind.
+        kind: String,
+        /// The Backup that asked.
+        backup: String,
+    },
+    /// The set does not record which Backup made it (written by unitlet
+    /// 0.1): it might be another Backup's, so it is only ever listed.
+    #[error(
+        "backup set {id} in {destination} does not record which Backup made it (it predates unitlet 0.2), so it is listed but never pruned or restored automatically; if it is a set of {backup}, add \"backup\": \"{backup}\" to its backup.json and restore again"
+    )]
+    Legacy {
+        /// The set.
+        id: String,
+        /// Its destination.
+        destination: PathBuf,
+        /// The Backup that asked.
+        backup: String,
     },
     /// Writing into a set failed; the set stays incomplete.
     #[error(
@@ -160,6 +253,17 @@ pub enum BackupError {
 
 type Result<T, E = BackupError> = std::result::Result<T, E>;
 
+/// A size limit as errors show it: `64 MiB (67108864 bytes)`.
+pub fn limit_text(limit: u64) -> String {
+    if limit >= 1 << 20 && limit.is_multiple_of(1 << 20) {
+        format!("{} MiB ({limit} bytes)", limit >> 20)
+    } else if limit >= 1 << 10 && limit.is_multiple_of(1 << 10) {
+        format!("{} KiB ({limit} bytes)", limit >> 10)
+    } else {
+        format!("{limit} bytes")
+    }
+}
+
 /// Whether a set may be counted, listed as complete and restored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -196,6 +300,10 @@ pub struct FileEntry {
 struct SetManifest {
     format_version: u32,
     id: String,
+    /// The Backup manifest that made the set; `None` in sets of unitlet
+    /// 0.1, which are therefore never pruned or restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    backup: Option<String>,
     kind: String,
     source: String,
     created: String,
@@ -207,6 +315,8 @@ struct SetManifest {
 /// What an incomplete set knows about itself.
 #[derive(Debug, Serialize, Deserialize)]
 struct InProgress {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    backup: Option<String>,
     kind: String,
     source: String,
     created: String,
@@ -217,6 +327,12 @@ struct InProgress {
 pub struct SetInfo {
     /// Sortable UTC timestamp, unique within the destination.
     pub id: String,
+    /// The Backup manifest that made it; `None` when the set does not say
+    /// (made by unitlet 0.1, or its run left no trace of it).
+    pub backup: Option<String>,
+    /// `backup` is unknown: the set is listed, but never pruned or
+    /// restored, since it may be another Backup's.
+    pub legacy: bool,
     /// `grafana`, `prometheus`, ...; empty if an incomplete set lost even
     /// its in-progress marker.
     pub kind: String,
@@ -260,50 +376,125 @@ impl VerifiedSet {
         &self.files
     }
 
-    /// Reads a recorded file and checks its hash again, so what a restore
-    /// uses is exactly what was verified even if the disk changed since.
+    /// Opens a recorded file for streaming (a restore's copy) the way
+    /// [`Store::verify`] did: without following a symlink anywhere on the
+    /// way, and only if it is a regular file. The caller compares what it
+    /// reads with [`FileEntry::sha256`] if the bytes must be the verified
+    /// ones.
     ///
     /// # Errors
-    /// [`BackupError::Corrupt`] if the file is not in the set or changed;
-    /// [`BackupError::Read`] if it cannot be read.
-    pub fn read(&self, rel: &str) -> Result<Vec<u8>> {
-        let entry =
-            self.files
-                .iter()
-                .find(|f| f.path == rel)
-                .ok_or_else(|| BackupError::Corrupt {
-                    id: self.info.id.clone(),
-                    file: rel.to_owned(),
-                    problem: "is not listed in backup.json".to_owned(),
-                })?;
-        let path = self.info.path.join(rel);
-        let bytes = fs::read(&path).map_err(|source| BackupError::Read { path, source })?;
-        let sha = hex::encode(Sha256::digest(&bytes));
-        if bytes.len() as u64 != entry.size || sha != entry.sha256 {
+    /// [`BackupError::Corrupt`] if it is not listed or missing,
+    /// [`BackupError::Symlink`], or [`BackupError::Read`].
+    pub fn open_file(&self, rel: &str) -> Result<File> {
+        if !self.files.iter().any(|f| f.path == rel) {
             return Err(BackupError::Corrupt {
                 id: self.info.id.clone(),
                 file: rel.to_owned(),
-                problem: "changed after it was verified".to_owned(),
+                problem: "is not listed in backup.json".to_owned(),
             });
+        }
+        open_in_set(&self.info.path, rel).map_err(|e| e.into_error(&self.info.id, rel))
+    }
+
+    /// [`VerifiedSet::read_limited`] with a limit of [`DEFAULT_READ_LIMIT`].
+    ///
+    /// # Errors
+    /// As [`VerifiedSet::read_limited`].
+    pub fn read(&self, rel: &str) -> Result<Vec<u8>> {
+        self.read_limited(rel, DEFAULT_READ_LIMIT)
+    }
+
+    /// Reads a recorded file of at most `limit` bytes and checks its hash
+    /// again, so what a restore uses is exactly what was verified even if
+    /// the disk changed since.
+    ///
+    /// # Errors
+    /// [`BackupError::TooLarge`] if the file (as recorded, or as it is now)
+    /// is over `limit`, checked before reading; [`BackupError::Corrupt`] if
+    /// it is not in the set or changed; [`BackupError::Symlink`] if it or a
+    /// directory on its way became a symlink; [`BackupError::Read`] if it
+    /// cannot be read.
+    pub fn read_limited(&self, rel: &str, limit: u64) -> Result<Vec<u8>> {
+        let id = &self.info.id;
+        let corrupt = |problem: &str| BackupError::Corrupt {
+            id: id.clone(),
+            file: rel.to_owned(),
+            problem: problem.to_owned(),
+        };
+        let entry = self
+            .files
+            .iter()
+            .find(|f| f.path == rel)
+            .ok_or_else(|| corrupt("is not listed in backup.json"))?;
+        let path = self.info.path.join(rel);
+        let too_large = |size| BackupError::TooLarge {
+            path: path.clone(),
+            size,
+            limit,
+            what: "a file read from a backup set",
+        };
+        if entry.size > limit {
+            return Err(too_large(entry.size));
+        }
+        let file = open_in_set(&self.info.path, rel).map_err(|e| e.into_error(id, rel))?;
+        let size = file
+            .metadata()
+            .map_err(|source| BackupError::Read {
+                path: path.clone(),
+                source,
+            })?
+            .len();
+        if size > limit {
+            return Err(too_large(size));
+        }
+        let mut bytes = Vec::with_capacity(size as usize);
+        file.take(limit + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|source| BackupError::Read {
+                path: path.clone(),
+                source,
+            })?;
+        let sha = hex::encode(Sha256::digest(&bytes));
+        if bytes.len() as u64 != entry.size || sha != entry.sha256 {
+            return Err(corrupt("changed after it was verified"));
         }
         Ok(bytes)
     }
 }
 
-/// A destination directory holding backup sets.
+/// The sets of one Backup in a destination directory.
+///
+/// Several Backups may share a destination: a `Store` only lists, prunes
+/// and verifies the sets whose `backup.json` names its Backup (plus, listed
+/// only, legacy sets that name none).
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    /// The Backup manifest this store belongs to.
+    backup: String,
+    /// Its kind (`grafana`, `prometheus`): a set of another kind is never
+    /// pruned by it, even under the same name.
+    kind: String,
 }
 
 impl Store {
-    /// Opens (creating, mode 0700) the destination.
+    /// Opens (creating, mode 0700) the destination of Backup `backup` of
+    /// `kind`.
     ///
     /// # Errors
-    /// [`BackupError::Destination`] if it cannot be created or is not
-    /// writable: better to fail here, naming the path, than halfway through
-    /// a backup.
-    pub fn open(destination: &Path) -> Result<Store> {
+    /// [`BackupError::UnsafeDestination`] for a system directory (see
+    /// [`check_destination_path`], also applied to where symlinks lead),
+    /// or a directory another user owns or that group or others may write:
+    /// anyone who can write there could plant a set that a restore then
+    /// trusts. [`BackupError::Destination`] if it cannot be created or is
+    /// not writable: better to fail here, naming the path, than halfway
+    /// through a backup.
+    pub fn open(destination: &Path, backup: &str, kind: &str) -> Result<Store> {
+        let unsafe_dest = |reason: String| BackupError::UnsafeDestination {
+            path: destination.to_path_buf(),
+            reason,
+        };
+        check_destination_path(destination).map_err(unsafe_dest)?;
         let err = |source| BackupError::Destination {
             path: destination.to_path_buf(),
             source,
@@ -313,6 +504,13 @@ impl Store {
             .mode(0o700)
             .create(destination)
             .map_err(err)?;
+        let real = fs::canonicalize(destination).map_err(err)?;
+        if real != destination {
+            check_destination_path(&real)
+                .map_err(|r| unsafe_dest(format!("it leads to {}: {r}", real.display())))?;
+        }
+        let meta = fs::metadata(&real).map_err(err)?;
+        check_destination_owner(destination, &meta).map_err(unsafe_dest)?;
         rustix::fs::access(
             destination,
             rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
@@ -320,7 +518,14 @@ impl Store {
         .map_err(|e| err(io::Error::from(e)))?;
         Ok(Store {
             root: destination.to_path_buf(),
+            backup: backup.to_owned(),
+            kind: kind.to_owned(),
         })
+    }
+
+    /// The Backup this store belongs to.
+    pub fn backup(&self) -> &str {
+        &self.backup
     }
 
     /// The destination directory.
@@ -328,7 +533,7 @@ impl Store {
         &self.root
     }
 
-    /// Starts a new set of `kind` from `source`.
+    /// Starts a new set of this store's Backup and kind, from `source`.
     ///
     /// # Guarantees
     /// The new ID sorts after every set already in the destination, even if
@@ -337,7 +542,7 @@ impl Store {
     /// # Errors
     /// [`BackupError::Read`] if the destination cannot be listed,
     /// [`BackupError::Write`] if the set directory cannot be created.
-    pub fn begin(&self, kind: &str, source: &str) -> Result<SetWriter> {
+    pub fn begin(&self, source: &str) -> Result<SetWriter> {
         let now = SystemTime::now();
         let created = humantime::format_rfc3339_seconds(now).to_string();
         let stamp: String = created.chars().filter(|c| *c != '-' && *c != ':').collect();
@@ -366,7 +571,8 @@ impl Store {
             }
         };
         let marker = InProgress {
-            kind: kind.to_owned(),
+            backup: Some(self.backup.clone()),
+            kind: self.kind.clone(),
             source: source.to_owned(),
             created: created.clone(),
         };
@@ -381,7 +587,8 @@ impl Store {
             root: self.root.clone(),
             dir,
             id,
-            kind: kind.to_owned(),
+            backup: self.backup.clone(),
+            kind: self.kind.clone(),
             source: source.to_owned(),
             created,
             files: BTreeMap::new(),
@@ -389,19 +596,28 @@ impl Store {
         })
     }
 
-    /// All sets, oldest first, complete or not.
+    /// This Backup's sets, oldest first, complete or not, and the legacy
+    /// sets that do not say whose they are (marked [`SetInfo::legacy`]).
+    /// Other Backups' sets in a shared destination are left out.
     ///
     /// # Errors
     /// [`BackupError::Read`] if the destination cannot be listed.
     pub fn list(&self) -> Result<Vec<SetInfo>> {
         let mut ids = self.set_ids()?;
         ids.sort();
-        Ok(ids.iter().map(|id| self.info(&id.to_string())).collect())
+        Ok(ids
+            .iter()
+            .map(|id| self.info(&id.to_string()))
+            .filter(|s| s.legacy || s.backup.as_deref() == Some(self.backup.as_str()))
+            .collect())
     }
 
-    /// Deletes the oldest complete sets beyond the newest `keep`.
+    /// Deletes this Backup's oldest complete sets beyond its newest `keep`.
     ///
-    /// Incomplete sets are neither counted nor deleted: they are evidence of
+    /// Only sets whose `backup.json` names this store's Backup and kind are
+    /// counted or deleted: never another Backup's sets in a shared
+    /// destination, nor legacy sets that name no Backup (they could be
+    /// anyone's). Incomplete sets are neither counted nor deleted: they are evidence of
     /// a failed run that a person may want to look at, and deleting a set
     /// that another run is still writing would be worse. `protect` (the set
     /// just made) is never deleted. Returns the deleted IDs, oldest first.
@@ -417,7 +633,11 @@ impl Store {
         let complete: Vec<SetInfo> = self
             .list()?
             .into_iter()
-            .filter(|s| s.status == SetStatus::Complete)
+            .filter(|s| {
+                s.status == SetStatus::Complete
+                    && s.backup.as_deref() == Some(self.backup.as_str())
+                    && s.kind == self.kind
+            })
             .collect();
         let excess = complete.len().saturating_sub(keep);
         let mut deleted = Vec::new();
@@ -439,23 +659,38 @@ impl Store {
         Ok(deleted)
     }
 
-    /// Re-hashes every file listed in the set's `backup.json`.
+    /// Re-hashes every file listed in the set's `backup.json`, after
+    /// checking that the set is this Backup's and holds no symlink.
     ///
     /// # Errors
     /// [`BackupError::InvalidId`], [`BackupError::NotFound`],
+    /// [`BackupError::Symlink`] (the set directory or anything in it),
     /// [`BackupError::Incomplete`] (no `backup.json`: never restorable),
-    /// [`BackupError::Manifest`], or [`BackupError::Corrupt`] naming the
-    /// first file that is missing or whose size or sha256 differ.
+    /// [`BackupError::TooLarge`] or [`BackupError::Manifest`] for its
+    /// `backup.json`, [`BackupError::Legacy`] or
+    /// [`BackupError::OtherBackup`] for a set that is not (provably) this
+    /// Backup's, or [`BackupError::Corrupt`] naming the first file that is
+    /// outside the set, missing, or whose size or sha256 differ.
     pub fn verify(&self, id: &str) -> Result<VerifiedSet> {
         if id.parse::<SetId>().is_err() {
             return Err(BackupError::InvalidId { id: id.to_owned() });
         }
         let dir = self.root.join(id);
-        if !dir.is_dir() {
-            return Err(BackupError::NotFound {
-                id: id.to_owned(),
-                destination: self.root.clone(),
-            });
+        let not_found = || BackupError::NotFound {
+            id: id.to_owned(),
+            destination: self.root.clone(),
+        };
+        match fs::symlink_metadata(&dir) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(BackupError::Symlink {
+                    id: id.to_owned(),
+                    path: dir,
+                });
+            }
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(not_found()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(not_found()),
+            Err(source) => return Err(BackupError::Read { path: dir, source }),
         }
         let manifest = match read_manifest(&dir, id)? {
             Some(m) if m.status == SetStatus::Complete => m,
@@ -466,22 +701,52 @@ impl Store {
                 });
             }
         };
+        match &manifest.backup {
+            None => {
+                return Err(BackupError::Legacy {
+                    id: id.to_owned(),
+                    destination: self.root.clone(),
+                    backup: self.backup.clone(),
+                });
+            }
+            Some(owner) if *owner != self.backup => {
+                return Err(BackupError::OtherBackup {
+                    id: id.to_owned(),
+                    destination: self.root.clone(),
+                    owner: owner.clone(),
+                    kind: manifest.kind.clone(),
+                    backup: self.backup.clone(),
+                });
+            }
+            Some(_) => {}
+        }
+        if let Some(link) = find_symlink(&dir).map_err(|source| BackupError::Read {
+            path: dir.clone(),
+            source,
+        })? {
+            return Err(BackupError::Symlink {
+                id: id.to_owned(),
+                path: link,
+            });
+        }
         for entry in &manifest.files {
             let corrupt = |problem: String| BackupError::Corrupt {
                 id: id.to_owned(),
                 file: entry.path.clone(),
                 problem,
             };
-            if !is_safe_rel_path(&entry.path) {
-                return Err(corrupt("is not a path inside the set".to_owned()));
+            if !is_safe_rel_path(&entry.path) || entry.path == MANIFEST_FILE {
+                return Err(corrupt(
+                    "is not a path inside the set (backup.json lists only relative paths without `..`)".to_owned(),
+                ));
             }
-            let path = dir.join(&entry.path);
-            let (size, sha) = match hash_file(&path) {
-                Ok(v) => v,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Err(corrupt("is missing".to_owned()));
-                }
-                Err(source) => return Err(BackupError::Read { path, source }),
+            let (size, sha) = match open_in_set(&dir, &entry.path) {
+                Ok(file) => hash_reader(file).map_err(|source| BackupError::Read {
+                    path: dir.join(&entry.path),
+                    source,
+                })?,
+                Err(OpenError::NotFound) => return Err(corrupt("is missing".to_owned())),
+                Err(e) => return Err(e.into_error(id, &entry.path)),
             };
             if size != entry.size {
                 return Err(corrupt(format!(
@@ -532,13 +797,15 @@ impl Store {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "listing the set as incomplete"),
         }
-        let marker: Option<InProgress> = fs::read(dir.join(IN_PROGRESS_FILE))
+        let marker: Option<InProgress> = read_capped(&dir, IN_PROGRESS_FILE, MAX_MARKER_BYTES)
             .ok()
+            .flatten()
             .and_then(|b| serde_json::from_slice(&b).ok());
         let (size, files) = dir_usage(&dir);
-        let (kind, source, created) = match marker {
-            Some(m) => (m.kind, m.source, m.created),
+        let (backup, kind, source, created) = match marker {
+            Some(m) => (m.backup, m.kind, m.source, m.created),
             None => (
+                None,
                 String::new(),
                 String::new(),
                 id.parse::<SetId>().map(|i| i.created()).unwrap_or_default(),
@@ -546,6 +813,8 @@ impl Store {
         };
         SetInfo {
             id: id.to_owned(),
+            legacy: backup.is_none(),
+            backup,
             kind,
             source,
             created,
@@ -582,6 +851,7 @@ pub struct SetWriter {
     root: PathBuf,
     dir: PathBuf,
     id: String,
+    backup: String,
     kind: String,
     source: String,
     created: String,
@@ -637,7 +907,14 @@ impl SetWriter {
     /// cannot be read.
     pub fn add_existing(&mut self, rel: &str) -> Result<()> {
         let path = self.checked_path(rel)?;
-        let (size, sha) = hash_file(&path).map_err(|source| BackupError::Read {
+        let file = open_in_set(&self.dir, rel).map_err(|e| match e {
+            OpenError::NotFound => BackupError::Read {
+                path: path.clone(),
+                source: io::ErrorKind::NotFound.into(),
+            },
+            e => e.into_error(&self.id, rel),
+        })?;
+        let (size, sha) = hash_reader(file).map_err(|source| BackupError::Read {
             path: path.clone(),
             source,
         })?;
@@ -666,6 +943,7 @@ impl SetWriter {
         let manifest = SetManifest {
             format_version: FORMAT_VERSION,
             id: self.id.clone(),
+            backup: Some(self.backup.clone()),
             kind: self.kind.clone(),
             source: self.source.clone(),
             created: self.created.clone(),
@@ -799,6 +1077,8 @@ impl fmt::Display for SetId {
 fn info_from_manifest(m: &SetManifest, dir: PathBuf) -> SetInfo {
     SetInfo {
         id: m.id.clone(),
+        backup: m.backup.clone(),
+        legacy: m.backup.is_none(),
         kind: m.kind.clone(),
         source: m.source.clone(),
         created: m.created.clone(),
@@ -812,10 +1092,10 @@ fn info_from_manifest(m: &SetManifest, dir: PathBuf) -> SetInfo {
 /// `Ok(None)` when there is no `backup.json` (an incomplete set).
 fn read_manifest(dir: &Path, id: &str) -> Result<Option<SetManifest>> {
     let path = dir.join(MANIFEST_FILE);
-    let bytes = match fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(BackupError::Read { path, source }),
+    let Some(bytes) = read_capped(dir, MANIFEST_FILE, MAX_MANIFEST_BYTES)
+        .map_err(|e| e.into_error(id, "backup.json"))?
+    else {
+        return Ok(None);
     };
     serde_json::from_slice(&bytes)
         .map(Some)
@@ -824,6 +1104,265 @@ fn read_manifest(dir: &Path, id: &str) -> Result<Option<SetManifest>> {
             path,
             source,
         })
+}
+
+/// Reads `name` in `dir` (no symlinks) if it is at most `limit` bytes,
+/// checking the size before reading; `Ok(None)` if it does not exist.
+fn read_capped(dir: &Path, name: &str, limit: u64) -> Result<Option<Vec<u8>>, ReadError> {
+    let path = dir.join(name);
+    let file = match open_in_set(dir, name) {
+        Ok(f) => f,
+        Err(OpenError::NotFound) => return Ok(None),
+        Err(e) => return Err(ReadError::Open(e)),
+    };
+    let io_err = |source| {
+        ReadError::Io(BackupError::Read {
+            path: path.clone(),
+            source,
+        })
+    };
+    let size = file.metadata().map_err(io_err)?.len();
+    let too_large = |size| {
+        ReadError::Io(BackupError::TooLarge {
+            path: path.clone(),
+            size,
+            limit,
+            what: if name == MANIFEST_FILE {
+                "a backup.json"
+            } else {
+                "an in-progress marker"
+            },
+        })
+    };
+    if size > limit {
+        return Err(too_large(size));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_err)?;
+    // It may have grown since the size check.
+    if bytes.len() as u64 > limit {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(Some(bytes))
+}
+
+/// Why [`read_capped`] failed.
+enum ReadError {
+    Open(OpenError),
+    Io(BackupError),
+}
+
+impl ReadError {
+    fn into_error(self, id: &str, rel: &str) -> BackupError {
+        match self {
+            ReadError::Open(e) => e.into_error(id, rel),
+            ReadError::Io(e) => e,
+        }
+    }
+}
+
+/// Why a file of a set could not be opened.
+#[derive(Debug)]
+enum OpenError {
+    /// This path is a symlink.
+    Symlink(PathBuf),
+    /// It (or a directory on its way) does not exist.
+    NotFound,
+    /// A directory, FIFO, device...: set files are regular files.
+    NotRegular(PathBuf),
+    /// Any other failure opening this path.
+    Io(PathBuf, io::Error),
+}
+
+impl OpenError {
+    fn into_error(self, id: &str, rel: &str) -> BackupError {
+        match self {
+            OpenError::Symlink(path) => BackupError::Symlink {
+                id: id.to_owned(),
+                path,
+            },
+            OpenError::NotFound => BackupError::Corrupt {
+                id: id.to_owned(),
+                file: rel.to_owned(),
+                problem: "is missing".to_owned(),
+            },
+            OpenError::NotRegular(path) => BackupError::Corrupt {
+                id: id.to_owned(),
+                file: rel.to_owned(),
+                problem: format!("{} is not a regular file", path.display()),
+            },
+            OpenError::Io(path, source) => BackupError::Read { path, source },
+        }
+    }
+}
+
+/// Opens the regular file `rel` below `dir` without following a symlink
+/// anywhere: the set directory and each directory on the way are opened
+/// with `O_DIRECTORY | O_NOFOLLOW` relative to the previous one, the file
+/// with `O_NOFOLLOW | O_NONBLOCK` (a FIFO must not hang us), and then it
+/// must be a regular file. Replacing a component by a symlink between
+/// checks therefore cannot redirect the read.
+fn open_in_set(dir: &Path, rel: &str) -> Result<File, OpenError> {
+    use rustix::fs::{CWD, Mode, OFlags, openat};
+    use rustix::io::Errno;
+    if !is_safe_rel_path(rel) {
+        return Err(OpenError::Io(
+            dir.join(rel),
+            io::Error::new(io::ErrorKind::InvalidInput, "not a path inside the set"),
+        ));
+    }
+    // O_NOFOLLOW on a symlink fails with ELOOP, or ENOTDIR with
+    // O_DIRECTORY; lstat tells which component it was.
+    let classify = |e: Errno, path: PathBuf| match e {
+        Errno::LOOP => OpenError::Symlink(path),
+        Errno::NOENT => OpenError::NotFound,
+        Errno::NOTDIR if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) => {
+            OpenError::Symlink(path)
+        }
+        Errno::NOTDIR => OpenError::NotRegular(path),
+        e => OpenError::Io(path, io::Error::from(e)),
+    };
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut fd =
+        openat(CWD, dir, dir_flags, Mode::empty()).map_err(|e| classify(e, dir.to_path_buf()))?;
+    let mut path = dir.to_path_buf();
+    let parts: Vec<&str> = rel.split('/').collect();
+    let (last, parents) = parts.split_last().expect("a safe path has a component");
+    for part in parents {
+        path.push(part);
+        fd = openat(&fd, *part, dir_flags, Mode::empty()).map_err(|e| classify(e, path.clone()))?;
+    }
+    path.push(last);
+    let file_flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let file = File::from(
+        openat(&fd, *last, file_flags, Mode::empty()).map_err(|e| classify(e, path.clone()))?,
+    );
+    let meta = file
+        .metadata()
+        .map_err(|e| OpenError::Io(path.clone(), e))?;
+    if !meta.is_file() {
+        return Err(OpenError::NotRegular(path));
+    }
+    Ok(file)
+}
+
+/// The first symlink anywhere below `dir` (not following any), if any.
+fn find_symlink(dir: &Path) -> io::Result<Option<PathBuf>> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let ty = entry.file_type()?;
+        if ty.is_symlink() {
+            return Ok(Some(entry.path()));
+        }
+        if ty.is_dir()
+            && let Some(link) = find_symlink(&entry.path())?
+        {
+            return Ok(Some(link));
+        }
+    }
+    Ok(None)
+}
+
+/// Directories that hold the system or are shared by every user: a Backup
+/// destination there (or below the first group) is refused, whoever owns
+/// it. Backups belong in a directory of their own.
+const SYSTEM_TREES: &[&str] = &[
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/proc",
+    "/sbin",
+    "/sys",
+    "/usr",
+    "/var/lib",
+    "/var/cache",
+    "/var/log",
+    "/var/spool",
+    "/var/run",
+    "/var/mail",
+    "/snap",
+];
+/// Refused as the destination itself, though their subdirectories are fine.
+const SHARED_DIRS: &[&str] = &[
+    "/",
+    "/home",
+    "/tmp",
+    "/var",
+    "/var/tmp",
+    "/var/backups",
+    "/opt",
+    "/srv",
+    "/mnt",
+    "/media",
+    "/run",
+    "/run/user",
+    "/root",
+];
+
+/// Whether `path` may be a Backup destination, judged from the path alone:
+/// absolute, and neither a system directory nor a directory shared by all
+/// users. Pure; [`Store::open`] also applies it to where symlinks lead and
+/// checks ownership and mode.
+///
+/// # Errors
+/// Why not, and what to do, as one sentence.
+pub fn check_destination_path(path: &Path) -> Result<(), String> {
+    if !path.is_absolute() {
+        return Err(format!("{} is not an absolute path", path.display()));
+    }
+    if path
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
+        return Err(format!(
+            "{} contains `.` or `..`; give the directory plainly",
+            path.display()
+        ));
+    }
+    let hint = "backups need a directory of their own, e.g. ~/backups/NAME (or leave destination unset for $XDG_STATE_HOME/unitlet/backups/NAME)";
+    if SHARED_DIRS.iter().any(|d| path == Path::new(d)) {
+        return Err(format!(
+            "{} is a directory shared by the whole system; {hint}",
+            path.display()
+        ));
+    }
+    // `/run/user/UID/...` (XDG_RUNTIME_DIR) is the user's own.
+    let in_run = path.starts_with("/run") && !path.starts_with("/run/user");
+    if in_run || SYSTEM_TREES.iter().any(|d| path.starts_with(d)) {
+        return Err(format!("{} is a system directory; {hint}", path.display()));
+    }
+    Ok(())
+}
+
+/// The destination must be a directory of this user that no one else may
+/// write to, as the manifests directory must.
+fn check_destination_owner(path: &Path, meta: &fs::Metadata) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    if !meta.is_dir() {
+        return Err(format!("{} is not a directory", path.display()));
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(format!(
+            "it is owned by uid {}, not by you (uid {me}): whoever owns it could replace backup sets that a restore would then trust; use a directory of your own",
+            meta.uid()
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "it is writable by other users (mode {mode:04o}): they could replace backup sets that a restore would then trust; run `chmod go-w {}`",
+            path.display()
+        ));
+    }
+    Ok(())
 }
 
 /// Relative, `/`-separated, only normal components: nothing a manifest or a
@@ -891,8 +1430,7 @@ fn sync_tree(dir: &Path) -> io::Result<()> {
     sync_dir(dir)
 }
 
-fn hash_file(path: &Path) -> io::Result<(u64, String)> {
-    let mut file = File::open(path)?;
+fn hash_reader(mut file: impl Read) -> io::Result<(u64, String)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut size = 0u64;
@@ -935,12 +1473,12 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, Store) {
         let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(&tmp.path().join("backups/grafana")).unwrap();
+        let store = Store::open(&tmp.path().join("backups/grafana"), "dash", "grafana").unwrap();
         (tmp, store)
     }
 
     fn complete_set(store: &Store, body: &str) -> SetInfo {
-        let mut w = store.begin("grafana", "http://grafana:3000").unwrap();
+        let mut w = store.begin("http://grafana:3000").unwrap();
         w.write_file("folders.json", b"[]").unwrap();
         w.write_file("dashboards/abc.json", body.as_bytes())
             .unwrap();
@@ -987,7 +1525,7 @@ mod tests {
     fn dropped_writer_leaves_an_incomplete_set_that_says_what_it_was() {
         let (_tmp, store) = store();
         {
-            let mut w = store.begin("grafana", "http://g:3000").unwrap();
+            let mut w = store.begin("http://g:3000").unwrap();
             w.write_file("folders.json", b"[1,2]").unwrap();
         }
         let listed = store.list().unwrap();
@@ -1023,7 +1561,7 @@ mod tests {
     fn a_new_id_sorts_after_a_set_from_the_future() {
         let (_tmp, store) = store();
         fs::create_dir(store.path().join("29991231T235959Z")).unwrap();
-        let w = store.begin("grafana", "x").unwrap();
+        let w = store.begin("x").unwrap();
         assert_eq!(w.id(), "29991231T235959Z-2");
     }
 
@@ -1054,7 +1592,7 @@ mod tests {
         let (_tmp, store) = store();
         let a = complete_set(&store, "a").id;
         let b = complete_set(&store, "b").id;
-        drop(store.begin("grafana", "x").unwrap()); // incomplete, between
+        drop(store.begin("x").unwrap()); // incomplete, between
         let c = complete_set(&store, "c").id;
         let d = complete_set(&store, "d").id;
         fs::create_dir(store.path().join("not-a-set")).unwrap();
@@ -1135,7 +1673,7 @@ mod tests {
     #[test]
     fn writer_rejects_paths_outside_the_set_and_the_manifest_itself() {
         let (_tmp, store) = store();
-        let mut w = store.begin("grafana", "x").unwrap();
+        let mut w = store.begin("x").unwrap();
         for bad in [
             "../escape",
             "/etc/passwd",
@@ -1156,7 +1694,7 @@ mod tests {
     #[test]
     fn add_existing_hashes_files_placed_by_the_caller() {
         let (_tmp, store) = store();
-        let mut w = store.begin("prometheus", "http://p:9090").unwrap();
+        let mut w = store.begin("http://p:9090").unwrap();
         fs::create_dir_all(w.dir().join("snapshot/01ABC")).unwrap();
         fs::write(w.dir().join("snapshot/01ABC/index"), b"tsdb").unwrap();
         w.add_existing("snapshot/01ABC/index").unwrap();
@@ -1171,7 +1709,230 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let file = tmp.path().join("plain-file");
         fs::write(&file, b"").unwrap();
-        let err = Store::open(&file.join("sub")).unwrap_err();
+        let err = Store::open(&file.join("sub"), "dash", "grafana").unwrap_err();
         assert!(err.to_string().contains(&*file.to_string_lossy()), "{err}");
+    }
+
+    /// Rewrites the set's backup.json through `edit`, as someone with
+    /// write access to the destination could.
+    fn edit_manifest(info: &SetInfo, edit: impl FnOnce(&mut serde_json::Value)) {
+        let path = info.path.join(MANIFEST_FILE);
+        let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        edit(&mut v);
+        fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn backups_sharing_a_destination_never_prune_or_restore_each_others_sets() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("shared");
+        let a = Store::open(&dest, "a", "grafana").unwrap();
+        let b = Store::open(&dest, "b", "grafana").unwrap();
+        let b1 = complete_set(&b, "b1");
+        let b2 = complete_set(&b, "b2");
+        let a1 = complete_set(&a, "a1");
+        let a2 = complete_set(&a, "a2");
+        let legacy = complete_set(&a, "old");
+        edit_manifest(&legacy, |v| {
+            v.as_object_mut().unwrap().remove("backup");
+        });
+        let a3 = complete_set(&a, "a3");
+
+        // A keeps 1: only its own older sets go.
+        assert_eq!(a.prune(1, &a3.id).unwrap(), vec![a1.id, a2.id]);
+        let ids =
+            |s: &Store| -> Vec<String> { s.list().unwrap().into_iter().map(|s| s.id).collect() };
+        assert_eq!(
+            ids(&b),
+            vec![b1.id.clone(), b2.id.clone(), legacy.id.clone()]
+        );
+        assert_eq!(ids(&a), vec![legacy.id.clone(), a3.id.clone()]);
+        let listed = a.list().unwrap();
+        assert!(listed[0].legacy && listed[0].backup.is_none());
+        assert!(!listed[1].legacy && listed[1].backup.as_deref() == Some("a"));
+        // A legacy set is never pruned, whoever prunes.
+        b.prune(1, &b2.id).unwrap();
+        assert_eq!(ids(&b), vec![b2.id.clone(), legacy.id.clone()]);
+
+        let err = a.verify(&b2.id).unwrap_err();
+        assert!(matches!(err, BackupError::OtherBackup { .. }), "{err}");
+        assert!(err.to_string().contains("belongs to Backup b"), "{err}");
+        let err = a.verify(&legacy.id).unwrap_err();
+        assert!(matches!(err, BackupError::Legacy { .. }), "{err}");
+        assert!(err.to_string().contains("\"backup\": \"a\""), "{err}");
+        b.verify(&b2.id).unwrap();
+        a.verify(&a3.id).unwrap();
+    }
+
+    #[test]
+    fn a_set_of_another_kind_under_the_same_name_is_never_pruned() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("d");
+        let old = complete_set(&Store::open(&dest, "x", "prometheus").unwrap(), "p");
+        let store = Store::open(&dest, "x", "grafana").unwrap();
+        let g1 = complete_set(&store, "g1");
+        let g2 = complete_set(&store, "g2");
+        assert_eq!(store.prune(1, &g2.id).unwrap(), vec![g1.id]);
+        assert!(old.path.is_dir());
+    }
+
+    #[test]
+    fn a_file_replaced_by_a_symlink_is_refused_even_with_its_sha_updated() {
+        let (tmp, store) = store();
+        let info = complete_set(&store, "{}");
+        let outside = tmp.path().join("secret");
+        fs::write(&outside, "outside data").unwrap();
+        let file = info.path.join("dashboards/abc.json");
+        fs::remove_file(&file).unwrap();
+        std::os::unix::fs::symlink(&outside, &file).unwrap();
+        edit_manifest(&info, |v| {
+            let f = &mut v["files"][0];
+            assert_eq!(f["path"], "dashboards/abc.json");
+            f["size"] = 12.into();
+            f["sha256"] = hex::encode(Sha256::digest(b"outside data")).into();
+        });
+        let err = store.verify(&info.id).unwrap_err();
+        assert!(matches!(err, BackupError::Symlink { .. }), "{err}");
+        assert!(err.to_string().contains("dashboards/abc.json"), "{err}");
+        // A symlinked directory on the way is refused as well.
+        fs::remove_file(&file).unwrap();
+        let elsewhere = tmp.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        fs::write(elsewhere.join("abc.json"), "outside data").unwrap();
+        fs::remove_dir(info.path.join("dashboards")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, info.path.join("dashboards")).unwrap();
+        let err = store.verify(&info.id).unwrap_err();
+        assert!(matches!(err, BackupError::Symlink { .. }), "{err}");
+        // And open_in_set alone, without the tree walk, never follows it.
+        assert!(matches!(
+            open_in_set(&info.path, "dashboards/abc.json"),
+            Err(OpenError::Symlink(_))
+        ));
+    }
+
+    #[test]
+    fn a_set_directory_that_is_a_symlink_is_refused_and_not_listed() {
+        let (tmp, store) = store();
+        let other = Store::open(&tmp.path().join("other"), "dash", "grafana").unwrap();
+        let real = complete_set(&other, "{}");
+        let link = store.path().join(&real.id);
+        std::os::unix::fs::symlink(&real.path, &link).unwrap();
+        assert!(store.list().unwrap().is_empty());
+        let err = store.verify(&real.id).unwrap_err();
+        assert!(matches!(err, BackupError::Symlink { .. }), "{err}");
+        assert!(err.to_string().contains(&*link.to_string_lossy()), "{err}");
+    }
+
+    #[test]
+    fn a_parent_path_in_backup_json_is_refused_even_with_a_correct_sha() {
+        let (tmp, store) = store();
+        let info = complete_set(&store, "{}");
+        let outside = tmp.path().join("backups/escape.json");
+        fs::write(&outside, "x").unwrap();
+        edit_manifest(&info, |v| {
+            v["files"][0] = serde_json::json!({
+                "path": "../escape.json",
+                "size": 1,
+                "sha256": hex::encode(Sha256::digest(b"x")),
+            });
+        });
+        let err = store.verify(&info.id).unwrap_err();
+        assert!(
+            matches!(&err, BackupError::Corrupt { file, .. } if file == "../escape.json"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_huge_backup_json_is_refused_by_its_size_without_reading_it() {
+        let (_tmp, store) = store();
+        let info = complete_set(&store, "{}");
+        let f = OpenOptions::new()
+            .write(true)
+            .open(info.path.join(MANIFEST_FILE))
+            .unwrap();
+        f.set_len(1 << 30).unwrap();
+        drop(f);
+        let err = store.verify(&info.id).unwrap_err();
+        assert!(matches!(err, BackupError::TooLarge { .. }), "{err}");
+        assert!(err.to_string().contains("64 MiB"), "{err}");
+        // Listing shows it (as incomplete, unreadable) instead of failing.
+        let listed = store.list().unwrap();
+        assert_eq!(listed[0].status, SetStatus::Incomplete);
+    }
+
+    #[test]
+    fn read_limited_refuses_files_over_the_limit_before_reading() {
+        let (_tmp, store) = store();
+        let info = complete_set(&store, "0123456789");
+        let set = store.verify(&info.id).unwrap();
+        let mut text = String::new();
+        set.open_file("dashboards/abc.json")
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "0123456789");
+        assert!(set.open_file("elsewhere.json").is_err());
+        let err = set.read_limited("dashboards/abc.json", 9).unwrap_err();
+        assert!(
+            matches!(err, BackupError::TooLarge { limit: 9, .. }),
+            "{err}"
+        );
+        assert_eq!(
+            set.read_limited("dashboards/abc.json", 10).unwrap(),
+            b"0123456789"
+        );
+    }
+
+    #[test]
+    fn system_and_shared_directories_are_refused_as_destinations() {
+        for bad in [
+            "/",
+            "/etc",
+            "/etc/unitlet",
+            "/usr/local/backups",
+            "/home",
+            "/tmp",
+            "/var",
+            "/var/lib/x",
+            "/proc/self",
+            "/run",
+            "/run/lock",
+            "relative/dir",
+            "/home/u/../../etc",
+        ] {
+            assert!(check_destination_path(Path::new(bad)).is_err(), "{bad}");
+        }
+        for good in [
+            "/home/u/backups",
+            "/tmp/x/backups",
+            "/run/user/1000/b",
+            "/srv/backups/dash",
+        ] {
+            check_destination_path(Path::new(good)).unwrap();
+        }
+        let err = Store::open(Path::new("/"), "dash", "grafana").unwrap_err();
+        assert!(
+            matches!(err, BackupError::UnsafeDestination { .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("shared by the whole system"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_destination_others_can_write_or_leading_to_a_system_directory_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("open");
+        fs::create_dir(&dest).unwrap();
+        fs::set_permissions(&dest, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = Store::open(&dest, "dash", "grafana").unwrap_err();
+        assert!(err.to_string().contains("chmod go-w"), "{err}");
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink("/etc", &link).unwrap();
+        let err = Store::open(&link, "dash", "grafana").unwrap_err();
+        assert!(err.to_string().contains("leads to /etc"), "{err}");
     }
 }

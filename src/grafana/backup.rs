@@ -13,8 +13,9 @@ use std::fmt;
 use futures_util::{StreamExt, stream};
 use serde_json::Value;
 
+use super::GrafanaError;
 use super::client::{Client, DashboardDoc};
-use super::{GrafanaError, KIND};
+use super::restore::MAX_DASHBOARD_FILE;
 use crate::backup::{SetInfo, Store};
 
 /// What a backup run did.
@@ -93,7 +94,7 @@ pub async fn backup(
         "backing up Grafana"
     );
 
-    let mut set = store.begin(KIND, client.base_url())?;
+    let mut set = store.begin(client.base_url())?;
     set.write_file("folders.json", &to_json(&folders))?;
 
     let mut fetches = stream::iter(hits)
@@ -116,7 +117,15 @@ pub async fn backup(
             continue;
         };
         let name = file_name(&hit.uid);
-        set.write_file(&format!("dashboards/{name}"), &to_json(&doc))?;
+        let bytes = to_json(&doc);
+        if bytes.len() as u64 > MAX_DASHBOARD_FILE {
+            return Err(GrafanaError::DashboardTooLarge {
+                uid: hit.uid,
+                size: bytes.len() as u64,
+                limit: MAX_DASHBOARD_FILE,
+            });
+        }
+        set.write_file(&format!("dashboards/{name}"), &bytes)?;
         set.write_file(&format!("plain/{name}"), &to_json(&plain_model(&doc)))?;
         dashboards += 1;
     }

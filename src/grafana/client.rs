@@ -23,6 +23,10 @@ type Result<T, E = GrafanaError> = std::result::Result<T, E>;
 /// Grafana's default and documented page size for search and folders.
 const DEFAULT_PAGE_SIZE: usize = 1000;
 
+/// Largest answer read from Grafana. A dashboard of thousands of panels is a
+/// few MiB; a bigger answer is not one Grafana gives, and is not read.
+pub const DEFAULT_MAX_BODY: u64 = 64 << 20;
+
 /// How to authenticate. `Debug` never shows the secret.
 #[derive(Clone)]
 pub enum Auth {
@@ -152,6 +156,8 @@ pub struct Client {
     max_tries: usize,
     min_delay: Duration,
     page_size: usize,
+    /// Answers longer than this are refused, never buffered whole.
+    max_body: u64,
 }
 
 impl fmt::Debug for Client {
@@ -207,6 +213,7 @@ impl Client {
             max_tries: 4,
             min_delay: Duration::from_millis(250),
             page_size: DEFAULT_PAGE_SIZE,
+            max_body: DEFAULT_MAX_BODY,
         })
     }
 
@@ -221,6 +228,12 @@ impl Client {
     /// Sets the page size for search and folder listing (at least 1).
     pub fn with_page_size(mut self, page_size: usize) -> Client {
         self.page_size = page_size.max(1);
+        self
+    }
+
+    /// Sets the largest answer read (default [`DEFAULT_MAX_BODY`]).
+    pub fn with_max_body(mut self, bytes: u64) -> Client {
+        self.max_body = bytes;
         self
     }
 
@@ -452,9 +465,26 @@ impl Client {
                 request = request.json(body);
             }
             let transport = |e| self.transport_error(&method, url, e);
-            let response = request.send().await.map_err(transport)?;
+            let mut response = request.send().await.map_err(transport)?;
             let status = response.status();
-            let body = response.bytes().await.map_err(transport)?.to_vec();
+            let too_large = || GrafanaError::TooLarge {
+                method: method.to_string(),
+                url: url.to_string(),
+                base: self.base_url().to_owned(),
+                limit: self.max_body,
+            };
+            // Checked as it arrives: neither a lying Content-Length nor an
+            // endless body makes us buffer more than the limit.
+            if response.content_length().is_some_and(|n| n > self.max_body) {
+                return Err(too_large());
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(transport)? {
+                if (body.len() + chunk.len()) as u64 > self.max_body {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
             // Method, URL and status only: headers carry the credentials.
             tracing::debug!(%method, %url, status = status.as_u16(), "Grafana request");
             let reply = Reply { status, body };

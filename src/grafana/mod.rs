@@ -125,6 +125,34 @@ pub enum GrafanaError {
         #[source]
         source: serde_json::Error,
     },
+    /// An answer bigger than the client accepts; it was not read further.
+    #[error(
+        "Grafana's answer to {method} {url} is larger than the limit of {}; is {base} really Grafana?",
+        crate::backup::limit_text(*limit)
+    )]
+    TooLarge {
+        /// HTTP method of the request.
+        method: String,
+        /// The full request URL.
+        url: String,
+        /// The configured base URL.
+        base: String,
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// A dashboard too big to be restored is not backed up either.
+    #[error(
+        "dashboard {uid} is {size} bytes as saved, over the limit of {} that restore reads; the backup is left incomplete",
+        crate::backup::limit_text(*limit)
+    )]
+    DashboardTooLarge {
+        /// The dashboard.
+        uid: String,
+        /// Its size in the set.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// A uid that cannot name a Grafana object in a URL.
     #[error("refusing to use {uid:?} as a Grafana uid: it would not name one object in a URL")]
     InvalidUid {
@@ -132,7 +160,9 @@ pub enum GrafanaError {
         uid: String,
     },
     /// A file of the backup set does not hold what a Grafana set must.
-    #[error("backup set {id}: {file} is not a valid Grafana backup file: {reason}")]
+    #[error(
+        "backup set {id}: {file} is not a valid Grafana backup file: {reason}; nothing was sent to Grafana"
+    )]
     InvalidSet {
         /// The set.
         id: String,

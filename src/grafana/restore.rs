@@ -6,7 +6,7 @@
 //! Nothing is deleted: a replaced dashboard's previous version stays in
 //! Grafana's version history, and the report names it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 
 use futures_util::{StreamExt, stream};
@@ -15,6 +15,19 @@ use serde_json::Value;
 use super::client::{Client, DashboardDoc, Folder};
 use super::{GrafanaError, KIND};
 use crate::backup::VerifiedSet;
+
+/// Largest dashboard file a restore reads. Backup refuses to write a bigger
+/// one, so every set it makes can be restored.
+pub const MAX_DASHBOARD_FILE: u64 = 128 << 20;
+
+/// Largest `folders.json` a restore reads (ours hold ~100 bytes a folder).
+pub const MAX_FOLDERS_FILE: u64 = 64 << 20;
+
+/// Grafana's own limit on uids (`util.IsShortUIDTooLong`).
+const MAX_UID_LEN: usize = 40;
+
+/// Longer titles than any Grafana UI shows; a longer one was not made there.
+const MAX_TITLE_CHARS: usize = 1024;
 
 /// Folder or dashboard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -169,8 +182,15 @@ impl fmt::Display for RestoreReport {
 /// same title in the same folder: that is reported as failed, whatever the
 /// Grafana version would do with `overwrite`.
 ///
+/// Before the first request, the whole set is read (each file within its
+/// limit) and everything that would be sent is checked: uids, titles,
+/// folder references, duplicates, JSON. A set failing any check is refused
+/// with nothing sent, in a dry run and a real one alike.
+///
 /// # Errors
-/// Errors that would fail every further request (401/403, Grafana
+/// [`GrafanaError::InvalidSet`] for a set that fails those checks, or whose
+/// dashboards are in a folder neither in the set nor in Grafana. Errors
+/// that would fail every further request (401/403, Grafana
 /// unreachable or timing out after retries) abort the restore; a set that
 /// is not a Grafana set or holds unreadable files is refused. Anything else
 /// is reported per object in the [`RestoreReport`].
@@ -188,12 +208,28 @@ pub async fn restore(
         });
     }
     let message = format!("restored by unitlet from backup set {}", info.id);
-    let folders: Vec<Folder> = read_json(set, "folders.json")?;
-    let dashboards = read_dashboards(set)?;
+    // Everything the restore will send is read and checked before the first
+    // request, so a set that cannot be restored whole changes nothing.
+    let Checked {
+        folders,
+        dashboards,
+        outside_folders,
+    } = read_and_check(set)?;
+    for uid in &outside_folders {
+        if client.folder(uid).await?.is_none() {
+            return Err(GrafanaError::InvalidSet {
+                id: info.id.clone(),
+                file: "folders.json".to_owned(),
+                reason: format!(
+                    "a dashboard of the set is in folder {uid:?}, which is neither in the set nor in Grafana"
+                ),
+            });
+        }
+    }
     let mut objects = Vec::new();
 
     let mut failed_folders = HashSet::new();
-    for folder in parents_first(folders) {
+    for folder in folders {
         let outcome = restore_folder(client, &folder, &failed_folders, dry_run).await?;
         if matches!(outcome, Outcome::Failed { .. }) {
             failed_folders.insert(folder.uid.clone());
@@ -461,35 +497,177 @@ fn parents_first(mut pending: Vec<Folder>) -> Vec<Folder> {
     out
 }
 
+/// The set's content, checked: what [`restore`] will send.
+#[derive(Debug)]
+struct Checked {
+    /// Parents before children.
+    folders: Vec<Folder>,
+    dashboards: Vec<DashboardDoc>,
+    /// Folders dashboards are in that the set does not hold: they must
+    /// exist in Grafana already.
+    outside_folders: BTreeSet<String>,
+}
+
+/// Reads `folders.json` and every dashboard file (each within its size
+/// limit) and checks that everything restore would send is well-formed:
+/// uids Grafana accepts and that name one object, non-empty titles without
+/// control characters, no uid twice, no two dashboards with one title in
+/// one folder, folder parents in the set and without cycles.
+fn read_and_check(set: &VerifiedSet) -> Result<Checked, GrafanaError> {
+    let id = &set.info().id;
+    let invalid = |file: &str, reason: String| GrafanaError::InvalidSet {
+        id: id.clone(),
+        file: file.to_owned(),
+        reason,
+    };
+    let folders: Vec<Folder> = read_json(set, "folders.json", MAX_FOLDERS_FILE)?;
+    let mut folder_uids = HashSet::new();
+    for f in &folders {
+        let what = format!("folder {:?}", f.uid);
+        check_uid(&f.uid).map_err(|r| invalid("folders.json", format!("{what}: {r}")))?;
+        check_title(&f.title).map_err(|r| invalid("folders.json", format!("{what}: {r}")))?;
+        if !folder_uids.insert(f.uid.clone()) {
+            return Err(invalid("folders.json", format!("{what} is listed twice")));
+        }
+    }
+    for f in &folders {
+        if let Some(parent) = &f.parent_uid
+            && !folder_uids.contains(parent)
+        {
+            return Err(invalid(
+                "folders.json",
+                format!(
+                    "folder {:?} has parent {parent:?}, which is not in the set",
+                    f.uid
+                ),
+            ));
+        }
+    }
+    let folders = parents_first(folders);
+    if let Some(f) = in_a_cycle(&folders) {
+        return Err(invalid(
+            "folders.json",
+            format!("folder {f:?} is its own ancestor"),
+        ));
+    }
+
+    let mut dashboards = Vec::new();
+    let mut uids = HashMap::new();
+    let mut titles = HashMap::new();
+    let mut outside_folders = BTreeSet::new();
+    for entry in set.files() {
+        if !(entry.path.starts_with("dashboards/") && entry.path.ends_with(".json")) {
+            continue;
+        }
+        let file = entry.path.as_str();
+        let doc: DashboardDoc = read_json(set, file, MAX_DASHBOARD_FILE)?;
+        if !doc.dashboard.is_object() {
+            return Err(invalid(file, "`dashboard` is not a JSON object".to_owned()));
+        }
+        let uid = doc.uid();
+        check_uid(uid).map_err(|r| invalid(file, format!("dashboard uid {uid:?}: {r}")))?;
+        check_title(doc.title()).map_err(|r| invalid(file, format!("dashboard {uid}: {r}")))?;
+        if let Some(other) = uids.insert(uid.to_owned(), file.to_owned()) {
+            return Err(invalid(
+                file,
+                format!("dashboard uid {uid:?} is also in {other}"),
+            ));
+        }
+        let folder = doc.folder_uid();
+        if let Some(f) = folder {
+            check_uid(f).map_err(|r| invalid(file, format!("folder uid {f:?}: {r}")))?;
+            if !folder_uids.contains(f) {
+                outside_folders.insert(f.to_owned());
+            }
+        }
+        let key = (folder.map(str::to_owned), doc.title().to_owned());
+        if let Some(other) = titles.insert(key, uid.to_owned()) {
+            return Err(invalid(
+                file,
+                format!(
+                    "dashboards {other} and {uid} are both titled {:?} in {}; Grafana allows one dashboard per title in a folder",
+                    doc.title(),
+                    place(folder)
+                ),
+            ));
+        }
+        dashboards.push(doc);
+    }
+    Ok(Checked {
+        folders,
+        dashboards,
+        outside_folders,
+    })
+}
+
+/// A uid Grafana accepts (`util.IsValidShortUID`: letters, digits, `-`,
+/// `_`, at most 40) — which also rules out `.`, `..` and anything that
+/// would add a path segment.
+fn check_uid(uid: &str) -> Result<(), String> {
+    if uid.is_empty() {
+        return Err("is empty".to_owned());
+    }
+    if uid.len() > MAX_UID_LEN {
+        return Err(format!(
+            "is longer than Grafana's limit of {MAX_UID_LEN} characters"
+        ));
+    }
+    if !uid
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(
+            "may only hold letters, digits, `-` and `_` (Grafana refuses anything else)".to_owned(),
+        );
+    }
+    Ok(())
+}
+
+fn check_title(title: &str) -> Result<(), String> {
+    if title.trim().is_empty() {
+        return Err("the title is empty".to_owned());
+    }
+    if title.chars().count() > MAX_TITLE_CHARS {
+        return Err(format!(
+            "the title is longer than {MAX_TITLE_CHARS} characters"
+        ));
+    }
+    if title.chars().any(char::is_control) {
+        return Err("the title holds control characters".to_owned());
+    }
+    Ok(())
+}
+
+/// A folder whose parent chain (within `folders`) loops, if any.
+fn in_a_cycle(folders: &[Folder]) -> Option<&str> {
+    let parent: HashMap<&str, &str> = folders
+        .iter()
+        .filter_map(|f| f.parent_uid.as_deref().map(|p| (f.uid.as_str(), p)))
+        .collect();
+    for f in folders {
+        let mut at = f.uid.as_str();
+        for _ in 0..=folders.len() {
+            match parent.get(at) {
+                Some(p) if *p == f.uid => return Some(&f.uid),
+                Some(p) => at = p,
+                None => break,
+            }
+        }
+    }
+    None
+}
+
 fn read_json<T: serde::de::DeserializeOwned>(
     set: &VerifiedSet,
     file: &str,
+    limit: u64,
 ) -> Result<T, GrafanaError> {
-    let bytes = set.read(file)?;
+    let bytes = set.read_limited(file, limit)?;
     serde_json::from_slice(&bytes).map_err(|e| GrafanaError::InvalidSet {
         id: set.info().id.clone(),
         file: file.to_owned(),
         reason: e.to_string(),
     })
-}
-
-fn read_dashboards(set: &VerifiedSet) -> Result<Vec<DashboardDoc>, GrafanaError> {
-    let mut docs = Vec::new();
-    for entry in set.files() {
-        if !(entry.path.starts_with("dashboards/") && entry.path.ends_with(".json")) {
-            continue;
-        }
-        let doc: DashboardDoc = read_json(set, &entry.path)?;
-        if doc.uid().is_empty() || !doc.dashboard.is_object() {
-            return Err(GrafanaError::InvalidSet {
-                id: set.info().id.clone(),
-                file: entry.path.clone(),
-                reason: "the dashboard has no uid".to_owned(),
-            });
-        }
-        docs.push(doc);
-    }
-    Ok(docs)
 }
 
 #[cfg(test)]
@@ -560,5 +738,35 @@ mod tests {
             text.contains("FAILED     dashboard  d  \"D\": because"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn uids_and_titles_restore_would_send_are_checked() {
+        for ok in ["d000", "a-B_9", &"x".repeat(40)] {
+            check_uid(ok).unwrap();
+        }
+        for bad in ["", ".", "..", "a/b", "a b", "a.b", "%2E", &"x".repeat(41)] {
+            assert!(check_uid(bad).is_err(), "{bad:?}");
+        }
+        check_title("Node exporter — full").unwrap();
+        for bad in ["", "   ", "a\nb", "a\u{7}"] {
+            assert!(check_title(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_title(&"t".repeat(MAX_TITLE_CHARS + 1)).is_err());
+    }
+
+    #[test]
+    fn folder_cycles_are_found() {
+        assert_eq!(
+            in_a_cycle(&[folder("a", None), folder("b", Some("a"))]),
+            None
+        );
+        let cycle = [
+            folder("x", None),
+            folder("p", Some("q")),
+            folder("q", Some("p")),
+        ];
+        assert_eq!(in_a_cycle(&cycle), Some("p"));
+        assert_eq!(in_a_cycle(&[folder("s", Some("s"))]), Some("s"));
     }
 }

@@ -12,6 +12,10 @@ use super::PrometheusError;
 
 type Result<T, E = PrometheusError> = std::result::Result<T, E>;
 
+/// Largest answer read from Prometheus. Snapshot and readiness answers are
+/// tiny; instant queries that prove a restore are small vectors.
+pub const DEFAULT_MAX_BODY: u64 = 64 << 20;
+
 /// One element of an instant query's vector result (or the scalar, with
 /// an empty label set).
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +38,8 @@ pub struct Client {
     /// Snapshots flush the head block to disk, which takes much longer than
     /// a query on a large TSDB; it gets its own, longer timeout.
     snapshot_timeout: Duration,
+    /// Answers longer than this are refused, never buffered whole.
+    max_body: u64,
 }
 
 /// Prometheus' JSON envelope.
@@ -95,12 +101,19 @@ impl Client {
             base,
             timeout,
             snapshot_timeout: timeout.max(Duration::from_secs(600)),
+            max_body: DEFAULT_MAX_BODY,
         })
     }
 
     /// Sets the timeout of the snapshot request.
     pub fn with_snapshot_timeout(mut self, timeout: Duration) -> Client {
         self.snapshot_timeout = timeout;
+        self
+    }
+
+    /// Sets the largest answer read (default [`DEFAULT_MAX_BODY`]).
+    pub fn with_max_body(mut self, bytes: u64) -> Client {
+        self.max_body = bytes;
         self
     }
 
@@ -136,17 +149,34 @@ impl Client {
         req: reqwest::RequestBuilder,
         timeout: Duration,
     ) -> Result<(StatusCode, Vec<u8>)> {
-        let resp = req
+        let mut resp = req
             .timeout(timeout)
             .send()
             .await
             .map_err(|e| self.transport(url, timeout, e))?;
         let status = resp.status();
-        let body = resp
-            .bytes()
+        let too_large = || PrometheusError::TooLarge {
+            base: self.base.to_string(),
+            url: url.to_string(),
+            limit: self.max_body,
+        };
+        // Checked as it arrives: neither a lying Content-Length nor an
+        // endless body makes us buffer more than the limit.
+        if resp.content_length().is_some_and(|n| n > self.max_body) {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
             .await
-            .map_err(|e| self.transport(url, timeout, e))?;
-        Ok((status, body.to_vec()))
+            .map_err(|e| self.transport(url, timeout, e))?
+        {
+            if (body.len() + chunk.len()) as u64 > self.max_body {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, body))
     }
 
     fn decode<T: serde::de::DeserializeOwned>(
@@ -436,5 +466,59 @@ mod tests {
         );
         assert!(err.to_string().contains("is it running?"), "{err}");
         assert!(err.to_string().contains(&port.to_string()), "{err}");
+    }
+
+    /// Serves one connection: an HTTP 200 whose body never ends (chunked,
+    /// no Content-Length), or with a Content-Length of `declared`.
+    fn endless_server(declared: Option<u64>) -> (u16, std::thread::JoinHandle<u64>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let handle = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut req = [0u8; 4096];
+            let _ = conn.read(&mut req);
+            let head = match declared {
+                Some(n) => format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {n}\r\n\r\n"),
+                None => "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n".to_owned(),
+            };
+            conn.write_all(head.as_bytes()).unwrap();
+            let chunk = vec![b' '; 64 * 1024];
+            let mut sent = 0u64;
+            // Stops when the client hangs up (or after 1 GiB, a failure).
+            while sent < 1 << 30 {
+                let ok = match declared {
+                    Some(_) => conn.write_all(&chunk),
+                    None => conn
+                        .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                        .and_then(|()| conn.write_all(&chunk))
+                        .and_then(|()| conn.write_all(b"\r\n")),
+                };
+                if ok.is_err() {
+                    break;
+                }
+                sent += chunk.len() as u64;
+            }
+            sent
+        });
+        (port, handle)
+    }
+
+    #[tokio::test]
+    async fn an_endless_answer_is_cut_at_the_limit_and_named() {
+        for declared in [None, Some(1 << 30)] {
+            let (port, server) = endless_server(declared);
+            let c = Client::new(&format!("http://127.0.0.1:{port}"), Duration::from_secs(30))
+                .unwrap()
+                .with_max_body(1 << 20);
+            let err = c.query("up", None).await.unwrap_err();
+            assert!(matches!(err, PrometheusError::TooLarge { .. }), "{err:?}");
+            assert!(err.to_string().contains("1 MiB"), "{err}");
+            drop(c);
+            let sent = tokio::task::spawn_blocking(move || server.join().unwrap())
+                .await
+                .unwrap();
+            assert!(sent < 256 << 20, "the client kept reading: {sent} bytes");
+        }
     }
 }

@@ -96,6 +96,19 @@ pub enum PrometheusError {
         #[source]
         source: reqwest::Error,
     },
+    /// An answer bigger than the client accepts; it was not read further.
+    #[error(
+        "the answer to {url} is larger than the limit of {}; is {base} really Prometheus, and is the query too broad?",
+        crate::backup::limit_text(*limit)
+    )]
+    TooLarge {
+        /// The configured base URL.
+        base: String,
+        /// The full request URL.
+        url: String,
+        /// The limit, in bytes.
+        limit: u64,
+    },
     /// A 2xx answer that is not what Prometheus' API documents.
     #[error("unexpected answer from {url}: {reason}; is {base} really Prometheus?")]
     Decode {

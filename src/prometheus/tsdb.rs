@@ -148,7 +148,7 @@ fn take_snapshot(
     // Whatever happens below, the snapshot must not stay in Prometheus'
     // directory: it would pin deleted blocks' disk space forever.
     let result = (|| {
-        let mut set = store.begin(KIND, url)?;
+        let mut set = store.begin(url)?;
         let dst = set.dir().join(SNAPSHOT_DIR);
         match fs::rename(&src, &dst) {
             Ok(()) => {}
@@ -1096,7 +1096,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let data = d.path().join("data");
         fake_snapshot(&data, "S1");
-        let store = Store::open(&d.path().join("backups")).unwrap();
+        let store = Store::open(&d.path().join("backups"), "tsdb", KIND).unwrap();
         let info = take_snapshot(&store, "http://p:9090/", &data, "S1", false).unwrap();
         assert_eq!(info.files, 5, "4 snapshot files and prometheus.json");
         assert!(
@@ -1143,7 +1143,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let data = d.path().join("data");
         fake_snapshot(&data, "S1");
-        let store = Store::open(&d.path().join("backups")).unwrap();
+        let store = Store::open(&d.path().join("backups"), "tsdb", KIND).unwrap();
         let info = take_snapshot(&store, "http://p:9090/", &data, "S1", false).unwrap();
         let set = store.verify(&info.id).unwrap();
         let mut bytes = fs::read(set.dir().join("snapshot/01HBLOCK/index")).unwrap();
@@ -1159,7 +1159,7 @@ mod tests {
     #[test]
     fn a_missing_snapshot_names_the_data_dir() {
         let d = tempfile::tempdir().unwrap();
-        let store = Store::open(&d.path().join("backups")).unwrap();
+        let store = Store::open(&d.path().join("backups"), "tsdb", KIND).unwrap();
         let err = take_snapshot(&store, "http://p:9090/", d.path(), "S9", false).unwrap_err();
         assert!(err.to_string().contains("prometheus.dataDir"), "{err}");
         assert!(store.list().unwrap().is_empty(), "no set is started");

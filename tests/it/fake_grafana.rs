@@ -72,6 +72,9 @@ struct Inner {
     dashboard_gets: usize,
     mutations: usize,
     requests: usize,
+    /// Requests with a method that can change state (anything but GET and
+    /// HEAD), counted on arrival whether they succeed or not.
+    writes: usize,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -210,6 +213,12 @@ impl FakeGrafana {
         self.lock().mutations
     }
 
+    /// Write requests (POST, PUT, DELETE, ...) seen, whatever their answer:
+    /// a restore that must not write can be held to zero.
+    pub fn writes(&self) -> usize {
+        self.lock().writes
+    }
+
     /// All requests seen, authorized or not.
     pub fn requests(&self) -> usize {
         self.lock().requests
@@ -244,6 +253,12 @@ async fn auth_and_latency(State(state): State<Shared>, request: Request, next: N
     let (authorized, latency) = {
         let mut s = state.lock().unwrap();
         s.requests += 1;
+        if !matches!(
+            *request.method(),
+            axum::http::Method::GET | axum::http::Method::HEAD
+        ) {
+            s.writes += 1;
+        }
         let given = request
             .headers()
             .get(header::AUTHORIZATION)

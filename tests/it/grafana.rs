@@ -120,7 +120,7 @@ async fn backup_then_restore_into_an_emptied_grafana_recreates_everything() {
     let fake = FakeGrafana::start(TOKEN).await;
     populate(&fake, 300);
     let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path()).unwrap();
+    let store = Store::open(tmp.path(), "dash", grafana::KIND).unwrap();
     // A small page size makes search page 5 times.
     let paged = client(&fake).with_page_size(64);
 
@@ -176,7 +176,7 @@ async fn a_second_restore_is_all_unchanged_and_adds_no_versions() {
     let fake = FakeGrafana::start(TOKEN).await;
     populate(&fake, 300);
     let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path()).unwrap();
+    let store = Store::open(tmp.path(), "dash", grafana::KIND).unwrap();
     let id = backup(&fake, &store).await.set.id;
     fake.clear();
     let first = restore(&fake, &store, &id, false).await;
@@ -262,7 +262,7 @@ async fn a_wrong_token_is_a_clear_401_that_never_shows_the_token() {
     let fake = FakeGrafana::start(TOKEN).await;
     populate(&fake, 5);
     let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path()).unwrap();
+    let store = Store::open(tmp.path(), "dash", grafana::KIND).unwrap();
     let wrong = "glsa_WRONG_secret_987654321";
     let bad = client_with(&fake, Auth::Token(wrong.into()));
 
@@ -343,7 +343,7 @@ async fn prune_honours_keep_and_ignores_an_incomplete_set_left_by_a_500() {
     let fake = FakeGrafana::start(TOKEN).await;
     populate(&fake, 20);
     let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path()).unwrap();
+    let store = Store::open(tmp.path(), "dash", grafana::KIND).unwrap();
     let mut complete = Vec::new();
     for _ in 0..3 {
         complete.push(backup(&fake, &store).await.set.id);
@@ -392,7 +392,7 @@ async fn a_transient_500_is_retried_and_the_backup_completes() {
     populate(&fake, 20);
     fake.fail_dashboard_gets(3, 2);
     let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path()).unwrap();
+    let store = Store::open(tmp.path(), "dash", grafana::KIND).unwrap();
     let report = backup(&fake, &store).await;
     assert_eq!(report.dashboards, 20);
     assert_eq!(report.set.status, SetStatus::Complete);
@@ -403,7 +403,7 @@ async fn a_name_clash_is_reported_per_dashboard_and_the_rest_is_restored() {
     let fake = FakeGrafana::start(TOKEN).await;
     populate(&fake, 12);
     let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path()).unwrap();
+    let store = Store::open(tmp.path(), "dash", grafana::KIND).unwrap();
     let id = backup(&fake, &store).await.set.id;
 
     // d001 (folder a) is replaced by another dashboard with its title.
@@ -458,7 +458,7 @@ async fn a_dashboard_deleted_between_search_and_fetch_is_skipped_and_reported() 
     populate(&fake, 10);
     fake.delete_after_next_search("d004");
     let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path()).unwrap();
+    let store = Store::open(tmp.path(), "dash", grafana::KIND).unwrap();
     let report = backup(&fake, &store).await;
     assert_eq!(report.dashboards, 9);
     assert_eq!(report.skipped.len(), 1);
@@ -477,7 +477,7 @@ async fn a_dry_run_reports_the_changes_and_makes_none() {
     let fake = FakeGrafana::start(TOKEN).await;
     populate(&fake, 12);
     let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path()).unwrap();
+    let store = Store::open(tmp.path(), "dash", grafana::KIND).unwrap();
     let id = backup(&fake, &store).await.set.id;
     let original = snapshot(&fake);
 
@@ -534,7 +534,7 @@ async fn an_unreachable_grafana_asks_whether_it_is_running() {
     .unwrap()
     .with_retry(3, Duration::from_millis(10));
     let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path()).unwrap();
+    let store = Store::open(tmp.path(), "dash", grafana::KIND).unwrap();
     let err = within("backup", grafana::backup(&client, &store, CONCURRENCY))
         .await
         .unwrap_err();
@@ -560,12 +560,34 @@ async fn a_slow_grafana_times_out_with_a_clear_error() {
     .unwrap()
     .with_retry(2, Duration::from_millis(10));
     let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path()).unwrap();
+    let store = Store::open(tmp.path(), "dash", grafana::KIND).unwrap();
     let err = within("backup", grafana::backup(&client, &store, CONCURRENCY))
         .await
         .unwrap_err();
     assert!(matches!(err, GrafanaError::Timeout { .. }), "{err:?}");
     assert!(err.to_string().contains("within 200ms"), "{err}");
+}
+
+#[tokio::test]
+async fn an_answer_over_the_body_limit_fails_the_backup_and_names_the_limit() {
+    let fake = FakeGrafana::start(TOKEN).await;
+    populate(&fake, 3);
+    // One dashboard of about 2 MiB, which the client below will not read.
+    let big: Vec<Value> = (0..20_000)
+        .map(|i| json!({"id": i, "type": "text", "title": format!("{i:0>90}")}))
+        .collect();
+    fake.put_dashboard("huge", "Huge", None, Value::Array(big));
+    let client = client(&fake).with_max_body(1 << 20);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), "dash", grafana::KIND).unwrap();
+    let err = within("backup", grafana::backup(&client, &store, CONCURRENCY))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GrafanaError::TooLarge { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("api/dashboards/uid/huge"), "{text}");
+    assert!(text.contains("1 MiB (1048576 bytes)"), "{text}");
+    assert!(complete_ids(&store).is_empty(), "no complete set");
 }
 
 #[tokio::test]
@@ -591,7 +613,7 @@ async fn restore_recreates_a_moved_folder_in_its_place() {
     let fake = FakeGrafana::start(TOKEN).await;
     populate(&fake, 4);
     let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path()).unwrap();
+    let store = Store::open(tmp.path(), "dash", grafana::KIND).unwrap();
     let id = backup(&fake, &store).await.set.id;
     let original = snapshot(&fake);
 

@@ -9,6 +9,7 @@ mod reload;
 mod render;
 mod stack;
 
+mod backup_safety;
 mod fake_grafana;
 mod grafana;
 mod grafana_cli;

@@ -513,16 +513,16 @@ fn a_restore_that_prometheus_cannot_start_on_puts_the_old_data_back() {
     let p = Prom::start(7, "");
     p.wait_samples();
     let before = now() - 1.0;
-    let store = Store::open(&p.destination()).unwrap();
+    let store = Store::open(&p.destination(), "tsdb", "prometheus").unwrap();
     let block = "snapshot/01HZZZZZZZZZZZZZZZZZZZZZZZ";
     // A set that verifies but whose block has no valid meta.json: refused
     // before anything is stopped (Prometheus might skip such a block).
-    let mut w = store.begin("prometheus", "http://test").unwrap();
+    let mut w = store.begin("http://test").unwrap();
     w.write_file(&format!("{block}/meta.json"), b"{not json")
         .unwrap();
     let not_tsdb = w.finish().unwrap().id;
     // A set with a valid meta.json but a block Prometheus cannot use.
-    let mut w = store.begin("prometheus", "http://test").unwrap();
+    let mut w = store.begin("http://test").unwrap();
     let end = (now() * 1000.0) as i64 - 60_000;
     w.write_file(
         &format!("{block}/meta.json"),
