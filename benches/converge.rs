@@ -131,7 +131,10 @@ async fn heal_beside_a_stuck_service() {
             if rows[0].3 == "active" {
                 break;
             }
-            assert!(t0.elapsed() < Duration::from_secs(30), "h not healed in 30s");
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "h not healed in 30s"
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         samples.push(t0.elapsed().as_secs_f64() * 1000.0);

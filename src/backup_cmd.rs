@@ -349,6 +349,10 @@ pub async fn backup(loc: &Locations, name: &str) -> i32 {
         result,
         Err(CommandError::Unknown { .. } | CommandError::NotABackup { .. } | CommandError::Load(_))
     ) {
+        // One writer at a time in the state directory.
+        let _lock = crate::lock::StateLock::acquire_announced(&loc.state_dir, "unitlet backup")
+            .await
+            .ok();
         let path = last_run_path(loc, name);
         let previous = read_capped(&path, MAX_LAST_RUN_BYTES)
             .ok()

@@ -267,19 +267,13 @@ fn reconcile_exit(e: &ReconcileError) -> i32 {
 const APPLY_ROUNDS: usize = 4;
 
 /// The state lock for a CLI command, saying whom it waits for.
-pub(crate) async fn state_lock(loc: &Locations, what: &str) -> Result<crate::lock::StateLock, i32> {
-    crate::lock::StateLock::acquire(&loc.state_dir, what, |holder| {
-        let (pid, who) = holder.split_once(' ').unwrap_or((holder, "unitlet"));
-        eprintln!(
-            "waiting for {who} (PID {pid}) to finish writing to {}",
-            loc.state_dir.display()
-        );
-    })
-    .await
-    .map_err(|e| {
-        fail(crate::error_chain(&e));
-        OPERATIONAL
-    })
+async fn state_lock(loc: &Locations, what: &str) -> Result<crate::lock::StateLock, i32> {
+    crate::lock::StateLock::acquire_announced(&loc.state_dir, what)
+        .await
+        .map_err(|e| {
+            fail(crate::error_chain(&e));
+            OPERATIONAL
+        })
 }
 
 async fn apply(loc: Locations, timeout: Duration, gc_grace: Duration) -> i32 {

@@ -374,16 +374,30 @@ fn a_fifo_or_a_device_as_unit_file_is_refused_and_nothing_hangs() {
         assert!(metric(&metrics, "unitlet_reconciles_total").is_some());
         slowest = slowest.max(t.elapsed());
         seen.0 |= um.active("good.service") == "active";
-        seen.1 |= um.ready("fifo").is_some_and(|r| r.0 == "False" && r.1 == "Invalid");
-        seen.2 |= um.ready("zero").is_some_and(|r| r.0 == "False" && r.1 == "Invalid");
+        seen.1 |= um
+            .ready("fifo")
+            .is_some_and(|r| r.0 == "False" && r.1 == "Invalid");
+        seen.2 |= um
+            .ready("zero")
+            .is_some_and(|r| r.0 == "False" && r.1 == "Invalid");
     }
-    assert_eq!(seen, (true, true, true), "within 5 s: good active, fifo and zero refused");
+    assert_eq!(
+        seen,
+        (true, true, true),
+        "within 5 s: good active, fifo and zero refused"
+    );
     eprintln!("slowest /metrics answer: {slowest:?}");
     assert!(slowest < Duration::from_millis(100), "{slowest:?}");
     let (_, _, m) = um.ready("fifo").unwrap();
-    assert!(m.contains("unit.fifo") && m.contains("not a regular file"), "{m}");
+    assert!(
+        m.contains("unit.fifo") && m.contains("not a regular file"),
+        "{m}"
+    );
     let (_, _, m) = um.ready("zero").unwrap();
-    assert!(m.contains("zero.service") && m.contains("not a regular file"), "{m}");
+    assert!(
+        m.contains("zero.service") && m.contains("not a regular file"),
+        "{m}"
+    );
     let rss: u64 = std::fs::read_to_string(format!("/proc/{}/status", run.child.id()))
         .unwrap()
         .lines()
