@@ -311,7 +311,8 @@ async fn plan(loc: Locations) -> i32 {
         Ok(sd) => sd,
         Err(code) => return code,
     };
-    let rec = Reconciler::new(loc.clone(), exe());
+    let mut rec = Reconciler::new(loc.clone(), exe());
+    rec.recover_restores = false;
     let status = Status::load(&loc.status_file());
     let prep = match rec.prepare(&sd, &status).await {
         Ok(p) => p,
@@ -319,6 +320,9 @@ async fn plan(loc: Locations) -> i32 {
     };
     for e in &prep.loaded.errors {
         println!("! invalid, not applied (its units are kept as they are): {e}");
+    }
+    for p in crate::journal::pending(&loc.state_dir) {
+        println!("! {}: {}", p.service, p.condition().1);
     }
     print!("{}", prep.plan);
     if prep.plan.is_empty() { OK } else { NOT_OK }
@@ -423,6 +427,7 @@ async fn current_status(loc: &Locations) -> Result<Status, i32> {
             }
         }
     }
+    crate::journal::annotate(&loc.state_dir, &mut status);
     Ok(status)
 }
 

@@ -101,6 +101,9 @@ pub struct Reconciler {
     /// readiness probe: `(reason, message)`, by manifest.
     pub config_issue: HashMap<String, (String, String)>,
     pub http: reqwest::Client,
+    /// Finish or undo interrupted restores before each pass (`plan`, which
+    /// changes nothing, turns it off).
+    pub recover_restores: bool,
     /// The manager's directories, read once from its `UnitPath`.
     dirs: std::sync::OnceLock<ManagerDirs>,
 }
@@ -304,12 +307,16 @@ impl Reconciler {
             rejected_config: HashMap::new(),
             config_issue: HashMap::new(),
             http: crate::reload::http_client(),
+            recover_restores: true,
             dirs: std::sync::OnceLock::new(),
         }
     }
 
     /// Load, render and observe, then plan. Changes nothing.
     pub async fn prepare(&self, sd: &Systemd, status: &Status) -> Result<Prepared, ReconcileError> {
+        if self.recover_restores {
+            crate::journal::recover_interrupted(&self.loc, sd).await;
+        }
         let t = Instant::now();
         let loaded = manifest::load_dir(&self.loc.manifests)?;
         tracing::debug!(elapsed = ?t.elapsed(), manifests = loaded.manifests.len(), "loaded manifests");
