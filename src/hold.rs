@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 
 use crate::fsutil;
 
-fn dir(state_dir: &Path) -> PathBuf {
+/// `STATE_DIR/holds`, which the operator watches.
+pub fn dir(state_dir: &Path) -> PathBuf {
     state_dir.join("holds")
 }
 

@@ -9,12 +9,15 @@
 //!   the step it is *about* to take. Written with [`fsutil::atomic_write`]
 //!   before each step (write-ahead), removed when the restore ends in a
 //!   consistent state.
-//! - `SERVICE.lock`, an `flock(2)`ed file naming its owner: held by a
-//!   running restore (and by whoever recovers one). The kernel drops the
-//!   lock when its owner dies however it dies, so "the journal's owner is
-//!   dead" is exactly "the lock can be taken" — immune to PID reuse. Lock
-//!   files are never removed (removing one would let two processes lock
-//!   different files).
+//!
+//! And `STATE_DIR/holds/.SERVICE.restore-lock`, an `flock(2)`ed file naming
+//! its owner: held by a running restore (and by whoever recovers one). The
+//! kernel drops the lock when its owner dies however it dies, so "the
+//! journal's owner is dead" is exactly "the lock can be taken" — immune to
+//! PID reuse. It lives in the holds directory because `unitlet run`
+//! watches that: the owner's death closes the file, which wakes the
+//! operator to recover at once. Lock files are never removed (removing one
+//! would let two processes lock different files).
 //!
 //! Architecture Invariant: a journal holds its service like a hold
 //! ([`crate::hold::active_holds`] lists it), so the operator neither starts
@@ -27,7 +30,7 @@
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -55,8 +58,10 @@ fn journal_path(state_dir: &Path, service: &str) -> PathBuf {
     dir(state_dir).join(format!("{service}.json"))
 }
 
+/// The lock lives in the holds directory, which the operator watches (a
+/// dot file, which [`crate::hold::active_holds`] skips).
 fn lock_path(state_dir: &Path, service: &str) -> PathBuf {
-    dir(state_dir).join(format!("{service}.lock"))
+    crate::hold::dir(state_dir).join(format!(".{service}.restore-lock"))
 }
 
 /// A step of a restore, in the order they are taken. The journal records
@@ -209,8 +214,15 @@ impl fmt::Display for Owner {
 /// dropped or when its process dies.
 #[derive(Debug)]
 pub struct RestoreLock {
-    /// Open for as long as the lock is held: the `flock` lives on it.
-    _file: File,
+    /// The `flock` lives on this descriptor, opened read-only so that
+    /// probing a busy lock (every operator pass while a restore runs) is
+    /// no change event in the watched holds directory.
+    _lock: File,
+    /// Open for writing for as long as the lock is held: when the owner
+    /// dies, however it dies, the kernel closes it, and the operator, which
+    /// watches the holds directory, sees that close and runs a pass that
+    /// recovers the interrupted restore at once.
+    _owner: File,
     state_dir: PathBuf,
     service: String,
 }
@@ -218,8 +230,14 @@ pub struct RestoreLock {
 /// Someone else holds the lock.
 #[derive(Debug, Clone)]
 pub struct Busy {
-    /// Who, when the lock file could be read.
-    pub owner: Option<Owner>,
+    path: PathBuf,
+}
+
+impl Busy {
+    /// Who holds it, when its lock file can be read.
+    pub fn owner(&self) -> Option<Owner> {
+        read_owner(&self.path)
+    }
 }
 
 impl RestoreLock {
@@ -234,29 +252,37 @@ impl RestoreLock {
         owner: &Owner,
     ) -> io::Result<Result<RestoreLock, Busy>> {
         let path = lock_path(state_dir, service);
-        fs::create_dir_all(dir(state_dir))?;
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)?;
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let open_owner = || {
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&path)
+        };
+        let lock = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(crate::hold::dir(state_dir))?;
+                drop(open_owner()?);
+                File::open(&path)?
+            }
+            Err(e) => return Err(e),
+        };
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let e = io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                return Ok(Err(Busy {
-                    owner: read_owner(&path),
-                }));
+                return Ok(Err(Busy { path }));
             }
             return Err(e);
         }
         // In place, never renamed over: the lock lives on this inode.
+        let mut file = open_owner()?;
         file.set_len(0)?;
-        file.rewind()?;
         file.write_all(&serde_json::to_vec(owner).expect("plain struct serializes"))?;
         Ok(Ok(RestoreLock {
-            _file: file,
+            _lock: lock,
+            _owner: file,
             state_dir: state_dir.to_path_buf(),
             service: service.to_owned(),
         }))
@@ -677,7 +703,7 @@ pub async fn recover_interrupted(loc: &Locations, sd: &Systemd) -> Vec<RecoveryO
         let lock = match RestoreLock::try_acquire(&loc.state_dir, &service, &owner) {
             Ok(Ok(l)) => l,
             // Its restore is running: not interrupted.
-            Ok(Err(_busy)) => continue,
+            Ok(Err(_)) => continue,
             Err(e) => {
                 out.push(RecoveryOutcome {
                     service: service.clone(),
@@ -954,7 +980,7 @@ mod tests {
         let busy = RestoreLock::try_acquire(d.path(), "prometheus", &Owner::me("x".into()))
             .unwrap()
             .unwrap_err();
-        assert_eq!(busy.owner, Some(first));
+        assert_eq!(busy.owner(), Some(first));
         // Another service is independent.
         assert!(
             RestoreLock::try_acquire(d.path(), "other", &Owner::me("y".into()))

@@ -753,7 +753,7 @@ pub async fn restore_tsdb(t: RestoreTarget<'_>, opts: &RestoreOptions) -> Result
                 return Err(PrometheusError::RestoreRunning {
                     service: t.service.to_owned(),
                     owner: busy
-                        .owner
+                        .owner()
                         .map(|o| o.to_string())
                         .unwrap_or_else(|| "its PID could not be read".to_owned()),
                 });

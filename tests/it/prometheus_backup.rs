@@ -748,7 +748,7 @@ fn restore_killed_after_any_step_is_finished_or_undone_by_the_next_apply() {
         "done",
     ];
     // Every step with `apply` as the next command; `install` (no data
-    // directory at all) once more with `unitlet run` as the next one.
+    // directory at all) once more with `unitlet run` already running.
     let rounds = steps
         .iter()
         .map(|s| (*s, false))
@@ -756,20 +756,60 @@ fn restore_killed_after_any_step_is_finished_or_undone_by_the_next_apply() {
     for (step, with_run) in rounds {
         p.reset_data(&original);
         assert_eq!(p.marker(end), ["original"], "round {step}: setup");
-
-        let o = p
-            .restore_cmd(&id, &[("UNITLET_TEST_CRASH_AFTER", step.to_owned())])
-            .output()
-            .unwrap();
-        assert_eq!(
-            o.status.signal(),
-            Some(libc::SIGKILL),
-            "round {step}: the restore kills itself after the step: {:?} {}{}",
-            o.status,
-            stdout(&o),
-            stderr(&o)
-        );
-        assert!(p.journal().is_file(), "round {step}: the journal stays");
+        let mut run = None;
+        if with_run {
+            // `kill -9` from outside while `unitlet run` (resyncing only
+            // hourly) holds off: the restore's death alone must wake it.
+            let gate = p.um.runtime.join("gate-run");
+            let mut restore = p
+                .restore_cmd(
+                    &id,
+                    &[(
+                        "UNITLET_TEST_PAUSE_AFTER",
+                        format!("{step}:{}", gate.display()),
+                    )],
+                )
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            wait_for(T, "the restore to pause", || {
+                p.um.runtime.join("gate-run.waiting").exists().then_some(())
+            });
+            let r = p.um.spawn_run(&["--resync", "1h"]);
+            // Its pass saw the running restore and left the service alone.
+            wait_for(T, "the operator to put prometheus on hold", || {
+                let s: serde_json::Value = serde_json::from_slice(
+                    &std::fs::read(p.um.state_dir.join("status.json")).ok()?,
+                )
+                .ok()?;
+                let ready = s["objects"]["prometheus"]["conditions"]
+                    .as_array()?
+                    .iter()
+                    .find(|c| c["type"] == "Ready")?
+                    .clone();
+                (ready["reason"] == "OnHold").then_some(())
+            });
+            assert!(!p.data.exists(), "the operator did not touch it");
+            unsafe {
+                libc::kill(restore.id() as i32, libc::SIGKILL);
+            }
+            assert_eq!(restore.wait().unwrap().signal(), Some(libc::SIGKILL));
+            run = Some(r);
+        } else {
+            let o = p
+                .restore_cmd(&id, &[("UNITLET_TEST_CRASH_AFTER", step.to_owned())])
+                .output()
+                .unwrap();
+            assert_eq!(
+                o.status.signal(),
+                Some(libc::SIGKILL),
+                "round {step}: the restore kills itself after the step: {:?} {}{}",
+                o.status,
+                stdout(&o),
+                stderr(&o)
+            );
+        }
 
         if step == "install" && !with_run {
             // The state the defect was about: no data directory at all.
@@ -797,14 +837,19 @@ fn restore_killed_after_any_step_is_finished_or_undone_by_the_next_apply() {
             );
         }
 
-        if with_run {
-            let mut run = p.um.spawn_run(&["--resync", "1s"]);
+        if let Some(run) = run.as_mut() {
             wait_for(T, "the operator to recover the restore", || {
                 (!p.journal().exists()).then_some(())
             });
             p.wait_ready();
+            assert!(
+                run.log().contains("was undone"),
+                "the operator logs the recovery: {}",
+                run.log()
+            );
             run.stop();
         } else {
+            assert!(p.journal().is_file(), "round {step}: the journal stays");
             let o = p.unitlet(&["apply"]);
             assert_eq!(
                 o.status.code(),
