@@ -747,19 +747,22 @@ fn restore_killed_after_any_step_is_finished_or_undone_by_the_next_apply() {
         "verify",
         "done",
     ];
-    // Every step with `apply` as the next command; `install` (no data
-    // directory at all) once more with `unitlet run` already running.
+    // Every step with `apply` as the next command; then `install` (no data
+    // directory at all) with `unitlet run` already running and killed from
+    // outside, and `verify` (Prometheus running on the unverified copy)
+    // with another `restore` as the next command.
     let rounds = steps
         .iter()
-        .map(|s| (*s, false))
-        .chain(std::iter::once(("install", true)));
-    for (step, with_run) in rounds {
+        .map(|s| (*s, Next::Apply))
+        .chain([("install", Next::Run), ("verify", Next::Restore)]);
+    for (step, next) in rounds {
+        let round = format!("round {step}, then {next:?}");
         p.reset_data(&original);
-        assert_eq!(p.marker(end), ["original"], "round {step}: setup");
+        assert_eq!(p.marker(end), ["original"], "{round}: setup");
         let mut run = None;
-        if with_run {
+        if next == Next::Run {
             // `kill -9` from outside while `unitlet run` (resyncing only
-            // hourly) holds off: the restore's death alone must wake it.
+            // hourly) holds off: the restore's death must wake it.
             let gate = p.um.runtime.join("gate-run");
             let mut restore = p
                 .restore_cmd(
@@ -790,7 +793,7 @@ fn restore_killed_after_any_step_is_finished_or_undone_by_the_next_apply() {
                     .clone();
                 (ready["reason"] == "OnHold").then_some(())
             });
-            assert!(!p.data.exists(), "the operator did not touch it");
+            assert!(!p.data.exists(), "{round}: the operator did not touch it");
             unsafe {
                 libc::kill(restore.id() as i32, libc::SIGKILL);
             }
@@ -804,17 +807,19 @@ fn restore_killed_after_any_step_is_finished_or_undone_by_the_next_apply() {
             assert_eq!(
                 o.status.signal(),
                 Some(libc::SIGKILL),
-                "round {step}: the restore kills itself after the step: {:?} {}{}",
+                "{round}: the restore kills itself after the step: {:?} {}{}",
                 o.status,
                 stdout(&o),
                 stderr(&o)
             );
+            assert!(p.journal().is_file(), "{round}: the journal stays");
         }
 
-        if step == "install" && !with_run {
+        if step == "install" && next == Next::Apply {
             // The state the defect was about: no data directory at all.
-            assert!(!p.data.exists(), "round {step}: the data is aside");
-            // `plan` and `get`/`describe` say so and change nothing.
+            assert!(!p.data.exists(), "{round}: the data is aside");
+            // `plan`, `get`, `describe` and a dry run say so and change
+            // nothing.
             let o = p.unitlet(&["plan"]);
             assert!(
                 stdout(&o).contains("interrupted restore is pending"),
@@ -831,72 +836,116 @@ fn restore_killed_after_any_step_is_finished_or_undone_by_the_next_apply() {
             assert!(msg.contains(&id), "the message names the set: {msg}");
             let o = p.unitlet(&["describe", "prometheus"]);
             assert!(stdout(&o).contains("RestorePending=True"), "{}", stdout(&o));
+            let o = p.unitlet(&["restore", "tsdb", &id, "--dry-run"]);
+            assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+            assert!(
+                stdout(&o).contains("a restore recovers it first"),
+                "{}",
+                stdout(&o)
+            );
             assert!(
                 p.journal().is_file() && !p.data.exists(),
                 "nothing was recovered"
             );
         }
 
-        if let Some(run) = run.as_mut() {
-            wait_for(T, "the operator to recover the restore", || {
-                (!p.journal().exists()).then_some(())
-            });
-            p.wait_ready();
-            assert!(
-                run.log().contains("was undone"),
-                "the operator logs the recovery: {}",
-                run.log()
-            );
-            run.stop();
-        } else {
-            assert!(p.journal().is_file(), "round {step}: the journal stays");
-            let o = p.unitlet(&["apply"]);
-            assert_eq!(
-                o.status.code(),
-                Some(0),
-                "round {step}: {}{}",
-                stdout(&o),
-                stderr(&o)
-            );
-        }
-        assert!(!p.journal().exists(), "round {step}: recovered");
+        let expected = match next {
+            Next::Run => {
+                let run = run.as_mut().unwrap();
+                wait_for(T, "the operator to recover the restore", || {
+                    (!p.journal().exists()).then_some(())
+                });
+                p.wait_ready();
+                assert!(
+                    run.log().contains("was undone"),
+                    "the operator logs the recovery: {}",
+                    run.log()
+                );
+                run.stop();
+                "original"
+            }
+            Next::Apply => {
+                let o = p.unitlet(&["apply"]);
+                assert_eq!(
+                    o.status.code(),
+                    Some(0),
+                    "{round}: {}{}",
+                    stdout(&o),
+                    stderr(&o)
+                );
+                let (expected, says) = if step == "done" {
+                    ("backup", "had verified the restored data: it stays")
+                } else {
+                    ("original", "was undone")
+                };
+                assert!(stderr(&o).contains(says), "{round}: {}", stderr(&o));
+                expected
+            }
+            Next::Restore => {
+                let o = p.unitlet(&["restore", "tsdb", &id]);
+                assert_eq!(
+                    o.status.code(),
+                    Some(0),
+                    "{round}: {}{}",
+                    stdout(&o),
+                    stderr(&o)
+                );
+                assert!(
+                    stdout(&o).starts_with("first, the restore of Backup tsdb"),
+                    "{round}: the interrupted restore was recovered first: {}",
+                    stdout(&o)
+                );
+                // The original went aside once, for this restore.
+                assert_eq!(p.siblings("replaced").len(), 1, "{round}");
+                "backup"
+            }
+        };
+        assert!(!p.journal().exists(), "{round}: recovered");
         assert!(
             !p.um.state_dir.join("holds/prometheus").exists(),
-            "round {step}: the dead restore's hold is gone"
+            "{round}: the dead restore's hold is gone"
         );
-        let (expected, blocks) = if step == "done" {
-            ("backup", &backup_blocks)
+        let blocks = if expected == "backup" {
+            &backup_blocks
         } else {
-            ("original", &original_blocks)
+            &original_blocks
         };
         assert_eq!(
             &block_dirs(&p.data),
             blocks,
-            "round {step}: the data directory holds the {expected} blocks, and only them"
+            "{round}: the data directory holds the {expected} blocks, and only them"
         );
         assert!(
             p.siblings("restoring").is_empty(),
-            "round {step}: no staging copy left"
+            "{round}: no staging copy left"
         );
         p.wait_ready();
         assert_eq!(p.um.active("prometheus.service"), "active");
         assert_eq!(
             p.marker(end),
             [expected],
-            "round {step}: Prometheus answers for the {expected} data"
+            "{round}: Prometheus answers for the {expected} data"
         );
-        if step != "done" && step != "copy" && step != "stop" && step != "move-aside" {
-            // Undone after the swap: the restored copy is aside, named.
-            assert!(
-                step == "install" || p.siblings("failed").len() == 1,
-                "round {step}: {:?}",
-                p.siblings("failed")
-            );
-        }
+        // Undone after the copy was in place: it is aside, named.
+        let moved_in = ["start", "verify"].contains(&step);
+        assert_eq!(
+            p.siblings("failed").len(),
+            usize::from(moved_in),
+            "{round}: {:?}",
+            p.siblings("failed")
+        );
         if step == "done" {
             assert_eq!(p.siblings("replaced").len(), 1, "the replaced data is kept");
         }
     }
+}
+
+/// What runs after the killed restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    Apply,
+    Run,
+    Restore,
 }
 
 /// A restore started while another restore of the same service runs is
