@@ -622,6 +622,8 @@ pub fn recovery_plan(r: &Record, d: OnDisk) -> RecoveryPlan {
 pub struct RecoveryOutcome {
     /// The held Service.
     pub service: String,
+    /// The journal file (removed unless recovery failed).
+    pub journal: PathBuf,
     /// The journal, if it could be read.
     pub record: Option<Record>,
     /// What was done, or why nothing could be (the journal is then kept
@@ -675,8 +677,9 @@ impl fmt::Display for RecoveryOutcome {
             }
             Err(e) => write!(
                 f,
-                "{what} could not be recovered: {e}; {} stays on hold until this is fixed (then run `unitlet apply`)",
-                self.service
+                "{what} could not be recovered: {e}; {} stays on hold and the next `unitlet apply` or `unitlet run` pass tries again; if this persists, put the data directory right by hand and remove {}",
+                self.service,
+                self.journal.display()
             ),
         }
     }
@@ -706,6 +709,7 @@ pub async fn recover_interrupted(loc: &Locations, sd: &Systemd) -> Vec<RecoveryO
             Ok(Err(_)) => continue,
             Err(e) => {
                 out.push(RecoveryOutcome {
+                    journal: journal_path(&loc.state_dir, &service),
                     service: service.clone(),
                     record: None,
                     result: Err(format!(
@@ -737,6 +741,7 @@ pub async fn recover_locked(lock: &RestoreLock, sd: &Systemd) -> Option<Recovery
         Ok(r) => r,
         Err(e) => {
             return Some(RecoveryOutcome {
+                journal: journal_path(state_dir, service),
                 service: service.clone(),
                 record: None,
                 result: Err(e),
@@ -758,35 +763,42 @@ pub async fn recover_locked(lock: &RestoreLock, sd: &Systemd) -> Option<Recovery
         crate::hold::remove_stale(state_dir, service);
     }
     Some(RecoveryOutcome {
+        journal: journal_path(state_dir, service),
         service: service.clone(),
         record: Some(record),
         result,
     })
 }
 
+/// Removes the staging copy of a set (a large tree: off the async
+/// runtime's thread); says what happened.
+async fn remove_staging(staging: &Path) -> String {
+    let path = staging.to_path_buf();
+    let removed = tokio::task::spawn_blocking(move || fs::remove_dir_all(&path))
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
+    match removed {
+        Ok(()) => format!(
+            "the copy {} of the set was removed (the set itself is untouched)",
+            staging.display()
+        ),
+        Err(e) => format!(
+            "the copy {} of the set could not be removed ({e}); delete it by hand",
+            staging.display()
+        ),
+    }
+}
+
 async fn execute(r: &Record, sd: &Systemd) -> Result<Recovered, String> {
     use crate::prometheus::tsdb;
     let chain = |e: &dyn std::error::Error| crate::error_chain(e);
     let plan = recovery_plan(r, OnDisk::observe(r));
-    let remove_staging = |yes: bool, notes: &mut Vec<String>| {
-        if yes {
-            match fs::remove_dir_all(&r.staging) {
-                Ok(()) => notes.push(format!(
-                    "the partial copy {} of the set was removed (the set is untouched)",
-                    r.staging.display()
-                )),
-                Err(e) => notes.push(format!(
-                    "the copy {} of the set could not be removed ({e}); delete it by hand",
-                    r.staging.display()
-                )),
-            }
-        }
-    };
     match plan {
         RecoveryPlan::Stuck(reason) => Err(reason),
         RecoveryPlan::Complete { remove_staging: rm } => {
-            let mut notes = Vec::new();
-            remove_staging(rm, &mut notes);
+            if rm {
+                remove_staging(&r.staging).await;
+            }
             Ok(Recovered::Completed {
                 replaced: r.replaced.clone(),
             })
@@ -829,15 +841,20 @@ async fn execute(r: &Record, sd: &Systemd) -> Result<Recovered, String> {
                     "the previous data is back at {}",
                     r.data_dir.display()
                 ));
-            } else if r.step > Step::Copy && r.step != Step::RollBack {
+            } else if r.replaced.is_some() {
                 notes.push(format!(
-                    "the data at {} was never moved",
+                    "the original data is in place at {}",
                     r.data_dir.display()
                 ));
             } else {
-                notes.push(format!("{} is as it was", r.data_dir.display()));
+                notes.push(format!(
+                    "there was no data at {} before the restore",
+                    r.data_dir.display()
+                ));
             }
-            remove_staging(rm, &mut notes);
+            if rm {
+                notes.push(remove_staging(&r.staging).await);
+            }
             Ok(Recovered::RolledBack { notes })
         }
     }

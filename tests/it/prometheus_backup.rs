@@ -587,6 +587,10 @@ fn a_restore_that_prometheus_cannot_start_on_puts_the_old_data_back() {
     assert!(msg.contains("started again and is ready"), "{msg}");
     assert_eq!(p.siblings("failed").len(), 1, "{msg}");
     assert!(p.siblings("replaced").is_empty(), "moved back: {msg}");
+    assert!(
+        !p.journal().exists(),
+        "a rollback that put the old data back ends its journal"
+    );
     p.wait_ready();
     assert_eq!(p.um.active("prometheus.service"), "active");
     assert!(
