@@ -4,20 +4,19 @@
 //! service, and Prometheus is never started on a missing or mixed data
 //! directory in between.
 //!
-//! Files, in `STATE_DIR/restores/`:
-//! - `SERVICE.json`, the journal: who restores what, the paths involved, and
-//!   the step it is *about* to take. Written with [`fsutil::atomic_write`]
-//!   before each step (write-ahead), removed when the restore ends in a
-//!   consistent state.
-//!
-//! And `STATE_DIR/holds/.SERVICE.restore-lock`, an `flock(2)`ed file naming
-//! its owner: held by a running restore (and by whoever recovers one). The
-//! kernel drops the lock when its owner dies however it dies, so "the
-//! journal's owner is dead" is exactly "the lock can be taken" — immune to
-//! PID reuse. It lives in the holds directory because `unitlet run`
-//! watches that: the owner's death closes the file, which wakes the
-//! operator to recover at once. Lock files are never removed (removing one
-//! would let two processes lock different files).
+//! Files, per Service being restored:
+//! - `STATE_DIR/restores/SERVICE.json`, the journal: who restores what, the
+//!   paths involved, and the step it is *about* to take. Written with
+//!   [`fsutil::atomic_write`] before each step (write-ahead), removed when
+//!   the restore ends in a consistent state.
+//! - `STATE_DIR/holds/.SERVICE.restore-lock`, an `flock(2)`ed file naming
+//!   its owner: held by a running restore (and by whoever recovers one). The
+//!   kernel drops the lock when its owner dies however it dies, so "the
+//!   journal's owner is dead" is exactly "the lock can be taken" — immune
+//!   to PID reuse. It lives in the holds directory because `unitlet run`
+//!   watches that: the owner's death closes the file, which wakes the
+//!   operator to recover at once. Lock files are never removed (removing
+//!   one would let two processes lock different files).
 //!
 //! Architecture Invariant: a journal holds its service like a hold
 //! ([`crate::hold::active_holds`] lists it), so the operator neither starts

@@ -761,7 +761,7 @@ pub async fn restore_tsdb(t: RestoreTarget<'_>, opts: &RestoreOptions) -> Result
             Err(source) => {
                 return Err(PrometheusError::Io {
                     op: "take the restore lock in".to_owned(),
-                    path: t.state_dir.join(journal::DIR),
+                    path: crate::hold::dir(t.state_dir),
                     source,
                 });
             }

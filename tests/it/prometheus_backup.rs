@@ -715,7 +715,7 @@ impl Prom {
 /// pass) leaves the original data, or the restored data once it was
 /// verified — never none, never a mix — and Prometheus answers for it.
 #[test]
-fn restore_killed_after_any_step_is_finished_or_undone_by_the_next_apply() {
+fn a_restore_killed_at_any_step_never_leaves_prometheus_without_its_data() {
     use std::os::unix::process::ExitStatusExt;
     let p = Prom::start(7, "");
     let work = p.um.runtime.join("marker");
