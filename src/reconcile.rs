@@ -312,7 +312,9 @@ impl Reconciler {
         }
     }
 
-    /// Load, render and observe, then plan. Changes nothing.
+    /// Load, render and observe, then plan. Changes nothing, except that
+    /// it first finishes or undoes interrupted restores (see
+    /// [`crate::journal`]; off when `recover_restores` is false).
     pub async fn prepare(&self, sd: &Systemd, status: &Status) -> Result<Prepared, ReconcileError> {
         if self.recover_restores {
             crate::journal::recover_interrupted(&self.loc, sd).await;
