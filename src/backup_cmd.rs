@@ -22,6 +22,9 @@ use crate::prometheus::{self, PrometheusError, RestoreOptions, RestoreTarget};
 const OK: i32 = 0;
 /// Exit status: failed (the contract's 1 for backup and restore).
 const FAILED: i32 = 1;
+/// Exit status: refused, nothing was tried (another restore of the same
+/// service is running).
+const REFUSED: i32 = 2;
 
 /// Per-request timeout towards Prometheus and Grafana. Generous: a busy
 /// server should slow a backup down, not fail it.
@@ -564,11 +567,19 @@ async fn run_restore(
 /// `prometheus.service`, the replaced data moved aside and named. Grafana:
 /// folders and dashboards are saved back, with a per-object report.
 ///
+/// A Prometheus restore first finishes or undoes an interrupted earlier
+/// restore of the same service (see [`crate::journal`]).
+///
 /// Returns 0 when restored and verified (or, dry, when it would be); 1
-/// otherwise, with the previous state kept.
+/// otherwise, with the previous state kept; 2 when another restore of the
+/// same service is running (nothing was tried).
 pub async fn restore(loc: &Locations, name: &str, id: &str, dry_run: bool) -> i32 {
     match run_restore(loc, name, id, dry_run).await {
         Ok(true) => OK,
+        Err(e @ CommandError::Prometheus(PrometheusError::RestoreRunning { .. })) => {
+            eprintln!("error: restore of {name} set {id} refused: {e}");
+            REFUSED
+        }
         Ok(false) => {
             eprintln!("error: restore of {name} set {id} did not restore every object (see above)");
             FAILED

@@ -381,6 +381,7 @@ async fn plan(loc: Locations) -> i32 {
     // `plan` shows what will happen to a deleted manifest's units, not the
     // grace before it.
     rec.gc_grace = Duration::ZERO;
+    rec.recover_restores = false;
     let status = Status::load(&loc.status_file());
     let prep = match rec.prepare(&sd, &status).await {
         Ok(p) => p,
@@ -388,6 +389,9 @@ async fn plan(loc: Locations) -> i32 {
     };
     for e in &prep.loaded.errors {
         println!("! invalid, not applied (its units are kept as they are): {e}");
+    }
+    for p in crate::journal::pending(&loc.state_dir) {
+        println!("! {}: {}", p.service, p.condition().1);
     }
     print!("{}", prep.plan);
     if prep.plan.is_empty() { OK } else { NOT_OK }
@@ -500,6 +504,7 @@ async fn current_status(loc: &Locations) -> Result<Status, i32> {
         }
         correct_ready(o, live.as_ref().err());
     }
+    crate::journal::annotate(&loc.state_dir, &mut status);
     Ok(status)
 }
 

@@ -5,12 +5,18 @@
 //! A hold is a file `STATE_DIR/holds/NAME` holding the PID of its owner. A
 //! hold whose owner is gone is stale and ignored (a crashed restore never
 //! blocks the operator forever).
+//!
+//! A restore journal ([`crate::journal`]) holds its service too, even when
+//! its owner is gone: an interrupted restore may have left the data
+//! directory moved aside, so the service must stay untouched until
+//! [`crate::journal::recover_interrupted`] has put things right.
 
 use std::path::{Path, PathBuf};
 
 use crate::fsutil;
 
-fn dir(state_dir: &Path) -> PathBuf {
+/// `STATE_DIR/holds`, which the operator watches.
+pub fn dir(state_dir: &Path) -> PathBuf {
     state_dir.join("holds")
 }
 
@@ -38,12 +44,13 @@ impl Drop for Hold {
     }
 }
 
-/// Names currently held by a live process.
+/// Names currently held: by a live process, or by a restore journal
+/// (running or interrupted and not yet recovered).
 pub fn active_holds(state_dir: &Path) -> Vec<String> {
+    let mut out = crate::journal::pending_names(state_dir);
     let Ok(rd) = std::fs::read_dir(dir(state_dir)) else {
-        return vec![];
+        return out;
     };
-    let mut out = Vec::new();
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') {
@@ -57,7 +64,20 @@ pub fn active_holds(state_dir: &Path) -> Vec<String> {
         }
     }
     out.sort();
+    out.dedup();
     out
+}
+
+/// Removes the hold on `name` if its owner is gone (a restore killed
+/// before it could release it). A live owner's hold is left alone.
+pub fn remove_stale(state_dir: &Path, name: &str) {
+    let path = dir(state_dir).join(name);
+    let pid = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok());
+    if pid.is_some_and(|p| !fsutil::pid_alive(p)) {
+        let _ = fsutil::remove_durable(&path);
+    }
 }
 
 #[cfg(test)]

@@ -130,6 +130,9 @@ pub struct Reconciler {
     pub gc_grace: Duration,
     /// When each manifest owning units was first seen missing.
     missing_since: HashMap<String, Instant>,
+    /// Finish or undo interrupted restores before each pass (`plan`, which
+    /// changes nothing, turns it off).
+    pub recover_restores: bool,
     /// The manager's directories, read once from its `UnitPath`.
     dirs: std::sync::OnceLock<ManagerDirs>,
 }
@@ -359,16 +362,22 @@ impl Reconciler {
             inline_probes: true,
             gc_grace: DEFAULT_GC_GRACE,
             missing_since: HashMap::new(),
+            recover_restores: true,
             dirs: std::sync::OnceLock::new(),
         }
     }
 
-    /// Load, render and observe, then plan. Changes nothing.
+    /// Load, render and observe, then plan. Changes nothing, except that
+    /// it first finishes or undoes interrupted restores (see
+    /// [`crate::journal`]; off when `recover_restores` is false).
     pub async fn prepare(
         &mut self,
         sd: &Systemd,
         status: &Status,
     ) -> Result<Prepared, ReconcileError> {
+        if self.recover_restores {
+            crate::journal::recover_interrupted(&self.loc, sd).await;
+        }
         let t = Instant::now();
         let loaded = load_manifests(&self.loc.manifests).await?;
         tracing::debug!(elapsed = ?t.elapsed(), manifests = loaded.manifests.len(), "loaded manifests");

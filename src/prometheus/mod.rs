@@ -9,6 +9,11 @@
 //! replaces is renamed to a sibling (`DATADIR.replaced-STAMP`), and a failed
 //! restore renames its own result aside (`DATADIR.failed-STAMP`) before it
 //! puts the old data back.
+//!
+//! Architecture Invariant: every step of a restore that changes something
+//! is first written to its journal ([`crate::journal`]), so a restore that
+//! is killed is finished or undone by the next `unitlet` command, and
+//! Prometheus is never started on a missing data directory.
 
 pub mod client;
 pub mod tsdb;
@@ -271,6 +276,21 @@ pub enum PrometheusError {
         /// What was done to undo it.
         rollback: String,
     },
+    /// Another restore of the same service is running (or recovering an
+    /// interrupted one); nothing was changed.
+    #[error(
+        "another restore of {service} is running ({owner}); nothing was changed — wait for it to finish, then try again"
+    )]
+    RestoreRunning {
+        /// The Service being restored.
+        service: String,
+        /// Who runs it: PID, what, since when.
+        owner: String,
+    },
+    /// An earlier restore of the service was interrupted and cannot be
+    /// finished or undone automatically; nothing more was changed.
+    #[error("{0}")]
+    Unrecovered(String),
     /// Reading or writing the backup set failed.
     #[error(transparent)]
     Store(#[from] BackupError),

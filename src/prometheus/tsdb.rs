@@ -30,6 +30,7 @@ use super::client::Client;
 use super::{KIND, PrometheusError};
 use crate::backup::{SetInfo, Store, VerifiedSet};
 use crate::hold::Hold;
+use crate::journal::{self, Journal, Owner, Record, RestoreLock, Step};
 use crate::systemd::{JobKind, Systemd, SystemdError};
 
 type Result<T, E = PrometheusError> = std::result::Result<T, E>;
@@ -389,11 +390,21 @@ pub struct RestoreReport {
     pub replaced: Option<PathBuf>,
     /// What proved that the restored data answers, if anything could.
     pub checked: Option<String>,
+    /// An interrupted earlier restore this one finished or undid first.
+    pub recovered: Option<String>,
+    /// Dry run: an interrupted restore a real one would recover first.
+    pub pending: Option<String>,
 }
 
 impl fmt::Display for RestoreReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let dd = self.data_dir.display();
+        if let Some(r) = &self.recovered {
+            writeln!(f, "first, {r}")?;
+        }
+        if let Some(p) = &self.pending {
+            writeln!(f, "note: {p}; a restore recovers it first")?;
+        }
         if self.dry_run {
             writeln!(
                 f,
@@ -451,7 +462,7 @@ pub fn sibling(data_dir: &Path, label: &str, stamp: &str, n: u32) -> Option<Path
 }
 
 /// A sibling name nobody uses yet.
-fn free_sibling(data_dir: &Path, label: &str, stamp: &str) -> Option<PathBuf> {
+pub(crate) fn free_sibling(data_dir: &Path, label: &str, stamp: &str) -> Option<PathBuf> {
     (1..10_000)
         .filter_map(|n| sibling(data_dir, label, stamp, n))
         .find(|p| fs::symlink_metadata(p).is_err())
@@ -599,7 +610,7 @@ fn sync_parent(p: &Path) {
     }
 }
 
-fn rename(from: &Path, to: &Path, op: &str) -> Result<()> {
+pub(crate) fn rename(from: &Path, to: &Path, op: &str) -> Result<()> {
     fs::rename(from, to).map_err(|source| PrometheusError::Io {
         op: format!("{op} (to {})", to.display()),
         path: from.to_path_buf(),
@@ -618,7 +629,7 @@ fn sd_err(context: String) -> impl FnOnce(SystemdError) -> PrometheusError {
 
 /// Refuses to touch a unit that does not carry the marker of `manifest`
 /// (the contract: unitlet never stops a unit it does not manage).
-async fn check_managed(sd: &Systemd, unit: &str, manifest: &str) -> Result<()> {
+pub(crate) async fn check_managed(sd: &Systemd, unit: &str, manifest: &str) -> Result<()> {
     let path = sd
         .load_unit(unit)
         .await
@@ -663,7 +674,12 @@ async fn check_managed(sd: &Systemd, unit: &str, manifest: &str) -> Result<()> {
     }
 }
 
-async fn run_job(sd: &Systemd, unit: &str, kind: JobKind, timeout: Duration) -> Result<()> {
+pub(crate) async fn run_job(
+    sd: &Systemd,
+    unit: &str,
+    kind: JobKind,
+    timeout: Duration,
+) -> Result<()> {
     let what = match kind {
         JobKind::Start => "start",
         JobKind::Stop => "stop",
@@ -686,7 +702,7 @@ async fn run_job(sd: &Systemd, unit: &str, kind: JobKind, timeout: Duration) -> 
         .map_err(sd_err(format!("cannot {what} {unit}")))
 }
 
-async fn active_state(sd: &Systemd, unit: &str) -> Result<String> {
+pub(crate) async fn active_state(sd: &Systemd, unit: &str) -> Result<String> {
     let units = sd
         .list_units(&[unit.to_owned()])
         .await
@@ -699,11 +715,14 @@ async fn active_state(sd: &Systemd, unit: &str) -> Result<String> {
 
 /// Restores set `target.id` as Prometheus' data directory.
 ///
-/// Order: verify every file → check the unit is unitlet's and there is room
-/// → copy the set next to the data directory (Prometheus still running) →
-/// hold the Service so `unitlet run` leaves it alone → stop → move the data
+/// Order: take the service's restore lock (refused while another restore
+/// of it runs) → recover an interrupted earlier restore of it → verify
+/// every file → check the unit is unitlet's and there is room → copy the
+/// set next to the data directory (Prometheus still running) → hold the
+/// Service so `unitlet run` leaves it alone → stop → move the data
 /// directory aside → move the copy into place → start → wait ready → query
-/// the restored data → release the hold.
+/// the restored data → release the hold. Every step after the lock is
+/// written to the restore journal ([`crate::journal`]) before it is taken.
 ///
 /// # Guarantees
 /// Nothing is stopped or changed unless the whole set verified and the copy
@@ -711,12 +730,67 @@ async fn active_state(sd: &Systemd, unit: &str) -> Result<String> {
 /// in the report. If anything fails after the stop, the restored copy is
 /// moved aside (`DATADIR.failed-STAMP`), the old data put back, Prometheus
 /// started again, and the error ([`PrometheusError::RolledBack`]) says so.
+/// If the process dies at any point, the journal stays behind, holds the
+/// service, and the next `apply`, `run` pass or `restore` finishes the
+/// restore (when it was verified) or undoes it.
 ///
 /// # Errors
-/// Store errors (incomplete, damaged, unknown set), [`PrometheusError::NoSpace`],
-/// [`PrometheusError::NotManaged`], systemd and readiness errors.
+/// [`PrometheusError::RestoreRunning`] while another restore of the same
+/// service runs; store errors (incomplete, damaged, unknown set),
+/// [`PrometheusError::NoSpace`], [`PrometheusError::NotManaged`], systemd
+/// and readiness errors.
 pub async fn restore_tsdb(t: RestoreTarget<'_>, opts: &RestoreOptions) -> Result<RestoreReport> {
     let unit = format!("{}.service", t.service);
+    // Two restores of one service would swap the same directory: the lock
+    // is taken before anything else, so the second is refused at once.
+    let lock = if opts.dry_run {
+        None
+    } else {
+        let owner = Owner::me(format!("restoring Backup {} set {}", t.backup, t.id));
+        match RestoreLock::try_acquire(t.state_dir, t.service, &owner) {
+            Ok(Ok(l)) => Some(l),
+            Ok(Err(busy)) => {
+                return Err(PrometheusError::RestoreRunning {
+                    service: t.service.to_owned(),
+                    owner: busy
+                        .owner()
+                        .map(|o| o.to_string())
+                        .unwrap_or_else(|| "its PID could not be read".to_owned()),
+                });
+            }
+            Err(source) => {
+                return Err(PrometheusError::Io {
+                    op: "take the restore lock in".to_owned(),
+                    path: crate::hold::dir(t.state_dir),
+                    source,
+                });
+            }
+        }
+    };
+    let sd = Systemd::connect(t.bus)
+        .await
+        .map_err(sd_err("cannot stop and start Prometheus".to_owned()))?;
+    // An earlier restore of this service that was killed: finish or undo
+    // it first, or this one would take a moved-aside directory for none.
+    let mut recovered = None;
+    if let Some(lock) = &lock
+        && let Some(outcome) = journal::recover_locked(lock, &sd).await
+    {
+        if outcome.result.is_err() {
+            return Err(PrometheusError::Unrecovered(outcome.to_string()));
+        }
+        tracing::warn!("{outcome}");
+        recovered = Some(outcome.to_string());
+    }
+    let pending = if opts.dry_run {
+        journal::pending(t.state_dir)
+            .into_iter()
+            .find(|p| p.service == t.service)
+            .map(|p| p.condition().1)
+    } else {
+        None
+    };
+
     let (store, id) = (t.store.clone(), t.id.to_owned());
     let set = blocking(move || store.verify(&id)).await?;
     if set.info().kind != KIND {
@@ -773,9 +847,6 @@ pub async fn restore_tsdb(t: RestoreTarget<'_>, opts: &RestoreOptions) -> Result
             available,
         });
     }
-    let sd = Systemd::connect(t.bus)
-        .await
-        .map_err(sd_err("cannot stop and start Prometheus".to_owned()))?;
     check_managed(&sd, &unit, t.service).await?;
 
     let mut report = RestoreReport {
@@ -787,15 +858,39 @@ pub async fn restore_tsdb(t: RestoreTarget<'_>, opts: &RestoreOptions) -> Result
         bytes,
         replaced: replaced.clone(),
         checked: None,
+        recovered,
+        pending,
     };
-    if opts.dry_run {
+    let Some(lock) = lock else {
         return Ok(report);
-    }
+    };
 
     // The copy happens while Prometheus still runs on its data: a full
     // disk or a file changed since verification stops us here, at no cost.
     let restoring = free_sibling(&data_dir, "restoring", &now)
         .ok_or_else(|| config_err("no free name for the restored copy".to_owned()))?;
+    let record = Record {
+        pid: std::process::id(),
+        started: crate::status::now_rfc3339(),
+        backup: t.backup.to_owned(),
+        set_id: set.info().id.clone(),
+        service: t.service.to_owned(),
+        data_dir: data_dir.clone(),
+        staging: restoring.clone(),
+        replaced: replaced.clone(),
+        step: Step::Copy,
+        cause: None,
+    };
+    let journal_path = t
+        .state_dir
+        .join(journal::DIR)
+        .join(format!("{}.json", t.service));
+    let journal_err = |source| PrometheusError::Io {
+        op: "write the restore journal".to_owned(),
+        path: journal_path.clone(),
+        source,
+    };
+    let mut journal = Journal::begin(lock, record).map_err(journal_err)?;
     let mode = fs::metadata(&data_dir)
         .map(|m| m.permissions().mode() & 0o7777)
         .unwrap_or(0o755);
@@ -804,6 +899,7 @@ pub async fn restore_tsdb(t: RestoreTarget<'_>, opts: &RestoreOptions) -> Result
         let copied = blocking(move || copy_set(&set, &to, mode, progress)).await;
         if let Err(e) = copied {
             let _ = fs::remove_dir_all(&restoring);
+            finish(journal);
             return Err(e);
         }
     }
@@ -813,18 +909,21 @@ pub async fn restore_tsdb(t: RestoreTarget<'_>, opts: &RestoreOptions) -> Result
         path: t.state_dir.join("holds"),
         source,
     });
-    let _hold = match hold {
-        Ok(h) => h,
-        Err(e) => {
-            let _ = fs::remove_dir_all(&restoring);
-            return Err(e);
-        }
-    };
+    let step = hold.and_then(|h| {
+        journal.keep_hold(h);
+        journal.step(Step::Stop).map_err(journal_err)
+    });
+    if let Err(e) = step {
+        let _ = fs::remove_dir_all(&restoring);
+        finish(journal);
+        return Err(e);
+    }
     tracing::info!(unit = %unit, "stopping Prometheus for the restore");
     if let Err(e) = run_job(&sd, &unit, JobKind::Stop, opts.job_timeout).await {
         let _ = fs::remove_dir_all(&restoring);
         // It may be half-stopped; leave it running as it was.
         let _ = run_job(&sd, &unit, JobKind::Start, opts.job_timeout).await;
+        finish(journal);
         return Err(e);
     }
 
@@ -834,12 +933,55 @@ pub async fn restore_tsdb(t: RestoreTarget<'_>, opts: &RestoreOptions) -> Result
         restoring: Some(restoring),
         installed: false,
     };
-    match swap_and_start(&sd, t, opts, &unit, &blocks, &mut swap, replaced.as_deref()).await {
+    let swapped = swap_and_start(
+        &sd,
+        t,
+        opts,
+        &unit,
+        &blocks,
+        &mut swap,
+        replaced.as_deref(),
+        &mut journal,
+    )
+    .await;
+    match swapped {
         Ok(checked) => {
+            if let Err(e) = journal.step(Step::Done) {
+                tracing::warn!(error = %e, "cannot record the verified restore in its journal; finishing anyway");
+            }
             report.checked = checked;
+            finish(journal);
             Ok(report)
         }
-        Err(cause) => Err(rollback(&sd, t, opts, &unit, swap, &now, cause).await),
+        Err(cause) => {
+            if let Err(e) = journal.rolling_back(crate::error_chain(&cause)) {
+                tracing::warn!(error = %e, "cannot record the rollback in the restore journal");
+            }
+            let (err, consistent) = rollback(&sd, t, opts, &unit, swap, &now, cause).await;
+            if consistent {
+                finish(journal);
+            }
+            // Else the journal stays: the service is held, and the next
+            // `apply` or `run` pass retries putting the old data back.
+            Err(err)
+        }
+    }
+}
+
+/// Writes the journal record of `step` before it is taken.
+fn record_step(journal: &mut Journal, step: Step) -> Result<()> {
+    journal.step(step).map_err(|source| PrometheusError::Io {
+        op: "write the restore journal".to_owned(),
+        path: journal.path().to_path_buf(),
+        source,
+    })
+}
+
+/// Ends a journal whose restore left everything consistent.
+fn finish(journal: Journal) {
+    let path = journal.path().to_path_buf();
+    if let Err(e) = journal.finish() {
+        tracing::warn!(journal = %path.display(), error = %e, "cannot remove the restore journal; the next `unitlet apply` removes it (there is nothing to undo)");
     }
 }
 
@@ -854,6 +996,7 @@ struct Swap {
     installed: bool,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn swap_and_start(
     sd: &Systemd,
     t: RestoreTarget<'_>,
@@ -862,6 +1005,7 @@ async fn swap_and_start(
     blocks: &[BlockRange],
     swap: &mut Swap,
     replaced: Option<&Path>,
+    journal: &mut Journal,
 ) -> Result<Option<String>> {
     // A running Prometheus would keep writing into the directory we move.
     let state = active_state(sd, unit).await?;
@@ -871,10 +1015,12 @@ async fn swap_and_start(
             state,
         });
     }
+    record_step(journal, Step::MoveAside)?;
     if let Some(r) = replaced {
         rename(&swap.data_dir, r, "move the current data aside")?;
         swap.replaced = Some(r.to_path_buf());
     }
+    record_step(journal, Step::Install)?;
     let restoring = swap.restoring.take().expect("copy exists until installed");
     if let Err(e) = rename(
         &restoring,
@@ -885,8 +1031,10 @@ async fn swap_and_start(
         return Err(e);
     }
     swap.installed = true;
+    record_step(journal, Step::Start)?;
     tracing::info!(unit = %unit, "starting Prometheus on the restored data");
     run_job(sd, unit, JobKind::Start, opts.job_timeout).await?;
+    record_step(journal, Step::Verify)?;
     t.client.wait_ready(unit, opts.ready_timeout).await?;
     let mut checked = Vec::new();
     for block in check_blocks(blocks) {
@@ -920,7 +1068,9 @@ async fn swap_and_start(
 }
 
 /// Undoes a failed swap: the restored copy aside as `.failed-STAMP`, the
-/// old data back, Prometheus started. Returns the error to report.
+/// old data back, Prometheus started. Returns the error to report, and
+/// whether the old data is back in place (when it is not, Prometheus is
+/// not started and the journal must stay for a later recovery).
 async fn rollback(
     sd: &Systemd,
     t: RestoreTarget<'_>,
@@ -929,7 +1079,7 @@ async fn rollback(
     swap: Swap,
     stamp: &str,
     cause: PrometheusError,
-) -> PrometheusError {
+) -> (PrometheusError, bool) {
     tracing::warn!(error = %crate::error_chain(&cause), "restore failed; putting the previous data back");
     let mut notes = Vec::new();
     if let Err(e) = run_job(sd, unit, JobKind::Stop, opts.job_timeout).await {
@@ -967,17 +1117,30 @@ async fn rollback(
                     "the previous data is back at {}",
                     swap.data_dir.display()
                 )),
-                Err(e) => notes.push(format!(
-                    "{}; the previous data is still at {}",
-                    crate::error_chain(&e),
-                    r.display()
-                )),
+                Err(e) => {
+                    back_ok = false;
+                    notes.push(format!(
+                        "{}; the previous data is still at {}",
+                        crate::error_chain(&e),
+                        r.display()
+                    ));
+                }
             }
         } else {
             notes.push(format!("the previous data is still at {}", r.display()));
         }
     } else {
         notes.push("the previous data was not touched".to_owned());
+    }
+    if !back_ok {
+        notes.push(format!(
+            "{unit} was not started: its data is not back in place; it stays on hold until `unitlet apply` finishes undoing the restore"
+        ));
+        let err = PrometheusError::RolledBack {
+            cause: Box::new(cause),
+            rollback: notes.join("; "),
+        };
+        return (err, false);
     }
     // A crash loop on the bad data may have hit the start limit, which
     // would refuse this start.
@@ -995,10 +1158,11 @@ async fn rollback(
             crate::error_chain(&e)
         )),
     }
-    PrometheusError::RolledBack {
+    let err = PrometheusError::RolledBack {
         cause: Box::new(cause),
         rollback: notes.join("; "),
-    }
+    };
+    (err, true)
 }
 
 #[cfg(test)]

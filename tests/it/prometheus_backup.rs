@@ -587,10 +587,429 @@ fn a_restore_that_prometheus_cannot_start_on_puts_the_old_data_back() {
     assert!(msg.contains("started again and is ready"), "{msg}");
     assert_eq!(p.siblings("failed").len(), 1, "{msg}");
     assert!(p.siblings("replaced").is_empty(), "moved back: {msg}");
+    assert!(
+        !p.journal().exists(),
+        "a rollback that put the old data back ends its journal"
+    );
     p.wait_ready();
     assert_eq!(p.um.active("prometheus.service"), "active");
     assert!(
         !p.query("up", before).is_empty(),
         "the old data is in use again"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Journaled restore: a restore killed at any step, and restores racing.
+
+const PROMTOOL: &str = "/usr/bin/promtool";
+
+/// A directory of TSDB blocks (made by promtool) holding one series,
+/// `restore_marker{which="WHICH"}`, sampled every 15s over 10 minutes
+/// ending at `end` (unix seconds).
+fn marker_blocks(dir: &Path, which: &str, end: i64) -> PathBuf {
+    assert!(
+        Path::new(PROMTOOL).exists(),
+        "these tests need promtool at {PROMTOOL} (apt-get install prometheus); they never skip"
+    );
+    let input = dir.join(format!("{which}.om"));
+    let mut om =
+        String::from("# HELP restore_marker which data this is\n# TYPE restore_marker gauge\n");
+    for i in 0..=40 {
+        om.push_str(&format!(
+            "restore_marker{{which=\"{which}\"}} 1 {}\n",
+            end - 600 + i * 15
+        ));
+    }
+    om.push_str("# EOF\n");
+    std::fs::write(&input, om).unwrap();
+    let out = dir.join(which);
+    let o = std::process::Command::new(PROMTOOL)
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(&input)
+        .arg(&out)
+        .output()
+        .expect("run promtool");
+    assert!(o.status.success(), "promtool: {}{}", stdout(&o), stderr(&o));
+    assert!(!block_dirs(&out).is_empty(), "promtool made no block");
+    out
+}
+
+/// The TSDB block directories (ULIDs) directly in `dir`.
+fn block_dirs(dir: &Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().join("meta.json").is_file())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    let o = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "cp -a: {}", stderr(&o));
+}
+
+impl Prom {
+    /// `unitlet restore tsdb ID` with extra environment (the test hooks).
+    fn restore_cmd(&self, id: &str, env: &[(&str, String)]) -> std::process::Command {
+        let mut c = std::process::Command::new(crate::support::UNITLET);
+        c.envs(self.um.envs())
+            .env_remove("UNITLET_MANIFESTS")
+            .env_remove("UNITLET_STATE_DIR")
+            .env_remove("UNITLET_UNIT_DIR")
+            .env_remove("UNITLET_BUS")
+            .args(["restore", "tsdb", id])
+            .stdin(std::process::Stdio::null());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    fn journal(&self) -> PathBuf {
+        self.um.state_dir.join("restores/prometheus.json")
+    }
+
+    /// Which `restore_marker` series Prometheus answers with at `time`.
+    fn marker(&self, time: i64) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .query("restore_marker", time as f64)
+            .iter()
+            .filter_map(|s| s["metric"]["which"].as_str().map(str::to_owned))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Stops Prometheus, replaces its data (and every sibling earlier
+    /// rounds left) with a copy of `template`, and starts it again.
+    fn reset_data(&self, template: &Path) {
+        let o = self.um.systemctl(&["stop", "prometheus.service"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let parent = self.data.parent().unwrap();
+        for e in std::fs::read_dir(parent).unwrap().flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n == "data" || n.starts_with("data.") {
+                std::fs::remove_dir_all(e.path()).unwrap();
+            }
+        }
+        copy_dir(template, &self.data);
+        let o = self.um.systemctl(&["start", "prometheus.service"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        self.wait_ready();
+    }
+}
+
+/// Regression (issue: restore interrupted between moving the data aside
+/// and putting the restored data in place left no data directory, and the
+/// operator then started Prometheus on an empty TSDB): `kill -9` right
+/// after each journal step; the next `unitlet apply` (or `unitlet run`
+/// pass) leaves the original data, or the restored data once it was
+/// verified — never none, never a mix — and Prometheus answers for it.
+#[test]
+fn a_restore_killed_at_any_step_never_leaves_prometheus_without_its_data() {
+    use std::os::unix::process::ExitStatusExt;
+    let p = Prom::start(7, "");
+    let work = p.um.runtime.join("marker");
+    std::fs::create_dir_all(&work).unwrap();
+    let end = now() as i64 - 1800;
+    let original = marker_blocks(&work, "original", end);
+    let backup = marker_blocks(&work, "backup", end);
+    let (original_blocks, backup_blocks) = (block_dirs(&original), block_dirs(&backup));
+    assert!(original_blocks.is_disjoint(&backup_blocks));
+
+    // A complete set holding the backup blocks.
+    let store = unitlet::backup::Store::open(&p.destination(), "tsdb", "prometheus").unwrap();
+    let mut w = store
+        .begin(&format!("http://127.0.0.1:{}", p.port))
+        .unwrap();
+    for f in walk(&backup) {
+        let rel = f
+            .strip_prefix(&backup)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        w.write_file(&format!("snapshot/{rel}"), &std::fs::read(&f).unwrap())
+            .unwrap();
+    }
+    let id = w.finish().unwrap().id;
+
+    let steps = [
+        "copy",
+        "stop",
+        "move-aside",
+        "install",
+        "start",
+        "verify",
+        "done",
+    ];
+    // Every step with `apply` as the next command; then `install` (no data
+    // directory at all) with `unitlet run` already running and killed from
+    // outside, and `verify` (Prometheus running on the unverified copy)
+    // with another `restore` as the next command.
+    let rounds = steps
+        .iter()
+        .map(|s| (*s, Next::Apply))
+        .chain([("install", Next::Run), ("verify", Next::Restore)]);
+    for (step, next) in rounds {
+        let round = format!("round {step}, then {next:?}");
+        p.reset_data(&original);
+        assert_eq!(p.marker(end), ["original"], "{round}: setup");
+        let mut run = None;
+        if next == Next::Run {
+            // `kill -9` from outside while `unitlet run` (resyncing only
+            // hourly) holds off: the restore's death must wake it.
+            let gate = p.um.runtime.join("gate-run");
+            let mut restore = p
+                .restore_cmd(
+                    &id,
+                    &[(
+                        "UNITLET_TEST_PAUSE_AFTER",
+                        format!("{step}:{}", gate.display()),
+                    )],
+                )
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            wait_for(T, "the restore to pause", || {
+                p.um.runtime.join("gate-run.waiting").exists().then_some(())
+            });
+            let r = p.um.spawn_run(&["--resync", "1h"]);
+            // Its pass saw the running restore and left the service alone.
+            wait_for(T, "the operator to put prometheus on hold", || {
+                let s: serde_json::Value = serde_json::from_slice(
+                    &std::fs::read(p.um.state_dir.join("status.json")).ok()?,
+                )
+                .ok()?;
+                let ready = s["objects"]["prometheus"]["conditions"]
+                    .as_array()?
+                    .iter()
+                    .find(|c| c["type"] == "Ready")?
+                    .clone();
+                (ready["reason"] == "OnHold").then_some(())
+            });
+            assert!(!p.data.exists(), "{round}: the operator did not touch it");
+            unsafe {
+                libc::kill(restore.id() as i32, libc::SIGKILL);
+            }
+            assert_eq!(restore.wait().unwrap().signal(), Some(libc::SIGKILL));
+            run = Some(r);
+        } else {
+            let o = p
+                .restore_cmd(&id, &[("UNITLET_TEST_CRASH_AFTER", step.to_owned())])
+                .output()
+                .unwrap();
+            assert_eq!(
+                o.status.signal(),
+                Some(libc::SIGKILL),
+                "{round}: the restore kills itself after the step: {:?} {}{}",
+                o.status,
+                stdout(&o),
+                stderr(&o)
+            );
+            assert!(p.journal().is_file(), "{round}: the journal stays");
+        }
+
+        if step == "install" && next == Next::Apply {
+            // The state the defect was about: no data directory at all.
+            assert!(!p.data.exists(), "{round}: the data is aside");
+            // `plan`, `get`, `describe` and a dry run say so and change
+            // nothing.
+            let o = p.unitlet(&["plan"]);
+            assert!(
+                stdout(&o).contains("interrupted restore is pending"),
+                "{}{}",
+                stdout(&o),
+                stderr(&o)
+            );
+            let (status, reason, msg) = p.um.ready("prometheus").unwrap();
+            assert_eq!(
+                (status.as_str(), reason.as_str()),
+                ("False", "RestoreInterrupted"),
+                "{msg}"
+            );
+            assert!(msg.contains(&id), "the message names the set: {msg}");
+            let o = p.unitlet(&["describe", "prometheus"]);
+            assert!(stdout(&o).contains("RestorePending=True"), "{}", stdout(&o));
+            let o = p.unitlet(&["restore", "tsdb", &id, "--dry-run"]);
+            assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+            assert!(
+                stdout(&o).contains("a restore recovers it first"),
+                "{}",
+                stdout(&o)
+            );
+            assert!(
+                p.journal().is_file() && !p.data.exists(),
+                "nothing was recovered"
+            );
+        }
+
+        let expected = match next {
+            Next::Run => {
+                let run = run.as_mut().unwrap();
+                wait_for(T, "the operator to recover the restore", || {
+                    (!p.journal().exists()).then_some(())
+                });
+                p.wait_ready();
+                assert!(
+                    run.log().contains("was undone"),
+                    "the operator logs the recovery: {}",
+                    run.log()
+                );
+                run.stop();
+                "original"
+            }
+            Next::Apply => {
+                let o = p.unitlet(&["apply"]);
+                assert_eq!(
+                    o.status.code(),
+                    Some(0),
+                    "{round}: {}{}",
+                    stdout(&o),
+                    stderr(&o)
+                );
+                let (expected, says) = if step == "done" {
+                    ("backup", "had verified the restored data: it stays")
+                } else {
+                    ("original", "was undone")
+                };
+                assert!(stderr(&o).contains(says), "{round}: {}", stderr(&o));
+                expected
+            }
+            Next::Restore => {
+                let o = p.unitlet(&["restore", "tsdb", &id]);
+                assert_eq!(
+                    o.status.code(),
+                    Some(0),
+                    "{round}: {}{}",
+                    stdout(&o),
+                    stderr(&o)
+                );
+                assert!(
+                    stdout(&o).starts_with("first, the restore of Backup tsdb"),
+                    "{round}: the interrupted restore was recovered first: {}",
+                    stdout(&o)
+                );
+                // The original went aside once, for this restore.
+                assert_eq!(p.siblings("replaced").len(), 1, "{round}");
+                "backup"
+            }
+        };
+        assert!(!p.journal().exists(), "{round}: recovered");
+        assert!(
+            !p.um.state_dir.join("holds/prometheus").exists(),
+            "{round}: the dead restore's hold is gone"
+        );
+        let blocks = if expected == "backup" {
+            &backup_blocks
+        } else {
+            &original_blocks
+        };
+        assert_eq!(
+            &block_dirs(&p.data),
+            blocks,
+            "{round}: the data directory holds the {expected} blocks, and only them"
+        );
+        assert!(
+            p.siblings("restoring").is_empty(),
+            "{round}: no staging copy left"
+        );
+        p.wait_ready();
+        assert_eq!(p.um.active("prometheus.service"), "active");
+        assert_eq!(
+            p.marker(end),
+            [expected],
+            "{round}: Prometheus answers for the {expected} data"
+        );
+        // Undone after the copy was in place: it is aside, named.
+        let moved_in = ["start", "verify"].contains(&step);
+        assert_eq!(
+            p.siblings("failed").len(),
+            usize::from(moved_in),
+            "{round}: {:?}",
+            p.siblings("failed")
+        );
+        if step == "done" {
+            assert_eq!(p.siblings("replaced").len(), 1, "the replaced data is kept");
+        }
+    }
+}
+
+/// What runs after the killed restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    Apply,
+    Run,
+    Restore,
+}
+
+/// A restore started while another restore of the same service runs is
+/// refused with exit 2, naming the running one; the first one completes.
+#[test]
+fn a_second_restore_of_the_same_service_is_refused_while_the_first_runs() {
+    let p = Prom::start(7, "");
+    p.wait_samples();
+    let id = p.backup();
+    let gate = p.um.runtime.join("gate");
+    let waiting = p.um.runtime.join("gate.waiting");
+    let log = |n: &str| std::fs::File::create(p.um.runtime.join(n)).unwrap();
+    let mut first = p
+        .restore_cmd(
+            &id,
+            &[(
+                "UNITLET_TEST_PAUSE_AFTER",
+                format!("stop:{}", gate.display()),
+            )],
+        )
+        .stdout(log("first.out"))
+        .stderr(log("first.err"))
+        .spawn()
+        .unwrap();
+    // Paused with the set copied and the service held, before the stop.
+    wait_for(T, "the first restore to reach its pause", || {
+        waiting.exists().then_some(())
+    });
+    let pid = p.main_pid();
+
+    let o = p.unitlet(&["restore", "tsdb", &id]);
+    assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("PID {}", first.id())),
+        "names the running restore's PID: {err}"
+    );
+    assert!(err.contains(&id) && err.contains("started "), "{err}");
+    assert!(
+        err.contains("another restore of prometheus is running"),
+        "{err}"
+    );
+    assert_eq!(
+        p.siblings("restoring").len(),
+        1,
+        "only the first one's copy"
+    );
+    assert_eq!(p.main_pid(), pid, "the refused restore touched nothing");
+
+    std::fs::write(&gate, "").unwrap();
+    let status = wait_for(Duration::from_secs(120), "the first restore to end", || {
+        first.try_wait().unwrap()
+    });
+    let out = std::fs::read_to_string(p.um.runtime.join("first.out")).unwrap();
+    let err = std::fs::read_to_string(p.um.runtime.join("first.err")).unwrap();
+    assert!(status.success(), "{status:?}: {out}{err}");
+    assert!(out.contains(&format!("restored backup set {id}")), "{out}");
+    assert_eq!(p.siblings("replaced").len(), 1);
+    assert!(p.siblings("restoring").is_empty());
+    assert!(!p.journal().exists());
+    assert_eq!(p.um.active("prometheus.service"), "active");
+    assert_ne!(p.main_pid(), pid);
 }
