@@ -186,7 +186,11 @@ fn read_secret(what: &'static str, path: &Path) -> Result<String, CommandError> 
         path: path.to_path_buf(),
         reason,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    crate::manifest::check_secret_file(path).map_err(err)?;
+    let bytes = crate::manifest::read_regular_capped(path, true, 64 * 1024)
+        .map_err(|e| err(format!("{} {e}", path.display())))?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| err("the file is not UTF-8 text".to_owned()))?;
     let text = text.trim();
     if text.is_empty() {
         return Err(err("the file is empty".to_owned()));

@@ -2408,4 +2408,87 @@ mod tests {
         );
         assert_eq!(set.errors.len(), 5);
     }
+
+    #[test]
+    fn secret_files_must_be_private_regular_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("token");
+        std::fs::write(&f, "s3cret").unwrap();
+        for mode in [0o644, 0o640, 0o604, 0o620, 0o602] {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = check_secret_file(&f).unwrap_err();
+            assert!(
+                e.contains(&format!("mode {mode:04o}")) && e.contains(&*f.to_string_lossy()),
+                "{e}"
+            );
+            assert!(!e.contains("s3cret"));
+        }
+        for mode in [0o600, 0o400] {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+            check_secret_file(&f).unwrap();
+        }
+        assert!(
+            check_secret_file(d.path())
+                .unwrap_err()
+                .contains("directory")
+        );
+        assert!(
+            check_secret_file(&d.path().join("missing"))
+                .unwrap_err()
+                .contains("does not exist")
+        );
+        // Checked when the manifest loads: a Backup's token file and a
+        // Service's environment file and credentials.
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let t = f.display();
+        for (i, y) in [
+            format!("apiVersion: unitlet/v1\nkind: Backup\nmetadata: {{name: b}}\nspec: {{schedule: every 1h, grafana: {{url: 'http://h', tokenFile: {t}}}}}\n"),
+            format!("apiVersion: unitlet/v1\nkind: Backup\nmetadata: {{name: b}}\nspec: {{schedule: every 1h, grafana: {{url: 'http://h', basicAuth: {{username: u, passwordFile: {t}}}}}}}\n"),
+            format!("{HEAD}  command: [a]\n  environmentFile: {t}\n"),
+            format!("{HEAD}  command: [a]\n  credentials: {{pw: {t}}}\n"),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let m = d.path().join(format!("m{i}.yaml"));
+            std::fs::write(&m, y).unwrap();
+            let set = load_files(std::slice::from_ref(&m));
+            assert!(set.manifests.is_empty(), "{y}");
+            assert!(set.errors[0].message.contains("mode 0644"), "{}", set.errors[0]);
+        }
+    }
+
+    #[test]
+    fn unit_files_and_manifests_must_be_regular_files() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo.service");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let zero = d.path().join("zero.service");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        std::fs::create_dir(d.path().join("dir.service")).unwrap();
+        let big = d.path().join("big.service");
+        std::fs::write(&big, vec![b'#'; MAX_UNIT_FILE_SIZE as usize + 1]).unwrap();
+        for (unit, want) in [
+            ("fifo.service", "FIFO"),
+            ("zero.service", "character device"),
+            ("dir.service", "directory"),
+            ("big.service", "limit is"),
+        ] {
+            let m = d.path().join("m.yaml");
+            std::fs::write(&m, format!("{HEAD}  unitFile: {unit}\n")).unwrap();
+            let set = load_files(std::slice::from_ref(&m));
+            assert!(set.manifests.is_empty(), "{unit}");
+            let e = &set.errors[0];
+            assert!(e.message.contains(want) && e.message.contains(unit), "{e}");
+        }
+        // A manifest that is a FIFO (behind a symlink, too) is refused
+        // without blocking.
+        let mfifo = d.path().join("fifo.yaml");
+        let c = std::ffi::CString::new(mfifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let set = load_files(std::slice::from_ref(&mfifo));
+        assert!(set.errors[0].message.contains("FIFO"), "{}", set.errors[0]);
+    }
 }
