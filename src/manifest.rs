@@ -1290,10 +1290,28 @@ fn validate_backup(
     };
     let destination = match spec.destination {
         None => None,
-        Some(d) => Some(
-            pctx.resolve(&d.value)
-                .or_else(|m| c.err(&d.referenced, format!("spec.destination: {m}")))?,
-        ),
+        Some(d) => {
+            let p = pctx
+                .resolve(&d.value)
+                .or_else(|m| c.err(&d.referenced, format!("spec.destination: {m}")))?;
+            // Sets are directories DEST/ID and old ones are deleted: the
+            // destination must be a directory of their own.
+            // `/` and top-level directories (`/etc`, `/tmp`), the home
+            // directory and the manifests directory are shared.
+            let shared = p.components().count() <= 2
+                || pctx.home.as_deref() == Some(p.as_path())
+                || p == pctx.manifest_dir;
+            if shared {
+                return c.err(
+                    &d.referenced,
+                    format!(
+                        "spec.destination {} is not a directory of its own (backup sets are created and pruned in it); give one, e.g. ~/backups/NAME",
+                        p.display()
+                    ),
+                );
+            }
+            Some(p)
+        }
     };
     let source = match (spec.prometheus, spec.grafana) {
         (Some(_), Some(g)) => {
@@ -2188,6 +2206,21 @@ mod tests {
             (
                 "apiVersion: unitlet/v1\nkind: Backup\nmetadata: {name: a}\nspec: {schedule: every 1h}\n",
                 "spec.prometheus or spec.grafana",
+                4,
+            ),
+            (
+                "apiVersion: unitlet/v1\nkind: Backup\nmetadata: {name: a}\nspec: {schedule: every 1h, destination: /, prometheus: {url: 'http://x'}}\n",
+                "not a directory of its own",
+                4,
+            ),
+            (
+                "apiVersion: unitlet/v1\nkind: Backup\nmetadata: {name: a}\nspec: {schedule: every 1h, destination: ~/, prometheus: {url: 'http://x'}}\n",
+                "not a directory of its own",
+                4,
+            ),
+            (
+                "apiVersion: unitlet/v1\nkind: Backup\nmetadata: {name: a}\nspec: {schedule: every 1h, destination: /etc, prometheus: {url: 'http://x'}}\n",
+                "not a directory of its own",
                 4,
             ),
         ];

@@ -125,7 +125,12 @@ fn backup_timer_is_known_to_systemd() {
 #[test]
 fn multiline_argv_and_environment_reach_the_process_verbatim() {
     let um = UserManager::start();
-    let args = ["line one\nline two", "tab\there", "ctl\u{1}byte", "esc\u{1b}[0m"];
+    let args = [
+        "line one\nline two",
+        "tab\there",
+        "ctl\u{1}byte",
+        "esc\u{1b}[0m",
+    ];
     let yaml_args: Vec<String> = args
         .iter()
         .map(|a| serde_json::to_string(a).unwrap())
@@ -197,12 +202,22 @@ fn environment_file_and_credentials_reach_the_service_and_nothing_else() {
     );
     let o = um.unitlet(&["apply"]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
-    let seen = wait_for(Duration::from_secs(10), "the service to write what it saw", || {
-        std::fs::read_to_string(&out).ok().filter(|s| s.contains('|'))
-    });
+    let seen = wait_for(
+        Duration::from_secs(10),
+        "the service to write what it saw",
+        || {
+            std::fs::read_to_string(&out)
+                .ok()
+                .filter(|s| s.contains('|'))
+        },
+    );
     assert_eq!(seen, "sk-env-0123456789|pw-cred-9876543210");
     let mut shown = std::fs::read_to_string(um.unit_dir.join("app.service")).unwrap();
-    for args in [&["render", "app"][..], &["describe", "app"], &["get", "-o", "json"]] {
+    for args in [
+        &["render", "app"][..],
+        &["describe", "app"],
+        &["get", "-o", "json"],
+    ] {
         let o = um.unitlet(args);
         assert!(o.status.success(), "{args:?}: {}", stderr(&o));
         shown.push_str(&stdout(&o));
