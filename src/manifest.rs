@@ -571,10 +571,18 @@ fn yaml_message(e: &serde_saphyr::Error, source: &str, line: u64) -> String {
     let text = e.without_snippet().to_string();
     // serde-saphyr appends " at line N, column M"; we print the location
     // ourselves in file:line:col form.
-    let text = match text.rfind(" at line ") {
+    let text = match text
+        .rfind(" (used at line ")
+        .or_else(|| text.rfind(" at line "))
+    {
         Some(i) if text[i..].contains(", column ") => text[..i].to_string(),
         _ => text,
     };
+    // The library's advice is for programmers, not for manifest authors.
+    let text = text.replace(
+        ", set DuplicateKeyPolicy in Options if acceptable",
+        " (each key may appear once; remove one of them)",
+    );
     if let Some(better) = unknown_field_message(&text, source, line) {
         return better;
     }
