@@ -456,3 +456,96 @@ fn hostile_manifests_are_refused_one_by_one_and_disturb_nothing() {
         assert!(!shown.contains(s), "{s:?} leaked");
     }
 }
+
+/// Regression: two Services naming each other in `after` made every start
+/// job fail ("transaction order is cyclic"), retried for ever. The cycle is
+/// now refused at load: both are held, their last good units keep running
+/// untouched, and fixing it applies again.
+#[test]
+fn an_after_cycle_is_held_and_the_last_good_units_keep_running() {
+    let um = UserManager::start();
+    let run = um.spawn_run(&[]);
+    um.write_manifest("a.yaml", &service("a", ""));
+    um.write_manifest("b.yaml", &service("b", "  after: [a]\n"));
+    for n in ["a", "b"] {
+        wait_for(T, &format!("{n} Ready"), || {
+            um.ready(n).filter(|r| r.0 == "True")
+        });
+    }
+    let pids = (
+        um.prop("a.service", "MainPID"),
+        um.prop("b.service", "MainPID"),
+    );
+    let unit_a = std::fs::read_to_string(um.unit_dir.join("a.service")).unwrap();
+    um.write_manifest("a.yaml", &service("a", "  after: [b]\n"));
+    for (n, cycle) in [("a", "a → b → a"), ("b", "b → a → b")] {
+        let (_, reason, message) = wait_for(T, &format!("{n} held for the cycle"), || {
+            um.ready(n)
+                .filter(|r| r.2.contains("ordering cycle") && r.2.contains("keep running"))
+        });
+        assert_eq!(reason, "Invalid");
+        assert!(message.contains(cycle), "{message}");
+        assert!(
+            message.contains("a.yaml:7:10") && message.contains("b.yaml:7:10"),
+            "{message}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(um.unit_dir.join("a.service")).unwrap(),
+        unit_a,
+        "a held unit was rewritten"
+    );
+    assert_eq!(
+        (
+            um.prop("a.service", "MainPID"),
+            um.prop("b.service", "MainPID")
+        ),
+        pids
+    );
+    assert!(
+        !run.log().contains("TransactionOrderIsCyclic"),
+        "{}",
+        run.log()
+    );
+    um.write_manifest("a.yaml", &service("a", ""));
+    for n in ["a", "b"] {
+        wait_for(T, &format!("{n} Ready again"), || {
+            um.ready(n).filter(|r| r.0 == "True")
+        });
+    }
+    assert_eq!(
+        (
+            um.prop("a.service", "MainPID"),
+            um.prop("b.service", "MainPID")
+        ),
+        pids
+    );
+}
+
+/// Regression: an emptied manifest (an editor truncates before it writes)
+/// was "no objects", so its Service was stopped and deleted. A file with no
+/// documents is now an error that holds its units.
+#[test]
+fn an_emptied_manifest_holds_its_units() {
+    let um = UserManager::start();
+    let _run = um.spawn_run(&[]);
+    um.write_manifest("x.yaml", &service("x", ""));
+    wait_for(T, "x Ready", || um.ready("x").filter(|r| r.0 == "True"));
+    let pid = um.prop("x.service", "MainPID");
+    for (i, empty) in ["", "# saved half-way\n\n"].iter().enumerate() {
+        // In place, as an editor that truncates and then writes does.
+        std::fs::write(um.manifests.join("x.yaml"), empty).unwrap();
+        let (_, reason, message) = wait_for(T, "x held", || {
+            um.ready("x").filter(|r| r.2.contains("no documents"))
+        });
+        assert_eq!(reason, "Invalid", "{i}");
+        assert!(message.contains("x.yaml"), "{message}");
+        assert_eq!(um.prop("x.service", "MainPID"), pid);
+        assert!(um.unit_dir.join("x.service").exists());
+        std::fs::write(um.manifests.join("x.yaml"), service("x", "")).unwrap();
+        wait_for(T, "x Ready again", || {
+            um.ready("x").filter(|r| r.0 == "True")
+        });
+        assert_eq!(um.prop("x.service", "MainPID"), pid);
+    }
+}
