@@ -281,6 +281,15 @@ impl UserManager {
             .expect("run unitlet")
     }
 
+    /// `unitlet ARGS` with extra environment (e.g. another `HOME`).
+    pub fn unitlet_env(&self, args: &[&str], env: &[(&str, &Path)]) -> Output {
+        let mut c = self.command(UNITLET);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.args(args).output().expect("run unitlet")
+    }
+
     /// Start `unitlet run` in the background.
     pub fn spawn_run(&self, extra: &[&str]) -> RunningOperator {
         let log = self
