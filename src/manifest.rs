@@ -32,9 +32,11 @@ pub struct Manifest {
     pub file: PathBuf,
     /// Line of the document within the file (1-based).
     pub line: u64,
-    /// Where `spec.after` is written (line, column), so an ordering cycle
-    /// can point at the entries that make it.
-    pub after_at: Option<(u64, u64)>,
+    /// Where fields checked after parsing are written (line, column), so
+    /// an ordering cycle or an unusable file points at its field: keys are
+    /// `after`, `unitFile`, `environmentFile`, `credentials`,
+    /// `grafana.tokenFile`, `grafana.basicAuth.passwordFile`.
+    pub field_at: BTreeMap<&'static str, (u64, u64)>,
     pub spec: Spec,
 }
 
@@ -913,10 +915,35 @@ fn validate_document(
     };
     let spec_loc = spec.referenced;
     let spec = spec.value;
-    let after_at = spec
-        .after
-        .as_ref()
-        .map(|a| (a.referenced.line(), a.referenced.column()));
+    let mut field_at = BTreeMap::new();
+    {
+        let mut at = |k: &'static str, l: &serde_saphyr::Location| {
+            field_at.insert(k, (l.line(), l.column()));
+        };
+        if let Some(a) = &spec.after {
+            at("after", &a.referenced);
+        }
+        if let Some(u) = &spec.unit_file {
+            at("unitFile", &u.referenced);
+        }
+        if let Some(e) = &spec.environment_file {
+            at("environmentFile", &e.referenced);
+        }
+        if let Some(c) = &spec.credentials {
+            at("credentials", &c.referenced);
+        }
+        if let Some(g) = &spec.grafana {
+            if let Some(t) = &g.value.token_file {
+                at("grafana.tokenFile", &t.referenced);
+            }
+            if let Some(b) = &g.value.basic_auth {
+                at(
+                    "grafana.basicAuth.passwordFile",
+                    &b.value.password_file.referenced,
+                );
+            }
+        }
+    }
     let spec = match kind {
         Kind::Service => Spec::Service(validate_service(&c, pctx, &name.value, spec, &spec_loc)?),
         Kind::Backup => Spec::Backup(validate_backup(&c, pctx, spec, &spec_loc)?),
@@ -926,11 +953,7 @@ fn validate_document(
         labels,
         file: file.to_path_buf(),
         line: doc_loc.line(),
-        after_at: if kind == Kind::Service {
-            after_at
-        } else {
-            None
-        },
+        field_at,
         spec,
     })
 }
@@ -1712,34 +1735,42 @@ pub const MAX_UNIT_FILE_SIZE: u64 = 256 * 1024;
 
 /// Load-time checks of a valid manifest that need the filesystem: read the
 /// adopted unit file (bounded, regular files only) and check secret files.
-fn load_time_checks(m: &mut Manifest) -> Result<(), String> {
+fn load_time_checks(m: &mut Manifest) -> Result<(), (&'static str, String)> {
     match &mut m.spec {
         Spec::Service(s) => {
             if let Exec::UnitFile { path, content } = &mut s.exec {
                 let bytes = read_regular_capped(path, true, MAX_UNIT_FILE_SIZE)
-                    .map_err(|e| format!("spec.unitFile {} {e}", path.display()))?;
+                    .map_err(|e| ("unitFile", format!("spec.unitFile {} {e}", path.display())))?;
                 let c = String::from_utf8(bytes).map_err(|_| {
-                    format!(
-                        "spec.unitFile {} is not UTF-8 text; is it a unit file?",
-                        path.display()
+                    (
+                        "unitFile",
+                        format!(
+                            "spec.unitFile {} is not UTF-8 text; is it a unit file?",
+                            path.display()
+                        ),
                     )
                 })?;
                 if let Some(bad) = c
                     .chars()
                     .find(|ch| ch.is_control() && *ch != '\n' && *ch != '\t' && *ch != '\r')
                 {
-                    return Err(format!(
-                        "spec.unitFile {} contains the control character {bad:?}",
-                        path.display()
+                    return Err((
+                        "unitFile",
+                        format!(
+                            "spec.unitFile {} contains the control character {bad:?}",
+                            path.display()
+                        ),
                     ));
                 }
                 *content = c;
             }
             if let Some(f) = &s.environment_file {
-                check_secret_file(f).map_err(|e| format!("spec.environmentFile: {e}"))?;
+                check_secret_file(f)
+                    .map_err(|e| ("environmentFile", format!("spec.environmentFile: {e}")))?;
             }
             for (name, f) in &s.credentials {
-                check_secret_file(f).map_err(|e| format!("spec.credentials.{name}: {e}"))?;
+                check_secret_file(f)
+                    .map_err(|e| ("credentials", format!("spec.credentials.{name}: {e}")))?;
             }
         }
         Spec::Backup(b) => {
@@ -1747,14 +1778,14 @@ fn load_time_checks(m: &mut Manifest) -> Result<(), String> {
                 // Missing files are reported when a backup runs (the token
                 // may be created after the manifest); a present file must
                 // be private already.
-                let (what, f) = match auth {
-                    GrafanaAuthSpec::TokenFile(f) => ("spec.grafana.tokenFile", f),
+                let (field, f) = match auth {
+                    GrafanaAuthSpec::TokenFile(f) => ("grafana.tokenFile", f),
                     GrafanaAuthSpec::Basic { password_file, .. } => {
-                        ("spec.grafana.basicAuth.passwordFile", password_file)
+                        ("grafana.basicAuth.passwordFile", password_file)
                     }
                 };
                 if f.exists() {
-                    check_secret_file(f).map_err(|e| format!("{what}: {e}"))?;
+                    check_secret_file(f).map_err(|e| (field, format!("spec.{field}: {e}")))?;
                 }
             }
         }
@@ -1857,12 +1888,15 @@ fn read_manifest_file(file: &Path, canon_dir: &Path, in_dir: bool) -> ParsedFile
     for mut m in std::mem::take(&mut parsed.manifests) {
         match load_time_checks(&mut m) {
             Ok(()) => keep.push(m),
-            Err(message) => parsed.errors.push(ManifestError {
-                file: file.to_path_buf(),
-                line: m.line,
-                column: 1,
-                message,
-            }),
+            Err((field, message)) => {
+                let (line, column) = m.field_at.get(field).copied().unwrap_or((m.line, 1));
+                parsed.errors.push(ManifestError {
+                    file: file.to_path_buf(),
+                    line,
+                    column,
+                    message,
+                })
+            }
         }
     }
     parsed.manifests = keep;
@@ -2006,11 +2040,11 @@ fn hold_after_cycles(set: &mut LoadedSet) {
             .iter()
             .map(|n| {
                 let m = by_name[n.as_str()];
-                let (l, c) = m.after_at.unwrap_or((m.line, 1));
+                let (l, c) = m.field_at.get("after").copied().unwrap_or((m.line, 1));
                 format!("{n}: {}:{l}:{c}", m.file.display())
             })
             .collect();
-        let (line, column) = m.after_at.unwrap_or((m.line, 1));
+        let (line, column) = m.field_at.get("after").copied().unwrap_or((m.line, 1));
         cyclic.push((
             name.to_string(),
             ManifestError {
@@ -2497,6 +2531,7 @@ mod tests {
             let set = load_files(std::slice::from_ref(&m));
             assert!(set.manifests.is_empty(), "{y}");
             assert!(set.errors[0].message.contains("mode 0644"), "{}", set.errors[0]);
+            assert!(set.errors[0].line > 1, "points at the field: {}", set.errors[0]);
         }
     }
 
@@ -2519,10 +2554,18 @@ mod tests {
         ] {
             let m = d.path().join("m.yaml");
             std::fs::write(&m, format!("{HEAD}  unitFile: {unit}\n")).unwrap();
-            let set = load_files(std::slice::from_ref(&m));
+            // In a thread with a deadline: reading a FIFO or /dev/zero would
+            // otherwise block (or run) for ever.
+            let (tx, rx) = std::sync::mpsc::channel();
+            let files = vec![m.clone()];
+            std::thread::spawn(move || tx.send(load_files(&files)));
+            let set = rx
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("loading a manifest adopting {unit} did not return"));
             assert!(set.manifests.is_empty(), "{unit}");
             let e = &set.errors[0];
             assert!(e.message.contains(want) && e.message.contains(unit), "{e}");
+            assert_eq!((e.line, e.column), (6, 13), "points at spec.unitFile: {e}");
         }
         // A manifest that is a FIFO (behind a symlink, too) is refused
         // without blocking.

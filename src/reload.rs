@@ -498,7 +498,15 @@ mod tests {
             (&sock, "socket"),
             (&d.path().to_path_buf(), "directory"),
         ] {
-            let e = config_hash(std::slice::from_ref(f)).unwrap_err();
+            // In a thread with a deadline: reading a FIFO or /dev/zero would
+            // otherwise block (or run) for ever.
+            let (tx, rx) = std::sync::mpsc::channel();
+            let files = vec![f.clone()];
+            std::thread::spawn(move || tx.send(config_hash(&files)));
+            let e = rx
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("config_hash of {f:?} did not return"))
+                .unwrap_err();
             assert!(e.contains(what) && e.contains(&*f.to_string_lossy()), "{e}");
         }
     }
