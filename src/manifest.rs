@@ -2388,6 +2388,9 @@ mod tests {
         }
         let e = one_err(&block);
         assert!(e.message.contains("deeper than"), "{e}");
+        // 10 000 nested block sequences on one line.
+        let e = one_err(&format!("{HEAD}  command:\n    {}a\n", "- ".repeat(10_000)));
+        assert!(e.message.contains("deeper than"), "{e}");
         let mut lol = String::from(
             "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
         );

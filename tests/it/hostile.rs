@@ -122,6 +122,15 @@ fn lay_out(um: &UserManager) -> (Vec<Case>, std::os::unix::net::UnixListener) {
     }
     put("deep-block.yaml", deep.as_bytes(), &["deeper than"]);
     put(
+        "deep-seq.yaml",
+        svc(
+            "deep-seq",
+            &format!("  command:\n    {}/bin/true\n", "- ".repeat(10_000)),
+        )
+        .as_bytes(),
+        &["deeper than"],
+    );
+    put(
         "huge.yaml",
         &vec![b'#'; 10 * 1024 * 1024],
         &["limited to 1048576 bytes"],
