@@ -53,6 +53,19 @@ chmod 755 "$dest/manifests" "$dest/deploy" "$dest/units"
 chmod go-w "$dest/manifests"/*.yaml
 echo "==> manifests in $dest/manifests"
 
+# Secrets live in private files that manifests name (environmentFile,
+# credentials, tokenFile), never in manifests or unit files. Grafana's admin
+# password is generated once; the file is never overwritten.
+secrets="$HOME/.config/unitlet/secrets"
+install -d -m 700 "$secrets"
+if [ ! -e "$secrets/grafana.env" ]; then
+  (umask 077
+   pw="$(head -c 24 /dev/urandom | base64 | tr -d '/+=')"
+   printf 'GF_SECURITY_ADMIN_PASSWORD=%s\n' "$pw" > "$secrets/grafana.env.new")
+  mv -f "$secrets/grafana.env.new" "$secrets/grafana.env"
+  echo "==> generated Grafana's admin password in $secrets/grafana.env (mode 600)"
+fi
+
 for c in prometheus alertmanager loki grafana; do
   [ -d "$dest/deploy/$c" ] || continue
   install -d -m 700 "$data/unitlet-stack/$c"

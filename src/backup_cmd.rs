@@ -202,7 +202,9 @@ fn read_secret(what: &'static str, path: &Path) -> Result<String, CommandError> 
         path: path.to_path_buf(),
         reason,
     };
-    let bytes = read_capped(path, MAX_SECRET_BYTES).map_err(err)?;
+    crate::manifest::check_secret_file(path).map_err(err)?;
+    let bytes = crate::manifest::read_regular_capped(path, true, MAX_SECRET_BYTES)
+        .map_err(|e| err(format!("{} {e}", path.display())))?;
     let text =
         String::from_utf8(bytes).map_err(|_| err("the file is not UTF-8 text".to_owned()))?;
     let text = text.trim();

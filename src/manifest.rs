@@ -32,6 +32,11 @@ pub struct Manifest {
     pub file: PathBuf,
     /// Line of the document within the file (1-based).
     pub line: u64,
+    /// Where fields checked after parsing are written (line, column), so
+    /// an ordering cycle or an unusable file points at its field: keys are
+    /// `after`, `unitFile`, `environmentFile`, `credentials`,
+    /// `grafana.tokenFile`, `grafana.basicAuth.passwordFile`.
+    pub field_at: BTreeMap<&'static str, (u64, u64)>,
     pub spec: Spec,
 }
 
@@ -145,6 +150,13 @@ pub struct ServiceSpec {
     pub exec: Exec,
     pub working_directory: Option<PathBuf>,
     pub environment: BTreeMap<String, String>,
+    /// `EnvironmentFile=`: variables that must not sit in a unit file
+    /// (passwords, API keys). Checked at load time to be a private regular
+    /// file; its content is never read by unitlet.
+    pub environment_file: Option<PathBuf>,
+    /// `LoadCredential=NAME:PATH`: secrets the service reads from
+    /// `$CREDENTIALS_DIRECTORY/NAME`. Same checks as `environment_file`.
+    pub credentials: BTreeMap<String, PathBuf>,
     pub state: DesiredState,
     pub enabled: bool,
     /// `None` means "not given": a rendered unit uses `on-failure`; an
@@ -253,6 +265,8 @@ struct RawSpec {
     unit_file: Option<Spanned<String>>,
     working_directory: Option<Spanned<String>>,
     environment: Option<Spanned<BTreeMap<String, String>>>,
+    environment_file: Option<Spanned<String>>,
+    credentials: Option<Spanned<BTreeMap<String, String>>>,
     state: Option<Spanned<String>>,
     enabled: Option<Spanned<bool>>,
     restart: Option<Spanned<String>>,
@@ -411,7 +425,31 @@ fn normalize(p: &Path) -> PathBuf {
 /// [`load_dir`] and [`load_files`] fill it in.
 pub fn parse_str(text: &str, file: &Path, ctx: &PathContext) -> ParsedFile {
     let mut out = ParsedFile::default();
-    let docs: Vec<Spanned<RawDocument>> = match serde_saphyr::from_multiple(text) {
+    if let Err((line, column, message)) = prescan(text) {
+        out.errors.push(ManifestError {
+            file: file.to_path_buf(),
+            line,
+            column,
+            message,
+        });
+        return out;
+    }
+    let docs: Vec<Spanned<RawDocument>> = match serde_saphyr::from_multiple_with_options(
+        text,
+        yaml_options(),
+    ) {
+        Ok(d) if d.is_empty() => {
+            // An editor that truncates before writing saves an empty file
+            // for a moment; taking that as "no objects" would garbage-collect
+            // the file's units.
+            out.errors.push(ManifestError {
+                file: file.to_path_buf(),
+                line: 0,
+                column: 0,
+                message: "file has no documents; if you meant to delete its objects, remove the file (its units are kept as they are until then)".into(),
+            });
+            return out;
+        }
         Ok(d) => d,
         Err(e) => {
             let (line, column) = e
@@ -436,6 +474,77 @@ pub fn parse_str(text: &str, file: &Path, ctx: &PathContext) -> ParsedFile {
     out
 }
 
+/// Collections nested deeper than this are refused before deserializing:
+/// no manifest needs more than a handful of levels, and deep nesting is a
+/// way to exhaust the stack.
+pub const MAX_DEPTH: usize = 32;
+
+/// Anchors and aliases beyond these counts are refused (billion laughs):
+/// a manifest needs none, a long one a few.
+const MAX_ALIASES: usize = 256;
+const MAX_ANCHOR_EVENTS: usize = 16_384;
+
+fn yaml_options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_aliases = MAX_ALIASES;
+    budget.max_anchors = MAX_ALIASES;
+    budget.max_recorded_anchor_events = MAX_ANCHOR_EVENTS;
+    budget.max_events = 200_000;
+    let mut o = serde_saphyr::Options::default();
+    o.budget = Some(budget);
+    o
+}
+
+/// Walk the YAML event stream (no alias expansion, no deserialization)
+/// and refuse what the typed parse would accept or choke on: any tag
+/// (`!!python/object`, `!custom`, even `!!str`: manifests are plain data,
+/// and a tag that is silently ignored hides what the author meant), and
+/// nesting deeper than [`MAX_DEPTH`]. Syntax errors are left to the
+/// deserializer, which words them better.
+fn prescan(text: &str) -> Result<(), (u64, u64, String)> {
+    use serde_saphyr::granit_parser::{Event, Parser};
+    let mut depth = 0usize;
+    for ev in Parser::new_from_str(text) {
+        let Ok((ev, span)) = ev else {
+            return Ok(());
+        };
+        let tag = match &ev {
+            Event::Scalar(_, _, _, t)
+            | Event::SequenceStart(_, _, t)
+            | Event::MappingStart(_, _, t) => t.as_ref(),
+            _ => None,
+        };
+        if let Some(tag) = tag {
+            let at = span.tag_start().unwrap_or(span.start);
+            let written = format!("{}{}", tag.original_handle(), tag.suffix());
+            return Err((
+                at.line() as u64,
+                at.col() as u64 + 1,
+                format!(
+                    "YAML tag `{written}` is not allowed: manifests are plain data (strings, numbers, lists, maps); remove the tag"
+                ),
+            ));
+        }
+        match ev {
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err((
+                        span.start.line() as u64,
+                        span.start.col() as u64 + 1,
+                        format!(
+                            "nesting is deeper than {MAX_DEPTH} levels; a manifest needs only a few"
+                        ),
+                    ));
+                }
+            }
+            Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// `spec` fields by kind, for "unknown field" messages: serde only knows
 /// the union of both kinds' fields.
 const SERVICE_FIELDS: &[&str] = &[
@@ -444,6 +553,8 @@ const SERVICE_FIELDS: &[&str] = &[
     "unitFile",
     "workingDirectory",
     "environment",
+    "environmentFile",
+    "credentials",
     "state",
     "enabled",
     "restart",
@@ -462,10 +573,18 @@ fn yaml_message(e: &serde_saphyr::Error, source: &str, line: u64) -> String {
     let text = e.without_snippet().to_string();
     // serde-saphyr appends " at line N, column M"; we print the location
     // ourselves in file:line:col form.
-    let text = match text.rfind(" at line ") {
+    let text = match text
+        .rfind(" (used at line ")
+        .or_else(|| text.rfind(" at line "))
+    {
         Some(i) if text[i..].contains(", column ") => text[..i].to_string(),
         _ => text,
     };
+    // The library's advice is for programmers, not for manifest authors.
+    let text = text.replace(
+        ", set DuplicateKeyPolicy in Options if acceptable",
+        " (each key may appear once; remove one of them)",
+    );
     if let Some(better) = unknown_field_message(&text, source, line) {
         return better;
     }
@@ -588,14 +707,62 @@ fn check_text(what: &str, s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Arguments and environment values reach the process through systemd's C
+/// escapes (`\n`, `\t`, `\xNN`), so anything but NUL, which no C string
+/// can carry, is allowed.
+fn check_no_nul(what: &str, s: &str) -> Result<(), String> {
+    if s.contains('\0') {
+        return Err(format!(
+            "{what} contains a NUL byte, which no program argument or environment value can carry"
+        ));
+    }
+    Ok(())
+}
+
+/// systemd credential names: a file name in `$CREDENTIALS_DIRECTORY`.
+fn check_credential_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a valid credential name (letters, digits, '_', '-', '.'; not starting with '.')"
+        ))
+    }
+}
+
+/// A URL with any `user:password@` replaced by `user:***@`, for every place
+/// a URL is shown (status, events, logs, errors). The real URL is still
+/// what requests use.
+pub fn redact_url(s: &str) -> String {
+    let Some(scheme_end) = s.find("://") else {
+        return s.to_string();
+    };
+    let rest = &s[scheme_end + 3..];
+    let auth_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..auth_end];
+    let Some(at) = authority.rfind('@') else {
+        return s.to_string();
+    };
+    let userinfo = &authority[..at];
+    let user = userinfo.split(':').next().unwrap_or("");
+    format!("{}{user}:***@{}", &s[..scheme_end + 3], &rest[at + 1..])
+}
+
 fn check_url(s: &str) -> Result<(), String> {
-    check_text("URL", s)?;
+    let shown = redact_url(s);
+    check_text("URL", s).map_err(|_| format!("URL {shown:?} contains a control character"))?;
     let rest = s
         .strip_prefix("http://")
         .or_else(|| s.strip_prefix("https://"))
-        .ok_or_else(|| format!("URL {s:?} must start with http:// or https://"))?;
+        .ok_or_else(|| format!("URL {shown:?} must start with http:// or https://"))?;
     if rest.is_empty() || rest.starts_with('/') || rest.contains(' ') {
-        return Err(format!("URL {s:?} has no host"));
+        return Err(format!("URL {shown:?} has no host"));
     }
     Ok(())
 }
@@ -748,6 +915,35 @@ fn validate_document(
     };
     let spec_loc = spec.referenced;
     let spec = spec.value;
+    let mut field_at = BTreeMap::new();
+    {
+        let mut at = |k: &'static str, l: &serde_saphyr::Location| {
+            field_at.insert(k, (l.line(), l.column()));
+        };
+        if let Some(a) = &spec.after {
+            at("after", &a.referenced);
+        }
+        if let Some(u) = &spec.unit_file {
+            at("unitFile", &u.referenced);
+        }
+        if let Some(e) = &spec.environment_file {
+            at("environmentFile", &e.referenced);
+        }
+        if let Some(c) = &spec.credentials {
+            at("credentials", &c.referenced);
+        }
+        if let Some(g) = &spec.grafana {
+            if let Some(t) = &g.value.token_file {
+                at("grafana.tokenFile", &t.referenced);
+            }
+            if let Some(b) = &g.value.basic_auth {
+                at(
+                    "grafana.basicAuth.passwordFile",
+                    &b.value.password_file.referenced,
+                );
+            }
+        }
+    }
     let spec = match kind {
         Kind::Service => Spec::Service(validate_service(&c, pctx, &name.value, spec, &spec_loc)?),
         Kind::Backup => Spec::Backup(validate_backup(&c, pctx, spec, &spec_loc)?),
@@ -757,6 +953,7 @@ fn validate_document(
         labels,
         file: file.to_path_buf(),
         line: doc_loc.line(),
+        field_at,
         spec,
     })
 }
@@ -814,7 +1011,7 @@ fn validate_service(
                 );
             }
             for (i, a) in cmd.value.iter().enumerate() {
-                if let Err(m) = check_text("argument", a) {
+                if let Err(m) = check_no_nul("argument", a) {
                     return c.err(&cmd.referenced, format!("spec.command[{i}]: {m}"));
                 }
             }
@@ -852,10 +1049,37 @@ fn validate_service(
             if !key_ok {
                 return c.err(&env.referenced, format!("spec.environment: {k:?} is not a valid variable name (letters, digits, _; not starting with a digit)"));
             }
-            if let Err(m) = check_text("value", &v) {
+            if let Err(m) = check_no_nul("value", &v) {
                 return c.err(&env.referenced, format!("spec.environment.{k}: {m}"));
             }
             environment.insert(k, v);
+        }
+    }
+    let environment_file = match spec.environment_file {
+        None => None,
+        Some(f) => match pctx.resolve(&f.value).and_then(|p| {
+            check_text("path", &p.to_string_lossy())?;
+            Ok(p)
+        }) {
+            Ok(p) => Some(p),
+            Err(m) => return c.err(&f.referenced, format!("spec.environmentFile: {m}")),
+        },
+    };
+    let mut credentials = BTreeMap::new();
+    if let Some(creds) = spec.credentials {
+        for (k, v) in creds.value {
+            if let Err(m) = check_credential_name(&k) {
+                return c.err(&creds.referenced, format!("spec.credentials: {m}"));
+            }
+            match pctx.resolve(&v).and_then(|p| {
+                check_text("path", &p.to_string_lossy())?;
+                Ok(p)
+            }) {
+                Ok(p) => {
+                    credentials.insert(k, p);
+                }
+                Err(m) => return c.err(&creds.referenced, format!("spec.credentials.{k}: {m}")),
+            }
         }
     }
 
@@ -1014,7 +1238,7 @@ fn validate_service(
                 return c.err(&v.referenced, "spec.validate is empty; give a command, e.g. [promtool, check, config, prometheus.yml]");
             }
             for a in &v.value {
-                if let Err(m) = check_text("argument", a) {
+                if let Err(m) = check_no_nul("argument", a) {
                     return c.err(&v.referenced, format!("spec.validate: {m}"));
                 }
             }
@@ -1045,6 +1269,8 @@ fn validate_service(
         exec,
         working_directory,
         environment,
+        environment_file,
+        credentials,
         state,
         enabled,
         restart,
@@ -1067,7 +1293,8 @@ fn validate_backup(
 ) -> Result<BackupSpec, ManifestError> {
     reject_fields!(c, spec, "Backup",
         description => "description", command => "command", unit_file => "unitFile",
-        working_directory => "workingDirectory", environment => "environment", state => "state",
+        working_directory => "workingDirectory", environment => "environment",
+        environment_file => "environmentFile", credentials => "credentials", state => "state",
         enabled => "enabled", restart => "restart", restart_sec => "restartSec", after => "after",
         resources => "resources", config_files => "configFiles", on_config_change => "onConfigChange",
         reload => "reload", validate => "validate", readiness => "readiness");
@@ -1095,12 +1322,28 @@ fn validate_backup(
     let destination = match spec.destination {
         None => None,
         Some(d) => {
-            let path = pctx
+            let p = pctx
                 .resolve(&d.value)
                 .or_else(|m| c.err(&d.referenced, format!("spec.destination: {m}")))?;
-            crate::backup::check_destination_path(&path)
+            crate::backup::check_destination_path(&p)
                 .or_else(|m| c.err(&d.referenced, format!("spec.destination: {m}")))?;
-            Some(path)
+            // Sets are directories DEST/ID and old ones are deleted: the
+            // destination must be a directory of their own.
+            // `/` and top-level directories (`/etc`, `/tmp`), the home
+            // directory and the manifests directory are shared.
+            let shared = p.components().count() <= 2
+                || pctx.home.as_deref() == Some(p.as_path())
+                || p == pctx.manifest_dir;
+            if shared {
+                return c.err(
+                    &d.referenced,
+                    format!(
+                        "spec.destination {} is not a directory of its own (backup sets are created and pruned in it); give one, e.g. ~/backups/NAME",
+                        p.display()
+                    ),
+                );
+            }
+            Some(p)
         }
     };
     let source = match (spec.prometheus, spec.grafana) {
@@ -1361,6 +1604,197 @@ pub fn load_files(files: &[PathBuf]) -> LoadedSet {
     set
 }
 
+/// What kind of file a mode describes, for "is not a regular file" messages.
+pub fn file_type_name(ft: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_file() {
+        "a regular file"
+    } else if ft.is_dir() {
+        "a directory"
+    } else if ft.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_symlink() {
+        "a symlink"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Open `path` for reading only if it is a regular file, without ever
+/// blocking: stat first (a FIFO, device, socket or directory is refused by
+/// name, also behind a symlink), open with `O_NONBLOCK` (an opened FIFO
+/// would otherwise wait for a writer) and `O_NOFOLLOW` unless `follow`,
+/// then fstat the descriptor, so a file swapped between the two is
+/// caught too.
+///
+/// # Errors
+/// A message naming what the path is instead, or the I/O error.
+pub fn open_regular(path: &Path, follow: bool) -> Result<(std::fs::File, u64), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let meta = if follow {
+        std::fs::metadata(path)
+    } else {
+        std::fs::symlink_metadata(path)
+    }
+    .map_err(|e| format!("cannot be read: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "is {}, not a regular file",
+            file_type_name(meta.file_type())
+        ));
+    }
+    let mut flags = libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY;
+    if !follow {
+        flags |= libc::O_NOFOLLOW;
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)
+        .map_err(|e| format!("cannot be read: {e}"))?;
+    let meta = f.metadata().map_err(|e| format!("cannot be read: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "is {}, not a regular file",
+            file_type_name(meta.file_type())
+        ));
+    }
+    Ok((f, meta.len()))
+}
+
+/// Read a regular file (see [`open_regular`]) of at most `cap` bytes.
+///
+/// # Errors
+/// As [`open_regular`], or the file is larger than `cap` (the message
+/// names the limit), also when it grows while being read.
+pub fn read_regular_capped(path: &Path, follow: bool, cap: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let (f, len) = open_regular(path, follow)?;
+    let too_big = |n: u64| format!("is {n} bytes or more; the limit is {cap} bytes");
+    if len > cap {
+        return Err(too_big(len));
+    }
+    let mut buf = Vec::with_capacity(len as usize);
+    f.take(cap + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("cannot be read: {e}"))?;
+    if buf.len() as u64 > cap {
+        return Err(too_big(buf.len() as u64));
+    }
+    Ok(buf)
+}
+
+/// A file holding a secret (token, password, environment file, credential)
+/// must be a regular file only you can read or write, as ssh insists for
+/// private keys: anyone else who can read it has the secret, anyone who can
+/// write it can change what the service sees.
+///
+/// # Errors
+/// A message naming the path and what is wrong (missing, not a regular
+/// file, mode, owner) and the command that fixes it.
+pub fn check_secret_file(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let p = path.display();
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!(
+                "{p} does not exist; create it with `install -m 600 /dev/null {p}` and put the secret in it"
+            ));
+        }
+        Err(e) => return Err(format!("{p} cannot be read: {e}")),
+    };
+    if !meta.is_file() {
+        return Err(format!(
+            "{p} is {}, not a regular file",
+            file_type_name(meta.file_type())
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{p} is accessible by group or others (mode {mode:04o}); secret files must be private: run `chmod 600 {p}`"
+        ));
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(format!(
+            "{p} is owned by uid {}, not by you (uid {me}); secret files must be your own",
+            meta.uid()
+        ));
+    }
+    Ok(())
+}
+
+/// Unit files adopted with `spec.unitFile` are refused above this size.
+pub const MAX_UNIT_FILE_SIZE: u64 = 256 * 1024;
+
+/// Load-time checks of a valid manifest that need the filesystem: read the
+/// adopted unit file (bounded, regular files only) and check secret files.
+fn load_time_checks(m: &mut Manifest) -> Result<(), (&'static str, String)> {
+    match &mut m.spec {
+        Spec::Service(s) => {
+            if let Exec::UnitFile { path, content } = &mut s.exec {
+                let bytes = read_regular_capped(path, true, MAX_UNIT_FILE_SIZE)
+                    .map_err(|e| ("unitFile", format!("spec.unitFile {} {e}", path.display())))?;
+                let c = String::from_utf8(bytes).map_err(|_| {
+                    (
+                        "unitFile",
+                        format!(
+                            "spec.unitFile {} is not UTF-8 text; is it a unit file?",
+                            path.display()
+                        ),
+                    )
+                })?;
+                if let Some(bad) = c
+                    .chars()
+                    .find(|ch| ch.is_control() && *ch != '\n' && *ch != '\t' && *ch != '\r')
+                {
+                    return Err((
+                        "unitFile",
+                        format!(
+                            "spec.unitFile {} contains the control character {bad:?}",
+                            path.display()
+                        ),
+                    ));
+                }
+                *content = c;
+            }
+            if let Some(f) = &s.environment_file {
+                check_secret_file(f)
+                    .map_err(|e| ("environmentFile", format!("spec.environmentFile: {e}")))?;
+            }
+            for (name, f) in &s.credentials {
+                check_secret_file(f)
+                    .map_err(|e| ("credentials", format!("spec.credentials.{name}: {e}")))?;
+            }
+        }
+        Spec::Backup(b) => {
+            if let BackupSource::Grafana { auth, .. } = &b.source {
+                // Missing files are reported when a backup runs (the token
+                // may be created after the manifest); a present file must
+                // be private already.
+                let (field, f) = match auth {
+                    GrafanaAuthSpec::TokenFile(f) => ("grafana.tokenFile", f),
+                    GrafanaAuthSpec::Basic { password_file, .. } => {
+                        ("grafana.basicAuth.passwordFile", password_file)
+                    }
+                };
+                if f.exists() {
+                    check_secret_file(f).map_err(|e| (field, format!("spec.{field}: {e}")))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn file_error(file: &Path, message: impl Into<String>) -> ParsedFile {
     ParsedFile {
         manifests: vec![],
@@ -1400,7 +1834,13 @@ fn read_manifest_file(file: &Path, canon_dir: &Path, in_dir: bool) -> ParsedFile
         Err(e) => return file_error(file, format!("cannot read: {e}")),
     };
     if !meta.is_file() {
-        return file_error(file, "is not a regular file");
+        return file_error(
+            file,
+            format!(
+                "is {}, not a regular file",
+                file_type_name(meta.file_type())
+            ),
+        );
     }
     if meta.mode() & 0o022 != 0 {
         return file_error(
@@ -1416,15 +1856,14 @@ fn read_manifest_file(file: &Path, canon_dir: &Path, in_dir: bool) -> ParsedFile
         return file_error(
             file,
             format!(
-                "is {} bytes; manifests are limited to {} bytes — is this really a manifest?",
+                "is {} bytes; manifests are limited to {MAX_FILE_SIZE} bytes — is this really a manifest?",
                 meta.len(),
-                MAX_FILE_SIZE
             ),
         );
     }
-    let bytes = match std::fs::read(file) {
+    let bytes = match read_regular_capped(file, true, MAX_FILE_SIZE) {
         Ok(b) => b,
-        Err(e) => return file_error(file, format!("cannot read: {e}")),
+        Err(e) => return file_error(file, e),
     };
     let text = match String::from_utf8(bytes) {
         Ok(t) => t,
@@ -1449,54 +1888,18 @@ fn read_manifest_file(file: &Path, canon_dir: &Path, in_dir: bool) -> ParsedFile
     // Read adopted unit files now so rendering stays pure.
     let mut keep = Vec::new();
     for mut m in std::mem::take(&mut parsed.manifests) {
-        if let Spec::Service(ServiceSpec {
-            exec: Exec::UnitFile { path, content },
-            ..
-        }) = &mut m.spec
-        {
-            match std::fs::read_to_string(&*path) {
-                Ok(c) if c.len() as u64 <= MAX_FILE_SIZE => {
-                    if let Some(bad) = c
-                        .chars()
-                        .find(|ch| ch.is_control() && *ch != '\n' && *ch != '\t' && *ch != '\r')
-                    {
-                        parsed.errors.push(ManifestError {
-                            file: file.to_path_buf(),
-                            line: m.line,
-                            column: 1,
-                            message: format!(
-                                "spec.unitFile {} contains the control character {bad:?}",
-                                path.display()
-                            ),
-                        });
-                        continue;
-                    }
-                    *content = c;
-                }
-                Ok(_) => {
-                    parsed.errors.push(ManifestError {
-                        file: file.to_path_buf(),
-                        line: m.line,
-                        column: 1,
-                        message: format!(
-                            "spec.unitFile {} is too large to be a unit file",
-                            path.display()
-                        ),
-                    });
-                    continue;
-                }
-                Err(e) => {
-                    parsed.errors.push(ManifestError {
-                        file: file.to_path_buf(),
-                        line: m.line,
-                        column: 1,
-                        message: format!("spec.unitFile {} cannot be read: {e}", path.display()),
-                    });
-                    continue;
-                }
+        match load_time_checks(&mut m) {
+            Ok(()) => keep.push(m),
+            Err((field, message)) => {
+                let (line, column) = m.field_at.get(field).copied().unwrap_or((m.line, 1));
+                parsed.errors.push(ManifestError {
+                    file: file.to_path_buf(),
+                    line,
+                    column,
+                    message,
+                })
             }
         }
-        keep.push(m);
     }
     parsed.manifests = keep;
     parsed
@@ -1568,12 +1971,101 @@ fn assemble(set: &mut LoadedSet, parsed: Vec<(PathBuf, ParsedFile)>) {
             set.held.entry(name.clone()).or_insert(e);
         }
     }
+    hold_after_cycles(set);
     // Names of valid manifests are never also held, except for duplicates.
     let valid: BTreeSet<String> = set.manifests.iter().map(|m| m.name.clone()).collect();
     set.held.retain(|n, _| !valid.contains(n));
     set.errors
         .sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
     set.errors.dedup();
+}
+
+/// The shortest `after` cycle through `start`, as the list of names from
+/// `start` back to it, if there is one.
+fn after_cycle_through(start: &str, edges: &BTreeMap<&str, Vec<&str>>) -> Option<Vec<String>> {
+    let mut parent: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut queue = std::collections::VecDeque::from([start]);
+    while let Some(n) = queue.pop_front() {
+        for &next in edges.get(n).map(Vec::as_slice).unwrap_or_default() {
+            if next == start {
+                let mut path = vec![n];
+                let mut cur = n;
+                while cur != start {
+                    cur = parent[cur];
+                    path.push(cur);
+                }
+                path.reverse();
+                path.push(start);
+                return Some(path.into_iter().map(str::to_string).collect());
+            }
+            if !parent.contains_key(next) && next != start {
+                parent.insert(next, n);
+                queue.push_back(next);
+            }
+        }
+    }
+    None
+}
+
+/// Services whose `after` lists form a cycle can never start (systemd
+/// fails every start job with "transaction order is cyclic"), and retrying
+/// would loop for ever. Every member is held with an error naming the
+/// cycle and where each of its `after` entries is written; their last
+/// good units stay as they are.
+fn hold_after_cycles(set: &mut LoadedSet) {
+    let by_name: BTreeMap<&str, &Manifest> = set
+        .manifests
+        .iter()
+        .filter(|m| m.kind() == Kind::Service)
+        .map(|m| (m.name.as_str(), m))
+        .collect();
+    let edges: BTreeMap<&str, Vec<&str>> = by_name
+        .iter()
+        .map(|(&n, m)| {
+            let after = m.as_service().map(|s| s.after.as_slice()).unwrap_or(&[]);
+            (
+                n,
+                after
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|a| by_name.contains_key(a))
+                    .collect(),
+            )
+        })
+        .collect();
+    let mut cyclic: Vec<(String, ManifestError)> = Vec::new();
+    for (&name, m) in &by_name {
+        let Some(cycle) = after_cycle_through(name, &edges) else {
+            continue;
+        };
+        let places: Vec<String> = cycle[..cycle.len() - 1]
+            .iter()
+            .map(|n| {
+                let m = by_name[n.as_str()];
+                let (l, c) = m.field_at.get("after").copied().unwrap_or((m.line, 1));
+                format!("{n}: {}:{l}:{c}", m.file.display())
+            })
+            .collect();
+        let (line, column) = m.field_at.get("after").copied().unwrap_or((m.line, 1));
+        cyclic.push((
+            name.to_string(),
+            ManifestError {
+                file: m.file.clone(),
+                line,
+                column,
+                message: format!(
+                    "spec.after makes an ordering cycle {} ({}); systemd refuses to start any service in it — remove one of these `after` entries",
+                    cycle.join(" → "),
+                    places.join(", ")
+                ),
+            },
+        ));
+    }
+    for (name, e) in cyclic {
+        set.manifests.retain(|m| m.name != name);
+        set.errors.push(e.clone());
+        set.held.insert(name, e);
+    }
 }
 
 /// Stable content hash of a value's debug form, used to notice spec changes
@@ -1696,13 +2188,18 @@ mod tests {
                 4,
             ),
             (
-                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [\"a\\x07b\"]}\n",
-                "control character",
+                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [\"a\\0b\"]}\n",
+                "NUL byte",
                 4,
             ),
             (
-                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], environment: {X: \"1\\n2\"}}\n",
-                "control character",
+                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], environment: {X: \"1\\x002\"}}\n",
+                "NUL byte",
+                4,
+            ),
+            (
+                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], credentials: {\"../x\": /s}}\n",
+                "not a valid credential name",
                 4,
             ),
             (
@@ -1763,6 +2260,11 @@ mod tests {
             (
                 "apiVersion: unitlet/v1\nkind: Backup\nmetadata: {name: a}\nspec: {schedule: every 1h, destination: /etc/backups, prometheus: {url: 'http://x'}}\n",
                 "/etc/backups is a system directory",
+                4,
+            ),
+            (
+                "apiVersion: unitlet/v1\nkind: Backup\nmetadata: {name: a}\nspec: {schedule: every 1h, destination: ~/, prometheus: {url: 'http://x'}}\n",
+                "not a directory of its own",
                 4,
             ),
         ];
@@ -1845,5 +2347,237 @@ mod tests {
         assert_eq!(set.errors.len(), 2);
         assert!(set.errors[0].message.contains("defined 2 times"));
         assert!(set.held.contains_key("a"));
+    }
+
+    #[test]
+    fn yaml_tags_are_rejected_with_their_location() {
+        for (tag, at) in [
+            ("!!python/object:os.system", (6, 13)),
+            ("!custom", (6, 13)),
+            ("!!str", (6, 13)),
+            ("!<tag:yaml.org,2002:str>", (6, 13)),
+        ] {
+            let y = format!("{HEAD}  command: [{tag} /bin/true]\n");
+            let e = one_err(&y);
+            assert!(e.message.contains("YAML tag"), "{tag}: {e}");
+            assert!(e.message.contains("not allowed"), "{tag}: {e}");
+            assert_eq!((e.line, e.column), at, "{tag}: {e}");
+        }
+        // On a mapping, and on the document itself.
+        let e = one_err(&format!(
+            "{HEAD}  resources: !!map {{memoryMax: 1G}}\n  command: [a]\n"
+        ));
+        assert!(e.message.contains("`!!map`"), "{e}");
+        let e = one_err(&format!("--- !thing\n{HEAD}  command: [a]\n"));
+        assert_eq!(e.line, 1, "{e}");
+    }
+
+    #[test]
+    fn deep_nesting_and_alias_bombs_are_refused_quickly() {
+        let deep = format!(
+            "{HEAD}  command: {}a{}\n",
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
+        let e = one_err(&deep);
+        assert!(
+            e.message.contains("deeper than") || e.message.contains("recursion limit"),
+            "{e}"
+        );
+        let mut block = format!("{HEAD}  labels:\n");
+        for i in 0..10_000 {
+            block.push_str(&format!("{}k{i}:\n", " ".repeat(4 + i)));
+        }
+        let e = one_err(&block);
+        assert!(e.message.contains("deeper than"), "{e}");
+        // 10 000 nested block sequences on one line.
+        let e = one_err(&format!("{HEAD}  command:\n    {}a\n", "- ".repeat(10_000)));
+        assert!(e.message.contains("deeper than"), "{e}");
+        let mut lol = String::from(
+            "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+        );
+        for i in 1..10 {
+            let prev = (b'a' + i - 1) as char;
+            let cur = (b'a' + i) as char;
+            lol.push_str(&format!(
+                "{cur}: &{cur} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"
+            ));
+        }
+        let t = std::time::Instant::now();
+        let p = parse(&format!(
+            "{HEAD}  command: [a]\n  labels: {{x: y}}\n---\n{lol}"
+        ));
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert!(!p.errors.is_empty());
+    }
+
+    #[test]
+    fn a_file_with_no_documents_is_an_error_not_an_empty_set() {
+        for y in ["", "   \n\n", "# just a comment\n", "---\n", "---\n...\n"] {
+            let e = one_err(y);
+            assert!(e.message.contains("file has no documents"), "{y:?}: {e}");
+            assert!(e.message.contains("remove the file"), "{y:?}: {e}");
+            assert_eq!(e.line, 0);
+        }
+    }
+
+    #[test]
+    fn newlines_tabs_and_control_bytes_are_allowed_in_argv_and_environment() {
+        let p = parse(&format!(
+            "{HEAD}  command: [/bin/echo, \"a\\nb\\tc\\x01d\"]\n  environment: {{X: \"1\\n2\"}}\n"
+        ));
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+    }
+
+    #[test]
+    fn userinfo_is_redacted_in_urls_and_url_errors() {
+        assert_eq!(
+            redact_url("http://user:hunter2@127.0.0.1:9090/-/reload"),
+            "http://user:***@127.0.0.1:9090/-/reload"
+        );
+        assert_eq!(redact_url("https://tok@h"), "https://tok:***@h");
+        assert_eq!(redact_url("http://h/a@b"), "http://h/a@b");
+        assert_eq!(redact_url("http://h:1/"), "http://h:1/");
+        assert_eq!(redact_url("http://a:b@c@h/"), "http://a:***@h/");
+        let e = one_err(&format!(
+            "{HEAD}  command: [a]\n  readiness: {{http: {{url: 'ftp://u:hunter2@h/'}}}}\n"
+        ));
+        assert!(!e.message.contains("hunter2"), "{e}");
+    }
+
+    fn assemble_texts(files: &[(&str, &str)]) -> LoadedSet {
+        let mut set = LoadedSet::default();
+        let parsed = files
+            .iter()
+            .map(|(f, y)| (PathBuf::from(f), parse_str(y, Path::new(f), &ctx())))
+            .collect();
+        assemble(&mut set, parsed);
+        set
+    }
+
+    #[test]
+    fn after_cycles_are_held_with_the_cycle_and_its_places() {
+        let svc = |n: &str, after: &str| {
+            format!(
+                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {{name: {n}}}\nspec:\n  command: [a]\n  after: [{after}]\n"
+            )
+        };
+        let set = assemble_texts(&[
+            ("/m/a.yaml", &svc("a", "b")),
+            ("/m/b.yaml", &svc("b", "a")),
+            ("/m/c.yaml", &svc("c", "a")),
+            ("/m/x.yaml", &svc("x", "y")),
+            ("/m/y.yaml", &svc("y", "z")),
+            ("/m/z.yaml", &svc("z", "x")),
+        ]);
+        let names: Vec<&str> = set.manifests.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, vec!["c"], "only c is outside a cycle");
+        let a = &set.held["a"];
+        assert_eq!(
+            (a.file.as_path(), a.line, a.column),
+            (Path::new("/m/a.yaml"), 6, 10)
+        );
+        assert!(a.message.contains("a → b → a"), "{a}");
+        assert!(a.message.contains("a: /m/a.yaml:6:10"), "{a}");
+        assert!(a.message.contains("b: /m/b.yaml:6:10"), "{a}");
+        assert!(set.held["b"].message.contains("b → a → b"));
+        assert!(
+            set.held["y"].message.contains("y → z → x → y"),
+            "{}",
+            set.held["y"]
+        );
+        assert_eq!(set.errors.len(), 5);
+    }
+
+    #[test]
+    fn secret_files_must_be_private_regular_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("token");
+        std::fs::write(&f, "s3cret").unwrap();
+        for mode in [0o644, 0o640, 0o604, 0o620, 0o602] {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = check_secret_file(&f).unwrap_err();
+            assert!(
+                e.contains(&format!("mode {mode:04o}")) && e.contains(&*f.to_string_lossy()),
+                "{e}"
+            );
+            assert!(!e.contains("s3cret"));
+        }
+        for mode in [0o600, 0o400] {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+            check_secret_file(&f).unwrap();
+        }
+        assert!(
+            check_secret_file(d.path())
+                .unwrap_err()
+                .contains("directory")
+        );
+        assert!(
+            check_secret_file(&d.path().join("missing"))
+                .unwrap_err()
+                .contains("does not exist")
+        );
+        // Checked when the manifest loads: a Backup's token file and a
+        // Service's environment file and credentials.
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let t = f.display();
+        for (i, y) in [
+            format!("apiVersion: unitlet/v1\nkind: Backup\nmetadata: {{name: b}}\nspec: {{schedule: every 1h, grafana: {{url: 'http://h', tokenFile: {t}}}}}\n"),
+            format!("apiVersion: unitlet/v1\nkind: Backup\nmetadata: {{name: b}}\nspec: {{schedule: every 1h, grafana: {{url: 'http://h', basicAuth: {{username: u, passwordFile: {t}}}}}}}\n"),
+            format!("{HEAD}  command: [a]\n  environmentFile: {t}\n"),
+            format!("{HEAD}  command: [a]\n  credentials: {{pw: {t}}}\n"),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let m = d.path().join(format!("m{i}.yaml"));
+            std::fs::write(&m, y).unwrap();
+            let set = load_files(std::slice::from_ref(&m));
+            assert!(set.manifests.is_empty(), "{y}");
+            assert!(set.errors[0].message.contains("mode 0644"), "{}", set.errors[0]);
+            assert!(set.errors[0].line > 1, "points at the field: {}", set.errors[0]);
+        }
+    }
+
+    #[test]
+    fn unit_files_and_manifests_must_be_regular_files() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo.service");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let zero = d.path().join("zero.service");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        std::fs::create_dir(d.path().join("dir.service")).unwrap();
+        let big = d.path().join("big.service");
+        std::fs::write(&big, vec![b'#'; MAX_UNIT_FILE_SIZE as usize + 1]).unwrap();
+        for (unit, want) in [
+            ("fifo.service", "FIFO"),
+            ("zero.service", "character device"),
+            ("dir.service", "directory"),
+            ("big.service", "limit is"),
+        ] {
+            let m = d.path().join("m.yaml");
+            std::fs::write(&m, format!("{HEAD}  unitFile: {unit}\n")).unwrap();
+            // In a thread with a deadline: reading a FIFO or /dev/zero would
+            // otherwise block (or run) for ever.
+            let (tx, rx) = std::sync::mpsc::channel();
+            let files = vec![m.clone()];
+            std::thread::spawn(move || tx.send(load_files(&files)));
+            let set = rx
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("loading a manifest adopting {unit} did not return"));
+            assert!(set.manifests.is_empty(), "{unit}");
+            let e = &set.errors[0];
+            assert!(e.message.contains(want) && e.message.contains(unit), "{e}");
+            assert_eq!((e.line, e.column), (6, 13), "points at spec.unitFile: {e}");
+        }
+        // A manifest that is a FIFO (behind a symlink, too) is refused
+        // without blocking.
+        let mfifo = d.path().join("fifo.yaml");
+        let c = std::ffi::CString::new(mfifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let set = load_files(std::slice::from_ref(&mfifo));
+        assert!(set.errors[0].message.contains("FIFO"), "{}", set.errors[0]);
     }
 }

@@ -1380,7 +1380,7 @@ pub async fn refresh_status(
             &format!("{err} (its last good units keep running)"),
         );
     }
-    status.objects.retain(|n, _| keep.contains(n));
+    status.retain_objects(&keep);
     Ok(())
 }
 

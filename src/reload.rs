@@ -12,20 +12,48 @@ use std::time::{Duration, Instant};
 use backon::BackoffBuilder;
 use sha2::{Digest, Sha256};
 
-use crate::manifest::{Manifest, ReloadMethod, ServiceSpec};
+use crate::manifest::{Manifest, ReloadMethod, ServiceSpec, redact_url};
 
-/// The combined content hash of a Service's config files.
+/// Config files larger than this are refused (and named) instead of hashed:
+/// a config file is text, and hashing a huge or endless file would stall
+/// every pass.
+pub const MAX_CONFIG_FILE_SIZE: u64 = 64 * 1024 * 1024;
+
+/// The combined content hash of a Service's config files, streamed: each
+/// file must be a regular file (a FIFO or device would block or never
+/// end) of at most [`MAX_CONFIG_FILE_SIZE`] bytes.
 ///
 /// # Errors
-/// Names the first file that cannot be read.
+/// Names the first file that cannot be read, is not a regular file or is
+/// too large.
 pub fn config_hash(files: &[PathBuf]) -> Result<String, String> {
+    use std::io::Read;
     let mut h = Sha256::new();
     for f in files {
-        let bytes = std::fs::read(f)
-            .map_err(|e| format!("config file {} cannot be read: {e}", f.display()))?;
+        let err = |e: String| format!("config file {} {e}", f.display());
+        let (file, _) = crate::manifest::open_regular(f, true).map_err(err)?;
+        let mut inner = Sha256::new();
+        let mut limited = file.take(MAX_CONFIG_FILE_SIZE + 1);
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0u64;
+        loop {
+            let n = limited
+                .read(&mut buf)
+                .map_err(|e| err(format!("cannot be read: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            if total > MAX_CONFIG_FILE_SIZE {
+                return Err(err(format!(
+                    "is larger than {MAX_CONFIG_FILE_SIZE} bytes, the limit for a config file"
+                )));
+            }
+            inner.update(&buf[..n]);
+        }
         h.update(f.to_string_lossy().as_bytes());
         h.update([0]);
-        h.update(Sha256::digest(&bytes));
+        h.update(inner.finalize());
     }
     Ok(hex::encode(&h.finalize()[..12]))
 }
@@ -50,16 +78,125 @@ pub fn watch_dirs(manifests: &[Manifest]) -> Vec<PathBuf> {
 /// Keep at most this much of a validator's or server's output in status.
 const MAX_OUTPUT: usize = 600;
 
+/// Output longer than [`MAX_OUTPUT`] keeps its first and last lines (the
+/// command and the verdict are usually there) with the cut marked.
 pub fn trim_output(s: &str) -> String {
     let t = s.trim();
-    if t.len() <= MAX_OUTPUT {
-        return t.to_string();
+    summarize(t, t, t.len() as u64)
+}
+
+/// `head` is the start of an output of `total` bytes, `tail` its end
+/// (the same text when all of it was kept).
+fn summarize(head: &str, tail: &str, total: u64) -> String {
+    if head.len() as u64 == total && head.len() <= MAX_OUTPUT {
+        return head.trim().to_string();
     }
-    let mut cut = MAX_OUTPUT;
-    while !t.is_char_boundary(cut) {
-        cut -= 1;
+    let half = MAX_OUTPUT / 2;
+    let mut first = String::new();
+    for line in head.split_inclusive('\n') {
+        if first.len() + line.len() > half {
+            if first.is_empty() {
+                first.push_str(&line[..floor_char(line, half)]);
+            }
+            break;
+        }
+        first.push_str(line);
     }
-    format!("{}…", &t[..cut])
+    let mut last: Vec<&str> = Vec::new();
+    let mut last_len = 0;
+    for line in tail.trim_end().rsplit('\n') {
+        if last_len + line.len() + 1 > half {
+            if last.is_empty() {
+                let start = ceil_char(line, line.len() - half.min(line.len()));
+                last.push(&line[start..]);
+            }
+            break;
+        }
+        last.push(line);
+        last_len += line.len() + 1;
+    }
+    last.reverse();
+    let last = last.join("\n");
+    let cut = total.saturating_sub((first.len() + last.len()) as u64);
+    format!("{}\n[… {cut} bytes cut …]\n{}", first.trim_end(), last)
+}
+
+fn floor_char(s: &str, mut i: usize) -> usize {
+    i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn ceil_char(s: &str, mut i: usize) -> usize {
+    while i < s.len() && !s.is_char_boundary(i) {
+        i += 1;
+    }
+    i
+}
+
+/// A bounded capture of a stream: its first and last [`MAX_OUTPUT`] bytes
+/// and its length, however much a validator prints.
+#[derive(Default)]
+struct Capture {
+    head: Vec<u8>,
+    tail: std::collections::VecDeque<u8>,
+    total: u64,
+}
+
+impl Capture {
+    fn push(&mut self, mut buf: &[u8]) {
+        self.total += buf.len() as u64;
+        let room = MAX_OUTPUT.saturating_sub(self.head.len());
+        let take = room.min(buf.len());
+        self.head.extend_from_slice(&buf[..take]);
+        buf = &buf[take..];
+        if buf.len() > MAX_OUTPUT {
+            buf = &buf[buf.len() - MAX_OUTPUT..];
+        }
+        self.tail.extend(buf);
+        while self.tail.len() > MAX_OUTPUT {
+            self.tail.pop_front();
+        }
+    }
+
+    async fn drain(r: Option<impl tokio::io::AsyncRead + Unpin>) -> Capture {
+        use tokio::io::AsyncReadExt;
+        let mut c = Capture::default();
+        let Some(mut r) = r else { return c };
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(n) = r.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            c.push(&buf[..n]);
+        }
+        c
+    }
+
+    /// Everything kept, for a stream that was not cut.
+    fn text(&self) -> Option<String> {
+        (self.total == (self.head.len() + self.tail.len()) as u64).then(|| {
+            let mut all = self.head.clone();
+            all.extend(self.tail.iter());
+            String::from_utf8_lossy(&all).into_owned()
+        })
+    }
+
+    fn summary(&self) -> String {
+        match self.text() {
+            Some(t) => trim_output(&t),
+            None => {
+                let tail: Vec<u8> = self.tail.iter().copied().collect();
+                summarize(
+                    String::from_utf8_lossy(&self.head).trim_start(),
+                    &String::from_utf8_lossy(&tail),
+                    self.total,
+                )
+            }
+        }
+    }
 }
 
 /// Where a Service's `validate` command runs: its working directory, else
@@ -74,31 +211,73 @@ pub fn validate_dir(m: &Manifest, s: &ServiceSpec) -> PathBuf {
     })
 }
 
-/// Run the validator; `Err` carries its (trimmed) output.
+/// Run the validator; `Err` carries its output, bounded: however much it
+/// prints, only its first and last lines are kept.
 pub async fn run_validate(argv: &[String], dir: &Path, timeout: Duration) -> Result<(), String> {
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .current_dir(dir)
         .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
-    let child = cmd.output();
-    match tokio::time::timeout(timeout, child).await {
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("validator `{}` could not run: {e}", argv[0]))?;
+    let out = Capture::drain(child.stdout.take());
+    let err = Capture::drain(child.stderr.take());
+    let run = async {
+        let (out, err, status) = tokio::join!(out, err, child.wait());
+        (out, err, status)
+    };
+    match tokio::time::timeout(timeout, run).await {
         Err(_) => Err(format!(
             "validator `{}` did not finish within {timeout:?}",
             argv.join(" ")
         )),
-        Ok(Err(e)) => Err(format!("validator `{}` could not run: {e}", argv[0])),
-        Ok(Ok(out)) if out.status.success() => Ok(()),
-        Ok(Ok(out)) => {
-            let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-            text.push_str(&String::from_utf8_lossy(&out.stderr));
+        Ok((_, _, Err(e))) => Err(format!("validator `{}` could not run: {e}", argv[0])),
+        Ok((_, _, Ok(status))) if status.success() => Ok(()),
+        Ok((out, err, Ok(status))) => {
+            let mut text = out.summary();
+            let e = err.summary();
+            if !text.is_empty() && !e.is_empty() {
+                text.push('\n');
+            }
+            text.push_str(&e);
             Err(format!(
-                "validator `{}` failed ({}): {}",
+                "validator `{}` failed ({status}): {}",
                 argv.join(" "),
-                out.status,
-                trim_output(&text)
+                text
             ))
         }
+    }
+}
+
+/// Bodies of reload and readiness answers are read only this far: they
+/// go into a status message, and a server must not make us buffer more.
+const MAX_BODY: usize = 8 * 1024;
+
+/// The first [`MAX_BODY`] bytes of a response body.
+async fn bounded_body(mut resp: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    while body.len() < MAX_BODY {
+        match resp.chunk().await {
+            Ok(Some(c)) => body.extend_from_slice(&c[..c.len().min(MAX_BODY - body.len())]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// A request error as text without the URL (reqwest's own message embeds
+/// it, userinfo and all); the caller names the redacted URL.
+fn request_error(e: reqwest::Error) -> String {
+    if e.is_connect() {
+        "connection refused".to_string()
+    } else if e.is_timeout() {
+        "timed out".to_string()
+    } else {
+        crate::error_chain(&e.without_url())
     }
 }
 
@@ -110,24 +289,26 @@ pub fn http_client() -> reqwest::Client {
         .expect("a TLS provider is installed")
 }
 
-/// POST to a reload endpoint; success is 2xx only.
+/// POST to a reload endpoint; success is 2xx only. Messages show the URL
+/// with its userinfo redacted.
 pub async fn http_reload(client: &reqwest::Client, url: &str) -> Result<(), String> {
+    let shown = redact_url(url);
     let resp = client.post(url).send().await.map_err(|e| {
-        if e.is_connect() {
-            format!("reload POST {url}: connection refused (is the service up?)")
-        } else if e.is_timeout() {
-            format!("reload POST {url}: timed out")
+        let connect = e.is_connect();
+        let text = request_error(e);
+        if connect {
+            format!("reload POST {shown}: {text} (is the service up?)")
         } else {
-            format!("reload POST {url}: {e}")
+            format!("reload POST {shown}: {text}")
         }
     })?;
     let status = resp.status();
     if status.is_success() {
         return Ok(());
     }
-    let body = resp.text().await.unwrap_or_default();
+    let body = bounded_body(resp).await;
     Err(format!(
-        "reload POST {url} returned {status}: {}",
+        "reload POST {shown} returned {status}: {}",
         trim_output(&body)
     ))
 }
@@ -143,12 +324,12 @@ pub async fn wait_ready(
         let last = match client.get(url).timeout(Duration::from_secs(2)).send().await {
             Ok(r) if r.status().is_success() => return Ok(()),
             Ok(r) => format!("returned {}", r.status()),
-            Err(e) if e.is_connect() => "connection refused".to_string(),
-            Err(e) => e.to_string(),
+            Err(e) => request_error(e),
         };
         if Instant::now() >= deadline {
             return Err(format!(
-                "readiness {url} not ready within {timeout:?} ({last})"
+                "readiness {} not ready within {timeout:?} ({last})",
+                redact_url(url)
             ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -159,9 +340,16 @@ pub async fn wait_ready(
 pub async fn probe(client: &reqwest::Client, url: &str) -> Result<(), String> {
     match client.get(url).timeout(Duration::from_secs(2)).send().await {
         Ok(r) if r.status().is_success() => Ok(()),
-        Ok(r) => Err(format!("readiness probe {url} returned {}", r.status())),
-        Err(e) if e.is_connect() => Err(format!("readiness probe {url}: connection refused")),
-        Err(e) => Err(format!("readiness probe {url}: {e}")),
+        Ok(r) => Err(format!(
+            "readiness probe {} returned {}",
+            redact_url(url),
+            r.status()
+        )),
+        Err(e) => Err(format!(
+            "readiness probe {}: {}",
+            redact_url(url),
+            request_error(e)
+        )),
     }
 }
 
@@ -221,7 +409,7 @@ pub enum ReloadOutcome {
 
 pub fn describe_method(m: &Option<ReloadMethod>) -> String {
     match m {
-        Some(ReloadMethod::Http { url }) => format!("POST {url}"),
+        Some(ReloadMethod::Http { url }) => format!("POST {}", redact_url(url)),
         Some(ReloadMethod::Signal { name, .. }) => format!("signal {name}"),
         None => "reload".into(),
     }
@@ -262,7 +450,9 @@ mod tests {
     #[test]
     fn output_is_trimmed() {
         assert_eq!(trim_output("  x \n"), "x");
-        assert!(trim_output(&"é".repeat(1000)).ends_with('…'));
+        let long = trim_output(&"é".repeat(1000));
+        assert!(long.contains("bytes cut"), "{long}");
+        assert!(long.len() < 700, "{}", long.len());
     }
 
     #[tokio::test]
@@ -290,5 +480,112 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.contains("could not run"), "{e}");
+    }
+
+    #[test]
+    fn config_hash_refuses_what_is_not_a_regular_file() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo.yml");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let zero = d.path().join("zero.yml");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let sock = d.path().join("sock.yml");
+        let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        for (f, what) in [
+            (&fifo, "FIFO"),
+            (&zero, "character device"),
+            (&sock, "socket"),
+            (&d.path().to_path_buf(), "directory"),
+        ] {
+            // In a thread with a deadline: reading a FIFO or /dev/zero would
+            // otherwise block (or run) for ever.
+            let (tx, rx) = std::sync::mpsc::channel();
+            let files = vec![f.clone()];
+            std::thread::spawn(move || tx.send(config_hash(&files)));
+            let e = rx
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("config_hash of {f:?} did not return"))
+                .unwrap_err();
+            assert!(e.contains(what) && e.contains(&*f.to_string_lossy()), "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn validator_output_is_bounded_and_keeps_first_and_last_lines() {
+        let d = tempfile::tempdir().unwrap();
+        let e = run_validate(
+            &[
+                "/bin/sh".into(),
+                "-c".into(),
+                "echo FIRST LINE; head -c 20000000 /dev/zero | tr '\\0' x; echo; echo LAST LINE; exit 1".into(),
+            ],
+            d.path(),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap_err();
+        assert!(e.contains("FIRST LINE") && e.contains("LAST LINE"), "{e}");
+        assert!(e.contains("bytes cut"), "{e}");
+        assert!(e.len() < 1500, "{} bytes", e.len());
+    }
+
+    /// A one-shot HTTP server: answers every connection with `status` and
+    /// an endless body, and records the requests it saw.
+    async fn endless_server(
+        status: &'static str,
+    ) -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    let _ = tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+                    let head = format!("HTTP/1.1 {status}\r\ncontent-type: text/plain\r\n\r\n");
+                    if s.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let chunk = vec![b'x'; 64 * 1024];
+                    while s.write_all(&chunk).await.is_ok() {}
+                });
+            }
+        });
+        (format!("http://{addr}"), rx)
+    }
+
+    #[tokio::test]
+    async fn reload_url_userinfo_is_used_but_never_shown() {
+        let client = http_client();
+        let (base, mut seen) = endless_server("500 Internal Server Error").await;
+        let url = base.replace("http://", "http://admin:hunter2@") + "/-/reload";
+        let e = tokio::time::timeout(Duration::from_secs(20), http_reload(&client, &url))
+            .await
+            .expect("a bounded read of an endless body")
+            .unwrap_err();
+        assert!(!e.contains("hunter2"), "{e}");
+        assert!(e.contains("admin:***@") && e.contains("500"), "{e}");
+        assert!(e.len() < 1500, "{} bytes", e.len());
+        let req = seen.recv().await.unwrap();
+        assert!(
+            req.to_ascii_lowercase().contains("authorization: basic"),
+            "the real URL (with its credentials) is what is requested: {req}"
+        );
+        // Connection errors and readiness messages too.
+        let closed = "http://admin:hunter2@127.0.0.1:9/";
+        for e in [
+            http_reload(&client, closed).await.unwrap_err(),
+            probe(&client, closed).await.unwrap_err(),
+            wait_ready(&client, closed, Duration::from_millis(10))
+                .await
+                .unwrap_err(),
+            describe_method(&Some(ReloadMethod::Http { url: closed.into() })),
+        ] {
+            assert!(!e.contains("hunter2") && e.contains("admin:***@"), "{e}");
+        }
     }
 }

@@ -56,11 +56,30 @@ pub struct RenderContext {
     pub bus: Option<String>,
 }
 
+/// Write `c` as a C escape systemd undoes when it reads a quoted word:
+/// `\n`, `\t`, `\r` by name, other ASCII control bytes as `\xNN`, and
+/// non-ASCII control characters as `\uXXXX` (systemd re-encodes those as
+/// UTF-8). A unit file line then never holds a raw control character.
+fn push_c_escape(out: &mut String, c: char) {
+    match c {
+        '\n' => out.push_str("\\n"),
+        '\t' => out.push_str("\\t"),
+        '\r' => out.push_str("\\r"),
+        c if (c as u32) < 0x80 => {
+            let _ = write!(out, "\\x{:02x}", c as u32);
+        }
+        c => {
+            let _ = write!(out, "\\u{:04x}", c as u32);
+        }
+    }
+}
+
 /// Quote one argument for `ExecStart=` so systemd passes it through
 /// verbatim: double quotes, with `\` and `"` escaped, `%` doubled (no
-/// specifiers) and `$` doubled (no variable expansion).
+/// specifiers), `$` doubled (no variable expansion) and control characters
+/// as C escapes.
 ///
-/// Control characters must have been rejected at validation.
+/// NUL must have been rejected at validation (no argv can carry it).
 pub fn quote_exec_arg(arg: &str) -> String {
     let mut out = String::with_capacity(arg.len() + 2);
     out.push('"');
@@ -70,6 +89,7 @@ pub fn quote_exec_arg(arg: &str) -> String {
             '"' => out.push_str("\\\""),
             '%' => out.push_str("%%"),
             '$' => out.push_str("$$"),
+            c if c.is_control() => push_c_escape(&mut out, c),
             c => out.push(c),
         }
     }
@@ -101,6 +121,7 @@ fn quote_env(key: &str, value: &str) -> String {
             '\\' => out.push_str("\\\\"),
             '"' => out.push_str("\\\""),
             '%' => out.push_str("%%"),
+            c if c.is_control() => push_c_escape(&mut out, c),
             c => out.push(c),
         }
     }
@@ -186,6 +207,13 @@ fn service_settings(out: &mut String, s: &ServiceSpec, adopted: bool) {
     }
     for (k, v) in &s.environment {
         let _ = writeln!(out, "Environment={}", quote_env(k, v));
+    }
+    // Secrets stay in their files: the unit names only the paths.
+    if let Some(f) = &s.environment_file {
+        let _ = writeln!(out, "EnvironmentFile={}", escape_path(f));
+    }
+    for (name, f) in &s.credentials {
+        let _ = writeln!(out, "LoadCredential={name}:{}", escape_path(f));
     }
     match (&s.restart, adopted) {
         (Some(r), _) => {
@@ -585,5 +613,52 @@ mod tests {
         let d = diff_units(&a, &c);
         assert!(!d.only_live);
         assert_eq!(d.changed, vec!["Service.ExecStart"]);
+    }
+
+    #[test]
+    fn control_characters_become_c_escapes() {
+        assert_eq!(quote_exec_arg("a\nb"), "\"a\\nb\"");
+        assert_eq!(quote_exec_arg("a\tb\rc"), "\"a\\tb\\rc\"");
+        assert_eq!(quote_exec_arg("\u{1}\u{1b}\u{7f}"), "\"\\x01\\x1b\\x7f\"");
+        assert_eq!(quote_exec_arg("\u{85}"), "\"\\u0085\"");
+        assert_eq!(quote_env("K", "1\n2%"), "\"K=1\\n2%%\"");
+    }
+
+    #[test]
+    fn snapshot_multiline_argv_and_environment() {
+        let m = manifest(
+            "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: web}\nspec:\n  command: [/bin/sh, -c, \"echo one\\necho two\", \"tab\\there\", \"ctl\\x01\"]\n  environment: {SCRIPT: \"line 1\\nline 2\\t(tab)\"}\n",
+        );
+        let units = render(&m, &ctx());
+        let content = &units[0].content;
+        assert!(
+            !content.chars().any(|c| c.is_control() && c != '\n'),
+            "no raw control character in the unit file"
+        );
+        insta::assert_snapshot!(content);
+    }
+
+    #[test]
+    fn snapshot_secrets_are_referenced_never_inlined() {
+        let m = manifest(
+            "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: web}\nspec:\n  command: [/usr/bin/web]\n  environmentFile: ~/.config/unitlet/secrets/web.env\n  credentials: {admin-password: ~/.config/unitlet/secrets/admin, api.key: /etc/100%/key}\n",
+        );
+        let units = render(&m, &ctx());
+        insta::assert_snapshot!(units[0].content);
+    }
+
+    #[test]
+    fn snapshot_adopted_unit_with_secrets() {
+        let mut m = manifest(
+            "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: web}\nspec:\n  unitFile: ../units/web.service\n  environmentFile: /s/web.env\n  credentials: {token: /s/token}\n",
+        );
+        if let Spec::Service(ServiceSpec {
+            exec: Exec::UnitFile { content, .. },
+            ..
+        }) = &mut m.spec
+        {
+            *content = "[Unit]\nDescription=Web\n\n[Service]\nExecStart=/usr/bin/web\n".into();
+        }
+        insta::assert_snapshot!(render(&m, &ctx())[0].content);
     }
 }

@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::fsutil;
 
+/// The object name of the operator's own events.
+pub const OPERATOR: &str = "unitlet";
+
 /// Events kept in the status file; older ones are dropped.
 pub const MAX_EVENTS: usize = 500;
 
@@ -209,6 +212,17 @@ impl Status {
         }
     }
 
+    /// Forget every object not in `keep`: its status, its config state and
+    /// its events (nothing shows them once the object is gone, and they
+    /// may name what the manifest held). Events of the operator itself
+    /// (`unitlet`) stay.
+    pub fn retain_objects(&mut self, keep: &std::collections::BTreeSet<String>) {
+        self.objects.retain(|n, _| keep.contains(n));
+        self.config.retain(|n, _| keep.contains(n));
+        self.events
+            .retain(|e| e.object == OPERATOR || keep.contains(&e.object));
+    }
+
     pub fn events_for<'a>(&'a self, object: &'a str) -> impl Iterator<Item = &'a Event> + 'a {
         self.events.iter().filter(move |e| e.object == object)
     }
@@ -250,5 +264,37 @@ mod tests {
         s.save(&p).unwrap();
         assert_eq!(Status::load(&p), s);
         assert_eq!(Status::load(&d.path().join("missing")), Status::default());
+    }
+
+    #[test]
+    fn a_deleted_manifest_leaves_nothing_in_status() {
+        let mut s = Status::default();
+        for n in ["gone", "kept"] {
+            s.objects.insert(
+                n.into(),
+                ObjectStatus {
+                    kind: "Service".into(),
+                    name: n.into(),
+                    file: format!("/m/{n}.yaml").into(),
+                    conditions: vec![],
+                    unit: None,
+                    failures: 0,
+                    spec_hash: String::new(),
+                },
+            );
+            s.config.insert(n.into(), ConfigState::default());
+            s.event(
+                n,
+                "Warning",
+                "ReloadFailed",
+                format!("{n} POST http://u:***@h/"),
+            );
+        }
+        s.event(OPERATOR, "Warning", "ReconcileError", "bus gone");
+        s.retain_objects(&["kept".to_string()].into());
+        assert_eq!(s.objects.keys().collect::<Vec<_>>(), vec!["kept"]);
+        assert_eq!(s.config.keys().collect::<Vec<_>>(), vec!["kept"]);
+        let objs: Vec<&str> = s.events.iter().map(|e| e.object.as_str()).collect();
+        assert_eq!(objs, vec!["kept", OPERATOR]);
     }
 }

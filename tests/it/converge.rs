@@ -220,14 +220,14 @@ fn bad_input_corpus_is_rejected_and_disturbs_nothing() {
         ),
         (
             "ctrl.yaml",
-            format!("{head}ct\nspec: {{command: [\"/bin/echo\", \"a\\x1bb\"]}}\n").into_bytes(),
-            "control character",
+            format!("{head}ct\nspec: {{command: [\"/bin/echo\", \"a\\0b\"]}}\n").into_bytes(),
+            "NUL byte",
         ),
         (
             "ctrlenv.yaml",
-            format!("{head}ce\nspec: {{command: [/bin/true], environment: {{A: \"x\\ny\"}}}}\n")
+            format!("{head}ce\nspec: {{command: [/bin/true], environment: {{A: \"x\\0y\"}}}}\n")
                 .into_bytes(),
-            "control character",
+            "NUL byte",
         ),
         ("huge.yaml", vec![b'#'; 10 * 1024 * 1024], "limited to"),
         (

@@ -50,6 +50,12 @@ fn backup_delete_restore_round_trip_through_the_cli() {
     let um = UserManager::start();
     let token_file = um.runtime.join("grafana-token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    // Secret files must be private (unitlet refuses group/other access).
+    std::fs::set_permissions(
+        &token_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     um.write_manifest("dash.yaml", &manifest(fake.url(), &token_file, 2));
 
     // The same timer scheme as every Backup.

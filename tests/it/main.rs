@@ -3,6 +3,7 @@
 mod support;
 
 mod converge;
+mod hostile;
 mod limits;
 mod operator_loop;
 mod reload;

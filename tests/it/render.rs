@@ -1,6 +1,8 @@
 //! Rendered units as systemd itself reads them.
 
-use crate::support::{UserManager, stderr, stdout};
+use std::time::Duration;
+
+use crate::support::{UserManager, stderr, stdout, wait_for};
 
 /// Whatever an argument contains, systemd must hand it to the process
 /// verbatim: checked through `/proc/PID/cmdline` of the real process.
@@ -114,4 +116,116 @@ fn backup_timer_is_known_to_systemd() {
         "inactive",
         "the oneshot runs only from its timer"
     );
+}
+
+/// Regression: an argument or environment value with a newline, a tab or
+/// another control byte was refused ("control character"), though systemd
+/// carries them through C escapes. They reach the process verbatim, and the
+/// unit verifies.
+#[test]
+fn multiline_argv_and_environment_reach_the_process_verbatim() {
+    let um = UserManager::start();
+    let args = [
+        "line one\nline two",
+        "tab\there",
+        "ctl\u{1}byte",
+        "esc\u{1b}[0m",
+    ];
+    let yaml_args: Vec<String> = args
+        .iter()
+        .map(|a| serde_json::to_string(a).unwrap())
+        .collect();
+    um.write_manifest(
+        "ml.yaml",
+        &format!(
+            "apiVersion: unitlet/v1\nkind: Service\nmetadata: {{name: ml}}\nspec:\n  command: [/bin/sh, -c, \"sleep 100000; true\", sh, {}]\n  environment: {{SCRIPT: {}}}\n",
+            yaml_args.join(", "),
+            serde_json::to_string("echo 1\necho\t2\u{1}").unwrap()
+        ),
+    );
+    let o = um.unitlet(&["apply"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let pid = um.prop("ml.service", "MainPID");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let argv: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let want: Vec<&[u8]> = ["/bin/sh", "-c", "sleep 100000; true", "sh"]
+        .iter()
+        .chain(args.iter())
+        .chain([""].iter())
+        .map(|s| s.as_bytes())
+        .collect();
+    assert_eq!(argv, want);
+    let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(
+        env.split(|b| *b == 0)
+            .any(|e| e == "SCRIPT=echo 1\necho\t2\u{1}".as_bytes()),
+        "environment mangled"
+    );
+    let unit = std::fs::read_to_string(um.unit_dir.join("ml.service")).unwrap();
+    assert!(
+        !unit.chars().any(|c| c.is_control() && c != '\n'),
+        "raw control characters in the unit file:\n{unit}"
+    );
+    let o = um.verify_units(&[um.unit_dir.join("ml.service")]);
+    assert!(
+        o.status.success() && stderr(&o).trim().is_empty(),
+        "systemd-analyze verify: {}",
+        stderr(&o)
+    );
+}
+
+/// Secrets given as `environmentFile` and `credentials` reach the service
+/// (as variables and as `$CREDENTIALS_DIRECTORY/NAME`) and never appear in
+/// the unit file, `render`, `describe` or `get`.
+#[test]
+fn environment_file_and_credentials_reach_the_service_and_nothing_else() {
+    use std::os::unix::fs::PermissionsExt;
+    let um = UserManager::start();
+    let secrets = um.runtime.join("secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    let env_file = secrets.join("app.env");
+    let cred = secrets.join("db-password");
+    std::fs::write(&env_file, "API_KEY=sk-env-0123456789\n").unwrap();
+    std::fs::write(&cred, "pw-cred-9876543210").unwrap();
+    for f in [&env_file, &cred] {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let out = um.runtime.join("seen");
+    um.write_manifest(
+        "app.yaml",
+        &format!(
+            "apiVersion: unitlet/v1\nkind: Service\nmetadata: {{name: app}}\nspec:\n  command: [/bin/sh, -c, 'printf \"%s|%s\" \"$API_KEY\" \"$(cat \"$CREDENTIALS_DIRECTORY/db-password\" 2>&1)\" > {}; exec sleep 100000']\n  environmentFile: {}\n  credentials: {{db-password: {}}}\n",
+            out.display(),
+            env_file.display(),
+            cred.display()
+        ),
+    );
+    let o = um.unitlet(&["apply"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let seen = wait_for(
+        Duration::from_secs(10),
+        "the service to write what it saw",
+        || {
+            std::fs::read_to_string(&out)
+                .ok()
+                .filter(|s| s.contains('|'))
+        },
+    );
+    assert_eq!(seen, "sk-env-0123456789|pw-cred-9876543210");
+    let mut shown = std::fs::read_to_string(um.unit_dir.join("app.service")).unwrap();
+    for args in [
+        &["render", "app"][..],
+        &["describe", "app"],
+        &["get", "-o", "json"],
+    ] {
+        let o = um.unitlet(args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        shown.push_str(&stdout(&o));
+        shown.push_str(&stderr(&o));
+    }
+    shown.push_str(&std::fs::read_to_string(um.state_dir.join("status.json")).unwrap());
+    assert!(shown.contains("LoadCredential=db-password:"), "{shown}");
+    for secret in ["sk-env-0123456789", "pw-cred-9876543210"] {
+        assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");
+    }
 }

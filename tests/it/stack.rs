@@ -16,7 +16,23 @@ fn repo() -> PathBuf {
 fn shipped_manifests_validate_and_render_units_that_verify() {
     let um = UserManager::start();
     let manifests = repo().join("manifests");
-    let o = um.unitlet(&["--manifests", manifests.to_str().unwrap(), "validate"]);
+    // Grafana's admin password is in a private file under the home
+    // directory (install.sh creates it); validation checks it is private.
+    let home = tempfile::Builder::new()
+        .prefix("unitlet-home.")
+        .tempdir()
+        .unwrap();
+    let secrets = home.path().join(".config/unitlet/secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    let env_file = secrets.join("grafana.env");
+    std::fs::write(&env_file, "GF_SECURITY_ADMIN_PASSWORD=not-in-any-unit\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let env = [("HOME", home.path())];
+    let o = um.unitlet_env(
+        &["--manifests", manifests.to_str().unwrap(), "validate"],
+        &env,
+    );
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     assert!(
         stdout(&o).contains("8 manifest(s) valid, 0 error(s)"),
@@ -34,16 +50,25 @@ fn shipped_manifests_validate_and_render_units_that_verify() {
         "prometheus-tsdb",
         "grafana-dashboards",
     ] {
-        let o = um.unitlet(&[
-            "--manifests",
-            manifests.to_str().unwrap(),
-            "render",
-            name,
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+        let o = um.unitlet_env(
+            &[
+                "--manifests",
+                manifests.to_str().unwrap(),
+                "render",
+                name,
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &env,
+        );
         assert!(o.status.success(), "render {name}: {}", stderr(&o));
     }
+    let grafana = std::fs::read_to_string(out.join("grafana.service")).unwrap();
+    assert!(
+        grafana.contains(&format!("EnvironmentFile={}", env_file.display()))
+            && !grafana.contains("not-in-any-unit"),
+        "{grafana}"
+    );
     let files: Vec<PathBuf> = std::fs::read_dir(&out)
         .unwrap()
         .flatten()
@@ -71,8 +96,21 @@ fn shipped_manifests_validate_and_render_units_that_verify() {
     );
 }
 
-fn ready(um: &UserManager, name: &str) -> Option<(String, String, String)> {
-    um.ready(name)
+/// NAME's Ready condition as `unitlet get` shows it to the user whose home
+/// is `home` (manifests name files under `~/`).
+fn ready(um: &UserManager, home: &Path, name: &str) -> Option<(String, String, String)> {
+    let o = um.unitlet_env(&["get", "-o", "json"], &[("HOME", home)]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+    let obj = v.as_array()?.iter().find(|o| o["name"] == name)?;
+    let c = obj["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")?;
+    Some((
+        c["status"].as_str()?.into(),
+        c["reason"].as_str()?.into(),
+        c["message"].as_str()?.into(),
+    ))
 }
 
 #[test]
@@ -111,10 +149,21 @@ fn install_script_brings_up_the_debian_part_of_the_stack() {
         "active",
         "unitlet runs as a Type=notify user service"
     );
+    // Grafana's admin password was generated into a private file.
+    let env_file = home.path().join(".config/unitlet/secrets/grafana.env");
+    let meta = std::fs::metadata(&env_file).expect("install.sh creates grafana.env");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let pw = std::fs::read_to_string(&env_file).unwrap();
+    let pw = pw
+        .trim()
+        .strip_prefix("GF_SECURITY_ADMIN_PASSWORD=")
+        .expect("the file sets GF_SECURITY_ADMIN_PASSWORD");
+    assert!(pw.len() >= 16, "a weak generated password");
     let t = Duration::from_secs(120);
     for name in ["prometheus", "node-exporter", "alertmanager"] {
         wait_for(t, &format!("{name} Ready"), || {
-            ready(&um, name).filter(|r| r.0 == "True")
+            ready(&um, home.path(), name).filter(|r| r.0 == "True")
         });
     }
     assert_eq!(
@@ -132,7 +181,7 @@ fn install_script_brings_up_the_debian_part_of_the_stack() {
     );
     for name in ["grafana", "loki", "promtail"] {
         let (status, _reason, message) = wait_for(t, &format!("{name} reported"), || {
-            ready(&um, name).filter(|r| r.1 == "BinaryMissing")
+            ready(&um, home.path(), name).filter(|r| r.1 == "BinaryMissing")
         });
         assert_eq!(status, "False");
         assert!(
@@ -146,6 +195,11 @@ fn install_script_brings_up_the_debian_part_of_the_stack() {
             .filter(|(_, b)| b.contains("\"1\"]"))
             .map(|_| ())
     });
+    let unit = std::fs::read_to_string(um.unit_dir.join("grafana.service")).unwrap();
+    assert!(
+        unit.contains("EnvironmentFile=") && !unit.contains(pw),
+        "{unit}"
+    );
     let o = um.systemctl(&["list-timers", "--all", "--no-pager"]);
     assert!(
         stdout(&o).contains("prometheus-tsdb.timer")

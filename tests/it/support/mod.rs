@@ -111,6 +111,7 @@ impl UserManager {
         let runtime = tmp.path().to_path_buf();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700)).unwrap();
+        share_mount(&runtime);
         for d in ["config", "data", "state", "config/unitlet/manifests"] {
             std::fs::create_dir_all(runtime.join(d)).unwrap();
         }
@@ -280,6 +281,15 @@ impl UserManager {
             .expect("run unitlet")
     }
 
+    /// `unitlet ARGS` with extra environment (e.g. another `HOME`).
+    pub fn unitlet_env(&self, args: &[&str], env: &[(&str, &Path)]) -> Output {
+        let mut c = self.command(UNITLET);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.args(args).output().expect("run unitlet")
+    }
+
     /// Start `unitlet run` in the background.
     pub fn spawn_run(&self, extra: &[&str]) -> RunningOperator {
         let log = self
@@ -368,7 +378,41 @@ impl Drop for UserManager {
         for cg in &self.cgroups {
             remove_tree(cg);
         }
+        // Lazily: credential mounts below it go with it.
+        let c = std::ffi::CString::new(self.runtime.as_os_str().as_encoded_bytes()).unwrap();
+        unsafe {
+            libc::umount2(c.as_ptr(), libc::MNT_DETACH);
+        }
     }
+}
+
+/// Make the runtime directory a shared mount point of its own (`mount
+/// --bind D D && mount --make-shared D`): the manager mounts each service's
+/// credentials (`LoadCredential=`) below `$XDG_RUNTIME_DIR/credentials`, and
+/// a service sees that mount only if it propagates into its namespace.
+fn share_mount(dir: &Path) {
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+    let none = std::ffi::CString::new("none").unwrap();
+    let ok = unsafe {
+        libc::mount(
+            c.as_ptr(),
+            c.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        ) == 0
+            && libc::mount(
+                none.as_ptr(),
+                c.as_ptr(),
+                std::ptr::null(),
+                libc::MS_SHARED,
+                std::ptr::null(),
+            ) == 0
+    };
+    require(
+        ok,
+        "permission to bind-mount the manager's runtime directory shared (run as root)",
+    );
 }
 
 fn subdirs(dir: &Path) -> Vec<PathBuf> {
