@@ -767,6 +767,17 @@ pub async fn restore_tsdb(t: RestoreTarget<'_>, opts: &RestoreOptions) -> Result
             }
         }
     };
+    // The whole set is checked before anything else is touched (a
+    // hostile or damaged set is refused without even reaching systemd).
+    let (store, id) = (t.store.clone(), t.id.to_owned());
+    let set = blocking(move || store.verify(&id)).await?;
+    if set.info().kind != KIND {
+        return Err(PrometheusError::WrongKind {
+            id: set.info().id.clone(),
+            kind: set.info().kind.clone(),
+        });
+    }
+    let blocks = set_blocks(&set)?;
     let sd = Systemd::connect(t.bus)
         .await
         .map_err(sd_err("cannot stop and start Prometheus".to_owned()))?;
@@ -791,15 +802,6 @@ pub async fn restore_tsdb(t: RestoreTarget<'_>, opts: &RestoreOptions) -> Result
         None
     };
 
-    let (store, id) = (t.store.clone(), t.id.to_owned());
-    let set = blocking(move || store.verify(&id)).await?;
-    if set.info().kind != KIND {
-        return Err(PrometheusError::WrongKind {
-            id: set.info().id.clone(),
-            kind: set.info().kind.clone(),
-        });
-    }
-    let blocks = set_blocks(&set)?;
     let snap_files = set
         .files()
         .iter()

@@ -37,6 +37,7 @@ impl Cli {
         std::fs::set_permissions(&manifests, std::fs::Permissions::from_mode(0o700)).unwrap();
         let token = root.join("grafana-token");
         std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
         Cli {
             state: root.join("state"),
             manifests,

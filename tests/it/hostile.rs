@@ -249,7 +249,7 @@ fn lay_out(um: &UserManager) -> (Vec<Case>, std::os::unix::net::UnixListener) {
     put(
         "backup-root.yaml",
         b"apiVersion: unitlet/v1\nkind: Backup\nmetadata: {name: backup-root}\nspec: {schedule: every 1h, destination: /, prometheus: {url: 'http://127.0.0.1:9'}}\n",
-        &["not a directory of its own"],
+        &["not a directory of its own", "shared by the whole system"],
     );
     put(
         "url-ftp.yaml",

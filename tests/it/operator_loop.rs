@@ -351,7 +351,7 @@ fn a_fifo_or_a_device_as_unit_file_is_refused_and_nothing_hangs() {
     let metrics = format!("http://127.0.0.1:{mport}/metrics");
     let run = um.spawn_run(&["--metrics-addr", &format!("127.0.0.1:{mport}")]);
     run.wait_log("connected", T);
-    let fifo = um.manifests.join("..").join("unit.fifo");
+    let fifo = um.manifests.join("..").join("fifo.service");
     let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     let zero = um.manifests.join("..").join("zero.service");
@@ -390,7 +390,7 @@ fn a_fifo_or_a_device_as_unit_file_is_refused_and_nothing_hangs() {
     assert!(slowest < Duration::from_millis(100), "{slowest:?}");
     let (_, _, m) = um.ready("fifo").unwrap();
     assert!(
-        m.contains("unit.fifo") && m.contains("not a regular file"),
+        m.contains("fifo.service") && m.contains("not a regular file"),
         "{m}"
     );
     let (_, _, m) = um.ready("zero").unwrap();
