@@ -37,6 +37,10 @@ pub struct LiveUnit {
     pub need_reload: Option<bool>,
     /// Live cgroup limits, when fetched (u64::MAX = unlimited).
     pub limits: Option<LiveLimits>,
+    /// Drop-ins in the manager's `user.control` directories that set a
+    /// limit unitlet manages (`systemctl set-property`, or an older
+    /// unitlet): they override the unit file, also after a daemon-reload.
+    pub limit_dropins: Vec<PathBuf>,
 }
 
 /// Live values of the limits unitlet enforces, as systemd reports them.
@@ -49,23 +53,87 @@ pub struct LiveLimits {
 }
 
 impl LiveLimits {
-    /// Whether live values satisfy the wanted ones. An unset `tasksMax`
-    /// leaves systemd's default (`DefaultTasksMax=`, not infinity) alone.
-    pub fn matches(&self, live: &LiveLimits) -> bool {
-        self.memory_max == live.memory_max
-            && self.memory_high == live.memory_high
-            && self.cpu_quota_per_sec_usec == live.cpu_quota_per_sec_usec
-            && (self.tasks_max == u64::MAX || self.tasks_max == live.tasks_max)
-    }
-
-    /// What the live values should be for these desired limits.
-    pub fn wanted(r: &Resources) -> LiveLimits {
-        LiveLimits {
+    /// What the live values should be for these desired limits. An unset
+    /// `tasksMax` means systemd's `DefaultTasksMax=` (not infinity); when
+    /// that is unknown (`None`), `tasks_max` is `None` and not compared.
+    pub fn wanted(r: &Resources, default_tasks_max: Option<u64>) -> WantedLimits {
+        WantedLimits {
             memory_max: r.memory_max.unwrap_or(u64::MAX),
             memory_high: r.memory_high.unwrap_or(u64::MAX),
             cpu_quota_per_sec_usec: r.cpu_quota.map(|p| p * 10_000).unwrap_or(u64::MAX),
-            tasks_max: r.tasks_max.unwrap_or(u64::MAX),
+            tasks_max: r.tasks_max.or(default_tasks_max),
         }
+    }
+}
+
+/// The live limits a manifest asks for (unset limits: systemd's default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WantedLimits {
+    pub memory_max: u64,
+    pub memory_high: u64,
+    pub cpu_quota_per_sec_usec: u64,
+    /// `None`: systemd's default, which is not known here.
+    pub tasks_max: Option<u64>,
+}
+
+impl WantedLimits {
+    /// Whether the live values are the wanted ones.
+    pub fn matches(&self, live: &LiveLimits) -> bool {
+        self.differences(live).is_empty()
+    }
+
+    /// Each live value that is not the wanted one, as
+    /// `MemoryMax is 300M, the manifest wants 100M`.
+    pub fn differences(&self, live: &LiveLimits) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut check = |prop: &str, have: u64, want: u64, show: fn(u64) -> String| {
+            if have != want {
+                out.push(format!(
+                    "{prop} is {}, the manifest wants {}",
+                    show(have),
+                    show(want)
+                ));
+            }
+        };
+        check("MemoryMax", live.memory_max, self.memory_max, show_bytes);
+        check("MemoryHigh", live.memory_high, self.memory_high, show_bytes);
+        check(
+            "CPUQuota",
+            live.cpu_quota_per_sec_usec,
+            self.cpu_quota_per_sec_usec,
+            show_quota,
+        );
+        if let Some(t) = self.tasks_max {
+            check("TasksMax", live.tasks_max, t, show_count);
+        }
+        out
+    }
+}
+
+fn show_count(v: u64) -> String {
+    if v == u64::MAX {
+        "infinity".into()
+    } else {
+        v.to_string()
+    }
+}
+
+fn show_bytes(v: u64) -> String {
+    match v {
+        u64::MAX => "infinity".into(),
+        v if v != 0 && v % (1 << 30) == 0 => format!("{}G", v >> 30),
+        v if v != 0 && v % (1 << 20) == 0 => format!("{}M", v >> 20),
+        v if v != 0 && v % (1 << 10) == 0 => format!("{}K", v >> 10),
+        v => v.to_string(),
+    }
+}
+
+fn show_quota(v: u64) -> String {
+    if v == u64::MAX {
+        "infinity".into()
+    } else {
+        // CPUQuotaPerSecUSec: µs of CPU time per second of wall time.
+        format!("{}%", v as f64 / 10_000.0)
     }
 }
 
@@ -78,6 +146,9 @@ pub struct Observed {
     /// Content hash of each unit file as last applied in full (written,
     /// reloaded, restarted). A mismatch means an apply was interrupted.
     pub applied: BTreeMap<String, String>,
+    /// The manager's `DefaultTasksMax`: what `TasksMax` is for a unit
+    /// that does not set it. `None` = unknown (not compared).
+    pub default_tasks_max: Option<u64>,
 }
 
 /// Names and files whose units must be left exactly as they are, because
@@ -103,7 +174,9 @@ pub enum Op {
     DaemonReload,
     Enable,
     Disable,
-    /// Apply limits to the running unit and persist them (no restart).
+    /// Make the unit file's limits the live ones without a restart:
+    /// remove the `user.control` drop-ins that override them (before the
+    /// daemon-reload, which then applies the unit file's limits live).
     SetLimits(Resources),
     Start,
     Restart,
@@ -274,6 +347,7 @@ pub fn plan(unit_dir: &Path, desired: &[DesiredUnit], held: &Held, observed: &Ob
     let mut starts: Vec<(usize, Action)> = Vec::new();
     let mut conflicts = Vec::new();
     let mut need_reload = false;
+    let mut limits_reload = false;
     let order = start_order(desired);
 
     let desired_names: BTreeSet<&str> = desired.iter().map(|d| d.name.as_str()).collect();
@@ -340,6 +414,7 @@ pub fn plan(unit_dir: &Path, desired: &[DesiredUnit], held: &Held, observed: &Ob
         // 1. The file.
         let mut restart_reason: Option<String> = None;
         let mut live_only = false;
+        let mut limits_reason: Option<String> = None;
         match file {
             None => {
                 files.push(action(
@@ -441,17 +516,14 @@ pub fn plan(unit_dir: &Path, desired: &[DesiredUnit], held: &Held, observed: &Ob
                 } else if let Some(r) = restart_reason {
                     starts.push((depth, action(Op::Restart, r)));
                 } else if live_only {
-                    limits.push(action(
-                        Op::SetLimits(d.resources.clone()),
-                        "only resource limits changed: applied live, no restart".into(),
-                    ));
+                    limits_reason =
+                        Some("only resource limits changed: applied live, no restart".into());
                 } else if let Some(l) = live.and_then(|l| l.limits)
-                    && !LiveLimits::wanted(&d.resources).matches(&l)
+                    && !LiveLimits::wanted(&d.resources, observed.default_tasks_max).matches(&l)
                 {
-                    limits.push(action(
-                        Op::SetLimits(d.resources.clone()),
+                    limits_reason = Some(
                         "live resource limits differ from the manifest (changed by hand?)".into(),
-                    ));
+                    );
                 }
             }
             Some(false) if running && !pending => {
@@ -459,6 +531,30 @@ pub fn plan(unit_dir: &Path, desired: &[DesiredUnit], held: &Held, observed: &Ob
             }
             Some(false) => {}
             None => {}
+        }
+
+        // 4. Limits set by hand (or by an older unitlet) in the manager's
+        // control directory override the unit file even after a restart or
+        // a daemon-reload: remove them, whatever the unit's state.
+        if let Some(l) = live.filter(|l| !l.limit_dropins.is_empty()) {
+            let files: Vec<String> = l
+                .limit_dropins
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            let why = format!(
+                "resource limits set outside the manifest override it ({})",
+                files.join(", ")
+            );
+            limits_reason = Some(match limits_reason {
+                Some(r) => format!("{r}; {why}"),
+                None => why,
+            });
+        }
+        if let Some(reason) = limits_reason {
+            limits.push(action(Op::SetLimits(d.resources.clone()), reason));
+            // The daemon-reload is what applies the unit file's limits live.
+            limits_reload = true;
         }
     }
 
@@ -505,16 +601,20 @@ pub fn plan(unit_dir: &Path, desired: &[DesiredUnit], held: &Held, observed: &Ob
     actions.extend(stops);
     actions.extend(disables);
     actions.extend(files);
-    if need_reload {
+    actions.extend(limits);
+    if need_reload || limits_reload {
         actions.push(Action {
             op: Op::DaemonReload,
             unit: String::new(),
             manifest: String::new(),
-            reason: "unit files changed on disk".into(),
+            reason: if need_reload {
+                "unit files changed on disk".into()
+            } else {
+                "makes the unit files' resource limits the live ones".into()
+            },
         });
     }
     actions.extend(enables);
-    actions.extend(limits);
     actions.extend(starts.into_iter().map(|(_, a)| a));
     Plan { actions, conflicts }
 }
