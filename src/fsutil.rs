@@ -84,7 +84,7 @@ fn write_temp(
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
         .to_path_buf();
-    std::fs::create_dir_all(&dir)?;
+    create_dir_all(&dir)?;
     let tmp = temp_path(&dir, path);
     let mut f = create_temp(&tmp, mode)?;
     let written = (|| {
@@ -165,6 +165,17 @@ pub fn pid_alive(pid: i32) -> bool {
     pid > 0
         && (unsafe { libc::kill(pid, 0) } == 0
             || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+}
+
+/// Create a directory and its parents, mode 0755 whatever the umask's
+/// group bits: unitlet refuses state directories others can write, so it
+/// must not create one (a umask of 002 would).
+pub fn create_dir_all(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
 }
 
 /// fsync a directory so a rename or unlink in it is durable.

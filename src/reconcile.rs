@@ -35,6 +35,9 @@ pub enum ReconcileError {
     /// Status could not be saved.
     #[error(transparent)]
     Status(#[from] crate::status::StatusError),
+    /// The state directory (holds, status) cannot be trusted.
+    #[error(transparent)]
+    StateDir(#[from] crate::locations::LocationError),
 }
 
 impl ReconcileError {
@@ -328,6 +331,9 @@ impl Reconciler {
     pub async fn prepare(&self, sd: &Systemd, status: &Status) -> Result<Prepared, ReconcileError> {
         let t = Instant::now();
         let loaded = manifest::load_dir(&self.loc.manifests)?;
+        // Holds found there keep the operator off a service: trust them
+        // only in a directory nobody else can write.
+        self.loc.check_state_dir()?;
         tracing::debug!(elapsed = ?t.elapsed(), manifests = loaded.manifests.len(), "loaded manifests");
         let mut held = Held {
             names: loaded.held.keys().cloned().collect(),

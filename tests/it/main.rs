@@ -7,6 +7,7 @@ mod limits;
 mod reload;
 mod render;
 mod stack;
+mod state_dir;
 
 mod fake_grafana;
 mod grafana;
