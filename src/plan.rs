@@ -839,4 +839,46 @@ mod tests {
         let p = plan(Path::new("/u"), &d, &Held::default(), &o);
         assert!(matches!(p.actions[0].op, Op::SetLimits(_)), "{p}");
     }
+
+    #[test]
+    fn limit_dropins_are_removed_whatever_the_units_state() {
+        let d = desired(&svc("a", ""));
+        let mut o = converged(&d);
+        let l = o.live.get_mut("a.service").unwrap();
+        l.active_state = "inactive".into();
+        l.limit_dropins = vec!["/c/user.control/a.service.d/50-TasksMax.conf".into()];
+        let p = plan(Path::new("/u"), &d, &Held::default(), &o);
+        let ops: Vec<String> = p.actions.iter().map(|a| a.to_string()).collect();
+        assert_eq!(ops.len(), 3, "{p}");
+        assert!(
+            ops[0].starts_with("set-limits a.service (no limits): resource limits set outside the manifest override it (/c/user.control/a.service.d/50-TasksMax.conf)"),
+            "{p}"
+        );
+        assert_eq!(
+            ops[1],
+            "daemon-reload: makes the unit files' resource limits the live ones"
+        );
+        assert!(ops[2].starts_with("start a.service"), "{p}");
+    }
+
+    #[test]
+    fn unset_tasks_max_wants_the_managers_default() {
+        let r = Resources::default();
+        let live = LiveLimits {
+            memory_max: 100 << 20,
+            memory_high: u64::MAX,
+            cpu_quota_per_sec_usec: 500_000,
+            tasks_max: 50,
+        };
+        assert_eq!(
+            LiveLimits::wanted(&r, Some(4915)).differences(&live),
+            [
+                "MemoryMax is 100M, the manifest wants infinity",
+                "CPUQuota is 50%, the manifest wants infinity",
+                "TasksMax is 50, the manifest wants 4915",
+            ]
+        );
+        // Unknown default: TasksMax is not compared.
+        assert_eq!(LiveLimits::wanted(&r, None).differences(&live).len(), 2);
+    }
 }

@@ -775,7 +775,23 @@ impl Reconciler {
                     ..
                 }
             );
-            if !running || !touched.contains(d.name.as_str()) || failures.contains_key(&d.manifest)
+            // Limits are worth a look when the manifest sets some, or the
+            // unit had some before (in its file or set outside it).
+            let had_limits = prep.observed.files.get(&d.name).is_some_and(|f| {
+                f.content.lines().any(|l| {
+                    ["MemoryMax=", "MemoryHigh=", "CPUQuota=", "TasksMax="]
+                        .iter()
+                        .any(|k| l.starts_with(k))
+                })
+            }) || prep
+                .observed
+                .live
+                .get(&d.name)
+                .is_some_and(|l| !l.limit_dropins.is_empty());
+            if !running
+                || !touched.contains(d.name.as_str())
+                || failures.contains_key(&d.manifest)
+                || (d.resources.is_empty() && !had_limits)
             {
                 continue;
             }
