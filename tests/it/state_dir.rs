@@ -59,3 +59,25 @@ fn state_dir_writable_by_other_users_is_refused() {
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     assert_eq!(um.active("x.service"), "active");
 }
+
+#[test]
+fn directories_unitlet_creates_pass_its_own_check_under_umask_002() {
+    let um = UserManager::start();
+    um.write_manifest("x.yaml", &service("x", ""));
+    assert!(!um.state_dir.exists());
+    // Each nextest test is its own process: the umask is ours alone, and
+    // the unitlet processes started from here inherit it.
+    unsafe {
+        libc::umask(0o002);
+    }
+    let mut run = um.spawn_run(&[]);
+    run.wait_log("reconciled", std::time::Duration::from_secs(20));
+    run.stop();
+    use std::os::unix::fs::MetadataExt;
+    for d in [um.state_dir.clone(), um.state_dir.join("holds")] {
+        let mode = std::fs::metadata(&d).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o755, "{}", d.display());
+    }
+    let o = um.unitlet(&["apply"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+}
