@@ -346,18 +346,32 @@ fn sigkill_mid_apply_then_restart_converges() {
             .all(|i| um.active(&format!("s{i:02}.service")) == "active")
             .then_some(())
     });
+    let names: Vec<String> = (0..50).map(|i| format!("s{i:02}")).collect();
+    assert_unit_dir_clean(&um, &names, "after the restart");
+}
+
+/// After a crash and a restart: every file in the unit directory is the
+/// whole unit of one of `names`, owned by its manifest; no temporaries.
+fn assert_unit_dir_clean(um: &UserManager, names: &[String], trial: &str) {
     for ent in std::fs::read_dir(&um.unit_dir).unwrap().flatten() {
         let name = ent.file_name().to_string_lossy().into_owned();
-        assert!(!name.starts_with('.'), "temporary file left behind: {name}");
-        let content = std::fs::read_to_string(ent.path()).unwrap();
+        assert!(
+            !name.starts_with('.'),
+            "temporary file left behind: {name}, {trial}"
+        );
         let stem = name.trim_end_matches(".service");
         assert!(
+            names.iter().any(|n| n == stem),
+            "unexpected {name}, {trial}"
+        );
+        let content = std::fs::read_to_string(ent.path()).unwrap();
+        assert!(
             content.contains(&format!("X-Unitlet-Manifest={stem}\n")),
-            "{name} unowned or half-written"
+            "{name} unowned or half-written, {trial}"
         );
         assert!(
             content.trim_end().ends_with("WantedBy=default.target"),
-            "{name} half-written"
+            "{name} half-written, {trial}"
         );
     }
 }
@@ -667,24 +681,7 @@ fn sigkill_at_random_moments_mid_apply_always_converges() {
         wait_for(T, &format!("`unitlet plan` exits 0, {trial}"), || {
             (um.unitlet(&["plan"]).status.code() == Some(0)).then_some(())
         });
-        for ent in std::fs::read_dir(&um.unit_dir).unwrap().flatten() {
-            let name = ent.file_name().to_string_lossy().into_owned();
-            assert!(
-                !name.starts_with('.'),
-                "temporary file left behind: {name}, {trial}"
-            );
-            let stem = name.trim_end_matches(".service");
-            assert!(
-                names.iter().any(|n| n == stem),
-                "unexpected {name}, {trial}"
-            );
-            let content = std::fs::read_to_string(ent.path()).unwrap();
-            assert!(
-                content.contains(&format!("X-Unitlet-Manifest={stem}\n"))
-                    && content.trim_end().ends_with("WantedBy=default.target"),
-                "{name} unowned or half-written, {trial}"
-            );
-        }
+        assert_unit_dir_clean(&um, &names, &trial);
         let l = links();
         assert_eq!(l.len(), N, "one .wants link per unit, {trial}: {l:?}");
         for link in &l {
