@@ -52,31 +52,50 @@ pub struct LiveLimits {
     pub tasks_max: u64,
 }
 
-impl LiveLimits {
-    /// What the live values should be for these desired limits. An unset
-    /// `tasksMax` means systemd's `DefaultTasksMax=` (not infinity); when
-    /// that is unknown (`None`), `tasks_max` is `None` and not compared.
-    pub fn wanted(r: &Resources, default_tasks_max: Option<u64>) -> WantedLimits {
-        WantedLimits {
-            memory_max: r.memory_max.unwrap_or(u64::MAX),
-            memory_high: r.memory_high.unwrap_or(u64::MAX),
-            cpu_quota_per_sec_usec: r.cpu_quota.map(|p| p * 10_000).unwrap_or(u64::MAX),
-            tasks_max: r.tasks_max.or(default_tasks_max),
-        }
-    }
+/// The limits unitlet manages, as unit-file keys.
+pub const LIMIT_KEYS: [&str; 4] = ["MemoryMax", "MemoryHigh", "CPUQuota", "TasksMax"];
+
+/// Whether a unit file sets any limit unitlet manages.
+pub fn has_limit_keys(content: &str) -> bool {
+    render::parse_unit(content)
+        .keys()
+        .any(|(section, key)| section == "Service" && LIMIT_KEYS.contains(&key.as_str()))
 }
 
-/// The live limits a manifest asks for (unset limits: systemd's default).
+/// The live limits a unit file asks for; a limit it does not set is
+/// systemd's default. `None` = not compared (a value unitlet does not
+/// evaluate, like a percentage of memory, or an unknown default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WantedLimits {
-    pub memory_max: u64,
-    pub memory_high: u64,
-    pub cpu_quota_per_sec_usec: u64,
-    /// `None`: systemd's default, which is not known here.
+    pub memory_max: Option<u64>,
+    pub memory_high: Option<u64>,
+    pub cpu_quota_per_sec_usec: Option<u64>,
     pub tasks_max: Option<u64>,
 }
 
 impl WantedLimits {
+    /// From the unit file unitlet writes (the manifest's `resources`, and
+    /// for an adopted unit the file's own settings): in its `[Service]`
+    /// sections the last assignment of a key wins and an empty one resets
+    /// it, as in systemd. An unset `TasksMax=` is the manager's
+    /// `DefaultTasksMax` (not infinity).
+    pub fn of_unit(content: &str, default_tasks_max: Option<u64>) -> WantedLimits {
+        let parsed = render::parse_unit(content);
+        let last = |key: &str| {
+            parsed
+                .get(&("Service".to_string(), key.to_string()))
+                .and_then(|v| v.last())
+                .map(String::as_str)
+                .filter(|v| !v.is_empty())
+        };
+        WantedLimits {
+            memory_max: last("MemoryMax").map_or(Some(u64::MAX), parse_bytes),
+            memory_high: last("MemoryHigh").map_or(Some(u64::MAX), parse_bytes),
+            cpu_quota_per_sec_usec: last("CPUQuota").map_or(Some(u64::MAX), parse_quota),
+            tasks_max: last("TasksMax").map_or(default_tasks_max, parse_count),
+        }
+    }
+
     /// Whether the live values are the wanted ones.
     pub fn matches(&self, live: &LiveLimits) -> bool {
         self.differences(live).is_empty()
@@ -86,8 +105,10 @@ impl WantedLimits {
     /// `MemoryMax is 300M, the manifest wants 100M`.
     pub fn differences(&self, live: &LiveLimits) -> Vec<String> {
         let mut out = Vec::new();
-        let mut check = |prop: &str, have: u64, want: u64, show: fn(u64) -> String| {
-            if have != want {
+        let mut check = |prop: &str, have: u64, want: Option<u64>, show: fn(u64) -> String| {
+            if let Some(want) = want
+                && have != want
+            {
                 out.push(format!(
                     "{prop} is {}, the manifest wants {}",
                     show(have),
@@ -103,10 +124,40 @@ impl WantedLimits {
             self.cpu_quota_per_sec_usec,
             show_quota,
         );
-        if let Some(t) = self.tasks_max {
-            check("TasksMax", live.tasks_max, t, show_count);
-        }
+        check("TasksMax", live.tasks_max, self.tasks_max, show_count);
         out
+    }
+}
+
+/// `1073741824`, `512M`, `infinity` → bytes; percentages → `None`.
+fn parse_bytes(v: &str) -> Option<u64> {
+    if v == "infinity" {
+        return Some(u64::MAX);
+    }
+    let (num, shift) = match v.char_indices().last()? {
+        (i, 'K') => (&v[..i], 10),
+        (i, 'M') => (&v[..i], 20),
+        (i, 'G') => (&v[..i], 30),
+        (i, 'T') => (&v[..i], 40),
+        (i, 'P') => (&v[..i], 50),
+        (i, 'E') => (&v[..i], 60),
+        _ => (v, 0),
+    };
+    num.parse::<u64>().ok()?.checked_mul(1u64 << shift)
+}
+
+/// `150%`, `12.5%` → µs of CPU time per second.
+fn parse_quota(v: &str) -> Option<u64> {
+    let p: f64 = v.strip_suffix('%')?.parse().ok()?;
+    (p > 0.0).then(|| (p * 10_000.0).round() as u64)
+}
+
+/// `50`, `infinity` → a count; percentages → `None`.
+fn parse_count(v: &str) -> Option<u64> {
+    if v == "infinity" {
+        Some(u64::MAX)
+    } else {
+        v.parse().ok()
     }
 }
 
@@ -519,7 +570,7 @@ pub fn plan(unit_dir: &Path, desired: &[DesiredUnit], held: &Held, observed: &Ob
                     limits_reason =
                         Some("only resource limits changed: applied live, no restart".into());
                 } else if let Some(l) = live.and_then(|l| l.limits)
-                    && !LiveLimits::wanted(&d.resources, observed.default_tasks_max).matches(&l)
+                    && !WantedLimits::of_unit(&d.content, observed.default_tasks_max).matches(&l)
                 {
                     limits_reason = Some(
                         "live resource limits differ from the manifest (changed by hand?)".into(),
@@ -863,7 +914,6 @@ mod tests {
 
     #[test]
     fn unset_tasks_max_wants_the_managers_default() {
-        let r = Resources::default();
         let live = LiveLimits {
             memory_max: 100 << 20,
             memory_high: u64::MAX,
@@ -871,7 +921,7 @@ mod tests {
             tasks_max: 50,
         };
         assert_eq!(
-            LiveLimits::wanted(&r, Some(4915)).differences(&live),
+            WantedLimits::of_unit("[Service]\nExecStart=/bin/x\n", Some(4915)).differences(&live),
             [
                 "MemoryMax is 100M, the manifest wants infinity",
                 "CPUQuota is 50%, the manifest wants infinity",
@@ -879,6 +929,21 @@ mod tests {
             ]
         );
         // Unknown default: TasksMax is not compared.
-        assert_eq!(LiveLimits::wanted(&r, None).differences(&live).len(), 2);
+        let none = WantedLimits::of_unit("[Service]\n", None);
+        assert_eq!(none.differences(&live).len(), 2);
+        // An adopted file's own limits count; the last assignment wins,
+        // an empty one resets, percentages of memory are not compared.
+        let own = "[Service]\nMemoryMax=1G\nMemoryMax=100M\nCPUQuota=50%\nTasksMax=10\nTasksMax=\n[Service]\nTasksMax=50\nMemoryHigh=20%\n";
+        assert!(
+            WantedLimits::of_unit(own, Some(4915)).matches(&live),
+            "{:?}",
+            WantedLimits::of_unit(own, Some(4915))
+        );
+        assert!(has_limit_keys(own));
+        assert!(!has_limit_keys(
+            "[Unit]\nDescription=MemoryMax=1\n[Service]\nExecStart=/x\n"
+        ));
+        let fractional = WantedLimits::of_unit("[Service]\nCPUQuota=12.5%\n", None);
+        assert_eq!(fractional.cpu_quota_per_sec_usec, Some(125_000));
     }
 }

@@ -436,7 +436,7 @@ impl Reconciler {
                     }
                 ) && active
                     && !differs
-                    && (!d.resources.is_empty() || !unit.limit_dropins.is_empty())
+                    && (plan::has_limit_keys(&d.content) || !unit.limit_dropins.is_empty())
                 {
                     unit.limits = sd.live_limits(&name, &path).await.ok();
                 }
@@ -775,31 +775,28 @@ impl Reconciler {
                     ..
                 }
             );
-            // Limits are worth a look when the manifest sets some, or the
+            // Limits are worth a look when the unit file sets some, or the
             // unit had some before (in its file or set outside it).
-            let had_limits = prep.observed.files.get(&d.name).is_some_and(|f| {
-                f.content.lines().any(|l| {
-                    ["MemoryMax=", "MemoryHigh=", "CPUQuota=", "TasksMax="]
-                        .iter()
-                        .any(|k| l.starts_with(k))
-                })
-            }) || prep
-                .observed
-                .live
-                .get(&d.name)
-                .is_some_and(|l| !l.limit_dropins.is_empty());
+            let had_limits = plan::has_limit_keys(&d.content)
+                || prep
+                    .observed
+                    .files
+                    .get(&d.name)
+                    .is_some_and(|f| plan::has_limit_keys(&f.content))
+                || prep
+                    .observed
+                    .live
+                    .get(&d.name)
+                    .is_some_and(|l| !l.limit_dropins.is_empty());
             if !running
                 || !touched.contains(d.name.as_str())
                 || failures.contains_key(&d.manifest)
-                || (d.resources.is_empty() && !had_limits)
+                || !had_limits
             {
                 continue;
             }
-            let default_tasks_max = prep.observed.default_tasks_max;
-            let msg = match sd
-                .limit_differences(&d.name, &d.resources, default_tasks_max)
-                .await
-            {
+            let wanted = plan::WantedLimits::of_unit(&d.content, prep.observed.default_tasks_max);
+            let msg = match sd.limit_differences(&d.name, &wanted).await {
                 Ok(diff) if diff.is_empty() => continue,
                 Ok(diff) => format!(
                     "live resource limits of {} do not match the manifest after applying: {}; something else sets them (a drop-in: see `systemctl --user cat {}`); remove that setting or change the manifest",

@@ -14,8 +14,7 @@ use zbus::{Connection, MatchRule, MessageStream, proxy::CacheProperties};
 use zbus::{OwnedObjectPath, OwnedVariant as OwnedValue, Variant as Value};
 use zbus_systemd::systemd1::{ManagerProxy, UnitProxy};
 
-use crate::manifest::Resources;
-use crate::plan::{LiveLimits, LiveUnit};
+use crate::plan::{LiveLimits, LiveUnit, WantedLimits};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SystemdError {
@@ -437,7 +436,7 @@ impl Systemd {
         )
     }
 
-    /// Compare a unit's live limits with the manifest's, after an apply.
+    /// Compare a unit's live limits with the wanted ones, after an apply.
     ///
     /// Returns what differs (empty when all match).
     ///
@@ -446,12 +445,11 @@ impl Systemd {
     pub async fn limit_differences(
         &self,
         unit: &str,
-        r: &Resources,
-        default_tasks_max: Option<u64>,
+        wanted: &WantedLimits,
     ) -> Result<Vec<String>, SystemdError> {
         let path = self.load_unit(unit).await?;
         let live = self.live_limits(unit, &path).await?;
-        Ok(LiveLimits::wanted(r, default_tasks_max).differences(&live))
+        Ok(wanted.differences(&live))
     }
 
     /// Send a signal to the unit's main process (a `reload.signal`).

@@ -343,3 +343,37 @@ fn limits_overridden_by_a_drop_in_fail_the_apply() {
         "{err}"
     );
 }
+
+#[test]
+fn an_adopted_units_own_limits_stay_when_the_manifest_sets_others() {
+    let um = UserManager::start();
+    let units = um.manifests.join("../units");
+    std::fs::create_dir_all(&units).unwrap();
+    std::fs::write(
+        units.join("a.service"),
+        "[Unit]\nDescription=A\n[Service]\nExecStart=/bin/sleep 100000\nMemoryMax=150M\n[Install]\nWantedBy=default.target\n",
+    )
+    .unwrap();
+    let adopted = |extra: &str| {
+        format!(
+            "apiVersion: unitlet/v1\nkind: Service\nmetadata: {{name: a}}\nspec:\n  unitFile: ../units/a.service\n{extra}"
+        )
+    };
+    um.write_manifest("a.yaml", &adopted(""));
+    apply_ok(&um);
+    let mem = (150u64 << 20).to_string();
+    assert_eq!(um.prop("a.service", "MemoryMax"), mem);
+    // The old applier set every limit the manifest left out to infinity.
+    um.write_manifest("a.yaml", &adopted("  resources: {cpuQuota: 50%}\n"));
+    apply_ok(&um);
+    assert_eq!(um.prop("a.service", "CPUQuotaPerSecUSec"), "500ms");
+    assert_eq!(
+        um.prop("a.service", "MemoryMax"),
+        mem,
+        "the file's own limit"
+    );
+    assert!(um.systemctl(&["daemon-reload"]).status.success());
+    assert_eq!(um.prop("a.service", "MemoryMax"), mem);
+    let o = um.unitlet(&["plan"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+}
