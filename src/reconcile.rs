@@ -669,7 +669,10 @@ impl Reconciler {
             }
             // 8. Verify: the live limits of every service this plan touched
             // must now be the manifest's.
-            self.verify_limits(sd, &prep, &mut failures).await;
+            for (manifest, msg) in self.verify_limits(sd, &prep, &failures).await {
+                status.event(&manifest, "Warning", "LimitsNotApplied", msg.clone());
+                fail(&mut failures, &manifest, msg);
+            }
             for a in actions.iter().filter(|a| matches!(a.op, Op::Write { .. })) {
                 if !failures.contains_key(&a.manifest) {
                     status.event(
@@ -747,14 +750,15 @@ impl Reconciler {
 
 impl Reconciler {
     /// Compare the live limits of each running service the plan wrote,
-    /// started, restarted or set limits on with its manifest's; a
-    /// difference is an apply failure of that manifest.
+    /// started, restarted or set limits on with its unit file's. Returns
+    /// `(manifest, message)` for each that differs: an apply failure.
     async fn verify_limits(
         &self,
         sd: &Systemd,
         prep: &Prepared,
-        failures: &mut BTreeMap<String, String>,
-    ) {
+        failures: &BTreeMap<String, String>,
+    ) -> Vec<(String, String)> {
+        let mut out = Vec::new();
         let touched: BTreeSet<&str> = prep
             .plan
             .actions
@@ -810,8 +814,9 @@ impl Reconciler {
                     crate::error_chain(&e)
                 ),
             };
-            failures.insert(d.manifest.clone(), msg);
+            out.push((d.manifest.clone(), msg));
         }
+        out
     }
 
     /// After a start or restart, wait (bounded by `readiness.timeout`) for

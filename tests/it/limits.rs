@@ -342,6 +342,12 @@ fn limits_overridden_by_a_drop_in_fail_the_apply() {
             && err.contains("systemctl --user cat o.service"),
         "{err}"
     );
+    let o = um.unitlet(&["describe", "o"]);
+    assert!(
+        stdout(&o).contains("LimitsNotApplied") && stdout(&o).contains("ApplyFailed"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]
