@@ -102,6 +102,17 @@ fn limits_changed_by_hand_are_restored() {
         um.prop("d.service", "MemoryMax"),
         (200u64 << 20).to_string()
     );
+    // --runtime drift lands in the runtime control directory.
+    assert!(
+        um.systemctl(&["set-property", "--runtime", "d.service", "TasksMax=7"])
+            .status
+            .success()
+    );
+    wait_for(T, "TasksMax restored after set-property --runtime", || {
+        (um.prop("d.service", "TasksMax") == "50").then_some(())
+    });
+    assert!(um.systemctl(&["daemon-reload"]).status.success());
+    assert_eq!(um.prop("d.service", "TasksMax"), "50");
     // A hand edit of the unit file.
     let path = um.unit_dir.join("d.service");
     let good = std::fs::read_to_string(&path).unwrap();
