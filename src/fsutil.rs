@@ -8,13 +8,20 @@ use std::path::Path;
 /// Write `bytes` to `path` atomically: a temporary file in the same
 /// directory, fsync, rename over the target, fsync the directory.
 ///
+/// The temporary, `.NAME.unitlet-tmp.PID`, is created exclusively and
+/// without following symlinks (`O_CREAT|O_EXCL|O_NOFOLLOW`): whatever is
+/// found at that name (a stale temporary of an earlier process with the
+/// same PID, or a symlink planted there) is unlinked, never written
+/// through.
+///
 /// # Errors
 /// Any I/O error; the target is then untouched (a stray temporary file may
-/// remain, named `.NAME.unitlet-tmp.PID`, and is overwritten next time).
+/// remain, and is removed next time).
 pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    let (dir, tmp) = write_temp(path, bytes, mode)?;
+    let (dir, tmp, file) = write_temp(path, bytes, mode)?;
     let result = (|| {
-        std::fs::File::open(&tmp)?.sync_all()?;
+        file.sync_all()?;
+        drop(file);
         std::fs::rename(&tmp, path)?;
         sync_dir(&dir)
     })();
@@ -24,36 +31,68 @@ pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
     result
 }
 
+/// The temporary file's name beside `path`: `.NAME.unitlet-tmp.PID`.
+fn temp_path(dir: &Path, path: &Path) -> std::path::PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dir.join(format!(".{name}.unitlet-tmp.{}", std::process::id()))
+}
+
+/// Create `tmp` exclusively, never following a symlink. Something already
+/// there is removed first (unlinking a symlink removes the link, not its
+/// target); a directory in the way is an error.
+fn create_temp(tmp: &Path, mode: u32) -> std::io::Result<std::fs::File> {
+    let open = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(tmp)
+    };
+    match open() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let meta = std::fs::symlink_metadata(tmp)?;
+            if meta.is_dir() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    format!(
+                        "{} is a directory in the way of unitlet's temporary file; remove it",
+                        tmp.display()
+                    ),
+                ));
+            }
+            std::fs::remove_file(tmp)?;
+            // Re-created by someone else meanwhile: fail, never follow.
+            open()
+        }
+        r => r,
+    }
+}
+
 /// Write `bytes` to the temporary file beside `path` (not yet durable).
-/// Returns the directory and the temporary's path.
+/// Returns the directory, the temporary's path and its open handle.
 fn write_temp(
     path: &Path,
     bytes: &[u8],
     mode: u32,
-) -> std::io::Result<(std::path::PathBuf, std::path::PathBuf)> {
+) -> std::io::Result<(std::path::PathBuf, std::path::PathBuf, std::fs::File)> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
         .to_path_buf();
-    std::fs::create_dir_all(&dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.unitlet-tmp.{}", std::process::id()));
+    create_dir_all(&dir)?;
+    let tmp = temp_path(&dir, path);
+    let mut f = create_temp(&tmp, mode)?;
     let written = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
         f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         f.write_all(bytes)
     })();
     match written {
-        Ok(()) => Ok((dir, tmp)),
+        Ok(()) => Ok((dir, tmp, f)),
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
             Err(e)
@@ -71,7 +110,9 @@ fn write_temp(
 pub fn atomic_write_batch(files: &[(&Path, &[u8], u32)]) -> Vec<std::io::Result<()>> {
     let mut temps: Vec<std::io::Result<std::path::PathBuf>> = Vec::with_capacity(files.len());
     for (path, bytes, mode) in files {
-        temps.push(write_temp(path, bytes, *mode).map(|(_, tmp)| tmp));
+        // Handles are closed at once: a large batch must not run out of
+        // file descriptors.
+        temps.push(write_temp(path, bytes, *mode).map(|(_, tmp, _)| tmp));
     }
     // One sync for all temporaries (they share the unit directory's fs).
     let mut synced = true;
@@ -90,7 +131,11 @@ pub fn atomic_write_batch(files: &[(&Path, &[u8], u32)]) -> Vec<std::io::Result<
         out.push((|| {
             let tmp = tmp?;
             if !synced {
-                std::fs::File::open(&tmp)?.sync_all()?;
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&tmp)?
+                    .sync_all()?;
             }
             if let Err(e) = std::fs::rename(&tmp, path) {
                 let _ = std::fs::remove_file(&tmp);
@@ -120,6 +165,17 @@ pub fn pid_alive(pid: i32) -> bool {
     pid > 0
         && (unsafe { libc::kill(pid, 0) } == 0
             || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+}
+
+/// Create a directory and its parents, mode 0755 whatever the umask's
+/// group bits: unitlet refuses state directories others can write, so it
+/// must not create one (a umask of 002 would).
+pub fn create_dir_all(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
 }
 
 /// fsync a directory so a rename or unlink in it is durable.
@@ -169,5 +225,53 @@ mod tests {
         assert_eq!(std::fs::read(&a).unwrap(), b"x");
         assert_eq!(std::fs::read_dir(d.path().join("b")).unwrap().count(), 2);
         assert!(!p.exists());
+    }
+
+    /// A symlink planted at the exact temporary name must not be followed:
+    /// the old code opened it with O_CREAT|O_TRUNC, overwrote its target
+    /// and then renamed the symlink over the file being written.
+    #[test]
+    fn planted_symlink_at_the_temp_name_is_not_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let units = d.path().join("units");
+        std::fs::create_dir(&units).unwrap();
+        let pid = std::process::id();
+        for (i, batch) in [false, true].into_iter().enumerate() {
+            let target = units.join(format!("a{i}.service"));
+            let tmp = units.join(format!(".a{i}.service.unitlet-tmp.{pid}"));
+            std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+            if batch {
+                let r = atomic_write_batch(&[(&target, b"new".as_slice(), 0o644)]);
+                r.into_iter().next().unwrap().unwrap();
+            } else {
+                atomic_write(&target, b"new", 0o644).unwrap();
+            }
+            assert_eq!(
+                std::fs::read(&victim).unwrap(),
+                b"precious",
+                "batch={batch}"
+            );
+            let meta = std::fs::symlink_metadata(&target).unwrap();
+            assert!(meta.is_file(), "the target is a file, not the planted link");
+            assert_eq!(std::fs::read(&target).unwrap(), b"new");
+            assert!(
+                std::fs::symlink_metadata(&tmp).is_err(),
+                "no temporary left"
+            );
+        }
+        // A directory in the way fails cleanly and touches nothing.
+        let target = units.join("b.service");
+        std::fs::write(&target, b"old").unwrap();
+        std::fs::create_dir(units.join(format!(".b.service.unitlet-tmp.{pid}"))).unwrap();
+        let e = atomic_write(&target, b"new", 0o644).unwrap_err();
+        assert!(e.to_string().contains("remove it"), "{e}");
+        assert_eq!(std::fs::read(&target).unwrap(), b"old");
+        // A stale regular temporary is replaced, not appended to.
+        let tmp = units.join(format!(".c.service.unitlet-tmp.{pid}"));
+        std::fs::write(&tmp, b"stale stale stale").unwrap();
+        atomic_write(&units.join("c.service"), b"c", 0o644).unwrap();
+        assert_eq!(std::fs::read(units.join("c.service")).unwrap(), b"c");
     }
 }

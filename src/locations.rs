@@ -1,7 +1,84 @@
 //! Where unitlet reads and writes: flags beat environment variables, which
 //! beat XDG defaults (see the contract's "Locations and global options").
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// Where unitlet keeps state cannot be trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum LocationError {
+    /// The state directory (or its `holds/`) is someone else's or
+    /// writable by others: anyone who can write there can plant a hold
+    /// that keeps unitlet off a service, or forge its status.
+    #[error(
+        "{path} {problem} (owner uid {owner}, mode {mode:04o}): anyone who can write there can plant a hold that keeps unitlet off a service; {fix}"
+    )]
+    InsecureStateDir {
+        path: PathBuf,
+        problem: String,
+        owner: u32,
+        mode: u32,
+        fix: String,
+    },
+    /// The state directory exists but cannot be inspected.
+    #[error("cannot use the state directory {path}: {what}")]
+    StateDirUnusable {
+        path: PathBuf,
+        what: String,
+        #[source]
+        source: Option<std::io::Error>,
+    },
+}
+
+/// Refuse a directory that is not yours or that others can write.
+/// A missing directory is fine (unitlet creates it, mode 0755).
+fn check_private_dir(path: &Path) -> Result<(), LocationError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(LocationError::StateDirUnusable {
+                path: path.to_path_buf(),
+                what: "cannot read its owner and mode".into(),
+                source: Some(e),
+            });
+        }
+    };
+    if !meta.is_dir() {
+        return Err(LocationError::StateDirUnusable {
+            path: path.to_path_buf(),
+            what: "it is not a directory; remove it or pass another --state-dir".into(),
+            source: None,
+        });
+    }
+    let mode = meta.mode() & 0o7777;
+    let owner = meta.uid();
+    let me = unsafe { libc::geteuid() };
+    let insecure = |problem: String, fix: String| LocationError::InsecureStateDir {
+        path: path.to_path_buf(),
+        problem,
+        owner,
+        mode,
+        fix,
+    };
+    if owner != me {
+        return Err(insecure(
+            format!("is owned by another user (you are uid {me})"),
+            format!(
+                "run `chown {me} {}` if it is yours, or pass another --state-dir",
+                path.display()
+            ),
+        ));
+    }
+    // Sticky, world-writable directories (like /tmp) are still unsafe here.
+    if mode & 0o022 != 0 {
+        return Err(insecure(
+            "is writable by other users".into(),
+            format!("run `chmod go-w {}`", path.display()),
+        ));
+    }
+    Ok(())
+}
 
 #[derive(Debug, Clone)]
 pub struct Locations {
@@ -58,5 +135,57 @@ impl Locations {
 
     pub fn status_file(&self) -> PathBuf {
         self.state_dir.join("status.json")
+    }
+
+    /// Check that the state directory and its `holds/` are yours and not
+    /// writable by others, like the manifests directory: holds found there
+    /// keep the operator off a service.
+    ///
+    /// # Errors
+    /// [`LocationError`] naming the directory, its owner and mode, and
+    /// what to do.
+    pub fn check_state_dir(&self) -> Result<(), LocationError> {
+        check_private_dir(&self.state_dir)?;
+        check_private_dir(&self.state_dir.join("holds"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn state_dir_writable_by_others_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let loc = Locations::resolve(None, Some(d.path().join("state")), None, None);
+        loc.check_state_dir()
+            .expect("a missing state directory is fine");
+        std::fs::create_dir_all(d.path().join("state/holds")).unwrap();
+        let mode = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        mode(&loc.state_dir, 0o755);
+        mode(&loc.state_dir.join("holds"), 0o700);
+        loc.check_state_dir().unwrap();
+        for (dir, m) in [
+            (loc.state_dir.clone(), 0o777),
+            (loc.state_dir.join("holds"), 0o775),
+        ] {
+            mode(&dir, m);
+            let e = loc.check_state_dir().unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("{} is writable by other users", dir.display()))
+                    && e.contains(&format!("mode {m:04o}"))
+                    && e.contains("owner uid")
+                    && e.contains(&format!("chmod go-w {}", dir.display())),
+                "{e}"
+            );
+            mode(&dir, 0o755);
+        }
+        std::fs::remove_dir(loc.state_dir.join("holds")).unwrap();
+        std::fs::write(loc.state_dir.join("holds"), "").unwrap();
+        let e = loc.check_state_dir().unwrap_err().to_string();
+        assert!(e.contains("not a directory"), "{e}");
     }
 }

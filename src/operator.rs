@@ -187,7 +187,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
         .unwrap_or_else(|| PathBuf::from("/"));
     // A restore releasing its hold must be seen at once, not at the resync.
     let holds_dir = opts.loc.state_dir.join("holds");
-    let _ = std::fs::create_dir_all(&holds_dir);
+    let _ = crate::fsutil::create_dir_all(&holds_dir);
     watch.arm(&[&opts.loc.manifests, &parent, &opts.loc.unit_dir, &holds_dir]);
 
     let mut rec = Reconciler::new(opts.loc.clone(), opts.exe.clone());

@@ -37,6 +37,10 @@ pub struct LiveUnit {
     pub need_reload: Option<bool>,
     /// Live cgroup limits, when fetched (u64::MAX = unlimited).
     pub limits: Option<LiveLimits>,
+    /// Drop-ins in the manager's `user.control` directories that set a
+    /// limit unitlet manages (`systemctl set-property`, or an older
+    /// unitlet): they override the unit file, also after a daemon-reload.
+    pub limit_dropins: Vec<PathBuf>,
 }
 
 /// Live values of the limits unitlet enforces, as systemd reports them.
@@ -48,24 +52,139 @@ pub struct LiveLimits {
     pub tasks_max: u64,
 }
 
-impl LiveLimits {
-    /// Whether live values satisfy the wanted ones. An unset `tasksMax`
-    /// leaves systemd's default (`DefaultTasksMax=`, not infinity) alone.
-    pub fn matches(&self, live: &LiveLimits) -> bool {
-        self.memory_max == live.memory_max
-            && self.memory_high == live.memory_high
-            && self.cpu_quota_per_sec_usec == live.cpu_quota_per_sec_usec
-            && (self.tasks_max == u64::MAX || self.tasks_max == live.tasks_max)
+/// The limits unitlet manages, as unit-file keys.
+pub const LIMIT_KEYS: [&str; 4] = ["MemoryMax", "MemoryHigh", "CPUQuota", "TasksMax"];
+
+/// Whether a unit file sets any limit unitlet manages.
+pub fn has_limit_keys(content: &str) -> bool {
+    render::parse_unit(content)
+        .keys()
+        .any(|(section, key)| section == "Service" && LIMIT_KEYS.contains(&key.as_str()))
+}
+
+/// The live limits a unit file asks for; a limit it does not set is
+/// systemd's default. `None` = not compared (a value unitlet does not
+/// evaluate, like a percentage of memory, or an unknown default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WantedLimits {
+    pub memory_max: Option<u64>,
+    pub memory_high: Option<u64>,
+    pub cpu_quota_per_sec_usec: Option<u64>,
+    pub tasks_max: Option<u64>,
+}
+
+impl WantedLimits {
+    /// From the unit file unitlet writes (the manifest's `resources`, and
+    /// for an adopted unit the file's own settings): in its `[Service]`
+    /// sections the last assignment of a key wins and an empty one resets
+    /// it, as in systemd. An unset `TasksMax=` is the manager's
+    /// `DefaultTasksMax` (not infinity).
+    pub fn of_unit(content: &str, default_tasks_max: Option<u64>) -> WantedLimits {
+        let parsed = render::parse_unit(content);
+        let last = |key: &str| {
+            parsed
+                .get(&("Service".to_string(), key.to_string()))
+                .and_then(|v| v.last())
+                .map(String::as_str)
+                .filter(|v| !v.is_empty())
+        };
+        WantedLimits {
+            memory_max: last("MemoryMax").map_or(Some(u64::MAX), parse_bytes),
+            memory_high: last("MemoryHigh").map_or(Some(u64::MAX), parse_bytes),
+            cpu_quota_per_sec_usec: last("CPUQuota").map_or(Some(u64::MAX), parse_quota),
+            tasks_max: last("TasksMax").map_or(default_tasks_max, parse_count),
+        }
     }
 
-    /// What the live values should be for these desired limits.
-    pub fn wanted(r: &Resources) -> LiveLimits {
-        LiveLimits {
-            memory_max: r.memory_max.unwrap_or(u64::MAX),
-            memory_high: r.memory_high.unwrap_or(u64::MAX),
-            cpu_quota_per_sec_usec: r.cpu_quota.map(|p| p * 10_000).unwrap_or(u64::MAX),
-            tasks_max: r.tasks_max.unwrap_or(u64::MAX),
-        }
+    /// Whether the live values are the wanted ones.
+    pub fn matches(&self, live: &LiveLimits) -> bool {
+        self.differences(live).is_empty()
+    }
+
+    /// Each live value that is not the wanted one, as
+    /// `MemoryMax is 300M, the manifest wants 100M`.
+    pub fn differences(&self, live: &LiveLimits) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut check = |prop: &str, have: u64, want: Option<u64>, show: fn(u64) -> String| {
+            if let Some(want) = want
+                && have != want
+            {
+                out.push(format!(
+                    "{prop} is {}, the manifest wants {}",
+                    show(have),
+                    show(want)
+                ));
+            }
+        };
+        check("MemoryMax", live.memory_max, self.memory_max, show_bytes);
+        check("MemoryHigh", live.memory_high, self.memory_high, show_bytes);
+        check(
+            "CPUQuota",
+            live.cpu_quota_per_sec_usec,
+            self.cpu_quota_per_sec_usec,
+            show_quota,
+        );
+        check("TasksMax", live.tasks_max, self.tasks_max, show_count);
+        out
+    }
+}
+
+/// `1073741824`, `512M`, `infinity` → bytes; percentages → `None`.
+fn parse_bytes(v: &str) -> Option<u64> {
+    if v == "infinity" {
+        return Some(u64::MAX);
+    }
+    let (num, shift) = match v.char_indices().last()? {
+        (i, 'K') => (&v[..i], 10),
+        (i, 'M') => (&v[..i], 20),
+        (i, 'G') => (&v[..i], 30),
+        (i, 'T') => (&v[..i], 40),
+        (i, 'P') => (&v[..i], 50),
+        (i, 'E') => (&v[..i], 60),
+        _ => (v, 0),
+    };
+    num.parse::<u64>().ok()?.checked_mul(1u64 << shift)
+}
+
+/// `150%`, `12.5%` → µs of CPU time per second.
+fn parse_quota(v: &str) -> Option<u64> {
+    let p: f64 = v.strip_suffix('%')?.parse().ok()?;
+    (p > 0.0).then(|| (p * 10_000.0).round() as u64)
+}
+
+/// `50`, `infinity` → a count; percentages → `None`.
+fn parse_count(v: &str) -> Option<u64> {
+    if v == "infinity" {
+        Some(u64::MAX)
+    } else {
+        v.parse().ok()
+    }
+}
+
+fn show_count(v: u64) -> String {
+    if v == u64::MAX {
+        "infinity".into()
+    } else {
+        v.to_string()
+    }
+}
+
+fn show_bytes(v: u64) -> String {
+    match v {
+        u64::MAX => "infinity".into(),
+        v if v != 0 && v % (1 << 30) == 0 => format!("{}G", v >> 30),
+        v if v != 0 && v % (1 << 20) == 0 => format!("{}M", v >> 20),
+        v if v != 0 && v % (1 << 10) == 0 => format!("{}K", v >> 10),
+        v => v.to_string(),
+    }
+}
+
+fn show_quota(v: u64) -> String {
+    if v == u64::MAX {
+        "infinity".into()
+    } else {
+        // CPUQuotaPerSecUSec: µs of CPU time per second of wall time.
+        format!("{}%", v as f64 / 10_000.0)
     }
 }
 
@@ -78,6 +197,9 @@ pub struct Observed {
     /// Content hash of each unit file as last applied in full (written,
     /// reloaded, restarted). A mismatch means an apply was interrupted.
     pub applied: BTreeMap<String, String>,
+    /// The manager's `DefaultTasksMax`: what `TasksMax` is for a unit
+    /// that does not set it. `None` = unknown (not compared).
+    pub default_tasks_max: Option<u64>,
 }
 
 /// Names and files whose units must be left exactly as they are, because
@@ -103,7 +225,9 @@ pub enum Op {
     DaemonReload,
     Enable,
     Disable,
-    /// Apply limits to the running unit and persist them (no restart).
+    /// Make the unit file's limits the live ones without a restart:
+    /// remove the `user.control` drop-ins that override them (before the
+    /// daemon-reload, which then applies the unit file's limits live).
     SetLimits(Resources),
     Start,
     Restart,
@@ -274,6 +398,7 @@ pub fn plan(unit_dir: &Path, desired: &[DesiredUnit], held: &Held, observed: &Ob
     let mut starts: Vec<(usize, Action)> = Vec::new();
     let mut conflicts = Vec::new();
     let mut need_reload = false;
+    let mut limits_reload = false;
     let order = start_order(desired);
 
     let desired_names: BTreeSet<&str> = desired.iter().map(|d| d.name.as_str()).collect();
@@ -340,6 +465,7 @@ pub fn plan(unit_dir: &Path, desired: &[DesiredUnit], held: &Held, observed: &Ob
         // 1. The file.
         let mut restart_reason: Option<String> = None;
         let mut live_only = false;
+        let mut limits_reason: Option<String> = None;
         match file {
             None => {
                 files.push(action(
@@ -441,17 +567,14 @@ pub fn plan(unit_dir: &Path, desired: &[DesiredUnit], held: &Held, observed: &Ob
                 } else if let Some(r) = restart_reason {
                     starts.push((depth, action(Op::Restart, r)));
                 } else if live_only {
-                    limits.push(action(
-                        Op::SetLimits(d.resources.clone()),
-                        "only resource limits changed: applied live, no restart".into(),
-                    ));
+                    limits_reason =
+                        Some("only resource limits changed: applied live, no restart".into());
                 } else if let Some(l) = live.and_then(|l| l.limits)
-                    && !LiveLimits::wanted(&d.resources).matches(&l)
+                    && !WantedLimits::of_unit(&d.content, observed.default_tasks_max).matches(&l)
                 {
-                    limits.push(action(
-                        Op::SetLimits(d.resources.clone()),
+                    limits_reason = Some(
                         "live resource limits differ from the manifest (changed by hand?)".into(),
-                    ));
+                    );
                 }
             }
             Some(false) if running && !pending => {
@@ -459,6 +582,30 @@ pub fn plan(unit_dir: &Path, desired: &[DesiredUnit], held: &Held, observed: &Ob
             }
             Some(false) => {}
             None => {}
+        }
+
+        // 4. Limits set by hand (or by an older unitlet) in the manager's
+        // control directory override the unit file even after a restart or
+        // a daemon-reload: remove them, whatever the unit's state.
+        if let Some(l) = live.filter(|l| !l.limit_dropins.is_empty()) {
+            let files: Vec<String> = l
+                .limit_dropins
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            let why = format!(
+                "resource limits set outside the manifest override it ({})",
+                files.join(", ")
+            );
+            limits_reason = Some(match limits_reason {
+                Some(r) => format!("{r}; {why}"),
+                None => why,
+            });
+        }
+        if let Some(reason) = limits_reason {
+            limits.push(action(Op::SetLimits(d.resources.clone()), reason));
+            // The daemon-reload is what applies the unit file's limits live.
+            limits_reload = true;
         }
     }
 
@@ -505,16 +652,20 @@ pub fn plan(unit_dir: &Path, desired: &[DesiredUnit], held: &Held, observed: &Ob
     actions.extend(stops);
     actions.extend(disables);
     actions.extend(files);
-    if need_reload {
+    actions.extend(limits);
+    if need_reload || limits_reload {
         actions.push(Action {
             op: Op::DaemonReload,
             unit: String::new(),
             manifest: String::new(),
-            reason: "unit files changed on disk".into(),
+            reason: if need_reload {
+                "unit files changed on disk".into()
+            } else {
+                "makes the unit files' resource limits the live ones".into()
+            },
         });
     }
     actions.extend(enables);
-    actions.extend(limits);
     actions.extend(starts.into_iter().map(|(_, a)| a));
     Plan { actions, conflicts }
 }
@@ -738,5 +889,61 @@ mod tests {
         });
         let p = plan(Path::new("/u"), &d, &Held::default(), &o);
         assert!(matches!(p.actions[0].op, Op::SetLimits(_)), "{p}");
+    }
+
+    #[test]
+    fn limit_dropins_are_removed_whatever_the_units_state() {
+        let d = desired(&svc("a", ""));
+        let mut o = converged(&d);
+        let l = o.live.get_mut("a.service").unwrap();
+        l.active_state = "inactive".into();
+        l.limit_dropins = vec!["/c/user.control/a.service.d/50-TasksMax.conf".into()];
+        let p = plan(Path::new("/u"), &d, &Held::default(), &o);
+        let ops: Vec<String> = p.actions.iter().map(|a| a.to_string()).collect();
+        assert_eq!(ops.len(), 3, "{p}");
+        assert!(
+            ops[0].starts_with("set-limits a.service (no limits): resource limits set outside the manifest override it (/c/user.control/a.service.d/50-TasksMax.conf)"),
+            "{p}"
+        );
+        assert_eq!(
+            ops[1],
+            "daemon-reload: makes the unit files' resource limits the live ones"
+        );
+        assert!(ops[2].starts_with("start a.service"), "{p}");
+    }
+
+    #[test]
+    fn unset_tasks_max_wants_the_managers_default() {
+        let live = LiveLimits {
+            memory_max: 100 << 20,
+            memory_high: u64::MAX,
+            cpu_quota_per_sec_usec: 500_000,
+            tasks_max: 50,
+        };
+        assert_eq!(
+            WantedLimits::of_unit("[Service]\nExecStart=/bin/x\n", Some(4915)).differences(&live),
+            [
+                "MemoryMax is 100M, the manifest wants infinity",
+                "CPUQuota is 50%, the manifest wants infinity",
+                "TasksMax is 50, the manifest wants 4915",
+            ]
+        );
+        // Unknown default: TasksMax is not compared.
+        let none = WantedLimits::of_unit("[Service]\n", None);
+        assert_eq!(none.differences(&live).len(), 2);
+        // An adopted file's own limits count; the last assignment wins,
+        // an empty one resets, percentages of memory are not compared.
+        let own = "[Service]\nMemoryMax=1G\nMemoryMax=100M\nCPUQuota=50%\nTasksMax=10\nTasksMax=\n[Service]\nTasksMax=50\nMemoryHigh=20%\n";
+        assert!(
+            WantedLimits::of_unit(own, Some(4915)).matches(&live),
+            "{:?}",
+            WantedLimits::of_unit(own, Some(4915))
+        );
+        assert!(has_limit_keys(own));
+        assert!(!has_limit_keys(
+            "[Unit]\nDescription=MemoryMax=1\n[Service]\nExecStart=/x\n"
+        ));
+        let fractional = WantedLimits::of_unit("[Service]\nCPUQuota=12.5%\n", None);
+        assert_eq!(fractional.cpu_quota_per_sec_usec, Some(125_000));
     }
 }

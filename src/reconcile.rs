@@ -39,6 +39,9 @@ pub enum ReconcileError {
     /// Reading files did not finish in time.
     #[error("{0}")]
     Stuck(String),
+    /// The state directory (holds, status) cannot be trusted.
+    #[error(transparent)]
+    StateDir(#[from] crate::locations::LocationError),
 }
 
 impl ReconcileError {
@@ -271,22 +274,38 @@ impl ManagerDirs {
         self.control.iter().map(move |c| c.join(&d))
     }
 
-    /// Whether someone set properties on the unit by hand (or we did):
-    /// only then are live limits of a unit without declared limits worth
-    /// checking.
-    fn has_control_dropins(&self, unit: &str) -> bool {
-        self.control_dirs(unit).any(|d| d.is_dir())
+    /// The drop-ins in the control directories that set a limit unitlet
+    /// manages (`systemctl set-property`): they override the unit file.
+    fn limit_dropins(&self, unit: &str) -> Vec<PathBuf> {
+        self.control_dirs(unit)
+            .filter(|d| d.is_dir())
+            .flat_map(|d| LIMIT_DROPINS.iter().map(move |f| d.join(f)))
+            .filter(|p| std::fs::symlink_metadata(p).is_ok())
+            .collect()
     }
 
-    /// Forget limits set on a unit that is being removed, so a later unit
-    /// of the same name does not inherit them.
-    fn remove_limit_dropins(&self, unit: &str) {
+    /// Remove the drop-ins that set limits unitlet manages, so the unit
+    /// file's limits (or systemd's defaults) apply after the next
+    /// daemon-reload; and so a later unit of the same name does not
+    /// inherit them.
+    ///
+    /// # Errors
+    /// The first drop-in that exists and cannot be removed.
+    fn remove_limit_dropins(&self, unit: &str) -> std::io::Result<()> {
+        let mut first_err = None;
         for d in self.control_dirs(unit) {
             for f in LIMIT_DROPINS {
-                let _ = fsutil::remove_durable(&d.join(f));
+                let p = d.join(f);
+                if let Err(e) = fsutil::remove_durable(&p) {
+                    first_err.get_or_insert(std::io::Error::new(
+                        e.kind(),
+                        format!("cannot remove {}: {e}", p.display()),
+                    ));
+                }
             }
             let _ = std::fs::remove_dir(&d);
         }
+        first_err.map_or(Ok(()), Err)
     }
 }
 
@@ -380,6 +399,9 @@ impl Reconciler {
         }
         let t = Instant::now();
         let loaded = load_manifests(&self.loc.manifests).await?;
+        // Holds found there keep the operator off a service: trust them
+        // only in a directory nobody else can write.
+        self.loc.check_state_dir()?;
         tracing::debug!(elapsed = ?t.elapsed(), manifests = loaded.manifests.len(), "loaded manifests");
         let mut held = Held {
             names: loaded.held.keys().cloned().collect(),
@@ -512,6 +534,7 @@ impl Reconciler {
             let d = desired.iter().find(|d| d.name == name);
             let file = files.get(&name);
             if let Some(d) = d {
+                unit.limit_dropins = dirs.limit_dropins(&name);
                 let differs = file.is_none_or(|f| f.content != d.content);
                 if (differs || unit.load_state != "loaded") && unit.load_state != "not-found" {
                     unit.fragment_path =
@@ -534,7 +557,7 @@ impl Reconciler {
                     }
                 ) && active
                     && !differs
-                    && (!d.resources.is_empty() || dirs.has_control_dropins(&name))
+                    && (plan::has_limit_keys(&d.content) || !unit.limit_dropins.is_empty())
                 {
                     unit.limits = sd.live_limits(&name, &path).await.ok();
                 }
@@ -545,6 +568,7 @@ impl Reconciler {
             files,
             live,
             applied: status.applied.clone(),
+            default_tasks_max: sd.default_tasks_max().await.ok(),
         })
     }
 
@@ -673,7 +697,7 @@ impl Reconciler {
                             fail(&mut failures, &a.manifest, crate::error_chain(&e));
                         } else {
                             sd.reset_failed(&a.unit).await;
-                            self.manager_dirs(sd).await.remove_limit_dropins(&a.unit);
+                            let _ = self.manager_dirs(sd).await.remove_limit_dropins(&a.unit);
                             status.applied.remove(&a.unit);
                             status.event(
                                 &a.manifest,
@@ -683,6 +707,18 @@ impl Reconciler {
                             );
                         }
                     }
+                }
+            }
+
+            // Limits: drop-ins that override the unit file go before the
+            // daemon-reload, which then applies the unit file's limits live.
+            for a in actions.iter().filter(|a| matches!(a.op, Op::SetLimits(_))) {
+                if let Err(e) = self.manager_dirs(sd).await.remove_limit_dropins(&a.unit) {
+                    fail(
+                        &mut failures,
+                        &a.manifest,
+                        format!("cannot reset the resource limits of {}: {e}", a.unit),
+                    );
                 }
             }
 
@@ -703,21 +739,15 @@ impl Reconciler {
                 }
             }
 
-            // 6. Live limits.
+            // 6. Live limits: applied by the daemon-reload above.
             for a in actions {
-                if let Op::SetLimits(r) = &a.op {
-                    if failures.contains_key(&a.manifest) {
-                        continue;
-                    }
-                    match sd.set_limits(&a.unit, r).await {
-                        Ok(()) => status.event(
-                            &a.manifest,
-                            "Normal",
-                            "LimitsApplied",
-                            format!("{}: {}", a.unit, a.reason),
-                        ),
-                        Err(e) => fail(&mut failures, &a.manifest, e.to_string()),
-                    }
+                if matches!(a.op, Op::SetLimits(_)) && !failures.contains_key(&a.manifest) {
+                    status.event(
+                        &a.manifest,
+                        "Normal",
+                        "LimitsApplied",
+                        format!("{}: {}", a.unit, a.reason),
+                    );
                 }
             }
 
@@ -783,6 +813,12 @@ impl Reconciler {
                         fail(&mut failures, &a.manifest, e.to_string());
                     }
                 }
+            }
+            // 8. Verify: the live limits of every service this plan touched
+            // must now be the manifest's.
+            for (manifest, msg) in self.verify_limits(sd, &prep, &failures).await {
+                status.event(&manifest, "Warning", "LimitsNotApplied", msg.clone());
+                fail(&mut failures, &manifest, msg);
             }
             for a in actions.iter().filter(|a| matches!(a.op, Op::Write { .. })) {
                 if !failures.contains_key(&a.manifest) {
@@ -883,6 +919,76 @@ impl Reconciler {
 }
 
 impl Reconciler {
+    /// Compare the live limits of each running service the plan wrote,
+    /// started, restarted or set limits on with its unit file's. Returns
+    /// `(manifest, message)` for each that differs: an apply failure.
+    async fn verify_limits(
+        &self,
+        sd: &Systemd,
+        prep: &Prepared,
+        failures: &BTreeMap<String, String>,
+    ) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let touched: BTreeSet<&str> = prep
+            .plan
+            .actions
+            .iter()
+            .filter(|a| {
+                matches!(
+                    a.op,
+                    Op::Write { .. } | Op::SetLimits(_) | Op::Start | Op::Restart
+                )
+            })
+            .map(|a| a.unit.as_str())
+            .collect();
+        for d in &prep.desired {
+            let running = matches!(
+                d.role,
+                Role::Main {
+                    state: DesiredState::Running,
+                    ..
+                }
+            );
+            // Limits are worth a look when the unit file sets some, or the
+            // unit had some before (in its file or set outside it).
+            let had_limits = plan::has_limit_keys(&d.content)
+                || prep
+                    .observed
+                    .files
+                    .get(&d.name)
+                    .is_some_and(|f| plan::has_limit_keys(&f.content))
+                || prep
+                    .observed
+                    .live
+                    .get(&d.name)
+                    .is_some_and(|l| !l.limit_dropins.is_empty());
+            if !running
+                || !touched.contains(d.name.as_str())
+                || failures.contains_key(&d.manifest)
+                || !had_limits
+            {
+                continue;
+            }
+            let wanted = plan::WantedLimits::of_unit(&d.content, prep.observed.default_tasks_max);
+            let msg = match sd.limit_differences(&d.name, &wanted).await {
+                Ok(diff) if diff.is_empty() => continue,
+                Ok(diff) => format!(
+                    "live resource limits of {} do not match the manifest after applying: {}; something else sets them (a drop-in: see `systemctl --user cat {}`); remove that setting or change the manifest",
+                    d.name,
+                    diff.join("; "),
+                    d.name
+                ),
+                Err(e) => format!(
+                    "cannot verify the live resource limits of {}: {}",
+                    d.name,
+                    crate::error_chain(&e)
+                ),
+            };
+            out.push((d.manifest.clone(), msg));
+        }
+        out
+    }
+
     /// Readiness waits for what was just (re)started: handed out, never
     /// awaited by the pass.
     fn readiness_work(

@@ -14,8 +14,7 @@ use zbus::{Connection, MatchRule, MessageStream, proxy::CacheProperties};
 use zbus::{OwnedObjectPath, OwnedVariant as OwnedValue, Variant as Value};
 use zbus_systemd::systemd1::{ManagerProxy, UnitProxy};
 
-use crate::manifest::Resources;
-use crate::plan::{LiveLimits, LiveUnit};
+use crate::plan::{LiveLimits, LiveUnit, WantedLimits};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SystemdError {
@@ -428,29 +427,29 @@ impl Systemd {
         let _ = self.manager.reset_failed_unit(unit.to_string()).await;
     }
 
-    /// Apply limits to a live unit. `runtime = false` persists them in the
-    /// manager's control directory too, replacing any `set-property` done by
-    /// hand, so a daemon-reload agrees with the unit file.
-    pub async fn set_limits(&self, unit: &str, r: &Resources) -> Result<(), SystemdError> {
-        let w = LiveLimits::wanted(r);
-        let mut props: Vec<(String, OwnedValue)> = vec![
-            ("MemoryMax".into(), OwnedValue::from(w.memory_max)),
-            ("MemoryHigh".into(), OwnedValue::from(w.memory_high)),
-            (
-                "CPUQuotaPerSecUSec".into(),
-                OwnedValue::from(w.cpu_quota_per_sec_usec),
-            ),
-        ];
-        if let Some(t) = r.tasks_max {
-            props.push(("TasksMax".into(), OwnedValue::from(t)));
-        }
+    /// The manager's `DefaultTasksMax`: `TasksMax` of a unit that sets none.
+    pub async fn default_tasks_max(&self) -> Result<u64, SystemdError> {
         call(
-            "SetUnitProperties",
-            Some(unit),
-            self.manager
-                .set_unit_properties(unit.to_string(), false, props)
-                .await,
+            "DefaultTasksMax",
+            None,
+            self.manager.default_tasks_max().await,
         )
+    }
+
+    /// Compare a unit's live limits with the wanted ones, after an apply.
+    ///
+    /// Returns what differs (empty when all match).
+    ///
+    /// # Errors
+    /// The unit or its properties cannot be read.
+    pub async fn limit_differences(
+        &self,
+        unit: &str,
+        wanted: &WantedLimits,
+    ) -> Result<Vec<String>, SystemdError> {
+        let path = self.load_unit(unit).await?;
+        let live = self.live_limits(unit, &path).await?;
+        Ok(wanted.differences(&live))
     }
 
     /// Send a signal to the unit's main process (a `reload.signal`).

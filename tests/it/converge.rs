@@ -346,18 +346,32 @@ fn sigkill_mid_apply_then_restart_converges() {
             .all(|i| um.active(&format!("s{i:02}.service")) == "active")
             .then_some(())
     });
+    let names: Vec<String> = (0..50).map(|i| format!("s{i:02}")).collect();
+    assert_unit_dir_clean(&um, &names, "after the restart");
+}
+
+/// After a crash and a restart: every file in the unit directory is the
+/// whole unit of one of `names`, owned by its manifest; no temporaries.
+fn assert_unit_dir_clean(um: &UserManager, names: &[String], trial: &str) {
     for ent in std::fs::read_dir(&um.unit_dir).unwrap().flatten() {
         let name = ent.file_name().to_string_lossy().into_owned();
-        assert!(!name.starts_with('.'), "temporary file left behind: {name}");
-        let content = std::fs::read_to_string(ent.path()).unwrap();
+        assert!(
+            !name.starts_with('.'),
+            "temporary file left behind: {name}, {trial}"
+        );
         let stem = name.trim_end_matches(".service");
         assert!(
+            names.iter().any(|n| n == stem),
+            "unexpected {name}, {trial}"
+        );
+        let content = std::fs::read_to_string(ent.path()).unwrap();
+        assert!(
             content.contains(&format!("X-Unitlet-Manifest={stem}\n")),
-            "{name} unowned or half-written"
+            "{name} unowned or half-written, {trial}"
         );
         assert!(
             content.trim_end().ends_with("WantedBy=default.target"),
-            "{name} half-written"
+            "{name} half-written, {trial}"
         );
     }
 }
@@ -555,4 +569,141 @@ fn a_held_service_is_left_alone_until_the_hold_is_released() {
         (um.active("x.service") == "active").then_some(())
     });
     wait_for(T, "x Ready", || um.ready("x").filter(|r| r.0 == "True"));
+}
+
+/// Crash-consistency soak: `kill -9` of `unitlet run` at random moments
+/// while it applies 50 new manifests, then a restart must converge with
+/// nothing left behind. Reproduce a run with `UNITLET_SOAK_SEED=N`.
+#[test]
+fn sigkill_at_random_moments_mid_apply_always_converges() {
+    const TRIALS: usize = 30;
+    const N: usize = 50;
+    let um = UserManager::start();
+    let seed: u64 = std::env::var("UNITLET_SOAK_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    eprintln!("UNITLET_SOAK_SEED={seed}");
+    let mut rng = seed;
+    let mut next = move || {
+        // xorshift64
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let names: Vec<String> = (0..N).map(|i| format!("k{i:02}")).collect();
+    let wants = um.runtime.join("config/systemd/user/default.target.wants");
+    let entries = || -> Vec<String> {
+        std::fs::read_dir(&um.unit_dir)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let unit_files = || -> Vec<String> {
+        let mut v = entries();
+        v.retain(|n| !n.starts_with('.'));
+        v
+    };
+    let links = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&wants)
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    let started = std::time::Instant::now();
+    let (mut proven, mut attempts, mut with_temps_left) = (0, 0, 0);
+    let mut kill_points = Vec::new();
+    while proven < TRIALS {
+        attempts += 1;
+        assert!(
+            attempts <= 3 * TRIALS,
+            "only {proven} of {attempts} kills landed mid-apply (seed {seed})"
+        );
+        let target = 1 + (next() % (N as u64 - 1)) as usize;
+        let mut run = um.spawn_run(&[]);
+        run.wait_log("connected", T);
+        // Written a few ms apart, as a deploy tool copies files: the
+        // operator applies them over several passes, so most kill points
+        // land between two batches rather than after the last.
+        for n in &names {
+            std::fs::write(um.manifests.join(format!("{n}.yaml")), service(n, "")).unwrap();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Kill as soon as `target` unit files exist; every other trial
+        // counts temporaries too, to kill inside a batch write.
+        let with_temps = attempts % 2 == 0;
+        let deadline = std::time::Instant::now() + T;
+        while if with_temps {
+            entries().len()
+        } else {
+            unit_files().len()
+        } < target
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no unit files appeared (trial {attempts}, seed {seed}): {}",
+                run.log()
+            );
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        run.kill9();
+        // The proof that it died mid-apply: not every unit file is there.
+        let at_kill = unit_files().len();
+        let temps_at_kill = entries().len() - at_kill;
+        if (1..N).contains(&at_kill) {
+            proven += 1;
+            kill_points.push(at_kill);
+            if temps_at_kill > 0 {
+                with_temps_left += 1;
+            }
+        }
+        let trial = format!("trial {attempts} (killed at {at_kill}/{N} unit files, seed {seed})");
+        let mut run2 = um.spawn_run(&[]);
+        wait_for(
+            Duration::from_secs(60),
+            &format!("all {N} active, {trial}"),
+            || {
+                names
+                    .iter()
+                    .all(|n| um.active(&format!("{n}.service")) == "active")
+                    .then_some(())
+            },
+        );
+        wait_for(T, &format!("`unitlet plan` exits 0, {trial}"), || {
+            (um.unitlet(&["plan"]).status.code() == Some(0)).then_some(())
+        });
+        assert_unit_dir_clean(&um, &names, &trial);
+        let l = links();
+        assert_eq!(l.len(), N, "one .wants link per unit, {trial}: {l:?}");
+        for link in &l {
+            let to = std::fs::read_link(link).unwrap();
+            assert!(
+                to.starts_with(&um.unit_dir) && to.exists(),
+                "stale .wants link {} -> {}, {trial}",
+                link.display(),
+                to.display()
+            );
+        }
+        // Reset for the next trial: delete the manifests, wait for GC.
+        for n in &names {
+            std::fs::remove_file(um.manifests.join(format!("{n}.yaml"))).unwrap();
+        }
+        wait_for(T, &format!("garbage collected, {trial}"), || {
+            (unit_files().is_empty() && links().is_empty()).then_some(())
+        });
+        run2.stop();
+    }
+    eprintln!(
+        "{TRIALS} kills mid-apply in {attempts} attempts, {:.1?}; {with_temps_left} left temporaries; killed at unit-file counts {kill_points:?}",
+        started.elapsed()
+    );
 }

@@ -9,6 +9,7 @@ mod operator_loop;
 mod reload;
 mod render;
 mod stack;
+mod state_dir;
 
 mod backup_safety;
 mod fake_grafana;
