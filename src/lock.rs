@@ -39,7 +39,7 @@ pub enum LockError {
 
 fn open(path: &Path) -> Result<File, LockError> {
     if let Some(d) = path.parent() {
-        let _ = std::fs::create_dir_all(d);
+        let _ = crate::fsutil::create_dir_all(d);
     }
     std::fs::OpenOptions::new()
         .read(true)
