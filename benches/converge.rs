@@ -126,7 +126,11 @@ async fn heal_beside_a_stuck_service() {
     for _ in 0..20 {
         // systemd refuses a sixth start within 10 s (StartLimitBurst=5):
         // reset its counter so the trials measure unitlet, not the limit.
-        assert!(um.systemctl(&["reset-failed", "h.service"]).status.success());
+        assert!(
+            um.systemctl(&["reset-failed", "h.service"])
+                .status
+                .success()
+        );
         assert!(um.systemctl(&["stop", "h.service"]).status.success());
         let t0 = Instant::now();
         loop {
@@ -197,6 +201,9 @@ async fn two_hundred() {
         "200 manifests -> all active (unitlet run): {:.0} ms, {reloads} daemon-reload(s)",
         unitlet.as_secs_f64() * 1000.0
     );
+    if std::env::var_os("SHOW_LOG").is_some() {
+        println!("{}", run.log());
+    }
 
     // RSS and idle CPU of `unitlet run` with 200 manifests.
     std::thread::sleep(Duration::from_secs(1));

@@ -100,44 +100,63 @@ fn write_temp(
     }
 }
 
-/// Write many files atomically with one filesystem sync instead of two
-/// fsyncs each: every file goes to a temporary, `syncfs` makes them all
-/// durable, then each is renamed over its target and the directories are
-/// fsynced once. A crash leaves every target old or new, never half.
+/// How many threads fsync a batch's temporaries: concurrent fsyncs share
+/// journal commits, so a batch costs a few commits, not one per file.
+const SYNC_THREADS: usize = 16;
+
+/// Write many files atomically: every file goes to a temporary, the
+/// temporaries are fsynced concurrently, then each is renamed over its
+/// target and each directory is fsynced once. A crash leaves every target
+/// old or new, never half.
+///
+/// Only our own files are synced. (A `syncfs` of the whole filesystem was
+/// used before; it also flushes whatever else is dirty on it — a build, a
+/// busy database — so it grew with the machine's load, not with the batch:
+/// 190 ms for 200 unit files on a busy machine against 7 ms for these
+/// fsyncs.)
 ///
 /// Returns one result per file; a failure of one file does not stop the
 /// others.
 pub fn atomic_write_batch(files: &[(&Path, &[u8], u32)]) -> Vec<std::io::Result<()>> {
-    let mut temps: Vec<std::io::Result<std::path::PathBuf>> = Vec::with_capacity(files.len());
-    for (path, bytes, mode) in files {
-        // Handles are closed at once: a large batch must not run out of
-        // file descriptors.
-        temps.push(write_temp(path, bytes, *mode).map(|(_, tmp, _)| tmp));
-    }
-    // One sync for all temporaries (they share the unit directory's fs).
-    let mut synced = true;
-    if let Some((first, _, _)) = files.first() {
-        let dir = first.parent().unwrap_or(Path::new("."));
-        synced = std::fs::File::open(dir)
-            .map(|f| {
-                use std::os::fd::AsRawFd;
-                unsafe { libc::syncfs(f.as_raw_fd()) == 0 }
+    // Handles are closed at once (a large batch must not run out of file
+    // descriptors) and reopened, without following links, to sync.
+    let temps: Vec<std::io::Result<std::path::PathBuf>> = files
+        .iter()
+        .map(|(path, bytes, mode)| write_temp(path, bytes, *mode).map(|(_, tmp, _)| tmp))
+        .collect();
+    let sync = |tmp: &Path| -> std::io::Result<()> {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(tmp)?
+            .sync_all()
+    };
+    let chunk = temps.len().div_ceil(SYNC_THREADS).max(1);
+    let synced: Vec<std::io::Result<()>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = temps
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|t| match t {
+                            Ok(tmp) => sync(tmp),
+                            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+                        })
+                        .collect::<Vec<_>>()
+                })
             })
-            .unwrap_or(false);
-    }
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
     let mut dirs = std::collections::BTreeSet::new();
     let mut out = Vec::with_capacity(files.len());
-    for ((path, _, _), tmp) in files.iter().zip(temps) {
+    for (((path, _, _), tmp), synced) in files.iter().zip(temps).zip(synced) {
         out.push((|| {
             let tmp = tmp?;
-            if !synced {
-                std::fs::OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&tmp)?
-                    .sync_all()?;
-            }
-            if let Err(e) = std::fs::rename(&tmp, path) {
+            if let Err(e) = synced.and_then(|()| std::fs::rename(&tmp, path)) {
                 let _ = std::fs::remove_file(&tmp);
                 return Err(e);
             }

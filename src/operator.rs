@@ -116,9 +116,6 @@ const MAX_CONCURRENT_WORK: usize = 16;
 /// live operator's status from a stale one.
 const STATUS_HEARTBEAT: Duration = Duration::from_secs(10);
 
-/// How long the operator waits for a start job before letting it go on.
-const START_WAIT: Duration = Duration::from_secs(2);
-
 /// Waits handed out by passes, running beside the loop: at most one per
 /// object and kind, at most [`MAX_CONCURRENT_WORK`] at once.
 struct WorkPool {
@@ -192,7 +189,8 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
 
     let mut rec = Reconciler::new(opts.loc.clone(), opts.exe.clone());
     rec.inline_probes = false;
-    rec.start_wait = START_WAIT;
+    // Start jobs are waited for beside the loop (`Work::Jobs`).
+    rec.start_wait = Duration::ZERO;
     rec.gc_grace = opts.gc_grace;
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Outcome>();
     let mut pool = WorkPool {

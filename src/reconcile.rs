@@ -15,7 +15,7 @@ use crate::plan::{self, Held, Observed, ObservedFile, Op, Plan};
 use crate::render::{self, DesiredUnit, RenderContext, Role};
 use crate::status::{ObjectStatus, Status, UnitStatus};
 use crate::systemd::{JobKind, Systemd, SystemdError};
-use crate::work::{ConfigWork, Work};
+use crate::work::{ConfigWork, JobsWork, StartedJob, Work};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -92,6 +92,30 @@ pub struct Backoff {
     pub spec_hash: String,
 }
 
+/// Record how a start or restart job ended.
+pub(crate) fn job_event(
+    status: &mut Status,
+    manifest: &str,
+    unit: &str,
+    kind: JobKind,
+    reason: &str,
+    result: &Result<(), String>,
+) {
+    let (ok_reason, bad_reason) = match kind {
+        JobKind::Restart => ("Restarted", "RestartFailed"),
+        _ => ("Started", "StartFailed"),
+    };
+    match result {
+        Ok(()) => status.event(
+            manifest,
+            "Normal",
+            ok_reason,
+            format!("{} {unit}: {reason}", ok_reason.to_lowercase()),
+        ),
+        Err(e) => status.event(manifest, "Warning", bad_reason, e.clone()),
+    }
+}
+
 /// The default of `--gc-grace`.
 pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(2);
 
@@ -117,9 +141,11 @@ pub struct Reconciler {
     pub config_issue: HashMap<String, (String, String)>,
     pub http: reqwest::Client,
     /// How long a pass waits for start jobs. `apply` waits for them to
-    /// end (`job_timeout`); the operator waits briefly and lets a slow start
-    /// go on without it.
+    /// end (`job_timeout`); the operator (zero) hands the wait out as
+    /// [`Work::Jobs`].
     pub start_wait: Duration,
+    /// Batches of start jobs handed out, to tell them apart.
+    job_batches: u64,
     /// Started Services waiting for their readiness URL, until when.
     pub waiting_ready: HashMap<String, Instant>,
     /// The last readiness probe of each running Service.
@@ -347,7 +373,70 @@ fn enablement(config: &Path, unit: &str, content: &str) -> String {
     }
 }
 
+/// Enable `unit` the way `systemctl --user enable` does — a symlink to the
+/// unit file in `TARGET.wants/` (or `.requires/`) of the manager's config
+/// directory — without a round trip through systemd, which for a batch of
+/// 200 units costs more than writing them (`EnableUnitFiles` resolves every
+/// unit on every search path). The daemon-reload that follows makes the
+/// links known. Returns false (and creates nothing) for an `[Install]`
+/// section with more than `WantedBy=`/`RequiredBy=` (an alias, `Also=`, a
+/// template): those go through `EnableUnitFiles`.
+fn enable_by_links(
+    config: &Path,
+    unit_dir: &Path,
+    unit: &str,
+    content: &str,
+) -> std::io::Result<bool> {
+    let parsed = render::parse_unit(content);
+    let simple = parsed
+        .keys()
+        .filter(|(section, _)| section == "Install")
+        .all(|(_, key)| key == "WantedBy" || key == "RequiredBy");
+    if !simple || unit.contains('@') {
+        return Ok(false);
+    }
+    let target = unit_dir.join(unit);
+    for (key, suffix) in [("WantedBy", "wants"), ("RequiredBy", "requires")] {
+        for targets in parsed
+            .get(&("Install".to_string(), key.to_string()))
+            .into_iter()
+            .flatten()
+        {
+            for t in targets.split_whitespace() {
+                let dir = config.join(format!("{t}.{suffix}"));
+                fsutil::create_dir_all(&dir)?;
+                let link = dir.join(unit);
+                match std::fs::read_link(&link) {
+                    Ok(to) if to == target => continue,
+                    // Only a link is replaced, never a file.
+                    Ok(_) => std::fs::remove_file(&link)?,
+                    Err(_) => {}
+                }
+                std::os::unix::fs::symlink(&target, &link)?;
+            }
+        }
+    }
+    Ok(true)
+}
+
 impl Reconciler {
+    /// A start job handed out by an earlier pass failed: the object is not
+    /// Ready, and backs off like a failure found in a pass.
+    pub fn start_failed(&mut self, manifest: &str, error: &str, status: &mut Status) {
+        let Some(obj) = status.objects.get_mut(manifest) else {
+            return;
+        };
+        obj.set_condition("Ready", "False", "ApplyFailed", error);
+        obj.failures += 1;
+        self.backoff.insert(
+            manifest.to_string(),
+            Backoff {
+                until: Instant::now() + backoff_delay(obj.failures),
+                spec_hash: obj.spec_hash.clone(),
+            },
+        );
+    }
+
     async fn manager_dirs(&self, sd: &Systemd) -> &ManagerDirs {
         if let Some(d) = self.dirs.get() {
             return d;
@@ -376,6 +465,7 @@ impl Reconciler {
             config_issue: HashMap::new(),
             http: crate::reload::http_client(),
             start_wait: Duration::from_secs(90),
+            job_batches: 0,
             waiting_ready: HashMap::new(),
             probes: HashMap::new(),
             inline_probes: true,
@@ -606,10 +696,12 @@ impl Reconciler {
             failures.entry(m.to_string()).or_insert(e);
         };
 
+        let mut deferred_jobs: Option<JobsWork> = None;
         if !prep.plan.is_empty() {
             // Subscribe before any job is queued.
             let mut jobs_stream = sd.job_stream().await?;
             let actions = &prep.plan.actions;
+            tracing::debug!(elapsed = ?started.elapsed(), "subscribed to jobs");
 
             // 1. Stops (GC and state: stopped), waited for before files change.
             let mut stop_jobs = Vec::new();
@@ -669,6 +761,33 @@ impl Reconciler {
             })
             .await
             .map_err(|e| ReconcileError::Stuck(format!("writing unit files failed: {e}")))?;
+            tracing::debug!(elapsed = ?started.elapsed(), "unit files written");
+            // Enables by symlink, before the daemon-reload that loads them.
+            let config = self.manager_dirs(sd).await.config.clone();
+            // (Only when a daemon-reload follows: systemd caches what it
+            // last read of a unit's enablement until then.)
+            let reload_follows = prep.plan.daemon_reloads() > 0;
+            let to_link: Vec<(String, String)> = actions
+                .iter()
+                .filter(|a| a.op == Op::Enable && reload_follows)
+                .filter_map(|a| {
+                    let d = prep.desired.iter().find(|d| d.name == a.unit)?;
+                    Some((a.unit.clone(), d.content.clone()))
+                })
+                .collect();
+            let unit_dir = self.loc.unit_dir.clone();
+            let linked: BTreeSet<String> = tokio::task::spawn_blocking(move || {
+                to_link
+                    .into_iter()
+                    .filter(|(unit, content)| {
+                        enable_by_links(&config, &unit_dir, unit, content).unwrap_or(false)
+                    })
+                    .map(|(unit, _)| unit)
+                    .collect()
+            })
+            .await
+            .unwrap_or_default();
+            tracing::debug!(elapsed = ?started.elapsed(), linked = linked.len(), "enabled by links");
             for ((a, path, _), r) in writes.iter().zip(written) {
                 if let Err(source) = r {
                     let e = ReconcileError::UnitDir {
@@ -722,15 +841,18 @@ impl Reconciler {
                 }
             }
 
+            tracing::debug!(elapsed = ?started.elapsed(), "files written");
             // 4. One daemon-reload for the whole batch.
             if prep.plan.daemon_reloads() > 0 {
                 sd.reload().await?;
             }
 
+            tracing::debug!(elapsed = ?started.elapsed(), "daemon-reload done");
             // 5. Enables, batched.
             let enables: Vec<String> = actions
                 .iter()
                 .filter(|a| a.op == Op::Enable && !failures.contains_key(&a.manifest))
+                .filter(|a| !linked.contains(&a.unit))
                 .map(|a| a.unit.clone())
                 .collect();
             if let Err(e) = sd.enable(&enables).await {
@@ -739,6 +861,7 @@ impl Reconciler {
                 }
             }
 
+            tracing::debug!(elapsed = ?started.elapsed(), "enabled");
             // 6. Live limits: applied by the daemon-reload above.
             for a in actions {
                 if matches!(a.op, Op::SetLimits(_)) && !failures.contains_key(&a.manifest) {
@@ -769,6 +892,7 @@ impl Reconciler {
             let queued =
                 futures_util::future::join_all(to_start.iter().map(|(a, k)| sd.queue(&a.unit, *k)))
                     .await;
+            tracing::debug!(elapsed = ?started.elapsed(), jobs = queued.len(), "start jobs queued");
             let mut start_jobs = Vec::new();
             for ((a, _), q) in to_start.into_iter().zip(queued) {
                 match q {
@@ -776,44 +900,43 @@ impl Reconciler {
                     Err(e) => fail(&mut failures, &a.manifest, e.to_string()),
                 }
             }
-            let jobs: Vec<_> = start_jobs.iter().map(|(_, j)| j.clone()).collect();
-            let results = jobs_stream.wait(sd, &jobs, self.start_wait).await;
-            for ((a, j), r) in start_jobs.iter().zip(results) {
-                // The operator does not wait for a slow start: the job
-                // goes on, the unit shows as activating, and its end
-                // (a unit signal) brings the next pass.
-                let r = match r {
-                    Err(SystemdError::JobTimeout { .. }) if self.start_wait < self.job_timeout => {
-                        status.event(
-                            &a.manifest,
-                            "Normal",
-                            "Starting",
-                            format!("{} is still starting: {}", a.unit, a.reason),
-                        );
-                        continue;
-                    }
-                    r => r,
-                };
-                if r.is_ok() {
+            if self.start_wait.is_zero() {
+                // The operator never waits for a start here: the jobs'
+                // ends are waited for beside the loop (`Work::Jobs`), and
+                // their outcome folded in by another pass.
+                for (a, _) in &start_jobs {
                     started_ok.insert(a.manifest.clone());
                 }
-                let (ok_reason, bad_reason) = match j.kind {
-                    JobKind::Restart => ("Restarted", "RestartFailed"),
-                    _ => ("Started", "StartFailed"),
-                };
-                match r {
-                    Ok(()) => status.event(
-                        &a.manifest,
-                        "Normal",
-                        ok_reason,
-                        format!("{} {}: {}", ok_reason.to_lowercase(), a.unit, a.reason),
-                    ),
-                    Err(e) => {
-                        status.event(&a.manifest, "Warning", bad_reason, e.to_string());
-                        fail(&mut failures, &a.manifest, e.to_string());
+                if !start_jobs.is_empty() {
+                    self.job_batches += 1;
+                    deferred_jobs = Some(JobsWork {
+                        batch: self.job_batches,
+                        stream: jobs_stream,
+                        jobs: start_jobs
+                            .iter()
+                            .map(|(a, j)| StartedJob {
+                                manifest: a.manifest.clone(),
+                                reason: a.reason.clone(),
+                                job: j.clone(),
+                            })
+                            .collect(),
+                    });
+                }
+            } else {
+                let jobs: Vec<_> = start_jobs.iter().map(|(_, j)| j.clone()).collect();
+                let results = jobs_stream.wait(sd, &jobs, self.start_wait).await;
+                for ((a, j), r) in start_jobs.iter().zip(results) {
+                    if r.is_ok() {
+                        started_ok.insert(a.manifest.clone());
+                    }
+                    let r = r.map_err(|e| e.to_string());
+                    job_event(status, &a.manifest, &j.unit, j.kind, &a.reason, &r);
+                    if let Err(e) = r {
+                        fail(&mut failures, &a.manifest, e);
                     }
                 }
             }
+            tracing::debug!(elapsed = ?started.elapsed(), "start jobs done");
             // 8. Verify: the live limits of every service this plan touched
             // must now be the manifest's.
             for (manifest, msg) in self.verify_limits(sd, &prep, &failures).await {
@@ -835,6 +958,7 @@ impl Reconciler {
         // Readiness of what was just (re)started, then config changes:
         // handed out, never waited for here.
         report.work = self.readiness_work(&prep, &started_ok, &failures);
+        report.work.extend(deferred_jobs.map(Work::Jobs));
         report.work.extend(
             self.config_phase(sd, &prep, &started_ok, &failures, status)
                 .await,

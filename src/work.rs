@@ -18,10 +18,10 @@ use crate::manifest::{OnConfigChange, ReloadMethod};
 use crate::reconcile::Reconciler;
 use crate::reload::{self, ReloadOutcome};
 use crate::status::{ConfigState, Status};
-use crate::systemd::{JobKind, Systemd};
+use crate::systemd::{JobKind, JobStream, QueuedJob, Systemd};
 
-/// One object's wait.
-#[derive(Debug, Clone)]
+/// One object's wait (or, for start jobs, one batch's).
+#[derive(Debug)]
 pub enum Work {
     /// Wait for a just (re)started Service's readiness URL.
     Readiness {
@@ -33,6 +33,33 @@ pub enum Work {
     Probe { name: String, url: String },
     /// Act on a changed config: validate, then reload or restart.
     Config(ConfigWork),
+    /// Wait for the start and restart jobs a pass queued.
+    Jobs(JobsWork),
+}
+
+/// Start and restart jobs queued by one pass, with the `JobRemoved`
+/// stream opened before they were queued.
+pub struct JobsWork {
+    pub batch: u64,
+    pub stream: JobStream,
+    pub jobs: Vec<StartedJob>,
+}
+
+impl std::fmt::Debug for JobsWork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobsWork")
+            .field("batch", &self.batch)
+            .field("jobs", &self.jobs)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StartedJob {
+    pub manifest: String,
+    /// Why the plan started it, for the event.
+    pub reason: String,
+    pub job: QueuedJob,
 }
 
 /// Which kind of work, for collapsing duplicates: one of each per object.
@@ -41,6 +68,7 @@ pub enum WorkKind {
     Readiness,
     Probe,
     Config,
+    Jobs,
 }
 
 /// What a config change needs done, decided by the pass.
@@ -72,6 +100,10 @@ pub enum Outcome {
         work: Box<ConfigWork>,
         result: ConfigResult,
     },
+    Jobs {
+        batch: u64,
+        results: Vec<(StartedJob, Result<(), String>)>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +120,7 @@ impl Work {
             Work::Readiness { name, .. } => (WorkKind::Readiness, name.clone()),
             Work::Probe { name, .. } => (WorkKind::Probe, name.clone()),
             Work::Config(c) => (WorkKind::Config, c.name.clone()),
+            Work::Jobs(j) => (WorkKind::Jobs, j.batch.to_string()),
         }
     }
 
@@ -103,6 +136,22 @@ impl Work {
                 result: reload::probe(&http, &url).await,
                 name,
             },
+            Work::Jobs(JobsWork {
+                batch,
+                mut stream,
+                jobs,
+            }) => {
+                let queued: Vec<QueuedJob> = jobs.iter().map(|j| j.job.clone()).collect();
+                let results = stream.wait(&sd, &queued, job_timeout).await;
+                Outcome::Jobs {
+                    batch,
+                    results: jobs
+                        .into_iter()
+                        .zip(results)
+                        .map(|(j, r)| (j, r.map_err(|e| e.to_string())))
+                        .collect(),
+                }
+            }
             Work::Config(work) => {
                 let result = run_config(&work, &sd, &http, job_timeout).await;
                 Outcome::Config {
@@ -120,6 +169,7 @@ impl Outcome {
             Outcome::Readiness { name, .. } => (WorkKind::Readiness, name.clone()),
             Outcome::Probe { name, .. } => (WorkKind::Probe, name.clone()),
             Outcome::Config { work, .. } => (WorkKind::Config, work.name.clone()),
+            Outcome::Jobs { batch, .. } => (WorkKind::Jobs, batch.to_string()),
         }
     }
 }
@@ -223,6 +273,22 @@ impl Reconciler {
                 None
             }
             Outcome::Config { work, result } => Some(self.finish_config(*work, result, status)),
+            Outcome::Jobs { results, .. } => {
+                for (j, r) in results {
+                    crate::reconcile::job_event(
+                        status,
+                        &j.manifest,
+                        &j.job.unit,
+                        j.job.kind,
+                        &j.reason,
+                        &r,
+                    );
+                    if let Err(e) = r {
+                        self.start_failed(&j.manifest, &e, status);
+                    }
+                }
+                None
+            }
         }
     }
 

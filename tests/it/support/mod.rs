@@ -310,7 +310,10 @@ impl UserManager {
                 &["--resync", "1h"][..]
             })
             .args(extra)
-            .env("UNITLET_LOG", "info")
+            .env(
+                "UNITLET_LOG",
+                std::env::var("UNITLET_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(f.try_clone().unwrap())
             .stderr(f)
             .spawn()
