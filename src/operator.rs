@@ -280,6 +280,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
                 // systemd forgets Subscribe when it re-executes; renewing it
                 // keeps unit-change signals coming (idempotent).
                 let _ = c.subscribe().await;
+                tracing::debug!("pass: subscribed");
                 // SIGTERM does not wait for a pass: dropping it mid-way is
                 // what a crash does, and a crash is safe (atomic writes; the
                 // next pass resumes).
@@ -422,8 +423,10 @@ async fn pass(
     })
     .await
     .map_err(|e| ReconcileError::Stuck(crate::error_chain(&e)))?;
+    tracing::debug!("pass: state lock taken");
     let status_path = rec.loc.status_file();
     let mut status = Status::load_async(&status_path).await;
+    tracing::debug!("pass: status read");
     let before = status.clone();
     let mut reloads = Vec::new();
     for o in outcomes.drain(..) {
