@@ -753,20 +753,11 @@ impl Reconciler {
                 .iter()
                 .map(|(_, p, c)| (p.to_path_buf(), c.to_vec()))
                 .collect();
-            let written = tokio::task::spawn_blocking(move || {
-                let batch: Vec<(&Path, &[u8], u32)> = owned
-                    .iter()
-                    .map(|(p, c)| (p.as_path(), c.as_slice(), 0o644))
-                    .collect();
-                fsutil::atomic_write_batch(&batch)
-            })
-            .await
-            .map_err(|e| ReconcileError::Stuck(format!("writing unit files failed: {e}")))?;
-            tracing::debug!(elapsed = ?started.elapsed(), "unit files written");
-            // Enables by symlink, before the daemon-reload that loads them.
+            // Enables by symlink, before the daemon-reload that loads them
+            // (only when one follows: systemd caches what it last read of a
+            // unit's enablement until then), made while the unit files are
+            // written: they are independent, in different directories.
             let config = self.manager_dirs(sd).await.config.clone();
-            // (Only when a daemon-reload follows: systemd caches what it
-            // last read of a unit's enablement until then.)
             let reload_follows = prep.plan.daemon_reloads() > 0;
             let to_link: Vec<(String, String)> = actions
                 .iter()
@@ -777,17 +768,26 @@ impl Reconciler {
                 })
                 .collect();
             let unit_dir = self.loc.unit_dir.clone();
-            let linked: BTreeSet<String> = tokio::task::spawn_blocking(move || {
+            let write = tokio::task::spawn_blocking(move || {
+                let batch: Vec<(&Path, &[u8], u32)> = owned
+                    .iter()
+                    .map(|(p, c)| (p.as_path(), c.as_slice(), 0o644))
+                    .collect();
+                fsutil::atomic_write_batch(&batch)
+            });
+            let link = tokio::task::spawn_blocking(move || {
                 to_link
                     .into_iter()
                     .filter(|(unit, content)| {
                         enable_by_links(&config, &unit_dir, unit, content).unwrap_or(false)
                     })
                     .map(|(unit, _)| unit)
-                    .collect()
-            })
-            .await
-            .unwrap_or_default();
+                    .collect::<BTreeSet<String>>()
+            });
+            let (written, linked) = tokio::join!(write, link);
+            let written = written
+                .map_err(|e| ReconcileError::Stuck(format!("writing unit files failed: {e}")))?;
+            let linked = linked.unwrap_or_default();
             tracing::debug!(elapsed = ?started.elapsed(), linked = linked.len(), "enabled by links");
             for ((a, path, _), r) in writes.iter().zip(written) {
                 if let Err(source) = r {
