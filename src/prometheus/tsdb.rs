@@ -685,6 +685,11 @@ pub(crate) async fn run_job(
         JobKind::Stop => "stop",
         JobKind::Restart => "restart",
     };
+    // A start after our own stop must not be refused by systemd's start
+    // rate limit (a few restores in a row would hit it).
+    if kind == JobKind::Start {
+        sd.reset_failed(unit).await;
+    }
     // Subscribe before queueing, or a fast job's JobRemoved is missed.
     let mut stream = sd
         .job_stream()

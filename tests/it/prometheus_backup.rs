@@ -702,6 +702,8 @@ impl Prom {
             }
         }
         copy_dir(template, &self.data);
+        // Many starts in a few seconds: keep systemd's start limit out of it.
+        self.um.systemctl(&["reset-failed", "prometheus.service"]);
         let o = self.um.systemctl(&["start", "prometheus.service"]);
         assert!(o.status.success(), "{}", stderr(&o));
         self.wait_ready();

@@ -116,6 +116,11 @@ fn adding_a_scrape_job_reloads_prometheus_once() {
         p.config_text().contains("litellm").then_some(())
     });
     let metrics_url = format!("http://127.0.0.1:{mport}/metrics");
+    // The reload's outcome is folded in by the pass after it: wait for it.
+    wait_for(T, "unitlet_reloads_total 1", || {
+        let (_, body) = http_get(&metrics_url)?;
+        metric(&body, "unitlet_reloads_total{name=\"prom\"}").filter(|v| *v >= 1.0)
+    });
     let (_, body) = http_get(&metrics_url).unwrap();
     assert_eq!(
         metric(&body, "unitlet_reloads_total{name=\"prom\"}"),
@@ -350,7 +355,13 @@ fn unit_and_config_change_together_restart_once_without_a_reload() {
             "  environment: {EDITED: \"1\"}\n  configFiles:",
         ),
     );
-    let _run = um.spawn_run(&["--metrics-addr", &format!("127.0.0.1:{mport}")]);
+    // A resync every second keeps passes coming: progress to wait for.
+    let _run = um.spawn_run(&[
+        "--metrics-addr",
+        &format!("127.0.0.1:{mport}"),
+        "--resync",
+        "1s",
+    ]);
     wait_for(T, "prom restarted and ready", || {
         let np = um.prop("prom.service", "MainPID");
         (np != pid && np != "0" && um.ready("prom").is_some_and(|r| r.0 == "True")).then_some(())
@@ -358,8 +369,16 @@ fn unit_and_config_change_together_restart_once_without_a_reload() {
     wait_for(T, "the new config live", || {
         p.config_text().contains("both").then_some(())
     });
-    std::thread::sleep(Duration::from_secs(1));
-    let (_, body) = http_get(&format!("http://127.0.0.1:{mport}/metrics")).unwrap();
+    // Progress first: two more passes after the restart was seen.
+    let murl = format!("http://127.0.0.1:{mport}/metrics");
+    let passes = http_get(&murl)
+        .and_then(|(_, b)| metric(&b, "unitlet_reconciles_total"))
+        .unwrap();
+    wait_for(T, "two more operator passes", || {
+        let (_, b) = http_get(&murl)?;
+        (metric(&b, "unitlet_reconciles_total")? >= passes + 2.0).then_some(())
+    });
+    let (_, body) = http_get(&murl).unwrap();
     assert_eq!(
         metric(&body, "unitlet_reloads_total{name=\"prom\"}"),
         None,
