@@ -2,6 +2,7 @@
 
 mod support;
 
+mod claims;
 mod converge;
 mod hostile;
 mod limits;
