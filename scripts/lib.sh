@@ -6,7 +6,7 @@
 # need; a policy-rc.d keeps them from being started at install time, so
 # nothing has to be killed afterwards.
 
-POLICY_RC_D=/usr/sbin/policy-rc.d
+POLICY_RC_D="${POLICY_RC_D:-/usr/sbin/policy-rc.d}"
 PACKAGED_DAEMONS="prometheus prometheus-node-exporter prometheus-alertmanager"
 
 # Install the given Debian packages that are not installed yet, without
@@ -76,35 +76,41 @@ packaged_daemon_pids() {
 
 # Packaged daemons still running from an earlier install (started before
 # this script or on a machine without a policy-rc.d) would hold the ports:
-# stop exactly those, and say so. With systemd as PID 1 through systemctl;
-# otherwise by PID (executable /usr/bin/NAME, user prometheus), never by a
-# name pattern.
+# stop exactly those, and say so.
 stop_packaged_daemons() {
-  local s pids pid left
+  local s
   for s in $PACKAGED_DAEMONS; do
-    if [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]; then
-      if systemctl is-active --quiet "$s.service" 2>/dev/null; then
-        echo "==> systemctl stop $s.service: the packaged daemon holds a port unitlet's user services need (systemctl disable $s to keep it off after a reboot)"
-        systemctl stop "$s.service"
-      fi
-      continue
-    fi
-    pids="$(packaged_daemon_pids "$s" | paste -sd' ')"
-    [ -n "$pids" ] || continue
-    echo "==> stopping the packaged $s (PIDs $pids: /usr/bin/$s run by user prometheus): it holds a port unitlet's user services need"
-    # shellcheck disable=SC2086
-    kill -TERM $pids 2>/dev/null || true
-    for _ in $(seq 1 100); do
-      left=""
-      for pid in $pids; do
-        [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "/usr/bin/$s" ] && left="$left $pid"
-      done
-      [ -z "$left" ] && break
-      sleep 0.1
-    done
-    if [ -n "$left" ]; then
-      echo "stop_packaged_daemons: $s (PIDs$left) did not exit within 10s of SIGTERM; stop it and run again" >&2
-      return 1
-    fi
+    stop_packaged_daemon "$s" || return 1
   done
+}
+
+# Stop the packaged daemon $1 if it runs: with systemd as PID 1 through
+# systemctl; otherwise by PID (executable /usr/bin/$1, user prometheus),
+# never by a name pattern.
+stop_packaged_daemon() {
+  local s=$1 pids pid left=""
+  if [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]; then
+    if systemctl is-active --quiet "$s.service" 2>/dev/null; then
+      echo "==> systemctl stop $s.service: the packaged daemon holds a port unitlet's user services need (systemctl disable $s to keep it off after a reboot)"
+      systemctl stop "$s.service"
+    fi
+    return 0
+  fi
+  pids="$(packaged_daemon_pids "$s" | paste -sd' ')"
+  [ -n "$pids" ] || return 0
+  echo "==> stopping the packaged $s (PIDs $pids: /usr/bin/$s run by user prometheus): it holds a port unitlet's user services need"
+  # shellcheck disable=SC2086
+  kill -TERM $pids 2>/dev/null || true
+  for _ in $(seq 1 100); do
+    left=""
+    for pid in $pids; do
+      [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "/usr/bin/$s" ] && left="$left $pid"
+    done
+    [ -z "$left" ] && break
+    sleep 0.1
+  done
+  if [ -n "$left" ]; then
+    echo "stop_packaged_daemon: $s (PIDs$left) did not exit within 10s of SIGTERM; stop it and run again" >&2
+    return 1
+  fi
 }

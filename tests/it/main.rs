@@ -9,6 +9,7 @@ mod limits;
 mod operator_loop;
 mod reload;
 mod render;
+mod scripts;
 mod stack;
 mod state_dir;
 
