@@ -16,13 +16,16 @@
 #     summary + description annotations
 #   - Grafana dashboard JSON: valid JSON, stable uid, datasource uids provisioned
 #   - YAML syntax of the Loki, Promtail, Grafana provisioning configs
-#   - manifests/: only fields from CONTRACT.md, referenced paths exist
+#   - manifests/: only the fields docs/manifests.md documents, referenced paths exist
 #   - units/*.service: systemd-analyze --user verify
 #   - every PromQL expression in the rules and the dashboard parses
 #     (/api/v1/query; errorType bad_data = parse error)
 #
 # Environment: PROMETHEUS_BIN (default: prometheus), CHECK_DEPLOY_WAIT
 # (seconds to wait for the temporary Prometheus, default 30).
+#
+# No check is ever skipped: a missing tool (promtool, amtool, python3 with
+# PyYAML, systemd-analyze, prometheus) is a failure with exit status 2.
 #
 # Exit status: 0 all checks passed; 1 some check failed; 2 missing tool/usage.
 set -euo pipefail
@@ -63,16 +66,15 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 if [[ $# -gt 1 || "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-    sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
     [[ $# -gt 1 ]] && exit 2 || exit 0
 fi
 PROM_URL="${1:-}"
 
-for tool in promtool amtool python3; do
-    command -v "$tool" >/dev/null 2>&1 || die "$tool not found in PATH (Debian: apt-get install prometheus prometheus-alertmanager python3)"
+for tool in promtool amtool python3 systemd-analyze; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool not found in PATH: every check runs, none is skipped (Debian: apt-get install prometheus prometheus-alertmanager python3 python3-yaml systemd)"
 done
-HAVE_YAML=0
-if python3 -c 'import yaml' 2>/dev/null; then HAVE_YAML=1; fi
+python3 -c 'import yaml' 2>/dev/null || die "python3 cannot import yaml (PyYAML): the rule, YAML and manifest checks need it (Debian: apt-get install python3-yaml)"
 
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/check-deploy.XXXXXX")"
 
@@ -85,6 +87,7 @@ shopt -u nullglob
 
 [[ ${#RULE_FILES[@]} -gt 0 ]] || die "no rule files in $PROM_DIR/rules"
 [[ ${#DASHBOARDS[@]} -gt 0 ]] || die "no dashboards in $DASH_DIR"
+[[ ${#UNIT_FILES[@]} -gt 0 ]] || die "no unit files in units/"
 
 # --------------------------------------------------------------------------
 log "promtool check config $PROM_DIR/prometheus.yml"
@@ -101,14 +104,13 @@ else
     printf '%s\n' "$out" >&2; fail "promtool check rules"
 fi
 
-if [[ ${#RULE_TESTS[@]} -gt 0 ]]; then
-    log "promtool test rules ${RULE_TESTS[*]}"
-    # rule_files in the tests are relative to the test file
-    if out=$(promtool test rules "${RULE_TESTS[@]}" 2>&1); then
-        ok "rule unit tests (${#RULE_TESTS[@]} files)"
-    else
-        printf '%s\n' "$out" >&2; fail "promtool test rules"
-    fi
+[[ ${#RULE_TESTS[@]} -gt 0 ]] || die "no rule unit tests in $PROM_DIR/tests"
+log "promtool test rules ${RULE_TESTS[*]}"
+# rule_files in the tests are relative to the test file
+if out=$(promtool test rules "${RULE_TESTS[@]}" 2>&1); then
+    ok "rule unit tests (${#RULE_TESTS[@]} files)"
+else
+    printf '%s\n' "$out" >&2; fail "promtool test rules"
 fi
 
 log "amtool check-config $AM_CONFIG"
@@ -122,16 +124,14 @@ fi
 # Static checks and expression extraction (python3; PyYAML when available).
 # Writes one expression per record to $TMP/exprs.jsonl for the query check.
 log "static checks (rules conventions, dashboards, YAML configs, manifests)"
-if HAVE_YAML="$HAVE_YAML" python3 -u - "$TMP/exprs.jsonl" "${RULE_FILES[@]}" -- "${DASHBOARDS[@]}" <<'PY'
+if python3 -u - "$TMP/exprs.jsonl" "${RULE_FILES[@]}" -- "${DASHBOARDS[@]}" <<'PY'
 import json, os, re, sys, glob
 
 out_path = sys.argv[1]
 args = sys.argv[2:]
 sep = args.index("--")
 rule_files, dashboards = args[:sep], args[sep + 1:]
-have_yaml = os.environ.get("HAVE_YAML") == "1"
-if have_yaml:
-    import yaml
+import yaml
 
 fails = 0
 def fail(msg):
@@ -149,37 +149,33 @@ REQUIRED_GROUPS = {"litellm_gateway", "provider_health", "cache_performance", "r
 REQUIRED_UNITLET_METRICS = ["unitlet_last_reload_successful",
                             "unitlet_last_backup_success_timestamp_seconds",
                             "unitlet_managed_units"]
-if have_yaml:
-    groups, alerts, all_text = set(), 0, ""
-    for f in rule_files:
-        with open(f) as fh:
-            doc = yaml.safe_load(fh) or {}
-        for g in doc.get("groups", []):
-            groups.add(g["name"])
-            for r in g.get("rules", []):
-                name = r.get("alert") or r.get("record")
-                exprs.append({"source": f"{f}: {g['name']}/{name}", "expr": str(r["expr"])})
-                all_text += str(r["expr"]) + "\n"
-                if "alert" not in r:
-                    continue
-                alerts += 1
-                sev = (r.get("labels") or {}).get("severity")
-                if sev not in ("critical", "warning", "info"):
-                    fail(f"{f}: alert {name}: labels.severity is {sev!r}, want critical|warning|info")
-                ann = r.get("annotations") or {}
-                for key in ("summary", "description"):
-                    if not str(ann.get(key, "")).strip():
-                        fail(f"{f}: alert {name}: missing annotations.{key}")
-    missing = REQUIRED_GROUPS - groups
-    if missing:
-        fail(f"rule groups missing: {', '.join(sorted(missing))}")
-    for m in REQUIRED_UNITLET_METRICS:
-        if m not in all_text:
-            fail(f"no alert uses unitlet metric {m}")
-    ok(f"rule conventions: {len(groups)} groups, {alerts} alerts")
-else:
-    print("    skip: PyYAML not available: rule conventions, rule expressions (promtool check rules "
-          "already parsed them), YAML syntax and manifest checks are skipped")
+groups, alerts, all_text = set(), 0, ""
+for f in rule_files:
+    with open(f) as fh:
+        doc = yaml.safe_load(fh) or {}
+    for g in doc.get("groups", []):
+        groups.add(g["name"])
+        for r in g.get("rules", []):
+            name = r.get("alert") or r.get("record")
+            exprs.append({"source": f"{f}: {g['name']}/{name}", "expr": str(r["expr"])})
+            all_text += str(r["expr"]) + "\n"
+            if "alert" not in r:
+                continue
+            alerts += 1
+            sev = (r.get("labels") or {}).get("severity")
+            if sev not in ("critical", "warning", "info"):
+                fail(f"{f}: alert {name}: labels.severity is {sev!r}, want critical|warning|info")
+            ann = r.get("annotations") or {}
+            for key in ("summary", "description"):
+                if not str(ann.get(key, "")).strip():
+                    fail(f"{f}: alert {name}: missing annotations.{key}")
+missing = REQUIRED_GROUPS - groups
+if missing:
+    fail(f"rule groups missing: {', '.join(sorted(missing))}")
+for m in REQUIRED_UNITLET_METRICS:
+    if m not in all_text:
+        fail(f"no alert uses unitlet metric {m}")
+ok(f"rule conventions: {len(groups)} groups, {alerts} alerts")
 
 # ---- dashboards ----------------------------------------------------------
 VAR_SAMPLES = {"__rate_interval": "1m", "__interval": "1m", "__range": "1h",
@@ -189,11 +185,8 @@ def provisioned_uids():
     uids = set()
     for f in glob.glob("deploy/grafana/provisioning/datasources/*.y*ml"):
         text = open(f).read()
-        if have_yaml:
-            for ds in (yaml.safe_load(text) or {}).get("datasources", []):
-                if ds.get("uid"): uids.add(ds["uid"])
-        else:
-            uids.update(re.findall(r"^\s*uid:\s*['\"]?([\w-]+)", text, re.M))
+        for ds in (yaml.safe_load(text) or {}).get("datasources", []):
+            if ds.get("uid"): uids.add(ds["uid"])
     return uids
 ds_uids = provisioned_uids()
 
@@ -263,89 +256,101 @@ for e in exprs:
 # ---- other YAML configs --------------------------------------------------
 yaml_files = ["deploy/loki/loki.yml", "deploy/promtail/promtail.yml"] + \
     sorted(glob.glob("deploy/grafana/provisioning/*/*.y*ml"))
-if have_yaml:
-    for f in yaml_files:
-        try:
-            with open(f) as fh:
-                yaml.safe_load(fh)
-        except Exception as e:
-            fail(f"{f}: {e}")
-    ok(f"YAML syntax: {len(yaml_files)} files (Loki, Promtail, Grafana provisioning)")
+for f in yaml_files:
+    try:
+        with open(f) as fh:
+            yaml.safe_load(fh)
+    except Exception as e:
+        fail(f"{f}: {e}")
+ok(f"YAML syntax: {len(yaml_files)} files (Loki, Promtail, Grafana provisioning)")
 
-    # ---- manifests -------------------------------------------------------
-    TOP = {"apiVersion", "kind", "metadata", "spec"}
-    SERVICE = {"description", "command", "unitFile", "workingDirectory", "environment", "state",
-               "enabled", "restart", "restartSec", "after", "resources", "configFiles",
-               "onConfigChange", "reload", "validate", "readiness"}
-    BACKUP = {"schedule", "keep", "destination", "prometheus", "grafana"}
-    SUB = {"resources": {"memoryMax", "memoryHigh", "cpuQuota", "tasksMax"},
-           "reload": {"http", "signal"}, "readiness": {"http", "timeout"},
-           "prometheus": {"url", "dataDir", "service"},
-           "grafana": {"url", "tokenFile", "basicAuth"}}
-    NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
-    names, services, n_docs = {}, set(), 0
-    afters = []
-    for f in sorted(glob.glob("manifests/*.yaml") + glob.glob("manifests/*.yml")):
-        base = os.path.dirname(f)
-        def resolve(p):
-            return os.path.expanduser(p) if p.startswith("~/") else os.path.normpath(os.path.join(base, p))
-        try:
-            docs = [d for d in yaml.safe_load_all(open(f)) if d is not None]
-        except Exception as e:
-            fail(f"{f}: {e}")
+# ---- manifests -------------------------------------------------------
+TOP = {"apiVersion", "kind", "metadata", "spec"}
+# The allowed fields are read from the reference, docs/manifests.md (the
+# first column of the field tables under "## kind: Service" and
+# "## kind: Backup"), so this check cannot drift from what is documented.
+def documented_fields(heading):
+    top, sub, inside = set(), {}, False
+    for line in open("docs/manifests.md"):
+        if line.startswith("#"):
+            inside = line.strip() == heading
             continue
-        for d in docs:
-            n_docs += 1
-            where = f"{f}: {d.get('metadata', {}).get('name', '?')}"
-            if set(d) - TOP:
-                fail(f"{where}: unknown top-level fields {sorted(set(d) - TOP)}")
-            if d.get("apiVersion") != "unitlet/v1":
-                fail(f"{where}: apiVersion must be unitlet/v1")
-            meta = d.get("metadata") or {}
-            if set(meta) - {"name", "labels"}:
-                fail(f"{where}: unknown metadata fields {sorted(set(meta) - {'name', 'labels'})}")
-            name = str(meta.get("name", ""))
-            if not NAME_RE.fullmatch(name) or len(name) > 63:
-                fail(f"{where}: invalid metadata.name")
-            if name in names:
-                fail(f"{where}: name also used in {names[name]}")
-            names[name] = f
-            spec = d.get("spec") or {}
-            kind = d.get("kind")
-            allowed = SERVICE if kind == "Service" else BACKUP if kind == "Backup" else None
-            if allowed is None:
-                fail(f"{where}: kind must be Service or Backup")
-                continue
-            if set(spec) - allowed:
-                fail(f"{where}: fields not in the contract for {kind}: {sorted(set(spec) - allowed)}")
-            for k, sub in SUB.items():
-                if isinstance(spec.get(k), dict) and set(spec[k]) - sub:
-                    fail(f"{where}: unknown spec.{k} fields {sorted(set(spec[k]) - sub)}")
-            if kind == "Service":
-                services.add(name)
-                if ("command" in spec) == ("unitFile" in spec):
-                    fail(f"{where}: exactly one of command and unitFile")
-                cmd = spec.get("command") or []
-                if cmd and not os.path.isabs(cmd[0]):
-                    fail(f"{where}: command[0] {cmd[0]!r} should be an absolute path")
-                for a in cmd + (spec.get("validate") or []):
-                    if str(a).startswith("~") or "$" in str(a):
-                        fail(f"{where}: argument {a!r}: arguments are passed verbatim (no ~ or $ expansion)")
-                for p in [spec.get("unitFile"), spec.get("workingDirectory")] + list(spec.get("configFiles") or []):
-                    if p and not os.path.exists(resolve(p)):
-                        fail(f"{where}: path {p!r} does not exist (resolved {resolve(p)})")
-                for a in spec.get("after") or []:
-                    afters.append((where, a))
-            else:
-                src = spec.get("prometheus") or spec.get("grafana") or {}
-                if ("prometheus" in spec) == ("grafana" in spec):
-                    fail(f"{where}: exactly one of prometheus and grafana")
-                if "service" in src:
-                    afters.append((where, src["service"]))
-    for where, a in afters:
-        if a not in services:
-            fail(f"{where}: refers to Service {a!r}, which no manifest defines")
-    ok(f"manifests: {n_docs} documents, {len(services)} Services, {n_docs - len(services)} Backups")
+        m = re.match(r"\|\s*`([A-Za-z][A-Za-z0-9.]*)`\s*\|", line) if inside else None
+        if m:
+            parts = m.group(1).split(".")
+            top.add(parts[0])
+            if len(parts) > 1:
+                sub.setdefault(parts[0], set()).add(parts[1])
+    if not top:
+        fail(f"docs/manifests.md: no field table under {heading!r}")
+    return top, sub
+SERVICE, SUB = documented_fields("## kind: Service")
+BACKUP, backup_sub = documented_fields("## kind: Backup")
+SUB.update(backup_sub)
+NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
+names, services, n_docs = {}, set(), 0
+afters = []
+for f in sorted(glob.glob("manifests/*.yaml") + glob.glob("manifests/*.yml")):
+    base = os.path.dirname(f)
+    def resolve(p):
+        return os.path.expanduser(p) if p.startswith("~/") else os.path.normpath(os.path.join(base, p))
+    try:
+        docs = [d for d in yaml.safe_load_all(open(f)) if d is not None]
+    except Exception as e:
+        fail(f"{f}: {e}")
+        continue
+    for d in docs:
+        n_docs += 1
+        where = f"{f}: {d.get('metadata', {}).get('name', '?')}"
+        if set(d) - TOP:
+            fail(f"{where}: unknown top-level fields {sorted(set(d) - TOP)}")
+        if d.get("apiVersion") != "unitlet/v1":
+            fail(f"{where}: apiVersion must be unitlet/v1")
+        meta = d.get("metadata") or {}
+        if set(meta) - {"name", "labels"}:
+            fail(f"{where}: unknown metadata fields {sorted(set(meta) - {'name', 'labels'})}")
+        name = str(meta.get("name", ""))
+        if not NAME_RE.fullmatch(name) or len(name) > 63:
+            fail(f"{where}: invalid metadata.name")
+        if name in names:
+            fail(f"{where}: name also used in {names[name]}")
+        names[name] = f
+        spec = d.get("spec") or {}
+        kind = d.get("kind")
+        allowed = SERVICE if kind == "Service" else BACKUP if kind == "Backup" else None
+        if allowed is None:
+            fail(f"{where}: kind must be Service or Backup")
+            continue
+        if set(spec) - allowed:
+            fail(f"{where}: fields docs/manifests.md does not document for {kind}: {sorted(set(spec) - allowed)}")
+        for k, sub in SUB.items():
+            if isinstance(spec.get(k), dict) and set(spec[k]) - sub:
+                fail(f"{where}: unknown spec.{k} fields {sorted(set(spec[k]) - sub)}")
+        if kind == "Service":
+            services.add(name)
+            if ("command" in spec) == ("unitFile" in spec):
+                fail(f"{where}: exactly one of command and unitFile")
+            cmd = spec.get("command") or []
+            if cmd and not os.path.isabs(cmd[0]):
+                fail(f"{where}: command[0] {cmd[0]!r} should be an absolute path")
+            for a in cmd + (spec.get("validate") or []):
+                if str(a).startswith("~") or "$" in str(a):
+                    fail(f"{where}: argument {a!r}: arguments are passed verbatim (no ~ or $ expansion)")
+            for p in [spec.get("unitFile"), spec.get("workingDirectory")] + list(spec.get("configFiles") or []):
+                if p and not os.path.exists(resolve(p)):
+                    fail(f"{where}: path {p!r} does not exist (resolved {resolve(p)})")
+            for a in spec.get("after") or []:
+                afters.append((where, a))
+        else:
+            src = spec.get("prometheus") or spec.get("grafana") or {}
+            if ("prometheus" in spec) == ("grafana" in spec):
+                fail(f"{where}: exactly one of prometheus and grafana")
+            if "service" in src:
+                afters.append((where, src["service"]))
+for where, a in afters:
+    if a not in services:
+        fail(f"{where}: refers to Service {a!r}, which no manifest defines")
+ok(f"manifests: {n_docs} documents, {len(services)} Services, {n_docs - len(services)} Backups")
 
 with open(out_path, "w") as fh:
     for e in exprs:
@@ -360,32 +365,26 @@ else
 fi
 
 # --------------------------------------------------------------------------
-if [[ ${#UNIT_FILES[@]} -gt 0 ]]; then
-    if command -v systemd-analyze >/dev/null 2>&1; then
-        log "systemd-analyze --user verify ${UNIT_FILES[*]}"
-        rt="${XDG_RUNTIME_DIR:-}"
-        if [[ -z "$rt" || ! -d "$rt" ]]; then rt="$TMP/runtime"; mkdir -m 700 -p "$rt"; fi
-        for u in "${UNIT_FILES[@]}"; do
-            out=$(XDG_RUNTIME_DIR="$rt" systemd-analyze --user verify "$u" 2>&1) && rc=0 || rc=$?
-            # Tolerate only "binary not installed" for binaries that really are absent.
-            bad=""
-            while IFS= read -r line; do
-                [[ -n "$line" ]] || continue
-                if [[ "$line" =~ Command\ (/[^ ]+)\ is\ not\ executable ]] && [[ ! -e "${BASH_REMATCH[1]}" ]]; then
-                    continue
-                fi
-                bad+="$line"$'\n'
-            done <<<"$out"
-            if [[ -z "$bad" ]]; then
-                ok "$u"
-            else
-                printf '%s\n' "$bad" >&2; fail "systemd-analyze --user verify $u (rc=$rc)"
-            fi
-        done
+log "systemd-analyze --user verify ${UNIT_FILES[*]}"
+rt="${XDG_RUNTIME_DIR:-}"
+if [[ -z "$rt" || ! -d "$rt" ]]; then rt="$TMP/runtime"; mkdir -m 700 -p "$rt"; fi
+for u in "${UNIT_FILES[@]}"; do
+    out=$(XDG_RUNTIME_DIR="$rt" systemd-analyze --user verify "$u" 2>&1) && rc=0 || rc=$?
+    # Tolerate only "binary not installed" for binaries that really are absent.
+    bad=""
+    while IFS= read -r line; do
+        [[ -n "$line" ]] || continue
+        if [[ "$line" =~ Command\ (/[^ ]+)\ is\ not\ executable ]] && [[ ! -e "${BASH_REMATCH[1]}" ]]; then
+            continue
+        fi
+        bad+="$line"$'\n'
+    done <<<"$out"
+    if [[ -z "$bad" ]]; then
+        ok "$u"
     else
-        printf '    skip: systemd-analyze not found; units/*.service not verified\n'
+        printf '%s\n' "$bad" >&2; fail "systemd-analyze --user verify $u (rc=$rc)"
     fi
-fi
+done
 
 # --------------------------------------------------------------------------
 if [[ -z "$PROM_URL" ]]; then

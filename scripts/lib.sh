@@ -1,28 +1,116 @@
 # Shared by scripts/quickstart.sh and scripts/test.sh (sourced, not run).
+#
+# These scripts stop only what they started. Debian's prometheus,
+# prometheus-node-exporter and prometheus-alertmanager packages would start
+# system daemons holding the ports unitlet's user services (and the tests)
+# need; a policy-rc.d keeps them from being started at install time, so
+# nothing has to be killed afterwards.
 
-# Install the given Debian packages that are not installed yet.
+POLICY_RC_D="${POLICY_RC_D:-/usr/sbin/policy-rc.d}"
+PACKAGED_DAEMONS="prometheus prometheus-node-exporter prometheus-alertmanager"
+
+# Install the given Debian packages that are not installed yet, without
+# letting their maintainer scripts start any daemon.
 ensure_packages() {
   local missing=() p
   for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
-  echo "==> apt-get install ${missing[*]}"
+  echo "==> apt-get install ${missing[*]} (daemons not started: policy-rc.d)"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  without_daemon_starts apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# Debian's packages run Prometheus, node_exporter and Alertmanager as system
-# daemons, which would hold the ports unitlet's user services (and the
-# tests) need: stop them.
+# Run "$@" with a policy-rc.d that denies every service start (exit 101,
+# see /usr/share/doc/init-system-helpers/README.policy-rc.d.gz). A
+# policy-rc.d that was there before is put back byte for byte afterwards;
+# one we created is removed. Restored on failure and on interruption too.
+without_daemon_starts() {
+  local saved="" rc=0
+  if [ -e "$POLICY_RC_D" ] || [ -L "$POLICY_RC_D" ]; then
+    saved="$(mktemp "$POLICY_RC_D.unitlet-saved.XXXXXX")"
+    cp -a "$POLICY_RC_D" "$saved"
+  fi
+  _unitlet_restore_policy_rc_d() {
+    if [ -n "$saved" ]; then
+      mv -f "$saved" "$POLICY_RC_D"
+    else
+      rm -f "$POLICY_RC_D"
+    fi
+  }
+  trap '_unitlet_restore_policy_rc_d; exit 130' INT TERM
+  printf '#!/bin/sh\n# Written by unitlet scripts/lib.sh for one apt-get install; removed afterwards.\nexit 101\n' \
+    >"$POLICY_RC_D.unitlet-new"
+  chmod 0755 "$POLICY_RC_D.unitlet-new"
+  mv -f "$POLICY_RC_D.unitlet-new" "$POLICY_RC_D"
+  "$@" || rc=$?
+  _unitlet_restore_policy_rc_d
+  trap - INT TERM
+  unset -f _unitlet_restore_policy_rc_d
+  return $rc
+}
+
+# PIDs of the packaged daemon $1 that are running: only processes whose
+# executable is /usr/bin/$1 and that run as the package's user
+# (prometheus), found through the init script's pidfile or /proc/*/exe.
+packaged_daemon_pids() {
+  local name=$1 exe=/usr/bin/$1 uid pid pidfile
+  uid="$(id -u prometheus 2>/dev/null)" || return 0
+  pidfile=/run/prometheus/$name.pid
+  {
+    if [ -r "$pidfile" ]; then
+      read -r pid <"$pidfile" || true
+      [ -n "${pid:-}" ] && echo "$pid"
+    fi
+    for pid in /proc/[0-9]*; do
+      echo "${pid#/proc/}"
+    done
+  } | sort -un | while read -r pid; do
+    [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$exe" ] || continue
+    [ "$(stat -c %u "/proc/$pid" 2>/dev/null)" = "$uid" ] || continue
+    echo "$pid"
+  done
+}
+
+# Packaged daemons still running from an earlier install (started before
+# this script or on a machine without a policy-rc.d) would hold the ports:
+# stop exactly those, and say so.
 stop_packaged_daemons() {
   local s
-  for s in prometheus prometheus-node-exporter prometheus-alertmanager; do
-    if [ -d /run/systemd/system ] && [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]; then
-      systemctl disable --now "$s" >/dev/null 2>&1 || true
-    else
-      pkill -f "^/usr/bin/$s( |\$)" 2>/dev/null || true
-    fi
+  for s in $PACKAGED_DAEMONS; do
+    stop_packaged_daemon "$s" || return 1
   done
+}
+
+# Stop the packaged daemon $1 if it runs: with systemd as PID 1 through
+# systemctl; otherwise by PID (executable /usr/bin/$1, user prometheus),
+# never by a name pattern.
+stop_packaged_daemon() {
+  local s=$1 pids pid left=""
+  if [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]; then
+    if systemctl is-active --quiet "$s.service" 2>/dev/null; then
+      echo "==> systemctl stop $s.service: the packaged daemon holds a port unitlet's user services need (systemctl disable $s to keep it off after a reboot)"
+      systemctl stop "$s.service"
+    fi
+    return 0
+  fi
+  pids="$(packaged_daemon_pids "$s" | paste -sd' ')"
+  [ -n "$pids" ] || return 0
+  echo "==> stopping the packaged $s (PIDs $pids: /usr/bin/$s run by user prometheus): it holds a port unitlet's user services need"
+  # shellcheck disable=SC2086
+  kill -TERM $pids 2>/dev/null || true
+  for _ in $(seq 1 100); do
+    left=""
+    for pid in $pids; do
+      [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "/usr/bin/$s" ] && left="$left $pid"
+    done
+    [ -z "$left" ] && break
+    sleep 0.1
+  done
+  if [ -n "$left" ]; then
+    echo "stop_packaged_daemon: $s (PIDs$left) did not exit within 10s of SIGTERM; stop it and run again" >&2
+    return 1
+  fi
 }

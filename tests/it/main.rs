@@ -2,12 +2,14 @@
 
 mod support;
 
+mod claims;
 mod converge;
 mod hostile;
 mod limits;
 mod operator_loop;
 mod reload;
 mod render;
+mod scripts;
 mod stack;
 mod state_dir;
 
