@@ -141,3 +141,85 @@ fn completions_for_an_unknown_shell_exit_2_naming_the_choices() {
     assert!(err.contains("bash, zsh, fish"), "{err}");
     assert!(o.stdout.is_empty());
 }
+
+/// Runs deploy/install.sh --no-start (which touches no systemd) into a
+/// private HOME, with `extra` environment.
+fn install_into(home: &std::path::Path, extra: &[(&str, &std::path::Path)]) {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut cmd = Command::new("bash");
+    cmd.arg(repo.join("deploy/install.sh"))
+        .arg("--no-start")
+        .env("HOME", home)
+        .env("UNITLET_BIN", UNITLET)
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("XDG_CONFIG_HOME");
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let o = cmd.output().unwrap();
+    assert!(
+        o.status.success(),
+        "install.sh: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn install_sh_puts_man_page_completions_and_docs_in_the_xdg_places() {
+    let home = tempfile::tempdir().unwrap();
+    install_into(home.path(), &[]);
+    let h = home.path();
+    let man = std::fs::read_to_string(h.join(".local/share/man/man1/unitlet.1")).unwrap();
+    assert_eq!(
+        man,
+        stdout_ok(&["man"]),
+        "the installed page is `unitlet man`"
+    );
+    for (path, shell) in [
+        (".local/share/bash-completion/completions/unitlet", "bash"),
+        (".local/share/zsh/site-functions/_unitlet", "zsh"),
+        (".config/fish/completions/unitlet.fish", "fish"),
+    ] {
+        let got = std::fs::read_to_string(h.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(got, stdout_ok(&["completions", shell]), "{path}");
+    }
+    for doc in ["README.md", "docs/commands.md", "docs/manifests.md"] {
+        let p = h.join(".local/share/doc/unitlet").join(doc);
+        assert!(p.is_file(), "{} is installed", p.display());
+    }
+    // The service names what was installed; %h is the same HOME.
+    let unit = std::fs::read_to_string(h.join(".config/systemd/user/unitlet.service")).unwrap();
+    assert!(unit.contains("Documentation=man:unitlet(1)\n"), "{unit}");
+    for line in unit
+        .lines()
+        .filter(|l| l.starts_with("Documentation=file://"))
+    {
+        let path = line
+            .strip_prefix("Documentation=file://%h/")
+            .unwrap_or_else(|| panic!("{line} is not under %h"));
+        assert!(h.join(path).is_file(), "{line} names no installed file");
+    }
+}
+
+#[test]
+fn install_sh_follows_xdg_data_home_and_xdg_config_home() {
+    let home = tempfile::tempdir().unwrap();
+    let data = home.path().join("data");
+    let config = home.path().join("conf");
+    install_into(
+        home.path(),
+        &[("XDG_DATA_HOME", &data), ("XDG_CONFIG_HOME", &config)],
+    );
+    assert!(data.join("man/man1/unitlet.1").is_file());
+    assert!(data.join("bash-completion/completions/unitlet").is_file());
+    assert!(data.join("zsh/site-functions/_unitlet").is_file());
+    assert!(config.join("fish/completions/unitlet.fish").is_file());
+    let unit = std::fs::read_to_string(config.join("systemd/user/unitlet.service")).unwrap();
+    let want = format!(
+        "Documentation=file://{}/doc/unitlet/docs/commands.md\n",
+        data.display()
+    );
+    assert!(unit.contains(&want), "{unit}");
+    assert!(data.join("doc/unitlet/docs/commands.md").is_file());
+}
