@@ -54,6 +54,13 @@ fn man_page_has_a_section_for_every_command() {
     ] {
         assert!(page.contains(s), "{s} missing from the page");
     }
+    for section in ["EXIT STATUS", "ENVIRONMENT", "FILES", "SEE ALSO"] {
+        assert!(
+            page.contains(&format!("\n.SH \"{section}\"\n"))
+                || page.contains(&format!("\n.SH {section}\n")),
+            "no {section} section"
+        );
+    }
     // No separate unitlet-run(1) pages are installed, so none is named.
     assert!(!page.contains("unitlet\\-run(1)"), "names a missing page");
 }
@@ -222,4 +229,59 @@ fn install_sh_follows_xdg_data_home_and_xdg_config_home() {
     );
     assert!(unit.contains(&want), "{unit}");
     assert!(data.join("doc/unitlet/docs/commands.md").is_file());
+}
+
+/// Runs `shell` with `args`; the shell must be installed (scripts/test.sh
+/// installs zsh and fish).
+fn run_shell(shell: &str, args: &[&str]) -> String {
+    let o = Command::new(shell)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{shell} is not installed (scripts/test.sh installs it): {e}"));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "{shell} {args:?}: {out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
+
+#[test]
+fn zsh_loads_the_completion_from_fpath() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("_unitlet");
+    std::fs::write(&file, stdout_ok(&["completions", "zsh"])).unwrap();
+    run_shell("zsh", &["-n", file.to_str().unwrap()]);
+    // What a user's .zshrc does: the directory on fpath, then compinit.
+    let script = format!(
+        "fpath=({} $fpath); autoload -Uz compinit; compinit -u -D; print -r -- ${{_comps[unitlet]}}",
+        dir.path().display()
+    );
+    let got = run_shell("zsh", &["-f", "-c", &script]);
+    assert_eq!(got.trim(), "_unitlet", "compinit registers _unitlet");
+}
+
+#[test]
+fn fish_completes_commands_and_shell_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("unitlet.fish");
+    std::fs::write(&file, stdout_ok(&["completions", "fish"])).unwrap();
+    let f = file.to_str().unwrap();
+    run_shell("fish", &["-n", f]);
+    let got = run_shell(
+        "fish",
+        &["-c", &format!("source {f}; complete -C 'unitlet res'")],
+    );
+    assert!(got.lines().any(|l| l.starts_with("restore\t")), "{got}");
+    let got = run_shell(
+        "fish",
+        &[
+            "-c",
+            &format!("source {f}; complete -C 'unitlet completions '"),
+        ],
+    );
+    let mut shells: Vec<&str> = got.lines().collect();
+    shells.sort();
+    assert_eq!(shells, ["bash", "fish", "zsh"], "{got}");
 }
