@@ -285,3 +285,31 @@ fn fish_completes_commands_and_shell_names() {
     shells.sort();
     assert_eq!(shells, ["bash", "fish", "zsh"], "{got}");
 }
+
+/// The hand-written ENVIRONMENT section of the page names only variables
+/// the reference documents (docs/commands.md is the source of truth).
+#[test]
+fn man_page_environment_matches_docs() {
+    let page = stdout_ok(&["man"]);
+    let docs = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/commands.md"),
+    )
+    .unwrap();
+    let env = page
+        .split("\n.SH ENVIRONMENT\n")
+        .nth(1)
+        .and_then(|s| s.split("\n.SH ").next())
+        .expect("an ENVIRONMENT section");
+    let mut names = 0;
+    for part in env.split("\\fB").skip(1) {
+        let name = part.split("\\fR").next().unwrap();
+        if name.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
+            names += 1;
+            assert!(
+                docs.contains(&format!("`{name}`")),
+                "{name} is not in docs/commands.md"
+            );
+        }
+    }
+    assert!(names >= 5, "the section names the variables");
+}
