@@ -4,7 +4,14 @@
 #
 #   deploy/install.sh [--no-start]
 #
-# - copies the unitlet binary to ~/.local/bin ($UNITLET_BIN, else builds it),
+# - copies the unitlet binary to ~/.local/bin: $UNITLET_BIN as it is, else
+#   a stripped build (cargo build --profile dist, into target/dist/),
+# - installs what the binary generates: the man page unitlet(1) to
+#   $XDG_DATA_HOME/man/man1/unitlet.1, completions for bash
+#   ($XDG_DATA_HOME/bash-completion/completions/unitlet), zsh
+#   ($XDG_DATA_HOME/zsh/site-functions/_unitlet: a directory your fpath must
+#   include) and fish ($XDG_CONFIG_HOME/fish/completions/unitlet.fish),
+# - copies the documentation (README.md, docs/) to $XDG_DATA_HOME/doc/unitlet/,
 # - copies manifests/, deploy/ and units/ to $XDG_CONFIG_HOME/unitlet/,
 #   without overwriting files you changed there (it says which it kept),
 # - links each component's data directory into $XDG_DATA_HOME/unitlet-stack,
@@ -19,18 +26,49 @@ data="${XDG_DATA_HOME:-$HOME/.local/share}"
 dest="$config/unitlet"
 bin="$HOME/.local/bin"
 
+# The dist profile is the release build without symbols or line tables
+# (about a fifth of the size). Cargo rebuilds only what changed.
 if [ -n "${UNITLET_BIN:-}" ]; then
   exe="$UNITLET_BIN"
-elif [ -x "$repo/target/release/unitlet" ]; then
-  exe="$repo/target/release/unitlet"
+elif command -v cargo >/dev/null 2>&1; then
+  echo "==> building unitlet (cargo build --profile dist)"
+  (cd "$repo" && cargo build --profile dist --locked)
+  exe="$repo/target/dist/unitlet"
+elif [ -x "$repo/target/dist/unitlet" ]; then
+  exe="$repo/target/dist/unitlet"
 else
-  echo "==> building unitlet (cargo build --release)"
-  (cd "$repo" && cargo build --release --locked)
-  exe="$repo/target/release/unitlet"
+  echo "error: no cargo to build unitlet and no $repo/target/dist/unitlet; install Rust (rustup.rs) or set UNITLET_BIN to a unitlet binary" >&2
+  exit 1
 fi
 install -d -m 755 "$bin"
 install -m 755 "$exe" "$bin/unitlet.new" && mv -f "$bin/unitlet.new" "$bin/unitlet"
-echo "==> installed $bin/unitlet"
+echo "==> installed $bin/unitlet ($(du -h "$bin/unitlet" | cut -f1))"
+
+# Write what the installed binary prints into a file, atomically.
+generate() {
+  local to="$1"; shift
+  install -d -m 755 "$(dirname "$to")"
+  "$bin/unitlet" "$@" > "$to.new"
+  chmod 644 "$to.new"
+  mv -f "$to.new" "$to"
+}
+generate "$data/man/man1/unitlet.1" man
+generate "$data/bash-completion/completions/unitlet" completions bash
+generate "$data/zsh/site-functions/_unitlet" completions zsh
+generate "$config/fish/completions/unitlet.fish" completions fish
+echo "==> man page in $data/man/man1/unitlet.1 (man unitlet)"
+echo "    completions: $data/bash-completion/completions/unitlet,"
+echo "    $data/zsh/site-functions/_unitlet (add that directory to fpath),"
+echo "    $config/fish/completions/unitlet.fish"
+
+# The documentation, always replaced (it is not meant to be edited here).
+doc="$data/doc/unitlet"
+install -d -m 755 "$doc" "$doc/docs"
+for f in README.md ARCHITECTURE.md BENCHMARKS.md CHANGELOG.md; do
+  if [ -f "$repo/$f" ]; then install -m 644 "$repo/$f" "$doc/$f"; fi
+done
+install -m 644 "$repo"/docs/*.md "$doc/docs/"
+echo "==> documentation in $doc"
 
 # Copy a tree, keeping files the user already changed.
 copy_tree() {
@@ -74,7 +112,16 @@ done
 install -d -m 700 "$data/unitlet-stack/promtail"
 
 install -d -m 755 "$config/systemd/user"
-install -m 644 "$repo/deploy/unitlet.service" "$config/systemd/user/unitlet.service"
+# Documentation= names the default data directory; point it at the real one
+# (when its path needs no escaping in a URL).
+if [ "$doc" = "$HOME/.local/share/doc/unitlet" ] || [[ "$doc" == *[!A-Za-z0-9/._-]* ]]; then
+  install -m 644 "$repo/deploy/unitlet.service" "$config/systemd/user/unitlet.service.new"
+else
+  sed "s|file://%h/.local/share/doc/unitlet/|file://$doc/|g" "$repo/deploy/unitlet.service" \
+    > "$config/systemd/user/unitlet.service.new"
+  chmod 644 "$config/systemd/user/unitlet.service.new"
+fi
+mv -f "$config/systemd/user/unitlet.service.new" "$config/systemd/user/unitlet.service"
 install -d -m 755 "$data/systemd/user"
 if [ "$start" = 1 ]; then
   systemctl --user daemon-reload

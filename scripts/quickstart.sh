@@ -23,8 +23,8 @@ if [ "$(id -u)" = 0 ]; then
 fi
 
 command -v cargo >/dev/null || { echo "cargo is missing: install Rust (https://rustup.rs) and run this again"; exit 1; }
-echo "==> cargo build --release"
-cargo build --release --locked
+echo "==> cargo build --profile dist"
+cargo build --profile dist --locked
 
 if [ "$(cat /proc/1/comm 2>/dev/null)" != systemd ] || ! have_session; then
   [ "$(id -u)" = 0 ] || { echo "no systemd user session here, and starting a private one needs root"; exit 1; }

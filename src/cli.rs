@@ -116,6 +116,10 @@ pub enum Command {
         #[arg(long = "dry-run")]
         dry_run: bool,
     },
+    /// Print the shell completion script for SHELL (bash, zsh or fish).
+    Completions { shell: crate::manual::Shell },
+    /// Print the manual page unitlet(1) in roff, every command included.
+    Man,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -243,6 +247,19 @@ async fn dispatch(cmd: Command, loc: Locations) -> i32 {
         Command::Restore { name, id, dry_run } => {
             crate::backup_cmd::restore(&loc, &name, &id, dry_run).await
         }
+        Command::Completions { shell } => {
+            crate::manual::completions(shell, &mut std::io::stdout().lock());
+            OK
+        }
+        Command::Man => match crate::manual::man_page(&mut std::io::stdout().lock()) {
+            Ok(()) => OK,
+            Err(e) => {
+                fail(format!(
+                    "cannot write the manual page to standard output: {e}"
+                ));
+                OPERATIONAL
+            }
+        },
     }
 }
 

@@ -38,6 +38,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 pub mod cli;
 pub mod hold;
 pub mod journal;
+pub mod manual;
 pub mod metrics;
 pub mod operator;
 pub mod reload;
