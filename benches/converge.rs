@@ -222,10 +222,18 @@ fn floor_200() -> Duration {
         std::fs::write(um.unit_dir.join(format!("{n}.service")), unit_content(&n)).unwrap();
         units.push(format!("{n}.service"));
     }
+    let written = t0.elapsed();
     assert!(um.systemctl(&["daemon-reload"]).status.success());
+    let reloaded = t0.elapsed();
     let mut args = vec!["start"];
     args.extend(units.iter().map(String::as_str));
     assert!(um.systemctl(&args).status.success());
+    if std::env::var_os("SHOW_LOG").is_some() {
+        println!(
+            "floor: written {written:?}, reloaded {reloaded:?}, started {:?}",
+            t0.elapsed()
+        );
+    }
     t0.elapsed()
 }
 

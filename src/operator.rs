@@ -279,8 +279,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
                 let timer = std::time::Instant::now();
                 // systemd forgets Subscribe when it re-executes; renewing it
                 // keeps unit-change signals coming (idempotent).
-                let _ = c.subscribe().await;
-                tracing::debug!("pass: subscribed");
+                c.renew_subscription();
                 // SIGTERM does not wait for a pass: dropping it mid-way is
                 // what a crash does, and a crash is safe (atomic writes; the
                 // next pass resumes).

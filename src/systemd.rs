@@ -96,6 +96,9 @@ pub fn default_bus_address() -> Option<String> {
 pub struct Systemd {
     conn: Connection,
     manager: ManagerProxy<'static>,
+    /// `Subscribe` succeeded on this connection once: later renewals need
+    /// not be awaited (see [`Systemd::renew_subscription`]).
+    subscribed: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What a job verb was, for messages.
@@ -199,7 +202,11 @@ impl Systemd {
                 address: addr.clone(),
                 source,
             })?;
-        Ok(Systemd { conn, manager })
+        Ok(Systemd {
+            conn,
+            manager,
+            subscribed: Default::default(),
+        })
     }
 
     pub fn connection(&self) -> &Connection {
@@ -214,7 +221,10 @@ impl Systemd {
             None,
             self.manager.receive_job_removed().await,
         )?;
-        self.subscribe().await?;
+        // Once subscribed, the operator renews per pass without waiting.
+        if !self.subscribed.load(std::sync::atomic::Ordering::Relaxed) {
+            self.subscribe().await?;
+        }
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let drain = tokio::spawn(async move {
             let mut stream = stream;
@@ -238,7 +248,7 @@ impl Systemd {
     /// `Subscribe`, tolerating "already subscribed" (systemd forgets
     /// subscriptions when it re-executes, so we call it again per pass).
     pub async fn subscribe(&self) -> Result<(), SystemdError> {
-        match self.manager.subscribe().await {
+        let r = match self.manager.subscribe().await {
             Ok(()) => Ok(()),
             Err(zbus::Error::MethodError(name, _, _))
                 if name.as_str().contains("AlreadySubscribed") =>
@@ -246,7 +256,25 @@ impl Systemd {
                 Ok(())
             }
             Err(e) => call("Subscribe", None, Err(e)),
+        };
+        if r.is_ok() {
+            self.subscribed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
+        r
+    }
+
+    /// Renew `Subscribe` (systemd forgets it when it re-executes) without
+    /// waiting for the answer: a busy manager — one starting 200 units —
+    /// answers late, and a pass must not wait for that. The call goes out
+    /// at the caller's next await, so systemd, which handles one
+    /// connection's calls in order, still sees it before any job this pass
+    /// queues.
+    pub fn renew_subscription(&self) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let _ = me.subscribe().await;
+        });
     }
 
     pub async fn unit_path(&self) -> Result<Vec<String>, SystemdError> {
