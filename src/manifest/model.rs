@@ -1,0 +1,235 @@
+//! The typed model manifests validate into: what the rest of unitlet works from.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::schedule::Schedule;
+
+/// The only `apiVersion` this release understands.
+pub const API_VERSION: &str = "unitlet/v1";
+
+/// Manifest files larger than this are refused before parsing: a manifest is
+/// a few hundred bytes, and a huge file is a mistake or an attack.
+pub const MAX_FILE_SIZE: u64 = 1024 * 1024;
+
+/// A validated manifest, ready to render.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// The file the manifest came from, so status and errors can point at it.
+    pub file: PathBuf,
+    /// Line of the document within the file (1-based).
+    pub line: u64,
+    /// Where fields checked after parsing are written (line, column), so
+    /// an ordering cycle or an unusable file points at its field: keys are
+    /// `after`, `unitFile`, `environmentFile`, `credentials`,
+    /// `grafana.tokenFile`, `grafana.basicAuth.passwordFile`.
+    pub field_at: BTreeMap<&'static str, (u64, u64)>,
+    pub spec: Spec,
+}
+
+impl Manifest {
+    pub fn kind(&self) -> Kind {
+        match self.spec {
+            Spec::Service(_) => Kind::Service,
+            Spec::Backup(_) => Kind::Backup,
+        }
+    }
+
+    pub fn as_service(&self) -> Option<&ServiceSpec> {
+        match &self.spec {
+            Spec::Service(s) => Some(s),
+            Spec::Backup(_) => None,
+        }
+    }
+
+    pub fn as_backup(&self) -> Option<&BackupSpec> {
+        match &self.spec {
+            Spec::Backup(b) => Some(b),
+            Spec::Service(_) => None,
+        }
+    }
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub enum Kind {
+    Service,
+    Backup,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Service => "Service",
+            Kind::Backup => "Backup",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // few, long-lived values
+pub enum Spec {
+    Service(ServiceSpec),
+    Backup(BackupSpec),
+}
+
+/// How the main process is described: an argv unitlet renders, or a unit
+/// file the person already has and wants managed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Exec {
+    Command(Vec<String>),
+    /// `content` is read at load time so that rendering stays pure.
+    UnitFile {
+        path: PathBuf,
+        content: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DesiredState {
+    Running,
+    Stopped,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnConfigChange {
+    Reload,
+    Restart,
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReloadMethod {
+    Http { url: String },
+    Signal { name: String, number: i32 },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Readiness {
+    pub url: String,
+    pub timeout: Duration,
+}
+
+/// cgroup limits. Values are kept in systemd's own spelling (already
+/// validated) so rendering and `SetUnitProperties` agree on them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Resources {
+    /// Bytes.
+    pub memory_max: Option<u64>,
+    pub memory_high: Option<u64>,
+    /// Percent of one CPU (150 = 1.5 CPUs).
+    pub cpu_quota: Option<u64>,
+    pub tasks_max: Option<u64>,
+}
+
+impl Resources {
+    pub fn is_empty(&self) -> bool {
+        *self == Resources::default()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceSpec {
+    pub description: Option<String>,
+    pub exec: Exec,
+    pub working_directory: Option<PathBuf>,
+    pub environment: BTreeMap<String, String>,
+    /// `EnvironmentFile=`: variables that must not sit in a unit file
+    /// (passwords, API keys). Checked at load time to be a private regular
+    /// file; its content is never read by unitlet.
+    pub environment_file: Option<PathBuf>,
+    /// `LoadCredential=NAME:PATH`: secrets the service reads from
+    /// `$CREDENTIALS_DIRECTORY/NAME`. Same checks as `environment_file`.
+    pub credentials: BTreeMap<String, PathBuf>,
+    pub state: DesiredState,
+    pub enabled: bool,
+    /// `None` means "not given": a rendered unit uses `on-failure`; an
+    /// adopted unit file keeps its own setting.
+    pub restart: Option<String>,
+    pub restart_sec: Option<Duration>,
+    pub after: Vec<String>,
+    pub resources: Resources,
+    pub config_files: Vec<PathBuf>,
+    pub on_config_change: OnConfigChange,
+    pub reload: Option<ReloadMethod>,
+    pub validate: Option<Vec<String>>,
+    pub readiness: Option<Readiness>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum BackupSource {
+    Prometheus {
+        url: String,
+        data_dir: Option<PathBuf>,
+        service: Option<String>,
+    },
+    Grafana {
+        url: String,
+        auth: GrafanaAuthSpec,
+    },
+}
+
+/// Where Grafana credentials live. The secrets themselves are read only
+/// when a backup runs, never stored in the model.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GrafanaAuthSpec {
+    TokenFile(PathBuf),
+    Basic {
+        username: String,
+        password_file: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackupSpec {
+    pub schedule: Schedule,
+    pub keep: u32,
+    pub destination: Option<PathBuf>,
+    pub source: BackupSource,
+}
+
+/// A problem with a manifest file, located as precisely as we can.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ManifestError {
+    pub file: PathBuf,
+    /// 1-based; 0 when the problem is the file as a whole.
+    pub line: u64,
+    pub column: u64,
+    pub message: String,
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        } else {
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file.display(),
+                self.line,
+                self.column,
+                self.message
+            )
+        }
+    }
+}
+
+impl std::error::Error for ManifestError {}
+
+/// Stable content hash of a value's debug form, used to notice spec changes
+/// (for backoff reset) without a canonical serializer.
+pub fn spec_hash(m: &Manifest) -> String {
+    let mut h = Sha256::new();
+    h.update(format!("{:?}", m.spec).as_bytes());
+    hex::encode(&h.finalize()[..8])
+}
