@@ -1,0 +1,358 @@
+//! Observing what is: unit files on disk, the manager's directories,
+//! enablement, and enabling by links.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::fsutil;
+use crate::manifest::DesiredState;
+use crate::plan::{self, Observed, ObservedFile};
+use crate::render::{self, DesiredUnit, Role};
+use crate::status::Status;
+use crate::systemd::Systemd;
+
+use super::*;
+
+fn unit_files_in(dir: &Path) -> Result<BTreeMap<String, ObservedFile>, ReconcileError> {
+    let mut out = BTreeMap::new();
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(source) => {
+            return Err(ReconcileError::UnitDir {
+                what: "read unit directory",
+                path: dir.to_path_buf(),
+                source,
+            });
+        }
+    };
+    for ent in rd.flatten() {
+        let name = ent.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = fsutil::stale_temp_pid(&name) {
+            // Left by a unitlet killed mid-write; the target file is intact.
+            if !fsutil::pid_alive(pid) {
+                let _ = std::fs::remove_file(dir.join(&name));
+            }
+            continue;
+        }
+        if name.starts_with('.') || !(name.ends_with(".service") || name.ends_with(".timer")) {
+            continue;
+        }
+        let path = dir.join(&name);
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if !meta.is_file() {
+            // Symlinks and directories are never unitlet's: record them as
+            // unmarked so a manifest of the same name reports a conflict.
+            out.insert(
+                name,
+                ObservedFile {
+                    path,
+                    content: String::new(),
+                    marker: None,
+                    source: None,
+                },
+            );
+            continue;
+        }
+        let content = std::fs::read_to_string(&path).unwrap_or_default();
+        let marker = render::marker_of(&content);
+        let source = render::source_of(&content);
+        out.insert(
+            name,
+            ObservedFile {
+                path,
+                content,
+                marker,
+                source,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// The user manager's own directories, as it reports them in `UnitPath`
+/// (not as our environment guesses them: `unitlet` may run with other XDG
+/// variables than the manager).
+#[derive(Debug, Clone)]
+pub struct ManagerDirs {
+    /// Where `systemctl --user enable` puts `*.wants/` symlinks.
+    pub config: PathBuf,
+    /// Where `set-property` / `SetUnitProperties` persist settings
+    /// (`user.control` in the config and runtime directories).
+    pub control: Vec<PathBuf>,
+}
+
+impl ManagerDirs {
+    /// From the manager's `UnitPath`; falls back to the XDG environment.
+    pub fn from_unit_path(unit_path: &[String]) -> ManagerDirs {
+        let control: Vec<PathBuf> = unit_path
+            .iter()
+            .filter(|p| p.ends_with("/systemd/user.control"))
+            .map(PathBuf::from)
+            .collect();
+        // systemd lists the persistent control directory first; the config
+        // directory is its sibling.
+        let config = control
+            .first()
+            .and_then(|c| c.parent())
+            .map(|p| p.join("user"))
+            .filter(|c| unit_path.iter().any(|p| Path::new(p) == c))
+            .unwrap_or_else(|| {
+                crate::locations::xdg("XDG_CONFIG_HOME", ".config").join("systemd/user")
+            });
+        let control = if control.is_empty() {
+            ManagerDirs::from_env().control
+        } else {
+            control
+        };
+        ManagerDirs { config, control }
+    }
+
+    pub fn from_env() -> ManagerDirs {
+        let mut control =
+            vec![crate::locations::xdg("XDG_CONFIG_HOME", ".config").join("systemd/user.control")];
+        if let Some(rt) = std::env::var_os("XDG_RUNTIME_DIR").filter(|r| !r.is_empty()) {
+            control.push(PathBuf::from(rt).join("systemd/user.control"));
+        }
+        ManagerDirs {
+            config: crate::locations::xdg("XDG_CONFIG_HOME", ".config").join("systemd/user"),
+            control,
+        }
+    }
+
+    fn control_dirs(&self, unit: &str) -> impl Iterator<Item = PathBuf> + '_ {
+        let d = format!("{unit}.d");
+        self.control.iter().map(move |c| c.join(&d))
+    }
+
+    /// The drop-ins in the control directories that set a limit unitlet
+    /// manages (`systemctl set-property`): they override the unit file.
+    fn limit_dropins(&self, unit: &str) -> Vec<PathBuf> {
+        self.control_dirs(unit)
+            .filter(|d| d.is_dir())
+            .flat_map(|d| LIMIT_DROPINS.iter().map(move |f| d.join(f)))
+            .filter(|p| std::fs::symlink_metadata(p).is_ok())
+            .collect()
+    }
+
+    /// Remove the drop-ins that set limits unitlet manages, so the unit
+    /// file's limits (or systemd's defaults) apply after the next
+    /// daemon-reload; and so a later unit of the same name does not
+    /// inherit them.
+    ///
+    /// # Errors
+    /// The first drop-in that exists and cannot be removed.
+    pub(super) fn remove_limit_dropins(&self, unit: &str) -> std::io::Result<()> {
+        let mut first_err = None;
+        for d in self.control_dirs(unit) {
+            for f in LIMIT_DROPINS {
+                let p = d.join(f);
+                if let Err(e) = fsutil::remove_durable(&p) {
+                    first_err.get_or_insert(std::io::Error::new(
+                        e.kind(),
+                        format!("cannot remove {}: {e}", p.display()),
+                    ));
+                }
+            }
+            let _ = std::fs::remove_dir(&d);
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// The drop-ins `SetUnitProperties` writes for the limits unitlet manages.
+const LIMIT_DROPINS: &[&str] = &[
+    "50-MemoryMax.conf",
+    "50-MemoryHigh.conf",
+    "50-CPUQuota.conf",
+    "50-CPUQuotaPerSecUSec.conf",
+    "50-TasksMax.conf",
+];
+
+/// `enabled`, `disabled` or `static`, read from the `[Install]` section and
+/// the symlinks `systemctl --user enable` creates in the manager's config
+/// directory.
+fn enablement(config: &Path, unit: &str, content: &str) -> String {
+    let parsed = render::parse_unit(content);
+    let mut any_install = false;
+    for (key, suffix) in [("WantedBy", "wants"), ("RequiredBy", "requires")] {
+        for targets in parsed
+            .get(&("Install".to_string(), key.to_string()))
+            .into_iter()
+            .flatten()
+        {
+            for t in targets.split_whitespace() {
+                any_install = true;
+                if std::fs::symlink_metadata(config.join(format!("{t}.{suffix}")).join(unit))
+                    .is_ok()
+                {
+                    return "enabled".into();
+                }
+            }
+        }
+    }
+    if any_install {
+        "disabled".into()
+    } else {
+        "static".into()
+    }
+}
+
+/// Enable `unit` the way `systemctl --user enable` does — a symlink to the
+/// unit file in `TARGET.wants/` (or `.requires/`) of the manager's config
+/// directory — without a round trip through systemd, which for a batch of
+/// 200 units costs more than writing them (`EnableUnitFiles` resolves every
+/// unit on every search path). The daemon-reload that follows makes the
+/// links known. Returns false (and creates nothing) for an `[Install]`
+/// section with more than `WantedBy=`/`RequiredBy=` (an alias, `Also=`, a
+/// template): those go through `EnableUnitFiles`.
+pub(super) fn enable_by_links(
+    config: &Path,
+    unit_dir: &Path,
+    unit: &str,
+    content: &str,
+) -> std::io::Result<bool> {
+    let parsed = render::parse_unit(content);
+    let simple = parsed
+        .keys()
+        .filter(|(section, _)| section == "Install")
+        .all(|(_, key)| key == "WantedBy" || key == "RequiredBy");
+    if !simple || unit.contains('@') {
+        return Ok(false);
+    }
+    let target = unit_dir.join(unit);
+    for (key, suffix) in [("WantedBy", "wants"), ("RequiredBy", "requires")] {
+        for targets in parsed
+            .get(&("Install".to_string(), key.to_string()))
+            .into_iter()
+            .flatten()
+        {
+            for t in targets.split_whitespace() {
+                let dir = config.join(format!("{t}.{suffix}"));
+                fsutil::create_dir_all(&dir)?;
+                let link = dir.join(unit);
+                match std::fs::read_link(&link) {
+                    Ok(to) if to == target => continue,
+                    // Only a link is replaced, never a file.
+                    Ok(_) => std::fs::remove_file(&link)?,
+                    Err(_) => {}
+                }
+                std::os::unix::fs::symlink(&target, &link)?;
+            }
+        }
+    }
+    Ok(true)
+}
+
+impl Reconciler {
+    pub(super) async fn observe(
+        &self,
+        sd: &Systemd,
+        desired: &[DesiredUnit],
+        status: &Status,
+    ) -> Result<Observed, ReconcileError> {
+        let dirs = self.manager_dirs(sd).await.clone();
+        let t = Instant::now();
+        let unit_dir = self.loc.unit_dir.clone();
+        let files = tokio::task::spawn_blocking(move || unit_files_in(&unit_dir))
+            .await
+            .map_err(|e| {
+                ReconcileError::Stuck(format!("reading the unit directory failed: {e}"))
+            })??;
+        tracing::debug!(elapsed = ?t.elapsed(), "read unit directory");
+        let mut names: BTreeSet<String> = desired.iter().map(|d| d.name.clone()).collect();
+        names.extend(
+            files
+                .iter()
+                .filter(|(_, f)| f.marker.is_some())
+                .map(|(n, _)| n.clone()),
+        );
+        let names: Vec<String> = names.into_iter().collect();
+        let listed = sd.list_units(&names).await?;
+        tracing::debug!(elapsed = ?t.elapsed(), "ListUnitsByNames");
+        // Enablement from the wants/requires symlinks EnableUnitFiles makes:
+        // systemd's ListUnitFilesByPatterns walks every unit directory and
+        // costs ~50 ms for 200 units, far more than the rest of a pass.
+        let file_states: HashMap<String, String> = names
+            .iter()
+            .filter_map(|n| {
+                files
+                    .get(n)
+                    .map(|f| (n.clone(), enablement(&dirs.config, n, &f.content)))
+            })
+            .collect();
+        let mut live = BTreeMap::new();
+        for (name, (mut unit, path)) in listed {
+            unit.file_state = file_states.get(&name).cloned();
+            let d = desired.iter().find(|d| d.name == name);
+            let file = files.get(&name);
+            if let Some(d) = d {
+                unit.limit_dropins = dirs.limit_dropins(&name);
+                let differs = file.is_none_or(|f| f.content != d.content);
+                if (differs || unit.load_state != "loaded") && unit.load_state != "not-found" {
+                    unit.fragment_path =
+                        Some(sd.fragment_path(&name, &path).await.unwrap_or_default());
+                }
+                let applied = status.applied.get(&name);
+                if !differs
+                    && unit.load_state == "loaded"
+                    && applied != Some(&plan::content_hash(&d.content))
+                {
+                    unit.need_reload =
+                        Some(sd.need_daemon_reload(&name, &path).await.unwrap_or(false));
+                }
+                let active = unit.active_state == "active";
+                if matches!(
+                    d.role,
+                    Role::Main {
+                        state: DesiredState::Running,
+                        ..
+                    }
+                ) && active
+                    && !differs
+                    && (plan::has_limit_keys(&d.content) || !unit.limit_dropins.is_empty())
+                {
+                    unit.limits = sd.live_limits(&name, &path).await.ok();
+                }
+            }
+            live.insert(name, unit);
+        }
+        Ok(Observed {
+            files,
+            live,
+            applied: status.applied.clone(),
+            default_tasks_max: sd.default_tasks_max().await.ok(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manager_dirs_come_from_unit_path() {
+        let up: Vec<String> = [
+            "/h/.config/systemd/user.control",
+            "/run/u/systemd/user.control",
+            "/run/u/systemd/transient",
+            "/h/.config/systemd/user",
+            "/etc/systemd/user",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let d = ManagerDirs::from_unit_path(&up);
+        assert_eq!(d.config, PathBuf::from("/h/.config/systemd/user"));
+        assert_eq!(
+            d.control,
+            vec![
+                PathBuf::from("/h/.config/systemd/user.control"),
+                PathBuf::from("/run/u/systemd/user.control")
+            ]
+        );
+    }
+}
