@@ -357,7 +357,7 @@ fn spec_fields_are_split_by_kind_without_gaps() {
     let both: BTreeSet<String> = service.union(&backup).cloned().collect();
     assert_eq!(
         union, both,
-        "src/manifest.rs: the spec fields serde accepts differ from SERVICE_FIELDS + BACKUP_FIELDS"
+        "src/manifest/parse.rs: the spec fields serde accepts differ from SERVICE_FIELDS + BACKUP_FIELDS"
     );
     assert!(
         service.is_disjoint(&backup),
