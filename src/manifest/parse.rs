@@ -200,7 +200,7 @@ fn normalize(p: &Path) -> PathBuf {
 /// Parse and validate the text of one manifest file. Pure.
 ///
 /// Adopted unit files (`spec.unitFile`) are returned with empty content;
-/// [`load_dir`] and [`load_files`] fill it in.
+/// [`load_dir`](super::load_dir) and [`load_files`](super::load_files) fill it in.
 pub fn parse_str(text: &str, file: &Path, ctx: &PathContext) -> ParsedFile {
     let mut out = ParsedFile::default();
     if let Err((line, column, message)) = prescan(text) {
