@@ -25,6 +25,12 @@ cargo build --all-targets --locked
 echo "==> tests (unit + integration against real systemd user managers)"
 cargo nextest run --locked --no-fail-fast
 echo "==> shipped stack: manifests and configs checked by the real tools"
-./target/debug/unitlet validate manifests/*.yaml
+# As installed: deploy/install.sh creates the Grafana secret file the shipped
+# grafana.yaml names (environmentFile), so validate under a HOME that has it.
+validate_home=$(mktemp -d)
+install -d -m 700 "$validate_home/.config/unitlet/secrets"
+install -m 600 /dev/null "$validate_home/.config/unitlet/secrets/grafana.env"
+HOME="$validate_home" XDG_CONFIG_HOME="$validate_home/.config" ./target/debug/unitlet validate manifests/*.yaml
+rm -rf "$validate_home"
 bash scripts/check-deploy.sh
 echo "==> all checks passed"
