@@ -172,32 +172,37 @@ const LIMIT_DROPINS: &[&str] = &[
     "50-TasksMax.conf",
 ];
 
-/// `enabled`, `disabled` or `static`, read from the `[Install]` section and
-/// the symlinks `systemctl --user enable` creates in the manager's config
-/// directory.
-fn enablement(config: &Path, unit: &str, content: &str) -> String {
-    let parsed = render::parse_unit(content);
-    let mut any_install = false;
+/// The `.wants/` and `.requires/` directories (relative to the manager's
+/// config directory) that `systemctl --user enable` links a unit into, from
+/// its `[Install]` section.
+fn install_dirs(parsed: &BTreeMap<(String, String), Vec<String>>) -> Vec<String> {
+    let mut dirs = Vec::new();
     for (key, suffix) in [("WantedBy", "wants"), ("RequiredBy", "requires")] {
         for targets in parsed
             .get(&("Install".to_string(), key.to_string()))
             .into_iter()
             .flatten()
         {
-            for t in targets.split_whitespace() {
-                any_install = true;
-                if std::fs::symlink_metadata(config.join(format!("{t}.{suffix}")).join(unit))
-                    .is_ok()
-                {
-                    return "enabled".into();
-                }
-            }
+            dirs.extend(targets.split_whitespace().map(|t| format!("{t}.{suffix}")));
         }
     }
-    if any_install {
-        "disabled".into()
-    } else {
+    dirs
+}
+
+/// `enabled`, `disabled` or `static`, read from the `[Install]` section and
+/// the symlinks `systemctl --user enable` creates in the manager's config
+/// directory.
+fn enablement(config: &Path, unit: &str, content: &str) -> String {
+    let dirs = install_dirs(&render::parse_unit(content));
+    if dirs.is_empty() {
         "static".into()
+    } else if dirs
+        .iter()
+        .any(|d| std::fs::symlink_metadata(config.join(d).join(unit)).is_ok())
+    {
+        "enabled".into()
+    } else {
+        "disabled".into()
     }
 }
 
@@ -224,25 +229,17 @@ pub(super) fn enable_by_links(
         return Ok(false);
     }
     let target = unit_dir.join(unit);
-    for (key, suffix) in [("WantedBy", "wants"), ("RequiredBy", "requires")] {
-        for targets in parsed
-            .get(&("Install".to_string(), key.to_string()))
-            .into_iter()
-            .flatten()
-        {
-            for t in targets.split_whitespace() {
-                let dir = config.join(format!("{t}.{suffix}"));
-                fsutil::create_dir_all(&dir)?;
-                let link = dir.join(unit);
-                match std::fs::read_link(&link) {
-                    Ok(to) if to == target => continue,
-                    // Only a link is replaced, never a file.
-                    Ok(_) => std::fs::remove_file(&link)?,
-                    Err(_) => {}
-                }
-                std::os::unix::fs::symlink(&target, &link)?;
-            }
+    for d in install_dirs(&parsed) {
+        let dir = config.join(d);
+        fsutil::create_dir_all(&dir)?;
+        let link = dir.join(unit);
+        match std::fs::read_link(&link) {
+            Ok(to) if to == target => continue,
+            // Only a link is replaced, never a file.
+            Ok(_) => std::fs::remove_file(&link)?,
+            Err(_) => {}
         }
+        std::os::unix::fs::symlink(&target, &link)?;
     }
     Ok(true)
 }

@@ -19,13 +19,7 @@ const T: Duration = Duration::from_secs(90);
 /// Strings that must never appear in any output.
 const SECRETS: &[&str] = &["hunter2", "glsa_SECRET_TOKEN_0001", "ENV_SECRET_0002"];
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::reload::free_port;
 
 fn mkfifo(p: &Path, mode: u32) {
     let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
