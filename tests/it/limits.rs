@@ -394,3 +394,44 @@ fn an_adopted_units_own_limits_stay_when_the_manifest_sets_others() {
     let o = um.unitlet(&["plan"]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
 }
+
+/// The same against the service the limits are for: a real Prometheus keeps
+/// running and answering while its limits are set and removed live.
+#[test]
+fn removed_limits_of_a_real_prometheus_return_to_the_defaults_without_a_restart() {
+    let um = UserManager::start();
+    let with = "  resources: {memoryMax: 1G, memoryHigh: 900M, cpuQuota: 150%, tasksMax: 256}\n";
+    let p = crate::reload::prometheus(&um, "prom", with);
+    apply_ok(&um);
+    wait_for(Duration::from_secs(30), "prom Ready", || {
+        um.ready("prom").filter(|r| r.0 == "True")
+    });
+    let pid = um.prop("prom.service", "MainPID");
+    assert_eq!(um.prop("prom.service", "MemoryMax"), "1073741824");
+    assert_eq!(um.prop("prom.service", "TasksMax"), "256");
+    // The same manifest without resources.
+    crate::reload::prometheus_manifest_for(&um, "prom", &p, "");
+    apply_ok(&um);
+    let check = |when: &str| {
+        for prop in ["MemoryMax", "MemoryHigh", "TasksMax"] {
+            assert_eq!(
+                um.prop("prom.service", prop),
+                default_of(&um, prop),
+                "{prop} back to the default {when}"
+            );
+        }
+        assert_eq!(
+            um.prop("prom.service", "CPUQuotaPerSecUSec"),
+            "infinity",
+            "{when}"
+        );
+        assert_eq!(um.prop("prom.service", "MainPID"), pid, "no restart {when}");
+    };
+    check("live");
+    assert!(um.systemctl(&["daemon-reload"]).status.success());
+    check("after daemon-reload");
+    assert!(
+        crate::reload::http_get(&p.url("/-/ready")).is_some_and(|(c, _)| c == 200),
+        "Prometheus still answers"
+    );
+}

@@ -82,13 +82,19 @@ pub fn prometheus(um: &UserManager, name: &str, spec_extra: &str) -> Prom {
     // `{reload}` in spec_extra stands for this Prometheus' reload URL.
     let spec_extra = spec_extra.replace("{reload}", &p.url("/-/reload"));
     p.write_config(&p.scrape_config(None));
+    prometheus_manifest_for(um, name, &p, &spec_extra);
+    p
+}
+
+/// (Re)write the manifest of the Prometheus `p` runs under `name`.
+pub fn prometheus_manifest_for(um: &UserManager, name: &str, p: &Prom, spec_extra: &str) {
+    let (port, dir) = (p.port, &p.dir);
     let manifest = format!(
         "apiVersion: unitlet/v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  command: [/usr/bin/prometheus, --config.file=prometheus.yml, --storage.tsdb.path=data, \"--web.listen-address=127.0.0.1:{port}\", --web.enable-lifecycle, --web.enable-admin-api]\n  workingDirectory: {dir}\n  configFiles: [{cfg}]\n  readiness: {{http: {{url: \"http://127.0.0.1:{port}/-/ready\"}}, timeout: 30s}}\n{spec_extra}",
         dir = dir.display(),
         cfg = p.config.display()
     );
     um.write_manifest(&format!("{name}.yaml"), &manifest);
-    p
 }
 
 fn metric(body: &str, series: &str) -> Option<f64> {
