@@ -370,6 +370,11 @@ impl Reconciler {
         status: &mut Status,
     ) -> Result<PassReport, ReconcileError> {
         let started = Instant::now();
+        // A readiness wait ends by its deadline; one still listed well past
+        // it was lost (its task aborted when the bus went away): forget it,
+        // so the Service is probed again instead of showing Starting for ever.
+        self.waiting_ready
+            .retain(|_, until| *until + Duration::from_secs(5) > started);
         let mut report = PassReport {
             actions: prep.plan.actions.len(),
             daemon_reloads: prep.plan.daemon_reloads(),
