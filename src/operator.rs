@@ -422,10 +422,8 @@ async fn pass(
     })
     .await
     .map_err(|e| ReconcileError::Stuck(crate::error_chain(&e)))?;
-    tracing::debug!("pass: state lock taken");
     let status_path = rec.loc.status_file();
     let mut status = Status::load_async(&status_path).await;
-    tracing::debug!("pass: status read");
     let before = status.clone();
     let mut reloads = Vec::new();
     for o in outcomes.drain(..) {

@@ -261,7 +261,6 @@ impl Reconciler {
         if self.recover_restores {
             crate::journal::recover_interrupted(&self.loc, sd).await;
         }
-        tracing::debug!("pass: restores recovered");
         let t = Instant::now();
         let loaded = load_manifests(&self.loc.manifests).await?;
         // Holds found there keep the operator off a service: trust them

@@ -174,14 +174,10 @@ fn tree(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
     out
 }
 
-/// Restores `id` of Backup `dash` (dry and real) and asserts both are
-/// refused with `needle` in the error, without a single write to Grafana or
-/// the destination.
-fn assert_refused(cli: &Cli, fake: &FakeGrafana, id: &str, needle: &str) {
-    let dest = cli.default_destination("dash");
-    let before = tree(&dest);
+/// `restore BACKUP ID`, dry run and real, each exits 1 naming `needle`.
+fn restore_fails_both_ways(cli: &Cli, backup: &str, id: &str, needle: &str) {
     for dry in [true, false] {
-        let mut args = vec!["restore", "dash", id];
+        let mut args = vec!["restore", backup, id];
         if dry {
             args.push("--dry-run");
         }
@@ -195,6 +191,15 @@ fn assert_refused(cli: &Cli, fake: &FakeGrafana, id: &str, needle: &str) {
         );
         assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
     }
+}
+
+/// Restores `id` of Backup `dash` (dry and real) and asserts both are
+/// refused with `needle` in the error, without a single write to Grafana or
+/// the destination.
+fn assert_refused(cli: &Cli, fake: &FakeGrafana, id: &str, needle: &str) {
+    let dest = cli.default_destination("dash");
+    let before = tree(&dest);
+    restore_fails_both_ways(cli, "dash", id, needle);
     assert_eq!(fake.writes(), 0, "a refused restore wrote to Grafana");
     assert!(
         fake.folders().is_empty() && fake.dashboards().is_empty(),
@@ -628,21 +633,7 @@ fn hostile_prometheus_sets_are_refused_before_anything_is_touched() {
     for (set, needle) in &hostile {
         let id = set.file_name().unwrap().to_str().unwrap();
         let dest_before = tree(&dest);
-        for dry in [true, false] {
-            let mut args = vec!["restore", "tsdb", id];
-            if dry {
-                args.push("--dry-run");
-            }
-            let o = cli.unitlet(&args);
-            assert_eq!(
-                o.status.code(),
-                Some(1),
-                "{args:?}: {}{}",
-                stdout(&o),
-                stderr(&o)
-            );
-            assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
-        }
+        restore_fails_both_ways(&cli, "tsdb", id, needle);
         assert_eq!(
             tree(&dest),
             dest_before,

@@ -101,16 +101,7 @@ fn shipped_manifests_validate_and_render_units_that_verify() {
 fn ready(um: &UserManager, home: &Path, name: &str) -> Option<(String, String, String)> {
     let o = um.unitlet_env(&["get", "-o", "json"], &[("HOME", home)]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
-    let obj = v.as_array()?.iter().find(|o| o["name"] == name)?;
-    let c = obj["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == "Ready")?;
-    Some((
-        c["status"].as_str()?.into(),
-        c["reason"].as_str()?.into(),
-        c["message"].as_str()?.into(),
-    ))
+    crate::support::ready_in(&v, name)
 }
 
 #[test]

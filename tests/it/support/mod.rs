@@ -340,17 +340,7 @@ impl UserManager {
 
     /// `(status, reason, message)` of NAME's Ready condition.
     pub fn ready(&self, name: &str) -> Option<(String, String, String)> {
-        let v = self.get_json();
-        let obj = v.as_array()?.iter().find(|o| o["name"] == name)?;
-        let c = obj["conditions"]
-            .as_array()?
-            .iter()
-            .find(|c| c["type"] == "Ready")?;
-        Some((
-            c["status"].as_str()?.into(),
-            c["reason"].as_str()?.into(),
-            c["message"].as_str()?.into(),
-        ))
+        ready_in(&self.get_json(), name)
     }
 }
 
@@ -493,6 +483,20 @@ impl Drop for RunningOperator {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `(status, reason, message)` of NAME's Ready condition in `get -o json`.
+pub fn ready_in(v: &serde_json::Value, name: &str) -> Option<(String, String, String)> {
+    let obj = v.as_array()?.iter().find(|o| o["name"] == name)?;
+    let c = obj["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")?;
+    Some((
+        c["status"].as_str()?.into(),
+        c["reason"].as_str()?.into(),
+        c["message"].as_str()?.into(),
+    ))
 }
 
 pub fn service(name: &str, extra: &str) -> String {
