@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify::RecursiveMode;
+use notify::{RecursiveMode, Watcher};
 use tokio::sync::Notify;
 
 use std::collections::HashMap;
@@ -43,13 +43,22 @@ fn sd_notify(states: &[sd_notify::NotifyState<'_>]) {
 /// Watches the manifests directory (and its parent, so removal and
 /// re-creation are seen) and the unit directory (so a hand edit is undone
 /// promptly). Re-arms itself when a watched directory comes back.
+///
+/// Every change wakes a pass: a burst is collapsed once the directories
+/// have been quiet for [`WATCH_QUIET`] (or [`WATCH_MAX_DELAY`] after its
+/// first change), and nothing is ever dropped. A semantic debouncer that
+/// folds "created, then removed" into nothing, or swallows the writes that
+/// follow a create, can leave a pass that read a half-written or vanished
+/// file as the last one for an hour.
 struct DirWatch {
-    debouncer: notify_debouncer_full::Debouncer<
-        notify::RecommendedWatcher,
-        notify_debouncer_full::RecommendedCache,
-    >,
+    watcher: notify::RecommendedWatcher,
     watched: Vec<PathBuf>,
 }
+
+/// How long the watched directories must stay quiet before a pass.
+const WATCH_QUIET: Duration = Duration::from_millis(30);
+/// The longest a stream of changes delays a pass.
+const WATCH_MAX_DELAY: Duration = Duration::from_millis(200);
 
 fn is_change(kind: &notify::EventKind) -> bool {
     use notify::EventKind;
@@ -64,21 +73,21 @@ fn is_change(kind: &notify::EventKind) -> bool {
 
 impl DirWatch {
     fn new(trigger: Arc<Notify>) -> notify::Result<DirWatch> {
-        let debouncer = notify_debouncer_full::new_debouncer(
-            Duration::from_millis(50),
-            Some(Duration::from_millis(25)),
-            move |r: notify_debouncer_full::DebounceEventResult| {
-                // Our own reads show up as access events: only changes count,
-                // or every pass would trigger the next.
-                if let Ok(events) = r
-                    && events.iter().any(|e| is_change(&e.event.kind))
-                {
-                    trigger.notify_one();
-                }
-            },
-        )?;
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let watcher = notify::recommended_watcher(move |r: notify::Result<notify::Event>| {
+            // Our own reads show up as access events: only changes count,
+            // or every pass would trigger the next. An error (an overflowed
+            // queue) may hide changes, so it counts as one.
+            if r.as_ref().map_or(true, |e| is_change(&e.kind)) {
+                let _ = tx.send(());
+            }
+        })?;
+        std::thread::Builder::new()
+            .name("unitlet-watch".into())
+            .spawn(move || debounce(&rx, &trigger))
+            .map_err(notify::Error::io)?;
         Ok(DirWatch {
-            debouncer,
+            watcher,
             watched: vec![],
         })
     }
@@ -91,17 +100,40 @@ impl DirWatch {
             let have = self.watched.contains(&want);
             if alive && !have {
                 if self
-                    .debouncer
+                    .watcher
                     .watch(&want, RecursiveMode::NonRecursive)
                     .is_ok()
                 {
                     self.watched.push(want);
                 }
             } else if !alive && have {
-                let _ = self.debouncer.unwatch(&want);
+                let _ = self.watcher.unwatch(&want);
                 self.watched.retain(|w| w != &want);
             }
         }
+    }
+}
+
+/// Collapse each burst of change signals into one wake-up of the loop.
+fn debounce(rx: &std::sync::mpsc::Receiver<()>, trigger: &Notify) {
+    use std::sync::mpsc::RecvTimeoutError;
+    while rx.recv().is_ok() {
+        let first = std::time::Instant::now();
+        loop {
+            let left = WATCH_MAX_DELAY.saturating_sub(first.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            match rx.recv_timeout(WATCH_QUIET.min(left)) {
+                Ok(()) => {}
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => {
+                    trigger.notify_one();
+                    return;
+                }
+            }
+        }
+        trigger.notify_one();
     }
 }
 
@@ -203,6 +235,9 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     let mut sd: Option<Systemd> = None;
     let mut unit_changes: Option<tokio::sync::mpsc::UnboundedReceiver<String>> = None;
     let mut reconnect_delay = Duration::from_millis(200);
+    // A failed pass is retried with backoff even when nothing else wakes
+    // the loop: the next event may be an hour away.
+    let mut error_delay = Duration::from_millis(200);
     let mut ready_sent = false;
     let mut config_dirs: Vec<PathBuf> = Vec::new();
 
@@ -296,6 +331,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
                 metrics.observe_pass(timer.elapsed());
                 match outcome {
                     Ok((report, status)) => {
+                        error_delay = Duration::from_millis(200);
                         metrics.set_objects(&status);
                         metrics.reconciled(&status);
                         for (name, outcome) in &report.reloads {
@@ -350,6 +386,9 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
                             unit_changes = None;
                             pool.abort_all();
                             retry_at = Some(tokio::time::Instant::now() + reconnect_delay);
+                        } else {
+                            retry_at = Some(tokio::time::Instant::now() + error_delay);
+                            error_delay = (error_delay * 2).min(Duration::from_secs(30));
                         }
                     }
                 }

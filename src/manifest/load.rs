@@ -145,9 +145,16 @@ pub fn load_dir(dir: &Path) -> Result<LoadedSet, LoadError> {
     let mut set = LoadedSet::default();
     let mut parsed = Vec::new();
     for f in &files {
+        // Removed between the listing and now: it is gone, not broken (an
+        // error here would hold its units until the next change).
+        if let Err(e) = std::fs::symlink_metadata(f)
+            && e.kind() == std::io::ErrorKind::NotFound
+        {
+            continue;
+        }
         parsed.push((f.clone(), read_manifest_file(f, &canon_dir, true)));
     }
-    set.files = files;
+    set.files = parsed.iter().map(|(f, _)| f.clone()).collect();
     assemble(&mut set, parsed);
     Ok(set)
 }

@@ -411,3 +411,33 @@ fn a_fifo_or_a_device_as_unit_file_is_refused_and_nothing_hangs() {
         .unwrap();
     assert!(rss < 50 * 1024, "RSS {rss} kB");
 }
+
+/// A pass that fails (here: its status cannot be written) is retried by
+/// itself. Before, the loop waited for the next file or unit event, which
+/// may be an hour away: a transient error froze status until then.
+#[test]
+fn a_failed_pass_is_retried_without_waiting_for_an_event() {
+    let um = UserManager::start();
+    std::fs::create_dir_all(&um.state_dir).unwrap();
+    let status = um.state_dir.join("status.json");
+    // A directory where the status file goes: every save fails.
+    std::fs::create_dir(&status).unwrap();
+    let run = um.spawn_run(&[]);
+    run.wait_log("connected", T);
+    run.wait_log("status.json", T);
+    // Clear the obstacle. Nothing the operator watches changes, so only
+    // its own retry can write the status now.
+    std::fs::remove_dir(&status).unwrap();
+    wait_for(T, "status.json written", || {
+        std::fs::metadata(&status)
+            .is_ok_and(|m| m.is_file())
+            .then_some(())
+    });
+    let out = um.unitlet(&["get"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("operator running (PID"),
+        "{}",
+        stdout(&out)
+    );
+}

@@ -482,6 +482,17 @@ impl Drop for RunningOperator {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            // What the operator did is the first thing a failure needs.
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let from = lines.len().saturating_sub(150);
+            eprintln!(
+                "--- last {} lines of the operator log ---\n{}\n--- end of operator log ---",
+                lines.len() - from,
+                lines[from..].join("\n")
+            );
+        }
     }
 }
 
