@@ -6,16 +6,26 @@
 //! - `dashboards/<uid>.json`: the API's `{dashboard, meta}`, what restore
 //!   reads (`meta.folderUid` says where the dashboard goes);
 //! - `plain/<uid>.json`: the bare model with `id: null`, for a person to
-//!   import through Grafana's UI without unitlet.
+//!   import through Grafana's UI without unitlet;
+//! - `folder-permissions.json`, `datasources.json` (secure fields by name
+//!   only), `library-panels.json`, `alert-rules.json` (rules and their
+//!   groups' intervals), `contact-points.json`, `policies.json`,
+//!   `mute-timings.json`, `templates.json`: each normalised (no ids,
+//!   versions, timestamps, provenance), see [`super::kinds`]. An alerting
+//!   kind this Grafana has no provisioning API for (404) is left out.
 
 use std::fmt;
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use futures_util::{StreamExt, stream};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::GrafanaError;
-use super::client::{Client, DashboardDoc};
+use super::client::{Client, DashboardDoc, Folder};
+use super::kinds::{self, RuleGroup, RulesFile};
 use super::restore::MAX_DASHBOARD_FILE;
+use super::restore::ObjectKind;
 use crate::backup::{SetInfo, Store};
 
 /// What a backup run did.
@@ -27,6 +37,8 @@ pub struct BackupReport {
     pub folders: usize,
     /// Dashboards saved.
     pub dashboards: usize,
+    /// Objects saved of the other kinds, in restore order.
+    pub others: Vec<(ObjectKind, usize)>,
     /// Dashboards listed by search but gone when fetched: deleted by someone
     /// during the run, which is not a failure but should not go unnoticed.
     pub skipped: Vec<SkippedDashboard>,
@@ -45,12 +57,14 @@ pub struct SkippedDashboard {
 
 impl fmt::Display for BackupReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut counts = format!("{} folders, {} dashboards", self.folders, self.dashboards);
+        for (kind, n) in &self.others {
+            counts.push_str(&format!(", {n} {}", kind.plural()));
+        }
         writeln!(
             f,
-            "backup set {} complete: {} folders, {} dashboards, {} bytes in {}",
+            "backup set {} complete: {counts}, {} bytes in {}",
             self.set.id,
-            self.folders,
-            self.dashboards,
             self.set.size,
             self.set.path.display()
         )?;
@@ -87,6 +101,7 @@ pub async fn backup(
     // empty set is left behind.
     let folders = client.all_folders().await?;
     let hits = client.search_dashboards().await?;
+    let others = fetch_others(client, &folders).await?;
     tracing::info!(
         grafana = client.base_url(),
         folders = folders.len(),
@@ -96,6 +111,11 @@ pub async fn backup(
 
     let mut set = store.begin(client.base_url())?;
     set.write_file("folders.json", &to_json(&folders))?;
+    let mut counts = Vec::new();
+    for (kind, file, value, n) in &others {
+        set.write_file(file, &to_json(value))?;
+        counts.push((*kind, *n));
+    }
 
     let mut fetches = stream::iter(hits)
         .map(|hit| async move {
@@ -137,8 +157,133 @@ pub async fn backup(
         set: info,
         folders: folders.len(),
         dashboards,
+        others: counts,
         skipped,
     })
+}
+
+/// Everything but folders and dashboards: (kind, set file, content, count).
+async fn fetch_others(
+    client: &Client,
+    folders: &[Folder],
+) -> Result<Vec<(ObjectKind, &'static str, Value, usize)>, GrafanaError> {
+    let mut out = Vec::new();
+
+    let mut permissions = BTreeMap::new();
+    for f in folders {
+        let listed = client.folder_permissions(&f.uid).await?;
+        permissions.insert(f.uid.clone(), kinds::permission_items(&listed));
+    }
+    let n = permissions.len();
+    out.push((
+        ObjectKind::FolderPermissions,
+        kinds::PERMISSIONS_FILE,
+        json!(permissions),
+        n,
+    ));
+
+    // The listing lacks secure field names, basicAuthUser, withCredentials.
+    let mut datasources = Vec::new();
+    for item in client.datasources().await? {
+        let uid = item["uid"].as_str().unwrap_or_default().to_owned();
+        if let Some(full) = client.datasource(&uid).await? {
+            datasources.push(kinds::datasource(&full));
+        }
+    }
+    let n = datasources.len();
+    out.push((
+        ObjectKind::Datasource,
+        kinds::DATASOURCES_FILE,
+        Value::Array(datasources),
+        n,
+    ));
+
+    let library: Vec<Value> = client
+        .library_panels()
+        .await?
+        .iter()
+        .map(kinds::library_panel)
+        .collect();
+    let n = library.len();
+    out.push((
+        ObjectKind::LibraryPanel,
+        kinds::LIBRARY_FILE,
+        Value::Array(library),
+        n,
+    ));
+
+    let list = |v: Value| v.as_array().cloned().unwrap_or_default();
+    if let Some(rules) = client.provisioning("alert-rules").await? {
+        let rules: Vec<Value> = list(rules).iter().map(kinds::alert_rule).collect();
+        let mut keys = BTreeSet::new();
+        for r in &rules {
+            keys.insert((
+                r["folderUID"].as_str().unwrap_or_default().to_owned(),
+                r["ruleGroup"].as_str().unwrap_or_default().to_owned(),
+            ));
+        }
+        let mut groups = Vec::new();
+        for (folder, title) in keys {
+            // Gone since the listing: its rules are saved, at the default.
+            let interval = client
+                .rule_group(&folder, &title)
+                .await?
+                .and_then(|g| g["interval"].as_i64())
+                .unwrap_or(60);
+            groups.push(RuleGroup {
+                folder_uid: folder,
+                title,
+                interval,
+            });
+        }
+        let n = rules.len();
+        let file = RulesFile { groups, rules };
+        out.push((
+            ObjectKind::AlertRule,
+            kinds::RULES_FILE,
+            serde_json::to_value(file).expect("JSON values serialize"),
+            n,
+        ));
+    } else {
+        tracing::warn!(
+            grafana = client.base_url(),
+            "Grafana has no alert-rules provisioning API (404); alert rules are not backed up"
+        );
+    }
+    for (kind, what, file) in [
+        (ObjectKind::Template, "templates", kinds::TEMPLATES_FILE),
+        (
+            ObjectKind::ContactPoint,
+            "contact-points",
+            kinds::CONTACT_POINTS_FILE,
+        ),
+        (
+            ObjectKind::MuteTiming,
+            "mute-timings",
+            kinds::MUTE_TIMINGS_FILE,
+        ),
+        (ObjectKind::Policies, "policies", kinds::POLICIES_FILE),
+    ] {
+        match client.provisioning(what).await? {
+            Some(tree) if kind == ObjectKind::Policies => {
+                out.push((kind, file, kinds::provisioned(&tree), 1));
+            }
+            Some(items) => {
+                let items: Vec<Value> = list(items).iter().map(kinds::provisioned).collect();
+                let n = items.len();
+                out.push((kind, file, Value::Array(items), n));
+            }
+            None => {
+                tracing::warn!(
+                    grafana = client.base_url(),
+                    what,
+                    "Grafana has no provisioning API for it (404); not backed up"
+                );
+            }
+        }
+    }
+    out.sort_by_key(|(kind, ..)| *kind);
+    Ok(out)
 }
 
 /// The model as Grafana's "Import dashboard" expects it: `id` null, so the
