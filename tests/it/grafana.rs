@@ -1045,3 +1045,110 @@ async fn only_and_dry_run_restore_just_the_kinds_asked_for() {
     assert_eq!(all.writes(), 1, "{all}");
     assert_eq!(fake.content(), original);
 }
+
+/// `unitlet ARGS` against `dir`'s manifests and state, no systemd needed.
+async fn cli(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
+    let out = within(
+        "unitlet",
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_unitlet"))
+            .arg("--manifests")
+            .arg(dir.join("manifests"))
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .args(args)
+            .env_remove("UNITLET_MANIFESTS")
+            .env_remove("UNITLET_STATE_DIR")
+            .env_remove("UNITLET_BUS")
+            .stdin(std::process::Stdio::null())
+            .output(),
+    )
+    .await
+    .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+fn private_file(path: &std::path::Path, content: &str, mode: u32) {
+    std::fs::write(path, content).unwrap();
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_without_the_secure_values_file_exits_1_naming_the_fields() {
+    let fake = FakeGrafana::start(TOKEN).await;
+    seed_everything(&fake, 6);
+    let original = fake.content();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("manifests")).unwrap();
+    let token = dir.join("token");
+    private_file(&token, TOKEN, 0o600);
+    std::fs::write(
+        dir.join("manifests/dash.yaml"),
+        format!(
+            "apiVersion: unitlet/v1\nkind: Backup\nmetadata: {{name: dash}}\nspec:\n  schedule: \"0 3 * * *\"\n  grafana:\n    url: \"{}\"\n    tokenFile: {}\n",
+            fake.url(),
+            token.display()
+        ),
+    )
+    .unwrap();
+    let (code, out) = cli(dir, &["backup", "dash"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    let (_, listed) = cli(dir, &["backups", "dash", "-o", "json"]).await;
+    let sets: Value = serde_json::from_str(&listed).unwrap();
+    let id = sets[0]["id"].as_str().unwrap().to_owned();
+    fake.clear();
+
+    let (code, out) = cli(dir, &["restore", "dash", &id]).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("RE-ENTER   datasource prom \"Prometheus\": secure field basicAuthPassword"),
+        "{out}"
+    );
+    assert!(
+        fake.datasources().iter().any(|d| d["uid"] == "prom"),
+        "restored anyway"
+    );
+
+    // A secure-values file others can read is refused, its content unshown.
+    let values = dir.join("secure-values.yaml");
+    private_file(
+        &values,
+        &format!("prom: {{basicAuthPassword: {PROM_SECRET}}}\n"),
+        0o644,
+    );
+    let path = values.to_str().unwrap();
+    let (code, out) = cli(dir, &["restore", "dash", &id, "--secure-values", path]).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("secure values") && out.contains(path), "{out}");
+    assert!(!out.contains(PROM_SECRET), "{out}");
+    assert!(fake.datasource_secrets("prom").is_empty());
+
+    // An unknown kind is refused before anything is sent.
+    let writes = fake.writes();
+    let (code, out) = cli(
+        dir,
+        &["restore", "dash", &id, "--only", "dashboards,widgets"],
+    )
+    .await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("\"widgets\"") && out.contains("alert-rules"),
+        "{out}"
+    );
+    assert_eq!(fake.writes(), writes);
+
+    std::fs::set_permissions(&values, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let (code, out) = cli(dir, &["restore", "dash", &id, "--secure-values", path]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains(PROM_SECRET), "{out}");
+    assert!(
+        out.contains("datasources:        0 create, 1 update"),
+        "{out}"
+    );
+    assert_eq!(fake.content(), original);
+}
