@@ -25,6 +25,10 @@ async fn within<F: Future>(what: &str, f: F) -> F::Output {
         .unwrap_or_else(|_| panic!("{what} did not finish within 60s"))
 }
 
+async fn within_owned<F: Future>(what: String, f: F) -> F::Output {
+    within(&what, f).await
+}
+
 fn client_with(fake: &FakeGrafana, auth: Auth) -> Client {
     Client::new(fake.url(), auth, LABEL, Duration::from_secs(5))
         .unwrap()
@@ -1151,4 +1155,119 @@ async fn restore_without_the_secure_values_file_exits_1_naming_the_fields() {
         "{out}"
     );
     assert_eq!(fake.content(), original);
+}
+
+#[path = "grafana_backup_tool.rs"]
+mod tool;
+
+/// grafana-backup-tool, a real client, must be able to use the fake: or
+/// `Err` outside CI, where a missing Python may skip this check.
+fn backup_tool() -> Option<std::path::PathBuf> {
+    match tool::find_or_install() {
+        Ok(exe) => Some(exe),
+        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("grafana-backup-tool {} is needed in CI: {e}", tool::VERSION)
+        }
+        Err(e) => {
+            eprintln!("SKIPPED (not CI): grafana-backup-tool unavailable: {e}");
+            None
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grafana_backup_tool_round_trips_through_the_fake() {
+    let Some(exe) = tokio::task::spawn_blocking(backup_tool).await.unwrap() else {
+        return;
+    };
+    let fake = FakeGrafana::start(TOKEN).await;
+    // Top-level folders: the tool restores folders in directory order, so
+    // a child may come before its parent (its bug, not the fake's).
+    for (uid, name) in [("a", "Alpha"), ("b", "Beta"), ("c", "Gamma")] {
+        fake.add_folder(uid, name, None);
+    }
+    fake.set_folder_permissions(
+        "a",
+        json!([{"role": "Viewer", "permission": 1}, {"teamId": 3, "permission": 2}]),
+    );
+    fake.set_folder_permissions("b", json!([{"userId": 7, "permission": 4}]));
+    fake.set_folder_permissions("c", json!([{"role": "Editor", "permission": 2}]));
+    for i in 0..24 {
+        let folder = [None, Some("a"), Some("b"), Some("c")][i % 4];
+        fake.put_dashboard(&uid(i), &title(i), folder, panels(i, "up"));
+    }
+    fake.add_contact_point(json!({
+        "uid": "cp-email", "name": "Email", "type": "email",
+        "settings": {"addresses": "ops@example.com"},
+    }));
+    fake.add_contact_point(json!({
+        "uid": "cp-hook", "name": "Webhook", "type": "webhook",
+        "settings": {"url": "http://127.0.0.1:9/hook"}, "disableResolveMessage": true,
+    }));
+    // What the tool handles: folders, their permissions, dashboards,
+    // contact points. It restores contact points without
+    // X-Disable-Provenance, so Grafana marks them provisioned ("api"):
+    // compared without provenance.
+    let handled = |fake: &FakeGrafana| {
+        let mut c = fake.content();
+        c.retain(|k, _| {
+            [
+                "folders",
+                "folder-permissions",
+                "dashboards",
+                "contact-points",
+            ]
+            .contains(k)
+        });
+        for cp in c.get_mut("contact-points").unwrap().as_array_mut().unwrap() {
+            cp.as_object_mut().unwrap().remove("provenance");
+        }
+        c
+    };
+    let before = handled(&fake);
+
+    // Not the default `.tmpXXXX`: the tool's restore globs with `**`,
+    // which skips hidden directories, and would find nothing.
+    let tmp = tempfile::Builder::new().prefix("gbt-").tempdir().unwrap();
+    let work = tmp.path().to_owned();
+    let run = |args: Vec<String>| {
+        let (exe, work, url) = (exe.clone(), work.clone(), fake.url().to_owned());
+        let what = format!("grafana-backup {}", args[0]);
+        within_owned(
+            what,
+            tokio::task::spawn_blocking(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                tool::run(&exe, &work, &url, TOKEN, &args)
+            }),
+        )
+    };
+    let saved = run(vec![
+        "save".into(),
+        "--components=folders,dashboards,contact-points".into(),
+    ])
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(handled(&fake) == before, "save changed the fake:\n{saved}");
+    assert_eq!(fake.writes(), 0, "save wrote:\n{saved}");
+
+    fake.clear();
+    let archive = tool::archive(&work);
+    let restored = run(vec![
+        "restore".into(),
+        "--components=folders,folder_permissions,dashboards,contact_points".into(),
+        archive.to_string_lossy().into_owned(),
+    ])
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("{e}"));
+    let after = handled(&fake);
+    for (kind, value) in &before {
+        assert_eq!(
+            &after[kind], value,
+            "{kind} differs after the tool's restore:\n{restored}"
+        );
+    }
+    // It posts every dashboard, and (no upsert) again on a second run.
+    assert!(fake.writes_by_kind()["dashboards"] >= 24, "{restored}");
 }
