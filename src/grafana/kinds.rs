@@ -360,12 +360,16 @@ impl Ctx<'_> {
                 {
                     Outcome::Unchanged
                 }
-                Some(_) => {
-                    let mut detail = "replaces its settings".to_owned();
+                Some(c) => {
+                    let mut changes = Vec::new();
+                    if pick(c, &DATASOURCE_FIELDS) != pick(ds, &DATASOURCE_FIELDS) {
+                        changes.push("replaces its settings".to_owned());
+                    }
                     if !secure.is_empty() {
                         let names: Vec<&String> = secure.keys().collect();
-                        detail = format!("sets secure fields {names:?}");
+                        changes.push(format!("sets secure fields {names:?}"));
                     }
+                    let detail = changes.join("; ");
                     self.write(
                         Outcome::Update { detail },
                         self.client.update_datasource(uid, &body),

@@ -1271,3 +1271,147 @@ async fn grafana_backup_tool_round_trips_through_the_fake() {
     // It posts every dashboard, and (no upsert) again on a second run.
     assert!(fake.writes_by_kind()["dashboards"] >= 24, "{restored}");
 }
+
+/// The fake answers as Grafana documents where clients depend on it.
+#[tokio::test]
+async fn the_fake_answers_as_grafanas_api_documents() {
+    let fake = FakeGrafana::start(TOKEN).await;
+    seed_everything(&fake, 2);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let url = |p: &str| format!("{}/api/{p}", fake.url());
+    let send = |method: reqwest::Method, p: &str, body: Option<Value>, provenance: bool| {
+        let mut r = http.request(method, url(p)).bearer_auth(TOKEN);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        if provenance {
+            r = r.header("X-Disable-Provenance", "true");
+        }
+        async move {
+            let resp = within("request", r.send()).await.unwrap();
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap();
+            (status, text)
+        }
+    };
+    use reqwest::Method as M;
+
+    // No token: 401 with Grafana's message; health needs none.
+    let r = within("401", http.get(url("search")).send()).await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(r.json::<Value>().await.unwrap()["message"], "Unauthorized");
+    let r = within("health", http.get(url("health")).send())
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+
+    // A missing alert rule: 404 without a body.
+    assert_eq!(
+        send(M::GET, "v1/provisioning/alert-rules/nope", None, false).await,
+        (404, String::new())
+    );
+    // Secure values are write-only: reads show only which fields are set.
+    let (status, text) = send(M::GET, "datasources/uid/prom", None, false).await;
+    assert_eq!(status, 200);
+    assert!(
+        text.contains("\"basicAuthPassword\":true") && !text.contains(PROM_SECRET),
+        "{text}"
+    );
+    let (status, _) = send(M::GET, "datasources", None, false).await;
+    assert_eq!(status, 200);
+    // A taken datasource name: 409.
+    let dup = json!({"name": "Prometheus", "type": "prometheus"});
+    assert_eq!(send(M::POST, "datasources", Some(dup), false).await.0, 409);
+    // A stale library element version: 412.
+    let stale = json!({"name": "CPU", "kind": 1, "model": {}, "version": 99, "folderUid": "a"});
+    assert_eq!(
+        send(M::PATCH, "library-elements/lib-cpu", Some(stale), false)
+            .await
+            .0,
+        412
+    );
+    // A stale dashboard version: 412 version-mismatch.
+    let (status, text) = send(
+        M::POST,
+        "dashboards/db",
+        Some(json!({"dashboard": {"id": fake.dashboard("d000").unwrap().id, "uid": "d000", "title": "Dashboard 000", "version": 0}})),
+        false,
+    )
+    .await;
+    assert_eq!(
+        (status, text.contains("version-mismatch")),
+        (412, true),
+        "{text}"
+    );
+    // A policy tree naming a receiver that does not exist: 400.
+    let bad = json!({"receiver": "nobody"});
+    assert_eq!(
+        send(M::PUT, "v1/provisioning/policies", Some(bad), true)
+            .await
+            .0,
+        400
+    );
+    // Provenance: "api" unless the write disables it.
+    let cp = |uid: &str| json!({"uid": uid, "name": uid, "type": "email", "settings": {"addresses": "x@y.z"}});
+    assert_eq!(
+        send(
+            M::POST,
+            "v1/provisioning/contact-points",
+            Some(cp("p1")),
+            false
+        )
+        .await
+        .0,
+        202
+    );
+    assert_eq!(
+        send(
+            M::POST,
+            "v1/provisioning/contact-points",
+            Some(cp("p2")),
+            true
+        )
+        .await
+        .0,
+        202
+    );
+    let provenance: Vec<(Value, Value)> = fake
+        .contact_points()
+        .into_iter()
+        .filter(|c| c["uid"] == "p1" || c["uid"] == "p2")
+        .map(|c| (c["uid"].clone(), c["provenance"].clone()))
+        .collect();
+    assert_eq!(
+        provenance,
+        vec![(json!("p1"), json!("api")), (json!("p2"), json!(""))]
+    );
+    // Folder permissions: POST replaces them all.
+    let items = json!({"items": [{"role": "Viewer", "permission": 1}]});
+    assert_eq!(
+        send(M::POST, "folders/a/permissions", Some(items), false)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        fake.folder_permissions("a"),
+        vec![json!({"role": "Viewer", "permission": 1})]
+    );
+    assert_eq!(
+        send(M::GET, "folders/zz/permissions", None, false).await.0,
+        404
+    );
+    // Every write was counted under its kind, whatever its answer.
+    let kinds = fake.writes_by_kind();
+    for (kind, n) in [
+        ("datasources", 1),
+        ("library-elements", 1),
+        ("dashboards", 1),
+        ("policies", 1),
+        ("contact-points", 2),
+        ("folder-permissions", 1),
+    ] {
+        assert_eq!(kinds.get(kind), Some(&n), "{kind}: {kinds:?}");
+    }
+}
