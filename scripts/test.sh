@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
-ensure_packages systemd dbus dbus-user-session dbus-daemon prometheus prometheus-node-exporter prometheus-alertmanager python3-yaml groff-base zsh fish curl ca-certificates
+ensure_packages systemd dbus dbus-user-session dbus-daemon prometheus prometheus-node-exporter prometheus-alertmanager python3-yaml python3-venv groff-base zsh fish curl ca-certificates
 stop_packaged_daemons
 # systemd --user checks this to believe the machine was booted with systemd.
 mkdir -p /run/systemd/system
@@ -18,6 +18,16 @@ command -v cargo >/dev/null || { echo "cargo is missing: install the Rust toolch
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "==> installing cargo-nextest"
   cargo install --locked cargo-nextest
+fi
+
+# grafana-backup-tool, the real client the Grafana fake is checked against
+# (tests/it/grafana.rs); the test would otherwise install it on first use.
+if [ ! -f target/tools/grafana-backup-1.4.2/installed-by-unitlet-tests ]; then
+  echo "==> installing grafana-backup-tool 1.4.2 into target/tools"
+  rm -rf target/tools/grafana-backup-1.4.2
+  python3 -m venv target/tools/grafana-backup-1.4.2
+  target/tools/grafana-backup-1.4.2/bin/pip install --quiet --disable-pip-version-check grafana-backup==1.4.2
+  echo 1.4.2 > target/tools/grafana-backup-1.4.2/installed-by-unitlet-tests
 fi
 
 echo "==> build"

@@ -95,6 +95,9 @@ pub enum CommandError {
     /// The backup store failed.
     #[error(transparent)]
     Store(#[from] BackupError),
+    /// A flag cannot be used as given.
+    #[error("{0}")]
+    Usage(String),
 }
 
 /// The destination of Backup `name`: `spec.destination`, else
@@ -495,12 +498,69 @@ pub fn backups(loc: &Locations, name: Option<&str>, json: bool) -> i32 {
     OK
 }
 
+/// The flags of `unitlet restore`.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreArgs {
+    /// Verify and report; change nothing.
+    pub dry_run: bool,
+    /// Grafana: only these kinds (`ObjectKind::plural` names); empty: all.
+    pub only: Vec<String>,
+    /// Grafana: the datasource secure values file.
+    pub secure_values: Option<PathBuf>,
+}
+
+/// Largest secure-values file read: a few datasources' passwords.
+const MAX_SECURE_VALUES_BYTES: u64 = 1 << 20;
+
+/// The Grafana restore options the flags ask for; the secure-values file
+/// must be private like every secret file, and its content is never shown.
+fn grafana_options(args: &RestoreArgs) -> Result<grafana::RestoreOptions, CommandError> {
+    let mut only = std::collections::BTreeSet::new();
+    for name in args.only.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+        let Some(kind) = grafana::ObjectKind::from_plural(name) else {
+            let known: Vec<&str> = grafana::ObjectKind::ALL
+                .iter()
+                .map(|k| k.plural())
+                .collect();
+            return Err(CommandError::Usage(format!(
+                "--only {name:?} is not a kind of Grafana object; use one or more of {}, separated by commas",
+                known.join(", ")
+            )));
+        };
+        only.insert(kind);
+    }
+    let secure_values = match &args.secure_values {
+        None => grafana::SecureValues::default(),
+        Some(path) => {
+            let what = "Grafana datasource secure values";
+            let err = |reason: String| CommandError::Secret {
+                what,
+                path: path.clone(),
+                reason,
+            };
+            crate::manifest::check_secret_file(path).map_err(err)?;
+            let bytes = crate::manifest::read_regular_capped(path, true, MAX_SECURE_VALUES_BYTES)
+                .map_err(|e| err(format!("{} {e}", path.display())))?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| err("the file is not UTF-8 text".to_owned()))?;
+            grafana::SecureValues::parse(&text).map_err(err)?
+        }
+    };
+    Ok(grafana::RestoreOptions {
+        dry_run: args.dry_run,
+        concurrency: GRAFANA_CONCURRENCY,
+        only: (!only.is_empty()).then_some(only),
+        secure_values,
+    })
+}
+
 async fn run_restore(
     loc: &Locations,
     name: &str,
     id: &str,
-    dry_run: bool,
+    args: &RestoreArgs,
 ) -> Result<bool, CommandError> {
+    let dry_run = args.dry_run;
     let spec = find_backup(loc, name)?;
     let dest = destination(loc, name, &spec);
     if !dest.is_dir() {
@@ -517,6 +577,11 @@ async fn run_restore(
             data_dir,
             service,
         } => {
+            if !args.only.is_empty() || args.secure_values.is_some() {
+                return Err(CommandError::Usage(
+                    "--only and --secure-values apply to Grafana restores only; a Prometheus set is restored whole".to_owned(),
+                ));
+            }
             let Some(data_dir) = data_dir else {
                 return Err(config_error(
                     name,
@@ -553,9 +618,10 @@ async fn run_restore(
             Ok(true)
         }
         BackupSource::Grafana { url, auth } => {
+            let options = grafana_options(args)?;
             let client = grafana_client(url, auth)?;
             let set = store.verify(id)?;
-            let report = grafana::restore(&client, &set, dry_run, GRAFANA_CONCURRENCY).await?;
+            let report = grafana::restore(&client, &set, &options).await?;
             print!("{report}");
             Ok(report.is_success())
         }
@@ -575,8 +641,8 @@ async fn run_restore(
 /// Returns 0 when restored and verified (or, dry, when it would be); 1
 /// otherwise, with the previous state kept; 2 when another restore of the
 /// same service is running (nothing was tried).
-pub async fn restore(loc: &Locations, name: &str, id: &str, dry_run: bool) -> i32 {
-    match run_restore(loc, name, id, dry_run).await {
+pub async fn restore(loc: &Locations, name: &str, id: &str, args: &RestoreArgs) -> i32 {
+    match run_restore(loc, name, id, args).await {
         Ok(true) => OK,
         Err(e @ CommandError::Prometheus(PrometheusError::RestoreRunning { .. })) => {
             eprintln!("error: restore of {name} set {id} refused: {e}");

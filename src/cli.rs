@@ -115,6 +115,12 @@ pub enum Command {
         /// Verify and show what would change; change nothing.
         #[arg(long = "dry-run")]
         dry_run: bool,
+        /// Grafana: restore only these kinds (comma-separated).
+        #[arg(long, value_name = "KIND", value_delimiter = ',')]
+        only: Vec<String>,
+        /// Grafana: a file (mode 0600) of datasource secure values.
+        #[arg(long = "secure-values", value_name = "FILE")]
+        secure_values: Option<PathBuf>,
     },
     /// Print the shell completion script for SHELL (bash, zsh or fish).
     Completions { shell: crate::manual::Shell },
@@ -244,8 +250,19 @@ async fn dispatch(cmd: Command, loc: Locations) -> i32 {
         Command::Backups { name, output } => {
             crate::backup_cmd::backups(&loc, name.as_deref(), output == Output::Json)
         }
-        Command::Restore { name, id, dry_run } => {
-            crate::backup_cmd::restore(&loc, &name, &id, dry_run).await
+        Command::Restore {
+            name,
+            id,
+            dry_run,
+            only,
+            secure_values,
+        } => {
+            let args = crate::backup_cmd::RestoreArgs {
+                dry_run,
+                only,
+                secure_values,
+            };
+            crate::backup_cmd::restore(&loc, &name, &id, &args).await
         }
         Command::Completions { shell } => {
             crate::manual::completions(shell, &mut std::io::stdout().lock());

@@ -1,5 +1,7 @@
 //! A small client for the parts of Grafana's HTTP API that backup and
-//! restore need: search, folders (nested, by `parentUid`) and dashboards.
+//! restore need: search, folders (nested, by `parentUid`) and their
+//! permissions, dashboards, datasources, library panels and the alerting
+//! provisioning API.
 //!
 //! Every request has a timeout and is retried with exponential backoff and
 //! jitter on connection errors, timeouts and 5xx, because a Grafana that is
@@ -401,7 +403,7 @@ impl Client {
         model: &Value,
         folder_uid: Option<&str>,
         message: &str,
-    ) -> Result<()> {
+    ) -> Result<Option<i64>> {
         let mut model = model.clone();
         if let Some(obj) = model.as_object_mut() {
             obj.insert("id".to_owned(), Value::Null);
@@ -412,8 +414,174 @@ impl Client {
             "overwrite": true,
             "message": message,
         });
-        self.send_json(Method::POST, "api/dashboards/db", &body)
+        let url = self.url("api/dashboards/db", &[]);
+        let reply = self.call(Method::POST, &url, Some(&body)).await?;
+        self.check(&Method::POST, &url, &reply)?;
+        let answer: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+        Ok(answer.get("version").and_then(Value::as_i64))
+    }
+
+    /// The direct permission items of folder `uid`, as Grafana lists them.
+    ///
+    /// # Errors
+    /// Any request failure (404 when the folder is gone).
+    pub async fn folder_permissions(&self, uid: &str) -> Result<Vec<Value>> {
+        let path = format!(
+            "api/folders/{}/permissions",
+            path_segment(checked_uid(uid)?)
+        );
+        self.get_json(&path, &[]).await
+    }
+
+    /// Replaces every direct permission of folder `uid` with `items`.
+    ///
+    /// # Errors
+    /// Any request failure.
+    pub async fn set_folder_permissions(&self, uid: &str, items: &[Value]) -> Result<()> {
+        let path = format!(
+            "api/folders/{}/permissions",
+            path_segment(checked_uid(uid)?)
+        );
+        self.send_json(Method::POST, &path, &json!({ "items": items }))
             .await
+    }
+
+    /// `GET /api/datasources`: every datasource, as list items (a subset of
+    /// the fields; no `secureJsonFields`).
+    ///
+    /// # Errors
+    /// Any request failure.
+    pub async fn datasources(&self) -> Result<Vec<Value>> {
+        self.get_json("api/datasources", &[]).await
+    }
+
+    /// One datasource with every field Grafana shows, or `None`.
+    ///
+    /// # Errors
+    /// Any request failure but 404.
+    pub async fn datasource(&self, uid: &str) -> Result<Option<Value>> {
+        self.get_optional(&format!(
+            "api/datasources/uid/{}",
+            path_segment(checked_uid(uid)?)
+        ))
+        .await
+    }
+
+    /// Creates a datasource (`body` may carry `secureJsonData`).
+    ///
+    /// # Errors
+    /// Any request failure, e.g. 409 when the name is taken.
+    pub async fn create_datasource(&self, body: &Value) -> Result<()> {
+        self.send_json(Method::POST, "api/datasources", body).await
+    }
+
+    /// Replaces datasource `uid`; secure values not sent are kept.
+    ///
+    /// # Errors
+    /// Any request failure.
+    pub async fn update_datasource(&self, uid: &str, body: &Value) -> Result<()> {
+        let path = format!("api/datasources/uid/{}", path_segment(checked_uid(uid)?));
+        self.send_json(Method::PUT, &path, body).await
+    }
+
+    /// Every library panel (`kind=1`), paged.
+    ///
+    /// # Errors
+    /// Any request failure.
+    pub async fn library_panels(&self) -> Result<Vec<Value>> {
+        let mut out: Vec<Value> = Vec::new();
+        for page in 1.. {
+            let query = [
+                ("kind", "1".to_owned()),
+                ("perPage", self.page_size.to_string()),
+                ("page", page.to_string()),
+            ];
+            let answer: Value = self.get_json("api/library-elements", &query).await?;
+            let result = &answer["result"];
+            let batch = result["elements"].as_array().cloned().unwrap_or_default();
+            let total = result["totalCount"].as_u64().unwrap_or(0) as usize;
+            let short = batch.len() < self.page_size;
+            out.extend(batch);
+            if short || out.len() >= total {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Creates a library element.
+    ///
+    /// # Errors
+    /// Any request failure.
+    pub async fn create_library_element(&self, body: &Value) -> Result<()> {
+        self.send_json(Method::POST, "api/library-elements", body)
+            .await
+    }
+
+    /// Updates library element `uid`; `body.version` must be the current one.
+    ///
+    /// # Errors
+    /// Any request failure (412 on a version mismatch).
+    pub async fn update_library_element(&self, uid: &str, body: &Value) -> Result<()> {
+        let path = format!("api/library-elements/{}", path_segment(checked_uid(uid)?));
+        self.send_json(Method::PATCH, &path, body).await
+    }
+
+    /// A provisioning API listing (`alert-rules`, `contact-points`,
+    /// `policies`, `mute-timings`, `templates`), or `None` when this Grafana
+    /// has no such endpoint (404).
+    ///
+    /// # Errors
+    /// Any request failure but 404.
+    pub async fn provisioning(&self, what: &str) -> Result<Option<Value>> {
+        self.get_optional(&format!("api/v1/provisioning/{what}"))
+            .await
+    }
+
+    /// Rule group `group` of folder `folder`, or `None`.
+    ///
+    /// # Errors
+    /// Any request failure but 404.
+    pub async fn rule_group(&self, folder: &str, group: &str) -> Result<Option<Value>> {
+        self.get_optional(&rule_group_path(folder, group)?).await
+    }
+
+    /// Replaces rule group `group` of `folder` with `body`
+    /// (`{title, folderUid, interval, rules}`).
+    ///
+    /// # Errors
+    /// Any request failure.
+    pub async fn put_rule_group(&self, folder: &str, group: &str, body: &Value) -> Result<()> {
+        self.send_json(Method::PUT, &rule_group_path(folder, group)?, body)
+            .await
+    }
+
+    /// Creates (`key` `None`) or replaces (`key` the uid or name) one
+    /// provisioned object of `what` (`alert-rules`, `contact-points`,
+    /// `mute-timings`, `templates`), or the policy tree (`policies`, `key`
+    /// `None`, PUT). Sent with `X-Disable-Provenance: true`, so what is
+    /// restored stays editable in Grafana's UI.
+    ///
+    /// # Errors
+    /// Any request failure.
+    pub async fn provision(&self, what: &str, key: Option<&str>, body: &Value) -> Result<()> {
+        match key {
+            Some(key) => {
+                let path = format!(
+                    "api/v1/provisioning/{what}/{}",
+                    path_segment(checked_uid(key)?)
+                );
+                self.send_json(Method::PUT, &path, body).await
+            }
+            None if what == "policies" || what == "templates" => {
+                self.send_json(Method::PUT, &format!("api/v1/provisioning/{what}"), body)
+                    .await
+            }
+            None => {
+                self.send_json(Method::POST, &format!("api/v1/provisioning/{what}"), body)
+                    .await
+            }
+        }
     }
 
     async fn get_json<T: DeserializeOwned>(
@@ -463,6 +631,10 @@ impl Client {
                 .apply(self.http.request(method.clone(), url.clone()));
             if let Some(body) = body {
                 request = request.json(body);
+            }
+            // Alerting restored without provenance stays editable in the UI.
+            if method != Method::GET && url.path().contains("/api/v1/provisioning/") {
+                request = request.header("X-Disable-Provenance", "true");
             }
             let transport = |e| self.transport_error(&method, url, e);
             let mut response = request.send().await.map_err(transport)?;
@@ -598,6 +770,19 @@ fn checked_uid(uid: &str) -> Result<&str> {
         });
     }
     Ok(uid)
+}
+
+fn rule_group_path(folder: &str, group: &str) -> Result<String> {
+    if group.is_empty() {
+        return Err(GrafanaError::InvalidUid {
+            uid: group.to_owned(),
+        });
+    }
+    Ok(format!(
+        "api/v1/provisioning/folder/{}/rule-groups/{}",
+        path_segment(checked_uid(folder)?),
+        path_segment(group)
+    ))
 }
 
 /// Percent-encodes a uid for use as one path segment, so a uid can never

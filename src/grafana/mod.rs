@@ -1,5 +1,7 @@
-//! Grafana dashboards and folders: backup into a [`crate::backup::Store`]
-//! set and restore from one, over Grafana's documented HTTP API.
+//! Grafana, the whole instance: folders and their permissions, datasources,
+//! library panels, dashboards and Grafana-managed alerting, backed up into a
+//! [`crate::backup::Store`] set and restored from one, idempotently, over
+//! Grafana's documented HTTP API.
 //!
 //! Architecture Invariant: only [`client`] talks HTTP; `backup` and
 //! `restore` decide what to fetch and post and never build requests.
@@ -11,13 +13,17 @@
 
 mod backup;
 pub mod client;
+mod kinds;
 mod restore;
 
 use std::time::Duration;
 
 pub use backup::{BackupReport, SkippedDashboard, backup};
 pub use client::{Auth, Client, DashboardDoc, Folder, SearchHit};
-pub use restore::{Counts, ObjectKind, ObjectReport, Outcome, RestoreReport, restore};
+pub use kinds::{MissingSecret, RuleGroup, RulesFile, SecureValues};
+pub use restore::{
+    Counts, ObjectKind, ObjectReport, Outcome, RestoreOptions, RestoreReport, restore,
+};
 
 use crate::backup::BackupError;
 
@@ -71,7 +77,7 @@ pub enum GrafanaError {
     },
     /// Grafana rejected the credentials (401) or their role (403).
     #[error(
-        "Grafana at {base} rejected the credentials ({status}) for {method} {url} — used the {auth_label}; check that they are valid and that the account has the Viewer role (enough for backup) or the Editor role (needed for restore)"
+        "Grafana at {base} rejected the credentials ({status}) for {method} {url} — used the {auth_label}; check that they are valid and that the account has the Admin role, which backup and restore of the whole instance need (datasources, permissions, alerting; the Viewer role reads only dashboards and folders, the Editor role writes only them)"
     )]
     Unauthorized {
         /// HTTP method of the failed request.

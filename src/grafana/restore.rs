@@ -6,13 +6,14 @@
 //! Nothing is deleted: a replaced dashboard's previous version stays in
 //! Grafana's version history, and the report names it.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
 use futures_util::{StreamExt, stream};
 use serde_json::Value;
 
-use super::client::{Client, DashboardDoc, Folder};
+use super::client::{Client, DashboardDoc, Folder, SearchHit};
+use super::kinds::{self, Ctx, MissingSecret, RulesFile, SecureValues};
 use super::{GrafanaError, KIND};
 use crate::backup::VerifiedSet;
 
@@ -29,21 +30,112 @@ const MAX_UID_LEN: usize = 40;
 /// Longer titles than any Grafana UI shows; a longer one was not made there.
 const MAX_TITLE_CHARS: usize = 1024;
 
-/// Folder or dashboard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A kind of Grafana object, in restore order (dependencies first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ObjectKind {
     /// A (possibly nested) folder.
     Folder,
+    /// A folder's direct permissions.
+    FolderPermissions,
+    /// A datasource.
+    Datasource,
+    /// A library panel.
+    LibraryPanel,
     /// A dashboard.
     Dashboard,
+    /// An alerting message template.
+    Template,
+    /// An alerting contact point.
+    ContactPoint,
+    /// An alerting mute timing.
+    MuteTiming,
+    /// The notification policy tree.
+    Policies,
+    /// A Grafana-managed alert rule (or its group's interval).
+    AlertRule,
+}
+
+impl ObjectKind {
+    /// Every kind, in restore order.
+    pub const ALL: [ObjectKind; 10] = [
+        ObjectKind::Folder,
+        ObjectKind::FolderPermissions,
+        ObjectKind::Datasource,
+        ObjectKind::LibraryPanel,
+        ObjectKind::Dashboard,
+        ObjectKind::Template,
+        ObjectKind::ContactPoint,
+        ObjectKind::MuteTiming,
+        ObjectKind::Policies,
+        ObjectKind::AlertRule,
+    ];
+
+    /// The name `restore --only` takes and the report's counts show.
+    pub fn plural(self) -> &'static str {
+        match self {
+            ObjectKind::Folder => "folders",
+            ObjectKind::FolderPermissions => "folder-permissions",
+            ObjectKind::Datasource => "datasources",
+            ObjectKind::LibraryPanel => "library-panels",
+            ObjectKind::Dashboard => "dashboards",
+            ObjectKind::Template => "templates",
+            ObjectKind::ContactPoint => "contact-points",
+            ObjectKind::MuteTiming => "mute-timings",
+            ObjectKind::Policies => "policies",
+            ObjectKind::AlertRule => "alert-rules",
+        }
+    }
+
+    /// The kind `restore --only` names `name` (its plural).
+    pub fn from_plural(name: &str) -> Option<ObjectKind> {
+        ObjectKind::ALL.into_iter().find(|k| k.plural() == name)
+    }
 }
 
 impl fmt::Display for ObjectKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             ObjectKind::Folder => "folder",
+            ObjectKind::FolderPermissions => "folder-permissions",
+            ObjectKind::Datasource => "datasource",
+            ObjectKind::LibraryPanel => "library-panel",
             ObjectKind::Dashboard => "dashboard",
+            ObjectKind::Template => "template",
+            ObjectKind::ContactPoint => "contact-point",
+            ObjectKind::MuteTiming => "mute-timing",
+            ObjectKind::Policies => "policies",
+            ObjectKind::AlertRule => "alert-rule",
         })
+    }
+}
+
+/// How to restore.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// Only read; report what a real run would do.
+    pub dry_run: bool,
+    /// Dashboards saved at once.
+    pub concurrency: usize,
+    /// Restore only these kinds; `None` for every kind the set holds.
+    pub only: Option<BTreeSet<ObjectKind>>,
+    /// Datasource secure values, for the secure fields Grafana lacks.
+    pub secure_values: SecureValues,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> RestoreOptions {
+        RestoreOptions {
+            dry_run: false,
+            concurrency: 8,
+            only: None,
+            secure_values: SecureValues::default(),
+        }
+    }
+}
+
+impl RestoreOptions {
+    fn wants(&self, kind: ObjectKind) -> bool {
+        self.only.as_ref().is_none_or(|o| o.contains(&kind))
     }
 }
 
@@ -111,8 +203,13 @@ pub struct RestoreReport {
     pub target: String,
     /// Nothing was changed; outcomes are what a real run would do.
     pub dry_run: bool,
-    /// Folders (parents first), then dashboards by title.
+    /// Kinds in restore order; folders parents first, dashboards by title.
     pub objects: Vec<ObjectReport>,
+    /// Datasource secure fields that could not be supplied: they need to
+    /// be entered again (the datasource itself was restored).
+    pub missing_secrets: Vec<MissingSecret>,
+    /// The kinds that were restored (or would be), in order.
+    pub kinds: Vec<ObjectKind>,
 }
 
 impl RestoreReport {
@@ -130,12 +227,23 @@ impl RestoreReport {
         c
     }
 
-    /// True when every object was restored (or would be, in a dry run).
+    /// True when every object was restored (or would be, in a dry run),
+    /// secure fields included.
     pub fn is_success(&self) -> bool {
-        !self
-            .objects
+        self.missing_secrets.is_empty()
+            && !self
+                .objects
+                .iter()
+                .any(|o| matches!(o.outcome, Outcome::Failed { .. }))
+    }
+
+    /// Objects written (or, in a dry run, that would be): created or
+    /// updated.
+    pub fn writes(&self) -> usize {
+        self.objects
             .iter()
-            .any(|o| matches!(o.outcome, Outcome::Failed { .. }))
+            .filter(|o| matches!(o.outcome, Outcome::Create | Outcome::Update { .. }))
+            .count()
     }
 }
 
@@ -150,8 +258,10 @@ impl fmt::Display for RestoreReport {
             write!(f, " (dry run: nothing was changed)")?;
         }
         writeln!(f)?;
-        writeln!(f, "folders:    {}", self.counts(ObjectKind::Folder))?;
-        writeln!(f, "dashboards: {}", self.counts(ObjectKind::Dashboard))?;
+        for kind in &self.kinds {
+            let label = format!("{}:", kind.plural());
+            writeln!(f, "{label:<19} {}", self.counts(*kind))?;
+        }
         for o in &self.objects {
             let (verb, note) = match &o.outcome {
                 Outcome::Create => ("create", None),
@@ -165,17 +275,31 @@ impl fmt::Display for RestoreReport {
                 None => writeln!(f)?,
             }
         }
+        for m in &self.missing_secrets {
+            writeln!(
+                f,
+                "  RE-ENTER   datasource {} {:?}: secure field {} was not restored (Grafana never shows it); put it in the --secure-values file as `{}: {{{}: ...}}` and restore again, or enter it in Grafana's datasource settings",
+                m.uid, m.name, m.field, m.uid, m.field
+            )?;
+        }
         Ok(())
     }
 }
 
-/// Restores the folders and dashboards of `set` into Grafana, up to
-/// `concurrency` dashboards at once. With `dry_run`, only reads.
+/// Restores `set` into Grafana, kind by kind in dependency order (folders
+/// parents first, their permissions, datasources, library panels,
+/// dashboards up to `concurrency` at once, then alerting: templates,
+/// contact points, mute timings, the policy tree, alert rules). With
+/// `dry_run`, only reads.
 ///
-/// Folders are restored first, parents before children, under their uids;
-/// dashboards are then saved with `overwrite` into their folders. An object
-/// equal to the backup (dashboards: ignoring `id` and `version`) is left
-/// alone. Each saved dashboard is read back and compared.
+/// Existence and equality come from listings (folder walk, search,
+/// datasource, library and provisioning lists); one object is fetched only
+/// when its listing entry may differ from the set (a dashboard listed with
+/// the same title and folder). An object equal to the set after
+/// normalising what Grafana assigns (ids, versions, timestamps,
+/// provenance) is not written, so a second restore writes nothing.
+/// Restoring into an empty Grafana saves each dashboard without reading it
+/// first. Alerting is written with `X-Disable-Provenance: true`.
 ///
 /// # Guarantees
 /// A dashboard is never saved over a *different* dashboard that has the
@@ -187,6 +311,10 @@ impl fmt::Display for RestoreReport {
 /// folder references, duplicates, JSON. A set failing any check is refused
 /// with nothing sent, in a dry run and a real one alike.
 ///
+/// Datasource secure fields Grafana lacks are taken from
+/// `secure_values`; those it cannot supply are listed in
+/// [`RestoreReport::missing_secrets`] (the datasource is still restored).
+///
 /// # Errors
 /// [`GrafanaError::InvalidSet`] for a set that fails those checks, or whose
 /// dashboards are in a folder neither in the set nor in Grafana. Errors
@@ -197,8 +325,7 @@ impl fmt::Display for RestoreReport {
 pub async fn restore(
     client: &Client,
     set: &VerifiedSet,
-    dry_run: bool,
-    concurrency: usize,
+    opts: &RestoreOptions,
 ) -> Result<RestoreReport, GrafanaError> {
     let info = set.info();
     if info.kind != KIND {
@@ -207,86 +334,189 @@ pub async fn restore(
             kind: info.kind.clone(),
         });
     }
+    let dry_run = opts.dry_run;
     let message = format!("restored by unitlet from backup set {}", info.id);
     // Everything the restore will send is read and checked before the first
     // request, so a set that cannot be restored whole changes nothing.
-    let Checked {
-        folders,
-        dashboards,
-        outside_folders,
-    } = read_and_check(set)?;
-    for uid in &outside_folders {
-        if client.folder(uid).await?.is_none() {
-            return Err(GrafanaError::InvalidSet {
-                id: info.id.clone(),
-                file: "folders.json".to_owned(),
-                reason: format!(
-                    "a dashboard of the set is in folder {uid:?}, which is neither in the set nor in Grafana"
-                ),
-            });
+    let checked = read_and_check(set)?;
+    let ctx = Ctx {
+        client,
+        dry_run,
+        secure_values: &opts.secure_values,
+    };
+    let mut kinds = Vec::new();
+    let mut objects = Vec::new();
+    let mut missing_secrets = Vec::new();
+
+    // One walk of the folder tree says which folders exist and where.
+    let uses_folders = [
+        ObjectKind::Folder,
+        ObjectKind::FolderPermissions,
+        ObjectKind::Dashboard,
+    ]
+    .into_iter()
+    .any(|k| opts.wants(k));
+    let existing: HashMap<String, Folder> = if uses_folders {
+        client
+            .all_folders()
+            .await?
+            .into_iter()
+            .map(|f| (f.uid.clone(), f))
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    if opts.wants(ObjectKind::Dashboard) {
+        for uid in &checked.outside_folders {
+            if !existing.contains_key(uid) {
+                return Err(GrafanaError::InvalidSet {
+                    id: info.id.clone(),
+                    file: "folders.json".to_owned(),
+                    reason: format!(
+                        "a dashboard of the set is in folder {uid:?}, which is neither in the set nor in Grafana"
+                    ),
+                });
+            }
         }
     }
-    let mut objects = Vec::new();
 
     let mut failed_folders = HashSet::new();
-    for folder in folders {
-        let outcome = restore_folder(client, &folder, &failed_folders, dry_run).await?;
-        if matches!(outcome, Outcome::Failed { .. }) {
-            failed_folders.insert(folder.uid.clone());
+    let mut created = BTreeSet::new();
+    if opts.wants(ObjectKind::Folder) {
+        kinds.push(ObjectKind::Folder);
+        for folder in &checked.folders {
+            let current = existing.get(&folder.uid);
+            let outcome = restore_folder(client, folder, current, &failed_folders, dry_run).await?;
+            match outcome {
+                Outcome::Failed { .. } => {
+                    failed_folders.insert(folder.uid.clone());
+                }
+                Outcome::Create => {
+                    created.insert(folder.uid.clone());
+                }
+                _ => {}
+            }
+            objects.push(ObjectReport {
+                kind: ObjectKind::Folder,
+                uid: folder.uid.clone(),
+                title: folder.title.clone(),
+                outcome,
+            });
         }
-        objects.push(ObjectReport {
-            kind: ObjectKind::Folder,
-            uid: folder.uid,
-            title: folder.title,
-            outcome,
-        });
+    } else {
+        // Not restored now: what Grafana lacks cannot hold anything.
+        for folder in &checked.folders {
+            if !existing.contains_key(&folder.uid) {
+                failed_folders.insert(folder.uid.clone());
+            }
+        }
+    }
+    if opts.wants(ObjectKind::FolderPermissions)
+        && let Some(perms) = &checked.permissions
+    {
+        kinds.push(ObjectKind::FolderPermissions);
+        let titles: HashMap<String, String> = checked
+            .folders
+            .iter()
+            .map(|f| (f.uid.clone(), f.title.clone()))
+            .collect();
+        objects.extend(
+            ctx.permissions(perms, &created, &failed_folders, &titles)
+                .await?,
+        );
+    }
+    if opts.wants(ObjectKind::Datasource)
+        && let Some(items) = &checked.datasources
+    {
+        kinds.push(ObjectKind::Datasource);
+        objects.extend(ctx.datasources(items, &mut missing_secrets).await?);
+    }
+    if opts.wants(ObjectKind::LibraryPanel)
+        && let Some(items) = &checked.library
+    {
+        kinds.push(ObjectKind::LibraryPanel);
+        objects.extend(ctx.library_panels(items).await?);
     }
 
-    // Who holds which title in which folder, to refuse clashes ourselves
-    // rather than trust each Grafana version's `overwrite` semantics.
-    let titles: HashMap<(Option<String>, String), String> = client
-        .search_dashboards()
-        .await?
-        .into_iter()
-        .map(|h| ((h.folder_uid, h.title), h.uid))
-        .collect();
-    let ctx = DashboardContext {
-        client,
-        titles: &titles,
-        failed_folders: &failed_folders,
-        dry_run,
-        message: &message,
-    };
-    let mut results = stream::iter(&dashboards)
-        .map(|doc| ctx.restore(doc))
-        .buffer_unordered(concurrency.max(1));
-    let mut restored = Vec::new();
-    while let Some(result) = results.next().await {
-        restored.push(result?);
+    if opts.wants(ObjectKind::Dashboard) {
+        kinds.push(ObjectKind::Dashboard);
+        // One search says which dashboards exist, where, under which title.
+        let hits = client.search_dashboards().await?;
+        let titles: HashMap<(Option<String>, String), String> = hits
+            .iter()
+            .map(|h| ((h.folder_uid.clone(), h.title.clone()), h.uid.clone()))
+            .collect();
+        let listed: HashMap<String, SearchHit> =
+            hits.into_iter().map(|h| (h.uid.clone(), h)).collect();
+        let dctx = DashboardContext {
+            client,
+            titles: &titles,
+            listed: &listed,
+            failed_folders: &failed_folders,
+            dry_run,
+            message: &message,
+        };
+        let mut results = stream::iter(&checked.dashboards)
+            .map(|doc| dctx.restore(doc))
+            .buffer_unordered(opts.concurrency.max(1));
+        let mut restored = Vec::new();
+        while let Some(result) = results.next().await {
+            restored.push(result?);
+        }
+        drop(results);
+        restored.sort_by(|a, b| (&a.title, &a.uid).cmp(&(&b.title, &b.uid)));
+        objects.extend(restored);
     }
-    drop(results);
-    restored.sort_by(|a, b| (&a.title, &a.uid).cmp(&(&b.title, &b.uid)));
-    objects.extend(restored);
+
+    for (kind, items) in [
+        (ObjectKind::Template, &checked.templates),
+        (ObjectKind::ContactPoint, &checked.contact_points),
+        (ObjectKind::MuteTiming, &checked.mute_timings),
+    ] {
+        if opts.wants(kind)
+            && let Some(items) = items
+        {
+            kinds.push(kind);
+            objects.extend(ctx.keyed(kind, items).await?);
+        }
+    }
+    if opts.wants(ObjectKind::Policies)
+        && let Some(tree) = &checked.policies
+    {
+        kinds.push(ObjectKind::Policies);
+        objects.extend(ctx.policies(tree).await?);
+    }
+    if opts.wants(ObjectKind::AlertRule)
+        && let Some(file) = &checked.rules
+    {
+        kinds.push(ObjectKind::AlertRule);
+        objects.extend(ctx.alert_rules(file).await?);
+    }
 
     let report = RestoreReport {
         set_id: info.id.clone(),
         target: client.base_url().to_owned(),
         dry_run,
         objects,
+        missing_secrets,
+        kinds,
     };
     tracing::info!(
         set = %report.set_id,
         dry_run,
         folders = %report.counts(ObjectKind::Folder),
         dashboards = %report.counts(ObjectKind::Dashboard),
+        writes = report.writes(),
         "Grafana restore finished"
     );
     Ok(report)
 }
 
+/// One folder, compared with its entry in the folder walk (`None`: absent).
 async fn restore_folder(
     client: &Client,
     folder: &Folder,
+    current: Option<&Folder>,
     failed_folders: &HashSet<String>,
     dry_run: bool,
 ) -> Result<Outcome, GrafanaError> {
@@ -299,10 +529,6 @@ async fn restore_folder(
             "its parent folder {parent} could not be restored"
         )));
     }
-    let current = match client.folder(&folder.uid).await {
-        Ok(current) => current,
-        Err(e) => return per_object(e),
-    };
     let Some(current) = current else {
         if !dry_run && let Err(e) = client.create_folder(folder).await {
             return per_object(e);
@@ -346,6 +572,8 @@ async fn restore_folder(
 struct DashboardContext<'a> {
     client: &'a Client,
     titles: &'a HashMap<(Option<String>, String), String>,
+    /// Search results by uid: what exists, with title and folder.
+    listed: &'a HashMap<String, SearchHit>,
     failed_folders: &'a HashSet<String>,
     dry_run: bool,
     message: &'a str,
@@ -365,7 +593,9 @@ impl DashboardContext<'_> {
     async fn outcome(&self, doc: &DashboardDoc) -> Result<Outcome, GrafanaError> {
         let (uid, title, folder) = (doc.uid(), doc.title(), doc.folder_uid());
         if let Some(folder) = folder.filter(|f| self.failed_folders.contains(*f)) {
-            return Ok(failed(format!("its folder {folder} could not be restored")));
+            return Ok(failed(format!(
+                "its folder {folder} could not be restored or is not in Grafana"
+            )));
         }
         let key = (folder.map(str::to_owned), title.to_owned());
         if let Some(other) = self.titles.get(&key).filter(|other| *other != uid) {
@@ -374,33 +604,49 @@ impl DashboardContext<'_> {
                 place(folder)
             )));
         }
-        let current = match self.client.dashboard(uid).await {
-            Ok(current) => current,
-            Err(e) => return per_object(e),
-        };
-        let outcome = match &current {
+        let outcome = match self.listed.get(uid) {
+            // Not listed: not there. Saved without reading it first.
             None => Outcome::Create,
-            Some(cur)
-                if same_model(&cur.dashboard, &doc.dashboard) && cur.folder_uid() == folder =>
-            {
-                return Ok(Outcome::Unchanged);
-            }
-            Some(cur) => {
-                let mut detail = match cur.version() {
-                    Some(v) => {
-                        format!("replaces version {v}, which stays in Grafana's version history")
-                    }
-                    None => "replaces the current version".to_owned(),
-                };
-                if cur.folder_uid() != folder {
+            // Listed elsewhere or under another title: it differs for sure.
+            Some(hit) if hit.title != title || hit.folder_uid.as_deref() != folder => {
+                let mut detail =
+                    "replaces the current version, which stays in Grafana's version history"
+                        .to_owned();
+                if hit.folder_uid.as_deref() != folder {
                     detail.push_str(&format!(
                         "; moves it from {} to {}",
-                        place(cur.folder_uid()),
+                        place(hit.folder_uid.as_deref()),
                         place(folder)
                     ));
                 }
                 Outcome::Update { detail }
             }
+            // Listed as in the set: only the model can tell.
+            Some(_) => match self.client.dashboard(uid).await {
+                Err(e) => return per_object(e),
+                Ok(None) => Outcome::Create,
+                Ok(Some(cur))
+                    if same_model(&cur.dashboard, &doc.dashboard) && cur.folder_uid() == folder =>
+                {
+                    return Ok(Outcome::Unchanged);
+                }
+                Ok(Some(cur)) => {
+                    let mut detail = match cur.version() {
+                        Some(v) => format!(
+                            "replaces version {v}, which stays in Grafana's version history"
+                        ),
+                        None => "replaces the current version".to_owned(),
+                    };
+                    if cur.folder_uid() != folder {
+                        detail.push_str(&format!(
+                            "; moves it from {} to {}",
+                            place(cur.folder_uid()),
+                            place(folder)
+                        ));
+                    }
+                    Outcome::Update { detail }
+                }
+            },
         };
         if self.dry_run {
             return Ok(outcome);
@@ -410,26 +656,19 @@ impl DashboardContext<'_> {
             .save_dashboard(&doc.dashboard, folder, self.message)
             .await
         {
-            Ok(()) => {}
-            Err(e) if e.grafana_status() == Some("name-exists") => {
-                return Ok(failed(format!(
-                    "Grafana refused it (412 name-exists): another dashboard titled {title:?} already exists in {}; rename or move one of them, then restore again ({e})",
-                    place(folder)
-                )));
-            }
-            Err(e) => return per_object(e),
-        }
-        // Read back: "restored" must mean Grafana now serves the backup.
-        match self.client.dashboard(uid).await {
-            Ok(Some(now))
-                if same_model(&now.dashboard, &doc.dashboard) && now.folder_uid() == folder =>
-            {
-                Ok(outcome)
-            }
-            Ok(_) => Ok(failed(
-                "Grafana accepted it, but reading it back gave a different model or folder"
-                    .to_owned(),
-            )),
+            // A dashboard search did not show (no permission to list it)
+            // was there after all: say so rather than claim a creation.
+            Ok(Some(version)) if version > 1 && outcome == Outcome::Create => Ok(Outcome::Update {
+                detail: format!(
+                    "replaces version {}, which search did not list; it stays in Grafana's version history",
+                    version - 1
+                ),
+            }),
+            Ok(_) => Ok(outcome),
+            Err(e) if e.grafana_status() == Some("name-exists") => Ok(failed(format!(
+                "Grafana refused it (412 name-exists): another dashboard titled {title:?} already exists in {}; rename or move one of them, then restore again ({e})",
+                place(folder)
+            ))),
             Err(e) => per_object(e),
         }
     }
@@ -451,7 +690,7 @@ fn same_model(a: &Value, b: &Value) -> bool {
 
 /// Request errors that concern one object become its `Failed` outcome; the
 /// rest abort the restore.
-fn per_object(e: GrafanaError) -> Result<Outcome, GrafanaError> {
+pub(super) fn per_object(e: GrafanaError) -> Result<Outcome, GrafanaError> {
     if e.is_fatal() {
         Err(e)
     } else {
@@ -459,7 +698,7 @@ fn per_object(e: GrafanaError) -> Result<Outcome, GrafanaError> {
     }
 }
 
-fn failed(reason: String) -> Outcome {
+pub(super) fn failed(reason: String) -> Outcome {
     Outcome::Failed { reason }
 }
 
@@ -506,6 +745,16 @@ struct Checked {
     /// Folders dashboards are in that the set does not hold: they must
     /// exist in Grafana already.
     outside_folders: BTreeSet<String>,
+    /// Each kind below is `None` when the set has no file for it (a set
+    /// made before unitlet backed it up): restore leaves it alone.
+    permissions: Option<BTreeMap<String, Vec<Value>>>,
+    datasources: Option<Vec<Value>>,
+    library: Option<Vec<Value>>,
+    rules: Option<RulesFile>,
+    contact_points: Option<Vec<Value>>,
+    policies: Option<Value>,
+    mute_timings: Option<Vec<Value>>,
+    templates: Option<Vec<Value>>,
 }
 
 /// Reads `folders.json` and every dashboard file (each within its size
@@ -593,11 +842,145 @@ fn read_and_check(set: &VerifiedSet) -> Result<Checked, GrafanaError> {
         }
         dashboards.push(doc);
     }
+    let others = read_and_check_others(set, &folder_uids)?;
     Ok(Checked {
         folders,
         dashboards,
         outside_folders,
+        ..others
     })
+}
+
+/// The files of the kinds beyond folders and dashboards, each optional.
+fn read_and_check_others(
+    set: &VerifiedSet,
+    folder_uids: &HashSet<String>,
+) -> Result<Checked, GrafanaError> {
+    let id = &set.info().id;
+    let invalid = |file: &str, reason: String| GrafanaError::InvalidSet {
+        id: id.clone(),
+        file: file.to_owned(),
+        reason,
+    };
+    // Objects keyed by `key` (a uid or a name), each with a non-empty `title`.
+    let keyed = |file: &str, items: &[Value], key: &str, title: &str, uid: bool| {
+        let mut seen = HashSet::new();
+        for v in items {
+            let k = v[key].as_str().unwrap_or("");
+            let what = format!("{key} {k:?}");
+            if !v.is_object() {
+                return Err(invalid(file, "an entry is not a JSON object".to_owned()));
+            }
+            if uid {
+                check_uid(k).map_err(|r| invalid(file, format!("{what}: {r}")))?;
+            } else if k.is_empty() || k.trim_matches('.').is_empty() {
+                return Err(invalid(file, format!("{what}: not a usable name")));
+            }
+            check_title(v[title].as_str().unwrap_or(""))
+                .map_err(|r| invalid(file, format!("{what}: {r}")))?;
+            if !seen.insert(k.to_owned()) {
+                return Err(invalid(file, format!("{what} is listed twice")));
+            }
+        }
+        Ok(())
+    };
+    let permissions: Option<BTreeMap<String, Vec<Value>>> =
+        read_optional(set, kinds::PERMISSIONS_FILE)?;
+    for uid in permissions.iter().flat_map(BTreeMap::keys) {
+        if !folder_uids.contains(uid) {
+            return Err(invalid(
+                kinds::PERMISSIONS_FILE,
+                format!("folder {uid:?} is not in folders.json"),
+            ));
+        }
+    }
+    let datasources: Option<Vec<Value>> = read_optional(set, kinds::DATASOURCES_FILE)?;
+    if let Some(items) = &datasources {
+        keyed(kinds::DATASOURCES_FILE, items, "uid", "name", true)?;
+    }
+    let library: Option<Vec<Value>> = read_optional(set, kinds::LIBRARY_FILE)?;
+    if let Some(items) = &library {
+        keyed(kinds::LIBRARY_FILE, items, "uid", "name", true)?;
+    }
+    let rules: Option<RulesFile> = read_optional(set, kinds::RULES_FILE)?;
+    if let Some(file) = &rules {
+        keyed(kinds::RULES_FILE, &file.rules, "uid", "title", true)?;
+        let groups: HashSet<(&str, &str)> = file
+            .groups
+            .iter()
+            .map(|g| (g.folder_uid.as_str(), g.title.as_str()))
+            .collect();
+        for g in &file.groups {
+            check_uid(&g.folder_uid)
+                .map_err(|r| invalid(kinds::RULES_FILE, format!("group {:?}: {r}", g.title)))?;
+            if g.title.trim().is_empty() || g.interval <= 0 {
+                return Err(invalid(
+                    kinds::RULES_FILE,
+                    format!("group {:?} needs a title and a positive interval", g.title),
+                ));
+            }
+        }
+        for r in &file.rules {
+            let key = (
+                r["folderUID"].as_str().unwrap_or(""),
+                r["ruleGroup"].as_str().unwrap_or(""),
+            );
+            if !groups.contains(&key) {
+                return Err(invalid(
+                    kinds::RULES_FILE,
+                    format!(
+                        "rule {:?} is in group {:?} of folder {:?}, which `groups` does not list",
+                        r["uid"], key.1, key.0
+                    ),
+                ));
+            }
+        }
+    }
+    let contact_points: Option<Vec<Value>> = read_optional(set, kinds::CONTACT_POINTS_FILE)?;
+    if let Some(items) = &contact_points {
+        keyed(kinds::CONTACT_POINTS_FILE, items, "uid", "name", true)?;
+    }
+    let policies: Option<Value> = read_optional(set, kinds::POLICIES_FILE)?;
+    if let Some(tree) = &policies
+        && !tree.is_object()
+    {
+        return Err(invalid(
+            kinds::POLICIES_FILE,
+            "the policy tree is not a JSON object".to_owned(),
+        ));
+    }
+    let mute_timings: Option<Vec<Value>> = read_optional(set, kinds::MUTE_TIMINGS_FILE)?;
+    if let Some(items) = &mute_timings {
+        keyed(kinds::MUTE_TIMINGS_FILE, items, "name", "name", false)?;
+    }
+    let templates: Option<Vec<Value>> = read_optional(set, kinds::TEMPLATES_FILE)?;
+    if let Some(items) = &templates {
+        keyed(kinds::TEMPLATES_FILE, items, "name", "name", false)?;
+    }
+    Ok(Checked {
+        folders: Vec::new(),
+        dashboards: Vec::new(),
+        outside_folders: BTreeSet::new(),
+        permissions,
+        datasources,
+        library,
+        rules,
+        contact_points,
+        policies,
+        mute_timings,
+        templates,
+    })
+}
+
+/// `file` of the set, if the set has it.
+fn read_optional<T: serde::de::DeserializeOwned>(
+    set: &VerifiedSet,
+    file: &str,
+) -> Result<Option<T>, GrafanaError> {
+    if !set.files().iter().any(|e| e.path == file) {
+        return Ok(None);
+    }
+    read_json(set, file, MAX_FOLDERS_FILE).map(Some)
 }
 
 /// A uid Grafana accepts (`util.IsValidShortUID`: letters, digits, `-`,
@@ -726,12 +1109,24 @@ mod tests {
                     outcome: failed("because".into()),
                 },
             ],
+            missing_secrets: vec![MissingSecret {
+                uid: "prom".into(),
+                name: "Prometheus".into(),
+                field: "basicAuthPassword".into(),
+            }],
+            kinds: vec![ObjectKind::Folder, ObjectKind::Dashboard],
         };
         assert!(!report.is_success());
         let text = report.to_string();
         assert!(text.contains("dry run"), "{text}");
         assert!(
-            text.contains("folders:    1 create, 0 update, 0 unchanged, 0 failed"),
+            text.contains("folders:            1 create, 0 update, 0 unchanged, 0 failed"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "RE-ENTER   datasource prom \"Prometheus\": secure field basicAuthPassword"
+            ),
             "{text}"
         );
         assert!(
