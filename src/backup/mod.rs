@@ -255,10 +255,9 @@ type Result<T, E = BackupError> = std::result::Result<T, E>;
 
 /// A size limit as errors show it: `64 MiB (67108864 bytes)`.
 pub fn limit_text(limit: u64) -> String {
-    if limit >= 1 << 20 && limit.is_multiple_of(1 << 20) {
-        format!("{} MiB ({limit} bytes)", limit >> 20)
-    } else if limit >= 1 << 10 && limit.is_multiple_of(1 << 10) {
-        format!("{} KiB ({limit} bytes)", limit >> 10)
+    if limit >= 1 << 10 && crate::render::in_whole_units(limit) {
+        let shown = bytesize::ByteSize::b(limit).display().iec();
+        format!("{shown:.0} ({limit} bytes)")
     } else {
         format!("{limit} bytes")
     }
