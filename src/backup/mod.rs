@@ -42,9 +42,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, DirBuilder, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::SystemTime;
 
@@ -1391,27 +1391,16 @@ fn write_renamed(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
 }
 
 fn write_via_temp(dir: &Path, name: &str, bytes: &[u8], fsync: bool) -> io::Result<()> {
-    let tmp = dir.join(format!(
-        ".{name}.tmp-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        if fsync {
-            file.sync_all()?;
-        }
-        fs::rename(&tmp, dir.join(name))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+    // Mode 0600, created exclusively under a random name, removed again
+    // when dropped unpersisted (any error below).
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}.tmp-"))
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    if fsync {
+        tmp.as_file().sync_all()?;
     }
-    result
+    tmp.persist(dir.join(name)).map(drop).map_err(|e| e.error)
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -1846,7 +1835,7 @@ mod tests {
     fn a_huge_backup_json_is_refused_by_its_size_without_reading_it() {
         let (_tmp, store) = store();
         let info = complete_set(&store, "{}");
-        let f = OpenOptions::new()
+        let f = fs::OpenOptions::new()
             .write(true)
             .open(info.path.join(MANIFEST_FILE))
             .unwrap();
