@@ -153,6 +153,18 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// fsync every directory under (and including) `dir`, deepest first,
+/// following no symlink below `dir`.
+pub fn sync_tree(dir: &Path) -> std::io::Result<()> {
+    for entry in walkdir::WalkDir::new(dir).contents_first(true) {
+        let entry = entry?;
+        if entry.file_type().is_dir() {
+            sync_dir(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
 /// Remove a file and make the removal durable.
 pub fn remove_durable(path: &Path) -> std::io::Result<()> {
     match std::fs::remove_file(path) {

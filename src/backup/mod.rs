@@ -48,6 +48,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::SystemTime;
 
+use crate::fsutil::sync_dir;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -973,7 +974,7 @@ impl SetWriter {
                 File::open(self.dir.join(rel))?.sync_all()?;
             }
         }
-        sync_tree(&self.dir)
+        crate::fsutil::sync_tree(&self.dir)
     }
 
     fn checked_path(&self, rel: &str) -> Result<PathBuf> {
@@ -1249,16 +1250,10 @@ fn open_in_set(dir: &Path, rel: &str) -> Result<File, OpenError> {
 
 /// The first symlink anywhere below `dir` (not following any), if any.
 fn find_symlink(dir: &Path) -> io::Result<Option<PathBuf>> {
-    for entry in fs::read_dir(dir)? {
+    for entry in walkdir::WalkDir::new(dir).min_depth(1) {
         let entry = entry?;
-        let ty = entry.file_type()?;
-        if ty.is_symlink() {
-            return Ok(Some(entry.path()));
-        }
-        if ty.is_dir()
-            && let Some(link) = find_symlink(&entry.path())?
-        {
-            return Ok(Some(link));
+        if entry.path_is_symlink() {
+            return Ok(Some(entry.into_path()));
         }
     }
     Ok(None)
@@ -1403,21 +1398,6 @@ fn write_via_temp(dir: &Path, name: &str, bytes: &[u8], fsync: bool) -> io::Resu
     tmp.persist(dir.join(name)).map(drop).map_err(|e| e.error)
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Syncs every directory under (and including) `dir`.
-fn sync_tree(dir: &Path) -> io::Result<()> {
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            sync_tree(&entry.path())?;
-        }
-    }
-    sync_dir(dir)
-}
-
 fn hash_reader(mut file: impl Read) -> io::Result<(u64, String)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -1433,25 +1413,17 @@ fn hash_reader(mut file: impl Read) -> io::Result<(u64, String)> {
     Ok((size, hex::encode(hasher.finalize())))
 }
 
-/// Bytes and count of regular files below `dir`, ignoring our own marker.
+/// Bytes and count of regular files below `dir` (no symlink followed,
+/// unreadable parts skipped), ignoring our own marker.
 fn dir_usage(dir: &Path) -> (u64, usize) {
-    let mut size = 0;
-    let mut files = 0;
-    let Ok(entries) = fs::read_dir(dir) else {
-        return (0, 0);
-    };
-    for entry in entries.flatten() {
-        let Ok(ty) = entry.file_type() else { continue };
-        if ty.is_dir() {
-            let (s, f) = dir_usage(&entry.path());
-            size += s;
-            files += f;
-        } else if ty.is_file() && entry.file_name() != IN_PROGRESS_FILE {
-            size += entry.metadata().map(|m| m.len()).unwrap_or(0);
-            files += 1;
-        }
-    }
-    (size, files)
+    walkdir::WalkDir::new(dir)
+        .min_depth(1)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file() && e.file_name() != IN_PROGRESS_FILE)
+        .fold((0, 0), |(size, files), e| {
+            (size + e.metadata().map(|m| m.len()).unwrap_or(0), files + 1)
+        })
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ use sha2::{Digest, Sha256};
 use super::client::Client;
 use super::{KIND, PrometheusError};
 use crate::backup::{SetInfo, Store, VerifiedSet};
+use crate::fsutil::sync_tree;
 use crate::hold::Hold;
 use crate::journal::{self, Journal, Owner, Record, RestoreLock, Step};
 use crate::systemd::{JobKind, Systemd, SystemdError};
@@ -229,31 +230,21 @@ fn parse_block_meta(bytes: &[u8]) -> Option<BlockRange> {
     serde_json::from_slice(bytes).ok()
 }
 
-/// Regular files below `dir`, relative and `/`-separated, sorted, with sizes.
+/// Regular files below `dir`, relative and `/`-separated, sorted, with
+/// sizes. Anything else (a symlink included, never followed) is not backed
+/// up, with a warning.
 fn list_files(dir: &Path) -> io::Result<Vec<(String, u64)>> {
-    fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, u64)>) -> io::Result<()> {
-        let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<io::Result<_>>()?;
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let rel = if prefix.is_empty() {
-                name
-            } else {
-                format!("{prefix}/{name}")
-            };
-            let ty = e.file_type()?;
-            if ty.is_dir() {
-                walk(&e.path(), &rel, out)?;
-            } else if ty.is_file() {
-                out.push((rel, e.metadata()?.len()));
-            } else {
-                tracing::warn!(path = %e.path().display(), "not a regular file; not backed up");
-            }
-        }
-        Ok(())
-    }
     let mut out = Vec::new();
-    walk(dir, "", &mut out)?;
+    for e in walkdir::WalkDir::new(dir).min_depth(1).sort_by_file_name() {
+        let e = e?;
+        let ty = e.file_type();
+        if ty.is_file() {
+            let rel = e.path().strip_prefix(dir).unwrap_or(e.path());
+            out.push((rel.to_string_lossy().into_owned(), e.metadata()?.len()));
+        } else if !ty.is_dir() {
+            tracing::warn!(path = %e.path().display(), "not a regular file; not backed up");
+        }
+    }
     Ok(out)
 }
 
@@ -265,26 +256,28 @@ fn tree_size(dir: &Path) -> u64 {
 
 type CopyError = (PathBuf, PathBuf, io::Error);
 
-/// Copies a directory tree (directories and regular files, modes kept),
-/// fsyncing every file and directory so a set sealed afterwards is durable.
+/// Copies a directory tree (directories and regular files, modes kept;
+/// nothing else, no symlink followed), fsyncing every file and directory
+/// so a set sealed afterwards is durable.
 fn copy_tree(src: &Path, dst: &Path, pb: &ProgressBar) -> Result<(), CopyError> {
-    let err = |e: io::Error| (src.to_path_buf(), dst.to_path_buf(), e);
-    let mode = fs::metadata(src).map_err(err)?.permissions().mode() & 0o7777;
-    fs::DirBuilder::new().mode(mode).create(dst).map_err(err)?;
-    let mut entries: Vec<_> = fs::read_dir(src)
-        .and_then(|rd| rd.collect::<io::Result<Vec<_>>>())
-        .map_err(err)?;
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let (from, to) = (e.path(), dst.join(e.file_name()));
-        let ty = e.file_type().map_err(err)?;
-        if ty.is_dir() {
-            copy_tree(&from, &to, pb)?;
-        } else if ty.is_file() {
-            copy_file(&from, &to, pb, |_| {}).map_err(|e| (from.clone(), to.clone(), e))?;
+    for e in walkdir::WalkDir::new(src).sort_by_file_name() {
+        let e = e.map_err(|e| (src.to_path_buf(), dst.to_path_buf(), e.into()))?;
+        let from = e.path();
+        let to = dst.join(from.strip_prefix(src).unwrap_or(from));
+        let err = |e: io::Error| (from.to_path_buf(), to.clone(), e);
+        if e.file_type().is_dir() {
+            let mode = e
+                .metadata()
+                .map_err(|e| err(e.into()))?
+                .permissions()
+                .mode()
+                & 0o7777;
+            fs::DirBuilder::new().mode(mode).create(&to).map_err(err)?;
+        } else if e.file_type().is_file() {
+            copy_file(from, &to, pb, |_| {}).map_err(err)?;
         }
     }
-    File::open(dst).and_then(|d| d.sync_all()).map_err(err)
+    sync_tree(dst).map_err(|e| (src.to_path_buf(), dst.to_path_buf(), e))
 }
 
 /// Copies one file (mode kept, `create_new` so nothing is overwritten),
@@ -580,28 +573,17 @@ fn copy_set(set: &VerifiedSet, to: &Path, mode: u32, progress: bool) -> Result<(
     Ok((files.len(), total))
 }
 
+/// Creates below `dst` the directories of the tree at `src` (no symlink
+/// followed).
 fn copy_dirs(src: &Path, dst: &Path) -> Result<(), CopyError> {
-    for e in fs::read_dir(src)
-        .and_then(|rd| rd.collect::<io::Result<Vec<_>>>())
-        .map_err(|e| (src.to_path_buf(), dst.to_path_buf(), e))?
-    {
-        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-            let to = dst.join(e.file_name());
-            fs::create_dir_all(&to).map_err(|err| (e.path(), to.clone(), err))?;
-            copy_dirs(&e.path(), &to)?;
+    for e in walkdir::WalkDir::new(src).min_depth(1) {
+        let e = e.map_err(|e| (src.to_path_buf(), dst.to_path_buf(), e.into()))?;
+        if e.file_type().is_dir() {
+            let to = dst.join(e.path().strip_prefix(src).unwrap_or(e.path()));
+            fs::create_dir_all(&to).map_err(|err| (e.path().to_path_buf(), to.clone(), err))?;
         }
     }
     Ok(())
-}
-
-fn sync_tree(dir: &Path) -> io::Result<()> {
-    for e in fs::read_dir(dir)? {
-        let e = e?;
-        if e.file_type()?.is_dir() {
-            sync_tree(&e.path())?;
-        }
-    }
-    File::open(dir)?.sync_all()
 }
 
 fn sync_parent(p: &Path) {
@@ -1175,6 +1157,43 @@ async fn rollback(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The tree walks behind snapshot copies: sorted relative paths, modes
+    /// kept, symlinks neither followed nor copied.
+    #[test]
+    fn tree_walks_copy_files_and_dirs_and_never_follow_links() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("snap");
+        fs::create_dir_all(src.join("01B/chunks")).unwrap();
+        fs::write(src.join("01B/meta.json"), b"{}").unwrap();
+        fs::write(src.join("01B/chunks/000001"), b"12345").unwrap();
+        fs::write(src.join("01A"), b"x").unwrap();
+        fs::set_permissions(src.join("01A"), fs::Permissions::from_mode(0o640)).unwrap();
+        fs::write(d.path().join("outside"), b"secret").unwrap();
+        std::os::unix::fs::symlink(d.path().join("outside"), src.join("link")).unwrap();
+        std::os::unix::fs::symlink(d.path(), src.join("01B/up")).unwrap();
+        let files = list_files(&src).unwrap();
+        assert_eq!(
+            files,
+            [
+                ("01A".to_owned(), 1),
+                ("01B/chunks/000001".to_owned(), 5),
+                ("01B/meta.json".to_owned(), 2)
+            ]
+        );
+        assert_eq!(tree_size(&src), 8);
+        let dst = d.path().join("copy");
+        copy_tree(&src, &dst, &ProgressBar::hidden()).unwrap();
+        assert_eq!(list_files(&dst).unwrap(), files);
+        assert!(!dst.join("link").exists() && !dst.join("01B/up").exists());
+        let mode = fs::metadata(dst.join("01A")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o640);
+        let dirs = d.path().join("dirs");
+        fs::create_dir(&dirs).unwrap();
+        copy_dirs(&src, &dirs).unwrap();
+        assert!(dirs.join("01B/chunks").is_dir());
+        assert!(list_files(&dirs).unwrap().is_empty());
+    }
 
     #[test]
     fn siblings_are_next_to_the_data_dir_whatever_its_spelling() {
