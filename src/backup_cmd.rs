@@ -195,8 +195,8 @@ fn read_secret(what: &'static str, path: &Path) -> Result<String, CommandError> 
         path: path.to_path_buf(),
         reason,
     };
-    crate::manifest::check_secret_file(path).map_err(err)?;
-    let bytes = crate::manifest::read_regular_capped(path, true, MAX_SECRET_BYTES)
+    manifest::check_secret_file(path).map_err(err)?;
+    let bytes = manifest::read_regular_capped(path, true, MAX_SECRET_BYTES)
         .map_err(|e| err(format!("{} {e}", path.display())))?;
     let text =
         String::from_utf8(bytes).map_err(|_| err("the file is not UTF-8 text".to_owned()))?;
@@ -212,41 +212,6 @@ const MAX_SECRET_BYTES: u64 = 64 << 10;
 
 /// Largest `NAME.last.json` read; ours are about 200 bytes.
 const MAX_LAST_RUN_BYTES: u64 = 64 << 10;
-
-/// Reads `path` if it is at most `limit` bytes, judged from its metadata
-/// before reading (and enforced while reading). The error never holds the
-/// content.
-fn read_capped(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    // Non-blocking: a FIFO in place of the file must not hang the run.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| e.to_string())?;
-    let meta = file.metadata().map_err(|e| e.to_string())?;
-    let too_large = |size: u64| {
-        format!(
-            "the file is {size} bytes, over the limit of {}",
-            crate::backup::limit_text(limit)
-        )
-    };
-    if !meta.is_file() {
-        return Err("it is not a regular file".to_owned());
-    }
-    if meta.len() > limit {
-        return Err(too_large(meta.len()));
-    }
-    let mut bytes = Vec::new();
-    file.take(limit + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > limit {
-        return Err(too_large(bytes.len() as u64));
-    }
-    Ok(bytes)
-}
 
 fn grafana_client(url: &str, auth: &GrafanaAuthSpec) -> Result<grafana::Client, CommandError> {
     let (auth, label) = match auth {
@@ -370,7 +335,7 @@ async fn record_last_run(loc: &Locations, name: &str, attempt: u64, outcome: Res
         .await
         .ok();
     let path = last_run_path(loc, name);
-    let previous = read_capped(&path, MAX_LAST_RUN_BYTES)
+    let previous = manifest::read_regular_capped(&path, true, MAX_LAST_RUN_BYTES)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
     let record = LastRun::after(previous, attempt, outcome);

@@ -380,30 +380,9 @@ fn validate_service(
     let environment_file = c.opt(spec.environment_file, "spec.environmentFile", |f| {
         unit_path(pctx, &f)
     })?;
-    let credentials = c.opt(spec.credentials, "", |creds| {
-        let check = |(k, v): (String, String)| {
-            check_credential_name(&k).map_err(|m| format!("spec.credentials: {m}"))?;
-            let p = unit_path(pctx, &v).map_err(|m| format!("spec.credentials.{k}: {m}"))?;
-            Ok((k, p))
-        };
-        creds.into_iter().map(check).collect::<Result<_, String>>()
-    })?;
-    let state = c.opt(spec.state, "", |s| match s.as_str() {
-        "running" => Ok(DesiredState::Running),
-        "stopped" => Ok(DesiredState::Stopped),
-        other => Err(format!(
-            "spec.state {other:?} is not valid; use running or stopped"
-        )),
-    })?;
-    let restart = c.opt(spec.restart, "", |r| {
-        if RESTART_VALUES.contains(&r.as_str()) {
-            return Ok(r);
-        }
-        let all = RESTART_VALUES.join(", ");
-        Err(format!(
-            "spec.restart {r:?} is not a systemd Restart= value; use one of {all}"
-        ))
-    })?;
+    let credentials = c.opt(spec.credentials, "", |cr| check_credentials(pctx, cr))?;
+    let state = c.opt(spec.state, "", parse_state)?;
+    let restart = c.opt(spec.restart, "", check_restart)?;
     let restart_sec = c.opt(spec.restart_sec, "spec.restartSec", |r| parse_duration(&r))?;
     let after = c.opt(spec.after, "spec.after", |a| check_after(name, a))?;
     let resources = match spec.resources {
@@ -413,14 +392,7 @@ fn validate_service(
     let config_files = c.opt(spec.config_files, "spec.configFiles", |cf| {
         cf.iter().map(|p| pctx.resolve(p)).collect()
     })?;
-    let on_config_change = c.opt(spec.on_config_change, "", |o| match o.as_str() {
-        "reload" => Ok(OnConfigChange::Reload),
-        "restart" => Ok(OnConfigChange::Restart),
-        "none" => Ok(OnConfigChange::None),
-        other => Err(format!(
-            "spec.onConfigChange {other:?} is not valid; use reload, restart or none"
-        )),
-    })?;
+    let on_config_change = c.opt(spec.on_config_change, "", parse_on_config_change)?;
     let on_config_change = on_config_change.unwrap_or(OnConfigChange::Restart);
     let reload = spec.reload.map(|r| validate_reload(c, r)).transpose()?;
     if on_config_change == OnConfigChange::Reload
@@ -451,6 +423,50 @@ fn validate_service(
             .map(|r| validate_readiness(c, r.value))
             .transpose()?,
     })
+}
+
+/// `spec.credentials`: credential names and the files they come from.
+fn check_credentials(
+    pctx: &PathContext,
+    creds: BTreeMap<String, String>,
+) -> Result<BTreeMap<String, PathBuf>, String> {
+    let check = |(k, v): (String, String)| {
+        check_credential_name(&k).map_err(|m| format!("spec.credentials: {m}"))?;
+        let p = unit_path(pctx, &v).map_err(|m| format!("spec.credentials.{k}: {m}"))?;
+        Ok((k, p))
+    };
+    creds.into_iter().map(check).collect()
+}
+
+fn parse_state(s: String) -> Result<DesiredState, String> {
+    match s.as_str() {
+        "running" => Ok(DesiredState::Running),
+        "stopped" => Ok(DesiredState::Stopped),
+        other => Err(format!(
+            "spec.state {other:?} is not valid; use running or stopped"
+        )),
+    }
+}
+
+fn check_restart(r: String) -> Result<String, String> {
+    if RESTART_VALUES.contains(&r.as_str()) {
+        return Ok(r);
+    }
+    let all = RESTART_VALUES.join(", ");
+    Err(format!(
+        "spec.restart {r:?} is not a systemd Restart= value; use one of {all}"
+    ))
+}
+
+fn parse_on_config_change(o: String) -> Result<OnConfigChange, String> {
+    match o.as_str() {
+        "reload" => Ok(OnConfigChange::Reload),
+        "restart" => Ok(OnConfigChange::Restart),
+        "none" => Ok(OnConfigChange::None),
+        other => Err(format!(
+            "spec.onConfigChange {other:?} is not valid; use reload, restart or none"
+        )),
+    }
 }
 
 /// `spec.command` or `spec.unitFile`, exactly one.
@@ -834,129 +850,106 @@ mod tests {
     }
 
     #[test]
-    fn bad_inputs_are_located_and_explained() {
-        let cases: &[(&str, &str, u64)] = &[
+    fn bad_documents_are_located_and_explained() {
+        let doc = |head: &str| format!("{head}\nspec: {{command: [a]}}\n");
+        let long = "a".repeat(68);
+        let cases = [
             (
-                "apiVersion: v2\nkind: Service\nmetadata: {name: a}\nspec: {command: [a]}\n",
+                doc("apiVersion: v2\nkind: Service\nmetadata: {name: a}"),
                 "unsupported apiVersion",
                 1,
             ),
             (
-                "apiVersion: unitlet/v1\nkind: Pod\nmetadata: {name: a}\nspec: {command: [a]}\n",
+                doc("apiVersion: unitlet/v1\nkind: Pod\nmetadata: {name: a}"),
                 "unknown kind",
                 2,
             ),
             (
-                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: ../x}\nspec: {command: [a]}\n",
+                doc("apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: ../x}"),
                 "not valid",
                 3,
             ),
             (
-                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: Web}\nspec: {command: [a]}\n",
+                doc("apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: Web}"),
                 "not valid",
                 3,
             ),
             (
-                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa}\nspec: {command: [a]}\n",
+                doc(&format!(
+                    "apiVersion: unitlet/v1\nkind: Service\nmetadata: {{name: {long}}}"
+                )),
                 "at most 63",
                 3,
             ),
-            (
-                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: []}\n",
-                "spec.command is empty",
-                4,
-            ),
-            (
-                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], unitFile: a.service}\n",
-                "both set",
-                4,
-            ),
-            (
-                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [\"a\\0b\"]}\n",
-                "NUL byte",
-                4,
-            ),
-            (
-                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], environment: {X: \"1\\x002\"}}\n",
-                "NUL byte",
-                4,
-            ),
-            (
-                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], credentials: {\"../x\": /s}}\n",
-                "not a valid credential name",
-                4,
-            ),
-            (
-                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], resources: {memoryMax: 2 GB}}\n",
-                "invalid size",
-                4,
-            ),
-            (
-                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], resources: {memoryMax: -1}}\n",
-                "invalid size",
-                4,
-            ),
-            (
-                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], resources: {memoryMax: 1.5.5G}}\n",
-                "invalid size",
-                4,
-            ),
-            (
-                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], resources: {cpuQuota: 150}}\n",
-                "with %",
-                4,
-            ),
-            (
-                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], resources: {cpuQuota: 0%}}\n",
-                "0%",
-                4,
-            ),
-            (
-                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], schedule: every 1h}\n",
-                "not a field of kind Service",
-                4,
-            ),
-            (
-                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], after: [a]}\n",
-                "after itself",
-                4,
-            ),
-            (
-                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], restart: sometimes}\n",
-                "Restart=",
-                4,
-            ),
-            (
-                "apiVersion: unitlet/v1\nkind: Backup\nmetadata: {name: a}\nspec: {schedule: every 1h, keep: 0, prometheus: {url: 'http://x'}}\n",
-                "keep at least 1",
-                4,
-            ),
-            (
-                "apiVersion: unitlet/v1\nkind: Backup\nmetadata: {name: a}\nspec: {schedule: every 1h}\n",
-                "spec.prometheus or spec.grafana",
-                4,
-            ),
-            (
-                "apiVersion: unitlet/v1\nkind: Backup\nmetadata: {name: a}\nspec: {schedule: every 1h, destination: /, prometheus: {url: 'http://x'}}\n",
-                "spec.destination: / is a directory shared by the whole system",
-                4,
-            ),
-            (
-                "apiVersion: unitlet/v1\nkind: Backup\nmetadata: {name: a}\nspec: {schedule: every 1h, destination: /etc/backups, prometheus: {url: 'http://x'}}\n",
-                "/etc/backups is a system directory",
-                4,
-            ),
-            (
-                "apiVersion: unitlet/v1\nkind: Backup\nmetadata: {name: a}\nspec: {schedule: every 1h, destination: ~/, prometheus: {url: 'http://x'}}\n",
-                "not a directory of its own",
-                4,
-            ),
         ];
-        for (y, want, line) in cases {
-            let e = one_err(y);
-            assert!(e.message.contains(want), "{y:?}: {e}");
-            assert_eq!(e.line, *line, "{y:?}: {e}");
-            assert!(e.column >= 1, "{y:?}: {e}");
+        for (y, want, line) in &cases {
+            assert_located(y, want, *line);
+        }
+    }
+
+    /// Parsing `y` gives one error, whose message contains `want`, at `line`.
+    fn assert_located(y: &str, want: &str, line: u64) {
+        let e = one_err(y);
+        assert!(e.message.contains(want), "{y:?}: {e}");
+        assert_eq!(e.line, line, "{y:?}: {e}");
+        assert!(e.column >= 1, "{y:?}: {e}");
+    }
+
+    #[test]
+    fn bad_service_specs_are_located_and_explained() {
+        for (spec, want) in [
+            ("command: []", "spec.command is empty"),
+            ("command: [a], unitFile: a.service", "both set"),
+            ("command: [\"a\\0b\"]", "NUL byte"),
+            ("command: [a], environment: {X: \"1\\x002\"}", "NUL byte"),
+            (
+                "command: [a], credentials: {\"../x\": /s}",
+                "not a valid credential name",
+            ),
+            ("command: [a], resources: {memoryMax: 2 GB}", "invalid size"),
+            ("command: [a], resources: {memoryMax: -1}", "invalid size"),
+            (
+                "command: [a], resources: {memoryMax: 1.5.5G}",
+                "invalid size",
+            ),
+            ("command: [a], resources: {cpuQuota: 150}", "with %"),
+            ("command: [a], resources: {cpuQuota: 0%}", "0%"),
+            (
+                "command: [a], schedule: every 1h",
+                "not a field of kind Service",
+            ),
+            ("command: [a], after: [a]", "after itself"),
+            ("command: [a], restart: sometimes", "Restart="),
+        ] {
+            let y = format!(
+                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {{name: a}}\nspec: {{{spec}}}\n"
+            );
+            assert_located(&y, want, 4);
+        }
+    }
+
+    #[test]
+    fn bad_backup_specs_are_located_and_explained() {
+        for (spec, want) in [
+            ("keep: 0, prometheus: {url: 'http://x'}", "keep at least 1"),
+            (
+                "destination: /, prometheus: {url: 'http://x'}",
+                "spec.destination: / is a directory shared by the whole system",
+            ),
+            (
+                "destination: /etc/backups, prometheus: {url: 'http://x'}",
+                "/etc/backups is a system directory",
+            ),
+            (
+                "destination: ~/, prometheus: {url: 'http://x'}",
+                "not a directory of its own",
+            ),
+            ("keep: 2", "spec.prometheus or spec.grafana"),
+        ] {
+            let y = format!(
+                "apiVersion: unitlet/v1\nkind: Backup\nmetadata: {{name: a}}\nspec: {{schedule: every 1h, {spec}}}\n"
+            );
+            assert_located(&y, want, 4);
         }
     }
 
