@@ -730,114 +730,24 @@ pub async fn restore_tsdb(t: RestoreTarget<'_>, opts: &RestoreOptions) -> Result
     let unit = format!("{}.service", t.service);
     // Two restores of one service would swap the same directory: the lock
     // is taken before anything else, so the second is refused at once.
-    let lock = if opts.dry_run {
-        None
-    } else {
-        let owner = Owner::me(format!("restoring Backup {} set {}", t.backup, t.id));
-        match RestoreLock::try_acquire(t.state_dir, t.service, &owner) {
-            Ok(Ok(l)) => Some(l),
-            Ok(Err(busy)) => {
-                return Err(PrometheusError::RestoreRunning {
-                    service: t.service.to_owned(),
-                    owner: busy
-                        .owner()
-                        .map(|o| o.to_string())
-                        .unwrap_or_else(|| "its PID could not be read".to_owned()),
-                });
-            }
-            Err(source) => {
-                return Err(PrometheusError::Io {
-                    op: "take the restore lock in".to_owned(),
-                    path: crate::hold::dir(t.state_dir),
-                    source,
-                });
-            }
-        }
-    };
+    let lock = (!opts.dry_run).then(|| restore_lock(t)).transpose()?;
     // The whole set is checked before anything else is touched (a
     // hostile or damaged set is refused without even reaching systemd).
-    let (store, id) = (t.store.clone(), t.id.to_owned());
-    let set = blocking(move || store.verify(&id)).await?;
-    if set.info().kind != KIND {
-        return Err(PrometheusError::WrongKind {
-            id: set.info().id.clone(),
-            kind: set.info().kind.clone(),
-        });
-    }
-    let blocks = set_blocks(&set)?;
+    let (set, blocks) = verified_set(t).await?;
     let sd = Systemd::connect(t.bus)
         .await
         .map_err(sd_err("cannot stop and start Prometheus".to_owned()))?;
     // An earlier restore of this service that was killed: finish or undo
     // it first, or this one would take a moved-aside directory for none.
-    let mut recovered = None;
-    if let Some(lock) = &lock
-        && let Some(outcome) = journal::recover_locked(lock, &sd).await
-    {
-        if outcome.result.is_err() {
-            return Err(PrometheusError::Unrecovered(outcome.to_string()));
-        }
-        tracing::warn!("{outcome}");
-        recovered = Some(outcome.to_string());
-    }
-    let pending = if opts.dry_run {
-        journal::pending(t.state_dir)
-            .into_iter()
-            .find(|p| p.service == t.service)
-            .map(|p| p.condition().1)
-    } else {
-        None
+    let recovered = match &lock {
+        Some(lock) => recover_earlier(lock, &sd).await?,
+        None => None,
     };
-
-    let snap_files = set
-        .files()
-        .iter()
-        .filter(|f| f.path.starts_with(&format!("{SNAPSHOT_DIR}/")));
-    let (files, bytes) = snap_files.fold((0, 0), |(n, b), f| (n + 1, b + f.size));
-
+    let pending = opts.dry_run.then(|| pending_note(t)).flatten();
+    let (files, bytes) = snapshot_size(&set);
     let now = stamp(SystemTime::now());
-    let config_err = |reason: String| PrometheusError::Config {
-        name: t.backup.to_owned(),
-        reason,
-    };
-    let data_dir: PathBuf = t.data_dir.components().collect();
-    let parent = data_dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .ok_or_else(|| {
-            config_err(format!(
-                "prometheus.dataDir {} has no parent directory",
-                data_dir.display()
-            ))
-        })?
-        .to_path_buf();
-    if !parent.is_dir() {
-        return Err(config_err(format!(
-            "the parent of prometheus.dataDir, {}, does not exist",
-            parent.display()
-        )));
-    }
-    let had_data = fs::symlink_metadata(&data_dir).is_ok();
-    let replaced = if had_data {
-        Some(
-            free_sibling(&data_dir, "replaced", &now)
-                .ok_or_else(|| config_err("no free name for the replaced data".to_owned()))?,
-        )
-    } else {
-        None
-    };
-    let available = rustix::fs::statvfs(&parent)
-        .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
-        .unwrap_or(u64::MAX);
-    if available < bytes {
-        return Err(PrometheusError::NoSpace {
-            path: parent,
-            needed: bytes,
-            available,
-        });
-    }
+    let (data_dir, replaced) = placement(t, &now, bytes)?;
     check_managed(&sd, &unit, t.service).await?;
-
     let mut report = RestoreReport {
         set_id: set.info().id.clone(),
         data_dir: data_dir.clone(),
@@ -853,71 +763,10 @@ pub async fn restore_tsdb(t: RestoreTarget<'_>, opts: &RestoreOptions) -> Result
     let Some(lock) = lock else {
         return Ok(report);
     };
-
-    // The copy happens while Prometheus still runs on its data: a full
-    // disk or a file changed since verification stops us here, at no cost.
-    let restoring = free_sibling(&data_dir, "restoring", &now)
-        .ok_or_else(|| config_err("no free name for the restored copy".to_owned()))?;
-    let record = Record {
-        pid: std::process::id(),
-        started: crate::status::now_rfc3339(),
-        backup: t.backup.to_owned(),
-        set_id: set.info().id.clone(),
-        service: t.service.to_owned(),
-        data_dir: data_dir.clone(),
-        staging: restoring.clone(),
-        replaced: replaced.clone(),
-        step: Step::Copy,
-        cause: None,
-    };
-    let journal_path = t
-        .state_dir
-        .join(journal::DIR)
-        .join(format!("{}.json", t.service));
-    let journal_err = |source| PrometheusError::Io {
-        op: "write the restore journal".to_owned(),
-        path: journal_path.clone(),
-        source,
-    };
-    let mut journal = Journal::begin(lock, record).map_err(journal_err)?;
-    let mode = fs::metadata(&data_dir)
-        .map(|m| m.permissions().mode() & 0o7777)
-        .unwrap_or(0o755);
-    {
-        let (set, to, progress) = (set.clone(), restoring.clone(), opts.progress);
-        let copied = blocking(move || copy_set(&set, &to, mode, progress)).await;
-        if let Err(e) = copied {
-            let _ = fs::remove_dir_all(&restoring);
-            finish(journal);
-            return Err(e);
-        }
-    }
-
-    let hold = Hold::acquire(t.state_dir, t.service).map_err(|source| PrometheusError::Io {
-        op: "hold the Service (so `unitlet run` leaves it alone) in".to_owned(),
-        path: t.state_dir.join("holds"),
-        source,
-    });
-    let step = hold.and_then(|h| {
-        journal.keep_hold(h);
-        journal.step(Step::Stop).map_err(journal_err)
-    });
-    if let Err(e) = step {
-        let _ = fs::remove_dir_all(&restoring);
-        finish(journal);
-        return Err(e);
-    }
-    tracing::info!(unit = %unit, "stopping Prometheus for the restore");
-    if let Err(e) = run_job(&sd, &unit, JobKind::Stop, opts.job_timeout).await {
-        let _ = fs::remove_dir_all(&restoring);
-        // It may be half-stopped; leave it running as it was.
-        let _ = run_job(&sd, &unit, JobKind::Start, opts.job_timeout).await;
-        finish(journal);
-        return Err(e);
-    }
-
+    let (journal, restoring) = stage_copy(t, opts, &set, lock, &data_dir, &replaced, &now).await?;
+    let mut journal = stop_for_swap(&sd, t, opts, &unit, journal, &restoring).await?;
     let mut swap = Swap {
-        data_dir: data_dir.clone(),
+        data_dir,
         replaced: None,
         restoring: Some(restoring),
         installed: false,
@@ -955,6 +804,201 @@ pub async fn restore_tsdb(t: RestoreTarget<'_>, opts: &RestoreOptions) -> Result
             Err(err)
         }
     }
+}
+
+/// What an unfinished earlier restore of the service left to do, for a
+/// dry run's report.
+fn pending_note(t: RestoreTarget<'_>) -> Option<String> {
+    journal::pending(t.state_dir)
+        .into_iter()
+        .find(|p| p.service == t.service)
+        .map(|p| p.condition().1)
+}
+
+/// Files and bytes of the set's snapshot.
+fn snapshot_size(set: &VerifiedSet) -> (usize, u64) {
+    let prefix = format!("{SNAPSHOT_DIR}/");
+    let snap_files = set.files().iter().filter(|f| f.path.starts_with(&prefix));
+    snap_files.fold((0, 0), |(n, b), f| (n + 1, b + f.size))
+}
+
+/// The service's restore lock, or [`PrometheusError::RestoreRunning`]
+/// naming who holds it.
+fn restore_lock(t: RestoreTarget<'_>) -> Result<RestoreLock> {
+    let owner = Owner::me(format!("restoring Backup {} set {}", t.backup, t.id));
+    match RestoreLock::try_acquire(t.state_dir, t.service, &owner) {
+        Ok(Ok(l)) => Ok(l),
+        Ok(Err(busy)) => Err(PrometheusError::RestoreRunning {
+            service: t.service.to_owned(),
+            owner: busy
+                .owner()
+                .map(|o| o.to_string())
+                .unwrap_or_else(|| "its PID could not be read".to_owned()),
+        }),
+        Err(source) => Err(PrometheusError::Io {
+            op: "take the restore lock in".to_owned(),
+            path: crate::hold::dir(t.state_dir),
+            source,
+        }),
+    }
+}
+
+/// The set, every file verified, and the TSDB blocks it holds.
+async fn verified_set(t: RestoreTarget<'_>) -> Result<(VerifiedSet, Vec<BlockRange>)> {
+    let (store, id) = (t.store.clone(), t.id.to_owned());
+    let set = blocking(move || store.verify(&id)).await?;
+    if set.info().kind != KIND {
+        return Err(PrometheusError::WrongKind {
+            id: set.info().id.clone(),
+            kind: set.info().kind.clone(),
+        });
+    }
+    let blocks = set_blocks(&set)?;
+    Ok((set, blocks))
+}
+
+/// Finishes or undoes an interrupted earlier restore of the service, if
+/// any; what it did, for the report.
+async fn recover_earlier(lock: &RestoreLock, sd: &Systemd) -> Result<Option<String>> {
+    let Some(outcome) = journal::recover_locked(lock, sd).await else {
+        return Ok(None);
+    };
+    if outcome.result.is_err() {
+        return Err(PrometheusError::Unrecovered(outcome.to_string()));
+    }
+    tracing::warn!("{outcome}");
+    Ok(Some(outcome.to_string()))
+}
+
+/// The data directory (normalised), and where the data it holds now will
+/// be moved aside (none when there is none), once checked that its parent
+/// exists and has room for `bytes`.
+fn placement(t: RestoreTarget<'_>, now: &str, bytes: u64) -> Result<(PathBuf, Option<PathBuf>)> {
+    let config_err = |reason: String| PrometheusError::Config {
+        name: t.backup.to_owned(),
+        reason,
+    };
+    let data_dir: PathBuf = t.data_dir.components().collect();
+    let parent = data_dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .ok_or_else(|| {
+            config_err(format!(
+                "prometheus.dataDir {} has no parent directory",
+                data_dir.display()
+            ))
+        })?
+        .to_path_buf();
+    if !parent.is_dir() {
+        return Err(config_err(format!(
+            "the parent of prometheus.dataDir, {}, does not exist",
+            parent.display()
+        )));
+    }
+    let replaced = match fs::symlink_metadata(&data_dir) {
+        Ok(_) => Some(
+            free_sibling(&data_dir, "replaced", now)
+                .ok_or_else(|| config_err("no free name for the replaced data".to_owned()))?,
+        ),
+        Err(_) => None,
+    };
+    let available = rustix::fs::statvfs(&parent)
+        .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+        .unwrap_or(u64::MAX);
+    if available < bytes {
+        return Err(PrometheusError::NoSpace {
+            path: parent,
+            needed: bytes,
+            available,
+        });
+    }
+    Ok((data_dir, replaced))
+}
+
+/// Starts the journal and copies the set next to the data directory while
+/// Prometheus still runs on its data: a full disk or a file changed since
+/// verification stops the restore here, at no cost. Returns the journal
+/// and the copy.
+async fn stage_copy(
+    t: RestoreTarget<'_>,
+    opts: &RestoreOptions,
+    set: &VerifiedSet,
+    lock: RestoreLock,
+    data_dir: &Path,
+    replaced: &Option<PathBuf>,
+    now: &str,
+) -> Result<(Journal, PathBuf)> {
+    let restoring =
+        free_sibling(data_dir, "restoring", now).ok_or_else(|| PrometheusError::Config {
+            name: t.backup.to_owned(),
+            reason: "no free name for the restored copy".to_owned(),
+        })?;
+    let record = Record {
+        pid: std::process::id(),
+        started: crate::status::now_rfc3339(),
+        backup: t.backup.to_owned(),
+        set_id: set.info().id.clone(),
+        service: t.service.to_owned(),
+        data_dir: data_dir.to_path_buf(),
+        staging: restoring.clone(),
+        replaced: replaced.clone(),
+        step: Step::Copy,
+        cause: None,
+    };
+    let journal = Journal::begin(lock, record).map_err(|source| PrometheusError::Io {
+        op: "write the restore journal".to_owned(),
+        path: t
+            .state_dir
+            .join(journal::DIR)
+            .join(format!("{}.json", t.service)),
+        source,
+    })?;
+    let mode = fs::metadata(data_dir)
+        .map(|m| m.permissions().mode() & 0o7777)
+        .unwrap_or(0o755);
+    let (set, to, progress) = (set.clone(), restoring.clone(), opts.progress);
+    if let Err(e) = blocking(move || copy_set(&set, &to, mode, progress)).await {
+        let _ = fs::remove_dir_all(&restoring);
+        finish(journal);
+        return Err(e);
+    }
+    Ok((journal, restoring))
+}
+
+/// Holds the Service (so `unitlet run` leaves it alone) and stops it. On
+/// failure the copy is removed, the journal ended and the Service left
+/// running as it was.
+async fn stop_for_swap(
+    sd: &Systemd,
+    t: RestoreTarget<'_>,
+    opts: &RestoreOptions,
+    unit: &str,
+    mut journal: Journal,
+    restoring: &Path,
+) -> Result<Journal> {
+    let hold = Hold::acquire(t.state_dir, t.service).map_err(|source| PrometheusError::Io {
+        op: "hold the Service (so `unitlet run` leaves it alone) in".to_owned(),
+        path: t.state_dir.join("holds"),
+        source,
+    });
+    let step = hold.and_then(|h| {
+        journal.keep_hold(h);
+        record_step(&mut journal, Step::Stop)
+    });
+    if let Err(e) = step {
+        let _ = fs::remove_dir_all(restoring);
+        finish(journal);
+        return Err(e);
+    }
+    tracing::info!(unit = %unit, "stopping Prometheus for the restore");
+    if let Err(e) = run_job(sd, unit, JobKind::Stop, opts.job_timeout).await {
+        let _ = fs::remove_dir_all(restoring);
+        // It may be half-stopped; leave it running as it was.
+        let _ = run_job(sd, unit, JobKind::Start, opts.job_timeout).await;
+        finish(journal);
+        return Err(e);
+    }
+    Ok(journal)
 }
 
 /// Writes the journal record of `step` before it is taken.
@@ -1025,6 +1069,16 @@ async fn swap_and_start(
     run_job(sd, unit, JobKind::Start, opts.job_timeout).await?;
     record_step(journal, Step::Verify)?;
     t.client.wait_ready(unit, opts.ready_timeout).await?;
+    check_restored_data(t, opts, blocks).await
+}
+
+/// Queries restored blocks until each answers with some series (or the
+/// check times out); what answered, for the report.
+async fn check_restored_data(
+    t: RestoreTarget<'_>,
+    opts: &RestoreOptions,
+    blocks: &[BlockRange],
+) -> Result<Option<String>> {
     let mut checked = Vec::new();
     for block in check_blocks(blocks) {
         let (query, time) = check_query(block);
@@ -1056,6 +1110,59 @@ async fn swap_and_start(
     Ok((!checked.is_empty()).then(|| checked.join("; ")))
 }
 
+/// Moves the restored copy aside and the previous data back, as far as the
+/// swap got; whether the previous data is back in place. What happened is
+/// added to `notes`.
+fn undo_swap(swap: &Swap, stamp: &str, notes: &mut Vec<String>) -> bool {
+    if let Some(r) = &swap.restoring {
+        let _ = fs::remove_dir_all(r);
+    }
+    if swap.installed {
+        let moved = free_sibling(&swap.data_dir, "failed", stamp)
+            .ok_or_else(|| "no free name to move the restored data aside".to_owned())
+            .and_then(|failed| {
+                rename(&swap.data_dir, &failed, "move the restored data aside")
+                    .map(|()| failed)
+                    .map_err(|e| crate::error_chain(&e))
+            });
+        match moved {
+            Ok(failed) => notes.push(format!(
+                "the restored data was moved to {}",
+                failed.display()
+            )),
+            Err(note) => {
+                notes.push(note);
+                notes.push(match &swap.replaced {
+                    Some(r) => format!("the previous data is still at {}", r.display()),
+                    None => "the previous data was not touched".to_owned(),
+                });
+                return false;
+            }
+        }
+    }
+    let Some(r) = &swap.replaced else {
+        notes.push("the previous data was not touched".to_owned());
+        return true;
+    };
+    match rename(r, &swap.data_dir, "put the previous data back") {
+        Ok(()) => {
+            notes.push(format!(
+                "the previous data is back at {}",
+                swap.data_dir.display()
+            ));
+            true
+        }
+        Err(e) => {
+            notes.push(format!(
+                "{}; the previous data is still at {}",
+                crate::error_chain(&e),
+                r.display()
+            ));
+            false
+        }
+    }
+}
+
 /// Undoes a failed swap: the restored copy aside as `.failed-STAMP`, the
 /// old data back, Prometheus started. Returns the error to report, and
 /// whether the old data is back in place (when it is not, Prometheus is
@@ -1077,50 +1184,7 @@ async fn rollback(
             crate::error_chain(&e)
         ));
     }
-    if let Some(r) = &swap.restoring {
-        let _ = fs::remove_dir_all(r);
-    }
-    let mut back_ok = true;
-    if swap.installed {
-        match free_sibling(&swap.data_dir, "failed", stamp) {
-            Some(failed) => match rename(&swap.data_dir, &failed, "move the restored data aside") {
-                Ok(()) => notes.push(format!(
-                    "the restored data was moved to {}",
-                    failed.display()
-                )),
-                Err(e) => {
-                    back_ok = false;
-                    notes.push(crate::error_chain(&e));
-                }
-            },
-            None => {
-                back_ok = false;
-                notes.push("no free name to move the restored data aside".to_owned());
-            }
-        }
-    }
-    if let Some(r) = &swap.replaced {
-        if back_ok {
-            match rename(r, &swap.data_dir, "put the previous data back") {
-                Ok(()) => notes.push(format!(
-                    "the previous data is back at {}",
-                    swap.data_dir.display()
-                )),
-                Err(e) => {
-                    back_ok = false;
-                    notes.push(format!(
-                        "{}; the previous data is still at {}",
-                        crate::error_chain(&e),
-                        r.display()
-                    ));
-                }
-            }
-        } else {
-            notes.push(format!("the previous data is still at {}", r.display()));
-        }
-    } else {
-        notes.push("the previous data was not touched".to_owned());
-    }
+    let back_ok = undo_swap(&swap, stamp, &mut notes);
     if !back_ok {
         notes.push(format!(
             "{unit} was not started: its data is not back in place; it stays on hold until `unitlet apply` finishes undoing the restore"
