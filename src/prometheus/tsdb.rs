@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 
 use super::client::Client;
 use super::{KIND, PrometheusError};
-use crate::backup::{SetInfo, Store, VerifiedSet};
+use crate::backup::{SetInfo, SetWriter, Store, VerifiedSet};
 use crate::fsutil::sync_tree;
 use crate::hold::Hold;
 use crate::journal::{self, Journal, Owner, Record, RestoreLock, Step};
@@ -152,59 +152,8 @@ fn take_snapshot(
     let result = (|| {
         let mut set = store.begin(url)?;
         let dst = set.dir().join(SNAPSHOT_DIR);
-        match fs::rename(&src, &dst) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-                let total = tree_size(&src);
-                let pb = progress_bar(progress, total, "copying");
-                let copied = copy_tree(&src, &dst, &pb);
-                pb.finish_and_clear();
-                if let Err((from, to, source)) = copied {
-                    let _ = fs::remove_dir_all(&dst);
-                    return Err(PrometheusError::Copy {
-                        from,
-                        to,
-                        hint: format!(
-                            "backup set {} is left incomplete and its partial copy was removed; earlier sets are untouched; free space in {} or set `destination` to a bigger filesystem",
-                            set.id(),
-                            store.path().display()
-                        ),
-                        source,
-                    });
-                }
-            }
-            Err(source) => {
-                return Err(PrometheusError::Io {
-                    op: format!("move the snapshot into backup set {} at", set.id()),
-                    path: dst,
-                    source,
-                });
-            }
-        }
-        let files = list_files(&dst).map_err(|source| PrometheusError::Io {
-            op: "list".to_owned(),
-            path: dst.clone(),
-            source,
-        })?;
-        let pb = progress_bar(progress, files.iter().map(|f| f.1).sum(), "hashing");
-        let mut blocks = Vec::new();
-        for (rel, size) in &files {
-            let rel = format!("{SNAPSHOT_DIR}/{rel}");
-            set.add_existing(&rel)?;
-            pb.inc(*size);
-            if let Some(block) = rel
-                .strip_suffix("/meta.json")
-                .and_then(|b| b.strip_prefix(&format!("{SNAPSHOT_DIR}/")))
-                && !block.contains('/')
-                && let Some(range) = fs::read(set.dir().join(&rel))
-                    .ok()
-                    .and_then(|b| parse_block_meta(&b))
-            {
-                blocks.push(range);
-            }
-        }
-        pb.finish_and_clear();
-        blocks.sort_by_key(|b| b.min_time);
+        move_snapshot(store, &set, &src, &dst, progress)?;
+        let blocks = add_snapshot_files(&mut set, &dst, progress)?;
         let info = SnapshotInfo {
             snapshot: name.to_owned(),
             url: url.to_owned(),
@@ -223,6 +172,73 @@ fn take_snapshot(
         tracing::warn!(dir = %src.display(), error = %e, "cannot remove the snapshot from Prometheus' snapshots directory; delete it by hand");
     }
     result
+}
+
+/// Moves the snapshot into the set (a rename; a copy across filesystems,
+/// removed again if it fails).
+fn move_snapshot(
+    store: &Store,
+    set: &SetWriter,
+    src: &Path,
+    dst: &Path,
+    progress: bool,
+) -> Result<()> {
+    match fs::rename(src, dst) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            let pb = progress_bar(progress, tree_size(src), "copying");
+            let copied = copy_tree(src, dst, &pb);
+            pb.finish_and_clear();
+            copied.map_err(|(from, to, source)| {
+                let _ = fs::remove_dir_all(dst);
+                PrometheusError::Copy {
+                    from,
+                    to,
+                    hint: format!(
+                        "backup set {} is left incomplete and its partial copy was removed; earlier sets are untouched; free space in {} or set `destination` to a bigger filesystem",
+                        set.id(),
+                        store.path().display()
+                    ),
+                    source,
+                }
+            })
+        }
+        Err(source) => Err(PrometheusError::Io {
+            op: format!("move the snapshot into backup set {} at", set.id()),
+            path: dst.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Records (hashes) the snapshot's files in the set; the ranges of the
+/// TSDB blocks among them, oldest first.
+fn add_snapshot_files(set: &mut SetWriter, dst: &Path, progress: bool) -> Result<Vec<BlockRange>> {
+    let files = list_files(dst).map_err(|source| PrometheusError::Io {
+        op: "list".to_owned(),
+        path: dst.to_path_buf(),
+        source,
+    })?;
+    let pb = progress_bar(progress, files.iter().map(|f| f.1).sum(), "hashing");
+    let mut blocks = Vec::new();
+    for (rel, size) in &files {
+        let rel = format!("{SNAPSHOT_DIR}/{rel}");
+        set.add_existing(&rel)?;
+        pb.inc(*size);
+        if let Some(block) = rel
+            .strip_suffix("/meta.json")
+            .and_then(|b| b.strip_prefix(&format!("{SNAPSHOT_DIR}/")))
+            && !block.contains('/')
+            && let Some(range) = fs::read(set.dir().join(&rel))
+                .ok()
+                .and_then(|b| parse_block_meta(&b))
+        {
+            blocks.push(range);
+        }
+    }
+    pb.finish_and_clear();
+    blocks.sort_by_key(|b| b.min_time);
+    Ok(blocks)
 }
 
 /// `(ulid, minTime, maxTime)` of a block's `meta.json`.
