@@ -672,26 +672,7 @@ impl Store {
     /// Backup's, or [`BackupError::Corrupt`] naming the first file that is
     /// outside the set, missing, or whose size or sha256 differ.
     pub fn verify(&self, id: &str) -> Result<VerifiedSet> {
-        if id.parse::<SetId>().is_err() {
-            return Err(BackupError::InvalidId { id: id.to_owned() });
-        }
-        let dir = self.root.join(id);
-        let not_found = || BackupError::NotFound {
-            id: id.to_owned(),
-            destination: self.root.clone(),
-        };
-        match fs::symlink_metadata(&dir) {
-            Ok(m) if m.file_type().is_symlink() => {
-                return Err(BackupError::Symlink {
-                    id: id.to_owned(),
-                    path: dir,
-                });
-            }
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(not_found()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(not_found()),
-            Err(source) => return Err(BackupError::Read { path: dir, source }),
-        }
+        let dir = self.set_dir(id)?;
         let manifest = match read_manifest(&dir, id)? {
             Some(m) if m.status == SetStatus::Complete => m,
             _ => {
@@ -701,25 +682,7 @@ impl Store {
                 });
             }
         };
-        match &manifest.backup {
-            None => {
-                return Err(BackupError::Legacy {
-                    id: id.to_owned(),
-                    destination: self.root.clone(),
-                    backup: self.backup.clone(),
-                });
-            }
-            Some(owner) if *owner != self.backup => {
-                return Err(BackupError::OtherBackup {
-                    id: id.to_owned(),
-                    destination: self.root.clone(),
-                    owner: owner.clone(),
-                    kind: manifest.kind.clone(),
-                    backup: self.backup.clone(),
-                });
-            }
-            Some(_) => {}
-        }
+        self.check_owner(id, &manifest)?;
         if let Some(link) = find_symlink(&dir).map_err(|source| BackupError::Read {
             path: dir.clone(),
             source,
@@ -730,41 +693,55 @@ impl Store {
             });
         }
         for entry in &manifest.files {
-            let corrupt = |problem: String| BackupError::Corrupt {
-                id: id.to_owned(),
-                file: entry.path.clone(),
-                problem,
-            };
-            if !is_safe_rel_path(&entry.path) || entry.path == MANIFEST_FILE {
-                return Err(corrupt(
-                    "is not a path inside the set (backup.json lists only relative paths without `..`)".to_owned(),
-                ));
-            }
-            let (size, sha) = match open_in_set(&dir, &entry.path) {
-                Ok(file) => hash_reader(file).map_err(|source| BackupError::Read {
-                    path: dir.join(&entry.path),
-                    source,
-                })?,
-                Err(OpenError::NotFound) => return Err(corrupt("is missing".to_owned())),
-                Err(e) => return Err(e.into_error(id, &entry.path)),
-            };
-            if size != entry.size {
-                return Err(corrupt(format!(
-                    "has {size} bytes, backup.json recorded {}",
-                    entry.size
-                )));
-            }
-            if sha != entry.sha256 {
-                return Err(corrupt(format!(
-                    "has sha256 {sha}, backup.json recorded {}",
-                    entry.sha256
-                )));
-            }
+            verify_file(&dir, id, entry)?;
         }
         Ok(VerifiedSet {
             info: info_from_manifest(&manifest, dir),
             files: manifest.files,
         })
+    }
+
+    /// The directory of set `id`: a valid ID naming a directory (not a
+    /// symlink) in the destination.
+    fn set_dir(&self, id: &str) -> Result<PathBuf> {
+        if id.parse::<SetId>().is_err() {
+            return Err(BackupError::InvalidId { id: id.to_owned() });
+        }
+        let dir = self.root.join(id);
+        let not_found = || BackupError::NotFound {
+            id: id.to_owned(),
+            destination: self.root.clone(),
+        };
+        match fs::symlink_metadata(&dir) {
+            Ok(m) if m.file_type().is_symlink() => Err(BackupError::Symlink {
+                id: id.to_owned(),
+                path: dir,
+            }),
+            Ok(m) if m.is_dir() => Ok(dir),
+            Ok(_) => Err(not_found()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(not_found()),
+            Err(source) => Err(BackupError::Read { path: dir, source }),
+        }
+    }
+
+    /// A set is restored only by the Backup that made it (as its
+    /// `backup.json` records).
+    fn check_owner(&self, id: &str, manifest: &SetManifest) -> Result<()> {
+        match &manifest.backup {
+            None => Err(BackupError::Legacy {
+                id: id.to_owned(),
+                destination: self.root.clone(),
+                backup: self.backup.clone(),
+            }),
+            Some(owner) if *owner != self.backup => Err(BackupError::OtherBackup {
+                id: id.to_owned(),
+                destination: self.root.clone(),
+                owner: owner.clone(),
+                kind: manifest.kind.clone(),
+                backup: self.backup.clone(),
+            }),
+            Some(_) => Ok(()),
+        }
     }
 
     /// Every directory in the destination whose name is a set ID.
@@ -1246,6 +1223,43 @@ fn open_in_set(dir: &Path, rel: &str) -> Result<File, OpenError> {
         return Err(OpenError::NotRegular(path));
     }
     Ok(file)
+}
+
+/// A file `backup.json` lists: inside the set, present, of the recorded
+/// size and sha256.
+fn verify_file(dir: &Path, id: &str, entry: &FileEntry) -> Result<()> {
+    let corrupt = |problem: String| BackupError::Corrupt {
+        id: id.to_owned(),
+        file: entry.path.clone(),
+        problem,
+    };
+    if !is_safe_rel_path(&entry.path) || entry.path == MANIFEST_FILE {
+        return Err(corrupt(
+            "is not a path inside the set (backup.json lists only relative paths without `..`)"
+                .to_owned(),
+        ));
+    }
+    let (size, sha) = match open_in_set(dir, &entry.path) {
+        Ok(file) => hash_reader(file).map_err(|source| BackupError::Read {
+            path: dir.join(&entry.path),
+            source,
+        })?,
+        Err(OpenError::NotFound) => return Err(corrupt("is missing".to_owned())),
+        Err(e) => return Err(e.into_error(id, &entry.path)),
+    };
+    if size != entry.size {
+        return Err(corrupt(format!(
+            "has {size} bytes, backup.json recorded {}",
+            entry.size
+        )));
+    }
+    if sha != entry.sha256 {
+        return Err(corrupt(format!(
+            "has sha256 {sha}, backup.json recorded {}",
+            entry.sha256
+        )));
+    }
+    Ok(())
 }
 
 /// The first symlink anywhere below `dir` (not following any), if any.
