@@ -178,6 +178,38 @@ pub fn remove_durable(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Files that test how readers cope with what is not a regular file.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    /// Makes a FIFO (named pipe) at `path`.
+    pub fn mkfifo(path: &Path) {
+        let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    }
+
+    /// In `dir`, `fifo.EXT` (a FIFO) and `zero.EXT` (a symlink to
+    /// /dev/zero): reading either would block or never end.
+    pub fn endless_files(dir: &Path, ext: &str) -> (PathBuf, PathBuf) {
+        let fifo = dir.join(format!("fifo.{ext}"));
+        mkfifo(&fifo);
+        let zero = dir.join(format!("zero.{ext}"));
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        (fifo, zero)
+    }
+
+    /// `f`'s result, run in a thread with a deadline: a reader that blocks
+    /// on a FIFO or reads /dev/zero fails the test instead of hanging it.
+    pub fn within_10s<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(f()));
+        rx.recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("{what} did not return"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

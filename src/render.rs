@@ -572,11 +572,11 @@ mod tests {
         insta::assert_snapshot!(units[0].content);
     }
 
-    #[test]
-    fn snapshot_adopted_unit() {
-        let mut m = manifest(
-            "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: web}\nspec:\n  unitFile: ../units/web.service\n  resources: {memoryMax: 1G}\n",
-        );
+    /// Service `web` adopting a small unit file, with `extra` spec lines.
+    fn adopted(extra: &str) -> Manifest {
+        let mut m = manifest(&format!(
+            "apiVersion: unitlet/v1\nkind: Service\nmetadata: {{name: web}}\nspec:\n  unitFile: ../units/web.service\n  {extra}\n"
+        ));
         if let Spec::Service(ServiceSpec {
             exec: Exec::UnitFile { content, .. },
             ..
@@ -584,6 +584,12 @@ mod tests {
         {
             *content = "[Unit]\nDescription=Web\n\n[Service]\nExecStart=/usr/bin/web\n".into();
         }
+        m
+    }
+
+    #[test]
+    fn snapshot_adopted_unit() {
+        let m = adopted("resources: {memoryMax: 1G}");
         let units = render(&m, &ctx());
         insta::assert_snapshot!(units[0].content);
         assert_eq!(marker_of(&units[0].content).as_deref(), Some("web"));
@@ -666,16 +672,7 @@ mod tests {
 
     #[test]
     fn snapshot_adopted_unit_with_secrets() {
-        let mut m = manifest(
-            "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: web}\nspec:\n  unitFile: ../units/web.service\n  environmentFile: /s/web.env\n  credentials: {token: /s/token}\n",
-        );
-        if let Spec::Service(ServiceSpec {
-            exec: Exec::UnitFile { content, .. },
-            ..
-        }) = &mut m.spec
-        {
-            *content = "[Unit]\nDescription=Web\n\n[Service]\nExecStart=/usr/bin/web\n".into();
-        }
+        let m = adopted("environmentFile: /s/web.env\n  credentials: {token: /s/token}");
         insta::assert_snapshot!(render(&m, &ctx())[0].content);
     }
 }

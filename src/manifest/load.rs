@@ -551,8 +551,8 @@ pub(super) fn assemble(set: &mut LoadedSet, parsed: Vec<(PathBuf, ParsedFile)>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fsutil::test_support::{endless_files, mkfifo, within_10s};
     use crate::manifest::test_support::*;
-    use std::time::Duration;
 
     #[test]
     fn manifest_file_names() {
@@ -651,11 +651,7 @@ mod tests {
     #[test]
     fn unit_files_and_manifests_must_be_regular_files() {
         let d = tempfile::tempdir().unwrap();
-        let fifo = d.path().join("fifo.service");
-        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        let zero = d.path().join("zero.service");
-        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        endless_files(d.path(), "service");
         std::fs::create_dir(d.path().join("dir.service")).unwrap();
         let big = d.path().join("big.service");
         std::fs::write(&big, vec![b'#'; MAX_UNIT_FILE_SIZE as usize + 1]).unwrap();
@@ -667,14 +663,9 @@ mod tests {
         ] {
             let m = d.path().join("m.yaml");
             std::fs::write(&m, format!("{HEAD}  unitFile: {unit}\n")).unwrap();
-            // In a thread with a deadline: reading a FIFO or /dev/zero would
-            // otherwise block (or run) for ever.
-            let (tx, rx) = std::sync::mpsc::channel();
             let files = vec![m.clone()];
-            std::thread::spawn(move || tx.send(load_files(&files)));
-            let set = rx
-                .recv_timeout(Duration::from_secs(10))
-                .unwrap_or_else(|_| panic!("loading a manifest adopting {unit} did not return"));
+            let what = format!("loading a manifest adopting {unit}");
+            let set = within_10s(&what, move || load_files(&files));
             assert!(set.manifests.is_empty(), "{unit}");
             let e = &set.errors[0];
             assert!(e.message.contains(want) && e.message.contains(unit), "{e}");
@@ -683,8 +674,7 @@ mod tests {
         // A manifest that is a FIFO (behind a symlink, too) is refused
         // without blocking.
         let mfifo = d.path().join("fifo.yaml");
-        let c = std::ffi::CString::new(mfifo.to_str().unwrap()).unwrap();
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        mkfifo(&mfifo);
         let set = load_files(std::slice::from_ref(&mfifo));
         assert!(set.errors[0].message.contains("FIFO"), "{}", set.errors[0]);
     }

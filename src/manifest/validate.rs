@@ -895,9 +895,20 @@ mod tests {
         assert!(e.column >= 1, "{y:?}: {e}");
     }
 
+    /// A `kind` document whose spec is `common` and each case's fields
+    /// gives the case's error on the spec's line.
+    fn assert_spec_errors(kind: &str, common: &str, cases: &[(&str, &str)]) {
+        for (spec, want) in cases {
+            let y = format!(
+                "apiVersion: unitlet/v1\nkind: {kind}\nmetadata: {{name: a}}\nspec: {{{common}{spec}}}\n"
+            );
+            assert_located(&y, want, 4);
+        }
+    }
+
     #[test]
     fn bad_service_specs_are_located_and_explained() {
-        for (spec, want) in [
+        let cases = [
             ("command: []", "spec.command is empty"),
             ("command: [a], unitFile: a.service", "both set"),
             ("command: [\"a\\0b\"]", "NUL byte"),
@@ -920,17 +931,13 @@ mod tests {
             ),
             ("command: [a], after: [a]", "after itself"),
             ("command: [a], restart: sometimes", "Restart="),
-        ] {
-            let y = format!(
-                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {{name: a}}\nspec: {{{spec}}}\n"
-            );
-            assert_located(&y, want, 4);
-        }
+        ];
+        assert_spec_errors("Service", "", &cases);
     }
 
     #[test]
     fn bad_backup_specs_are_located_and_explained() {
-        for (spec, want) in [
+        let cases = [
             ("keep: 0, prometheus: {url: 'http://x'}", "keep at least 1"),
             (
                 "destination: /, prometheus: {url: 'http://x'}",
@@ -945,12 +952,8 @@ mod tests {
                 "not a directory of its own",
             ),
             ("keep: 2", "spec.prometheus or spec.grafana"),
-        ] {
-            let y = format!(
-                "apiVersion: unitlet/v1\nkind: Backup\nmetadata: {{name: a}}\nspec: {{schedule: every 1h, {spec}}}\n"
-            );
-            assert_located(&y, want, 4);
-        }
+        ];
+        assert_spec_errors("Backup", "schedule: every 1h, ", &cases);
     }
 
     #[test]
