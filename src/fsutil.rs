@@ -165,6 +165,25 @@ pub fn sync_tree(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Feeds everything `reader` yields to `chunk`, `buf_size` bytes at a
+/// time; the number of bytes read.
+pub fn for_each_chunk(
+    mut reader: impl std::io::Read,
+    buf_size: usize,
+    mut chunk: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; buf_size];
+    let mut total = 0u64;
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        chunk(&buf[..n])?;
+        total += n as u64;
+    }
+}
+
 /// Remove a file and make the removal durable.
 pub fn remove_durable(path: &Path) -> std::io::Result<()> {
     match std::fs::remove_file(path) {

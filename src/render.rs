@@ -565,11 +565,19 @@ mod tests {
 
     #[test]
     fn snapshot_command_service() {
-        let m = manifest(
-            "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: web}\nspec:\n  command: [/usr/bin/python3, -m, http.server, '8000', 'a b', '100%', '$HOME', 'q\"uote', 'back\\slash']\n  environment: {GREETING: 'hello world', PCT: '50%'}\n  after: [db]\n  workingDirectory: ~/srv\n  resources: {memoryMax: 512M, cpuQuota: 150%}\n",
+        let units = web_units(
+            "command: [/usr/bin/python3, -m, http.server, '8000', 'a b', '100%', '$HOME', 'q\"uote', 'back\\slash']\n  environment: {GREETING: 'hello world', PCT: '50%'}\n  after: [db]\n  workingDirectory: ~/srv\n  resources: {memoryMax: 512M, cpuQuota: 150%}",
         );
-        let units = render(&m, &ctx());
         insta::assert_snapshot!(units[0].content);
+    }
+
+    /// The units of Service `web` with `spec` (YAML lines, two-space
+    /// indented after the first).
+    fn web_units(spec: &str) -> Vec<DesiredUnit> {
+        let m = manifest(&format!(
+            "apiVersion: unitlet/v1\nkind: Service\nmetadata: {{name: web}}\nspec:\n  {spec}\n"
+        ));
+        render(&m, &ctx())
     }
 
     /// Service `web` adopting a small unit file, with `extra` spec lines.
@@ -649,10 +657,9 @@ mod tests {
 
     #[test]
     fn snapshot_multiline_argv_and_environment() {
-        let m = manifest(
-            "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: web}\nspec:\n  command: [/bin/sh, -c, \"echo one\\necho two\", \"tab\\there\", \"ctl\\x01\"]\n  environment: {SCRIPT: \"line 1\\nline 2\\t(tab)\"}\n",
+        let units = web_units(
+            "command: [/bin/sh, -c, \"echo one\\necho two\", \"tab\\there\", \"ctl\\x01\"]\n  environment: {SCRIPT: \"line 1\\nline 2\\t(tab)\"}",
         );
-        let units = render(&m, &ctx());
         let content = &units[0].content;
         assert!(
             !content.chars().any(|c| c.is_control() && c != '\n'),
@@ -663,10 +670,9 @@ mod tests {
 
     #[test]
     fn snapshot_secrets_are_referenced_never_inlined() {
-        let m = manifest(
-            "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: web}\nspec:\n  command: [/usr/bin/web]\n  environmentFile: ~/.config/unitlet/secrets/web.env\n  credentials: {admin-password: ~/.config/unitlet/secrets/admin, api.key: /etc/100%/key}\n",
+        let units = web_units(
+            "command: [/usr/bin/web]\n  environmentFile: ~/.config/unitlet/secrets/web.env\n  credentials: {admin-password: ~/.config/unitlet/secrets/admin, api.key: /etc/100%/key}",
         );
-        let units = render(&m, &ctx());
         insta::assert_snapshot!(units[0].content);
     }
 

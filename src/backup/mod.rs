@@ -1412,18 +1412,12 @@ fn write_via_temp(dir: &Path, name: &str, bytes: &[u8], fsync: bool) -> io::Resu
     tmp.persist(dir.join(name)).map(drop).map_err(|e| e.error)
 }
 
-fn hash_reader(mut file: impl Read) -> io::Result<(u64, String)> {
+fn hash_reader(file: impl Read) -> io::Result<(u64, String)> {
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        hasher.update(&buf[..n]);
-    }
+    let size = crate::fsutil::for_each_chunk(file, 64 * 1024, |c| {
+        hasher.update(c);
+        Ok(())
+    })?;
     Ok((size, hex::encode(hasher.finalize())))
 }
 

@@ -17,7 +17,7 @@
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -311,18 +311,12 @@ fn copy_file(
         .create_new(true)
         .mode(mode)
         .open(to)?;
-    let mut buf = vec![0u8; 1024 * 1024];
-    let mut total = 0u64;
-    loop {
-        let n = input.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        inspect(&buf[..n]);
-        output.write_all(&buf[..n])?;
-        total += n as u64;
-        pb.inc(n as u64);
-    }
+    let total = crate::fsutil::for_each_chunk(&mut input, 1024 * 1024, |c| {
+        inspect(c);
+        output.write_all(c)?;
+        pb.inc(c.len() as u64);
+        Ok(())
+    })?;
     output.sync_all()?;
     Ok(total)
 }
@@ -1361,13 +1355,21 @@ mod tests {
         fs::write(b.join("tombstones"), b"").unwrap();
     }
 
-    #[test]
-    fn a_snapshot_is_taken_out_of_prometheus_dir_and_sealed() {
+    /// A fake Prometheus snapshot `S1` in `TMP/data`, taken into a set of
+    /// Backup `tsdb` in `TMP/backups`.
+    fn snapshot_set() -> (tempfile::TempDir, Store, SetInfo) {
         let d = tempfile::tempdir().unwrap();
         let data = d.path().join("data");
         fake_snapshot(&data, "S1");
         let store = Store::open(&d.path().join("backups"), "tsdb", KIND).unwrap();
         let info = take_snapshot(&store, "http://p:9090/", &data, "S1", false).unwrap();
+        (d, store, info)
+    }
+
+    #[test]
+    fn a_snapshot_is_taken_out_of_prometheus_dir_and_sealed() {
+        let (d, store, info) = snapshot_set();
+        let data = d.path().join("data");
         assert_eq!(info.files, 5, "4 snapshot files and prometheus.json");
         assert!(
             !data.join("snapshots/S1").exists(),
@@ -1410,11 +1412,7 @@ mod tests {
 
     #[test]
     fn a_changed_file_is_caught_while_copying() {
-        let d = tempfile::tempdir().unwrap();
-        let data = d.path().join("data");
-        fake_snapshot(&data, "S1");
-        let store = Store::open(&d.path().join("backups"), "tsdb", KIND).unwrap();
-        let info = take_snapshot(&store, "http://p:9090/", &data, "S1", false).unwrap();
+        let (d, store, info) = snapshot_set();
         let set = store.verify(&info.id).unwrap();
         let mut bytes = fs::read(set.dir().join("snapshot/01HBLOCK/index")).unwrap();
         bytes[10] ^= 1;
