@@ -1,6 +1,7 @@
 //! The bodies of `unitlet backup NAME`, `unitlet backups [NAME]` and
 //! `unitlet restore NAME ID`: find the Backup manifest, dispatch on its
-//! source, print what happened and return the contract's exit code.
+//! source and print what happened. What goes wrong is a [`CommandError`];
+//! the CLI turns it into the contract's exit code.
 //!
 //! These run in short-lived processes (the Backup's oneshot, a person's
 //! shell), so `backup` leaves its outcome in `STATE_DIR/backups/NAME.last.json`
@@ -17,14 +18,6 @@ use crate::grafana::{self, GrafanaError};
 use crate::locations::Locations;
 use crate::manifest::{self, BackupSource, BackupSpec, GrafanaAuthSpec, LoadError};
 use crate::prometheus::{self, PrometheusError, RestoreOptions, RestoreTarget};
-
-/// Exit status: done.
-const OK: i32 = 0;
-/// Exit status: failed (the contract's 1 for backup and restore).
-const FAILED: i32 = 1;
-/// Exit status: refused, nothing was tried (another restore of the same
-/// service is running).
-const REFUSED: i32 = 2;
 
 /// Per-request timeout towards Prometheus and Grafana. Generous: a busy
 /// server should slow a backup down, not fail it.
@@ -205,8 +198,8 @@ fn read_secret(what: &'static str, path: &Path) -> Result<String, CommandError> 
         path: path.to_path_buf(),
         reason,
     };
-    crate::manifest::check_secret_file(path).map_err(err)?;
-    let bytes = crate::manifest::read_regular_capped(path, true, MAX_SECRET_BYTES)
+    manifest::check_secret_file(path).map_err(err)?;
+    let bytes = manifest::read_regular_capped(path, true, MAX_SECRET_BYTES)
         .map_err(|e| err(format!("{} {e}", path.display())))?;
     let text =
         String::from_utf8(bytes).map_err(|_| err("the file is not UTF-8 text".to_owned()))?;
@@ -222,41 +215,6 @@ const MAX_SECRET_BYTES: u64 = 64 << 10;
 
 /// Largest `NAME.last.json` read; ours are about 200 bytes.
 const MAX_LAST_RUN_BYTES: u64 = 64 << 10;
-
-/// Reads `path` if it is at most `limit` bytes, judged from its metadata
-/// before reading (and enforced while reading). The error never holds the
-/// content.
-fn read_capped(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    // Non-blocking: a FIFO in place of the file must not hang the run.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| e.to_string())?;
-    let meta = file.metadata().map_err(|e| e.to_string())?;
-    let too_large = |size: u64| {
-        format!(
-            "the file is {size} bytes, over the limit of {}",
-            crate::backup::limit_text(limit)
-        )
-    };
-    if !meta.is_file() {
-        return Err("it is not a regular file".to_owned());
-    }
-    if meta.len() > limit {
-        return Err(too_large(meta.len()));
-    }
-    let mut bytes = Vec::new();
-    file.take(limit + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > limit {
-        return Err(too_large(bytes.len() as u64));
-    }
-    Ok(bytes)
-}
 
 fn grafana_client(url: &str, auth: &GrafanaAuthSpec) -> Result<grafana::Client, CommandError> {
     let (auth, label) = match auth {
@@ -290,18 +248,7 @@ fn config_error(name: &str, reason: &str) -> CommandError {
 
 /// Bytes for people: `1.5 GiB`.
 pub fn format_size(b: u64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < U.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", U[i])
-    }
+    bytesize::ByteSize::b(b).display().iec().to_string()
 }
 
 async fn run_backup(loc: &Locations, name: &str) -> Result<(SetInfo, Vec<String>), CommandError> {
@@ -342,37 +289,23 @@ async fn run_backup(loc: &Locations, name: &str) -> Result<(SetInfo, Vec<String>
 /// `STATE_DIR/backups/NAME.last.json` (`{lastSuccess, lastAttempt,
 /// lastError, lastSet}`, unix seconds) for `unitlet run`'s metrics.
 ///
-/// Returns 0 when the set is complete (even if pruning old sets failed,
-/// which is reported), 1 otherwise.
-pub async fn backup(loc: &Locations, name: &str) -> i32 {
+/// # Errors
+/// Why no complete set was made. A complete set whose pruning of old sets
+/// failed is a success: the failure is printed as a warning.
+pub async fn backup(loc: &Locations, name: &str) -> Result<(), CommandError> {
     let attempt = unix_now();
     let result = run_backup(loc, name).await;
-    let outcome = match &result {
-        Ok((set, _)) => Ok(set.id.as_str()),
-        Err(e) => Err(crate::error_chain(e)),
-    };
     // Only a manifest that exists gets a record: a typo must not create
     // files (or metrics) for a name nobody defined.
     if !matches!(
         result,
         Err(CommandError::Unknown { .. } | CommandError::NotABackup { .. } | CommandError::Load(_))
     ) {
-        // One writer at a time in the state directory.
-        let _lock = crate::lock::StateLock::acquire_announced(&loc.state_dir, "unitlet backup")
-            .await
-            .ok();
-        let path = last_run_path(loc, name);
-        let previous = read_capped(&path, MAX_LAST_RUN_BYTES)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        let record = LastRun::after(previous, attempt, outcome);
-        let bytes = serde_json::to_vec_pretty(&record).expect("plain struct serializes");
-        if let Err(e) = crate::fsutil::atomic_write(&path, &bytes, 0o600) {
-            eprintln!(
-                "warning: cannot record the outcome in {}: {e}",
-                path.display()
-            );
-        }
+        let outcome = match &result {
+            Ok((set, _)) => Ok(set.id.as_str()),
+            Err(e) => Err(crate::error_chain(e)),
+        };
+        record_last_run(loc, name, attempt, outcome).await;
     }
     match result {
         Ok((set, deleted)) => {
@@ -386,17 +319,35 @@ pub async fn backup(loc: &Locations, name: &str) -> i32 {
             for id in deleted {
                 println!("deleted old set {id} (keep)");
             }
-            OK
+            Ok(())
         }
         Err(CommandError::Store(e @ BackupError::Delete { .. })) => {
             // The set itself is complete; only pruning failed.
             eprintln!("warning: {}", crate::error_chain(&e));
-            OK
+            Ok(())
         }
-        Err(e) => {
-            eprintln!("error: backup {name} failed: {}", crate::error_chain(&e));
-            FAILED
-        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Records a run's outcome in `NAME.last.json`, under the state lock (one
+/// writer at a time in the state directory); a failure to record is a
+/// warning.
+async fn record_last_run(loc: &Locations, name: &str, attempt: u64, outcome: Result<&str, String>) {
+    let _lock = crate::lock::StateLock::acquire_announced(&loc.state_dir, "unitlet backup")
+        .await
+        .ok();
+    let path = last_run_path(loc, name);
+    let previous = manifest::read_regular_capped(&path, true, MAX_LAST_RUN_BYTES)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let record = LastRun::after(previous, attempt, outcome);
+    let bytes = serde_json::to_vec_pretty(&record).expect("plain struct serializes");
+    if let Err(e) = crate::fsutil::atomic_write(&path, &bytes, 0o600) {
+        eprintln!(
+            "warning: cannot record the outcome in {}: {e}",
+            path.display()
+        );
     }
 }
 
@@ -457,7 +408,7 @@ pub fn sets_table(rows: &[SetRow]) -> String {
         })
         .collect();
     let mut out = Vec::new();
-    crate::cli::print_table(
+    crate::table::print_table(
         &mut out,
         &["ID", "MANIFEST", "CREATED", "SIZE", "STATUS"],
         &cells,
@@ -468,16 +419,11 @@ pub fn sets_table(rows: &[SetRow]) -> String {
 /// `unitlet backups [NAME] [-o json]`: every set of Backup NAME (or of
 /// every Backup manifest), oldest first per manifest, complete or not.
 ///
-/// Returns 0; 1 when NAME is not a valid Backup manifest or the
-/// manifests or a destination cannot be read.
-pub fn backups(loc: &Locations, name: Option<&str>, json: bool) -> i32 {
-    let rows = match list_sets(loc, name) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {}", crate::error_chain(&e));
-            return FAILED;
-        }
-    };
+/// # Errors
+/// NAME is not a valid Backup manifest, or the manifests or a destination
+/// cannot be read.
+pub fn backups(loc: &Locations, name: Option<&str>, json: bool) -> Result<(), CommandError> {
+    let rows = list_sets(loc, name)?;
     let mut stdout = std::io::stdout().lock();
     let text = if json {
         let mut s = serde_json::to_string_pretty(&rows).expect("plain rows serialize");
@@ -485,7 +431,7 @@ pub fn backups(loc: &Locations, name: Option<&str>, json: bool) -> i32 {
         s
     } else if rows.is_empty() {
         eprintln!("no backup sets");
-        return OK;
+        return Ok(());
     } else {
         if rows.iter().any(|r| r.set.legacy) {
             eprintln!(
@@ -495,7 +441,7 @@ pub fn backups(loc: &Locations, name: Option<&str>, json: bool) -> i32 {
         sets_table(&rows)
     };
     let _ = stdout.write_all(text.as_bytes());
-    OK
+    Ok(())
 }
 
 /// The flags of `unitlet restore`.
@@ -554,7 +500,48 @@ fn grafana_options(args: &RestoreArgs) -> Result<grafana::RestoreOptions, Comman
     })
 }
 
-async fn run_restore(
+/// What a Prometheus restore needs beyond a backup: the data directory
+/// (resolved: the shipped layout makes it a symlink into XDG_DATA_HOME, and
+/// the real directory is swapped, not the link) and the Service to stop.
+fn restore_needs<'a>(
+    name: &str,
+    data_dir: Option<&Path>,
+    service: Option<&'a str>,
+) -> Result<(PathBuf, &'a str), CommandError> {
+    let Some(data_dir) = data_dir else {
+        return Err(config_error(
+            name,
+            "prometheus.dataDir is needed to restore; set it to Prometheus' --storage.tsdb.path",
+        ));
+    };
+    let Some(service) = service else {
+        return Err(config_error(
+            name,
+            "prometheus.service is needed to restore: the Service manifest running Prometheus, which restore stops and starts",
+        ));
+    };
+    let resolved = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    Ok((resolved, service))
+}
+
+/// `unitlet restore NAME ID [--dry-run]`: restore set ID of Backup NAME.
+///
+/// Every checksum is verified before anything is touched. Prometheus: the
+/// data directory is swapped with a copy of the set around a stop/start of
+/// `prometheus.service`, the replaced data moved aside and named. Grafana:
+/// folders and dashboards are saved back, with a per-object report.
+///
+/// A Prometheus restore first finishes or undoes an interrupted earlier
+/// restore of the same service (see [`crate::journal`]).
+///
+/// Returns whether every object was restored (a Grafana restore reports
+/// per object; a Prometheus restore is all or nothing).
+///
+/// # Errors
+/// Why nothing was restored, the previous state kept;
+/// [`PrometheusError::RestoreRunning`] when another restore of the same
+/// service is running (nothing was tried).
+pub async fn restore(
     loc: &Locations,
     name: &str,
     id: &str,
@@ -582,27 +569,13 @@ async fn run_restore(
                     "--only and --secure-values apply to Grafana restores only; a Prometheus set is restored whole".to_owned(),
                 ));
             }
-            let Some(data_dir) = data_dir else {
-                return Err(config_error(
-                    name,
-                    "prometheus.dataDir is needed to restore; set it to Prometheus' --storage.tsdb.path",
-                ));
-            };
-            let Some(service) = service else {
-                return Err(config_error(
-                    name,
-                    "prometheus.service is needed to restore: the Service manifest running Prometheus, which restore stops and starts",
-                ));
-            };
+            let (data_dir, service) = restore_needs(name, data_dir.as_deref(), service.as_deref())?;
             let client = prometheus::Client::new(url, HTTP_TIMEOUT)?;
-            // The shipped layout makes dataDir a symlink into XDG_DATA_HOME:
-            // swap the real directory, not the link.
-            let resolved = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.clone());
             let target = RestoreTarget {
                 backup: name,
                 store: &store,
                 id,
-                data_dir: &resolved,
+                data_dir: &data_dir,
                 service,
                 client: &client,
                 state_dir: &loc.state_dir,
@@ -624,40 +597,6 @@ async fn run_restore(
             let report = grafana::restore(&client, &set, &options).await?;
             print!("{report}");
             Ok(report.is_success())
-        }
-    }
-}
-
-/// `unitlet restore NAME ID [--dry-run]`: restore set ID of Backup NAME.
-///
-/// Every checksum is verified before anything is touched. Prometheus: the
-/// data directory is swapped with a copy of the set around a stop/start of
-/// `prometheus.service`, the replaced data moved aside and named. Grafana:
-/// folders and dashboards are saved back, with a per-object report.
-///
-/// A Prometheus restore first finishes or undoes an interrupted earlier
-/// restore of the same service (see [`crate::journal`]).
-///
-/// Returns 0 when restored and verified (or, dry, when it would be); 1
-/// otherwise, with the previous state kept; 2 when another restore of the
-/// same service is running (nothing was tried).
-pub async fn restore(loc: &Locations, name: &str, id: &str, args: &RestoreArgs) -> i32 {
-    match run_restore(loc, name, id, args).await {
-        Ok(true) => OK,
-        Err(e @ CommandError::Prometheus(PrometheusError::RestoreRunning { .. })) => {
-            eprintln!("error: restore of {name} set {id} refused: {e}");
-            REFUSED
-        }
-        Ok(false) => {
-            eprintln!("error: restore of {name} set {id} did not restore every object (see above)");
-            FAILED
-        }
-        Err(e) => {
-            eprintln!(
-                "error: restore of {name} set {id}: {}",
-                crate::error_chain(&e)
-            );
-            FAILED
         }
     }
 }

@@ -3,101 +3,53 @@
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+
 use std::path::Path;
 
 /// Write `bytes` to `path` atomically: a temporary file in the same
 /// directory, fsync, rename over the target, fsync the directory.
 ///
-/// The temporary, `.NAME.unitlet-tmp.PID`, is created exclusively and
-/// without following symlinks (`O_CREAT|O_EXCL|O_NOFOLLOW`): whatever is
-/// found at that name (a stale temporary of an earlier process with the
-/// same PID, or a symlink planted there) is unlinked, never written
-/// through.
+/// The temporary, `.NAME.unitlet-tmp.PID.RANDOM`, comes from
+/// [`tempfile::Builder`]: created exclusively (`O_CREAT|O_EXCL`, so a
+/// symlink or anything else found at the name is never opened; another
+/// random name is tried), mode 0600 until `mode` is set, and removed again
+/// on any failure.
 ///
 /// # Errors
-/// Any I/O error; the target is then untouched (a stray temporary file may
-/// remain, and is removed next time).
+/// Any I/O error; the target is then untouched.
 pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    let (dir, tmp, file) = write_temp(path, bytes, mode)?;
-    let result = (|| {
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, path)?;
-        sync_dir(&dir)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    let tmp = write_temp(path, bytes, mode)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    sync_dir(&parent_dir(path))
 }
 
-/// The temporary file's name beside `path`: `.NAME.unitlet-tmp.PID`.
-fn temp_path(dir: &Path, path: &Path) -> std::path::PathBuf {
+/// The directory `path` is in (`.` for a bare name).
+fn parent_dir(path: &Path) -> std::path::PathBuf {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf()
+}
+
+/// Write `bytes` to a new temporary file beside `path` (not yet durable),
+/// creating the directory if needed. The file is removed when the handle
+/// is dropped without being persisted.
+fn write_temp(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<tempfile::NamedTempFile> {
+    let dir = parent_dir(path);
+    create_dir_all(&dir)?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    dir.join(format!(".{name}.unitlet-tmp.{}", std::process::id()))
-}
-
-/// Create `tmp` exclusively, never following a symlink. Something already
-/// there is removed first (unlinking a symlink removes the link, not its
-/// target); a directory in the way is an error.
-fn create_temp(tmp: &Path, mode: u32) -> std::io::Result<std::fs::File> {
-    let open = || {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(tmp)
-    };
-    match open() {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let meta = std::fs::symlink_metadata(tmp)?;
-            if meta.is_dir() {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    format!(
-                        "{} is a directory in the way of unitlet's temporary file; remove it",
-                        tmp.display()
-                    ),
-                ));
-            }
-            std::fs::remove_file(tmp)?;
-            // Re-created by someone else meanwhile: fail, never follow.
-            open()
-        }
-        r => r,
-    }
-}
-
-/// Write `bytes` to the temporary file beside `path` (not yet durable).
-/// Returns the directory, the temporary's path and its open handle.
-fn write_temp(
-    path: &Path,
-    bytes: &[u8],
-    mode: u32,
-) -> std::io::Result<(std::path::PathBuf, std::path::PathBuf, std::fs::File)> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
-    create_dir_all(&dir)?;
-    let tmp = temp_path(&dir, path);
-    let mut f = create_temp(&tmp, mode)?;
-    let written = (|| {
-        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        f.write_all(bytes)
-    })();
-    match written {
-        Ok(()) => Ok((dir, tmp, f)),
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}.unitlet-tmp.{}.", std::process::id()))
+        .tempfile_in(&dir)?;
+    // Set after creation: the umask must not narrow the mode asked for.
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))?;
+    tmp.write_all(bytes)?;
+    Ok(tmp)
 }
 
 /// How many threads fsync a batch's temporaries: concurrent fsyncs share
@@ -120,9 +72,9 @@ const SYNC_THREADS: usize = 16;
 pub fn atomic_write_batch(files: &[(&Path, &[u8], u32)]) -> Vec<std::io::Result<()>> {
     // Handles are closed at once (a large batch must not run out of file
     // descriptors) and reopened, without following links, to sync.
-    let temps: Vec<std::io::Result<std::path::PathBuf>> = files
+    let temps: Vec<std::io::Result<tempfile::TempPath>> = files
         .iter()
-        .map(|(path, bytes, mode)| write_temp(path, bytes, *mode).map(|(_, tmp, _)| tmp))
+        .map(|(path, bytes, mode)| write_temp(path, bytes, *mode).map(|t| t.into_temp_path()))
         .collect();
     let sync = |tmp: &Path| -> std::io::Result<()> {
         std::fs::OpenOptions::new()
@@ -154,17 +106,13 @@ pub fn atomic_write_batch(files: &[(&Path, &[u8], u32)]) -> Vec<std::io::Result<
     let mut dirs = std::collections::BTreeSet::new();
     let mut out = Vec::with_capacity(files.len());
     for (((path, _, _), tmp), synced) in files.iter().zip(temps).zip(synced) {
-        out.push((|| {
-            let tmp = tmp?;
-            if let Err(e) = synced.and_then(|()| std::fs::rename(&tmp, path)) {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
-            if let Some(d) = path.parent() {
-                dirs.insert(d.to_path_buf());
-            }
+        // A temporary not persisted is removed when dropped.
+        out.push(tmp.and_then(|tmp| {
+            synced?;
+            tmp.persist(path).map_err(|e| e.error)?;
+            dirs.insert(parent_dir(path));
             Ok(())
-        })());
+        }));
     }
     for d in dirs {
         let _ = sync_dir(&d);
@@ -172,10 +120,13 @@ pub fn atomic_write_batch(files: &[(&Path, &[u8], u32)]) -> Vec<std::io::Result<
     out
 }
 
-/// The writer's PID if `name` is one of [`atomic_write`]'s temporary files.
+/// The writer's PID if `name` is one of [`atomic_write`]'s temporary files
+/// (`.NAME.unitlet-tmp.PID.RANDOM`, or `.NAME.unitlet-tmp.PID` as written
+/// before 0.2).
 pub fn stale_temp_pid(name: &str) -> Option<i32> {
     let rest = name.strip_prefix('.')?;
-    let (_, pid) = rest.rsplit_once(".unitlet-tmp.")?;
+    let (_, tail) = rest.rsplit_once(".unitlet-tmp.")?;
+    let pid = tail.split_once('.').map_or(tail, |(pid, _)| pid);
     pid.parse().ok()
 }
 
@@ -202,6 +153,37 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// fsync every directory under (and including) `dir`, deepest first,
+/// following no symlink below `dir`.
+pub fn sync_tree(dir: &Path) -> std::io::Result<()> {
+    for entry in walkdir::WalkDir::new(dir).contents_first(true) {
+        let entry = entry?;
+        if entry.file_type().is_dir() {
+            sync_dir(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Feeds everything `reader` yields to `chunk`, `buf_size` bytes at a
+/// time; the number of bytes read.
+pub fn for_each_chunk(
+    mut reader: impl std::io::Read,
+    buf_size: usize,
+    mut chunk: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; buf_size];
+    let mut total = 0u64;
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        chunk(&buf[..n])?;
+        total += n as u64;
+    }
+}
+
 /// Remove a file and make the removal durable.
 pub fn remove_durable(path: &Path) -> std::io::Result<()> {
     match std::fs::remove_file(path) {
@@ -213,6 +195,38 @@ pub fn remove_durable(path: &Path) -> std::io::Result<()> {
         sync_dir(dir)?;
     }
     Ok(())
+}
+
+/// Files that test how readers cope with what is not a regular file.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    /// Makes a FIFO (named pipe) at `path`.
+    pub fn mkfifo(path: &Path) {
+        let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    }
+
+    /// In `dir`, `fifo.EXT` (a FIFO) and `zero.EXT` (a symlink to
+    /// /dev/zero): reading either would block or never end.
+    pub fn endless_files(dir: &Path, ext: &str) -> (PathBuf, PathBuf) {
+        let fifo = dir.join(format!("fifo.{ext}"));
+        mkfifo(&fifo);
+        let zero = dir.join(format!("zero.{ext}"));
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        (fifo, zero)
+    }
+
+    /// `f`'s result, run in a thread with a deadline: a reader that blocks
+    /// on a FIFO or reads /dev/zero fails the test instead of hanging it.
+    pub fn within_10s<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(f()));
+        rx.recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("{what} did not return"))
+    }
 }
 
 #[cfg(test)]
@@ -246,9 +260,12 @@ mod tests {
         assert!(!p.exists());
     }
 
-    /// A symlink planted at the exact temporary name must not be followed:
-    /// the old code opened it with O_CREAT|O_TRUNC, overwrote its target
-    /// and then renamed the symlink over the file being written.
+    /// A symlink planted at a temporary's name must not be followed: the
+    /// old code opened it with O_CREAT|O_TRUNC, overwrote its target and
+    /// then renamed the symlink over the file being written. Temporaries
+    /// now have unpredictable names and are created with O_EXCL, so links
+    /// and directories planted at the names of earlier versions are
+    /// neither followed nor in the way.
     #[test]
     fn planted_symlink_at_the_temp_name_is_not_followed() {
         let d = tempfile::tempdir().unwrap();
@@ -259,8 +276,13 @@ mod tests {
         let pid = std::process::id();
         for (i, batch) in [false, true].into_iter().enumerate() {
             let target = units.join(format!("a{i}.service"));
-            let tmp = units.join(format!(".a{i}.service.unitlet-tmp.{pid}"));
-            std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+            let planted = [
+                units.join(format!(".a{i}.service.unitlet-tmp.{pid}")),
+                units.join(format!(".a{i}.service.unitlet-tmp.{pid}.x")),
+            ];
+            for p in &planted {
+                std::os::unix::fs::symlink(&victim, p).unwrap();
+            }
             if batch {
                 let r = atomic_write_batch(&[(&target, b"new".as_slice(), 0o644)]);
                 r.into_iter().next().unwrap().unwrap();
@@ -275,22 +297,22 @@ mod tests {
             let meta = std::fs::symlink_metadata(&target).unwrap();
             assert!(meta.is_file(), "the target is a file, not the planted link");
             assert_eq!(std::fs::read(&target).unwrap(), b"new");
-            assert!(
-                std::fs::symlink_metadata(&tmp).is_err(),
-                "no temporary left"
-            );
+            let temps = std::fs::read_dir(&units)
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .filter(|e| stale_temp_pid(&e.file_name().to_string_lossy()).is_some())
+                .count();
+            assert_eq!(temps, 2 * (i + 1), "only the planted links remain");
         }
-        // A directory in the way fails cleanly and touches nothing.
+        // A directory at the old temporary name is not in the way.
         let target = units.join("b.service");
         std::fs::write(&target, b"old").unwrap();
         std::fs::create_dir(units.join(format!(".b.service.unitlet-tmp.{pid}"))).unwrap();
-        let e = atomic_write(&target, b"new", 0o644).unwrap_err();
-        assert!(e.to_string().contains("remove it"), "{e}");
-        assert_eq!(std::fs::read(&target).unwrap(), b"old");
-        // A stale regular temporary is replaced, not appended to.
-        let tmp = units.join(format!(".c.service.unitlet-tmp.{pid}"));
-        std::fs::write(&tmp, b"stale stale stale").unwrap();
-        atomic_write(&units.join("c.service"), b"c", 0o644).unwrap();
-        assert_eq!(std::fs::read(units.join("c.service")).unwrap(), b"c");
+        atomic_write(&target, b"new", 0o644).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
+        // Names of this and earlier versions are recognised as temporaries.
+        assert_eq!(stale_temp_pid(".c.service.unitlet-tmp.42.Ab3xYz"), Some(42));
+        assert_eq!(stale_temp_pid(".c.service.unitlet-tmp.42"), Some(42));
+        assert_eq!(stale_temp_pid(".c.service.unitlet-tmp.x"), None);
     }
 }

@@ -894,60 +894,76 @@ mod tests {
         }
     }
 
+    /// For every case, at each of its steps: the plan for that record
+    /// (with or without replaced data) and what is on disk.
+    fn assert_plans(replaced: bool, cases: &[(&[Step], OnDisk, RecoveryPlan)]) {
+        for (steps, on_disk, want) in cases {
+            for step in *steps {
+                let plan = recovery_plan(&rec(*step, replaced), *on_disk);
+                assert_eq!(&plan, want, "{step} {on_disk:?}");
+            }
+        }
+    }
+
     #[test]
     fn every_point_of_the_swap_rolls_back_to_the_original_data() {
-        // Before the old data moved: it is the original; drop the copy.
-        for step in [Step::Copy, Step::Stop, Step::MoveAside] {
-            assert_eq!(
-                recovery_plan(&rec(step, true), disk(true, false, true)),
-                rollback(false, false, true),
-                "{step}"
-            );
-        }
-        // Moved aside, copy not yet in place.
-        assert_eq!(
-            recovery_plan(&rec(Step::MoveAside, true), disk(false, true, true)),
-            rollback(false, true, true)
-        );
-        assert_eq!(
-            recovery_plan(&rec(Step::Install, true), disk(false, true, true)),
-            rollback(false, true, true)
-        );
-        // The copy is in place: it goes aside, the original comes back.
-        for step in [Step::Install, Step::Start, Step::Verify, Step::RollBack] {
-            assert_eq!(
-                recovery_plan(&rec(step, true), disk(true, true, false)),
-                rollback(true, true, false),
-                "{step}"
-            );
-        }
-        // An in-process rollback that already put everything back.
-        assert_eq!(
-            recovery_plan(&rec(Step::RollBack, true), disk(true, false, false)),
-            rollback(false, false, false)
-        );
-        // Verified: it stays.
-        assert_eq!(
-            recovery_plan(&rec(Step::Done, true), disk(true, true, false)),
-            RecoveryPlan::Complete {
-                remove_staging: false
-            }
+        use Step::*;
+        assert_plans(
+            true,
+            &[
+                // Before the old data moved: it is the original; drop the copy.
+                (
+                    &[Copy, Stop, MoveAside],
+                    disk(true, false, true),
+                    rollback(false, false, true),
+                ),
+                // Moved aside, copy not yet in place.
+                (
+                    &[MoveAside, Install],
+                    disk(false, true, true),
+                    rollback(false, true, true),
+                ),
+                // The copy is in place: it goes aside, the original comes back.
+                (
+                    &[Install, Start, Verify, RollBack],
+                    disk(true, true, false),
+                    rollback(true, true, false),
+                ),
+                // An in-process rollback that already put everything back.
+                (
+                    &[RollBack],
+                    disk(true, false, false),
+                    rollback(false, false, false),
+                ),
+                // Verified: it stays.
+                (
+                    &[Done],
+                    disk(true, true, false),
+                    RecoveryPlan::Complete {
+                        remove_staging: false,
+                    },
+                ),
+            ],
         );
     }
 
     #[test]
     fn without_previous_data_only_the_restored_copy_moves() {
-        assert_eq!(
-            recovery_plan(&rec(Step::Stop, false), disk(false, false, true)),
-            rollback(false, false, true)
-        );
-        assert_eq!(
-            recovery_plan(&rec(Step::Start, false), disk(true, false, false)),
-            rollback(true, false, false)
-        );
-        assert_eq!(
-            recovery_plan(&rec(Step::Install, false), disk(false, false, true)),
-            rollback(false, false, true)
+        use Step::*;
+        assert_plans(
+            false,
+            &[
+                (
+                    &[Stop, Install],
+                    disk(false, false, true),
+                    rollback(false, false, true),
+                ),
+                (
+                    &[Start],
+                    disk(true, false, false),
+                    rollback(true, false, false),
+                ),
+            ],
         );
     }
 

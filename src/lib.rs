@@ -19,6 +19,7 @@ pub mod render;
 pub mod schedule;
 pub mod status;
 pub mod systemd;
+pub mod table;
 pub mod work;
 
 /// An error and all its causes, `: `-separated, for one-line messages.

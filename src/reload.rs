@@ -455,6 +455,11 @@ mod tests {
         assert!(long.len() < 700, "{}", long.len());
     }
 
+    /// The argv of `/bin/sh -c script`.
+    fn sh(script: &str) -> Vec<String> {
+        vec!["/bin/sh".into(), "-c".into(), script.into()]
+    }
+
     #[tokio::test]
     async fn validator_output_is_reported() {
         let d = tempfile::tempdir().unwrap();
@@ -462,11 +467,7 @@ mod tests {
             .await
             .unwrap();
         let e = run_validate(
-            &[
-                "/bin/sh".into(),
-                "-c".into(),
-                "echo bad config >&2; exit 3".into(),
-            ],
+            &sh("echo bad config >&2; exit 3"),
             d.path(),
             Duration::from_secs(5),
         )
@@ -485,11 +486,7 @@ mod tests {
     #[test]
     fn config_hash_refuses_what_is_not_a_regular_file() {
         let d = tempfile::tempdir().unwrap();
-        let fifo = d.path().join("fifo.yml");
-        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        let zero = d.path().join("zero.yml");
-        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let (fifo, zero) = crate::fsutil::test_support::endless_files(d.path(), "yml");
         let sock = d.path().join("sock.yml");
         let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
         for (f, what) in [
@@ -498,14 +495,9 @@ mod tests {
             (&sock, "socket"),
             (&d.path().to_path_buf(), "directory"),
         ] {
-            // In a thread with a deadline: reading a FIFO or /dev/zero would
-            // otherwise block (or run) for ever.
-            let (tx, rx) = std::sync::mpsc::channel();
             let files = vec![f.clone()];
-            std::thread::spawn(move || tx.send(config_hash(&files)));
-            let e = rx
-                .recv_timeout(Duration::from_secs(10))
-                .unwrap_or_else(|_| panic!("config_hash of {f:?} did not return"))
+            let call = format!("config_hash of {f:?}");
+            let e = crate::fsutil::test_support::within_10s(&call, move || config_hash(&files))
                 .unwrap_err();
             assert!(e.contains(what) && e.contains(&*f.to_string_lossy()), "{e}");
         }
@@ -514,17 +506,10 @@ mod tests {
     #[tokio::test]
     async fn validator_output_is_bounded_and_keeps_first_and_last_lines() {
         let d = tempfile::tempdir().unwrap();
-        let e = run_validate(
-            &[
-                "/bin/sh".into(),
-                "-c".into(),
-                "echo FIRST LINE; head -c 20000000 /dev/zero | tr '\\0' x; echo; echo LAST LINE; exit 1".into(),
-            ],
-            d.path(),
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap_err();
+        let script = "echo FIRST LINE; head -c 20000000 /dev/zero | tr '\\0' x; echo; echo LAST LINE; exit 1";
+        let e = run_validate(&sh(script), d.path(), Duration::from_secs(60))
+            .await
+            .unwrap_err();
         assert!(e.contains("FIRST LINE") && e.contains("LAST LINE"), "{e}");
         assert!(e.contains("bytes cut"), "{e}");
         assert!(e.len() < 1500, "{} bytes", e.len());

@@ -163,24 +163,25 @@ fn header(out: &mut String, m: &Manifest, note: &str) {
     let _ = writeln!(out, "{SOURCE_KEY}={}", escape_path(&m.file));
 }
 
-/// Bytes for people: `512M`, `1.5G`.
+/// Bytes for people, in the manifest's own size syntax: `512M`, `1.5G`,
+/// `100` (a whole number of units is shown without a decimal, as people
+/// write sizes in manifests).
 pub fn human_bytes(b: u64) -> String {
-    const U: [(&str, u64); 4] = [
-        ("T", 1 << 40),
-        ("G", 1 << 30),
-        ("M", 1 << 20),
-        ("K", 1 << 10),
-    ];
-    for (s, m) in U {
-        if b >= m {
-            return if b.is_multiple_of(m) {
-                format!("{}{s}", b / m)
-            } else {
-                format!("{:.1}{s}", b as f64 / m as f64)
-            };
-        }
+    let shown = bytesize::ByteSize::b(b).display().iec_short();
+    if b < 1 << 10 {
+        b.to_string()
+    } else if in_whole_units(b) {
+        format!("{shown:.0}")
+    } else {
+        shown.to_string()
     }
-    format!("{b}")
+}
+
+/// Whether `b` is a whole number of the IEC unit it is shown in (`3M`,
+/// not `2.5M`), so it can be shown exactly without a decimal.
+pub fn in_whole_units(b: u64) -> bool {
+    let unit_bits = 10 * (b.max(1).ilog2() / 10);
+    b.trailing_zeros() >= unit_bits
 }
 
 /// Lines for cgroup limits, in systemd's spelling.
@@ -510,6 +511,22 @@ mod tests {
     use super::*;
     use crate::manifest::{PathContext, parse_str};
 
+    #[test]
+    fn sizes_are_shown_in_the_manifest_syntax() {
+        assert_eq!(human_bytes(0), "0");
+        assert_eq!(human_bytes(1023), "1023");
+        assert_eq!(human_bytes(100 << 20), "100M");
+        assert_eq!(human_bytes(1536 << 20), "1.5G");
+        assert_eq!(human_bytes(2 << 40), "2T");
+        assert_eq!(human_bytes((50 << 20) + 1), "50.0M");
+        assert_eq!(
+            crate::backup::limit_text(64 << 20),
+            "64 MiB (67108864 bytes)"
+        );
+        assert_eq!(crate::backup::limit_text(64 << 10), "64 KiB (65536 bytes)");
+        assert_eq!(crate::backup::limit_text(1000), "1000 bytes");
+    }
+
     fn manifest(y: &str) -> Manifest {
         let p = parse_str(
             y,
@@ -548,18 +565,26 @@ mod tests {
 
     #[test]
     fn snapshot_command_service() {
-        let m = manifest(
-            "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: web}\nspec:\n  command: [/usr/bin/python3, -m, http.server, '8000', 'a b', '100%', '$HOME', 'q\"uote', 'back\\slash']\n  environment: {GREETING: 'hello world', PCT: '50%'}\n  after: [db]\n  workingDirectory: ~/srv\n  resources: {memoryMax: 512M, cpuQuota: 150%}\n",
+        let units = web_units(
+            "command: [/usr/bin/python3, -m, http.server, '8000', 'a b', '100%', '$HOME', 'q\"uote', 'back\\slash']\n  environment: {GREETING: 'hello world', PCT: '50%'}\n  after: [db]\n  workingDirectory: ~/srv\n  resources: {memoryMax: 512M, cpuQuota: 150%}",
         );
-        let units = render(&m, &ctx());
         insta::assert_snapshot!(units[0].content);
     }
 
-    #[test]
-    fn snapshot_adopted_unit() {
-        let mut m = manifest(
-            "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: web}\nspec:\n  unitFile: ../units/web.service\n  resources: {memoryMax: 1G}\n",
-        );
+    /// The units of Service `web` with `spec` (YAML lines, two-space
+    /// indented after the first).
+    fn web_units(spec: &str) -> Vec<DesiredUnit> {
+        let m = manifest(&format!(
+            "apiVersion: unitlet/v1\nkind: Service\nmetadata: {{name: web}}\nspec:\n  {spec}\n"
+        ));
+        render(&m, &ctx())
+    }
+
+    /// Service `web` adopting a small unit file, with `extra` spec lines.
+    fn adopted(extra: &str) -> Manifest {
+        let mut m = manifest(&format!(
+            "apiVersion: unitlet/v1\nkind: Service\nmetadata: {{name: web}}\nspec:\n  unitFile: ../units/web.service\n  {extra}\n"
+        ));
         if let Spec::Service(ServiceSpec {
             exec: Exec::UnitFile { content, .. },
             ..
@@ -567,6 +592,12 @@ mod tests {
         {
             *content = "[Unit]\nDescription=Web\n\n[Service]\nExecStart=/usr/bin/web\n".into();
         }
+        m
+    }
+
+    #[test]
+    fn snapshot_adopted_unit() {
+        let m = adopted("resources: {memoryMax: 1G}");
         let units = render(&m, &ctx());
         insta::assert_snapshot!(units[0].content);
         assert_eq!(marker_of(&units[0].content).as_deref(), Some("web"));
@@ -626,10 +657,9 @@ mod tests {
 
     #[test]
     fn snapshot_multiline_argv_and_environment() {
-        let m = manifest(
-            "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: web}\nspec:\n  command: [/bin/sh, -c, \"echo one\\necho two\", \"tab\\there\", \"ctl\\x01\"]\n  environment: {SCRIPT: \"line 1\\nline 2\\t(tab)\"}\n",
+        let units = web_units(
+            "command: [/bin/sh, -c, \"echo one\\necho two\", \"tab\\there\", \"ctl\\x01\"]\n  environment: {SCRIPT: \"line 1\\nline 2\\t(tab)\"}",
         );
-        let units = render(&m, &ctx());
         let content = &units[0].content;
         assert!(
             !content.chars().any(|c| c.is_control() && c != '\n'),
@@ -640,25 +670,15 @@ mod tests {
 
     #[test]
     fn snapshot_secrets_are_referenced_never_inlined() {
-        let m = manifest(
-            "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: web}\nspec:\n  command: [/usr/bin/web]\n  environmentFile: ~/.config/unitlet/secrets/web.env\n  credentials: {admin-password: ~/.config/unitlet/secrets/admin, api.key: /etc/100%/key}\n",
+        let units = web_units(
+            "command: [/usr/bin/web]\n  environmentFile: ~/.config/unitlet/secrets/web.env\n  credentials: {admin-password: ~/.config/unitlet/secrets/admin, api.key: /etc/100%/key}",
         );
-        let units = render(&m, &ctx());
         insta::assert_snapshot!(units[0].content);
     }
 
     #[test]
     fn snapshot_adopted_unit_with_secrets() {
-        let mut m = manifest(
-            "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: web}\nspec:\n  unitFile: ../units/web.service\n  environmentFile: /s/web.env\n  credentials: {token: /s/token}\n",
-        );
-        if let Spec::Service(ServiceSpec {
-            exec: Exec::UnitFile { content, .. },
-            ..
-        }) = &mut m.spec
-        {
-            *content = "[Unit]\nDescription=Web\n\n[Service]\nExecStart=/usr/bin/web\n".into();
-        }
+        let m = adopted("environmentFile: /s/web.env\n  credentials: {token: /s/token}");
         insta::assert_snapshot!(render(&m, &ctx())[0].content);
     }
 }

@@ -180,63 +180,47 @@ fn cron(s: &str) -> Result<String, String> {
 mod tests {
     use super::*;
 
+    /// Each good schedule becomes its `OnCalendar=`; each bad one is refused.
+    fn check(good: &[(&str, &str)], bad: &[&str]) {
+        for (schedule, on_calendar) in good {
+            let parsed = Schedule::parse(schedule).unwrap();
+            assert_eq!(parsed.on_calendar, *on_calendar, "{schedule}");
+        }
+        for schedule in bad {
+            assert!(Schedule::parse(schedule).is_err(), "{schedule}");
+        }
+    }
+
     #[test]
     fn every() {
-        assert_eq!(
-            Schedule::parse("every 6h").unwrap().on_calendar,
-            "*-*-* 00/6:00:00"
-        );
-        assert_eq!(
-            Schedule::parse("every 15m").unwrap().on_calendar,
-            "*-*-* *:00/15:00"
-        );
-        assert_eq!(
-            Schedule::parse("every 30s").unwrap().on_calendar,
-            "*-*-* *:*:00/30"
-        );
-        assert_eq!(
-            Schedule::parse("every 1d").unwrap().on_calendar,
-            "*-*-* 00:00:00"
-        );
-        assert_eq!(
-            Schedule::parse("every 7d").unwrap().on_calendar,
-            "Mon *-*-* 00:00:00"
-        );
-        for bad in [
+        let good = [
+            ("every 6h", "*-*-* 00/6:00:00"),
+            ("every 15m", "*-*-* *:00/15:00"),
+            ("every 30s", "*-*-* *:*:00/30"),
+            ("every 1d", "*-*-* 00:00:00"),
+            ("every 7d", "Mon *-*-* 00:00:00"),
+        ];
+        let bad = [
             "every 5h",
             "every 7m",
             "every 0s",
             "every 1.5s",
             "every",
             "every x",
-        ] {
-            assert!(Schedule::parse(bad).is_err(), "{bad}");
-        }
+        ];
+        check(&good, &bad);
     }
 
     #[test]
     fn cron() {
-        assert_eq!(
-            Schedule::parse("0 3 * * *").unwrap().on_calendar,
-            "*-*-* 03:00:00"
-        );
-        assert_eq!(
-            Schedule::parse("*/15 * * * *").unwrap().on_calendar,
-            "*-*-* *:00/15:00"
-        );
-        assert_eq!(
-            Schedule::parse("30 2 * * 1-5").unwrap().on_calendar,
-            "Mon..Fri *-*-* 02:30:00"
-        );
-        assert_eq!(
-            Schedule::parse("0 0 1 1,7 *").unwrap().on_calendar,
-            "*-01,07-01 00:00:00"
-        );
-        assert_eq!(
-            Schedule::parse("0 0 * * 0,7").unwrap().on_calendar,
-            "Sun,Sun *-*-* 00:00:00"
-        );
-        for bad in [
+        let good = [
+            ("0 3 * * *", "*-*-* 03:00:00"),
+            ("*/15 * * * *", "*-*-* *:00/15:00"),
+            ("30 2 * * 1-5", "Mon..Fri *-*-* 02:30:00"),
+            ("0 0 1 1,7 *", "*-01,07-01 00:00:00"),
+            ("0 0 * * 0,7", "Sun,Sun *-*-* 00:00:00"),
+        ];
+        let bad = [
             "0 3 * *",
             "60 * * * *",
             "0 24 * * *",
@@ -245,8 +229,7 @@ mod tests {
             "a * * * *",
             "*/0 * * * *",
             "5-1 * * * *",
-        ] {
-            assert!(Schedule::parse(bad).is_err(), "{bad}");
-        }
+        ];
+        check(&good, &bad);
     }
 }

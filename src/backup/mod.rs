@@ -42,12 +42,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, DirBuilder, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::SystemTime;
 
+use crate::fsutil::sync_dir;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -255,10 +256,9 @@ type Result<T, E = BackupError> = std::result::Result<T, E>;
 
 /// A size limit as errors show it: `64 MiB (67108864 bytes)`.
 pub fn limit_text(limit: u64) -> String {
-    if limit >= 1 << 20 && limit.is_multiple_of(1 << 20) {
-        format!("{} MiB ({limit} bytes)", limit >> 20)
-    } else if limit >= 1 << 10 && limit.is_multiple_of(1 << 10) {
-        format!("{} KiB ({limit} bytes)", limit >> 10)
+    if limit >= 1 << 10 && crate::render::in_whole_units(limit) {
+        let shown = bytesize::ByteSize::b(limit).display().iec();
+        format!("{shown:.0} ({limit} bytes)")
     } else {
         format!("{limit} bytes")
     }
@@ -672,26 +672,7 @@ impl Store {
     /// Backup's, or [`BackupError::Corrupt`] naming the first file that is
     /// outside the set, missing, or whose size or sha256 differ.
     pub fn verify(&self, id: &str) -> Result<VerifiedSet> {
-        if id.parse::<SetId>().is_err() {
-            return Err(BackupError::InvalidId { id: id.to_owned() });
-        }
-        let dir = self.root.join(id);
-        let not_found = || BackupError::NotFound {
-            id: id.to_owned(),
-            destination: self.root.clone(),
-        };
-        match fs::symlink_metadata(&dir) {
-            Ok(m) if m.file_type().is_symlink() => {
-                return Err(BackupError::Symlink {
-                    id: id.to_owned(),
-                    path: dir,
-                });
-            }
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(not_found()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(not_found()),
-            Err(source) => return Err(BackupError::Read { path: dir, source }),
-        }
+        let dir = self.set_dir(id)?;
         let manifest = match read_manifest(&dir, id)? {
             Some(m) if m.status == SetStatus::Complete => m,
             _ => {
@@ -701,25 +682,7 @@ impl Store {
                 });
             }
         };
-        match &manifest.backup {
-            None => {
-                return Err(BackupError::Legacy {
-                    id: id.to_owned(),
-                    destination: self.root.clone(),
-                    backup: self.backup.clone(),
-                });
-            }
-            Some(owner) if *owner != self.backup => {
-                return Err(BackupError::OtherBackup {
-                    id: id.to_owned(),
-                    destination: self.root.clone(),
-                    owner: owner.clone(),
-                    kind: manifest.kind.clone(),
-                    backup: self.backup.clone(),
-                });
-            }
-            Some(_) => {}
-        }
+        self.check_owner(id, &manifest)?;
         if let Some(link) = find_symlink(&dir).map_err(|source| BackupError::Read {
             path: dir.clone(),
             source,
@@ -730,41 +693,55 @@ impl Store {
             });
         }
         for entry in &manifest.files {
-            let corrupt = |problem: String| BackupError::Corrupt {
-                id: id.to_owned(),
-                file: entry.path.clone(),
-                problem,
-            };
-            if !is_safe_rel_path(&entry.path) || entry.path == MANIFEST_FILE {
-                return Err(corrupt(
-                    "is not a path inside the set (backup.json lists only relative paths without `..`)".to_owned(),
-                ));
-            }
-            let (size, sha) = match open_in_set(&dir, &entry.path) {
-                Ok(file) => hash_reader(file).map_err(|source| BackupError::Read {
-                    path: dir.join(&entry.path),
-                    source,
-                })?,
-                Err(OpenError::NotFound) => return Err(corrupt("is missing".to_owned())),
-                Err(e) => return Err(e.into_error(id, &entry.path)),
-            };
-            if size != entry.size {
-                return Err(corrupt(format!(
-                    "has {size} bytes, backup.json recorded {}",
-                    entry.size
-                )));
-            }
-            if sha != entry.sha256 {
-                return Err(corrupt(format!(
-                    "has sha256 {sha}, backup.json recorded {}",
-                    entry.sha256
-                )));
-            }
+            verify_file(&dir, id, entry)?;
         }
         Ok(VerifiedSet {
             info: info_from_manifest(&manifest, dir),
             files: manifest.files,
         })
+    }
+
+    /// The directory of set `id`: a valid ID naming a directory (not a
+    /// symlink) in the destination.
+    fn set_dir(&self, id: &str) -> Result<PathBuf> {
+        if id.parse::<SetId>().is_err() {
+            return Err(BackupError::InvalidId { id: id.to_owned() });
+        }
+        let dir = self.root.join(id);
+        let not_found = || BackupError::NotFound {
+            id: id.to_owned(),
+            destination: self.root.clone(),
+        };
+        match fs::symlink_metadata(&dir) {
+            Ok(m) if m.file_type().is_symlink() => Err(BackupError::Symlink {
+                id: id.to_owned(),
+                path: dir,
+            }),
+            Ok(m) if m.is_dir() => Ok(dir),
+            Ok(_) => Err(not_found()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(not_found()),
+            Err(source) => Err(BackupError::Read { path: dir, source }),
+        }
+    }
+
+    /// A set is restored only by the Backup that made it (as its
+    /// `backup.json` records).
+    fn check_owner(&self, id: &str, manifest: &SetManifest) -> Result<()> {
+        match &manifest.backup {
+            None => Err(BackupError::Legacy {
+                id: id.to_owned(),
+                destination: self.root.clone(),
+                backup: self.backup.clone(),
+            }),
+            Some(owner) if *owner != self.backup => Err(BackupError::OtherBackup {
+                id: id.to_owned(),
+                destination: self.root.clone(),
+                owner: owner.clone(),
+                kind: manifest.kind.clone(),
+                backup: self.backup.clone(),
+            }),
+            Some(_) => Ok(()),
+        }
     }
 
     /// Every directory in the destination whose name is a set ID.
@@ -974,7 +951,7 @@ impl SetWriter {
                 File::open(self.dir.join(rel))?.sync_all()?;
             }
         }
-        sync_tree(&self.dir)
+        crate::fsutil::sync_tree(&self.dir)
     }
 
     fn checked_path(&self, rel: &str) -> Result<PathBuf> {
@@ -1248,18 +1225,49 @@ fn open_in_set(dir: &Path, rel: &str) -> Result<File, OpenError> {
     Ok(file)
 }
 
+/// A file `backup.json` lists: inside the set, present, of the recorded
+/// size and sha256.
+fn verify_file(dir: &Path, id: &str, entry: &FileEntry) -> Result<()> {
+    let corrupt = |problem: String| BackupError::Corrupt {
+        id: id.to_owned(),
+        file: entry.path.clone(),
+        problem,
+    };
+    if !is_safe_rel_path(&entry.path) || entry.path == MANIFEST_FILE {
+        return Err(corrupt(
+            "is not a path inside the set (backup.json lists only relative paths without `..`)"
+                .to_owned(),
+        ));
+    }
+    let (size, sha) = match open_in_set(dir, &entry.path) {
+        Ok(file) => hash_reader(file).map_err(|source| BackupError::Read {
+            path: dir.join(&entry.path),
+            source,
+        })?,
+        Err(OpenError::NotFound) => return Err(corrupt("is missing".to_owned())),
+        Err(e) => return Err(e.into_error(id, &entry.path)),
+    };
+    if size != entry.size {
+        return Err(corrupt(format!(
+            "has {size} bytes, backup.json recorded {}",
+            entry.size
+        )));
+    }
+    if sha != entry.sha256 {
+        return Err(corrupt(format!(
+            "has sha256 {sha}, backup.json recorded {}",
+            entry.sha256
+        )));
+    }
+    Ok(())
+}
+
 /// The first symlink anywhere below `dir` (not following any), if any.
 fn find_symlink(dir: &Path) -> io::Result<Option<PathBuf>> {
-    for entry in fs::read_dir(dir)? {
+    for entry in walkdir::WalkDir::new(dir).min_depth(1) {
         let entry = entry?;
-        let ty = entry.file_type()?;
-        if ty.is_symlink() {
-            return Ok(Some(entry.path()));
-        }
-        if ty.is_dir()
-            && let Some(link) = find_symlink(&entry.path())?
-        {
-            return Ok(Some(link));
+        if entry.path_is_symlink() {
+            return Ok(Some(entry.into_path()));
         }
     }
     Ok(None)
@@ -1392,78 +1400,38 @@ fn write_renamed(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
 }
 
 fn write_via_temp(dir: &Path, name: &str, bytes: &[u8], fsync: bool) -> io::Result<()> {
-    let tmp = dir.join(format!(
-        ".{name}.tmp-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        if fsync {
-            file.sync_all()?;
-        }
-        fs::rename(&tmp, dir.join(name))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+    // Mode 0600, created exclusively under a random name, removed again
+    // when dropped unpersisted (any error below).
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}.tmp-"))
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    if fsync {
+        tmp.as_file().sync_all()?;
     }
-    result
+    tmp.persist(dir.join(name)).map(drop).map_err(|e| e.error)
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Syncs every directory under (and including) `dir`.
-fn sync_tree(dir: &Path) -> io::Result<()> {
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            sync_tree(&entry.path())?;
-        }
-    }
-    sync_dir(dir)
-}
-
-fn hash_reader(mut file: impl Read) -> io::Result<(u64, String)> {
+fn hash_reader(file: impl Read) -> io::Result<(u64, String)> {
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        hasher.update(&buf[..n]);
-    }
+    let size = crate::fsutil::for_each_chunk(file, 64 * 1024, |c| {
+        hasher.update(c);
+        Ok(())
+    })?;
     Ok((size, hex::encode(hasher.finalize())))
 }
 
-/// Bytes and count of regular files below `dir`, ignoring our own marker.
+/// Bytes and count of regular files below `dir` (no symlink followed,
+/// unreadable parts skipped), ignoring our own marker.
 fn dir_usage(dir: &Path) -> (u64, usize) {
-    let mut size = 0;
-    let mut files = 0;
-    let Ok(entries) = fs::read_dir(dir) else {
-        return (0, 0);
-    };
-    for entry in entries.flatten() {
-        let Ok(ty) = entry.file_type() else { continue };
-        if ty.is_dir() {
-            let (s, f) = dir_usage(&entry.path());
-            size += s;
-            files += f;
-        } else if ty.is_file() && entry.file_name() != IN_PROGRESS_FILE {
-            size += entry.metadata().map(|m| m.len()).unwrap_or(0);
-            files += 1;
-        }
-    }
-    (size, files)
+    walkdir::WalkDir::new(dir)
+        .min_depth(1)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file() && e.file_name() != IN_PROGRESS_FILE)
+        .fold((0, 0), |(size, files), e| {
+            (size + e.metadata().map(|m| m.len()).unwrap_or(0), files + 1)
+        })
 }
 
 #[cfg(test)]
@@ -1847,7 +1815,7 @@ mod tests {
     fn a_huge_backup_json_is_refused_by_its_size_without_reading_it() {
         let (_tmp, store) = store();
         let info = complete_set(&store, "{}");
-        let f = OpenOptions::new()
+        let f = fs::OpenOptions::new()
             .write(true)
             .open(info.path.join(MANIFEST_FILE))
             .unwrap();

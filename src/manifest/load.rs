@@ -387,78 +387,12 @@ fn file_error(file: &Path, message: impl Into<String>) -> ParsedFile {
 }
 
 fn read_manifest_file(file: &Path, canon_dir: &Path, in_dir: bool) -> ParsedFile {
-    use std::os::unix::fs::MetadataExt;
-    let lmeta = match std::fs::symlink_metadata(file) {
-        Ok(m) => m,
-        Err(e) => return file_error(file, format!("cannot read: {e}")),
-    };
-    if lmeta.file_type().is_symlink() && in_dir {
-        match std::fs::canonicalize(file) {
-            Ok(target) => {
-                if target.parent() != Some(canon_dir) {
-                    return file_error(
-                        file,
-                        format!(
-                            "is a symlink to {}, outside the manifests directory; manifests must live in the directory itself (copy the file in instead)",
-                            target.display()
-                        ),
-                    );
-                }
-            }
-            Err(e) => return file_error(file, format!("is a dangling symlink: {e}")),
-        }
-    }
-    let meta = match std::fs::metadata(file) {
-        Ok(m) => m,
-        Err(e) => return file_error(file, format!("cannot read: {e}")),
-    };
-    if !meta.is_file() {
-        return file_error(
-            file,
-            format!(
-                "is {}, not a regular file",
-                file_type_name(meta.file_type())
-            ),
-        );
-    }
-    if meta.mode() & 0o022 != 0 {
-        return file_error(
-            file,
-            format!(
-                "is writable by other users (mode {:04o}): anyone could make it run commands as you; run `chmod go-w {}`",
-                meta.mode() & 0o7777,
-                file.display()
-            ),
-        );
-    }
-    if meta.len() > MAX_FILE_SIZE {
-        return file_error(
-            file,
-            format!(
-                "is {} bytes; manifests are limited to {MAX_FILE_SIZE} bytes — is this really a manifest?",
-                meta.len(),
-            ),
-        );
-    }
-    let bytes = match read_regular_capped(file, true, MAX_FILE_SIZE) {
-        Ok(b) => b,
+    let text = match check_manifest_file(file, canon_dir, in_dir)
+        .and_then(|()| read_manifest_text(file))
+    {
+        Ok(t) => t,
         Err(e) => return file_error(file, e),
     };
-    let text = match String::from_utf8(bytes) {
-        Ok(t) => t,
-        Err(e) => {
-            return file_error(
-                file,
-                format!(
-                    "is not UTF-8 text (invalid byte at offset {}); is this a binary file?",
-                    e.utf8_error().valid_up_to()
-                ),
-            );
-        }
-    };
-    if text.contains('\0') {
-        return file_error(file, "contains NUL bytes; is this a binary file?");
-    }
     let ctx = PathContext {
         manifest_dir: file.parent().map(Path::to_path_buf).unwrap_or_default(),
         home: home_dir(),
@@ -482,6 +416,61 @@ fn read_manifest_file(file: &Path, canon_dir: &Path, in_dir: bool) -> ParsedFile
     }
     parsed.manifests = keep;
     parsed
+}
+
+/// Whether `file` may be read as a manifest: in the directory itself (a
+/// symlink only to a file beside it), a regular file only its owner can
+/// write, of a manifest's size. The error says why not.
+fn check_manifest_file(file: &Path, canon_dir: &Path, in_dir: bool) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let lmeta = std::fs::symlink_metadata(file).map_err(|e| format!("cannot read: {e}"))?;
+    if lmeta.file_type().is_symlink() && in_dir {
+        let target =
+            std::fs::canonicalize(file).map_err(|e| format!("is a dangling symlink: {e}"))?;
+        if target.parent() != Some(canon_dir) {
+            return Err(format!(
+                "is a symlink to {}, outside the manifests directory; manifests must live in the directory itself (copy the file in instead)",
+                target.display()
+            ));
+        }
+    }
+    let meta = std::fs::metadata(file).map_err(|e| format!("cannot read: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "is {}, not a regular file",
+            file_type_name(meta.file_type())
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "is writable by other users (mode {:04o}): anyone could make it run commands as you; run `chmod go-w {}`",
+            meta.mode() & 0o7777,
+            file.display()
+        ));
+    }
+    if meta.len() > MAX_FILE_SIZE {
+        return Err(format!(
+            "is {} bytes; manifests are limited to {MAX_FILE_SIZE} bytes — is this really a manifest?",
+            meta.len(),
+        ));
+    }
+    Ok(())
+}
+
+/// The manifest's text: UTF-8 without NUL bytes, at most
+/// [`MAX_FILE_SIZE`] bytes.
+fn read_manifest_text(file: &Path) -> Result<String, String> {
+    let bytes = read_regular_capped(file, true, MAX_FILE_SIZE)?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "is not UTF-8 text (invalid byte at offset {}); is this a binary file?",
+            e.utf8_error().valid_up_to()
+        )
+    })?;
+    if text.contains('\0') {
+        return Err("contains NUL bytes; is this a binary file?".into());
+    }
+    Ok(text)
 }
 
 /// Merge per-file results: detect duplicate names across (and within)
@@ -562,8 +551,8 @@ pub(super) fn assemble(set: &mut LoadedSet, parsed: Vec<(PathBuf, ParsedFile)>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fsutil::test_support::{endless_files, mkfifo, within_10s};
     use crate::manifest::test_support::*;
-    use std::time::Duration;
 
     #[test]
     fn manifest_file_names() {
@@ -662,11 +651,7 @@ mod tests {
     #[test]
     fn unit_files_and_manifests_must_be_regular_files() {
         let d = tempfile::tempdir().unwrap();
-        let fifo = d.path().join("fifo.service");
-        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        let zero = d.path().join("zero.service");
-        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        endless_files(d.path(), "service");
         std::fs::create_dir(d.path().join("dir.service")).unwrap();
         let big = d.path().join("big.service");
         std::fs::write(&big, vec![b'#'; MAX_UNIT_FILE_SIZE as usize + 1]).unwrap();
@@ -678,14 +663,9 @@ mod tests {
         ] {
             let m = d.path().join("m.yaml");
             std::fs::write(&m, format!("{HEAD}  unitFile: {unit}\n")).unwrap();
-            // In a thread with a deadline: reading a FIFO or /dev/zero would
-            // otherwise block (or run) for ever.
-            let (tx, rx) = std::sync::mpsc::channel();
             let files = vec![m.clone()];
-            std::thread::spawn(move || tx.send(load_files(&files)));
-            let set = rx
-                .recv_timeout(Duration::from_secs(10))
-                .unwrap_or_else(|_| panic!("loading a manifest adopting {unit} did not return"));
+            let what = format!("loading a manifest adopting {unit}");
+            let set = within_10s(&what, move || load_files(&files));
             assert!(set.manifests.is_empty(), "{unit}");
             let e = &set.errors[0];
             assert!(e.message.contains(want) && e.message.contains(unit), "{e}");
@@ -694,8 +674,7 @@ mod tests {
         // A manifest that is a FIFO (behind a symlink, too) is refused
         // without blocking.
         let mfifo = d.path().join("fifo.yaml");
-        let c = std::ffi::CString::new(mfifo.to_str().unwrap()).unwrap();
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        mkfifo(&mfifo);
         let set = load_files(std::slice::from_ref(&mfifo));
         assert!(set.errors[0].message.contains("FIFO"), "{}", set.errors[0]);
     }

@@ -404,7 +404,7 @@ fn unknown_field_message(text: &str, source: &str, line: u64) -> Option<String> 
         .iter()
         .map(|c| {
             (
-                edit_distance(&field.to_ascii_lowercase(), &c.to_ascii_lowercase()),
+                strsim::levenshtein(&field.to_ascii_lowercase(), &c.to_ascii_lowercase()),
                 *c,
             )
         })
@@ -416,21 +416,6 @@ fn unknown_field_message(text: &str, source: &str, line: u64) -> Option<String> 
         "unknown field `{field}` {what}{closest} (expected one of: {})",
         candidates.join(", ")
     ))
-}
-
-/// Levenshtein distance, for "did you mean".
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 #[cfg(test)]
@@ -458,6 +443,14 @@ mod tests {
             e.message
         );
         assert_eq!(e.to_string().split(": ").next().unwrap(), "/m/x.yaml:6:3");
+        assert!(
+            e.message.contains("; did you mean `command`?"),
+            "{}",
+            e.message
+        );
+        // Too far from every field: no guess.
+        let e = one_err(&format!("{HEAD}  zzzzzz: [a]\n"));
+        assert!(!e.message.contains("did you mean"), "{}", e.message);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! `after` cycles.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_saphyr::Spanned;
@@ -18,6 +18,32 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// `check` applied to an optional field; an error is located at the
+    /// field and prefixed with `what: ` (unless `what` is empty).
+    fn opt<T, U>(
+        &self,
+        field: Option<Spanned<T>>,
+        what: &str,
+        check: impl FnOnce(T) -> Result<U, String>,
+    ) -> Result<Option<U>, ManifestError> {
+        field.map(|f| self.one(f, what, check)).transpose()
+    }
+
+    /// `check` applied to a field; an error is located at the field and
+    /// prefixed with `what: ` (unless `what` is empty).
+    fn one<T, U>(
+        &self,
+        field: Spanned<T>,
+        what: &str,
+        check: impl FnOnce(T) -> Result<U, String>,
+    ) -> Result<U, ManifestError> {
+        let at = field.referenced;
+        check(field.value).or_else(|m| match what {
+            "" => self.err(&at, m),
+            what => self.err(&at, format!("{what}: {m}")),
+        })
+    }
+
     fn err<T>(
         &self,
         at: &serde_saphyr::Location,
@@ -236,72 +262,38 @@ pub(super) fn validate_document(
     let c = Ctx { file };
     let doc_loc = doc.referenced;
     let raw = doc.value;
-    if raw.api_version.value != API_VERSION {
-        return c.err(
-            &raw.api_version.referenced,
-            format!(
-                "unsupported apiVersion {:?}; this unitlet understands {API_VERSION:?}",
-                raw.api_version.value
-            ),
-        );
-    }
-    let kind = match raw.kind.value.as_str() {
-        "Service" => Kind::Service,
-        "Backup" => Kind::Backup,
-        other => {
-            return c.err(
-                &raw.kind.referenced,
-                format!("unknown kind {other:?}; use Service or Backup"),
-            );
+    c.one(raw.api_version, "", |v| {
+        if v == API_VERSION {
+            Ok(())
+        } else {
+            Err(format!(
+                "unsupported apiVersion {v:?}; this unitlet understands {API_VERSION:?}"
+            ))
         }
-    };
+    })?;
+    let kind = c.one(raw.kind, "", |k| match k.as_str() {
+        "Service" => Ok(Kind::Service),
+        "Backup" => Ok(Kind::Backup),
+        other => Err(format!("unknown kind {other:?}; use Service or Backup")),
+    })?;
     let name = raw.metadata.value.name;
     if let Err(m) = check_name(&name.value) {
         return c.err(&name.referenced, format!("metadata.name: {m}"));
     }
-    let mut labels = BTreeMap::new();
-    if let Some(l) = raw.metadata.value.labels {
-        for (k, v) in l.value {
-            if let Err(m) = check_text("label", &k).and_then(|_| check_text("label", &v)) {
-                return c.err(&l.referenced, format!("metadata.labels: {m}"));
+    let labels = c
+        .opt(raw.metadata.value.labels, "metadata.labels", |l| {
+            for (k, v) in &l {
+                check_text("label", k).and_then(|_| check_text("label", v))?;
             }
-            labels.insert(k, v);
-        }
-    }
+            Ok(l)
+        })?
+        .unwrap_or_default();
     let Some(spec) = raw.spec else {
         return c.err(&doc_loc, format!("{kind} {:?} has no spec", name.value));
     };
     let spec_loc = spec.referenced;
     let spec = spec.value;
-    let mut field_at = BTreeMap::new();
-    {
-        let mut at = |k: &'static str, l: &serde_saphyr::Location| {
-            field_at.insert(k, (l.line(), l.column()));
-        };
-        if let Some(a) = &spec.after {
-            at("after", &a.referenced);
-        }
-        if let Some(u) = &spec.unit_file {
-            at("unitFile", &u.referenced);
-        }
-        if let Some(e) = &spec.environment_file {
-            at("environmentFile", &e.referenced);
-        }
-        if let Some(c) = &spec.credentials {
-            at("credentials", &c.referenced);
-        }
-        if let Some(g) = &spec.grafana {
-            if let Some(t) = &g.value.token_file {
-                at("grafana.tokenFile", &t.referenced);
-            }
-            if let Some(b) = &g.value.basic_auth {
-                at(
-                    "grafana.basicAuth.passwordFile",
-                    &b.value.password_file.referenced,
-                );
-            }
-        }
-    }
+    let field_at = field_locations(&spec);
     let spec = match kind {
         Kind::Service => Spec::Service(validate_service(&c, pctx, &name.value, spec, &spec_loc)?),
         Kind::Backup => Spec::Backup(validate_backup(&c, pctx, spec, &spec_loc)?),
@@ -316,6 +308,39 @@ pub(super) fn validate_document(
     })
 }
 
+/// Where the fields that are checked again later (when their files are
+/// read) stand, so those later errors can be located too.
+fn field_locations(spec: &RawSpec) -> BTreeMap<&'static str, (u64, u64)> {
+    let mut field_at = BTreeMap::new();
+    let mut at = |k: &'static str, l: &serde_saphyr::Location| {
+        field_at.insert(k, (l.line(), l.column()));
+    };
+    if let Some(a) = &spec.after {
+        at("after", &a.referenced);
+    }
+    if let Some(u) = &spec.unit_file {
+        at("unitFile", &u.referenced);
+    }
+    if let Some(e) = &spec.environment_file {
+        at("environmentFile", &e.referenced);
+    }
+    if let Some(c) = &spec.credentials {
+        at("credentials", &c.referenced);
+    }
+    if let Some(g) = &spec.grafana {
+        if let Some(t) = &g.value.token_file {
+            at("grafana.tokenFile", &t.referenced);
+        }
+        if let Some(b) = &g.value.basic_auth {
+            at(
+                "grafana.basicAuth.passwordFile",
+                &b.value.password_file.referenced,
+            );
+        }
+    }
+    field_at
+}
+
 macro_rules! reject_fields {
     ($c:expr, $spec:expr, $kind:literal, $($field:ident => $yaml:literal),*) => {
         $(
@@ -324,6 +349,14 @@ macro_rules! reject_fields {
             }
         )*
     };
+}
+
+/// A path resolved against the manifest's directory that a unit file can
+/// carry (no control characters).
+fn unit_path(pctx: &PathContext, p: &str) -> Result<PathBuf, String> {
+    let p = pctx.resolve(p)?;
+    check_text("path", &p.to_string_lossy())?;
+    Ok(p)
 }
 
 fn validate_service(
@@ -336,310 +369,238 @@ fn validate_service(
     reject_fields!(c, spec, "Service",
         schedule => "schedule", keep => "keep", destination => "destination",
         prometheus => "prometheus", grafana => "grafana");
-
-    let description = match spec.description {
-        Some(d) => {
-            if let Err(m) = check_text("description", &d.value) {
-                return c.err(&d.referenced, format!("spec.description: {m}"));
-            }
-            Some(d.value)
-        }
-        None => None,
+    let description = c.opt(spec.description, "spec.description", |d| {
+        check_text("description", &d).map(|()| d)
+    })?;
+    let exec = validate_exec(c, pctx, spec.command, spec.unit_file, spec_loc)?;
+    let working_directory = c.opt(spec.working_directory, "spec.workingDirectory", |w| {
+        unit_path(pctx, &w)
+    })?;
+    let environment = c.opt(spec.environment, "", check_environment)?;
+    let environment_file = c.opt(spec.environment_file, "spec.environmentFile", |f| {
+        unit_path(pctx, &f)
+    })?;
+    let credentials = c.opt(spec.credentials, "", |cr| check_credentials(pctx, cr))?;
+    let state = c.opt(spec.state, "", parse_state)?;
+    let restart = c.opt(spec.restart, "", check_restart)?;
+    let restart_sec = c.opt(spec.restart_sec, "spec.restartSec", |r| parse_duration(&r))?;
+    let after = c.opt(spec.after, "spec.after", |a| check_after(name, a))?;
+    let resources = match spec.resources {
+        Some(r) => validate_resources(c, r.value)?,
+        None => Resources::default(),
     };
-
-    let exec = match (spec.command, spec.unit_file) {
-        (Some(cmd), Some(uf)) => {
-            let _ = cmd;
-            return c.err(&uf.referenced, "spec.command and spec.unitFile are both set; use exactly one of them");
-        }
-        (None, None) => return c.err(spec_loc, "a Service needs spec.command (the argv to run) or spec.unitFile (a unit file to adopt)"),
-        (Some(cmd), None) => {
-            if cmd.value.is_empty() {
-                return c.err(&cmd.referenced, "spec.command is empty; give the program and its arguments, e.g. [/usr/bin/prometheus, --web.enable-lifecycle]");
-            }
-            if cmd.value[0].trim().is_empty() {
-                return c.err(&cmd.referenced, "spec.command[0] (the program) is empty");
-            }
-            if let Some(ch) = cmd.value[0].chars().next()
-                && "-@+!:".contains(ch)
-            {
-                return c.err(
-                    &cmd.referenced,
-                    format!("spec.command[0] {:?} starts with {ch:?}, which systemd reads as an ExecStart= prefix; give the program's path", cmd.value[0]),
-                );
-            }
-            for (i, a) in cmd.value.iter().enumerate() {
-                if let Err(m) = check_no_nul("argument", a) {
-                    return c.err(&cmd.referenced, format!("spec.command[{i}]: {m}"));
-                }
-            }
-            Exec::Command(cmd.value)
-        }
-        (None, Some(uf)) => match pctx.resolve(&uf.value) {
-            Ok(path) => {
-                let fname = path.file_name().and_then(|f| f.to_str()).unwrap_or("");
-                if !fname.ends_with(".service") {
-                    return c.err(&uf.referenced, format!("spec.unitFile {:?} must be a .service unit file", uf.value));
-                }
-                Exec::UnitFile { path, content: String::new() }
-            }
-            Err(m) => return c.err(&uf.referenced, format!("spec.unitFile: {m}")),
-        },
-    };
-
-    let working_directory = match spec.working_directory {
-        Some(w) => match pctx.resolve(&w.value).and_then(|p| {
-            check_text("path", &p.to_string_lossy())?;
-            Ok(p)
-        }) {
-            Ok(p) => Some(p),
-            Err(m) => return c.err(&w.referenced, format!("spec.workingDirectory: {m}")),
-        },
-        None => None,
-    };
-
-    let mut environment = BTreeMap::new();
-    if let Some(env) = spec.environment {
-        for (k, v) in env.value {
-            let key_ok = !k.is_empty()
-                && !k.as_bytes()[0].is_ascii_digit()
-                && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-            if !key_ok {
-                return c.err(&env.referenced, format!("spec.environment: {k:?} is not a valid variable name (letters, digits, _; not starting with a digit)"));
-            }
-            if let Err(m) = check_no_nul("value", &v) {
-                return c.err(&env.referenced, format!("spec.environment.{k}: {m}"));
-            }
-            environment.insert(k, v);
-        }
-    }
-    let environment_file = match spec.environment_file {
-        None => None,
-        Some(f) => match pctx.resolve(&f.value).and_then(|p| {
-            check_text("path", &p.to_string_lossy())?;
-            Ok(p)
-        }) {
-            Ok(p) => Some(p),
-            Err(m) => return c.err(&f.referenced, format!("spec.environmentFile: {m}")),
-        },
-    };
-    let mut credentials = BTreeMap::new();
-    if let Some(creds) = spec.credentials {
-        for (k, v) in creds.value {
-            if let Err(m) = check_credential_name(&k) {
-                return c.err(&creds.referenced, format!("spec.credentials: {m}"));
-            }
-            match pctx.resolve(&v).and_then(|p| {
-                check_text("path", &p.to_string_lossy())?;
-                Ok(p)
-            }) {
-                Ok(p) => {
-                    credentials.insert(k, p);
-                }
-                Err(m) => return c.err(&creds.referenced, format!("spec.credentials.{k}: {m}")),
-            }
-        }
-    }
-
-    let state = match spec.state {
-        None => DesiredState::Running,
-        Some(s) => match s.value.as_str() {
-            "running" => DesiredState::Running,
-            "stopped" => DesiredState::Stopped,
-            other => {
-                return c.err(
-                    &s.referenced,
-                    format!("spec.state {other:?} is not valid; use running or stopped"),
-                );
-            }
-        },
-    };
-    let enabled = spec.enabled.map(|e| e.value).unwrap_or(true);
-
-    let restart = match spec.restart {
-        None => None,
-        Some(r) => {
-            if !RESTART_VALUES.contains(&r.value.as_str()) {
-                return c.err(
-                    &r.referenced,
-                    format!(
-                        "spec.restart {:?} is not a systemd Restart= value; use one of {}",
-                        r.value,
-                        RESTART_VALUES.join(", ")
-                    ),
-                );
-            }
-            Some(r.value)
-        }
-    };
-    let restart_sec = match spec.restart_sec {
-        None => None,
-        Some(r) => match parse_duration(&r.value) {
-            Ok(d) => Some(d),
-            Err(m) => return c.err(&r.referenced, format!("spec.restartSec: {m}")),
-        },
-    };
-
-    let mut after = Vec::new();
-    if let Some(a) = spec.after {
-        let mut seen = BTreeSet::new();
-        for n in a.value {
-            if let Err(m) = check_name(&n) {
-                return c.err(&a.referenced, format!("spec.after: {m}"));
-            }
-            if n == name {
-                return c.err(
-                    &a.referenced,
-                    format!("spec.after: {name:?} cannot be ordered after itself"),
-                );
-            }
-            if seen.insert(n.clone()) {
-                after.push(n);
-            }
-        }
-    }
-
-    let mut resources = Resources::default();
-    if let Some(r) = spec.resources {
-        let r = r.value;
-        if let Some(v) = r.memory_max {
-            resources.memory_max = Some(
-                parse_size(&v.value.to_string())
-                    .or_else(|m| c.err(&v.referenced, format!("spec.resources.memoryMax: {m}")))?,
-            );
-        }
-        if let Some(v) = r.memory_high {
-            resources.memory_high =
-                Some(parse_size(&v.value.to_string()).or_else(|m| {
-                    c.err(&v.referenced, format!("spec.resources.memoryHigh: {m}"))
-                })?);
-        }
-        if let Some(v) = r.cpu_quota {
-            resources.cpu_quota = Some(
-                parse_percent(&v.value.to_string())
-                    .or_else(|m| c.err(&v.referenced, format!("spec.resources.cpuQuota: {m}")))?,
-            );
-        }
-        if let Some(v) = r.tasks_max {
-            let n = match &v.value {
-                Scalar::Int(i) if *i >= 1 => *i as u64,
-                other => return c.err(&v.referenced, format!("spec.resources.tasksMax: {other:?} is not valid; give a whole number of at least 1", other = other.to_string())),
-            };
-            resources.tasks_max = Some(n);
-        }
-    }
-
-    let mut config_files = Vec::new();
-    if let Some(cf) = spec.config_files {
-        for p in cf.value {
-            match pctx.resolve(&p) {
-                Ok(p) => config_files.push(p),
-                Err(m) => return c.err(&cf.referenced, format!("spec.configFiles: {m}")),
-            }
-        }
-    }
-    let on_config_change =
-        match spec.on_config_change {
-            None => OnConfigChange::Restart,
-            Some(o) => match o.value.as_str() {
-                "reload" => OnConfigChange::Reload,
-                "restart" => OnConfigChange::Restart,
-                "none" => OnConfigChange::None,
-                other => return c.err(
-                    &o.referenced,
-                    format!(
-                        "spec.onConfigChange {other:?} is not valid; use reload, restart or none"
-                    ),
-                ),
-            },
-        };
-    let reload = match spec.reload {
-        None => None,
-        Some(r) => {
-            let loc = r.referenced;
-            match (r.value.http, r.value.signal) {
-                (Some(_), Some(s)) => {
-                    return c.err(
-                        &s.referenced,
-                        "spec.reload: give either http or signal, not both",
-                    );
-                }
-                (None, None) => return c.err(&loc, "spec.reload: give http.url or signal"),
-                (Some(h), None) => {
-                    if let Err(m) = check_url(&h.value.url.value) {
-                        return c.err(
-                            &h.value.url.referenced,
-                            format!("spec.reload.http.url: {m}"),
-                        );
-                    }
-                    Some(ReloadMethod::Http {
-                        url: h.value.url.value,
-                    })
-                }
-                (None, Some(s)) => match parse_signal(&s.value) {
-                    Ok((name, number)) => Some(ReloadMethod::Signal { name, number }),
-                    Err(m) => return c.err(&s.referenced, format!("spec.reload.signal: {m}")),
-                },
-            }
-        }
-    };
+    let config_files = c.opt(spec.config_files, "spec.configFiles", |cf| {
+        cf.iter().map(|p| pctx.resolve(p)).collect()
+    })?;
+    let on_config_change = c.opt(spec.on_config_change, "", parse_on_config_change)?;
+    let on_config_change = on_config_change.unwrap_or(OnConfigChange::Restart);
+    let reload = spec.reload.map(|r| validate_reload(c, r)).transpose()?;
     if on_config_change == OnConfigChange::Reload
         && reload.is_none()
         && matches!(exec, Exec::Command(_))
     {
         return c.err(spec_loc, "spec.onConfigChange is reload but spec.reload is not set; add reload.http.url or reload.signal");
     }
-    let validate = match spec.validate {
-        None => None,
-        Some(v) => {
-            if v.value.is_empty() || v.value[0].trim().is_empty() {
-                return c.err(&v.referenced, "spec.validate is empty; give a command, e.g. [promtool, check, config, prometheus.yml]");
-            }
-            for a in &v.value {
-                if let Err(m) = check_no_nul("argument", a) {
-                    return c.err(&v.referenced, format!("spec.validate: {m}"));
-                }
-            }
-            Some(v.value)
-        }
-    };
-    let readiness = match spec.readiness {
-        None => None,
-        Some(r) => {
-            let url = r.value.http.value.url;
-            if let Err(m) = check_url(&url.value) {
-                return c.err(&url.referenced, format!("spec.readiness.http.url: {m}"));
-            }
-            let timeout = match r.value.timeout {
-                None => Duration::from_secs(60),
-                Some(t) => parse_duration(&t.value)
-                    .or_else(|m| c.err(&t.referenced, format!("spec.readiness.timeout: {m}")))?,
-            };
-            Some(Readiness {
-                url: url.value,
-                timeout,
-            })
-        }
-    };
-
     Ok(ServiceSpec {
         description,
         exec,
         working_directory,
-        environment,
+        environment: environment.unwrap_or_default(),
         environment_file,
-        credentials,
-        state,
-        enabled,
+        credentials: credentials.unwrap_or_default(),
+        state: state.unwrap_or(DesiredState::Running),
+        enabled: spec.enabled.map(|e| e.value).unwrap_or(true),
         restart,
         restart_sec,
-        after,
+        after: after.unwrap_or_default(),
         resources,
-        config_files,
+        config_files: config_files.unwrap_or_default(),
         on_config_change,
         reload,
-        validate,
-        readiness,
+        validate: c.opt(spec.validate, "", check_validate_command)?,
+        readiness: spec
+            .readiness
+            .map(|r| validate_readiness(c, r.value))
+            .transpose()?,
+    })
+}
+
+/// `spec.credentials`: credential names and the files they come from.
+fn check_credentials(
+    pctx: &PathContext,
+    creds: BTreeMap<String, String>,
+) -> Result<BTreeMap<String, PathBuf>, String> {
+    let check = |(k, v): (String, String)| {
+        check_credential_name(&k).map_err(|m| format!("spec.credentials: {m}"))?;
+        let p = unit_path(pctx, &v).map_err(|m| format!("spec.credentials.{k}: {m}"))?;
+        Ok((k, p))
+    };
+    creds.into_iter().map(check).collect()
+}
+
+fn parse_state(s: String) -> Result<DesiredState, String> {
+    match s.as_str() {
+        "running" => Ok(DesiredState::Running),
+        "stopped" => Ok(DesiredState::Stopped),
+        other => Err(format!(
+            "spec.state {other:?} is not valid; use running or stopped"
+        )),
+    }
+}
+
+fn check_restart(r: String) -> Result<String, String> {
+    if RESTART_VALUES.contains(&r.as_str()) {
+        return Ok(r);
+    }
+    let all = RESTART_VALUES.join(", ");
+    Err(format!(
+        "spec.restart {r:?} is not a systemd Restart= value; use one of {all}"
+    ))
+}
+
+fn parse_on_config_change(o: String) -> Result<OnConfigChange, String> {
+    match o.as_str() {
+        "reload" => Ok(OnConfigChange::Reload),
+        "restart" => Ok(OnConfigChange::Restart),
+        "none" => Ok(OnConfigChange::None),
+        other => Err(format!(
+            "spec.onConfigChange {other:?} is not valid; use reload, restart or none"
+        )),
+    }
+}
+
+/// `spec.command` or `spec.unitFile`, exactly one.
+fn validate_exec(
+    c: &Ctx<'_>,
+    pctx: &PathContext,
+    command: Option<Spanned<Vec<String>>>,
+    unit_file: Option<Spanned<String>>,
+    spec_loc: &serde_saphyr::Location,
+) -> Result<Exec, ManifestError> {
+    match (command, unit_file) {
+        (Some(_), Some(uf)) => c.err(&uf.referenced, "spec.command and spec.unitFile are both set; use exactly one of them"),
+        (None, None) => c.err(spec_loc, "a Service needs spec.command (the argv to run) or spec.unitFile (a unit file to adopt)"),
+        (Some(cmd), None) => c.one(cmd, "", check_command).map(Exec::Command),
+        (None, Some(uf)) => c.one(uf, "", |uf| {
+            let path = pctx.resolve(&uf).map_err(|m| format!("spec.unitFile: {m}"))?;
+            let fname = path.file_name().and_then(|f| f.to_str()).unwrap_or("");
+            if !fname.ends_with(".service") {
+                return Err(format!("spec.unitFile {uf:?} must be a .service unit file"));
+            }
+            Ok(Exec::UnitFile { path, content: String::new() })
+        }),
+    }
+}
+
+/// `spec.command`: a program (not an `ExecStart=` prefix) and arguments.
+fn check_command(cmd: Vec<String>) -> Result<Vec<String>, String> {
+    let Some(program) = cmd.first() else {
+        return Err("spec.command is empty; give the program and its arguments, e.g. [/usr/bin/prometheus, --web.enable-lifecycle]".into());
+    };
+    if program.trim().is_empty() {
+        return Err("spec.command[0] (the program) is empty".into());
+    }
+    if let Some(ch) = program.chars().next()
+        && "-@+!:".contains(ch)
+    {
+        return Err(format!(
+            "spec.command[0] {program:?} starts with {ch:?}, which systemd reads as an ExecStart= prefix; give the program's path"
+        ));
+    }
+    for (i, a) in cmd.iter().enumerate() {
+        check_no_nul("argument", a).map_err(|m| format!("spec.command[{i}]: {m}"))?;
+    }
+    Ok(cmd)
+}
+
+/// `spec.environment`: variable names and values a process can receive.
+fn check_environment(env: BTreeMap<String, String>) -> Result<BTreeMap<String, String>, String> {
+    for (k, v) in &env {
+        let key_ok = !k.is_empty()
+            && !k.as_bytes()[0].is_ascii_digit()
+            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !key_ok {
+            return Err(format!(
+                "spec.environment: {k:?} is not a valid variable name (letters, digits, _; not starting with a digit)"
+            ));
+        }
+        check_no_nul("value", v).map_err(|m| format!("spec.environment.{k}: {m}"))?;
+    }
+    Ok(env)
+}
+
+/// `spec.after`: valid names, not the Service itself, duplicates dropped.
+fn check_after(name: &str, after: Vec<String>) -> Result<Vec<String>, String> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for n in after {
+        check_name(&n)?;
+        if n == name {
+            return Err(format!("{name:?} cannot be ordered after itself"));
+        }
+        if seen.insert(n.clone()) {
+            out.push(n);
+        }
+    }
+    Ok(out)
+}
+
+/// `spec.validate`: a command with no NUL in its arguments.
+fn check_validate_command(argv: Vec<String>) -> Result<Vec<String>, String> {
+    if argv.first().is_none_or(|a| a.trim().is_empty()) {
+        return Err("spec.validate is empty; give a command, e.g. [promtool, check, config, prometheus.yml]".into());
+    }
+    for a in &argv {
+        check_no_nul("argument", a).map_err(|m| format!("spec.validate: {m}"))?;
+    }
+    Ok(argv)
+}
+
+fn validate_resources(c: &Ctx<'_>, r: RawResources) -> Result<Resources, ManifestError> {
+    let size = |v: Scalar| parse_size(&v.to_string());
+    Ok(Resources {
+        memory_max: c.opt(r.memory_max, "spec.resources.memoryMax", size)?,
+        memory_high: c.opt(r.memory_high, "spec.resources.memoryHigh", size)?,
+        cpu_quota: c.opt(r.cpu_quota, "spec.resources.cpuQuota", |v| {
+            parse_percent(&v.to_string())
+        })?,
+        tasks_max: c.opt(r.tasks_max, "spec.resources.tasksMax", |v| match v {
+            Scalar::Int(i) if i >= 1 => Ok(i as u64),
+            other => Err(format!(
+                "{:?} is not valid; give a whole number of at least 1",
+                other.to_string()
+            )),
+        })?,
+    })
+}
+
+/// `spec.reload`: an HTTP endpoint or a signal, exactly one.
+fn validate_reload(c: &Ctx<'_>, r: Spanned<RawReload>) -> Result<ReloadMethod, ManifestError> {
+    match (r.value.http, r.value.signal) {
+        (Some(_), Some(s)) => c.err(
+            &s.referenced,
+            "spec.reload: give either http or signal, not both",
+        ),
+        (None, None) => c.err(&r.referenced, "spec.reload: give http.url or signal"),
+        (Some(h), None) => c.one(h.value.url, "spec.reload.http.url", |url| {
+            check_url(&url)?;
+            Ok(ReloadMethod::Http { url })
+        }),
+        (None, Some(s)) => c.one(s, "spec.reload.signal", |s| {
+            let (name, number) = parse_signal(&s)?;
+            Ok(ReloadMethod::Signal { name, number })
+        }),
+    }
+}
+
+fn validate_readiness(c: &Ctx<'_>, r: RawReadiness) -> Result<Readiness, ManifestError> {
+    let url = c.one(r.http.value.url, "spec.readiness.http.url", |url| {
+        check_url(&url).map(|()| url)
+    })?;
+    let timeout = c.opt(r.timeout, "spec.readiness.timeout", |t| parse_duration(&t))?;
+    Ok(Readiness {
+        url,
+        timeout: timeout.unwrap_or(Duration::from_secs(60)),
     })
 }
 
@@ -662,48 +623,14 @@ fn validate_backup(
             "a Backup needs spec.schedule, e.g. \"every 6h\" or \"0 3 * * *\"",
         );
     };
-    let schedule = Schedule::parse(&sched.value)
-        .or_else(|m| c.err(&sched.referenced, format!("spec.schedule: {m}")))?;
-    let keep = match spec.keep {
-        None => 7,
-        Some(k) if k.value >= 1 && k.value <= 100_000 => k.value as u32,
-        Some(k) => {
-            return c.err(
-                &k.referenced,
-                format!(
-                    "spec.keep {} is not valid; keep at least 1 backup set",
-                    k.value
-                ),
-            );
-        }
-    };
-    let destination = match spec.destination {
-        None => None,
-        Some(d) => {
-            let p = pctx
-                .resolve(&d.value)
-                .or_else(|m| c.err(&d.referenced, format!("spec.destination: {m}")))?;
-            crate::backup::check_destination_path(&p)
-                .or_else(|m| c.err(&d.referenced, format!("spec.destination: {m}")))?;
-            // Sets are directories DEST/ID and old ones are deleted: the
-            // destination must be a directory of their own.
-            // `/` and top-level directories (`/etc`, `/tmp`), the home
-            // directory and the manifests directory are shared.
-            let shared = p.components().count() <= 2
-                || pctx.home.as_deref() == Some(p.as_path())
-                || p == pctx.manifest_dir;
-            if shared {
-                return c.err(
-                    &d.referenced,
-                    format!(
-                        "spec.destination {} is not a directory of its own (backup sets are created and pruned in it); give one, e.g. ~/backups/NAME",
-                        p.display()
-                    ),
-                );
-            }
-            Some(p)
-        }
-    };
+    let schedule = c.one(sched, "spec.schedule", |s| Schedule::parse(&s))?;
+    let keep = c.opt(spec.keep, "", |k| match k {
+        1..=100_000 => Ok(k as u32),
+        _ => Err(format!(
+            "spec.keep {k} is not valid; keep at least 1 backup set"
+        )),
+    })?;
+    let destination = c.opt(spec.destination, "", |d| check_destination(pctx, &d))?;
     let source = match (spec.prometheus, spec.grafana) {
         (Some(_), Some(g)) => {
             return c.err(
@@ -712,86 +639,97 @@ fn validate_backup(
             );
         }
         (None, None) => return c.err(spec_loc, "a Backup needs spec.prometheus or spec.grafana"),
-        (Some(p), None) => {
-            let p = p.value;
-            check_url(&p.url.value)
-                .or_else(|m| c.err(&p.url.referenced, format!("spec.prometheus.url: {m}")))?;
-            let data_dir =
-                match p.data_dir {
-                    None => None,
-                    Some(d) => Some(pctx.resolve(&d.value).or_else(|m| {
-                        c.err(&d.referenced, format!("spec.prometheus.dataDir: {m}"))
-                    })?),
-                };
-            let service = match p.service {
-                None => None,
-                Some(s) => {
-                    check_name(&s.value).or_else(|m| {
-                        c.err(&s.referenced, format!("spec.prometheus.service: {m}"))
-                    })?;
-                    Some(s.value)
-                }
-            };
-            BackupSource::Prometheus {
-                url: p.url.value,
-                data_dir,
-                service,
-            }
-        }
-        (None, Some(g)) => {
-            let gl = g.referenced;
-            let g = g.value;
-            check_url(&g.url.value)
-                .or_else(|m| c.err(&g.url.referenced, format!("spec.grafana.url: {m}")))?;
-            let auth = match (g.token_file, g.basic_auth) {
-                (Some(_), Some(b)) => {
-                    return c.err(
-                        &b.referenced,
-                        "spec.grafana: give tokenFile or basicAuth, not both",
-                    );
-                }
-                (None, None) => {
-                    return c.err(
-                        &gl,
-                        "spec.grafana needs tokenFile (a service-account token) or basicAuth",
-                    );
-                }
-                (Some(t), None) => {
-                    GrafanaAuthSpec::TokenFile(pctx.resolve(&t.value).or_else(|m| {
-                        c.err(&t.referenced, format!("spec.grafana.tokenFile: {m}"))
-                    })?)
-                }
-                (None, Some(b)) => {
-                    let b = b.value;
-                    check_text("username", &b.username.value).or_else(|m| {
-                        c.err(
-                            &b.username.referenced,
-                            format!("spec.grafana.basicAuth.username: {m}"),
-                        )
-                    })?;
-                    GrafanaAuthSpec::Basic {
-                        username: b.username.value,
-                        password_file: pctx.resolve(&b.password_file.value).or_else(|m| {
-                            c.err(
-                                &b.password_file.referenced,
-                                format!("spec.grafana.basicAuth.passwordFile: {m}"),
-                            )
-                        })?,
-                    }
-                }
-            };
-            BackupSource::Grafana {
-                url: g.url.value,
-                auth,
-            }
-        }
+        (Some(p), None) => prometheus_source(c, pctx, p.value)?,
+        (None, Some(g)) => grafana_source(c, pctx, g)?,
     };
     Ok(BackupSpec {
         schedule,
-        keep,
+        keep: keep.unwrap_or(7),
         destination,
         source,
     })
+}
+
+/// `spec.destination`: an absolute directory of the Backup's own.
+fn check_destination(pctx: &PathContext, d: &str) -> Result<PathBuf, String> {
+    let p = pctx
+        .resolve(d)
+        .and_then(|p| crate::backup::check_destination_path(&p).map(|()| p))
+        .map_err(|m| format!("spec.destination: {m}"))?;
+    // Sets are directories DEST/ID and old ones are deleted: the
+    // destination must be a directory of their own.
+    // `/` and top-level directories (`/etc`, `/tmp`), the home
+    // directory and the manifests directory are shared.
+    let shared = p.components().count() <= 2
+        || pctx.home.as_deref() == Some(p.as_path())
+        || p == pctx.manifest_dir;
+    if shared {
+        return Err(format!(
+            "spec.destination {} is not a directory of its own (backup sets are created and pruned in it); give one, e.g. ~/backups/NAME",
+            p.display()
+        ));
+    }
+    Ok(p)
+}
+
+fn prometheus_source(
+    c: &Ctx<'_>,
+    pctx: &PathContext,
+    p: RawPrometheus,
+) -> Result<BackupSource, ManifestError> {
+    let url = c.one(p.url, "spec.prometheus.url", |u| check_url(&u).map(|()| u))?;
+    let data_dir = c.opt(p.data_dir, "spec.prometheus.dataDir", |d| pctx.resolve(&d))?;
+    let service = c.opt(p.service, "spec.prometheus.service", |s| {
+        check_name(&s).map(|()| s)
+    })?;
+    Ok(BackupSource::Prometheus {
+        url,
+        data_dir,
+        service,
+    })
+}
+
+fn grafana_source(
+    c: &Ctx<'_>,
+    pctx: &PathContext,
+    g: Spanned<RawGrafana>,
+) -> Result<BackupSource, ManifestError> {
+    let gl = g.referenced;
+    let g = g.value;
+    let url = c.one(g.url, "spec.grafana.url", |u| check_url(&u).map(|()| u))?;
+    let auth = match (g.token_file, g.basic_auth) {
+        (Some(_), Some(b)) => {
+            return c.err(
+                &b.referenced,
+                "spec.grafana: give tokenFile or basicAuth, not both",
+            );
+        }
+        (None, None) => {
+            return c.err(
+                &gl,
+                "spec.grafana needs tokenFile (a service-account token) or basicAuth",
+            );
+        }
+        (Some(t), None) => {
+            GrafanaAuthSpec::TokenFile(c.one(t, "spec.grafana.tokenFile", |t| pctx.resolve(&t))?)
+        }
+        (None, Some(b)) => {
+            let b = b.value;
+            let username = c.one(b.username, "spec.grafana.basicAuth.username", |u| {
+                check_text("username", &u).map(|()| u)
+            })?;
+            let password_file = c.one(
+                b.password_file,
+                "spec.grafana.basicAuth.passwordFile",
+                |p| pctx.resolve(&p),
+            )?;
+            GrafanaAuthSpec::Basic {
+                username,
+                password_file,
+            }
+        }
+    };
+    Ok(BackupSource::Grafana { url, auth })
 }
 
 /// The shortest `after` cycle through `start`, as the list of names from
@@ -912,130 +850,110 @@ mod tests {
     }
 
     #[test]
-    fn bad_inputs_are_located_and_explained() {
-        let cases: &[(&str, &str, u64)] = &[
+    fn bad_documents_are_located_and_explained() {
+        let doc = |head: &str| format!("{head}\nspec: {{command: [a]}}\n");
+        let long = "a".repeat(68);
+        let cases = [
             (
-                "apiVersion: v2\nkind: Service\nmetadata: {name: a}\nspec: {command: [a]}\n",
+                doc("apiVersion: v2\nkind: Service\nmetadata: {name: a}"),
                 "unsupported apiVersion",
                 1,
             ),
             (
-                "apiVersion: unitlet/v1\nkind: Pod\nmetadata: {name: a}\nspec: {command: [a]}\n",
+                doc("apiVersion: unitlet/v1\nkind: Pod\nmetadata: {name: a}"),
                 "unknown kind",
                 2,
             ),
             (
-                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: ../x}\nspec: {command: [a]}\n",
+                doc("apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: ../x}"),
                 "not valid",
                 3,
             ),
             (
-                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: Web}\nspec: {command: [a]}\n",
+                doc("apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: Web}"),
                 "not valid",
                 3,
             ),
             (
-                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa}\nspec: {command: [a]}\n",
+                doc(&format!(
+                    "apiVersion: unitlet/v1\nkind: Service\nmetadata: {{name: {long}}}"
+                )),
                 "at most 63",
                 3,
             ),
-            (
-                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: []}\n",
-                "spec.command is empty",
-                4,
-            ),
-            (
-                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], unitFile: a.service}\n",
-                "both set",
-                4,
-            ),
-            (
-                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [\"a\\0b\"]}\n",
-                "NUL byte",
-                4,
-            ),
-            (
-                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], environment: {X: \"1\\x002\"}}\n",
-                "NUL byte",
-                4,
-            ),
-            (
-                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], credentials: {\"../x\": /s}}\n",
-                "not a valid credential name",
-                4,
-            ),
-            (
-                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], resources: {memoryMax: 2 GB}}\n",
-                "invalid size",
-                4,
-            ),
-            (
-                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], resources: {memoryMax: -1}}\n",
-                "invalid size",
-                4,
-            ),
-            (
-                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], resources: {memoryMax: 1.5.5G}}\n",
-                "invalid size",
-                4,
-            ),
-            (
-                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], resources: {cpuQuota: 150}}\n",
-                "with %",
-                4,
-            ),
-            (
-                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], resources: {cpuQuota: 0%}}\n",
-                "0%",
-                4,
-            ),
-            (
-                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], schedule: every 1h}\n",
-                "not a field of kind Service",
-                4,
-            ),
-            (
-                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], after: [a]}\n",
-                "after itself",
-                4,
-            ),
-            (
-                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a], restart: sometimes}\n",
-                "Restart=",
-                4,
-            ),
-            (
-                "apiVersion: unitlet/v1\nkind: Backup\nmetadata: {name: a}\nspec: {schedule: every 1h, keep: 0, prometheus: {url: 'http://x'}}\n",
-                "keep at least 1",
-                4,
-            ),
-            (
-                "apiVersion: unitlet/v1\nkind: Backup\nmetadata: {name: a}\nspec: {schedule: every 1h}\n",
-                "spec.prometheus or spec.grafana",
-                4,
-            ),
-            (
-                "apiVersion: unitlet/v1\nkind: Backup\nmetadata: {name: a}\nspec: {schedule: every 1h, destination: /, prometheus: {url: 'http://x'}}\n",
-                "spec.destination: / is a directory shared by the whole system",
-                4,
-            ),
-            (
-                "apiVersion: unitlet/v1\nkind: Backup\nmetadata: {name: a}\nspec: {schedule: every 1h, destination: /etc/backups, prometheus: {url: 'http://x'}}\n",
-                "/etc/backups is a system directory",
-                4,
-            ),
-            (
-                "apiVersion: unitlet/v1\nkind: Backup\nmetadata: {name: a}\nspec: {schedule: every 1h, destination: ~/, prometheus: {url: 'http://x'}}\n",
-                "not a directory of its own",
-                4,
-            ),
         ];
-        for (y, want, line) in cases {
-            let e = one_err(y);
-            assert!(e.message.contains(want), "{y:?}: {e}");
-            assert_eq!(e.line, *line, "{y:?}: {e}");
-            assert!(e.column >= 1, "{y:?}: {e}");
+        for (y, want, line) in &cases {
+            assert_located(y, want, *line);
         }
+    }
+
+    /// Parsing `y` gives one error, whose message contains `want`, at `line`.
+    fn assert_located(y: &str, want: &str, line: u64) {
+        let e = one_err(y);
+        assert!(e.message.contains(want), "{y:?}: {e}");
+        assert_eq!(e.line, line, "{y:?}: {e}");
+        assert!(e.column >= 1, "{y:?}: {e}");
+    }
+
+    /// A `kind` document whose spec is `common` and each case's fields
+    /// gives the case's error on the spec's line.
+    fn assert_spec_errors(kind: &str, common: &str, cases: &[(&str, &str)]) {
+        for (spec, want) in cases {
+            let y = format!(
+                "apiVersion: unitlet/v1\nkind: {kind}\nmetadata: {{name: a}}\nspec: {{{common}{spec}}}\n"
+            );
+            assert_located(&y, want, 4);
+        }
+    }
+
+    #[test]
+    fn bad_service_specs_are_located_and_explained() {
+        let cases = [
+            ("command: []", "spec.command is empty"),
+            ("command: [a], unitFile: a.service", "both set"),
+            ("command: [\"a\\0b\"]", "NUL byte"),
+            ("command: [a], environment: {X: \"1\\x002\"}", "NUL byte"),
+            (
+                "command: [a], credentials: {\"../x\": /s}",
+                "not a valid credential name",
+            ),
+            ("command: [a], resources: {memoryMax: 2 GB}", "invalid size"),
+            ("command: [a], resources: {memoryMax: -1}", "invalid size"),
+            (
+                "command: [a], resources: {memoryMax: 1.5.5G}",
+                "invalid size",
+            ),
+            ("command: [a], resources: {cpuQuota: 150}", "with %"),
+            ("command: [a], resources: {cpuQuota: 0%}", "0%"),
+            (
+                "command: [a], schedule: every 1h",
+                "not a field of kind Service",
+            ),
+            ("command: [a], after: [a]", "after itself"),
+            ("command: [a], restart: sometimes", "Restart="),
+        ];
+        assert_spec_errors("Service", "", &cases);
+    }
+
+    #[test]
+    fn bad_backup_specs_are_located_and_explained() {
+        let cases = [
+            ("keep: 0, prometheus: {url: 'http://x'}", "keep at least 1"),
+            (
+                "destination: /, prometheus: {url: 'http://x'}",
+                "spec.destination: / is a directory shared by the whole system",
+            ),
+            (
+                "destination: /etc/backups, prometheus: {url: 'http://x'}",
+                "/etc/backups is a system directory",
+            ),
+            (
+                "destination: ~/, prometheus: {url: 'http://x'}",
+                "not a directory of its own",
+            ),
+            ("keep: 2", "spec.prometheus or spec.grafana"),
+        ];
+        assert_spec_errors("Backup", "schedule: every 1h, ", &cases);
     }
 
     #[test]

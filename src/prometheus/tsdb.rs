@@ -17,7 +17,7 @@
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -28,7 +28,8 @@ use sha2::{Digest, Sha256};
 
 use super::client::Client;
 use super::{KIND, PrometheusError};
-use crate::backup::{SetInfo, Store, VerifiedSet};
+use crate::backup::{SetInfo, SetWriter, Store, VerifiedSet};
+use crate::fsutil::sync_tree;
 use crate::hold::Hold;
 use crate::journal::{self, Journal, Owner, Record, RestoreLock, Step};
 use crate::systemd::{JobKind, Systemd, SystemdError};
@@ -151,59 +152,8 @@ fn take_snapshot(
     let result = (|| {
         let mut set = store.begin(url)?;
         let dst = set.dir().join(SNAPSHOT_DIR);
-        match fs::rename(&src, &dst) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-                let total = tree_size(&src);
-                let pb = progress_bar(progress, total, "copying");
-                let copied = copy_tree(&src, &dst, &pb);
-                pb.finish_and_clear();
-                if let Err((from, to, source)) = copied {
-                    let _ = fs::remove_dir_all(&dst);
-                    return Err(PrometheusError::Copy {
-                        from,
-                        to,
-                        hint: format!(
-                            "backup set {} is left incomplete and its partial copy was removed; earlier sets are untouched; free space in {} or set `destination` to a bigger filesystem",
-                            set.id(),
-                            store.path().display()
-                        ),
-                        source,
-                    });
-                }
-            }
-            Err(source) => {
-                return Err(PrometheusError::Io {
-                    op: format!("move the snapshot into backup set {} at", set.id()),
-                    path: dst,
-                    source,
-                });
-            }
-        }
-        let files = list_files(&dst).map_err(|source| PrometheusError::Io {
-            op: "list".to_owned(),
-            path: dst.clone(),
-            source,
-        })?;
-        let pb = progress_bar(progress, files.iter().map(|f| f.1).sum(), "hashing");
-        let mut blocks = Vec::new();
-        for (rel, size) in &files {
-            let rel = format!("{SNAPSHOT_DIR}/{rel}");
-            set.add_existing(&rel)?;
-            pb.inc(*size);
-            if let Some(block) = rel
-                .strip_suffix("/meta.json")
-                .and_then(|b| b.strip_prefix(&format!("{SNAPSHOT_DIR}/")))
-                && !block.contains('/')
-                && let Some(range) = fs::read(set.dir().join(&rel))
-                    .ok()
-                    .and_then(|b| parse_block_meta(&b))
-            {
-                blocks.push(range);
-            }
-        }
-        pb.finish_and_clear();
-        blocks.sort_by_key(|b| b.min_time);
+        move_snapshot(store, &set, &src, &dst, progress)?;
+        let blocks = add_snapshot_files(&mut set, &dst, progress)?;
         let info = SnapshotInfo {
             snapshot: name.to_owned(),
             url: url.to_owned(),
@@ -224,36 +174,93 @@ fn take_snapshot(
     result
 }
 
+/// Moves the snapshot into the set (a rename; a copy across filesystems,
+/// removed again if it fails).
+fn move_snapshot(
+    store: &Store,
+    set: &SetWriter,
+    src: &Path,
+    dst: &Path,
+    progress: bool,
+) -> Result<()> {
+    match fs::rename(src, dst) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            let pb = progress_bar(progress, tree_size(src), "copying");
+            let copied = copy_tree(src, dst, &pb);
+            pb.finish_and_clear();
+            copied.map_err(|(from, to, source)| {
+                let _ = fs::remove_dir_all(dst);
+                PrometheusError::Copy {
+                    from,
+                    to,
+                    hint: format!(
+                        "backup set {} is left incomplete and its partial copy was removed; earlier sets are untouched; free space in {} or set `destination` to a bigger filesystem",
+                        set.id(),
+                        store.path().display()
+                    ),
+                    source,
+                }
+            })
+        }
+        Err(source) => Err(PrometheusError::Io {
+            op: format!("move the snapshot into backup set {} at", set.id()),
+            path: dst.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Records (hashes) the snapshot's files in the set; the ranges of the
+/// TSDB blocks among them, oldest first.
+fn add_snapshot_files(set: &mut SetWriter, dst: &Path, progress: bool) -> Result<Vec<BlockRange>> {
+    let files = list_files(dst).map_err(|source| PrometheusError::Io {
+        op: "list".to_owned(),
+        path: dst.to_path_buf(),
+        source,
+    })?;
+    let pb = progress_bar(progress, files.iter().map(|f| f.1).sum(), "hashing");
+    let mut blocks = Vec::new();
+    for (rel, size) in &files {
+        let rel = format!("{SNAPSHOT_DIR}/{rel}");
+        set.add_existing(&rel)?;
+        pb.inc(*size);
+        if let Some(block) = rel
+            .strip_suffix("/meta.json")
+            .and_then(|b| b.strip_prefix(&format!("{SNAPSHOT_DIR}/")))
+            && !block.contains('/')
+            && let Some(range) = fs::read(set.dir().join(&rel))
+                .ok()
+                .and_then(|b| parse_block_meta(&b))
+        {
+            blocks.push(range);
+        }
+    }
+    pb.finish_and_clear();
+    blocks.sort_by_key(|b| b.min_time);
+    Ok(blocks)
+}
+
 /// `(ulid, minTime, maxTime)` of a block's `meta.json`.
 fn parse_block_meta(bytes: &[u8]) -> Option<BlockRange> {
     serde_json::from_slice(bytes).ok()
 }
 
-/// Regular files below `dir`, relative and `/`-separated, sorted, with sizes.
+/// Regular files below `dir`, relative and `/`-separated, sorted, with
+/// sizes. Anything else (a symlink included, never followed) is not backed
+/// up, with a warning.
 fn list_files(dir: &Path) -> io::Result<Vec<(String, u64)>> {
-    fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, u64)>) -> io::Result<()> {
-        let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<io::Result<_>>()?;
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let rel = if prefix.is_empty() {
-                name
-            } else {
-                format!("{prefix}/{name}")
-            };
-            let ty = e.file_type()?;
-            if ty.is_dir() {
-                walk(&e.path(), &rel, out)?;
-            } else if ty.is_file() {
-                out.push((rel, e.metadata()?.len()));
-            } else {
-                tracing::warn!(path = %e.path().display(), "not a regular file; not backed up");
-            }
-        }
-        Ok(())
-    }
     let mut out = Vec::new();
-    walk(dir, "", &mut out)?;
+    for e in walkdir::WalkDir::new(dir).min_depth(1).sort_by_file_name() {
+        let e = e?;
+        let ty = e.file_type();
+        if ty.is_file() {
+            let rel = e.path().strip_prefix(dir).unwrap_or(e.path());
+            out.push((rel.to_string_lossy().into_owned(), e.metadata()?.len()));
+        } else if !ty.is_dir() {
+            tracing::warn!(path = %e.path().display(), "not a regular file; not backed up");
+        }
+    }
     Ok(out)
 }
 
@@ -265,26 +272,28 @@ fn tree_size(dir: &Path) -> u64 {
 
 type CopyError = (PathBuf, PathBuf, io::Error);
 
-/// Copies a directory tree (directories and regular files, modes kept),
-/// fsyncing every file and directory so a set sealed afterwards is durable.
+/// Copies a directory tree (directories and regular files, modes kept;
+/// nothing else, no symlink followed), fsyncing every file and directory
+/// so a set sealed afterwards is durable.
 fn copy_tree(src: &Path, dst: &Path, pb: &ProgressBar) -> Result<(), CopyError> {
-    let err = |e: io::Error| (src.to_path_buf(), dst.to_path_buf(), e);
-    let mode = fs::metadata(src).map_err(err)?.permissions().mode() & 0o7777;
-    fs::DirBuilder::new().mode(mode).create(dst).map_err(err)?;
-    let mut entries: Vec<_> = fs::read_dir(src)
-        .and_then(|rd| rd.collect::<io::Result<Vec<_>>>())
-        .map_err(err)?;
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let (from, to) = (e.path(), dst.join(e.file_name()));
-        let ty = e.file_type().map_err(err)?;
-        if ty.is_dir() {
-            copy_tree(&from, &to, pb)?;
-        } else if ty.is_file() {
-            copy_file(&from, &to, pb, |_| {}).map_err(|e| (from.clone(), to.clone(), e))?;
+    for e in walkdir::WalkDir::new(src).sort_by_file_name() {
+        let e = e.map_err(|e| (src.to_path_buf(), dst.to_path_buf(), e.into()))?;
+        let from = e.path();
+        let to = dst.join(from.strip_prefix(src).unwrap_or(from));
+        let err = |e: io::Error| (from.to_path_buf(), to.clone(), e);
+        if e.file_type().is_dir() {
+            let mode = e
+                .metadata()
+                .map_err(|e| err(e.into()))?
+                .permissions()
+                .mode()
+                & 0o7777;
+            fs::DirBuilder::new().mode(mode).create(&to).map_err(err)?;
+        } else if e.file_type().is_file() {
+            copy_file(from, &to, pb, |_| {}).map_err(err)?;
         }
     }
-    File::open(dst).and_then(|d| d.sync_all()).map_err(err)
+    sync_tree(dst).map_err(|e| (src.to_path_buf(), dst.to_path_buf(), e))
 }
 
 /// Copies one file (mode kept, `create_new` so nothing is overwritten),
@@ -302,18 +311,12 @@ fn copy_file(
         .create_new(true)
         .mode(mode)
         .open(to)?;
-    let mut buf = vec![0u8; 1024 * 1024];
-    let mut total = 0u64;
-    loop {
-        let n = input.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        inspect(&buf[..n]);
-        output.write_all(&buf[..n])?;
-        total += n as u64;
-        pb.inc(n as u64);
-    }
+    let total = crate::fsutil::for_each_chunk(&mut input, 1024 * 1024, |c| {
+        inspect(c);
+        output.write_all(c)?;
+        pb.inc(c.len() as u64);
+        Ok(())
+    })?;
     output.sync_all()?;
     Ok(total)
 }
@@ -580,28 +583,17 @@ fn copy_set(set: &VerifiedSet, to: &Path, mode: u32, progress: bool) -> Result<(
     Ok((files.len(), total))
 }
 
+/// Creates below `dst` the directories of the tree at `src` (no symlink
+/// followed).
 fn copy_dirs(src: &Path, dst: &Path) -> Result<(), CopyError> {
-    for e in fs::read_dir(src)
-        .and_then(|rd| rd.collect::<io::Result<Vec<_>>>())
-        .map_err(|e| (src.to_path_buf(), dst.to_path_buf(), e))?
-    {
-        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-            let to = dst.join(e.file_name());
-            fs::create_dir_all(&to).map_err(|err| (e.path(), to.clone(), err))?;
-            copy_dirs(&e.path(), &to)?;
+    for e in walkdir::WalkDir::new(src).min_depth(1) {
+        let e = e.map_err(|e| (src.to_path_buf(), dst.to_path_buf(), e.into()))?;
+        if e.file_type().is_dir() {
+            let to = dst.join(e.path().strip_prefix(src).unwrap_or(e.path()));
+            fs::create_dir_all(&to).map_err(|err| (e.path().to_path_buf(), to.clone(), err))?;
         }
     }
     Ok(())
-}
-
-fn sync_tree(dir: &Path) -> io::Result<()> {
-    for e in fs::read_dir(dir)? {
-        let e = e?;
-        if e.file_type()?.is_dir() {
-            sync_tree(&e.path())?;
-        }
-    }
-    File::open(dir)?.sync_all()
 }
 
 fn sync_parent(p: &Path) {
@@ -748,114 +740,24 @@ pub async fn restore_tsdb(t: RestoreTarget<'_>, opts: &RestoreOptions) -> Result
     let unit = format!("{}.service", t.service);
     // Two restores of one service would swap the same directory: the lock
     // is taken before anything else, so the second is refused at once.
-    let lock = if opts.dry_run {
-        None
-    } else {
-        let owner = Owner::me(format!("restoring Backup {} set {}", t.backup, t.id));
-        match RestoreLock::try_acquire(t.state_dir, t.service, &owner) {
-            Ok(Ok(l)) => Some(l),
-            Ok(Err(busy)) => {
-                return Err(PrometheusError::RestoreRunning {
-                    service: t.service.to_owned(),
-                    owner: busy
-                        .owner()
-                        .map(|o| o.to_string())
-                        .unwrap_or_else(|| "its PID could not be read".to_owned()),
-                });
-            }
-            Err(source) => {
-                return Err(PrometheusError::Io {
-                    op: "take the restore lock in".to_owned(),
-                    path: crate::hold::dir(t.state_dir),
-                    source,
-                });
-            }
-        }
-    };
+    let lock = (!opts.dry_run).then(|| restore_lock(t)).transpose()?;
     // The whole set is checked before anything else is touched (a
     // hostile or damaged set is refused without even reaching systemd).
-    let (store, id) = (t.store.clone(), t.id.to_owned());
-    let set = blocking(move || store.verify(&id)).await?;
-    if set.info().kind != KIND {
-        return Err(PrometheusError::WrongKind {
-            id: set.info().id.clone(),
-            kind: set.info().kind.clone(),
-        });
-    }
-    let blocks = set_blocks(&set)?;
+    let (set, blocks) = verified_set(t).await?;
     let sd = Systemd::connect(t.bus)
         .await
         .map_err(sd_err("cannot stop and start Prometheus".to_owned()))?;
     // An earlier restore of this service that was killed: finish or undo
     // it first, or this one would take a moved-aside directory for none.
-    let mut recovered = None;
-    if let Some(lock) = &lock
-        && let Some(outcome) = journal::recover_locked(lock, &sd).await
-    {
-        if outcome.result.is_err() {
-            return Err(PrometheusError::Unrecovered(outcome.to_string()));
-        }
-        tracing::warn!("{outcome}");
-        recovered = Some(outcome.to_string());
-    }
-    let pending = if opts.dry_run {
-        journal::pending(t.state_dir)
-            .into_iter()
-            .find(|p| p.service == t.service)
-            .map(|p| p.condition().1)
-    } else {
-        None
+    let recovered = match &lock {
+        Some(lock) => recover_earlier(lock, &sd).await?,
+        None => None,
     };
-
-    let snap_files = set
-        .files()
-        .iter()
-        .filter(|f| f.path.starts_with(&format!("{SNAPSHOT_DIR}/")));
-    let (files, bytes) = snap_files.fold((0, 0), |(n, b), f| (n + 1, b + f.size));
-
+    let pending = opts.dry_run.then(|| pending_note(t)).flatten();
+    let (files, bytes) = snapshot_size(&set);
     let now = stamp(SystemTime::now());
-    let config_err = |reason: String| PrometheusError::Config {
-        name: t.backup.to_owned(),
-        reason,
-    };
-    let data_dir: PathBuf = t.data_dir.components().collect();
-    let parent = data_dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .ok_or_else(|| {
-            config_err(format!(
-                "prometheus.dataDir {} has no parent directory",
-                data_dir.display()
-            ))
-        })?
-        .to_path_buf();
-    if !parent.is_dir() {
-        return Err(config_err(format!(
-            "the parent of prometheus.dataDir, {}, does not exist",
-            parent.display()
-        )));
-    }
-    let had_data = fs::symlink_metadata(&data_dir).is_ok();
-    let replaced = if had_data {
-        Some(
-            free_sibling(&data_dir, "replaced", &now)
-                .ok_or_else(|| config_err("no free name for the replaced data".to_owned()))?,
-        )
-    } else {
-        None
-    };
-    let available = rustix::fs::statvfs(&parent)
-        .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
-        .unwrap_or(u64::MAX);
-    if available < bytes {
-        return Err(PrometheusError::NoSpace {
-            path: parent,
-            needed: bytes,
-            available,
-        });
-    }
+    let (data_dir, replaced) = placement(t, &now, bytes)?;
     check_managed(&sd, &unit, t.service).await?;
-
     let mut report = RestoreReport {
         set_id: set.info().id.clone(),
         data_dir: data_dir.clone(),
@@ -871,71 +773,10 @@ pub async fn restore_tsdb(t: RestoreTarget<'_>, opts: &RestoreOptions) -> Result
     let Some(lock) = lock else {
         return Ok(report);
     };
-
-    // The copy happens while Prometheus still runs on its data: a full
-    // disk or a file changed since verification stops us here, at no cost.
-    let restoring = free_sibling(&data_dir, "restoring", &now)
-        .ok_or_else(|| config_err("no free name for the restored copy".to_owned()))?;
-    let record = Record {
-        pid: std::process::id(),
-        started: crate::status::now_rfc3339(),
-        backup: t.backup.to_owned(),
-        set_id: set.info().id.clone(),
-        service: t.service.to_owned(),
-        data_dir: data_dir.clone(),
-        staging: restoring.clone(),
-        replaced: replaced.clone(),
-        step: Step::Copy,
-        cause: None,
-    };
-    let journal_path = t
-        .state_dir
-        .join(journal::DIR)
-        .join(format!("{}.json", t.service));
-    let journal_err = |source| PrometheusError::Io {
-        op: "write the restore journal".to_owned(),
-        path: journal_path.clone(),
-        source,
-    };
-    let mut journal = Journal::begin(lock, record).map_err(journal_err)?;
-    let mode = fs::metadata(&data_dir)
-        .map(|m| m.permissions().mode() & 0o7777)
-        .unwrap_or(0o755);
-    {
-        let (set, to, progress) = (set.clone(), restoring.clone(), opts.progress);
-        let copied = blocking(move || copy_set(&set, &to, mode, progress)).await;
-        if let Err(e) = copied {
-            let _ = fs::remove_dir_all(&restoring);
-            finish(journal);
-            return Err(e);
-        }
-    }
-
-    let hold = Hold::acquire(t.state_dir, t.service).map_err(|source| PrometheusError::Io {
-        op: "hold the Service (so `unitlet run` leaves it alone) in".to_owned(),
-        path: t.state_dir.join("holds"),
-        source,
-    });
-    let step = hold.and_then(|h| {
-        journal.keep_hold(h);
-        journal.step(Step::Stop).map_err(journal_err)
-    });
-    if let Err(e) = step {
-        let _ = fs::remove_dir_all(&restoring);
-        finish(journal);
-        return Err(e);
-    }
-    tracing::info!(unit = %unit, "stopping Prometheus for the restore");
-    if let Err(e) = run_job(&sd, &unit, JobKind::Stop, opts.job_timeout).await {
-        let _ = fs::remove_dir_all(&restoring);
-        // It may be half-stopped; leave it running as it was.
-        let _ = run_job(&sd, &unit, JobKind::Start, opts.job_timeout).await;
-        finish(journal);
-        return Err(e);
-    }
-
+    let (journal, restoring) = stage_copy(t, opts, &set, lock, &data_dir, &replaced, &now).await?;
+    let mut journal = stop_for_swap(&sd, t, opts, &unit, journal, &restoring).await?;
     let mut swap = Swap {
-        data_dir: data_dir.clone(),
+        data_dir,
         replaced: None,
         restoring: Some(restoring),
         installed: false,
@@ -973,6 +814,201 @@ pub async fn restore_tsdb(t: RestoreTarget<'_>, opts: &RestoreOptions) -> Result
             Err(err)
         }
     }
+}
+
+/// What an unfinished earlier restore of the service left to do, for a
+/// dry run's report.
+fn pending_note(t: RestoreTarget<'_>) -> Option<String> {
+    journal::pending(t.state_dir)
+        .into_iter()
+        .find(|p| p.service == t.service)
+        .map(|p| p.condition().1)
+}
+
+/// Files and bytes of the set's snapshot.
+fn snapshot_size(set: &VerifiedSet) -> (usize, u64) {
+    let prefix = format!("{SNAPSHOT_DIR}/");
+    let snap_files = set.files().iter().filter(|f| f.path.starts_with(&prefix));
+    snap_files.fold((0, 0), |(n, b), f| (n + 1, b + f.size))
+}
+
+/// The service's restore lock, or [`PrometheusError::RestoreRunning`]
+/// naming who holds it.
+fn restore_lock(t: RestoreTarget<'_>) -> Result<RestoreLock> {
+    let owner = Owner::me(format!("restoring Backup {} set {}", t.backup, t.id));
+    match RestoreLock::try_acquire(t.state_dir, t.service, &owner) {
+        Ok(Ok(l)) => Ok(l),
+        Ok(Err(busy)) => Err(PrometheusError::RestoreRunning {
+            service: t.service.to_owned(),
+            owner: busy
+                .owner()
+                .map(|o| o.to_string())
+                .unwrap_or_else(|| "its PID could not be read".to_owned()),
+        }),
+        Err(source) => Err(PrometheusError::Io {
+            op: "take the restore lock in".to_owned(),
+            path: crate::hold::dir(t.state_dir),
+            source,
+        }),
+    }
+}
+
+/// The set, every file verified, and the TSDB blocks it holds.
+async fn verified_set(t: RestoreTarget<'_>) -> Result<(VerifiedSet, Vec<BlockRange>)> {
+    let (store, id) = (t.store.clone(), t.id.to_owned());
+    let set = blocking(move || store.verify(&id)).await?;
+    if set.info().kind != KIND {
+        return Err(PrometheusError::WrongKind {
+            id: set.info().id.clone(),
+            kind: set.info().kind.clone(),
+        });
+    }
+    let blocks = set_blocks(&set)?;
+    Ok((set, blocks))
+}
+
+/// Finishes or undoes an interrupted earlier restore of the service, if
+/// any; what it did, for the report.
+async fn recover_earlier(lock: &RestoreLock, sd: &Systemd) -> Result<Option<String>> {
+    let Some(outcome) = journal::recover_locked(lock, sd).await else {
+        return Ok(None);
+    };
+    if outcome.result.is_err() {
+        return Err(PrometheusError::Unrecovered(outcome.to_string()));
+    }
+    tracing::warn!("{outcome}");
+    Ok(Some(outcome.to_string()))
+}
+
+/// The data directory (normalised), and where the data it holds now will
+/// be moved aside (none when there is none), once checked that its parent
+/// exists and has room for `bytes`.
+fn placement(t: RestoreTarget<'_>, now: &str, bytes: u64) -> Result<(PathBuf, Option<PathBuf>)> {
+    let config_err = |reason: String| PrometheusError::Config {
+        name: t.backup.to_owned(),
+        reason,
+    };
+    let data_dir: PathBuf = t.data_dir.components().collect();
+    let parent = data_dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .ok_or_else(|| {
+            config_err(format!(
+                "prometheus.dataDir {} has no parent directory",
+                data_dir.display()
+            ))
+        })?
+        .to_path_buf();
+    if !parent.is_dir() {
+        return Err(config_err(format!(
+            "the parent of prometheus.dataDir, {}, does not exist",
+            parent.display()
+        )));
+    }
+    let replaced = match fs::symlink_metadata(&data_dir) {
+        Ok(_) => Some(
+            free_sibling(&data_dir, "replaced", now)
+                .ok_or_else(|| config_err("no free name for the replaced data".to_owned()))?,
+        ),
+        Err(_) => None,
+    };
+    let available = rustix::fs::statvfs(&parent)
+        .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+        .unwrap_or(u64::MAX);
+    if available < bytes {
+        return Err(PrometheusError::NoSpace {
+            path: parent,
+            needed: bytes,
+            available,
+        });
+    }
+    Ok((data_dir, replaced))
+}
+
+/// Starts the journal and copies the set next to the data directory while
+/// Prometheus still runs on its data: a full disk or a file changed since
+/// verification stops the restore here, at no cost. Returns the journal
+/// and the copy.
+async fn stage_copy(
+    t: RestoreTarget<'_>,
+    opts: &RestoreOptions,
+    set: &VerifiedSet,
+    lock: RestoreLock,
+    data_dir: &Path,
+    replaced: &Option<PathBuf>,
+    now: &str,
+) -> Result<(Journal, PathBuf)> {
+    let restoring =
+        free_sibling(data_dir, "restoring", now).ok_or_else(|| PrometheusError::Config {
+            name: t.backup.to_owned(),
+            reason: "no free name for the restored copy".to_owned(),
+        })?;
+    let record = Record {
+        pid: std::process::id(),
+        started: crate::status::now_rfc3339(),
+        backup: t.backup.to_owned(),
+        set_id: set.info().id.clone(),
+        service: t.service.to_owned(),
+        data_dir: data_dir.to_path_buf(),
+        staging: restoring.clone(),
+        replaced: replaced.clone(),
+        step: Step::Copy,
+        cause: None,
+    };
+    let journal = Journal::begin(lock, record).map_err(|source| PrometheusError::Io {
+        op: "write the restore journal".to_owned(),
+        path: t
+            .state_dir
+            .join(journal::DIR)
+            .join(format!("{}.json", t.service)),
+        source,
+    })?;
+    let mode = fs::metadata(data_dir)
+        .map(|m| m.permissions().mode() & 0o7777)
+        .unwrap_or(0o755);
+    let (set, to, progress) = (set.clone(), restoring.clone(), opts.progress);
+    if let Err(e) = blocking(move || copy_set(&set, &to, mode, progress)).await {
+        let _ = fs::remove_dir_all(&restoring);
+        finish(journal);
+        return Err(e);
+    }
+    Ok((journal, restoring))
+}
+
+/// Holds the Service (so `unitlet run` leaves it alone) and stops it. On
+/// failure the copy is removed, the journal ended and the Service left
+/// running as it was.
+async fn stop_for_swap(
+    sd: &Systemd,
+    t: RestoreTarget<'_>,
+    opts: &RestoreOptions,
+    unit: &str,
+    mut journal: Journal,
+    restoring: &Path,
+) -> Result<Journal> {
+    let hold = Hold::acquire(t.state_dir, t.service).map_err(|source| PrometheusError::Io {
+        op: "hold the Service (so `unitlet run` leaves it alone) in".to_owned(),
+        path: t.state_dir.join("holds"),
+        source,
+    });
+    let step = hold.and_then(|h| {
+        journal.keep_hold(h);
+        record_step(&mut journal, Step::Stop)
+    });
+    if let Err(e) = step {
+        let _ = fs::remove_dir_all(restoring);
+        finish(journal);
+        return Err(e);
+    }
+    tracing::info!(unit = %unit, "stopping Prometheus for the restore");
+    if let Err(e) = run_job(sd, unit, JobKind::Stop, opts.job_timeout).await {
+        let _ = fs::remove_dir_all(restoring);
+        // It may be half-stopped; leave it running as it was.
+        let _ = run_job(sd, unit, JobKind::Start, opts.job_timeout).await;
+        finish(journal);
+        return Err(e);
+    }
+    Ok(journal)
 }
 
 /// Writes the journal record of `step` before it is taken.
@@ -1043,6 +1079,16 @@ async fn swap_and_start(
     run_job(sd, unit, JobKind::Start, opts.job_timeout).await?;
     record_step(journal, Step::Verify)?;
     t.client.wait_ready(unit, opts.ready_timeout).await?;
+    check_restored_data(t, opts, blocks).await
+}
+
+/// Queries restored blocks until each answers with some series (or the
+/// check times out); what answered, for the report.
+async fn check_restored_data(
+    t: RestoreTarget<'_>,
+    opts: &RestoreOptions,
+    blocks: &[BlockRange],
+) -> Result<Option<String>> {
     let mut checked = Vec::new();
     for block in check_blocks(blocks) {
         let (query, time) = check_query(block);
@@ -1074,6 +1120,59 @@ async fn swap_and_start(
     Ok((!checked.is_empty()).then(|| checked.join("; ")))
 }
 
+/// Moves the restored copy aside and the previous data back, as far as the
+/// swap got; whether the previous data is back in place. What happened is
+/// added to `notes`.
+fn undo_swap(swap: &Swap, stamp: &str, notes: &mut Vec<String>) -> bool {
+    if let Some(r) = &swap.restoring {
+        let _ = fs::remove_dir_all(r);
+    }
+    if swap.installed {
+        let moved = free_sibling(&swap.data_dir, "failed", stamp)
+            .ok_or_else(|| "no free name to move the restored data aside".to_owned())
+            .and_then(|failed| {
+                rename(&swap.data_dir, &failed, "move the restored data aside")
+                    .map(|()| failed)
+                    .map_err(|e| crate::error_chain(&e))
+            });
+        match moved {
+            Ok(failed) => notes.push(format!(
+                "the restored data was moved to {}",
+                failed.display()
+            )),
+            Err(note) => {
+                notes.push(note);
+                notes.push(match &swap.replaced {
+                    Some(r) => format!("the previous data is still at {}", r.display()),
+                    None => "the previous data was not touched".to_owned(),
+                });
+                return false;
+            }
+        }
+    }
+    let Some(r) = &swap.replaced else {
+        notes.push("the previous data was not touched".to_owned());
+        return true;
+    };
+    match rename(r, &swap.data_dir, "put the previous data back") {
+        Ok(()) => {
+            notes.push(format!(
+                "the previous data is back at {}",
+                swap.data_dir.display()
+            ));
+            true
+        }
+        Err(e) => {
+            notes.push(format!(
+                "{}; the previous data is still at {}",
+                crate::error_chain(&e),
+                r.display()
+            ));
+            false
+        }
+    }
+}
+
 /// Undoes a failed swap: the restored copy aside as `.failed-STAMP`, the
 /// old data back, Prometheus started. Returns the error to report, and
 /// whether the old data is back in place (when it is not, Prometheus is
@@ -1095,50 +1194,7 @@ async fn rollback(
             crate::error_chain(&e)
         ));
     }
-    if let Some(r) = &swap.restoring {
-        let _ = fs::remove_dir_all(r);
-    }
-    let mut back_ok = true;
-    if swap.installed {
-        match free_sibling(&swap.data_dir, "failed", stamp) {
-            Some(failed) => match rename(&swap.data_dir, &failed, "move the restored data aside") {
-                Ok(()) => notes.push(format!(
-                    "the restored data was moved to {}",
-                    failed.display()
-                )),
-                Err(e) => {
-                    back_ok = false;
-                    notes.push(crate::error_chain(&e));
-                }
-            },
-            None => {
-                back_ok = false;
-                notes.push("no free name to move the restored data aside".to_owned());
-            }
-        }
-    }
-    if let Some(r) = &swap.replaced {
-        if back_ok {
-            match rename(r, &swap.data_dir, "put the previous data back") {
-                Ok(()) => notes.push(format!(
-                    "the previous data is back at {}",
-                    swap.data_dir.display()
-                )),
-                Err(e) => {
-                    back_ok = false;
-                    notes.push(format!(
-                        "{}; the previous data is still at {}",
-                        crate::error_chain(&e),
-                        r.display()
-                    ));
-                }
-            }
-        } else {
-            notes.push(format!("the previous data is still at {}", r.display()));
-        }
-    } else {
-        notes.push("the previous data was not touched".to_owned());
-    }
+    let back_ok = undo_swap(&swap, stamp, &mut notes);
     if !back_ok {
         notes.push(format!(
             "{unit} was not started: its data is not back in place; it stays on hold until `unitlet apply` finishes undoing the restore"
@@ -1175,6 +1231,43 @@ async fn rollback(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The tree walks behind snapshot copies: sorted relative paths, modes
+    /// kept, symlinks neither followed nor copied.
+    #[test]
+    fn tree_walks_copy_files_and_dirs_and_never_follow_links() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("snap");
+        fs::create_dir_all(src.join("01B/chunks")).unwrap();
+        fs::write(src.join("01B/meta.json"), b"{}").unwrap();
+        fs::write(src.join("01B/chunks/000001"), b"12345").unwrap();
+        fs::write(src.join("01A"), b"x").unwrap();
+        fs::set_permissions(src.join("01A"), fs::Permissions::from_mode(0o640)).unwrap();
+        fs::write(d.path().join("outside"), b"secret").unwrap();
+        std::os::unix::fs::symlink(d.path().join("outside"), src.join("link")).unwrap();
+        std::os::unix::fs::symlink(d.path(), src.join("01B/up")).unwrap();
+        let files = list_files(&src).unwrap();
+        assert_eq!(
+            files,
+            [
+                ("01A".to_owned(), 1),
+                ("01B/chunks/000001".to_owned(), 5),
+                ("01B/meta.json".to_owned(), 2)
+            ]
+        );
+        assert_eq!(tree_size(&src), 8);
+        let dst = d.path().join("copy");
+        copy_tree(&src, &dst, &ProgressBar::hidden()).unwrap();
+        assert_eq!(list_files(&dst).unwrap(), files);
+        assert!(!dst.join("link").exists() && !dst.join("01B/up").exists());
+        let mode = fs::metadata(dst.join("01A")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o640);
+        let dirs = d.path().join("dirs");
+        fs::create_dir(&dirs).unwrap();
+        copy_dirs(&src, &dirs).unwrap();
+        assert!(dirs.join("01B/chunks").is_dir());
+        assert!(list_files(&dirs).unwrap().is_empty());
+    }
 
     #[test]
     fn siblings_are_next_to_the_data_dir_whatever_its_spelling() {
@@ -1262,13 +1355,21 @@ mod tests {
         fs::write(b.join("tombstones"), b"").unwrap();
     }
 
-    #[test]
-    fn a_snapshot_is_taken_out_of_prometheus_dir_and_sealed() {
+    /// A fake Prometheus snapshot `S1` in `TMP/data`, taken into a set of
+    /// Backup `tsdb` in `TMP/backups`.
+    fn snapshot_set() -> (tempfile::TempDir, Store, SetInfo) {
         let d = tempfile::tempdir().unwrap();
         let data = d.path().join("data");
         fake_snapshot(&data, "S1");
         let store = Store::open(&d.path().join("backups"), "tsdb", KIND).unwrap();
         let info = take_snapshot(&store, "http://p:9090/", &data, "S1", false).unwrap();
+        (d, store, info)
+    }
+
+    #[test]
+    fn a_snapshot_is_taken_out_of_prometheus_dir_and_sealed() {
+        let (d, store, info) = snapshot_set();
+        let data = d.path().join("data");
         assert_eq!(info.files, 5, "4 snapshot files and prometheus.json");
         assert!(
             !data.join("snapshots/S1").exists(),
@@ -1311,11 +1412,7 @@ mod tests {
 
     #[test]
     fn a_changed_file_is_caught_while_copying() {
-        let d = tempfile::tempdir().unwrap();
-        let data = d.path().join("data");
-        fake_snapshot(&data, "S1");
-        let store = Store::open(&d.path().join("backups"), "tsdb", KIND).unwrap();
-        let info = take_snapshot(&store, "http://p:9090/", &data, "S1", false).unwrap();
+        let (d, store, info) = snapshot_set();
         let set = store.verify(&info.id).unwrap();
         let mut bytes = fs::read(set.dir().join("snapshot/01HBLOCK/index")).unwrap();
         bytes[10] ^= 1;

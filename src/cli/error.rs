@@ -1,0 +1,211 @@
+//! Why a command did not succeed, and the exit status that says so: the
+//! one place where the contract's exit codes are decided.
+
+use std::path::PathBuf;
+
+use crate::backup_cmd::CommandError;
+use crate::prometheus::PrometheusError;
+
+/// Exit status: the command did what was asked and the answer is yes.
+pub const OK: i32 = 0;
+/// Exit status: the answer is no (changes pending, not Ready, invalid,
+/// unknown NAME, backup or restore failed).
+pub const NOT_OK: i32 = 1;
+/// Exit status: the command could not do its job at all (no bus, an
+/// unreadable directory, the state lock, a restore already running).
+pub const OPERATIONAL: i32 = 2;
+
+/// Everything a command can end with other than success. [`CliError::exit_code`]
+/// maps each to the contract's exit status; [`CliError::report`] prints it.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The command printed its own negative answer (pending changes,
+    /// objects not Ready, invalid manifests); nothing more to say.
+    #[error("")]
+    Unsuccessful,
+    /// The async runtime could not start.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// No user manager, or the unit directory is not on its search path.
+    #[error(transparent)]
+    Systemd(#[from] crate::systemd::SystemdError),
+    /// A reconcile pass could not run.
+    #[error(transparent)]
+    Reconcile(#[from] crate::reconcile::ReconcileError),
+    /// The state lock could not be taken.
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
+    /// The status file could not be saved.
+    #[error(transparent)]
+    Status(#[from] crate::status::StatusError),
+    /// The operator stopped with an error.
+    #[error(transparent)]
+    Operator(#[from] crate::operator::RunError),
+    /// `--metrics-addr` is neither HOST:PORT nor "off".
+    #[error("--metrics-addr {0:?} is not HOST:PORT (e.g. 127.0.0.1:9464) or \"off\"")]
+    MetricsAddr(String),
+    /// The manual page could not be written.
+    #[error("cannot write the manual page to standard output: {0}")]
+    Man(#[source] std::io::Error),
+    /// The manifests directory itself is unusable (`validate`, `render`).
+    #[error(transparent)]
+    Load(#[from] crate::manifest::LoadError),
+    /// NAME is not a manifest (`get`, `describe`).
+    #[error("no manifest named {name:?} in {}; `unitlet get` lists them", dir.display())]
+    UnknownName {
+        /// The requested name.
+        name: String,
+        /// The manifests directory.
+        dir: PathBuf,
+    },
+    /// NAME is not a manifest (`render`).
+    #[error("no manifest named {name:?} in {}", dir.display())]
+    NoSuchManifest {
+        /// The requested name.
+        name: String,
+        /// The manifests directory.
+        dir: PathBuf,
+    },
+    /// NAME is a manifest that does not validate (`render`).
+    #[error("manifest {name:?} is invalid: {error}")]
+    InvalidManifest {
+        /// The requested name.
+        name: String,
+        /// Why, with file, line and column.
+        error: crate::manifest::ManifestError,
+    },
+    /// `render --out DIR` could not write a unit file.
+    #[error("cannot write {}: {source}", path.display())]
+    Export {
+        /// The file being written.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `unitlet backup NAME` made no complete set.
+    #[error("backup {name} failed")]
+    Backup {
+        /// The Backup manifest.
+        name: String,
+        /// Why.
+        #[source]
+        source: Box<CommandError>,
+    },
+    /// `unitlet backups` could not list the sets.
+    #[error(transparent)]
+    Backups(Box<CommandError>),
+    /// `unitlet restore NAME ID` failed; the previous state is kept.
+    #[error("restore of {name} set {id}")]
+    Restore {
+        /// The Backup manifest.
+        name: String,
+        /// The backup set.
+        id: String,
+        /// Why.
+        #[source]
+        source: Box<CommandError>,
+    },
+    /// Another restore of the same service is running; nothing was tried.
+    #[error("restore of {name} set {id} refused")]
+    RestoreRefused {
+        /// The Backup manifest.
+        name: String,
+        /// The backup set.
+        id: String,
+        /// The running restore.
+        #[source]
+        source: Box<CommandError>,
+    },
+    /// A Grafana restore left some objects as they were (reported above).
+    #[error("restore of {name} set {id} did not restore every object (see above)")]
+    RestoreIncomplete {
+        /// The Backup manifest.
+        name: String,
+        /// The backup set.
+        id: String,
+    },
+}
+
+impl CliError {
+    /// A failed restore: refused when another restore of the service is
+    /// running, failed otherwise.
+    pub fn restore(name: &str, id: &str, source: CommandError) -> CliError {
+        let (name, id) = (name.to_owned(), id.to_owned());
+        let refused = matches!(
+            source,
+            CommandError::Prometheus(PrometheusError::RestoreRunning { .. })
+        );
+        let source = Box::new(source);
+        if refused {
+            CliError::RestoreRefused { name, id, source }
+        } else {
+            CliError::Restore { name, id, source }
+        }
+    }
+
+    /// The contract's exit status for this outcome.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Unsuccessful
+            | CliError::Load(_)
+            | CliError::UnknownName { .. }
+            | CliError::NoSuchManifest { .. }
+            | CliError::InvalidManifest { .. }
+            | CliError::Export { .. }
+            | CliError::Backup { .. }
+            | CliError::Backups(_)
+            | CliError::Restore { .. }
+            | CliError::RestoreIncomplete { .. } => NOT_OK,
+            CliError::Runtime(_)
+            | CliError::Systemd(_)
+            | CliError::Reconcile(_)
+            | CliError::Lock(_)
+            | CliError::Status(_)
+            | CliError::Operator(_)
+            | CliError::MetricsAddr(_)
+            | CliError::Man(_)
+            | CliError::RestoreRefused { .. } => OPERATIONAL,
+        }
+    }
+
+    /// Prints the error and its causes on one line to stderr (nothing for
+    /// [`CliError::Unsuccessful`], whose command said why already).
+    pub fn report(&self) {
+        match self {
+            CliError::Unsuccessful => {}
+            e => eprintln!("error: {}", crate::error_chain(e)),
+        }
+    }
+}
+
+/// What a command ends with.
+pub type CliResult = Result<(), CliError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_running_restore_is_refused_with_2_others_fail_with_1() {
+        let running = CommandError::Prometheus(PrometheusError::RestoreRunning {
+            service: "prometheus".into(),
+            owner: "PID 42".into(),
+        });
+        let e = CliError::restore("tsdb", "S1", running);
+        assert_eq!(e.exit_code(), OPERATIONAL);
+        assert!(
+            crate::error_chain(&e).starts_with("restore of tsdb set S1 refused: "),
+            "{e}"
+        );
+        let unknown = CommandError::Unknown {
+            name: "tsdb".into(),
+            dir: "/m".into(),
+        };
+        let e = CliError::restore("tsdb", "S1", unknown);
+        assert_eq!(e.exit_code(), NOT_OK);
+        assert_eq!(
+            crate::error_chain(&e),
+            "restore of tsdb set S1: no Backup manifest named \"tsdb\" in /m; `unitlet get` lists the manifests"
+        );
+    }
+}
