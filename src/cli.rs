@@ -11,8 +11,8 @@ use crate::locations::Locations;
 use crate::manifest;
 use crate::reconcile::{ReconcileError, Reconciler};
 use crate::render;
-use crate::status::{ObjectStatus, Status};
-use crate::systemd::Systemd;
+use crate::status::{ConditionStatus, ObjectStatus, Reason, Status};
+use crate::systemd::{Systemd, UserManager as _};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -357,7 +357,7 @@ async fn apply(loc: Locations, timeout: Duration, gc_grace: Duration) -> i32 {
             .map(|w| w.run(sd.clone(), rec.http.clone(), timeout));
         outcomes = futures_util::future::join_all(work).await;
         if let Some(until) = gc_until {
-            tokio::time::sleep_until(tokio::time::Instant::from_std(until)).await;
+            tokio::time::sleep_until(until).await;
         }
     }
     if !plan_text.is_empty() {
@@ -453,19 +453,10 @@ async fn current_status(loc: &Locations) -> Result<Status, i32> {
         {
             for m in &set.manifests {
                 status.objects.entry(m.name.clone()).or_insert_with(|| {
-                    let mut o = ObjectStatus {
-                        kind: m.kind().to_string(),
-                        name: m.name.clone(),
-                        file: m.file.clone(),
-                        conditions: vec![],
-                        unit: None,
-                        failures: 0,
-                        spec_hash: String::new(),
-                    };
-                    o.set_condition(
-                        "Ready",
-                        "Unknown",
-                        "NotApplied",
+                    let mut o = ObjectStatus::new(m.kind(), &m.name, &m.file);
+                    o.set_ready(
+                        ConditionStatus::Unknown,
+                        Reason::NotApplied,
                         "not applied yet; run `unitlet apply` or start `unitlet run`",
                     );
                     o
@@ -475,19 +466,11 @@ async fn current_status(loc: &Locations) -> Result<Status, i32> {
                 let o = status
                     .objects
                     .entry(name.clone())
-                    .or_insert_with(|| ObjectStatus {
-                        kind: "Service".into(),
-                        name: name.clone(),
-                        file: err.file.clone(),
-                        conditions: vec![],
-                        unit: None,
-                        failures: 0,
-                        spec_hash: String::new(),
-                    });
+                    .or_insert_with(|| ObjectStatus::new(manifest::Kind::Service, name, &err.file));
                 if o.ready().is_none_or(|c| {
-                    c.reason != "Invalid" || !c.message.starts_with(&err.to_string())
+                    c.reason != Reason::Invalid || !c.message.starts_with(&err.to_string())
                 }) {
-                    o.set_condition("Ready", "False", "Invalid", &err.to_string());
+                    o.set_ready(ConditionStatus::False, Reason::Invalid, &err.to_string());
                 }
             }
             let present: std::collections::BTreeSet<&String> = set
@@ -524,60 +507,10 @@ async fn current_status(loc: &Locations) -> Result<Status, i32> {
                 u.sub_state = "unknown".into();
             }
         }
-        correct_ready(o, live.as_ref().err());
+        o.correct_ready(live.as_ref().err());
     }
     crate::journal::annotate(&loc.state_dir, &mut status);
     Ok(status)
-}
-
-/// The last reconcile's Ready condition may be older than the unit's
-/// state: never show Ready True for a unit that is not running now.
-pub(crate) fn correct_ready(o: &mut ObjectStatus, unreachable: Option<&String>) {
-    let Some(u) = o.unit.clone() else { return };
-    if !o.is_ready() {
-        return;
-    }
-    if let Some(e) = unreachable {
-        o.set_condition(
-            "Ready",
-            "Unknown",
-            "ManagerUnreachable",
-            &format!(
-                "cannot check {} live ({e}); the last reconcile found it ready",
-                u.name
-            ),
-        );
-        return;
-    }
-    let stopped_as_declared = o.ready().is_some_and(|c| c.reason == "Stopped")
-        && matches!(u.active_state.as_str(), "inactive" | "failed");
-    let fine = stopped_as_declared
-        || (u.active_state == "active" && o.ready().is_none_or(|c| c.reason != "Stopped"));
-    if fine {
-        return;
-    }
-    let (reason, what) = match (u.active_state.as_str(), u.sub_state.as_str()) {
-        (_, "auto-restart") => (
-            "Restarting",
-            "is waiting to be restarted by systemd after it exited",
-        ),
-        ("failed", _) => ("Failed", "has failed"),
-        ("activating" | "reloading", _) => ("Starting", "is starting"),
-        ("active", _) => (
-            "NotReconciled",
-            "is running but the manifest wants it stopped",
-        ),
-        _ => ("NotRunning", "is not running"),
-    };
-    o.set_condition(
-        "Ready",
-        "False",
-        reason,
-        &format!(
-            "{} {what} ({}/{}) since the last reconcile; see `journalctl --user -u {}`",
-            u.name, u.active_state, u.sub_state, u.name
-        ),
-    );
 }
 
 /// How fresh a status is, for people.
@@ -608,7 +541,7 @@ fn freshness(status: &Status, operator: Option<u32>) -> String {
 #[derive(serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 struct GetItem<'a> {
-    kind: &'a str,
+    kind: &'a manifest::Kind,
     name: &'a str,
     file: &'a std::path::Path,
     conditions: &'a [crate::status::Condition],
@@ -677,10 +610,9 @@ async fn get(loc: &Locations, name: Option<&str>, output: Output) -> i32 {
                 let c = o.ready();
                 let mut row = vec![
                     o.name.clone(),
-                    o.kind.clone(),
-                    c.map(|c| c.status.clone())
-                        .unwrap_or_else(|| "Unknown".into()),
-                    c.map(|c| c.reason.clone()).unwrap_or_default(),
+                    o.kind.to_string(),
+                    c.map_or(ConditionStatus::Unknown, |c| c.status).to_string(),
+                    c.map(|c| c.reason.to_string()).unwrap_or_default(),
                     o.unit
                         .as_ref()
                         .map(|u| format!("{}/{}", u.active_state, u.sub_state))

@@ -11,6 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::manifest::Kind;
 use crate::status::Status;
 
 #[cfg(test)]
@@ -179,7 +180,7 @@ impl Metrics {
     }
 
     pub fn set_objects(&self, status: &Status) {
-        for kind in ["Service", "Backup"] {
+        for kind in [Kind::Service, Kind::Backup] {
             for ready in ["true", "false"] {
                 let n = status
                     .objects
@@ -188,7 +189,7 @@ impl Metrics {
                     .count();
                 self.managed
                     .get_or_create(&ObjectLabels {
-                        kind: kind.into(),
+                        kind: kind.to_string(),
                         ready: ready.into(),
                     })
                     .set(n as i64);
@@ -220,7 +221,7 @@ impl Metrics {
     /// Backup outcomes, from the `NAME.last.json` files `unitlet backup`
     /// writes (the backups run in their own oneshot processes).
     pub fn set_backups(&self, state_dir: &std::path::Path, status: &Status) {
-        for o in status.objects.values().filter(|o| o.kind == "Backup") {
+        for o in status.objects.values().filter(|o| o.kind == Kind::Backup) {
             let p = state_dir
                 .join("backups")
                 .join(format!("{}.last.json", o.name));

@@ -353,7 +353,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
                         for w in report.work {
                             pool.spawn(w, &c, &rec.http, rec.job_timeout);
                         }
-                        retry_at = report.retry_at.map(tokio::time::Instant::from_std);
+                        retry_at = report.retry_at;
                         let summary =
                             format!("{} ready, {} not ready", report.ready, report.not_ready);
                         if !ready_sent {
@@ -483,7 +483,12 @@ async fn pass(
         Err(e) => {
             let msg = crate::error_chain(e);
             if status.operator_error.as_deref() != Some(msg.as_str()) {
-                status.event("unitlet", "Warning", "ReconcileError", msg.clone());
+                status.event(
+                    crate::status::OPERATOR,
+                    crate::status::EventType::Warning,
+                    "ReconcileError",
+                    msg.clone(),
+                );
                 status.operator_error = Some(msg);
             }
         }

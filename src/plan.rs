@@ -244,6 +244,17 @@ pub struct Action {
     pub reason: String,
 }
 
+/// How the reason of a start of a unit that failed on its own begins.
+const FAILED_UNIT: &str = "unit failed";
+
+impl Action {
+    /// A start of a unit that had failed on its own: not an apply failure,
+    /// but it counts for backoff, so a crash loop is not a tight loop.
+    pub fn restarts_a_failed_unit(&self) -> bool {
+        self.op == Op::Start && self.reason.starts_with(FAILED_UNIT)
+    }
+}
+
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let verb = match &self.op {
@@ -555,7 +566,7 @@ pub fn plan(unit_dir: &Path, desired: &[DesiredUnit], held: &Held, observed: &Ob
                     let why = match live.map(|l| l.active_state.as_str()) {
                         None | Some("") => "unit is new".to_string(),
                         Some("failed") => format!(
-                            "unit failed ({}); starting it again",
+                            "{FAILED_UNIT} ({}); starting it again",
                             live.map(|l| l.sub_state.as_str()).unwrap_or("")
                         ),
                         Some(s) if file.is_some() => format!(

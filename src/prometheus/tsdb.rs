@@ -31,7 +31,7 @@ use super::{KIND, PrometheusError};
 use crate::backup::{SetInfo, Store, VerifiedSet};
 use crate::hold::Hold;
 use crate::journal::{self, Journal, Owner, Record, RestoreLock, Step};
-use crate::systemd::{JobKind, Systemd, SystemdError};
+use crate::systemd::{JobKind, Systemd, SystemdError, UserManager as _};
 
 type Result<T, E = PrometheusError> = std::result::Result<T, E>;
 

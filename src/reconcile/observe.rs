@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::fsutil;
+use crate::manager::UserManager;
 use crate::manifest::DesiredState;
 use crate::plan::{self, Observed, ObservedFile};
 use crate::render::{self, DesiredUnit, Role};
 use crate::status::Status;
-use crate::systemd::Systemd;
 
 use super::*;
 
@@ -247,7 +247,7 @@ pub(super) fn enable_by_links(
 impl Reconciler {
     pub(super) async fn observe(
         &self,
-        sd: &Systemd,
+        sd: &impl UserManager,
         desired: &[DesiredUnit],
         status: &Status,
     ) -> Result<Observed, ReconcileError> {
