@@ -22,6 +22,8 @@ use crate::work::Work;
 mod apply;
 mod config;
 mod observe;
+#[cfg(test)]
+mod pass_tests;
 mod status;
 
 pub use observe::*;
