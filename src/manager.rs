@@ -150,86 +150,65 @@ impl ServiceResult {
     }
 }
 
+/// What every [`UserManager`] call returns: a `Send` future of an answer
+/// or a [`SystemdError`].
+pub trait Answer<T>: Future<Output = Result<T, SystemdError>> + Send {}
+
+impl<T, F: Future<Output = Result<T, SystemdError>> + Send> Answer<T> for F {}
+
 /// What the reconciler asks of the user manager.
 ///
 /// Implemented by [`Systemd`] (D-Bus) and, in tests, by `fake::FakeManager`.
 /// Every future is `Send`, so work using a manager can run on its own task.
 pub trait UserManager: Send + Sync {
     /// The manager's unit search path (`UnitPath`).
-    fn unit_path(&self) -> impl Future<Output = Result<Vec<String>, SystemdError>> + Send;
+    fn unit_path(&self) -> impl Answer<Vec<String>>;
 
     /// State of many units in one call (`ListUnitsByNames`); units that do
     /// not exist are listed as `not-found`.
-    fn list_units(
-        &self,
-        names: &[String],
-    ) -> impl Future<Output = Result<ListedUnits, SystemdError>> + Send;
+    fn list_units(&self, names: &[String]) -> impl Answer<ListedUnits>;
 
     /// Where the unit was loaded from (`FragmentPath`).
-    fn fragment_path(
-        &self,
-        unit: &str,
-        path: &UnitPath,
-    ) -> impl Future<Output = Result<String, SystemdError>> + Send;
+    fn fragment_path(&self, unit: &str, path: &UnitPath) -> impl Answer<String>;
 
     /// Whether the unit file changed since it was loaded (`NeedDaemonReload`).
-    fn need_daemon_reload(
-        &self,
-        unit: &str,
-        path: &UnitPath,
-    ) -> impl Future<Output = Result<bool, SystemdError>> + Send;
+    fn need_daemon_reload(&self, unit: &str, path: &UnitPath) -> impl Answer<bool>;
 
     /// Live limits of a service unit.
-    fn live_limits(
-        &self,
-        unit: &str,
-        path: &UnitPath,
-    ) -> impl Future<Output = Result<LiveLimits, SystemdError>> + Send;
+    fn live_limits(&self, unit: &str, path: &UnitPath) -> impl Answer<LiveLimits>;
 
     /// How the service's main process last ended.
-    fn service_result(
-        &self,
-        unit: &str,
-        path: &UnitPath,
-    ) -> impl Future<Output = Result<ServiceResult, SystemdError>> + Send;
+    fn service_result(&self, unit: &str, path: &UnitPath) -> impl Answer<ServiceResult>;
 
     /// Load a unit (`LoadUnit`) and return its path.
-    fn load_unit(&self, unit: &str) -> impl Future<Output = Result<UnitPath, SystemdError>> + Send;
+    fn load_unit(&self, unit: &str) -> impl Answer<UnitPath>;
 
     /// `daemon-reload`; returns once the reload has finished.
-    fn reload(&self) -> impl Future<Output = Result<(), SystemdError>> + Send;
+    fn reload(&self) -> impl Answer<()>;
 
     /// `EnableUnitFiles` (no-op for an empty list).
-    fn enable(&self, units: &[String]) -> impl Future<Output = Result<(), SystemdError>> + Send;
+    fn enable(&self, units: &[String]) -> impl Answer<()>;
 
     /// `DisableUnitFiles` (no-op for an empty list).
-    fn disable(&self, units: &[String]) -> impl Future<Output = Result<(), SystemdError>> + Send;
+    fn disable(&self, units: &[String]) -> impl Answer<()>;
 
     /// `ResetFailedUnit`, ignoring errors.
     fn reset_failed(&self, unit: &str) -> impl Future<Output = ()> + Send;
 
     /// The manager's `DefaultTasksMax`: `TasksMax` of a unit that sets none.
-    fn default_tasks_max(&self) -> impl Future<Output = Result<u64, SystemdError>> + Send;
+    fn default_tasks_max(&self) -> impl Answer<u64>;
 
     /// Send a signal to the unit's main process (a `reload.signal`).
-    fn kill_main(
-        &self,
-        unit: &str,
-        signal: i32,
-    ) -> impl Future<Output = Result<(), SystemdError>> + Send;
+    fn kill_main(&self, unit: &str, signal: i32) -> impl Answer<()>;
 
     /// `systemctl reload`: the unit's own `ExecReload=`, waited for.
-    fn reload_unit(&self, unit: &str) -> impl Future<Output = Result<(), SystemdError>> + Send;
+    fn reload_unit(&self, unit: &str) -> impl Answer<()>;
 
     /// Open the `JobRemoved` stream. Call before queueing jobs.
-    fn job_stream(&self) -> impl Future<Output = Result<JobStream, SystemdError>> + Send;
+    fn job_stream(&self) -> impl Answer<JobStream>;
 
     /// Queue a job; the caller must hold a [`JobStream`] opened earlier.
-    fn queue(
-        &self,
-        unit: &str,
-        kind: JobKind,
-    ) -> impl Future<Output = Result<QueuedJob, SystemdError>> + Send;
+    fn queue(&self, unit: &str, kind: JobKind) -> impl Answer<QueuedJob>;
 
     /// The D-Bus connection behind this manager, for what only runs
     /// against the real one (finishing interrupted restores).
@@ -266,11 +245,7 @@ pub trait UserManager: Send + Sync {
 
     /// Compare a unit's live limits with the wanted ones, after an apply.
     /// Returns what differs (empty when all match).
-    fn limit_differences(
-        &self,
-        unit: &str,
-        wanted: &WantedLimits,
-    ) -> impl Future<Output = Result<Vec<String>, SystemdError>> + Send {
+    fn limit_differences(&self, unit: &str, wanted: &WantedLimits) -> impl Answer<Vec<String>> {
         async move {
             let path = self.load_unit(unit).await?;
             let live = self.live_limits(unit, &path).await?;

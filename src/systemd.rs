@@ -259,6 +259,19 @@ impl Systemd {
     }
 }
 
+/// `EnableUnitFiles` or `DisableUnitFiles` of `units`: `call` (which
+/// sends nothing until awaited) is not made for an empty list.
+async fn unit_files_call<T>(
+    method: &'static str,
+    units: &[String],
+    call_: impl std::future::Future<Output = zbus::Result<T>>,
+) -> Result<(), SystemdError> {
+    let Some(first) = units.first() else {
+        return Ok(());
+    };
+    call(method, Some(first), call_.await.map(drop))
+}
+
 /// The first program of an `ExecStart=` property value.
 fn exec_start_program(exec: &OwnedValue) -> Option<String> {
     let Value::Array(a) = Value::from(exec.clone()) else {
@@ -361,29 +374,13 @@ impl UserManager for Systemd {
     }
 
     async fn enable(&self, units: &[String]) -> Result<(), SystemdError> {
-        if units.is_empty() {
-            return Ok(());
-        }
-        call(
-            "EnableUnitFiles",
-            units.first().map(String::as_str),
-            self.manager
-                .enable_unit_files(units.to_vec(), false, true)
-                .await,
-        )?;
-        Ok(())
+        let enable = self.manager.enable_unit_files(units.to_vec(), false, true);
+        unit_files_call("EnableUnitFiles", units, enable).await
     }
 
     async fn disable(&self, units: &[String]) -> Result<(), SystemdError> {
-        if units.is_empty() {
-            return Ok(());
-        }
-        call(
-            "DisableUnitFiles",
-            units.first().map(String::as_str),
-            self.manager.disable_unit_files(units.to_vec(), false).await,
-        )?;
-        Ok(())
+        let disable = self.manager.disable_unit_files(units.to_vec(), false);
+        unit_files_call("DisableUnitFiles", units, disable).await
     }
 
     async fn reset_failed(&self, unit: &str) {

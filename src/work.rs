@@ -298,36 +298,39 @@ impl Reconciler {
     ) -> (String, ReloadOutcome) {
         let name = w.name.clone();
         let outcome = match result {
-            ConfigResult::Invalid(e) => self.config_refused(&w, e, status),
-            ConfigResult::Done(o) => self.config_applied(&w, o, status),
-            ConfigResult::Failed(e) => self.config_reload_failed(&w, e, status),
+            ConfigResult::Invalid(e) => {
+                self.config_refused(&w, &e, status);
+                ReloadOutcome::Invalid(e)
+            }
+            ConfigResult::Done(o) => {
+                self.config_applied(&w, &o, status);
+                o
+            }
+            ConfigResult::Failed(e) => {
+                self.config_reload_failed(&w, &e, status);
+                ReloadOutcome::Failed(e)
+            }
         };
         (name, outcome)
     }
 
     /// The validator refused the new content: not validated again until
     /// it changes; the service keeps its previous config.
-    fn config_refused(&mut self, w: &ConfigWork, e: String, status: &mut Status) -> ReloadOutcome {
+    fn config_refused(&mut self, w: &ConfigWork, e: &str, status: &mut Status) {
         let name = &w.name;
         let msg = format!("config change not applied: {e}");
         status.event(name, EventType::Warning, "ConfigInvalid", msg);
         self.rejected_config
-            .insert(name.clone(), (w.hash.clone(), e.clone()));
+            .insert(name.clone(), (w.hash.clone(), e.to_string()));
         let issue = format!(
             "config change not applied; the service keeps running on its previous config. {e}"
         );
         self.config_issue
             .insert(name.clone(), (Reason::ConfigInvalid, issue));
-        ReloadOutcome::Invalid(e)
     }
 
     /// The change was reloaded, restarted or recorded.
-    fn config_applied(
-        &mut self,
-        w: &ConfigWork,
-        o: ReloadOutcome,
-        status: &mut Status,
-    ) -> ReloadOutcome {
+    fn config_applied(&mut self, w: &ConfigWork, o: &ReloadOutcome, status: &mut Status) {
         let name = &w.name;
         self.rejected_config.remove(name);
         let files = w
@@ -356,17 +359,11 @@ impl Reconciler {
         status.config.insert(name.clone(), state);
         self.reload_retry.remove(name);
         self.config_issue.remove(name);
-        o
     }
 
     /// Reloading failed: retried with backoff, and reloaded again even if
     /// the content is reverted.
-    fn config_reload_failed(
-        &mut self,
-        w: &ConfigWork,
-        e: String,
-        status: &mut Status,
-    ) -> ReloadOutcome {
+    fn config_reload_failed(&mut self, w: &ConfigWork, e: &str, status: &mut Status) {
         let name = &w.name;
         self.rejected_config.remove(name);
         let retry = self.reload_retry.entry(name.clone()).or_default();
@@ -382,6 +379,5 @@ impl Reconciler {
         );
         self.config_issue
             .insert(name.clone(), (Reason::ReloadFailed, issue));
-        ReloadOutcome::Failed(e)
     }
 }

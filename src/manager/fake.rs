@@ -73,6 +73,14 @@ fn unit_path(name: &str) -> UnitPath {
     UnitPath::try_from(format!("/org/freedesktop/systemd1/unit/{enc}")).expect("valid path")
 }
 
+/// What a log of `(unit, what)` records for `unit`, in order.
+fn of_unit<T: Copy>(log: &[(String, T)], unit: &str) -> Vec<T> {
+    log.iter()
+        .filter(|(u, _)| u == unit)
+        .map(|(_, t)| *t)
+        .collect()
+}
+
 fn failure(call: &'static str, unit: &str, what: &str) -> SystemdError {
     SystemdError::Call {
         call,
@@ -140,12 +148,7 @@ impl FakeManager {
 
     /// Every job queued so far for `unit`.
     pub fn jobs(&self, unit: &str) -> Vec<JobKind> {
-        let st = self.lock();
-        st.jobs
-            .iter()
-            .filter(|(u, _)| u == unit)
-            .map(|(_, k)| *k)
-            .collect()
+        of_unit(&self.lock().jobs, unit)
     }
 
     /// How many daemon-reloads ran.
@@ -180,12 +183,7 @@ impl FakeManager {
 
     /// Signals sent to `unit`'s main process.
     pub fn signals(&self, unit: &str) -> Vec<i32> {
-        let st = self.lock();
-        st.signals
-            .iter()
-            .filter(|(u, _)| u == unit)
-            .map(|(_, s)| *s)
-            .collect()
+        of_unit(&self.lock().signals, unit)
     }
 
     /// The unit's main process ended on its own with `result` (a crash):

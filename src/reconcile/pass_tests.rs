@@ -29,6 +29,11 @@ fn service(name: &str, extra: &str) -> String {
     )
 }
 
+/// The spec lines of a memory limit.
+fn memory_max(size: &str) -> String {
+    format!("  resources:\n    memoryMax: {size}\n")
+}
+
 impl World {
     fn new() -> World {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -76,6 +81,22 @@ impl World {
             .apply(&self.sd, prep, &mut self.status)
             .await
             .expect("apply")
+    }
+
+    /// A running Service `web` whose config file (returned) is reloaded
+    /// with SIGHUP.
+    async fn with_config_reloaded_by_sighup() -> (World, PathBuf) {
+        let mut w = World::new();
+        let conf = w.dir.path().join("web.conf");
+        std::fs::write(&conf, "a").unwrap();
+        let extra = format!(
+            "  configFiles: [{}]\n  onConfigChange: reload\n  reload:\n    signal: SIGHUP\n",
+            conf.display()
+        );
+        w.write("web.yaml", &service("web", &extra));
+        let r = w.pass().await;
+        assert!(r.work.is_empty(), "nothing to reload yet: {:?}", r.work);
+        (w, conf)
     }
 
     /// Run handed-out work against the fake manager and fold it in.
@@ -134,12 +155,11 @@ async fn a_new_manifest_is_started_once_and_then_left_alone() {
 #[tokio::test]
 async fn a_limits_only_change_is_applied_live_without_a_restart() {
     let mut w = World::new();
-    let limits = |m: &str| format!("  resources:\n    memoryMax: {m}\n");
-    w.write("web.yaml", &service("web", &limits("100M")));
+    w.write("web.yaml", &service("web", &memory_max("100M")));
     w.pass().await;
     assert_eq!(w.live_memory_max("web.service"), 100 << 20);
 
-    w.write("web.yaml", &service("web", &limits("200M")));
+    w.write("web.yaml", &service("web", &memory_max("200M")));
     let r = w.pass().await;
     assert!(r.failures.is_empty(), "{:?}", r.failures);
     assert_eq!(w.sd.jobs("web.service"), vec![JobKind::Start], "no restart");
@@ -157,10 +177,7 @@ async fn a_limits_only_change_is_applied_live_without_a_restart() {
 #[tokio::test]
 async fn a_limit_changed_by_hand_is_restored_without_a_restart() {
     let mut w = World::new();
-    w.write(
-        "web.yaml",
-        &service("web", "  resources:\n    memoryMax: 100M\n"),
-    );
+    w.write("web.yaml", &service("web", &memory_max("100M")));
     w.pass().await;
     w.sd.set_property("web.service", "MemoryMax", "314572800");
     assert_eq!(w.live_memory_max("web.service"), 300 << 20);
@@ -252,32 +269,24 @@ async fn a_failing_start_backs_off_exponentially_on_tokios_clock() {
     assert!(w.rec.backoff.is_empty());
 }
 
+fn oom_kill() -> ServiceResult {
+    ServiceResult {
+        result: "oom-kill".into(),
+        ..Default::default()
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_crash_is_reported_with_its_cause_and_restarted_with_backoff() {
     let mut w = World::new();
-    w.write(
-        "web.yaml",
-        &service("web", "  resources:\n    memoryMax: 64M\n"),
-    );
+    w.write("web.yaml", &service("web", &memory_max("64M")));
     w.pass().await;
-    w.sd.crash(
-        "web.service",
-        ServiceResult {
-            result: "oom-kill".into(),
-            ..Default::default()
-        },
-    );
+    w.sd.crash("web.service", oom_kill());
     // Restarted at once, but the crash counts for backoff.
     w.pass().await;
     assert_eq!(w.sd.jobs("web.service").len(), 2);
     assert_eq!(w.status.objects["web"].failures, 1);
-    w.sd.crash(
-        "web.service",
-        ServiceResult {
-            result: "oom-kill".into(),
-            ..Default::default()
-        },
-    );
+    w.sd.crash("web.service", oom_kill());
     w.pass().await;
     assert_eq!(w.sd.jobs("web.service").len(), 2, "backing off");
     let (st, reason, msg) = w.ready("web");
@@ -324,16 +333,7 @@ async fn a_removed_manifest_keeps_its_units_for_the_gc_grace() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failing_reload_is_retried_on_tokios_clock() {
-    let mut w = World::new();
-    let conf = w.dir.path().join("web.conf");
-    std::fs::write(&conf, "a").unwrap();
-    let extra = format!(
-        "  configFiles: [{}]\n  onConfigChange: reload\n  reload:\n    signal: SIGHUP\n",
-        conf.display()
-    );
-    w.write("web.yaml", &service("web", &extra));
-    let r = w.pass().await;
-    assert!(r.work.is_empty(), "{:?}", r.work);
+    let (mut w, conf) = World::with_config_reloaded_by_sighup().await;
 
     std::fs::write(&conf, "b").unwrap();
     w.sd.fail_kills("web.service");
@@ -359,15 +359,7 @@ async fn a_failing_reload_is_retried_on_tokios_clock() {
 
 #[tokio::test(start_paused = true)]
 async fn a_config_change_is_reloaded_by_signal_without_a_restart() {
-    let mut w = World::new();
-    let conf = w.dir.path().join("web.conf");
-    std::fs::write(&conf, "a").unwrap();
-    let extra = format!(
-        "  configFiles: [{}]\n  onConfigChange: reload\n  reload:\n    signal: SIGHUP\n",
-        conf.display()
-    );
-    w.write("web.yaml", &service("web", &extra));
-    w.pass().await;
+    let (mut w, conf) = World::with_config_reloaded_by_sighup().await;
     std::fs::write(&conf, "b").unwrap();
     let r = w.pass().await;
     w.run_work(r.work).await;

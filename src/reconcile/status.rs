@@ -251,7 +251,9 @@ fn state_ready(
         .unwrap_or(DesiredState::Running);
     let (active, sub) = (l.active_state.as_str(), &l.sub_state);
     Some(match (desired, active) {
-        (DesiredState::Running, "active") => return running_ready(facts, m, unit, l, obj),
+        (DesiredState::Running, "active") => {
+            return running_ready(m, facts, unit, &l.sub_state, obj.ready_reason());
+        }
         (DesiredState::Stopped, "inactive" | "failed") => (
             True,
             Reason::Stopped,
@@ -285,11 +287,11 @@ fn state_ready(
 /// Ready of an active unit that should run: its readiness URL, config
 /// issues, or Running.
 fn running_ready(
-    facts: &PassFacts<'_>,
     m: &Manifest,
+    facts: &PassFacts<'_>,
     unit: &str,
-    l: &LiveUnit,
-    obj: &ObjectStatus,
+    sub_state: &str,
+    previous: Option<Reason>,
 ) -> Option<Ready> {
     let name = &m.name;
     let (probes, issues) = (&facts.readiness.probes, facts.issues);
@@ -312,7 +314,7 @@ fn running_ready(
     if has_readiness && !probes.contains_key(name) && !issues.contains_key(name) {
         // Not probed yet (the operator just started): keep what the last
         // probe said, if a probe said it.
-        let probed = matches!(obj.ready_reason(), Some(Reason::Running | Reason::NotReady));
+        let probed = matches!(previous, Some(Reason::Running | Reason::NotReady));
         return (!probed).then(|| {
             (
                 Unknown,
@@ -336,7 +338,7 @@ fn running_ready(
     }
     let msg = match m.as_backup() {
         Some(b) => format!("{unit} is scheduled ({})", b.schedule),
-        None => format!("{unit} is active ({})", l.sub_state),
+        None => format!("{unit} is active ({sub_state})"),
     };
     Some((True, Reason::Running, msg))
 }
