@@ -434,6 +434,45 @@ mod tests {
     }
 
     #[test]
+    fn enums_serialize_to_the_strings_of_the_status_contract() {
+        let mut o = ObjectStatus::new(Kind::Backup, "b", Path::new("/m/b.yaml"));
+        o.set_ready(ConditionStatus::False, Reason::OOMKilled, "m");
+        o.set_condition(
+            ConditionType::RestorePending,
+            ConditionStatus::Unknown,
+            Reason::RestoreInterrupted,
+            "r",
+        );
+        for c in &mut o.conditions {
+            c.last_transition_time = "t".into();
+        }
+        let json = serde_json::to_string(&o).unwrap();
+        assert_eq!(
+            json,
+            r#"{"kind":"Backup","name":"b","file":"/m/b.yaml","conditions":[{"type":"Ready","status":"False","reason":"OOMKilled","message":"m","lastTransitionTime":"t"},{"type":"RestorePending","status":"Unknown","reason":"RestoreInterrupted","message":"r","lastTransitionTime":"t"}],"failures":0,"specHash":""}"#
+        );
+        assert_eq!(serde_json::from_str::<ObjectStatus>(&json).unwrap(), o);
+        let mut s = Status::default();
+        s.event("b", EventType::Warning, "StopFailed", "x");
+        assert!(
+            serde_json::to_string(&s.events[0])
+                .unwrap()
+                .contains(r#""type":"Warning""#)
+        );
+        // Padded like the strings `describe` used to print.
+        assert_eq!(format!("{:<7}|", EventType::Normal), "Normal |");
+    }
+
+    #[test]
+    fn a_reason_written_by_another_version_does_not_lose_the_status() {
+        let c: Condition = serde_json::from_str(
+            r#"{"type":"Ready","status":"True","reason":"SomethingNew","message":"","lastTransitionTime":"t"}"#,
+        )
+        .unwrap();
+        assert_eq!(c.reason, Reason::Unrecognized);
+    }
+
+    #[test]
     fn round_trips_and_bounds_events() {
         let d = tempfile::tempdir().unwrap();
         let mut s = Status::default();

@@ -369,3 +369,34 @@ async fn a_config_change_is_reloaded_by_signal_without_a_restart() {
     assert!(r.work.is_empty(), "applied once: {:?}", r.work);
     assert_eq!(w.ready("web").0, True);
 }
+
+#[tokio::test]
+async fn a_unit_file_unitlet_does_not_own_is_a_conflict_and_left_alone() {
+    let mut w = World::new();
+    let foreign = "[Service]\nExecStart=/bin/true\n";
+    std::fs::write(w.rec.loc.unit_dir.join("web.service"), foreign).unwrap();
+    w.write("web.yaml", &service("web", ""));
+    let r = w.pass().await;
+    assert_eq!(r.actions, 0, "nothing is done about a foreign unit");
+    assert!(w.sd.jobs("web.service").is_empty());
+    assert_eq!(w.unit_file("web.service").as_deref(), Some(foreign));
+    let (st, reason, msg) = w.ready("web");
+    assert_eq!((st, reason), (False, Reason::Conflict));
+    assert!(msg.contains("not managed by unitlet"), "{msg}");
+}
+
+#[tokio::test]
+async fn state_stopped_stops_the_unit_and_reports_it_stopped() {
+    let mut w = World::new();
+    w.write("web.yaml", &service("web", ""));
+    w.pass().await;
+    w.write("web.yaml", &service("web", "  state: stopped\n"));
+    w.pass().await;
+    assert_eq!(
+        w.sd.jobs("web.service"),
+        vec![JobKind::Start, JobKind::Stop]
+    );
+    assert_eq!(w.ready("web").1, Reason::Stopped);
+    let r = w.pass().await;
+    assert_eq!(r.actions, 0, "stopped as declared: nothing to do");
+}
