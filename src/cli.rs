@@ -292,7 +292,7 @@ struct ApplyTally {
 /// What one `apply` pass leaves to wait for outside the lock.
 struct Pending {
     work: Vec<crate::work::Work>,
-    gc_until: Option<std::time::Instant>,
+    gc_until: Option<tokio::time::Instant>,
 }
 
 /// One `apply` pass under the state lock: fold in what the previous pass
@@ -351,7 +351,7 @@ async fn apply(loc: Locations, timeout: Duration, gc_grace: Duration) -> CliResu
             .map(|w| w.run(sd.clone(), rec.http.clone(), timeout));
         outcomes = futures_util::future::join_all(work).await;
         if let Some(until) = pending.gc_until {
-            tokio::time::sleep_until(tokio::time::Instant::from_std(until)).await;
+            tokio::time::sleep_until(until).await;
         }
     }
     print_apply_summary(&tally, started.elapsed())

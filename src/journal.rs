@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use crate::fsutil;
 use crate::hold::Hold;
 use crate::locations::Locations;
-use crate::status::Status;
+use crate::status::{ConditionStatus, ConditionType, Reason, Status};
 use crate::systemd::Systemd;
 
 /// The directory of journals and locks inside the state directory.
@@ -467,17 +467,17 @@ pub struct Pending {
 
 impl Pending {
     /// `(reason, message)` for the Service's `Ready` condition.
-    pub fn condition(&self) -> (&'static str, String) {
+    pub fn condition(&self) -> (Reason, String) {
         match &self.record {
             Ok(r) if self.running => (
-                "OnHold",
+                Reason::OnHold,
                 format!(
                     "a restore is in progress: Backup {} set {}, PID {}, started {}, next step {}; unitlet leaves this service alone until it ends",
                     r.backup, r.set_id, r.pid, r.started, r.step
                 ),
             ),
             Ok(r) => (
-                "RestoreInterrupted",
+                Reason::RestoreInterrupted,
                 format!(
                     "an interrupted restore is pending: Backup {} set {} (PID {}, started {}) stopped {}; the next `unitlet apply`, `unitlet run` pass or `unitlet restore` of it finishes or undoes it, and the service is left alone until then",
                     r.backup,
@@ -487,7 +487,7 @@ impl Pending {
                     r.step.describe()
                 ),
             ),
-            Err(e) => ("RestoreInterrupted", e.clone()),
+            Err(e) => (Reason::RestoreInterrupted, e.clone()),
         }
     }
 }
@@ -519,8 +519,9 @@ pub fn annotate(state_dir: &Path, status: &mut Status) {
             continue;
         };
         let (reason, message) = p.condition();
-        o.set_condition("Ready", "False", reason, &message);
-        o.set_condition("RestorePending", "True", reason, &message);
+        o.set_ready(ConditionStatus::False, reason, &message);
+        let pending = ConditionType::RestorePending;
+        o.set_condition(pending, ConditionStatus::True, reason, &message);
     }
 }
 
@@ -1043,7 +1044,7 @@ mod tests {
         drop(j);
         assert_eq!(crate::hold::active_holds(d.path()), ["prometheus"]);
         let (reason, msg) = pending(d.path())[0].condition();
-        assert_eq!(reason, "RestoreInterrupted");
+        assert_eq!(reason, crate::status::Reason::RestoreInterrupted);
         assert!(msg.contains("set S"), "{msg}");
         let lock = RestoreLock::try_acquire(d.path(), "prometheus", &Owner::me("t".into()))
             .unwrap()

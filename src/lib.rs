@@ -11,6 +11,7 @@ pub mod grafana;
 pub mod http;
 pub mod locations;
 pub mod lock;
+pub mod manager;
 pub mod manifest;
 pub mod plan;
 pub mod prometheus;

@@ -9,8 +9,9 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
+use crate::manifest::Kind;
 use crate::status::Status;
 
 #[cfg(test)]
@@ -52,15 +53,15 @@ pub struct Metrics {
     reloads: Family<NameLabels, Counter>,
     reloads_failed: Family<NameLabels, Counter>,
     last_reload_ok: Family<NameLabels, Gauge>,
-    last_reload_ts: Family<NameLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
-    last_backup_ts: Family<NameLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    last_reload_ts: Family<NameLabels, FloatGauge>,
+    last_backup_ts: Family<NameLabels, FloatGauge>,
     last_backup_ok: Family<NameLabels, Gauge>,
     reconciles: Counter,
     reconcile_errors: Family<ErrorLabels, Counter>,
     reconcile_duration: Histogram,
     managed: Family<ObjectLabels, Gauge>,
     queue_depth: Gauge,
-    reconcile_age: Family<NameLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    reconcile_age: Family<NameLabels, FloatGauge>,
     /// When each object was last reconciled; ages are computed at scrape.
     reconciled: Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
@@ -71,99 +72,86 @@ impl Default for Metrics {
     }
 }
 
+/// A gauge of seconds.
+type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+/// A new metric, registered under `name` (metrics are shared handles).
+fn metric<M: Metric + Default + Clone>(registry: &mut Registry, name: &str, help: &str) -> M {
+    let m = M::default();
+    registry.register(name, help, m.clone());
+    m
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("unitlet");
-        let reconciles = Counter::default();
-        registry.register("reconciles", "Reconcile passes run", reconciles.clone());
-        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
-        registry.register(
+        let mut r = Registry::with_prefix("unitlet");
+        let reconciles = metric(&mut r, "reconciles", "Reconcile passes run");
+        let reconcile_errors = metric(
+            &mut r,
             "reconcile_errors",
             "Reconcile errors by kind (manifests, systemd, apply, connect, io)",
-            reconcile_errors.clone(),
         );
         let reconcile_duration = Histogram::new([
             0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
         ]);
-        registry.register(
+        r.register(
             "reconcile_duration_seconds",
             "Duration of reconcile passes",
             reconcile_duration.clone(),
         );
-        let managed = Family::<ObjectLabels, Gauge>::default();
-        registry.register(
-            "managed_units",
-            "Managed objects by kind and readiness",
-            managed.clone(),
-        );
-        // The config reloader's conventional series (as prometheus-operator's
-        // reloader exports them), per Service.
-        let reloads = Family::<NameLabels, Counter>::default();
-        registry.register(
-            "reloads",
-            "Reloads or restarts of a Service caused by a config change",
-            reloads.clone(),
-        );
-        let reloads_failed = Family::<NameLabels, Counter>::default();
-        registry.register(
-            "reloads_failed",
-            "Failed reload attempts (validation, HTTP, signal, restart) after a config change",
-            reloads_failed.clone(),
-        );
-        let last_reload_ok = Family::<NameLabels, Gauge>::default();
-        registry.register(
-            "last_reload_successful",
-            "Whether the last config reload of a Service succeeded (1) or not (0)",
-            last_reload_ok.clone(),
-        );
-        let last_reload_ts =
-            Family::<NameLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
-        registry.register(
-            "last_reload_success_timestamp_seconds",
-            "Time of the last successful config reload of a Service",
-            last_reload_ts.clone(),
-        );
-        let last_backup_ts =
-            Family::<NameLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
-        registry.register(
-            "last_backup_success_timestamp_seconds",
-            "Time of the last complete backup set of a Backup manifest",
-            last_backup_ts.clone(),
-        );
-        let last_backup_ok = Family::<NameLabels, Gauge>::default();
-        registry.register(
-            "last_backup_successful",
-            "Whether the last backup run of a Backup manifest succeeded (1) or not (0)",
-            last_backup_ok.clone(),
-        );
-        let queue_depth = Gauge::default();
-        registry.register(
-            "queue_depth",
-            "Objects waiting: work in flight (readiness, config reloads, probes), outcomes not yet folded in, and a pending pass",
-            queue_depth.clone(),
-        );
-        let reconcile_age =
-            Family::<NameLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
-        registry.register(
-            "object_last_reconcile_age_seconds",
-            "Seconds since each object was last reconciled",
-            reconcile_age.clone(),
-        );
         Metrics {
-            queue_depth,
-            reconcile_age,
-            reconciled: Mutex::new(Default::default()),
-            registry: Mutex::new(registry),
             reconciles,
             reconcile_errors,
             reconcile_duration,
-            managed,
-            reloads,
-            reloads_failed,
-            last_reload_ok,
-            last_reload_ts,
-            last_backup_ts,
-            last_backup_ok,
+            managed: metric(
+                &mut r,
+                "managed_units",
+                "Managed objects by kind and readiness",
+            ),
+            // The config reloader's conventional series (as
+            // prometheus-operator's reloader exports them), per Service.
+            reloads: metric(
+                &mut r,
+                "reloads",
+                "Reloads or restarts of a Service caused by a config change",
+            ),
+            reloads_failed: metric(
+                &mut r,
+                "reloads_failed",
+                "Failed reload attempts (validation, HTTP, signal, restart) after a config change",
+            ),
+            last_reload_ok: metric(
+                &mut r,
+                "last_reload_successful",
+                "Whether the last config reload of a Service succeeded (1) or not (0)",
+            ),
+            last_reload_ts: metric(
+                &mut r,
+                "last_reload_success_timestamp_seconds",
+                "Time of the last successful config reload of a Service",
+            ),
+            last_backup_ts: metric(
+                &mut r,
+                "last_backup_success_timestamp_seconds",
+                "Time of the last complete backup set of a Backup manifest",
+            ),
+            last_backup_ok: metric(
+                &mut r,
+                "last_backup_successful",
+                "Whether the last backup run of a Backup manifest succeeded (1) or not (0)",
+            ),
+            queue_depth: metric(
+                &mut r,
+                "queue_depth",
+                "Objects waiting: work in flight (readiness, config reloads, probes), outcomes not yet folded in, and a pending pass",
+            ),
+            reconcile_age: metric(
+                &mut r,
+                "object_last_reconcile_age_seconds",
+                "Seconds since each object was last reconciled",
+            ),
+            reconciled: Mutex::new(Default::default()),
+            registry: Mutex::new(r),
         }
     }
 
@@ -179,7 +167,7 @@ impl Metrics {
     }
 
     pub fn set_objects(&self, status: &Status) {
-        for kind in ["Service", "Backup"] {
+        for kind in [Kind::Service, Kind::Backup] {
             for ready in ["true", "false"] {
                 let n = status
                     .objects
@@ -188,7 +176,7 @@ impl Metrics {
                     .count();
                 self.managed
                     .get_or_create(&ObjectLabels {
-                        kind: kind.into(),
+                        kind: kind.to_string(),
                         ready: ready.into(),
                     })
                     .set(n as i64);
@@ -220,7 +208,7 @@ impl Metrics {
     /// Backup outcomes, from the `NAME.last.json` files `unitlet backup`
     /// writes (the backups run in their own oneshot processes).
     pub fn set_backups(&self, state_dir: &std::path::Path, status: &Status) {
-        for o in status.objects.values().filter(|o| o.kind == "Backup") {
+        for o in status.objects.values().filter(|o| o.kind == Kind::Backup) {
             let p = state_dir
                 .join("backups")
                 .join(format!("{}.last.json", o.name));

@@ -190,6 +190,298 @@ impl WorkPool {
     }
 }
 
+/// What woke the loop.
+enum Wake {
+    Shutdown,
+    FileChange,
+    /// A unit changed state (`None`: the manager's connection closed).
+    UnitChange(Option<String>),
+    WorkDone(Outcome),
+    Resync,
+    Retry,
+}
+
+/// Feeds systemd's watchdog from its own task, but only while the loop
+/// keeps making progress, so a hung loop still gets us restarted.
+struct Progress {
+    /// Seconds since `clock` at the loop's last sign of life.
+    last: Arc<std::sync::atomic::AtomicU64>,
+    clock: std::time::Instant,
+}
+
+impl Progress {
+    fn start() -> Progress {
+        let p = Progress {
+            last: Arc::default(),
+            clock: std::time::Instant::now(),
+        };
+        let mut wd_usec = 0u64;
+        if sd_notify::watchdog_enabled(false, &mut wd_usec) {
+            let every = Duration::from_micros(wd_usec / 2);
+            let (last, clock) = (p.last.clone(), p.clock);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    let last = last.load(std::sync::atomic::Ordering::Relaxed);
+                    if clock.elapsed().as_secs().saturating_sub(last) < MAX_PASS_SECS {
+                        sd_notify(&[sd_notify::NotifyState::Watchdog]);
+                    }
+                }
+            });
+        }
+        p
+    }
+
+    fn touch(&self) {
+        self.last.store(
+            self.clock.elapsed().as_secs(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}
+
+/// The operator loop's state between wake-ups.
+struct Operator {
+    opts: RunOptions,
+    metrics: Arc<Metrics>,
+    watch: DirWatch,
+    /// The manifests directory's parent, where its removal and re-creation
+    /// are seen.
+    parent: PathBuf,
+    /// Where restores keep holds: a released hold is seen at once, not at
+    /// the resync.
+    holds_dir: PathBuf,
+    rec: Reconciler,
+    pool: WorkPool,
+    /// Finished work, folded in by the next pass.
+    outcomes: Vec<Outcome>,
+    last_saved: Option<std::time::Instant>,
+    sd: Option<Systemd>,
+    unit_changes: Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
+    reconnect_delay: Duration,
+    /// A failed pass is retried with backoff even when nothing else wakes
+    /// the loop: the next event may be an hour away.
+    error_delay: Duration,
+    ready_sent: bool,
+    /// Directories of the Services' config files, watched too.
+    config_dirs: Vec<PathBuf>,
+    retry_at: Option<tokio::time::Instant>,
+}
+
+/// The first reconnect or retry delay; each failure doubles it, to 30 s.
+const FIRST_RETRY: Duration = Duration::from_millis(200);
+
+impl Operator {
+    /// Metrics, watches and the reconciler, before the first pass.
+    async fn start(
+        opts: RunOptions,
+        trigger: Arc<Notify>,
+        done_tx: tokio::sync::mpsc::UnboundedSender<Outcome>,
+    ) -> Result<Operator, RunError> {
+        let metrics = Arc::new(Metrics::new());
+        if let Some(addr) = opts.metrics_addr {
+            crate::metrics::serve(addr, metrics.clone())
+                .await
+                .map_err(|source| RunError::Metrics { addr, source })?;
+        }
+        let watch = DirWatch::new(trigger).map_err(|e| RunError::Watch(e.to_string()))?;
+        let parent = opts
+            .loc
+            .manifests
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("/"));
+        let holds_dir = opts.loc.state_dir.join("holds");
+        let _ = crate::fsutil::create_dir_all(&holds_dir);
+        let mut rec = Reconciler::new(opts.loc.clone(), opts.exe.clone());
+        rec.inline_probes = false;
+        // Start jobs are waited for beside the loop (`Work::Jobs`).
+        rec.start_wait = Duration::ZERO;
+        rec.gc_grace = opts.gc_grace;
+        let mut op = Operator {
+            opts,
+            metrics,
+            watch,
+            parent,
+            holds_dir,
+            rec,
+            pool: WorkPool {
+                in_flight: HashMap::new(),
+                slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_WORK)),
+                done_tx,
+            },
+            outcomes: Vec::new(),
+            last_saved: None,
+            sd: None,
+            unit_changes: None,
+            reconnect_delay: FIRST_RETRY,
+            error_delay: FIRST_RETRY,
+            ready_sent: false,
+            config_dirs: Vec::new(),
+            retry_at: None,
+        };
+        op.arm_watches();
+        Ok(op)
+    }
+
+    /// Watch every directory that exists now.
+    fn arm_watches(&mut self) {
+        let loc = &self.opts.loc;
+        let mut dirs: Vec<&Path> =
+            vec![&loc.manifests, &self.parent, &loc.unit_dir, &self.holds_dir];
+        dirs.extend(self.config_dirs.iter().map(PathBuf::as_path));
+        self.watch.arm(&dirs);
+    }
+
+    /// (Re)connect, with backoff when the bus or manager is away.
+    ///
+    /// # Errors
+    /// The unit directory is not on the manager's search path: retrying
+    /// cannot fix that.
+    async fn connect(&mut self) -> Result<(), RunError> {
+        match Systemd::connect(self.opts.loc.bus.as_deref()).await {
+            Ok(c) => {
+                if let Err(e) = c.check_unit_dir(&self.opts.loc.unit_dir).await {
+                    tracing::error!("{}", crate::error_chain(&e));
+                    return Err(RunError::Setup(crate::error_chain(&e)));
+                }
+                self.unit_changes = systemd::unit_changes(&c).await.ok();
+                let _ = c.subscribe().await;
+                tracing::info!("connected to the user manager");
+                self.reconnect_delay = FIRST_RETRY;
+                self.sd = Some(c);
+            }
+            Err(e) => {
+                let msg = crate::error_chain(&e);
+                tracing::warn!("{msg}; retrying in {:?}", self.reconnect_delay);
+                self.metrics.reconcile_error("connect");
+                sd_notify(&[sd_notify::NotifyState::Status(&format!(
+                    "cannot reach systemd: {msg}"
+                ))]);
+                self.retry_at = Some(tokio::time::Instant::now() + self.reconnect_delay);
+                self.reconnect_delay = (self.reconnect_delay * 2).min(Duration::from_secs(30));
+            }
+        }
+        Ok(())
+    }
+
+    /// Tell systemd how things are; the first time, that we are ready
+    /// (running but degraded is still "started": systemd should not kill
+    /// us for a missing directory).
+    fn notify_status(&mut self, status: &str) {
+        let status = sd_notify::NotifyState::Status(status);
+        if self.ready_sent {
+            sd_notify(&[status]);
+        } else {
+            sd_notify(&[sd_notify::NotifyState::Ready, status]);
+            self.ready_sent = true;
+        }
+    }
+
+    /// After a pass: metrics, logs, handed-out work, the next retry.
+    fn passed(&mut self, report: crate::reconcile::PassReport, status: &Status, c: &Systemd) {
+        self.error_delay = FIRST_RETRY;
+        let m = &self.metrics;
+        m.set_objects(status);
+        m.reconciled(status);
+        for (name, outcome) in &report.reloads {
+            m.reload(name, outcome);
+        }
+        m.set_backups(&self.opts.loc.state_dir, status);
+        // Config directories may have appeared: watch them now.
+        self.arm_watches();
+        if report.actions > 0 || !report.failures.is_empty() {
+            tracing::info!(actions = report.actions, reloads = report.daemon_reloads, ready = report.ready, not_ready = report.not_ready, elapsed = ?report.elapsed, "reconciled");
+        }
+        for (manifest, e) in &report.failures {
+            tracing::warn!(manifest = %manifest, "{e}");
+            self.metrics.reconcile_error("apply");
+        }
+        for w in report.work {
+            self.pool.spawn(w, c, &self.rec.http, self.rec.job_timeout);
+        }
+        self.retry_at = report.retry_at;
+        let summary = format!("{} ready, {} not ready", report.ready, report.not_ready);
+        self.notify_status(&summary);
+    }
+
+    /// After a failed pass: retried with backoff; a lost connection is
+    /// reconnected.
+    fn pass_failed(&mut self, e: &ReconcileError) {
+        let msg = crate::error_chain(e);
+        tracing::error!("{msg}");
+        self.metrics.reconcile_error(match e {
+            ReconcileError::Load(_) => "manifests",
+            ReconcileError::Systemd(_) => "systemd",
+            _ => "io",
+        });
+        self.notify_status(&format!("error: {msg}"));
+        let now = tokio::time::Instant::now();
+        if e.is_disconnect() {
+            self.disconnected();
+            self.retry_at = Some(now + self.reconnect_delay);
+        } else {
+            self.retry_at = Some(now + self.error_delay);
+            self.error_delay = (self.error_delay * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    fn disconnected(&mut self) {
+        self.sd = None;
+        self.unit_changes = None;
+        self.pool.abort_all();
+    }
+
+    fn stop(&mut self, why: &str) {
+        tracing::info!("{why}");
+        sd_notify(&[sd_notify::NotifyState::Stopping]);
+        self.pool.abort_all();
+    }
+
+    /// Whether a wake-up calls for a pass.
+    fn woken(&mut self, wake: Wake) -> bool {
+        match wake {
+            Wake::Shutdown => false,
+            Wake::FileChange => {
+                tracing::debug!("woken by a file change");
+                true
+            }
+            Wake::UnitChange(Some(unit)) => {
+                tracing::debug!(%unit, "woken by a unit change");
+                true
+            }
+            Wake::UnitChange(None) => {
+                self.sd = None;
+                self.unit_changes = None;
+                true
+            }
+            Wake::WorkDone(o) => {
+                self.pool.in_flight.remove(&o.key());
+                // A probe that says what the last one said changes nothing.
+                let news = match &o {
+                    Outcome::Probe { name, result } => self.rec.probes.get(name) != Some(result),
+                    _ => true,
+                };
+                if news {
+                    tracing::debug!(key = ?o.key(), "work finished");
+                    self.outcomes.push(o);
+                }
+                news
+            }
+            Wake::Resync => {
+                tracing::debug!("resync");
+                true
+            }
+            Wake::Retry => {
+                tracing::debug!("retry timer");
+                self.retry_at = None;
+                true
+            }
+        }
+    }
+}
+
 /// Run the operator until `shutdown` resolves.
 ///
 /// # Errors
@@ -200,117 +492,22 @@ impl WorkPool {
 pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let _operator = crate::lock::OperatorLock::acquire(&opts.loc.state_dir)
         .map_err(|e| RunError::Setup(crate::error_chain(&e)))?;
-    let metrics = Arc::new(Metrics::new());
-    if let Some(addr) = opts.metrics_addr {
-        crate::metrics::serve(addr, metrics.clone())
-            .await
-            .map_err(|source| RunError::Metrics { addr, source })?;
-    }
     let trigger = Arc::new(Notify::new());
-    let mut watch = DirWatch::new(trigger.clone()).map_err(|e| RunError::Watch(e.to_string()))?;
-    let parent = opts
-        .loc
-        .manifests
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("/"));
-    // A restore releasing its hold must be seen at once, not at the resync.
-    let holds_dir = opts.loc.state_dir.join("holds");
-    let _ = crate::fsutil::create_dir_all(&holds_dir);
-    watch.arm(&[&opts.loc.manifests, &parent, &opts.loc.unit_dir, &holds_dir]);
-
-    let mut rec = Reconciler::new(opts.loc.clone(), opts.exe.clone());
-    rec.inline_probes = false;
-    // Start jobs are waited for beside the loop (`Work::Jobs`).
-    rec.start_wait = Duration::ZERO;
-    rec.gc_grace = opts.gc_grace;
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Outcome>();
-    let mut pool = WorkPool {
-        in_flight: HashMap::new(),
-        slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_WORK)),
-        done_tx,
-    };
-    let mut outcomes: Vec<Outcome> = Vec::new();
-    let mut last_saved: Option<std::time::Instant> = None;
-    let mut sd: Option<Systemd> = None;
-    let mut unit_changes: Option<tokio::sync::mpsc::UnboundedReceiver<String>> = None;
-    let mut reconnect_delay = Duration::from_millis(200);
-    // A failed pass is retried with backoff even when nothing else wakes
-    // the loop: the next event may be an hour away.
-    let mut error_delay = Duration::from_millis(200);
-    let mut ready_sent = false;
-    let mut config_dirs: Vec<PathBuf> = Vec::new();
-
-    let mut wd_usec = 0u64;
-    let watchdog = sd_notify::watchdog_enabled(false, &mut wd_usec)
-        .then(|| Duration::from_micros(wd_usec / 2));
-    // The watchdog is fed from its own task, but only while the loop keeps
-    // making progress, so a hung loop still gets us restarted.
-    let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let clock = std::time::Instant::now();
-    let touch = {
-        let progress = progress.clone();
-        move || {
-            progress.store(
-                clock.elapsed().as_secs(),
-                std::sync::atomic::Ordering::Relaxed,
-            )
-        }
-    };
-    if let Some(every) = watchdog {
-        let progress = progress.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                let last = progress.load(std::sync::atomic::Ordering::Relaxed);
-                if clock.elapsed().as_secs().saturating_sub(last) < MAX_PASS_SECS {
-                    sd_notify(&[sd_notify::NotifyState::Watchdog]);
-                }
-            }
-        });
-    }
-
+    let mut op = Operator::start(opts, trigger.clone(), done_tx).await?;
+    let progress = Progress::start();
     tokio::pin!(shutdown);
     let mut next_resync = tokio::time::Instant::now();
-    let mut retry_at: Option<tokio::time::Instant> = None;
     let mut pending = true;
-
     loop {
-        touch();
+        progress.touch();
         if pending {
             pending = false;
-            // (Re)connect with backoff when the bus or manager went away.
-            if sd.is_none() {
-                match Systemd::connect(opts.loc.bus.as_deref()).await {
-                    Ok(c) => {
-                        if let Err(e) = c.check_unit_dir(&opts.loc.unit_dir).await {
-                            tracing::error!("{}", crate::error_chain(&e));
-                            return Err(RunError::Setup(crate::error_chain(&e)));
-                        }
-                        unit_changes = systemd::unit_changes(&c).await.ok();
-                        let _ = c.subscribe().await;
-                        tracing::info!("connected to the user manager");
-                        reconnect_delay = Duration::from_millis(200);
-                        sd = Some(c);
-                    }
-                    Err(e) => {
-                        let msg = crate::error_chain(&e);
-                        tracing::warn!("{msg}; retrying in {reconnect_delay:?}");
-                        metrics.reconcile_error("connect");
-                        sd_notify(&[sd_notify::NotifyState::Status(&format!(
-                            "cannot reach systemd: {msg}"
-                        ))]);
-                        retry_at = Some(tokio::time::Instant::now() + reconnect_delay);
-                        reconnect_delay = (reconnect_delay * 2).min(Duration::from_secs(30));
-                    }
-                }
+            if op.sd.is_none() {
+                op.connect().await?;
             }
-            if let Some(c) = sd.clone() {
-                let mut dirs: Vec<&Path> =
-                    vec![&opts.loc.manifests, &parent, &opts.loc.unit_dir, &holds_dir];
-                dirs.extend(config_dirs.iter().map(PathBuf::as_path));
-                watch.arm(&dirs);
+            if let Some(c) = op.sd.clone() {
+                op.arm_watches();
                 let timer = std::time::Instant::now();
                 // systemd forgets Subscribe when it re-executes; renewing it
                 // keeps unit-change signals coming (idempotent).
@@ -318,132 +515,74 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
                 // SIGTERM does not wait for a pass: dropping it mid-way is
                 // what a crash does, and a crash is safe (atomic writes; the
                 // next pass resumes).
+                let pass = pass(
+                    &mut op.rec,
+                    &c,
+                    &mut op.outcomes,
+                    &mut op.last_saved,
+                    &mut op.config_dirs,
+                );
                 let outcome = tokio::select! {
-                    r = pass(&mut rec, &c, &mut outcomes, &mut last_saved, &mut config_dirs) => r,
-                    _ = &mut shutdown => {
-                        tracing::info!("stopping (a pass was interrupted; the next start resumes it)");
-                        sd_notify(&[sd_notify::NotifyState::Stopping]);
-                        pool.abort_all();
-                        return Ok(());
-                    }
+                    r = pass => Some(r),
+                    _ = &mut shutdown => None,
                 };
-                touch();
-                metrics.observe_pass(timer.elapsed());
+                let Some(outcome) = outcome else {
+                    op.stop("stopping (a pass was interrupted; the next start resumes it)");
+                    return Ok(());
+                };
+                progress.touch();
+                op.metrics.observe_pass(timer.elapsed());
                 match outcome {
-                    Ok((report, status)) => {
-                        error_delay = Duration::from_millis(200);
-                        metrics.set_objects(&status);
-                        metrics.reconciled(&status);
-                        for (name, outcome) in &report.reloads {
-                            metrics.reload(name, outcome);
-                        }
-                        metrics.set_backups(&opts.loc.state_dir, &status);
-                        // Config directories may have appeared: watch them now.
-                        let mut dirs: Vec<&Path> =
-                            vec![&opts.loc.manifests, &parent, &opts.loc.unit_dir, &holds_dir];
-                        dirs.extend(config_dirs.iter().map(PathBuf::as_path));
-                        watch.arm(&dirs);
-                        if report.actions > 0 || !report.failures.is_empty() {
-                            tracing::info!(actions = report.actions, reloads = report.daemon_reloads, ready = report.ready, not_ready = report.not_ready, elapsed = ?report.elapsed, "reconciled");
-                        }
-                        for (m, e) in &report.failures {
-                            tracing::warn!(manifest = %m, "{e}");
-                            metrics.reconcile_error("apply");
-                        }
-                        for w in report.work {
-                            pool.spawn(w, &c, &rec.http, rec.job_timeout);
-                        }
-                        retry_at = report.retry_at.map(tokio::time::Instant::from_std);
-                        let summary =
-                            format!("{} ready, {} not ready", report.ready, report.not_ready);
-                        if !ready_sent {
-                            sd_notify(&[
-                                sd_notify::NotifyState::Ready,
-                                sd_notify::NotifyState::Status(&summary),
-                            ]);
-                            ready_sent = true;
-                        } else {
-                            sd_notify(&[sd_notify::NotifyState::Status(&summary)]);
-                        }
-                    }
-                    Err(e) => {
-                        let msg = crate::error_chain(&e);
-                        tracing::error!("{msg}");
-                        metrics.reconcile_error(match &e {
-                            ReconcileError::Load(_) => "manifests",
-                            ReconcileError::Systemd(_) => "systemd",
-                            _ => "io",
-                        });
-                        sd_notify(&[sd_notify::NotifyState::Status(&format!("error: {msg}"))]);
-                        if !ready_sent {
-                            // Running but degraded is still "started": systemd
-                            // should not kill us for a missing directory.
-                            sd_notify(&[sd_notify::NotifyState::Ready]);
-                            ready_sent = true;
-                        }
-                        if e.is_disconnect() {
-                            sd = None;
-                            unit_changes = None;
-                            pool.abort_all();
-                            retry_at = Some(tokio::time::Instant::now() + reconnect_delay);
-                        } else {
-                            retry_at = Some(tokio::time::Instant::now() + error_delay);
-                            error_delay = (error_delay * 2).min(Duration::from_secs(30));
-                        }
-                    }
+                    Ok((report, status)) => op.passed(report, &status, &c),
+                    Err(e) => op.pass_failed(&e),
                 }
             }
-            next_resync = tokio::time::Instant::now() + opts.resync;
+            next_resync = tokio::time::Instant::now() + op.opts.resync;
         }
-        metrics.set_queue_depth(pool.in_flight.len() + outcomes.len() + usize::from(pending));
+        let depth = op.pool.in_flight.len() + op.outcomes.len() + usize::from(pending);
+        op.metrics.set_queue_depth(depth);
+        let wake = next_wake(&mut op, &trigger, &mut done_rx, next_resync, &mut shutdown).await;
+        if matches!(wake, Wake::Shutdown) {
+            op.stop("stopping");
+            return Ok(());
+        }
+        pending |= op.woken(wake);
+    }
+}
 
-        let retry_sleep = async {
-            match retry_at {
-                Some(t) => tokio::time::sleep_until(t).await,
-                None => std::future::pending().await,
-            }
-        };
-        let unit_event = async {
-            match unit_changes.as_mut() {
-                Some(s) => {
-                    let first = s.recv().await;
-                    // Collapse a burst into one trigger.
-                    while s.try_recv().is_ok() {}
-                    first
-                }
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = &mut shutdown => {
-                tracing::info!("stopping");
-                sd_notify(&[sd_notify::NotifyState::Stopping]);
-                pool.abort_all();
-                return Ok(());
-            }
-            _ = trigger.notified() => { tracing::debug!("woken by a file change"); pending = true; }
-            ev = unit_event => {
-                match ev {
-                    Some(unit) => { tracing::debug!(%unit, "woken by a unit change"); pending = true }
-                    None => { sd = None; unit_changes = None; pending = true; }
-                }
-            }
-            Some(o) = done_rx.recv() => {
-                pool.in_flight.remove(&o.key());
-                // A probe that says what the last one said changes nothing.
-                let news = match &o {
-                    Outcome::Probe { name, result } => rec.probes.get(name) != Some(result),
-                    _ => true,
-                };
-                if news {
-                    tracing::debug!(key = ?o.key(), "work finished");
-                    outcomes.push(o);
-                    pending = true;
-                }
-            }
-            _ = tokio::time::sleep_until(next_resync) => { tracing::debug!("resync"); pending = true; }
-            _ = retry_sleep => { tracing::debug!("retry timer"); retry_at = None; pending = true; }
+/// Wait for the next reason to run a pass (or to stop).
+async fn next_wake(
+    op: &mut Operator,
+    trigger: &Notify,
+    done_rx: &mut tokio::sync::mpsc::UnboundedReceiver<Outcome>,
+    next_resync: tokio::time::Instant,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Wake {
+    let retry_at = op.retry_at;
+    let retry_sleep = async {
+        match retry_at {
+            Some(t) => tokio::time::sleep_until(t).await,
+            None => std::future::pending().await,
         }
+    };
+    let unit_event = async {
+        match op.unit_changes.as_mut() {
+            Some(s) => {
+                let first = s.recv().await;
+                // Collapse a burst into one trigger.
+                while s.try_recv().is_ok() {}
+                first
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = shutdown.as_mut() => Wake::Shutdown,
+        _ = trigger.notified() => Wake::FileChange,
+        ev = unit_event => Wake::UnitChange(ev),
+        Some(o) = done_rx.recv() => Wake::WorkDone(o),
+        _ = tokio::time::sleep_until(next_resync) => Wake::Resync,
+        _ = retry_sleep => Wake::Retry,
     }
 }
 
@@ -483,7 +622,12 @@ async fn pass(
         Err(e) => {
             let msg = crate::error_chain(e);
             if status.operator_error.as_deref() != Some(msg.as_str()) {
-                status.event("unitlet", "Warning", "ReconcileError", msg.clone());
+                status.event(
+                    crate::status::OPERATOR,
+                    crate::status::EventType::Warning,
+                    "ReconcileError",
+                    msg.clone(),
+                );
                 status.operator_error = Some(msg);
             }
         }

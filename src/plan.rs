@@ -244,6 +244,17 @@ pub struct Action {
     pub reason: String,
 }
 
+/// How the reason of a start of a unit that failed on its own begins.
+const FAILED_UNIT: &str = "unit failed";
+
+impl Action {
+    /// A start of a unit that had failed on its own: not an apply failure,
+    /// but it counts for backoff, so a crash loop is not a tight loop.
+    pub fn restarts_a_failed_unit(&self) -> bool {
+        self.op == Op::Start && self.reason.starts_with(FAILED_UNIT)
+    }
+}
+
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let verb = match &self.op {
@@ -390,284 +401,337 @@ fn start_order(desired: &[DesiredUnit]) -> BTreeMap<String, usize> {
 /// every valid manifest; `held` names manifests (and source files) whose
 /// units must not be touched.
 pub fn plan(unit_dir: &Path, desired: &[DesiredUnit], held: &Held, observed: &Observed) -> Plan {
-    let mut stops = Vec::new();
-    let mut disables = Vec::new();
-    let mut files = Vec::new();
-    let mut enables = Vec::new();
-    let mut limits = Vec::new();
-    let mut starts: Vec<(usize, Action)> = Vec::new();
-    let mut conflicts = Vec::new();
-    let mut need_reload = false;
-    let mut limits_reload = false;
-    let order = start_order(desired);
-
-    let desired_names: BTreeSet<&str> = desired.iter().map(|d| d.name.as_str()).collect();
-    let desired_manifests: BTreeSet<&str> = desired.iter().map(|d| d.manifest.as_str()).collect();
-
     // Conflicts first: a manifest with any conflicting unit is not applied.
-    let mut blocked: BTreeSet<String> = BTreeSet::new();
+    let conflicts: Vec<Conflict> = desired
+        .iter()
+        .filter_map(|d| conflict(unit_dir, d, observed))
+        .collect();
+    let blocked: BTreeSet<&str> = conflicts.iter().map(|c| c.manifest.as_str()).collect();
+    let order = start_order(desired);
+    let mut phases = Phases::default();
     for d in desired {
-        let path = unit_dir.join(&d.name);
-        let file = observed.files.get(&d.name);
-        let live = observed.live.get(&d.name);
-        let msg = match file.map(|f| f.marker.as_deref()) {
-            Some(None) => Some(format!(
-                "unit file {} exists and is not managed by unitlet (it has no {}= key); unitlet leaves it alone. Remove or rename that file, rename the manifest, or adopt the file with spec.unitFile",
-                path.display(),
-                render::MARKER_KEY
-            )),
-            Some(Some(other)) if other != d.manifest => Some(format!(
-                "unit file {} belongs to manifest {other:?}, not {:?}",
-                path.display(),
-                d.manifest
-            )),
-            _ => None,
-        };
-        let msg = msg.or_else(|| {
-            let fp = live.and_then(|l| l.fragment_path.as_deref()).filter(|p| !p.is_empty())?;
-            if Path::new(fp) != path && live.is_some_and(|l| l.load_state != "not-found") {
-                Some(format!(
-                    "unit {} is defined by {fp}, which is not unitlet's and takes precedence over {}; unitlet leaves it alone. Remove that file or rename the manifest",
-                    d.name,
-                    path.display()
-                ))
-            } else {
-                None
-            }
-        });
-        if let Some(message) = msg {
-            conflicts.push(Conflict {
-                manifest: d.manifest.clone(),
-                unit: d.name.clone(),
-                message,
-            });
-            blocked.insert(d.manifest.clone());
-        }
-    }
-
-    for d in desired {
-        if blocked.contains(&d.manifest) {
+        if blocked.contains(d.manifest.as_str()) {
             continue;
         }
-        let path = unit_dir.join(&d.name);
-        let file = observed.files.get(&d.name);
-        let live = observed.live.get(&d.name);
-        let running = is_running(live);
-        let pending = live.is_some_and(|l| l.job_pending);
-        let action = |op: Op, reason: String| Action {
-            op,
-            unit: d.name.clone(),
-            manifest: d.manifest.clone(),
-            reason,
-        };
-        let new_hash = content_hash(&d.content);
-
-        // 1. The file.
-        let mut restart_reason: Option<String> = None;
-        let mut live_only = false;
-        let mut limits_reason: Option<String> = None;
-        match file {
-            None => {
-                files.push(action(
-                    Op::Write {
-                        path: path.clone(),
-                        content: d.content.clone(),
-                    },
-                    "unit file is missing".into(),
-                ));
-                need_reload = true;
-            }
-            Some(f) if f.content != d.content => {
-                let diff = render::diff_units(&f.content, &d.content);
-                let what = if diff.changed.is_empty() {
-                    "comments".to_string()
-                } else {
-                    diff.changed.join(", ")
-                };
-                files.push(action(
-                    Op::Write {
-                        path: path.clone(),
-                        content: d.content.clone(),
-                    },
-                    format!("unit file differs from the manifest ({what})"),
-                ));
-                need_reload = true;
-                if diff.only_live {
-                    live_only = true;
-                } else if !diff
-                    .changed
-                    .iter()
-                    .all(|c| c == &format!("Unit.{}", render::SOURCE_KEY))
-                {
-                    restart_reason = Some(format!("its definition changed ({what})"));
-                }
-            }
-            Some(_) => {
-                let not_loaded = live.is_none_or(|l| l.load_state == "not-found");
-                let reload_needed = live.and_then(|l| l.need_reload).unwrap_or(false);
-                if not_loaded || reload_needed {
-                    need_reload = true;
-                }
-                match observed.applied.get(&d.name) {
-                    Some(h) if *h != new_hash => {
-                        restart_reason =
-                            Some("the last apply of its new definition did not finish".into());
-                    }
-                    None if reload_needed => {
-                        restart_reason =
-                            Some("systemd has not loaded its current definition".into());
-                    }
-                    _ => {}
-                }
-            }
-        }
-
-        // 2. Enablement.
-        let want_enabled = match d.role {
-            Role::Main { enabled, .. } => Some(enabled),
-            Role::Timer => Some(true),
-            Role::Oneshot => None,
-        };
-        if let Some(want) = want_enabled {
-            let have = is_enabled(live);
-            if want && have != Some(true) {
-                enables.push(action(
-                    Op::Enable,
-                    "manifest wants it started with the session".into(),
-                ));
-            } else if !want && have == Some(true) {
-                disables.push(action(Op::Disable, "manifest has enabled: false".into()));
-            }
-        }
-
-        // 3. Active state.
-        let want_running = match d.role {
-            Role::Main { state, .. } => Some(state == DesiredState::Running),
-            Role::Timer => Some(true),
-            Role::Oneshot => None,
+        let unit = UnitSeen {
+            d,
+            path: unit_dir.join(&d.name),
+            file: observed.files.get(&d.name),
+            live: observed.live.get(&d.name),
         };
         let depth = order.get(&d.name).copied().unwrap_or(0);
-        match want_running {
-            Some(true) => {
-                if pending {
-                    // A job (ours or a person's) is in flight; look again when it ends.
-                } else if !running {
-                    let why = match live.map(|l| l.active_state.as_str()) {
-                        None | Some("") => "unit is new".to_string(),
-                        Some("failed") => format!(
-                            "unit failed ({}); starting it again",
-                            live.map(|l| l.sub_state.as_str()).unwrap_or("")
-                        ),
-                        Some(s) if file.is_some() => format!(
-                            "unit is {s} but the manifest wants it running (stopped by hand?)"
-                        ),
-                        Some(_) => "unit is new".to_string(),
-                    };
-                    starts.push((depth, action(Op::Start, why)));
-                } else if let Some(r) = restart_reason {
-                    starts.push((depth, action(Op::Restart, r)));
-                } else if live_only {
-                    limits_reason =
-                        Some("only resource limits changed: applied live, no restart".into());
-                } else if let Some(l) = live.and_then(|l| l.limits)
-                    && !WantedLimits::of_unit(&d.content, observed.default_tasks_max).matches(&l)
-                {
-                    limits_reason = Some(
-                        "live resource limits differ from the manifest (changed by hand?)".into(),
-                    );
-                }
-            }
-            Some(false) if running && !pending => {
-                stops.push(action(Op::Stop, "manifest has state: stopped".into()));
-            }
-            Some(false) => {}
-            None => {}
-        }
+        phases.plan_unit(&unit, observed, depth);
+    }
+    phases.plan_garbage(desired, held, observed);
+    phases.into_plan(conflicts)
+}
 
-        // 4. Limits set by hand (or by an older unitlet) in the manager's
+/// Why a desired unit cannot be applied: a file of that name that is not
+/// its manifest's, or a definition elsewhere that takes precedence.
+fn conflict(unit_dir: &Path, d: &DesiredUnit, observed: &Observed) -> Option<Conflict> {
+    let path = unit_dir.join(&d.name);
+    let live = observed.live.get(&d.name);
+    let msg = match observed.files.get(&d.name).map(|f| f.marker.as_deref()) {
+        Some(None) => Some(format!(
+            "unit file {} exists and is not managed by unitlet (it has no {}= key); unitlet leaves it alone. Remove or rename that file, rename the manifest, or adopt the file with spec.unitFile",
+            path.display(),
+            render::MARKER_KEY
+        )),
+        Some(Some(other)) if other != d.manifest => Some(format!(
+            "unit file {} belongs to manifest {other:?}, not {:?}",
+            path.display(),
+            d.manifest
+        )),
+        _ => None,
+    };
+    let message = msg.or_else(|| {
+        let fp = live
+            .and_then(|l| l.fragment_path.as_deref())
+            .filter(|p| !p.is_empty())?;
+        let loaded = live.is_some_and(|l| l.load_state != "not-found");
+        (Path::new(fp) != path && loaded).then(|| format!(
+            "unit {} is defined by {fp}, which is not unitlet's and takes precedence over {}; unitlet leaves it alone. Remove that file or rename the manifest",
+            d.name,
+            path.display()
+        ))
+    })?;
+    Some(Conflict {
+        manifest: d.manifest.clone(),
+        unit: d.name.clone(),
+        message,
+    })
+}
+
+/// A desired unit with what is on disk and live for it.
+struct UnitSeen<'a> {
+    d: &'a DesiredUnit,
+    path: PathBuf,
+    file: Option<&'a ObservedFile>,
+    live: Option<&'a LiveUnit>,
+}
+
+impl UnitSeen<'_> {
+    fn action(&self, op: Op, reason: impl Into<String>) -> Action {
+        Action {
+            op,
+            unit: self.d.name.clone(),
+            manifest: self.d.manifest.clone(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What a unit file's change means for the running unit.
+#[derive(Default)]
+struct FileChange {
+    /// Why it must be restarted, if it must.
+    restart: Option<String>,
+    /// Only resource limits changed: the daemon-reload applies them live.
+    live_only: bool,
+}
+
+/// The actions of a plan by phase, in the order they run.
+#[derive(Default)]
+struct Phases {
+    stops: Vec<Action>,
+    disables: Vec<Action>,
+    files: Vec<Action>,
+    limits: Vec<Action>,
+    /// Unit files change on disk.
+    need_reload: bool,
+    /// Limits change only live.
+    limits_reload: bool,
+    enables: Vec<Action>,
+    /// By start order (depth in `after`).
+    starts: Vec<(usize, Action)>,
+}
+
+impl Phases {
+    /// File, enablement, active state and limits of one desired unit.
+    fn plan_unit(&mut self, u: &UnitSeen<'_>, observed: &Observed, depth: usize) {
+        let change = self.plan_file(u, observed);
+        self.plan_enablement(u);
+        let limits_reason = self.plan_active_state(u, change, observed, depth);
+        // Limits set by hand (or by an older unitlet) in the manager's
         // control directory override the unit file even after a restart or
         // a daemon-reload: remove them, whatever the unit's state.
-        if let Some(l) = live.filter(|l| !l.limit_dropins.is_empty()) {
+        let dropins = u.live.filter(|l| !l.limit_dropins.is_empty()).map(|l| {
             let files: Vec<String> = l
                 .limit_dropins
                 .iter()
                 .map(|p| p.display().to_string())
                 .collect();
-            let why = format!(
+            format!(
                 "resource limits set outside the manifest override it ({})",
                 files.join(", ")
-            );
-            limits_reason = Some(match limits_reason {
-                Some(r) => format!("{r}; {why}"),
-                None => why,
+            )
+        });
+        let reason = match (limits_reason, dropins) {
+            (Some(r), Some(why)) => Some(format!("{r}; {why}")),
+            (r, why) => r.or(why),
+        };
+        if let Some(reason) = reason {
+            self.limits
+                .push(u.action(Op::SetLimits(u.d.resources.clone()), reason));
+            // The daemon-reload is what applies the unit file's limits live.
+            self.limits_reload = true;
+        }
+    }
+
+    /// The unit file: written when missing or different; what that means
+    /// for the running unit.
+    fn plan_file(&mut self, u: &UnitSeen<'_>, observed: &Observed) -> FileChange {
+        let d = u.d;
+        let write = || Op::Write {
+            path: u.path.clone(),
+            content: d.content.clone(),
+        };
+        let Some(f) = u.file else {
+            self.files.push(u.action(write(), "unit file is missing"));
+            self.need_reload = true;
+            return FileChange::default();
+        };
+        if f.content != d.content {
+            let diff = render::diff_units(&f.content, &d.content);
+            let what = if diff.changed.is_empty() {
+                "comments".to_string()
+            } else {
+                diff.changed.join(", ")
+            };
+            let why = format!("unit file differs from the manifest ({what})");
+            self.files.push(u.action(write(), why));
+            self.need_reload = true;
+            let source_only = diff
+                .changed
+                .iter()
+                .all(|c| c == &format!("Unit.{}", render::SOURCE_KEY));
+            return FileChange {
+                restart: (!diff.only_live && !source_only)
+                    .then(|| format!("its definition changed ({what})")),
+                live_only: diff.only_live,
+            };
+        }
+        let not_loaded = u.live.is_none_or(|l| l.load_state == "not-found");
+        let reload_needed = u.live.and_then(|l| l.need_reload).unwrap_or(false);
+        self.need_reload |= not_loaded || reload_needed;
+        let restart = match observed.applied.get(&d.name) {
+            Some(h) if *h != content_hash(&d.content) => {
+                Some("the last apply of its new definition did not finish")
+            }
+            None if reload_needed => Some("systemd has not loaded its current definition"),
+            _ => None,
+        };
+        FileChange {
+            restart: restart.map(String::from),
+            live_only: false,
+        }
+    }
+
+    /// Enabled or disabled as the manifest says.
+    fn plan_enablement(&mut self, u: &UnitSeen<'_>) {
+        let want = match u.d.role {
+            Role::Main { enabled, .. } => enabled,
+            Role::Timer => true,
+            Role::Oneshot => return,
+        };
+        let have = is_enabled(u.live);
+        if want && have != Some(true) {
+            let why = "manifest wants it started with the session";
+            self.enables.push(u.action(Op::Enable, why));
+        } else if !want && have == Some(true) {
+            let why = "manifest has enabled: false";
+            self.disables.push(u.action(Op::Disable, why));
+        }
+    }
+
+    /// Started, restarted or stopped as the manifest's state says. Returns
+    /// why the live limits must be set, for a unit left running.
+    fn plan_active_state(
+        &mut self,
+        u: &UnitSeen<'_>,
+        change: FileChange,
+        observed: &Observed,
+        depth: usize,
+    ) -> Option<String> {
+        let want_running = match u.d.role {
+            Role::Main { state, .. } => state == DesiredState::Running,
+            Role::Timer => true,
+            Role::Oneshot => return None,
+        };
+        let running = is_running(u.live);
+        // A job (ours or a person's) in flight: look again when it ends.
+        if u.live.is_some_and(|l| l.job_pending) {
+            return None;
+        }
+        if !want_running {
+            if running {
+                self.stops
+                    .push(u.action(Op::Stop, "manifest has state: stopped"));
+            }
+            return None;
+        }
+        if !running {
+            self.starts
+                .push((depth, u.action(Op::Start, start_reason(u))));
+            return None;
+        }
+        if let Some(r) = change.restart {
+            self.starts.push((depth, u.action(Op::Restart, r)));
+            return None;
+        }
+        if change.live_only {
+            return Some("only resource limits changed: applied live, no restart".into());
+        }
+        let wanted = WantedLimits::of_unit(&u.d.content, observed.default_tasks_max);
+        u.live
+            .and_then(|l| l.limits)
+            .filter(|l| !wanted.matches(l))
+            .map(|_| "live resource limits differ from the manifest (changed by hand?)".into())
+    }
+
+    /// Garbage: marked files whose manifest is gone (and not merely
+    /// broken), or no longer defines them: stopped, disabled, removed.
+    fn plan_garbage(&mut self, desired: &[DesiredUnit], held: &Held, observed: &Observed) {
+        let desired_names: BTreeSet<&str> = desired.iter().map(|d| d.name.as_str()).collect();
+        let desired_manifests: BTreeSet<&str> =
+            desired.iter().map(|d| d.manifest.as_str()).collect();
+        for (name, f) in &observed.files {
+            let Some(owner) = &f.marker else { continue };
+            if desired_names.contains(name.as_str()) {
+                continue;
+            }
+            let manifest_exists = desired_manifests.contains(owner.as_str());
+            let broken = held.names.contains(owner)
+                || f.source.as_ref().is_some_and(|s| held.files.contains(s));
+            if !manifest_exists && broken {
+                // Its manifest is broken right now: keep the last good unit.
+                continue;
+            }
+            let reason = if manifest_exists {
+                format!("manifest {owner:?} no longer defines {name}")
+            } else {
+                format!("manifest {owner:?} was deleted")
+            };
+            let action = |op: Op| Action {
+                op,
+                unit: name.clone(),
+                manifest: owner.clone(),
+                reason: reason.clone(),
+            };
+            let live = observed.live.get(name);
+            if is_running(live) {
+                self.stops.push(action(Op::Stop));
+            }
+            if is_enabled(live) == Some(true) {
+                self.disables.push(action(Op::Disable));
+            }
+            self.files.push(action(Op::Remove {
+                path: f.path.clone(),
+            }));
+            self.need_reload = true;
+        }
+    }
+
+    /// The phases in order, with one daemon-reload after the files.
+    fn into_plan(mut self, conflicts: Vec<Conflict>) -> Plan {
+        self.starts
+            .sort_by(|a, b| (a.0, &a.1.unit).cmp(&(b.0, &b.1.unit)));
+        let mut actions = Vec::new();
+        actions.extend(self.stops);
+        actions.extend(self.disables);
+        actions.extend(self.files);
+        actions.extend(self.limits);
+        if self.need_reload || self.limits_reload {
+            actions.push(Action {
+                op: Op::DaemonReload,
+                unit: String::new(),
+                manifest: String::new(),
+                reason: if self.need_reload {
+                    "unit files changed on disk".into()
+                } else {
+                    "makes the unit files' resource limits the live ones".into()
+                },
             });
         }
-        if let Some(reason) = limits_reason {
-            limits.push(action(Op::SetLimits(d.resources.clone()), reason));
-            // The daemon-reload is what applies the unit file's limits live.
-            limits_reload = true;
-        }
+        actions.extend(self.enables);
+        actions.extend(self.starts.into_iter().map(|(_, a)| a));
+        Plan { actions, conflicts }
     }
+}
 
-    // Garbage: marked files whose manifest is gone (and not merely broken).
-    for (name, f) in &observed.files {
-        let Some(owner) = &f.marker else { continue };
-        if desired_names.contains(name.as_str()) {
-            continue;
+/// Why a unit that should run and does not is started.
+fn start_reason(u: &UnitSeen<'_>) -> String {
+    match u.live.map(|l| l.active_state.as_str()) {
+        None | Some("") => "unit is new".to_string(),
+        Some("failed") => format!(
+            "{FAILED_UNIT} ({}); starting it again",
+            u.live.map(|l| l.sub_state.as_str()).unwrap_or("")
+        ),
+        Some(s) if u.file.is_some() => {
+            format!("unit is {s} but the manifest wants it running (stopped by hand?)")
         }
-        let manifest_exists = desired_manifests.contains(owner.as_str());
-        if !manifest_exists
-            && (held.names.contains(owner)
-                || f.source.as_ref().is_some_and(|s| held.files.contains(s)))
-        {
-            // Its manifest is broken right now: keep the last good unit.
-            continue;
-        }
-        let live = observed.live.get(name);
-        let reason = if desired_manifests.contains(owner.as_str()) {
-            format!("manifest {owner:?} no longer defines {name}")
-        } else {
-            format!("manifest {owner:?} was deleted")
-        };
-        let action = |op: Op| Action {
-            op,
-            unit: name.clone(),
-            manifest: owner.clone(),
-            reason: reason.clone(),
-        };
-        if is_running(live) {
-            stops.push(action(Op::Stop));
-        }
-        if is_enabled(live) == Some(true) {
-            disables.push(action(Op::Disable));
-        }
-        files.push(action(Op::Remove {
-            path: f.path.clone(),
-        }));
-        need_reload = true;
+        Some(_) => "unit is new".to_string(),
     }
-
-    starts.sort_by(|a, b| (a.0, &a.1.unit).cmp(&(b.0, &b.1.unit)));
-    let mut actions = Vec::new();
-    actions.extend(stops);
-    actions.extend(disables);
-    actions.extend(files);
-    actions.extend(limits);
-    if need_reload || limits_reload {
-        actions.push(Action {
-            op: Op::DaemonReload,
-            unit: String::new(),
-            manifest: String::new(),
-            reason: if need_reload {
-                "unit files changed on disk".into()
-            } else {
-                "makes the unit files' resource limits the live ones".into()
-            },
-        });
-    }
-    actions.extend(enables);
-    actions.extend(starts.into_iter().map(|(_, a)| a));
-    Plan { actions, conflicts }
 }
 
 #[cfg(test)]

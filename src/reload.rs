@@ -358,7 +358,8 @@ pub async fn probe(client: &reqwest::Client, url: &str) -> Result<(), String> {
 #[derive(Debug)]
 pub struct RetryState {
     pub attempts: u32,
-    pub next: Instant,
+    /// On tokio's clock, so retry schedules are tested with paused time.
+    pub next: tokio::time::Instant,
     delays: backon::ExponentialBackoff,
 }
 
@@ -373,7 +374,7 @@ impl RetryState {
             .build();
         RetryState {
             attempts: 0,
-            next: Instant::now(),
+            next: tokio::time::Instant::now(),
             delays,
         }
     }
@@ -382,12 +383,12 @@ impl RetryState {
     pub fn failed(&mut self) -> Duration {
         self.attempts += 1;
         let d = self.delays.next().unwrap_or(Duration::from_secs(120));
-        self.next = Instant::now() + d;
+        self.next = tokio::time::Instant::now() + d;
         d
     }
 
     pub fn due(&self) -> bool {
-        Instant::now() >= self.next
+        tokio::time::Instant::now() >= self.next
     }
 }
 

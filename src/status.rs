@@ -3,12 +3,120 @@
 //! `describe` in another process see what `run` is doing.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil;
+use crate::manifest::Kind;
+
+/// An enum that is a fixed set of strings in status JSON and output: each
+/// variant serializes (and displays) as its own name.
+macro_rules! string_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident,)* }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name { $($(#[$vm])* $v,)* }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$v => stringify!($v),)* }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+    };
+}
+
+string_enum! {
+    /// What a condition is about.
+    ConditionType {
+        /// Whether the object is as its manifest declares.
+        Ready,
+        /// A restore of the Service is in progress or interrupted.
+        RestorePending,
+    }
+}
+
+string_enum! {
+    /// A condition's status, as in Kubernetes.
+    ConditionStatus {
+        True,
+        False,
+        Unknown,
+    }
+}
+
+string_enum! {
+    /// Why a condition has its status: one word a script can match.
+    Reason {
+        /// Running (a Service) or scheduled (a Backup), and ready.
+        Running,
+        /// Stopped, as declared.
+        Stopped,
+        /// Activating, or waiting for its readiness URL.
+        Starting,
+        /// Active, its readiness URL not probed yet.
+        Probing,
+        /// Active but its readiness URL fails.
+        NotReady,
+        /// Not running although the manifest wants it running (or the
+        /// reverse).
+        NotRunning,
+        /// Running although the manifest wants it stopped (seen by `get`).
+        NotReconciled,
+        /// Waiting to be restarted by systemd after it exited.
+        Restarting,
+        /// The unit failed.
+        Failed,
+        /// The kernel OOM killer killed the main process.
+        OOMKilled,
+        /// SIGKILL, most likely for exceeding the memory limit.
+        Killed,
+        /// Applying the manifest failed.
+        ApplyFailed,
+        /// Failing, retried with exponential backoff.
+        BackingOff,
+        /// The program the Service runs is not installed.
+        BinaryMissing,
+        /// A unit of the same name is not unitlet's.
+        Conflict,
+        /// The manifest is invalid; its last good units are kept.
+        Invalid,
+        /// A restore holds the Service.
+        OnHold,
+        /// An interrupted restore is pending.
+        RestoreInterrupted,
+        /// A config file cannot be read.
+        ConfigMissing,
+        /// The validator refused a config change.
+        ConfigInvalid,
+        /// Reloading a changed config failed; retried.
+        ReloadFailed,
+        /// Not applied by any pass yet (seen by `get`).
+        NotApplied,
+        /// The user manager cannot be reached (seen by `get`).
+        ManagerUnreachable,
+        /// A reason this version does not know (a status file written by
+        /// another version).
+        #[serde(other)]
+        Unrecognized,
+    }
+}
+
+string_enum! {
+    /// An event's type, as in Kubernetes.
+    EventType {
+        Normal,
+        Warning,
+    }
+}
 
 /// The object name of the operator's own events.
 pub const OPERATOR: &str = "unitlet";
@@ -24,10 +132,9 @@ pub fn now_rfc3339() -> String {
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
     #[serde(rename = "type")]
-    pub type_: String,
-    /// `True`, `False` or `Unknown`.
-    pub status: String,
-    pub reason: String,
+    pub type_: ConditionType,
+    pub status: ConditionStatus,
+    pub reason: Reason,
     pub message: String,
     /// Changes only when `status` changes.
     pub last_transition_time: String,
@@ -44,7 +151,7 @@ pub struct UnitStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectStatus {
-    pub kind: String,
+    pub kind: Kind,
     pub name: String,
     pub file: PathBuf,
     pub conditions: Vec<Condition>,
@@ -60,29 +167,106 @@ pub struct ObjectStatus {
 }
 
 impl ObjectStatus {
+    /// A status with no conditions yet.
+    pub fn new(kind: Kind, name: &str, file: &Path) -> ObjectStatus {
+        ObjectStatus {
+            kind,
+            name: name.to_string(),
+            file: file.to_path_buf(),
+            conditions: vec![],
+            unit: None,
+            failures: 0,
+            spec_hash: String::new(),
+        }
+    }
+
     pub fn ready(&self) -> Option<&Condition> {
-        self.conditions.iter().find(|c| c.type_ == "Ready")
+        self.conditions
+            .iter()
+            .find(|c| c.type_ == ConditionType::Ready)
     }
 
     pub fn is_ready(&self) -> bool {
-        self.ready().is_some_and(|c| c.status == "True")
+        self.ready()
+            .is_some_and(|c| c.status == ConditionStatus::True)
+    }
+
+    /// The reason of the Ready condition, if there is one.
+    pub fn ready_reason(&self) -> Option<Reason> {
+        self.ready().map(|c| c.reason)
+    }
+
+    /// The last reconcile's Ready condition may be older than the unit's
+    /// state (`get` reads it later): never show Ready True for a unit that
+    /// is not running now, or cannot be checked (`unreachable`: why).
+    pub fn correct_ready(&mut self, unreachable: Option<&String>) {
+        let Some(u) = self.unit.clone() else { return };
+        if !self.is_ready() {
+            return;
+        }
+        if let Some(e) = unreachable {
+            let msg = format!(
+                "cannot check {} live ({e}); the last reconcile found it ready",
+                u.name
+            );
+            self.set_ready(ConditionStatus::Unknown, Reason::ManagerUnreachable, &msg);
+            return;
+        }
+        let stopped = self.ready_reason() == Some(Reason::Stopped);
+        let fine = match u.active_state.as_str() {
+            "inactive" | "failed" => stopped,
+            "active" => !stopped,
+            _ => false,
+        };
+        if fine {
+            return;
+        }
+        let (reason, what) = match (u.active_state.as_str(), u.sub_state.as_str()) {
+            (_, "auto-restart") => (
+                Reason::Restarting,
+                "is waiting to be restarted by systemd after it exited",
+            ),
+            ("failed", _) => (Reason::Failed, "has failed"),
+            ("activating" | "reloading", _) => (Reason::Starting, "is starting"),
+            ("active", _) => (
+                Reason::NotReconciled,
+                "is running but the manifest wants it stopped",
+            ),
+            _ => (Reason::NotRunning, "is not running"),
+        };
+        let msg = format!(
+            "{} {what} ({}/{}) since the last reconcile; see `journalctl --user -u {}`",
+            u.name, u.active_state, u.sub_state, u.name
+        );
+        self.set_ready(ConditionStatus::False, reason, &msg);
+    }
+
+    /// Set the Ready condition (see [`ObjectStatus::set_condition`]).
+    pub fn set_ready(&mut self, status: ConditionStatus, reason: Reason, message: &str) {
+        self.set_condition(ConditionType::Ready, status, reason, message);
     }
 
     /// Set a condition; the transition time moves only on a status change.
-    pub fn set_condition(&mut self, type_: &str, status: &str, reason: &str, message: &str) {
+    pub fn set_condition(
+        &mut self,
+        type_: ConditionType,
+        status: ConditionStatus,
+        reason: Reason,
+        message: &str,
+    ) {
         match self.conditions.iter_mut().find(|c| c.type_ == type_) {
             Some(c) => {
                 if c.status != status {
                     c.last_transition_time = now_rfc3339();
                 }
-                c.status = status.into();
-                c.reason = reason.into();
+                c.status = status;
+                c.reason = reason;
                 c.message = message.into();
             }
             None => self.conditions.push(Condition {
-                type_: type_.into(),
-                status: status.into(),
-                reason: reason.into(),
+                type_,
+                status,
+                reason,
                 message: message.into(),
                 last_transition_time: now_rfc3339(),
             }),
@@ -95,9 +279,8 @@ impl ObjectStatus {
 pub struct Event {
     pub time: String,
     pub object: String,
-    /// `Normal` or `Warning`, as in Kubernetes.
     #[serde(rename = "type")]
-    pub type_: String,
+    pub type_: EventType,
     pub reason: String,
     pub message: String,
 }
@@ -198,11 +381,17 @@ impl Status {
         })
     }
 
-    pub fn event(&mut self, object: &str, type_: &str, reason: &str, message: impl Into<String>) {
+    pub fn event(
+        &mut self,
+        object: &str,
+        type_: EventType,
+        reason: &str,
+        message: impl Into<String>,
+    ) {
         self.events.push(Event {
             time: now_rfc3339(),
             object: object.into(),
-            type_: type_.into(),
+            type_,
             reason: reason.into(),
             message: message.into(),
         });
@@ -234,22 +423,53 @@ mod tests {
 
     #[test]
     fn transition_time_moves_only_on_status_change() {
-        let mut o = ObjectStatus {
-            kind: "Service".into(),
-            name: "a".into(),
-            file: "/m/a.yaml".into(),
-            conditions: vec![],
-            unit: None,
-            failures: 0,
-            spec_hash: String::new(),
-        };
-        o.set_condition("Ready", "True", "Running", "ok");
+        let mut o = ObjectStatus::new(Kind::Service, "a", Path::new("/m/a.yaml"));
+        o.set_ready(ConditionStatus::True, Reason::Running, "ok");
         o.conditions[0].last_transition_time = "then".into();
-        o.set_condition("Ready", "True", "Running", "still ok");
+        o.set_ready(ConditionStatus::True, Reason::Running, "still ok");
         assert_eq!(o.conditions[0].last_transition_time, "then");
         assert_eq!(o.conditions[0].message, "still ok");
-        o.set_condition("Ready", "False", "Failed", "boom");
+        o.set_ready(ConditionStatus::False, Reason::Failed, "boom");
         assert_ne!(o.conditions[0].last_transition_time, "then");
+    }
+
+    #[test]
+    fn enums_serialize_to_the_strings_of_the_status_contract() {
+        let mut o = ObjectStatus::new(Kind::Backup, "b", Path::new("/m/b.yaml"));
+        o.set_ready(ConditionStatus::False, Reason::OOMKilled, "m");
+        o.set_condition(
+            ConditionType::RestorePending,
+            ConditionStatus::Unknown,
+            Reason::RestoreInterrupted,
+            "r",
+        );
+        for c in &mut o.conditions {
+            c.last_transition_time = "t".into();
+        }
+        let json = serde_json::to_string(&o).unwrap();
+        assert_eq!(
+            json,
+            r#"{"kind":"Backup","name":"b","file":"/m/b.yaml","conditions":[{"type":"Ready","status":"False","reason":"OOMKilled","message":"m","lastTransitionTime":"t"},{"type":"RestorePending","status":"Unknown","reason":"RestoreInterrupted","message":"r","lastTransitionTime":"t"}],"failures":0,"specHash":""}"#
+        );
+        assert_eq!(serde_json::from_str::<ObjectStatus>(&json).unwrap(), o);
+        let mut s = Status::default();
+        s.event("b", EventType::Warning, "StopFailed", "x");
+        assert!(
+            serde_json::to_string(&s.events[0])
+                .unwrap()
+                .contains(r#""type":"Warning""#)
+        );
+        // Padded like the strings `describe` used to print.
+        assert_eq!(format!("{:<7}|", EventType::Normal), "Normal |");
+    }
+
+    #[test]
+    fn a_reason_written_by_another_version_does_not_lose_the_status() {
+        let c: Condition = serde_json::from_str(
+            r#"{"type":"Ready","status":"True","reason":"SomethingNew","message":"","lastTransitionTime":"t"}"#,
+        )
+        .unwrap();
+        assert_eq!(c.reason, Reason::Unrecognized);
     }
 
     #[test]
@@ -257,7 +477,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut s = Status::default();
         for i in 0..(MAX_EVENTS + 10) {
-            s.event("a", "Normal", "Started", format!("{i}"));
+            s.event("a", EventType::Normal, "Started", format!("{i}"));
         }
         assert_eq!(s.events.len(), MAX_EVENTS);
         let p = d.path().join("status.json");
@@ -270,27 +490,18 @@ mod tests {
     fn a_deleted_manifest_leaves_nothing_in_status() {
         let mut s = Status::default();
         for n in ["gone", "kept"] {
-            s.objects.insert(
-                n.into(),
-                ObjectStatus {
-                    kind: "Service".into(),
-                    name: n.into(),
-                    file: format!("/m/{n}.yaml").into(),
-                    conditions: vec![],
-                    unit: None,
-                    failures: 0,
-                    spec_hash: String::new(),
-                },
-            );
+            let file = PathBuf::from(format!("/m/{n}.yaml"));
+            s.objects
+                .insert(n.into(), ObjectStatus::new(Kind::Service, n, &file));
             s.config.insert(n.into(), ConfigState::default());
             s.event(
                 n,
-                "Warning",
+                EventType::Warning,
                 "ReloadFailed",
                 format!("{n} POST http://u:***@h/"),
             );
         }
-        s.event(OPERATOR, "Warning", "ReconcileError", "bus gone");
+        s.event(OPERATOR, EventType::Warning, "ReconcileError", "bus gone");
         s.retain_objects(&["kept".to_string()].into());
         assert_eq!(s.objects.keys().collect::<Vec<_>>(), vec!["kept"]);
         assert_eq!(s.config.keys().collect::<Vec<_>>(), vec!["kept"]);

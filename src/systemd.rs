@@ -6,7 +6,7 @@
 //! `JobRemoved` stream *before* queueing any job, key jobs by object path,
 //! treat any result but `done` as failure, and give every wait a deadline.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -14,7 +14,9 @@ use zbus::{Connection, MatchRule, MessageStream, proxy::CacheProperties};
 use zbus::{OwnedObjectPath, OwnedVariant as OwnedValue, Variant as Value};
 use zbus_systemd::systemd1::{ManagerProxy, UnitProxy};
 
-use crate::plan::{LiveLimits, LiveUnit, WantedLimits};
+pub use crate::manager::{JobKind, JobStream, QueuedJob, UserManager};
+use crate::manager::{ListedUnits, ServiceResult, UnitPath};
+use crate::plan::{LiveLimits, LiveUnit};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SystemdError {
@@ -101,50 +103,6 @@ pub struct Systemd {
     subscribed: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// What a job verb was, for messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobKind {
-    Start,
-    Stop,
-    Restart,
-}
-
-impl JobKind {
-    fn verb(self) -> &'static str {
-        match self {
-            JobKind::Start => "start",
-            JobKind::Stop => "stop",
-            JobKind::Restart => "restart",
-        }
-    }
-}
-
-/// A queued job we are waiting for.
-#[derive(Debug, Clone)]
-pub struct QueuedJob {
-    pub path: OwnedObjectPath,
-    pub unit: String,
-    pub kind: JobKind,
-}
-
-/// `JobRemoved` signals, opened before jobs are queued.
-///
-/// The signal stream is drained by its own task into an unbounded channel:
-/// a bounded zbus queue that nobody reads while we queue hundreds of jobs
-/// would stall the connection (and with it the replies we wait for).
-pub struct JobStream {
-    rx: tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
-    drain: tokio::task::JoinHandle<()>,
-    /// Results seen for jobs not (yet) waited for, by object path.
-    seen: HashMap<String, String>,
-}
-
-impl Drop for JobStream {
-    fn drop(&mut self) {
-        self.drain.abort();
-    }
-}
-
 /// Decode a unit object path (`/org/freedesktop/systemd1/unit/web_2eservice`)
 /// into its unit name.
 pub fn unit_name_from_path(path: &str) -> Option<String> {
@@ -171,37 +129,24 @@ impl Systemd {
     /// # Errors
     /// [`SystemdError::Connect`] when the bus or the manager is unreachable.
     pub async fn connect(address: Option<&str>) -> Result<Systemd, SystemdError> {
-        let addr = address
-            .map(str::to_string)
-            .or_else(default_bus_address)
-            .unwrap_or_else(|| "(session bus)".into());
-        let builder = match address.map(str::to_string).or_else(default_bus_address) {
+        let address = address.map(str::to_string).or_else(default_bus_address);
+        let shown = address.clone().unwrap_or_else(|| "(session bus)".into());
+        let connect_err = |source| SystemdError::Connect {
+            address: shown.clone(),
+            source,
+        };
+        let builder = match &address {
             Some(a) => zbus::connection::Builder::address(a.as_str()),
             None => zbus::connection::Builder::session(),
         };
-        let conn = builder
-            .build()
-            .await
-            .map_err(|source| SystemdError::Connect {
-                address: addr.clone(),
-                source,
-            })?;
+        let conn = builder.build().await.map_err(connect_err)?;
         let manager = ManagerProxy::builder(&conn)
             .cache_properties(CacheProperties::No)
             .build()
             .await
-            .map_err(|source| SystemdError::Connect {
-                address: addr.clone(),
-                source,
-            })?;
+            .map_err(connect_err)?;
         // Fail now, with the connect error, if nobody answers for systemd.
-        manager
-            .version()
-            .await
-            .map_err(|source| SystemdError::Connect {
-                address: addr.clone(),
-                source,
-            })?;
+        manager.version().await.map_err(connect_err)?;
         Ok(Systemd {
             conn,
             manager,
@@ -211,38 +156,6 @@ impl Systemd {
 
     pub fn connection(&self) -> &Connection {
         &self.conn
-    }
-
-    /// Ask for signals and open the `JobRemoved` stream. Call before
-    /// queueing jobs.
-    pub async fn job_stream(&self) -> Result<JobStream, SystemdError> {
-        let stream = call(
-            "receive JobRemoved",
-            None,
-            self.manager.receive_job_removed().await,
-        )?;
-        // Once subscribed, the operator renews per pass without waiting.
-        if !self.subscribed.load(std::sync::atomic::Ordering::Relaxed) {
-            self.subscribe().await?;
-        }
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let drain = tokio::spawn(async move {
-            let mut stream = stream;
-            while let Some(sig) = stream.next().await {
-                if let Ok(args) = sig.args()
-                    && tx
-                        .send((args.job().as_str().to_string(), args.result().to_string()))
-                        .is_err()
-                {
-                    break;
-                }
-            }
-        });
-        Ok(JobStream {
-            rx,
-            drain,
-            seen: HashMap::new(),
-        })
     }
 
     /// `Subscribe`, tolerating "already subscribed" (systemd forgets
@@ -277,10 +190,6 @@ impl Systemd {
         });
     }
 
-    pub async fn unit_path(&self) -> Result<Vec<String>, SystemdError> {
-        call("UnitPath", None, self.manager.unit_path().await)
-    }
-
     /// Check that `dir` is on the manager's unit search path.
     pub async fn check_unit_dir(&self, dir: &std::path::Path) -> Result<(), SystemdError> {
         let paths = self.unit_path().await?;
@@ -299,38 +208,6 @@ impl Systemd {
         }
     }
 
-    /// State of many units in one call.
-    pub async fn list_units(
-        &self,
-        names: &[String],
-    ) -> Result<BTreeMap<String, (LiveUnit, OwnedObjectPath)>, SystemdError> {
-        let mut out = BTreeMap::new();
-        if names.is_empty() {
-            return Ok(out);
-        }
-        let rows = call(
-            "ListUnitsByNames",
-            None,
-            self.manager.list_units_by_names(names.to_vec()).await,
-        )?;
-        for (name, _desc, load, active, sub, _followed, path, job_id, _jt, _jp) in rows {
-            out.insert(
-                name,
-                (
-                    LiveUnit {
-                        load_state: load,
-                        active_state: active,
-                        sub_state: sub,
-                        job_pending: job_id != 0,
-                        ..Default::default()
-                    },
-                    path,
-                ),
-            );
-        }
-        Ok(out)
-    }
-
     async fn unit_proxy(&self, path: &OwnedObjectPath) -> Result<UnitProxy<'static>, SystemdError> {
         call(
             "unit proxy",
@@ -344,46 +221,6 @@ impl Systemd {
             }
             .await,
         )
-    }
-
-    pub async fn fragment_path(
-        &self,
-        unit: &str,
-        path: &OwnedObjectPath,
-    ) -> Result<String, SystemdError> {
-        let p = self.unit_proxy(path).await?;
-        call("FragmentPath", Some(unit), p.fragment_path().await)
-    }
-
-    pub async fn need_daemon_reload(
-        &self,
-        unit: &str,
-        path: &OwnedObjectPath,
-    ) -> Result<bool, SystemdError> {
-        let p = self.unit_proxy(path).await?;
-        call("NeedDaemonReload", Some(unit), p.need_daemon_reload().await)
-    }
-
-    /// Live limits of a service unit.
-    pub async fn live_limits(
-        &self,
-        unit: &str,
-        path: &OwnedObjectPath,
-    ) -> Result<LiveLimits, SystemdError> {
-        let all = self
-            .get_all(unit, path, "org.freedesktop.systemd1.Service")
-            .await?;
-        let g = |k: &str| {
-            all.get(k)
-                .and_then(|v| u64::try_from(v).ok())
-                .unwrap_or(u64::MAX)
-        };
-        Ok(LiveLimits {
-            memory_max: g("MemoryMax"),
-            memory_high: g("MemoryHigh"),
-            cpu_quota_per_sec_usec: g("CPUQuotaPerSecUSec"),
-            tasks_max: g("TasksMax"),
-        })
     }
 
     /// All properties of one interface of a unit, in one call.
@@ -412,7 +249,119 @@ impl Systemd {
         )
     }
 
-    pub async fn load_unit(&self, unit: &str) -> Result<OwnedObjectPath, SystemdError> {
+    async fn service_properties(
+        &self,
+        unit: &str,
+        path: &OwnedObjectPath,
+    ) -> Result<HashMap<String, OwnedValue>, SystemdError> {
+        self.get_all(unit, path, "org.freedesktop.systemd1.Service")
+            .await
+    }
+}
+
+/// `EnableUnitFiles` or `DisableUnitFiles` of `units`: `call` (which
+/// sends nothing until awaited) is not made for an empty list.
+async fn unit_files_call<T>(
+    method: &'static str,
+    units: &[String],
+    call_: impl std::future::Future<Output = zbus::Result<T>>,
+) -> Result<(), SystemdError> {
+    let Some(first) = units.first() else {
+        return Ok(());
+    };
+    call(method, Some(first), call_.await.map(drop))
+}
+
+/// The first program of an `ExecStart=` property value.
+fn exec_start_program(exec: &OwnedValue) -> Option<String> {
+    let Value::Array(a) = Value::from(exec.clone()) else {
+        return None;
+    };
+    let Some(Value::Structure(s)) = a.iter().next() else {
+        return None;
+    };
+    match s.fields().first() {
+        Some(Value::Str(prog)) => Some(prog.to_string()),
+        _ => None,
+    }
+}
+
+impl UserManager for Systemd {
+    async fn unit_path(&self) -> Result<Vec<String>, SystemdError> {
+        call("UnitPath", None, self.manager.unit_path().await)
+    }
+
+    async fn list_units(&self, names: &[String]) -> Result<ListedUnits, SystemdError> {
+        let mut out = BTreeMap::new();
+        if names.is_empty() {
+            return Ok(out);
+        }
+        let rows = call(
+            "ListUnitsByNames",
+            None,
+            self.manager.list_units_by_names(names.to_vec()).await,
+        )?;
+        for (name, _desc, load, active, sub, _followed, path, job_id, _jt, _jp) in rows {
+            let unit = LiveUnit {
+                load_state: load,
+                active_state: active,
+                sub_state: sub,
+                job_pending: job_id != 0,
+                ..Default::default()
+            };
+            out.insert(name, (unit, path));
+        }
+        Ok(out)
+    }
+
+    async fn fragment_path(&self, unit: &str, path: &UnitPath) -> Result<String, SystemdError> {
+        let p = self.unit_proxy(path).await?;
+        call("FragmentPath", Some(unit), p.fragment_path().await)
+    }
+
+    async fn need_daemon_reload(&self, unit: &str, path: &UnitPath) -> Result<bool, SystemdError> {
+        let p = self.unit_proxy(path).await?;
+        call("NeedDaemonReload", Some(unit), p.need_daemon_reload().await)
+    }
+
+    async fn live_limits(&self, unit: &str, path: &UnitPath) -> Result<LiveLimits, SystemdError> {
+        let all = self.service_properties(unit, path).await?;
+        let g = |k: &str| {
+            all.get(k)
+                .and_then(|v| u64::try_from(v).ok())
+                .unwrap_or(u64::MAX)
+        };
+        Ok(LiveLimits {
+            memory_max: g("MemoryMax"),
+            memory_high: g("MemoryHigh"),
+            cpu_quota_per_sec_usec: g("CPUQuotaPerSecUSec"),
+            tasks_max: g("TasksMax"),
+        })
+    }
+
+    async fn service_result(
+        &self,
+        unit: &str,
+        path: &UnitPath,
+    ) -> Result<ServiceResult, SystemdError> {
+        let all = self.service_properties(unit, path).await?;
+        let int = |k: &str| all.get(k).and_then(|v| i32::try_from(v).ok()).unwrap_or(0);
+        Ok(ServiceResult {
+            result: all
+                .get("Result")
+                .and_then(|v| String::try_from(v.clone()).ok())
+                .unwrap_or_default(),
+            code: int("ExecMainCode"),
+            status: int("ExecMainStatus"),
+            pid: all
+                .get("ExecMainPID")
+                .and_then(|v| u32::try_from(v).ok())
+                .unwrap_or(0),
+            program: all.get("ExecStart").and_then(exec_start_program),
+        })
+    }
+
+    async fn load_unit(&self, unit: &str) -> Result<UnitPath, SystemdError> {
         call(
             "LoadUnit",
             Some(unit),
@@ -420,43 +369,25 @@ impl Systemd {
         )
     }
 
-    /// `daemon-reload`. The reply comes after the reload has finished.
-    pub async fn reload(&self) -> Result<(), SystemdError> {
+    async fn reload(&self) -> Result<(), SystemdError> {
         call("Reload", None, self.manager.reload().await)
     }
 
-    pub async fn enable(&self, units: &[String]) -> Result<(), SystemdError> {
-        if units.is_empty() {
-            return Ok(());
-        }
-        call(
-            "EnableUnitFiles",
-            units.first().map(String::as_str),
-            self.manager
-                .enable_unit_files(units.to_vec(), false, true)
-                .await,
-        )?;
-        Ok(())
+    async fn enable(&self, units: &[String]) -> Result<(), SystemdError> {
+        let enable = self.manager.enable_unit_files(units.to_vec(), false, true);
+        unit_files_call("EnableUnitFiles", units, enable).await
     }
 
-    pub async fn disable(&self, units: &[String]) -> Result<(), SystemdError> {
-        if units.is_empty() {
-            return Ok(());
-        }
-        call(
-            "DisableUnitFiles",
-            units.first().map(String::as_str),
-            self.manager.disable_unit_files(units.to_vec(), false).await,
-        )?;
-        Ok(())
+    async fn disable(&self, units: &[String]) -> Result<(), SystemdError> {
+        let disable = self.manager.disable_unit_files(units.to_vec(), false);
+        unit_files_call("DisableUnitFiles", units, disable).await
     }
 
-    pub async fn reset_failed(&self, unit: &str) {
+    async fn reset_failed(&self, unit: &str) {
         let _ = self.manager.reset_failed_unit(unit.to_string()).await;
     }
 
-    /// The manager's `DefaultTasksMax`: `TasksMax` of a unit that sets none.
-    pub async fn default_tasks_max(&self) -> Result<u64, SystemdError> {
+    async fn default_tasks_max(&self) -> Result<u64, SystemdError> {
         call(
             "DefaultTasksMax",
             None,
@@ -464,24 +395,7 @@ impl Systemd {
         )
     }
 
-    /// Compare a unit's live limits with the wanted ones, after an apply.
-    ///
-    /// Returns what differs (empty when all match).
-    ///
-    /// # Errors
-    /// The unit or its properties cannot be read.
-    pub async fn limit_differences(
-        &self,
-        unit: &str,
-        wanted: &WantedLimits,
-    ) -> Result<Vec<String>, SystemdError> {
-        let path = self.load_unit(unit).await?;
-        let live = self.live_limits(unit, &path).await?;
-        Ok(wanted.differences(&live))
-    }
-
-    /// Send a signal to the unit's main process (a `reload.signal`).
-    pub async fn kill_main(&self, unit: &str, signal: i32) -> Result<(), SystemdError> {
+    async fn kill_main(&self, unit: &str, signal: i32) -> Result<(), SystemdError> {
         call(
             "KillUnit",
             Some(unit),
@@ -491,8 +405,7 @@ impl Systemd {
         )
     }
 
-    /// `systemctl reload`: the unit's own `ExecReload=`, for adopted units.
-    pub async fn reload_unit(&self, unit: &str) -> Result<(), SystemdError> {
+    async fn reload_unit(&self, unit: &str) -> Result<(), SystemdError> {
         let mut js = self.job_stream().await?;
         let path = call(
             "ReloadUnit",
@@ -502,7 +415,7 @@ impl Systemd {
                 .await,
         )?;
         let job = QueuedJob {
-            path,
+            path: path.to_string(),
             unit: unit.to_string(),
             kind: JobKind::Restart,
         };
@@ -511,194 +424,48 @@ impl Systemd {
             .remove(0)
     }
 
-    /// Queue a job; the caller must hold a [`JobStream`] opened earlier.
-    pub async fn queue(&self, unit: &str, kind: JobKind) -> Result<QueuedJob, SystemdError> {
-        let mode = "replace".to_string();
-        let r = match kind {
-            JobKind::Start => self.manager.start_unit(unit.to_string(), mode).await,
-            JobKind::Stop => self.manager.stop_unit(unit.to_string(), mode).await,
-            JobKind::Restart => self.manager.restart_unit(unit.to_string(), mode).await,
-        };
-        let path = call(
-            match kind {
-                JobKind::Start => "StartUnit",
-                JobKind::Stop => "StopUnit",
-                JobKind::Restart => "RestartUnit",
-            },
-            Some(unit),
-            r,
+    async fn job_stream(&self) -> Result<JobStream, SystemdError> {
+        let stream = call(
+            "receive JobRemoved",
+            None,
+            self.manager.receive_job_removed().await,
         )?;
+        // Once subscribed, the operator renews per pass without waiting.
+        if !self.subscribed.load(std::sync::atomic::Ordering::Relaxed) {
+            self.subscribe().await?;
+        }
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let drain = tokio::spawn(async move {
+            let mut stream = stream;
+            while let Some(sig) = stream.next().await {
+                if let Ok(args) = sig.args()
+                    && tx
+                        .send((args.job().as_str().to_string(), args.result().to_string()))
+                        .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Ok(JobStream::new(rx, Some(drain)))
+    }
+
+    async fn queue(&self, unit: &str, kind: JobKind) -> Result<QueuedJob, SystemdError> {
+        let (mode, name) = ("replace".to_string(), unit.to_string());
+        let (method, r) = match kind {
+            JobKind::Start => ("StartUnit", self.manager.start_unit(name, mode).await),
+            JobKind::Stop => ("StopUnit", self.manager.stop_unit(name, mode).await),
+            JobKind::Restart => ("RestartUnit", self.manager.restart_unit(name, mode).await),
+        };
         Ok(QueuedJob {
-            path,
+            path: call(method, Some(unit), r)?.to_string(),
             unit: unit.to_string(),
             kind,
         })
     }
 
-    /// Why a failed service failed: `(reason, message)` for its Ready
-    /// condition. An OOM kill is reported as `OOMKilled` — from systemd's
-    /// `Result=oom-kill` (cgroup v2), or, on cgroup v1 where systemd only
-    /// sees a SIGKILL, confirmed from the kernel log when it is readable.
-    pub async fn failure_details(
-        &self,
-        unit: &str,
-        path: &OwnedObjectPath,
-        memory_max: Option<u64>,
-    ) -> Option<(String, String)> {
-        let all = self
-            .get_all(unit, path, "org.freedesktop.systemd1.Service")
-            .await
-            .ok()?;
-        let result = all
-            .get("Result")
-            .and_then(|v| String::try_from(v.clone()).ok())
-            .unwrap_or_default();
-        let code = all
-            .get("ExecMainCode")
-            .and_then(|v| i32::try_from(v).ok())
-            .unwrap_or(0);
-        let status = all
-            .get("ExecMainStatus")
-            .and_then(|v| i32::try_from(v).ok())
-            .unwrap_or(0);
-        let pid = all
-            .get("ExecMainPID")
-            .and_then(|v| u32::try_from(v).ok())
-            .unwrap_or(0);
-        let limit = memory_max
-            .map(|b| format!(" (memoryMax {})", crate::render::human_bytes(b)))
-            .unwrap_or_default();
-        let journal = format!("see `journalctl --user -u {unit}`");
-        if result == "oom-kill" {
-            return Some((
-                "OOMKilled".into(),
-                format!(
-                    "{unit} was killed by the kernel OOM killer: it used all the memory it may{limit}; raise resources.memoryMax or find the leak; {journal}"
-                ),
-            ));
-        }
-        // CLD_KILLED = 2
-        if result == "signal" && code == 2 && status == libc::SIGKILL && pid > 0 {
-            match kernel_log_oom_kill(pid) {
-                Some(true) => {
-                    return Some((
-                        "OOMKilled".into(),
-                        format!(
-                            "{unit} was killed by the kernel OOM killer (PID {pid}): it used all the memory it may{limit}; raise resources.memoryMax or find the leak; {journal}"
-                        ),
-                    ));
-                }
-                _ if memory_max.is_some() => {
-                    return Some((
-                        "Killed".into(),
-                        format!(
-                            "{unit} was killed by SIGKILL (PID {pid}), most likely for exceeding its memory limit{limit}; {journal}"
-                        ),
-                    ));
-                }
-                _ => {}
-            }
-        }
-        let detail = match (result.as_str(), code) {
-            ("exit-code", _) => format!("exited with status {status}"),
-            ("signal" | "core-dump", _) => format!("was killed by signal {status}"),
-            ("timeout", _) => "timed out".to_string(),
-            ("start-limit-hit", _) => "restarted too often (start limit hit)".to_string(),
-            ("success", _) | ("", _) => return None,
-            (other, _) => format!("failed ({other})"),
-        };
-        Some(("Failed".into(), format!("{unit} {detail}; {journal}")))
-    }
-
-    /// Why a unit failed, for a job failure message.
-    pub async fn failure_hint(&self, unit: &str) -> String {
-        let Ok(path) = self.manager.get_unit(unit.to_string()).await else {
-            return String::new();
-        };
-        let Ok(all) = self
-            .get_all(unit, &path, "org.freedesktop.systemd1.Service")
-            .await
-        else {
-            return String::new();
-        };
-        let result = all
-            .get("Result")
-            .and_then(|v| String::try_from(v.clone()).ok())
-            .unwrap_or_default();
-        let status = all
-            .get("ExecMainStatus")
-            .and_then(|v| i32::try_from(v).ok())
-            .unwrap_or(0);
-        let mut hint = String::new();
-        if !result.is_empty() && result != "success" {
-            hint.push_str(&format!(" (service result {result}"));
-            if status != 0 {
-                hint.push_str(&format!(", exit status {status}"));
-            }
-            hint.push(')');
-        }
-        if let Some(exec) = all.get("ExecStart")
-            && let Value::Array(a) = Value::from(exec.clone())
-            && let Some(Value::Structure(s)) = a.iter().next()
-            && let Some(Value::Str(prog)) = s.fields().first()
-            && !std::path::Path::new(prog.as_str()).exists()
-        {
-            hint.push_str(&format!(
-                "; {prog} does not exist — install it or fix spec.command"
-            ));
-        }
-        hint.push_str(&format!("; see `journalctl --user -u {unit}`"));
-        hint
-    }
-}
-
-impl JobStream {
-    /// Wait for all `jobs` to be removed, each within `timeout`.
-    /// Returns one result per job, in order.
-    pub async fn wait(
-        &mut self,
-        sd: &Systemd,
-        jobs: &[QueuedJob],
-        timeout: Duration,
-    ) -> Vec<Result<(), SystemdError>> {
-        let mut pending: HashSet<String> =
-            jobs.iter().map(|j| j.path.as_str().to_string()).collect();
-        pending.retain(|p| !self.seen.contains_key(p));
-        let deadline = tokio::time::Instant::now() + timeout;
-        while !pending.is_empty() {
-            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Some((p, result))) => {
-                    pending.remove(&p);
-                    self.seen.insert(p, result);
-                }
-                Ok(None) | Err(_) => break,
-            }
-        }
-        let mut out = Vec::with_capacity(jobs.len());
-        for j in jobs {
-            match self.seen.remove(j.path.as_str()) {
-                Some(r) if r == "done" => out.push(Ok(())),
-                Some(result) => {
-                    let hint = if j.kind == JobKind::Stop {
-                        String::new()
-                    } else {
-                        sd.failure_hint(&j.unit).await
-                    };
-                    out.push(Err(SystemdError::JobFailed {
-                        verb: j.kind.verb(),
-                        unit: j.unit.clone(),
-                        result,
-                        hint,
-                    }))
-                }
-                None => out.push(Err(SystemdError::JobTimeout {
-                    verb: j.kind.verb(),
-                    unit: j.unit.clone(),
-                    timeout,
-                })),
-            }
-        }
-        out
+    fn as_systemd(&self) -> Option<&Systemd> {
+        Some(self)
     }
 }
 

@@ -14,11 +14,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::manager::{JobKind, JobStream, QueuedJob, UserManager};
 use crate::manifest::{OnConfigChange, ReloadMethod};
 use crate::reconcile::Reconciler;
 use crate::reload::{self, ReloadOutcome};
-use crate::status::{ConfigState, Status};
-use crate::systemd::{JobKind, JobStream, QueuedJob, Systemd};
+use crate::status::{ConfigState, EventType, Reason, Status};
 
 /// One object's wait (or, for start jobs, one batch's).
 #[derive(Debug)]
@@ -126,7 +126,12 @@ impl Work {
 
     /// Do the work. Never touches status: the outcome is folded in by
     /// [`Reconciler::finish`] under the state lock.
-    pub async fn run(self, sd: Systemd, http: reqwest::Client, job_timeout: Duration) -> Outcome {
+    pub async fn run(
+        self,
+        sd: impl UserManager,
+        http: reqwest::Client,
+        job_timeout: Duration,
+    ) -> Outcome {
         match self {
             Work::Readiness { name, url, timeout } => Outcome::Readiness {
                 result: reload::wait_ready(&http, &url, timeout).await,
@@ -176,7 +181,7 @@ impl Outcome {
 
 async fn run_config(
     w: &ConfigWork,
-    sd: &Systemd,
+    sd: &impl UserManager,
     http: &reqwest::Client,
     job_timeout: Duration,
 ) -> ConfigResult {
@@ -217,7 +222,11 @@ async fn run_config(
     }
 }
 
-async fn restart(sd: &Systemd, unit: &str, timeout: Duration) -> Result<ReloadOutcome, String> {
+async fn restart(
+    sd: &impl UserManager,
+    unit: &str,
+    timeout: Duration,
+) -> Result<ReloadOutcome, String> {
     let mut js = sd.job_stream().await.map_err(|e| e.to_string())?;
     let j = sd
         .queue(unit, JobKind::Restart)
@@ -241,48 +250,24 @@ impl Reconciler {
         match outcome {
             Outcome::Readiness { name, result } => {
                 self.waiting_ready.remove(&name);
-                match result {
-                    Ok(()) => {
-                        if self
-                            .config_issue
-                            .get(&name)
-                            .is_some_and(|(r, _)| r == "NotReady")
-                        {
-                            self.config_issue.remove(&name);
-                        }
-                        self.probes.insert(name, Ok(()));
-                    }
-                    Err(e) => {
-                        status.event(&name, "Warning", "NotReady", e.clone());
-                        self.probes.insert(name.clone(), Err(e.clone()));
-                        self.config_issue.insert(name, ("NotReady".into(), e));
-                    }
+                // Not ready in time after a start: the Service is not Ready.
+                if let Err(e) = &result {
+                    status.event(&name, EventType::Warning, "NotReady", e.clone());
+                    let issue = (Reason::NotReady, e.clone());
+                    self.config_issue.insert(name.clone(), issue);
                 }
+                self.probed(name, result);
                 None
             }
             Outcome::Probe { name, result } => {
-                if result.is_ok()
-                    && self
-                        .config_issue
-                        .get(&name)
-                        .is_some_and(|(r, _)| r == "NotReady")
-                {
-                    self.config_issue.remove(&name);
-                }
-                self.probes.insert(name, result);
+                self.probed(name, result);
                 None
             }
             Outcome::Config { work, result } => Some(self.finish_config(*work, result, status)),
             Outcome::Jobs { results, .. } => {
                 for (j, r) in results {
-                    crate::reconcile::job_event(
-                        status,
-                        &j.manifest,
-                        &j.job.unit,
-                        j.job.kind,
-                        &j.reason,
-                        &r,
-                    );
+                    let (unit, kind) = (&j.job.unit, j.job.kind);
+                    crate::reconcile::job_event(status, &j.manifest, unit, kind, &j.reason, &r);
                     if let Err(e) = r {
                         self.start_failed(&j.manifest, &e, status);
                     }
@@ -292,6 +277,19 @@ impl Reconciler {
         }
     }
 
+    /// Remember a readiness probe's result; a success clears a
+    /// `NotReady` issue.
+    fn probed(&mut self, name: String, result: Result<(), String>) {
+        let not_ready = self
+            .config_issue
+            .get(&name)
+            .is_some_and(|(r, _)| *r == Reason::NotReady);
+        if result.is_ok() && not_ready {
+            self.config_issue.remove(&name);
+        }
+        self.probes.insert(name, result);
+    }
+
     fn finish_config(
         &mut self,
         w: ConfigWork,
@@ -299,88 +297,87 @@ impl Reconciler {
         status: &mut Status,
     ) -> (String, ReloadOutcome) {
         let name = w.name.clone();
-        match result {
+        let outcome = match result {
             ConfigResult::Invalid(e) => {
-                status.event(
-                    &name,
-                    "Warning",
-                    "ConfigInvalid",
-                    format!("config change not applied: {e}"),
-                );
-                self.rejected_config
-                    .insert(name.clone(), (w.hash.clone(), e.clone()));
-                self.config_issue.insert(
-                    name.clone(),
-                    (
-                        "ConfigInvalid".into(),
-                        format!(
-                            "config change not applied; the service keeps running on its previous config. {e}"
-                        ),
-                    ),
-                );
-                (name, ReloadOutcome::Invalid(e))
+                self.config_refused(&w, &e, status);
+                ReloadOutcome::Invalid(e)
             }
             ConfigResult::Done(o) => {
-                self.rejected_config.remove(&name);
-                let files = w
-                    .config_files
-                    .iter()
-                    .map(|f| f.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let (what, how) = match o {
-                    ReloadOutcome::Restarted => ("Restarted", format!("restarted {}", w.unit)),
-                    ReloadOutcome::Recorded => (
-                        "ConfigRecorded",
-                        "onConfigChange is none: recorded only".to_string(),
-                    ),
-                    _ => (
-                        "Reloaded",
-                        format!("reloaded via {}", reload::describe_method(&w.reload)),
-                    ),
-                };
-                status.event(
-                    &name,
-                    "Normal",
-                    what,
-                    format!("config changed ({files}): {how}"),
-                );
-                status.config.insert(
-                    name.clone(),
-                    ConfigState {
-                        applied: w.hash.clone(),
-                        failing: false,
-                    },
-                );
-                self.reload_retry.remove(&name);
-                self.config_issue.remove(&name);
-                (name, o)
+                self.config_applied(&w, &o, status);
+                o
             }
             ConfigResult::Failed(e) => {
-                self.rejected_config.remove(&name);
-                let retry = self.reload_retry.entry(name.clone()).or_default();
-                let delay = retry.failed();
-                let attempts = retry.attempts;
-                status.event(
-                    &name,
-                    "Warning",
-                    "ReloadFailed",
-                    format!("{e}; retrying in {delay:.1?}"),
-                );
-                if let Some(c) = status.config.get_mut(&name) {
-                    c.failing = true;
-                }
-                self.config_issue.insert(
-                    name.clone(),
-                    (
-                        "ReloadFailed".into(),
-                        format!(
-                            "{e} (attempt {attempts}; next retry in {delay:.1?}, with exponential backoff)"
-                        ),
-                    ),
-                );
-                (name, ReloadOutcome::Failed(e))
+                self.config_reload_failed(&w, &e, status);
+                ReloadOutcome::Failed(e)
             }
+        };
+        (name, outcome)
+    }
+
+    /// The validator refused the new content: not validated again until
+    /// it changes; the service keeps its previous config.
+    fn config_refused(&mut self, w: &ConfigWork, e: &str, status: &mut Status) {
+        let name = &w.name;
+        let msg = format!("config change not applied: {e}");
+        status.event(name, EventType::Warning, "ConfigInvalid", msg);
+        self.rejected_config
+            .insert(name.clone(), (w.hash.clone(), e.to_string()));
+        let issue = format!(
+            "config change not applied; the service keeps running on its previous config. {e}"
+        );
+        self.config_issue
+            .insert(name.clone(), (Reason::ConfigInvalid, issue));
+    }
+
+    /// The change was reloaded, restarted or recorded.
+    fn config_applied(&mut self, w: &ConfigWork, o: &ReloadOutcome, status: &mut Status) {
+        let name = &w.name;
+        self.rejected_config.remove(name);
+        let files = w
+            .config_files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (what, how) = match o {
+            ReloadOutcome::Restarted => ("Restarted", format!("restarted {}", w.unit)),
+            ReloadOutcome::Recorded => (
+                "ConfigRecorded",
+                "onConfigChange is none: recorded only".to_string(),
+            ),
+            _ => (
+                "Reloaded",
+                format!("reloaded via {}", reload::describe_method(&w.reload)),
+            ),
+        };
+        let msg = format!("config changed ({files}): {how}");
+        status.event(name, EventType::Normal, what, msg);
+        let state = ConfigState {
+            applied: w.hash.clone(),
+            failing: false,
+        };
+        status.config.insert(name.clone(), state);
+        self.reload_retry.remove(name);
+        self.config_issue.remove(name);
+    }
+
+    /// Reloading failed: retried with backoff, and reloaded again even if
+    /// the content is reverted.
+    fn config_reload_failed(&mut self, w: &ConfigWork, e: &str, status: &mut Status) {
+        let name = &w.name;
+        self.rejected_config.remove(name);
+        let retry = self.reload_retry.entry(name.clone()).or_default();
+        let delay = retry.failed();
+        let attempts = retry.attempts;
+        let msg = format!("{e}; retrying in {delay:.1?}");
+        status.event(name, EventType::Warning, "ReloadFailed", msg);
+        if let Some(c) = status.config.get_mut(name) {
+            c.failing = true;
         }
+        let issue = format!(
+            "{e} (attempt {attempts}; next retry in {delay:.1?}, with exponential backoff)"
+        );
+        self.config_issue
+            .insert(name.clone(), (Reason::ReloadFailed, issue));
     }
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 use super::{CliError, CliResult, Output};
 use crate::locations::Locations;
 use crate::manifest::{self, LoadedSet};
-use crate::status::{ObjectStatus, Status};
-use crate::systemd::Systemd;
+use crate::status::{ConditionStatus, ObjectStatus, Reason, Status};
+use crate::systemd::{Systemd, UserManager as _};
 
 /// Properties of a unit as systemd reports them over D-Bus.
 type Props = HashMap<String, zbus::OwnedVariant>;
@@ -28,29 +28,15 @@ async fn current_status(loc: &Locations) -> Status {
     status
 }
 
-/// An object with no conditions yet, for a manifest the status does not know.
-fn new_object(kind: &str, name: &str, file: &std::path::Path) -> ObjectStatus {
-    ObjectStatus {
-        kind: kind.to_owned(),
-        name: name.to_owned(),
-        file: file.to_path_buf(),
-        conditions: vec![],
-        unit: None,
-        failures: 0,
-        spec_hash: String::new(),
-    }
-}
-
 /// Adds manifests not applied yet, marks invalid ones, and drops objects
 /// whose manifest is gone.
 fn overlay_manifests(status: &mut Status, set: &LoadedSet) {
     for m in &set.manifests {
         status.objects.entry(m.name.clone()).or_insert_with(|| {
-            let mut o = new_object(&m.kind().to_string(), &m.name, &m.file);
-            o.set_condition(
-                "Ready",
-                "Unknown",
-                "NotApplied",
+            let mut o = ObjectStatus::new(m.kind(), &m.name, &m.file);
+            o.set_ready(
+                ConditionStatus::Unknown,
+                Reason::NotApplied,
                 "not applied yet; run `unitlet apply` or start `unitlet run`",
             );
             o
@@ -60,11 +46,11 @@ fn overlay_manifests(status: &mut Status, set: &LoadedSet) {
         let o = status
             .objects
             .entry(name.clone())
-            .or_insert_with(|| new_object("Service", name, &err.file));
+            .or_insert_with(|| ObjectStatus::new(manifest::Kind::Service, name, &err.file));
         if o.ready()
-            .is_none_or(|c| c.reason != "Invalid" || !c.message.starts_with(&err.to_string()))
+            .is_none_or(|c| c.reason != Reason::Invalid || !c.message.starts_with(&err.to_string()))
         {
-            o.set_condition("Ready", "False", "Invalid", &err.to_string());
+            o.set_ready(ConditionStatus::False, Reason::Invalid, &err.to_string());
         }
     }
     let present: BTreeSet<&String> = set
@@ -104,57 +90,8 @@ async fn overlay_live_units(loc: &Locations, status: &mut Status) {
                 u.sub_state = "unknown".into();
             }
         }
-        correct_ready(o, live.as_ref().err());
+        o.correct_ready(live.as_ref().err());
     }
-}
-/// The last reconcile's Ready condition may be older than the unit's
-/// state: never show Ready True for a unit that is not running now.
-pub(crate) fn correct_ready(o: &mut ObjectStatus, unreachable: Option<&String>) {
-    let Some(u) = o.unit.clone() else { return };
-    if !o.is_ready() {
-        return;
-    }
-    if let Some(e) = unreachable {
-        o.set_condition(
-            "Ready",
-            "Unknown",
-            "ManagerUnreachable",
-            &format!(
-                "cannot check {} live ({e}); the last reconcile found it ready",
-                u.name
-            ),
-        );
-        return;
-    }
-    let stopped_as_declared = o.ready().is_some_and(|c| c.reason == "Stopped")
-        && matches!(u.active_state.as_str(), "inactive" | "failed");
-    let fine = stopped_as_declared
-        || (u.active_state == "active" && o.ready().is_none_or(|c| c.reason != "Stopped"));
-    if fine {
-        return;
-    }
-    let (reason, what) = match (u.active_state.as_str(), u.sub_state.as_str()) {
-        (_, "auto-restart") => (
-            "Restarting",
-            "is waiting to be restarted by systemd after it exited",
-        ),
-        ("failed", _) => ("Failed", "has failed"),
-        ("activating" | "reloading", _) => ("Starting", "is starting"),
-        ("active", _) => (
-            "NotReconciled",
-            "is running but the manifest wants it stopped",
-        ),
-        _ => ("NotRunning", "is not running"),
-    };
-    o.set_condition(
-        "Ready",
-        "False",
-        reason,
-        &format!(
-            "{} {what} ({}/{}) since the last reconcile; see `journalctl --user -u {}`",
-            u.name, u.active_state, u.sub_state, u.name
-        ),
-    );
 }
 
 /// How fresh a status is, for people.
@@ -185,7 +122,7 @@ fn freshness(status: &Status, operator: Option<u32>) -> String {
 #[derive(serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 struct GetItem<'a> {
-    kind: &'a str,
+    kind: &'a manifest::Kind,
     name: &'a str,
     file: &'a std::path::Path,
     conditions: &'a [crate::status::Condition],
@@ -268,10 +205,9 @@ async fn get_table(
             let c = o.ready();
             vec![
                 o.name.clone(),
-                o.kind.clone(),
-                c.map(|c| c.status.clone())
-                    .unwrap_or_else(|| "Unknown".into()),
-                c.map(|c| c.reason.clone()).unwrap_or_default(),
+                o.kind.to_string(),
+                c.map_or(ConditionStatus::Unknown, |c| c.status).to_string(),
+                c.map(|c| c.reason.to_string()).unwrap_or_default(),
                 o.unit
                     .as_ref()
                     .map(|u| format!("{}/{}", u.active_state, u.sub_state))

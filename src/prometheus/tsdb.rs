@@ -32,7 +32,7 @@ use crate::backup::{SetInfo, SetWriter, Store, VerifiedSet};
 use crate::fsutil::sync_tree;
 use crate::hold::Hold;
 use crate::journal::{self, Journal, Owner, Record, RestoreLock, Step};
-use crate::systemd::{JobKind, Systemd, SystemdError};
+use crate::systemd::{JobKind, Systemd, SystemdError, UserManager as _};
 
 type Result<T, E = PrometheusError> = std::result::Result<T, E>;
 

@@ -2,10 +2,13 @@
 //! as work.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Instant;
 
-use crate::status::Status;
-use crate::systemd::Systemd;
+use tokio::time::Instant;
+
+use crate::manager::UserManager;
+use crate::manifest::{Manifest, ServiceSpec};
+use crate::reload;
+use crate::status::{ConfigState, Reason, Status};
 use crate::work::{ConfigWork, Work};
 
 use super::*;
@@ -43,113 +46,140 @@ impl Reconciler {
     /// restart is handed out as [`Work::Config`].
     pub(super) async fn config_phase(
         &mut self,
-        sd: &Systemd,
+        sd: &impl UserManager,
         prep: &Prepared,
         started: &BTreeSet<String>,
         failures: &BTreeMap<String, String>,
         status: &mut Status,
     ) -> Vec<Work> {
-        use crate::reload;
-        let mut work = Vec::new();
-        let live_names: Vec<String> = prep
+        let with_config: Vec<(&Manifest, &ServiceSpec)> = prep
             .loaded
             .manifests
             .iter()
-            .filter(|m| m.as_service().is_some_and(|s| !s.config_files.is_empty()))
-            .map(|m| format!("{}.service", m.name))
+            .filter_map(|m| Some((m, m.as_service()?)))
+            .filter(|(_, s)| !s.config_files.is_empty())
             .collect();
-        if live_names.is_empty() {
-            return work;
+        let names: Vec<String> = with_config.iter().map(|(m, _)| service_of(m)).collect();
+        if names.is_empty() {
+            return Vec::new();
         }
-        let live = match sd.list_units(&live_names).await {
-            Ok(l) => l,
-            Err(_) => return work,
+        let Ok(live) = sd.list_units(&names).await else {
+            return Vec::new();
         };
-        for m in &prep.loaded.manifests {
-            let Some(s) = m.as_service() else { continue };
-            if s.config_files.is_empty()
-                || failures.contains_key(&m.name)
-                || prep.backing_off.contains(&m.name)
-                || prep.on_hold.contains(&m.name)
-                || prep.plan.conflicts.iter().any(|c| c.manifest == m.name)
+        let mut work = Vec::new();
+        for (m, s) in with_config {
+            let name = &m.name;
+            if failures.contains_key(name)
+                || prep.backing_off.contains(name)
+                || prep.on_hold.contains(name)
+                || prep.plan.conflicts.iter().any(|c| &c.manifest == name)
             {
                 continue;
             }
-            let files = s.config_files.clone();
-            let current = match tokio::task::spawn_blocking(move || reload::config_hash(&files))
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()))
-            {
-                Ok(h) => h,
-                Err(e) => {
-                    self.config_issue
-                        .insert(m.name.clone(), ("ConfigMissing".into(), e));
-                    continue;
-                }
+            let Some(current) = self.current_config(m, s).await else {
+                continue;
             };
-            if self
-                .config_issue
-                .get(&m.name)
-                .is_some_and(|(r, _)| r == "ConfigMissing")
-            {
-                self.config_issue.remove(&m.name);
-            }
-            let unit = format!("{}.service", m.name);
             let running = live
-                .get(&unit)
+                .get(&service_of(m))
                 .is_some_and(|(l, _)| l.active_state == "active");
-            let entry = status.config.get(&m.name).cloned();
-            // A (re)start in this pass loaded the current content: one
-            // restart, never a restart plus a reload.
-            if started.contains(&m.name) || entry.is_none() || !running {
-                if running || started.contains(&m.name) {
-                    status.config.insert(
-                        m.name.clone(),
-                        crate::status::ConfigState {
-                            applied: current.clone(),
-                            failing: false,
-                        },
-                    );
-                    self.reload_retry.remove(&m.name);
-                    self.rejected_config.remove(&m.name);
-                    if self
-                        .config_issue
-                        .get(&m.name)
-                        .is_some_and(|(r, _)| r != "NotReady")
-                    {
-                        self.config_issue.remove(&m.name);
-                    }
+            if started.contains(name) || !running || !status.config.contains_key(name) {
+                // A (re)start in this pass loaded the current content: one
+                // restart, never a restart plus a reload.
+                if running || started.contains(name) {
+                    self.config_loaded(name, current, status);
                 }
                 continue;
             }
-            let entry = entry.expect("checked above");
-            if entry.applied == current && !entry.failing {
-                continue;
-            }
-            if let Some((h, _)) = self.rejected_config.get(&m.name)
-                && *h == current
-            {
-                continue; // still the content the validator refused
-            }
-            if let Some(r) = self.reload_retry.get(&m.name)
-                && !r.due()
-            {
-                continue;
-            }
-            work.push(Work::Config(ConfigWork {
-                name: m.name.clone(),
-                unit,
-                hash: current,
-                config_files: s.config_files.clone(),
-                validate: s
-                    .validate
-                    .as_ref()
-                    .map(|argv| (argv.clone(), reload::validate_dir(m, s))),
-                on_change: s.on_config_change,
-                reload: s.reload.clone(),
-                readiness: s.readiness.as_ref().map(|r| (r.url.clone(), r.timeout)),
-            }));
+            work.extend(self.config_change(m, s, current, status));
         }
         work
     }
+
+    /// The content hash of a Service's config files; `None` (and a
+    /// `ConfigMissing` issue) when one cannot be read.
+    async fn current_config(&mut self, m: &Manifest, s: &ServiceSpec) -> Option<String> {
+        let files = s.config_files.clone();
+        let hash = tokio::task::spawn_blocking(move || reload::config_hash(&files))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        match hash {
+            Ok(h) => {
+                if self
+                    .config_issue
+                    .get(&m.name)
+                    .is_some_and(|(r, _)| *r == Reason::ConfigMissing)
+                {
+                    self.config_issue.remove(&m.name);
+                }
+                Some(h)
+            }
+            Err(e) => {
+                let issue = (Reason::ConfigMissing, e);
+                self.config_issue.insert(m.name.clone(), issue);
+                None
+            }
+        }
+    }
+
+    /// The running process has loaded config `current` (it was just
+    /// started, or is seen for the first time).
+    fn config_loaded(&mut self, name: &str, current: String, status: &mut Status) {
+        let state = ConfigState {
+            applied: current,
+            failing: false,
+        };
+        status.config.insert(name.to_string(), state);
+        self.reload_retry.remove(name);
+        self.rejected_config.remove(name);
+        if self
+            .config_issue
+            .get(name)
+            .is_some_and(|(r, _)| *r != Reason::NotReady)
+        {
+            self.config_issue.remove(name);
+        }
+    }
+
+    /// What a running Service's changed config needs, unless it is the
+    /// content the validator refused or a failed reload is not due yet.
+    fn config_change(
+        &self,
+        m: &Manifest,
+        s: &ServiceSpec,
+        current: String,
+        status: &Status,
+    ) -> Option<Work> {
+        let entry = status.config.get(&m.name)?;
+        if entry.applied == current && !entry.failing {
+            return None;
+        }
+        if self
+            .rejected_config
+            .get(&m.name)
+            .is_some_and(|(h, _)| *h == current)
+        {
+            return None; // still the content the validator refused
+        }
+        if self.reload_retry.get(&m.name).is_some_and(|r| !r.due()) {
+            return None;
+        }
+        Some(Work::Config(ConfigWork {
+            name: m.name.clone(),
+            unit: service_of(m),
+            hash: current,
+            config_files: s.config_files.clone(),
+            validate: s
+                .validate
+                .as_ref()
+                .map(|argv| (argv.clone(), reload::validate_dir(m, s))),
+            on_change: s.on_config_change,
+            reload: s.reload.clone(),
+            readiness: s.readiness.as_ref().map(|r| (r.url.clone(), r.timeout)),
+        }))
+    }
+}
+
+/// A Service manifest's unit.
+fn service_of(m: &Manifest) -> String {
+    format!("{}.service", m.name)
 }

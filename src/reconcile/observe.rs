@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::fsutil;
+use crate::manager::UnitPath;
+use crate::manager::UserManager;
 use crate::manifest::DesiredState;
-use crate::plan::{self, Observed, ObservedFile};
+use crate::plan::{self, LiveUnit, Observed, ObservedFile};
 use crate::render::{self, DesiredUnit, Role};
 use crate::status::Status;
-use crate::systemd::Systemd;
 
 use super::*;
 
@@ -244,10 +245,44 @@ pub(super) fn enable_by_links(
     Ok(true)
 }
 
+/// What only matters for some desired units, fetched only for them:
+/// where the unit is defined (its file differs or is not loaded), whether
+/// systemd has loaded the current file (the last apply is in doubt), and
+/// the live limits (a running service with limits to keep).
+async fn look_closer(
+    sd: &impl UserManager,
+    d: &DesiredUnit,
+    file: Option<&ObservedFile>,
+    unit: &mut LiveUnit,
+    path: &UnitPath,
+    applied: Option<&String>,
+) {
+    let name = &d.name;
+    let differs = file.is_none_or(|f| f.content != d.content);
+    let loaded = unit.load_state == "loaded";
+    if (differs || !loaded) && unit.load_state != "not-found" {
+        unit.fragment_path = Some(sd.fragment_path(name, path).await.unwrap_or_default());
+    }
+    if !differs && loaded && applied != Some(&plan::content_hash(&d.content)) {
+        unit.need_reload = Some(sd.need_daemon_reload(name, path).await.unwrap_or(false));
+    }
+    let should_run = matches!(
+        d.role,
+        Role::Main {
+            state: DesiredState::Running,
+            ..
+        }
+    );
+    let has_limits = plan::has_limit_keys(&d.content) || !unit.limit_dropins.is_empty();
+    if should_run && unit.active_state == "active" && !differs && has_limits {
+        unit.limits = sd.live_limits(name, path).await.ok();
+    }
+}
+
 impl Reconciler {
     pub(super) async fn observe(
         &self,
-        sd: &Systemd,
+        sd: &impl UserManager,
         desired: &[DesiredUnit],
         status: &Status,
     ) -> Result<Observed, ReconcileError> {
@@ -284,36 +319,10 @@ impl Reconciler {
         let mut live = BTreeMap::new();
         for (name, (mut unit, path)) in listed {
             unit.file_state = file_states.get(&name).cloned();
-            let d = desired.iter().find(|d| d.name == name);
-            let file = files.get(&name);
-            if let Some(d) = d {
+            if let Some(d) = desired.iter().find(|d| d.name == name) {
                 unit.limit_dropins = dirs.limit_dropins(&name);
-                let differs = file.is_none_or(|f| f.content != d.content);
-                if (differs || unit.load_state != "loaded") && unit.load_state != "not-found" {
-                    unit.fragment_path =
-                        Some(sd.fragment_path(&name, &path).await.unwrap_or_default());
-                }
-                let applied = status.applied.get(&name);
-                if !differs
-                    && unit.load_state == "loaded"
-                    && applied != Some(&plan::content_hash(&d.content))
-                {
-                    unit.need_reload =
-                        Some(sd.need_daemon_reload(&name, &path).await.unwrap_or(false));
-                }
-                let active = unit.active_state == "active";
-                if matches!(
-                    d.role,
-                    Role::Main {
-                        state: DesiredState::Running,
-                        ..
-                    }
-                ) && active
-                    && !differs
-                    && (plan::has_limit_keys(&d.content) || !unit.limit_dropins.is_empty())
-                {
-                    unit.limits = sd.live_limits(&name, &path).await.ok();
-                }
+                let file = files.get(&name);
+                look_closer(sd, d, file, &mut unit, &path, status.applied.get(&name)).await;
             }
             live.insert(name, unit);
         }

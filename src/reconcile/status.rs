@@ -3,25 +3,16 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
-use std::time::Instant;
 
-use crate::manifest::{self, DesiredState, Kind};
-use crate::status::{ObjectStatus, Status, UnitStatus};
-use crate::systemd::Systemd;
+use tokio::time::Instant;
+
+use crate::manager::{ListedUnits, UserManager};
+use crate::manifest::{self, DesiredState, Kind, Manifest};
+use crate::plan::LiveUnit;
+use crate::status::ConditionStatus::{False, True, Unknown};
+use crate::status::{ConditionStatus, ObjectStatus, Reason, Status, UnitStatus};
 
 use super::*;
-
-pub(super) fn empty_object(kind: Kind, name: &str, file: &Path) -> ObjectStatus {
-    ObjectStatus {
-        kind: kind.to_string(),
-        name: name.to_string(),
-        file: file.to_path_buf(),
-        conditions: vec![],
-        unit: None,
-        failures: 0,
-        spec_hash: String::new(),
-    }
-}
 
 /// How to get a program the shipped stack uses, for a missing binary.
 fn install_hint(program: &str) -> &'static str {
@@ -77,8 +68,6 @@ fn missing_program(m: &manifest::Manifest) -> Option<String> {
     })
 }
 
-/// Recompute every object's status from the loaded set, this pass's
-/// failures and the live unit states.
 /// What is known about each Service's readiness when status is built.
 pub struct ReadinessView {
     /// Started, waiting for their readiness URL until then.
@@ -111,227 +100,284 @@ impl Reconciler {
     }
 }
 
-pub async fn refresh_status(
-    sd: &Systemd,
-    prep: &Prepared,
-    failures: &BTreeMap<String, String>,
-    issues: &HashMap<String, (String, String)>,
-    readiness: &ReadinessView,
-    status: &mut Status,
-) -> Result<(), ReconcileError> {
-    // Main unit per manifest.
-    let main_unit = |m: &manifest::Manifest| match m.kind() {
+/// A Ready condition to set: status, reason, message.
+type Ready = (ConditionStatus, Reason, String);
+
+/// What a pass knows when it builds status, for every object.
+pub struct PassFacts<'a> {
+    pub prep: &'a Prepared,
+    /// Manifest → error from executing its actions.
+    pub failures: &'a BTreeMap<String, String>,
+    /// Why a running Service is not Ready because of its config or its
+    /// readiness probe, by manifest.
+    pub issues: &'a HashMap<String, (Reason, String)>,
+    pub readiness: &'a ReadinessView,
+}
+
+/// The unit whose state is a manifest's state: a Service's service, a
+/// Backup's timer.
+fn main_unit(m: &Manifest) -> String {
+    match m.kind() {
         Kind::Service => format!("{}.service", m.name),
         Kind::Backup => format!("{}.timer", m.name),
-    };
-    let mut names: Vec<String> = prep.loaded.manifests.iter().map(main_unit).collect();
-    for n in prep.loaded.held.keys() {
-        names.push(format!("{n}.service"));
     }
+}
+
+fn unit_status(name: &str, l: &LiveUnit) -> UnitStatus {
+    UnitStatus {
+        name: name.to_string(),
+        active_state: l.active_state.clone(),
+        sub_state: l.sub_state.clone(),
+    }
+}
+
+/// Recompute every object's status from the loaded set, this pass's
+/// failures and the live unit states: the one place an object's status is
+/// built.
+///
+/// # Errors
+/// The live unit states cannot be listed.
+pub async fn refresh_status(
+    sd: &impl UserManager,
+    facts: &PassFacts<'_>,
+    status: &mut Status,
+) -> Result<(), ReconcileError> {
+    let loaded = &facts.prep.loaded;
+    let mut names: Vec<String> = loaded.manifests.iter().map(main_unit).collect();
+    names.extend(loaded.held.keys().map(|n| format!("{n}.service")));
     let live = sd.list_units(&names).await?;
     let mut keep: BTreeSet<String> = BTreeSet::new();
-
-    for m in &prep.loaded.manifests {
+    for m in &loaded.manifests {
         keep.insert(m.name.clone());
         let unit = main_unit(m);
         let obj = status
             .objects
             .entry(m.name.clone())
-            .or_insert_with(|| empty_object(m.kind(), &m.name, &m.file));
-        obj.kind = m.kind().to_string();
+            .or_insert_with(|| ObjectStatus::new(m.kind(), &m.name, &m.file));
+        obj.kind = m.kind();
         obj.file = m.file.clone();
         let l = live.get(&unit).map(|(l, _)| l.clone()).unwrap_or_default();
-        obj.unit = Some(UnitStatus {
-            name: unit.clone(),
-            active_state: l.active_state.clone(),
-            sub_state: l.sub_state.clone(),
-        });
-        if let Some(c) = prep.plan.conflicts.iter().find(|c| c.manifest == m.name) {
-            obj.set_condition("Ready", "False", "Conflict", &c.message);
-            continue;
-        }
-        if prep.on_hold.contains(&m.name) {
-            obj.set_condition(
-                "Ready",
-                "False",
-                "OnHold",
-                "a restore is in progress; unitlet leaves this service alone until it ends",
-            );
-            continue;
-        }
-        if prep.backing_off.contains(&m.name) {
-            if l.active_state == "failed" {
-                let mem = m.as_service().and_then(|s| s.resources.memory_max);
-                let details = match live.get(&unit) {
-                    Some((_, path)) => sd.failure_details(&unit, path, mem).await,
-                    None => None,
-                };
-                let (reason, msg) =
-                    details.unwrap_or_else(|| ("Failed".into(), format!("{unit} failed")));
-                obj.set_condition(
-                    "Ready",
-                    "False",
-                    &reason,
-                    &format!("{msg}; unitlet starts it again with exponential backoff"),
-                );
-            } else if obj
-                .ready()
-                .is_none_or(|c| c.reason != "BackingOff" && c.status != "False")
-            {
-                let prev = obj.ready().map(|c| c.message.clone()).unwrap_or_default();
-                obj.set_condition(
-                    "Ready",
-                    "False",
-                    "BackingOff",
-                    &format!("retrying with exponential backoff after: {prev}"),
-                );
-            }
-            continue;
-        }
-        if let Some(msg) = missing_program(m) {
-            // Whatever state systemd shows (failed, auto-restart), the
-            // useful answer is which program to install.
-            obj.set_condition("Ready", "False", "BinaryMissing", &msg);
-            continue;
-        }
-        if let Some(e) = failures.get(&m.name) {
-            match missing_program(m) {
-                Some(msg) => obj.set_condition("Ready", "False", "BinaryMissing", &msg),
-                None => obj.set_condition("Ready", "False", "ApplyFailed", e),
-            }
-            continue;
-        }
-        let desired_state = m
-            .as_service()
-            .map(|s| s.state)
-            .unwrap_or(DesiredState::Running);
-        match (desired_state, l.active_state.as_str()) {
-            (DesiredState::Running, "active") => {
-                let msg = match m.kind() {
-                    Kind::Service => format!("{unit} is active ({})", l.sub_state),
-                    Kind::Backup => format!(
-                        "{unit} is scheduled ({})",
-                        m.as_backup()
-                            .map(|b| b.schedule.to_string())
-                            .unwrap_or_default()
-                    ),
-                };
-                let has_readiness = m.as_service().is_some_and(|s| s.readiness.is_some());
-                let probe = match readiness.probes.get(&m.name) {
-                    Some(r) if has_readiness => r.clone().err(),
-                    _ => None,
-                };
-                if has_readiness && let Some(until) = readiness.waiting.get(&m.name) {
-                    let left = until.saturating_duration_since(Instant::now());
-                    obj.set_condition(
-                        "Ready",
-                        "False",
-                        "Starting",
-                        &format!(
-                            "{unit} is active, waiting for its readiness URL (up to {}s more)",
-                            left.as_secs()
-                        ),
-                    );
-                } else if has_readiness
-                    && !readiness.probes.contains_key(&m.name)
-                    && !issues.contains_key(&m.name)
-                {
-                    // Not probed yet (the operator just started): keep what
-                    // the last probe said, if a probe said it.
-                    if obj
-                        .ready()
-                        .is_none_or(|c| c.reason != "Running" && c.reason != "NotReady")
-                    {
-                        obj.set_condition(
-                            "Ready",
-                            "Unknown",
-                            "Probing",
-                            &format!("{unit} is active; probing its readiness URL"),
-                        );
-                    }
-                } else if let Some((reason, message)) = issues
-                    .get(&m.name)
-                    .filter(|(r, _)| r != "NotReady" || probe.is_some())
-                {
-                    obj.set_condition("Ready", "False", reason, message)
-                } else if let Some(e) = probe {
-                    obj.set_condition(
-                        "Ready",
-                        "False",
-                        "NotReady",
-                        &format!("{unit} is active but not ready: {e}"),
-                    )
-                } else {
-                    obj.set_condition("Ready", "True", "Running", &msg)
-                }
-            }
-            (DesiredState::Stopped, "inactive" | "failed") => obj.set_condition(
-                "Ready",
-                "True",
-                "Stopped",
-                &format!("{unit} is stopped, as declared"),
-            ),
-            (_, "activating" | "reloading") => obj.set_condition(
-                "Ready",
-                "False",
-                "Starting",
-                &format!("{unit} is {} ({})", l.active_state, l.sub_state),
-            ),
-            (_, "failed") => obj.set_condition(
-                "Ready",
-                "False",
-                "Failed",
-                &format!(
-                    "{unit} failed ({}); see `journalctl --user -u {unit}`",
-                    l.sub_state
-                ),
-            ),
-            (_, s) => obj.set_condition(
-                "Ready",
-                "False",
-                "NotRunning",
-                &format!(
-                    "{unit} is {} ({}) but the manifest wants it {}",
-                    if s.is_empty() { "unknown" } else { s },
-                    l.sub_state,
-                    if desired_state == DesiredState::Running {
-                        "running"
-                    } else {
-                        "stopped"
-                    }
-                ),
-            ),
+        obj.unit = Some(unit_status(&unit, &l));
+        if let Some((st, reason, msg)) = manifest_ready(sd, facts, m, &live, obj).await {
+            obj.set_ready(st, reason, &msg);
         }
     }
-    // Manifests that failed to load: shown under the name their file implies
-    // (or their own name, for a duplicate or invalid document).
+    show_invalid_manifests(facts.prep, &live, status, &mut keep);
+    show_units_of_broken_files(facts.prep, status, &mut keep);
+    status.retain_objects(&keep);
+    Ok(())
+}
+
+/// A loaded manifest's Ready condition; `None` keeps the one it has.
+async fn manifest_ready(
+    sd: &impl UserManager,
+    facts: &PassFacts<'_>,
+    m: &Manifest,
+    live: &ListedUnits,
+    obj: &ObjectStatus,
+) -> Option<Ready> {
+    let prep = facts.prep;
+    if let Some(c) = prep.plan.conflicts.iter().find(|c| c.manifest == m.name) {
+        return Some((False, Reason::Conflict, c.message.clone()));
+    }
+    if prep.on_hold.contains(&m.name) {
+        return Some((
+            False,
+            Reason::OnHold,
+            "a restore is in progress; unitlet leaves this service alone until it ends".into(),
+        ));
+    }
+    if prep.backing_off.contains(&m.name) {
+        return backing_off_ready(sd, m, live, obj).await;
+    }
+    // Whatever state systemd shows (failed, auto-restart), the useful
+    // answer is which program to install.
+    if let Some(msg) = missing_program(m) {
+        return Some((False, Reason::BinaryMissing, msg));
+    }
+    if let Some(e) = facts.failures.get(&m.name) {
+        return Some((False, Reason::ApplyFailed, e.clone()));
+    }
+    let unit = main_unit(m);
+    let l = live.get(&unit).map(|(l, _)| l.clone()).unwrap_or_default();
+    state_ready(facts, m, &unit, &l, obj)
+}
+
+/// A manifest backing off after failures: why its unit failed, or that it
+/// is retried.
+async fn backing_off_ready(
+    sd: &impl UserManager,
+    m: &Manifest,
+    live: &ListedUnits,
+    obj: &ObjectStatus,
+) -> Option<Ready> {
+    let unit = main_unit(m);
+    let Some((l, path)) = live.get(&unit).filter(|(l, _)| l.active_state == "failed") else {
+        let prev = obj.ready();
+        if prev.is_some_and(|c| c.reason == Reason::BackingOff || c.status == False) {
+            return None;
+        }
+        let prev = prev.map(|c| c.message.clone()).unwrap_or_default();
+        return Some((
+            False,
+            Reason::BackingOff,
+            format!("retrying with exponential backoff after: {prev}"),
+        ));
+    };
+    debug_assert_eq!(l.active_state, "failed");
+    let mem = m.as_service().and_then(|s| s.resources.memory_max);
+    let (reason, msg) = sd
+        .failure_details(&unit, path, mem)
+        .await
+        .unwrap_or_else(|| (Reason::Failed, format!("{unit} failed")));
+    Some((
+        False,
+        reason,
+        format!("{msg}; unitlet starts it again with exponential backoff"),
+    ))
+}
+
+/// Ready from the unit's live state against the declared one.
+fn state_ready(
+    facts: &PassFacts<'_>,
+    m: &Manifest,
+    unit: &str,
+    l: &LiveUnit,
+    obj: &ObjectStatus,
+) -> Option<Ready> {
+    let desired = m
+        .as_service()
+        .map(|s| s.state)
+        .unwrap_or(DesiredState::Running);
+    let (active, sub) = (l.active_state.as_str(), &l.sub_state);
+    Some(match (desired, active) {
+        (DesiredState::Running, "active") => {
+            return running_ready(m, facts, unit, &l.sub_state, obj.ready_reason());
+        }
+        (DesiredState::Stopped, "inactive" | "failed") => (
+            True,
+            Reason::Stopped,
+            format!("{unit} is stopped, as declared"),
+        ),
+        (_, "activating" | "reloading") => (
+            False,
+            Reason::Starting,
+            format!("{unit} is {active} ({sub})"),
+        ),
+        (_, "failed") => (
+            False,
+            Reason::Failed,
+            format!("{unit} failed ({sub}); see `journalctl --user -u {unit}`"),
+        ),
+        (_, s) => (
+            False,
+            Reason::NotRunning,
+            format!(
+                "{unit} is {} ({sub}) but the manifest wants it {}",
+                if s.is_empty() { "unknown" } else { s },
+                match desired {
+                    DesiredState::Running => "running",
+                    DesiredState::Stopped => "stopped",
+                }
+            ),
+        ),
+    })
+}
+
+/// Ready of an active unit that should run: its readiness URL, config
+/// issues, or Running.
+fn running_ready(
+    m: &Manifest,
+    facts: &PassFacts<'_>,
+    unit: &str,
+    sub_state: &str,
+    previous: Option<Reason>,
+) -> Option<Ready> {
+    let name = &m.name;
+    let (probes, issues) = (&facts.readiness.probes, facts.issues);
+    let has_readiness = m.as_service().is_some_and(|s| s.readiness.is_some());
+    let probe = probes
+        .get(name)
+        .filter(|_| has_readiness)
+        .and_then(|r| r.clone().err());
+    if has_readiness && let Some(until) = facts.readiness.waiting.get(name) {
+        let left = until.saturating_duration_since(Instant::now());
+        return Some((
+            False,
+            Reason::Starting,
+            format!(
+                "{unit} is active, waiting for its readiness URL (up to {}s more)",
+                left.as_secs()
+            ),
+        ));
+    }
+    if has_readiness && !probes.contains_key(name) && !issues.contains_key(name) {
+        // Not probed yet (the operator just started): keep what the last
+        // probe said, if a probe said it.
+        let probed = matches!(previous, Some(Reason::Running | Reason::NotReady));
+        return (!probed).then(|| {
+            (
+                Unknown,
+                Reason::Probing,
+                format!("{unit} is active; probing its readiness URL"),
+            )
+        });
+    }
+    if let Some((reason, message)) = issues
+        .get(name)
+        .filter(|(r, _)| *r != Reason::NotReady || probe.is_some())
+    {
+        return Some((False, *reason, message.clone()));
+    }
+    if let Some(e) = probe {
+        return Some((
+            False,
+            Reason::NotReady,
+            format!("{unit} is active but not ready: {e}"),
+        ));
+    }
+    let msg = match m.as_backup() {
+        Some(b) => format!("{unit} is scheduled ({})", b.schedule),
+        None => format!("{unit} is active ({sub_state})"),
+    };
+    Some((True, Reason::Running, msg))
+}
+
+/// Manifests that failed to load: shown under the name their file implies
+/// (or their own name, for a duplicate or invalid document).
+fn show_invalid_manifests(
+    prep: &Prepared,
+    live: &ListedUnits,
+    status: &mut Status,
+    keep: &mut BTreeSet<String>,
+) {
     for (name, err) in &prep.loaded.held {
         keep.insert(name.clone());
         let obj = status
             .objects
             .entry(name.clone())
-            .or_insert_with(|| empty_object(Kind::Service, name, &err.file));
+            .or_insert_with(|| ObjectStatus::new(Kind::Service, name, &err.file));
         obj.file = err.file.clone();
-        if let Some((l, _)) = live.get(&format!("{name}.service")) {
-            obj.unit = Some(UnitStatus {
-                name: format!("{name}.service"),
-                active_state: l.active_state.clone(),
-                sub_state: l.sub_state.clone(),
-            });
+        let unit = format!("{name}.service");
+        if let Some((l, _)) = live.get(&unit) {
+            obj.unit = Some(unit_status(&unit, l));
         }
-        let kept = if obj
+        let running = obj
             .unit
             .as_ref()
-            .is_some_and(|u| u.active_state == "active")
-        {
+            .is_some_and(|u| u.active_state == "active");
+        let kept = if running {
             " (its last good units keep running)"
         } else {
             ""
         };
-        obj.set_condition("Ready", "False", "Invalid", &format!("{err}{kept}"));
+        obj.set_ready(False, Reason::Invalid, &format!("{err}{kept}"));
     }
-    // Other manifests that came from a broken file: their units (found by
-    // the source recorded in them) are held too, and shown as such.
+}
+
+/// Other manifests that came from a broken file: their units (found by
+/// the source recorded in them) are held too, and shown as such.
+fn show_units_of_broken_files(prep: &Prepared, status: &mut Status, keep: &mut BTreeSet<String>) {
     for (unit, f) in &prep.observed.files {
         let (Some(owner), Some(src)) = (&f.marker, &f.source) else {
             continue;
@@ -351,14 +397,11 @@ pub async fn refresh_status(
         let obj = status
             .objects
             .entry(owner.clone())
-            .or_insert_with(|| empty_object(kind, owner, src));
-        obj.set_condition(
-            "Ready",
-            "False",
-            "Invalid",
+            .or_insert_with(|| ObjectStatus::new(kind, owner, src));
+        obj.set_ready(
+            False,
+            Reason::Invalid,
             &format!("{err} (its last good units keep running)"),
         );
     }
-    status.retain_objects(&keep);
-    Ok(())
 }

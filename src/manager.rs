@@ -1,0 +1,395 @@
+//! The user manager as the reconciler needs it: [`UserManager`].
+//!
+//! [`crate::systemd::Systemd`] implements it over D-Bus; the in-memory
+//! `fake::FakeManager` (tests only) implements it with units that load from
+//! the unit directory on `daemon-reload`, jobs that complete at once and
+//! limits read from the loaded unit files, so a whole pass (prepare → plan →
+//! apply → status) is tested in milliseconds without systemd.
+//!
+//! Jobs follow systemd's documented protocol whatever the implementation:
+//! open a [`JobStream`] *before* queueing, key jobs by object path, treat
+//! any result but `done` as failure, and give every wait a deadline.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::time::Duration;
+
+use zbus::OwnedObjectPath;
+
+use crate::plan::{LiveLimits, LiveUnit, WantedLimits};
+use crate::status::Reason;
+use crate::systemd::{Systemd, SystemdError};
+
+#[cfg(test)]
+pub mod fake;
+
+/// A unit's object path, as `ListUnitsByNames` and `LoadUnit` return it.
+pub type UnitPath = OwnedObjectPath;
+
+/// Live units by name, each with the path its properties are read from.
+pub type ListedUnits = BTreeMap<String, (LiveUnit, UnitPath)>;
+
+/// What a job verb was, for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    Start,
+    Stop,
+    Restart,
+}
+
+impl JobKind {
+    pub fn verb(self) -> &'static str {
+        match self {
+            JobKind::Start => "start",
+            JobKind::Stop => "stop",
+            JobKind::Restart => "restart",
+        }
+    }
+}
+
+/// A queued job we are waiting for.
+#[derive(Debug, Clone)]
+pub struct QueuedJob {
+    /// The job's object path: what `JobRemoved` names.
+    pub path: String,
+    pub unit: String,
+    pub kind: JobKind,
+}
+
+/// How a service's main process last ended: the `Service` properties
+/// failure messages are made of.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceResult {
+    /// `Result=`: `success`, `exit-code`, `signal`, `oom-kill`, …
+    pub result: String,
+    /// `ExecMainCode=` (a `CLD_*` code: 1 exited, 2 killed, 3 dumped).
+    pub code: i32,
+    /// `ExecMainStatus=`: exit status or signal number.
+    pub status: i32,
+    /// `ExecMainPID=`.
+    pub pid: u32,
+    /// The program of the first `ExecStart=`, when known.
+    pub program: Option<String>,
+}
+
+/// `CLD_KILLED`: the main process was killed by a signal.
+const CLD_KILLED: i32 = 2;
+
+impl ServiceResult {
+    /// Why the service failed: `(reason, message)` for its Ready
+    /// condition, `None` when it did not. An OOM kill is `OOMKilled` — from
+    /// `Result=oom-kill` (cgroup v2), or, on cgroup v1 where systemd only
+    /// sees a SIGKILL, confirmed by `oom_logged(pid)` (the kernel log).
+    pub fn failure(
+        &self,
+        unit: &str,
+        memory_max: Option<u64>,
+        oom_logged: impl FnOnce(u32) -> Option<bool>,
+    ) -> Option<(Reason, String)> {
+        let (status, pid) = (self.status, self.pid);
+        let limit = memory_max
+            .map(|b| format!(" (memoryMax {})", crate::render::human_bytes(b)))
+            .unwrap_or_default();
+        let journal = format!("see `journalctl --user -u {unit}`");
+        let oom = |pid_note: String| {
+            Some((
+                Reason::OOMKilled,
+                format!(
+                    "{unit} was killed by the kernel OOM killer{pid_note}: it used all the memory it may{limit}; raise resources.memoryMax or find the leak; {journal}"
+                ),
+            ))
+        };
+        if self.result == "oom-kill" {
+            return oom(String::new());
+        }
+        if self.result == "signal" && self.code == CLD_KILLED && status == libc::SIGKILL && pid > 0
+        {
+            match oom_logged(pid) {
+                Some(true) => return oom(format!(" (PID {pid})")),
+                _ if memory_max.is_some() => {
+                    return Some((
+                        Reason::Killed,
+                        format!(
+                            "{unit} was killed by SIGKILL (PID {pid}), most likely for exceeding its memory limit{limit}; {journal}"
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        let detail = match self.result.as_str() {
+            "exit-code" => format!("exited with status {status}"),
+            "signal" | "core-dump" => format!("was killed by signal {status}"),
+            "timeout" => "timed out".to_string(),
+            "start-limit-hit" => "restarted too often (start limit hit)".to_string(),
+            "success" | "" => return None,
+            other => format!("failed ({other})"),
+        };
+        Some((Reason::Failed, format!("{unit} {detail}; {journal}")))
+    }
+
+    /// Why a job of the unit failed, appended to the job failure message.
+    pub fn hint(&self, unit: &str) -> String {
+        let mut hint = String::new();
+        if !self.result.is_empty() && self.result != "success" {
+            hint.push_str(&format!(" (service result {}", self.result));
+            if self.status != 0 {
+                hint.push_str(&format!(", exit status {}", self.status));
+            }
+            hint.push(')');
+        }
+        if let Some(prog) = &self.program
+            && !std::path::Path::new(prog).exists()
+        {
+            hint.push_str(&format!(
+                "; {prog} does not exist — install it or fix spec.command"
+            ));
+        }
+        hint.push_str(&format!("; see `journalctl --user -u {unit}`"));
+        hint
+    }
+}
+
+/// What every [`UserManager`] call returns: a `Send` future of an answer
+/// or a [`SystemdError`].
+pub trait Answer<T>: Future<Output = Result<T, SystemdError>> + Send {}
+
+impl<T, F: Future<Output = Result<T, SystemdError>> + Send> Answer<T> for F {}
+
+/// What the reconciler asks of the user manager.
+///
+/// Implemented by [`Systemd`] (D-Bus) and, in tests, by `fake::FakeManager`.
+/// Every future is `Send`, so work using a manager can run on its own task.
+pub trait UserManager: Send + Sync {
+    /// The manager's unit search path (`UnitPath`).
+    fn unit_path(&self) -> impl Answer<Vec<String>>;
+
+    /// State of many units in one call (`ListUnitsByNames`); units that do
+    /// not exist are listed as `not-found`.
+    fn list_units(&self, names: &[String]) -> impl Answer<ListedUnits>;
+
+    /// Where the unit was loaded from (`FragmentPath`).
+    fn fragment_path(&self, unit: &str, path: &UnitPath) -> impl Answer<String>;
+
+    /// Whether the unit file changed since it was loaded (`NeedDaemonReload`).
+    fn need_daemon_reload(&self, unit: &str, path: &UnitPath) -> impl Answer<bool>;
+
+    /// Live limits of a service unit.
+    fn live_limits(&self, unit: &str, path: &UnitPath) -> impl Answer<LiveLimits>;
+
+    /// How the service's main process last ended.
+    fn service_result(&self, unit: &str, path: &UnitPath) -> impl Answer<ServiceResult>;
+
+    /// Load a unit (`LoadUnit`) and return its path.
+    fn load_unit(&self, unit: &str) -> impl Answer<UnitPath>;
+
+    /// `daemon-reload`; returns once the reload has finished.
+    fn reload(&self) -> impl Answer<()>;
+
+    /// `EnableUnitFiles` (no-op for an empty list).
+    fn enable(&self, units: &[String]) -> impl Answer<()>;
+
+    /// `DisableUnitFiles` (no-op for an empty list).
+    fn disable(&self, units: &[String]) -> impl Answer<()>;
+
+    /// `ResetFailedUnit`, ignoring errors.
+    fn reset_failed(&self, unit: &str) -> impl Future<Output = ()> + Send;
+
+    /// The manager's `DefaultTasksMax`: `TasksMax` of a unit that sets none.
+    fn default_tasks_max(&self) -> impl Answer<u64>;
+
+    /// Send a signal to the unit's main process (a `reload.signal`).
+    fn kill_main(&self, unit: &str, signal: i32) -> impl Answer<()>;
+
+    /// `systemctl reload`: the unit's own `ExecReload=`, waited for.
+    fn reload_unit(&self, unit: &str) -> impl Answer<()>;
+
+    /// Open the `JobRemoved` stream. Call before queueing jobs.
+    fn job_stream(&self) -> impl Answer<JobStream>;
+
+    /// Queue a job; the caller must hold a [`JobStream`] opened earlier.
+    fn queue(&self, unit: &str, kind: JobKind) -> impl Answer<QueuedJob>;
+
+    /// The D-Bus connection behind this manager, for what only runs
+    /// against the real one (finishing interrupted restores).
+    fn as_systemd(&self) -> Option<&Systemd> {
+        None
+    }
+
+    /// Why a failed service failed: `(reason, message)` for its Ready
+    /// condition (see [`ServiceResult::failure`]).
+    fn failure_details(
+        &self,
+        unit: &str,
+        path: &UnitPath,
+        memory_max: Option<u64>,
+    ) -> impl Future<Output = Option<(Reason, String)>> + Send {
+        async move {
+            let r = self.service_result(unit, path).await.ok()?;
+            r.failure(unit, memory_max, crate::systemd::kernel_log_oom_kill)
+        }
+    }
+
+    /// Why a unit failed, for a job failure message.
+    fn failure_hint(&self, unit: &str) -> impl Future<Output = String> + Send {
+        async move {
+            let Ok(path) = self.load_unit(unit).await else {
+                return String::new();
+            };
+            match self.service_result(unit, &path).await {
+                Ok(r) => r.hint(unit),
+                Err(_) => String::new(),
+            }
+        }
+    }
+
+    /// Compare a unit's live limits with the wanted ones, after an apply.
+    /// Returns what differs (empty when all match).
+    fn limit_differences(&self, unit: &str, wanted: &WantedLimits) -> impl Answer<Vec<String>> {
+        async move {
+            let path = self.load_unit(unit).await?;
+            let live = self.live_limits(unit, &path).await?;
+            Ok(wanted.differences(&live))
+        }
+    }
+}
+
+/// `JobRemoved` signals, opened before jobs are queued: `(job path,
+/// result)` pairs.
+///
+/// The signals are drained by their own task into an unbounded channel:
+/// a bounded queue that nobody reads while hundreds of jobs are queued
+/// would stall the connection (and with it the replies we wait for).
+pub struct JobStream {
+    rx: tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+    drain: Option<tokio::task::JoinHandle<()>>,
+    /// Results seen for jobs not (yet) waited for, by object path.
+    seen: HashMap<String, String>,
+}
+
+impl Drop for JobStream {
+    fn drop(&mut self) {
+        if let Some(d) = &self.drain {
+            d.abort();
+        }
+    }
+}
+
+impl JobStream {
+    /// A stream fed by `rx`; `drain` (the task feeding it) is aborted when
+    /// the stream is dropped.
+    pub fn new(
+        rx: tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+        drain: Option<tokio::task::JoinHandle<()>>,
+    ) -> JobStream {
+        JobStream {
+            rx,
+            drain,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// Wait for all `jobs` to be removed, each within `timeout`.
+    /// Returns one result per job, in order.
+    pub async fn wait(
+        &mut self,
+        sd: &impl UserManager,
+        jobs: &[QueuedJob],
+        timeout: Duration,
+    ) -> Vec<Result<(), SystemdError>> {
+        let mut pending: HashSet<&str> = jobs.iter().map(|j| j.path.as_str()).collect();
+        pending.retain(|p| !self.seen.contains_key(*p));
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !pending.is_empty() {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some((p, result))) => {
+                    pending.remove(p.as_str());
+                    self.seen.insert(p, result);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let mut out = Vec::with_capacity(jobs.len());
+        for j in jobs {
+            out.push(match self.seen.remove(&j.path) {
+                Some(r) if r == "done" => Ok(()),
+                Some(result) => Err(SystemdError::JobFailed {
+                    verb: j.kind.verb(),
+                    unit: j.unit.clone(),
+                    result,
+                    hint: match j.kind {
+                        JobKind::Stop => String::new(),
+                        _ => sd.failure_hint(&j.unit).await,
+                    },
+                }),
+                None => Err(SystemdError::JobTimeout {
+                    verb: j.kind.verb(),
+                    unit: j.unit.clone(),
+                    timeout,
+                }),
+            });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn killed(pid: u32) -> ServiceResult {
+        ServiceResult {
+            result: "signal".into(),
+            code: CLD_KILLED,
+            status: libc::SIGKILL,
+            pid,
+            program: None,
+        }
+    }
+
+    #[test]
+    fn oom_kill_is_reported_as_such() {
+        let r = ServiceResult {
+            result: "oom-kill".into(),
+            ..Default::default()
+        };
+        let (reason, msg) = r.failure("a.service", Some(1 << 20), |_| None).unwrap();
+        assert_eq!(reason, Reason::OOMKilled);
+        assert!(msg.contains("memoryMax 1M"), "{msg}");
+    }
+
+    #[test]
+    fn a_sigkill_is_an_oom_kill_only_when_the_kernel_log_says_so() {
+        let (reason, _) = killed(7)
+            .failure("a.service", None, |_| Some(true))
+            .unwrap();
+        assert_eq!(reason, Reason::OOMKilled);
+        let (reason, msg) = killed(7)
+            .failure("a.service", Some(1 << 20), |_| None)
+            .unwrap();
+        assert_eq!(reason, Reason::Killed);
+        assert!(msg.contains("PID 7"), "{msg}");
+        let (reason, _) = killed(7)
+            .failure("a.service", None, |_| Some(false))
+            .unwrap();
+        assert_eq!(reason, Reason::Failed);
+    }
+
+    #[test]
+    fn success_is_no_failure_and_hints_name_a_missing_program() {
+        let ok = ServiceResult {
+            result: "success".into(),
+            ..Default::default()
+        };
+        assert_eq!(ok.failure("a.service", None, |_| None), None);
+        let r = ServiceResult {
+            result: "exit-code".into(),
+            status: 203,
+            program: Some("/nonexistent/prog".into()),
+            ..Default::default()
+        };
+        let hint = r.hint("a.service");
+        assert!(hint.contains("exit status 203"), "{hint}");
+        assert!(hint.contains("/nonexistent/prog does not exist"), "{hint}");
+    }
+}

@@ -1,0 +1,417 @@
+//! An in-memory user manager for unit tests of whole passes.
+//!
+//! It keeps what the reconciler relies on from systemd: a unit is loaded
+//! from the unit directory when first named and re-read only on
+//! `daemon-reload` (so `NeedDaemonReload` and stale content are real);
+//! limits come from the loaded unit file and the `user.control` drop-ins
+//! `set-property` writes; jobs complete at once and are announced on every
+//! open [`JobStream`]; a stopped unit whose file is gone is forgotten.
+//! What it does not model: ordering, timers firing, processes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::{JobKind, JobStream, ListedUnits, QueuedJob, ServiceResult, UnitPath, UserManager};
+use crate::plan::{LiveLimits, LiveUnit, WantedLimits};
+use crate::systemd::SystemdError;
+
+/// `DefaultTasksMax` of the fake manager.
+pub const DEFAULT_TASKS_MAX: u64 = 4915;
+
+/// One unit the fake manager has loaded.
+#[derive(Debug, Clone, Default)]
+struct Unit {
+    /// The unit file as last loaded; `None` = not found.
+    content: Option<String>,
+    /// The `user.control` drop-ins as last loaded, concatenated.
+    dropins: String,
+    active: String,
+    sub: String,
+    result: ServiceResult,
+}
+
+#[derive(Default)]
+struct State {
+    units: BTreeMap<String, Unit>,
+    streams: Vec<UnboundedSender<(String, String)>>,
+    next_job: u64,
+    /// Every job queued, in order.
+    jobs: Vec<(String, JobKind)>,
+    reloads: usize,
+    /// Units whose start and restart jobs fail.
+    failing: BTreeSet<String>,
+    /// Units whose `kill_main` (a signal reload) fails.
+    unkillable: BTreeSet<String>,
+    /// Signals sent with `kill_main`, by unit.
+    signals: Vec<(String, i32)>,
+    enabled: BTreeSet<String>,
+}
+
+/// The fake user manager; clones share one state.
+#[derive(Clone)]
+pub struct FakeManager {
+    unit_dir: PathBuf,
+    /// `…/systemd/user.control`, where `set-property` writes drop-ins.
+    control: PathBuf,
+    /// `…/systemd/user`, where enablement links go.
+    config: PathBuf,
+    state: Arc<Mutex<State>>,
+}
+
+fn unit_path(name: &str) -> UnitPath {
+    let mut enc = String::new();
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() {
+            enc.push(b as char);
+        } else {
+            enc.push_str(&format!("_{b:02x}"));
+        }
+    }
+    UnitPath::try_from(format!("/org/freedesktop/systemd1/unit/{enc}")).expect("valid path")
+}
+
+/// What a log of `(unit, what)` records for `unit`, in order.
+fn of_unit<T: Copy>(log: &[(String, T)], unit: &str) -> Vec<T> {
+    log.iter()
+        .filter(|(u, _)| u == unit)
+        .map(|(_, t)| *t)
+        .collect()
+}
+
+fn failure(call: &'static str, unit: &str, what: &str) -> SystemdError {
+    SystemdError::Call {
+        call,
+        unit: Some(unit.to_string()),
+        source: zbus::Error::Failure(what.to_string()),
+    }
+}
+
+impl FakeManager {
+    /// A manager whose search path is `unit_dir` plus a config and a
+    /// control directory under `config_home` (like `~/.config`).
+    pub fn new(unit_dir: &Path, config_home: &Path) -> FakeManager {
+        FakeManager {
+            unit_dir: unit_dir.to_path_buf(),
+            control: config_home.join("systemd/user.control"),
+            config: config_home.join("systemd/user"),
+            state: Arc::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("fake manager state")
+    }
+
+    fn read_file(&self, name: &str) -> Option<String> {
+        std::fs::read_to_string(self.unit_dir.join(name)).ok()
+    }
+
+    fn read_dropins(&self, name: &str) -> String {
+        let dir = self.control.join(format!("{name}.d"));
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(f).ok())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The unit, loaded from disk when first named (as `LoadUnit` and
+    /// `ListUnitsByNames` do). A unit that is not found is not kept.
+    fn load<'s>(&self, st: &'s mut State, name: &str) -> &'s mut Unit {
+        if !st.units.contains_key(name) {
+            let unit = Unit {
+                content: self.read_file(name),
+                dropins: self.read_dropins(name),
+                active: "inactive".into(),
+                sub: "dead".into(),
+                result: ServiceResult::default(),
+            };
+            st.units.insert(name.to_string(), unit);
+        }
+        st.units.get_mut(name).expect("just loaded")
+    }
+
+    fn forget_unloaded(st: &mut State) {
+        st.units
+            .retain(|_, u| u.content.is_some() || u.active != "inactive");
+    }
+
+    /// Every job queued so far for `unit`.
+    pub fn jobs(&self, unit: &str) -> Vec<JobKind> {
+        of_unit(&self.lock().jobs, unit)
+    }
+
+    /// How many daemon-reloads ran.
+    pub fn reloads(&self) -> usize {
+        self.lock().reloads
+    }
+
+    /// `(ActiveState, SubState)` of a unit (`inactive/dead` if unknown).
+    pub fn state(&self, unit: &str) -> (String, String) {
+        let st = self.lock();
+        st.units.get(unit).map_or_else(
+            || ("inactive".into(), "dead".into()),
+            |u| (u.active.clone(), u.sub.clone()),
+        )
+    }
+
+    /// Make start and restart jobs of `unit` fail (`exit-code`, status 1),
+    /// or succeed again.
+    pub fn fail_starts(&self, unit: &str, fail: bool) {
+        let mut st = self.lock();
+        if fail {
+            st.failing.insert(unit.to_string());
+        } else {
+            st.failing.remove(unit);
+        }
+    }
+
+    /// Make signal reloads of `unit` fail.
+    pub fn fail_kills(&self, unit: &str) {
+        self.lock().unkillable.insert(unit.to_string());
+    }
+
+    /// Signals sent to `unit`'s main process.
+    pub fn signals(&self, unit: &str) -> Vec<i32> {
+        of_unit(&self.lock().signals, unit)
+    }
+
+    /// The unit's main process ended on its own with `result` (a crash):
+    /// the unit is `failed`.
+    pub fn crash(&self, unit: &str, result: ServiceResult) {
+        let mut st = self.lock();
+        let u = self.load(&mut st, unit);
+        u.active = "failed".into();
+        u.sub = "failed".into();
+        u.result = result;
+    }
+
+    /// Start a unit outside unitlet (`systemctl --user start`).
+    pub fn start_by_hand(&self, unit: &str) {
+        let mut st = self.lock();
+        let u = self.load(&mut st, unit);
+        u.active = "active".into();
+        u.sub = "running".into();
+    }
+
+    /// `systemctl --user set-property UNIT KEY=VALUE`: a drop-in in the
+    /// control directory, in force at once.
+    pub fn set_property(&self, unit: &str, key: &str, value: &str) {
+        let dir = self.control.join(format!("{unit}.d"));
+        std::fs::create_dir_all(&dir).expect("control dir");
+        let file = dir.join(format!("50-{key}.conf"));
+        std::fs::write(&file, format!("[Service]\n{key}={value}\n")).expect("drop-in");
+        let mut st = self.lock();
+        let dropins = self.read_dropins(unit);
+        self.load(&mut st, unit).dropins = dropins;
+    }
+
+    /// The live limits of a unit: its loaded file, then its drop-ins.
+    fn limits_of(u: &Unit) -> LiveLimits {
+        let all = format!("{}\n{}", u.content.as_deref().unwrap_or(""), u.dropins);
+        let w = WantedLimits::of_unit(&all, Some(DEFAULT_TASKS_MAX));
+        LiveLimits {
+            memory_max: w.memory_max.unwrap_or(u64::MAX),
+            memory_high: w.memory_high.unwrap_or(u64::MAX),
+            cpu_quota_per_sec_usec: w.cpu_quota_per_sec_usec.unwrap_or(u64::MAX),
+            tasks_max: w.tasks_max.unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Run a job to its end at once; returns its result.
+    fn run_job(st: &mut State, unit: &mut Unit, name: &str, kind: JobKind) -> &'static str {
+        if kind == JobKind::Stop {
+            unit.active = "inactive".into();
+            unit.sub = "dead".into();
+            return "done";
+        }
+        if st.failing.contains(name) {
+            unit.active = "failed".into();
+            unit.sub = "failed".into();
+            unit.result = ServiceResult {
+                result: "exit-code".into(),
+                code: 1,
+                status: 1,
+                ..Default::default()
+            };
+            return "failed";
+        }
+        unit.active = "active".into();
+        unit.sub = if name.ends_with(".timer") {
+            "waiting"
+        } else {
+            "running"
+        }
+        .into();
+        unit.result = ServiceResult {
+            result: "success".into(),
+            ..Default::default()
+        };
+        "done"
+    }
+}
+
+impl UserManager for FakeManager {
+    async fn unit_path(&self) -> Result<Vec<String>, SystemdError> {
+        Ok([&self.control, &self.config, &self.unit_dir]
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect())
+    }
+
+    async fn list_units(&self, names: &[String]) -> Result<ListedUnits, SystemdError> {
+        let mut st = self.lock();
+        let mut out = BTreeMap::new();
+        for name in names {
+            let u = self.load(&mut st, name);
+            let live = LiveUnit {
+                load_state: if u.content.is_some() {
+                    "loaded"
+                } else {
+                    "not-found"
+                }
+                .into(),
+                active_state: u.active.clone(),
+                sub_state: u.sub.clone(),
+                ..Default::default()
+            };
+            out.insert(name.clone(), (live, unit_path(name)));
+        }
+        Self::forget_unloaded(&mut st);
+        Ok(out)
+    }
+
+    async fn fragment_path(&self, unit: &str, _: &UnitPath) -> Result<String, SystemdError> {
+        let mut st = self.lock();
+        let found = self.load(&mut st, unit).content.is_some();
+        Ok(if found {
+            self.unit_dir.join(unit).display().to_string()
+        } else {
+            String::new()
+        })
+    }
+
+    async fn need_daemon_reload(&self, unit: &str, _: &UnitPath) -> Result<bool, SystemdError> {
+        let on_disk = (self.read_file(unit), self.read_dropins(unit));
+        let mut st = self.lock();
+        let u = self.load(&mut st, unit);
+        Ok(on_disk != (u.content.clone(), u.dropins.clone()))
+    }
+
+    async fn live_limits(&self, unit: &str, _: &UnitPath) -> Result<LiveLimits, SystemdError> {
+        let mut st = self.lock();
+        Ok(Self::limits_of(self.load(&mut st, unit)))
+    }
+
+    async fn service_result(
+        &self,
+        unit: &str,
+        _: &UnitPath,
+    ) -> Result<ServiceResult, SystemdError> {
+        let mut st = self.lock();
+        Ok(self.load(&mut st, unit).result.clone())
+    }
+
+    async fn load_unit(&self, unit: &str) -> Result<UnitPath, SystemdError> {
+        Ok(unit_path(unit))
+    }
+
+    async fn reload(&self) -> Result<(), SystemdError> {
+        let mut st = self.lock();
+        st.reloads += 1;
+        let names: Vec<String> = st.units.keys().cloned().collect();
+        for name in names {
+            let (content, dropins) = (self.read_file(&name), self.read_dropins(&name));
+            let u = st.units.get_mut(&name).expect("listed");
+            u.content = content;
+            u.dropins = dropins;
+        }
+        Self::forget_unloaded(&mut st);
+        Ok(())
+    }
+
+    async fn enable(&self, units: &[String]) -> Result<(), SystemdError> {
+        self.lock().enabled.extend(units.iter().cloned());
+        Ok(())
+    }
+
+    async fn disable(&self, units: &[String]) -> Result<(), SystemdError> {
+        let mut st = self.lock();
+        for u in units {
+            st.enabled.remove(u);
+        }
+        Ok(())
+    }
+
+    async fn reset_failed(&self, unit: &str) {
+        let mut st = self.lock();
+        if let Some(u) = st.units.get_mut(unit)
+            && u.active == "failed"
+        {
+            u.active = "inactive".into();
+            u.sub = "dead".into();
+        }
+        Self::forget_unloaded(&mut st);
+    }
+
+    async fn default_tasks_max(&self) -> Result<u64, SystemdError> {
+        Ok(DEFAULT_TASKS_MAX)
+    }
+
+    async fn kill_main(&self, unit: &str, signal: i32) -> Result<(), SystemdError> {
+        let mut st = self.lock();
+        if st.unkillable.contains(unit) {
+            return Err(failure("KillUnit", unit, "No main process to kill"));
+        }
+        st.signals.push((unit.to_string(), signal));
+        Ok(())
+    }
+
+    async fn reload_unit(&self, unit: &str) -> Result<(), SystemdError> {
+        let mut st = self.lock();
+        match self.load(&mut st, unit).active.as_str() {
+            "active" => Ok(()),
+            _ => Err(failure("ReloadUnit", unit, "Unit is not active")),
+        }
+    }
+
+    async fn job_stream(&self) -> Result<JobStream, SystemdError> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.lock().streams.push(tx);
+        Ok(JobStream::new(rx, None))
+    }
+
+    async fn queue(&self, name: &str, kind: JobKind) -> Result<QueuedJob, SystemdError> {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let mut unit = self.load(st, name).clone();
+        if unit.content.is_none() && kind != JobKind::Stop {
+            Self::forget_unloaded(st);
+            let msg = format!("Unit {name} not found.");
+            return Err(failure("StartUnit", name, &msg));
+        }
+        let result = Self::run_job(st, &mut unit, name, kind);
+        st.units.insert(name.to_string(), unit);
+        st.next_job += 1;
+        st.jobs.push((name.to_string(), kind));
+        let path = format!("/org/freedesktop/systemd1/job/{}", st.next_job);
+        st.streams
+            .retain(|tx| tx.send((path.clone(), result.to_string())).is_ok());
+        Self::forget_unloaded(st);
+        Ok(QueuedJob {
+            path,
+            unit: name.to_string(),
+            kind,
+        })
+    }
+}

@@ -1,0 +1,574 @@
+//! Executing a prepared plan: stops, disables, files, one daemon-reload,
+//! enables, limits, starts; then backoff bookkeeping and status.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::fsutil;
+use crate::manager::{JobKind, JobStream, QueuedJob, UserManager};
+use crate::manifest::{self, DesiredState};
+use crate::plan::{self, Action, Op};
+use crate::render::{self, Role};
+use crate::status::{EventType, Status};
+use crate::work::{JobsWork, StartedJob, Work};
+
+use super::*;
+
+/// What executing one plan has found so far, by manifest.
+#[derive(Default)]
+struct Applying {
+    /// Manifest → the first error from executing its actions.
+    failures: BTreeMap<String, String>,
+    /// Manifests whose start or restart job was queued (and, when waited
+    /// for, succeeded).
+    started: BTreeSet<String>,
+}
+
+impl Applying {
+    fn fail(&mut self, manifest: &str, error: String) {
+        self.failures.entry(manifest.to_string()).or_insert(error);
+    }
+
+    fn failed(&self, manifest: &str) -> bool {
+        self.failures.contains_key(manifest)
+    }
+}
+
+/// The actions of `plan` with operation `op`.
+fn with_op<'a>(actions: &'a [Action], op: &'a Op) -> impl Iterator<Item = &'a Action> + 'a {
+    actions.iter().filter(move |a| &a.op == op)
+}
+
+impl Reconciler {
+    /// Execute a prepared plan, then refresh status. Returns the report.
+    ///
+    /// # Guarantees
+    /// Only units carrying unitlet's marker are stopped, disabled or
+    /// removed (the planner guarantees it; the applier re-checks the file
+    /// before removing). One daemon-reload per plan at most.
+    ///
+    /// # Errors
+    /// systemd refused the job stream or the daemon-reload, files could
+    /// not be written at all, or the live states cannot be listed.
+    pub async fn apply(
+        &mut self,
+        sd: &impl UserManager,
+        prep: Prepared,
+        status: &mut Status,
+    ) -> Result<PassReport, ReconcileError> {
+        let started = Instant::now();
+        self.forget_lost_readiness_waits(started);
+        let mut run = Applying::default();
+        let deferred_jobs = if prep.plan.is_empty() {
+            None
+        } else {
+            self.execute(sd, &prep, &mut run, status).await?
+        };
+        // Readiness of what was just (re)started, then config changes:
+        // handed out, never waited for here.
+        let mut work = self.readiness_work(&prep, &run.started, &run.failures);
+        work.extend(deferred_jobs.map(Work::Jobs));
+        let config = self
+            .config_phase(sd, &prep, &run.started, &run.failures, status)
+            .await;
+        work.extend(config);
+        record_applied(&prep, &run.failures, status);
+        self.track_backoff(&prep, &run.failures, status);
+        let readiness = self.readiness_view(&prep).await;
+        let facts = PassFacts {
+            prep: &prep,
+            failures: &run.failures,
+            issues: &self.config_issue,
+            readiness: &readiness,
+        };
+        refresh_status(sd, &facts, status).await?;
+        work.extend(self.probe_work(&prep, status));
+        let ready = status.objects.values().filter(|o| o.is_ready()).count();
+        Ok(PassReport {
+            actions: prep.plan.actions.len(),
+            daemon_reloads: prep.plan.daemon_reloads(),
+            ready,
+            not_ready: status.objects.len() - ready,
+            failures: run.failures,
+            elapsed: started.elapsed(),
+            retry_at: self.next_retry(&prep),
+            reloads: Vec::new(),
+            work,
+        })
+    }
+
+    /// A readiness wait ends by its deadline; one still listed well past
+    /// it was lost (its task aborted when the bus went away): forget it,
+    /// so the Service is probed again instead of showing Starting for ever.
+    fn forget_lost_readiness_waits(&mut self, now: Instant) {
+        self.waiting_ready
+            .retain(|_, until| *until + Duration::from_secs(5) > now);
+    }
+
+    /// The plan's actions, in order. Returns the start jobs handed out
+    /// (when the pass does not wait for them).
+    async fn execute(
+        &mut self,
+        sd: &impl UserManager,
+        prep: &Prepared,
+        run: &mut Applying,
+        status: &mut Status,
+    ) -> Result<Option<JobsWork>, ReconcileError> {
+        let t = Instant::now();
+        // Subscribe before any job is queued.
+        let mut jobs_stream = sd.job_stream().await?;
+        let actions = &prep.plan.actions;
+        self.stop_units(sd, actions, &mut jobs_stream, run, status)
+            .await;
+        disable_units(sd, actions, run).await;
+        let linked = self.write_files(sd, prep, run).await?;
+        tracing::debug!(elapsed = ?t.elapsed(), linked = linked.len(), "files written, enabled by links");
+        self.remove_files(sd, actions, run, status).await;
+        self.remove_limit_dropins(sd, actions, run).await;
+        // One daemon-reload for the whole batch; it also applies the unit
+        // files' limits live.
+        if prep.plan.daemon_reloads() > 0 {
+            sd.reload().await?;
+        }
+        tracing::debug!(elapsed = ?t.elapsed(), "daemon-reload done");
+        enable_units(sd, actions, &linked, run).await;
+        for a in actions.iter().filter(|a| matches!(a.op, Op::SetLimits(_))) {
+            if !run.failed(&a.manifest) {
+                let msg = format!("{}: {}", a.unit, a.reason);
+                status.event(&a.manifest, EventType::Normal, "LimitsApplied", msg);
+            }
+        }
+        let deferred = self
+            .start_units(sd, actions, jobs_stream, run, status)
+            .await;
+        tracing::debug!(elapsed = ?t.elapsed(), "start jobs done");
+        // The live limits of every service this plan touched must now be
+        // the manifest's.
+        for (manifest, msg) in self.verify_limits(sd, prep, &run.failures).await {
+            status.event(
+                &manifest,
+                EventType::Warning,
+                "LimitsNotApplied",
+                msg.clone(),
+            );
+            run.fail(&manifest, msg);
+        }
+        for a in actions.iter().filter(|a| matches!(a.op, Op::Write { .. })) {
+            if !run.failed(&a.manifest) {
+                let msg = format!("wrote {}: {}", a.unit, a.reason);
+                status.event(&a.manifest, EventType::Normal, "Written", msg);
+            }
+        }
+        Ok(deferred)
+    }
+
+    /// Stops (GC and `state: stopped`), waited for before files change.
+    async fn stop_units(
+        &self,
+        sd: &impl UserManager,
+        actions: &[Action],
+        jobs_stream: &mut JobStream,
+        run: &mut Applying,
+        status: &mut Status,
+    ) {
+        let mut stops = Vec::new();
+        for a in with_op(actions, &Op::Stop) {
+            match sd.queue(&a.unit, JobKind::Stop).await {
+                Ok(j) => stops.push((a, j)),
+                Err(e) => run.fail(&a.manifest, e.to_string()),
+            }
+        }
+        let jobs: Vec<QueuedJob> = stops.iter().map(|(_, j)| j.clone()).collect();
+        let results = jobs_stream.wait(sd, &jobs, self.job_timeout).await;
+        for ((a, _), r) in stops.iter().zip(results) {
+            match r {
+                Ok(()) => {
+                    let msg = format!("stopped {}: {}", a.unit, a.reason);
+                    status.event(&a.manifest, EventType::Normal, "Stopped", msg);
+                }
+                Err(e) => {
+                    status.event(&a.manifest, EventType::Warning, "StopFailed", e.to_string());
+                    run.fail(&a.manifest, e.to_string());
+                }
+            }
+        }
+    }
+
+    /// All unit files written with one sync and, meanwhile, enables by
+    /// symlink: before the daemon-reload that loads them (only when one
+    /// follows: systemd caches what it last read of a unit's enablement
+    /// until then). Returns the units enabled by links.
+    async fn write_files(
+        &self,
+        sd: &impl UserManager,
+        prep: &Prepared,
+        run: &mut Applying,
+    ) -> Result<BTreeSet<String>, ReconcileError> {
+        let actions = &prep.plan.actions;
+        let writes: Vec<(&Action, PathBuf, Vec<u8>)> = actions
+            .iter()
+            .filter_map(|a| match &a.op {
+                Op::Write { path, content } => Some((a, path.clone(), content.clone().into())),
+                _ => None,
+            })
+            .collect();
+        let owned: Vec<(PathBuf, Vec<u8>)> = writes
+            .iter()
+            .map(|(_, p, c)| (p.clone(), c.clone()))
+            .collect();
+        let write = tokio::task::spawn_blocking(move || {
+            let batch: Vec<(&Path, &[u8], u32)> = owned
+                .iter()
+                .map(|(p, c)| (p.as_path(), c.as_slice(), 0o644))
+                .collect();
+            fsutil::atomic_write_batch(&batch)
+        });
+        let to_link: Vec<(String, String)> = with_op(actions, &Op::Enable)
+            .filter(|_| prep.plan.daemon_reloads() > 0)
+            .filter_map(|a| {
+                let d = prep.desired.iter().find(|d| d.name == a.unit)?;
+                Some((a.unit.clone(), d.content.clone()))
+            })
+            .collect();
+        let config = self.manager_dirs(sd).await.config.clone();
+        let unit_dir = self.loc.unit_dir.clone();
+        let link = tokio::task::spawn_blocking(move || {
+            to_link
+                .into_iter()
+                .filter(|(unit, content)| {
+                    enable_by_links(&config, &unit_dir, unit, content).unwrap_or(false)
+                })
+                .map(|(unit, _)| unit)
+                .collect::<BTreeSet<String>>()
+        });
+        let (written, linked) = tokio::join!(write, link);
+        let written = written
+            .map_err(|e| ReconcileError::Stuck(format!("writing unit files failed: {e}")))?;
+        for ((a, path, _), r) in writes.iter().zip(written) {
+            if let Err(source) = r {
+                let e = ReconcileError::UnitDir {
+                    what: "write unit file",
+                    path: path.clone(),
+                    source,
+                };
+                run.fail(&a.manifest, crate::error_chain(&e));
+            }
+        }
+        Ok(linked.unwrap_or_default())
+    }
+
+    /// Removals, each re-checked for unitlet's marker right before.
+    async fn remove_files(
+        &self,
+        sd: &impl UserManager,
+        actions: &[Action],
+        run: &mut Applying,
+        status: &mut Status,
+    ) {
+        for a in actions {
+            let Op::Remove { path } = &a.op else { continue };
+            let still_ours = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|c| render::marker_of(&c))
+                .as_deref()
+                == Some(a.manifest.as_str());
+            if !still_ours {
+                continue;
+            }
+            if let Err(source) = fsutil::remove_durable(path) {
+                let e = ReconcileError::UnitDir {
+                    what: "remove unit file",
+                    path: path.clone(),
+                    source,
+                };
+                run.fail(&a.manifest, crate::error_chain(&e));
+                continue;
+            }
+            sd.reset_failed(&a.unit).await;
+            let _ = self.manager_dirs(sd).await.remove_limit_dropins(&a.unit);
+            status.applied.remove(&a.unit);
+            let msg = format!("removed {} ({})", a.unit, a.reason);
+            status.event(&a.manifest, EventType::Normal, "Removed", msg);
+        }
+    }
+
+    /// Limits: drop-ins that override the unit file go before the
+    /// daemon-reload, which then applies the unit file's limits live.
+    async fn remove_limit_dropins(
+        &self,
+        sd: &impl UserManager,
+        actions: &[Action],
+        run: &mut Applying,
+    ) {
+        for a in actions.iter().filter(|a| matches!(a.op, Op::SetLimits(_))) {
+            if let Err(e) = self.manager_dirs(sd).await.remove_limit_dropins(&a.unit) {
+                let msg = format!("cannot reset the resource limits of {}: {e}", a.unit);
+                run.fail(&a.manifest, msg);
+            }
+        }
+    }
+
+    /// Starts and restarts, all queued concurrently (one round trip per
+    /// job would dominate a large batch), then waited for together:
+    /// systemd orders them by `After=`. The operator never waits here
+    /// (`start_wait` zero): the batch is handed out as [`JobsWork`] and
+    /// its outcome folded in by a later pass.
+    async fn start_units(
+        &mut self,
+        sd: &impl UserManager,
+        actions: &[Action],
+        mut jobs_stream: JobStream,
+        run: &mut Applying,
+        status: &mut Status,
+    ) -> Option<JobsWork> {
+        // A restore may have taken a hold since this pass began.
+        let holds_now = crate::hold::active_holds(&self.loc.state_dir);
+        let to_start: Vec<(&Action, JobKind)> = actions
+            .iter()
+            .filter(|a| !run.failed(&a.manifest) && !holds_now.contains(&a.manifest))
+            .filter_map(|a| match a.op {
+                Op::Start => Some((a, JobKind::Start)),
+                Op::Restart => Some((a, JobKind::Restart)),
+                _ => None,
+            })
+            .collect();
+        let queue = to_start.iter().map(|(a, k)| sd.queue(&a.unit, *k));
+        let queued = futures_util::future::join_all(queue).await;
+        let mut started = Vec::new();
+        for ((a, _), q) in to_start.into_iter().zip(queued) {
+            match q {
+                Ok(job) => started.push(StartedJob {
+                    manifest: a.manifest.clone(),
+                    reason: a.reason.clone(),
+                    job,
+                }),
+                Err(e) => run.fail(&a.manifest, e.to_string()),
+            }
+        }
+        if started.is_empty() {
+            return None;
+        }
+        if self.start_wait.is_zero() {
+            run.started
+                .extend(started.iter().map(|j| j.manifest.clone()));
+            self.job_batches += 1;
+            return Some(JobsWork {
+                batch: self.job_batches,
+                stream: jobs_stream,
+                jobs: started,
+            });
+        }
+        let jobs: Vec<QueuedJob> = started.iter().map(|j| j.job.clone()).collect();
+        let results = jobs_stream.wait(sd, &jobs, self.start_wait).await;
+        for (j, r) in started.iter().zip(results) {
+            let r = r.map_err(|e| e.to_string());
+            job_event(status, &j.manifest, &j.job.unit, j.job.kind, &j.reason, &r);
+            match r {
+                Ok(()) => {
+                    run.started.insert(j.manifest.clone());
+                }
+                Err(e) => run.fail(&j.manifest, e),
+            }
+        }
+        None
+    }
+
+    /// Backoff bookkeeping: a failure (or a unit that had failed on its
+    /// own and was started again, so a crash loop is not a tight loop)
+    /// backs the manifest off; success or an edit resets it.
+    fn track_backoff(
+        &mut self,
+        prep: &Prepared,
+        failures: &BTreeMap<String, String>,
+        status: &mut Status,
+    ) {
+        let crashed: BTreeSet<&str> = prep
+            .plan
+            .actions
+            .iter()
+            .filter(|a| a.op == Op::Start && a.restarts_a_failed_unit())
+            .map(|a| a.manifest.as_str())
+            .collect();
+        let now = Instant::now();
+        for m in &prep.loaded.manifests {
+            if prep.backing_off.contains(&m.name) {
+                continue;
+            }
+            let hash = manifest::spec_hash(m);
+            let obj = status
+                .objects
+                .entry(m.name.clone())
+                .or_insert_with(|| crate::status::ObjectStatus::new(m.kind(), &m.name, &m.file));
+            if failures.contains_key(&m.name) || crashed.contains(m.name.as_str()) {
+                obj.failures = if obj.spec_hash == hash {
+                    obj.failures + 1
+                } else {
+                    1
+                };
+                let until = now + backoff_delay(obj.failures);
+                let spec_hash = hash.clone();
+                self.backoff
+                    .insert(m.name.clone(), Backoff { until, spec_hash });
+            } else {
+                obj.failures = 0;
+                self.backoff.remove(&m.name);
+            }
+            obj.spec_hash = hash;
+        }
+    }
+
+    /// When the earliest backing-off manifest, failing reload or gc grace
+    /// is due.
+    fn next_retry(&self, prep: &Prepared) -> Option<Instant> {
+        let backoffs = self.backoff.values().map(|b| b.until);
+        let reloads = self.reload_retry.values().map(|r| r.next);
+        backoffs
+            .chain(reloads)
+            .chain(prep.gc_waiting.values().copied())
+            .min()
+    }
+
+    /// Running Services' readiness, probed beside the loop (`run`; `apply`
+    /// probes inline).
+    fn probe_work(&self, prep: &Prepared, status: &Status) -> Vec<Work> {
+        if self.inline_probes {
+            return Vec::new();
+        }
+        let mut work = Vec::new();
+        for m in &prep.loaded.manifests {
+            let Some(r) = m.as_service().and_then(|s| s.readiness.as_ref()) else {
+                continue;
+            };
+            let active = status
+                .objects
+                .get(&m.name)
+                .and_then(|o| o.unit.as_ref())
+                .is_some_and(|u| u.active_state == "active");
+            if active && !self.waiting_ready.contains_key(&m.name) {
+                work.push(Work::Probe {
+                    name: m.name.clone(),
+                    url: r.url.clone(),
+                });
+            }
+        }
+        work
+    }
+
+    /// Compare the live limits of each running service the plan wrote,
+    /// started, restarted or set limits on with its unit file's. Returns
+    /// `(manifest, message)` for each that differs: an apply failure.
+    async fn verify_limits(
+        &self,
+        sd: &impl UserManager,
+        prep: &Prepared,
+        failures: &BTreeMap<String, String>,
+    ) -> Vec<(String, String)> {
+        let touched: BTreeSet<&str> = prep
+            .plan
+            .actions
+            .iter()
+            .filter(|a| {
+                matches!(
+                    a.op,
+                    Op::Write { .. } | Op::SetLimits(_) | Op::Start | Op::Restart
+                )
+            })
+            .map(|a| a.unit.as_str())
+            .collect();
+        let mut out = Vec::new();
+        for d in &prep.desired {
+            let running = matches!(
+                d.role,
+                Role::Main {
+                    state: DesiredState::Running,
+                    ..
+                }
+            );
+            if !running
+                || !touched.contains(d.name.as_str())
+                || failures.contains_key(&d.manifest)
+                || !had_limits(prep, d)
+            {
+                continue;
+            }
+            let wanted = plan::WantedLimits::of_unit(&d.content, prep.observed.default_tasks_max);
+            let msg = match sd.limit_differences(&d.name, &wanted).await {
+                Ok(diff) if diff.is_empty() => continue,
+                Ok(diff) => format!(
+                    "live resource limits of {} do not match the manifest after applying: {}; something else sets them (a drop-in: see `systemctl --user cat {}`); remove that setting or change the manifest",
+                    d.name,
+                    diff.join("; "),
+                    d.name
+                ),
+                Err(e) => format!(
+                    "cannot verify the live resource limits of {}: {}",
+                    d.name,
+                    crate::error_chain(&e)
+                ),
+            };
+            out.push((d.manifest.clone(), msg));
+        }
+        out
+    }
+}
+
+/// Limits are worth a look when the unit file sets some, or the unit had
+/// some before (in its file or set outside it).
+fn had_limits(prep: &Prepared, d: &render::DesiredUnit) -> bool {
+    plan::has_limit_keys(&d.content)
+        || prep
+            .observed
+            .files
+            .get(&d.name)
+            .is_some_and(|f| plan::has_limit_keys(&f.content))
+        || prep
+            .observed
+            .live
+            .get(&d.name)
+            .is_some_and(|l| !l.limit_dropins.is_empty())
+}
+
+/// Disables, batched.
+async fn disable_units(sd: &impl UserManager, actions: &[Action], run: &mut Applying) {
+    let disables: Vec<String> = with_op(actions, &Op::Disable)
+        .map(|a| a.unit.clone())
+        .collect();
+    if let Err(e) = sd.disable(&disables).await {
+        for a in with_op(actions, &Op::Disable) {
+            run.fail(&a.manifest, e.to_string());
+        }
+    }
+}
+
+/// Enables not made by links, batched.
+async fn enable_units(
+    sd: &impl UserManager,
+    actions: &[Action],
+    linked: &BTreeSet<String>,
+    run: &mut Applying,
+) {
+    let enables: Vec<String> = with_op(actions, &Op::Enable)
+        .filter(|a| !run.failed(&a.manifest) && !linked.contains(&a.unit))
+        .map(|a| a.unit.clone())
+        .collect();
+    if let Err(e) = sd.enable(&enables).await {
+        for a in with_op(actions, &Op::Enable) {
+            run.fail(&a.manifest, e.to_string());
+        }
+    }
+}
+
+/// Record what is now applied in full.
+fn record_applied(prep: &Prepared, failures: &BTreeMap<String, String>, status: &mut Status) {
+    for d in &prep.desired {
+        let conflict = prep.plan.conflicts.iter().any(|c| c.manifest == d.manifest);
+        if !failures.contains_key(&d.manifest) && !conflict {
+            status
+                .applied
+                .insert(d.unit_name().to_string(), plan::content_hash(&d.content));
+        }
+    }
+}

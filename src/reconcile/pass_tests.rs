@@ -1,0 +1,402 @@
+//! Whole passes (prepare → plan → apply → status) against the in-memory
+//! user manager: the reconcile logic in milliseconds, without systemd. The
+//! same behaviour against a real user manager is in `tests/it/`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::locations::Locations;
+use crate::manager::fake::FakeManager;
+use crate::manager::{JobKind, ServiceResult};
+use crate::status::ConditionStatus::{False, True};
+use crate::status::{ConditionStatus, Reason, Status};
+use crate::work::{Outcome, Work};
+
+use super::{PassReport, Reconciler};
+
+/// A manifests directory, a unit directory, a state directory and a fake
+/// user manager, with the status that passes leave behind.
+struct World {
+    dir: tempfile::TempDir,
+    sd: FakeManager,
+    rec: Reconciler,
+    status: Status,
+}
+
+fn service(name: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: unitlet/v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  command: [/bin/sleep, infinity]\n{extra}"
+    )
+}
+
+/// The spec lines of a memory limit.
+fn memory_max(size: &str) -> String {
+    format!("  resources:\n    memoryMax: {size}\n")
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let loc = Locations {
+            manifests: dir.path().join("manifests"),
+            state_dir: dir.path().join("state"),
+            unit_dir: dir.path().join("units"),
+            bus: None,
+        };
+        for d in [&loc.manifests, &loc.state_dir, &loc.unit_dir] {
+            std::fs::create_dir_all(d).expect("dir");
+        }
+        let sd = FakeManager::new(&loc.unit_dir, &dir.path().join("config"));
+        let mut rec = Reconciler::new(loc, PathBuf::from("/usr/bin/unitlet"));
+        rec.gc_grace = Duration::ZERO;
+        World {
+            dir,
+            sd,
+            rec,
+            status: Status::default(),
+        }
+    }
+
+    fn write(&self, file: &str, content: &str) {
+        let path = self.rec.loc.manifests.join(file);
+        std::fs::write(path, content).expect("write manifest");
+    }
+
+    fn remove(&self, file: &str) {
+        std::fs::remove_file(self.rec.loc.manifests.join(file)).expect("remove manifest");
+    }
+
+    fn unit_file(&self, unit: &str) -> Option<String> {
+        std::fs::read_to_string(self.rec.loc.unit_dir.join(unit)).ok()
+    }
+
+    /// One pass; the work it hands out is returned, not run.
+    async fn pass(&mut self) -> PassReport {
+        let prep = self
+            .rec
+            .prepare(&self.sd, &self.status)
+            .await
+            .expect("prepare");
+        self.rec
+            .apply(&self.sd, prep, &mut self.status)
+            .await
+            .expect("apply")
+    }
+
+    /// A running Service `web` whose config file (returned) is reloaded
+    /// with SIGHUP.
+    async fn with_config_reloaded_by_sighup() -> (World, PathBuf) {
+        let mut w = World::new();
+        let conf = w.dir.path().join("web.conf");
+        std::fs::write(&conf, "a").unwrap();
+        let extra = format!(
+            "  configFiles: [{}]\n  onConfigChange: reload\n  reload:\n    signal: SIGHUP\n",
+            conf.display()
+        );
+        w.write("web.yaml", &service("web", &extra));
+        let r = w.pass().await;
+        assert!(r.work.is_empty(), "nothing to reload yet: {:?}", r.work);
+        (w, conf)
+    }
+
+    /// Run handed-out work against the fake manager and fold it in.
+    async fn run_work(&mut self, work: Vec<Work>) {
+        for w in work {
+            let o: Outcome = w
+                .run(
+                    self.sd.clone(),
+                    self.rec.http.clone(),
+                    Duration::from_secs(5),
+                )
+                .await;
+            self.rec.finish(o, &mut self.status);
+        }
+    }
+
+    fn ready(&self, name: &str) -> (ConditionStatus, Reason, String) {
+        let c = self.status.objects[name]
+            .ready()
+            .expect("a Ready condition");
+        (c.status, c.reason, c.message.clone())
+    }
+
+    fn live_memory_max(&self, unit: &str) -> u64 {
+        let sd = self.sd.clone();
+        let unit = unit.to_string();
+        futures_util::FutureExt::now_or_never(async move {
+            use crate::manager::UserManager;
+            let path = sd.load_unit(&unit).await?;
+            sd.live_limits(&unit, &path).await
+        })
+        .expect("the fake answers at once")
+        .expect("limits")
+        .memory_max
+    }
+}
+
+#[tokio::test]
+async fn a_new_manifest_is_started_once_and_then_left_alone() {
+    let mut w = World::new();
+    w.write("web.yaml", &service("web", ""));
+    let r = w.pass().await;
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    assert_eq!(w.sd.jobs("web.service"), vec![JobKind::Start]);
+    assert_eq!(w.sd.reloads(), 1);
+    assert!(w.unit_file("web.service").is_some());
+    let (st, reason, msg) = w.ready("web");
+    assert_eq!((st, reason), (True, Reason::Running), "{msg}");
+
+    let r = w.pass().await;
+    assert_eq!(r.actions, 0, "a second pass has nothing to do");
+    assert_eq!(w.sd.jobs("web.service"), vec![JobKind::Start]);
+    assert_eq!(w.sd.reloads(), 1);
+}
+
+#[tokio::test]
+async fn a_limits_only_change_is_applied_live_without_a_restart() {
+    let mut w = World::new();
+    w.write("web.yaml", &service("web", &memory_max("100M")));
+    w.pass().await;
+    assert_eq!(w.live_memory_max("web.service"), 100 << 20);
+
+    w.write("web.yaml", &service("web", &memory_max("200M")));
+    let r = w.pass().await;
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    assert_eq!(w.sd.jobs("web.service"), vec![JobKind::Start], "no restart");
+    assert_eq!(w.live_memory_max("web.service"), 200 << 20);
+    assert!(
+        w.status
+            .events_for("web")
+            .any(|e| e.reason == "LimitsApplied"),
+        "{:?}",
+        w.status.events
+    );
+    assert_eq!(w.ready("web").0, True);
+}
+
+#[tokio::test]
+async fn a_limit_changed_by_hand_is_restored_without_a_restart() {
+    let mut w = World::new();
+    w.write("web.yaml", &service("web", &memory_max("100M")));
+    w.pass().await;
+    w.sd.set_property("web.service", "MemoryMax", "314572800");
+    assert_eq!(w.live_memory_max("web.service"), 300 << 20);
+
+    let r = w.pass().await;
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    assert_eq!(w.live_memory_max("web.service"), 100 << 20);
+    assert_eq!(w.sd.jobs("web.service"), vec![JobKind::Start], "no restart");
+}
+
+#[tokio::test]
+async fn garbage_collection_stops_and_removes_only_units_unitlet_owns() {
+    let mut w = World::new();
+    w.write("web.yaml", &service("web", ""));
+    w.pass().await;
+    // A unit of someone else's, running, in the same directory.
+    let foreign = "[Service]\nExecStart=/bin/sleep infinity\n";
+    std::fs::write(w.rec.loc.unit_dir.join("other.service"), foreign).unwrap();
+    w.sd.start_by_hand("other.service");
+
+    w.remove("web.yaml");
+    let r = w.pass().await;
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    assert_eq!(
+        w.sd.jobs("web.service"),
+        vec![JobKind::Start, JobKind::Stop]
+    );
+    assert_eq!(w.unit_file("web.service"), None);
+    assert!(!w.status.objects.contains_key("web"));
+    assert!(w.sd.jobs("other.service").is_empty());
+    assert_eq!(w.sd.state("other.service").0, "active");
+    assert_eq!(w.unit_file("other.service").as_deref(), Some(foreign));
+}
+
+#[tokio::test]
+async fn a_manifest_turned_invalid_keeps_its_units_running_untouched() {
+    let mut w = World::new();
+    w.write("web.yaml", &service("web", ""));
+    w.pass().await;
+    let before = w.unit_file("web.service");
+
+    w.write("web.yaml", &service("web", "  bogusField: 1\n"));
+    let r = w.pass().await;
+    assert_eq!(r.actions, 0, "nothing is done to a held unit");
+    assert_eq!(w.sd.jobs("web.service"), vec![JobKind::Start]);
+    assert_eq!(w.sd.state("web.service").0, "active");
+    assert_eq!(w.unit_file("web.service"), before);
+    let (st, reason, msg) = w.ready("web");
+    assert_eq!((st, reason), (False, Reason::Invalid));
+    assert!(msg.contains("its last good units keep running"), "{msg}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_start_backs_off_exponentially_on_tokios_clock() {
+    let mut w = World::new();
+    w.sd.fail_starts("web.service", true);
+    w.write("web.yaml", &service("web", ""));
+    let r = w.pass().await;
+    assert!(r.failures.contains_key("web"), "{:?}", r.failures);
+    assert_eq!(w.ready("web").1, Reason::ApplyFailed);
+    assert_eq!(w.status.objects["web"].failures, 1);
+    let first_retry = r.retry_at.expect("a retry is scheduled");
+
+    // Within the backoff: not started again.
+    w.pass().await;
+    assert_eq!(w.sd.jobs("web.service").len(), 1);
+    assert_eq!(w.ready("web").1, Reason::Failed, "{:?}", w.ready("web"));
+
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert!(tokio::time::Instant::now() >= first_retry);
+    let r = w.pass().await;
+    assert_eq!(w.sd.jobs("web.service").len(), 2, "retried after 1 s");
+    assert_eq!(w.status.objects["web"].failures, 2);
+    let second = r.retry_at.expect("a retry is scheduled") - tokio::time::Instant::now();
+    assert_eq!(second, Duration::from_secs(2), "the delay doubles");
+
+    // Fixed: the next retry succeeds. Starting a unit that had failed
+    // still counts, so the backoff is forgotten one quiet pass later.
+    w.sd.fail_starts("web.service", false);
+    tokio::time::advance(second).await;
+    let r = w.pass().await;
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    assert_eq!(w.ready("web").0, True);
+    let third = r.retry_at.expect("still backing off") - tokio::time::Instant::now();
+    tokio::time::advance(third).await;
+    w.pass().await;
+    assert_eq!(w.sd.jobs("web.service").len(), 3);
+    assert_eq!(w.status.objects["web"].failures, 0);
+    assert!(w.rec.backoff.is_empty());
+}
+
+fn oom_kill() -> ServiceResult {
+    ServiceResult {
+        result: "oom-kill".into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_is_reported_with_its_cause_and_restarted_with_backoff() {
+    let mut w = World::new();
+    w.write("web.yaml", &service("web", &memory_max("64M")));
+    w.pass().await;
+    w.sd.crash("web.service", oom_kill());
+    // Restarted at once, but the crash counts for backoff.
+    w.pass().await;
+    assert_eq!(w.sd.jobs("web.service").len(), 2);
+    assert_eq!(w.status.objects["web"].failures, 1);
+    w.sd.crash("web.service", oom_kill());
+    w.pass().await;
+    assert_eq!(w.sd.jobs("web.service").len(), 2, "backing off");
+    let (st, reason, msg) = w.ready("web");
+    assert_eq!((st, reason), (False, Reason::OOMKilled), "{msg}");
+    assert!(msg.contains("memoryMax 64M"), "{msg}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_removed_manifest_keeps_its_units_for_the_gc_grace() {
+    let mut w = World::new();
+    w.rec.gc_grace = Duration::from_secs(2);
+    w.write("web.yaml", &service("web", ""));
+    w.pass().await;
+
+    w.remove("web.yaml");
+    let r = w.pass().await;
+    assert_eq!(w.sd.jobs("web.service"), vec![JobKind::Start]);
+    let grace_end = r.retry_at.expect("the end of the grace is a retry");
+    assert_eq!(
+        grace_end - tokio::time::Instant::now(),
+        Duration::from_secs(2)
+    );
+
+    // Back within the grace: never stopped.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    w.write("web.yaml", &service("web", ""));
+    w.pass().await;
+    tokio::time::advance(Duration::from_secs(5)).await;
+    w.pass().await;
+    assert_eq!(w.sd.jobs("web.service"), vec![JobKind::Start]);
+
+    // Gone for longer than the grace: stopped and removed.
+    w.remove("web.yaml");
+    w.pass().await;
+    assert_eq!(w.sd.jobs("web.service"), vec![JobKind::Start]);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    w.pass().await;
+    assert_eq!(
+        w.sd.jobs("web.service"),
+        vec![JobKind::Start, JobKind::Stop]
+    );
+    assert_eq!(w.unit_file("web.service"), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_reload_is_retried_on_tokios_clock() {
+    let (mut w, conf) = World::with_config_reloaded_by_sighup().await;
+
+    std::fs::write(&conf, "b").unwrap();
+    w.sd.fail_kills("web.service");
+    let r = w.pass().await;
+    assert_eq!(r.work.len(), 1, "{:?}", r.work);
+    w.run_work(r.work).await;
+    let (st, reason, _) = {
+        w.pass().await;
+        w.ready("web")
+    };
+    assert_eq!((st, reason), (False, Reason::ReloadFailed));
+    let retry = w.rec.reload_retry["web"].next;
+
+    // Not due yet: no new attempt.
+    let r = w.pass().await;
+    assert!(r.work.is_empty(), "{:?}", r.work);
+    assert_eq!(r.retry_at, Some(retry));
+
+    tokio::time::advance(retry - tokio::time::Instant::now()).await;
+    let r = w.pass().await;
+    assert_eq!(r.work.len(), 1, "retried when due: {:?}", r.work);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_config_change_is_reloaded_by_signal_without_a_restart() {
+    let (mut w, conf) = World::with_config_reloaded_by_sighup().await;
+    std::fs::write(&conf, "b").unwrap();
+    let r = w.pass().await;
+    w.run_work(r.work).await;
+    assert_eq!(w.sd.signals("web.service"), vec![libc::SIGHUP]);
+    assert_eq!(w.sd.jobs("web.service"), vec![JobKind::Start]);
+    let r = w.pass().await;
+    assert!(r.work.is_empty(), "applied once: {:?}", r.work);
+    assert_eq!(w.ready("web").0, True);
+}
+
+#[tokio::test]
+async fn a_unit_file_unitlet_does_not_own_is_a_conflict_and_left_alone() {
+    let mut w = World::new();
+    let foreign = "[Service]\nExecStart=/bin/true\n";
+    std::fs::write(w.rec.loc.unit_dir.join("web.service"), foreign).unwrap();
+    w.write("web.yaml", &service("web", ""));
+    let r = w.pass().await;
+    assert_eq!(r.actions, 0, "nothing is done about a foreign unit");
+    assert!(w.sd.jobs("web.service").is_empty());
+    assert_eq!(w.unit_file("web.service").as_deref(), Some(foreign));
+    let (st, reason, msg) = w.ready("web");
+    assert_eq!((st, reason), (False, Reason::Conflict));
+    assert!(msg.contains("not managed by unitlet"), "{msg}");
+}
+
+#[tokio::test]
+async fn state_stopped_stops_the_unit_and_reports_it_stopped() {
+    let mut w = World::new();
+    w.write("web.yaml", &service("web", ""));
+    w.pass().await;
+    w.write("web.yaml", &service("web", "  state: stopped\n"));
+    w.pass().await;
+    assert_eq!(
+        w.sd.jobs("web.service"),
+        vec![JobKind::Start, JobKind::Stop]
+    );
+    assert_eq!(w.ready("web").1, Reason::Stopped);
+    let r = w.pass().await;
+    assert_eq!(r.actions, 0, "stopped as declared: nothing to do");
+}
