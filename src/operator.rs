@@ -282,7 +282,17 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
             pending = false;
             // (Re)connect with backoff when the bus or manager went away.
             if sd.is_none() {
-                match Systemd::connect(opts.loc.bus.as_deref()).await {
+                // A bus that accepts but never answers must not hold up a SIGTERM.
+                let connecting = tokio::select! {
+                    r = Systemd::connect(opts.loc.bus.as_deref()) => Some(r),
+                    _ = &mut shutdown => None,
+                };
+                let Some(connected) = connecting else {
+                    tracing::info!("stopping (while connecting to the user manager)");
+                    sd_notify(&[sd_notify::NotifyState::Stopping]);
+                    return Ok(());
+                };
+                match connected {
                     Ok(c) => {
                         if let Err(e) = c.check_unit_dir(&opts.loc.unit_dir).await {
                             tracing::error!("{}", crate::error_chain(&e));
@@ -312,6 +322,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
                 dirs.extend(config_dirs.iter().map(PathBuf::as_path));
                 watch.arm(&dirs);
                 let timer = std::time::Instant::now();
+                tracing::debug!(target: "unitlet::pass", "pass starts");
                 // systemd forgets Subscribe when it re-executes; renewing it
                 // keeps unit-change signals coming (idempotent).
                 c.renew_subscription();
@@ -396,6 +407,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
             next_resync = tokio::time::Instant::now() + opts.resync;
         }
         metrics.set_queue_depth(pool.in_flight.len() + outcomes.len() + usize::from(pending));
+        tracing::debug!(target: "unitlet::pass", queue = pool.in_flight.len() + outcomes.len() + usize::from(pending), "waiting");
 
         let retry_sleep = async {
             match retry_at {

@@ -1,5 +1,5 @@
-//! Claims of the 0.1.0 CHANGELOG that no other test proved: each test here
-//! names the claim it checks.
+//! Claims of the CHANGELOG (0.1.0 and Unreleased) that no other test
+//! proved: each test here quotes the claim it checks.
 
 use std::path::Path;
 use std::process::Command;
@@ -16,9 +16,7 @@ fn operator_stops_cleanly_on_sigint() {
     let um = UserManager::start();
     um.write_manifest("x.yaml", &service("x", ""));
     let mut run = um.spawn_run(&[]);
-    wait_for(T, "x active", || {
-        (um.active("x.service") == "active").then_some(())
-    });
+    um.wait_active("x.service", T);
     run.wait_log("connected", T);
     unsafe {
         libc::kill(run.child.id() as i32, libc::SIGINT);
@@ -346,4 +344,152 @@ fn unknown_name_exits_1_for_get_describe_render_and_backups() {
             assert_eq!(o.status.code(), Some(0), "unitlet {cmd} x: {}", stderr(&o));
         }
     }
+}
+
+// Claims of the Unreleased CHANGELOG without a test elsewhere.
+
+/// "Only one `unitlet run` may operate on a state directory
+/// (`STATE_DIR/run.lock`; a second exits 2)."
+#[test]
+fn a_second_run_on_the_same_state_directory_exits_2() {
+    let um = UserManager::start();
+    um.write_manifest("x.yaml", &service("x", ""));
+    let first = um.spawn_run(&[]);
+    first.wait_log("connected", T);
+    let mut second = um.spawn_run(&[]);
+    let st = wait_for(T, "the second unitlet run to exit", || {
+        second.child.try_wait().ok().flatten()
+    });
+    assert_eq!(st.code(), Some(2), "second run: {}", second.log());
+    let why = second.log();
+    assert!(
+        why.contains(&format!(
+            "another `unitlet run` (PID {}) already operates on state directory",
+            first.child.id()
+        )),
+        "the second run names the first: {why}"
+    );
+    // The first one is undisturbed: still running, x still converged.
+    first.next_pass(T);
+    assert!(!first.log().contains("stopping"), "{}", first.log());
+    assert_eq!(um.active("x.service"), "active");
+}
+
+/// "a command that finds it [the state lock] taken says whom it waits
+/// for": `apply` waits while another writer holds `STATE_DIR/unitlet.lock`,
+/// names it, writes nothing meanwhile, and finishes once it is released.
+#[test]
+fn apply_waits_for_the_state_lock_and_says_whom_it_waits_for() {
+    use std::io::{BufRead, Write};
+    use std::os::fd::AsRawFd;
+    let um = UserManager::start();
+    um.write_manifest("x.yaml", &service("x", ""));
+    std::fs::create_dir_all(&um.state_dir).unwrap();
+    let mut lock = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(um.state_dir.join("unitlet.lock"))
+        .unwrap();
+    assert_eq!(
+        unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+        0
+    );
+    lock.set_len(0).unwrap();
+    write!(lock, "4242 the-test-writer").unwrap();
+    let mut child = Command::new(UNITLET)
+        .arg("apply")
+        .envs(um.envs())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx
+        .recv_timeout(T)
+        .expect("apply says it waits (within 20 s)");
+    assert!(
+        line.contains("waiting for the-test-writer (PID 4242)") && line.contains("unitlet.lock")
+            || line.contains("waiting for the-test-writer (PID 4242)"),
+        "{line}"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "apply must wait for the lock, not give up"
+    );
+    assert!(
+        !um.unit_dir.join("x.service").exists(),
+        "nothing is written while another writer holds the lock"
+    );
+    drop(lock);
+    let st = wait_for(T, "apply to finish once the lock is free", || {
+        child.try_wait().ok().flatten()
+    });
+    assert_eq!(st.code(), Some(0));
+    assert_eq!(um.active("x.service"), "active");
+}
+
+/// "`get` and `describe` correct the last reconcile's `Ready` with the
+/// unit's live state: ... an unreachable manager `Unknown`
+/// (`ManagerUnreachable`)."
+#[test]
+fn get_with_the_manager_unreachable_shows_ready_unknown() {
+    let um = UserManager::start();
+    um.write_manifest("x.yaml", &service("x", ""));
+    let o = um.unitlet(&["apply"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(um.ready("x").unwrap().0, "True");
+    let o = um.unitlet(&["--bus", "unix:path=/nonexistent/bus", "get", "-o", "json"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (status, reason, message) = crate::support::ready_in(&v, "x").expect("x listed");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("Unknown", "ManagerUnreachable"),
+        "{message}"
+    );
+    assert!(message.contains("x.service"), "{message}");
+    let o = um.unitlet(&["--bus", "unix:path=/nonexistent/bus", "describe", "x"]);
+    assert!(stdout(&o).contains("ManagerUnreachable"), "{}", stdout(&o));
+}
+
+/// "A SIGTERM that arrives while `unitlet run` starts up stops it
+/// cleanly": here it arrives while `run` is still connecting to a bus
+/// that accepted the connection but never answers.
+#[test]
+fn sigterm_while_run_is_still_connecting_stops_it_cleanly() {
+    let um = UserManager::start();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("bus");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // Hold every connection open, answer nothing.
+        let mut held = Vec::new();
+        for s in listener.incoming().take(20).flatten() {
+            let _ = tx.send(());
+            held.push(s);
+        }
+    });
+    let bus = format!("unix:path={}", sock.display());
+    let mut run = um.spawn_run(&["--bus", &bus]);
+    rx.recv_timeout(T)
+        .expect("unitlet run connects to the bus (within 20 s)");
+    assert!(run.child.try_wait().unwrap().is_none());
+    unsafe {
+        libc::kill(run.child.id() as i32, libc::SIGTERM);
+    }
+    let st = wait_for(
+        Duration::from_secs(10),
+        "unitlet run to exit on SIGTERM",
+        || run.child.try_wait().ok().flatten(),
+    );
+    assert_eq!(st.code(), Some(0), "{st:?}: {}", run.log());
 }
