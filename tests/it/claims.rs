@@ -493,3 +493,135 @@ fn sigterm_while_run_is_still_connecting_stops_it_cleanly() {
     );
     assert_eq!(st.code(), Some(0), "{st:?}: {}", run.log());
 }
+
+/// "resyncs every `--resync`": with nothing changing, passes still come,
+/// one per period.
+#[test]
+fn run_resyncs_every_period_without_any_event() {
+    let um = UserManager::start();
+    um.write_manifest("x.yaml", &service("x", ""));
+    let run = um.spawn_run(&["--resync", "1s"]);
+    um.wait_active("x.service", T);
+    run.settle(T);
+    let (mark, t0) = (run.mark(), std::time::Instant::now());
+    // Nothing is written or changed from here on.
+    run.wait_passes(mark, 2, Duration::from_secs(10));
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "two resync passes take about two periods, not {took:?}"
+    );
+}
+
+/// "`state`": a Service declared `state: stopped` is not started, shows
+/// `Ready True Stopped`, and is stopped again when started by hand.
+#[test]
+fn a_service_declared_stopped_and_started_by_hand_is_stopped_again() {
+    let um = UserManager::start();
+    um.write_manifest("x.yaml", &service("x", "  state: stopped\n"));
+    let o = um.unitlet(&["apply"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(um.active("x.service"), "inactive");
+    let (status, reason, _) = um.ready("x").expect("x listed");
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "Stopped"));
+    let run = um.spawn_run(&[]);
+    run.settle(T);
+    assert!(um.systemctl(&["start", "x.service"]).status.success());
+    um.wait_state("x.service", "inactive", T);
+    run.settle(T);
+    assert_eq!(um.active("x.service"), "inactive");
+    assert_eq!(um.wait_ready("x", "True", T).1, "Stopped");
+}
+
+/// "`none`" of the config change actions: a changed config file neither
+/// restarts nor signals the Service, and the change is recorded (`plan`
+/// has nothing left to do).
+#[test]
+fn on_config_change_none_neither_restarts_nor_reloads() {
+    let um = UserManager::start();
+    let conf = um.runtime.join("n.conf");
+    std::fs::write(&conf, "one").unwrap();
+    um.write_manifest(
+        "n.yaml",
+        &service(
+            "n",
+            &format!(
+                "  configFiles: [{}]\n  onConfigChange: none\n",
+                conf.display()
+            ),
+        ),
+    );
+    let run = um.spawn_run(&[]);
+    um.wait_ready("n", "True", T);
+    let pid = um.prop("n.service", "MainPID");
+    std::fs::write(&conf, "two").unwrap();
+    // The change was seen (the config directory is watched) and acted on.
+    run.settle(T);
+    assert_eq!(um.prop("n.service", "MainPID"), pid, "{}", run.log());
+    assert_eq!(um.prop("n.service", "NRestarts"), "0");
+    let o = um.unitlet(&["plan"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+}
+
+/// "`get` (`-o table|wide|json|yaml`)": `-o yaml` lists the same objects,
+/// with the same conditions, as `-o json`.
+#[test]
+fn get_o_yaml_lists_what_get_o_json_lists() {
+    let um = UserManager::start();
+    um.write_manifest("a.yaml", &service("a", ""));
+    um.write_manifest("b.yaml", &service("b", "  state: stopped\n"));
+    let o = um.unitlet(&["apply"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let json = um.get_json();
+    let o = um.unitlet(&["get", "-o", "yaml"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let yaml: serde_json::Value = serde_saphyr::from_str(&stdout(&o))
+        .unwrap_or_else(|e| panic!("get -o yaml prints YAML ({e}):\n{}", stdout(&o)));
+    let key = |v: &serde_json::Value| -> Vec<(String, serde_json::Value)> {
+        v.as_array()
+            .expect("a list of objects")
+            .iter()
+            .map(|o| {
+                (
+                    o["name"].as_str().unwrap().to_string(),
+                    o["conditions"].clone(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(key(&yaml), key(&json), "{}", stdout(&o));
+    assert_eq!(key(&json).len(), 2);
+}
+
+/// "`EnableUnitFiles` remains for `[Install]` sections with aliases": an
+/// adopted unit file with `Alias=` is enabled with its alias, which names
+/// the same unit.
+#[test]
+fn an_adopted_unit_with_an_alias_is_enabled_under_both_names() {
+    let um = UserManager::start();
+    let file = um.runtime.join("al.service");
+    std::fs::write(
+        &file,
+        "[Unit]\nDescription=aliased\n[Service]\nExecStart=/bin/sleep 100000\n\
+         [Install]\nWantedBy=default.target\nAlias=al-alias.service\n",
+    )
+    .unwrap();
+    um.write_manifest(
+        "al.yaml",
+        &format!(
+            "apiVersion: unitlet/v1\nkind: Service\nmetadata:\n  name: al\nspec:\n  unitFile: {}\n",
+            file.display()
+        ),
+    );
+    let o = um.unitlet(&["apply"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(um.active("al.service"), "active");
+    assert_eq!(um.prop("al.service", "UnitFileState"), "enabled");
+    assert_eq!(
+        um.prop("al-alias.service", "Id"),
+        "al.service",
+        "the alias names the unit"
+    );
+    let o = um.unitlet(&["plan"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+}

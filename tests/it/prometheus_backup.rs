@@ -378,10 +378,34 @@ fn restore_brings_back_samples_after_the_data_was_wiped() {
 #[test]
 fn restore_beside_run_is_not_undone_and_a_corrupted_set_is_refused_first() {
     let p = Prom::start(7, "");
-    let mut run = p.um.spawn_run(&["--resync", "1s"]);
+    let mport = crate::reload::free_port();
+    let metrics = format!("http://127.0.0.1:{mport}/metrics");
+    let mut run = p.um.spawn_run(&[
+        "--resync",
+        "1s",
+        "--metrics-addr",
+        &format!("127.0.0.1:{mport}"),
+    ]);
     p.wait_samples();
+    let before_backup = now();
     let id = p.backup();
     let after_backup = now();
+    // "`unitlet_last_backup_success_timestamp_seconds` per object": the
+    // operator reports the set just made.
+    let series = "unitlet_last_backup_success_timestamp_seconds{name=\"tsdb\"}";
+    let stamp = wait_seen(T, &format!("{series} of the new set"), || {
+        let body = crate::reload::http_get(&metrics)
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        let v = body
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok());
+        match v {
+            Some(t) if t >= before_backup.floor() => Ok(t),
+            v => Err(format!("{v:?}")),
+        }
+    });
+    assert!(stamp <= after_backup + 1.0, "{stamp} vs {after_backup}");
     // Samples the restore must drop: scraped after the backup, in the 2 s
     // before `mid`, which must be in the past before the restore (or the
     // restored Prometheus could scrape into that window again).
