@@ -328,6 +328,16 @@ fn sigkill_mid_apply_then_restart_converges() {
             .map(|_| ())
     });
     run.kill9();
+    // Proof that it died mid-apply: inside a pass, and not all 50 units
+    // were started.
+    let started = (0..50)
+        .filter(|i| um.active(&format!("s{i:02}.service")) == "active")
+        .count();
+    assert!(
+        run.mid_pass() && started < 50,
+        "the kill must land mid-apply: inside a pass {}, {started} of 50 units started",
+        run.mid_pass()
+    );
     let _run2 = um.spawn_run(&[]);
     wait_seen(Duration::from_secs(60), "all 50 active", || {
         let left: Vec<String> = (0..50)

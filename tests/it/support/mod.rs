@@ -658,6 +658,14 @@ impl RunningOperator {
         p
     }
 
+    /// How many log lines after `mark` end with `suffix`.
+    pub fn count_since(&self, mark: usize, suffix: &str) -> usize {
+        self.log_since(mark)
+            .lines()
+            .filter(|l| l.ends_with(suffix))
+            .count()
+    }
+
     /// Whether the log ends inside a pass (its last pass line is `pass
     /// starts`). Read after [`kill9`](Self::kill9): the kill landed mid-pass.
     pub fn mid_pass(&self) -> bool {
