@@ -476,9 +476,8 @@ fn an_after_cycle_is_held_and_the_last_good_units_keep_running() {
     let unit_a = std::fs::read_to_string(um.unit_dir.join("a.service")).unwrap();
     um.write_manifest("a.yaml", &service("a", "  after: [b]\n"));
     for (n, cycle) in [("a", "a → b → a"), ("b", "b → a → b")] {
-        let (_, reason, message) = wait_for(T, &format!("{n} held for the cycle"), || {
-            um.ready(n)
-                .filter(|r| r.2.contains("ordering cycle") && r.2.contains("keep running"))
+        let (_, reason, message) = um.wait_ready_where(n, "held for the cycle", T, |r| {
+            r.2.contains("ordering cycle") && r.2.contains("keep running")
         });
         assert_eq!(reason, "Invalid");
         assert!(message.contains(cycle), "{message}");
@@ -530,8 +529,8 @@ fn an_emptied_manifest_holds_its_units() {
     for (i, empty) in ["", "# saved half-way\n\n"].iter().enumerate() {
         // In place, as an editor that truncates and then writes does.
         std::fs::write(um.manifests.join("x.yaml"), empty).unwrap();
-        let (_, reason, message) = wait_for(T, "x held", || {
-            um.ready("x").filter(|r| r.2.contains("no documents"))
+        let (_, reason, message) = um.wait_ready_where("x", "held: no documents", T, |r| {
+            r.2.contains("no documents")
         });
         assert_eq!(reason, "Invalid", "{i}");
         assert!(message.contains("x.yaml"), "{message}");

@@ -20,9 +20,8 @@ fn service_over_its_memory_limit_is_oom_killed_and_reported() {
         "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: hog}\nspec:\n  command: [/usr/bin/tail, /dev/zero]\n  restart: \"no\"\n  resources: {memoryMax: 50M}\n",
     );
     let _run = um.spawn_run(&[]);
-    let (_, reason, message) = wait_for(T, "hog reported OOM-killed", || {
-        um.ready("hog")
-            .filter(|r| r.0 == "False" && r.1 == "OOMKilled")
+    let (_, reason, message) = um.wait_ready_where("hog", "Ready False OOMKilled", T, |r| {
+        r.0 == "False" && r.1 == "OOMKilled"
     });
     assert_eq!(reason, "OOMKilled");
     assert!(message.contains("memoryMax 50M"), "{message}");
@@ -91,9 +90,7 @@ fn limits_changed_by_hand_are_restored() {
             .status
             .success()
     );
-    wait_for(T, "MemoryMax restored", || {
-        (um.prop("d.service", "MemoryMax") == (200u64 << 20).to_string()).then_some(())
-    });
+    um.wait_prop("d.service", "MemoryMax", &(200u64 << 20).to_string(), T);
     // After a daemon-reload the hand-made drop-in must agree too.
     assert!(um.systemctl(&["daemon-reload"]).status.success());
     assert_eq!(

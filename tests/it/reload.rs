@@ -121,9 +121,10 @@ fn adding_a_scrape_job_reloads_prometheus_once() {
     });
     let metrics_url = format!("http://127.0.0.1:{mport}/metrics");
     // The reload's outcome is folded in by the pass after it: wait for it.
-    wait_for(T, "unitlet_reloads_total 1", || {
-        let (_, body) = http_get(&metrics_url)?;
-        metric(&body, "unitlet_reloads_total{name=\"prom\"}").filter(|v| *v >= 1.0)
+    wait_seen(T, "unitlet_reloads_total 1", || {
+        let v = http_get(&metrics_url)
+            .and_then(|(_, body)| metric(&body, "unitlet_reloads_total{name=\"prom\"}"));
+        v.filter(|v| *v >= 1.0).ok_or(v)
     });
     let (_, body) = http_get(&metrics_url).unwrap();
     assert_eq!(
@@ -314,11 +315,8 @@ fn restart_and_signal_services_behave_as_declared() {
         ),
     );
     let run = um.spawn_run(&[]);
-    wait_for(T, "both ready", || {
-        (um.ready("r").is_some_and(|r| r.0 == "True")
-            && um.ready("s").is_some_and(|r| r.0 == "True"))
-        .then_some(())
-    });
+    um.wait_ready("r", "True", T);
+    um.wait_ready("s", "True", T);
     let rpid = um.prop("r.service", "MainPID");
     let spid = um.prop("s.service", "MainPID");
     std::fs::write(dir.join("r.conf"), "two").unwrap();
