@@ -199,6 +199,8 @@ enum Wake {
     WorkDone(Outcome),
     Resync,
     Retry,
+    /// The status has not been written for [`STATUS_HEARTBEAT`].
+    Heartbeat,
 }
 
 /// Feeds systemd's watchdog from its own task, but only while the loop
@@ -439,10 +441,34 @@ impl Operator {
         self.pool.abort_all();
     }
 
+    /// Write the status's time stamp without a pass, so `get` can tell a
+    /// live operator's status from a stale one however long the resync.
+    /// Every change wakes a pass, so the status is as current as its stamp.
+    async fn heartbeat(&mut self) {
+        let loc = &self.rec.loc;
+        let path = loc.status_file();
+        let beat = async {
+            let _lock = StateLock::acquire(&loc.state_dir, "unitlet run", |_| {})
+                .await
+                .map_err(|e| crate::error_chain(&e))?;
+            let mut status = Status::load_async(&path).await;
+            status.stamp("unitlet run");
+            status
+                .save_async(&path)
+                .await
+                .map_err(|e| crate::error_chain(&e))
+        };
+        if let Err(e) = beat.await {
+            tracing::warn!("cannot write the status heartbeat: {e}");
+        }
+        // Also after a failure: the next try is a heartbeat away.
+        self.last_saved = Some(std::time::Instant::now());
+    }
+
     /// Whether a wake-up calls for a pass.
     fn woken(&mut self, wake: Wake) -> bool {
         match wake {
-            Wake::Shutdown => false,
+            Wake::Shutdown | Wake::Heartbeat => false,
             Wake::FileChange => {
                 tracing::debug!("woken by a file change");
                 true
@@ -504,11 +530,24 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
         if pending {
             pending = false;
             if op.sd.is_none() {
-                op.connect().await?;
+                // A bus that accepts but never answers must not hold up a SIGTERM.
+                let connected = tokio::select! {
+                    r = op.connect() => Some(r),
+                    _ = &mut shutdown => None,
+                };
+                match connected {
+                    Some(r) => r?,
+                    None => {
+                        op.stop("stopping (while connecting to the user manager)");
+                        return Ok(());
+                    }
+                }
             }
             if let Some(c) = op.sd.clone() {
                 op.arm_watches();
                 let timer = std::time::Instant::now();
+                // Tests wait for whole passes with these two lines.
+                tracing::debug!(target: "unitlet::pass", "pass starts");
                 // systemd forgets Subscribe when it re-executes; renewing it
                 // keeps unit-change signals coming (idempotent).
                 c.renew_subscription();
@@ -541,10 +580,22 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
         }
         let depth = op.pool.in_flight.len() + op.outcomes.len() + usize::from(pending);
         op.metrics.set_queue_depth(depth);
+        tracing::debug!(target: "unitlet::pass", queue = depth, "waiting");
         let wake = next_wake(&mut op, &trigger, &mut done_rx, next_resync, &mut shutdown).await;
         if matches!(wake, Wake::Shutdown) {
             op.stop("stopping");
             return Ok(());
+        }
+        if matches!(wake, Wake::Heartbeat) {
+            let beat = tokio::select! {
+                () = op.heartbeat() => true,
+                _ = &mut shutdown => false,
+            };
+            if !beat {
+                op.stop("stopping");
+                return Ok(());
+            }
+            continue;
         }
         pending |= op.woken(wake);
     }
@@ -576,8 +627,18 @@ async fn next_wake(
             None => std::future::pending().await,
         }
     };
+    let heartbeat_at = op
+        .last_saved
+        .map(|t| tokio::time::Instant::from_std(t + STATUS_HEARTBEAT));
+    let heartbeat = async {
+        match heartbeat_at {
+            Some(t) => tokio::time::sleep_until(t).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         _ = shutdown.as_mut() => Wake::Shutdown,
+        _ = heartbeat => Wake::Heartbeat,
         _ = trigger.notified() => Wake::FileChange,
         ev = unit_event => Wake::UnitChange(ev),
         Some(o) = done_rx.recv() => Wake::WorkDone(o),

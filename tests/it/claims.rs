@@ -1,11 +1,11 @@
-//! Claims of the 0.1.0 CHANGELOG that no other test proved: each test here
-//! names the claim it checks.
+//! Claims of the CHANGELOG (0.1.0 and Unreleased) that no other test
+//! proved: each test here quotes the claim it checks.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{UNITLET, UserManager, service, stderr, stdout, wait_for};
+use crate::support::{UNITLET, UserManager, service, stderr, stdout, wait_for, wait_seen};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -16,9 +16,7 @@ fn operator_stops_cleanly_on_sigint() {
     let um = UserManager::start();
     um.write_manifest("x.yaml", &service("x", ""));
     let mut run = um.spawn_run(&[]);
-    wait_for(T, "x active", || {
-        (um.active("x.service") == "active").then_some(())
-    });
+    um.wait_active("x.service", T);
     run.wait_log("connected", T);
     unsafe {
         libc::kill(run.child.id() as i32, libc::SIGINT);
@@ -346,4 +344,322 @@ fn unknown_name_exits_1_for_get_describe_render_and_backups() {
             assert_eq!(o.status.code(), Some(0), "unitlet {cmd} x: {}", stderr(&o));
         }
     }
+}
+
+// Claims of the Unreleased CHANGELOG without a test elsewhere.
+
+/// "Only one `unitlet run` may operate on a state directory
+/// (`STATE_DIR/run.lock`; a second exits 2)."
+#[test]
+fn a_second_run_on_the_same_state_directory_exits_2() {
+    let um = UserManager::start();
+    um.write_manifest("x.yaml", &service("x", ""));
+    let first = um.spawn_run(&[]);
+    first.wait_log("connected", T);
+    let mut second = um.spawn_run(&[]);
+    let st = wait_for(T, "the second unitlet run to exit", || {
+        second.child.try_wait().ok().flatten()
+    });
+    assert_eq!(st.code(), Some(2), "second run: {}", second.log());
+    let why = second.log();
+    assert!(
+        why.contains(&format!(
+            "another `unitlet run` (PID {}) already operates on state directory",
+            first.child.id()
+        )),
+        "the second run names the first: {why}"
+    );
+    // The first one is undisturbed: still running, x still converged.
+    first.next_pass(T);
+    assert!(!first.log().contains("stopping"), "{}", first.log());
+    assert_eq!(um.active("x.service"), "active");
+}
+
+/// "a command that finds it [the state lock] taken says whom it waits
+/// for": `apply` waits while another writer holds `STATE_DIR/unitlet.lock`,
+/// names it, writes nothing meanwhile, and finishes once it is released.
+#[test]
+fn apply_waits_for_the_state_lock_and_says_whom_it_waits_for() {
+    use std::io::{BufRead, Write};
+    use std::os::fd::AsRawFd;
+    let um = UserManager::start();
+    um.write_manifest("x.yaml", &service("x", ""));
+    std::fs::create_dir_all(&um.state_dir).unwrap();
+    let mut lock = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(um.state_dir.join("unitlet.lock"))
+        .unwrap();
+    assert_eq!(
+        unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+        0
+    );
+    lock.set_len(0).unwrap();
+    write!(lock, "4242 the-test-writer").unwrap();
+    let mut child = Command::new(UNITLET)
+        .arg("apply")
+        .envs(um.envs())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx
+        .recv_timeout(T)
+        .expect("apply says it waits (within 20 s)");
+    assert!(
+        line.contains("waiting for the-test-writer (PID 4242)") && line.contains("unitlet.lock")
+            || line.contains("waiting for the-test-writer (PID 4242)"),
+        "{line}"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "apply must wait for the lock, not give up"
+    );
+    assert!(
+        !um.unit_dir.join("x.service").exists(),
+        "nothing is written while another writer holds the lock"
+    );
+    drop(lock);
+    let st = wait_for(T, "apply to finish once the lock is free", || {
+        child.try_wait().ok().flatten()
+    });
+    assert_eq!(st.code(), Some(0));
+    assert_eq!(um.active("x.service"), "active");
+}
+
+/// "`get` and `describe` correct the last reconcile's `Ready` with the
+/// unit's live state: ... an unreachable manager `Unknown`
+/// (`ManagerUnreachable`)."
+#[test]
+fn get_with_the_manager_unreachable_shows_ready_unknown() {
+    let um = UserManager::start();
+    um.write_manifest("x.yaml", &service("x", ""));
+    let o = um.unitlet(&["apply"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(um.ready("x").unwrap().0, "True");
+    let o = um.unitlet(&["--bus", "unix:path=/nonexistent/bus", "get", "-o", "json"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (status, reason, message) = crate::support::ready_in(&v, "x").expect("x listed");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("Unknown", "ManagerUnreachable"),
+        "{message}"
+    );
+    assert!(message.contains("x.service"), "{message}");
+    let o = um.unitlet(&["--bus", "unix:path=/nonexistent/bus", "describe", "x"]);
+    assert!(stdout(&o).contains("ManagerUnreachable"), "{}", stdout(&o));
+}
+
+/// "A SIGTERM that arrives while `unitlet run` starts up stops it
+/// cleanly": here it arrives while `run` is still connecting to a bus
+/// that accepted the connection but never answers.
+#[test]
+fn sigterm_while_run_is_still_connecting_stops_it_cleanly() {
+    let um = UserManager::start();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("bus");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // Hold every connection open, answer nothing.
+        let mut held = Vec::new();
+        for s in listener.incoming().take(20).flatten() {
+            let _ = tx.send(());
+            held.push(s);
+        }
+    });
+    let bus = format!("unix:path={}", sock.display());
+    let mut run = um.spawn_run(&["--bus", &bus]);
+    rx.recv_timeout(T)
+        .expect("unitlet run connects to the bus (within 20 s)");
+    assert!(run.child.try_wait().unwrap().is_none());
+    unsafe {
+        libc::kill(run.child.id() as i32, libc::SIGTERM);
+    }
+    let st = wait_for(
+        Duration::from_secs(10),
+        "unitlet run to exit on SIGTERM",
+        || run.child.try_wait().ok().flatten(),
+    );
+    assert_eq!(st.code(), Some(0), "{st:?}: {}", run.log());
+}
+
+/// "resyncs every `--resync`": with nothing changing, the loop still
+/// wakes for a resync once per period and makes a pass.
+#[test]
+fn run_resyncs_every_period_without_any_event() {
+    // Each nextest test is its own process: this reaches only our operator.
+    // SAFETY: set before any thread of this test reads the environment.
+    unsafe { std::env::set_var("UNITLET_TEST_LOG", "info,unitlet::operator=debug") };
+    let um = UserManager::start();
+    um.write_manifest("x.yaml", &service("x", ""));
+    let run = um.spawn_run(&["--resync", "1s"]);
+    um.wait_active("x.service", T);
+    run.settle(T);
+    let (mark, t0) = (run.mark(), std::time::Instant::now());
+    // Nothing is written or changed from here on.
+    wait_seen(Duration::from_secs(10), "two resyncs", || {
+        match run.count_since(mark, " resync") {
+            n if n >= 2 => Ok(()),
+            n => Err(format!("{n} resyncs")),
+        }
+    });
+    run.wait_passes(mark, 2, T);
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "two resyncs take about two periods, not {took:?}"
+    );
+}
+
+/// "`state`": a Service declared `state: stopped` is not started, shows
+/// `Ready True Stopped`, and is stopped again when started by hand.
+#[test]
+fn a_service_declared_stopped_and_started_by_hand_is_stopped_again() {
+    let um = UserManager::start();
+    um.write_manifest("x.yaml", &service("x", "  state: stopped\n"));
+    let o = um.unitlet(&["apply"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(um.active("x.service"), "inactive");
+    let (status, reason, _) = um.ready("x").expect("x listed");
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "Stopped"));
+    let run = um.spawn_run(&[]);
+    run.settle(T);
+    assert!(um.systemctl(&["start", "x.service"]).status.success());
+    um.wait_state("x.service", "inactive", T);
+    run.settle(T);
+    assert_eq!(um.active("x.service"), "inactive");
+    assert_eq!(um.wait_ready("x", "True", T).1, "Stopped");
+}
+
+/// "`none`" of the config change actions: a changed config file neither
+/// restarts nor signals the Service, and the change is recorded (`plan`
+/// has nothing left to do).
+#[test]
+fn on_config_change_none_neither_restarts_nor_reloads() {
+    let um = UserManager::start();
+    let conf = um.runtime.join("n.conf");
+    std::fs::write(&conf, "one").unwrap();
+    um.write_manifest(
+        "n.yaml",
+        &service(
+            "n",
+            &format!(
+                "  configFiles: [{}]\n  onConfigChange: none\n",
+                conf.display()
+            ),
+        ),
+    );
+    let run = um.spawn_run(&[]);
+    um.wait_ready("n", "True", T);
+    let pid = um.prop("n.service", "MainPID");
+    std::fs::write(&conf, "two").unwrap();
+    // The change was seen (the config directory is watched) and acted on.
+    run.settle(T);
+    assert_eq!(um.prop("n.service", "MainPID"), pid, "{}", run.log());
+    assert_eq!(um.prop("n.service", "NRestarts"), "0");
+    let o = um.unitlet(&["plan"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+}
+
+/// "`get` (`-o table|wide|json|yaml`)": `-o yaml` lists the same objects,
+/// with the same conditions, as `-o json`.
+#[test]
+fn get_o_yaml_lists_what_get_o_json_lists() {
+    let um = UserManager::start();
+    um.write_manifest("a.yaml", &service("a", ""));
+    um.write_manifest("b.yaml", &service("b", "  state: stopped\n"));
+    let o = um.unitlet(&["apply"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let json = um.get_json();
+    let o = um.unitlet(&["get", "-o", "yaml"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let yaml: serde_json::Value = serde_saphyr::from_str(&stdout(&o))
+        .unwrap_or_else(|e| panic!("get -o yaml prints YAML ({e}):\n{}", stdout(&o)));
+    let key = |v: &serde_json::Value| -> Vec<(String, serde_json::Value)> {
+        v.as_array()
+            .expect("a list of objects")
+            .iter()
+            .map(|o| {
+                (
+                    o["name"].as_str().unwrap().to_string(),
+                    o["conditions"].clone(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(key(&yaml), key(&json), "{}", stdout(&o));
+    assert_eq!(key(&json).len(), 2);
+}
+
+/// "`EnableUnitFiles` remains for `[Install]` sections with aliases": an
+/// adopted unit file with `Alias=` is enabled with its alias, which names
+/// the same unit.
+#[test]
+fn an_adopted_unit_with_an_alias_is_enabled_under_both_names() {
+    let um = UserManager::start();
+    let file = um.runtime.join("al.service");
+    std::fs::write(
+        &file,
+        "[Unit]\nDescription=aliased\n[Service]\nExecStart=/bin/sleep 100000\n\
+         [Install]\nWantedBy=default.target\nAlias=al-alias.service\n",
+    )
+    .unwrap();
+    um.write_manifest(
+        "al.yaml",
+        &format!(
+            "apiVersion: unitlet/v1\nkind: Service\nmetadata:\n  name: al\nspec:\n  unitFile: {}\n",
+            file.display()
+        ),
+    );
+    let o = um.unitlet(&["apply"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(um.active("al.service"), "active");
+    assert_eq!(um.prop("al.service", "UnitFileState"), "enabled");
+    assert_eq!(
+        um.prop("al-alias.service", "Id"),
+        "al.service",
+        "the alias names the unit"
+    );
+    let o = um.unitlet(&["plan"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+}
+/// "Status is written at least every 10 s while `run` runs": with nothing
+/// changing (and `--resync 1h`), `status.json` is rewritten within 10 s
+/// (plus slack) of the last write.
+#[test]
+fn status_is_rewritten_every_10_s_while_run_runs() {
+    let um = UserManager::start();
+    um.write_manifest("x.yaml", &service("x", ""));
+    let run = um.spawn_run(&[]);
+    um.wait_active("x.service", T);
+    let status = um.state_dir.join("status.json");
+    let mtime = || std::fs::metadata(&status).and_then(|m| m.modified()).ok();
+    wait_for(T, "status.json written", mtime);
+    // Nothing left to do: every later write is the heartbeat's.
+    run.settle(T);
+    let first = mtime().unwrap();
+    let t0 = std::time::Instant::now();
+    wait_seen(
+        Duration::from_secs(16),
+        "status.json rewritten",
+        || match mtime() {
+            Some(m) if m > first => Ok(()),
+            m => Err(format!(
+                "mtime {m:?}, {:?} after the first write",
+                t0.elapsed()
+            )),
+        },
+    );
+    assert!(!run.log().contains("ERROR"), "{}", run.log());
 }

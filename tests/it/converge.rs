@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::support::{UserManager, service, stderr, stdout, wait_for};
+use crate::support::{UserManager, service, stderr, stdout, wait_for, wait_seen};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -51,9 +51,7 @@ fn run_creates_restarts_and_garbage_collects() {
     let um = UserManager::start();
     let _run = um.spawn_run(&[]);
     um.write_manifest("web.yaml", &service("web", ""));
-    wait_for(T, "web active", || {
-        (um.active("web.service") == "active").then_some(())
-    });
+    um.wait_active("web.service", T);
     let pid1 = um.prop("web.service", "MainPID");
     um.write_manifest("web.yaml", &service("web", "").replace("100000", "200000"));
     let pid2 = wait_for(T, "web restarted", || {
@@ -66,9 +64,7 @@ fn run_creates_restarts_and_garbage_collects() {
     wait_for(T, "web removed", || {
         (!um.unit_dir.join("web.service").exists()).then_some(())
     });
-    wait_for(T, "web stopped", || {
-        (um.active("web.service") == "inactive").then_some(())
-    });
+    um.wait_state("web.service", "inactive", T);
     assert_ne!(um.prop("web.service", "UnitFileState"), "enabled");
     let wants = um
         .runtime
@@ -83,13 +79,12 @@ fn stopped_by_hand_is_started_again_promptly() {
     assert!(um.unitlet(&["apply"]).status.success());
     // --resync 1h: only the unit-state subscription can bring it back.
     let run = um.spawn_run(&[]);
-    run.wait_log("connected", T);
-    std::thread::sleep(Duration::from_millis(300));
+    // Its first pass is over (subscribed, x seen active): the stop below
+    // is news to a settled operator.
+    run.wait_pass(0, T);
     assert!(um.systemctl(&["stop", "x.service"]).status.success());
     let start = std::time::Instant::now();
-    wait_for(Duration::from_secs(2), "x active again within 2s", || {
-        (um.active("x.service") == "active").then_some(())
-    });
+    um.wait_active("x.service", Duration::from_secs(2));
     eprintln!("restarted after {:?}", start.elapsed());
 }
 
@@ -132,27 +127,22 @@ fn hand_edit_is_restored_and_unmarked_unit_is_left_alone() {
 #[test]
 fn invalid_yaml_keeps_the_last_good_unit() {
     let um = UserManager::start();
-    let _run = um.spawn_run(&[]);
+    let run = um.spawn_run(&[]);
     um.write_manifest("x.yaml", &service("x", ""));
-    wait_for(T, "x active", || {
-        (um.active("x.service") == "active").then_some(())
-    });
+    um.wait_active("x.service", T);
     let pid = um.prop("x.service", "MainPID");
     um.write_manifest(
         "x.yaml",
         "apiVersion: unitlet/v1\nkind: Service\nmetadata:\n  name: [x\n",
     );
-    let (_, _, message) = wait_for(T, "x Ready False", || {
-        um.ready("x").filter(|r| r.0 == "False")
-    });
+    let (_, _, message) = um.wait_ready("x", "False", T);
     assert!(message.contains("x.yaml:4:"), "{message}");
-    std::thread::sleep(Duration::from_millis(500));
+    // One more whole pass with the invalid file: still nothing touched.
+    run.next_pass(T);
     assert_eq!(um.prop("x.service", "MainPID"), pid);
     assert_eq!(um.active("x.service"), "active");
     um.write_manifest("x.yaml", &service("x", ""));
-    wait_for(T, "x Ready True", || {
-        um.ready("x").filter(|r| r.0 == "True")
-    });
+    um.wait_ready("x", "True", T);
     assert_eq!(
         um.prop("x.service", "MainPID"),
         pid,
@@ -295,12 +285,11 @@ fn removed_manifests_directory_stops_nothing() {
     let um = UserManager::start();
     let run = um.spawn_run(&[]);
     um.write_manifest("x.yaml", &service("x", ""));
-    wait_for(T, "x active", || {
-        (um.active("x.service") == "active").then_some(())
-    });
+    um.wait_active("x.service", T);
     let pid = um.prop("x.service", "MainPID");
     let aside = um.runtime.join("manifests.aside");
     std::fs::rename(&um.manifests, &aside).unwrap();
+    let mark = run.mark();
     run.wait_log("does not exist", T);
     let o = um.unitlet(&["get"]);
     assert!(
@@ -308,15 +297,14 @@ fn removed_manifests_directory_stops_nothing() {
         "get should surface the operator error: {}",
         stderr(&o)
     );
-    std::thread::sleep(Duration::from_millis(500));
+    // The failed pass and its retry both saw the directory missing.
+    run.wait_passes(mark, 2, T);
     assert_eq!(um.active("x.service"), "active");
     assert_eq!(um.prop("x.service", "MainPID"), pid);
     assert!(um.unit_dir.join("x.service").exists());
     std::fs::rename(&aside, &um.manifests).unwrap();
     um.write_manifest("y.yaml", &service("y", ""));
-    wait_for(T, "y active after the directory came back", || {
-        (um.active("y.service") == "active").then_some(())
-    });
+    um.wait_active("y.service", T);
     assert_eq!(um.prop("x.service", "MainPID"), pid);
 }
 
@@ -340,11 +328,27 @@ fn sigkill_mid_apply_then_restart_converges() {
             .map(|_| ())
     });
     run.kill9();
+    // Proof that it died mid-apply: inside a pass, and not all 50 units
+    // were started.
+    let started = (0..50)
+        .filter(|i| um.active(&format!("s{i:02}.service")) == "active")
+        .count();
+    assert!(
+        run.mid_pass() && started < 50,
+        "the kill must land mid-apply: inside a pass {}, {started} of 50 units started",
+        run.mid_pass()
+    );
     let _run2 = um.spawn_run(&[]);
-    wait_for(Duration::from_secs(60), "all 50 active", || {
-        (0..50)
-            .all(|i| um.active(&format!("s{i:02}.service")) == "active")
-            .then_some(())
+    wait_seen(Duration::from_secs(60), "all 50 active", || {
+        let left: Vec<String> = (0..50)
+            .map(|i| format!("s{i:02}.service"))
+            .filter(|u| um.active(u) != "active")
+            .collect();
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("not active: {left:?}"))
+        }
     });
     let names: Vec<String> = (0..50).map(|i| format!("s{i:02}")).collect();
     assert_unit_dir_clean(&um, &names, "after the restart");
@@ -435,19 +439,30 @@ fn a_reexecuted_manager_is_followed() {
     let um = UserManager::start();
     um.write_manifest("x.yaml", &service("x", ""));
     let run = um.spawn_run(&[]);
-    wait_for(T, "x active", || {
-        (um.active("x.service") == "active").then_some(())
-    });
+    um.wait_active("x.service", T);
     run.wait_log("connected", T);
+    let owner = || um.bus_owner("org.freedesktop.systemd1");
+    let before = owner();
+    assert!(
+        before.starts_with(':'),
+        "systemd owns its bus name: {before:?}"
+    );
     assert!(um.systemctl(&["daemon-reexec"]).status.success());
-    std::thread::sleep(Duration::from_millis(500));
+    // The new manager is back on the bus (under a new unique name), and
+    // the operator has made a whole pass since (which renews its
+    // subscription).
+    wait_seen(T, "the re-executed manager back on the bus", || {
+        let now = owner();
+        if now != before && now.starts_with(':') {
+            Ok(())
+        } else {
+            Err(now)
+        }
+    });
+    run.next_pass(T);
     // Still subscribed: a stop by hand is undone without waiting for a resync.
     assert!(um.systemctl(&["stop", "x.service"]).status.success());
-    wait_for(
-        Duration::from_secs(3),
-        "x active again after daemon-reexec",
-        || (um.active("x.service") == "active").then_some(()),
-    );
+    um.wait_active("x.service", Duration::from_secs(3));
 }
 
 #[test]
@@ -497,10 +512,9 @@ fn sigterm_does_not_wait_for_a_slow_pass() {
         ),
     );
     let mut run = um.spawn_run(&[]);
-    wait_for(T, "slow started", || {
-        (um.active("slow.service") == "active").then_some(())
-    });
-    std::thread::sleep(Duration::from_millis(300));
+    um.wait_active("slow.service", T);
+    // The readiness wait is under way (and never ends by itself).
+    um.wait_reason("slow", "Starting", T);
     let start = std::time::Instant::now();
     let st = run.stop();
     assert!(st.success(), "{st:?}");
@@ -521,9 +535,7 @@ fn operator_reconnects_after_the_user_manager_restarts() {
     let mut um = UserManager::start();
     um.write_manifest("x.yaml", &service("x", ""));
     let run = um.spawn_run(&[]);
-    wait_for(T, "x active", || {
-        (um.active("x.service") == "active").then_some(())
-    });
+    um.wait_active("x.service", T);
     // The manager exits (taking the session bus with it) and comes back.
     um.restart();
     run.wait_log("connected to the user manager", T);
@@ -532,14 +544,11 @@ fn operator_reconnects_after_the_user_manager_restarts() {
     });
     // x is enabled, so the new manager started it; a stop by hand is
     // noticed over the new connection.
-    wait_for(T, "x active after the restart", || {
-        (um.active("x.service") == "active").then_some(())
-    });
-    std::thread::sleep(Duration::from_millis(300));
+    um.wait_active("x.service", T);
+    // A whole pass over the new connection (subscribed) before the stop.
+    run.next_pass(T);
     assert!(um.systemctl(&["stop", "x.service"]).status.success());
-    wait_for(Duration::from_secs(3), "x active again", || {
-        (um.active("x.service") == "active").then_some(())
-    });
+    um.wait_active("x.service", Duration::from_secs(3));
 }
 
 #[test]
@@ -547,17 +556,17 @@ fn a_held_service_is_left_alone_until_the_hold_is_released() {
     let um = UserManager::start();
     um.write_manifest("x.yaml", &service("x", ""));
     let run = um.spawn_run(&[]);
-    wait_for(T, "x active", || {
-        (um.active("x.service") == "active").then_some(())
-    });
+    um.wait_active("x.service", T);
     run.wait_log("connected", T);
     // What a restore does: hold x (owner: this live process), then stop it.
     let hold = um.state_dir.join("holds/x");
     std::fs::create_dir_all(hold.parent().unwrap()).unwrap();
     std::fs::write(&hold, std::process::id().to_string()).unwrap();
-    wait_for(T, "x OnHold", || um.ready("x").filter(|r| r.1 == "OnHold"));
+    um.wait_reason("x", "OnHold", T);
     assert!(um.systemctl(&["stop", "x.service"]).status.success());
-    std::thread::sleep(Duration::from_secs(2));
+    // The stop was seen: a whole pass began after it (and a resync-free
+    // operator has no other reason to look again).
+    run.next_pass(T);
     assert_eq!(
         um.active("x.service"),
         "inactive",
@@ -565,15 +574,17 @@ fn a_held_service_is_left_alone_until_the_hold_is_released() {
     );
     // Releasing the hold is noticed at once (resync is 1h here).
     std::fs::remove_file(&hold).unwrap();
-    wait_for(Duration::from_secs(3), "x started after the hold", || {
-        (um.active("x.service") == "active").then_some(())
-    });
-    wait_for(T, "x Ready", || um.ready("x").filter(|r| r.0 == "True"));
+    um.wait_active("x.service", Duration::from_secs(3));
+    um.wait_ready("x", "True", T);
 }
 
 /// Crash-consistency soak: `kill -9` of `unitlet run` at random moments
 /// while it applies 50 new manifests, then a restart must converge with
-/// nothing left behind. Reproduce a run with `UNITLET_SOAK_SEED=N`.
+/// nothing left behind. Each kill is aimed by watching the unit directory
+/// (kill once a random number of unit files exist) and checked afterwards:
+/// it landed mid-apply when the operator's log ends inside a pass and
+/// between 1 and 49 unit files exist. Most kills must land so, or the soak
+/// proves nothing. Reproduce a run with `UNITLET_SOAK_SEED=N`.
 #[test]
 fn sigkill_at_random_moments_mid_apply_always_converges() {
     const TRIALS: usize = 30;
@@ -620,62 +631,75 @@ fn sigkill_at_random_moments_mid_apply_always_converges() {
             .unwrap_or_default()
     };
     let started = std::time::Instant::now();
-    let (mut proven, mut attempts, mut with_temps_left) = (0, 0, 0);
-    let mut kill_points = Vec::new();
-    while proven < TRIALS {
-        attempts += 1;
-        assert!(
-            attempts <= 3 * TRIALS,
-            "only {proven} of {attempts} kills landed mid-apply (seed {seed})"
-        );
+    let (mut proven, mut with_temps_left) = (0, 0);
+    // (unit files at the kill, killed inside a pass) for every trial.
+    let mut kills: Vec<(usize, bool)> = Vec::new();
+    for attempt in 1..=TRIALS {
         let target = 1 + (next() % (N as u64 - 1)) as usize;
         let mut run = um.spawn_run(&[]);
         run.wait_log("connected", T);
         // Written a few ms apart, as a deploy tool copies files: the
-        // operator applies them over several passes, so most kill points
-        // land between two batches rather than after the last.
+        // operator applies them over several passes.
         for n in &names {
             std::fs::write(um.manifests.join(format!("{n}.yaml")), service(n, "")).unwrap();
             std::thread::sleep(Duration::from_millis(10));
         }
         // Kill as soon as `target` unit files exist; every other trial
         // counts temporaries too, to kill inside a batch write.
-        let with_temps = attempts % 2 == 0;
+        let with_temps = attempt % 2 == 0;
         let deadline = std::time::Instant::now() + T;
-        while if with_temps {
-            entries().len()
-        } else {
-            unit_files().len()
-        } < target
-        {
+        loop {
+            let seen = if with_temps {
+                entries().len()
+            } else {
+                unit_files().len()
+            };
+            if seen >= target {
+                break;
+            }
             assert!(
                 std::time::Instant::now() < deadline,
-                "no unit files appeared (trial {attempts}, seed {seed}): {}",
-                run.log()
+                "only {seen} of the {target} unit files to kill at appeared within {T:?} (trial {attempt}, seed {seed})"
             );
             std::thread::sleep(Duration::from_micros(500));
         }
         run.kill9();
-        // The proof that it died mid-apply: not every unit file is there.
+        // Where it died: how many unit files were whole, and whether its
+        // log ends inside a pass.
         let at_kill = unit_files().len();
         let temps_at_kill = entries().len() - at_kill;
-        if (1..N).contains(&at_kill) {
+        let mid_pass = run.mid_pass();
+        kills.push((at_kill, mid_pass));
+        if mid_pass && (1..N).contains(&at_kill) {
             proven += 1;
-            kill_points.push(at_kill);
             if temps_at_kill > 0 {
                 with_temps_left += 1;
             }
         }
-        let trial = format!("trial {attempts} (killed at {at_kill}/{N} unit files, seed {seed})");
-        let mut run2 = um.spawn_run(&[]);
-        wait_for(
+        let attempts = attempt;
+        let trial = format!(
+            "trial {attempts} (killed at {at_kill}/{N} unit files, {}, seed {seed})",
+            if mid_pass {
+                "inside a pass"
+            } else {
+                "between passes"
+            }
+        );
+        // No grace for deleted manifests: the reset below removes them all.
+        let mut run2 = um.spawn_run(&["--gc-grace", "0s"]);
+        wait_seen(
             Duration::from_secs(60),
             &format!("all {N} active, {trial}"),
             || {
-                names
+                let left: Vec<&String> = names
                     .iter()
-                    .all(|n| um.active(&format!("{n}.service")) == "active")
-                    .then_some(())
+                    .filter(|n| um.active(&format!("{n}.service")) != "active")
+                    .collect();
+                if left.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("not active: {left:?}"))
+                }
             },
         );
         wait_for(T, &format!("`unitlet plan` exits 0, {trial}"), || {
@@ -697,13 +721,24 @@ fn sigkill_at_random_moments_mid_apply_always_converges() {
         for n in &names {
             std::fs::remove_file(um.manifests.join(format!("{n}.yaml"))).unwrap();
         }
-        wait_for(T, &format!("garbage collected, {trial}"), || {
-            (unit_files().is_empty() && links().is_empty()).then_some(())
+        wait_seen(T, &format!("garbage collected, {trial}"), || {
+            let (files, links) = (unit_files(), links());
+            if files.is_empty() && links.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("unit files {files:?}, .wants links {links:?}"))
+            }
         });
         run2.stop();
     }
     eprintln!(
-        "{TRIALS} kills mid-apply in {attempts} attempts, {:.1?}; {with_temps_left} left temporaries; killed at unit-file counts {kill_points:?}",
+        "{proven} of {TRIALS} kills mid-apply, {:.1?}; {with_temps_left} left temporaries; (unit files, inside a pass) at each kill: {kills:?}",
         started.elapsed()
+    );
+    assert!(
+        proven * 2 >= TRIALS,
+        "only {proven} of {TRIALS} kills landed mid-apply (inside a pass, with 0 < unit files < {N}), \
+         fewer than half: the soak did not test crashes mid-apply (seed {seed}); \
+         (unit files, inside a pass) at each kill: {kills:?}"
     );
 }

@@ -340,13 +340,9 @@ fn hostile_manifests_are_refused_one_by_one_and_disturb_nothing() {
             ),
         ),
     );
-    wait_for(T, "good Ready", || {
-        um.ready("good").filter(|r| r.0 == "True")
-    });
+    um.wait_ready("good", "True", T);
     let pid = um.prop("good.service", "MainPID");
-    let (_, _, leaky) = wait_for(T, "leaky NotReady", || {
-        um.ready("leaky").filter(|r| r.1 == "NotReady")
-    });
+    let (_, _, leaky) = um.wait_reason("leaky", "NotReady", T);
     assert!(leaky.contains("admin:***@127.0.0.1:9"), "{leaky}");
     std::fs::write(&conf, "b").unwrap();
 
@@ -471,9 +467,7 @@ fn an_after_cycle_is_held_and_the_last_good_units_keep_running() {
     um.write_manifest("a.yaml", &service("a", ""));
     um.write_manifest("b.yaml", &service("b", "  after: [a]\n"));
     for n in ["a", "b"] {
-        wait_for(T, &format!("{n} Ready"), || {
-            um.ready(n).filter(|r| r.0 == "True")
-        });
+        um.wait_ready(n, "True", T);
     }
     let pids = (
         um.prop("a.service", "MainPID"),
@@ -482,9 +476,8 @@ fn an_after_cycle_is_held_and_the_last_good_units_keep_running() {
     let unit_a = std::fs::read_to_string(um.unit_dir.join("a.service")).unwrap();
     um.write_manifest("a.yaml", &service("a", "  after: [b]\n"));
     for (n, cycle) in [("a", "a → b → a"), ("b", "b → a → b")] {
-        let (_, reason, message) = wait_for(T, &format!("{n} held for the cycle"), || {
-            um.ready(n)
-                .filter(|r| r.2.contains("ordering cycle") && r.2.contains("keep running"))
+        let (_, reason, message) = um.wait_ready_where(n, "held for the cycle", T, |r| {
+            r.2.contains("ordering cycle") && r.2.contains("keep running")
         });
         assert_eq!(reason, "Invalid");
         assert!(message.contains(cycle), "{message}");
@@ -512,9 +505,7 @@ fn an_after_cycle_is_held_and_the_last_good_units_keep_running() {
     );
     um.write_manifest("a.yaml", &service("a", ""));
     for n in ["a", "b"] {
-        wait_for(T, &format!("{n} Ready again"), || {
-            um.ready(n).filter(|r| r.0 == "True")
-        });
+        um.wait_ready(n, "True", T);
     }
     assert_eq!(
         (
@@ -533,22 +524,20 @@ fn an_emptied_manifest_holds_its_units() {
     let um = UserManager::start();
     let _run = um.spawn_run(&[]);
     um.write_manifest("x.yaml", &service("x", ""));
-    wait_for(T, "x Ready", || um.ready("x").filter(|r| r.0 == "True"));
+    um.wait_ready("x", "True", T);
     let pid = um.prop("x.service", "MainPID");
     for (i, empty) in ["", "# saved half-way\n\n"].iter().enumerate() {
         // In place, as an editor that truncates and then writes does.
         std::fs::write(um.manifests.join("x.yaml"), empty).unwrap();
-        let (_, reason, message) = wait_for(T, "x held", || {
-            um.ready("x").filter(|r| r.2.contains("no documents"))
+        let (_, reason, message) = um.wait_ready_where("x", "held: no documents", T, |r| {
+            r.2.contains("no documents")
         });
         assert_eq!(reason, "Invalid", "{i}");
         assert!(message.contains("x.yaml"), "{message}");
         assert_eq!(um.prop("x.service", "MainPID"), pid);
         assert!(um.unit_dir.join("x.service").exists());
         std::fs::write(um.manifests.join("x.yaml"), service("x", "")).unwrap();
-        wait_for(T, "x Ready again", || {
-            um.ready("x").filter(|r| r.0 == "True")
-        });
+        um.wait_ready("x", "True", T);
         assert_eq!(um.prop("x.service", "MainPID"), pid);
     }
 }

@@ -20,9 +20,8 @@ fn service_over_its_memory_limit_is_oom_killed_and_reported() {
         "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: hog}\nspec:\n  command: [/usr/bin/tail, /dev/zero]\n  restart: \"no\"\n  resources: {memoryMax: 50M}\n",
     );
     let _run = um.spawn_run(&[]);
-    let (_, reason, message) = wait_for(T, "hog reported OOM-killed", || {
-        um.ready("hog")
-            .filter(|r| r.0 == "False" && r.1 == "OOMKilled")
+    let (_, reason, message) = um.wait_ready_where("hog", "Ready False OOMKilled", T, |r| {
+        r.0 == "False" && r.1 == "OOMKilled"
     });
     assert_eq!(reason, "OOMKilled");
     assert!(message.contains("memoryMax 50M"), "{message}");
@@ -78,9 +77,7 @@ fn limits_changed_by_hand_are_restored() {
     let um = UserManager::start();
     um.write_manifest("d.yaml", &limited("d", "memoryMax: 200M, tasksMax: 50"));
     let run = um.spawn_run(&["--resync", "3s"]);
-    wait_for(T, "d active", || {
-        (um.active("d.service") == "active").then_some(())
-    });
+    um.wait_active("d.service", T);
     run.wait_log("reconciled", T);
     let pid = um.prop("d.service", "MainPID");
     assert_eq!(
@@ -93,9 +90,7 @@ fn limits_changed_by_hand_are_restored() {
             .status
             .success()
     );
-    wait_for(T, "MemoryMax restored", || {
-        (um.prop("d.service", "MemoryMax") == (200u64 << 20).to_string()).then_some(())
-    });
+    um.wait_prop("d.service", "MemoryMax", &(200u64 << 20).to_string(), T);
     // After a daemon-reload the hand-made drop-in must agree too.
     assert!(um.systemctl(&["daemon-reload"]).status.success());
     assert_eq!(
@@ -108,9 +103,7 @@ fn limits_changed_by_hand_are_restored() {
             .status
             .success()
     );
-    wait_for(T, "TasksMax restored after set-property --runtime", || {
-        (um.prop("d.service", "TasksMax") == "50").then_some(())
-    });
+    um.wait_prop("d.service", "TasksMax", "50", T);
     assert!(um.systemctl(&["daemon-reload"]).status.success());
     assert_eq!(um.prop("d.service", "TasksMax"), "50");
     // A hand edit of the unit file.
@@ -121,9 +114,7 @@ fn limits_changed_by_hand_are_restored() {
     wait_for(T, "unit file restored", || {
         (std::fs::read_to_string(&path).unwrap() == good).then_some(())
     });
-    wait_for(T, "TasksMax restored", || {
-        (um.prop("d.service", "TasksMax") == "50").then_some(())
-    });
+    um.wait_prop("d.service", "TasksMax", "50", T);
     assert_eq!(
         um.prop("d.service", "MainPID"),
         pid,
@@ -403,9 +394,7 @@ fn removed_limits_of_a_real_prometheus_return_to_the_defaults_without_a_restart(
     let with = "  resources: {memoryMax: 1G, memoryHigh: 900M, cpuQuota: 150%, tasksMax: 256}\n";
     let p = crate::reload::prometheus(&um, "prom", with);
     apply_ok(&um);
-    wait_for(Duration::from_secs(30), "prom Ready", || {
-        um.ready("prom").filter(|r| r.0 == "True")
-    });
+    um.wait_ready("prom", "True", Duration::from_secs(30));
     let pid = um.prop("prom.service", "MainPID");
     assert_eq!(um.prop("prom.service", "MemoryMax"), "1073741824");
     assert_eq!(um.prop("prom.service", "TasksMax"), "256");

@@ -51,8 +51,8 @@ fn a_service_stuck_in_readiness_does_not_hold_up_the_others() {
     let metrics = format!("http://127.0.0.1:{mport}/metrics");
     let run = um.spawn_run(&["--metrics-addr", &format!("127.0.0.1:{mport}")]);
     run.wait_log("connected", T);
-    wait_for(T, "other Ready", || {
-        (ready_of(&um, "other")? == ("True".into(), "Running".into())).then_some(())
+    um.wait_ready_where("other", "Ready True Running", T, |r| {
+        r.0 == "True" && r.1 == "Running"
     });
     // The issue's 120 s: long enough for the checks below on any machine.
     um.write_manifest(
@@ -73,18 +73,12 @@ fn a_service_stuck_in_readiness_does_not_hold_up_the_others() {
     // Meanwhile a unit stopped by hand comes back...
     assert!(um.systemctl(&["stop", "other.service"]).status.success());
     let t = Instant::now();
-    wait_for(
-        Duration::from_secs(2),
-        "other active again within 2s",
-        || (um.active("other.service") == "active").then_some(()),
-    );
+    um.wait_active("other.service", Duration::from_secs(2));
     eprintln!("other healed in {:?}", t.elapsed());
     // ...a new manifest is started...
     um.write_manifest("fresh.yaml", &service("fresh", ""));
     let t = Instant::now();
-    wait_for(Duration::from_secs(2), "fresh active within 2s", || {
-        (um.active("fresh.service") == "active").then_some(())
-    });
+    um.wait_active("fresh.service", Duration::from_secs(2));
     eprintln!("fresh active in {:?}", t.elapsed());
     // ...and /metrics answers, with slow's wait counted in the queue.
     let depth = metric(&metrics, "unitlet_queue_depth").expect("queue depth");
@@ -101,15 +95,7 @@ fn a_service_stuck_in_readiness_does_not_hold_up_the_others() {
     assert!(waiting_since.elapsed() < Duration::from_secs(120));
 
     // slow ends NotReady after its timeout.
-    // Polled every half second: `get` is a process start each time.
-    let deadline = Instant::now() + Duration::from_secs(160);
-    let (_, reason, msg) = loop {
-        if let Some(r) = um.ready("slow").filter(|r| r.1 == "NotReady") {
-            break r;
-        }
-        assert!(Instant::now() < deadline, "slow not NotReady after 160 s");
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let (_, reason, msg) = um.wait_reason("slow", "NotReady", Duration::from_secs(160));
     assert_eq!(reason, "NotReady");
     assert!(msg.contains("not ready within 120s"), "{msg}");
     assert_eq!(ready_of(&um, "slow").unwrap().0, "False");
@@ -118,22 +104,12 @@ fn a_service_stuck_in_readiness_does_not_hold_up_the_others() {
 #[test]
 fn a_limits_only_change_applied_beside_run_never_restarts() {
     let um = UserManager::start();
-    let mport = free_port();
-    let metrics = format!("http://127.0.0.1:{mport}/metrics");
     let m = |q: u32| service("x", &format!("  resources: {{cpuQuota: {q}%}}\n"));
     um.write_manifest("x.yaml", &m(50));
-    // A resync every second keeps passes coming, so "two passes after
-    // apply" is progress we can wait for.
-    let run = um.spawn_run(&[
-        "--metrics-addr",
-        &format!("127.0.0.1:{mport}"),
-        "--resync",
-        "1s",
-    ]);
+    // A resync every second keeps passes coming beside the applies.
+    let run = um.spawn_run(&["--resync", "1s"]);
     run.wait_log("connected", T);
-    wait_for(T, "x active", || {
-        (um.active("x.service") == "active").then_some(())
-    });
+    um.wait_active("x.service", T);
     let pid = um.prop("x.service", "MainPID");
     for trial in 0..10u32 {
         let q = 51 + trial;
@@ -146,12 +122,9 @@ fn a_limits_only_change_applied_beside_run_never_restarts() {
             stdout(&o),
             stderr(&o)
         );
-        // Progress first: two passes of the operator that began after
-        // apply returned (the first may have started before).
-        let passes = metric(&metrics, "unitlet_reconciles_total").unwrap();
-        wait_for(T, "two operator passes after apply", || {
-            (metric(&metrics, "unitlet_reconciles_total")? >= passes + 2.0).then_some(())
-        });
+        // Progress first: a pass of the operator that began after apply
+        // returned, and whatever it started, are over.
+        run.settle(T);
         assert_eq!(
             um.prop("x.service", "MainPID"),
             pid,
@@ -235,12 +208,8 @@ fn get_never_shows_a_dead_unit_as_ready() {
             libc::kill(pid, libc::SIGKILL);
         }
     }
-    wait_for(T, "x failed", || {
-        (um.active("x.service") == "failed").then_some(())
-    });
-    wait_for(T, "y waiting to restart", || {
-        (um.prop("y.service", "SubState") == "auto-restart").then_some(())
-    });
+    um.wait_state("x.service", "failed", T);
+    um.wait_prop("y.service", "SubState", "auto-restart", T);
     let v = um.get_json();
     let get = |n: &str| {
         v.as_array()
@@ -291,9 +260,7 @@ fn a_manifest_deleted_and_recreated_within_the_grace_keeps_its_service() {
     um.write_manifest("x.yaml", &text);
     let run = um.spawn_run(&[]);
     run.wait_log("connected", T);
-    wait_for(T, "x active", || {
-        (um.active("x.service") == "active").then_some(())
-    });
+    um.wait_active("x.service", T);
     let pid = um.prop("x.service", "MainPID");
     // An editor that unlinks, then creates.
     std::fs::remove_file(um.manifests.join("x.yaml")).unwrap();

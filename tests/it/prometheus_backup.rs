@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::support::{UserManager, stderr, stdout, wait_for};
+use crate::support::{UserManager, stderr, stdout, wait_for, wait_seen};
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 const T: Duration = Duration::from_secs(60);
@@ -378,14 +378,50 @@ fn restore_brings_back_samples_after_the_data_was_wiped() {
 #[test]
 fn restore_beside_run_is_not_undone_and_a_corrupted_set_is_refused_first() {
     let p = Prom::start(7, "");
-    let mut run = p.um.spawn_run(&["--resync", "1s"]);
+    let mport = crate::reload::free_port();
+    let metrics = format!("http://127.0.0.1:{mport}/metrics");
+    let mut run = p.um.spawn_run(&[
+        "--resync",
+        "1s",
+        "--metrics-addr",
+        &format!("127.0.0.1:{mport}"),
+    ]);
     p.wait_samples();
+    let before_backup = now();
     let id = p.backup();
     let after_backup = now();
-    // Samples the restore must drop: they were scraped after the backup.
-    std::thread::sleep(Duration::from_secs(4));
-    let mid = after_backup + 3.0;
-    assert!(!p.query("count_over_time(up[2s])", mid).is_empty());
+    // "`unitlet_last_backup_success_timestamp_seconds` per object": the
+    // operator reports the set just made.
+    let series = "unitlet_last_backup_success_timestamp_seconds{name=\"tsdb\"}";
+    let stamp = wait_seen(T, &format!("{series} of the new set"), || {
+        let body = crate::reload::http_get(&metrics)
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        let v = body
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok());
+        match v {
+            Some(t) if t >= before_backup.floor() => Ok(t),
+            v => Err(format!("{v:?}")),
+        }
+    });
+    assert!(stamp <= after_backup + 1.0, "{stamp} vs {after_backup}");
+    // Samples the restore must drop: scraped after the backup, in the 2 s
+    // before `mid`, which must be in the past before the restore (or the
+    // restored Prometheus could scrape into that window again).
+    let mid = after_backup + 2.5;
+    wait_seen(
+        T,
+        "self-scrapes after the backup, up to a past `mid`",
+        || {
+            let (t, got) = (now(), p.query("count_over_time(up[2s])", mid));
+            if t > mid && !got.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{:.1} s past mid, samples {got:?}", t - mid))
+            }
+        },
+    );
 
     // A corrupted set is refused before anything is stopped.
     let bad = p.backup();
@@ -422,8 +458,9 @@ fn restore_beside_run_is_not_undone_and_a_corrupted_set_is_refused_first() {
         "Prometheus runs on the restored data, which ends at the backup"
     );
     assert!(!p.query("up", after_backup - 1.0).is_empty());
-    // The operator leaves it alone afterwards too.
-    std::thread::sleep(Duration::from_secs(3));
+    // The operator leaves it alone afterwards too: a pass that began after
+    // the restore, and whatever it started, are over.
+    run.settle(T);
     assert_eq!(p.main_pid(), restored_pid, "{}", run.log());
     assert!(
         !std::path::Path::new(&p.um.state_dir.join("holds/prometheus")).exists(),

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::support::{UserManager, stderr, stdout, wait_for};
+use crate::support::{UserManager, stderr, stdout, wait_for, wait_seen};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -112,10 +112,8 @@ fn adding_a_scrape_job_reloads_prometheus_once() {
     let um = UserManager::start();
     let mport = free_port();
     let p = prometheus(&um, "prom", &reload_spec("{reload}"));
-    let _run = um.spawn_run(&["--metrics-addr", &format!("127.0.0.1:{mport}")]);
-    wait_for(T, "prom Ready", || {
-        um.ready("prom").filter(|r| r.0 == "True")
-    });
+    let run = um.spawn_run(&["--metrics-addr", &format!("127.0.0.1:{mport}")]);
+    um.wait_ready("prom", "True", T);
     let pid = um.prop("prom.service", "MainPID");
     p.write_config(&p.scrape_config(Some("litellm")));
     wait_for(T, "the new job in /api/v1/status/config", || {
@@ -123,9 +121,10 @@ fn adding_a_scrape_job_reloads_prometheus_once() {
     });
     let metrics_url = format!("http://127.0.0.1:{mport}/metrics");
     // The reload's outcome is folded in by the pass after it: wait for it.
-    wait_for(T, "unitlet_reloads_total 1", || {
-        let (_, body) = http_get(&metrics_url)?;
-        metric(&body, "unitlet_reloads_total{name=\"prom\"}").filter(|v| *v >= 1.0)
+    wait_seen(T, "unitlet_reloads_total 1", || {
+        let v = http_get(&metrics_url)
+            .and_then(|(_, body)| metric(&body, "unitlet_reloads_total{name=\"prom\"}"));
+        v.filter(|v| *v >= 1.0).ok_or(v)
     });
     let (_, body) = http_get(&metrics_url).unwrap();
     assert_eq!(
@@ -150,8 +149,9 @@ fn adding_a_scrape_job_reloads_prometheus_once() {
         pid,
         "a reload must not restart"
     );
-    // Exactly one: nothing more happens on later passes.
-    std::thread::sleep(Duration::from_secs(2));
+    // Exactly one: nothing more happens on later passes (a pass after
+    // now, and every reload or probe it started, are over).
+    run.settle(T);
     let (_, body) = http_get(&metrics_url).unwrap();
     assert_eq!(
         metric(&body, "unitlet_reloads_total{name=\"prom\"}"),
@@ -185,17 +185,13 @@ fn broken_config_with_validate_is_not_reloaded() {
         "prom",
         "  onConfigChange: reload\n  reload: {http: {url: \"{reload}\"}}\n  validate: [/usr/bin/promtool, check, config, prometheus.yml]\n",
     );
-    let _run = um.spawn_run(&[]);
-    wait_for(T, "prom Ready", || {
-        um.ready("prom").filter(|r| r.0 == "True")
-    });
+    let run = um.spawn_run(&[]);
+    um.wait_ready("prom", "True", T);
     let before = p
         .own_metric("prometheus_config_last_reload_success_timestamp_seconds")
         .expect("Prometheus exports its last reload time");
     p.write_config("scrape_configs:\n  - job_name: broken\n    scrape_interval: banana\n");
-    let (_, reason, message) = wait_for(T, "prom Ready False", || {
-        um.ready("prom").filter(|r| r.0 == "False")
-    });
+    let (_, reason, message) = um.wait_ready("prom", "False", T);
     assert_eq!(reason, "ConfigInvalid");
     assert!(
         message.contains("banana") || message.contains("FAILED"),
@@ -205,14 +201,14 @@ fn broken_config_with_validate_is_not_reloaded() {
         p.config_text().contains("job_name: self"),
         "still serving the old config"
     );
+    // Whatever the operator started after the failed validation is over.
+    run.settle(T);
     let after = p
         .own_metric("prometheus_config_last_reload_success_timestamp_seconds")
         .expect("Prometheus exports its last reload time");
     assert_eq!(before, after, "no reload may happen");
     p.write_config(&p.scrape_config(Some("fixed")));
-    wait_for(T, "prom Ready True again", || {
-        um.ready("prom").filter(|r| r.0 == "True")
-    });
+    um.wait_ready("prom", "True", T);
     wait_for(T, "fixed job live", || {
         p.config_text().contains("fixed").then_some(())
     });
@@ -228,34 +224,50 @@ fn broken_config_without_validate_backs_off_then_recovers_on_revert() {
         "  onConfigChange: reload\n  reload: {http: {url: \"{reload}\"}}\n",
     );
     let _run = um.spawn_run(&["--metrics-addr", &format!("127.0.0.1:{mport}")]);
-    wait_for(T, "prom Ready", || {
-        um.ready("prom").filter(|r| r.0 == "True")
-    });
+    um.wait_ready("prom", "True", T);
     let good = std::fs::read_to_string(&p.config).unwrap();
     p.write_config("scrape_configs:\n  - job_name: broken\n    scrape_interval: banana\n");
-    let (_, reason, message) = wait_for(T, "the 500 reported", || {
-        um.ready("prom").filter(|r| r.1 == "ReloadFailed")
-    });
+    let (_, reason, message) = um.wait_reason("prom", "ReloadFailed", T);
     assert_eq!(reason, "ReloadFailed");
     assert!(message.contains("500"), "{message}");
-    let start = Instant::now();
     let metrics_url = format!("http://127.0.0.1:{mport}/metrics");
-    let failed_at = |u: &str| {
-        http_get(u)
+    let failed = || {
+        http_get(&metrics_url)
             .and_then(|(_, b)| metric(&b, "unitlet_reloads_failed_total{name=\"prom\"}"))
             .unwrap_or(0.0)
     };
-    let first = failed_at(&metrics_url);
-    while start.elapsed() < Duration::from_secs(20) {
-        std::thread::sleep(Duration::from_millis(500));
+    // Each failed POST is counted when its outcome is folded in: time the
+    // next two after the one reported (the whole curve is
+    // `reload::tests::retry_backs_off`; every further one lengthens the wait
+    // for the retry after the revert below). Retries wait 1 s, 2 s, 4 s, ...
+    // plus up to 1 s of jitter; a tight loop would make hundreds.
+    let mut last = failed();
+    let mut at = Instant::now();
+    let mut gaps = Vec::new();
+    for i in 1..=2 {
+        let n = wait_seen(T, &format!("failed reload {i} after the first"), || {
+            let n = failed();
+            if n > last {
+                Ok(n)
+            } else {
+                Err(format!("unitlet_reloads_failed_total {n}"))
+            }
+        });
+        assert_eq!(
+            n,
+            last + 1.0,
+            "one failed POST at a time, gaps so far {gaps:?}"
+        );
+        gaps.push(at.elapsed());
+        (last, at) = (n, Instant::now());
     }
-    let posts = failed_at(&metrics_url) - first;
-    eprintln!("failed reload POSTs in 20s after the first: {posts}");
-    // 1s, 2s, 4s, 8s (with jitter) → at most 5 more in 20s; a tight loop would be hundreds.
-    assert!(
-        (1.0..=6.0).contains(&posts),
-        "retries must back off: {posts} POSTs in 20s"
-    );
+    eprintln!("gaps between failed reload POSTs: {gaps:?}");
+    for (gap, min) in gaps.iter().zip([0.9, 1.8]) {
+        assert!(
+            gap.as_secs_f64() >= min,
+            "retries must back off (1 s, 2 s, 4 s, ...): gaps {gaps:?}"
+        );
+    }
     let (_, pm) = http_get(&p.url("/metrics")).unwrap();
     assert_eq!(
         metric(&pm, "prometheus_config_last_reload_successful"),
@@ -269,9 +281,7 @@ fn broken_config_without_validate_backs_off_then_recovers_on_revert() {
             .and_then(|(_, b)| metric(&b, "prometheus_config_last_reload_successful"))
             .filter(|v| *v == 1.0)
     });
-    wait_for(T, "prom Ready True", || {
-        um.ready("prom").filter(|r| r.0 == "True")
-    });
+    um.wait_ready("prom", "True", T);
 }
 
 #[test]
@@ -304,12 +314,9 @@ fn restart_and_signal_services_behave_as_declared() {
             dir.join("s.conf").display()
         ),
     );
-    let _run = um.spawn_run(&[]);
-    wait_for(T, "both ready", || {
-        (um.ready("r").is_some_and(|r| r.0 == "True")
-            && um.ready("s").is_some_and(|r| r.0 == "True"))
-        .then_some(())
-    });
+    let run = um.spawn_run(&[]);
+    um.wait_ready("r", "True", T);
+    um.wait_ready("s", "True", T);
     let rpid = um.prop("r.service", "MainPID");
     let spid = um.prop("s.service", "MainPID");
     std::fs::write(dir.join("r.conf"), "two").unwrap();
@@ -329,7 +336,8 @@ fn restart_and_signal_services_behave_as_declared() {
         spid,
         "a signal reload must not restart"
     );
-    std::thread::sleep(Duration::from_millis(800));
+    // Every pass and every reload they started are over.
+    run.settle(T);
     assert_eq!(
         std::fs::read_to_string(dir.join("hups"))
             .unwrap()
@@ -362,7 +370,7 @@ fn unit_and_config_change_together_restart_once_without_a_reload() {
         ),
     );
     // A resync every second keeps passes coming: progress to wait for.
-    let _run = um.spawn_run(&[
+    let run = um.spawn_run(&[
         "--metrics-addr",
         &format!("127.0.0.1:{mport}"),
         "--resync",
@@ -375,15 +383,10 @@ fn unit_and_config_change_together_restart_once_without_a_reload() {
     wait_for(T, "the new config live", || {
         p.config_text().contains("both").then_some(())
     });
-    // Progress first: two more passes after the restart was seen.
+    // Progress first: a pass after the restart was seen, and every reload
+    // or probe it started, are over.
+    run.settle(T);
     let murl = format!("http://127.0.0.1:{mport}/metrics");
-    let passes = http_get(&murl)
-        .and_then(|(_, b)| metric(&b, "unitlet_reconciles_total"))
-        .unwrap();
-    wait_for(T, "two more operator passes", || {
-        let (_, b) = http_get(&murl)?;
-        (metric(&b, "unitlet_reconciles_total")? >= passes + 2.0).then_some(())
-    });
     let (_, body) = http_get(&murl).unwrap();
     assert_eq!(
         metric(&body, "unitlet_reloads_total{name=\"prom\"}"),

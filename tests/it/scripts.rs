@@ -151,3 +151,75 @@ fn stop_packaged_daemon_stops_only_the_packaged_users_process() {
     let _ = ours.kill();
     let _ = ours.wait();
 }
+
+/// A PATH with every program of the usual directories but `without`.
+fn path_without(dir: &Path, without: &str) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    for from in ["/usr/local/bin", "/usr/bin", "/usr/sbin", "/bin", "/sbin"] {
+        let Ok(rd) = std::fs::read_dir(from) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let link = dir.join(&name);
+            if name != without && !link.exists() {
+                let _ = std::os::unix::fs::symlink(e.path(), link);
+            }
+        }
+    }
+    dir.display().to_string()
+}
+
+fn check_deploy(path: &str) -> Output {
+    Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check-deploy.sh"))
+        .env("PATH", path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("bash scripts/check-deploy.sh")
+}
+
+/// `scripts/check-deploy.sh` never skips a check: each tool a check needs
+/// (promtool, amtool, systemd-analyze, python3 with PyYAML, prometheus for
+/// the PromQL checks) missing is exit 2 naming it and how to install it,
+/// never a run that passes without that check.
+#[test]
+fn check_deploy_fails_with_exit_2_when_a_tool_a_check_needs_is_missing() {
+    let tmp = tempfile::tempdir().unwrap();
+    for tool in ["promtool", "amtool", "systemd-analyze", "prometheus"] {
+        let path = path_without(&tmp.path().join(format!("no-{tool}")), tool);
+        let o = check_deploy(&path);
+        let err = stderr(&o);
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "without {tool}: {}{err}",
+            stdout(&o)
+        );
+        assert!(
+            err.contains(&format!("{tool} not found")),
+            "names {tool}: {err}"
+        );
+        assert!(
+            !stdout(&o).contains("check-deploy: OK"),
+            "without {tool}: {}",
+            stdout(&o)
+        );
+    }
+    // python3 without PyYAML (-S: no site packages).
+    let dir = tmp.path().join("no-yaml");
+    let path = path_without(&dir, "python3");
+    std::fs::write(
+        dir.join("python3"),
+        "#!/bin/sh\nexec /usr/bin/python3 -S \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(dir.join("python3"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = check_deploy(&path);
+    assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("PyYAML") && stderr(&o).contains("python3-yaml"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -42,6 +42,26 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
     }
 }
 
+/// Poll `f` until it returns `Ok`, or panic after `timeout` saying what
+/// the last `Err` was: what was observed instead of what was awaited.
+pub fn wait_seen<T, S: std::fmt::Debug>(
+    timeout: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Result<T, S>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        let last = match f() {
+            Ok(v) => return v,
+            Err(seen) => seen,
+        };
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}; last seen: {last:?}");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 pub struct UserManager {
@@ -261,8 +281,69 @@ impl UserManager {
         String::from_utf8_lossy(&o.stdout).trim().to_string()
     }
 
+    /// The unique bus name owning NAME on the session bus ("" when none):
+    /// a re-executed manager comes back under a new one.
+    pub fn bus_owner(&self, name: &str) -> String {
+        let o = self
+            .command("busctl")
+            .args([
+                "--user",
+                "call",
+                "org.freedesktop.DBus",
+                "/org/freedesktop/DBus",
+                "org.freedesktop.DBus",
+                "GetNameOwner",
+                "s",
+                name,
+            ])
+            .output()
+            .expect("busctl");
+        let out = String::from_utf8_lossy(&o.stdout);
+        out.trim()
+            .trim_start_matches("s ")
+            .trim_matches('"')
+            .to_string()
+    }
+
+    /// `systemctl --user show -p PROP --value`: a property of the manager.
+    pub fn manager_prop(&self, prop: &str) -> String {
+        let o = self.systemctl(&["show", "-p", prop, "--value"]);
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
     pub fn active(&self, unit: &str) -> String {
         self.prop(unit, "ActiveState")
+    }
+
+    /// Wait until UNIT's `ActiveState` is `want`; a timeout names the last
+    /// state seen (`ActiveState/SubState`, `Result`, `MainPID`).
+    pub fn wait_state(&self, unit: &str, want: &str, timeout: Duration) {
+        wait_seen(timeout, &format!("{unit} {want}"), || {
+            let o = self.systemctl(&["show", unit, "-p", "ActiveState,SubState,Result,MainPID"]);
+            let props = String::from_utf8_lossy(&o.stdout).into_owned();
+            let state = props
+                .lines()
+                .find_map(|l| l.strip_prefix("ActiveState="))
+                .unwrap_or_default();
+            if state == want {
+                Ok(())
+            } else {
+                Err(props.split_whitespace().collect::<Vec<_>>().join(" "))
+            }
+        })
+    }
+
+    /// Wait until UNIT is active.
+    pub fn wait_active(&self, unit: &str, timeout: Duration) {
+        self.wait_state(unit, "active", timeout)
+    }
+
+    /// Wait until UNIT's PROP is `want`; a timeout names the last value.
+    pub fn wait_prop(&self, unit: &str, prop: &str, want: &str, timeout: Duration) {
+        wait_seen(timeout, &format!("{unit} {prop}={want}"), || {
+            let v = self.prop(unit, prop);
+            if v == want { Ok(()) } else { Err(v) }
+        })
     }
 
     /// `systemd-analyze --user verify FILES` against this manager.
@@ -312,13 +393,25 @@ impl UserManager {
             .args(extra)
             .env(
                 "UNITLET_LOG",
-                std::env::var("UNITLET_TEST_LOG").unwrap_or_else(|_| "info".into()),
+                // The pass lines are what `wait_passes` counts.
+                format!(
+                    "{},unitlet::pass=debug",
+                    std::env::var("UNITLET_TEST_LOG").unwrap_or_else(|_| "info".into())
+                ),
             )
             .stdout(f.try_clone().unwrap())
             .stderr(f)
             .spawn()
             .expect("spawn unitlet run");
-        RunningOperator { child, log }
+        RunningOperator {
+            child,
+            log,
+            poke: self
+                .manifests
+                .parent()
+                .expect("the manifests directory has a parent")
+                .join(".unitlet-test-poke"),
+        }
     }
 
     pub fn write_manifest(&self, file: &str, content: &str) {
@@ -341,6 +434,46 @@ impl UserManager {
     /// `(status, reason, message)` of NAME's Ready condition.
     pub fn ready(&self, name: &str) -> Option<(String, String, String)> {
         ready_in(&self.get_json(), name)
+    }
+
+    /// Wait until NAME's Ready condition satisfies `ok` and return it; a
+    /// timeout names the last condition seen (or that there was none).
+    pub fn wait_ready_where(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        ok: impl Fn(&(String, String, String)) -> bool,
+    ) -> (String, String, String) {
+        wait_seen(timeout, &format!("{name}: {what}"), || {
+            match self.ready(name) {
+                Some(r) if ok(&r) => Ok(r),
+                Some(r) => Err(format!("Ready {} {}: {}", r.0, r.1, r.2)),
+                None => Err(format!("no Ready condition for {name}")),
+            }
+        })
+    }
+
+    /// Wait until NAME is `Ready` with STATUS (`True`/`False`/`Unknown`).
+    pub fn wait_ready(
+        &self,
+        name: &str,
+        status: &str,
+        timeout: Duration,
+    ) -> (String, String, String) {
+        self.wait_ready_where(name, &format!("Ready {status}"), timeout, |r| r.0 == status)
+    }
+
+    /// Wait until NAME's Ready reason is REASON.
+    pub fn wait_reason(
+        &self,
+        name: &str,
+        reason: &str,
+        timeout: Duration,
+    ) -> (String, String, String) {
+        self.wait_ready_where(name, &format!("reason {reason}"), timeout, |r| {
+            r.1 == reason
+        })
     }
 }
 
@@ -447,16 +580,29 @@ fn remove_tree(cg: &Path) {
 pub struct RunningOperator {
     pub child: Child,
     pub log: PathBuf,
+    /// Written by [`RunningOperator::poke`] to wake the operator.
+    poke: PathBuf,
 }
 
 impl RunningOperator {
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
+    }
+
+    /// The log from byte `mark` on.
+    fn log_since(&self, mark: usize) -> String {
+        let bytes = std::fs::read(&self.log).unwrap_or_default();
+        String::from_utf8_lossy(bytes.get(mark..).unwrap_or_default()).into_owned()
     }
 
     pub fn wait_log(&self, needle: &str, timeout: Duration) {
-        wait_for(timeout, &format!("{needle:?} in the operator log"), || {
-            self.log().contains(needle).then_some(())
+        wait_seen(timeout, &format!("{needle:?} in the operator log"), || {
+            let log = self.log();
+            if log.contains(needle) {
+                Ok(())
+            } else {
+                Err(format!("last line {:?}", log.lines().last().unwrap_or("")))
+            }
         });
     }
 
@@ -476,6 +622,118 @@ impl RunningOperator {
             || self.child.try_wait().ok().flatten(),
         )
     }
+
+    /// A point in the operator's log. Take it *after* an event has
+    /// happened (a file written, `systemctl` returned), then
+    /// [`wait_passes`](Self::wait_passes) for passes that began after it,
+    /// so saw the event.
+    pub fn mark(&self) -> usize {
+        std::fs::metadata(&self.log).map_or(0, |m| m.len() as usize)
+    }
+
+    /// What the operator's loop did after `mark`, from the lines it logs
+    /// at debug level for target `unitlet::pass`: `pass starts` when a
+    /// pass begins, `waiting queue=N` each time it goes back to waiting
+    /// (N: work in flight beside the loop, outcomes not yet folded in, a
+    /// pass due).
+    fn passes_since(&self, mark: usize) -> Passes {
+        let mut p = Passes::default();
+        let mut open = false;
+        for l in self.log_since(mark).lines() {
+            if l.ends_with(" pass starts") {
+                p.started += 1;
+                open = true;
+            } else if let Some((_, n)) = l.split_once(" waiting queue=") {
+                let queue: usize = n.trim().parse().unwrap_or(usize::MAX);
+                if open {
+                    p.finished += 1;
+                    open = false;
+                }
+                if p.started > 0 {
+                    p.queue = Some(queue);
+                    p.settled |= queue == 0;
+                }
+            }
+        }
+        p
+    }
+
+    /// How many log lines after `mark` end with `suffix`.
+    pub fn count_since(&self, mark: usize, suffix: &str) -> usize {
+        self.log_since(mark)
+            .lines()
+            .filter(|l| l.ends_with(suffix))
+            .count()
+    }
+
+    /// Whether the log ends inside a pass (its last pass line is `pass
+    /// starts`). Read after [`kill9`](Self::kill9): the kill landed mid-pass.
+    pub fn mid_pass(&self) -> bool {
+        let p = self.passes_since(0);
+        p.started > p.finished
+    }
+
+    /// Wait until `n` whole operator passes started after `mark` and
+    /// finished. A timeout says how many did.
+    pub fn wait_passes(&self, mark: usize, n: usize, timeout: Duration) {
+        wait_seen(
+            timeout,
+            &format!("{n} whole operator passes after the mark"),
+            || match self.passes_since(mark) {
+                p if p.finished >= n => Ok(()),
+                p => Err(p),
+            },
+        )
+    }
+
+    /// Wait for one whole pass that started after `mark`.
+    pub fn wait_pass(&self, mark: usize, timeout: Duration) {
+        self.wait_passes(mark, 1, timeout)
+    }
+
+    /// Make the operator look again: write a file in a directory it
+    /// watches (a dotfile next to the manifests directory, which the
+    /// loader ignores) and return the mark taken before.
+    pub fn poke(&self) -> usize {
+        let mark = self.mark();
+        std::fs::write(&self.poke, mark.to_string()).expect("write the poke file");
+        mark
+    }
+
+    /// Poke the operator and wait for a whole pass that started after now:
+    /// whatever happened before this call has been seen and acted on.
+    pub fn next_pass(&self, timeout: Duration) {
+        let mark = self.poke();
+        self.wait_pass(mark, timeout);
+    }
+
+    /// Poke the operator and wait until, after a pass that started after
+    /// now, its loop goes back to waiting with nothing queued: no start
+    /// job, readiness wait, reload or probe running beside it, no outcome
+    /// left to fold in, no pass due. Until something changes, nothing more
+    /// happens.
+    pub fn settle(&self, timeout: Duration) {
+        let mark = self.poke();
+        wait_seen(
+            timeout,
+            "a pass after now, then the operator idle (queue 0)",
+            || match self.passes_since(mark) {
+                p if p.settled => Ok(()),
+                p => Err(p),
+            },
+        )
+    }
+}
+
+/// See [`RunningOperator::passes_since`].
+#[derive(Debug, Default)]
+struct Passes {
+    started: usize,
+    finished: usize,
+    /// The queue the loop last went back to waiting with.
+    queue: Option<usize>,
+    /// It went back to waiting with nothing queued.
+    settled: bool,
 }
 
 impl Drop for RunningOperator {
