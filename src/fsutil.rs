@@ -76,33 +76,20 @@ pub fn atomic_write_batch(files: &[(&Path, &[u8], u32)]) -> Vec<std::io::Result<
         .iter()
         .map(|(path, bytes, mode)| write_temp(path, bytes, *mode).map(|t| t.into_temp_path()))
         .collect();
-    let sync = |tmp: &Path| -> std::io::Result<()> {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(tmp)?
-            .sync_all()
-    };
-    let chunk = temps.len().div_ceil(SYNC_THREADS).max(1);
-    let synced: Vec<std::io::Result<()>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = temps
-            .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|t| match t {
-                            Ok(tmp) => sync(tmp),
-                            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
+    let pending: Vec<&Path> = temps
+        .iter()
+        .filter_map(|t| t.as_ref().ok().map(|p| p.as_ref()))
+        .collect();
+    let mut results = sync_files(&pending).into_iter();
+    let synced: Vec<std::io::Result<()>> = temps
+        .iter()
+        .map(|t| match t {
+            Ok(_) => results
+                .next()
+                .unwrap_or_else(|| Err(std::io::Error::other("not synced"))),
+            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+        })
+        .collect();
     let mut dirs = std::collections::BTreeSet::new();
     let mut out = Vec::with_capacity(files.len());
     for (((path, _, _), tmp), synced) in files.iter().zip(temps).zip(synced) {
@@ -118,6 +105,42 @@ pub fn atomic_write_batch(files: &[(&Path, &[u8], u32)]) -> Vec<std::io::Result<
         let _ = sync_dir(&d);
     }
     out
+}
+
+/// fsync each file, up to [`SYNC_THREADS`] at once, opening none through
+/// a symlink; one result per path, in order. Only these files are flushed,
+/// unlike a `syncfs`, whose cost is whatever else is dirty on the disk.
+pub fn sync_files(paths: &[&Path]) -> Vec<std::io::Result<()>> {
+    let sync = |p: &Path| -> std::io::Result<()> {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(p)?
+            .sync_all()
+    };
+    let chunk = paths.len().div_ceil(SYNC_THREADS).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = paths
+            .chunks(chunk)
+            .map(|part| {
+                let n = part.len();
+                (
+                    n,
+                    scope.spawn(move || part.iter().map(|p| sync(p)).collect::<Vec<_>>()),
+                )
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|(n, h)| {
+                h.join().unwrap_or_else(|_| {
+                    (0..n)
+                        .map(|_| Err(std::io::Error::other("an fsync thread panicked")))
+                        .collect()
+                })
+            })
+            .collect()
+    })
 }
 
 /// The writer's PID if `name` is one of [`atomic_write`]'s temporary files
