@@ -58,7 +58,7 @@ struct DirWatch {
 /// How long the watched directories must stay quiet before a pass.
 const WATCH_QUIET: Duration = Duration::from_millis(30);
 /// The longest a stream of changes delays a pass.
-const WATCH_MAX_DELAY: Duration = Duration::from_millis(200);
+const WATCH_MAX_DELAY: Duration = Duration::from_millis(500);
 
 fn is_change(kind: &notify::EventKind) -> bool {
     use notify::EventKind;

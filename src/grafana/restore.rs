@@ -863,27 +863,6 @@ fn read_and_check_others(
         reason,
     };
     // Objects keyed by `key` (a uid or a name), each with a non-empty `title`.
-    let keyed = |file: &str, items: &[Value], key: &str, title: &str, uid: bool| {
-        let mut seen = HashSet::new();
-        for v in items {
-            let k = v[key].as_str().unwrap_or("");
-            let what = format!("{key} {k:?}");
-            if !v.is_object() {
-                return Err(invalid(file, "an entry is not a JSON object".to_owned()));
-            }
-            if uid {
-                check_uid(k).map_err(|r| invalid(file, format!("{what}: {r}")))?;
-            } else if k.is_empty() || k.trim_matches('.').is_empty() {
-                return Err(invalid(file, format!("{what}: not a usable name")));
-            }
-            check_title(v[title].as_str().unwrap_or(""))
-                .map_err(|r| invalid(file, format!("{what}: {r}")))?;
-            if !seen.insert(k.to_owned()) {
-                return Err(invalid(file, format!("{what} is listed twice")));
-            }
-        }
-        Ok(())
-    };
     let permissions: Option<BTreeMap<String, Vec<Value>>> =
         read_optional(set, kinds::PERMISSIONS_FILE)?;
     for uid in permissions.iter().flat_map(BTreeMap::keys) {
@@ -894,17 +873,11 @@ fn read_and_check_others(
             ));
         }
     }
-    let datasources: Option<Vec<Value>> = read_optional(set, kinds::DATASOURCES_FILE)?;
-    if let Some(items) = &datasources {
-        keyed(kinds::DATASOURCES_FILE, items, "uid", "name", true)?;
-    }
-    let library: Option<Vec<Value>> = read_optional(set, kinds::LIBRARY_FILE)?;
-    if let Some(items) = &library {
-        keyed(kinds::LIBRARY_FILE, items, "uid", "name", true)?;
-    }
+    let datasources = read_keyed(set, id, kinds::DATASOURCES_FILE, "uid", "name", true)?;
+    let library = read_keyed(set, id, kinds::LIBRARY_FILE, "uid", "name", true)?;
     let rules: Option<RulesFile> = read_optional(set, kinds::RULES_FILE)?;
     if let Some(file) = &rules {
-        keyed(kinds::RULES_FILE, &file.rules, "uid", "title", true)?;
+        keyed(id, kinds::RULES_FILE, &file.rules, "uid", "title", true)?;
         let groups: HashSet<(&str, &str)> = file
             .groups
             .iter()
@@ -936,10 +909,7 @@ fn read_and_check_others(
             }
         }
     }
-    let contact_points: Option<Vec<Value>> = read_optional(set, kinds::CONTACT_POINTS_FILE)?;
-    if let Some(items) = &contact_points {
-        keyed(kinds::CONTACT_POINTS_FILE, items, "uid", "name", true)?;
-    }
+    let contact_points = read_keyed(set, id, kinds::CONTACT_POINTS_FILE, "uid", "name", true)?;
     let policies: Option<Value> = read_optional(set, kinds::POLICIES_FILE)?;
     if let Some(tree) = &policies
         && !tree.is_object()
@@ -949,14 +919,8 @@ fn read_and_check_others(
             "the policy tree is not a JSON object".to_owned(),
         ));
     }
-    let mute_timings: Option<Vec<Value>> = read_optional(set, kinds::MUTE_TIMINGS_FILE)?;
-    if let Some(items) = &mute_timings {
-        keyed(kinds::MUTE_TIMINGS_FILE, items, "name", "name", false)?;
-    }
-    let templates: Option<Vec<Value>> = read_optional(set, kinds::TEMPLATES_FILE)?;
-    if let Some(items) = &templates {
-        keyed(kinds::TEMPLATES_FILE, items, "name", "name", false)?;
-    }
+    let mute_timings = read_keyed(set, id, kinds::MUTE_TIMINGS_FILE, "name", "name", false)?;
+    let templates = read_keyed(set, id, kinds::TEMPLATES_FILE, "name", "name", false)?;
     Ok(Checked {
         folders: Vec::new(),
         dashboards: Vec::new(),
@@ -970,6 +934,59 @@ fn read_and_check_others(
         mute_timings,
         templates,
     })
+}
+
+/// Every item is an object with a usable, distinct `key` (a Grafana uid
+/// when `uid`) and a usable `title`.
+fn keyed(
+    id: &str,
+    file: &str,
+    items: &[Value],
+    key: &str,
+    title: &str,
+    uid: bool,
+) -> Result<(), GrafanaError> {
+    let invalid = |file: &str, reason: String| GrafanaError::InvalidSet {
+        id: id.to_owned(),
+        file: file.to_owned(),
+        reason,
+    };
+    let mut seen = HashSet::new();
+    for v in items {
+        let k = v[key].as_str().unwrap_or("");
+        let what = format!("{key} {k:?}");
+        if !v.is_object() {
+            return Err(invalid(file, "an entry is not a JSON object".to_owned()));
+        }
+        if uid {
+            check_uid(k).map_err(|r| invalid(file, format!("{what}: {r}")))?;
+        } else if k.is_empty() || k.trim_matches('.').is_empty() {
+            return Err(invalid(file, format!("{what}: not a usable name")));
+        }
+        check_title(v[title].as_str().unwrap_or(""))
+            .map_err(|r| invalid(file, format!("{what}: {r}")))?;
+        if !seen.insert(k.to_owned()) {
+            return Err(invalid(file, format!("{what} is listed twice")));
+        }
+    }
+    Ok(())
+}
+
+/// A list of objects in `file` of the set, if the set has it, each checked
+/// to carry a distinct `key` (see [`keyed`]).
+fn read_keyed(
+    set: &VerifiedSet,
+    id: &str,
+    file: &str,
+    key: &str,
+    label: &str,
+    uid: bool,
+) -> Result<Option<Vec<Value>>, GrafanaError> {
+    let items: Option<Vec<Value>> = read_optional(set, file)?;
+    if let Some(items) = &items {
+        keyed(id, file, items, key, label, uid)?;
+    }
+    Ok(items)
 }
 
 /// `file` of the set, if the set has it.
