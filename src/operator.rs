@@ -152,6 +152,12 @@ const STATUS_HEARTBEAT: Duration = Duration::from_secs(10);
 /// object and kind, at most [`MAX_CONCURRENT_WORK`] at once.
 struct WorkPool {
     in_flight: HashMap<(WorkKind, String), tokio::task::AbortHandle>,
+    /// Units with a start or restart job in a batch still waited for, and
+    /// the batch: their state changes are the batch's to report (its end
+    /// brings the next pass), so they do not each wake a pass — 200 units
+    /// starting would otherwise make back-to-back passes ask the manager
+    /// about all of them while it starts them.
+    starting: HashMap<String, u64>,
     slots: Arc<tokio::sync::Semaphore>,
     done_tx: tokio::sync::mpsc::UnboundedSender<Outcome>,
 }
@@ -167,6 +173,11 @@ impl WorkPool {
             && let Some(h) = self.in_flight.remove(&(WorkKind::Probe, key.1.clone()))
         {
             h.abort();
+        }
+        if let Work::Jobs(j) = &work {
+            for job in &j.jobs {
+                self.starting.insert(job.job.unit.clone(), j.batch);
+            }
         }
         let (slots, tx, sd, http) = (
             self.slots.clone(),
@@ -187,6 +198,15 @@ impl WorkPool {
         for (_, h) in self.in_flight.drain() {
             h.abort();
         }
+        self.starting.clear();
+    }
+
+    /// A piece of work ended: forget it (and, for a job batch, its units).
+    fn finished(&mut self, o: &Outcome) {
+        self.in_flight.remove(&o.key());
+        if let Outcome::Jobs { batch, .. } = o {
+            self.starting.retain(|_, b| b != batch);
+        }
     }
 }
 
@@ -194,8 +214,9 @@ impl WorkPool {
 enum Wake {
     Shutdown,
     FileChange,
-    /// A unit changed state (`None`: the manager's connection closed).
-    UnitChange(Option<String>),
+    /// Units changed state, a burst at once (`None`: the manager's
+    /// connection closed).
+    UnitChange(Option<Vec<String>>),
     WorkDone(Outcome),
     Resync,
     Retry,
@@ -310,6 +331,7 @@ impl Operator {
             rec,
             pool: WorkPool {
                 in_flight: HashMap::new(),
+                starting: HashMap::new(),
                 slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_WORK)),
                 done_tx,
             },
@@ -473,9 +495,15 @@ impl Operator {
                 tracing::debug!("woken by a file change");
                 true
             }
-            Wake::UnitChange(Some(unit)) => {
-                tracing::debug!(%unit, "woken by a unit change");
-                true
+            Wake::UnitChange(Some(units)) => {
+                match units.iter().find(|u| !self.pool.starting.contains_key(*u)) {
+                    Some(unit) => {
+                        tracing::debug!(%unit, "woken by a unit change");
+                        true
+                    }
+                    // Their start-job batch reports them when it ends.
+                    None => false,
+                }
             }
             Wake::UnitChange(None) => {
                 self.sd = None;
@@ -483,7 +511,7 @@ impl Operator {
                 true
             }
             Wake::WorkDone(o) => {
-                self.pool.in_flight.remove(&o.key());
+                self.pool.finished(&o);
                 // A probe that says what the last one said changes nothing.
                 let news = match &o {
                     Outcome::Probe { name, result } => self.rec.probes.get(name) != Some(result),
@@ -619,10 +647,12 @@ async fn next_wake(
     let unit_event = async {
         match op.unit_changes.as_mut() {
             Some(s) => {
-                let first = s.recv().await;
+                let mut units = vec![s.recv().await?];
                 // Collapse a burst into one trigger.
-                while s.try_recv().is_ok() {}
-                first
+                while let Ok(u) = s.try_recv() {
+                    units.push(u);
+                }
+                Some(units)
             }
             None => std::future::pending().await,
         }
