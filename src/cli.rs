@@ -71,6 +71,25 @@ pub enum Command {
         /// a file, `git checkout`, `rsync --delete-after`).
         #[arg(long = "gc-grace", env = "UNITLET_GC_GRACE", default_value = "2s", value_parser = parse_duration)]
         gc_grace: Duration,
+        /// Where manifests come from: the manifests directory, or etcd
+        /// (docs/fleet.md).
+        #[arg(long, env = "UNITLET_SOURCE", value_enum, default_value = "dir")]
+        source: Source,
+        /// This host's id in etcd keys (default: /etc/machine-id).
+        #[arg(long = "host-id", env = "UNITLET_HOST_ID", value_name = "ID")]
+        host_id: Option<String>,
+        /// How long this host's status outlives it in etcd.
+        #[arg(long = "lease-ttl", env = "UNITLET_LEASE_TTL", default_value = "10s", value_parser = parse_duration)]
+        lease_ttl: Duration,
+        #[command(flatten)]
+        etcd: crate::fleet::EtcdArgs,
+    },
+    /// Manifests and status of a fleet of hosts in etcd.
+    Fleet {
+        #[command(flatten)]
+        etcd: crate::fleet::EtcdArgs,
+        #[command(subcommand)]
+        command: FleetCommand,
     },
     /// One full reconcile pass; waits for every started job.
     Apply {
@@ -122,6 +141,38 @@ pub enum Command {
     Man,
 }
 
+/// Where `unitlet run` takes manifests from.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Source {
+    Dir,
+    Etcd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FleetCommand {
+    /// Validate DIR, then write its manifests and delete removed ones in one
+    /// transaction.
+    Push {
+        dir: PathBuf,
+        /// For this host only (its id, as `unitlet run --host-id`).
+        #[arg(long, value_name = "HOST", conflicts_with = "all", required_unless_present = "all")]
+        host: Option<String>,
+        /// For every host.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Every live host's objects.
+    Get {
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Hosts whose operator is alive.
+    Hosts {
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: Output,
+    },
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     manifest::parse_duration(s)
 }
@@ -142,7 +193,22 @@ pub fn main() -> i32 {
         }
     }
     init_tracing(matches!(cli.command, Command::Run { .. }));
-    let loc = Locations::resolve(cli.manifests, cli.state_dir, cli.unit_dir, cli.bus);
+    let explicit_manifests = cli.manifests.is_some();
+    let mut loc = Locations::resolve(cli.manifests, cli.state_dir, cli.unit_dir, cli.bus);
+    // A state directory fed from etcd has its manifests under it.
+    match &cli.command {
+        Command::Run { source, .. } => {
+            if *source == Source::Etcd {
+                loc.manifests = crate::fleet::manifests_dir(&loc.state_dir);
+            }
+        }
+        _ if !explicit_manifests => {
+            if let Some(d) = crate::fleet::commands_manifests_dir(&loc.state_dir) {
+                loc.manifests = d;
+            }
+        }
+        _ => {}
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -205,7 +271,30 @@ async fn dispatch(cmd: Command, loc: Locations) -> i32 {
             resync,
             metrics_addr,
             gc_grace,
+            source,
+            host_id,
+            lease_ttl,
+            etcd,
         } => {
+            let fleet = match source {
+                Source::Dir => {
+                    // No longer fed from etcd: other commands read --manifests again.
+                    let _ = std::fs::remove_file(crate::fleet::source_file(&loc.state_dir));
+                    None
+                }
+                Source::Etcd => match crate::fleet::host_id(host_id.as_deref()) {
+                    Ok(host) => Some(crate::fleet::FleetOptions {
+                        etcd,
+                        host,
+                        state_dir: loc.state_dir.clone(),
+                        lease_ttl,
+                    }),
+                    Err(e) => {
+                        fail(crate::error_chain(&e));
+                        return OPERATIONAL;
+                    }
+                },
+            };
             let metrics_addr = if metrics_addr == "off" || metrics_addr.is_empty() {
                 None
             } else {
@@ -225,6 +314,7 @@ async fn dispatch(cmd: Command, loc: Locations) -> i32 {
                 metrics_addr,
                 exe: exe(),
                 gc_grace,
+                fleet,
             };
             match crate::operator::run(opts, shutdown_signal()).await {
                 Ok(()) => OK,
@@ -234,6 +324,17 @@ async fn dispatch(cmd: Command, loc: Locations) -> i32 {
                 }
             }
         }
+        Command::Fleet { etcd, command } => match command {
+            FleetCommand::Push { dir, host, all: _ } => {
+                let target = match host {
+                    Some(h) => crate::fleet::Target::Host(h),
+                    None => crate::fleet::Target::All,
+                };
+                crate::fleet::cmd::push(&etcd, &dir, target).await
+            }
+            FleetCommand::Get { output } => crate::fleet::cmd::get(&etcd, output).await,
+            FleetCommand::Hosts { output } => crate::fleet::cmd::hosts(&etcd, output).await,
+        },
         Command::Apply { timeout, gc_grace } => apply(loc, timeout, gc_grace).await,
         Command::Plan => plan(loc).await,
         Command::Validate { files } => validate(&loc, &files),
@@ -627,6 +728,9 @@ async fn get(loc: &Locations, name: Option<&str>, output: Output) -> i32 {
     };
     if let Some(e) = &status.operator_error {
         eprintln!("warning: the operator's last pass failed: {e}");
+    }
+    if let Some(w) = crate::fleet::source_warning(&loc.state_dir) {
+        eprintln!("warning: {w}");
     }
     let operator = crate::lock::operator_pid(&loc.state_dir);
     let objs: Vec<&ObjectStatus> = match name {

@@ -34,6 +34,9 @@ pub struct RunOptions {
     /// How long a manifest that disappeared is waited for before its
     /// units are stopped (`--gc-grace`).
     pub gc_grace: Duration,
+    /// `--source etcd`: the etcd source and status publisher to run beside
+    /// the loop (`loc.manifests` is then their materialised directory).
+    pub fleet: Option<crate::fleet::FleetOptions>,
 }
 
 fn sd_notify(states: &[sd_notify::NotifyState<'_>]) {
@@ -168,6 +171,17 @@ impl WorkPool {
 pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let _operator = crate::lock::OperatorLock::acquire(&opts.loc.state_dir)
         .map_err(|e| RunError::Setup(crate::error_chain(&e)))?;
+    // The fleet tasks start under the operator lock and stop (revoking the
+    // status lease) whichever way the loop ends.
+    let fleet = opts.fleet.clone().map(crate::fleet::start);
+    let result = run_locked(opts, shutdown).await;
+    if let Some(f) = fleet {
+        f.stop().await;
+    }
+    result
+}
+
+async fn run_locked(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::new());
     if let Some(addr) = opts.metrics_addr {
         crate::metrics::serve(addr, metrics.clone())
