@@ -270,10 +270,40 @@ impl EtcdArgs {
             }
             opts = opts.with_tls(tls);
         }
-        let ep: Vec<&str> = endpoints.iter().map(String::as_str).collect();
-        etcd_client::Client::connect(ep, Some(opts))
-            .await
-            .map_err(|e| self.etcd_error("connect", e))
+        // One member at a time, from a random one (so hosts spread over the
+        // members), keeping the first that answers a linearizable read: a
+        // balanced channel over all endpoints sends requests to a dead
+        // member, and a member without quorum must not feed us.
+        let start: usize = {
+            use rand::Rng;
+            rand::rng().random_range(0..endpoints.len())
+        };
+        let probe = self.keys().manifests_dir();
+        let mut last = None;
+        for i in 0..endpoints.len() {
+            let ep = &endpoints[(start + i) % endpoints.len()];
+            let r = async {
+                let mut c = etcd_client::Client::connect([ep.as_str()], Some(opts.clone())).await?;
+                c.get(
+                    probe.as_str(),
+                    Some(etcd_client::GetOptions::new().with_prefix().with_count_only()),
+                )
+                .await?;
+                Ok::<_, etcd_client::Error>(c)
+            }
+            .await;
+            match r {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    tracing::debug!(endpoint = %redact_url(ep), "etcd member not usable: {e}");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(self.etcd_error(
+            "reach any member that has a leader",
+            last.expect("at least one endpoint"),
+        ))
     }
 }
 

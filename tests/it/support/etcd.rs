@@ -161,7 +161,7 @@ impl EtcdCluster {
 
     /// The current revision of the store.
     pub fn revision(&self) -> i64 {
-        let o = self.etcdctl(&["get", "--", "/health-probe", "-w", "json"]);
+        let o = self.etcdctl(&["get", "-w", "json", "--", "/health-probe"]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let s = String::from_utf8_lossy(&o.stdout);
         let i = s.find("\"revision\":").expect("revision in the header") + 11;
