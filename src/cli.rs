@@ -155,7 +155,12 @@ pub enum FleetCommand {
     Push {
         dir: PathBuf,
         /// For this host only (its id, as `unitlet run --host-id`).
-        #[arg(long, value_name = "HOST", conflicts_with = "all", required_unless_present = "all")]
+        #[arg(
+            long,
+            value_name = "HOST",
+            conflicts_with = "all",
+            required_unless_present = "all"
+        )]
         host: Option<String>,
         /// For every host.
         #[arg(long)]
@@ -197,11 +202,11 @@ pub fn main() -> i32 {
     let mut loc = Locations::resolve(cli.manifests, cli.state_dir, cli.unit_dir, cli.bus);
     // A state directory fed from etcd has its manifests under it.
     match &cli.command {
-        Command::Run { source, .. } => {
-            if *source == Source::Etcd {
-                loc.manifests = crate::fleet::manifests_dir(&loc.state_dir);
-            }
-        }
+        Command::Run {
+            source: Source::Etcd,
+            ..
+        } => loc.manifests = crate::fleet::manifests_dir(&loc.state_dir),
+        Command::Run { .. } => {}
         _ if !explicit_manifests => {
             if let Some(d) = crate::fleet::commands_manifests_dir(&loc.state_dir) {
                 loc.manifests = d;

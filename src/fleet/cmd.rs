@@ -273,7 +273,9 @@ pub async fn get(etcd: &EtcdArgs, output: Output) -> i32 {
     for (k, v) in &status {
         match serde_json::from_slice::<FleetObject>(v) {
             Ok(o) => objs.push(o),
-            Err(e) => tracing::warn!(key = %k, "ignoring a status value that is not an object's status: {e}"),
+            Err(e) => {
+                tracing::warn!(key = %k, "ignoring a status value that is not an object's status: {e}")
+            }
         }
     }
     objs.sort_by(|a, b| (&a.host, &a.name).cmp(&(&b.host, &b.name)));
@@ -287,7 +289,11 @@ pub async fn get(etcd: &EtcdArgs, output: Output) -> i32 {
             );
         }
         Output::Yaml => {
-            let _ = write!(out, "{}", serde_saphyr::to_string(&objs).unwrap_or_default());
+            let _ = write!(
+                out,
+                "{}",
+                serde_saphyr::to_string(&objs).unwrap_or_default()
+            );
         }
         Output::Table | Output::Wide => {
             let wide = output == Output::Wide;
@@ -373,7 +379,11 @@ pub async fn hosts(etcd: &EtcdArgs, output: Output) -> i32 {
                     serde_json::to_string_pretty(&items).expect("serializable")
                 );
             } else {
-                let _ = write!(out, "{}", serde_saphyr::to_string(&items).unwrap_or_default());
+                let _ = write!(
+                    out,
+                    "{}",
+                    serde_saphyr::to_string(&items).unwrap_or_default()
+                );
             }
         }
         Output::Table | Output::Wide => {

@@ -235,7 +235,9 @@ impl EtcdArgs {
         match (&self.user, &self.password_file) {
             (Some(u), Some(p)) => {
                 let pw = read_file("the etcd password file", p)?;
-                let pw = String::from_utf8_lossy(&pw).trim_end_matches(['\n', '\r']).to_string();
+                let pw = String::from_utf8_lossy(&pw)
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string();
                 opts = opts.with_user(u.clone(), pw);
             }
             (None, None) => {}
@@ -286,7 +288,11 @@ impl EtcdArgs {
                 let mut c = etcd_client::Client::connect([ep.as_str()], Some(opts.clone())).await?;
                 c.get(
                     probe.as_str(),
-                    Some(etcd_client::GetOptions::new().with_prefix().with_count_only()),
+                    Some(
+                        etcd_client::GetOptions::new()
+                            .with_prefix()
+                            .with_count_only(),
+                    ),
                 )
                 .await?;
                 Ok::<_, etcd_client::Error>(c)

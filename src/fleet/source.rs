@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use etcd_client::{EventType, GetOptions, Txn, TxnOp, TxnOpResponse, WatchOptions};
 
-use super::{EtcdArgs, Entry, FleetError, Keys, SourceState, check_key_name, effective};
+use super::{Entry, EtcdArgs, FleetError, Keys, SourceState, check_key_name, effective};
 
 #[derive(Debug, Clone)]
 pub struct SourceOptions {
@@ -70,7 +70,14 @@ pub async fn run(opts: SourceOptions) {
     };
     let mut delay = FIRST_BACKOFF;
     loop {
-        let end = session(&opts, &keys, &mut st, &mut need_snapshot, &mut resync_reason).await;
+        let end = session(
+            &opts,
+            &keys,
+            &mut st,
+            &mut need_snapshot,
+            &mut resync_reason,
+        )
+        .await;
         match end {
             SessionEnd::Compacted { compact_revision } => {
                 tracing::warn!(
@@ -152,8 +159,7 @@ async fn session(
     let all_dir = keys.all_dir();
     let host_dir = keys.host_dir(&opts.host);
     if *need_snapshot {
-        if let Err(e) = snapshot(opts, &mut client, &all_dir, &host_dir, st, resync_reason).await
-        {
+        if let Err(e) = snapshot(opts, &mut client, &all_dir, &host_dir, st, resync_reason).await {
             return e.into();
         }
         *need_snapshot = false;
@@ -169,7 +175,10 @@ async fn session(
         Ok(s) => s,
         Err(e) => return opts.etcd.etcd_error("watch", e).into(),
     };
-    if let Err(e) = stream.watch(host_dir.as_str(), watch(st.revision_host)).await {
+    if let Err(e) = stream
+        .watch(host_dir.as_str(), watch(st.revision_host))
+        .await
+    {
         return opts.etcd.etcd_error("watch", e).into();
     }
     let mut created = 0;

@@ -59,7 +59,10 @@ impl Host {
         wait_for(
             timeout,
             &format!("{unit} running with {arg} on host {}", self.id),
-            || (self.um.active(unit) == "active" && self.exec_start(unit).contains(arg)).then_some(()),
+            || {
+                (self.um.active(unit) == "active" && self.exec_start(unit).contains(arg))
+                    .then_some(())
+            },
         );
     }
 }
@@ -68,7 +71,12 @@ fn fleet(cluster: &EtcdCluster, prefix: &str, args: &[&str]) -> std::process::Ou
     std::process::Command::new(UNITLET)
         .arg("fleet")
         .args(args)
-        .args(["--etcd-endpoints", &cluster.endpoints(), "--etcd-prefix", prefix])
+        .args([
+            "--etcd-endpoints",
+            &cluster.endpoints(),
+            "--etcd-prefix",
+            prefix,
+        ])
         .env_remove("UNITLET_ETCD_ENDPOINTS")
         .env_remove("UNITLET_ETCD_PREFIX")
         .stdin(std::process::Stdio::null())
@@ -167,7 +175,11 @@ fn fleet_of_two_hosts_converges_survives_etcd_outages_resyncs_and_forgets_dead_h
         b.wait_running(&format!("{n}.service"), "100001", Duration::from_secs(30));
     }
     b.wait_running("f4.service", "100004", Duration::from_secs(30));
-    assert_ne!(a.um.active("f4.service"), "active", "host A runs B's manifest");
+    assert_ne!(
+        a.um.active("f4.service"),
+        "active",
+        "host A runs B's manifest"
+    );
     let want: Vec<(String, String)> = [
         ("host-a", "f1"),
         ("host-a", "f2"),
@@ -249,11 +261,18 @@ fn fleet_of_two_hosts_converges_survives_etcd_outages_resyncs_and_forgets_dead_h
     push(&cluster, prefix, all.path(), &["--all"]);
     a.wait_running("f3.service", "100023", Duration::from_secs(40));
     assert!(
-        a.log().contains("reachable again; resuming from the revisions applied"),
+        a.log()
+            .contains("reachable again; resuming from the revisions applied"),
         "{}",
         a.log()
     );
-    assert!(!a.um.unitlet(&["get"]).stderr.windows(11).any(|w| w == b"unreachable"));
+    assert!(
+        !a.um
+            .unitlet(&["get"])
+            .stderr
+            .windows(11)
+            .any(|w| w == b"unreachable")
+    );
     b.start(&cluster, prefix);
     b.wait_running("f3.service", "100023", Duration::from_secs(30));
     assert!(
@@ -270,18 +289,28 @@ fn fleet_of_two_hosts_converges_survives_etcd_outages_resyncs_and_forgets_dead_h
     a.wait_running("f1.service", "100031", Duration::from_secs(20));
     let rev = cluster.revision();
     let o = cluster.etcdctl(&["compact", &rev.to_string(), "--physical"]);
-    assert!(o.status.success(), "compact: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "compact: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     b.start(&cluster, prefix);
     b.wait_running("f1.service", "100031", Duration::from_secs(30));
-    wait_for(Duration::from_secs(30), "f3 stopped on host B after the resync", || {
-        (b.um.active("f3.service") != "active").then_some(())
-    });
+    wait_for(
+        Duration::from_secs(30),
+        "f3 stopped on host B after the resync",
+        || (b.um.active("f3.service") != "active").then_some(()),
+    );
     let log = b.log();
     assert!(
         log.contains("compacted") && log.contains("full snapshot"),
         "B resynced fully:\n{log}"
     );
-    assert_eq!(b.um.active("f4.service"), "active", "the resync keeps B's own key");
+    assert_eq!(
+        b.um.active("f4.service"),
+        "active",
+        "the resync keeps B's own key"
+    );
 
     // 5. Host B's operator dies: its status and host key go with its lease.
     wait_for(Duration::from_secs(15), "host B listed", || {
@@ -291,14 +320,21 @@ fn fleet_of_two_hosts_converges_survives_etcd_outages_resyncs_and_forgets_dead_h
     });
     b.op.as_mut().unwrap().kill9();
     let killed = Instant::now();
-    wait_for(TTL + Duration::from_secs(5), "host B's keys to expire", || {
-        let gone = !hosts_listed(&cluster, prefix).contains(&"host-b".to_string())
-            && fleet_get(&cluster, prefix)
-                .iter()
-                .all(|o| o["host"] != "host-b");
-        gone.then_some(())
-    });
-    eprintln!("host B's keys expired {:?} after it was killed", killed.elapsed());
+    wait_for(
+        TTL + Duration::from_secs(5),
+        "host B's keys to expire",
+        || {
+            let gone = !hosts_listed(&cluster, prefix).contains(&"host-b".to_string())
+                && fleet_get(&cluster, prefix)
+                    .iter()
+                    .all(|o| o["host"] != "host-b");
+            gone.then_some(())
+        },
+    );
+    eprintln!(
+        "host B's keys expired {:?} after it was killed",
+        killed.elapsed()
+    );
     assert!(hosts_listed(&cluster, prefix).contains(&"host-a".to_string()));
     // Its units are not the fleet's to stop: they keep running.
     assert_eq!(b.um.active("f4.service"), "active");
@@ -321,7 +357,11 @@ fn fleet_push_with_one_invalid_manifest_writes_nothing_and_names_the_file() {
         "apiVersion: unitlet/v1\nkind: Service\nmetadata:\n  name: broken\nspec:\n  comand: [/bin/true]\n",
     )
     .unwrap();
-    let o = fleet(&cluster, prefix, &["push", dir.path().to_str().unwrap(), "--all"]);
+    let o = fleet(
+        &cluster,
+        prefix,
+        &["push", dir.path().to_str().unwrap(), "--all"],
+    );
     assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
     assert!(stderr(&o).contains("broken.yaml"), "{}", stderr(&o));
     assert!(stderr(&o).contains("nothing was pushed"), "{}", stderr(&o));
