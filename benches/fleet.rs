@@ -14,8 +14,8 @@
 //!   the time until every host has seen it (p50, p99, max over pushes) and
 //!   per-host delivery latency.
 //! - **poll**: the same N hosts reading the same two prefixes every 10 s
-//!   (one linearizable transaction each, random phase) instead of watching;
-//!   same measurements.
+//!   (one linearizable transaction each, random phase) instead of watching,
+//!   with the same status publishers; same measurements.
 
 #[path = "../tests/it/support/etcd.rs"]
 mod etcd;
@@ -237,21 +237,22 @@ async fn scenario(n: usize, poll: bool) -> Result_ {
             tasks.push(tokio::spawn(poller(a, i, r, s, reads.clone())));
         } else {
             tasks.push(tokio::spawn(watcher(a, i, r, s)));
-            // The real status publisher, with a status of five objects.
-            let state = dirs.path().join(format!("h{i}"));
-            std::fs::create_dir_all(&state).unwrap();
-            let host = format!("host-{i:05}");
-            std::fs::write(state.join("status.json"), status_json(&host)).unwrap();
-            tasks.push(tokio::spawn(unitlet::fleet::publish::run(
-                unitlet::fleet::publish::PublishOptions {
-                    etcd: args.clone(),
-                    host,
-                    state_dir: state,
-                    ttl: LEASE_TTL,
-                },
-                stop_rx.clone(),
-            )));
         }
+        // Either way, the real status publisher, with a status of five
+        // objects: the same lease, keep-alives and status keys.
+        let state = dirs.path().join(format!("h{i}"));
+        std::fs::create_dir_all(&state).unwrap();
+        let host = format!("host-{i:05}");
+        std::fs::write(state.join("status.json"), status_json(&host)).unwrap();
+        tasks.push(tokio::spawn(unitlet::fleet::publish::run(
+            unitlet::fleet::publish::PublishOptions {
+                etcd: args.clone(),
+                host,
+                state_dir: state,
+                ttl: LEASE_TTL,
+            },
+            stop_rx.clone(),
+        )));
         // Hosts do not all start in the same millisecond.
         if i % 50 == 49 {
             tokio::time::sleep(Duration::from_millis(20)).await;

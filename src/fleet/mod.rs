@@ -456,7 +456,8 @@ pub fn source_file(state_dir: &Path) -> PathBuf {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SourceState {
-    /// `Connected`, `Unreachable` or `Starting`.
+    /// `Starting`, `Connected`, `Reconnecting` (a watch broke, trying the
+    /// other members) or `Unreachable`.
     pub state: String,
     #[serde(default)]
     pub message: String,

@@ -94,6 +94,13 @@ pub async fn run(opts: SourceOptions) {
                 delay = FIRST_BACKOFF;
                 continue;
             }
+            SessionEnd::Failed(msg) if st.state == "Connected" => {
+                // A watch that worked broke (its member went away): try
+                // the others at once before calling the source unreachable.
+                tracing::info!("the etcd watch ended ({msg}); reconnecting");
+                st.state = "Reconnecting".into();
+                delay = FIRST_BACKOFF;
+            }
             SessionEnd::Failed(msg) => {
                 if st.state != "Unreachable" || st.message != msg {
                     tracing::warn!(
@@ -105,9 +112,6 @@ pub async fn run(opts: SourceOptions) {
                     st.state = "Unreachable".into();
                     st.message = msg;
                     save(&opts.state_dir, &st);
-                }
-                if st.state == "Connected" {
-                    delay = FIRST_BACKOFF;
                 }
             }
         }
@@ -124,7 +128,13 @@ fn save(state_dir: &Path, st: &SourceState) {
 
 fn mark_connected(state_dir: &Path, st: &mut SourceState) {
     if st.state != "Connected" {
-        if st.state == "Unreachable" {
+        if st.state == "Reconnecting" {
+            tracing::info!(
+                revision_all = st.revision_all,
+                revision_host = st.revision_host,
+                "watching etcd again, from the revisions applied"
+            );
+        } else if st.state == "Unreachable" {
             tracing::info!(
                 revision_all = st.revision_all,
                 revision_host = st.revision_host,

@@ -312,6 +312,19 @@ fn fleet_of_two_hosts_converges_survives_etcd_outages_resyncs_and_forgets_dead_h
         "the resync keeps B's own key"
     );
 
+    // A host key overrides the `all` key of the same name, on that host
+    // only; deleting it brings the `all` version back.
+    write(only_b.path(), "f1", "100041");
+    push(&cluster, prefix, only_b.path(), &["--host", "host-b"]);
+    b.wait_running("f1.service", "100041", Duration::from_secs(20));
+    std::fs::remove_file(only_b.path().join("f1.yaml")).unwrap();
+    push(&cluster, prefix, only_b.path(), &["--host", "host-b"]);
+    b.wait_running("f1.service", "100031", Duration::from_secs(20));
+    assert!(
+        a.exec_start("f1.service").contains("100031"),
+        "host B's key changed host A"
+    );
+
     // 5. Host B's operator dies: its status and host key go with its lease.
     wait_for(Duration::from_secs(15), "host B listed", || {
         hosts_listed(&cluster, prefix)
