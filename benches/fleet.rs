@@ -123,6 +123,8 @@ fn push_number(v: &[u8]) -> Option<u64> {
         .ok()
 }
 
+/// A simulated host's etcd source: one stream with the two prefix watches,
+/// resumed from the last revision seen when it breaks (as the real one).
 async fn watcher(
     args: EtcdArgs,
     i: usize,
@@ -131,40 +133,68 @@ async fn watcher(
 ) {
     let host = format!("host-{i:05}");
     let keys = args.keys();
-    let mut client = args.connect().await.expect("connect");
-    let rev = client
-        .get("/probe", None)
-        .await
-        .unwrap()
-        .header()
-        .unwrap()
-        .revision();
-    let opts = || {
-        Some(
-            WatchOptions::new()
-                .with_prefix()
-                .with_start_revision(rev + 1),
-        )
-    };
-    let mut stream = client.watch(keys.all_dir(), opts()).await.unwrap();
-    stream.watch(keys.host_dir(&host), opts()).await.unwrap();
-    let mut created = 0;
-    while let Ok(Some(m)) = stream.message().await {
-        if m.created() {
-            created += 1;
-            if created == 2 {
-                let _ = ready.send(()).await;
+    let mut ready = Some(ready);
+    let mut rev = 0;
+    loop {
+        let r: Result<(), String> = async {
+            let mut client = args.connect().await.map_err(|e| e.to_string())?;
+            if rev == 0 {
+                rev = client
+                    .get("/probe", None)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .header()
+                    .map(|h| h.revision())
+                    .unwrap_or(0);
             }
-        }
-        for ev in m.events() {
-            if ev.event_type() == EventType::Put
-                && let Some(n) = ev.kv().and_then(|kv| push_number(kv.value()))
-            {
-                let _ = seen.send((i, n, Instant::now()));
+            let opts = || {
+                Some(
+                    WatchOptions::new()
+                        .with_prefix()
+                        .with_start_revision(rev + 1),
+                )
+            };
+            let mut stream = client
+                .watch(keys.all_dir(), opts())
+                .await
+                .map_err(|e| e.to_string())?;
+            stream
+                .watch(keys.host_dir(&host), opts())
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut created = 0;
+            while let Some(m) = stream.message().await.map_err(|e| e.to_string())? {
+                if m.created() {
+                    created += 1;
+                    if created == 2
+                        && let Some(r) = ready.take()
+                    {
+                        let _ = r.send(()).await;
+                    }
+                }
+                for ev in m.events() {
+                    let Some(kv) = ev.kv() else { continue };
+                    rev = rev.max(kv.mod_revision());
+                    if ev.event_type() == EventType::Put
+                        && let Some(n) = push_number(kv.value())
+                    {
+                        let _ = seen.send((i, n, Instant::now()));
+                    }
+                }
             }
+            Err("stream ended".into())
         }
+        .await;
+        if let Err(e) = r {
+            BROKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let _ = e;
+        }
+        tokio::time::sleep(Duration::from_millis(200 + rand::random::<u64>() % 800)).await;
     }
 }
+
+/// Watch sessions that broke and were resumed, over the whole run.
+static BROKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 async fn poller(
     args: EtcdArgs,
@@ -175,7 +205,12 @@ async fn poller(
 ) {
     let host = format!("host-{i:05}");
     let keys = args.keys();
-    let mut client = args.connect().await.expect("connect");
+    let mut client = loop {
+        match args.connect().await {
+            Ok(c) => break c,
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    };
     let _ = ready.send(()).await;
     let phase = POLL_EVERY.mul_f64(rand::random::<f64>());
     tokio::time::sleep(phase).await;
@@ -217,7 +252,7 @@ struct Result_ {
 }
 
 async fn scenario(n: usize, poll: bool) -> Result_ {
-    let cluster = EtcdCluster::start(3);
+    let cluster = EtcdCluster::start_with(3, false);
     let args = etcd_args(&cluster);
     let mut admin = args.connect().await.unwrap();
     admin
@@ -258,9 +293,15 @@ async fn scenario(n: usize, poll: bool) -> Result_ {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    for _ in 0..n {
-        ready_rx.recv().await.unwrap();
+    drop(ready_tx);
+    let mut connected = 0;
+    while connected < n {
+        match tokio::time::timeout(Duration::from_secs(180), ready_rx.recv()).await {
+            Ok(Some(())) => connected += 1,
+            _ => panic!("only {connected} of {n} hosts could start watching within 180 s"),
+        }
     }
+    BROKEN.store(0, std::sync::atomic::Ordering::Relaxed);
     let setup = t.elapsed();
     // Let the publishers' first writes settle.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -306,6 +347,10 @@ async fn scenario(n: usize, poll: bool) -> Result_ {
     }
     let c1: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
     let cpu_push = (c1 - c0) as f64 / ticks_per_sec() / tp.elapsed().as_secs_f64() * 100.0;
+    let broken = BROKEN.load(std::sync::atomic::Ordering::Relaxed);
+    if broken > 0 {
+        eprintln!("  ({broken} watch sessions broke and resumed during the measurement)");
+    }
     if poll {
         let r = reads.load(std::sync::atomic::Ordering::Relaxed) - reads0;
         eprintln!("  ({r} polling reads during the pushes)");

@@ -282,11 +282,7 @@ async fn dispatch(cmd: Command, loc: Locations) -> i32 {
             etcd,
         } => {
             let fleet = match source {
-                Source::Dir => {
-                    // No longer fed from etcd: other commands read --manifests again.
-                    let _ = std::fs::remove_file(crate::fleet::source_file(&loc.state_dir));
-                    None
-                }
+                Source::Dir => None,
                 Source::Etcd => match crate::fleet::host_id(host_id.as_deref()) {
                     Ok(host) => Some(crate::fleet::FleetOptions {
                         etcd,

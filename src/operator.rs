@@ -173,7 +173,13 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
         .map_err(|e| RunError::Setup(crate::error_chain(&e)))?;
     // The fleet tasks start under the operator lock and stop (revoking the
     // status lease) whichever way the loop ends.
-    let fleet = opts.fleet.clone().map(crate::fleet::start);
+    let fleet = match opts.fleet.clone() {
+        Some(f) => Some(crate::fleet::start(f)),
+        None => {
+            crate::fleet::forget(&opts.loc.state_dir);
+            None
+        }
+    };
     let result = run_locked(opts, shutdown).await;
     if let Some(f) = fleet {
         f.stop().await;

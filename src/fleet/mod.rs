@@ -500,6 +500,22 @@ impl SourceState {
     }
 }
 
+/// A `run --source dir` on a state directory that was fed from etcd: the
+/// other commands read `--manifests` again, and a later `--source etcd`
+/// starts with a full snapshot.
+pub fn forget(state_dir: &Path) {
+    match std::fs::remove_file(source_file(state_dir)) {
+        Ok(()) => tracing::info!(
+            "this state directory was fed from etcd; manifests now come from the directory (--source dir)"
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(
+            "cannot remove {}: {e}; `get` and `plan` may keep reading the etcd-fed manifests",
+            source_file(state_dir).display()
+        ),
+    }
+}
+
 /// What `get` and `describe` say about the manifest source of a state
 /// directory fed from etcd: `None` when it is fine or not etcd.
 pub fn source_warning(state_dir: &Path) -> Option<String> {
