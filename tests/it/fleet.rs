@@ -397,3 +397,68 @@ fn fleet_push_with_one_invalid_manifest_writes_nothing_and_names_the_file() {
     assert!(out.starts_with("nothing to push"), "{out}");
     assert_eq!(cluster.revision(), rev + 1);
 }
+
+/// etcd unreachable: a push writes nothing, exits 2 and says where it tried.
+#[test]
+fn fleet_push_to_an_unreachable_etcd_exits_2_and_names_the_endpoints() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "good", "1");
+    let ep = format!("http://127.0.0.1:{port}");
+    let o = std::process::Command::new(UNITLET)
+        .args(["fleet", "push", dir.path().to_str().unwrap(), "--all"])
+        .args(["--etcd-endpoints", &ep])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&ep), "{}", stderr(&o));
+}
+
+/// With etcd authentication: the password comes from a file and appears in
+/// no message, also when it is wrong.
+#[test]
+fn fleet_with_etcd_auth_reads_the_password_file_and_never_prints_it() {
+    let cluster = EtcdCluster::start(1);
+    let ok = cluster.etcdctl(&["user", "add", "root", "--new-user-password", "s3cret-right"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let ok = cluster.etcdctl(&["auth", "enable"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "good", "1");
+    let secrets = tempfile::tempdir().unwrap();
+    let pw = secrets.path().join("pw");
+    let run = |password: &str| {
+        std::fs::write(&pw, format!("{password}\n")).unwrap();
+        std::process::Command::new(UNITLET)
+            .args(["fleet", "push", dir.path().to_str().unwrap(), "--all"])
+            .args(["--etcd-endpoints", &cluster.endpoints()])
+            .args(["--etcd-user", "root", "--etcd-password-file"])
+            .arg(&pw)
+            .env("UNITLET_LOG", "debug")
+            .output()
+            .unwrap()
+    };
+    let o = run("s3cret-wrong");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        !stderr(&o).contains("s3cret") && !stdout(&o).contains("s3cret"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run("s3cret-right");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("1 written (good)"), "{}", stdout(&o));
+    assert!(!stderr(&o).contains("s3cret") && !stdout(&o).contains("s3cret"));
+}
