@@ -12,6 +12,7 @@ pub mod publish;
 pub mod source;
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -37,6 +38,17 @@ pub struct Running {
 /// Start both tasks. They never fail: trouble is retried and reported in
 /// `STATE_DIR/fleet/source.json` and the log.
 pub fn start(opts: FleetOptions) -> Running {
+    // Before the operator arms its directory watches: the materialised
+    // directory's parent must exist to be watched, so the first snapshot
+    // wakes the loop instead of waiting for the resync.
+    let fleet_dir = opts.state_dir.join("fleet");
+    if let Err(e) = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&fleet_dir)
+    {
+        tracing::error!("cannot create {}: {e}", fleet_dir.display());
+    }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let source = tokio::spawn(source::run(source::SourceOptions {
         etcd: opts.etcd.clone(),

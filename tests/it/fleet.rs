@@ -462,3 +462,18 @@ fn fleet_with_etcd_auth_reads_the_password_file_and_never_prints_it() {
     assert!(stdout(&o).contains("1 written (good)"), "{}", stdout(&o));
     assert!(!stderr(&o).contains("s3cret") && !stdout(&o).contains("s3cret"));
 }
+
+/// A first start applies what etcd already holds, without waiting for the
+/// resync (an hour here): the snapshot creates the materialised directory
+/// under a directory the operator watches.
+#[test]
+fn fleet_first_start_applies_what_etcd_holds_without_waiting_for_the_resync() {
+    let cluster = EtcdCluster::start(1);
+    let prefix = "/it-first";
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "first", "100051");
+    push(&cluster, prefix, dir.path(), &["--all"]);
+    let mut h = Host::new("host-first");
+    h.start(&cluster, prefix);
+    h.wait_running("first.service", "100051", Duration::from_secs(15));
+}
