@@ -338,8 +338,13 @@ async fn run_locked(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Res
                             pool.spawn(w, &c, &rec.http, rec.job_timeout);
                         }
                         retry_at = report.retry_at.map(tokio::time::Instant::from_std);
-                        let summary =
+                        let mut summary =
                             format!("{} ready, {} not ready", report.ready, report.not_ready);
+                        if opts.fleet.is_some()
+                            && let Some(w) = crate::fleet::source_warning(&opts.loc.state_dir)
+                        {
+                            summary = format!("{summary}; {w}");
+                        }
                         if !ready_sent {
                             sd_notify(&[
                                 sd_notify::NotifyState::Ready,
