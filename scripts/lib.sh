@@ -7,7 +7,15 @@
 # nothing has to be killed afterwards.
 
 POLICY_RC_D="${POLICY_RC_D:-/usr/sbin/policy-rc.d}"
-PACKAGED_DAEMONS="prometheus prometheus-node-exporter prometheus-alertmanager"
+PACKAGED_DAEMONS="prometheus prometheus-node-exporter prometheus-alertmanager etcd"
+
+# The system user a packaged daemon runs as.
+packaged_daemon_user() {
+  case $1 in
+    etcd) echo etcd ;;
+    *) echo prometheus ;;
+  esac
+}
 
 # Install the given Debian packages that are not installed yet, without
 # letting their maintainer scripts start any daemon.
@@ -54,11 +62,13 @@ without_daemon_starts() {
 
 # PIDs of the packaged daemon $1 that are running: only processes whose
 # executable is /usr/bin/$1 and that run as the package's user
-# (prometheus), found through the init script's pidfile or /proc/*/exe.
+# (prometheus; etcd for etcd), found through the init script's pidfile or
+# /proc/*/exe.
 packaged_daemon_pids() {
-  local name=$1 exe=/usr/bin/$1 uid pid pidfile
-  uid="$(id -u prometheus 2>/dev/null)" || return 0
-  pidfile=/run/prometheus/$name.pid
+  local name=$1 exe=/usr/bin/$1 user uid pid pidfile
+  user="$(packaged_daemon_user "$name")"
+  uid="$(id -u "$user" 2>/dev/null)" || return 0
+  pidfile=/run/$user/$name.pid
   {
     if [ -r "$pidfile" ]; then
       read -r pid <"$pidfile" || true
@@ -85,8 +95,9 @@ stop_packaged_daemons() {
 }
 
 # Stop the packaged daemon $1 if it runs: with systemd as PID 1 through
-# systemctl; otherwise by PID (executable /usr/bin/$1, user prometheus),
-# never by a name pattern.
+# systemctl; otherwise by PID (executable /usr/bin/$1, its package's user),
+# never by a name pattern. (A packaged etcd is not needed either: the tests
+# start their own members on free ports.)
 stop_packaged_daemon() {
   local s=$1 pids pid left=""
   if [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]; then
@@ -98,7 +109,7 @@ stop_packaged_daemon() {
   fi
   pids="$(packaged_daemon_pids "$s" | paste -sd' ')"
   [ -n "$pids" ] || return 0
-  echo "==> stopping the packaged $s (PIDs $pids: /usr/bin/$s run by user prometheus): it holds a port unitlet's user services need"
+  echo "==> stopping the packaged $s (PIDs $pids: /usr/bin/$s run by user $(packaged_daemon_user "$s")): it holds a port unitlet's user services or tests need"
   # shellcheck disable=SC2086
   kill -TERM $pids 2>/dev/null || true
   for _ in $(seq 1 100); do

@@ -18,7 +18,7 @@ have_session() { systemctl --user is-system-running >/dev/null 2>&1 || [ "$(syst
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 if [ "$(id -u)" = 0 ]; then
-  ensure_packages systemd dbus dbus-user-session prometheus prometheus-node-exporter prometheus-alertmanager curl ca-certificates
+  ensure_packages systemd dbus dbus-user-session prometheus prometheus-node-exporter prometheus-alertmanager protobuf-compiler libprotobuf-dev curl ca-certificates
   stop_packaged_daemons
 fi
 

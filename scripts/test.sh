@@ -9,7 +9,9 @@ cd "$(dirname "$0")/.."
 
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
-ensure_packages systemd dbus dbus-user-session dbus-daemon prometheus prometheus-node-exporter prometheus-alertmanager python3-yaml python3-venv groff-base zsh fish curl ca-certificates
+# etcd-server/etcd-client: the fleet tests' 3-member cluster (never the
+# packaged daemon); protobuf-compiler/libprotobuf-dev: building etcd-client.
+ensure_packages systemd dbus dbus-user-session dbus-daemon prometheus prometheus-node-exporter prometheus-alertmanager etcd-server etcd-client protobuf-compiler libprotobuf-dev python3-yaml python3-venv groff-base zsh fish curl ca-certificates
 stop_packaged_daemons
 # systemd --user checks this to believe the machine was booted with systemd.
 mkdir -p /run/systemd/system

@@ -65,6 +65,25 @@ pub enum Command {
         /// a file, `git checkout`, `rsync --delete-after`).
         #[arg(long = "gc-grace", env = "UNITLET_GC_GRACE", default_value = "2s", value_parser = parse_duration)]
         gc_grace: Duration,
+        /// Where manifests come from: the manifests directory, or etcd
+        /// (docs/fleet.md).
+        #[arg(long, env = "UNITLET_SOURCE", value_enum, default_value = "dir")]
+        source: Source,
+        /// This host's id in etcd keys (default: /etc/machine-id).
+        #[arg(long = "host-id", env = "UNITLET_HOST_ID", value_name = "ID")]
+        host_id: Option<String>,
+        /// How long this host's status outlives it in etcd.
+        #[arg(long = "lease-ttl", env = "UNITLET_LEASE_TTL", default_value = "10s", value_parser = parse_duration)]
+        lease_ttl: Duration,
+        #[command(flatten)]
+        etcd: crate::fleet::EtcdArgs,
+    },
+    /// Manifests and status of a fleet of hosts in etcd.
+    Fleet {
+        #[command(flatten)]
+        etcd: crate::fleet::EtcdArgs,
+        #[command(subcommand)]
+        command: FleetCommand,
     },
     /// One full reconcile pass; waits for every started job.
     Apply {
@@ -122,6 +141,43 @@ pub enum Command {
     Man,
 }
 
+/// Where `unitlet run` takes manifests from.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Source {
+    Dir,
+    Etcd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FleetCommand {
+    /// Validate DIR, then write its manifests and delete removed ones in one
+    /// transaction.
+    Push {
+        dir: PathBuf,
+        /// For this host only (its id, as `unitlet run --host-id`).
+        #[arg(
+            long,
+            value_name = "HOST",
+            conflicts_with = "all",
+            required_unless_present = "all"
+        )]
+        host: Option<String>,
+        /// For every host.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Every live host's objects.
+    Get {
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Hosts whose operator is alive.
+    Hosts {
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: Output,
+    },
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     manifest::parse_duration(s)
 }
@@ -137,7 +193,22 @@ pub fn main() -> i32 {
         }
     }
     init_tracing(matches!(cli.command, Command::Run { .. }));
-    let loc = Locations::resolve(cli.manifests, cli.state_dir, cli.unit_dir, cli.bus);
+    let explicit_manifests = cli.manifests.is_some();
+    let mut loc = Locations::resolve(cli.manifests, cli.state_dir, cli.unit_dir, cli.bus);
+    // A state directory fed from etcd has its manifests under it.
+    match &cli.command {
+        Command::Run {
+            source: Source::Etcd,
+            ..
+        } => loc.manifests = crate::fleet::manifests_dir(&loc.state_dir),
+        Command::Run { .. } => {}
+        _ if !explicit_manifests => {
+            if let Some(d) = crate::fleet::commands_manifests_dir(&loc.state_dir) {
+                loc.manifests = d;
+            }
+        }
+        _ => {}
+    }
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -188,7 +259,23 @@ async fn dispatch(cmd: Command, loc: Locations) -> CliResult {
             resync,
             metrics_addr,
             gc_grace,
-        } => run(loc, resync, &metrics_addr, gc_grace).await,
+            source,
+            host_id,
+            lease_ttl,
+            etcd,
+        } => {
+            let fleet = match source {
+                Source::Dir => None,
+                Source::Etcd => Some(crate::fleet::FleetOptions {
+                    etcd,
+                    host: crate::fleet::host_id(host_id.as_deref())?,
+                    state_dir: loc.state_dir.clone(),
+                    lease_ttl,
+                }),
+            };
+            run(loc, resync, &metrics_addr, gc_grace, fleet).await
+        }
+        Command::Fleet { etcd, command } => fleet_command(&etcd, command).await,
         Command::Apply { timeout, gc_grace } => apply(loc, timeout, gc_grace).await,
         Command::Plan => plan(loc).await,
         Command::Validate { files } => validate(&loc, &files),
@@ -241,6 +328,7 @@ async fn run(
     resync: Duration,
     metrics_addr: &str,
     gc_grace: Duration,
+    fleet: Option<crate::fleet::FleetOptions>,
 ) -> CliResult {
     let metrics_addr = if metrics_addr == "off" || metrics_addr.is_empty() {
         None
@@ -254,8 +342,29 @@ async fn run(
         metrics_addr,
         exe: exe(),
         gc_grace,
+        fleet,
     };
     Ok(crate::operator::run(opts, shutdown_signal()).await?)
+}
+
+/// `unitlet fleet push|get|hosts`: each prints its own answer and errors.
+async fn fleet_command(etcd: &crate::fleet::EtcdArgs, command: FleetCommand) -> CliResult {
+    let code = match command {
+        FleetCommand::Push { dir, host, all: _ } => {
+            let target = match host {
+                Some(h) => crate::fleet::Target::Host(h),
+                None => crate::fleet::Target::All,
+            };
+            crate::fleet::cmd::push(etcd, &dir, target).await
+        }
+        FleetCommand::Get { output } => crate::fleet::cmd::get(etcd, output).await,
+        FleetCommand::Hosts { output } => crate::fleet::cmd::hosts(etcd, output).await,
+    };
+    match code {
+        OK => Ok(()),
+        NOT_OK => Err(CliError::Unsuccessful),
+        _ => Err(CliError::Unavailable),
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT. The handlers are installed when this is

@@ -6,6 +6,7 @@
 
 pub mod backup;
 pub mod backup_cmd;
+pub mod fleet;
 pub mod fsutil;
 pub mod grafana;
 pub mod http;

@@ -34,6 +34,9 @@ pub struct RunOptions {
     /// How long a manifest that disappeared is waited for before its
     /// units are stopped (`--gc-grace`).
     pub gc_grace: Duration,
+    /// `--source etcd`: the etcd source and status publisher to run beside
+    /// the loop (`loc.manifests` is then their materialised directory).
+    pub fleet: Option<crate::fleet::FleetOptions>,
 }
 
 fn sd_notify(states: &[sd_notify::NotifyState<'_>]) {
@@ -426,7 +429,12 @@ impl Operator {
             self.pool.spawn(w, c, &self.rec.http, self.rec.job_timeout);
         }
         self.retry_at = report.retry_at;
-        let summary = format!("{} ready, {} not ready", report.ready, report.not_ready);
+        let mut summary = format!("{} ready, {} not ready", report.ready, report.not_ready);
+        if self.opts.fleet.is_some()
+            && let Some(w) = crate::fleet::source_warning(&self.opts.loc.state_dir)
+        {
+            summary = format!("{summary}; {w}");
+        }
         self.notify_status(&summary);
     }
 
@@ -546,6 +554,23 @@ impl Operator {
 pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let _operator = crate::lock::OperatorLock::acquire(&opts.loc.state_dir)
         .map_err(|e| RunError::Setup(crate::error_chain(&e)))?;
+    // The fleet tasks start under the operator lock and stop (revoking the
+    // status lease) whichever way the loop ends.
+    let fleet = match opts.fleet.clone() {
+        Some(f) => Some(crate::fleet::start(f)),
+        None => {
+            crate::fleet::forget(&opts.loc.state_dir);
+            None
+        }
+    };
+    let result = run_locked(opts, shutdown).await;
+    if let Some(f) = fleet {
+        f.stop().await;
+    }
+    result
+}
+
+async fn run_locked(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let trigger = Arc::new(Notify::new());
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Outcome>();
     let mut op = Operator::start(opts, trigger.clone(), done_tx).await?;

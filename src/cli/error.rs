@@ -23,6 +23,13 @@ pub enum CliError {
     /// objects not Ready, invalid manifests); nothing more to say.
     #[error("")]
     Unsuccessful,
+    /// The command could not do its work (etcd unreachable, a concurrent
+    /// change) and printed why.
+    #[error("")]
+    Unavailable,
+    /// This host's fleet identity cannot be had.
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::FleetError),
     /// The async runtime could not start.
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
@@ -157,6 +164,8 @@ impl CliError {
             | CliError::Restore { .. }
             | CliError::RestoreIncomplete { .. } => NOT_OK,
             CliError::Runtime(_)
+            | CliError::Unavailable
+            | CliError::Fleet(_)
             | CliError::Systemd(_)
             | CliError::Reconcile(_)
             | CliError::Lock(_)
@@ -172,7 +181,7 @@ impl CliError {
     /// [`CliError::Unsuccessful`], whose command said why already).
     pub fn report(&self) {
         match self {
-            CliError::Unsuccessful => {}
+            CliError::Unsuccessful | CliError::Unavailable => {}
             e => eprintln!("error: {}", crate::error_chain(e)),
         }
     }

@@ -151,6 +151,9 @@ pub(super) async fn get(loc: &Locations, name: Option<&str>, output: Output) -> 
     if let Some(e) = &status.operator_error {
         eprintln!("warning: the operator's last pass failed: {e}");
     }
+    if let Some(w) = crate::fleet::source_warning(&loc.state_dir) {
+        eprintln!("warning: {w}");
+    }
     let operator = crate::lock::operator_pid(&loc.state_dir);
     let objs: Vec<&ObjectStatus> = match name {
         Some(n) => vec![find(loc, &status, n)?],

@@ -1,0 +1,594 @@
+//! A fleet of hosts fed from etcd (see docs/fleet.md).
+//!
+//! The core never learns where manifests come from: the etcd source
+//! ([`source`]) materialises this host's manifests into a directory that the
+//! ordinary loader reads, and the status publisher ([`publish`]) copies what
+//! the passes wrote to `status.json` back to etcd under a lease. `fleet push`,
+//! `fleet get` and `fleet hosts` are in [`cmd`]. The key layout and the merge
+//! of `all` and host keys are pure and live here.
+
+pub mod cmd;
+pub mod publish;
+pub mod source;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::manifest::redact_url;
+
+/// What `unitlet run --source etcd` needs to feed itself from etcd.
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    pub etcd: EtcdArgs,
+    pub host: String,
+    pub state_dir: PathBuf,
+    /// The status lease's time to live (`--lease-ttl`).
+    pub lease_ttl: Duration,
+}
+
+/// The source and the status publisher, running beside the operator loop.
+pub struct Running {
+    stop: tokio::sync::watch::Sender<bool>,
+    source: tokio::task::JoinHandle<()>,
+    publish: tokio::task::JoinHandle<()>,
+}
+
+/// Start both tasks. They never fail: trouble is retried and reported in
+/// `STATE_DIR/fleet/source.json` and the log.
+pub fn start(opts: FleetOptions) -> Running {
+    // Before the operator arms its directory watches: the materialised
+    // directory's parent must exist to be watched, so the first snapshot
+    // wakes the loop instead of waiting for the resync.
+    let fleet_dir = opts.state_dir.join("fleet");
+    if let Err(e) = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&fleet_dir)
+    {
+        tracing::error!("cannot create {}: {e}", fleet_dir.display());
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let source = tokio::spawn(source::run(source::SourceOptions {
+        etcd: opts.etcd.clone(),
+        host: opts.host.clone(),
+        state_dir: opts.state_dir.clone(),
+    }));
+    let publish = tokio::spawn(publish::run(
+        publish::PublishOptions {
+            etcd: opts.etcd,
+            host: opts.host,
+            state_dir: opts.state_dir,
+            ttl: opts.lease_ttl,
+        },
+        stopped,
+    ));
+    Running {
+        stop,
+        source,
+        publish,
+    }
+}
+
+impl Running {
+    /// Stop both; the publisher revokes the lease first (bounded), so this
+    /// host's status and host keys go at once.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.publish).await;
+        self.source.abort();
+        let _ = self.source.await;
+    }
+}
+
+/// How to reach etcd: the flags shared by `run --source etcd` and `fleet`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct EtcdArgs {
+    /// etcd client URLs, comma-separated (list every member).
+    #[arg(
+        long = "etcd-endpoints",
+        env = "UNITLET_ETCD_ENDPOINTS",
+        value_name = "URLS",
+        default_value = "http://127.0.0.1:2379",
+        global = true
+    )]
+    pub endpoints: String,
+    /// Key prefix under which unitlet keeps its keys.
+    #[arg(
+        long = "etcd-prefix",
+        env = "UNITLET_ETCD_PREFIX",
+        value_name = "PREFIX",
+        default_value = "/unitlet",
+        global = true
+    )]
+    pub prefix: String,
+    /// etcd user name (with --etcd-password-file).
+    #[arg(
+        long = "etcd-user",
+        env = "UNITLET_ETCD_USER",
+        value_name = "NAME",
+        global = true
+    )]
+    pub user: Option<String>,
+    /// File holding the etcd user's password.
+    #[arg(
+        long = "etcd-password-file",
+        env = "UNITLET_ETCD_PASSWORD_FILE",
+        value_name = "FILE",
+        global = true
+    )]
+    pub password_file: Option<PathBuf>,
+    /// CA certificate (PEM) that signed the etcd members' certificates.
+    #[arg(
+        long = "etcd-ca",
+        env = "UNITLET_ETCD_CA",
+        value_name = "FILE",
+        global = true
+    )]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd's client-certificate auth.
+    #[arg(
+        long = "etcd-cert",
+        env = "UNITLET_ETCD_CERT",
+        value_name = "FILE",
+        global = true
+    )]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(
+        long = "etcd-key",
+        env = "UNITLET_ETCD_KEY",
+        value_name = "FILE",
+        global = true
+    )]
+    pub key: Option<PathBuf>,
+}
+
+/// Everything that goes wrong talking to etcd or with fleet input.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    /// An etcd request failed (unreachable, no leader, refused).
+    #[error("etcd at {endpoints}: cannot {what}; check the members are up and --etcd-endpoints")]
+    Etcd {
+        what: String,
+        endpoints: String,
+        #[source]
+        source: etcd_client::Error,
+    },
+    /// An option file (password, certificate, machine id) cannot be read.
+    #[error("cannot read {what} {path}")]
+    ReadFile {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A flag's value is unusable.
+    #[error("{0}")]
+    Usage(String),
+    /// A local file under STATE_DIR/fleet cannot be written.
+    #[error("cannot write {path}; check the state directory (--state-dir) is writable")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A push raced other pushes too often.
+    #[error(
+        "etcd at {endpoints}: the keys under {prefix} kept changing while pushing ({tries} tries); nothing was written by this push, try again"
+    )]
+    Contended {
+        endpoints: String,
+        prefix: String,
+        tries: usize,
+    },
+}
+
+impl EtcdArgs {
+    /// The endpoints as given, for messages: userinfo removed.
+    pub fn endpoints_for_people(&self) -> String {
+        self.endpoint_list()
+            .iter()
+            .map(|e| redact_url(e))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn endpoint_list(&self) -> Vec<String> {
+        self.endpoints
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The prefix, normalised: no trailing `/`.
+    pub fn keys(&self) -> Keys {
+        Keys::new(&self.prefix)
+    }
+
+    pub fn etcd_error(&self, what: impl Into<String>, source: etcd_client::Error) -> FleetError {
+        FleetError::Etcd {
+            what: what.into(),
+            endpoints: self.endpoints_for_people(),
+            source,
+        }
+    }
+
+    /// Connect (lazily: a down cluster is noticed by the first request).
+    ///
+    /// # Errors
+    /// Unreadable password or certificate files, bad combinations of flags.
+    pub async fn connect(&self) -> Result<etcd_client::Client, FleetError> {
+        let endpoints = self.endpoint_list();
+        if endpoints.is_empty() {
+            return Err(FleetError::Usage(
+                "--etcd-endpoints is empty; give the etcd members' client URLs, e.g. http://10.0.0.1:2379,http://10.0.0.2:2379".into(),
+            ));
+        }
+        for e in &endpoints {
+            if let Ok(u) = reqwest::Url::parse(e)
+                && (!u.username().is_empty() || u.password().is_some())
+            {
+                return Err(FleetError::Usage(format!(
+                    "--etcd-endpoints {}: credentials in the URL would be logged; use --etcd-user and --etcd-password-file",
+                    redact_url(e)
+                )));
+            }
+        }
+        let mut opts = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_timeout(Duration::from_secs(5))
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3))
+            .with_keep_alive_while_idle(true)
+            .with_require_leader(true);
+        match (&self.user, &self.password_file) {
+            (Some(u), Some(p)) => {
+                let pw = read_file("the etcd password file", p)?;
+                let pw = String::from_utf8_lossy(&pw)
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string();
+                opts = opts.with_user(u.clone(), pw);
+            }
+            (None, None) => {}
+            _ => {
+                return Err(FleetError::Usage(
+                    "--etcd-user and --etcd-password-file go together".into(),
+                ));
+            }
+        }
+        if self.ca.is_some() || self.cert.is_some() || self.key.is_some() {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let mut tls = etcd_client::TlsOptions::new();
+            if let Some(ca) = &self.ca {
+                tls = tls.ca_certificate(etcd_client::Certificate::from_pem(read_file(
+                    "the etcd CA certificate",
+                    ca,
+                )?));
+            }
+            match (&self.cert, &self.key) {
+                (Some(c), Some(k)) => {
+                    tls = tls.identity(etcd_client::Identity::from_pem(
+                        read_file("the etcd client certificate", c)?,
+                        read_file("the etcd client key", k)?,
+                    ));
+                }
+                (None, None) => {}
+                _ => {
+                    return Err(FleetError::Usage(
+                        "--etcd-cert and --etcd-key go together".into(),
+                    ));
+                }
+            }
+            opts = opts.with_tls(tls);
+        }
+        // One member at a time, from a random one (so hosts spread over the
+        // members), keeping the first that answers a linearizable read: a
+        // balanced channel over all endpoints sends requests to a dead
+        // member, and a member without quorum must not feed us.
+        let start: usize = {
+            use rand::Rng;
+            rand::rng().random_range(0..endpoints.len())
+        };
+        let probe = self.keys().manifests_dir();
+        let mut last = None;
+        for i in 0..endpoints.len() {
+            let ep = &endpoints[(start + i) % endpoints.len()];
+            let r = async {
+                let mut c = etcd_client::Client::connect([ep.as_str()], Some(opts.clone())).await?;
+                c.get(
+                    probe.as_str(),
+                    Some(
+                        etcd_client::GetOptions::new()
+                            .with_prefix()
+                            .with_count_only(),
+                    ),
+                )
+                .await?;
+                Ok::<_, etcd_client::Error>(c)
+            }
+            .await;
+            match r {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    tracing::debug!(endpoint = %redact_url(ep), "etcd member not usable: {e}");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(self.etcd_error(
+            "reach any member that has a leader",
+            last.expect("at least one endpoint"),
+        ))
+    }
+}
+
+fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, FleetError> {
+    std::fs::read(path).map_err(|source| FleetError::ReadFile {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// This host's id: `--host-id`, else `/etc/machine-id`.
+///
+/// # Errors
+/// No machine id, or an id that cannot be a key component.
+pub fn host_id(given: Option<&str>) -> Result<String, FleetError> {
+    let id = match given {
+        Some(h) => h.to_string(),
+        None => {
+            let p = Path::new("/etc/machine-id");
+            String::from_utf8_lossy(&read_file("the machine id", p)?)
+                .trim()
+                .to_string()
+        }
+    };
+    check_host(&id)?;
+    Ok(id)
+}
+
+/// A host id is one key component: letters, digits, `.`, `_`, `-`.
+pub fn check_host(id: &str) -> Result<(), FleetError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id != "."
+        && id != ".."
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(FleetError::Usage(format!(
+            "host id {id:?} is not usable as an etcd key component (letters, digits, '.', '_', '-'; at most 128); pass --host-id"
+        )))
+    }
+}
+
+/// A key name (manifest file name without `.yaml`) that is safe as a file
+/// name in the materialised directory.
+pub fn check_key_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
+}
+
+/// The key layout under a prefix (docs/fleet.md, "Key layout").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Keys {
+        Keys {
+            prefix: prefix.trim_end_matches('/').to_string(),
+        }
+    }
+    pub fn all_dir(&self) -> String {
+        format!("{}/manifests/all/", self.prefix)
+    }
+    pub fn host_dir(&self, host: &str) -> String {
+        format!("{}/manifests/hosts/{host}/", self.prefix)
+    }
+    /// Every manifest key of every host, for `fleet get`.
+    pub fn manifests_dir(&self) -> String {
+        format!("{}/manifests/", self.prefix)
+    }
+    pub fn status_dir(&self) -> String {
+        format!("{}/status/", self.prefix)
+    }
+    pub fn status_host_dir(&self, host: &str) -> String {
+        format!("{}/status/{host}/", self.prefix)
+    }
+    pub fn hosts_dir(&self) -> String {
+        format!("{}/hosts/", self.prefix)
+    }
+    pub fn host_key(&self, host: &str) -> String {
+        format!("{}/hosts/{host}", self.prefix)
+    }
+    /// Where a manifest key of a push goes.
+    pub fn target_dir(&self, target: &Target) -> String {
+        match target {
+            Target::All => self.all_dir(),
+            Target::Host(h) => self.host_dir(h),
+        }
+    }
+}
+
+/// Whom a push is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    All,
+    Host(String),
+}
+
+/// A manifest key's content and the revision that last changed it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Entry {
+    pub value: String,
+    pub mod_revision: i64,
+}
+
+/// This host's effective manifests: a host key overrides the `all` key of
+/// the same name. Pure.
+pub fn effective<'a>(
+    all: &'a BTreeMap<String, Entry>,
+    host: &'a BTreeMap<String, Entry>,
+) -> BTreeMap<&'a str, &'a str> {
+    let mut out: BTreeMap<&str, &str> = all
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.value.as_str()))
+        .collect();
+    for (k, v) in host {
+        out.insert(k, v.value.as_str());
+    }
+    out
+}
+
+/// Where a fleet-fed operator keeps its materialised manifests.
+pub fn manifests_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("fleet").join("manifests")
+}
+
+/// The source's persisted state and health.
+pub fn source_file(state_dir: &Path) -> PathBuf {
+    state_dir.join("fleet").join("source.json")
+}
+
+/// What the etcd source last said about itself, for `get` and `describe`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceState {
+    /// `Starting`, `Connected`, `Reconnecting` (a watch broke, trying the
+    /// other members) or `Unreachable`.
+    pub state: String,
+    #[serde(default)]
+    pub message: String,
+    /// When `state` last changed (RFC 3339).
+    #[serde(default)]
+    pub since: String,
+    /// The endpoints (no credentials), for messages.
+    #[serde(default)]
+    pub endpoints: String,
+    pub host: String,
+    pub prefix: String,
+    /// Last revision applied of `all/` and of `hosts/HOST/`: where a watch
+    /// resumes.
+    #[serde(default)]
+    pub revision_all: i64,
+    #[serde(default)]
+    pub revision_host: i64,
+    #[serde(default)]
+    pub all: BTreeMap<String, Entry>,
+    #[serde(default)]
+    pub host_keys: BTreeMap<String, Entry>,
+    /// Full snapshots read since the first start, and why the last one was.
+    #[serde(default)]
+    pub resyncs: u64,
+    #[serde(default)]
+    pub last_resync: String,
+}
+
+impl SourceState {
+    pub fn load(state_dir: &Path) -> Option<SourceState> {
+        let bytes = std::fs::read(source_file(state_dir)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    pub fn save(&self, state_dir: &Path) -> Result<(), FleetError> {
+        let path = source_file(state_dir);
+        let bytes = serde_json::to_vec_pretty(self).expect("serializable");
+        crate::fsutil::atomic_write(&path, &bytes, 0o600)
+            .map_err(|source| FleetError::Write { path, source })
+    }
+}
+
+/// A `run --source dir` on a state directory that was fed from etcd: the
+/// other commands read `--manifests` again, and a later `--source etcd`
+/// starts with a full snapshot.
+pub fn forget(state_dir: &Path) {
+    match std::fs::remove_file(source_file(state_dir)) {
+        Ok(()) => tracing::info!(
+            "this state directory was fed from etcd; manifests now come from the directory (--source dir)"
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(
+            "cannot remove {}: {e}; `get` and `plan` may keep reading the etcd-fed manifests",
+            source_file(state_dir).display()
+        ),
+    }
+}
+
+/// What `get` and `describe` say about the manifest source of a state
+/// directory fed from etcd: `None` when it is fine or not etcd.
+pub fn source_warning(state_dir: &Path) -> Option<String> {
+    let s = SourceState::load(state_dir)?;
+    (s.state == "Unreachable").then(|| {
+        format!(
+            "the manifest source (etcd at {}) is unreachable since {}: {}; every unit is kept as it is and the operator retries",
+            s.endpoints, s.since, s.message
+        )
+    })
+}
+
+/// The manifests directory commands other than `run` read: a state
+/// directory that an etcd-fed operator uses has its manifests in
+/// `STATE_DIR/fleet/manifests`, unless `--manifests` says otherwise.
+pub fn commands_manifests_dir(state_dir: &Path) -> Option<PathBuf> {
+    source_file(state_dir)
+        .exists()
+        .then(|| manifests_dir(state_dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(v: &str) -> Entry {
+        Entry {
+            value: v.into(),
+            mod_revision: 1,
+        }
+    }
+
+    #[test]
+    fn a_host_key_overrides_the_all_key_of_the_same_name() {
+        let all = BTreeMap::from([("a".to_string(), e("A")), ("b".to_string(), e("B"))]);
+        let host = BTreeMap::from([("b".to_string(), e("B2")), ("c".to_string(), e("C"))]);
+        let eff = effective(&all, &host);
+        assert_eq!(
+            eff.into_iter().collect::<Vec<_>>(),
+            [("a", "A"), ("b", "B2"), ("c", "C")]
+        );
+    }
+
+    #[test]
+    fn keys_follow_the_documented_layout() {
+        let k = Keys::new("/unitlet/");
+        assert_eq!(k.all_dir(), "/unitlet/manifests/all/");
+        assert_eq!(k.host_dir("h1"), "/unitlet/manifests/hosts/h1/");
+        assert_eq!(k.status_host_dir("h1"), "/unitlet/status/h1/");
+        assert_eq!(k.host_key("h1"), "/unitlet/hosts/h1");
+    }
+
+    #[test]
+    fn host_ids_and_key_names_cannot_escape() {
+        assert!(check_host("4c1d0a").is_ok());
+        for bad in ["", "..", "a/b", "a b", "é"] {
+            assert!(check_host(bad).is_err(), "{bad}");
+        }
+        assert!(check_key_name("prometheus"));
+        for bad in ["", ".x", "a/b", "..", "a b"] {
+            assert!(!check_key_name(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,404 @@
+//! The etcd source of `unitlet run --source etcd`: snapshot, watch with
+//! revision resume, and materialise this host's effective manifests into
+//! `STATE_DIR/fleet/manifests/` (docs/fleet.md, "Who does what").
+//!
+//! # Guarantees
+//! - A file is removed only because of a delete event or a complete
+//!   snapshot read at one revision; never because etcd is unreachable.
+//! - The revision a watch resumes from is saved after the files it covers
+//!   are written, so a crash replays (idempotently) rather than skips.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use etcd_client::{EventType, GetOptions, Txn, TxnOp, TxnOpResponse, WatchOptions};
+
+use super::{Entry, EtcdArgs, FleetError, Keys, SourceState, check_key_name, effective};
+
+#[derive(Debug, Clone)]
+pub struct SourceOptions {
+    pub etcd: EtcdArgs,
+    pub host: String,
+    pub state_dir: PathBuf,
+}
+
+/// Why a watch session ended.
+#[derive(Debug)]
+enum SessionEnd {
+    /// etcd compacted past our revision: read everything again at once.
+    Compacted { compact_revision: i64 },
+    /// etcd could not be reached or refused (no leader, auth).
+    Failed(String),
+}
+
+impl From<FleetError> for SessionEnd {
+    fn from(e: FleetError) -> Self {
+        SessionEnd::Failed(crate::error_chain(&e))
+    }
+}
+
+/// The first delay after a failed attempt; doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+pub(crate) fn jittered(d: Duration) -> Duration {
+    use rand::Rng;
+    let f: f64 = rand::rng().random_range(0.5..1.0);
+    d.mul_f64(f)
+}
+
+/// Run the source until the task is dropped. Never returns an error: every
+/// failure is reported in `source.json` and the log, and retried.
+pub async fn run(opts: SourceOptions) {
+    let keys = opts.etcd.keys();
+    let mut st = SourceState::load(&opts.state_dir)
+        .filter(|s| s.host == opts.host && s.prefix == opts.etcd.prefix)
+        .unwrap_or_else(|| SourceState {
+            state: "Starting".into(),
+            since: crate::status::now_rfc3339(),
+            host: opts.host.clone(),
+            prefix: opts.etcd.prefix.clone(),
+            ..SourceState::default()
+        });
+    st.endpoints = opts.etcd.endpoints_for_people();
+    let mut need_snapshot = st.revision_all == 0 || !super::manifests_dir(&opts.state_dir).is_dir();
+    let mut resync_reason = if need_snapshot {
+        "first start".to_string()
+    } else {
+        String::new()
+    };
+    let mut delay = FIRST_BACKOFF;
+    loop {
+        let end = session(
+            &opts,
+            &keys,
+            &mut st,
+            &mut need_snapshot,
+            &mut resync_reason,
+        )
+        .await;
+        match end {
+            SessionEnd::Compacted { compact_revision } => {
+                tracing::warn!(
+                    revision_all = st.revision_all,
+                    revision_host = st.revision_host,
+                    compact_revision,
+                    "etcd compacted past the revision this host had applied; reading every key again (full resync)"
+                );
+                need_snapshot = true;
+                resync_reason = format!(
+                    "revision {} compacted (etcd keeps history from {compact_revision})",
+                    st.revision_all.min(st.revision_host) + 1
+                );
+                delay = FIRST_BACKOFF;
+                continue;
+            }
+            SessionEnd::Failed(msg) if st.state == "Connected" => {
+                // A watch that worked broke (its member went away): try
+                // the others at once before calling the source unreachable.
+                tracing::info!("the etcd watch ended ({msg}); reconnecting");
+                st.state = "Reconnecting".into();
+                delay = FIRST_BACKOFF;
+            }
+            SessionEnd::Failed(msg) => {
+                if st.state != "Unreachable" || st.message != msg {
+                    tracing::warn!(
+                        "the manifest source etcd is unreachable: {msg}; keeping every unit as it is, retrying with backoff"
+                    );
+                    if st.state != "Unreachable" {
+                        st.since = crate::status::now_rfc3339();
+                    }
+                    st.state = "Unreachable".into();
+                    st.message = msg;
+                    save(&opts.state_dir, &st);
+                }
+            }
+        }
+        tokio::time::sleep(jittered(delay)).await;
+        delay = (delay * 2).min(MAX_BACKOFF);
+    }
+}
+
+fn save(state_dir: &Path, st: &SourceState) {
+    if let Err(e) = st.save(state_dir) {
+        tracing::error!("{}", crate::error_chain(&e));
+    }
+}
+
+fn mark_connected(state_dir: &Path, st: &mut SourceState) {
+    if st.state != "Connected" {
+        if st.state == "Reconnecting" {
+            tracing::info!(
+                revision_all = st.revision_all,
+                revision_host = st.revision_host,
+                "watching etcd again, from the revisions applied"
+            );
+        } else if st.state == "Unreachable" {
+            tracing::info!(
+                revision_all = st.revision_all,
+                revision_host = st.revision_host,
+                "the manifest source etcd is reachable again; resuming from the revisions applied"
+            );
+        } else {
+            tracing::info!(
+                revision_all = st.revision_all,
+                revision_host = st.revision_host,
+                "watching etcd for this host's manifests"
+            );
+        }
+        st.state = "Connected".into();
+        st.message.clear();
+        st.since = crate::status::now_rfc3339();
+        save(state_dir, st);
+    }
+}
+
+/// One connection: snapshot if needed, then watch until something breaks.
+async fn session(
+    opts: &SourceOptions,
+    keys: &Keys,
+    st: &mut SourceState,
+    need_snapshot: &mut bool,
+    resync_reason: &mut String,
+) -> SessionEnd {
+    let mut client = match opts.etcd.connect().await {
+        Ok(c) => c,
+        Err(e) => return e.into(),
+    };
+    let all_dir = keys.all_dir();
+    let host_dir = keys.host_dir(&opts.host);
+    if *need_snapshot {
+        if let Err(e) = snapshot(opts, &mut client, &all_dir, &host_dir, st, resync_reason).await {
+            return e.into();
+        }
+        *need_snapshot = false;
+    }
+    let watch = |rev: i64| {
+        Some(
+            WatchOptions::new()
+                .with_prefix()
+                .with_start_revision(rev + 1),
+        )
+    };
+    let mut stream = match client.watch(all_dir.as_str(), watch(st.revision_all)).await {
+        Ok(s) => s,
+        Err(e) => return opts.etcd.etcd_error("watch", e).into(),
+    };
+    if let Err(e) = stream
+        .watch(host_dir.as_str(), watch(st.revision_host))
+        .await
+    {
+        return opts.etcd.etcd_error("watch", e).into();
+    }
+    let mut created = 0;
+    loop {
+        let msg = match stream.message().await {
+            Ok(Some(m)) => m,
+            Ok(None) => return SessionEnd::Failed("the watch stream ended".into()),
+            Err(e) => return opts.etcd.etcd_error("watch", e).into(),
+        };
+        if msg.canceled() {
+            if msg.compact_revision() > 0 {
+                return SessionEnd::Compacted {
+                    compact_revision: msg.compact_revision(),
+                };
+            }
+            return SessionEnd::Failed(format!(
+                "etcd cancelled the watch: {}",
+                msg.cancel_reason()
+            ));
+        }
+        if msg.created() {
+            created += 1;
+            if created == 2 {
+                mark_connected(&opts.state_dir, st);
+            }
+        }
+        if msg.events().is_empty() {
+            continue;
+        }
+        let before: BTreeMap<String, String> = effective(&st.all, &st.host_keys)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        for ev in msg.events() {
+            let Some(kv) = ev.kv() else { continue };
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            let (is_all, name) = if let Some(n) = key.strip_prefix(&all_dir) {
+                (true, n.to_string())
+            } else if let Some(n) = key.strip_prefix(&host_dir) {
+                (false, n.to_string())
+            } else {
+                continue;
+            };
+            let (map, rev) = if is_all {
+                (&mut st.all, &mut st.revision_all)
+            } else {
+                (&mut st.host_keys, &mut st.revision_host)
+            };
+            *rev = (*rev).max(kv.mod_revision());
+            if !check_key_name(&name) {
+                tracing::warn!(key = %key, "ignoring a manifest key whose name is not a usable file name (letters, digits, '.', '_', '-', '@')");
+                continue;
+            }
+            match ev.event_type() {
+                EventType::Put => match std::str::from_utf8(kv.value()) {
+                    Ok(v) => {
+                        map.insert(
+                            name,
+                            Entry {
+                                value: v.to_string(),
+                                mod_revision: kv.mod_revision(),
+                            },
+                        );
+                    }
+                    Err(_) => {
+                        tracing::warn!(key = %key, "ignoring a manifest key whose value is not UTF-8 text");
+                    }
+                },
+                EventType::Delete => {
+                    map.remove(&name);
+                }
+            }
+        }
+        let after = effective(&st.all, &st.host_keys);
+        let dir = super::manifests_dir(&opts.state_dir);
+        let mut changed = 0;
+        for (name, value) in &after {
+            if before.get(*name).map(String::as_str) != Some(*value) {
+                if let Err(e) = write_manifest(&dir, name, value) {
+                    return e.into();
+                }
+                changed += 1;
+            }
+        }
+        for name in before.keys() {
+            if !after.contains_key(name.as_str()) {
+                if let Err(e) = remove_manifest(&dir, name) {
+                    return e.into();
+                }
+                changed += 1;
+            }
+        }
+        tracing::debug!(
+            changed,
+            revision_all = st.revision_all,
+            revision_host = st.revision_host,
+            "applied watch events"
+        );
+        save(&opts.state_dir, st);
+    }
+}
+
+/// Read both prefixes at one revision and make the directory equal to the
+/// effective set: the only place files are removed wholesale.
+async fn snapshot(
+    opts: &SourceOptions,
+    client: &mut etcd_client::Client,
+    all_dir: &str,
+    host_dir: &str,
+    st: &mut SourceState,
+    reason: &mut String,
+) -> Result<(), FleetError> {
+    let txn = Txn::new().and_then(vec![
+        TxnOp::get(all_dir, Some(GetOptions::new().with_prefix())),
+        TxnOp::get(host_dir, Some(GetOptions::new().with_prefix())),
+    ]);
+    let resp = client
+        .txn(txn)
+        .await
+        .map_err(|e| opts.etcd.etcd_error("read the manifests", e))?;
+    let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+    let mut maps: Vec<BTreeMap<String, Entry>> = Vec::new();
+    for (op, dir) in resp.op_responses().into_iter().zip([all_dir, host_dir]) {
+        let mut m = BTreeMap::new();
+        if let TxnOpResponse::Get(g) = op {
+            for kv in g.kvs() {
+                let key = String::from_utf8_lossy(kv.key()).into_owned();
+                let Some(name) = key.strip_prefix(dir) else {
+                    continue;
+                };
+                if !check_key_name(name) {
+                    tracing::warn!(key = %key, "ignoring a manifest key whose name is not a usable file name");
+                    continue;
+                }
+                let Ok(v) = std::str::from_utf8(kv.value()) else {
+                    tracing::warn!(key = %key, "ignoring a manifest key whose value is not UTF-8 text");
+                    continue;
+                };
+                m.insert(
+                    name.to_string(),
+                    Entry {
+                        value: v.to_string(),
+                        mod_revision: kv.mod_revision(),
+                    },
+                );
+            }
+        }
+        maps.push(m);
+    }
+    let host_keys = maps.pop().unwrap_or_default();
+    let all = maps.pop().unwrap_or_default();
+    let dir = super::manifests_dir(&opts.state_dir);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|source| FleetError::Write {
+            path: dir.clone(),
+            source,
+        })?;
+    let want = effective(&all, &host_keys);
+    let (mut written, mut removed) = (0, 0);
+    for (name, value) in &want {
+        let path = dir.join(format!("{name}.yaml"));
+        if std::fs::read(&path).ok().as_deref() != Some(value.as_bytes()) {
+            write_manifest(&dir, name, value)?;
+            written += 1;
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir(&dir) {
+        for ent in rd.flatten() {
+            let fname = ent.file_name().to_string_lossy().into_owned();
+            let Some(name) = fname.strip_suffix(".yaml") else {
+                continue;
+            };
+            if !want.contains_key(name) {
+                remove_manifest(&dir, name)?;
+                removed += 1;
+            }
+        }
+    }
+    let count = want.len();
+    drop(want);
+    st.all = all;
+    st.host_keys = host_keys;
+    st.revision_all = revision;
+    st.revision_host = revision;
+    st.resyncs += 1;
+    st.last_resync = format!("{} at revision {revision}", std::mem::take(reason));
+    tracing::info!(
+        revision,
+        manifests = count,
+        written,
+        removed,
+        why = %st.last_resync,
+        "read this host's manifests from etcd (full snapshot)"
+    );
+    save(&opts.state_dir, st);
+    Ok(())
+}
+
+use std::os::unix::fs::DirBuilderExt;
+
+fn write_manifest(dir: &Path, name: &str, value: &str) -> Result<(), FleetError> {
+    let path = dir.join(format!("{name}.yaml"));
+    crate::fsutil::atomic_write(&path, value.as_bytes(), 0o600)
+        .map_err(|source| FleetError::Write { path, source })
+}
+
+fn remove_manifest(dir: &Path, name: &str) -> Result<(), FleetError> {
+    let path = dir.join(format!("{name}.yaml"));
+    crate::fsutil::remove_durable(&path).map_err(|source| FleetError::Write { path, source })
+}
