@@ -116,6 +116,11 @@ pub enum Command {
         #[arg(long = "dry-run")]
         dry_run: bool,
     },
+    /// Check that this machine can keep unitlet's promises (issue 12).
+    Doctor {
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: crate::doctor::Format,
+    },
     /// Print the shell completion script for SHELL (bash, zsh or fish).
     Completions { shell: crate::manual::Shell },
     /// Print the manual page unitlet(1) in roff, every command included.
@@ -247,6 +252,7 @@ async fn dispatch(cmd: Command, loc: Locations) -> i32 {
         Command::Restore { name, id, dry_run } => {
             crate::backup_cmd::restore(&loc, &name, &id, dry_run).await
         }
+        Command::Doctor { output } => crate::doctor::command(&loc, output).await,
         Command::Completions { shell } => {
             crate::manual::completions(shell, &mut std::io::stdout().lock());
             OK

@@ -36,6 +36,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 pub mod cli;
+pub mod doctor;
 pub mod hold;
 pub mod journal;
 pub mod manual;

@@ -359,6 +359,9 @@ pub async fn refresh_status(
             &format!("{err} (its last good units keep running)"),
         );
     }
+    // Issue 12 hook: `LimitsEnforced` on Services whose limits the user
+    // manager's cgroup controllers cannot enforce (see `doctor`).
+    crate::doctor::limits_conditions(sd, &prep.loaded.manifests, status).await;
     status.retain_objects(&keep);
     Ok(())
 }

@@ -4,6 +4,7 @@ mod support;
 
 mod claims;
 mod converge;
+mod doctor;
 mod hostile;
 mod limits;
 mod operator_loop;
