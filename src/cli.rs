@@ -44,6 +44,15 @@ pub struct Cli {
     /// D-Bus address of the session bus.
     #[arg(long, global = true, env = "UNITLET_BUS", value_name = "ADDRESS")]
     pub bus: Option<String>,
+    /// Alertmanager's base URL, for silences around planned restarts.
+    #[arg(
+        long,
+        global = true,
+        env = "UNITLET_ALERTMANAGER",
+        value_name = "URL",
+        default_value = crate::alertmanager::DEFAULT_URL
+    )]
+    pub alertmanager: String,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -147,7 +156,8 @@ pub fn main() -> i32 {
         }
     }
     init_tracing(matches!(cli.command, Command::Run { .. }));
-    let loc = Locations::resolve(cli.manifests, cli.state_dir, cli.unit_dir, cli.bus);
+    let loc = Locations::resolve(cli.manifests, cli.state_dir, cli.unit_dir, cli.bus)
+        .with_alertmanager(Some(cli.alertmanager));
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -4,6 +4,7 @@
 //! by an I/O shell (the systemd client, the applier, the operator loop and
 //! the HTTP clients). See ARCHITECTURE.md for the map.
 
+pub mod alertmanager;
 pub mod backup;
 pub mod backup_cmd;
 pub mod fsutil;

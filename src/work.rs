@@ -83,6 +83,8 @@ pub struct ConfigWork {
     pub on_change: OnConfigChange,
     pub reload: Option<ReloadMethod>,
     pub readiness: Option<(String, Duration)>,
+    /// Silence alerts around a restart (the Service's `silence`).
+    pub silence: Option<Box<crate::alertmanager::SilenceRequest>>,
 }
 
 /// The result of a [`Work`] item.
@@ -99,6 +101,8 @@ pub enum Outcome {
     Config {
         work: Box<ConfigWork>,
         result: ConfigResult,
+        /// What happened to the silence around a restart, for events.
+        silence: Vec<crate::alertmanager::Note>,
     },
     Jobs {
         batch: u64,
@@ -153,10 +157,12 @@ impl Work {
                 }
             }
             Work::Config(work) => {
-                let result = run_config(&work, &sd, &http, job_timeout).await;
+                let mut silence = Vec::new();
+                let result = run_config(&work, &sd, &http, job_timeout, &mut silence).await;
                 Outcome::Config {
                     work: Box::new(work),
                     result,
+                    silence,
                 }
             }
         }
@@ -179,6 +185,7 @@ async fn run_config(
     sd: &Systemd,
     http: &reqwest::Client,
     job_timeout: Duration,
+    notes: &mut Vec<crate::alertmanager::Note>,
 ) -> ConfigResult {
     // Validate first: a failure blocks the reload or restart.
     if let Some((argv, dir)) = &w.validate
@@ -186,6 +193,14 @@ async fn run_config(
     {
         return ConfigResult::Invalid(e);
     }
+    // A planned restart: silence its alerts first (issue 12).
+    let silence = match (&w.silence, w.on_change) {
+        (Some(req), OnConfigChange::Restart) => Some((
+            req,
+            crate::alertmanager::before(http, req, "restart after a config change", notes).await,
+        )),
+        _ => None,
+    };
     let result: Result<ReloadOutcome, String> = match w.on_change {
         OnConfigChange::None => Ok(ReloadOutcome::Recorded),
         OnConfigChange::Restart => restart(sd, &w.unit, job_timeout).await,
@@ -211,6 +226,16 @@ async fn run_config(
         }
         (r, _) => r,
     };
+    if let Some((req, made)) = silence {
+        let why = match &result {
+            Ok(_) => format!("{} is Ready again", w.unit),
+            Err(_) => format!(
+                "the restart of {} failed, which must not stay silent",
+                w.unit
+            ),
+        };
+        crate::alertmanager::after(http, req, made, &why, notes).await;
+    }
     match result {
         Ok(o) => ConfigResult::Done(o),
         Err(e) => ConfigResult::Failed(e),
@@ -272,7 +297,25 @@ impl Reconciler {
                 self.probes.insert(name, result);
                 None
             }
-            Outcome::Config { work, result } => Some(self.finish_config(*work, result, status)),
+            Outcome::Config {
+                work,
+                result,
+                silence,
+            } => {
+                // Silence events first, then what the config change did.
+                let (before, after): (Vec<_>, Vec<_>) = silence
+                    .into_iter()
+                    .partition(|n| n.1 == "SilenceCreated" || n.1 == "SilenceFailed");
+                for (t, r, m) in before {
+                    status.event(&work.name, t, r, m);
+                }
+                let name = work.name.clone();
+                let done = self.finish_config(*work, result, status);
+                for (t, r, m) in after {
+                    status.event(&name, t, r, m);
+                }
+                Some(done)
+            }
             Outcome::Jobs { results, .. } => {
                 for (j, r) in results {
                     crate::reconcile::job_event(

@@ -163,6 +163,19 @@ pub struct ServiceSpec {
     pub reload: Option<ReloadMethod>,
     pub validate: Option<Vec<String>>,
     pub readiness: Option<Readiness>,
+    /// Alertmanager silence around restarts unitlet makes on purpose.
+    pub silence: Option<Silence>,
+}
+
+/// `spec.silence`: what to silence in Alertmanager while unitlet restarts,
+/// rolls back or restores the Service on purpose.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Silence {
+    /// `None`: `job="<labels.job or the name>"`
+    /// (see [`crate::alertmanager::matchers_for`]).
+    pub matchers: Option<Vec<crate::alertmanager::Matcher>>,
+    /// How long a silence lasts at most (`for`).
+    pub duration: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

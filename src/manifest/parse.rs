@@ -56,6 +56,7 @@ pub(super) struct RawSpec {
     pub(super) reload: Option<Spanned<RawReload>>,
     pub(super) validate: Option<Spanned<Vec<String>>>,
     pub(super) readiness: Option<Spanned<RawReadiness>>,
+    pub(super) silence: Option<Spanned<RawSilence>>,
     // Backup
     pub(super) schedule: Option<Spanned<String>>,
     pub(super) keep: Option<Spanned<i64>>,
@@ -111,6 +112,14 @@ pub(super) struct RawReload {
 pub(super) struct RawReadiness {
     pub(super) http: Spanned<RawUrl>,
     pub(super) timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSilence {
+    pub(super) matchers: Option<Spanned<Vec<String>>>,
+    #[serde(rename = "for")]
+    pub(super) for_: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -344,6 +353,7 @@ const SERVICE_FIELDS: &[&str] = &[
     "reload",
     "validate",
     "readiness",
+    "silence",
 ];
 const BACKUP_FIELDS: &[&str] = &["schedule", "keep", "destination", "prometheus", "grafana"];
 

@@ -621,6 +621,44 @@ fn validate_service(
             })
         }
     };
+    let silence = match spec.silence {
+        None => None,
+        Some(sl) => {
+            let matchers = match sl.value.matchers {
+                None => None,
+                Some(ms) => {
+                    if ms.value.is_empty() {
+                        return c.err(
+                            &ms.referenced,
+                            "spec.silence.matchers is empty, which would silence every alert; leave it out for job=\"NAME\", or give matchers like job=\"prometheus\"",
+                        );
+                    }
+                    let mut out = Vec::new();
+                    for m in &ms.value {
+                        out.push(crate::alertmanager::parse_matcher(m).or_else(|e| {
+                            c.err(&ms.referenced, format!("spec.silence.matchers: {e}"))
+                        })?);
+                    }
+                    Some(out)
+                }
+            };
+            let duration = match sl.value.for_ {
+                None => crate::alertmanager::DEFAULT_FOR,
+                Some(f) => {
+                    let d = parse_duration(&f.value)
+                        .or_else(|m| c.err(&f.referenced, format!("spec.silence.for: {m}")))?;
+                    if d < Duration::from_secs(1) {
+                        return c.err(
+                            &f.referenced,
+                            "spec.silence.for must be at least 1s; it is how long a silence lasts at most",
+                        );
+                    }
+                    d
+                }
+            };
+            Some(crate::manifest::Silence { matchers, duration })
+        }
+    };
 
     Ok(ServiceSpec {
         description,
@@ -640,6 +678,7 @@ fn validate_service(
         reload,
         validate,
         readiness,
+        silence,
     })
 }
 
@@ -655,7 +694,8 @@ fn validate_backup(
         environment_file => "environmentFile", credentials => "credentials", state => "state",
         enabled => "enabled", restart => "restart", restart_sec => "restartSec", after => "after",
         resources => "resources", config_files => "configFiles", on_config_change => "onConfigChange",
-        reload => "reload", validate => "validate", readiness => "readiness");
+        reload => "reload", validate => "validate", readiness => "readiness",
+        silence => "silence");
     let Some(sched) = spec.schedule else {
         return c.err(
             spec_loc,
@@ -908,6 +948,55 @@ mod tests {
         assert_eq!(
             s.readiness.as_ref().unwrap().timeout,
             Duration::from_secs(5)
+        );
+    }
+
+    #[test]
+    fn silence_defaults_to_the_job_of_the_service_and_refuses_silencing_everything() {
+        let p = parse(&format!("{HEAD}  command: [a]\n  silence: {{}}\n"));
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        let m = &p.manifests[0];
+        let s = m.as_service().unwrap().silence.as_ref().unwrap();
+        assert_eq!(s.duration, Duration::from_secs(300));
+        assert_eq!(s.matchers, None);
+        let d = crate::alertmanager::matchers_for(m);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].to_string(), format!("job={:?}", m.name));
+        let p = parse(&format!(
+            "{HEAD}  command: [a]\n  silence: {{matchers: ['job=\"x\"', 'alertname=~\"A.*\"'], for: 10m}}\n"
+        ));
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        let s = p.manifests[0]
+            .as_service()
+            .unwrap()
+            .silence
+            .clone()
+            .unwrap();
+        assert_eq!(s.duration, Duration::from_secs(600));
+        assert_eq!(s.matchers.unwrap()[1].to_string(), "alertname=~\"A.*\"");
+        for (bad, says) in [
+            ("silence: {matchers: []}", "would silence every alert"),
+            ("silence: {matchers: [job]}", "no operator"),
+            ("silence: {for: 0s}", "at least 1s"),
+            ("silence: {for: soon}", "spec.silence.for"),
+            ("silence: {until: 5m}", "unknown field"),
+        ] {
+            let p = parse(&format!("{HEAD}  command: [a]\n  {bad}\n"));
+            assert!(
+                p.errors.iter().any(|e| e.message.contains(says)),
+                "{bad}: {:?}",
+                p.errors
+            );
+        }
+        let p = parse(
+            "apiVersion: unitlet/v1\nkind: Backup\nmetadata: {name: b}\nspec:\n  schedule: every 6h\n  silence: {}\n  prometheus: {url: 'http://h:9090'}\n",
+        );
+        assert!(
+            p.errors.iter().any(|e| e
+                .message
+                .contains("spec.silence is not a field of kind Backup")),
+            "{:?}",
+            p.errors
         );
     }
 

@@ -148,6 +148,8 @@ impl Reconciler {
                 on_change: s.on_config_change,
                 reload: s.reload.clone(),
                 readiness: s.readiness.as_ref().map(|r| (r.url.clone(), r.timeout)),
+                // Issue 12 hook: silence alerts around a planned restart.
+                silence: crate::alertmanager::request_for(m, &self.loc.alertmanager).map(Box::new),
             }));
         }
         work

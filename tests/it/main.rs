@@ -11,6 +11,7 @@ mod operator_loop;
 mod reload;
 mod render;
 mod scripts;
+mod silence;
 mod stack;
 mod state_dir;
 
