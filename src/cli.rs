@@ -125,6 +125,11 @@ pub enum Command {
         #[arg(long = "dry-run")]
         dry_run: bool,
     },
+    /// Revision history of a Service, and undo (issue 12).
+    Rollout {
+        #[command(subcommand)]
+        command: crate::rollout::RolloutCommand,
+    },
     /// Check that this machine can keep unitlet's promises (issue 12).
     Doctor {
         #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
@@ -263,6 +268,7 @@ async fn dispatch(cmd: Command, loc: Locations) -> i32 {
             crate::backup_cmd::restore(&loc, &name, &id, dry_run).await
         }
         Command::Doctor { output } => crate::doctor::command(&loc, output).await,
+        Command::Rollout { command } => crate::rollout::command(&loc, command).await,
         Command::Completions { shell } => {
             crate::manual::completions(shell, &mut std::io::stdout().lock());
             OK

@@ -44,3 +44,4 @@ pub mod manual;
 pub mod metrics;
 pub mod operator;
 pub mod reload;
+pub mod rollout;

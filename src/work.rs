@@ -35,6 +35,8 @@ pub enum Work {
     Config(ConfigWork),
     /// Wait for the start and restart jobs a pass queued.
     Jobs(JobsWork),
+    /// Judge a new revision: active and ready in time, or failed.
+    Rollout(Box<crate::rollout::RolloutWork>),
 }
 
 /// Start and restart jobs queued by one pass, with the `JobRemoved`
@@ -69,6 +71,7 @@ pub enum WorkKind {
     Probe,
     Config,
     Jobs,
+    Rollout,
 }
 
 /// What a config change needs done, decided by the pass.
@@ -108,6 +111,10 @@ pub enum Outcome {
         batch: u64,
         results: Vec<(StartedJob, Result<(), String>)>,
     },
+    Rollout {
+        work: Box<crate::rollout::RolloutWork>,
+        result: Result<(), String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -125,6 +132,7 @@ impl Work {
             Work::Probe { name, .. } => (WorkKind::Probe, name.clone()),
             Work::Config(c) => (WorkKind::Config, c.name.clone()),
             Work::Jobs(j) => (WorkKind::Jobs, j.batch.to_string()),
+            Work::Rollout(r) => (WorkKind::Rollout, r.name.clone()),
         }
     }
 
@@ -156,6 +164,10 @@ impl Work {
                         .collect(),
                 }
             }
+            Work::Rollout(work) => Outcome::Rollout {
+                result: work.watch(&sd, &http).await,
+                work,
+            },
             Work::Config(work) => {
                 let mut silence = Vec::new();
                 let result = run_config(&work, &sd, &http, job_timeout, &mut silence).await;
@@ -176,6 +188,7 @@ impl Outcome {
             Outcome::Probe { name, .. } => (WorkKind::Probe, name.clone()),
             Outcome::Config { work, .. } => (WorkKind::Config, work.name.clone()),
             Outcome::Jobs { batch, .. } => (WorkKind::Jobs, batch.to_string()),
+            Outcome::Rollout { work, .. } => (WorkKind::Rollout, work.name.clone()),
         }
     }
 }
@@ -295,6 +308,10 @@ impl Reconciler {
                     self.config_issue.remove(&name);
                 }
                 self.probes.insert(name, result);
+                None
+            }
+            Outcome::Rollout { work, result } => {
+                crate::rollout::finish(&self.loc.state_dir, &work, result, status);
                 None
             }
             Outcome::Config {

@@ -165,6 +165,30 @@ pub struct ServiceSpec {
     pub readiness: Option<Readiness>,
     /// Alertmanager silence around restarts unitlet makes on purpose.
     pub silence: Option<Silence>,
+    /// How a changed definition is judged and rolled back.
+    pub rollout: RolloutSpec,
+}
+
+/// `spec.rollout`: the health gate of a changed definition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutSpec {
+    /// Roll a failed revision back by itself (`auto`, default true).
+    pub auto: bool,
+    /// How long a new revision may take to be active and ready; `None`:
+    /// `readiness.timeout`, else 60 s.
+    pub timeout: Option<Duration>,
+    /// Automatic restarts (by `Restart=`) that fail a revision beyond this.
+    pub max_restarts: u32,
+}
+
+impl Default for RolloutSpec {
+    fn default() -> Self {
+        RolloutSpec {
+            auto: true,
+            timeout: None,
+            max_restarts: 3,
+        }
+    }
 }
 
 /// `spec.silence`: what to silence in Alertmanager while unitlet restarts,

@@ -57,6 +57,7 @@ pub(super) struct RawSpec {
     pub(super) validate: Option<Spanned<Vec<String>>>,
     pub(super) readiness: Option<Spanned<RawReadiness>>,
     pub(super) silence: Option<Spanned<RawSilence>>,
+    pub(super) rollout: Option<Spanned<RawRollout>>,
     // Backup
     pub(super) schedule: Option<Spanned<String>>,
     pub(super) keep: Option<Spanned<i64>>,
@@ -112,6 +113,14 @@ pub(super) struct RawReload {
 pub(super) struct RawReadiness {
     pub(super) http: Spanned<RawUrl>,
     pub(super) timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct RawRollout {
+    pub(super) auto: Option<Spanned<bool>>,
+    pub(super) timeout: Option<Spanned<String>>,
+    pub(super) max_restarts: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -354,6 +363,7 @@ const SERVICE_FIELDS: &[&str] = &[
     "validate",
     "readiness",
     "silence",
+    "rollout",
 ];
 const BACKUP_FIELDS: &[&str] = &["schedule", "keep", "destination", "prometheus", "grafana"];
 

@@ -659,6 +659,35 @@ fn validate_service(
             Some(crate::manifest::Silence { matchers, duration })
         }
     };
+    let mut rollout = crate::manifest::RolloutSpec::default();
+    if let Some(r) = spec.rollout {
+        if let Some(a) = r.value.auto {
+            rollout.auto = a.value;
+        }
+        if let Some(t) = r.value.timeout {
+            let d = parse_duration(&t.value)
+                .or_else(|m| c.err(&t.referenced, format!("spec.rollout.timeout: {m}")))?;
+            if d < Duration::from_secs(1) {
+                return c.err(
+                    &t.referenced,
+                    "spec.rollout.timeout must be at least 1s: a new revision needs time to start",
+                );
+            }
+            rollout.timeout = Some(d);
+        }
+        if let Some(n) = r.value.max_restarts {
+            if !(0..=1000).contains(&n.value) {
+                return c.err(
+                    &n.referenced,
+                    format!(
+                        "spec.rollout.maxRestarts {} is not valid; give 0 to 1000",
+                        n.value
+                    ),
+                );
+            }
+            rollout.max_restarts = n.value as u32;
+        }
+    }
 
     Ok(ServiceSpec {
         description,
@@ -679,6 +708,7 @@ fn validate_service(
         validate,
         readiness,
         silence,
+        rollout,
     })
 }
 
@@ -695,7 +725,7 @@ fn validate_backup(
         enabled => "enabled", restart => "restart", restart_sec => "restartSec", after => "after",
         resources => "resources", config_files => "configFiles", on_config_change => "onConfigChange",
         reload => "reload", validate => "validate", readiness => "readiness",
-        silence => "silence");
+        silence => "silence", rollout => "rollout");
     let Some(sched) = spec.schedule else {
         return c.err(
             spec_loc,

@@ -295,6 +295,9 @@ impl Reconciler {
             }
             desired.extend(render::render(m, &self.render_ctx));
         }
+        // Issue 12 hook: a pinned revision (rollback, undo) replaces the
+        // manifest's unit bytes.
+        crate::rollout::substitute(&self.loc.state_dir, &mut desired);
         let observed = self.observe(sd, &desired, status).await?;
         let gc_waiting = self.gc_grace_holds(&loaded, &mut held, &observed, now);
         let plan = plan::plan(&self.loc.unit_dir, &desired, &held, &observed);
@@ -657,6 +660,12 @@ impl Reconciler {
         // Readiness of what was just (re)started, then config changes:
         // handed out, never waited for here.
         report.work = self.readiness_work(&prep, &started_ok, &failures);
+        // Issue 12 hook: new revisions are recorded and watched.
+        report.work.extend(
+            crate::rollout::record(&self.loc.state_dir, &prep, &started_ok, &failures, status)
+                .into_iter()
+                .map(|w| Work::Rollout(Box::new(w))),
+        );
         report.work.extend(deferred_jobs.map(Work::Jobs));
         report.work.extend(
             self.config_phase(sd, &prep, &started_ok, &failures, status)
@@ -714,6 +723,8 @@ impl Reconciler {
 
         let readiness = self.readiness_view(&prep).await;
         refresh_status(sd, &prep, &failures, &self.config_issue, &readiness, status).await?;
+        // Issue 12 hook: Ready says when a rolled-back or pinned revision runs.
+        crate::rollout::conditions(&self.loc.state_dir, &prep.loaded.manifests, status);
         if !self.inline_probes {
             // Running Services' readiness is probed beside the loop.
             for m in &prep.loaded.manifests {

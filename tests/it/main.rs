@@ -10,6 +10,7 @@ mod limits;
 mod operator_loop;
 mod reload;
 mod render;
+mod rollout;
 mod scripts;
 mod silence;
 mod stack;
