@@ -104,6 +104,10 @@ pub struct Pin {
     pub failed_revision: Option<u32>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
+    /// The Alertmanager silence made before the rollback, expired once the
+    /// rolled-back revision is Ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silence: Option<String>,
 }
 
 /// A Service's revision history and pin.
@@ -269,11 +273,23 @@ impl History {
                         cause: PinCause::RolledBack,
                         failed_revision: Some(n),
                         reason: why,
+                        silence: None,
                     });
                 }
                 Finished::Failed { rolled_back_to }
             }
         }
+    }
+
+    /// Whether revision `n` failing would be rolled back (a good revision
+    /// precedes it).
+    pub fn would_roll_back(&self, n: u32) -> bool {
+        let Some(hash) = self.get(n).map(|r| r.hash.clone()) else {
+            return false;
+        };
+        self.revisions
+            .iter()
+            .any(|g| g.revision < n && g.state == RevisionState::Complete && g.hash != hash)
     }
 
     /// Pin revision `to` (default: the one before the revision in force).
@@ -330,6 +346,7 @@ impl History {
             cause: PinCause::Undo,
             failed_revision: None,
             reason: String::new(),
+            silence: None,
         });
         Ok(target)
     }
@@ -484,12 +501,26 @@ pub struct RolloutWork {
     pub max_restarts: u32,
     pub readiness: Option<String>,
     pub auto: bool,
+    pub state_dir: PathBuf,
+    /// The Service's silence, for a rollback (`spec.silence`).
+    pub silence: Option<Box<crate::alertmanager::SilenceRequest>>,
+    /// Watching a rollback: the silence to expire once it is Ready.
+    pub expire: Option<String>,
+}
+
+/// What a watch found, and what happened to silences meanwhile.
+#[derive(Debug, Clone)]
+pub struct Watched {
+    pub result: Result<(), String>,
+    pub notes: Vec<crate::alertmanager::Note>,
+    /// A silence made before the coming rollback.
+    pub silence: Option<String>,
 }
 
 /// Record the revisions this pass wrote and started, and hand out a watch
 /// for each new one. Called in `Reconciler::apply` after the start jobs.
 pub fn record(
-    state_dir: &Path,
+    loc: &Locations,
     prep: &Prepared,
     started_ok: &BTreeSet<String>,
     failures: &std::collections::BTreeMap<String, String>,
@@ -510,6 +541,13 @@ pub fn record(
             continue;
         };
         let Some(s) = m.as_service() else { continue };
+        let state_dir = loc.state_dir.as_path();
+        let silence = crate::alertmanager::request_for(m, &loc.alertmanager).map(Box::new);
+        let timeout = s
+            .rollout
+            .timeout
+            .or(s.readiness.as_ref().map(|r| r.timeout))
+            .unwrap_or(DEFAULT_TIMEOUT);
         let mut h = match load(state_dir, &m.name) {
             Ok(h) => h,
             Err(e) => {
@@ -524,6 +562,27 @@ pub fn record(
         };
         let on_disk = prep.observed.files.get(&a.unit).map(|f| f.content.as_str());
         let Some(n) = h.record(content, on_disk, &now_rfc3339()) else {
+            // A rollback was just put in place: watch it, to expire the
+            // silence made before it once it is Ready.
+            if let Some(p) = h.pin.as_mut()
+                && let Some(id) = p.silence.take()
+            {
+                let revision = p.revision;
+                if save(state_dir, &m.name, &h).is_ok() {
+                    out.push(RolloutWork {
+                        name: m.name.clone(),
+                        unit: a.unit.clone(),
+                        revision,
+                        timeout,
+                        max_restarts: s.rollout.max_restarts,
+                        readiness: s.readiness.as_ref().map(|r| r.url.clone()),
+                        auto: false,
+                        state_dir: state_dir.to_path_buf(),
+                        silence,
+                        expire: Some(id),
+                    });
+                }
+            }
             continue;
         };
         if let Err(e) = save(state_dir, &m.name, &h) {
@@ -535,11 +594,6 @@ pub fn record(
             );
             continue;
         }
-        let timeout = s
-            .rollout
-            .timeout
-            .or(s.readiness.as_ref().map(|r| r.timeout))
-            .unwrap_or(DEFAULT_TIMEOUT);
         status.event(
             &m.name,
             "Normal",
@@ -564,6 +618,9 @@ pub fn record(
             max_restarts: s.rollout.max_restarts,
             readiness: s.readiness.as_ref().map(|r| r.url.clone()),
             auto: s.rollout.auto,
+            state_dir: state_dir.to_path_buf(),
+            silence,
+            expire: None,
         });
     }
     out
@@ -571,7 +628,15 @@ pub fn record(
 
 /// Fold a watch's result into the history and status. Called from
 /// `Reconciler::finish`, under the state lock.
-pub fn finish(state_dir: &Path, w: &RolloutWork, result: Result<(), String>, status: &mut Status) {
+pub fn finish(state_dir: &Path, w: &RolloutWork, watched: Watched, status: &mut Status) {
+    let Watched {
+        result,
+        notes,
+        silence,
+    } = watched;
+    for (t, r, m) in notes {
+        status.event(&w.name, t, r, m);
+    }
     let mut h = match load(state_dir, &w.name) {
         Ok(h) => h,
         Err(e) => {
@@ -585,6 +650,15 @@ pub fn finish(state_dir: &Path, w: &RolloutWork, result: Result<(), String>, sta
         }
     };
     let done = h.finish(w.revision, result.clone(), w.auto, &now_rfc3339());
+    if let (
+        Finished::Failed {
+            rolled_back_to: Some(_),
+        },
+        Some(p),
+    ) = (&done, h.pin.as_mut())
+    {
+        p.silence = silence;
+    }
     if done == Finished::Stale {
         let _ = save(state_dir, &w.name, &h);
         return;
@@ -720,6 +794,46 @@ impl RolloutWork {
                 .and_then(|v| u32::try_from(v).ok())
                 .unwrap_or(0),
         })
+    }
+
+    /// Watch, then handle silences: before a rollback that is coming,
+    /// make one; after a watched rollback, expire the one made before it.
+    pub async fn run(&self, sd: &Systemd, http: &reqwest::Client) -> Watched {
+        let result = self.watch(sd, http).await;
+        let mut notes = Vec::new();
+        let mut silence = None;
+        if let Some(req) = &self.silence {
+            if let Some(id) = &self.expire {
+                let why = match &result {
+                    Ok(()) => format!(
+                        "the rolled-back revision {} of {} is Ready",
+                        self.revision, self.unit
+                    ),
+                    Err(e) => format!(
+                        "the rolled-back revision {} of {} is not Ready either ({e}), which must not stay silent",
+                        self.revision, self.unit
+                    ),
+                };
+                let made = Some(crate::alertmanager::Made { id: id.clone() });
+                crate::alertmanager::after(http, req, made, &why, &mut notes).await;
+            } else if result.is_err()
+                && self.auto
+                && load(&self.state_dir, &self.name).is_ok_and(|h| h.would_roll_back(self.revision))
+            {
+                silence = crate::alertmanager::before(http, req, "rollback", &mut notes)
+                    .await
+                    .map(|m| m.id);
+            }
+        }
+        Watched {
+            result: if self.expire.is_some() {
+                Ok(())
+            } else {
+                result
+            },
+            notes,
+            silence,
+        }
     }
 
     /// Wait until the revision is good (active, ready, for [`SETTLE`]) or

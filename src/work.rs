@@ -113,7 +113,7 @@ pub enum Outcome {
     },
     Rollout {
         work: Box<crate::rollout::RolloutWork>,
-        result: Result<(), String>,
+        watched: crate::rollout::Watched,
     },
 }
 
@@ -165,7 +165,7 @@ impl Work {
                 }
             }
             Work::Rollout(work) => Outcome::Rollout {
-                result: work.watch(&sd, &http).await,
+                watched: work.run(&sd, &http).await,
                 work,
             },
             Work::Config(work) => {
@@ -310,8 +310,8 @@ impl Reconciler {
                 self.probes.insert(name, result);
                 None
             }
-            Outcome::Rollout { work, result } => {
-                crate::rollout::finish(&self.loc.state_dir, &work, result, status);
+            Outcome::Rollout { work, watched } => {
+                crate::rollout::finish(&self.loc.state_dir, &work, watched, status);
                 None
             }
             Outcome::Config {

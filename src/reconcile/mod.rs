@@ -662,7 +662,7 @@ impl Reconciler {
         report.work = self.readiness_work(&prep, &started_ok, &failures);
         // Issue 12 hook: new revisions are recorded and watched.
         report.work.extend(
-            crate::rollout::record(&self.loc.state_dir, &prep, &started_ok, &failures, status)
+            crate::rollout::record(&self.loc, &prep, &started_ok, &failures, status)
                 .into_iter()
                 .map(|w| Work::Rollout(Box::new(w))),
         );

@@ -21,3 +21,8 @@ mod fake_grafana;
 mod grafana;
 mod grafana_cli;
 mod prometheus_backup;
+
+/// How long a new revision must stay up to count (unitlet's `SETTLE`).
+pub fn rollout_settle() -> f64 {
+    unitlet::rollout::SETTLE.as_secs_f64()
+}

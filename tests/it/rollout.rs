@@ -14,13 +14,13 @@ fn web(command: &str, extra: &str) -> String {
     )
 }
 
-fn history(um: &UserManager) -> serde_json::Value {
+pub fn history(um: &UserManager) -> serde_json::Value {
     let o = um.unitlet(&["rollout", "history", "web", "-o", "json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     serde_json::from_str(&stdout(&o)).unwrap()
 }
 
-fn states(h: &serde_json::Value) -> Vec<(u64, String)> {
+pub fn states(h: &serde_json::Value) -> Vec<(u64, String)> {
     h["revisions"]
         .as_array()
         .unwrap()

@@ -316,3 +316,48 @@ fn a_silence_sent_to_prometheus_says_to_use_alertmanager() {
     assert!(e.contains("answered 404"), "{e}");
     assert!(e.contains("not at Prometheus' :9090"), "{e}");
 }
+
+/// A rollback is a planned restart too: silenced before it, unsilenced
+/// once the rolled-back revision is Ready.
+#[test]
+fn a_rollback_is_silenced_until_the_good_revision_is_ready() {
+    let um = UserManager::start();
+    let am = Alertmanager::start(&um.runtime.join("am"));
+    let spec = |cmd: &str| {
+        format!(
+            "apiVersion: unitlet/v1\nkind: Service\nmetadata: {{name: web, labels: {{job: webjob}}}}\nspec:\n  command: {cmd}\n  rollout: {{timeout: 20s}}\n  silence: {{}}\n"
+        )
+    };
+    um.write_manifest("web.yaml", &spec("[/bin/sleep, \"100000\"]"));
+    let _run = um.spawn_run(&["--alertmanager", &am.url("")]);
+    wait_for(T, "revision 1 complete", || {
+        use crate::rollout::{history, states};
+        (states(&history(&um)) == [(1, "Complete".to_string())]).then_some(())
+    });
+    um.write_manifest("web.yaml", &spec("[/bin/sh, -c, \"exit 1\"]"));
+    wait_for(T, "rolled back", || {
+        um.ready("web")
+            .filter(|r| r.1 == "RolledBack")
+            .filter(|_| um.active("web.service") == "active")
+    });
+    let s = wait_for(T, "the rollback's silence expired", || {
+        am.silences()
+            .into_iter()
+            .find(|s| s["status"]["state"] == "expired")
+    });
+    assert_eq!(am.silences().len(), 1, "{:#?}", am.silences());
+    assert_eq!(s["createdBy"], "unitlet");
+    assert!(s["comment"].as_str().unwrap().contains("rollback"), "{s}");
+    // The default matcher: the job label of the manifest.
+    assert_eq!(s["matchers"][0]["name"], "job");
+    assert_eq!(s["matchers"][0]["value"], "webjob");
+    let starts = epoch(s["startsAt"].as_str().unwrap());
+    let ends = epoch(s["endsAt"].as_str().unwrap());
+    let active = unit_time(&um, "web.service", "ActiveEnterTimestamp");
+    assert!(starts <= active, "made after the rollback started");
+    assert!(
+        ends - active < 5.0 + super::rollout_settle(),
+        "expired {:.1}s after active",
+        ends - active
+    );
+}
