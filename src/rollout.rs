@@ -108,6 +108,10 @@ pub struct Pin {
     /// rolled-back revision is Ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub silence: Option<String>,
+    /// When the pin was made (RFC 3339): `Ready`'s transition time while
+    /// it holds, so it does not move on every pass.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub since: String,
 }
 
 /// A Service's revision history and pin.
@@ -172,6 +176,11 @@ impl History {
     /// kept as revision 1, so the very first change can be rolled back.
     pub fn record(&mut self, content: &str, on_disk: Option<&str>, now: &str) -> Option<u32> {
         let hash = content_hash(content);
+        // No unit file and no pin: a Service created (again) under this
+        // name; an old history belongs to something that was deleted.
+        if on_disk.is_none() && self.pin.is_none() {
+            self.revisions.clear();
+        }
         if let Some(p) = &self.pin {
             if self.get(p.revision).is_some_and(|r| r.hash == hash) {
                 return None;
@@ -274,6 +283,7 @@ impl History {
                         failed_revision: Some(n),
                         reason: why,
                         silence: None,
+                        since: now.to_string(),
                     });
                 }
                 Finished::Failed { rolled_back_to }
@@ -347,6 +357,7 @@ impl History {
             failed_revision: None,
             reason: String::new(),
             silence: None,
+            since: now_rfc3339(),
         });
         Ok(target)
     }
@@ -425,6 +436,10 @@ pub enum RolloutError {
 /// [`RolloutError::Read`] for a file that exists but cannot be used.
 pub fn load(state_dir: &Path, name: &str) -> Result<History, RolloutError> {
     let path = file(state_dir, name);
+    // Checked first: a history being created must not read as an error.
+    if !path.exists() {
+        return Ok(History::default());
+    }
     match crate::manifest::read_regular_capped(&path, false, 16 * 1024 * 1024) {
         Ok(b) => serde_json::from_slice(&b).map_err(|e| RolloutError::Read {
             path,
@@ -528,12 +543,21 @@ pub fn record(
 ) -> Vec<RolloutWork> {
     let mut out = Vec::new();
     for a in &prep.plan.actions {
-        let Op::Write { content, .. } = &a.op else {
+        let Op::Write { content, path } = &a.op else {
             continue;
         };
+        // Written, and a start or restart was queued (a start that failed
+        // at once, e.g. a missing program, fails the revision too).
+        let queued = started_ok.contains(&a.manifest)
+            || (failures.contains_key(&a.manifest)
+                && prep
+                    .plan
+                    .actions
+                    .iter()
+                    .any(|b| b.unit == a.unit && matches!(b.op, Op::Start | Op::Restart)));
         if a.unit != format!("{}.service", a.manifest)
-            || !started_ok.contains(&a.manifest)
-            || failures.contains_key(&a.manifest)
+            || !queued
+            || !std::fs::read(path).is_ok_and(|b| b == content.as_bytes())
         {
             continue;
         }
@@ -721,14 +745,30 @@ pub fn conditions(state_dir: &Path, manifests: &[crate::manifest::Manifest], sta
         let Some(obj) = status.objects.get_mut(&m.name) else {
             continue;
         };
-        let Some(ready) = obj.ready().filter(|c| c.status == "True").cloned() else {
-            continue;
-        };
         let Ok(h) = load(state_dir, &m.name) else {
             continue;
         };
-        if let Some((st, reason, msg)) = h.ready_override(&m.name, &ready.message) {
+        let Some(pin) = &h.pin else { continue };
+        let ready = obj.ready().cloned();
+        let is_true = ready.as_ref().is_some_and(|c| c.status == "True");
+        // A rolled-back Service that runs is RolledBack, whatever the
+        // manifest's own revision would be reported as (BinaryMissing, …).
+        let active = obj.unit.as_ref().filter(|u| u.active_state == "active");
+        let running = match (&ready, active) {
+            (Some(c), _) if is_true => c.message.clone(),
+            (_, Some(u)) if pin.cause == PinCause::RolledBack => {
+                format!("{} is active ({})", u.name, u.sub_state)
+            }
+            _ => continue,
+        };
+        if let Some((st, reason, msg)) = h.ready_override(&m.name, &running) {
             obj.set_condition("Ready", st, reason, &msg);
+            if pin.cause == PinCause::RolledBack
+                && !pin.since.is_empty()
+                && let Some(c) = obj.conditions.iter_mut().find(|c| c.type_ == "Ready")
+            {
+                c.last_transition_time = pin.since.clone();
+            }
         }
     }
 }
@@ -1160,7 +1200,7 @@ mod tests {
         let mut h = History::default();
         h.record("good", None, NOW);
         h.finish(1, Ok(()), true, NOW);
-        h.record("bad", None, NOW);
+        h.record("bad", Some("good"), NOW);
         assert_eq!(
             h.finish(2, Err("x".into()), false, NOW),
             Finished::Failed {
@@ -1188,15 +1228,30 @@ mod tests {
     fn a_superseded_revision_is_stale_and_history_is_bounded() {
         let mut h = History::default();
         h.record("a", None, NOW);
-        h.record("b", None, NOW);
+        h.record("b", Some("a"), NOW);
         assert_eq!(h.get(1).unwrap().state, RevisionState::Superseded);
         assert_eq!(h.finish(1, Err("late".into()), true, NOW), Finished::Stale);
         assert!(h.pin.is_none());
         for i in 0..20 {
-            h.record(&format!("v{i}"), None, NOW);
+            h.record(&format!("v{i}"), Some("b"), NOW);
         }
         assert_eq!(h.revisions.len(), MAX_REVISIONS);
         assert_eq!(h.revisions.last().unwrap().revision, 22);
+    }
+
+    #[test]
+    fn a_service_created_again_under_an_old_name_starts_a_new_history() {
+        let mut h = History::default();
+        h.record("old-service", None, NOW);
+        h.finish(1, Ok(()), true, NOW);
+        assert_eq!(h.record("new-service", None, NOW), Some(1));
+        assert_eq!(h.revisions.len(), 1);
+        assert_eq!(
+            h.finish(1, Err("x".into()), true, NOW),
+            Finished::Failed {
+                rolled_back_to: None
+            }
+        );
     }
 
     #[test]
@@ -1204,7 +1259,7 @@ mod tests {
         let mut h = History::default();
         assert!(h.undo(None).unwrap_err().contains("no revisions"));
         for (i, c) in ["a", "b", "c"].iter().enumerate() {
-            h.record(c, None, NOW);
+            h.record(c, (i > 0).then_some("previous"), NOW);
             h.finish(i as u32 + 1, Ok(()), true, NOW);
         }
         assert_eq!(h.undo(None), Ok(2));

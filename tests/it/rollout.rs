@@ -85,17 +85,34 @@ fn a_revision_that_exits_at_start_is_rolled_back_and_not_retried_until_fixed() {
     // Not retried: for 60 s of passes (the operator resyncs every 2 s) the
     // good revision stays, running the same process.
     let pid = um.prop("web.service", "MainPID");
+    let since = |um: &UserManager| {
+        um.get_json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["name"] == "web")
+            .and_then(|o| {
+                o["conditions"]
+                    .as_array()?
+                    .iter()
+                    .find(|c| c["type"] == "Ready")
+                    .map(|c| c["lastTransitionTime"].clone())
+            })
+    };
+    let transition = since(&um);
     let mut passes = std::collections::BTreeSet::new();
     let watch = Instant::now();
     while watch.elapsed() < Duration::from_secs(60) {
         assert_eq!(unit_file(&um), good, "the failed revision was retried");
         assert_eq!(um.prop("web.service", "MainPID"), pid);
+        assert_eq!(since(&um), transition, "Ready's transition time moved");
         if let Some(t) = reconciled_at(&um) {
             passes.insert(t);
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    assert!(passes.len() >= 10, "only {} passes ran", passes.len());
+    // An unchanged status is written every 10 s (the heartbeat).
+    assert!(passes.len() >= 5, "only {} status writes", passes.len());
     assert_eq!(states(&history(&um)).len(), 2);
 
     // Fixing the manifest rolls out a new revision.
@@ -203,4 +220,26 @@ fn rollout_undo_puts_the_previous_revision_back_and_keeps_it() {
     let o = um.unitlet(&["rollout", "undo", "web", "--to-revision", "7"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("no revision 7"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_revision_whose_program_is_missing_is_rolled_back() {
+    let um = UserManager::start();
+    um.write_manifest("web.yaml", &web("[/bin/sleep, \"100000\"]", ""));
+    let _run = um.spawn_run(&[]);
+    wait_for(T, "revision 1 complete", || {
+        (states(&history(&um)) == [(1, "Complete".to_string())]).then_some(())
+    });
+    let good = unit_file(&um);
+    um.write_manifest("web.yaml", &web("[/nonexistent/web-v2]", ""));
+    let (_, _, msg) = wait_for(T, "rolled back", || {
+        um.ready("web")
+            .filter(|r| r.1 == "RolledBack")
+            .filter(|_| unit_file(&um) == good && um.active("web.service") == "active")
+    });
+    assert!(msg.starts_with("revision 2 ("), "{msg}");
+    assert_eq!(
+        states(&history(&um)),
+        [(1, "Complete".to_string()), (2, "Failed".to_string())]
+    );
 }
