@@ -243,3 +243,31 @@ fn a_revision_whose_program_is_missing_is_rolled_back() {
         [(1, "Complete".to_string()), (2, "Failed".to_string())]
     );
 }
+
+#[test]
+fn apply_rolls_back_a_failed_revision_and_says_so() {
+    let um = UserManager::start();
+    um.write_manifest("web.yaml", &web("[/bin/sleep, \"100000\"]", ""));
+    let o = um.unitlet(&["apply"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(states(&history(&um)), [(1, "Complete".to_string())]);
+    let good = unit_file(&um);
+    um.write_manifest("web.yaml", &web("[/bin/sh, -c, \"exit 1\"]", ""));
+    let o = um.unitlet(&["apply"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("not ready: web: revision 2 ("),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("(RolledBack)"), "{}", stderr(&o));
+    assert_eq!(unit_file(&um), good);
+    assert_eq!(um.active("web.service"), "active");
+    assert_eq!(
+        states(&history(&um)),
+        [(1, "Complete".to_string()), (2, "Failed".to_string())]
+    );
+    // Nothing to do until the manifest changes: the plan keeps revision 1.
+    let o = um.unitlet(&["plan"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+}
