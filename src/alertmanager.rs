@@ -398,6 +398,86 @@ pub async fn after(
     }
 }
 
+/// Before the restarts a pass is about to queue, silence the Services
+/// that declare `silence`: all at once, the pass waiting at most
+/// [`PASS_WAIT`]. Returns manifest → silence ID, for expiry once Ready;
+/// what happened goes to the Services' events.
+pub async fn silence_restarts(
+    loc: &crate::locations::Locations,
+    prep: &crate::reconcile::Prepared,
+    to_start: &[(&crate::plan::Action, crate::systemd::JobKind)],
+    status: &mut crate::status::Status,
+) -> std::collections::BTreeMap<String, String> {
+    let mut reqs: Vec<(SilenceRequest, &'static str)> = Vec::new();
+    for (a, k) in to_start {
+        if *k != crate::systemd::JobKind::Restart {
+            continue;
+        }
+        let Some(r) = prep
+            .loaded
+            .get(&a.manifest)
+            .and_then(|m| request_for(m, &loc.alertmanager))
+        else {
+            continue;
+        };
+        let pin = crate::rollout::load(&loc.state_dir, &a.manifest)
+            .ok()
+            .and_then(|h| h.pin);
+        let action = match &pin {
+            // A silence kept from the failed revision's restart covers it.
+            Some(p) if p.silence.is_some() => continue,
+            Some(p) if p.cause == crate::rollout::PinCause::RolledBack => "rollback",
+            Some(_) => "rollout undo",
+            None => "restart after a change of its unit",
+        };
+        reqs.push((r, action));
+    }
+    let mut out = std::collections::BTreeMap::new();
+    if reqs.is_empty() {
+        return out;
+    }
+    let http = crate::reload::http_client();
+    let made = futures_util::future::join_all(reqs.iter().map(|(r, action)| {
+        let http = http.clone();
+        async move {
+            let mut notes = Vec::new();
+            let made = match tokio::time::timeout(
+                PASS_WAIT,
+                before(&http, r, action, &mut notes),
+            )
+            .await
+            {
+                Ok(m) => m,
+                Err(_) => {
+                    notes.push((
+                        "Warning",
+                        "SilenceFailed",
+                        format!(
+                            "Alertmanager at {} did not answer within {PASS_WAIT:?}; the restart goes ahead anyway (a silence made after all runs out by itself)",
+                            crate::manifest::redact_url(&r.alertmanager)
+                        ),
+                    ));
+                    None
+                }
+            };
+            (r.service.clone(), made, notes)
+        }
+    }))
+    .await;
+    for (name, m, notes) in made {
+        for (t, r, msg) in notes {
+            status.event(&name, t, r, msg);
+        }
+        if let Some(m) = m {
+            out.insert(name, m.id);
+        }
+    }
+    out
+}
+
+/// How long a pass waits for Alertmanager before its restarts.
+pub const PASS_WAIT: Duration = Duration::from_secs(3);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -521,6 +521,9 @@ pub struct RolloutWork {
     pub silence: Option<Box<crate::alertmanager::SilenceRequest>>,
     /// Watching a rollback: the silence to expire once it is Ready.
     pub expire: Option<String>,
+    /// The silence made before this revision's restart: expired when it
+    /// is judged, or kept for the rollback that follows its failure.
+    pub unsilence: Option<String>,
 }
 
 /// What a watch found, and what happened to silences meanwhile.
@@ -539,9 +542,30 @@ pub fn record(
     prep: &Prepared,
     started_ok: &BTreeSet<String>,
     failures: &std::collections::BTreeMap<String, String>,
+    mut silenced: std::collections::BTreeMap<String, String>,
     status: &mut Status,
 ) -> Vec<RolloutWork> {
     let mut out = Vec::new();
+    let expire_watch = |m: &crate::manifest::Manifest, revision: u32, id: String| {
+        let s = m.as_service()?;
+        Some(RolloutWork {
+            name: m.name.clone(),
+            unit: format!("{}.service", m.name),
+            revision,
+            timeout: s
+                .rollout
+                .timeout
+                .or(s.readiness.as_ref().map(|r| r.timeout))
+                .unwrap_or(DEFAULT_TIMEOUT),
+            max_restarts: s.rollout.max_restarts,
+            readiness: s.readiness.as_ref().map(|r| r.url.clone()),
+            auto: false,
+            state_dir: loc.state_dir.clone(),
+            silence: crate::alertmanager::request_for(m, &loc.alertmanager).map(Box::new),
+            expire: Some(id),
+            unsilence: None,
+        })
+    };
     for a in &prep.plan.actions {
         let Op::Write { content, path } = &a.op else {
             continue;
@@ -589,7 +613,7 @@ pub fn record(
             // A rollback was just put in place: watch it, to expire the
             // silence made before it once it is Ready.
             if let Some(p) = h.pin.as_mut()
-                && let Some(id) = p.silence.take()
+                && let Some(id) = p.silence.take().or_else(|| silenced.remove(&m.name))
             {
                 let revision = p.revision;
                 if save(state_dir, &m.name, &h).is_ok() {
@@ -604,6 +628,7 @@ pub fn record(
                         state_dir: state_dir.to_path_buf(),
                         silence,
                         expire: Some(id),
+                        unsilence: None,
                     });
                 }
             }
@@ -645,7 +670,14 @@ pub fn record(
             state_dir: state_dir.to_path_buf(),
             silence,
             expire: None,
+            unsilence: silenced.remove(&m.name),
         });
+    }
+    // Restarts that made no revision: expire their silences once Ready.
+    for (name, id) in silenced {
+        if let Some(w) = prep.loaded.get(&name).and_then(|m| expire_watch(m, 0, id)) {
+            out.push(w);
+        }
     }
     out
 }
@@ -860,9 +892,20 @@ impl RolloutWork {
                 && self.auto
                 && load(&self.state_dir, &self.name).is_ok_and(|h| h.would_roll_back(self.revision))
             {
-                silence = crate::alertmanager::before(http, req, "rollback", &mut notes)
-                    .await
-                    .map(|m| m.id);
+                // The silence of the restart covers the rollback too;
+                // without one, the rollback's pass makes one before it
+                // restarts the Service.
+                silence = self.unsilence.clone();
+            } else if let Some(id) = &self.unsilence {
+                let why = match &result {
+                    Ok(()) => format!("revision {} of {} is Ready", self.revision, self.unit),
+                    Err(e) => format!(
+                        "revision {} of {} failed ({e}), which must not stay silent",
+                        self.revision, self.unit
+                    ),
+                };
+                let made = Some(crate::alertmanager::Made { id: id.clone() });
+                crate::alertmanager::after(http, req, made, &why, &mut notes).await;
             }
         }
         Watched {
@@ -1117,6 +1160,33 @@ async fn undo(loc: &Locations, name: &str, to: Option<u32>, timeout: Duration) -
     status.stamp("unitlet rollout undo");
     let saved = status.save_async(&loc.status_file()).await;
     drop(lock);
+    // Silences made before the restart are expired once it is Ready:
+    // run those watches here, outside the lock, and fold them in.
+    if let Ok(r) = &result {
+        let watches: Vec<RolloutWork> = r
+            .work
+            .iter()
+            .filter_map(|w| match w {
+                crate::work::Work::Rollout(w) if w.expire.is_some() => Some((**w).clone()),
+                _ => None,
+            })
+            .collect();
+        if !watches.is_empty() {
+            let http = crate::reload::http_client();
+            let done =
+                futures_util::future::join_all(watches.iter().map(|w| w.run(&sd, &http))).await;
+            if let Ok(_lock) =
+                crate::lock::StateLock::acquire_announced(&loc.state_dir, "unitlet rollout undo")
+                    .await
+            {
+                let mut status = Status::load_async(&loc.status_file()).await;
+                for (w, d) in watches.iter().zip(done) {
+                    finish(&loc.state_dir, w, d, &mut status);
+                }
+                let _ = status.save_async(&loc.status_file()).await;
+            }
+        }
+    }
     match result {
         Ok(r) => {
             if let Some(e) = r.failures.get(name) {

@@ -387,6 +387,8 @@ impl Reconciler {
         // not an apply failure, but it counts for backoff so a crash loop
         // is not a tight loop.
         let mut started_ok: BTreeSet<String> = BTreeSet::new();
+        // Issue 12: Alertmanager silences made before planned restarts.
+        let mut silenced = BTreeMap::new();
         let crashed: BTreeSet<String> = prep
             .plan
             .actions
@@ -591,6 +593,9 @@ impl Reconciler {
                     _ => None,
                 })
                 .collect();
+            // Issue 12 hook: silence planned restarts first (bounded wait).
+            silenced =
+                crate::alertmanager::silence_restarts(&self.loc, &prep, &to_start, status).await;
             let queued =
                 futures_util::future::join_all(to_start.iter().map(|(a, k)| sd.queue(&a.unit, *k)))
                     .await;
@@ -662,7 +667,7 @@ impl Reconciler {
         report.work = self.readiness_work(&prep, &started_ok, &failures);
         // Issue 12 hook: new revisions are recorded and watched.
         report.work.extend(
-            crate::rollout::record(&self.loc, &prep, &started_ok, &failures, status)
+            crate::rollout::record(&self.loc, &prep, &started_ok, &failures, silenced, status)
                 .into_iter()
                 .map(|w| Work::Rollout(Box::new(w))),
         );

@@ -347,7 +347,20 @@ fn a_rollback_is_silenced_until_the_good_revision_is_ready() {
     });
     assert_eq!(am.silences().len(), 1, "{:#?}", am.silences());
     assert_eq!(s["createdBy"], "unitlet");
-    assert!(s["comment"].as_str().unwrap().contains("rollback"), "{s}");
+    // Made before the failing revision's restart, kept over the rollback.
+    assert!(
+        s["comment"]
+            .as_str()
+            .unwrap()
+            .contains("restart after a change of its unit"),
+        "{s}"
+    );
+    let ev = events(&um, "web");
+    assert!(
+        ev.iter()
+            .any(|(r, m)| r == "SilenceExpired" && m.contains("rolled-back revision 1")),
+        "{ev:#?}"
+    );
     // The default matcher: the job label of the manifest.
     assert_eq!(s["matchers"][0]["name"], "job");
     assert_eq!(s["matchers"][0]["value"], "webjob");
@@ -355,6 +368,46 @@ fn a_rollback_is_silenced_until_the_good_revision_is_ready() {
     let ends = epoch(s["endsAt"].as_str().unwrap());
     let active = unit_time(&um, "web.service", "ActiveEnterTimestamp");
     assert!(starts <= active, "made after the rollback started");
+    assert!(
+        ends - active < 5.0 + super::rollout_settle(),
+        "expired {:.1}s after active",
+        ends - active
+    );
+}
+
+/// A restart because the manifest changed is planned too.
+#[test]
+fn a_restart_for_a_changed_manifest_is_silenced_until_ready() {
+    let um = UserManager::start();
+    let am = Alertmanager::start(&um.runtime.join("am"));
+    let spec = |arg: &str| {
+        format!(
+            "apiVersion: unitlet/v1\nkind: Service\nmetadata: {{name: web}}\nspec:\n  command: [/bin/sleep, \"{arg}\"]\n  silence: {{matchers: ['job=\"web\"']}}\n"
+        )
+    };
+    um.write_manifest("web.yaml", &spec("100000"));
+    let _run = um.spawn_run(&["--alertmanager", &am.url("")]);
+    wait_for(T, "revision 1 complete", || {
+        use crate::rollout::{history, states};
+        (states(&history(&um)) == [(1, "Complete".to_string())]).then_some(())
+    });
+    assert!(am.silences().is_empty(), "a first start is not silenced");
+    um.write_manifest("web.yaml", &spec("200000"));
+    let s = wait_for(T, "the silence expired", || {
+        am.silences()
+            .into_iter()
+            .find(|s| s["status"]["state"] == "expired")
+    });
+    assert_eq!(am.silences().len(), 1, "{:#?}", am.silences());
+    assert!(um.prop("web.service", "ExecStart").contains("200000"));
+    let starts = epoch(s["startsAt"].as_str().unwrap());
+    let ends = epoch(s["endsAt"].as_str().unwrap());
+    let stopped = unit_time(&um, "web.service", "ActiveExitTimestamp");
+    let active = unit_time(&um, "web.service", "ActiveEnterTimestamp");
+    assert!(
+        starts <= stopped + 0.001,
+        "silence starts {starts} after the stop {stopped}"
+    );
     assert!(
         ends - active < 5.0 + super::rollout_settle(),
         "expired {:.1}s after active",
