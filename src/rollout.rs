@@ -462,6 +462,38 @@ pub fn save(state_dir: &Path, name: &str, h: &History) -> Result<(), RolloutErro
         .map_err(|source| RolloutError::Write { path, source })
 }
 
+/// [`load`], remembering what was read by (modification time, size,
+/// inode; every save is a new file): a
+/// pass looks at every Service's history, and almost never has one changed.
+fn load_cached(state_dir: &Path, name: &str) -> Result<History, RolloutError> {
+    use std::collections::HashMap;
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::Mutex;
+    type Key = (std::time::SystemTime, u64, u64);
+    static CACHE: Mutex<Option<HashMap<PathBuf, (Key, History)>>> = Mutex::new(None);
+    let path = file(state_dir, name);
+    let Some(key) = std::fs::symlink_metadata(&path)
+        .ok()
+        .and_then(|m| Some((m.modified().ok()?, m.len(), m.ino())))
+    else {
+        return load(state_dir, name);
+    };
+    if let Some((k, h)) = CACHE
+        .lock()
+        .ok()
+        .and_then(|c| c.as_ref()?.get(&path).cloned())
+        && k == key
+    {
+        return Ok(h);
+    }
+    let h = load(state_dir, name)?;
+    if let Ok(mut c) = CACHE.lock() {
+        c.get_or_insert_with(HashMap::new)
+            .insert(path, (key, h.clone()));
+    }
+    Ok(h)
+}
+
 /// Names that have a history file.
 fn with_history(state_dir: &Path) -> BTreeSet<String> {
     std::fs::read_dir(dir(state_dir))
@@ -495,7 +527,7 @@ pub fn substitute(state_dir: &Path, desired: &mut [DesiredUnit]) {
         {
             continue;
         }
-        match load(state_dir, &d.manifest) {
+        match load_cached(state_dir, &d.manifest) {
             Ok(h) => {
                 if let Some(c) = h.substitute(&content_hash(&d.content)) {
                     d.content = c.to_string();
@@ -777,7 +809,7 @@ pub fn conditions(state_dir: &Path, manifests: &[crate::manifest::Manifest], sta
         let Some(obj) = status.objects.get_mut(&m.name) else {
             continue;
         };
-        let Ok(h) = load(state_dir, &m.name) else {
+        let Ok(h) = load_cached(state_dir, &m.name) else {
             continue;
         };
         let Some(pin) = &h.pin else { continue };
