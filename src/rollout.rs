@@ -641,7 +641,8 @@ pub fn record(
             }
         };
         let on_disk = prep.observed.files.get(&a.unit).map(|f| f.content.as_str());
-        let Some(n) = h.record(content, on_disk, &now_rfc3339()) else {
+        let now = now_rfc3339();
+        let Some(n) = h.record(content, on_disk, &now) else {
             // A rollback was just put in place: watch it, to expire the
             // silence made before it once it is Ready.
             if let Some(p) = h.pin.as_mut()
@@ -666,6 +667,14 @@ pub fn record(
             }
             continue;
         };
+        // A oneshot (an adopted unit file) ends inactive when it worked:
+        // "active and ready" does not apply, so it is not health-gated.
+        let oneshot = content
+            .lines()
+            .any(|l| l.trim().replace(' ', "") == "Type=oneshot");
+        if oneshot {
+            h.finish(n, Ok(()), false, &now);
+        }
         if let Err(e) = save(state_dir, &m.name, &h) {
             status.event(
                 &m.name,
@@ -673,6 +682,23 @@ pub fn record(
                 "RolloutHistoryUnusable",
                 crate::error_chain(&e),
             );
+            continue;
+        }
+        if oneshot {
+            status.event(
+                &m.name,
+                "Normal",
+                "RolloutComplete",
+                format!(
+                    "revision {n} of {} applied (Type=oneshot: not health-gated)",
+                    a.unit
+                ),
+            );
+            if let Some(id) = silenced.remove(&m.name)
+                && let Some(w) = expire_watch(m, n, id)
+            {
+                out.push(w);
+            }
             continue;
         }
         status.event(
