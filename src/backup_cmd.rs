@@ -586,7 +586,42 @@ pub async fn restore(
                 progress: std::io::stderr().is_terminal(),
                 ..RestoreOptions::default()
             };
-            let report = prometheus::restore_tsdb(target, &opts).await?;
+            // Issue 12: silence the Service's alerts around the restore.
+            let silence = if dry_run {
+                None
+            } else {
+                manifest::load_dir(&loc.manifests)
+                    .ok()
+                    .and_then(|l| l.get(service).cloned())
+                    .and_then(|m| crate::alertmanager::request_for(&m, &loc.alertmanager))
+            };
+            let http = crate::reload::http_client();
+            let mut notes = Vec::new();
+            let made = match &silence {
+                Some(req) => crate::alertmanager::before(&http, req, "restore", &mut notes).await,
+                None => None,
+            };
+            let result = prometheus::restore_tsdb(target, &opts).await;
+            if let Some(req) = &silence {
+                let why = match &result {
+                    Ok(_) => format!("{service} is Ready again after the restore"),
+                    Err(_) => {
+                        format!("the restore of {service} failed, which must not stay silent")
+                    }
+                };
+                crate::alertmanager::after(&http, req, made, &why, &mut notes).await;
+            }
+            for (t, _, m) in &notes {
+                eprintln!(
+                    "{}: {m}",
+                    if *t == crate::status::EventType::Warning {
+                        "warning"
+                    } else {
+                        "note"
+                    }
+                );
+            }
+            let report = result?;
             print!("{report}");
             Ok(true)
         }
@@ -676,6 +711,7 @@ mod tests {
             state_dir: "/s".into(),
             unit_dir: "/u".into(),
             bus: None,
+            alertmanager: crate::alertmanager::DEFAULT_URL.into(),
         };
         let spec = BackupSpec {
             schedule: crate::schedule::Schedule::parse("every 6h").unwrap(),

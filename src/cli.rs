@@ -38,6 +38,15 @@ pub struct Cli {
     /// D-Bus address of the session bus.
     #[arg(long, global = true, env = "UNITLET_BUS", value_name = "ADDRESS")]
     pub bus: Option<String>,
+    /// Alertmanager's base URL, for silences around planned restarts.
+    #[arg(
+        long,
+        global = true,
+        env = "UNITLET_ALERTMANAGER",
+        value_name = "URL",
+        default_value = crate::alertmanager::DEFAULT_URL
+    )]
+    pub alertmanager: String,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -135,6 +144,16 @@ pub enum Command {
         #[arg(long = "secure-values", value_name = "FILE")]
         secure_values: Option<PathBuf>,
     },
+    /// Revision history of a Service, and undo (issue 12).
+    Rollout {
+        #[command(subcommand)]
+        command: crate::rollout::RolloutCommand,
+    },
+    /// Check that this machine can keep unitlet's promises (issue 12).
+    Doctor {
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: crate::doctor::Format,
+    },
     /// Print the shell completion script for SHELL (bash, zsh or fish).
     Completions { shell: crate::manual::Shell },
     /// Print the manual page unitlet(1) in roff, every command included.
@@ -194,7 +213,8 @@ pub fn main() -> i32 {
     }
     init_tracing(matches!(cli.command, Command::Run { .. }));
     let explicit_manifests = cli.manifests.is_some();
-    let mut loc = Locations::resolve(cli.manifests, cli.state_dir, cli.unit_dir, cli.bus);
+    let mut loc = Locations::resolve(cli.manifests, cli.state_dir, cli.unit_dir, cli.bus)
+        .with_alertmanager(Some(cli.alertmanager));
     // A state directory fed from etcd has its manifests under it.
     match &cli.command {
         Command::Run {
@@ -312,6 +332,8 @@ async fn dispatch(cmd: Command, loc: Locations) -> CliResult {
                 Err(e) => Err(CliError::restore(&name, &id, e)),
             }
         }
+        Command::Doctor { output } => printed(crate::doctor::command(&loc, output).await),
+        Command::Rollout { command } => printed(crate::rollout::command(&loc, command).await),
         Command::Completions { shell } => {
             crate::manual::completions(shell, &mut std::io::stdout().lock());
             Ok(())
@@ -360,6 +382,12 @@ async fn fleet_command(etcd: &crate::fleet::EtcdArgs, command: FleetCommand) -> 
         FleetCommand::Get { output } => crate::fleet::cmd::get(etcd, output).await,
         FleetCommand::Hosts { output } => crate::fleet::cmd::hosts(etcd, output).await,
     };
+    printed(code)
+}
+
+/// The result of a command that printed its own answer and chose its exit
+/// status from the contract's three.
+fn printed(code: i32) -> CliResult {
     match code {
         OK => Ok(()),
         NOT_OK => Err(CliError::Unsuccessful),

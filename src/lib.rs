@@ -4,6 +4,7 @@
 //! by an I/O shell (the systemd client, the applier, the operator loop and
 //! the HTTP clients). See ARCHITECTURE.md for the map.
 
+pub mod alertmanager;
 pub mod backup;
 pub mod backup_cmd;
 pub mod fleet;
@@ -39,9 +40,11 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 pub mod cli;
+pub mod doctor;
 pub mod hold;
 pub mod journal;
 pub mod manual;
 pub mod metrics;
 pub mod operator;
 pub mod reload;
+pub mod rollout;

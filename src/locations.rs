@@ -87,6 +87,8 @@ pub struct Locations {
     pub unit_dir: PathBuf,
     /// `None` = the session bus.
     pub bus: Option<String>,
+    /// Alertmanager's base URL, for silences (`--alertmanager`).
+    pub alertmanager: String,
 }
 
 fn home() -> PathBuf {
@@ -130,7 +132,16 @@ impl Locations {
             unit_dir: abs(unit_dir
                 .unwrap_or_else(|| xdg("XDG_DATA_HOME", ".local/share").join("systemd/user"))),
             bus: bus.filter(|b| !b.is_empty()),
+            alertmanager: crate::alertmanager::DEFAULT_URL.to_string(),
         }
+    }
+
+    /// The same locations with Alertmanager at `url` (if given).
+    pub fn with_alertmanager(mut self, url: Option<String>) -> Locations {
+        if let Some(u) = url.filter(|u| !u.is_empty()) {
+            self.alertmanager = u;
+        }
+        self
     }
 
     pub fn status_file(&self) -> PathBuf {

@@ -41,6 +41,8 @@ string_enum! {
         Ready,
         /// A restore of the Service is in progress or interrupted.
         RestorePending,
+        /// Whether the user manager can enforce the Service's limits.
+        LimitsEnforced,
     }
 }
 
@@ -103,6 +105,16 @@ string_enum! {
         NotApplied,
         /// The user manager cannot be reached (seen by `get`).
         ManagerUnreachable,
+        /// A new revision failed; the previous good one runs instead.
+        RolledBack,
+        /// `rollout undo` pinned a revision until the manifest changes.
+        Pinned,
+        /// The limits' cgroup controllers are available (LimitsEnforced).
+        Enforced,
+        /// A cgroup controller a limit needs is missing (LimitsEnforced).
+        ControllerMissing,
+        /// The user manager's controllers cannot be read (LimitsEnforced).
+        ControllersUnknown,
         /// A reason this version does not know (a status file written by
         /// another version).
         #[serde(other)]

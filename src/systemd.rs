@@ -572,6 +572,31 @@ pub async fn unit_changes(
     Ok(rx)
 }
 
+// Issue 12 (`unitlet doctor`, `LimitsEnforced`): which process is the user
+// manager, so its cgroup can be read from /proc.
+impl Systemd {
+    /// PID of the user manager, as the bus daemon knows it.
+    ///
+    /// # Errors
+    /// [`SystemdError::Call`] when the bus cannot say.
+    pub async fn manager_pid(&self) -> Result<u32, SystemdError> {
+        let dbus = call(
+            "org.freedesktop.DBus",
+            None,
+            zbus::fdo::DBusProxy::new(&self.conn).await,
+        )?;
+        let name =
+            zbus::names::BusName::try_from("org.freedesktop.systemd1").expect("a valid bus name");
+        call(
+            "GetConnectionUnixProcessID",
+            None,
+            dbus.get_connection_unix_process_id(name)
+                .await
+                .map_err(zbus::Error::from),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

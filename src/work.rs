@@ -35,6 +35,8 @@ pub enum Work {
     Config(ConfigWork),
     /// Wait for the start and restart jobs a pass queued.
     Jobs(JobsWork),
+    /// Judge a new revision: active and ready in time, or failed.
+    Rollout(Box<crate::rollout::RolloutWork>),
 }
 
 /// Start and restart jobs queued by one pass, with the `JobRemoved`
@@ -69,6 +71,7 @@ pub enum WorkKind {
     Probe,
     Config,
     Jobs,
+    Rollout,
 }
 
 /// What a config change needs done, decided by the pass.
@@ -83,6 +86,8 @@ pub struct ConfigWork {
     pub on_change: OnConfigChange,
     pub reload: Option<ReloadMethod>,
     pub readiness: Option<(String, Duration)>,
+    /// Silence alerts around a restart (the Service's `silence`).
+    pub silence: Option<Box<crate::alertmanager::SilenceRequest>>,
 }
 
 /// The result of a [`Work`] item.
@@ -99,10 +104,16 @@ pub enum Outcome {
     Config {
         work: Box<ConfigWork>,
         result: ConfigResult,
+        /// What happened to the silence around a restart, for events.
+        silence: Vec<crate::alertmanager::Note>,
     },
     Jobs {
         batch: u64,
         results: Vec<(StartedJob, Result<(), String>)>,
+    },
+    Rollout {
+        work: Box<crate::rollout::RolloutWork>,
+        watched: crate::rollout::Watched,
     },
 }
 
@@ -121,6 +132,7 @@ impl Work {
             Work::Probe { name, .. } => (WorkKind::Probe, name.clone()),
             Work::Config(c) => (WorkKind::Config, c.name.clone()),
             Work::Jobs(j) => (WorkKind::Jobs, j.batch.to_string()),
+            Work::Rollout(r) => (WorkKind::Rollout, r.name.clone()),
         }
     }
 
@@ -157,11 +169,26 @@ impl Work {
                         .collect(),
                 }
             }
+            Work::Rollout(work) => {
+                // A rollout is watched over D-Bus properties only the real
+                // manager has.
+                let watched = match sd.as_systemd() {
+                    Some(sys) => work.run(sys, &http).await,
+                    None => crate::rollout::Watched {
+                        result: Err("no D-Bus user manager to watch the rollout on".into()),
+                        notes: Vec::new(),
+                        silence: None,
+                    },
+                };
+                Outcome::Rollout { watched, work }
+            }
             Work::Config(work) => {
-                let result = run_config(&work, &sd, &http, job_timeout).await;
+                let mut silence = Vec::new();
+                let result = run_config(&work, &sd, &http, job_timeout, &mut silence).await;
                 Outcome::Config {
                     work: Box::new(work),
                     result,
+                    silence,
                 }
             }
         }
@@ -175,6 +202,7 @@ impl Outcome {
             Outcome::Probe { name, .. } => (WorkKind::Probe, name.clone()),
             Outcome::Config { work, .. } => (WorkKind::Config, work.name.clone()),
             Outcome::Jobs { batch, .. } => (WorkKind::Jobs, batch.to_string()),
+            Outcome::Rollout { work, .. } => (WorkKind::Rollout, work.name.clone()),
         }
     }
 }
@@ -184,6 +212,7 @@ async fn run_config(
     sd: &impl UserManager,
     http: &reqwest::Client,
     job_timeout: Duration,
+    notes: &mut Vec<crate::alertmanager::Note>,
 ) -> ConfigResult {
     // Validate first: a failure blocks the reload or restart.
     if let Some((argv, dir)) = &w.validate
@@ -191,6 +220,14 @@ async fn run_config(
     {
         return ConfigResult::Invalid(e);
     }
+    // A planned restart: silence its alerts first (issue 12).
+    let silence = match (&w.silence, w.on_change) {
+        (Some(req), OnConfigChange::Restart) => Some((
+            req,
+            crate::alertmanager::before(http, req, "restart after a config change", notes).await,
+        )),
+        _ => None,
+    };
     let result: Result<ReloadOutcome, String> = match w.on_change {
         OnConfigChange::None => Ok(ReloadOutcome::Recorded),
         OnConfigChange::Restart => restart(sd, &w.unit, job_timeout).await,
@@ -216,6 +253,16 @@ async fn run_config(
         }
         (r, _) => r,
     };
+    if let Some((req, made)) = silence {
+        let why = match &result {
+            Ok(_) => format!("{} is Ready again", w.unit),
+            Err(_) => format!(
+                "the restart of {} failed, which must not stay silent",
+                w.unit
+            ),
+        };
+        crate::alertmanager::after(http, req, made, &why, notes).await;
+    }
     match result {
         Ok(o) => ConfigResult::Done(o),
         Err(e) => ConfigResult::Failed(e),
@@ -263,7 +310,29 @@ impl Reconciler {
                 self.probed(name, result);
                 None
             }
-            Outcome::Config { work, result } => Some(self.finish_config(*work, result, status)),
+            Outcome::Rollout { work, watched } => {
+                crate::rollout::finish(&self.loc.state_dir, &work, watched, status);
+                None
+            }
+            Outcome::Config {
+                work,
+                result,
+                silence,
+            } => {
+                // Silence events first, then what the config change did.
+                let (before, after): (Vec<_>, Vec<_>) = silence
+                    .into_iter()
+                    .partition(|n| n.1 == "SilenceCreated" || n.1 == "SilenceFailed");
+                for (t, r, m) in before {
+                    status.event(&work.name, t, r, m);
+                }
+                let name = work.name.clone();
+                let done = self.finish_config(*work, result, status);
+                for (t, r, m) in after {
+                    status.event(&name, t, r, m);
+                }
+                Some(done)
+            }
             Outcome::Jobs { results, .. } => {
                 for (j, r) in results {
                     let (unit, kind) = (&j.job.unit, j.job.kind);

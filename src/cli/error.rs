@@ -23,8 +23,9 @@ pub enum CliError {
     /// objects not Ready, invalid manifests); nothing more to say.
     #[error("")]
     Unsuccessful,
-    /// The command could not do its work (etcd unreachable, a concurrent
-    /// change) and printed why.
+    /// The command printed why it ends with exit status 2: it could not do
+    /// its work (etcd unreachable, a concurrent change), or `doctor` found
+    /// failures.
     #[error("")]
     Unavailable,
     /// This host's fleet identity cannot be had.

@@ -163,6 +163,43 @@ pub struct ServiceSpec {
     pub reload: Option<ReloadMethod>,
     pub validate: Option<Vec<String>>,
     pub readiness: Option<Readiness>,
+    /// Alertmanager silence around restarts unitlet makes on purpose.
+    pub silence: Option<Silence>,
+    /// How a changed definition is judged and rolled back.
+    pub rollout: RolloutSpec,
+}
+
+/// `spec.rollout`: the health gate of a changed definition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutSpec {
+    /// Roll a failed revision back by itself (`auto`, default true).
+    pub auto: bool,
+    /// How long a new revision may take to be active and ready; `None`:
+    /// `readiness.timeout`, else 60 s.
+    pub timeout: Option<Duration>,
+    /// Automatic restarts (by `Restart=`) that fail a revision beyond this.
+    pub max_restarts: u32,
+}
+
+impl Default for RolloutSpec {
+    fn default() -> Self {
+        RolloutSpec {
+            auto: true,
+            timeout: None,
+            max_restarts: 3,
+        }
+    }
+}
+
+/// `spec.silence`: what to silence in Alertmanager while unitlet restarts,
+/// rolls back or restores the Service on purpose.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Silence {
+    /// `None`: `job="<labels.job or the name>"`
+    /// (see [`crate::alertmanager::matchers_for`]).
+    pub matchers: Option<Vec<crate::alertmanager::Matcher>>,
+    /// How long a silence lasts at most (`for`).
+    pub duration: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -56,6 +56,8 @@ pub(super) struct RawSpec {
     pub(super) reload: Option<Spanned<RawReload>>,
     pub(super) validate: Option<Spanned<Vec<String>>>,
     pub(super) readiness: Option<Spanned<RawReadiness>>,
+    pub(super) silence: Option<Spanned<RawSilence>>,
+    pub(super) rollout: Option<Spanned<RawRollout>>,
     // Backup
     pub(super) schedule: Option<Spanned<String>>,
     pub(super) keep: Option<Spanned<i64>>,
@@ -111,6 +113,22 @@ pub(super) struct RawReload {
 pub(super) struct RawReadiness {
     pub(super) http: Spanned<RawUrl>,
     pub(super) timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct RawRollout {
+    pub(super) auto: Option<Spanned<bool>>,
+    pub(super) timeout: Option<Spanned<String>>,
+    pub(super) max_restarts: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSilence {
+    pub(super) matchers: Option<Spanned<Vec<String>>>,
+    #[serde(rename = "for")]
+    pub(super) for_: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -344,6 +362,8 @@ const SERVICE_FIELDS: &[&str] = &[
     "reload",
     "validate",
     "readiness",
+    "silence",
+    "rollout",
 ];
 const BACKUP_FIELDS: &[&str] = &["schedule", "keep", "destination", "prometheus", "grafana"];
 

@@ -401,6 +401,15 @@ fn validate_service(
     {
         return c.err(spec_loc, "spec.onConfigChange is reload but spec.reload is not set; add reload.http.url or reload.signal");
     }
+    let silence = spec
+        .silence
+        .map(|sl| validate_silence(c, sl.value))
+        .transpose()?;
+    let rollout = spec
+        .rollout
+        .map(|r| validate_rollout(c, r.value))
+        .transpose()?
+        .unwrap_or_default();
     Ok(ServiceSpec {
         description,
         exec,
@@ -422,7 +431,75 @@ fn validate_service(
             .readiness
             .map(|r| validate_readiness(c, r.value))
             .transpose()?,
+        silence,
+        rollout,
     })
+}
+
+/// `spec.silence`: Alertmanager matchers (never none at all: that would
+/// silence every alert) and how long a silence lasts at most.
+fn validate_silence(
+    c: &Ctx<'_>,
+    sl: super::parse::RawSilence,
+) -> Result<crate::manifest::Silence, ManifestError> {
+    let matchers = match sl.matchers {
+        None => None,
+        Some(ms) => {
+            if ms.value.is_empty() {
+                return c.err(
+                    &ms.referenced,
+                    "spec.silence.matchers is empty, which would silence every alert; leave it out for job=\"NAME\", or give matchers like job=\"prometheus\"",
+                );
+            }
+            let mut out = Vec::new();
+            for m in &ms.value {
+                out.push(
+                    crate::alertmanager::parse_matcher(m).or_else(|e| {
+                        c.err(&ms.referenced, format!("spec.silence.matchers: {e}"))
+                    })?,
+                );
+            }
+            Some(out)
+        }
+    };
+    let duration = c.opt(sl.for_, "spec.silence.for", |f| {
+        let d = parse_duration(&f)?;
+        if d < Duration::from_secs(1) {
+            return Err("must be at least 1s; it is how long a silence lasts at most".to_owned());
+        }
+        Ok(d)
+    })?;
+    Ok(crate::manifest::Silence {
+        matchers,
+        duration: duration.unwrap_or(crate::alertmanager::DEFAULT_FOR),
+    })
+}
+
+/// `spec.rollout`: automatic rollback, its deadline and restart budget.
+fn validate_rollout(
+    c: &Ctx<'_>,
+    r: super::parse::RawRollout,
+) -> Result<crate::manifest::RolloutSpec, ManifestError> {
+    let mut rollout = crate::manifest::RolloutSpec::default();
+    if let Some(a) = r.auto {
+        rollout.auto = a.value;
+    }
+    rollout.timeout = c.opt(r.timeout, "spec.rollout.timeout", |t| {
+        let d = parse_duration(&t)?;
+        if d < Duration::from_secs(1) {
+            return Err("must be at least 1s: a new revision needs time to start".to_owned());
+        }
+        Ok(d)
+    })?;
+    if let Some(n) = c.opt(r.max_restarts, "", |n| {
+        u32::try_from(n)
+            .ok()
+            .filter(|n| *n <= 1000)
+            .ok_or_else(|| format!("spec.rollout.maxRestarts {n} is not valid; give 0 to 1000"))
+    })? {
+        rollout.max_restarts = n;
+    }
+    Ok(rollout)
 }
 
 /// `spec.credentials`: credential names and the files they come from.
@@ -616,7 +693,8 @@ fn validate_backup(
         environment_file => "environmentFile", credentials => "credentials", state => "state",
         enabled => "enabled", restart => "restart", restart_sec => "restartSec", after => "after",
         resources => "resources", config_files => "configFiles", on_config_change => "onConfigChange",
-        reload => "reload", validate => "validate", readiness => "readiness");
+        reload => "reload", validate => "validate", readiness => "readiness",
+        silence => "silence", rollout => "rollout");
     let Some(sched) = spec.schedule else {
         return c.err(
             spec_loc,
@@ -846,6 +924,55 @@ mod tests {
         assert_eq!(
             s.readiness.as_ref().unwrap().timeout,
             Duration::from_secs(5)
+        );
+    }
+
+    #[test]
+    fn silence_defaults_to_the_job_of_the_service_and_refuses_silencing_everything() {
+        let p = parse(&format!("{HEAD}  command: [a]\n  silence: {{}}\n"));
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        let m = &p.manifests[0];
+        let s = m.as_service().unwrap().silence.as_ref().unwrap();
+        assert_eq!(s.duration, Duration::from_secs(300));
+        assert_eq!(s.matchers, None);
+        let d = crate::alertmanager::matchers_for(m);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].to_string(), format!("job={:?}", m.name));
+        let p = parse(&format!(
+            "{HEAD}  command: [a]\n  silence: {{matchers: ['job=\"x\"', 'alertname=~\"A.*\"'], for: 10m}}\n"
+        ));
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        let s = p.manifests[0]
+            .as_service()
+            .unwrap()
+            .silence
+            .clone()
+            .unwrap();
+        assert_eq!(s.duration, Duration::from_secs(600));
+        assert_eq!(s.matchers.unwrap()[1].to_string(), "alertname=~\"A.*\"");
+        for (bad, says) in [
+            ("silence: {matchers: []}", "would silence every alert"),
+            ("silence: {matchers: [job]}", "no operator"),
+            ("silence: {for: 0s}", "at least 1s"),
+            ("silence: {for: soon}", "spec.silence.for"),
+            ("silence: {until: 5m}", "unknown field"),
+        ] {
+            let p = parse(&format!("{HEAD}  command: [a]\n  {bad}\n"));
+            assert!(
+                p.errors.iter().any(|e| e.message.contains(says)),
+                "{bad}: {:?}",
+                p.errors
+            );
+        }
+        let p = parse(
+            "apiVersion: unitlet/v1\nkind: Backup\nmetadata: {name: b}\nspec:\n  schedule: every 6h\n  silence: {}\n  prometheus: {url: 'http://h:9090'}\n",
+        );
+        assert!(
+            p.errors.iter().any(|e| e
+                .message
+                .contains("spec.silence is not a field of kind Backup")),
+            "{:?}",
+            p.errors
         );
     }
 

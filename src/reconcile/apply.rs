@@ -25,6 +25,9 @@ struct Applying {
     /// Manifests whose start or restart job was queued (and, when waited
     /// for, succeeded).
     started: BTreeSet<String>,
+    /// Alertmanager silences made before planned restarts: manifest →
+    /// silence id (issue 12).
+    silenced: BTreeMap<String, String>,
 }
 
 impl Applying {
@@ -70,6 +73,17 @@ impl Reconciler {
         // Readiness of what was just (re)started, then config changes:
         // handed out, never waited for here.
         let mut work = self.readiness_work(&prep, &run.started, &run.failures);
+        // New revisions are recorded and watched (issue 12).
+        let silenced = std::mem::take(&mut run.silenced);
+        let rollouts = crate::rollout::record(
+            &self.loc,
+            &prep,
+            &run.started,
+            &run.failures,
+            silenced,
+            status,
+        );
+        work.extend(rollouts.into_iter().map(|w| Work::Rollout(Box::new(w))));
         work.extend(deferred_jobs.map(Work::Jobs));
         let config = self
             .config_phase(sd, &prep, &run.started, &run.failures, status)
@@ -85,6 +99,8 @@ impl Reconciler {
             readiness: &readiness,
         };
         refresh_status(sd, &facts, status).await?;
+        // Ready says when a rolled-back or pinned revision runs.
+        crate::rollout::conditions(&self.loc.state_dir, &prep.loaded.manifests, status);
         work.extend(self.probe_work(&prep, status));
         let ready = status.objects.values().filter(|o| o.is_ready()).count();
         Ok(PassReport {
@@ -141,9 +157,7 @@ impl Reconciler {
                 status.event(&a.manifest, EventType::Normal, "LimitsApplied", msg);
             }
         }
-        let deferred = self
-            .start_units(sd, actions, jobs_stream, run, status)
-            .await;
+        let deferred = self.start_units(sd, prep, jobs_stream, run, status).await;
         tracing::debug!(elapsed = ?t.elapsed(), "start jobs done");
         // The live limits of every service this plan touched must now be
         // the manifest's.
@@ -319,14 +333,16 @@ impl Reconciler {
     async fn start_units(
         &mut self,
         sd: &impl UserManager,
-        actions: &[Action],
+        prep: &Prepared,
         mut jobs_stream: JobStream,
         run: &mut Applying,
         status: &mut Status,
     ) -> Option<JobsWork> {
         // A restore may have taken a hold since this pass began.
         let holds_now = crate::hold::active_holds(&self.loc.state_dir);
-        let to_start: Vec<(&Action, JobKind)> = actions
+        let to_start: Vec<(&Action, JobKind)> = prep
+            .plan
+            .actions
             .iter()
             .filter(|a| !run.failed(&a.manifest) && !holds_now.contains(&a.manifest))
             .filter_map(|a| match a.op {
@@ -335,6 +351,9 @@ impl Reconciler {
                 _ => None,
             })
             .collect();
+        // Planned restarts are silenced first (a bounded wait; issue 12).
+        run.silenced =
+            crate::alertmanager::silence_restarts(&self.loc, prep, &to_start, status).await;
         let queue = to_start.iter().map(|(a, k)| sd.queue(&a.unit, *k));
         let queued = futures_util::future::join_all(queue).await;
         let mut started = Vec::new();

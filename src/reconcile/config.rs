@@ -175,6 +175,8 @@ impl Reconciler {
             on_change: s.on_config_change,
             reload: s.reload.clone(),
             readiness: s.readiness.as_ref().map(|r| (r.url.clone(), r.timeout)),
+            // Silence alerts around a planned restart (issue 12).
+            silence: crate::alertmanager::request_for(m, &self.loc.alertmanager).map(Box::new),
         }))
     }
 }

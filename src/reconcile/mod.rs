@@ -302,6 +302,9 @@ impl Reconciler {
             }
             desired.extend(render::render(m, &self.render_ctx));
         }
+        // Issue 12 hook: a pinned revision (rollback, undo) replaces the
+        // manifest's unit bytes.
+        crate::rollout::substitute(&self.loc.state_dir, &mut desired);
         let observed = self.observe(sd, &desired, status).await?;
         let gc_waiting = self.gc_grace_holds(&loaded, &mut held, &observed, now);
         let plan = plan::plan(&self.loc.unit_dir, &desired, &held, &observed);

@@ -4,13 +4,16 @@ mod support;
 
 mod claims;
 mod converge;
+mod doctor;
 mod fleet;
 mod hostile;
 mod limits;
 mod operator_loop;
 mod reload;
 mod render;
+mod rollout;
 mod scripts;
+mod silence;
 mod stack;
 mod state_dir;
 
@@ -19,3 +22,8 @@ mod fake_grafana;
 mod grafana;
 mod grafana_cli;
 mod prometheus_backup;
+
+/// How long a new revision must stay up to count (unitlet's `SETTLE`).
+pub fn rollout_settle() -> f64 {
+    unitlet::rollout::SETTLE.as_secs_f64()
+}

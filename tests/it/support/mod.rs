@@ -240,6 +240,11 @@ impl UserManager {
         self.wait_up();
     }
 
+    /// PID of `systemd --user` (the shell that started it exec'd it).
+    pub fn manager_pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn envs(&self) -> Vec<(String, String)> {
         let r = self.runtime.display().to_string();
         vec![

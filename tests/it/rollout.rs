@@ -1,0 +1,283 @@
+//! Issue 12 acceptance 1–3: health-gated rollouts with automatic rollback,
+//! revision history and undo, against a private real user manager.
+
+use std::time::{Duration, Instant};
+
+use crate::reload::free_port;
+use crate::support::{UserManager, stderr, stdout, wait_for};
+
+const T: Duration = Duration::from_secs(30);
+
+fn web(command: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: unitlet/v1\nkind: Service\nmetadata: {{name: web}}\nspec:\n  command: {command}\n{extra}"
+    )
+}
+
+pub fn history(um: &UserManager) -> serde_json::Value {
+    let o = um.unitlet(&["rollout", "history", "web", "-o", "json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    serde_json::from_str(&stdout(&o)).unwrap()
+}
+
+pub fn states(h: &serde_json::Value) -> Vec<(u64, String)> {
+    h["revisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["revision"].as_u64().unwrap(),
+                r["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn unit_file(um: &UserManager) -> String {
+    std::fs::read_to_string(um.unit_dir.join("web.service")).unwrap_or_default()
+}
+
+fn reconciled_at(um: &UserManager) -> Option<String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(um.state_dir.join("status.json")).ok()?).ok()?;
+    v["reconciledAt"].as_str().map(str::to_string)
+}
+
+#[test]
+fn a_revision_that_exits_at_start_is_rolled_back_and_not_retried_until_fixed() {
+    let um = UserManager::start();
+    let rollout = "  rollout: {timeout: 20s}\n";
+    um.write_manifest("web.yaml", &web("[/bin/sleep, \"100000\"]", rollout));
+    let _run = um.spawn_run(&["--resync", "2s"]);
+    wait_for(T, "revision 1 complete", || {
+        (states(&history(&um)) == [(1, "Complete".to_string())]).then_some(())
+    });
+    let good = unit_file(&um);
+    assert!(good.contains("/bin/sleep"), "{good}");
+
+    um.write_manifest("web.yaml", &web("[/bin/sh, -c, \"exit 1\"]", rollout));
+    let changed = Instant::now();
+    let (_, _, msg) = wait_for(Duration::from_secs(25), "rolled back to revision 1", || {
+        um.ready("web")
+            .filter(|r| r.0 == "False" && r.1 == "RolledBack")
+            .filter(|_| unit_file(&um) == good && um.active("web.service") == "active")
+    });
+    assert!(
+        changed.elapsed() < Duration::from_secs(25),
+        "rollback took {:?}",
+        changed.elapsed()
+    );
+    assert!(msg.starts_with("revision 2 ("), "{msg}");
+    assert!(
+        msg.contains("restarted it") || msg.contains("exited with status 1"),
+        "{msg}"
+    );
+    assert!(msg.contains("rolled back to revision 1"), "{msg}");
+    assert_eq!(
+        states(&history(&um)),
+        [(1, "Complete".to_string()), (2, "Failed".to_string())]
+    );
+    let table = stdout(&um.unitlet(&["rollout", "history", "web"]));
+    assert!(table.contains("rolled back"), "{table}");
+    assert!(um.prop("web.service", "ExecStart").contains("/bin/sleep"));
+
+    // Not retried: for 60 s of passes (the operator resyncs every 2 s) the
+    // good revision stays, running the same process.
+    let pid = um.prop("web.service", "MainPID");
+    let since = |um: &UserManager| {
+        um.get_json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["name"] == "web")
+            .and_then(|o| {
+                o["conditions"]
+                    .as_array()?
+                    .iter()
+                    .find(|c| c["type"] == "Ready")
+                    .map(|c| c["lastTransitionTime"].clone())
+            })
+    };
+    let transition = since(&um);
+    let mut passes = std::collections::BTreeSet::new();
+    let watch = Instant::now();
+    while watch.elapsed() < Duration::from_secs(60) {
+        assert_eq!(unit_file(&um), good, "the failed revision was retried");
+        assert_eq!(um.prop("web.service", "MainPID"), pid);
+        assert_eq!(since(&um), transition, "Ready's transition time moved");
+        if let Some(t) = reconciled_at(&um) {
+            passes.insert(t);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // An unchanged status is written every 10 s (the heartbeat).
+    assert!(passes.len() >= 5, "only {} status writes", passes.len());
+    assert_eq!(states(&history(&um)).len(), 2);
+
+    // Fixing the manifest rolls out a new revision.
+    um.write_manifest("web.yaml", &web("[/bin/sleep, \"200000\"]", rollout));
+    wait_for(T, "revision 3 complete and Ready", || {
+        (states(&history(&um)).last() == Some(&(3, "Complete".to_string())))
+            .then(|| um.ready("web"))
+            .flatten()
+            .filter(|r| r.0 == "True" && r.1 == "Running")
+    });
+    assert!(unit_file(&um).contains("200000"));
+    assert!(history(&um)["pin"].is_null());
+}
+
+#[test]
+fn a_revision_whose_readiness_never_answers_is_rolled_back_after_the_timeout() {
+    let um = UserManager::start();
+    let (a, b) = (free_port(), free_port());
+    let serve =
+        |port: u16| format!("[/usr/bin/python3, -m, http.server, \"{port}\", --bind, 127.0.0.1]");
+    let extra = format!(
+        "  readiness: {{http: {{url: \"http://127.0.0.1:{a}/\"}}, timeout: 20s}}\n  rollout: {{timeout: 6s}}\n"
+    );
+    um.write_manifest("web.yaml", &web(&serve(a), &extra));
+    let _run = um.spawn_run(&[]);
+    wait_for(T, "revision 1 complete", || {
+        (states(&history(&um)) == [(1, "Complete".to_string())]).then_some(())
+    });
+    let good = unit_file(&um);
+    // Serves on another port: active, but its readiness URL never answers.
+    um.write_manifest("web.yaml", &web(&serve(b), &extra));
+    let changed = Instant::now();
+    let (_, _, msg) = wait_for(Duration::from_secs(20), "rolled back", || {
+        um.ready("web")
+            .filter(|r| r.0 == "False" && r.1 == "RolledBack")
+            .filter(|_| unit_file(&um) == good && um.active("web.service") == "active")
+    });
+    let took = changed.elapsed();
+    assert!(
+        took >= Duration::from_secs(6),
+        "rolled back after {took:?}, before the timeout"
+    );
+    assert!(msg.contains("within rollout.timeout 6s"), "{msg}");
+    assert!(msg.contains("not ready"), "{msg}");
+    assert_eq!(
+        states(&history(&um)),
+        [(1, "Complete".to_string()), (2, "Failed".to_string())]
+    );
+    // The good revision serves again.
+    wait_for(T, "revision 1 answers", || {
+        crate::reload::http_get(&format!("http://127.0.0.1:{a}/")).filter(|(c, _)| *c == 200)
+    });
+}
+
+#[test]
+fn rollout_undo_puts_the_previous_revision_back_and_keeps_it() {
+    let um = UserManager::start();
+    um.write_manifest("web.yaml", &web("[/bin/sleep, \"100000\"]", ""));
+    let _run = um.spawn_run(&["--resync", "2s"]);
+    wait_for(T, "revision 1 complete", || {
+        (states(&history(&um)) == [(1, "Complete".to_string())]).then_some(())
+    });
+    um.write_manifest("web.yaml", &web("[/bin/sleep, \"200000\"]", ""));
+    wait_for(T, "revision 2 complete", || {
+        (states(&history(&um)).last() == Some(&(2, "Complete".to_string()))).then_some(())
+    });
+    let rev1 = history(&um)["revisions"][0]["unit"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pid = um.prop("web.service", "MainPID");
+    let o = um.unitlet(&["rollout", "undo", "web"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("revision 1 is in force"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(unit_file(&um), rev1);
+    let new_pid = um.prop("web.service", "MainPID");
+    assert_ne!(new_pid, pid);
+    assert_ne!(new_pid, "0");
+    assert!(um.prop("web.service", "ExecStart").contains("100000"));
+    let (st, _, msg) = wait_for(T, "get says pinned", || {
+        um.ready("web").filter(|r| r.1 == "Pinned")
+    });
+    assert_eq!(st, "True");
+    assert!(msg.contains("pinned to revision 1"), "{msg}");
+    // The operator does not put the manifest's revision back.
+    let before = reconciled_at(&um);
+    wait_for(T, "two more passes", || {
+        let now = reconciled_at(&um);
+        (now != before).then_some(())
+    });
+    let mid = reconciled_at(&um);
+    wait_for(T, "another pass", || {
+        (reconciled_at(&um) != mid).then_some(())
+    });
+    assert_eq!(unit_file(&um), rev1);
+    assert_eq!(um.prop("web.service", "MainPID"), new_pid);
+    // A chosen revision.
+    let o = um.unitlet(&["rollout", "undo", "web", "--to-revision", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(um.prop("web.service", "ExecStart").contains("200000"));
+    let o = um.unitlet(&["rollout", "undo", "web", "--to-revision", "7"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no revision 7"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_revision_whose_program_is_missing_is_rolled_back() {
+    let um = UserManager::start();
+    um.write_manifest("web.yaml", &web("[/bin/sleep, \"100000\"]", ""));
+    let _run = um.spawn_run(&[]);
+    wait_for(T, "revision 1 complete", || {
+        (states(&history(&um)) == [(1, "Complete".to_string())]).then_some(())
+    });
+    let good = unit_file(&um);
+    um.write_manifest("web.yaml", &web("[/nonexistent/web-v2]", ""));
+    let (_, _, msg) = wait_for(T, "rolled back", || {
+        um.ready("web")
+            .filter(|r| r.1 == "RolledBack")
+            .filter(|_| unit_file(&um) == good && um.active("web.service") == "active")
+    });
+    assert!(msg.starts_with("revision 2 ("), "{msg}");
+    assert_eq!(
+        states(&history(&um)),
+        [(1, "Complete".to_string()), (2, "Failed".to_string())]
+    );
+}
+
+#[test]
+fn apply_rolls_back_a_failed_revision_and_says_so() {
+    let um = UserManager::start();
+    um.write_manifest("web.yaml", &web("[/bin/sleep, \"100000\"]", ""));
+    let o = um.unitlet(&["apply"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(states(&history(&um)), [(1, "Complete".to_string())]);
+    let good = unit_file(&um);
+    um.write_manifest("web.yaml", &web("[/bin/sh, -c, \"exit 1\"]", ""));
+    let o = um.unitlet(&["apply"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    // Under load the bad restart's job itself may fail (the program exits
+    // before systemd finishes the job): then apply reports that failure
+    // rather than the RolledBack condition; either way it is rolled back.
+    let err = stderr(&o);
+    assert!(
+        (err.contains("not ready: web: revision 2 (") && err.contains("(RolledBack)"))
+            || err.contains("failed: web: restart of web.service failed"),
+        "{err}"
+    );
+    let (st, reason, msg) = um.ready("web").unwrap();
+    assert_eq!(
+        (st.as_str(), reason.as_str()),
+        ("False", "RolledBack"),
+        "{msg}"
+    );
+    assert!(msg.starts_with("revision 2 ("), "{msg}");
+    assert_eq!(unit_file(&um), good);
+    assert_eq!(um.active("web.service"), "active");
+    assert_eq!(
+        states(&history(&um)),
+        [(1, "Complete".to_string()), (2, "Failed".to_string())]
+    );
+    // Nothing to do until the manifest changes: the plan keeps revision 1.
+    let o = um.unitlet(&["plan"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+}
