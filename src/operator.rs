@@ -168,6 +168,13 @@ struct WorkPool {
 impl WorkPool {
     fn spawn(&mut self, work: Work, sd: &Systemd, http: &reqwest::Client, job_timeout: Duration) {
         let key = work.key();
+        // Issue 12: a newer revision's watch replaces the older one's
+        // (the older revision is already marked Superseded).
+        if key.0 == WorkKind::Rollout
+            && let Some(h) = self.in_flight.remove(&key)
+        {
+            h.abort();
+        }
         if self.in_flight.contains_key(&key) {
             return; // duplicates collapse
         }

@@ -281,3 +281,32 @@ fn apply_rolls_back_a_failed_revision_and_says_so() {
     let o = um.unitlet(&["plan"]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
 }
+
+#[test]
+fn a_revision_changed_again_while_progressing_is_superseded_and_the_newest_judged() {
+    let um = UserManager::start();
+    um.write_manifest("web.yaml", &web("[/bin/sleep, \"100000\"]", ""));
+    let _run = um.spawn_run(&[]);
+    wait_for(T, "revision 1 complete", || {
+        (states(&history(&um)) == [(1, "Complete".to_string())]).then_some(())
+    });
+    um.write_manifest("web.yaml", &web("[/bin/sleep, \"200000\"]", ""));
+    // Revision 2 is being watched (it needs 2 s of being up) when the
+    // manifest changes again.
+    wait_for(T, "revision 2 progressing", || {
+        (states(&history(&um)).last() == Some(&(2, "Progressing".to_string()))).then_some(())
+    });
+    um.write_manifest("web.yaml", &web("[/bin/sleep, \"300000\"]", ""));
+    wait_for(T, "revision 3 complete", || {
+        (states(&history(&um)).last() == Some(&(3, "Complete".to_string()))).then_some(())
+    });
+    assert_eq!(
+        states(&history(&um)),
+        [
+            (1, "Complete".to_string()),
+            (2, "Superseded".to_string()),
+            (3, "Complete".to_string())
+        ]
+    );
+    assert!(um.prop("web.service", "ExecStart").contains("300000"));
+}
