@@ -542,7 +542,7 @@ pub fn limits_condition(
 // Programs, secrets, URLs.
 
 /// Where systemd looks up a `command` program given without a `/`.
-const SYSTEMD_PATH: [&str; 6] = [
+pub const SYSTEMD_PATH: [&str; 6] = [
     "/usr/local/sbin",
     "/usr/local/bin",
     "/usr/sbin",

@@ -453,6 +453,20 @@ pub fn load(state_dir: &Path, name: &str) -> Result<History, RolloutError> {
     }
 }
 
+/// A history that cannot be read or written is an event on its Service,
+/// not an error of the pass; `None` then.
+fn usable<T>(status: &mut Status, name: &str, r: Result<T, RolloutError>) -> Option<T> {
+    r.map_err(|e| {
+        status.event(
+            name,
+            EventType::Warning,
+            "RolloutHistoryUnusable",
+            crate::error_chain(&e),
+        )
+    })
+    .ok()
+}
+
 /// Write the history of `name` atomically.
 ///
 /// # Errors
@@ -631,17 +645,8 @@ pub fn record(
             .timeout
             .or(s.readiness.as_ref().map(|r| r.timeout))
             .unwrap_or(DEFAULT_TIMEOUT);
-        let mut h = match load(state_dir, &m.name) {
-            Ok(h) => h,
-            Err(e) => {
-                status.event(
-                    &m.name,
-                    EventType::Warning,
-                    "RolloutHistoryUnusable",
-                    crate::error_chain(&e),
-                );
-                continue;
-            }
+        let Some(mut h) = usable(status, &m.name, load(state_dir, &m.name)) else {
+            continue;
         };
         let on_disk = prep.observed.files.get(&a.unit).map(|f| f.content.as_str());
         let now = now_rfc3339();
@@ -678,13 +683,7 @@ pub fn record(
         if oneshot {
             h.finish(n, Ok(()), false, &now);
         }
-        if let Err(e) = save(state_dir, &m.name, &h) {
-            status.event(
-                &m.name,
-                EventType::Warning,
-                "RolloutHistoryUnusable",
-                crate::error_chain(&e),
-            );
+        if usable(status, &m.name, save(state_dir, &m.name, &h)).is_none() {
             continue;
         }
         if oneshot {
@@ -754,17 +753,8 @@ pub fn finish(state_dir: &Path, w: &RolloutWork, watched: Watched, status: &mut 
     for (t, r, m) in notes {
         status.event(&w.name, t, r, m);
     }
-    let mut h = match load(state_dir, &w.name) {
-        Ok(h) => h,
-        Err(e) => {
-            status.event(
-                &w.name,
-                EventType::Warning,
-                "RolloutHistoryUnusable",
-                crate::error_chain(&e),
-            );
-            return;
-        }
+    let Some(mut h) = usable(status, &w.name, load(state_dir, &w.name)) else {
+        return;
     };
     let done = h.finish(w.revision, result.clone(), w.auto, &now_rfc3339());
     if let (
@@ -780,13 +770,7 @@ pub fn finish(state_dir: &Path, w: &RolloutWork, watched: Watched, status: &mut 
         let _ = save(state_dir, &w.name, &h);
         return;
     }
-    if let Err(e) = save(state_dir, &w.name, &h) {
-        status.event(
-            &w.name,
-            EventType::Warning,
-            "RolloutHistoryUnusable",
-            crate::error_chain(&e),
-        );
+    if usable(status, &w.name, save(state_dir, &w.name, &h)).is_none() {
         return;
     }
     let why = result.err().unwrap_or_default();

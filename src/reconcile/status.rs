@@ -48,16 +48,9 @@ fn missing_program(m: &manifest::Manifest) -> Option<String> {
         !Path::new(prog).exists()
     } else {
         // systemd looks programs up in its own fixed PATH.
-        ![
-            "/usr/local/sbin",
-            "/usr/local/bin",
-            "/usr/sbin",
-            "/usr/bin",
-            "/sbin",
-            "/bin",
-        ]
-        .iter()
-        .any(|d| Path::new(d).join(prog).exists())
+        !crate::doctor::SYSTEMD_PATH
+            .iter()
+            .any(|d| Path::new(d).join(prog).exists())
     };
     missing.then(|| {
         format!(
