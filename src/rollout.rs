@@ -241,6 +241,22 @@ impl History {
     }
 
     /// Revision `n`'s health gate ended with `result`.
+    /// Whether a revision before `n` ended well: one a rollback of `n`
+    /// could return to.
+    pub fn has_good_before(&self, n: u32) -> bool {
+        self.revisions
+            .iter()
+            .any(|r| r.revision < n && r.state == RevisionState::Complete)
+    }
+
+    /// The newest revision, when it is still progressing with nothing
+    /// before it to roll back to (not watched: see [`record`]).
+    fn ungated_progressing(&self) -> Option<u32> {
+        let r = self.revisions.last()?;
+        (r.state == RevisionState::Progressing && !self.has_good_before(r.revision))
+            .then_some(r.revision)
+    }
+
     pub fn finish(
         &mut self,
         n: u32,
@@ -703,6 +719,22 @@ pub fn record(
             }
             continue;
         }
+        if !h.has_good_before(n) {
+            // Nothing to roll back to (a new Service): no watch polling the
+            // manager beside its start; its Ready condition judges it
+            // (`conditions`), so 200 new Services cost nothing extra.
+            status.event(
+                &m.name,
+                EventType::Normal,
+                "RolloutProgressing",
+                format!(
+                    "revision {n} ({}) of {} is the first: nothing to roll back to, so its Ready condition decides how it ends",
+                    short(&content_hash(content)),
+                    a.unit
+                ),
+            );
+            continue;
+        }
         status.event(
             &m.name,
             EventType::Normal,
@@ -813,9 +845,41 @@ pub fn finish(state_dir: &Path, w: &RolloutWork, watched: Watched, status: &mut 
     }
 }
 
+/// End a first revision (not watched) by its Service's Ready condition:
+/// Complete once Ready, Failed when the unit failed or cannot start. No
+/// rollback: there is nothing to roll back to.
+fn judge_by_ready(
+    state_dir: &Path,
+    name: &str,
+    mut h: History,
+    n: u32,
+    obj: &crate::status::ObjectStatus,
+) {
+    let Some(c) = obj.ready() else { return };
+    let result = match (c.status, c.reason) {
+        (ConditionStatus::True, _) => Ok(()),
+        (
+            ConditionStatus::False,
+            Reason::Failed
+            | Reason::OOMKilled
+            | Reason::Killed
+            | Reason::BinaryMissing
+            | Reason::ApplyFailed
+            | Reason::BackingOff,
+        ) => Err(c.message.clone()),
+        _ => return,
+    };
+    if !matches!(h.finish(n, result, false, &now_rfc3339()), Finished::Stale)
+        && let Err(e) = save(state_dir, name, &h)
+    {
+        tracing::warn!(manifest = %name, "{}", crate::error_chain(&e));
+    }
+}
+
 /// While a pin holds, `Ready` says so: `False RolledBack` (naming the
-/// failed revision, why, and what runs instead) or `True Pinned`. Called
-/// after status is refreshed in `Reconciler::apply`.
+/// failed revision, why, and what runs instead) or `True Pinned`. A first
+/// revision is ended by its Ready condition here. Called after status is
+/// refreshed in `Reconciler::apply`.
 pub fn conditions(state_dir: &Path, manifests: &[crate::manifest::Manifest], status: &mut Status) {
     let names = with_history(state_dir);
     for m in manifests.iter().filter(|m| names.contains(&m.name)) {
@@ -825,6 +889,9 @@ pub fn conditions(state_dir: &Path, manifests: &[crate::manifest::Manifest], sta
         let Ok(h) = load_cached(state_dir, &m.name) else {
             continue;
         };
+        if let Some(n) = h.ungated_progressing() {
+            judge_by_ready(state_dir, &m.name, h.clone(), n, obj);
+        }
         let Some(pin) = &h.pin else { continue };
         let ready = obj.ready().cloned();
         let is_true = ready
