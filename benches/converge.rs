@@ -12,6 +12,10 @@
 //! 3. a no-op pass over 200 converged units: time, writes, daemon-reloads;
 //! 4. `unitlet run` with 200 manifests: RSS, and CPU used while idle.
 
+#[path = "common/procstat.rs"]
+mod procstat;
+use procstat::{cpu_ticks, rss_kb};
+
 #[path = "../tests/it/support/mod.rs"]
 mod support;
 
@@ -36,22 +40,6 @@ async fn manager(um: &UserManager) -> (zbus::Connection, ManagerProxy<'static>) 
     let m = ManagerProxy::new(&conn).await.unwrap();
     m.subscribe().await.unwrap();
     (conn, m)
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
-
-fn cpu_ticks(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = s.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
 }
 
 async fn one_manifest_latency() {
@@ -174,7 +162,13 @@ fn write_all(um: &UserManager, n: usize, prefix: &str) {
 /// bench spent writing the 200 manifests, and the daemon-reloads.
 async fn unitlet_200(
     show_log: bool,
-) -> (Duration, Duration, usize, UserManager, support::RunningOperator) {
+) -> (
+    Duration,
+    Duration,
+    usize,
+    UserManager,
+    support::RunningOperator,
+) {
     let um = UserManager::start();
     let run = um.spawn_run(&[]);
     run.wait_log("connected", Duration::from_secs(20));
@@ -297,7 +291,10 @@ async fn two_hundred() {
     println!(
         "from the last manifest written -> all active: median {:.0} ms {:?}; / floor: median of per-round ratios {:.2}x {:?}",
         median(&after_drop),
-        after_drop.iter().map(|v| v.round() as u64).collect::<Vec<_>>(),
+        after_drop
+            .iter()
+            .map(|v| v.round() as u64)
+            .collect::<Vec<_>>(),
         median(&ratios),
         ratios
             .iter()

@@ -17,6 +17,10 @@
 //!   (one linearizable transaction each, random phase) instead of watching,
 //!   with the same status publishers; same measurements.
 
+#[path = "common/procstat.rs"]
+mod procstat;
+use procstat::{cpu_ticks, rss_kb};
+
 #[path = "../tests/it/support/etcd.rs"]
 mod etcd;
 
@@ -40,22 +44,6 @@ fn pct(v: &[f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let i = ((v.len() as f64 - 1.0) * p).round() as usize;
     v[i]
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
-
-fn cpu_ticks(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = s.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
 }
 
 fn ticks_per_sec() -> f64 {
