@@ -20,6 +20,13 @@ pub fn history(um: &UserManager) -> serde_json::Value {
     serde_json::from_str(&stdout(&o)).unwrap()
 }
 
+/// Wait until `web`'s history is exactly revision 1, Complete.
+pub fn wait_first_revision_complete(um: &UserManager) {
+    wait_for(T, "revision 1 complete", || {
+        (states(&history(um)) == [(1, "Complete".to_string())]).then_some(())
+    });
+}
+
 pub fn states(h: &serde_json::Value) -> Vec<(u64, String)> {
     h["revisions"]
         .as_array()
@@ -50,9 +57,7 @@ fn a_revision_that_exits_at_start_is_rolled_back_and_not_retried_until_fixed() {
     let rollout = "  rollout: {timeout: 20s}\n";
     um.write_manifest("web.yaml", &web("[/bin/sleep, \"100000\"]", rollout));
     let _run = um.spawn_run(&["--resync", "2s"]);
-    wait_for(T, "revision 1 complete", || {
-        (states(&history(&um)) == [(1, "Complete".to_string())]).then_some(())
-    });
+    wait_first_revision_complete(&um);
     let good = unit_file(&um);
     assert!(good.contains("/bin/sleep"), "{good}");
 
@@ -138,9 +143,7 @@ fn a_revision_whose_readiness_never_answers_is_rolled_back_after_the_timeout() {
     );
     um.write_manifest("web.yaml", &web(&serve(a), &extra));
     let _run = um.spawn_run(&[]);
-    wait_for(T, "revision 1 complete", || {
-        (states(&history(&um)) == [(1, "Complete".to_string())]).then_some(())
-    });
+    wait_first_revision_complete(&um);
     let good = unit_file(&um);
     // Serves on another port: active, but its readiness URL never answers.
     um.write_manifest("web.yaml", &web(&serve(b), &extra));
@@ -172,9 +175,7 @@ fn rollout_undo_puts_the_previous_revision_back_and_keeps_it() {
     let um = UserManager::start();
     um.write_manifest("web.yaml", &web("[/bin/sleep, \"100000\"]", ""));
     let _run = um.spawn_run(&["--resync", "2s"]);
-    wait_for(T, "revision 1 complete", || {
-        (states(&history(&um)) == [(1, "Complete".to_string())]).then_some(())
-    });
+    wait_first_revision_complete(&um);
     um.write_manifest("web.yaml", &web("[/bin/sleep, \"200000\"]", ""));
     wait_for(T, "revision 2 complete", || {
         (states(&history(&um)).last() == Some(&(2, "Complete".to_string()))).then_some(())
@@ -227,9 +228,7 @@ fn a_revision_whose_program_is_missing_is_rolled_back() {
     let um = UserManager::start();
     um.write_manifest("web.yaml", &web("[/bin/sleep, \"100000\"]", ""));
     let _run = um.spawn_run(&[]);
-    wait_for(T, "revision 1 complete", || {
-        (states(&history(&um)) == [(1, "Complete".to_string())]).then_some(())
-    });
+    wait_first_revision_complete(&um);
     let good = unit_file(&um);
     um.write_manifest("web.yaml", &web("[/nonexistent/web-v2]", ""));
     let (_, _, msg) = wait_for(T, "rolled back", || {
@@ -287,9 +286,7 @@ fn a_revision_changed_again_while_progressing_is_superseded_and_the_newest_judge
     let um = UserManager::start();
     um.write_manifest("web.yaml", &web("[/bin/sleep, \"100000\"]", ""));
     let _run = um.spawn_run(&[]);
-    wait_for(T, "revision 1 complete", || {
-        (states(&history(&um)) == [(1, "Complete".to_string())]).then_some(())
-    });
+    wait_first_revision_complete(&um);
     um.write_manifest("web.yaml", &web("[/bin/sleep, \"200000\"]", ""));
     // Revision 2 is being watched (it needs 2 s of being up) when the
     // manifest changes again.

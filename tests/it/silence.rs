@@ -330,10 +330,7 @@ fn a_rollback_is_silenced_until_the_good_revision_is_ready() {
     };
     um.write_manifest("web.yaml", &spec("[/bin/sleep, \"100000\"]"));
     let _run = um.spawn_run(&["--alertmanager", &am.url("")]);
-    wait_for(T, "revision 1 complete", || {
-        use crate::rollout::{history, states};
-        (states(&history(&um)) == [(1, "Complete".to_string())]).then_some(())
-    });
+    crate::rollout::wait_first_revision_complete(&um);
     um.write_manifest("web.yaml", &spec("[/bin/sh, -c, \"exit 1\"]"));
     wait_for(T, "rolled back", || {
         um.ready("web")
@@ -387,10 +384,7 @@ fn a_restart_for_a_changed_manifest_is_silenced_until_ready() {
     };
     um.write_manifest("web.yaml", &spec("100000"));
     let _run = um.spawn_run(&["--alertmanager", &am.url("")]);
-    wait_for(T, "revision 1 complete", || {
-        use crate::rollout::{history, states};
-        (states(&history(&um)) == [(1, "Complete".to_string())]).then_some(())
-    });
+    crate::rollout::wait_first_revision_complete(&um);
     assert!(am.silences().is_empty(), "a first start is not silenced");
     um.write_manifest("web.yaml", &spec("200000"));
     let s = wait_for(T, "the silence expired", || {
