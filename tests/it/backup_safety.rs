@@ -119,6 +119,15 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// A runtime, a fake Grafana holding [`populate`]'s objects, and a
+/// sandbox to run unitlet in. Drop the fake before the runtime.
+fn populated_grafana() -> (tokio::runtime::Runtime, FakeGrafana, Cli) {
+    let rt = runtime();
+    let fake = rt.block_on(FakeGrafana::start(TOKEN));
+    populate(&fake);
+    (rt, fake, Cli::new())
+}
+
 /// Folders a ⊃ b and a few dashboards in them and in the root.
 fn populate(fake: &FakeGrafana) {
     fake.add_folder("a", "Alpha", None);
@@ -214,10 +223,7 @@ fn assert_refused(cli: &Cli, fake: &FakeGrafana, id: &str, needle: &str) {
 
 #[test]
 fn backups_sharing_a_destination_never_prune_or_restore_each_others_sets() {
-    let rt = runtime();
-    let fake = rt.block_on(FakeGrafana::start(TOKEN));
-    populate(&fake);
-    let cli = Cli::new();
+    let (rt, fake, cli) = populated_grafana();
     let shared = cli.root.join("shared");
     cli.grafana_backup("a", fake.url(), 1, Some(&shared));
     cli.grafana_backup("b", fake.url(), 2, Some(&shared));
@@ -295,10 +301,7 @@ fn backups_sharing_a_destination_never_prune_or_restore_each_others_sets() {
 /// refused, so a set cannot make a restore read outside of it.
 #[test]
 fn a_parent_path_in_backup_json_is_refused_before_any_write() {
-    let rt = runtime();
-    let fake = rt.block_on(FakeGrafana::start(TOKEN));
-    populate(&fake);
-    let cli = Cli::new();
+    let (rt, fake, cli) = populated_grafana();
     cli.grafana_backup("dash", fake.url(), 5, None);
     let id = cli.backup("dash");
     let dest = cli.default_destination("dash");
@@ -324,10 +327,7 @@ fn a_parent_path_in_backup_json_is_refused_before_any_write() {
 /// were part of the set.
 #[test]
 fn a_set_file_replaced_by_a_symlink_is_refused_before_any_write() {
-    let rt = runtime();
-    let fake = rt.block_on(FakeGrafana::start(TOKEN));
-    populate(&fake);
-    let cli = Cli::new();
+    let (rt, fake, cli) = populated_grafana();
     cli.grafana_backup("dash", fake.url(), 5, None);
     let id = cli.backup("dash");
     let set = cli.default_destination("dash").join(&id);
@@ -352,10 +352,7 @@ fn a_set_file_replaced_by_a_symlink_is_refused_before_any_write() {
 /// `backups` does not list it.
 #[test]
 fn a_set_directory_that_is_a_symlink_is_refused_before_any_write() {
-    let rt = runtime();
-    let fake = rt.block_on(FakeGrafana::start(TOKEN));
-    populate(&fake);
-    let cli = Cli::new();
+    let (rt, fake, cli) = populated_grafana();
     cli.grafana_backup("dash", fake.url(), 5, None);
     let id = cli.backup("dash");
     let dest = cli.default_destination("dash");
@@ -373,10 +370,7 @@ fn a_set_directory_that_is_a_symlink_is_refused_before_any_write() {
 /// neither `backups` nor `restore` reads it into memory.
 #[test]
 fn a_huge_backup_json_is_refused_by_size_without_being_read() {
-    let rt = runtime();
-    let fake = rt.block_on(FakeGrafana::start(TOKEN));
-    populate(&fake);
-    let cli = Cli::new();
+    let (rt, fake, cli) = populated_grafana();
     cli.grafana_backup("dash", fake.url(), 5, None);
     let id = cli.backup("dash");
     let set = cli.default_destination("dash").join(&id);
@@ -410,10 +404,7 @@ fn a_huge_backup_json_is_refused_by_size_without_being_read() {
 /// folders and dashboards before failing with exit 1.
 #[test]
 fn a_dashboard_uid_dot_dot_is_refused_before_any_write() {
-    let rt = runtime();
-    let fake = rt.block_on(FakeGrafana::start(TOKEN));
-    populate(&fake);
-    let cli = Cli::new();
+    let (rt, fake, cli) = populated_grafana();
     cli.grafana_backup("dash", fake.url(), 5, None);
     let id = cli.backup("dash");
     let set = cli.default_destination("dash").join(&id);
@@ -435,10 +426,7 @@ fn a_dashboard_uid_dot_dot_is_refused_before_any_write() {
 /// one folder, a folder that is its own ancestor, malformed JSON.
 #[test]
 fn a_set_restore_could_only_partly_apply_is_refused_before_any_write() {
-    let rt = runtime();
-    let fake = rt.block_on(FakeGrafana::start(TOKEN));
-    populate(&fake);
-    let cli = Cli::new();
+    let (rt, fake, cli) = populated_grafana();
     cli.grafana_backup("dash", fake.url(), 10, None);
     let dest = cli.default_destination("dash");
     type Tamper = fn(&Path);
@@ -526,10 +514,7 @@ fn a_system_or_shared_destination_is_refused_with_a_clear_message() {
 
 #[test]
 fn a_destination_other_users_can_write_is_refused_and_left_untouched() {
-    let rt = runtime();
-    let fake = rt.block_on(FakeGrafana::start(TOKEN));
-    populate(&fake);
-    let cli = Cli::new();
+    let (rt, fake, cli) = populated_grafana();
     let dest = cli.root.join("group-writable");
     std::fs::create_dir(&dest).unwrap();
     std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o770)).unwrap();

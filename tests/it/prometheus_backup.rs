@@ -7,6 +7,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use crate::reload::free_port;
 use crate::support::{UserManager, stderr, stdout, wait_for, wait_seen};
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
@@ -28,14 +29,6 @@ impl Drop for Prom {
             let _ = std::process::Command::new("umount").arg(&m).status();
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn now() -> f64 {
