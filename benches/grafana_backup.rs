@@ -8,6 +8,10 @@
 //! Run: `cargo bench --bench grafana_backup` (env `DASHBOARDS`, `LATENCY_MS`,
 //! `CONCURRENCY` override the defaults).
 
+#[path = "common/env.rs"]
+mod env;
+use env::env_or;
+
 #[path = "../tests/it/fake_grafana.rs"]
 mod fake_grafana;
 
@@ -19,13 +23,6 @@ use unitlet::backup::Store;
 use unitlet::grafana::{self, Auth, Client};
 
 const TOKEN: &str = "bench-token";
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() {
     let dashboards = env_or("DASHBOARDS", 1000) as usize;

@@ -17,6 +17,10 @@
 //! `$GRAFANA_BACKUP_TOOL` or installed into `target/tools/` (needs python3
 //! and PyPI); without it only unitlet's numbers are printed.
 
+#[path = "common/env.rs"]
+mod env;
+use env::env_or;
+
 #[path = "../tests/it/fake_grafana.rs"]
 mod fake_grafana;
 #[path = "../tests/it/grafana_backup_tool.rs"]
@@ -32,13 +36,6 @@ use unitlet::backup::Store;
 use unitlet::grafana::{self, Auth, Client, RestoreOptions, SecureValues};
 
 const TOKEN: &str = "bench-token";
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn rule(uid: &str, folder: &str, group: &str) -> Value {
     json!({

@@ -14,6 +14,10 @@
 //!
 //! Run: `cargo bench --bench tsdb_backup` (env `TSDB_MB`, default 512).
 
+#[path = "common/env.rs"]
+mod env;
+use env::env_or;
+
 use std::io::{BufWriter, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -28,13 +32,6 @@ const SAMPLES_PER_SERIES: u64 = 4000;
 /// Measured with promtool 2.42 on this data: about 9.6 bytes per sample.
 const BYTES_PER_SAMPLE: u64 = 9;
 const BLOCK_MS: i64 = 2 * 3600 * 1000;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// xorshift64*: deterministic, fast, good enough to defeat compression.
 struct Rng(u64);
