@@ -348,6 +348,16 @@ fn is_running(live: Option<&LiveUnit>) -> bool {
     })
 }
 
+/// Whether systemd has not loaded the unit (never referenced, or looked up
+/// and not found): it reads the unit's file when the unit is next
+/// referenced (systemd ≥ 246 retries a not-found unit once its unit
+/// directories changed), so writing that file needs no daemon-reload. A
+/// start that still finds nothing is followed by one (see
+/// `reconcile::apply`).
+pub fn loads_on_demand(live: Option<&LiveUnit>) -> bool {
+    live.is_none_or(|l| l.load_state.is_empty() || l.load_state == "not-found")
+}
+
 fn is_enabled(live: Option<&LiveUnit>) -> Option<bool> {
     live.and_then(|l| l.file_state.as_deref()).map(|s| {
         matches!(
@@ -546,9 +556,13 @@ impl Phases {
             path: u.path.clone(),
             content: d.content.clone(),
         };
+        // systemd loads a unit it has not found yet from its new file on
+        // demand (when the unit directories changed since it last looked):
+        // only a unit it has loaded needs the daemon-reload.
+        let loaded = !loads_on_demand(u.live);
         let Some(f) = u.file else {
             self.files.push(u.action(write(), "unit file is missing"));
-            self.need_reload = true;
+            self.need_reload |= loaded;
             return FileChange::default();
         };
         if f.content != d.content {
@@ -560,7 +574,7 @@ impl Phases {
             };
             let why = format!("unit file differs from the manifest ({what})");
             self.files.push(u.action(write(), why));
-            self.need_reload = true;
+            self.need_reload |= loaded;
             let source_only = diff
                 .changed
                 .iter()
@@ -571,9 +585,8 @@ impl Phases {
                 live_only: diff.only_live,
             };
         }
-        let not_loaded = u.live.is_none_or(|l| l.load_state == "not-found");
         let reload_needed = u.live.and_then(|l| l.need_reload).unwrap_or(false);
-        self.need_reload |= not_loaded || reload_needed;
+        self.need_reload |= reload_needed;
         let restart = match observed.applied.get(&d.name) {
             Some(h) if *h != content_hash(&d.content) => {
                 Some("the last apply of its new definition did not finish")
@@ -790,7 +803,7 @@ mod tests {
     }
 
     #[test]
-    fn fresh_units_are_written_reloaded_once_and_started_in_order() {
+    fn fresh_units_are_written_and_started_in_order_without_a_daemon_reload() {
         let d = desired(&format!(
             "{}{}{}",
             svc("c", ", after: [b]"),
@@ -798,7 +811,7 @@ mod tests {
             svc("a", "")
         ));
         let p = plan(Path::new("/u"), &d, &Held::default(), &Observed::default());
-        assert_eq!(p.daemon_reloads(), 1);
+        assert_eq!(p.daemon_reloads(), 0, "systemd loads new units on demand");
         let starts: Vec<_> = p
             .actions
             .iter()
@@ -806,15 +819,20 @@ mod tests {
             .map(|a| a.unit.as_str())
             .collect();
         assert_eq!(starts, ["a.service", "b.service", "c.service"]);
-        let reload_at = p
-            .actions
-            .iter()
-            .position(|a| a.op == Op::DaemonReload)
-            .unwrap();
+        let first_start = p.actions.iter().position(|a| a.op == Op::Start).unwrap();
         assert!(
-            p.actions[..reload_at]
+            p.actions[..first_start]
                 .iter()
-                .all(|a| matches!(a.op, Op::Write { .. }))
+                .all(|a| matches!(a.op, Op::Write { .. } | Op::Enable)),
+            "{:?}",
+            p.actions
+        );
+        assert_eq!(
+            p.actions
+                .iter()
+                .filter(|a| matches!(a.op, Op::Write { .. }))
+                .count(),
+            3
         );
     }
 

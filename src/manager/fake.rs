@@ -48,6 +48,10 @@ struct State {
     /// Signals sent with `kill_main`, by unit.
     signals: Vec<(String, i32)>,
     enabled: BTreeSet<String>,
+    /// Unit files seen at the last daemon-reload, when a unit not found
+    /// is not loaded from a newer file on demand (systemd before 246, or
+    /// a unit directory whose timestamp did not move); `None`: it is.
+    no_load_on_demand: Option<BTreeSet<String>>,
 }
 
 /// The fake user manager; clones share one state.
@@ -129,8 +133,12 @@ impl FakeManager {
     /// `ListUnitsByNames` do). A unit that is not found is not kept.
     fn load<'s>(&self, st: &'s mut State, name: &str) -> &'s mut Unit {
         if !st.units.contains_key(name) {
+            let known = st
+                .no_load_on_demand
+                .as_ref()
+                .is_none_or(|k| k.contains(name));
             let unit = Unit {
-                content: self.read_file(name),
+                content: self.read_file(name).filter(|_| known),
                 dropins: self.read_dropins(name),
                 active: "inactive".into(),
                 sub: "dead".into(),
@@ -144,6 +152,22 @@ impl FakeManager {
     fn forget_unloaded(st: &mut State) {
         st.units
             .retain(|_, u| u.content.is_some() || u.active != "inactive");
+    }
+
+    /// From now on a unit whose file appeared after the last daemon-reload
+    /// is not found until the next one.
+    pub fn without_load_on_demand(&self) {
+        let files = self.unit_files();
+        self.lock().no_load_on_demand = Some(files);
+    }
+
+    fn unit_files(&self) -> BTreeSet<String> {
+        std::fs::read_dir(&self.unit_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
     }
 
     /// Every job queued so far for `unit`.
@@ -327,8 +351,12 @@ impl UserManager for FakeManager {
     }
 
     async fn reload(&self) -> Result<(), SystemdError> {
+        let files = self.unit_files();
         let mut st = self.lock();
         st.reloads += 1;
+        if let Some(known) = st.no_load_on_demand.as_mut() {
+            *known = files;
+        }
         let names: Vec<String> = st.units.keys().cloned().collect();
         for name in names {
             let (content, dropins) = (self.read_file(&name), self.read_dropins(&name));
@@ -397,7 +425,7 @@ impl UserManager for FakeManager {
         let mut unit = self.load(st, name).clone();
         if unit.content.is_none() && kind != JobKind::Stop {
             Self::forget_unloaded(st);
-            let msg = format!("Unit {name} not found.");
+            let msg = format!("org.freedesktop.systemd1.NoSuchUnit: Unit {name} not found.");
             return Err(failure("StartUnit", name, &msg));
         }
         let result = Self::run_job(st, &mut unit, name, kind);

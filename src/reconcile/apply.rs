@@ -82,7 +82,8 @@ impl Reconciler {
             &run.failures,
             silenced,
             status,
-        );
+        )
+        .await;
         work.extend(rollouts.into_iter().map(|w| Work::Rollout(Box::new(w))));
         work.extend(deferred_jobs.map(Work::Jobs));
         let config = self
@@ -140,17 +141,37 @@ impl Reconciler {
         self.stop_units(sd, actions, &mut jobs_stream, run, status)
             .await;
         disable_units(sd, actions, run).await;
-        let linked = self.write_files(sd, prep, run).await?;
-        tracing::debug!(elapsed = ?t.elapsed(), linked = linked.len(), "files written, enabled by links");
+        // Enablement links go before the daemon-reload that loads them
+        // (systemd caches a loaded unit's enablement until then). Without
+        // one, only units systemd has not loaded are linked, and it reads
+        // their enablement when first asked: the links are made while it
+        // starts them, not before the first start.
+        let reloads = prep.plan.daemon_reloads() > 0;
+        let early_links = match reloads {
+            true => Some(self.spawn_links(sd, prep).await),
+            false => None,
+        };
+        self.write_files(prep, run).await?;
+        let linked = match early_links {
+            Some(links) => links.await.unwrap_or_default(),
+            None => BTreeSet::new(),
+        };
+        tracing::debug!(elapsed = ?t.elapsed(), linked = linked.len(), "files written");
         self.remove_files(sd, actions, run, status).await;
         self.remove_limit_dropins(sd, actions, run).await;
         // One daemon-reload for the whole batch; it also applies the unit
         // files' limits live.
-        if prep.plan.daemon_reloads() > 0 {
+        if reloads {
             sd.reload().await?;
+            tracing::debug!(elapsed = ?t.elapsed(), "daemon-reload done");
+            enable_units(sd, actions, &linked, run).await;
+        } else {
+            // Aliases and the like (`EnableUnitFiles`) before the start
+            // that loads the unit: systemd learns a unit's other names
+            // when it loads it.
+            let later = self.linkable_later(prep);
+            enable_units(sd, actions, &later, run).await;
         }
-        tracing::debug!(elapsed = ?t.elapsed(), "daemon-reload done");
-        enable_units(sd, actions, &linked, run).await;
         for a in actions.iter().filter(|a| matches!(a.op, Op::SetLimits(_))) {
             if !run.failed(&a.manifest) {
                 let msg = format!("{}: {}", a.unit, a.reason);
@@ -159,6 +180,17 @@ impl Reconciler {
         }
         let deferred = self.start_units(sd, prep, jobs_stream, run, status).await;
         tracing::debug!(elapsed = ?t.elapsed(), "start jobs done");
+        if !reloads {
+            let later = self.linkable_later(prep);
+            let linked = self.spawn_links(sd, prep).await.await.unwrap_or_default();
+            // A link that could not be made: `EnableUnitFiles` says why.
+            let not_linked: BTreeSet<String> = with_op(actions, &Op::Enable)
+                .map(|a| a.unit.clone())
+                .filter(|u| !later.contains(u) || linked.contains(u))
+                .collect();
+            enable_units(sd, actions, &not_linked, run).await;
+            tracing::debug!(elapsed = ?t.elapsed(), linked = linked.len(), "enabled");
+        }
         // The live limits of every service this plan touched must now be
         // the manifest's.
         for (manifest, msg) in self.verify_limits(sd, prep, &run.failures).await {
@@ -211,56 +243,33 @@ impl Reconciler {
         }
     }
 
-    /// All unit files written with one sync and, meanwhile, enables by
-    /// symlink: before the daemon-reload that loads them (only when one
-    /// follows: systemd caches what it last read of a unit's enablement
-    /// until then). Returns the units enabled by links.
-    async fn write_files(
-        &self,
-        sd: &impl UserManager,
-        prep: &Prepared,
-        run: &mut Applying,
-    ) -> Result<BTreeSet<String>, ReconcileError> {
-        let actions = &prep.plan.actions;
-        let writes: Vec<(&Action, PathBuf, Vec<u8>)> = actions
+    /// All unit files written with one sync, off the runtime.
+    async fn write_files(&self, prep: &Prepared, run: &mut Applying) -> Result<(), ReconcileError> {
+        let writes: Vec<(&Action, PathBuf, Vec<u8>)> = prep
+            .plan
+            .actions
             .iter()
             .filter_map(|a| match &a.op {
                 Op::Write { path, content } => Some((a, path.clone(), content.clone().into())),
                 _ => None,
             })
             .collect();
+        if writes.is_empty() {
+            return Ok(());
+        }
         let owned: Vec<(PathBuf, Vec<u8>)> = writes
             .iter()
             .map(|(_, p, c)| (p.clone(), c.clone()))
             .collect();
-        let write = tokio::task::spawn_blocking(move || {
+        let written = tokio::task::spawn_blocking(move || {
             let batch: Vec<(&Path, &[u8], u32)> = owned
                 .iter()
                 .map(|(p, c)| (p.as_path(), c.as_slice(), 0o644))
                 .collect();
             fsutil::atomic_write_batch(&batch)
-        });
-        let to_link: Vec<(String, String)> = with_op(actions, &Op::Enable)
-            .filter(|_| prep.plan.daemon_reloads() > 0)
-            .filter_map(|a| {
-                let d = prep.desired.iter().find(|d| d.name == a.unit)?;
-                Some((a.unit.clone(), d.content.clone()))
-            })
-            .collect();
-        let config = self.manager_dirs(sd).await.config.clone();
-        let unit_dir = self.loc.unit_dir.clone();
-        let link = tokio::task::spawn_blocking(move || {
-            to_link
-                .into_iter()
-                .filter(|(unit, content)| {
-                    enable_by_links(&config, &unit_dir, unit, content).unwrap_or(false)
-                })
-                .map(|(unit, _)| unit)
-                .collect::<BTreeSet<String>>()
-        });
-        let (written, linked) = tokio::join!(write, link);
-        let written = written
-            .map_err(|e| ReconcileError::Stuck(format!("writing unit files failed: {e}")))?;
+        })
+        .await
+        .map_err(|e| ReconcileError::Stuck(format!("writing unit files failed: {e}")))?;
         for ((a, path, _), r) in writes.iter().zip(written) {
             if let Err(source) = r {
                 let e = ReconcileError::UnitDir {
@@ -271,7 +280,48 @@ impl Reconciler {
                 run.fail(&a.manifest, crate::error_chain(&e));
             }
         }
-        Ok(linked.unwrap_or_default())
+        Ok(())
+    }
+
+    /// Units enabled by links after their start (no daemon-reload in the
+    /// plan): those systemd has not loaded whose enablement is only links.
+    fn linkable_later(&self, prep: &Prepared) -> BTreeSet<String> {
+        with_op(&prep.plan.actions, &Op::Enable)
+            .filter(|a| plan::loads_on_demand(prep.observed.live.get(&a.unit)))
+            .filter_map(|a| {
+                let d = prep.desired.iter().find(|d| d.name == a.unit)?;
+                linkable(&a.unit, &d.content).then(|| a.unit.clone())
+            })
+            .collect()
+    }
+
+    /// Enable by symlinks, off the runtime, the units that may be: every
+    /// one when a daemon-reload follows, else those systemd has not loaded
+    /// (the others go through `EnableUnitFiles`). Yields the units linked.
+    async fn spawn_links(
+        &self,
+        sd: &impl UserManager,
+        prep: &Prepared,
+    ) -> tokio::task::JoinHandle<BTreeSet<String>> {
+        let reloads = prep.plan.daemon_reloads() > 0;
+        let to_link: Vec<(String, String)> = with_op(&prep.plan.actions, &Op::Enable)
+            .filter(|a| reloads || plan::loads_on_demand(prep.observed.live.get(&a.unit)))
+            .filter_map(|a| {
+                let d = prep.desired.iter().find(|d| d.name == a.unit)?;
+                Some((a.unit.clone(), d.content.clone()))
+            })
+            .collect();
+        let config = self.manager_dirs(sd).await.config.clone();
+        let unit_dir = self.loc.unit_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            to_link
+                .into_iter()
+                .filter(|(unit, content)| {
+                    enable_by_links(&config, &unit_dir, unit, content).unwrap_or(false)
+                })
+                .map(|(unit, _)| unit)
+                .collect()
+        })
     }
 
     /// Removals, each re-checked for unitlet's marker right before.
@@ -354,8 +404,7 @@ impl Reconciler {
         // Planned restarts are silenced first (a bounded wait; issue 12).
         run.silenced =
             crate::alertmanager::silence_restarts(&self.loc, prep, &to_start, status).await;
-        let queue = to_start.iter().map(|(a, k)| sd.queue(&a.unit, *k));
-        let queued = futures_util::future::join_all(queue).await;
+        let queued = queue_all(sd, &to_start, prep.plan.daemon_reloads() > 0).await;
         let mut started = Vec::new();
         for ((a, _), q) in to_start.into_iter().zip(queued) {
             match q {
@@ -560,6 +609,43 @@ async fn disable_units(sd: &impl UserManager, actions: &[Action], run: &mut Appl
             run.fail(&a.manifest, e.to_string());
         }
     }
+}
+
+/// Queue every job at once. A new unit's file is loaded on demand (no
+/// daemon-reload in the plan); should systemd still not find it (a unit
+/// directory whose mtime did not move, on a filesystem with coarse
+/// timestamps), one daemon-reload follows and those jobs are queued again.
+async fn queue_all(
+    sd: &impl UserManager,
+    to_start: &[(&Action, JobKind)],
+    reloaded: bool,
+) -> Vec<Result<QueuedJob, SystemdError>> {
+    let queue = to_start.iter().map(|(a, k)| sd.queue(&a.unit, *k));
+    let mut queued = futures_util::future::join_all(queue).await;
+    let missing: Vec<usize> = queued
+        .iter()
+        .enumerate()
+        .filter(|(_, q)| q.as_ref().err().is_some_and(SystemdError::is_no_such_unit))
+        .map(|(i, _)| i)
+        .collect();
+    if reloaded || missing.is_empty() {
+        return queued;
+    }
+    tracing::debug!(units = missing.len(), "not found on demand: daemon-reload");
+    if let Err(e) = sd.reload().await {
+        tracing::warn!("daemon-reload after units were not found: {e}");
+        return queued;
+    }
+    let again = missing
+        .iter()
+        .map(|&i| sd.queue(&to_start[i].0.unit, to_start[i].1));
+    for (i, q) in missing
+        .iter()
+        .zip(futures_util::future::join_all(again).await)
+    {
+        queued[*i] = q;
+    }
+    queued
 }
 
 /// Enables not made by links, batched.

@@ -215,20 +215,26 @@ fn enablement(config: &Path, unit: &str, content: &str) -> String {
 /// links known. Returns false (and creates nothing) for an `[Install]`
 /// section with more than `WantedBy=`/`RequiredBy=` (an alias, `Also=`, a
 /// template): those go through `EnableUnitFiles`.
+/// Whether enabling `unit` is only `.wants`/`.requires` links (no alias,
+/// `Also=` or template instance): what [`enable_by_links`] makes itself.
+pub(super) fn linkable(unit: &str, content: &str) -> bool {
+    let simple = render::parse_unit(content)
+        .keys()
+        .filter(|(section, _)| section == "Install")
+        .all(|(_, key)| key == "WantedBy" || key == "RequiredBy");
+    simple && !unit.contains('@')
+}
+
 pub(super) fn enable_by_links(
     config: &Path,
     unit_dir: &Path,
     unit: &str,
     content: &str,
 ) -> std::io::Result<bool> {
-    let parsed = render::parse_unit(content);
-    let simple = parsed
-        .keys()
-        .filter(|(section, _)| section == "Install")
-        .all(|(_, key)| key == "WantedBy" || key == "RequiredBy");
-    if !simple || unit.contains('@') {
+    if !linkable(unit, content) {
         return Ok(false);
     }
+    let parsed = render::parse_unit(content);
     let target = unit_dir.join(unit);
     for d in install_dirs(&parsed) {
         let dir = config.join(d);

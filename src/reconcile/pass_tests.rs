@@ -148,7 +148,7 @@ async fn a_new_manifest_is_started_once_and_then_left_alone() {
     let r = w.pass().await;
     assert!(r.failures.is_empty(), "{:?}", r.failures);
     assert_eq!(w.sd.jobs("web.service"), vec![JobKind::Start]);
-    assert_eq!(w.sd.reloads(), 1);
+    assert_eq!(w.sd.reloads(), 0, "a new unit is loaded on demand");
     assert!(w.unit_file("web.service").is_some());
     let (st, reason, msg) = w.ready("web");
     assert_eq!((st, reason), (True, Reason::Running), "{msg}");
@@ -156,7 +156,43 @@ async fn a_new_manifest_is_started_once_and_then_left_alone() {
     let r = w.pass().await;
     assert_eq!(r.actions, 0, "a second pass has nothing to do");
     assert_eq!(w.sd.jobs("web.service"), vec![JobKind::Start]);
+    assert_eq!(w.sd.reloads(), 0);
+}
+
+#[tokio::test]
+async fn a_new_unit_systemd_does_not_find_on_demand_gets_one_daemon_reload() {
+    let mut w = World::new();
+    w.sd.without_load_on_demand();
+    w.write("web.yaml", &service("web", ""));
+    w.write("api.yaml", &service("api", ""));
+    let r = w.pass().await;
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    assert_eq!(w.sd.reloads(), 1, "one daemon-reload for both");
+    for unit in ["web.service", "api.service"] {
+        assert_eq!(w.sd.state(unit).0, "active", "{unit}");
+    }
+    assert_eq!(w.ready("web").0, True);
+
+    let r = w.pass().await;
+    assert_eq!(r.actions, 0, "a second pass has nothing to do");
     assert_eq!(w.sd.reloads(), 1);
+}
+
+#[tokio::test]
+async fn a_changed_unit_file_of_a_loaded_unit_is_reloaded_once_beside_new_ones() {
+    let mut w = World::new();
+    w.write("web.yaml", &service("web", ""));
+    w.pass().await;
+    w.write("web.yaml", &service("web", "  description: changed\n"));
+    w.write("api.yaml", &service("api", ""));
+    let r = w.pass().await;
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    assert_eq!(w.sd.reloads(), 1);
+    assert_eq!(
+        w.sd.jobs("web.service"),
+        vec![JobKind::Start, JobKind::Restart]
+    );
+    assert_eq!(w.sd.jobs("api.service"), vec![JobKind::Start]);
 }
 
 #[tokio::test]
