@@ -111,8 +111,21 @@ impl UserManager {
         Self::start_with_home(None)
     }
 
+    /// A manager whose `$XDG_RUNTIME_DIR/systemd` is a tmpfs of its own,
+    /// as on a machine where the runtime directory is `/run/user/UID`:
+    /// what systemd creates and removes there for every unit it starts
+    /// (`units/invocation:*` links) then stays off the disk the unit files
+    /// and manifests are on (benchmarks).
+    pub fn start_with_tmpfs_systemd_runtime() -> UserManager {
+        Self::start_inner(None, true)
+    }
+
     /// A manager whose `$HOME` (and so `%h`) is `home`.
     pub fn start_with_home(home: Option<&Path>) -> UserManager {
+        Self::start_inner(home, false)
+    }
+
+    fn start_inner(home: Option<&Path>, tmpfs_systemd_runtime: bool) -> UserManager {
         require(
             Path::new("/usr/lib/systemd/systemd").exists(),
             "/usr/lib/systemd/systemd",
@@ -134,6 +147,16 @@ impl UserManager {
         share_mount(&runtime);
         for d in ["config", "data", "state", "config/unitlet/manifests"] {
             std::fs::create_dir_all(runtime.join(d)).unwrap();
+        }
+        if tmpfs_systemd_runtime {
+            let dir = runtime.join("systemd");
+            std::fs::create_dir_all(&dir).unwrap();
+            let status = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "mode=0755,size=64m", "tmpfs"])
+                .arg(&dir)
+                .status()
+                .expect("mount");
+            assert!(status.success(), "mount a tmpfs on {}", dir.display());
         }
         for d in ["config", "config/unitlet", "config/unitlet/manifests"] {
             std::fs::set_permissions(runtime.join(d), std::fs::Permissions::from_mode(0o755))
@@ -238,6 +261,14 @@ impl UserManager {
         let _ = std::fs::remove_file(self.runtime.join("bus"));
         self.child = spawn_manager(&self.runtime, &self.cgroups, &self.home);
         self.wait_up();
+    }
+
+    /// Leave the runtime directory behind when dropped (a benchmark removes
+    /// them all at its end: files deleted between its rounds would slow the
+    /// next round's file creation, see `benches/converge.rs`).
+    pub fn keep_files(&mut self) -> PathBuf {
+        self._tmp.disable_cleanup(true);
+        self.runtime.clone()
     }
 
     /// PID of `systemd --user` (the shell that started it exec'd it).
