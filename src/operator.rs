@@ -48,8 +48,8 @@ fn sd_notify(states: &[sd_notify::NotifyState<'_>]) {
 /// promptly). Re-arms itself when a watched directory comes back.
 ///
 /// Every change wakes a pass: a burst is collapsed once the directories
-/// have been quiet for [`WATCH_QUIET`] (or [`WATCH_MAX_DELAY`] after its
-/// first change), and nothing is ever dropped. A semantic debouncer that
+/// have been quiet for a while (see [`WATCH_QUIET`]; [`WATCH_MAX_DELAY`]
+/// after its first change at most), and nothing is ever dropped. A semantic debouncer that
 /// folds "created, then removed" into nothing, or swallows the writes that
 /// follow a create, can leave a pass that read a half-written or vanished
 /// file as the last one for an hour.
@@ -58,8 +58,13 @@ struct DirWatch {
     watched: Vec<PathBuf>,
 }
 
-/// How long the watched directories must stay quiet before a pass.
+/// How long the watched directories must stay quiet before a pass: four
+/// times the widest gap between the burst's changes so far, at least
+/// [`WATCH_QUIET_MIN`] and at most [`WATCH_QUIET`]. A `cp` of 200 files
+/// (gaps of microseconds) is taken 8 ms after its last file; a deploy tool
+/// writing a file every 10 ms still lands in one pass.
 const WATCH_QUIET: Duration = Duration::from_millis(30);
+const WATCH_QUIET_MIN: Duration = Duration::from_millis(8);
 /// The longest a stream of changes delays a pass.
 const WATCH_MAX_DELAY: Duration = Duration::from_millis(500);
 
@@ -122,13 +127,19 @@ fn debounce(rx: &std::sync::mpsc::Receiver<()>, trigger: &Notify) {
     use std::sync::mpsc::RecvTimeoutError;
     while rx.recv().is_ok() {
         let first = std::time::Instant::now();
+        let (mut last, mut widest) = (first, Duration::ZERO);
         loop {
             let left = WATCH_MAX_DELAY.saturating_sub(first.elapsed());
             if left.is_zero() {
                 break;
             }
-            match rx.recv_timeout(WATCH_QUIET.min(left)) {
-                Ok(()) => {}
+            let quiet = (widest * 4).clamp(WATCH_QUIET_MIN, WATCH_QUIET);
+            match rx.recv_timeout(quiet.min(left)) {
+                Ok(()) => {
+                    let now = std::time::Instant::now();
+                    widest = widest.max(now - last);
+                    last = now;
+                }
                 Err(RecvTimeoutError::Timeout) => break,
                 Err(RecvTimeoutError::Disconnected) => {
                     trigger.notify_one();
