@@ -147,9 +147,19 @@ impl Reconciler {
         // their enablement when first asked: the links are made while it
         // starts them, not before the first start.
         let reloads = prep.plan.daemon_reloads() > 0;
-        let early_links = match reloads {
-            true => Some(self.spawn_links(sd, prep).await),
-            false => None,
+        let enables: BTreeSet<String> = with_op(actions, &Op::Enable)
+            .map(|a| a.unit.clone())
+            .collect();
+        // Without a reload: the units linked after their start.
+        let later = if reloads {
+            BTreeSet::new()
+        } else {
+            self.linkable_later(prep)
+        };
+        let early_links = if reloads {
+            Some(self.spawn_links(sd, prep, &enables).await)
+        } else {
+            None
         };
         self.write_files(prep, run).await?;
         let linked = match early_links {
@@ -169,7 +179,6 @@ impl Reconciler {
             // Aliases and the like (`EnableUnitFiles`) before the start
             // that loads the unit: systemd learns a unit's other names
             // when it loads it.
-            let later = self.linkable_later(prep);
             enable_units(sd, actions, &later, run).await;
         }
         for a in actions.iter().filter(|a| matches!(a.op, Op::SetLimits(_))) {
@@ -180,15 +189,19 @@ impl Reconciler {
         }
         let deferred = self.start_units(sd, prep, jobs_stream, run, status).await;
         tracing::debug!(elapsed = ?t.elapsed(), "start jobs done");
-        if !reloads {
-            let later = self.linkable_later(prep);
-            let linked = self.spawn_links(sd, prep).await.await.unwrap_or_default();
+        if !later.is_empty() {
+            let linked = self
+                .spawn_links(sd, prep, &later)
+                .await
+                .await
+                .unwrap_or_default();
             // A link that could not be made: `EnableUnitFiles` says why.
-            let not_linked: BTreeSet<String> = with_op(actions, &Op::Enable)
-                .map(|a| a.unit.clone())
-                .filter(|u| !later.contains(u) || linked.contains(u))
+            let done: BTreeSet<String> = enables
+                .iter()
+                .filter(|u| !later.contains(*u) || linked.contains(*u))
+                .cloned()
                 .collect();
-            enable_units(sd, actions, &not_linked, run).await;
+            enable_units(sd, actions, &done, run).await;
             tracing::debug!(elapsed = ?t.elapsed(), linked = linked.len(), "enabled");
         }
         // The live limits of every service this plan touched must now be
@@ -295,21 +308,20 @@ impl Reconciler {
             .collect()
     }
 
-    /// Enable by symlinks, off the runtime, the units that may be: every
-    /// one when a daemon-reload follows, else those systemd has not loaded
-    /// (the others go through `EnableUnitFiles`). Yields the units linked.
+    /// Enable `units` by symlinks, off the runtime; yields the units linked
+    /// (one whose `[Install]` is more than links is left to
+    /// `EnableUnitFiles`).
     async fn spawn_links(
         &self,
         sd: &impl UserManager,
         prep: &Prepared,
+        units: &BTreeSet<String>,
     ) -> tokio::task::JoinHandle<BTreeSet<String>> {
-        let reloads = prep.plan.daemon_reloads() > 0;
-        let to_link: Vec<(String, String)> = with_op(&prep.plan.actions, &Op::Enable)
-            .filter(|a| reloads || plan::loads_on_demand(prep.observed.live.get(&a.unit)))
-            .filter_map(|a| {
-                let d = prep.desired.iter().find(|d| d.name == a.unit)?;
-                Some((a.unit.clone(), d.content.clone()))
-            })
+        let to_link: Vec<(String, String)> = prep
+            .desired
+            .iter()
+            .filter(|d| units.contains(&d.name))
+            .map(|d| (d.name.clone(), d.content.clone()))
             .collect();
         let config = self.manager_dirs(sd).await.config.clone();
         let unit_dir = self.loc.unit_dir.clone();
