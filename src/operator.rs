@@ -481,6 +481,7 @@ impl Operator {
         self.sd = None;
         self.unit_changes = None;
         self.pool.abort_all();
+        self.rec.handed_out_work_lost();
     }
 
     fn stop(&mut self, why: &str) {

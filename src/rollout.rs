@@ -671,19 +671,52 @@ async fn save_all(
     })
 }
 
+/// Histories recorded but not saved yet: the first revision of a new
+/// Service, when its start is handed out as a batch, is saved once the
+/// batch's jobs end (`AfterJobs` in `reconcile`).
+pub struct Unsaved<'a> {
+    /// Service → its history, serialized; read instead of the file.
+    pub histories: &'a mut std::collections::BTreeMap<String, Vec<u8>>,
+    /// Whether this pass's starts were handed out (so first revisions may
+    /// wait for them to end).
+    pub until_jobs_end: bool,
+}
+
+/// Save the unsaved histories of `names` (those recorded again since were
+/// saved then) in one batch.
+pub async fn save_unsaved(
+    state_dir: &Path,
+    unsaved: &mut std::collections::BTreeMap<String, Vec<u8>>,
+    names: &[String],
+    status: &mut Status,
+) {
+    let items: Vec<(String, Vec<u8>)> = names
+        .iter()
+        .filter_map(|n| Some((n.clone(), unsaved.remove(n)?)))
+        .collect();
+    let shown: Vec<String> = items.iter().map(|(n, _)| n.clone()).collect();
+    for (name, r) in shown.iter().zip(save_all(state_dir, items).await) {
+        usable(status, name, r);
+    }
+}
+
 /// Record the revisions this pass wrote and started, and hand out a watch
 /// for each new one. Called in `Reconciler::apply` after the start jobs.
+/// Returns the watches and the Services whose first revision was left in
+/// `unsaved` (see [`Unsaved`]).
 pub async fn record(
     loc: &Locations,
     prep: &Prepared,
     started_ok: &BTreeSet<String>,
     failures: &std::collections::BTreeMap<String, String>,
     mut silenced: std::collections::BTreeMap<String, String>,
+    unsaved: Unsaved<'_>,
     status: &mut Status,
-) -> Vec<RolloutWork> {
+) -> (Vec<RolloutWork>, Vec<String>) {
     let mut out = Vec::new();
     let mut steps = Vec::new();
     let mut to_save = Vec::new();
+    let mut deferred = Vec::new();
     let expire_watch = |m: &crate::manifest::Manifest, revision: u32, id: String| {
         let s = m.as_service()?;
         Some(RolloutWork {
@@ -734,7 +767,14 @@ pub async fn record(
             .timeout
             .or(s.readiness.as_ref().map(|r| r.timeout))
             .unwrap_or(DEFAULT_TIMEOUT);
-        let Some(mut h) = usable(status, &m.name, load(state_dir, &m.name)) else {
+        let loaded = match unsaved.histories.remove(&m.name) {
+            Some(b) => serde_json::from_slice(&b).map_err(|e| RolloutError::Read {
+                path: file(state_dir, &m.name),
+                what: e.to_string(),
+            }),
+            None => load(state_dir, &m.name),
+        };
+        let Some(mut h) = usable(status, &m.name, loaded) else {
             continue;
         };
         let on_disk = prep.observed.files.get(&a.unit).map(|f| f.content.as_str());
@@ -769,11 +809,32 @@ pub async fn record(
             }
         };
         let bytes = serde_json::to_vec_pretty(&h).expect("a history serializes");
-        steps.push((a, m, s, silence, timeout, step));
-        to_save.push((m.name.clone(), bytes));
+        // A new Service's first revision, with nothing to roll back to,
+        // waits for its start to end (no watch needs the file).
+        let first = matches!(
+            step,
+            Recorded::Revision {
+                n: 1,
+                oneshot: false,
+                good_before: false
+            }
+        );
+        if first && unsaved.until_jobs_end {
+            unsaved.histories.insert(m.name.clone(), bytes);
+            deferred.push(m.name.clone());
+            steps.push((a, m, s, silence, timeout, step, false));
+        } else {
+            steps.push((a, m, s, silence, timeout, step, true));
+            to_save.push((m.name.clone(), bytes));
+        }
     }
-    let saved = save_all(&loc.state_dir, to_save).await;
-    for ((a, m, s, silence, timeout, step), r) in steps.into_iter().zip(saved) {
+    let mut saved = save_all(&loc.state_dir, to_save).await.into_iter();
+    for (a, m, s, silence, timeout, step, now) in steps {
+        let r = if now {
+            saved.next().expect("one result per history saved")
+        } else {
+            Ok(())
+        };
         let state_dir = loc.state_dir.as_path();
         let content = match &a.op {
             Op::Write { content, .. } => content,
@@ -876,7 +937,7 @@ pub async fn record(
             out.push(w);
         }
     }
-    out
+    (out, deferred)
 }
 
 /// Fold a watch's result into the history and status. Called from

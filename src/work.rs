@@ -333,7 +333,8 @@ impl Reconciler {
                 }
                 Some(done)
             }
-            Outcome::Jobs { results, .. } => {
+            Outcome::Jobs { batch, results } => {
+                self.jobs_ended(batch);
                 for (j, r) in results {
                     let (unit, kind) = (&j.job.unit, j.job.kind);
                     crate::reconcile::job_event(status, &j.manifest, unit, kind, &j.reason, &r);

@@ -176,6 +176,11 @@ impl FakeManager {
     }
 
     /// How many daemon-reloads ran.
+    /// Units enabled through `EnableUnitFiles` (not by links).
+    pub fn enabled_by_call(&self) -> std::collections::BTreeSet<String> {
+        self.lock().enabled.clone()
+    }
+
     pub fn reloads(&self) -> usize {
         self.lock().reloads
     }

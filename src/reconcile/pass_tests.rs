@@ -179,6 +179,98 @@ async fn a_new_unit_systemd_does_not_find_on_demand_gets_one_daemon_reload() {
 }
 
 #[tokio::test]
+async fn links_and_first_histories_of_a_handed_out_batch_wait_for_its_jobs() {
+    let mut w = World::new();
+    // As the operator: the start jobs are handed out, not waited for.
+    w.rec.start_wait = Duration::ZERO;
+    w.write("web.yaml", &service("web", ""));
+    let wants = w
+        .dir
+        .path()
+        .join("config/systemd/user/default.target.wants/web.service");
+    let history = w.rec.loc.state_dir.join("rollouts/web.json");
+    let r = w.pass().await;
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    assert_eq!(w.sd.jobs("web.service"), vec![JobKind::Start]);
+    let jobs: Vec<Work> = r
+        .work
+        .into_iter()
+        .filter(|x| matches!(x, Work::Jobs(_)))
+        .collect();
+    assert_eq!(jobs.len(), 1, "the start is handed out");
+    assert!(!wants.exists(), "no link while the batch starts");
+    assert!(!history.exists(), "no history file while the batch starts");
+
+    // A pass meanwhile neither enables it another way nor starts it again.
+    let r = w.pass().await;
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    assert!(
+        w.sd.enabled_by_call().is_empty(),
+        "{:?}",
+        w.sd.enabled_by_call()
+    );
+    assert!(!wants.exists());
+
+    // The batch ends: the next pass links it and saves revision 1.
+    w.run_work(jobs).await;
+    let r = w.pass().await;
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    assert!(
+        std::fs::read_link(&wants).is_ok(),
+        "linked once the batch ended"
+    );
+    assert!(
+        w.sd.enabled_by_call().is_empty(),
+        "by a link, not EnableUnitFiles"
+    );
+    let h = crate::rollout::load(&w.rec.loc.state_dir, "web").expect("history");
+    assert_eq!(h.revisions.len(), 1, "{h:?}");
+    assert_eq!(h.revisions[0].revision, 1);
+    assert_eq!(
+        w.sd.jobs("web.service"),
+        vec![JobKind::Start],
+        "started once"
+    );
+
+    // An edit records revision 2 on top of it.
+    w.write("web.yaml", &service("web", "  description: changed\n"));
+    let r = w.pass().await;
+    w.run_work(r.work).await;
+    w.pass().await;
+    let h = crate::rollout::load(&w.rec.loc.state_dir, "web").expect("history");
+    let revs: Vec<u32> = h.revisions.iter().map(|r| r.revision).collect();
+    assert_eq!(revs, vec![1, 2]);
+}
+
+#[tokio::test]
+async fn an_edit_before_the_batch_ends_keeps_the_unsaved_first_revision() {
+    let mut w = World::new();
+    w.rec.start_wait = Duration::ZERO;
+    w.write("web.yaml", &service("web", ""));
+    let first = w.pass().await.work;
+    // Edited while the first start still runs: revision 2 builds on the
+    // unsaved revision 1, and the first batch's end does not undo it.
+    w.write("web.yaml", &service("web", "  description: changed\n"));
+    let second = w.pass().await.work;
+    w.run_work(second).await;
+    w.run_work(first).await;
+    w.pass().await;
+    let h = crate::rollout::load(&w.rec.loc.state_dir, "web").expect("history");
+    let revs: Vec<(u32, String)> = h
+        .revisions
+        .iter()
+        .map(|r| (r.revision, r.reason.clone()))
+        .collect();
+    assert_eq!(revs.len(), 2, "{revs:?}");
+    assert_eq!(revs[0].0, 1);
+    assert_eq!(revs[1].0, 2);
+    assert!(
+        !revs[0].1.contains("before unitlet"),
+        "revision 1 is the one unitlet recorded, not a guess from the file: {revs:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_changed_unit_file_of_a_loaded_unit_is_reloaded_once_beside_new_ones() {
     let mut w = World::new();
     w.write("web.yaml", &service("web", ""));

@@ -408,3 +408,112 @@ fn a_failed_pass_is_retried_without_waiting_for_an_event() {
         stdout(&out)
     );
 }
+
+/// A large batch starts with unit signals paused (they would cost systemd
+/// ~20 % of the batch): the batch still ends by its own `JobRemoved`
+/// signals, and a unit stopped by hand meanwhile is healed once the pause
+/// ends, by the pass that looks at every unit then.
+#[test]
+fn a_unit_stopped_by_hand_while_a_large_batch_starts_is_healed() {
+    let um = UserManager::start();
+    um.write_manifest("other.yaml", &service("other", ""));
+    let run = um.spawn_run(&[]);
+    run.wait_log("connected", T);
+    um.wait_active("other.service", T);
+    // 20 Services whose start jobs take 3 s (longer than the pause's 1 s
+    // cap for 20 starts): an adopted unit file that sleeps before it runs.
+    let file = um.runtime.join("slow-start.service");
+    std::fs::write(
+        &file,
+        "[Service]\nType=exec\nExecStartPre=/bin/sleep 3\nExecStart=/bin/sleep 100000\n",
+    )
+    .unwrap();
+    let names: Vec<String> = (0..20).map(|i| format!("b{i:02}")).collect();
+    let staging = um.runtime.join("staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    for n in &names {
+        let m = format!(
+            "apiVersion: unitlet/v1\nkind: Service\nmetadata:\n  name: {n}\nspec:\n  unitFile: {}\n",
+            file.display()
+        );
+        std::fs::write(staging.join(format!("{n}.yaml")), m).unwrap();
+    }
+    // Dropped at once, so one pass starts them as one batch.
+    for n in &names {
+        let f = format!("{n}.yaml");
+        std::fs::rename(staging.join(&f), um.manifests.join(&f)).unwrap();
+    }
+    run.wait_log("unit signals paused", T);
+    let batch_started = Instant::now();
+    assert!(um.systemctl(&["stop", "other.service"]).status.success());
+    // Healed by the next pass: at the latest the one the pause's end (its
+    // 1 s cap) wakes.
+    um.wait_active("other.service", Duration::from_secs(3));
+    eprintln!(
+        "other healed {:?} after the pause began",
+        batch_started.elapsed()
+    );
+    run.wait_log("unit signals resumed", T);
+    // The batch ends by its JobRemoved signals (not the 90 s job timeout):
+    // its enablement links, made once its jobs end, appear within seconds.
+    let wants = um.runtime.join("config/systemd/user/default.target.wants");
+    wait_for(Duration::from_secs(10), "the batch's links", || {
+        names
+            .iter()
+            .all(|n| wants.join(format!("{n}.service")).is_symlink())
+            .then_some(())
+    });
+    for n in &names {
+        let unit = format!("{n}.service");
+        assert_eq!(um.active(&unit), "active", "{unit}");
+        assert_eq!(um.prop(&unit, "NRestarts"), "0", "{unit} started once");
+    }
+    eprintln!("batch ended and linked in {:?}", batch_started.elapsed());
+}
+
+/// The two things a signal pause relies on, against a real user manager:
+/// a job this connection queues still ends with its `JobRemoved` while it
+/// is not subscribed, and the pause's end wakes the operator to look at
+/// every unit (what changed meanwhile was not signalled).
+#[test]
+fn a_signal_pause_keeps_our_job_signals_and_its_end_asks_for_a_full_look() {
+    use unitlet::systemd::{ALL_UNITS, JobKind, Systemd, UserManager as _};
+    let um = UserManager::start();
+    std::fs::create_dir_all(&um.unit_dir).unwrap();
+    std::fs::write(
+        um.unit_dir.join("p.service"),
+        "[Service]\nType=exec\nExecStart=/bin/sleep 100000\n",
+    )
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let bus = format!("unix:path={}/bus", um.runtime.display());
+        let sd = Systemd::connect(Some(&bus)).await.unwrap();
+        let mut changes = unitlet::systemd::unit_changes(&sd).await.unwrap();
+        sd.subscribe().await.unwrap();
+        let pause = sd.pause_unit_signals(Duration::from_secs(60)).await;
+        let mut jobs = sd.job_stream().await.unwrap();
+        let job = sd.queue("p.service", JobKind::Start).await.unwrap();
+        let t = Instant::now();
+        let r = jobs.wait(&sd, &[job], Duration::from_secs(20)).await;
+        assert!(r[0].is_ok(), "{:?}", r[0]);
+        // Well under the wait's deadline: the JobRemoved signal came.
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+        assert_eq!(um.active("p.service"), "active");
+        drop(pause);
+        let woke = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(u) = changes.recv().await {
+                if u == ALL_UNITS {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(
+            woke,
+            Ok(true),
+            "the pause's end asks for a look at every unit"
+        );
+    });
+}
