@@ -5,8 +5,8 @@
 //! 1. one new manifest → unit active, with `unitlet run` watching: from the
 //!    manifest's rename into place to systemd's `JobRemoved` (`done`);
 //!    p50/p95 over 50 runs;
-//! 2. 200 manifests dropped at once → all active with `unitlet run`, and the
-//!    daemon-reloads it took; against the naive way (per unit: write,
+//! 2. 200 manifests dropped at once (renamed into place) → all active with
+//!    `unitlet run`, and whether it daemon-reloaded; against the naive way (per unit: write,
 //!    daemon-reload, start) and the floor (write all, one daemon-reload, one
 //!    start of all 200) in the same run;
 //! 3. a no-op pass over 200 converged units: time, writes, daemon-reloads;
