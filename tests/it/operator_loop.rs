@@ -411,8 +411,9 @@ fn a_failed_pass_is_retried_without_waiting_for_an_event() {
 
 /// A large batch starts with unit signals paused (they would cost systemd
 /// ~20 % of the batch): the batch still ends by its own `JobRemoved`
-/// signals, and a unit stopped by hand meanwhile is healed once the pause
-/// ends, by the pass that looks at every unit then.
+/// signals, and a unit stopped by hand meanwhile is healed by the next
+/// pass, at the latest the one the pause's end wakes to look at every
+/// unit.
 #[test]
 fn a_unit_stopped_by_hand_while_a_large_batch_starts_is_healed() {
     let um = UserManager::start();
