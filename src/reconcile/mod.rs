@@ -185,7 +185,7 @@ pub struct Reconciler {
     /// First revisions recorded but not saved yet (saved with their
     /// batch's [`AfterJobs`]), by Service: what `rollout::record` reads
     /// instead of the file until then.
-    pub(crate) unsaved_histories: BTreeMap<String, Vec<u8>>,
+    unsaved_histories: BTreeMap<String, Vec<u8>>,
 }
 
 /// Bookkeeping a batch of new Services leaves until systemd has started
