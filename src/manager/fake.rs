@@ -175,12 +175,12 @@ impl FakeManager {
         of_unit(&self.lock().jobs, unit)
     }
 
-    /// How many daemon-reloads ran.
     /// Units enabled through `EnableUnitFiles` (not by links).
-    pub fn enabled_by_call(&self) -> std::collections::BTreeSet<String> {
+    pub fn enabled_by_call(&self) -> BTreeSet<String> {
         self.lock().enabled.clone()
     }
 
+    /// How many daemon-reloads ran.
     pub fn reloads(&self) -> usize {
         self.lock().reloads
     }

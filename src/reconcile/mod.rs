@@ -288,21 +288,24 @@ impl Reconciler {
 
     /// A handed-out batch's jobs ended: what it left for then is due.
     pub(crate) fn jobs_ended(&mut self, batch: u64) {
-        if let Some(mut a) = self.after_jobs.remove(&batch) {
-            // Signals again from now on; the pass that follows looks at
-            // every unit.
-            a.pause = None;
-            self.after_jobs_due.push(a);
+        if let Some(a) = self.after_jobs.remove(&batch) {
+            self.due(a);
         }
+    }
+
+    /// Due at the next pass; unit signals again from now on (the pass
+    /// the pause's end wakes looks at every unit).
+    fn due(&mut self, mut a: AfterJobs) {
+        a.pause = None;
+        self.after_jobs_due.push(a);
     }
 
     /// The operator lost its handed-out work (the bus went away): what the
     /// batches left is due at the next pass, which finds every unit as it
     /// is (links of a unit still starting do no harm).
     pub fn handed_out_work_lost(&mut self) {
-        for (_, mut a) in std::mem::take(&mut self.after_jobs) {
-            a.pause = None;
-            self.after_jobs_due.push(a);
+        for (_, a) in std::mem::take(&mut self.after_jobs) {
+            self.due(a);
         }
     }
 

@@ -207,34 +207,39 @@ fn enablement(config: &Path, unit: &str, content: &str) -> String {
     }
 }
 
-/// Enable `unit` the way `systemctl --user enable` does — a symlink to the
-/// unit file in `TARGET.wants/` (or `.requires/`) of the manager's config
-/// directory — without a round trip through systemd, which for a batch of
-/// 200 units costs more than writing them (`EnableUnitFiles` resolves every
-/// unit on every search path). The daemon-reload that follows makes the
-/// links known. Returns false (and creates nothing) for an `[Install]`
-/// section with more than `WantedBy=`/`RequiredBy=` (an alias, `Also=`, a
-/// template): those go through `EnableUnitFiles`.
 /// Whether enabling `unit` is only `.wants`/`.requires` links (no alias,
 /// `Also=` or template instance): what [`enable_by_links`] makes itself.
 pub(super) fn linkable(unit: &str, content: &str) -> bool {
-    let simple = render::parse_unit(content)
+    only_links(unit, &render::parse_unit(content))
+}
+
+fn only_links(unit: &str, parsed: &BTreeMap<(String, String), Vec<String>>) -> bool {
+    let simple = parsed
         .keys()
         .filter(|(section, _)| section == "Install")
         .all(|(_, key)| key == "WantedBy" || key == "RequiredBy");
     simple && !unit.contains('@')
 }
 
+/// Enable `unit` the way `systemctl --user enable` does — a symlink to the
+/// unit file in `TARGET.wants/` (or `.requires/`) of the manager's config
+/// directory — without a round trip through systemd, which for a batch of
+/// 200 units costs more than writing them (`EnableUnitFiles` resolves every
+/// unit on every search path). systemd reads the links at its next
+/// daemon-reload, or when it first looks at a unit it has not cached the
+/// enablement of. Returns false (and creates nothing) for an `[Install]`
+/// section with more than `WantedBy=`/`RequiredBy=` (an alias, `Also=`, a
+/// template): those go through `EnableUnitFiles`.
 pub(super) fn enable_by_links(
     config: &Path,
     unit_dir: &Path,
     unit: &str,
     content: &str,
 ) -> std::io::Result<bool> {
-    if !linkable(unit, content) {
+    let parsed = render::parse_unit(content);
+    if !only_links(unit, &parsed) {
         return Ok(false);
     }
-    let parsed = render::parse_unit(content);
     let target = unit_dir.join(unit);
     for d in install_dirs(&parsed) {
         let dir = config.join(d);
