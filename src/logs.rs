@@ -71,7 +71,7 @@ pub enum LogsError {
     Systemd {
         unit: String,
         #[source]
-        source: SystemdError,
+        source: Box<SystemdError>,
     },
     /// The unit's output goes to a journal no journald collects.
     #[error(
@@ -148,7 +148,7 @@ async fn logs(loc: &Locations, args: &LogsArgs) -> Result<(), LogsError> {
 async fn sink_of(loc: &Locations, unit: &str) -> Result<Sink, LogsError> {
     let sd_err = |source| LogsError::Systemd {
         unit: unit.to_owned(),
-        source,
+        source: Box::new(source),
     };
     let sd = Systemd::connect(loc.bus.as_deref()).await.map_err(sd_err)?;
     let path = sd.load_unit(unit).await.map_err(sd_err)?;
