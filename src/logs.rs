@@ -100,10 +100,11 @@ pub enum LogsError {
 }
 
 impl LogsError {
+    /// The contract's codes (this module does not depend on `cli`).
     fn exit_code(&self) -> i32 {
         match self {
-            LogsError::UnknownUnit { .. } => crate::cli::NOT_OK,
-            _ => crate::cli::OPERATIONAL,
+            LogsError::UnknownUnit { .. } => 1,
+            _ => 2,
         }
     }
 }
@@ -120,7 +121,7 @@ pub fn unit_of(name: Option<&str>) -> String {
 /// `unitlet logs`: exit 0 printed; 1 no such unit; 2 operational error.
 pub async fn command(loc: &Locations, args: LogsArgs) -> i32 {
     match logs(loc, &args).await {
-        Ok(()) => crate::cli::OK,
+        Ok(()) => 0,
         Err(e) => {
             if !matches!(e, LogsError::Journalctl(_)) {
                 eprintln!("error: {}", crate::error_chain(&e));
