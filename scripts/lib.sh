@@ -125,3 +125,114 @@ stop_packaged_daemon() {
     return 1
   fi
 }
+
+# Reads `unitlet get` (the table) on standard input; succeeds when there is
+# at least one Service and every Service that can be Ready is: READY True,
+# or False for want of its program (BinaryMissing: not installed here, it
+# cannot be Ready). Any other condition — LimitsEnforced True, say — does
+# not count.
+services_ready() {
+  awk 'NR == 1 && $1 == "NAME" { next }
+       $2 == "Service" { n++; if ($3 != "True" && $4 != "BinaryMissing") waiting++ }
+       END { exit !(n > 0 && waiting == 0) }'
+}
+
+# The cgroup directories of the private setup NAME, one per hierarchy.
+private_cgroups() {
+  local cg
+  for cg in /sys/fs/cgroup/*/"$1" /sys/fs/cgroup/"$1"; do
+    [ -d "$cg" ] && echo "$cg"
+  done
+  return 0
+}
+
+# Start `systemd --user` for the private setup NAME (/run/NAME,
+# /var/lib/NAME, cgroup NAME under every hierarchy; XDG_* and
+# DBUS_SESSION_BUS_ADDRESS already point there), moved into its cgroups
+# before it execs; its PID goes to /var/lib/NAME/manager.pid.
+start_private_manager() {
+  local name=$1 base=/var/lib/$1 rt=/run/$1 moves="" h s
+  mkdir -p /run/systemd/system "$base"
+  install -d -m 700 "$rt"
+  for h in /sys/fs/cgroup/*/; do
+    [ -e "$h/cgroup.procs" ] || continue
+    mkdir -p "$h/$name"
+    for f in cpuset.cpus cpuset.mems; do
+      [ -e "$h/$f" ] && cat "$h/$f" > "$h/$name/$f" 2>/dev/null || true
+    done
+    moves="$moves echo \$\$ > $h/$name/cgroup.procs || exit 97;"
+  done
+  if [ -e /sys/fs/cgroup/cgroup.procs ] && [ -z "$moves" ]; then
+    mkdir -p "/sys/fs/cgroup/$name"
+    moves="echo \$\$ > /sys/fs/cgroup/$name/cgroup.procs || exit 97;"
+  fi
+  setsid sh -c "$moves echo \$\$ > $base/manager.pid; exec /usr/lib/systemd/systemd --user" </dev/null >"$base/manager.log" 2>&1 &
+  for _ in $(seq 200); do
+    s=$(systemctl --user is-system-running 2>/dev/null || true)
+    [ "$s" = running ] || [ "$s" = degraded ] && return 0
+    sleep 0.1
+  done
+  echo "the user manager did not start; see $base/manager.log" >&2
+  return 1
+}
+
+# Stop the private setup NAME: its user manager (which stops every unit,
+# unitlet's first), then, by PID, whatever is still in its cgroups; remove
+# the cgroups and the runtime directory /run/NAME. Only processes in NAME's
+# own cgroups are signalled.
+stop_private_manager() {
+  local name=$1 base=/var/lib/$1 rt=/run/$1 pid="" cg pids left m
+  [ -r "$base/manager.pid" ] && read -r pid < "$base/manager.pid" || true
+  if [ -n "$pid" ] && [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = /usr/lib/systemd/systemd ] \
+     && grep -q ":/$name\(/\|$\)" "/proc/$pid/cgroup" 2>/dev/null; then
+    echo "==> stopping the private user manager (PID $pid) and everything it runs"
+    systemctl --user stop unitlet.service >/dev/null 2>&1 || true
+    systemctl --user exit >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 300); do
+      [ -e "/proc/$pid" ] || break
+      sleep 0.1
+    done
+    [ -e "/proc/$pid" ] && kill -KILL "$pid" 2>/dev/null || true
+  fi
+  for sig in TERM KILL; do
+    pids="$(private_cgroups "$name" | while read -r cg; do find "$cg" -name cgroup.procs -exec cat {} +; done | sort -un | paste -sd' ')"
+    [ -n "$pids" ] || break
+    echo "==> SIG$sig to what is left in the $name cgroups: PIDs $pids"
+    # shellcheck disable=SC2086
+    kill -$sig $pids 2>/dev/null || true
+    for _ in $(seq 100); do
+      left="$(private_cgroups "$name" | while read -r cg; do find "$cg" -name cgroup.procs -exec cat {} +; done)"
+      [ -z "$left" ] && break
+      sleep 0.1
+    done
+  done
+  private_cgroups "$name" | while read -r cg; do
+    for _ in $(seq 50); do
+      find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null
+      [ -d "$cg" ] || break
+      sleep 0.1
+    done
+    if [ -d "$cg" ]; then echo "could not remove the cgroup $cg" >&2; else echo "    removed the cgroup $cg"; fi
+  done
+  if [ -d "$rt" ]; then
+    awk -v p="$rt" '$5 == p || index($5, p "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r | while read -r m; do
+      umount -l "$m"
+    done
+    rm -rf --one-file-system "$rt"
+    echo "    removed the runtime directory $rt"
+  fi
+  rm -f "$base/manager.pid"
+}
+
+# Stop unitlet.service and the units it manages in a systemd session (the
+# user manager itself keeps running; `systemctl --user start unitlet`
+# brings all back).
+stop_session_stack() {
+  local unitdir="${UNITLET_UNIT_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/systemd/user}" u units=()
+  for u in "$unitdir"/*.timer "$unitdir"/*.service; do
+    [ -f "$u" ] && grep -q '^X-Unitlet-Manifest=' "$u" && units+=("$(basename "$u")")
+  done
+  systemctl --user stop unitlet.service
+  [ ${#units[@]} -eq 0 ] || systemctl --user stop "${units[@]}"
+  echo "==> stopped unitlet.service and ${#units[@]} units it manages (${units[*]}); start again: systemctl --user start unitlet.service"
+}

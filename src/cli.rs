@@ -149,6 +149,9 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::rollout::RolloutCommand,
     },
+    /// What a unit wrote: its journal, or its log file (unitlet's own
+    /// without NAME).
+    Logs(crate::logs::LogsArgs),
     /// Check that this machine can keep unitlet's promises (issue 12).
     Doctor {
         #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
@@ -333,6 +336,7 @@ async fn dispatch(cmd: Command, loc: Locations) -> CliResult {
             }
         }
         Command::Doctor { output } => printed(crate::doctor::command(&loc, output).await),
+        Command::Logs(args) => printed(crate::logs::command(&loc, args).await),
         Command::Rollout { command } => printed(crate::rollout::command(&loc, command).await),
         Command::Completions { shell } => {
             crate::manual::completions(shell, &mut std::io::stdout().lock());

@@ -43,6 +43,7 @@ pub mod cli;
 pub mod doctor;
 pub mod hold;
 pub mod journal;
+pub mod logs;
 pub mod manual;
 pub mod metrics;
 pub mod operator;

@@ -90,7 +90,7 @@ impl ServiceResult {
         let limit = memory_max
             .map(|b| format!(" (memoryMax {})", crate::render::human_bytes(b)))
             .unwrap_or_default();
-        let journal = format!("see `journalctl --user -u {unit}`");
+        let journal = crate::status::see_logs(unit);
         let oom = |pid_note: String| {
             Some((
                 Reason::OOMKilled,
@@ -145,7 +145,7 @@ impl ServiceResult {
                 "; {prog} does not exist — install it or fix spec.command"
             ));
         }
-        hint.push_str(&format!("; see `journalctl --user -u {unit}`"));
+        hint.push_str(&format!("; {}", crate::status::see_logs(unit)));
         hint
     }
 }

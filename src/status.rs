@@ -136,6 +136,14 @@ pub const OPERATOR: &str = "unitlet";
 /// Events kept in the status file; older ones are dropped.
 pub const MAX_EVENTS: usize = 500;
 
+/// Where a status message about UNIT points for its output: `see
+/// \`unitlet logs NAME\`` (NAME's service, also for its timer), which finds
+/// the journal or the log file the unit writes to.
+pub fn see_logs(unit: &str) -> String {
+    let name = unit.rsplit_once('.').map_or(unit, |(stem, _)| stem);
+    format!("see `unitlet logs {name}`")
+}
+
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
@@ -247,8 +255,11 @@ impl ObjectStatus {
             _ => (Reason::NotRunning, "is not running"),
         };
         let msg = format!(
-            "{} {what} ({}/{}) since the last reconcile; see `journalctl --user -u {}`",
-            u.name, u.active_state, u.sub_state, u.name
+            "{} {what} ({}/{}) since the last reconcile; {}",
+            u.name,
+            u.active_state,
+            u.sub_state,
+            see_logs(&u.name)
         );
         self.set_ready(ConditionStatus::False, reason, &msg);
     }

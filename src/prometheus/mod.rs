@@ -126,8 +126,9 @@ pub enum PrometheusError {
     },
     /// Prometheus did not become ready (`/-/ready`) in time.
     #[error(
-        "Prometheus at {base} did not become ready within {} ({last}); see `journalctl --user -u {unit}`",
-        humantime::format_duration(*timeout)
+        "Prometheus at {base} did not become ready within {} ({last}); {}",
+        humantime::format_duration(*timeout),
+        crate::status::see_logs(unit)
     )]
     NotReady {
         /// The configured base URL.

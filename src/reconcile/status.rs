@@ -265,7 +265,7 @@ fn state_ready(
         (_, "failed") => (
             False,
             Reason::Failed,
-            format!("{unit} failed ({sub}); see `journalctl --user -u {unit}`"),
+            format!("{unit} failed ({sub}); {}", crate::status::see_logs(unit)),
         ),
         (_, s) => (
             False,

@@ -8,6 +8,7 @@ mod doctor;
 mod fleet;
 mod hostile;
 mod limits;
+mod logs;
 mod operator_loop;
 mod reload;
 mod render;

@@ -1,0 +1,528 @@
+//! `unitlet logs [NAME]`: what a unit wrote, wherever the user manager sends
+//! it.
+//!
+//! Most units log to the journal, and then this is `journalctl --user -u
+//! UNIT`. A user manager without a journald (scripts/quickstart.sh's private
+//! manager on a machine whose PID 1 is not systemd) would lose that output,
+//! so quickstart gives every service a log file (`StandardOutput=append:…`
+//! in a drop-in). systemd does not say over D-Bus which file that is, so the
+//! path is read from the unit's own files (its fragment, then its drop-ins,
+//! the order systemd applies them in).
+//!
+//! Architecture Invariant: nothing here writes; a log file is only read.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::locations::Locations;
+use crate::manager::UserManager as _;
+use crate::systemd::{Systemd, SystemdError};
+
+/// Where the journal's stream socket is when a journald runs: units whose
+/// output goes to the journal lose it without one.
+const JOURNAL_STDOUT: &str = "/run/systemd/journal/stdout";
+
+/// How often `-f` looks for new lines in a log file.
+const FOLLOW_POLL: Duration = Duration::from_millis(250);
+
+/// Lines `-f` prints before following when no `-n` is given (as journalctl).
+const FOLLOW_DEFAULT_LINES: usize = 10;
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct LogsArgs {
+    /// A manifest's name (its unit NAME.service) or a full unit name;
+    /// unitlet's own log (unitlet.service) without it.
+    pub name: Option<String>,
+    /// Keep printing new lines as they are written.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Print only the last N lines.
+    #[arg(short = 'n', long = "lines", value_name = "N")]
+    pub lines: Option<usize>,
+    /// Only lines since TIME, in journalctl's syntax ("2026-12-06 10:00",
+    /// "-1h", "today"); journal only.
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    pub since: Option<String>,
+}
+
+/// Where a unit's output goes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Sink {
+    /// The journal (`journal`, `journal+console`, `kmsg`, `inherit` …).
+    Journal,
+    /// Plain files (`append:`, `file:`, `truncate:`): standard output's,
+    /// then standard error's if it is another one.
+    Files(Vec<PathBuf>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogsError {
+    /// The manager does not know the unit.
+    #[error(
+        "the user manager has no unit {unit} (`unitlet get` lists the manifests and their units)"
+    )]
+    UnknownUnit { unit: String },
+    /// The manager cannot be asked where the unit logs.
+    #[error("cannot ask the user manager where {unit} logs")]
+    Systemd {
+        unit: String,
+        #[source]
+        source: Box<SystemdError>,
+    },
+    /// The unit's output goes to a journal no journald collects.
+    #[error(
+        "{unit} logs to the journal (StandardOutput={output}), but no systemd-journald runs here ({JOURNAL_STDOUT} is missing), so its output is lost; run it in a systemd session, or give it a log file (scripts/quickstart.sh does for its private manager)"
+    )]
+    NoJournal { unit: String, output: String },
+    /// The unit's output file could not be worked out from its files.
+    #[error("cannot tell which file {unit} logs to: {reason}")]
+    FilePath { unit: String, reason: String },
+    /// `--since` on plain files.
+    #[error(
+        "--since needs the journal, and {unit} logs to {} (lines without time stamps); use -n N instead",
+        .files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(" and ")
+    )]
+    SinceOnFile { unit: String, files: Vec<PathBuf> },
+    /// A log file (or the journalctl program) could not be read or run.
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    /// journalctl ran and failed (it said why on standard error).
+    #[error("journalctl failed ({0})")]
+    Journalctl(std::process::ExitStatus),
+}
+
+impl LogsError {
+    /// The contract's codes (this module does not depend on `cli`).
+    fn exit_code(&self) -> i32 {
+        match self {
+            LogsError::UnknownUnit { .. } => 1,
+            _ => 2,
+        }
+    }
+}
+
+/// The unit `unitlet logs NAME` shows.
+pub fn unit_of(name: Option<&str>) -> String {
+    match name {
+        None => "unitlet.service".into(),
+        Some(n) if n.contains('.') => n.into(),
+        Some(n) => format!("{n}.service"),
+    }
+}
+
+/// `unitlet logs`: exit 0 printed; 1 no such unit; 2 operational error.
+pub async fn command(loc: &Locations, args: LogsArgs) -> i32 {
+    match logs(loc, &args).await {
+        Ok(()) => 0,
+        Err(e) => {
+            if !matches!(e, LogsError::Journalctl(_)) {
+                eprintln!("error: {}", crate::error_chain(&e));
+            }
+            e.exit_code()
+        }
+    }
+}
+
+async fn logs(loc: &Locations, args: &LogsArgs) -> Result<(), LogsError> {
+    let unit = unit_of(args.name.as_deref());
+    let sink = sink_of(loc, &unit).await?;
+    match sink {
+        Sink::Journal => journalctl(&unit, args),
+        Sink::Files(files) => {
+            if args.since.is_some() {
+                return Err(LogsError::SinceOnFile { unit, files });
+            }
+            print_files(&files, args).await
+        }
+    }
+}
+
+/// Asks the manager where UNIT's output goes.
+async fn sink_of(loc: &Locations, unit: &str) -> Result<Sink, LogsError> {
+    let sd_err = |source| LogsError::Systemd {
+        unit: unit.to_owned(),
+        source: Box::new(source),
+    };
+    let sd = Systemd::connect(loc.bus.as_deref()).await.map_err(sd_err)?;
+    let path = sd.load_unit(unit).await.map_err(sd_err)?;
+    let props = sd
+        .get_all(unit, &path, "org.freedesktop.systemd1.Unit")
+        .await
+        .map_err(sd_err)?;
+    if string(&props, "LoadState") == "not-found" {
+        return Err(LogsError::UnknownUnit { unit: unit.into() });
+    }
+    let iface = if unit.ends_with(".service") {
+        "org.freedesktop.systemd1.Service"
+    } else {
+        // Timers and others log nothing of their own: their service does.
+        return Err(LogsError::FilePath {
+            unit: unit.into(),
+            reason: "only services have output; name the service".into(),
+        });
+    };
+    let svc = sd.get_all(unit, &path, iface).await.map_err(sd_err)?;
+    let output = string(&svc, "StandardOutput");
+    let error = string(&svc, "StandardError");
+    if !is_file(&output) && !is_file(&error) {
+        return if Path::new(JOURNAL_STDOUT).exists() {
+            Ok(Sink::Journal)
+        } else {
+            Err(LogsError::NoJournal {
+                unit: unit.into(),
+                output,
+            })
+        };
+    }
+    let mut texts = vec![string(&props, "FragmentPath")];
+    if let Some(d) = props
+        .get("DropInPaths")
+        .and_then(|v| <Vec<String>>::try_from(v.clone()).ok())
+    {
+        texts.extend(d);
+    }
+    let texts: Vec<String> = texts
+        .iter()
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .collect();
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    output_files(unit, home.as_deref(), &texts).map_err(|reason| LogsError::FilePath {
+        unit: unit.into(),
+        reason,
+    })
+}
+
+/// A string property, "" when absent or of another type.
+fn string<V: Clone>(props: &HashMap<String, V>, key: &str) -> String
+where
+    String: TryFrom<V>,
+{
+    props
+        .get(key)
+        .and_then(|v| String::try_from(v.clone()).ok())
+        .unwrap_or_default()
+}
+
+fn is_file(output: &str) -> bool {
+    matches!(output, "append" | "file" | "truncate")
+}
+
+/// The files UNIT's standard output and error go to, from its unit file
+/// and drop-ins in the order systemd applies them (a later assignment
+/// wins, an empty one resets). Pure.
+pub fn output_files(unit: &str, home: Option<&Path>, texts: &[String]) -> Result<Sink, String> {
+    let (mut out, mut err) = (String::new(), String::new());
+    for text in texts {
+        let mut section = "";
+        for line in text.lines().map(str::trim) {
+            if line.starts_with('[') {
+                section = line;
+                continue;
+            }
+            if section != "[Service]" {
+                continue;
+            }
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
+            match k.trim() {
+                "StandardOutput" => out = v.trim().to_owned(),
+                "StandardError" => err = v.trim().to_owned(),
+                _ => {}
+            }
+        }
+    }
+    let path_of = |v: &str| -> Result<Option<PathBuf>, String> {
+        let Some((kind, p)) = v.split_once(':') else {
+            return Ok(None);
+        };
+        if !matches!(kind, "append" | "file" | "truncate") {
+            return Ok(None);
+        }
+        expand_specifiers(p, unit, home).map(|p| Some(PathBuf::from(p)))
+    };
+    let mut files = Vec::new();
+    if let Some(p) = path_of(&out)? {
+        files.push(p);
+    }
+    // StandardError= defaults to (and `inherit` means) standard output's.
+    if let Some(p) = path_of(&err)?
+        && !files.contains(&p)
+    {
+        files.push(p);
+    }
+    if files.is_empty() {
+        return Err(format!(
+            "systemd says it writes to a file, but none of its unit files sets StandardOutput= or StandardError= to append:, file: or truncate: ({})",
+            if texts.is_empty() {
+                "they could not be read".to_owned()
+            } else {
+                format!("{} read", texts.len())
+            }
+        ));
+    }
+    Ok(Sink::Files(files))
+}
+
+/// The unit-name specifiers systemd resolves in a log file's path.
+fn expand_specifiers(path: &str, unit: &str, home: Option<&Path>) -> Result<String, String> {
+    let stem = unit.rsplit_once('.').map_or(unit, |(s, _)| s);
+    let (prefix, instance) = stem.split_once('@').unwrap_or((stem, ""));
+    let mut out = String::new();
+    let mut chars = path.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('%') => out.push('%'),
+            Some('n') => out.push_str(unit),
+            Some('N') => out.push_str(stem),
+            Some('p') => out.push_str(prefix),
+            Some('i') => out.push_str(instance),
+            Some('h') => match home {
+                Some(h) => out.push_str(&h.display().to_string()),
+                None => return Err(format!("{path} uses %h and HOME is not set")),
+            },
+            Some(s) => {
+                return Err(format!(
+                    "{path} uses the specifier %{s}, which unitlet does not resolve; read the file directly"
+                ));
+            }
+            None => return Err(format!("{path} ends in a lone %")),
+        }
+    }
+    Ok(out)
+}
+
+/// `journalctl --user -u UNIT` with the same selection.
+fn journalctl(unit: &str, args: &LogsArgs) -> Result<(), LogsError> {
+    let mut c = std::process::Command::new("journalctl");
+    c.args(["--user", "--no-pager", "-u", unit]);
+    if let Some(n) = args.lines {
+        c.arg(format!("--lines={n}"));
+    }
+    if let Some(s) = &args.since {
+        c.arg(format!("--since={s}"));
+    }
+    if args.follow {
+        c.arg("--follow");
+    }
+    let status = c.status().map_err(|source| LogsError::Io {
+        what: "cannot run journalctl".into(),
+        source,
+    })?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(LogsError::Journalctl(status))
+    }
+}
+
+/// A file being printed: where the next read starts, and which file that is
+/// (a rotated or re-created file is read from its start).
+struct Tail {
+    path: PathBuf,
+    pos: u64,
+    ino: u64,
+}
+
+async fn print_files(files: &[PathBuf], args: &LogsArgs) -> Result<(), LogsError> {
+    let io_err = |p: &Path| {
+        let what = format!("cannot read {}", p.display());
+        move |source| LogsError::Io { what, source }
+    };
+    let lines = args.lines.or(args.follow.then_some(FOLLOW_DEFAULT_LINES));
+    let headers = files.len() > 1;
+    let mut out = io::stdout().lock();
+    let mut tails = Vec::new();
+    for p in files {
+        if headers {
+            let _ = writeln!(out, "==> {} <==", p.display());
+        }
+        let (pos, ino) = match File::open(p) {
+            Ok(mut f) => {
+                let ino = f.metadata().map_err(io_err(p))?.ino();
+                let start = match lines {
+                    Some(n) => start_of_last_lines(&mut f, n).map_err(io_err(p))?,
+                    None => 0,
+                };
+                (copy_from(&mut f, start, &mut out).map_err(io_err(p))?, ino)
+            }
+            // Not written yet (nothing started since quickstart): empty.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (0, 0),
+            Err(e) => return Err(io_err(p)(e)),
+        };
+        tails.push(Tail {
+            path: p.clone(),
+            pos,
+            ino,
+        });
+    }
+    let _ = out.flush();
+    drop(out);
+    if !args.follow {
+        return Ok(());
+    }
+    let mut last = tails.len().saturating_sub(1);
+    loop {
+        tokio::time::sleep(FOLLOW_POLL).await;
+        for (i, t) in tails.iter_mut().enumerate() {
+            let Ok(mut f) = File::open(&t.path) else {
+                continue;
+            };
+            let meta = f.metadata().map_err(io_err(&t.path))?;
+            if meta.ino() != t.ino || meta.len() < t.pos {
+                (t.ino, t.pos) = (meta.ino(), 0);
+            }
+            if meta.len() == t.pos {
+                continue;
+            }
+            let mut out = io::stdout().lock();
+            if headers && i != last {
+                let _ = writeln!(out, "\n==> {} <==", t.path.display());
+                last = i;
+            }
+            t.pos = copy_from(&mut f, t.pos, &mut out).map_err(io_err(&t.path))?;
+            let _ = out.flush();
+        }
+    }
+}
+
+/// Copies `f` from `start` to its end into `out`; the offset reached.
+fn copy_from(f: &mut File, start: u64, out: &mut impl Write) -> io::Result<u64> {
+    f.seek(SeekFrom::Start(start))?;
+    let n = io::copy(f, out)?;
+    Ok(start + n)
+}
+
+/// The offset where the last `n` lines of `f` begin (a last line without
+/// its newline counts), reading backwards from the end in blocks.
+pub fn start_of_last_lines(f: &mut File, n: usize) -> io::Result<u64> {
+    const BLOCK: u64 = 64 * 1024;
+    let len = f.metadata()?.len();
+    if n == 0 {
+        return Ok(len);
+    }
+    let mut end = len;
+    // The newline ending the last line does not start a line.
+    let mut skip_last = true;
+    let mut seen = 0;
+    let mut buf = vec![0u8; BLOCK as usize];
+    while end > 0 {
+        let start = end.saturating_sub(BLOCK);
+        let chunk = &mut buf[..(end - start) as usize];
+        f.seek(SeekFrom::Start(start))?;
+        f.read_exact(chunk)?;
+        for (i, b) in chunk.iter().enumerate().rev() {
+            if *b != b'\n' {
+                continue;
+            }
+            if skip_last && start + i as u64 == len - 1 {
+                skip_last = false;
+                continue;
+            }
+            seen += 1;
+            if seen == n {
+                return Ok(start + i as u64 + 1);
+            }
+        }
+        skip_last = false;
+        end = start;
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn last(content: &str, n: usize) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log");
+        std::fs::write(&p, content).unwrap();
+        let mut f = File::open(&p).unwrap();
+        let start = start_of_last_lines(&mut f, n).unwrap();
+        content[start as usize..].to_owned()
+    }
+
+    #[test]
+    fn last_lines_count_a_final_line_with_or_without_its_newline() {
+        assert_eq!(last("a\nb\nc\n", 2), "b\nc\n");
+        assert_eq!(last("a\nb\nc", 2), "b\nc");
+        assert_eq!(last("a\nb\nc\n", 5), "a\nb\nc\n");
+        assert_eq!(last("a\nb\nc\n", 0), "");
+        assert_eq!(last("", 3), "");
+        assert_eq!(last("\n\n\n", 2), "\n\n");
+    }
+
+    #[test]
+    fn last_lines_cross_read_blocks() {
+        let line = "x".repeat(1000);
+        let content: String = (0..200).map(|i| format!("{i} {line}\n")).collect();
+        let tail = last(&content, 150);
+        assert_eq!(tail.lines().count(), 150);
+        assert!(tail.starts_with("50 x"), "{}", &tail[..10]);
+    }
+
+    #[test]
+    fn the_log_file_is_the_last_assignment_with_unit_specifiers_resolved() {
+        let fragment =
+            "[Unit]\nDescription=x\n[Service]\nExecStart=/bin/true\nStandardOutput=journal\n"
+                .to_owned();
+        let dropin =
+            "[Service]\nStandardOutput=append:/var/log/q/%N.log\nStandardError=append:/var/log/q/%N.log\n"
+                .to_owned();
+        assert_eq!(
+            output_files("prometheus.service", None, &[fragment.clone(), dropin]),
+            Ok(Sink::Files(vec![PathBuf::from(
+                "/var/log/q/prometheus.log"
+            )]))
+        );
+        let split =
+            "[Service]\nStandardOutput=file:%h/out-%i\nStandardError=truncate:/e/%p%%.log\n"
+                .to_owned();
+        assert_eq!(
+            output_files("w@a.service", Some(Path::new("/home/me")), &[split]),
+            Ok(Sink::Files(vec![
+                PathBuf::from("/home/me/out-a"),
+                PathBuf::from("/e/w%.log")
+            ]))
+        );
+        // A later empty assignment resets; another section does not count.
+        let reset = "[Service]\nStandardOutput=\n[Install]\nStandardOutput=append:/x\n".to_owned();
+        assert!(output_files("a.service", None, &[fragment, reset]).is_err());
+        let unknown = "[Service]\nStandardOutput=append:%t/a.log\n".to_owned();
+        let e = output_files("a.service", None, &[unknown]).unwrap_err();
+        assert!(e.contains("%t"), "{e}");
+    }
+
+    #[test]
+    fn names_map_to_services_and_no_name_to_unitlet_itself() {
+        assert_eq!(unit_of(None), "unitlet.service");
+        assert_eq!(unit_of(Some("prometheus")), "prometheus.service");
+        assert_eq!(
+            unit_of(Some("prometheus-tsdb.timer")),
+            "prometheus-tsdb.timer"
+        );
+        // Status messages point here, by the name `logs` takes.
+        assert_eq!(
+            crate::status::see_logs("prometheus-tsdb.timer"),
+            "see `unitlet logs prometheus-tsdb`"
+        );
+        assert_eq!(
+            crate::status::see_logs("prometheus.service"),
+            "see `unitlet logs prometheus`"
+        );
+    }
+}
