@@ -450,10 +450,12 @@ impl History {
     /// Pin revision `to` (default: the newest revision before the one in
     /// force that ended well and differs from it; never a failed one).
     /// Going back to the manifest's own unit ends the pin instead.
+    /// `manifest`: what the manifest renders to now, when known (else the
+    /// pin's manifest, or the newest revision, stands for it).
     ///
     /// # Errors
     /// A message when there is no such revision or nothing to go back to.
-    pub fn undo(&mut self, to: Option<u32>) -> Result<Undone, String> {
+    pub fn undo(&mut self, to: Option<u32>, manifest: Option<&str>) -> Result<Undone, String> {
         let current = self
             .in_force()
             .ok_or("it has no revisions yet: unitlet records one each time it writes and starts the Service")?;
@@ -486,22 +488,25 @@ impl History {
         if target == current {
             return Err(format!("revision {target} is already in force"));
         }
-        let manifest_hash = match &self.pin {
-            Some(p) => p.manifest_hash.clone(),
-            None => self
+        let manifest_hash = match (manifest, &self.pin) {
+            (Some(m), _) => content_hash(m),
+            (None, Some(p)) => p.manifest_hash.clone(),
+            (None, None) => self
                 .revisions
                 .last()
                 .map(|r| r.hash.clone())
                 .unwrap_or_default(),
         };
-        let unit = |n: u32| self.get(n).map(|r| r.unit.as_str());
-        let manifests = self
-            .revisions
-            .iter()
-            .rev()
-            .find(|r| r.hash == manifest_hash);
-        if let (Some(m), Some(t)) = (manifests, unit(target))
-            && same_unit(&m.unit, t)
+        let manifest = manifest.or_else(|| {
+            let r = self
+                .revisions
+                .iter()
+                .rev()
+                .find(|r| r.hash == manifest_hash);
+            r.map(|r| r.unit.as_str())
+        });
+        if let (Some(m), Some(t)) = (manifest, self.get(target))
+            && same_unit(m, &t.unit)
         {
             self.pin = None;
             return Ok(Undone::ToManifest(target));
@@ -1599,6 +1604,21 @@ async fn undo_pass(
     Ok(report)
 }
 
+/// What Service `name`'s manifest renders to now (its main unit), if it
+/// loads: the manifest a pin made by `rollout undo` is for.
+fn manifest_unit(
+    loc: &Locations,
+    ctx: &crate::render::RenderContext,
+    name: &str,
+) -> Option<String> {
+    let loaded = crate::manifest::load_dir(&loc.manifests).ok()?;
+    let unit = format!("{name}.service");
+    crate::render::render(loaded.get(name)?, ctx)
+        .into_iter()
+        .find(|d| d.name == unit && matches!(d.role, Role::Main { .. }))
+        .map(|d| d.content)
+}
+
 /// `(revision, event, what to print)` for what `rollout undo` did. Pure.
 fn undo_messages(name: &str, u: Undone) -> (u32, String, String) {
     match u {
@@ -1643,7 +1663,12 @@ async fn undo(loc: &Locations, name: &str, to: Option<u32>, timeout: Duration) -
         Ok(h) => h,
         Err(e) => return fail(&e),
     };
-    let (target, event, done) = match h.undo(to) {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("unitlet"));
+    let mut rec = crate::reconcile::Reconciler::new(loc.clone(), exe);
+    rec.job_timeout = timeout;
+    rec.start_wait = timeout;
+    let manifest = manifest_unit(loc, &rec.render_ctx, name);
+    let (target, event, done) = match h.undo(to, manifest.as_deref()) {
         Ok(u) => undo_messages(name, u),
         Err(e) => {
             eprintln!("error: cannot undo the rollout of {name}: {e}");
@@ -1653,10 +1678,6 @@ async fn undo(loc: &Locations, name: &str, to: Option<u32>, timeout: Duration) -
     if let Err(e) = save(&loc.state_dir, name, &h) {
         return fail(&e);
     }
-    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("unitlet"));
-    let mut rec = crate::reconcile::Reconciler::new(loc.clone(), exe);
-    rec.job_timeout = timeout;
-    rec.start_wait = timeout;
     // One pass puts it in place (a pin makes the plan write and restart it).
     let mut report = undo_pass(loc, &sd, &mut rec, Vec::new(), Some((name, event))).await;
     drop(lock);
@@ -1809,22 +1830,26 @@ mod tests {
     #[test]
     fn undo_goes_back_one_or_to_a_chosen_revision() {
         let mut h = History::default();
-        assert!(h.undo(None).unwrap_err().contains("no revisions"));
+        assert!(h.undo(None, None).unwrap_err().contains("no revisions"));
         for (i, c) in ["a", "b", "c"].iter().enumerate() {
             h.record(c, (i > 0).then_some("previous"), NOW);
             h.finish(i as u32 + 1, Ok(()), true, NOW);
         }
-        assert_eq!(h.undo(None), Ok(Undone::Pinned(2)));
+        assert_eq!(h.undo(None, None), Ok(Undone::Pinned(2)));
         assert_eq!(h.substitute("c").as_deref(), Some("b"));
         let (st, reason, msg) = h.ready_override("web", "web.service is active").unwrap();
         assert_eq!((st, reason), (ConditionStatus::True, Reason::Pinned));
         assert!(msg.contains("pinned to revision 2"), "{msg}");
         // Undo again goes back further, for the same manifest.
-        assert_eq!(h.undo(None), Ok(Undone::Pinned(1)));
+        assert_eq!(h.undo(None, None), Ok(Undone::Pinned(1)));
         assert_eq!(h.substitute("c").as_deref(), Some("a"));
-        assert_eq!(h.undo(Some(3)), Ok(Undone::ToManifest(3)));
-        assert!(h.undo(Some(3)).unwrap_err().contains("already in force"));
-        assert!(h.undo(Some(9)).unwrap_err().contains("no revision 9"));
+        assert_eq!(h.undo(Some(3), None), Ok(Undone::ToManifest(3)));
+        assert!(
+            h.undo(Some(3), None)
+                .unwrap_err()
+                .contains("already in force")
+        );
+        assert!(h.undo(Some(9), None).unwrap_err().contains("no revision 9"));
     }
 
     const UNIT: &str = "[Unit]\nDescription=web\n\n[Service]\nExecStart=/bin/web\nRestart=on-failure\n\n[Install]\nWantedBy=default.target\n";
@@ -1917,18 +1942,24 @@ mod tests {
         h.record(&fixed, Some(UNIT), NOW);
         h.finish(3, Ok(()), true, NOW);
         assert!(h.pin.is_none());
-        assert_eq!(h.undo(None), Ok(Undone::Pinned(1)));
+        assert_eq!(h.undo(None, Some(&fixed)), Ok(Undone::Pinned(1)));
         assert_eq!(h.substitute(&fixed).as_deref(), Some(UNIT));
         assert!(
-            h.undo(None)
+            h.undo(None, None)
                 .unwrap_err()
                 .contains("no revision before revision 1")
         );
-        assert_eq!(h.undo(Some(3)), Ok(Undone::ToManifest(3)));
+        assert_eq!(h.undo(Some(3), Some(&fixed)), Ok(Undone::ToManifest(3)));
         assert!(h.pin.is_none());
         assert_eq!(h.in_force().map(|r| r.revision), Some(3));
         // Chosen by number, a failed revision can still be pinned.
-        assert_eq!(h.undo(Some(2)), Ok(Undone::Pinned(2)));
+        assert_eq!(h.undo(Some(2), None), Ok(Undone::Pinned(2)));
+        // After a limits-only change (no revision), undo pins for the
+        // manifest as it renders now, and the pinned unit gets its limits.
+        let now = limited(&fixed, "/bin/web");
+        assert_eq!(h.undo(Some(1), Some(&now)), Ok(Undone::Pinned(1)));
+        assert_eq!(h.substitute(&now), Some(limited(UNIT, "/bin/web")));
+        assert_eq!(h.undo(Some(3), Some(&now)), Ok(Undone::ToManifest(3)));
     }
 
     #[test]
