@@ -140,6 +140,78 @@ pub enum Finished {
     Stale,
 }
 
+/// What [`History::undo`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Undone {
+    /// Revision N is pinned until the manifest changes.
+    Pinned(u32),
+    /// Revision N is the manifest's own unit: no pin (any pin ended).
+    ToManifest(u32),
+}
+
+/// Whether `line` (trimmed) sets a limit [`crate::render::LIVE_KEYS`]
+/// names, in a `[Service]` section.
+fn is_limit(line: &str) -> bool {
+    line.split_once('=')
+        .is_some_and(|(k, _)| crate::render::LIVE_KEYS.contains(&k.trim()))
+}
+
+/// The `[Service]` limit lines of a unit file, in order.
+fn limit_lines(unit: &str) -> Vec<&str> {
+    let mut section = "";
+    let mut out = Vec::new();
+    for line in unit.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            section = t;
+        } else if section == "[Service]" && is_limit(t) {
+            out.push(t);
+        }
+    }
+    out
+}
+
+/// `unit` with its resource limits replaced by those `from` sets: placed
+/// after the last setting of its last `[Service]` section, in `from`'s
+/// order (the last one wins in systemd). Pure.
+pub fn with_limits(unit: &str, from: &str) -> String {
+    let limits = limit_lines(from);
+    let mut lines: Vec<&str> = Vec::new();
+    let mut section = "";
+    let mut at = None;
+    for line in unit.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            section = t;
+        } else if section == "[Service]" && is_limit(t) {
+            continue;
+        }
+        lines.push(line);
+        if section == "[Service]" && !t.is_empty() && !t.starts_with(['#', ';']) {
+            at = Some(lines.len());
+        }
+    }
+    let at = match at {
+        Some(i) => i,
+        None if limits.is_empty() => lines.len(),
+        None => {
+            lines.extend(["", "[Service]"]);
+            lines.len()
+        }
+    };
+    lines.splice(at..at, limits);
+    let mut out = lines.join("\n");
+    if unit.ends_with('\n') || unit.is_empty() {
+        out.push('\n');
+    }
+    out
+}
+
+/// Whether two unit files differ at most in their resource limits.
+fn same_unit(a: &str, b: &str) -> bool {
+    with_limits(a, "") == with_limits(b, "")
+}
+
 fn short(hash: &str) -> &str {
     &hash[..hash.len().min(12)]
 }
@@ -161,14 +233,77 @@ impl History {
         }
     }
 
-    /// The unit bytes to write instead of the manifest's, when a pin holds
-    /// for what the manifest renders to.
-    pub fn substitute(&self, manifest_hash: &str) -> Option<&str> {
+    /// The unit bytes to write instead of `manifest` (what the manifest
+    /// renders to), when a pin holds for it: the pinned revision's unit
+    /// with the manifest's resource limits, which are the manifest's
+    /// promise whatever revision runs.
+    pub fn substitute(&self, manifest: &str) -> Option<String> {
         let p = self.pin.as_ref()?;
-        if p.manifest_hash != manifest_hash {
+        if p.manifest_hash != content_hash(manifest) {
             return None;
         }
-        self.get(p.revision).map(|r| r.unit.as_str())
+        self.get(p.revision).map(|r| with_limits(&r.unit, manifest))
+    }
+
+    /// The manifest now renders to `manifest`, for which the pin does not
+    /// hold, and the pass left what runs as it was (no restart): the pin
+    /// ends, since a changed manifest is a new desired state. When what
+    /// runs, the pinned revision with the manifest's limits, is the
+    /// manifest's own unit, it is recorded as a revision (so the history
+    /// says the manifest's revision is in force). Returns the pin that
+    /// ended and the revision recorded.
+    pub fn release(&mut self, manifest: &str, now: &str) -> Option<(Pin, Option<u32>)> {
+        let hash = content_hash(manifest);
+        if self.pin.as_ref()?.manifest_hash == hash {
+            return None;
+        }
+        let pin = self.pin.take()?;
+        let Some(pinned) = self
+            .get(pin.revision)
+            .filter(|r| same_unit(&r.unit, manifest))
+        else {
+            return Some((pin, None));
+        };
+        if self.revisions.last().is_some_and(|r| r.hash == hash) {
+            return Some((pin, None));
+        }
+        let state = match pinned.state {
+            RevisionState::Failed => RevisionState::Failed,
+            _ => RevisionState::Complete,
+        };
+        let reason = format!(
+            "revision {}'s unit with the manifest's limits: the manifest's again, applied without a restart",
+            pinned.revision
+        );
+        let n = self.revisions.last().map_or(1, |r| r.revision + 1);
+        self.revisions.push(Revision {
+            revision: n,
+            hash,
+            unit: manifest.to_string(),
+            applied_at: now.to_string(),
+            state,
+            reason,
+            ended_at: Some(now.to_string()),
+        });
+        self.trim();
+        Some((pin, Some(n)))
+    }
+
+    /// Keep the newest [`MAX_REVISIONS`], never the one a pin names.
+    fn trim(&mut self) {
+        let pinned = self.pin.as_ref().map(|p| p.revision);
+        while self.revisions.len() > MAX_REVISIONS {
+            match self
+                .revisions
+                .iter()
+                .position(|r| Some(r.revision) != pinned)
+            {
+                Some(i) => {
+                    self.revisions.remove(i);
+                }
+                None => break,
+            }
+        }
     }
 
     /// A unit file with `content` was written and started. Returns the new
@@ -185,7 +320,11 @@ impl History {
             self.revisions.clear();
         }
         if let Some(p) = &self.pin {
-            if self.get(p.revision).is_some_and(|r| r.hash == hash) {
+            // The pinned revision put back (with the manifest's limits).
+            if self
+                .get(p.revision)
+                .is_some_and(|r| same_unit(&r.unit, content))
+            {
                 return None;
             }
             // The manifest changed: the pin ends.
@@ -223,20 +362,7 @@ impl History {
             reason: String::new(),
             ended_at: None,
         });
-        let pinned = self.pin.as_ref().map(|p| p.revision);
-        while self.revisions.len() > MAX_REVISIONS {
-            // Never drop the revision a pin names.
-            match self
-                .revisions
-                .iter()
-                .position(|r| Some(r.revision) != pinned)
-            {
-                Some(i) => {
-                    self.revisions.remove(i);
-                }
-                None => break,
-            }
-        }
+        self.trim();
         Some(n)
     }
 
@@ -321,54 +447,70 @@ impl History {
             .any(|g| g.revision < n && g.state == RevisionState::Complete && g.hash != hash)
     }
 
-    /// Pin revision `to` (default: the one before the revision in force).
+    /// Pin revision `to` (default: the newest revision before the one in
+    /// force that ended well and differs from it; never a failed one).
+    /// Going back to the manifest's own unit ends the pin instead.
+    /// `manifest`: what the manifest renders to now, when known (else the
+    /// pin's manifest, or the newest revision, stands for it).
     ///
     /// # Errors
     /// A message when there is no such revision or nothing to go back to.
-    pub fn undo(&mut self, to: Option<u32>) -> Result<u32, String> {
+    pub fn undo(&mut self, to: Option<u32>, manifest: Option<&str>) -> Result<Undone, String> {
         let current = self
             .in_force()
-            .map(|r| r.revision)
             .ok_or("it has no revisions yet: unitlet records one each time it writes and starts the Service")?;
+        let (current, current_unit) = (current.revision, current.unit.clone());
         let target = match to {
-            Some(n) => {
-                let r = self.get(n).ok_or_else(|| {
+            Some(n) => self.get(n).map(|r| r.revision).ok_or_else(|| {
+                format!(
+                    "it has no revision {n}; `unitlet rollout history` lists {}",
+                    self.revisions
+                        .iter()
+                        .map(|r| r.revision.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?,
+            None => self
+                .revisions
+                .iter()
+                .rev()
+                .skip_while(|r| r.revision != current)
+                .skip(1)
+                .find(|r| r.state == RevisionState::Complete && !same_unit(&r.unit, &current_unit))
+                .map(|r| r.revision)
+                .ok_or_else(|| {
                     format!(
-                        "it has no revision {n}; `unitlet rollout history` lists {}",
-                        self.revisions
-                            .iter()
-                            .map(|r| r.revision.to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        "no revision before revision {current} ended well (Complete) and differs from it; `unitlet rollout history` lists them, `--to-revision N` picks one"
                     )
-                })?;
-                r.revision
-            }
-            None => {
-                let i = self
-                    .revisions
-                    .iter()
-                    .position(|r| r.revision == current)
-                    .unwrap_or(0);
-                if i == 0 {
-                    return Err(format!(
-                        "revision {current} is its oldest; there is nothing before it to go back to"
-                    ));
-                }
-                self.revisions[i - 1].revision
-            }
+                })?,
         };
         if target == current {
             return Err(format!("revision {target} is already in force"));
         }
-        let manifest_hash = match &self.pin {
-            Some(p) => p.manifest_hash.clone(),
-            None => self
+        let manifest_hash = match (manifest, &self.pin) {
+            (Some(m), _) => content_hash(m),
+            (None, Some(p)) => p.manifest_hash.clone(),
+            (None, None) => self
                 .revisions
                 .last()
                 .map(|r| r.hash.clone())
                 .unwrap_or_default(),
         };
+        let manifest = manifest.or_else(|| {
+            let r = self
+                .revisions
+                .iter()
+                .rev()
+                .find(|r| r.hash == manifest_hash);
+            r.map(|r| r.unit.as_str())
+        });
+        if let (Some(m), Some(t)) = (manifest, self.get(target))
+            && same_unit(m, &t.unit)
+        {
+            self.pin = None;
+            return Ok(Undone::ToManifest(target));
+        }
         self.pin = Some(Pin {
             revision: target,
             manifest_hash,
@@ -378,7 +520,7 @@ impl History {
             silence: None,
             since: now_rfc3339(),
         });
-        Ok(target)
+        Ok(Undone::Pinned(target))
     }
 
     /// What the Service's `Ready` condition should say instead of
@@ -546,12 +688,19 @@ fn with_history(state_dir: &Path) -> BTreeSet<String> {
 // ---------------------------------------------------------------------------
 // Hooks into a pass.
 
-/// Put a pinned revision's bytes in place of what the manifest renders to
-/// (rollback, undo). Called in `Reconciler::prepare` after rendering.
-pub fn substitute(state_dir: &Path, desired: &mut [DesiredUnit]) {
+/// Put a pinned revision's bytes (with the manifest's limits) in place of
+/// what the manifest renders to (rollback, undo). Called in
+/// `Reconciler::prepare` after rendering. Returns, by Service, what the
+/// manifest renders to when it has a pin that no longer holds (see
+/// [`release`]).
+pub fn substitute(
+    state_dir: &Path,
+    desired: &mut [DesiredUnit],
+) -> std::collections::BTreeMap<String, String> {
+    let mut unpinned = std::collections::BTreeMap::new();
     let names = with_history(state_dir);
     if names.is_empty() {
-        return;
+        return unpinned;
     }
     for d in desired.iter_mut() {
         if !matches!(d.role, Role::Main { .. })
@@ -561,13 +710,57 @@ pub fn substitute(state_dir: &Path, desired: &mut [DesiredUnit]) {
             continue;
         }
         match load_cached(state_dir, &d.manifest) {
-            Ok(h) => {
-                if let Some(c) = h.substitute(&content_hash(&d.content)) {
-                    d.content = c.to_string();
+            Ok(h) => match h.substitute(&d.content) {
+                Some(c) => d.content = c,
+                None if h.pin.is_some() => {
+                    unpinned.insert(d.manifest.clone(), d.content.clone());
                 }
-            }
+                None => {}
+            },
             Err(e) => tracing::warn!("{}", crate::error_chain(&e)),
         }
+    }
+    unpinned
+}
+
+/// End the pins of Services whose manifest changed (`unpinned`, from
+/// [`substitute`]) when the pass left them running as they were: a change
+/// that needs no restart (limits only, or back to the pinned revision's
+/// unit) is a new desired state too. (A change that restarts ends its pin
+/// in [`record`].) Called in `Reconciler::apply` after [`record`].
+pub fn release(
+    state_dir: &Path,
+    unpinned: &std::collections::BTreeMap<String, String>,
+    failures: &std::collections::BTreeMap<String, String>,
+    status: &mut Status,
+) {
+    for (name, manifest) in unpinned.iter().filter(|(n, _)| !failures.contains_key(*n)) {
+        let Some(mut h) = usable(status, name, load(state_dir, name)) else {
+            continue;
+        };
+        let Some((pin, recorded)) = h.release(manifest, &now_rfc3339()) else {
+            continue;
+        };
+        if usable(status, name, save(state_dir, name, &h)).is_none() {
+            continue;
+        }
+        let was = match pin.cause {
+            PinCause::RolledBack => "rolled back to",
+            PinCause::Undo => "pinned by `unitlet rollout undo` to",
+        };
+        let now = match recorded {
+            Some(n) => format!("revision {n}, the manifest's, is in force without a restart"),
+            None => "the manifest's revision is in force".to_string(),
+        };
+        status.event(
+            name,
+            EventType::Normal,
+            "PinEnded",
+            format!(
+                "the manifest of {name} changed, so it is no longer {was} revision {}: {now}",
+                pin.revision
+            ),
+        );
     }
 }
 
@@ -1383,113 +1576,140 @@ pub async fn command(loc: &Locations, cmd: RolloutCommand) -> i32 {
     }
 }
 
+/// One pass of `rollout undo`, under the state lock the caller holds: fold
+/// in `outcomes`, plan, act, add `event`, save the status.
+async fn undo_pass(
+    loc: &Locations,
+    sd: &Systemd,
+    rec: &mut crate::reconcile::Reconciler,
+    outcomes: Vec<crate::work::Outcome>,
+    event: Option<(&str, String)>,
+) -> Result<crate::reconcile::PassReport, String> {
+    let mut status = Status::load_async(&loc.status_file()).await;
+    for o in outcomes {
+        rec.finish(o, &mut status);
+    }
+    let result = async {
+        let prep = rec.prepare(sd, &status).await?;
+        rec.apply(sd, prep, &mut status).await
+    }
+    .await;
+    if let Some((name, msg)) = event {
+        status.event(name, EventType::Normal, "RolloutUndone", msg);
+    }
+    status.stamp("unitlet rollout undo");
+    let saved = status.save_async(&loc.status_file()).await;
+    let report = result.map_err(|e| crate::error_chain(&e))?;
+    saved.map_err(|e| crate::error_chain(&e))?;
+    Ok(report)
+}
+
+/// What Service `name`'s manifest renders to now (its main unit), if it
+/// loads: the manifest a pin made by `rollout undo` is for.
+fn manifest_unit(
+    loc: &Locations,
+    ctx: &crate::render::RenderContext,
+    name: &str,
+) -> Option<String> {
+    let loaded = crate::manifest::load_dir(&loc.manifests).ok()?;
+    let unit = format!("{name}.service");
+    crate::render::render(loaded.get(name)?, ctx)
+        .into_iter()
+        .find(|d| d.name == unit && matches!(d.role, Role::Main { .. }))
+        .map(|d| d.content)
+}
+
+/// `(revision, event, what to print)` for what `rollout undo` did. Pure.
+fn undo_messages(name: &str, u: Undone) -> (u32, String, String) {
+    match u {
+        Undone::Pinned(t) => (
+            t,
+            format!(
+                "revision {t} put back by `unitlet rollout undo`; it stays until the manifest changes"
+            ),
+            format!("{name}: revision {t} is in force until the manifest changes"),
+        ),
+        Undone::ToManifest(t) => (
+            t,
+            format!(
+                "revision {t}, the manifest's own unit, put back by `unitlet rollout undo`: nothing is pinned"
+            ),
+            format!(
+                "{name}: revision {t} is the manifest's own: nothing is pinned, the manifest's revision is in force"
+            ),
+        ),
+    }
+}
+
 async fn undo(loc: &Locations, name: &str, to: Option<u32>, timeout: Duration) -> i32 {
     if let Err(e) = is_service(loc, name) {
         eprintln!("error: {e}");
         return 1;
     }
+    let fail = |e: &dyn std::error::Error| {
+        eprintln!("error: {}", crate::error_chain(e));
+        2
+    };
     let sd = match Systemd::connect(loc.bus.as_deref()).await {
         Ok(sd) => sd,
-        Err(e) => {
-            eprintln!("error: {}", crate::error_chain(&e));
-            return 2;
-        }
+        Err(e) => return fail(&e),
     };
-    let lock =
-        match crate::lock::StateLock::acquire_announced(&loc.state_dir, "unitlet rollout undo")
-            .await
-        {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("error: {}", crate::error_chain(&e));
-                return 2;
-            }
-        };
+    let announce = "unitlet rollout undo";
+    let lock = match crate::lock::StateLock::acquire_announced(&loc.state_dir, announce).await {
+        Ok(l) => l,
+        Err(e) => return fail(&e),
+    };
     let mut h = match load(&loc.state_dir, name) {
         Ok(h) => h,
-        Err(e) => {
-            eprintln!("error: {}", crate::error_chain(&e));
-            return 2;
-        }
+        Err(e) => return fail(&e),
     };
-    let target = match h.undo(to) {
-        Ok(t) => t,
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("unitlet"));
+    let mut rec = crate::reconcile::Reconciler::new(loc.clone(), exe);
+    rec.job_timeout = timeout;
+    rec.start_wait = timeout;
+    let manifest = manifest_unit(loc, &rec.render_ctx, name);
+    let (target, event, done) = match h.undo(to, manifest.as_deref()) {
+        Ok(u) => undo_messages(name, u),
         Err(e) => {
             eprintln!("error: cannot undo the rollout of {name}: {e}");
             return 1;
         }
     };
     if let Err(e) = save(&loc.state_dir, name, &h) {
-        eprintln!("error: {}", crate::error_chain(&e));
-        return 2;
+        return fail(&e);
     }
-    // One pass puts it in place (the pin makes the plan write and restart it).
-    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("unitlet"));
-    let mut rec = crate::reconcile::Reconciler::new(loc.clone(), exe);
-    rec.job_timeout = timeout;
-    rec.start_wait = timeout;
-    let mut status = Status::load_async(&loc.status_file()).await;
-    let result = async {
-        let prep = rec.prepare(&sd, &status).await?;
-        rec.apply(&sd, prep, &mut status).await
-    }
-    .await;
-    status.event(
-        name,
-        EventType::Normal,
-        "RolloutUndone",
-        format!("revision {target} put back by `unitlet rollout undo`; it stays until the manifest changes"),
-    );
-    status.stamp("unitlet rollout undo");
-    let saved = status.save_async(&loc.status_file()).await;
+    // One pass puts it in place (a pin makes the plan write and restart it).
+    let mut report = undo_pass(loc, &sd, &mut rec, Vec::new(), Some((name, event))).await;
     drop(lock);
-    // Silences made before the restart are expired once it is Ready:
-    // run those watches here, outside the lock, and fold them in.
-    if let Ok(r) = &result {
-        let watches: Vec<RolloutWork> = r
-            .work
-            .iter()
-            .filter_map(|w| match w {
-                crate::work::Work::Rollout(w) if w.expire.is_some() => Some((**w).clone()),
-                _ => None,
-            })
-            .collect();
-        if !watches.is_empty() {
-            let http = crate::reload::http_client();
-            let done =
-                futures_util::future::join_all(watches.iter().map(|w| w.run(&sd, &http))).await;
-            if let Ok(_lock) =
-                crate::lock::StateLock::acquire_announced(&loc.state_dir, "unitlet rollout undo")
-                    .await
-            {
-                let mut status = Status::load_async(&loc.status_file()).await;
-                for (w, d) in watches.iter().zip(done) {
-                    finish(&loc.state_dir, w, d, &mut status);
-                }
-                let _ = status.save_async(&loc.status_file()).await;
-            }
+    // What it handed out (the readiness wait after the restart, the watch
+    // that expires a silence) is waited for outside the lock, and folded
+    // in by one more pass: the Service ends Ready or not, never Starting.
+    if let Ok(r) = &mut report
+        && !r.failures.contains_key(name)
+        && !r.work.is_empty()
+    {
+        let work = std::mem::take(&mut r.work)
+            .into_iter()
+            .map(|w| w.run(sd.clone(), rec.http.clone(), timeout));
+        let outcomes = futures_util::future::join_all(work).await;
+        match crate::lock::StateLock::acquire_announced(&loc.state_dir, announce).await {
+            Ok(_lock) => report = undo_pass(loc, &sd, &mut rec, outcomes, None).await,
+            Err(e) => return fail(&e),
         }
     }
-    match result {
+    match report {
         Ok(r) => {
             if let Some(e) = r.failures.get(name) {
                 eprintln!(
-                    "error: revision {target} of {name} is pinned, but applying it failed: {e}"
+                    "error: revision {target} of {name} is in place, but applying it failed: {e}"
                 );
                 return 1;
             }
-            if let Err(e) = saved {
-                eprintln!("error: {}", crate::error_chain(&e));
-                return 2;
-            }
-            println!("{name}: revision {target} is in force until the manifest changes");
+            println!("{done}");
             0
         }
         Err(e) => {
-            eprintln!(
-                "error: revision {target} of {name} is pinned, but the pass failed: {}",
-                crate::error_chain(&e)
-            );
+            eprintln!("error: revision {target} of {name} is in place, but the pass failed: {e}");
             2
         }
     }
@@ -1515,8 +1735,8 @@ mod tests {
         );
         assert_eq!(h.get(2).unwrap().state, RevisionState::Failed);
         // While the manifest renders to "bad", "good" is written instead.
-        assert_eq!(h.substitute(&content_hash("bad")), Some("good"));
-        assert_eq!(h.substitute(&content_hash("other")), None);
+        assert_eq!(h.substitute("bad").as_deref(), Some("good"));
+        assert_eq!(h.substitute("other"), None);
         // Writing the pinned revision back is not a new revision.
         assert_eq!(h.record("good", Some("bad"), NOW), None);
         let (st, reason, msg) = h
@@ -1534,7 +1754,7 @@ mod tests {
         // A fixed manifest is a new revision and ends the pin.
         assert_eq!(h.record("fixed", Some("good"), NOW), Some(3));
         assert!(h.pin.is_none());
-        assert_eq!(h.substitute(&content_hash("bad")), None);
+        assert_eq!(h.substitute("bad"), None);
         let t = history_table(&h);
         assert!(t.lines().nth(2).unwrap().contains("Failed"), "{t}");
         assert!(t.lines().nth(3).unwrap().starts_with("3*"), "{t}");
@@ -1610,22 +1830,136 @@ mod tests {
     #[test]
     fn undo_goes_back_one_or_to_a_chosen_revision() {
         let mut h = History::default();
-        assert!(h.undo(None).unwrap_err().contains("no revisions"));
+        assert!(h.undo(None, None).unwrap_err().contains("no revisions"));
         for (i, c) in ["a", "b", "c"].iter().enumerate() {
             h.record(c, (i > 0).then_some("previous"), NOW);
             h.finish(i as u32 + 1, Ok(()), true, NOW);
         }
-        assert_eq!(h.undo(None), Ok(2));
-        assert_eq!(h.substitute(&content_hash("c")), Some("b"));
+        assert_eq!(h.undo(None, None), Ok(Undone::Pinned(2)));
+        assert_eq!(h.substitute("c").as_deref(), Some("b"));
         let (st, reason, msg) = h.ready_override("web", "web.service is active").unwrap();
         assert_eq!((st, reason), (ConditionStatus::True, Reason::Pinned));
         assert!(msg.contains("pinned to revision 2"), "{msg}");
         // Undo again goes back further, for the same manifest.
-        assert_eq!(h.undo(None), Ok(1));
-        assert_eq!(h.substitute(&content_hash("c")), Some("a"));
-        assert_eq!(h.undo(Some(3)), Ok(3));
-        assert!(h.undo(Some(3)).unwrap_err().contains("already in force"));
-        assert!(h.undo(Some(9)).unwrap_err().contains("no revision 9"));
+        assert_eq!(h.undo(None, None), Ok(Undone::Pinned(1)));
+        assert_eq!(h.substitute("c").as_deref(), Some("a"));
+        assert_eq!(h.undo(Some(3), None), Ok(Undone::ToManifest(3)));
+        assert!(
+            h.undo(Some(3), None)
+                .unwrap_err()
+                .contains("already in force")
+        );
+        assert!(h.undo(Some(9), None).unwrap_err().contains("no revision 9"));
+    }
+
+    const UNIT: &str = "[Unit]\nDescription=web\n\n[Service]\nExecStart=/bin/web\nRestart=on-failure\n\n[Install]\nWantedBy=default.target\n";
+
+    fn limited(unit: &str, command: &str) -> String {
+        unit.replace("/bin/web", command).replace(
+            "Restart=on-failure\n",
+            "Restart=on-failure\nMemoryMax=104857600\nCPUQuota=20%\n",
+        )
+    }
+
+    #[test]
+    fn limits_come_from_the_manifest_whatever_unit_runs() {
+        let with = limited(UNIT, "/bin/web");
+        assert_eq!(with_limits(UNIT, &with), with);
+        assert_eq!(with_limits(&with, UNIT), UNIT);
+        assert_eq!(with_limits(&with, &with), with);
+        assert!(same_unit(UNIT, &with));
+        assert!(!same_unit(UNIT, &limited(UNIT, "/bin/other")));
+        // Adopted units: the manifest's overrides come last, in order.
+        let adopted = "[Service]\nExecStart=/bin/web\nMemoryMax=1\n\n[Service]\nMemoryMax=2\n";
+        assert_eq!(
+            with_limits("[Service]\nExecStart=/bin/old\n", adopted),
+            "[Service]\nExecStart=/bin/old\nMemoryMax=1\nMemoryMax=2\n"
+        );
+    }
+
+    /// Issue 21 item 1: limits added without a new revision, then a failed
+    /// revision: the rollback runs revision 1 with the manifest's limits.
+    #[test]
+    fn a_rollback_keeps_the_manifests_limits() {
+        let mut h = History::default();
+        h.record(UNIT, None, NOW);
+        h.finish(1, Ok(()), true, NOW);
+        let bad = limited(UNIT, "/bin/pyhton3");
+        assert_eq!(
+            h.record(&bad, Some(&limited(UNIT, "/bin/web")), NOW),
+            Some(2)
+        );
+        h.finish(2, Err("missing".into()), true, NOW);
+        let put_back = h.substitute(&bad).unwrap();
+        assert_eq!(put_back, limited(UNIT, "/bin/web"));
+        // Writing it is the pinned revision put back, not a new one.
+        assert_eq!(h.record(&put_back, Some(&bad), NOW), None);
+        assert_eq!(h.pin.as_ref().map(|p| p.revision), Some(1));
+    }
+
+    /// Issue 21 item 2: a manifest changed back to what runs ends the pin
+    /// without a restart, and the manifest's revision is in force.
+    #[test]
+    fn a_changed_manifest_ends_the_pin_without_a_restart() {
+        let mut h = History::default();
+        h.record(UNIT, None, NOW);
+        h.finish(1, Ok(()), true, NOW);
+        let bad = limited(UNIT, "/bin/pyhton3");
+        h.record(&bad, Some(UNIT), NOW);
+        h.finish(2, Err("missing".into()), true, NOW);
+        assert_eq!(h.release(&bad, NOW), None, "the pin holds for its manifest");
+        let fixed = limited(UNIT, "/bin/web");
+        let (pin, n) = h.release(&fixed, NOW).unwrap();
+        assert_eq!((pin.cause, n), (PinCause::RolledBack, Some(3)));
+        assert!(h.pin.is_none());
+        let r = h.in_force().unwrap();
+        assert_eq!(
+            (r.revision, r.state, r.unit.as_str()),
+            (3, RevisionState::Complete, fixed.as_str())
+        );
+        assert!(history_table(&h).contains("in force: the manifest's revision"));
+        // A change that is not what runs ends the pin; the restart that
+        // follows records it.
+        h.record(&bad, Some(&fixed), NOW);
+        h.finish(4, Err("missing".into()), true, NOW);
+        assert_eq!(h.pin.as_ref().map(|p| p.revision), Some(3));
+        let other = limited(UNIT, "/bin/other");
+        assert_eq!(h.release(&other, NOW).map(|(_, n)| n), Some(None));
+        assert!(h.pin.is_none());
+    }
+
+    /// Issue 21 item 3: undo never goes back to a failed revision, and
+    /// undo to the manifest's own revision is no pin.
+    #[test]
+    fn undo_skips_failed_revisions_and_the_manifests_own_is_no_pin() {
+        let mut h = History::default();
+        h.record(UNIT, None, NOW);
+        h.finish(1, Ok(()), true, NOW);
+        let bad = UNIT.replace("/bin/web", "/bin/pyhton3");
+        h.record(&bad, Some(UNIT), NOW);
+        h.finish(2, Err("missing".into()), true, NOW);
+        let fixed = UNIT.replace("/bin/web", "/bin/web --fixed");
+        h.record(&fixed, Some(UNIT), NOW);
+        h.finish(3, Ok(()), true, NOW);
+        assert!(h.pin.is_none());
+        assert_eq!(h.undo(None, Some(&fixed)), Ok(Undone::Pinned(1)));
+        assert_eq!(h.substitute(&fixed).as_deref(), Some(UNIT));
+        assert!(
+            h.undo(None, None)
+                .unwrap_err()
+                .contains("no revision before revision 1")
+        );
+        assert_eq!(h.undo(Some(3), Some(&fixed)), Ok(Undone::ToManifest(3)));
+        assert!(h.pin.is_none());
+        assert_eq!(h.in_force().map(|r| r.revision), Some(3));
+        // Chosen by number, a failed revision can still be pinned.
+        assert_eq!(h.undo(Some(2), None), Ok(Undone::Pinned(2)));
+        // After a limits-only change (no revision), undo pins for the
+        // manifest as it renders now, and the pinned unit gets its limits.
+        let now = limited(&fixed, "/bin/web");
+        assert_eq!(h.undo(Some(1), Some(&now)), Ok(Undone::Pinned(1)));
+        assert_eq!(h.substitute(&now), Some(limited(UNIT, "/bin/web")));
+        assert_eq!(h.undo(Some(3), Some(&now)), Ok(Undone::ToManifest(3)));
     }
 
     #[test]

@@ -143,7 +143,7 @@ impl Reconciler {
     /// What a running Service's changed config needs, unless it is the
     /// content the validator refused or a failed reload is not due yet.
     fn config_change(
-        &self,
+        &mut self,
         m: &Manifest,
         s: &ServiceSpec,
         current: String,
@@ -151,6 +151,16 @@ impl Reconciler {
     ) -> Option<Work> {
         let entry = status.config.get(&m.name)?;
         if entry.applied == current && !entry.failing {
+            // Back to the content the service runs: what the validator
+            // refused is gone, as a fresh `apply` sees it (issue 21).
+            if self.rejected_config.remove(&m.name).is_some()
+                && self
+                    .config_issue
+                    .get(&m.name)
+                    .is_some_and(|(r, _)| *r == Reason::ConfigInvalid)
+            {
+                self.config_issue.remove(&m.name);
+            }
             return None;
         }
         if self

@@ -76,6 +76,9 @@ pub struct Prepared {
     /// Manifests that disappeared less than `gc_grace` ago: their units
     /// are left alone until then (by manifest: when the grace ends).
     pub gc_waiting: BTreeMap<String, Instant>,
+    /// Services whose manifest changed since their revision was pinned:
+    /// what the manifest renders to (the pin ends, `rollout::release`).
+    pub unpinned: BTreeMap<String, String>,
 }
 
 /// The outcome of one pass.
@@ -368,7 +371,7 @@ impl Reconciler {
         }
         // Issue 12 hook: a pinned revision (rollback, undo) replaces the
         // manifest's unit bytes.
-        crate::rollout::substitute(&self.loc.state_dir, &mut desired);
+        let unpinned = crate::rollout::substitute(&self.loc.state_dir, &mut desired);
         let observed = self.observe(sd, &desired, status).await?;
         let gc_waiting = self.gc_grace_holds(&loaded, &mut held, &observed, now);
         let mut plan = plan::plan(&self.loc.unit_dir, &desired, &held, &observed);
@@ -384,6 +387,7 @@ impl Reconciler {
             backing_off,
             on_hold: holds.into_iter().collect(),
             gc_waiting,
+            unpinned,
         })
     }
 

@@ -535,3 +535,98 @@ async fn state_stopped_stops_the_unit_and_reports_it_stopped() {
     let r = w.pass().await;
     assert_eq!(r.actions, 0, "stopped as declared: nothing to do");
 }
+
+/// Issue 21 item 4: a refused config reverted to the content the service
+/// runs ends ConfigInvalid in a long-lived reconciler (`run`) as in a fresh
+/// one (`apply`), and the next pass does not put it back.
+#[tokio::test]
+async fn a_refused_config_reverted_to_what_runs_is_no_longer_invalid() {
+    let mut w = World::new();
+    let conf = w.dir.path().join("web.conf");
+    std::fs::write(&conf, "good").unwrap();
+    let extra = format!(
+        "  configFiles: [{c}]\n  onConfigChange: reload\n  reload:\n    signal: SIGHUP\n  validate: [/bin/sh, -c, \"! grep -q bad {c}\"]\n",
+        c = conf.display()
+    );
+    w.write("web.yaml", &service("web", &extra));
+    w.pass().await;
+    assert_eq!(w.ready("web").0, True);
+    std::fs::write(&conf, "bad").unwrap();
+    let r = w.pass().await;
+    w.run_work(r.work).await;
+    w.pass().await;
+    assert_eq!(w.ready("web").1, Reason::ConfigInvalid);
+    std::fs::write(&conf, "good").unwrap();
+    let r = w.pass().await;
+    assert!(r.work.is_empty(), "nothing to reload: {:?}", r.work);
+    assert_eq!(w.ready("web").0, True, "{:?}", w.ready("web"));
+    w.pass().await;
+    assert_eq!(w.ready("web").0, True, "{:?}", w.ready("web"));
+    assert!(w.sd.signals("web.service").is_empty(), "never reloaded");
+}
+
+/// Issue 21 items 1 and 2: a rolled-back revision runs with the
+/// manifest's limits (the plan has nothing more to do), and the manifest
+/// fixed back to what runs ends the pin without a restart.
+#[tokio::test]
+async fn a_pinned_revision_keeps_the_manifests_limits_and_a_fixed_manifest_ends_the_pin() {
+    use crate::rollout::{History, Pin, PinCause, Revision, RevisionState};
+    let mut w = World::new();
+    let limits = "  resources: {memoryMax: 100M, cpuQuota: 20%}\n";
+    let good = service("web", limits);
+    w.write("web.yaml", &good);
+    w.pass().await;
+    let good_unit = w.unit_file("web.service").unwrap();
+    // As after a rollback: revision 1 from before the limits, revision 2
+    // (a missing program) failed, revision 1 pinned.
+    let bad = good.replace("/bin/sleep", "/usr/bin/pyhton3");
+    w.write("web.yaml", &bad);
+    let prep = w.rec.prepare(&w.sd, &w.status).await.unwrap();
+    let bad_unit = prep.desired[0].content.clone();
+    let revision = |n, unit: &str, state| Revision {
+        revision: n,
+        hash: crate::plan::content_hash(unit),
+        unit: unit.to_string(),
+        applied_at: "2026-12-06T06:00:00Z".into(),
+        state,
+        reason: String::new(),
+        ended_at: None,
+    };
+    let before_limits = crate::rollout::with_limits(&good_unit, "");
+    let h = History {
+        revisions: vec![
+            revision(1, &before_limits, RevisionState::Complete),
+            revision(2, &bad_unit, RevisionState::Failed),
+        ],
+        pin: Some(Pin {
+            revision: 1,
+            manifest_hash: crate::plan::content_hash(&bad_unit),
+            cause: PinCause::RolledBack,
+            failed_revision: Some(2),
+            reason: "pyhton3 does not exist".into(),
+            silence: None,
+            since: String::new(),
+        }),
+    };
+    crate::rollout::save(&w.rec.loc.state_dir, "web", &h).unwrap();
+    let r = w.pass().await;
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    assert_eq!(w.unit_file("web.service").unwrap(), good_unit);
+    assert_eq!(w.live_memory_max("web.service"), 100 << 20);
+    assert_eq!(w.ready("web").1, Reason::RolledBack);
+    let r = w.pass().await;
+    assert_eq!(r.actions, 0, "the plan agrees with what runs");
+
+    w.write("web.yaml", &good);
+    let jobs = w.sd.jobs("web.service");
+    let r = w.pass().await;
+    assert_eq!(r.actions, 0, "what runs is the manifest's");
+    assert_eq!(w.sd.jobs("web.service"), jobs, "no restart");
+    let (st, reason, msg) = w.ready("web");
+    assert_eq!((st, reason), (True, Reason::Running), "{msg}");
+    let h = crate::rollout::load(&w.rec.loc.state_dir, "web").unwrap();
+    assert!(h.pin.is_none());
+    let r3 = h.in_force().unwrap();
+    assert_eq!((r3.revision, r3.state), (3, RevisionState::Complete));
+    assert_eq!(r3.unit, good_unit);
+}

@@ -394,3 +394,42 @@ fn unit_and_config_change_together_restart_once_without_a_reload() {
         "no reload on top of the restart: {body}"
     );
 }
+
+/// Issue 21 item 4: a config reverted to the content Prometheus runs ends
+/// `ConfigInvalid` in `run` as in `apply`, and neither puts it back.
+#[test]
+fn issue21_4_reverting_a_refused_config_clears_config_invalid_in_run_and_apply() {
+    let um = UserManager::start();
+    let p = prometheus(
+        &um,
+        "prom",
+        "  onConfigChange: reload\n  reload: {http: {url: \"{reload}\"}}\n  validate: [/usr/bin/promtool, check, config, prometheus.yml]\n",
+    );
+    let run = um.spawn_run(&[]);
+    um.wait_ready_where("prom", "True Running", T, |r| r.1 == "Running");
+    let good = std::fs::read_to_string(&p.config).unwrap();
+    p.write_config("scrape_configs:\n  - job_name: broken\n    scrape_interval: banana\n");
+    um.wait_reason("prom", "ConfigInvalid", T);
+    // Back to the content Prometheus runs: nothing to reload, nothing
+    // refused any more.
+    p.write_config(&good);
+    um.wait_ready_where("prom", "True Running", T, |r| r.1 == "Running");
+    run.settle(T);
+    assert_eq!(um.ready("prom").map(|r| r.1), Some("Running".to_string()));
+    let o = um.unitlet(&["apply"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    // The operator's next passes agree with apply.
+    run.settle(T);
+    run.next_pass(T);
+    assert_eq!(um.ready("prom").map(|r| r.1), Some("Running".to_string()));
+    // And a refused config is refused by both.
+    p.write_config("scrape_configs:\n  - job_name: broken\n    scrape_interval: banana\n");
+    um.wait_reason("prom", "ConfigInvalid", T);
+    let o = um.unitlet(&["apply"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    run.settle(T);
+    assert_eq!(
+        um.ready("prom").map(|r| r.1),
+        Some("ConfigInvalid".to_string())
+    );
+}

@@ -307,3 +307,195 @@ fn a_revision_changed_again_while_progressing_is_superseded_and_the_newest_judge
     );
     assert!(um.prop("web.service", "ExecStart").contains("300000"));
 }
+
+// ---------------------------------------------------------------------------
+// Issue 21 items 1–3: limits, RolledBack and undo, as a new user hit them.
+
+/// A Python web server on `port`, its readiness URL, and `extra`.
+fn server(port: u16, program: &str, extra: &str) -> String {
+    web(
+        &format!("[{program}, -m, http.server, \"{port}\", --bind, 127.0.0.1]"),
+        &format!(
+            "  readiness: {{http: {{url: \"http://127.0.0.1:{port}/\"}}, timeout: 20s}}\n  rollout: {{timeout: 20s}}\n{extra}"
+        ),
+    )
+}
+
+const LIMITS: &str = "  resources: {memoryMax: 100M, cpuQuota: 20%}\n";
+
+/// The condition `type` of `name` in `get -o json`: (status, reason).
+fn condition(um: &UserManager, name: &str, type_: &str) -> Option<(String, String)> {
+    let v = um.get_json();
+    let c = v.as_array()?.iter().find(|o| o["name"] == name)?["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)?
+        .clone();
+    Some((
+        c["status"].as_str()?.to_string(),
+        c["reason"].as_str()?.to_string(),
+    ))
+}
+
+/// Issue 21 item 1's sequence up to the rollback: a server, then limits
+/// (no new revision), then a command whose program does not exist,
+/// rolled back. Returns the port.
+fn limits_then_a_missing_program_rolled_back(um: &UserManager) -> u16 {
+    let port = free_port();
+    um.write_manifest("web.yaml", &server(port, "/usr/bin/python3", ""));
+    wait_first_revision_complete(um);
+    um.wait_ready("web", "True", T);
+    um.write_manifest("web.yaml", &server(port, "/usr/bin/python3", LIMITS));
+    um.wait_prop("web.service", "MemoryMax", "104857600", T);
+    assert_eq!(
+        states(&history(um)),
+        [(1, "Complete".to_string())],
+        "a limits-only change is not a revision"
+    );
+    um.write_manifest("web.yaml", &server(port, "/usr/bin/pyhton3", LIMITS));
+    wait_for(T, "rolled back to revision 1", || {
+        um.ready("web")
+            .filter(|r| r.1 == "RolledBack")
+            .filter(|_| um.active("web.service") == "active")
+            .filter(|_| um.prop("web.service", "ExecStart").contains("python3"))
+    });
+    port
+}
+
+#[test]
+fn issue21_1_an_automatic_rollback_keeps_the_manifests_limits() {
+    let um = UserManager::start();
+    let _run = um.spawn_run(&["--resync", "2s"]);
+    limits_then_a_missing_program_rolled_back(&um);
+    assert_eq!(
+        states(&history(&um)),
+        [(1, "Complete".to_string()), (2, "Failed".to_string())]
+    );
+    // The rolled-back revision runs with the manifest's limits.
+    assert_eq!(um.prop("web.service", "MemoryMax"), "104857600");
+    assert_eq!(um.prop("web.service", "CPUQuotaPerSecUSec"), "200ms");
+    let file = unit_file(&um);
+    assert!(file.contains("MemoryMax=104857600"), "{file}");
+    assert!(!file.contains("pyhton3"), "{file}");
+    let wide = stdout(&um.unitlet(&["get", "-o", "wide"]));
+    let row = wide.lines().find(|l| l.starts_with("web ")).unwrap();
+    assert!(row.contains("/100M"), "{wide}");
+    assert!(!row.contains('∞'), "{wide}");
+    // What describe and plan say agrees with the live values.
+    assert_eq!(
+        condition(&um, "web", "LimitsEnforced").map(|c| c.0),
+        Some("True".to_string())
+    );
+    let o = um.unitlet(&["describe", "web"]);
+    assert!(stdout(&o).contains("LimitsEnforced"), "{}", stdout(&o));
+    let o = um.unitlet(&["plan"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+}
+
+#[test]
+fn issue21_2_fixing_the_manifest_clears_rolled_back_without_a_restart() {
+    let um = UserManager::start();
+    let run = um.spawn_run(&["--resync", "2s"]);
+    let port = limits_then_a_missing_program_rolled_back(&um);
+    let pid = um.prop("web.service", "MainPID");
+    // The command fixed back (limits kept): what runs is now exactly what
+    // the manifest says, so nothing restarts, and RolledBack ends.
+    um.write_manifest("web.yaml", &server(port, "/usr/bin/python3", LIMITS));
+    let (_, _, msg) = um.wait_ready_where("web", "True Running", T, |r| {
+        r.0 == "True" && r.1 == "Running"
+    });
+    assert!(!msg.contains("revision"), "{msg}");
+    assert_eq!(um.prop("web.service", "MainPID"), pid, "no restart needed");
+    let h = history(&um);
+    assert!(h["pin"].is_null(), "{h:#}");
+    let table = stdout(&um.unitlet(&["rollout", "history", "web"]));
+    assert!(!table.contains("rolled back"), "{table}");
+    assert!(
+        table.contains("in force: the manifest's revision"),
+        "{table}"
+    );
+    // The in-force revision is the manifest's, not the failed one.
+    let in_force = table
+        .lines()
+        .find(|l| l.contains('*') && !l.starts_with('*'));
+    assert!(in_force.is_some_and(|l| !l.contains("Failed")), "{table}");
+    run.settle(T);
+    assert_eq!(um.ready("web").map(|r| r.1), Some("Running".to_string()));
+    let o = um.unitlet(&["apply"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(um.ready("web").map(|r| r.1), Some("Running".to_string()));
+    assert_eq!(um.prop("web.service", "MemoryMax"), "104857600");
+
+    // A limits-only change after another rollback clears it too: the
+    // changed manifest is a new desired state, tried again (and, still
+    // failing, rolled back again, limits in force).
+    um.write_manifest("web.yaml", &server(port, "/usr/bin/pyhton3", LIMITS));
+    um.wait_reason("web", "RolledBack", T);
+    let failed = states(&history(&um)).len();
+    let more = "  resources: {memoryMax: 120M, cpuQuota: 20%}\n";
+    um.write_manifest("web.yaml", &server(port, "/usr/bin/pyhton3", more));
+    wait_for(T, "the new manifest tried and rolled back", || {
+        (states(&history(&um)).len() > failed)
+            .then(|| um.ready("web"))
+            .flatten()
+            .filter(|r| r.1 == "RolledBack")
+            .filter(|_| um.prop("web.service", "MemoryMax") == "125829120")
+    });
+}
+
+#[test]
+fn issue21_3_undo_never_picks_a_failed_revision_and_undo_to_the_manifests_is_no_pin() {
+    let um = UserManager::start();
+    let run = um.spawn_run(&["--resync", "2s"]);
+    let port = free_port();
+    um.write_manifest("web.yaml", &server(port, "/usr/bin/python3", ""));
+    wait_first_revision_complete(&um);
+    // Revision 2: a typo, rolled back. Revision 3: fixed by an edit that
+    // restarts (a working directory), Complete.
+    um.write_manifest("web.yaml", &server(port, "/usr/bin/pyhton3", ""));
+    um.wait_reason("web", "RolledBack", T);
+    let fixed = "  workingDirectory: /tmp\n";
+    um.write_manifest("web.yaml", &server(port, "/usr/bin/python3", fixed));
+    wait_for(T, "revision 3 complete", || {
+        (states(&history(&um))
+            == [
+                (1, "Complete".to_string()),
+                (2, "Failed".to_string()),
+                (3, "Complete".to_string()),
+            ])
+        .then_some(())
+    });
+    um.wait_reason("web", "Running", T);
+
+    // Undo goes back to the newest healthy revision before 3: 1, not 2.
+    let o = um.unitlet(&["rollout", "undo", "web"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("revision 1 is in force"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(um.prop("web.service", "ExecStart").contains("python3"));
+    assert!(!unit_file(&um).contains("WorkingDirectory"));
+    let (st, _, msg) = um.wait_reason("web", "Pinned", T);
+    assert_eq!(st, "True", "{msg}");
+    assert!(msg.contains("pinned to revision 1"), "{msg}");
+
+    // Undo to revision 3, the manifest's own: no pin; Ready, not Starting.
+    let o = um.unitlet(&["rollout", "undo", "web", "--to-revision", "3"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("manifest"), "{}", stdout(&o));
+    assert!(unit_file(&um).contains("WorkingDirectory=/tmp"));
+    assert!(history(&um)["pin"].is_null());
+    let (st, reason, msg) = um.ready("web").unwrap();
+    assert_eq!((st.as_str(), reason.as_str()), ("True", "Running"), "{msg}");
+    run.settle(T);
+    let (st, reason, msg) = um.ready("web").unwrap();
+    assert_eq!((st.as_str(), reason.as_str()), ("True", "Running"), "{msg}");
+    let table = stdout(&um.unitlet(&["rollout", "history", "web"]));
+    assert!(
+        table.contains("in force: the manifest's revision"),
+        "{table}"
+    );
+    assert!(table.lines().any(|l| l.starts_with("3*")), "{table}");
+}
