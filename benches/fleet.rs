@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd::EtcdCluster;
-use etcd_client::{EventType, GetOptions, Txn, TxnOp, TxnOpResponse, WatchOptions};
+use unitlet::fleet::etcd::{EventType, GetOptions, Txn, TxnOp, TxnOpResponse, WatchOptions};
 use tokio::sync::mpsc;
 use unitlet::fleet::EtcdArgs;
 
@@ -54,11 +54,11 @@ fn ticks_per_sec() -> f64 {
 /// members over `window`, and the store revisions written meanwhile.
 async fn steady(
     cluster: &EtcdCluster,
-    client: &mut etcd_client::Client,
+    client: &mut unitlet::fleet::etcd::Client,
     window: Duration,
 ) -> (f64, f64, f64) {
     let pids: Vec<u32> = (0..3).filter_map(|i| cluster.pid(i)).collect();
-    let rev = |r: etcd_client::GetResponse| r.header().map(|h| h.revision()).unwrap_or(0);
+    let rev = |r: unitlet::fleet::etcd::GetResponse| r.header().map(|h| h.revision()).unwrap_or(0);
     let r0 = rev(client.get("/probe", None).await.unwrap());
     let c0: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
     let t0 = Instant::now();

@@ -135,11 +135,6 @@ record() {
 if [ -n "${UNITLET_BIN:-}" ]; then
   exe="$UNITLET_BIN"
 elif command -v cargo >/dev/null 2>&1; then
-  # The etcd client's protocol is compiled from .proto files at build time.
-  if ! command -v protoc >/dev/null 2>&1 || [ ! -e /usr/include/google/protobuf/descriptor.proto ]; then
-    echo "error: building unitlet needs protoc and the protobuf well-known types; install them (Debian: sudo apt-get install protobuf-compiler libprotobuf-dev) or set UNITLET_BIN to a unitlet binary" >&2
-    exit 1
-  fi
   echo "==> building unitlet (cargo build --profile dist)"
   (cd "$repo" && cargo build --profile dist --locked)
   exe="$repo/target/dist/unitlet"

@@ -80,7 +80,7 @@ if [ "$action" != start ]; then
 fi
 
 if [ "$(id -u)" = 0 ]; then
-  ensure_packages systemd dbus dbus-user-session prometheus prometheus-node-exporter prometheus-alertmanager protobuf-compiler libprotobuf-dev curl ca-certificates man-db
+  ensure_packages systemd dbus dbus-user-session prometheus prometheus-node-exporter prometheus-alertmanager curl ca-certificates man-db
   stop_packaged_daemons
 fi
 

@@ -10,8 +10,8 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 # etcd-server/etcd-client: the fleet tests' 3-member cluster (never the
-# packaged daemon); protobuf-compiler/libprotobuf-dev: building etcd-client.
-ensure_packages systemd dbus dbus-user-session dbus-daemon prometheus prometheus-node-exporter prometheus-alertmanager etcd-server etcd-client protobuf-compiler libprotobuf-dev python3-yaml python3-venv groff-base zsh fish curl ca-certificates
+# packaged daemon). No protobuf packages: unitlet builds with only Rust.
+ensure_packages systemd dbus dbus-user-session dbus-daemon prometheus prometheus-node-exporter prometheus-alertmanager etcd-server etcd-client python3-yaml python3-venv groff-base zsh fish curl ca-certificates
 stop_packaged_daemons
 # systemd --user checks this to believe the machine was booted with systemd.
 mkdir -p /run/systemd/system
@@ -45,4 +45,10 @@ install -m 600 /dev/null "$validate_home/.config/unitlet/secrets/grafana.env"
 HOME="$validate_home" XDG_CONFIG_HOME="$validate_home/.config" ./target/debug/unitlet validate manifests/*.yaml
 rm -rf "$validate_home"
 bash scripts/check-deploy.sh
+echo "==> builds with only a Rust toolchain (no protoc), from a copy with its own target"
+only_rust=$(mktemp -d)
+git ls-files -z | tar --null -T - -cf - | tar -xf - -C "$only_rust"
+(cd "$only_rust" && PROTOC=/nonexistent CARGO_TARGET_DIR="$only_rust/target" cargo build --release --locked --quiet)
+test -x "$only_rust/target/release/unitlet"
+rm -rf "$only_rust"
 echo "==> all checks passed"

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
+use super::etcd::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
 
 use super::publish::{FleetObject, HostRecord};
 use super::{EtcdArgs, FleetError, Target, check_key_name};

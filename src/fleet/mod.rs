@@ -8,6 +8,7 @@
 //! of `all` and host keys are pure and live here.
 
 pub mod cmd;
+pub mod etcd;
 pub mod publish;
 pub mod source;
 
@@ -154,7 +155,7 @@ pub enum FleetError {
         what: String,
         endpoints: String,
         #[source]
-        source: etcd_client::Error,
+        source: etcd::Error,
     },
     /// An option file (password, certificate, machine id) cannot be read.
     #[error("cannot read {what} {path}")]
@@ -209,7 +210,7 @@ impl EtcdArgs {
         Keys::new(&self.prefix)
     }
 
-    pub fn etcd_error(&self, what: impl Into<String>, source: etcd_client::Error) -> FleetError {
+    pub fn etcd_error(&self, what: impl Into<String>, source: etcd::Error) -> FleetError {
         FleetError::Etcd {
             what: what.into(),
             endpoints: self.endpoints_for_people(),
@@ -221,7 +222,7 @@ impl EtcdArgs {
     ///
     /// # Errors
     /// Unreadable password or certificate files, bad combinations of flags.
-    pub async fn connect(&self) -> Result<etcd_client::Client, FleetError> {
+    pub async fn connect(&self) -> Result<etcd::Client, FleetError> {
         let endpoints = self.endpoint_list();
         if endpoints.is_empty() {
             return Err(FleetError::Usage(
@@ -238,11 +239,10 @@ impl EtcdArgs {
                 )));
             }
         }
-        let mut opts = etcd_client::ConnectOptions::new()
+        let mut opts = etcd::ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(3))
             .with_timeout(Duration::from_secs(5))
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3))
-            .with_keep_alive_while_idle(true)
             .with_require_leader(true);
         match (&self.user, &self.password_file) {
             (Some(u), Some(p)) => {
@@ -261,16 +261,16 @@ impl EtcdArgs {
         }
         if self.ca.is_some() || self.cert.is_some() || self.key.is_some() {
             let _ = rustls::crypto::ring::default_provider().install_default();
-            let mut tls = etcd_client::TlsOptions::new();
+            let mut tls = etcd::TlsOptions::new();
             if let Some(ca) = &self.ca {
-                tls = tls.ca_certificate(etcd_client::Certificate::from_pem(read_file(
+                tls = tls.ca_certificate(etcd::Certificate::from_pem(read_file(
                     "the etcd CA certificate",
                     ca,
                 )?));
             }
             match (&self.cert, &self.key) {
                 (Some(c), Some(k)) => {
-                    tls = tls.identity(etcd_client::Identity::from_pem(
+                    tls = tls.identity(etcd::Identity::from_pem(
                         read_file("the etcd client certificate", c)?,
                         read_file("the etcd client key", k)?,
                     ));
@@ -297,17 +297,17 @@ impl EtcdArgs {
         for i in 0..endpoints.len() {
             let ep = &endpoints[(start + i) % endpoints.len()];
             let r = async {
-                let mut c = etcd_client::Client::connect([ep.as_str()], Some(opts.clone())).await?;
+                let mut c = etcd::Client::connect(ep, Some(opts.clone())).await?;
                 c.get(
                     probe.as_str(),
                     Some(
-                        etcd_client::GetOptions::new()
+                        etcd::GetOptions::new()
                             .with_prefix()
                             .with_count_only(),
                     ),
                 )
                 .await?;
-                Ok::<_, etcd_client::Error>(c)
+                Ok::<_, etcd::Error>(c)
             }
             .await;
             match r {

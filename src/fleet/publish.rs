@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use etcd_client::{PutOptions, Txn, TxnOp};
+use super::etcd::{PutOptions, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 
 use super::{EtcdArgs, FleetError};

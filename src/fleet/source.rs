@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use etcd_client::{EventType, GetOptions, Txn, TxnOp, TxnOpResponse, WatchOptions};
+use super::etcd::{EventType, GetOptions, Txn, TxnOp, TxnOpResponse, WatchOptions};
 
 use super::{Entry, EtcdArgs, FleetError, Keys, SourceState, check_key_name, effective};
 
@@ -295,7 +295,7 @@ async fn session(
 /// effective set: the only place files are removed wholesale.
 async fn snapshot(
     opts: &SourceOptions,
-    client: &mut etcd_client::Client,
+    client: &mut super::etcd::Client,
     all_dir: &str,
     host_dir: &str,
     st: &mut SourceState,

@@ -1,0 +1,963 @@
+//! The small etcd v3 client the fleet needs, over etcd's JSON gateway.
+//!
+//! etcd (3.4 and later) serves its v3 API as JSON over HTTP on the client
+//! URL (`POST /v3/kv/range`, `/v3/kv/txn`, `/v3/watch`, `/v3/lease/...`),
+//! next to gRPC. Speaking that over the HTTP client unitlet already has
+//! keeps the build free of protobuf code generation (no `protoc`), and of a
+//! gRPC stack. Keys and values travel base64-encoded, 64-bit integers as
+//! decimal strings (the protobuf JSON mapping); fields at their default
+//! value are omitted by etcd, so every field here has a default.
+//!
+//! The API mirrors the subset of the `etcd-client` crate that unitlet used:
+//! ranges, puts, transactions with compares, prefix watches resumed from a
+//! revision, and leases with keep-alives. Streams (`/v3/watch`,
+//! `/v3/lease/keepalive`) answer newline-delimited `{"result": …}` or
+//! `{"error": …}` objects.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// A failed etcd request.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The member could not be reached or the connection broke.
+    #[error(transparent)]
+    Transport(#[from] reqwest::Error),
+    /// etcd answered with an error (no leader, permission denied, …).
+    #[error("etcd answered: {message} (gRPC code {code})")]
+    Status { code: i64, message: String },
+    /// The answer was not what the v3 JSON API sends.
+    #[error("unexpected answer from etcd: {0}")]
+    Decode(String),
+    /// Unusable options (a certificate that does not parse, an endpoint that
+    /// is not a URL).
+    #[error("{0}")]
+    InvalidArgs(String),
+}
+
+/// gRPC's code for an expired or unknown auth token.
+const UNAUTHENTICATED: i64 = 16;
+
+/// A PEM CA certificate that signed the members' certificates.
+#[derive(Debug, Clone)]
+pub struct Certificate(Vec<u8>);
+
+impl Certificate {
+    pub fn from_pem(pem: impl Into<Vec<u8>>) -> Certificate {
+        Certificate(pem.into())
+    }
+}
+
+/// A PEM client certificate and its key.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+}
+
+impl Identity {
+    pub fn from_pem(cert: impl Into<Vec<u8>>, key: impl Into<Vec<u8>>) -> Identity {
+        Identity {
+            cert: cert.into(),
+            key: key.into(),
+        }
+    }
+}
+
+/// TLS settings: which CA to trust (only it, when given) and a client identity.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    ca: Option<Certificate>,
+    identity: Option<Identity>,
+}
+
+impl TlsOptions {
+    pub fn new() -> TlsOptions {
+        TlsOptions::default()
+    }
+    pub fn ca_certificate(mut self, ca: Certificate) -> TlsOptions {
+        self.ca = Some(ca);
+        self
+    }
+    pub fn identity(mut self, id: Identity) -> TlsOptions {
+        self.identity = Some(id);
+        self
+    }
+}
+
+/// How to connect: timeouts, TCP keep-alive, credentials, TLS.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    connect_timeout: Duration,
+    timeout: Duration,
+    keep_alive: Option<(Duration, Duration)>,
+    require_leader: bool,
+    user: Option<(String, String)>,
+    tls: Option<TlsOptions>,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(10),
+            keep_alive: None,
+            require_leader: false,
+            user: None,
+            tls: None,
+        }
+    }
+}
+
+impl ConnectOptions {
+    pub fn new() -> ConnectOptions {
+        ConnectOptions::default()
+    }
+    pub fn with_connect_timeout(mut self, t: Duration) -> ConnectOptions {
+        self.connect_timeout = t;
+        self
+    }
+    /// The deadline of each unary request (not of a watch stream).
+    pub fn with_timeout(mut self, t: Duration) -> ConnectOptions {
+        self.timeout = t;
+        self
+    }
+    /// TCP keep-alive probes every `interval`; a peer that answers none
+    /// within `timeout` breaks the connection (and so a watch).
+    pub fn with_keep_alive(mut self, interval: Duration, timeout: Duration) -> ConnectOptions {
+        self.keep_alive = Some((interval, timeout));
+        self
+    }
+    /// Refuse answers from a member that has no leader.
+    pub fn with_require_leader(mut self, on: bool) -> ConnectOptions {
+        self.require_leader = on;
+        self
+    }
+    pub fn with_user(mut self, name: impl Into<String>, password: impl Into<String>) -> Self {
+        self.user = Some((name.into(), password.into()));
+        self
+    }
+    pub fn with_tls(mut self, tls: TlsOptions) -> ConnectOptions {
+        self.tls = Some(tls);
+        self
+    }
+}
+
+/// Range options: a prefix instead of one key, or only the count.
+#[derive(Debug, Clone, Default)]
+pub struct GetOptions {
+    prefix: bool,
+    count_only: bool,
+}
+
+impl GetOptions {
+    pub fn new() -> GetOptions {
+        GetOptions::default()
+    }
+    pub fn with_prefix(mut self) -> GetOptions {
+        self.prefix = true;
+        self
+    }
+    pub fn with_count_only(mut self) -> GetOptions {
+        self.count_only = true;
+        self
+    }
+}
+
+/// Put options: the lease the key lives under.
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    lease: i64,
+}
+
+impl PutOptions {
+    pub fn new() -> PutOptions {
+        PutOptions::default()
+    }
+    pub fn with_lease(mut self, lease: i64) -> PutOptions {
+        self.lease = lease;
+        self
+    }
+}
+
+/// Delete options: a prefix instead of one key.
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOptions {
+    prefix: bool,
+}
+
+impl DeleteOptions {
+    pub fn new() -> DeleteOptions {
+        DeleteOptions::default()
+    }
+    pub fn with_prefix(mut self) -> DeleteOptions {
+        self.prefix = true;
+        self
+    }
+}
+
+/// Watch options: a prefix, and the revision to start from.
+#[derive(Debug, Clone, Default)]
+pub struct WatchOptions {
+    prefix: bool,
+    start_revision: i64,
+}
+
+impl WatchOptions {
+    pub fn new() -> WatchOptions {
+        WatchOptions::default()
+    }
+    pub fn with_prefix(mut self) -> WatchOptions {
+        self.prefix = true;
+        self
+    }
+    pub fn with_start_revision(mut self, rev: i64) -> WatchOptions {
+        self.start_revision = rev;
+        self
+    }
+}
+
+/// The end of the range of keys starting with `key` (etcd's `range_end`).
+fn prefix_end(key: &[u8]) -> Vec<u8> {
+    let mut end = key.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // Every byte 0xff (or empty): to the end of the keyspace.
+    vec![0]
+}
+
+fn range_request(key: Vec<u8>, opts: Option<GetOptions>) -> Value {
+    let opts = opts.unwrap_or_default();
+    let mut r = json!({ "key": B64.encode(&key) });
+    if opts.prefix {
+        r["range_end"] = B64.encode(prefix_end(&key)).into();
+    }
+    if opts.count_only {
+        r["count_only"] = true.into();
+    }
+    r
+}
+
+fn put_request(key: Vec<u8>, value: Vec<u8>, opts: Option<PutOptions>) -> Value {
+    let mut r = json!({ "key": B64.encode(key), "value": B64.encode(value) });
+    if let Some(o) = opts
+        && o.lease != 0
+    {
+        r["lease"] = o.lease.to_string().into();
+    }
+    r
+}
+
+fn delete_request(key: Vec<u8>, opts: Option<DeleteOptions>) -> Value {
+    let mut r = json!({ "key": B64.encode(&key) });
+    if opts.is_some_and(|o| o.prefix) {
+        r["range_end"] = B64.encode(prefix_end(&key)).into();
+    }
+    r
+}
+
+/// How a compare relates the key's field to the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareOp {
+    Equal,
+    Greater,
+    Less,
+    NotEqual,
+}
+
+impl CompareOp {
+    fn name(self) -> &'static str {
+        match self {
+            CompareOp::Equal => "EQUAL",
+            CompareOp::Greater => "GREATER",
+            CompareOp::Less => "LESS",
+            CompareOp::NotEqual => "NOT_EQUAL",
+        }
+    }
+}
+
+/// A transaction's condition on one key.
+#[derive(Debug, Clone)]
+pub struct Compare(Value);
+
+impl Compare {
+    fn new(key: impl Into<Vec<u8>>, op: CompareOp, target: &str, field: &str, v: i64) -> Self {
+        let mut c = json!({
+            "key": B64.encode(key.into()),
+            "target": target,
+            "result": op.name(),
+        });
+        c[field] = v.to_string().into();
+        Compare(c)
+    }
+    /// The key's version (0: the key does not exist).
+    pub fn version(key: impl Into<Vec<u8>>, op: CompareOp, version: i64) -> Compare {
+        Compare::new(key, op, "VERSION", "version", version)
+    }
+    /// The revision of the key's last change.
+    pub fn mod_revision(key: impl Into<Vec<u8>>, op: CompareOp, rev: i64) -> Compare {
+        Compare::new(key, op, "MOD", "mod_revision", rev)
+    }
+}
+
+/// One operation of a transaction.
+#[derive(Debug, Clone)]
+pub struct TxnOp(Value);
+
+impl TxnOp {
+    pub fn get(key: impl Into<Vec<u8>>, opts: Option<GetOptions>) -> TxnOp {
+        TxnOp(json!({ "request_range": range_request(key.into(), opts) }))
+    }
+    pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>, opts: Option<PutOptions>) -> Self {
+        TxnOp(json!({ "request_put": put_request(key.into(), value.into(), opts) }))
+    }
+    pub fn delete(key: impl Into<Vec<u8>>, opts: Option<DeleteOptions>) -> TxnOp {
+        TxnOp(json!({ "request_delete_range": delete_request(key.into(), opts) }))
+    }
+}
+
+/// A transaction: if every compare holds, the `and_then` operations run.
+#[derive(Debug, Clone, Default)]
+pub struct Txn {
+    compare: Vec<Compare>,
+    success: Vec<TxnOp>,
+}
+
+impl Txn {
+    pub fn new() -> Txn {
+        Txn::default()
+    }
+    pub fn when(mut self, compares: impl Into<Vec<Compare>>) -> Txn {
+        self.compare = compares.into();
+        self
+    }
+    pub fn and_then(mut self, ops: impl Into<Vec<TxnOp>>) -> Txn {
+        self.success = ops.into();
+        self
+    }
+}
+
+/// A protobuf int64 in JSON: a decimal string (or a number).
+fn int64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum I {
+        S(String),
+        N(i64),
+    }
+    match I::deserialize(d)? {
+        I::N(n) => Ok(n),
+        I::S(s) => s.parse().map_err(serde::de::Error::custom),
+    }
+}
+
+/// Protobuf bytes in JSON: base64.
+fn bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    let s = String::deserialize(d)?;
+    B64.decode(s).map_err(serde::de::Error::custom)
+}
+
+/// The header of every answer: the store's revision when it was served.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ResponseHeader {
+    #[serde(default, deserialize_with = "int64")]
+    revision: i64,
+}
+
+impl ResponseHeader {
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+}
+
+/// A key, its value and the revision of its last change.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct KeyValue {
+    #[serde(default, deserialize_with = "bytes")]
+    key: Vec<u8>,
+    #[serde(default, deserialize_with = "bytes")]
+    value: Vec<u8>,
+    #[serde(default, deserialize_with = "int64")]
+    mod_revision: i64,
+}
+
+impl KeyValue {
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+    pub fn value(&self) -> &[u8] {
+        &self.value
+    }
+    pub fn mod_revision(&self) -> i64 {
+        self.mod_revision
+    }
+}
+
+/// The answer to a range.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct GetResponse {
+    #[serde(default)]
+    header: Option<ResponseHeader>,
+    #[serde(default)]
+    kvs: Vec<KeyValue>,
+    #[serde(default, deserialize_with = "int64")]
+    count: i64,
+}
+
+impl GetResponse {
+    pub fn header(&self) -> Option<&ResponseHeader> {
+        self.header.as_ref()
+    }
+    pub fn kvs(&self) -> &[KeyValue] {
+        &self.kvs
+    }
+    pub fn count(&self) -> i64 {
+        self.count
+    }
+}
+
+/// The answer to a put or a delete.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PutResponse {
+    #[serde(default)]
+    header: Option<ResponseHeader>,
+}
+
+impl PutResponse {
+    pub fn header(&self) -> Option<&ResponseHeader> {
+        self.header.as_ref()
+    }
+}
+
+/// The answer to one operation of a transaction.
+#[derive(Debug, Clone, Deserialize)]
+pub enum TxnOpResponse {
+    #[serde(rename = "response_range")]
+    Get(GetResponse),
+    #[serde(rename = "response_put")]
+    Put(PutResponse),
+    #[serde(rename = "response_delete_range")]
+    Delete(PutResponse),
+}
+
+/// The answer to a transaction.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TxnResponse {
+    #[serde(default)]
+    header: Option<ResponseHeader>,
+    #[serde(default)]
+    succeeded: bool,
+    #[serde(default)]
+    responses: Vec<TxnOpResponse>,
+}
+
+impl TxnResponse {
+    pub fn header(&self) -> Option<&ResponseHeader> {
+        self.header.as_ref()
+    }
+    /// Whether every compare held (and the operations ran).
+    pub fn succeeded(&self) -> bool {
+        self.succeeded
+    }
+    pub fn op_responses(&self) -> Vec<TxnOpResponse> {
+        self.responses.clone()
+    }
+}
+
+/// A granted lease.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct LeaseGrantResponse {
+    #[serde(rename = "ID", default, deserialize_with = "int64")]
+    id: i64,
+    #[serde(rename = "TTL", default, deserialize_with = "int64")]
+    ttl: i64,
+}
+
+impl LeaseGrantResponse {
+    pub fn id(&self) -> i64 {
+        self.id
+    }
+    pub fn ttl(&self) -> i64 {
+        self.ttl
+    }
+}
+
+/// The answer to a keep-alive: the lease's remaining time to live, 0 when it
+/// has expired.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct LeaseKeepAliveResponse {
+    #[serde(rename = "ID", default, deserialize_with = "int64")]
+    id: i64,
+    #[serde(rename = "TTL", default, deserialize_with = "int64")]
+    ttl: i64,
+}
+
+impl LeaseKeepAliveResponse {
+    pub fn id(&self) -> i64 {
+        self.id
+    }
+    pub fn ttl(&self) -> i64 {
+        self.ttl
+    }
+}
+
+/// What happened to a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum EventType {
+    #[default]
+    #[serde(rename = "PUT")]
+    Put,
+    #[serde(rename = "DELETE")]
+    Delete,
+}
+
+/// One change seen by a watch.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Event {
+    #[serde(rename = "type", default)]
+    kind: EventType,
+    #[serde(default)]
+    kv: Option<KeyValue>,
+}
+
+impl Event {
+    pub fn event_type(&self) -> EventType {
+        self.kind
+    }
+    pub fn kv(&self) -> Option<&KeyValue> {
+        self.kv.as_ref()
+    }
+}
+
+/// One message of a watch stream.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct WatchResponse {
+    #[serde(default)]
+    header: Option<ResponseHeader>,
+    #[serde(default)]
+    created: bool,
+    #[serde(default)]
+    canceled: bool,
+    #[serde(default, deserialize_with = "int64")]
+    compact_revision: i64,
+    #[serde(default)]
+    cancel_reason: String,
+    #[serde(default)]
+    events: Vec<Event>,
+}
+
+impl WatchResponse {
+    pub fn header(&self) -> Option<&ResponseHeader> {
+        self.header.as_ref()
+    }
+    pub fn created(&self) -> bool {
+        self.created
+    }
+    pub fn canceled(&self) -> bool {
+        self.canceled
+    }
+    /// When cancelled because the start revision was compacted: the oldest
+    /// revision etcd still has.
+    pub fn compact_revision(&self) -> i64 {
+        self.compact_revision
+    }
+    pub fn cancel_reason(&self) -> &str {
+        &self.cancel_reason
+    }
+    pub fn events(&self) -> &[Event] {
+        &self.events
+    }
+}
+
+/// The error object of the gateway: `{"error": "…", "message": "…",
+/// "code": N}` for a unary call, `{"grpc_code": N, "message": "…"}` in a
+/// stream.
+fn status_error(v: &Value) -> Error {
+    let message = v
+        .get("message")
+        .or_else(|| v.get("error"))
+        .and_then(Value::as_str)
+        .unwrap_or("no message")
+        .to_string();
+    let code = v
+        .get("code")
+        .or_else(|| v.get("grpc_code"))
+        .and_then(Value::as_i64)
+        .unwrap_or(2);
+    Error::Status { code, message }
+}
+
+/// One line of a stream: `{"result": …}` or `{"error": …}`.
+fn stream_item<T: serde::de::DeserializeOwned>(line: &[u8]) -> Result<T, Error> {
+    let v: Value = serde_json::from_slice(line)
+        .map_err(|e| Error::Decode(format!("{e}: {}", String::from_utf8_lossy(line))))?;
+    if let Some(err) = v.get("error") {
+        return Err(status_error(err));
+    }
+    let result = v.get("result").cloned().unwrap_or(v);
+    serde_json::from_value(result).map_err(|e| Error::Decode(e.to_string()))
+}
+
+/// Newline-delimited JSON objects from a streaming answer.
+#[derive(Debug)]
+struct Lines {
+    resp: reqwest::Response,
+    buf: Vec<u8>,
+}
+
+impl Lines {
+    /// The next non-empty line; `None` at the end of the stream. Cancel
+    /// safe: a chunk is appended only once it has arrived.
+    async fn next(&mut self) -> Result<Option<Vec<u8>>, Error> {
+        loop {
+            if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).collect();
+                if line.trim_ascii().is_empty() {
+                    continue;
+                }
+                return Ok(Some(line));
+            }
+            match self.resp.chunk().await? {
+                Some(c) => self.buf.extend_from_slice(&c),
+                None if self.buf.trim_ascii().is_empty() => return Ok(None),
+                None => return Ok(Some(std::mem::take(&mut self.buf))),
+            }
+        }
+    }
+}
+
+/// A connection to one etcd member.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: reqwest::Url,
+    timeout: Duration,
+    require_leader: bool,
+    user: Option<(String, String)>,
+    /// The auth token (with a user), renewed when etcd says it expired.
+    token: Arc<Mutex<Option<String>>>,
+}
+
+fn http_client(opts: &ConnectOptions) -> Result<reqwest::Client, Error> {
+    let mut b = crate::http::client_builder().connect_timeout(opts.connect_timeout);
+    if let Some((interval, timeout)) = opts.keep_alive {
+        let probes = (timeout.as_secs_f64() / interval.as_secs_f64()).ceil().max(1.0) as u32;
+        b = b
+            .tcp_keepalive(interval)
+            .tcp_keepalive_interval(interval)
+            .tcp_keepalive_retries(probes);
+    }
+    if let Some(tls) = &opts.tls {
+        if let Some(ca) = &tls.ca {
+            let certs = reqwest::Certificate::from_pem_bundle(&ca.0)
+                .map_err(|e| Error::InvalidArgs(format!("the CA certificate: {e}")))?;
+            b = b.tls_certs_only(certs);
+        }
+        if let Some(id) = &tls.identity {
+            let mut pem = id.cert.clone();
+            pem.push(b'\n');
+            pem.extend_from_slice(&id.key);
+            let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                Error::InvalidArgs(format!("the client certificate and key: {e}"))
+            })?;
+            b = b.identity(id);
+        }
+    }
+    b.build()
+        .map_err(|e| Error::InvalidArgs(format!("cannot set up the HTTP client: {e}")))
+}
+
+impl Client {
+    /// A client of the member at `endpoint` (`http(s)://host:port`); with a
+    /// user, authenticates first.
+    ///
+    /// # Errors
+    /// Bad options, an unreachable member, refused credentials.
+    pub async fn connect(endpoint: &str, opts: Option<ConnectOptions>) -> Result<Client, Error> {
+        let opts = opts.unwrap_or_default();
+        let with_scheme = if endpoint.contains("://") {
+            endpoint.to_string()
+        } else if opts.tls.is_some() {
+            format!("https://{endpoint}")
+        } else {
+            format!("http://{endpoint}")
+        };
+        let base = crate::http::base_url(&with_scheme)
+            .map_err(|e| Error::InvalidArgs(format!("endpoint {endpoint}: {e:?}")))?;
+        let client = Client {
+            http: http_client(&opts)?,
+            base,
+            timeout: opts.timeout,
+            require_leader: opts.require_leader,
+            user: opts.user,
+            token: Arc::new(Mutex::new(None)),
+        };
+        if client.user.is_some() {
+            client.authenticate().await?;
+        }
+        Ok(client)
+    }
+
+    async fn authenticate(&self) -> Result<(), Error> {
+        let Some((name, password)) = &self.user else {
+            return Ok(());
+        };
+        #[derive(Deserialize)]
+        struct Auth {
+            token: String,
+        }
+        let body = json!({ "name": name, "password": password });
+        let a: Auth = self.post_once("v3/auth/authenticate", &body).await?;
+        *self.token.lock().expect("token lock") = Some(a.token);
+        Ok(())
+    }
+
+    fn request(&self, path: &str, body: &Value) -> reqwest::RequestBuilder {
+        let mut r = self.http.post(self.base.join(path).expect("relative path"));
+        if self.require_leader {
+            r = r.header("Grpc-Metadata-Hasleader", "true");
+        }
+        if let Some(t) = self.token.lock().expect("token lock").as_deref() {
+            r = r.header(reqwest::header::AUTHORIZATION, t);
+        }
+        r.json(body)
+    }
+
+    /// One unary call; an error answer becomes [`Error::Status`].
+    async fn post_once<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> Result<T, Error> {
+        let resp = self.request(path, body).timeout(self.timeout).send().await?;
+        let ok = resp.status().is_success();
+        let bytes = resp.bytes().await?;
+        let v: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Decode(format!("{path}: {e}")))?;
+        if !ok {
+            return Err(status_error(&v));
+        }
+        serde_json::from_value(v).map_err(|e| Error::Decode(format!("{path}: {e}")))
+    }
+
+    /// A unary call, authenticating again once if the token expired.
+    async fn post<T: serde::de::DeserializeOwned>(&self, path: &str, body: Value) -> Result<T, Error> {
+        match self.post_once(path, &body).await {
+            Err(Error::Status { code, .. }) if code == UNAUTHENTICATED && self.user.is_some() => {
+                self.authenticate().await?;
+                self.post_once(path, &body).await
+            }
+            r => r,
+        }
+    }
+
+    /// Read a key, or every key under a prefix.
+    pub async fn get(
+        &mut self,
+        key: impl Into<Vec<u8>>,
+        opts: Option<GetOptions>,
+    ) -> Result<GetResponse, Error> {
+        self.post("v3/kv/range", range_request(key.into(), opts)).await
+    }
+
+    pub async fn put(
+        &mut self,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+        opts: Option<PutOptions>,
+    ) -> Result<PutResponse, Error> {
+        self.post("v3/kv/put", put_request(key.into(), value.into(), opts))
+            .await
+    }
+
+    pub async fn txn(&mut self, txn: Txn) -> Result<TxnResponse, Error> {
+        let body = json!({
+            "compare": txn.compare.into_iter().map(|c| c.0).collect::<Vec<_>>(),
+            "success": txn.success.into_iter().map(|o| o.0).collect::<Vec<_>>(),
+        });
+        self.post("v3/kv/txn", body).await
+    }
+
+    pub async fn lease_grant(
+        &mut self,
+        ttl: i64,
+        _opts: Option<()>,
+    ) -> Result<LeaseGrantResponse, Error> {
+        self.post("v3/lease/grant", json!({ "TTL": ttl.to_string() }))
+            .await
+    }
+
+    /// Revoke a lease: every key under it goes at once.
+    pub async fn lease_revoke(&mut self, id: i64) -> Result<(), Error> {
+        self.post::<Value>("v3/lease/revoke", json!({ "ID": id.to_string() }))
+            .await
+            .map(drop)
+    }
+
+    /// Keep a lease alive: each [`LeaseKeeper::keep_alive`] refreshes it and
+    /// its answer arrives on the stream (the first one already has).
+    pub async fn lease_keep_alive(
+        &mut self,
+        id: i64,
+    ) -> Result<(LeaseKeeper, LeaseKeepAliveStream), Error> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut keeper = LeaseKeeper {
+            client: self.clone(),
+            id,
+            tx,
+        };
+        keeper.keep_alive().await?;
+        Ok((keeper, LeaseKeepAliveStream { rx }))
+    }
+
+    /// Start a watch stream with one watch; add more with
+    /// [`WatchStream::watch`] before reading it. The request is sent at the
+    /// first [`WatchStream::message`].
+    pub async fn watch(
+        &mut self,
+        key: impl Into<Vec<u8>>,
+        opts: Option<WatchOptions>,
+    ) -> Result<WatchStream, Error> {
+        let mut s = WatchStream {
+            client: self.clone(),
+            pending: Vec::new(),
+            lines: None,
+        };
+        s.watch(key, opts).await?;
+        Ok(s)
+    }
+}
+
+/// Sends keep-alives for one lease.
+#[derive(Debug)]
+pub struct LeaseKeeper {
+    client: Client,
+    id: i64,
+    tx: tokio::sync::mpsc::UnboundedSender<LeaseKeepAliveResponse>,
+}
+
+impl LeaseKeeper {
+    /// Refresh the lease; the answer goes to the keep-alive stream.
+    pub async fn keep_alive(&mut self) -> Result<(), Error> {
+        let body = json!({ "ID": self.id.to_string() });
+        let mut attempt = 0;
+        loop {
+            let req = self.client.request("v3/lease/keepalive", &body);
+            let resp = req.timeout(self.client.timeout).send().await?;
+            let mut lines = Lines {
+                resp,
+                buf: Vec::new(),
+            };
+            let line = lines.next().await?.ok_or_else(|| {
+                Error::Decode("the keep-alive answer was empty".into())
+            })?;
+            match stream_item::<LeaseKeepAliveResponse>(&line) {
+                Err(Error::Status { code, .. })
+                    if code == UNAUTHENTICATED && self.client.user.is_some() && attempt == 0 =>
+                {
+                    attempt += 1;
+                    self.client.authenticate().await?;
+                }
+                r => {
+                    let _ = self.tx.send(r?);
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// The answers to a lease's keep-alives.
+#[derive(Debug)]
+pub struct LeaseKeepAliveStream {
+    rx: tokio::sync::mpsc::UnboundedReceiver<LeaseKeepAliveResponse>,
+}
+
+impl LeaseKeepAliveStream {
+    /// The next answer; `None` once the keeper is gone. Cancel safe.
+    pub async fn message(&mut self) -> Result<Option<LeaseKeepAliveResponse>, Error> {
+        Ok(self.rx.recv().await)
+    }
+}
+
+/// One watch stream (one HTTP request, one gRPC stream in the member)
+/// carrying one or more watches.
+#[derive(Debug)]
+pub struct WatchStream {
+    client: Client,
+    pending: Vec<Value>,
+    lines: Option<Lines>,
+}
+
+impl WatchStream {
+    /// Add a watch on `key` (or every key under it). Only before the first
+    /// [`WatchStream::message`]: the gateway reads the requests when the
+    /// stream opens.
+    ///
+    /// # Errors
+    /// When the stream has already started.
+    pub async fn watch(
+        &mut self,
+        key: impl Into<Vec<u8>>,
+        opts: Option<WatchOptions>,
+    ) -> Result<(), Error> {
+        if self.lines.is_some() {
+            return Err(Error::InvalidArgs(
+                "watches are added before the watch stream is read".into(),
+            ));
+        }
+        let key = key.into();
+        let opts = opts.unwrap_or_default();
+        let mut r = json!({ "key": B64.encode(&key) });
+        if opts.prefix {
+            r["range_end"] = B64.encode(prefix_end(&key)).into();
+        }
+        if opts.start_revision > 0 {
+            r["start_revision"] = opts.start_revision.to_string().into();
+        }
+        self.pending.push(json!({ "create_request": r }));
+        Ok(())
+    }
+
+    /// The next message; `None` when the member ended the stream.
+    pub async fn message(&mut self) -> Result<Option<WatchResponse>, Error> {
+        if self.lines.is_none() {
+            // The requests, one JSON object after the other: the gateway
+            // decodes them in turn into the one gRPC stream.
+            let mut body = Vec::new();
+            for r in self.pending.drain(..) {
+                serde_json::to_writer(&mut body, &r).expect("serializable");
+                body.push(b'\n');
+            }
+            let resp = self
+                .client
+                .request("v3/watch", &Value::Null)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body)
+                .send()
+                .await?;
+            if !resp.status().is_success() {
+                let v: Value = resp.json().await.unwrap_or_default();
+                return Err(status_error(&v));
+            }
+            self.lines = Some(Lines {
+                resp,
+                buf: Vec::new(),
+            });
+        }
+        let lines = self.lines.as_mut().expect("started");
+        match lines.next().await? {
+            None => Ok(None),
+            Some(line) => stream_item(&line).map(Some),
+        }
+    }
+}
