@@ -21,7 +21,7 @@ pub use error::{CliError, CliResult, NOT_OK, OK, OPERATIONAL};
 #[derive(Parser, Debug)]
 #[command(
     name = "unitlet",
-    version,
+    version = env!("UNITLET_VERSION"),
     about = "A Kubernetes-style operator for systemd user units",
     propagate_version = true
 )]
@@ -144,7 +144,7 @@ pub enum Command {
         #[arg(long = "secure-values", value_name = "FILE")]
         secure_values: Option<PathBuf>,
     },
-    /// Revision history of a Service, and undo (issue 12).
+    /// Revision history of a Service, and undo.
     Rollout {
         #[command(subcommand)]
         command: crate::rollout::RolloutCommand,
@@ -152,7 +152,7 @@ pub enum Command {
     /// What a unit wrote: its journal, or its log file (unitlet's own
     /// without NAME).
     Logs(crate::logs::LogsArgs),
-    /// Check that this machine can keep unitlet's promises (issue 12).
+    /// Check that this machine can keep unitlet's promises.
     Doctor {
         #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
         output: crate::doctor::Format,

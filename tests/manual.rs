@@ -313,3 +313,79 @@ fn man_page_environment_matches_docs() {
     }
     assert!(names >= 5, "the section names the variables");
 }
+
+/// Every command path (`["fleet", "push"]`, …), nested ones included.
+fn command_paths() -> Vec<Vec<String>> {
+    fn walk(cmd: &clap::Command, path: &[String], out: &mut Vec<Vec<String>>) {
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            let mut p = path.to_vec();
+            p.push(sub.get_name().to_string());
+            out.push(p.clone());
+            walk(sub, &p, out);
+        }
+    }
+    let mut out = vec![vec![]];
+    walk(&unitlet::cli::Cli::command(), &[], &mut out);
+    out
+}
+
+/// A reference meant for unitlet's developers: "issue 12", "Issue #21",
+/// "new in 0.2".
+fn internal_reference(text: &str) -> Option<String> {
+    let lower = text.to_lowercase();
+    for (i, _) in lower.match_indices("issue") {
+        let rest = lower[i + "issue".len()..].trim_start_matches([' ', '#', '-']);
+        if rest.starts_with(|c: char| c.is_ascii_digit()) {
+            return Some(text[i..(i + 20).min(text.len())].to_string());
+        }
+    }
+    lower
+        .find("new in ")
+        .map(|i| text[i..(i + 20).min(text.len())].to_string())
+}
+
+#[test]
+fn no_help_text_or_man_page_mentions_internal_issue_numbers() {
+    let mut outputs = vec![("unitlet man".to_string(), stdout_ok(&["man"]))];
+    for path in command_paths() {
+        for flag in ["--help", "-h"] {
+            let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+            args.push(flag);
+            outputs.push((format!("unitlet {}", args.join(" ")), stdout_ok(&args)));
+        }
+    }
+    assert!(outputs.len() > 30, "every command's help was read");
+    for (what, text) in outputs {
+        if let Some(r) = internal_reference(&text) {
+            panic!("`{what}` shows a developer's reference {r:?}:\n{text}");
+        }
+    }
+}
+
+#[test]
+fn the_finder_of_internal_references_finds_them() {
+    assert!(internal_reference("undo (issue 12).").is_some());
+    assert!(internal_reference("see Issue #21").is_some());
+    assert!(internal_reference("New in 0.2: x").is_some());
+    assert!(internal_reference("an issue with 2 hosts").is_none());
+}
+
+#[test]
+fn version_is_the_crate_version() {
+    let v = stdout_ok(&["--version"]);
+    assert!(
+        v.starts_with(&format!("unitlet {}", env!("CARGO_PKG_VERSION"))),
+        "{v}"
+    );
+    assert!(v.starts_with("unitlet 0.2.0"), "{v}");
+    // Built from this git checkout: the commit too.
+    let head = Command::new("git")
+        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "--short", "HEAD"])
+        .output();
+    if let Ok(h) = head
+        && h.status.success()
+    {
+        let h = String::from_utf8_lossy(&h.stdout).trim().to_string();
+        assert_eq!(v.trim(), format!("unitlet 0.2.0 (commit {h})"));
+    }
+}
