@@ -29,9 +29,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd::EtcdCluster;
-use unitlet::fleet::etcd::{EventType, GetOptions, Txn, TxnOp, TxnOpResponse, WatchOptions};
 use tokio::sync::mpsc;
 use unitlet::fleet::EtcdArgs;
+use unitlet::fleet::etcd::{EventType, GetOptions, Txn, TxnOp, TxnOpResponse, WatchOptions};
 
 const PREFIX: &str = "/bench";
 const PUSHES: usize = 20;

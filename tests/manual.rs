@@ -380,7 +380,13 @@ fn version_is_the_crate_version() {
     assert!(v.starts_with("unitlet 0.2.0"), "{v}");
     // Built from this git checkout: the commit too.
     let head = Command::new("git")
-        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "--short", "HEAD"])
+        .args([
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "rev-parse",
+            "--short",
+            "HEAD",
+        ])
         .output();
     if let Ok(h) = head
         && h.status.success()

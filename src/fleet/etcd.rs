@@ -317,7 +317,11 @@ impl TxnOp {
     pub fn get(key: impl Into<Vec<u8>>, opts: Option<GetOptions>) -> TxnOp {
         TxnOp(json!({ "request_range": range_request(key.into(), opts) }))
     }
-    pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>, opts: Option<PutOptions>) -> Self {
+    pub fn put(
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+        opts: Option<PutOptions>,
+    ) -> Self {
         TxnOp(json!({ "request_put": put_request(key.into(), value.into(), opts) }))
     }
     pub fn delete(key: impl Into<Vec<u8>>, opts: Option<DeleteOptions>) -> TxnOp {
@@ -650,7 +654,9 @@ pub struct Client {
 fn http_client(opts: &ConnectOptions) -> Result<reqwest::Client, Error> {
     let mut b = crate::http::client_builder().connect_timeout(opts.connect_timeout);
     if let Some((interval, timeout)) = opts.keep_alive {
-        let probes = (timeout.as_secs_f64() / interval.as_secs_f64()).ceil().max(1.0) as u32;
+        let probes = (timeout.as_secs_f64() / interval.as_secs_f64())
+            .ceil()
+            .max(1.0) as u32;
         b = b
             .tcp_keepalive(interval)
             .tcp_keepalive_interval(interval)
@@ -666,9 +672,8 @@ fn http_client(opts: &ConnectOptions) -> Result<reqwest::Client, Error> {
             let mut pem = id.cert.clone();
             pem.push(b'\n');
             pem.extend_from_slice(&id.key);
-            let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
-                Error::InvalidArgs(format!("the client certificate and key: {e}"))
-            })?;
+            let id = reqwest::Identity::from_pem(&pem)
+                .map_err(|e| Error::InvalidArgs(format!("the client certificate and key: {e}")))?;
             b = b.identity(id);
         }
     }
@@ -738,11 +743,15 @@ impl Client {
         path: &str,
         body: &Value,
     ) -> Result<T, Error> {
-        let resp = self.request(path, body).timeout(self.timeout).send().await?;
+        let resp = self
+            .request(path, body)
+            .timeout(self.timeout)
+            .send()
+            .await?;
         let ok = resp.status().is_success();
         let bytes = resp.bytes().await?;
-        let v: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Decode(format!("{path}: {e}")))?;
+        let v: Value =
+            serde_json::from_slice(&bytes).map_err(|e| Error::Decode(format!("{path}: {e}")))?;
         if !ok {
             return Err(status_error(&v));
         }
@@ -750,7 +759,11 @@ impl Client {
     }
 
     /// A unary call, authenticating again once if the token expired.
-    async fn post<T: serde::de::DeserializeOwned>(&self, path: &str, body: Value) -> Result<T, Error> {
+    async fn post<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Value,
+    ) -> Result<T, Error> {
         match self.post_once(path, &body).await {
             Err(Error::Status { code, .. }) if code == UNAUTHENTICATED && self.user.is_some() => {
                 self.authenticate().await?;
@@ -766,7 +779,8 @@ impl Client {
         key: impl Into<Vec<u8>>,
         opts: Option<GetOptions>,
     ) -> Result<GetResponse, Error> {
-        self.post("v3/kv/range", range_request(key.into(), opts)).await
+        self.post("v3/kv/range", range_request(key.into(), opts))
+            .await
     }
 
     pub async fn put(
@@ -857,9 +871,10 @@ impl LeaseKeeper {
                 resp,
                 buf: Vec::new(),
             };
-            let line = lines.next().await?.ok_or_else(|| {
-                Error::Decode("the keep-alive answer was empty".into())
-            })?;
+            let line = lines
+                .next()
+                .await?
+                .ok_or_else(|| Error::Decode("the keep-alive answer was empty".into()))?;
             match stream_item::<LeaseKeepAliveResponse>(&line) {
                 Err(Error::Status { code, .. })
                     if code == UNAUTHENTICATED && self.client.user.is_some() && attempt == 0 =>
@@ -959,5 +974,100 @@ impl WatchStream {
             None => Ok(None),
             Some(line) => stream_item(&line).map(Some),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_ends() {
+        assert_eq!(prefix_end(b"/u/a/"), b"/u/a0".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
+        assert_eq!(prefix_end(b""), vec![0]);
+    }
+
+    #[test]
+    fn requests_are_the_v3_json_mapping() {
+        let r = range_request(b"/p/".to_vec(), Some(GetOptions::new().with_prefix()));
+        assert_eq!(r, json!({ "key": "L3Av", "range_end": "L3Aw" }));
+        let t = TxnOp::put(
+            "k",
+            "v",
+            Some(PutOptions::new().with_lease(7587848461284917765)),
+        );
+        // Lease ids exceed 2^53: sent as strings, as the mapping allows.
+        assert_eq!(
+            t.0,
+            json!({ "request_put": { "key": "aw==", "value": "dg==", "lease": "7587848461284917765" } })
+        );
+        let c = Compare::version("k", CompareOp::Equal, 0);
+        assert_eq!(
+            c.0,
+            json!({ "key": "aw==", "target": "VERSION", "result": "EQUAL", "version": "0" })
+        );
+        let c = Compare::mod_revision("k", CompareOp::Equal, 12);
+        assert_eq!(c.0["target"], "MOD");
+        assert_eq!(c.0["mod_revision"], "12");
+    }
+
+    /// Answers as etcd 3.4's gateway writes them: int64 as strings, fields
+    /// at their default value left out.
+    #[test]
+    fn answers_decode_with_omitted_defaults() {
+        let t: TxnResponse = serde_json::from_str(
+            r#"{"header":{"cluster_id":"1","member_id":"2","revision":"42","raft_term":"3"},
+                "succeeded":true,
+                "responses":[{"response_range":{"header":{"revision":"42"},
+                  "kvs":[{"key":"L3AvYQ==","create_revision":"5","mod_revision":"40","version":"2","value":"eA=="}],"count":"1"}},
+                  {"response_range":{"header":{"revision":"42"}}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(t.header().unwrap().revision(), 42);
+        assert!(t.succeeded());
+        let ops = t.op_responses();
+        let TxnOpResponse::Get(g) = &ops[0] else {
+            panic!("a range")
+        };
+        assert_eq!(g.kvs()[0].key(), b"/p/a");
+        assert_eq!(g.kvs()[0].value(), b"x");
+        assert_eq!(g.kvs()[0].mod_revision(), 40);
+        let TxnOpResponse::Get(g) = &ops[1] else {
+            panic!("a range")
+        };
+        assert!(g.kvs().is_empty());
+        let failed: TxnResponse = serde_json::from_str(r#"{"header":{"revision":"9"}}"#).unwrap();
+        assert!(!failed.succeeded());
+    }
+
+    #[test]
+    fn watch_stream_lines_decode_events_cancels_and_errors() {
+        let m: WatchResponse = stream_item(
+            br#"{"result":{"header":{"revision":"8"},"events":[{"kv":{"key":"YQ==","mod_revision":"8","value":"Yg=="}},{"type":"DELETE","kv":{"key":"Yw==","mod_revision":"8"}}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(m.events()[0].event_type(), EventType::Put);
+        assert_eq!(m.events()[1].event_type(), EventType::Delete);
+        assert_eq!(m.events()[1].kv().unwrap().key(), b"c");
+        let c: WatchResponse = stream_item(
+            br#"{"result":{"header":{},"watch_id":"1","canceled":true,"compact_revision":"5","cancel_reason":"mvcc: required revision has been compacted"}}"#,
+        )
+        .unwrap();
+        assert!(c.canceled());
+        assert_eq!(c.compact_revision(), 5);
+        let e = stream_item::<WatchResponse>(
+            br#"{"error":{"grpc_code":14,"http_code":503,"message":"etcdserver: no leader","http_status":"Service Unavailable"}}"#,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&e, Error::Status { code: 14, message } if message == "etcdserver: no leader"),
+            "{e:?}"
+        );
+        let k: LeaseKeepAliveResponse =
+            stream_item(br#"{"result":{"header":{},"ID":"7587848461284917765"}}"#).unwrap();
+        assert_eq!(k.id(), 7587848461284917765);
+        assert_eq!(k.ttl(), 0, "an expired lease answers without a TTL");
     }
 }

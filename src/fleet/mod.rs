@@ -300,11 +300,7 @@ impl EtcdArgs {
                 let mut c = etcd::Client::connect(ep, Some(opts.clone())).await?;
                 c.get(
                     probe.as_str(),
-                    Some(
-                        etcd::GetOptions::new()
-                            .with_prefix()
-                            .with_count_only(),
-                    ),
+                    Some(etcd::GetOptions::new().with_prefix().with_count_only()),
                 )
                 .await?;
                 Ok::<_, etcd::Error>(c)
