@@ -10,8 +10,9 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 # etcd-server/etcd-client: the fleet tests' 3-member cluster (never the
-# packaged daemon). No protobuf packages: unitlet builds with only Rust.
-ensure_packages systemd dbus dbus-user-session dbus-daemon prometheus prometheus-node-exporter prometheus-alertmanager etcd-server etcd-client python3-yaml python3-venv groff-base zsh fish curl ca-certificates
+# packaged daemon); openssl: its TLS test certificates. No protobuf packages:
+# unitlet builds with only Rust.
+ensure_packages systemd dbus dbus-user-session dbus-daemon prometheus prometheus-node-exporter prometheus-alertmanager etcd-server etcd-client openssl python3-yaml python3-venv groff-base zsh fish curl ca-certificates
 stop_packaged_daemons
 # systemd --user checks this to believe the machine was booted with systemd.
 mkdir -p /run/systemd/system

@@ -24,6 +24,10 @@ pub struct EtcdCluster {
     token: String,
     /// Tests elect in 0.5 s (heartbeat 50 ms); benches keep etcd's defaults.
     fast_elections: bool,
+    /// With TLS: the directory holding `ca.pem`, the members' `server.pem`
+    /// and `server.key`, and a client's `client.pem` and `client.key`;
+    /// clients must present a certificate.
+    pub tls: Option<PathBuf>,
     _tmp: tempfile::TempDir,
 }
 
@@ -45,6 +49,16 @@ impl EtcdCluster {
     /// As [`EtcdCluster::start`]; `fast_elections: false` keeps etcd's
     /// default heartbeat (100 ms) and election timeout (1 s).
     pub fn start_with(n: usize, fast_elections: bool) -> EtcdCluster {
+        Self::start_full(n, fast_elections, false)
+    }
+
+    /// As [`EtcdCluster::start`], serving clients over TLS only, with
+    /// client-certificate authentication (certificates made by openssl).
+    pub fn start_tls(n: usize) -> EtcdCluster {
+        Self::start_full(n, true, true)
+    }
+
+    fn start_full(n: usize, fast_elections: bool, tls: bool) -> EtcdCluster {
         assert!(
             Path::new(ETCD).exists() && Path::new(ETCDCTL).exists(),
             "the fleet tests need etcd 3.4+ ({ETCD}, {ETCDCTL}): install the Debian packages etcd-server and etcd-client (bash .ci/run does) — these tests never skip"
@@ -66,8 +80,12 @@ impl EtcdCluster {
             dir: tmp.path().to_path_buf(),
             token: format!("unitlet-test-{}-{}", std::process::id(), free_port()),
             fast_elections,
+            tls: tls.then(|| tmp.path().join("tls")),
             _tmp: tmp,
         };
+        if let Some(dir) = &c.tls {
+            make_certificates(dir);
+        }
         for i in 0..n {
             c.start_member(i);
         }
@@ -76,7 +94,8 @@ impl EtcdCluster {
     }
 
     pub fn endpoint(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.members[i].client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.members[i].client_port)
     }
 
     /// Every member's client URL, comma-separated.
@@ -104,7 +123,7 @@ impl EtcdCluster {
             .append(true)
             .open(self.dir.join(format!("{}.log", m.name)))
             .unwrap();
-        let client = format!("http://127.0.0.1:{}", m.client_port);
+        let client = self.endpoint(i);
         let peer = format!("http://127.0.0.1:{}", m.peer_port);
         let child = Command::new(ETCD)
             .args(["--name", &m.name])
@@ -122,6 +141,15 @@ impl EtcdCluster {
             } else {
                 &[][..]
             })
+            .args(self.tls_flags(
+                &["--cert-file", "--key-file", "--trusted-ca-file"],
+                "server",
+            ))
+            .args(if self.tls.is_some() {
+                &["--client-cert-auth"][..]
+            } else {
+                &[][..]
+            })
             .args(["--logger", "zap", "--log-level", "warn"])
             .env_remove("ETCD_NAME")
             .stdin(Stdio::null())
@@ -130,6 +158,20 @@ impl EtcdCluster {
             .spawn()
             .expect("spawn etcd");
         self.members[i].child = Some(child);
+    }
+
+    /// `[cert_flag, DIR/WHO.pem, key_flag, DIR/WHO.key, ca_flag, DIR/ca.pem]`
+    /// with TLS, nothing without.
+    pub fn tls_flags(&self, flags: &[&str; 3], who: &str) -> Vec<String> {
+        let Some(dir) = &self.tls else {
+            return Vec::new();
+        };
+        let files = [format!("{who}.pem"), format!("{who}.key"), "ca.pem".into()];
+        flags
+            .iter()
+            .zip(files)
+            .flat_map(|(f, name)| [f.to_string(), dir.join(name).display().to_string()])
+            .collect()
     }
 
     /// SIGKILL member `i` and reap it.
@@ -148,6 +190,7 @@ impl EtcdCluster {
         Command::new(ETCDCTL)
             .env("ETCDCTL_API", "3")
             .args(["--endpoints", &self.endpoints(), "--command-timeout", "5s"])
+            .args(self.tls_flags(&["--cert", "--key", "--cacert"], "client"))
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -185,6 +228,78 @@ impl EtcdCluster {
             .collect::<String>()
             .parse()
             .unwrap()
+    }
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate,
+/// made with openssl in `dir`.
+fn make_certificates(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let openssl = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("the TLS fleet test needs openssl (Debian package openssl)");
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=unitlet test CA",
+    ]);
+    for (who, ext) in [
+        (
+            "server",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth",
+        ),
+        ("client", "extendedKeyUsage=clientAuth"),
+    ] {
+        std::fs::write(dir.join(format!("{who}.ext")), ext).unwrap();
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &format!("{who}.key"),
+            "-out",
+            &format!("{who}.csr"),
+            "-subj",
+            &format!("/CN={who}"),
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{who}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &format!("{who}.pem"),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{who}.ext"),
+        ]);
     }
 }
 
