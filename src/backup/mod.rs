@@ -8,7 +8,11 @@
 //! exists and says `"status": "complete"`. Nothing else in this module, nor in
 //! its callers, infers completeness from file counts or timestamps, so a run
 //! killed at any moment leaves a set that is listed as incomplete, never
-//! counted towards `keep`, never pruned and never restored.
+//! counted towards `keep`, never pruned and never restored. A run that
+//! fails rather than being killed removes its set ([`SetWriter`]'s drop):
+//! left behind, partial sets could fill the destination so that every
+//! later run failed too. A full destination fails the run with
+//! [`BackupError::DestinationFull`], saying what the set needed.
 //!
 //! Architecture Invariant: this module only ever deletes directories whose
 //! names parse as set IDs, that are complete and whose `backup.json` names
@@ -159,14 +163,42 @@ pub enum BackupError {
         /// The Backup that asked.
         backup: String,
     },
-    /// Writing into a set failed; the set stays incomplete.
+    /// Writing into a set failed; the run's set is removed.
     #[error(
-        "cannot write {path} for backup set {id}: {source}; check free space and permissions, the set is left incomplete"
+        "cannot write {path} for backup set {id}: {source}; check free space and permissions; the set was removed, earlier sets are untouched"
     )]
     Write {
         /// The set being written.
         id: String,
         /// The file or directory that could not be written.
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The destination's filesystem filled up while a set was written. The
+    /// run went on counting what the set needed, without writing, and then
+    /// removed the set, so the next run has the space back.
+    #[error(
+        "backup destination {destination} is full: backup set {id} needed about {} on disk ({files} files) and {} of {} is free there; the set was removed, earlier sets are untouched; free space there, lower `keep`, or set `destination` to a bigger filesystem (writing {path} failed)",
+        size_text(*needed),
+        size_text(*free),
+        size_text(*total)
+    )]
+    DestinationFull {
+        /// The destination directory.
+        destination: PathBuf,
+        /// The removed set.
+        id: String,
+        /// What the whole set needed, each file rounded up to the
+        /// filesystem's block size.
+        needed: u64,
+        /// Its number of files.
+        files: usize,
+        /// Free space after the set was removed.
+        free: u64,
+        /// Size of the destination's filesystem.
+        total: u64,
+        /// The first file that did not fit.
         path: PathBuf,
         #[source]
         source: io::Error,
@@ -254,6 +286,11 @@ pub enum BackupError {
 }
 
 type Result<T, E = BackupError> = std::result::Result<T, E>;
+
+/// Bytes for people, as `unitlet backups` shows them: `1.5 MiB`.
+pub fn size_text(bytes: u64) -> String {
+    bytesize::ByteSize::b(bytes).display().iec().to_string()
+}
 
 /// A size limit as errors show it: `64 MiB (67108864 bytes)`.
 pub fn limit_text(limit: u64) -> String {
@@ -578,11 +615,14 @@ impl Store {
             created: created.clone(),
         };
         let bytes = serde_json::to_vec_pretty(&marker).expect("plain struct serializes");
-        write_atomic(&dir, IN_PROGRESS_FILE, &bytes).map_err(|source| BackupError::Write {
-            id: id.clone(),
-            path: dir.join(IN_PROGRESS_FILE),
-            source,
-        })?;
+        if let Err(source) = write_atomic(&dir, IN_PROGRESS_FILE, &bytes) {
+            let _ = fs::remove_dir_all(&dir);
+            return Err(BackupError::Write {
+                id,
+                path: dir.join(IN_PROGRESS_FILE),
+                source,
+            });
+        }
         tracing::debug!(set = %id, dir = %dir.display(), "started backup set");
         Ok(SetWriter {
             root: self.root.clone(),
@@ -594,6 +634,8 @@ impl Store {
             created,
             files: BTreeMap::new(),
             finished: false,
+            full: None,
+            block: space(&self.root).map_or(4096, |s| s.block),
         })
     }
 
@@ -619,7 +661,7 @@ impl Store {
     /// counted or deleted: never another Backup's sets in a shared
     /// destination, nor legacy sets that name no Backup (they could be
     /// anyone's). Incomplete sets are neither counted nor deleted: they are evidence of
-    /// a failed run that a person may want to look at, and deleting a set
+    /// a killed run that a person may want to look at, and deleting a set
     /// that another run is still writing would be worse. `protect` (the set
     /// just made) is never deleted. Returns the deleted IDs, oldest first.
     ///
@@ -822,8 +864,8 @@ impl Store {
     }
 }
 
-/// Writes one set. Dropping it without [`SetWriter::finish`] leaves the set
-/// incomplete, which is exactly what a failed run must leave.
+/// Writes one set. Dropping it without [`SetWriter::finish`] removes the
+/// set: a failed run leaves nothing that could fill the destination.
 #[derive(Debug)]
 pub struct SetWriter {
     root: PathBuf,
@@ -836,6 +878,11 @@ pub struct SetWriter {
     /// Keyed by path so rewriting a file replaces its entry.
     files: BTreeMap<String, FileEntry>,
     finished: bool,
+    /// Set when the destination filled up: from then on nothing is
+    /// written, only counted, so the error can say what the set needed.
+    full: Option<(PathBuf, io::Error)>,
+    /// The destination filesystem's block size, to count what files take.
+    block: u64,
 }
 
 impl SetWriter {
@@ -856,21 +903,43 @@ impl SetWriter {
     /// # Errors
     /// [`BackupError::InvalidPath`] for a path outside the set or
     /// `backup.json`; [`BackupError::Write`] on I/O failure.
+    ///
+    /// # Destination full
+    /// Once the destination's filesystem is full, this writes nothing more
+    /// and only counts, so the run can go on to learn what the whole set
+    /// needs; [`SetWriter::finish`] then fails with
+    /// [`BackupError::DestinationFull`] saying so.
     pub fn write_file(&mut self, rel: &str, bytes: &[u8]) -> Result<()> {
         let path = self.checked_path(rel)?;
-        let parent = path.parent().expect("joined path has a parent");
-        let name = path.file_name().expect("checked path has a file name");
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(parent)
-            .and_then(|()| write_renamed(parent, &name.to_string_lossy(), bytes))
-            .map_err(|source| BackupError::Write {
-                id: self.id.clone(),
-                path: path.clone(),
-                source,
-            })?;
-        self.record(rel, bytes.len() as u64, hex::encode(Sha256::digest(bytes)));
+        if self.full.is_none() {
+            let parent = path.parent().expect("joined path has a parent");
+            let name = path.file_name().expect("checked path has a file name");
+            let written = DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .and_then(|()| write_renamed(parent, &name.to_string_lossy(), bytes));
+            match written {
+                Ok(()) => {}
+                Err(source) if is_out_of_space(&source) => {
+                    tracing::warn!(set = %self.id, path = %path.display(), "backup destination is full; counting what the set needs without writing");
+                    self.full = Some((path, source));
+                }
+                Err(source) => {
+                    return Err(BackupError::Write {
+                        id: self.id.clone(),
+                        path,
+                        source,
+                    });
+                }
+            }
+        }
+        let sha = if self.full.is_some() {
+            String::new()
+        } else {
+            hex::encode(Sha256::digest(bytes))
+        };
+        self.record(rel, bytes.len() as u64, sha);
         Ok(())
     }
 
@@ -909,6 +978,9 @@ impl SetWriter {
     /// # Errors
     /// [`BackupError::Write`] if syncing or writing `backup.json` fails.
     pub fn finish(mut self) -> Result<SetInfo> {
+        if let Some((path, source)) = self.full.take() {
+            return Err(self.full_error(path, source));
+        }
         let write_err = |path: &Path, source| BackupError::Write {
             id: self.id.clone(),
             path: path.to_path_buf(),
@@ -939,6 +1011,47 @@ impl SetWriter {
         let _ = fs::remove_file(self.dir.join(IN_PROGRESS_FILE));
         tracing::info!(set = %self.id, files = manifest.files.len(), "backup set complete");
         Ok(info_from_manifest(&manifest, self.dir.clone()))
+    }
+
+    /// Removes the set, then says what it needed and what is free.
+    fn full_error(&mut self, path: PathBuf, source: io::Error) -> BackupError {
+        self.discard();
+        let block = self.block.max(1);
+        let needed = self
+            .files
+            .values()
+            .map(|f| f.size.div_ceil(block) * block)
+            .sum();
+        let (free, total) = space(&self.root).map_or((0, 0), |s| (s.free, s.total));
+        BackupError::DestinationFull {
+            destination: self.root.clone(),
+            id: self.id.clone(),
+            needed,
+            files: self.files.len(),
+            free,
+            total,
+            path,
+            source,
+        }
+    }
+
+    /// Removes the unfinished set (renamed aside first, so a crash halfway
+    /// leaves no partial set under its ID); best effort, with a warning.
+    fn discard(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let aside = self.root.join(format!("{DELETING_PREFIX}{}", self.id));
+        let removed = fs::rename(&self.dir, &aside).and_then(|()| fs::remove_dir_all(&aside));
+        match removed {
+            Ok(()) => {
+                tracing::warn!(set = %self.id, "backup run did not finish; its set was removed")
+            }
+            Err(e) => {
+                tracing::warn!(set = %self.id, dir = %self.dir.display(), error = %e, "backup run did not finish and its set cannot be removed; it is left incomplete")
+            }
+        }
     }
 
     /// fsync the set's own files, concurrently, then its directories.
@@ -976,11 +1089,39 @@ impl SetWriter {
 }
 
 impl Drop for SetWriter {
+    /// A run that fails removes what it wrote: a partial set is never
+    /// restorable, and left behind it could fill the destination so that
+    /// every later run fails too. (A killed run cannot; its set stays
+    /// listed as incomplete.)
     fn drop(&mut self) {
-        if !self.finished {
-            tracing::warn!(set = %self.id, dir = %self.dir.display(), "backup run did not finish; the set is left incomplete");
-        }
+        self.discard();
     }
+}
+
+/// Free space, size and block size of a filesystem.
+struct Space {
+    free: u64,
+    total: u64,
+    block: u64,
+}
+
+fn space(dir: &Path) -> Option<Space> {
+    let s = rustix::fs::statvfs(dir).ok()?;
+    Some(Space {
+        free: s.f_bavail.saturating_mul(s.f_frsize),
+        total: s.f_blocks.saturating_mul(s.f_frsize),
+        block: s.f_frsize,
+    })
+}
+
+/// Whether an error means the filesystem (or the user's quota) is full.
+/// (`tempfile` wraps the OS error, so its kind is what is left to look at.)
+pub fn is_out_of_space(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+        || matches!(
+            e.kind(),
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+        )
 }
 
 /// A parsed set ID: `YYYYMMDDTHHMMSSZ` plus `-N` for the N-th set of one
@@ -1489,12 +1630,26 @@ mod tests {
     }
 
     #[test]
-    fn dropped_writer_leaves_an_incomplete_set_that_says_what_it_was() {
+    fn a_dropped_writer_removes_its_set() {
         let (_tmp, store) = store();
+        let kept = complete_set(&store, "[]");
         {
             let mut w = store.begin("http://g:3000").unwrap();
             w.write_file("folders.json", b"[1,2]").unwrap();
         }
+        let ids: Vec<String> = store.list().unwrap().into_iter().map(|s| s.id).collect();
+        assert_eq!(ids, vec![kept.id]);
+        let names: Vec<_> = fs::read_dir(store.path()).unwrap().flatten().collect();
+        assert_eq!(names.len(), 1, "nothing else is left: {names:?}");
+    }
+
+    #[test]
+    fn a_killed_run_leaves_an_incomplete_set_that_says_what_it_was() {
+        let (_tmp, store) = store();
+        let mut w = store.begin("http://g:3000").unwrap();
+        w.write_file("folders.json", b"[1,2]").unwrap();
+        // A killed process runs no destructor.
+        std::mem::forget(w);
         let listed = store.list().unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].status, SetStatus::Incomplete);
@@ -1559,7 +1714,7 @@ mod tests {
         let (_tmp, store) = store();
         let a = complete_set(&store, "a").id;
         let b = complete_set(&store, "b").id;
-        drop(store.begin("x").unwrap()); // incomplete, between
+        std::mem::forget(store.begin("x").unwrap()); // a killed run's, between
         let c = complete_set(&store, "c").id;
         let d = complete_set(&store, "d").id;
         fs::create_dir(store.path().join("not-a-set")).unwrap();
