@@ -528,11 +528,28 @@ impl Store {
     /// not writable: better to fail here, naming the path, than halfway
     /// through a backup.
     pub fn open(destination: &Path, backup: &str, kind: &str) -> Result<Store> {
+        Store::open_in(destination, None, backup, kind)
+    }
+
+    /// [`Store::open`], where `own` is the directory unitlet keeps its own
+    /// backups in (`STATE_DIR/backups`): a destination inside it is
+    /// unitlet's own wherever the state directory is (quickstart puts it
+    /// under `/var/lib`), so it is not refused as a system directory.
+    /// Ownership and mode are checked all the same.
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub fn open_in(
+        destination: &Path,
+        own: Option<&Path>,
+        backup: &str,
+        kind: &str,
+    ) -> Result<Store> {
         let unsafe_dest = |reason: String| BackupError::UnsafeDestination {
             path: destination.to_path_buf(),
             reason,
         };
-        check_destination_path(destination).map_err(unsafe_dest)?;
+        check_path_in(destination, own).map_err(unsafe_dest)?;
         let err = |source| BackupError::Destination {
             path: destination.to_path_buf(),
             source,
@@ -544,7 +561,8 @@ impl Store {
             .map_err(err)?;
         let real = fs::canonicalize(destination).map_err(err)?;
         if real != destination {
-            check_destination_path(&real)
+            let own_real = own.and_then(|o| fs::canonicalize(o).ok());
+            check_path_in(&real, own_real.as_deref())
                 .map_err(|r| unsafe_dest(format!("it leads to {}: {r}", real.display())))?;
         }
         let meta = fs::metadata(&real).map_err(err)?;
@@ -1487,6 +1505,67 @@ pub fn check_destination_path(path: &Path) -> Result<(), String> {
         return Err(format!("{} is a system directory; {hint}", path.display()));
     }
     Ok(())
+}
+
+/// [`check_destination_path`], except that a directory inside `own`
+/// (unitlet's own backups directory) is accepted wherever that is.
+fn check_path_in(path: &Path, own: Option<&Path>) -> Result<(), String> {
+    let plain = path.is_absolute()
+        && path
+            .components()
+            .all(|c| !matches!(c, Component::ParentDir | Component::CurDir));
+    match own {
+        Some(o) if plain && path.starts_with(o) && path != o => Ok(()),
+        _ => check_destination_path(path),
+    }
+}
+
+/// What `doctor` says of a destination, without creating anything: the
+/// checks of [`Store::open_in`] on the directory if it exists, else on the
+/// nearest existing parent, which must let this user create it.
+///
+/// # Errors
+/// Why a backup run would refuse or fail to use it, and what to do.
+pub fn inspect_destination(destination: &Path, own: Option<&Path>) -> Result<String, String> {
+    check_path_in(destination, own)?;
+    let Ok(real) = fs::canonicalize(destination) else {
+        let parent = destination
+            .ancestors()
+            .skip(1)
+            .find(|a| a.exists())
+            .unwrap_or(Path::new("/"));
+        return match rustix::fs::access(
+            parent,
+            rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+        ) {
+            Ok(()) => Ok(format!(
+                "{} does not exist yet; the first run creates it (mode 0700)",
+                destination.display()
+            )),
+            Err(e) => Err(format!(
+                "{} does not exist and cannot be created: {} is not writable by you ({e}); create it, or set `destination`",
+                destination.display(),
+                parent.display()
+            )),
+        };
+    };
+    if real != destination {
+        let own_real = own.and_then(|o| fs::canonicalize(o).ok());
+        check_path_in(&real, own_real.as_deref())
+            .map_err(|r| format!("{} leads to {}: {r}", destination.display(), real.display()))?;
+    }
+    let meta = fs::metadata(&real).map_err(|e| format!("{}: {e}", destination.display()))?;
+    check_destination_owner(destination, &meta)
+        .map_err(|r| format!("{}: {r}", destination.display()))?;
+    rustix::fs::access(
+        destination,
+        rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+    )
+    .map_err(|e| format!("{} is not writable by you: {e}", destination.display()))?;
+    Ok(format!(
+        "{} is yours and not writable by others",
+        destination.display()
+    ))
 }
 
 /// The destination must be a directory of this user that no one else may

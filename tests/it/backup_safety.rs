@@ -722,3 +722,33 @@ fn a_run_that_fills_the_destination_removes_its_set_and_the_next_run_succeeds() 
     drop(fake);
     drop(rt);
 }
+
+/// Issue 21 item 5: with the state directory under `/var/lib` (where
+/// quickstart puts it), the default destination is unitlet's own and is
+/// accepted, by `backup` and by `doctor`.
+#[test]
+fn the_default_destination_is_accepted_under_a_state_dir_in_var_lib() {
+    let (rt, fake, mut cli) = populated_grafana();
+    let base = tempfile::Builder::new()
+        .prefix("unitlet-it-state.")
+        .tempdir_in("/var/lib")
+        .unwrap();
+    std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    cli.state = base.path().join("state/unitlet");
+    cli.grafana_backup("dash", fake.url(), 5, None);
+    let id = cli.backup("dash");
+    let set = base.path().join("state/unitlet/backups/dash").join(&id);
+    assert!(set.join("backup.json").is_file(), "{}", set.display());
+    let o = cli.unitlet(&["doctor", "-o", "json"]);
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let c = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "backup-destination/dash")
+        .unwrap_or_else(|| panic!("no destination check: {report:#}"))
+        .clone();
+    assert_eq!(c["status"], "OK", "{c}");
+    drop(fake);
+    drop(rt);
+}
