@@ -214,6 +214,21 @@ fn a_backup_whose_run_fails_is_not_ready_with_the_reason_and_an_event() {
     assert_eq!((st.as_str(), reason.as_str()), ("True", "Running"), "{msg}");
     assert!(msg.contains("last success"), "{msg}");
 
+    // The operator notices a run's outcome without waiting for a resync
+    // (it runs with `--resync 1h` here): the oneshot's end wakes a pass,
+    // and `unitlet backup` records the outcome before it exits.
+    let mut run = um.spawn_run(&[]);
+    run.settle(std::time::Duration::from_secs(30));
+    fake.fail_dashboard_gets(1, usize::MAX);
+    let o = um.systemctl(&["start", "dash.service"]);
+    assert!(!o.status.success(), "the run fails: {}", stderr(&o));
+    um.wait_reason("dash", "BackupFailed", std::time::Duration::from_secs(30));
+    fake.fail_dashboard_gets(0, 0);
+    let o = um.systemctl(&["start", "dash.service"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    um.wait_reason("dash", "Running", std::time::Duration::from_secs(30));
+    run.stop();
+
     // doctor checks the destination.
     let c = report_check(&um, "backup-destination/dash");
     assert_eq!(c["status"], "OK", "{c}");
