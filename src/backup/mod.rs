@@ -1709,6 +1709,19 @@ mod tests {
     }
 
     #[test]
+    fn a_destination_inside_unitlets_own_backups_dir_is_accepted_wherever_that_is() {
+        let own = Path::new("/var/lib/demo/state/unitlet/backups");
+        let dest = own.join("prometheus-tsdb");
+        assert_eq!(check_path_in(&dest, Some(own)), Ok(()));
+        let err = check_path_in(&dest, None).unwrap_err();
+        assert!(err.contains("is a system directory"), "{err}");
+        // Not the directory itself, nor a way out of it.
+        assert!(check_path_in(own, Some(own)).is_err());
+        assert!(check_path_in(&own.join("../../../../../etc"), Some(own)).is_err());
+        assert!(check_path_in(Path::new("/var/lib/other"), Some(own)).is_err());
+    }
+
+    #[test]
     fn a_dropped_writer_removes_its_set() {
         let (_tmp, store) = store();
         let kept = complete_set(&store, "[]");
