@@ -8,17 +8,21 @@
 //! exists and says `"status": "complete"`. Nothing else in this module, nor in
 //! its callers, infers completeness from file counts or timestamps, so a run
 //! killed at any moment leaves a set that is listed as incomplete, never
-//! counted towards `keep`, never pruned and never restored. A run that
+//! counted towards `keep`, never pruned and never restored (the next run
+//! of the same Backup removes it). A run that
 //! fails rather than being killed removes its set ([`SetWriter`]'s drop):
 //! left behind, partial sets could fill the destination so that every
 //! later run failed too. A full destination fails the run with
 //! [`BackupError::DestinationFull`], saying what the set needed.
 //!
 //! Architecture Invariant: this module only ever deletes directories whose
-//! names parse as set IDs, that are complete and whose `backup.json` names
-//! the [`Store`]'s own Backup and kind. Anything else in the destination
-//! (another Backup's sets, sets of unitlet 0.1 that recorded no Backup, what
-//! a person put there) is left alone.
+//! names parse as set IDs and that are the [`Store`]'s own Backup and kind:
+//! complete sets whose `backup.json` names them (prune), the set of the
+//! run that is failing, and incomplete sets whose `.in-progress.json` names
+//! them and that no live run holds locked (a killed run's, removed when the
+//! next run begins). Anything else in the destination (another Backup's
+//! sets, sets of unitlet 0.1 that recorded no Backup, what a person put
+//! there) is left alone.
 //!
 //! Architecture Invariant: a [`Store`] belongs to one Backup. Several
 //! Backups may share a destination; each only lists, prunes and restores
@@ -589,7 +593,8 @@ impl Store {
         &self.root
     }
 
-    /// Starts a new set of this store's Backup and kind, from `source`.
+    /// Starts a new set of this store's Backup and kind, from `source`,
+    /// after removing the incomplete sets of this Backup's killed runs.
     ///
     /// # Guarantees
     /// The new ID sorts after every set already in the destination, even if
@@ -599,6 +604,7 @@ impl Store {
     /// [`BackupError::Read`] if the destination cannot be listed,
     /// [`BackupError::Write`] if the set directory cannot be created.
     pub fn begin(&self, source: &str) -> Result<SetWriter> {
+        self.remove_abandoned();
         let now = SystemTime::now();
         let created = humantime::format_rfc3339_seconds(now).to_string();
         let stamp: String = created.chars().filter(|c| *c != '-' && *c != ':').collect();
@@ -633,14 +639,17 @@ impl Store {
             created: created.clone(),
         };
         let bytes = serde_json::to_vec_pretty(&marker).expect("plain struct serializes");
-        if let Err(source) = write_atomic(&dir, IN_PROGRESS_FILE, &bytes) {
-            let _ = fs::remove_dir_all(&dir);
-            return Err(BackupError::Write {
-                id,
-                path: dir.join(IN_PROGRESS_FILE),
-                source,
-            });
-        }
+        let lock = match write_locked_marker(&dir, &bytes) {
+            Ok(lock) => lock,
+            Err(source) => {
+                let _ = fs::remove_dir_all(&dir);
+                return Err(BackupError::Write {
+                    id,
+                    path: dir.join(IN_PROGRESS_FILE),
+                    source,
+                });
+            }
+        };
         tracing::debug!(set = %id, dir = %dir.display(), "started backup set");
         Ok(SetWriter {
             root: self.root.clone(),
@@ -654,6 +663,7 @@ impl Store {
             finished: false,
             full: None,
             block: space(&self.root).map_or(4096, |s| s.block),
+            _lock: lock,
         })
     }
 
@@ -678,9 +688,9 @@ impl Store {
     /// Only sets whose `backup.json` names this store's Backup and kind are
     /// counted or deleted: never another Backup's sets in a shared
     /// destination, nor legacy sets that name no Backup (they could be
-    /// anyone's). Incomplete sets are neither counted nor deleted: they are evidence of
-    /// a killed run that a person may want to look at, and deleting a set
-    /// that another run is still writing would be worse. `protect` (the set
+    /// anyone's). Incomplete sets are neither counted nor deleted here (the
+    /// next run's [`Store::begin`] removes a killed run's, never one that a
+    /// run is still writing). `protect` (the set
     /// just made) is never deleted. Returns the deleted IDs, oldest first.
     ///
     /// # Errors
@@ -863,6 +873,53 @@ impl Store {
         }
     }
 
+    /// Removes this Backup's incomplete sets whose run is over: those
+    /// whose `.in-progress.json` names this Backup and kind and is locked
+    /// by no writer (a killed run's lock died with it). Best effort, with a
+    /// log line per set. Without this, the partial set of a run killed
+    /// while the destination was full would keep it full.
+    fn remove_abandoned(&self) {
+        let Ok(ids) = self.set_ids() else { return };
+        for id in ids.iter().map(SetId::to_string) {
+            let dir = self.root.join(&id);
+            if dir.join(MANIFEST_FILE).exists() {
+                continue;
+            }
+            let ours = read_capped(&dir, IN_PROGRESS_FILE, MAX_MARKER_BYTES)
+                .ok()
+                .flatten()
+                .and_then(|b| serde_json::from_slice::<InProgress>(&b).ok())
+                .is_some_and(|m| {
+                    m.backup.as_deref() == Some(self.backup.as_str()) && m.kind == self.kind
+                });
+            // Opened without following links; the lock is held until the
+            // set is gone, so no writer can be starting on it meanwhile.
+            let Some(marker) = ours
+                .then(|| open_in_set(&dir, IN_PROGRESS_FILE).ok())
+                .flatten()
+            else {
+                continue;
+            };
+            if rustix::fs::flock(
+                &marker,
+                rustix::fs::FlockOperation::NonBlockingLockExclusive,
+            )
+            .is_err()
+            {
+                continue; // a run is writing it
+            }
+            let aside = self.root.join(format!("{DELETING_PREFIX}{id}"));
+            match fs::rename(&dir, &aside).and_then(|()| fs::remove_dir_all(&aside)) {
+                Ok(()) => {
+                    tracing::warn!(set = %id, "removed the incomplete set of a run that did not finish")
+                }
+                Err(e) => {
+                    tracing::warn!(set = %id, error = %e, "cannot remove the incomplete set of a run that did not finish")
+                }
+            }
+        }
+    }
+
     /// Finishes deletions a crash interrupted; best effort, since they are
     /// already invisible to listing.
     fn remove_leftover_deletions(&self) {
@@ -901,6 +958,10 @@ pub struct SetWriter {
     full: Option<(PathBuf, io::Error)>,
     /// The destination filesystem's block size, to count what files take.
     block: u64,
+    /// `.in-progress.json`, `flock`ed while this run lives: a later run
+    /// removes the set only once no one holds it (see
+    /// `Store::remove_abandoned`).
+    _lock: File,
 }
 
 impl SetWriter {
@@ -1606,6 +1667,19 @@ fn is_safe_rel_path(rel: &str) -> bool {
             .any(|p| p.is_empty() || p == "." || p == "..")
 }
 
+/// The run's marker, `flock`ed before it appears under its name (the lock
+/// follows the file through the rename), so no other run ever sees it
+/// unlocked while this one lives.
+fn write_locked_marker(dir: &Path, bytes: &[u8]) -> io::Result<File> {
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{IN_PROGRESS_FILE}.tmp-"))
+        .tempfile_in(dir)?;
+    rustix::fs::flock(tmp.as_file(), rustix::fs::FlockOperation::LockExclusive)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(dir.join(IN_PROGRESS_FILE)).map_err(|e| e.error)
+}
+
 /// Temporary file in the same directory, fsync, rename: a crash leaves the
 /// old file or the new one, never half of one.
 fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
@@ -1733,6 +1807,50 @@ mod tests {
         assert_eq!(ids, vec![kept.id]);
         let names: Vec<_> = fs::read_dir(store.path()).unwrap().flatten().collect();
         assert_eq!(names.len(), 1, "nothing else is left: {names:?}");
+    }
+
+    #[test]
+    fn the_next_run_removes_a_killed_runs_set_but_not_a_running_ones() {
+        let (_tmp, store) = store();
+        let kept = complete_set(&store, "[]");
+        // A run in flight (its lock held) and one killed (what it leaves:
+        // a marker no one locks).
+        let running = store.begin("http://g:3000").unwrap();
+        let killed = store.root.join("20200101T000000Z");
+        fs::create_dir(&killed).unwrap();
+        fs::write(killed.join("folders.json"), b"[]").unwrap();
+        let marker = InProgress {
+            backup: Some("dash".into()),
+            kind: "grafana".into(),
+            source: "http://g:3000".into(),
+            created: "2020-01-01T00:00:00Z".into(),
+        };
+        fs::write(
+            killed.join(IN_PROGRESS_FILE),
+            serde_json::to_vec(&marker).unwrap(),
+        )
+        .unwrap();
+        // Another Backup's killed run, and a set nobody marked: left alone.
+        let other = store.root.join("20200101T000000Z-2");
+        fs::create_dir(&other).unwrap();
+        let theirs = InProgress {
+            backup: Some("other".into()),
+            ..marker
+        };
+        fs::write(
+            other.join(IN_PROGRESS_FILE),
+            serde_json::to_vec(&theirs).unwrap(),
+        )
+        .unwrap();
+        let unmarked = store.root.join("20200101T000000Z-3");
+        fs::create_dir(&unmarked).unwrap();
+
+        let next = store.begin("http://g:3000").unwrap();
+        assert!(!killed.exists(), "the killed run's set is removed");
+        assert!(running.dir().is_dir(), "a running run's set stays");
+        assert!(other.is_dir() && unmarked.is_dir());
+        assert!(store.path().join(&kept.id).is_dir());
+        drop((running, next));
     }
 
     #[test]
