@@ -98,7 +98,7 @@ pub enum CommandError {
 pub fn destination(loc: &Locations, name: &str, spec: &BackupSpec) -> PathBuf {
     spec.destination
         .clone()
-        .unwrap_or_else(|| loc.state_dir.join("backups").join(name))
+        .unwrap_or_else(|| own_backups_dir(loc).join(name))
 }
 
 /// The kind a Backup's sets record: what its source is.
@@ -109,16 +109,38 @@ pub fn kind(spec: &BackupSpec) -> &'static str {
     }
 }
 
+/// Where unitlet keeps backups of its own (`STATE_DIR/backups`): a
+/// destination inside it is accepted wherever the state directory is.
+pub fn own_backups_dir(loc: &Locations) -> PathBuf {
+    loc.state_dir.join("backups")
+}
+
 /// The sets of Backup `name` in its destination (created if missing).
 fn open_store(loc: &Locations, name: &str, spec: &BackupSpec) -> Result<Store, BackupError> {
-    Store::open(&destination(loc, name, spec), name, kind(spec))
+    Store::open_in(
+        &destination(loc, name, spec),
+        Some(&own_backups_dir(loc)),
+        name,
+        kind(spec),
+    )
 }
 
 /// Where `backup` records its last outcome for the operator's metrics.
 pub fn last_run_path(loc: &Locations, name: &str) -> PathBuf {
-    loc.state_dir
-        .join("backups")
-        .join(format!("{name}.last.json"))
+    last_run_file(&loc.state_dir, name)
+}
+
+fn last_run_file(state_dir: &Path, name: &str) -> PathBuf {
+    state_dir.join("backups").join(format!("{name}.last.json"))
+}
+
+/// The last run of Backup `name` as `backup` recorded it; `None` when
+/// none ran yet or the record is unreadable (a bounded read).
+pub fn read_last_run(state_dir: &Path, name: &str) -> Option<LastRun> {
+    let bytes =
+        manifest::read_regular_capped(&last_run_file(state_dir, name), true, MAX_LAST_RUN_BYTES)
+            .ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// The content of `NAME.last.json`. Times are unix seconds.
@@ -338,9 +360,7 @@ async fn record_last_run(loc: &Locations, name: &str, attempt: u64, outcome: Res
         .await
         .ok();
     let path = last_run_path(loc, name);
-    let previous = manifest::read_regular_capped(&path, true, MAX_LAST_RUN_BYTES)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
+    let previous = read_last_run(&loc.state_dir, name);
     let record = LastRun::after(previous, attempt, outcome);
     let bytes = serde_json::to_vec_pretty(&record).expect("plain struct serializes");
     if let Err(e) = crate::fsutil::atomic_write(&path, &bytes, 0o600) {

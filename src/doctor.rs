@@ -798,6 +798,24 @@ fn dir_check(check: &str, path: &Path, r: Result<(), String>) -> Check {
     }
 }
 
+/// The `backup-destination/NAME` check: whether a run of Backup NAME
+/// could use its destination (the default one included), creating nothing.
+fn destination_check(loc: &Locations, name: &str, b: &manifest::BackupSpec) -> Check {
+    let dest = crate::backup_cmd::destination(loc, name, b);
+    let own = crate::backup_cmd::own_backups_dir(loc);
+    let check = format!("backup-destination/{name}");
+    match crate::backup::inspect_destination(&dest, Some(&own)) {
+        Ok(msg) => Check::ok(check, msg),
+        Err(e) => Check::fail(
+            check,
+            e,
+            format!(
+                "fix it as the reason says, or set spec.destination of {name} to a directory of your own"
+            ),
+        ),
+    }
+}
+
 /// Run every check.
 pub async fn run(loc: &Locations) -> Report {
     let mut r = Report::default();
@@ -928,6 +946,9 @@ pub async fn run(loc: &Locations) -> Report {
                     .await,
                 );
             }
+        }
+        if let Some(b) = m.as_backup() {
+            r.checks.push(destination_check(loc, &m.name, b));
         }
         for (field, p) in secret_files(m) {
             let check = format!("secret/{}", m.name);

@@ -109,6 +109,8 @@ string_enum! {
         RolledBack,
         /// `rollout undo` pinned a revision until the manifest changes.
         Pinned,
+        /// A Backup's last run failed.
+        BackupFailed,
         /// The limits' cgroup controllers are available (LimitsEnforced).
         Enforced,
         /// A cgroup controller a limit needs is missing (LimitsEnforced).

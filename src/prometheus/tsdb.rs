@@ -99,9 +99,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 /// # Guarantees
 /// The set is complete (has `backup.json`) only if every file of the
 /// snapshot is in it and recorded with size and sha256. On any error the
-/// set is left incomplete — never counted by `keep` nor restored — and a
-/// partial copy is removed to give the space back; earlier sets are not
-/// touched. The snapshot never stays behind in `data_dir/snapshots`.
+/// set is removed to give the space back; earlier sets are not touched. The snapshot never stays behind in `data_dir/snapshots`.
 ///
 /// # Caveats
 /// On the same filesystem the set's files are hard links shared with the
@@ -186,16 +184,30 @@ fn move_snapshot(
     match fs::rename(src, dst) {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-            let pb = progress_bar(progress, tree_size(src), "copying");
+            let needed = tree_size(src);
+            let pb = progress_bar(progress, needed, "copying");
             let copied = copy_tree(src, dst, &pb);
             pb.finish_and_clear();
             copied.map_err(|(from, to, source)| {
                 let _ = fs::remove_dir_all(dst);
+                let full = if crate::backup::is_out_of_space(&source) {
+                    let free = rustix::fs::statvfs(store.path())
+                        .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+                        .unwrap_or(0);
+                    format!(
+                        "the backup destination {} is full: the set needed about {} and {} is free there; ",
+                        store.path().display(),
+                        crate::backup::size_text(needed),
+                        crate::backup::size_text(free)
+                    )
+                } else {
+                    String::new()
+                };
                 PrometheusError::Copy {
                     from,
                     to,
                     hint: format!(
-                        "backup set {} is left incomplete and its partial copy was removed; earlier sets are untouched; free space in {} or set `destination` to a bigger filesystem",
+                        "{full}backup set {} was removed; earlier sets are untouched; free space in {} or set `destination` to a bigger filesystem",
                         set.id(),
                         store.path().display()
                     ),

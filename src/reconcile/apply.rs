@@ -124,6 +124,7 @@ impl Reconciler {
             failures: &run.failures,
             issues: &self.config_issue,
             readiness: &readiness,
+            state_dir: &self.loc.state_dir,
         };
         refresh_status(sd, &facts, status).await?;
         // Ready says when a rolled-back or pinned revision runs.

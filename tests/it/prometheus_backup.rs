@@ -463,7 +463,7 @@ fn restore_beside_run_is_not_undone_and_a_corrupted_set_is_refused_first() {
 }
 
 #[test]
-fn a_full_destination_leaves_the_set_incomplete_and_earlier_sets_intact() {
+fn a_full_destination_removes_the_set_and_leaves_earlier_sets_intact() {
     let mut p = Prom::start(7, "");
     // The destination on its own small filesystem: the snapshot is copied
     // (not renamed) there, and a full disk hits mid-copy.
@@ -506,10 +506,8 @@ fn a_full_destination_leaves_the_set_incomplete_and_earlier_sets_intact() {
     );
     let sets = p.sets();
     assert_eq!(complete_ids(&sets), vec![good.clone()], "{sets:?}");
-    assert!(
-        sets.iter().any(|s| s["status"] == "incomplete"),
-        "the failed run's set is listed as incomplete: {sets:?}"
-    );
+    assert!(err.contains("is full: the set needed about"), "{err}");
+    assert_eq!(sets.len(), 1, "the failed run's set was removed: {sets:?}");
     let o = p.unitlet(&["restore", "tsdb", &good, "--dry-run"]);
     assert_eq!(
         o.status.code(),
