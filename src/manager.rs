@@ -35,6 +35,8 @@ pub enum JobKind {
     Start,
     Stop,
     Restart,
+    /// `ReloadUnit`: the unit's own `ExecReload=`.
+    Reload,
 }
 
 impl JobKind {
@@ -43,6 +45,7 @@ impl JobKind {
             JobKind::Start => "start",
             JobKind::Stop => "stop",
             JobKind::Restart => "restart",
+            JobKind::Reload => "reload",
         }
     }
 }
@@ -180,6 +183,10 @@ pub trait UserManager: Send + Sync {
     /// How the service's main process last ended.
     fn service_result(&self, unit: &str, path: &UnitPath) -> impl Answer<ServiceResult>;
 
+    /// How often systemd restarted the service by its `Restart=` since
+    /// its last start by job (`NRestarts`).
+    fn n_restarts(&self, unit: &str, path: &UnitPath) -> impl Answer<u32>;
+
     /// Load a unit (`LoadUnit`) and return its path.
     fn load_unit(&self, unit: &str) -> impl Answer<UnitPath>;
 
@@ -201,8 +208,9 @@ pub trait UserManager: Send + Sync {
     /// Send a signal to the unit's main process (a `reload.signal`).
     fn kill_main(&self, unit: &str, signal: i32) -> impl Answer<()>;
 
-    /// `systemctl reload`: the unit's own `ExecReload=`, waited for.
-    fn reload_unit(&self, unit: &str) -> impl Answer<()>;
+    /// `systemctl reload`: the unit's own `ExecReload=`, waited for at
+    /// most `timeout` (`apply --timeout`; the operator's job deadline).
+    fn reload_unit(&self, unit: &str, timeout: Duration) -> impl Answer<()>;
 
     /// Open the `JobRemoved` stream. Call before queueing jobs.
     fn job_stream(&self) -> impl Answer<JobStream>;
@@ -290,7 +298,9 @@ impl JobStream {
     }
 
     /// Wait for all `jobs` to be removed, each within `timeout`.
-    /// Returns one result per job, in order.
+    /// Returns one result per job, in order: a job whose end was not
+    /// seen because the connection closed is [`SystemdError::JobLost`]
+    /// (no failure of the unit), not a timeout.
     pub async fn wait(
         &mut self,
         sd: &impl UserManager,
@@ -300,13 +310,18 @@ impl JobStream {
         let mut pending: HashSet<&str> = jobs.iter().map(|j| j.path.as_str()).collect();
         pending.retain(|p| !self.seen.contains_key(*p));
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut closed = false;
         while !pending.is_empty() {
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {
                 Ok(Some((p, result))) => {
                     pending.remove(p.as_str());
                     self.seen.insert(p, result);
                 }
-                Ok(None) | Err(_) => break,
+                Ok(None) => {
+                    closed = true;
+                    break;
+                }
+                Err(_) => break,
             }
         }
         let mut out = Vec::with_capacity(jobs.len());
@@ -321,6 +336,10 @@ impl JobStream {
                         JobKind::Stop => String::new(),
                         _ => sd.failure_hint(&j.unit).await,
                     },
+                }),
+                None if closed => Err(SystemdError::JobLost {
+                    verb: j.kind.verb(),
+                    unit: j.unit.clone(),
                 }),
                 None => Err(SystemdError::JobTimeout {
                     verb: j.kind.verb(),
