@@ -156,7 +156,9 @@ fn debounce(rx: &std::sync::mpsc::Receiver<()>, trigger: &Notify) {
 /// longer fed and systemd restarts us (when `WatchdogSec=` is set).
 const MAX_PASS_SECS: u64 = 600;
 
-/// How many objects' waits (readiness, config reloads, probes) run at once.
+/// How many objects' waits of one kind (readiness waits, config changes,
+/// probes, rollout watches) run at once. Start-job batches take no slot:
+/// one task per pass's batch, their deadline counting from their hand-out.
 const MAX_CONCURRENT_WORK: usize = 16;
 
 /// An unchanged status is still written this often, so `get` can tell a
@@ -164,7 +166,9 @@ const MAX_CONCURRENT_WORK: usize = 16;
 const STATUS_HEARTBEAT: Duration = Duration::from_secs(10);
 
 /// Waits handed out by passes, running beside the loop: at most one per
-/// object and kind, at most [`MAX_CONCURRENT_WORK`] at once.
+/// object and kind, at most [`MAX_CONCURRENT_WORK`] of a kind at once, so
+/// minutes-long readiness waits or rollout watches never hold up a start
+/// batch, a config change or a probe (issue 20, item 7).
 struct WorkPool {
     in_flight: HashMap<(WorkKind, String), tokio::task::AbortHandle>,
     /// Units with a start or restart job in a batch still waited for, and
@@ -176,7 +180,8 @@ struct WorkPool {
     /// The rollout watches in flight, by Service: what is watched again
     /// when the bus or the manager goes away before their verdict.
     watching: HashMap<String, crate::rollout::RolloutWork>,
-    slots: Arc<tokio::sync::Semaphore>,
+    /// Slots of each kind but [`WorkKind::Jobs`].
+    slots: HashMap<WorkKind, Arc<tokio::sync::Semaphore>>,
     done_tx: tokio::sync::mpsc::UnboundedSender<Outcome>,
 }
 
@@ -213,15 +218,27 @@ impl WorkPool {
         if let Work::Rollout(r) = &work {
             self.watching.insert(r.name.clone(), (**r).clone());
         }
+        let slots = match key.0 {
+            WorkKind::Jobs => None,
+            kind => Some(
+                self.slots
+                    .entry(kind)
+                    .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_WORK))),
+            ),
+        };
         let (slots, tx, sd, http) = (
-            self.slots.clone(),
+            slots.cloned(),
             self.done_tx.clone(),
             sd.clone(),
             http.clone(),
         );
         let h = tokio::spawn(async move {
-            let Ok(_slot) = slots.acquire_owned().await else {
-                return;
+            let _slot = match slots {
+                Some(s) => match s.acquire_owned().await {
+                    Ok(slot) => Some(slot),
+                    Err(_) => return,
+                },
+                None => None,
             };
             let _ = tx.send(work.run(sd, http, job_timeout).await);
         });
@@ -394,7 +411,7 @@ impl Operator {
                 in_flight: HashMap::new(),
                 starting: HashMap::new(),
                 watching: HashMap::new(),
-                slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_WORK)),
+                slots: HashMap::new(),
                 done_tx,
             },
             outcomes: Vec::new(),
@@ -1033,5 +1050,38 @@ mod tests {
             assert_eq!(b.ready(&name).0, ConditionStatus::True, "{name}");
         }
         assert_eq!(b.ready("web").0, ConditionStatus::True);
+    }
+
+    /// Issue 20, item 7: 16 readiness waits of minutes fill their slots;
+    /// a start batch handed out after them runs at once, so its deadline
+    /// (the job timeout, 5 s here) counts from its hand-out.
+    #[tokio::test(start_paused = true)]
+    async fn item7_a_start_batch_never_waits_behind_readiness_waits() {
+        let mut b = Bench::new().await;
+        b.op.rec.job_timeout = Duration::from_secs(5);
+        for i in 0..MAX_CONCURRENT_WORK {
+            let wait = Work::Readiness {
+                name: format!("slow{i}"),
+                url: "http://127.0.0.1:9/ready".into(),
+                timeout: Duration::from_secs(600),
+            };
+            b.op.pool
+                .spawn(wait, &b.sd, &b.op.rec.http, b.op.rec.job_timeout);
+        }
+        b.run_for(Duration::from_secs(1)).await;
+        b.sd.hold_jobs(true);
+        b.write("web", "[/bin/sleep, infinity]");
+        b.pass().await;
+        b.run_for(Duration::from_secs(6)).await;
+        let ended: Vec<String> =
+            b.op.outcomes
+                .iter()
+                .filter_map(|o| match o {
+                    Outcome::Jobs { results, .. } => Some(format!("{results:?}")),
+                    _ => None,
+                })
+                .collect();
+        assert_eq!(ended.len(), 1, "the batch ended by its deadline: {ended:?}");
+        assert!(ended[0].contains("did not finish within 5s"), "{ended:?}");
     }
 }
