@@ -471,3 +471,46 @@ impl Reconciler {
             .insert(name.clone(), (Reason::ReloadFailed, issue));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manager::fake::FakeManager;
+
+    /// Issue 20, item 10: a unit's own reload (`ExecReload=`) is queued
+    /// and reported as a reload, and waited for the job deadline (`apply
+    /// --timeout`), not a fixed 90 s.
+    #[tokio::test(start_paused = true)]
+    async fn item10_a_reload_is_a_reload_with_the_job_deadline() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let units = dir.path().join("units");
+        std::fs::create_dir_all(&units).expect("dir");
+        let unit = "[Service]\nExecStart=/bin/sleep infinity\nExecReload=/bin/sleep 600\n";
+        std::fs::write(units.join("web.service"), unit).expect("unit");
+        let sd = FakeManager::new(&units, &dir.path().join("config"));
+        sd.start_by_hand("web.service");
+        sd.hold_jobs(true);
+        let work = Work::Config(ConfigWork {
+            name: "web".into(),
+            unit: "web.service".into(),
+            hash: "h".into(),
+            config_files: vec![dir.path().join("web.conf")],
+            validate: None,
+            on_change: OnConfigChange::Reload,
+            reload: None,
+            readiness: None,
+            silence: None,
+        });
+        let o = work
+            .run(sd.clone(), reload::http_client(), Duration::from_secs(5))
+            .await;
+        match o {
+            Outcome::Config {
+                result: ConfigResult::Failed(e),
+                ..
+            } => assert_eq!(e, "reload of web.service did not finish within 5s"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(sd.jobs("web.service"), [JobKind::Reload]);
+    }
+}
