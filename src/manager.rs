@@ -73,12 +73,42 @@ pub struct ServiceResult {
     pub pid: u32,
     /// The program of the first `ExecStart=`, when known.
     pub program: Option<String>,
+    /// `NRestarts=`: restarts by `Restart=` since the last start by job.
+    pub n_restarts: u32,
+    /// The unit's start limit (`StartLimitBurst=` starts within
+    /// `StartLimitIntervalSec=`; a burst of 0: none).
+    pub start_limit: (u32, std::time::Duration),
 }
 
 /// `CLD_KILLED`: the main process was killed by a signal.
 const CLD_KILLED: i32 = 2;
 
 impl ServiceResult {
+    /// Whether systemd's start limit refuses to start the unit: it says
+    /// `start-limit-hit`, or its own restarts used up the burst (a
+    /// failed restart loop keeps the first failure's `Result=`).
+    pub fn start_limit_hit(&self) -> bool {
+        let (burst, _) = self.start_limit;
+        self.result == "start-limit-hit"
+            || (self.result != "success" && burst > 0 && self.n_restarts >= burst)
+    }
+
+    /// What the start limit means for the unit, for messages.
+    fn start_limit_note(&self) -> String {
+        let (burst, interval) = self.start_limit;
+        let within = if burst > 0 {
+            format!(
+                " ({burst} starts within {})",
+                humantime::format_duration(interval)
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "systemd's start limit was hit{within}: it refuses to start the unit until that interval has passed since the burst began, so unitlet's next start after it succeeds"
+        )
+    }
+
     /// Why the service failed: `(reason, message)` for its Ready
     /// condition, `None` when it did not. An OOM kill is `OOMKilled` — from
     /// `Result=oom-kill` (cgroup v2), or, on cgroup v1 where systemd only
@@ -124,10 +154,17 @@ impl ServiceResult {
             "exit-code" => format!("exited with status {status}"),
             "signal" | "core-dump" => format!("was killed by signal {status}"),
             "timeout" => "timed out".to_string(),
-            "start-limit-hit" => "restarted too often (start limit hit)".to_string(),
+            "start-limit-hit" => "was started too often".to_string(),
             "success" | "" => return None,
             other => format!("failed ({other})"),
         };
+        if self.start_limit_hit() {
+            let note = self.start_limit_note();
+            return Some((
+                Reason::Failed,
+                format!("{unit} {detail}; {note}; {journal}"),
+            ));
+        }
         Some((Reason::Failed, format!("{unit} {detail}; {journal}")))
     }
 
@@ -140,6 +177,9 @@ impl ServiceResult {
                 hint.push_str(&format!(", exit status {}", self.status));
             }
             hint.push(')');
+        }
+        if self.start_limit_hit() {
+            hint.push_str(&format!("; {}", self.start_limit_note()));
         }
         if let Some(prog) = &self.program
             && !std::path::Path::new(prog).exists()
@@ -362,7 +402,7 @@ mod tests {
             code: CLD_KILLED,
             status: libc::SIGKILL,
             pid,
-            program: None,
+            ..Default::default()
         }
     }
 
@@ -392,6 +432,30 @@ mod tests {
             .failure("a.service", None, |_| Some(false))
             .unwrap();
         assert_eq!(reason, Reason::Failed);
+    }
+
+    /// Issue 20, "also check": a restart loop that used up the start
+    /// limit keeps its first failure's `Result=`; its message says the
+    /// limit was hit and that the next start after its interval succeeds.
+    #[test]
+    fn a_used_up_start_limit_is_named() {
+        let r = ServiceResult {
+            result: "signal".into(),
+            code: CLD_KILLED,
+            status: libc::SIGKILL,
+            n_restarts: 5,
+            start_limit: (5, std::time::Duration::from_secs(10)),
+            ..Default::default()
+        };
+        let (_, msg) = r.failure("a.service", None, |_| None).unwrap();
+        assert!(
+            msg.contains("start limit was hit (5 starts within 10s)"),
+            "{msg}"
+        );
+        assert!(r.hint("a.service").contains("start limit was hit"));
+        let fewer = ServiceResult { n_restarts: 4, ..r };
+        let (_, msg) = fewer.failure("a.service", None, |_| None).unwrap();
+        assert!(!msg.contains("start limit"), "{msg}");
     }
 
     #[test]

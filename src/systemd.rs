@@ -466,7 +466,26 @@ impl UserManager for Systemd {
     ) -> Result<ServiceResult, SystemdError> {
         let all = self.service_properties(unit, path).await?;
         let int = |k: &str| all.get(k).and_then(|v| i32::try_from(v).ok()).unwrap_or(0);
+        // The start limit is the Unit interface's; a failure to read it
+        // only leaves it out of messages.
+        let limits = self
+            .get_all(unit, path, "org.freedesktop.systemd1.Unit")
+            .await
+            .unwrap_or_default();
+        let burst = limits
+            .get("StartLimitBurst")
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(0);
+        let interval = limits
+            .get("StartLimitIntervalUSec")
+            .and_then(|v| u64::try_from(v).ok())
+            .map_or(Duration::ZERO, Duration::from_micros);
         Ok(ServiceResult {
+            n_restarts: all
+                .get("NRestarts")
+                .and_then(|v| u32::try_from(v).ok())
+                .unwrap_or(0),
+            start_limit: (burst, interval),
             result: all
                 .get("Result")
                 .and_then(|v| String::try_from(v.clone()).ok())
