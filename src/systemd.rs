@@ -52,6 +52,13 @@ pub enum SystemdError {
         unit: String,
         timeout: Duration,
     },
+    /// The connection to the user manager closed while a job was waited
+    /// for: how it ended is not known here (the next look at the unit
+    /// says), so it is no failure of the unit.
+    #[error(
+        "the connection to the user manager closed before the {verb} of {unit} ended; its state is read again once reconnected"
+    )]
+    JobLost { verb: &'static str, unit: String },
     /// The unit directory is not on the manager's search path.
     #[error(
         "unit directory {dir} is not on the user manager's unit search path ({path}); pass --unit-dir with one of those directories (e.g. $XDG_DATA_HOME/systemd/user)"
@@ -75,7 +82,7 @@ impl SystemdError {
     /// call having failed.
     pub fn is_disconnect(&self) -> bool {
         let e = match self {
-            SystemdError::Connect { .. } => return true,
+            SystemdError::Connect { .. } | SystemdError::JobLost { .. } => return true,
             SystemdError::Call { source, .. } => source,
             _ => return false,
         };
@@ -459,7 +466,26 @@ impl UserManager for Systemd {
     ) -> Result<ServiceResult, SystemdError> {
         let all = self.service_properties(unit, path).await?;
         let int = |k: &str| all.get(k).and_then(|v| i32::try_from(v).ok()).unwrap_or(0);
+        // The start limit is the Unit interface's; a failure to read it
+        // only leaves it out of messages.
+        let limits = self
+            .get_all(unit, path, "org.freedesktop.systemd1.Unit")
+            .await
+            .unwrap_or_default();
+        let burst = limits
+            .get("StartLimitBurst")
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(0);
+        let interval = limits
+            .get("StartLimitIntervalUSec")
+            .and_then(|v| u64::try_from(v).ok())
+            .map_or(Duration::ZERO, Duration::from_micros);
         Ok(ServiceResult {
+            n_restarts: all
+                .get("NRestarts")
+                .and_then(|v| u32::try_from(v).ok())
+                .unwrap_or(0),
+            start_limit: (burst, interval),
             result: all
                 .get("Result")
                 .and_then(|v| String::try_from(v.clone()).ok())
@@ -472,6 +498,14 @@ impl UserManager for Systemd {
                 .unwrap_or(0),
             program: all.get("ExecStart").and_then(exec_start_program),
         })
+    }
+
+    async fn n_restarts(&self, unit: &str, path: &UnitPath) -> Result<u32, SystemdError> {
+        let all = self.service_properties(unit, path).await?;
+        Ok(all
+            .get("NRestarts")
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(0))
     }
 
     async fn load_unit(&self, unit: &str) -> Result<UnitPath, SystemdError> {
@@ -518,23 +552,10 @@ impl UserManager for Systemd {
         )
     }
 
-    async fn reload_unit(&self, unit: &str) -> Result<(), SystemdError> {
+    async fn reload_unit(&self, unit: &str, timeout: Duration) -> Result<(), SystemdError> {
         let mut js = self.job_stream().await?;
-        let path = call(
-            "ReloadUnit",
-            Some(unit),
-            self.manager
-                .reload_unit(unit.to_string(), "replace".into())
-                .await,
-        )?;
-        let job = QueuedJob {
-            path: path.to_string(),
-            unit: unit.to_string(),
-            kind: JobKind::Restart,
-        };
-        js.wait(self, &[job], Duration::from_secs(90))
-            .await
-            .remove(0)
+        let job = self.queue(unit, JobKind::Reload).await?;
+        js.wait(self, &[job], timeout).await.remove(0)
     }
 
     async fn job_stream(&self) -> Result<JobStream, SystemdError> {
@@ -569,6 +590,7 @@ impl UserManager for Systemd {
             JobKind::Start => ("StartUnit", self.manager.start_unit(name, mode).await),
             JobKind::Stop => ("StopUnit", self.manager.stop_unit(name, mode).await),
             JobKind::Restart => ("RestartUnit", self.manager.restart_unit(name, mode).await),
+            JobKind::Reload => ("ReloadUnit", self.manager.reload_unit(name, mode).await),
         };
         Ok(QueuedJob {
             path: call(method, Some(unit), r)?.to_string(),

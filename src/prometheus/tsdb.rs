@@ -688,6 +688,7 @@ pub(crate) async fn run_job(
         JobKind::Start => "start",
         JobKind::Stop => "stop",
         JobKind::Restart => "restart",
+        JobKind::Reload => "reload",
     };
     // A start after our own stop must not be refused by systemd's start
     // rate limit (a few restores in a row would hit it).

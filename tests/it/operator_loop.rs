@@ -518,3 +518,46 @@ fn a_signal_pause_keeps_our_job_signals_and_its_end_asks_for_a_full_look() {
         );
     });
 }
+
+/// Issue 20, "also check": a user stops a unit by hand six times within
+/// ten seconds; systemd refuses the next start (`StartLimitBurst=5`), which
+/// unitlet does not reset. `get` and `describe` say so and when unitlet
+/// tries again, and the unit is active again, without a human, once the
+/// limit's interval has passed.
+#[test]
+fn start_limit_hit_is_reported_and_healed_after_its_interval() {
+    let um = UserManager::start();
+    um.write_manifest("web.yaml", &service("web", "  restartSec: 100ms\n"));
+    let _run = um.spawn_run(&[]);
+    um.wait_ready("web", "True", T);
+    let mut hit = false;
+    for _ in 0..8 {
+        let pid = um.prop("web.service", "MainPID");
+        um.systemctl(&["kill", "-s", "KILL", "web.service"]);
+        let state = wait_for(T, "web restarted or refused", || {
+            let active = um.active("web.service");
+            if active == "failed" {
+                return Some("limit".to_string());
+            }
+            (active == "active" && um.prop("web.service", "MainPID") != pid).then_some(active)
+        });
+        if state == "limit" {
+            hit = true;
+            break;
+        }
+    }
+    assert!(hit, "systemd never refused a start");
+    let refused = Instant::now();
+    // `get -o json` (what `get` reads) and `describe` name the limit and
+    // what happens next.
+    let (_, reason, msg) = um.wait_ready_where("web", "Ready naming the start limit", T, |r| {
+        r.0 == "False" && r.2.contains("start limit was hit")
+    });
+    assert!(msg.contains("5 starts within 10s"), "{reason}: {msg}");
+    assert!(msg.contains("unitlet"), "{reason}: {msg}");
+    let d = stdout(&um.unitlet(&["describe", "web"]));
+    assert!(d.contains("start limit was hit"), "{d}");
+    um.wait_active("web.service", Duration::from_secs(40));
+    um.wait_ready("web", "True", T);
+    assert!(refused.elapsed() < Duration::from_secs(40));
+}

@@ -433,3 +433,39 @@ fn issue21_4_reverting_a_refused_config_clears_config_invalid_in_run_and_apply()
         Some("ConfigInvalid".to_string())
     );
 }
+
+/// Issue 20, item 10: an adopted unit's own reload (`ExecReload=`, no
+/// `reload` method) is reported as a reload and waited for `apply
+/// --timeout`, not for a fixed 90 s as a "restart".
+#[test]
+fn item10_a_unit_reload_is_a_reload_waited_for_apply_timeout() {
+    let um = UserManager::start();
+    let dir = um.runtime.join("svc");
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("app.conf");
+    std::fs::write(&conf, "one").unwrap();
+    let unit = dir.join("app.service");
+    std::fs::write(
+        &unit,
+        "[Unit]\nDescription=app\n[Service]\nExecStart=/bin/sleep 100000\nExecReload=/bin/sleep 600\n",
+    )
+    .unwrap();
+    um.write_manifest(
+        "app.yaml",
+        &format!(
+            "apiVersion: unitlet/v1\nkind: Service\nmetadata: {{name: app}}\nspec:\n  unitFile: {}\n  configFiles: [{}]\n  onConfigChange: reload\n",
+            unit.display(),
+            conf.display()
+        ),
+    );
+    let o = um.unitlet(&["apply"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    um.wait_active("app.service", T);
+    std::fs::write(&conf, "two").unwrap();
+    let _ = um.unitlet(&["apply", "--timeout", "3s"]);
+    let d = stdout(&um.unitlet(&["describe", "app"]));
+    assert!(
+        d.contains("reload of app.service did not finish within 3s"),
+        "{d}"
+    );
+}

@@ -354,12 +354,16 @@ fn a_rollback_is_silenced_until_the_good_revision_is_ready() {
     );
     // The operator expires the silence, then records the event in its next
     // status write: wait for the event rather than read it at once.
-    wait_for(T, "the SilenceExpired event naming the rolled-back revision", || {
-        events(&um, "web")
-            .iter()
-            .any(|(r, m)| r == "SilenceExpired" && m.contains("rolled-back revision 1"))
-            .then_some(())
-    });
+    wait_for(
+        T,
+        "the SilenceExpired event naming the rolled-back revision",
+        || {
+            events(&um, "web")
+                .iter()
+                .any(|(r, m)| r == "SilenceExpired" && m.contains("rolled-back revision 1"))
+                .then_some(())
+        },
+    );
     // The default matcher: the job label of the manifest.
     assert_eq!(s["matchers"][0]["name"], "job");
     assert_eq!(s["matchers"][0]["value"], "webjob");
