@@ -23,6 +23,7 @@ pub mod schedule;
 pub mod status;
 pub mod systemd;
 pub mod table;
+pub mod unitfile;
 pub mod work;
 
 /// An error and all its causes, `: `-separated, for one-line messages.
