@@ -138,6 +138,7 @@ impl Reconciler {
             retry_at: self.next_retry(&prep),
             reloads: Vec::new(),
             work,
+            skipped: prep.held.names.clone(),
         })
     }
 

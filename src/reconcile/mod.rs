@@ -95,6 +95,9 @@ pub struct PassReport {
     pub reloads: Vec<(String, crate::reload::ReloadOutcome)>,
     /// Waits handed out by the pass (readiness, config changes, probes).
     pub work: Vec<Work>,
+    /// Objects whose units the pass left alone: backing off, held by a
+    /// restore, a broken manifest file or the gc grace. Not reconciled.
+    pub skipped: BTreeSet<String>,
 }
 
 /// Per-object backoff after failures, reset on success or on an edit.
