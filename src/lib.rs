@@ -16,6 +16,7 @@ pub mod lock;
 pub mod manager;
 pub mod manifest;
 pub mod plan;
+pub mod program;
 pub mod prometheus;
 pub mod reconcile;
 pub mod render;
