@@ -286,3 +286,56 @@ fn backup_units_keep_the_recorded_program_whoever_applies() {
     let o = um.unitlet(&["plan"]);
     assert!(stdout(&o).contains("Nothing to do"), "{}", stdout(&o));
 }
+
+/// Issue 20 item 11: an adopted unit file with continued lines is read as
+/// systemd reads it: its continued `WantedBy=` enables both targets, and a
+/// changed argument on a continuation line is a changed `ExecStart=`
+/// (a restart), not a comment-only change.
+#[test]
+fn an_adopted_unit_with_continued_lines_is_read_as_systemd_reads_it() {
+    let um = UserManager::start();
+    let file = um.runtime.join("cont.service");
+    let unit = |secs: &str| {
+        format!(
+            "[Unit]\nDescription=continued\n[Service]\nExecStart=/bin/sleep \\\n# a comment inside the continued line\n    {secs}\nMemoryMax=150M\n[Install]\nWantedBy=default.target \\\n  basic.target\n"
+        )
+    };
+    std::fs::write(&file, unit("100000")).unwrap();
+    um.write_manifest(
+        "cont.yaml",
+        &format!(
+            "apiVersion: unitlet/v1\nkind: Service\nmetadata: {{name: cont}}\nspec:\n  unitFile: {}\n",
+            file.display()
+        ),
+    );
+    let o = um.unitlet(&["apply"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let config = um.runtime.join("config/systemd/user");
+    for target in ["default.target", "basic.target"] {
+        let link = config.join(format!("{target}.wants/cont.service"));
+        assert!(
+            link.symlink_metadata().is_ok(),
+            "{} missing",
+            link.display()
+        );
+    }
+    assert!(!config.join("\\.wants").exists());
+    let o = um.systemctl(&["is-enabled", "cont.service"]);
+    assert_eq!(stdout(&o).trim(), "enabled", "{}", stderr(&o));
+    assert!(um.prop("cont.service", "ExecStart").contains("100000"));
+    let o = um.unitlet(&["plan"]);
+    assert!(stdout(&o).contains("Nothing to do"), "{}", stdout(&o));
+
+    std::fs::write(&file, unit("200000")).unwrap();
+    let o = um.unitlet(&["plan"]);
+    let plan = stdout(&o);
+    assert!(plan.contains("(Service.ExecStart)"), "{plan}");
+    assert!(plan.contains("restart"), "{plan}");
+    let o = um.unitlet(&["apply"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    wait_for(Duration::from_secs(10), "the new argument running", || {
+        let pid = um.prop("cont.service", "MainPID");
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        (cmdline == b"/bin/sleep\0200000\0").then_some(())
+    });
+}
