@@ -336,6 +336,6 @@ fn an_adopted_unit_with_continued_lines_is_read_as_systemd_reads_it() {
     wait_for(Duration::from_secs(10), "the new argument running", || {
         let pid = um.prop("cont.service", "MainPID");
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        (cmdline == b"/bin/sleep\0200000\0").then_some(())
+        (cmdline == b"/bin/sleep\x00200000\x00").then_some(())
     });
 }
