@@ -434,9 +434,17 @@ pub fn is_oneshot(content: &str) -> bool {
 
 /// The manifest file recorded in a unit file, if any.
 pub fn source_of(content: &str) -> Option<PathBuf> {
-    unitfile::parse(content)
+    ownership(content).1
+}
+
+/// A unit file's marker and recorded manifest file, read in one parse.
+pub fn ownership(content: &str) -> (Option<String>, Option<PathBuf>) {
+    let u = unitfile::parse(content);
+    let marker = u.first("Unit", MARKER_KEY).map(str::to_string);
+    let source = u
         .last("Unit", SOURCE_KEY)
-        .map(|s| PathBuf::from(s.replace("%%", "%")))
+        .map(|s| PathBuf::from(s.replace("%%", "%")));
+    (marker, source)
 }
 
 /// Keys whose change can be applied to a running unit with

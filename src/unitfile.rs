@@ -141,20 +141,25 @@ pub fn parse(content: &str) -> UnitFile {
         if trimmed.starts_with('#') || trimmed.starts_with(';') {
             continue;
         }
-        let (mut text, start) = match pending.take() {
-            Some((mut s, start)) => {
-                s.push_str(raw);
-                (s, start)
+        match pending.take() {
+            Some((mut text, start)) => {
+                text.push_str(raw);
+                if ends_escaped(&text) {
+                    text.pop();
+                    text.push(' ');
+                    pending = Some((text, start));
+                } else {
+                    line(&mut out, &mut section, &text, start);
+                }
             }
-            None => (raw.to_string(), n),
-        };
-        if ends_escaped(&text) {
-            text.pop();
-            text.push(' ');
-            pending = Some((text, start));
-            continue;
+            // Most lines are not continued: no copy.
+            None if ends_escaped(raw) => {
+                let mut text = raw[..raw.len() - 1].to_string();
+                text.push(' ');
+                pending = Some((text, n));
+            }
+            None => line(&mut out, &mut section, raw, n),
         }
-        line(&mut out, &mut section, &text, start);
     }
     if let Some((text, start)) = pending {
         line(&mut out, &mut section, &text, start);

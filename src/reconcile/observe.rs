@@ -60,8 +60,7 @@ fn unit_files_in(dir: &Path) -> Result<BTreeMap<String, ObservedFile>, Reconcile
             continue;
         }
         let content = std::fs::read_to_string(&path).unwrap_or_default();
-        let marker = render::marker_of(&content);
-        let source = render::source_of(&content);
+        let (marker, source) = render::ownership(&content);
         out.insert(
             name,
             ObservedFile {
