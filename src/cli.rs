@@ -590,7 +590,8 @@ fn render_cmd(loc: &Locations, name: &str, out: Option<&Path>) -> CliResult {
             },
         });
     };
-    let rec = Reconciler::new(loc.clone(), exe());
+    let mut rec = Reconciler::new(loc.clone(), exe());
+    rec.render_ctx.exe = crate::program::for_units(loc, &rec.render_ctx.exe);
     let units = render::render(m, &rec.render_ctx);
     for u in &units {
         match out {

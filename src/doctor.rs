@@ -708,14 +708,11 @@ pub fn lifecycle_flag(flags_body: &str) -> Option<bool> {
 pub fn prometheus_argv(exec: &Exec) -> Option<bool> {
     let argv: Vec<String> = match exec {
         Exec::Command(a) => a.clone(),
-        Exec::UnitFile { content, .. } => content
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("ExecStart="))
-            .flat_map(|l| {
-                l.split_whitespace()
-                    .map(|w| w.trim_matches('"').to_string())
-            })
-            .collect(),
+        Exec::UnitFile { content, .. } => {
+            let unit = crate::unitfile::parse(content);
+            let commands = crate::unitfile::exec_commands(unit.last("Service", "ExecStart")?);
+            commands.ok()?.into_iter().next()?
+        }
     };
     let prog = argv.first()?;
     let base = Path::new(prog.trim_start_matches(['-', '@', '+', '!', ':']))
@@ -1173,6 +1170,13 @@ mod tests {
         let u = Exec::UnitFile {
             path: "/x".into(),
             content: "[Service]\nExecStart=/usr/bin/prometheus --web.enable-lifecycle\n".into(),
+        };
+        assert_eq!(prometheus_argv(&u), Some(true));
+        // Issue 20 item 11: a flag on a continued line is the command's.
+        let u = Exec::UnitFile {
+            path: "/x".into(),
+            content: "[Service]\nExecStart=/usr/bin/prometheus \\\n  --web.enable-lifecycle\n"
+                .into(),
         };
         assert_eq!(prometheus_argv(&u), Some(true));
         let url = "http://127.0.0.1:9090/-/reload";

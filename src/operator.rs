@@ -492,12 +492,12 @@ impl Operator {
     ) {
         self.error_delay = FIRST_RETRY;
         let m = &self.metrics;
-        m.set_objects(status);
-        m.reconciled(status);
-        for (name, outcome) in &report.reloads {
-            m.reload(name, outcome);
-        }
-        m.set_backups(&self.opts.loc.state_dir, status);
+        m.passed(
+            &self.opts.loc.state_dir,
+            status,
+            &report.reloads,
+            &report.skipped,
+        );
         // Config directories may have appeared: watch them now.
         self.arm_watches();
         if report.actions > 0 || !report.failures.is_empty() {

@@ -981,9 +981,7 @@ pub async fn record(
                 // A oneshot (an adopted unit file) ends inactive when it
                 // worked: "active and ready" does not apply, so it is not
                 // health-gated.
-                let oneshot = content
-                    .lines()
-                    .any(|l| l.trim().replace(' ', "") == "Type=oneshot");
+                let oneshot = crate::render::is_oneshot(content);
                 if oneshot {
                     h.finish(n, Ok(()), false, &now);
                 }

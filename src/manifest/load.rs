@@ -343,6 +343,15 @@ fn load_time_checks(m: &mut Manifest) -> Result<(), (&'static str, String)> {
                         ),
                     ));
                 }
+                // Read as systemd reads it, and refuse lines it would
+                // refuse or silently drop: the service would not be what
+                // the file seems to say.
+                crate::unitfile::check(&c).map_err(|e| {
+                    (
+                        "unitFile",
+                        format!("spec.unitFile {} {e}; fix the unit file", path.display()),
+                    )
+                })?;
                 *content = c;
             }
             if let Some(f) = &s.environment_file {
@@ -671,6 +680,18 @@ mod tests {
             assert!(e.message.contains(want) && e.message.contains(unit), "{e}");
             assert_eq!((e.line, e.column), (6, 13), "points at spec.unitFile: {e}");
         }
+        // A unit file systemd would not read as written is refused, with
+        // its line (issue 20 item 11).
+        let bad = d.path().join("bad.service");
+        std::fs::write(&bad, "[Service]\nExecStart=/bin/x\n  --flag\n").unwrap();
+        let m = d.path().join("m.yaml");
+        std::fs::write(&m, format!("{HEAD}  unitFile: bad.service\n")).unwrap();
+        let set = load_files(std::slice::from_ref(&m));
+        let e = &set.errors[0];
+        assert!(
+            e.message.contains("bad.service line 3") && e.message.contains("not Key=Value"),
+            "{e}"
+        );
         // A manifest that is a FIFO (behind a symlink, too) is refused
         // without blocking.
         let mfifo = d.path().join("fifo.yaml");

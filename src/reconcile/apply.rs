@@ -78,6 +78,7 @@ impl Reconciler {
         let started = Instant::now();
         self.forget_lost_readiness_waits(started);
         self.after_jobs_ended(sd, status).await;
+        self.record_program(&prep);
         let mut run = Applying::default();
         let deferred_jobs = if prep.plan.is_empty() {
             None
@@ -141,6 +142,7 @@ impl Reconciler {
             retry_at: self.next_retry(&prep),
             reloads: Vec::new(),
             work,
+            skipped: prep.held.names.clone(),
         })
     }
 

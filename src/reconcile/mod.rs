@@ -98,6 +98,9 @@ pub struct PassReport {
     pub reloads: Vec<(String, crate::reload::ReloadOutcome)>,
     /// Waits handed out by the pass (readiness, config changes, probes).
     pub work: Vec<Work>,
+    /// Objects whose units the pass left alone: backing off, held by a
+    /// restore, a broken manifest file or the gc grace. Not reconciled.
+    pub skipped: BTreeSet<String>,
 }
 
 /// Per-object backoff after failures, reset on success or on an edit.
@@ -189,6 +192,11 @@ pub struct Reconciler {
     /// batch's [`AfterJobs`]), by Service: what `rollout::record` reads
     /// instead of the file until then.
     unsaved_histories: BTreeMap<String, Vec<u8>>,
+    /// The binary running now; Backup units run the recorded program
+    /// instead while there is one (see [`crate::program`]).
+    running_program: PathBuf,
+    /// Whether this pass found a usable record of the program.
+    program_recorded: bool,
 }
 
 /// Bookkeeping a batch of new Services leaves until systemd has started
@@ -259,7 +267,7 @@ impl Reconciler {
 
     pub fn new(loc: Locations, exe: PathBuf) -> Reconciler {
         let render_ctx = RenderContext {
-            exe,
+            exe: exe.clone(),
             manifests: loc.manifests.clone(),
             state_dir: loc.state_dir.clone(),
             unit_dir: loc.unit_dir.clone(),
@@ -286,6 +294,41 @@ impl Reconciler {
             after_jobs: BTreeMap::new(),
             after_jobs_due: Vec::new(),
             unsaved_histories: BTreeMap::new(),
+            running_program: exe,
+            program_recorded: false,
+        }
+    }
+
+    /// Render Backup units with the recorded program, or the running one
+    /// when none is recorded (read off the runtime: a file read).
+    async fn resolve_program(&mut self) {
+        let loc = self.loc.clone();
+        let task = tokio::task::spawn_blocking(move || crate::program::recorded(&loc));
+        let recorded = tokio::time::timeout(LOAD_DEADLINE, task)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten();
+        self.program_recorded = recorded.is_some();
+        self.render_ctx.exe = recorded.unwrap_or_else(|| self.running_program.clone());
+    }
+
+    /// Record the program Backup units run the first time they are
+    /// written (under the state lock, like every write of a pass).
+    fn record_program(&mut self, prep: &Prepared) {
+        if self.program_recorded || !prep.desired.iter().any(|d| d.role == render::Role::Oneshot) {
+            return;
+        }
+        match crate::program::record(&self.loc, &self.render_ctx.exe) {
+            Ok(true) => {
+                tracing::info!(program = %self.render_ctx.exe.display(), "recorded the program Backup units run");
+                self.program_recorded = true;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(
+                "cannot record the program Backup units run in {}: {e}",
+                crate::program::record_file(&self.loc).display()
+            ),
         }
     }
 
@@ -340,6 +383,7 @@ impl Reconciler {
         // Holds found there keep the operator off a service: trust them
         // only in a directory nobody else can write.
         self.loc.check_state_dir()?;
+        self.resolve_program().await;
         tracing::debug!(elapsed = ?t.elapsed(), manifests = loaded.manifests.len(), "loaded manifests");
         let mut held = Held {
             names: loaded.held.keys().cloned().collect(),

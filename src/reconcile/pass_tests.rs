@@ -404,6 +404,25 @@ async fn a_failing_start_backs_off_exponentially_on_tokios_clock() {
     assert!(w.rec.backoff.is_empty());
 }
 
+/// Issue 20 item 2: a pass that skips a backing-off object says so, so
+/// its `unitlet_object_last_reconcile_age_seconds` is not reset; the
+/// objects it reconciled are not listed.
+#[tokio::test(start_paused = true)]
+async fn a_backing_off_object_is_reported_as_skipped() {
+    let mut w = World::new();
+    w.sd.fail_starts("web.service", true);
+    w.write("web.yaml", &service("web", ""));
+    w.write("ok.yaml", &service("ok", ""));
+    let r = w.pass().await;
+    assert!(r.failures.contains_key("web"), "{:?}", r.failures);
+    assert!(r.skipped.is_empty(), "{:?}", r.skipped);
+    let r = w.pass().await;
+    assert_eq!(r.skipped, ["web".to_string()].into(), "within its backoff");
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let r = w.pass().await;
+    assert!(r.skipped.is_empty(), "retried: {:?}", r.skipped);
+}
+
 fn oom_kill() -> ServiceResult {
     ServiceResult {
         result: "oom-kill".into(),
