@@ -750,7 +750,7 @@ pub async fn restore_tsdb(t: RestoreTarget<'_>, opts: &RestoreOptions) -> Result
     // An earlier restore of this service that was killed: finish or undo
     // it first, or this one would take a moved-aside directory for none.
     let recovered = match &lock {
-        Some(lock) => recover_earlier(lock, &sd).await?,
+        Some(lock) => recover_earlier(lock, &sd, t.data_dir).await?,
         None => None,
     };
     let pending = opts.dry_run.then(|| pending_note(t)).flatten();
@@ -869,8 +869,13 @@ async fn verified_set(t: RestoreTarget<'_>) -> Result<(VerifiedSet, Vec<BlockRan
 
 /// Finishes or undoes an interrupted earlier restore of the service, if
 /// any; what it did, for the report.
-async fn recover_earlier(lock: &RestoreLock, sd: &Systemd) -> Result<Option<String>> {
-    let Some(outcome) = journal::recover_locked(lock, sd).await else {
+async fn recover_earlier(
+    lock: &RestoreLock,
+    sd: &Systemd,
+    data_dir: &Path,
+) -> Result<Option<String>> {
+    let data_dirs = [data_dir.to_path_buf()];
+    let Some(outcome) = journal::recover_locked(lock, sd, &data_dirs).await else {
         return Ok(None);
     };
     if outcome.result.is_err() {

@@ -81,3 +81,100 @@ fn directories_unitlet_creates_pass_its_own_check_under_umask_002() {
     let o = um.unitlet(&["apply"]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
 }
+
+/// A process that has exited: its PID names nobody (for a while).
+fn dead_pid() -> u32 {
+    let mut c = std::process::Command::new("true").spawn().unwrap();
+    let pid = c.id();
+    c.wait().unwrap();
+    pid
+}
+
+/// Issue 20, item 4: a planted restore journal (its PID dead, step
+/// `copy`, its `staging` naming an unrelated directory) never makes
+/// `apply` delete that directory: with the state directory (or its
+/// `restores/`) at 0777 nothing is read from it at all, and at 0700 the
+/// journal names what no restore of that service creates, so it is stuck,
+/// reported, and nothing is touched.
+#[test]
+fn issue20_4_a_planted_journal_never_deletes_the_directory_it_names() {
+    let um = UserManager::start();
+    um.write_manifest("x.yaml", &service("x", ""));
+    let data = um.runtime.join("prom/data");
+    std::fs::create_dir_all(&data).unwrap();
+    um.write_manifest(
+        "tsdb.yaml",
+        &format!(
+            "apiVersion: unitlet/v1\nkind: Backup\nmetadata:\n  name: tsdb\nspec:\n  schedule: every 6h\n  prometheus:\n    url: http://127.0.0.1:9\n    dataDir: {}\n    service: x\n",
+            data.display()
+        ),
+    );
+    let precious = um.runtime.join("precious");
+    std::fs::create_dir_all(&precious).unwrap();
+    std::fs::write(precious.join("thesis.tex"), "years of work").unwrap();
+    let restores = um.state_dir.join("restores");
+    std::fs::create_dir_all(&restores).unwrap();
+    let journal = restores.join("x.json");
+    let planted = serde_json::json!({
+        "pid": dead_pid(),
+        "started": "2026-11-28T05:00:00Z",
+        "backup": "tsdb",
+        "setId": "20261127T235501Z",
+        "service": "x",
+        "dataDir": data,
+        "staging": precious,
+        "replaced": null,
+        "step": "copy",
+    });
+    std::fs::write(&journal, serde_json::to_vec(&planted).unwrap()).unwrap();
+    let survives = |when: &str| {
+        assert_eq!(
+            std::fs::read_to_string(precious.join("thesis.tex"))
+                .ok()
+                .as_deref(),
+            Some("years of work"),
+            "{when}: the directory the journal names survives"
+        );
+        assert!(journal.is_file(), "{when}: the journal is kept");
+    };
+    chmod(&um.state_dir, 0o700);
+    for dir in [&um.state_dir, &restores] {
+        chmod(dir, 0o777);
+        let o = um.unitlet(&["apply"]);
+        assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
+        assert!(
+            stderr(&o).contains(&format!("{} is writable by other users", dir.display())),
+            "{}",
+            stderr(&o)
+        );
+        survives(&format!("{} at 0777", dir.display()));
+        // Refused before anything was read there: no lock was taken, no
+        // status written, the journal's lock never opened.
+        for f in ["unitlet.lock", "status.json", "restores/.x.lock"] {
+            assert!(!um.state_dir.join(f).exists(), "{f} at 0777");
+        }
+        chmod(dir, 0o700);
+    }
+    let o = um.unitlet(&["apply"]);
+    let err = stderr(&o);
+    survives("0700");
+    assert!(
+        err.contains("could not be recovered")
+            && err.contains(&precious.display().to_string())
+            && err.contains("never creates")
+            && err.contains("nothing was touched"),
+        "the stuck journal is reported: {}{err}",
+        stdout(&o)
+    );
+    // It keeps its service held, and says why.
+    let (status, reason, _) = um.ready("x").unwrap();
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "RestoreInterrupted")
+    );
+    assert_ne!(
+        um.active("x.service"),
+        "active",
+        "a held service is not started"
+    );
+}
