@@ -411,8 +411,10 @@ impl Journal {
     }
 }
 
-/// Test-only hooks, read after each journal record is durable; never set
-/// them outside tests:
+/// Test-only hooks, read after each journal record is durable. Compiled
+/// only into builds with debug assertions (what `cargo build` and the
+/// integration tests run, `target/debug/unitlet`): the release and `dist`
+/// binaries, which users run, have neither the hooks nor their names.
 ///
 /// - `UNITLET_TEST_CRASH_AFTER=STEP`: the process kills itself with
 ///   SIGKILL right after writing the record of STEP (a `kill -9` at the
@@ -420,6 +422,7 @@ impl Journal {
 /// - `UNITLET_TEST_PAUSE_AFTER=STEP:FILE`: after writing the record of
 ///   STEP, create `FILE.waiting` and wait (at most 5 minutes) until FILE
 ///   exists, so a test can act while the restore is in that state.
+#[cfg(debug_assertions)]
 fn test_hooks(step: Step) {
     if std::env::var("UNITLET_TEST_CRASH_AFTER").is_ok_and(|s| s == step.name()) {
         // SIGKILL, not abort(): no unwinding, no core, no handler — the
@@ -442,6 +445,10 @@ fn test_hooks(step: Step) {
         }
     }
 }
+
+/// Release builds: no hooks (see the debug version).
+#[cfg(not(debug_assertions))]
+fn test_hooks(_step: Step) {}
 
 /// Reads the journal of `service`, if there is one.
 fn read(state_dir: &Path, service: &str) -> Option<Result<Record, String>> {
@@ -1194,6 +1201,43 @@ mod tests {
         // Moved aside by the restore: the link dangles.
         fs::rename(&real, real.with_file_name("data.replaced-20261127T235501Z")).unwrap();
         assert!(expected_data_dirs(&[link]).contains(&real));
+    }
+
+    /// Issue 20, item 12: the test hooks exist only where debug
+    /// assertions are on. Run under a release profile (`cargo nextest run
+    /// --cargo-profile release`, or this binary built with `-C
+    /// debug-assertions=off`), the first check fails if the hooks' names
+    /// are compiled in; the second keeps every release profile (what
+    /// users install) without debug assertions.
+    #[test]
+    fn issue20_12_test_hooks_are_compiled_only_into_debug_builds() {
+        // Built at run time, so the needle itself is not in the binary.
+        let needles: Vec<String> = ["CRASH", "PAUSE"]
+            .iter()
+            .map(|w| format!("{}_TEST_{}_AFTER", std::hint::black_box("UNITLET"), w))
+            .collect();
+        let exe = fs::read(std::env::current_exe().unwrap()).unwrap();
+        for needle in &needles {
+            let found = exe.windows(needle.len()).any(|w| w == needle.as_bytes());
+            assert_eq!(
+                found,
+                cfg!(debug_assertions),
+                "{needle} compiled in: {found}; debug assertions: {}",
+                cfg!(debug_assertions)
+            );
+        }
+        let cargo_toml = include_str!("../Cargo.toml");
+        let mut profile = String::new();
+        for line in cargo_toml.lines().map(str::trim) {
+            if line.starts_with('[') {
+                profile = line.to_owned();
+            } else if line.replace(' ', "").starts_with("debug-assertions=true") {
+                assert!(
+                    ["[profile.dev]", "[profile.test]"].contains(&profile.as_str()),
+                    "{profile} turns debug assertions on, and with them the restore journal's test hooks"
+                );
+            }
+        }
     }
 
     #[test]

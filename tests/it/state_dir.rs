@@ -178,3 +178,50 @@ fn issue20_4_a_planted_journal_never_deletes_the_directory_it_names() {
         "a held service is not started"
     );
 }
+
+/// Issue 20, item 3: a journal that cannot be recovered (here: not JSON)
+/// beside an idle `unitlet run` neither makes the operator wake itself
+/// (nothing it writes wakes it) nor logs the same error at every pass:
+/// it is reported once per change.
+#[test]
+fn issue20_3_a_stuck_journal_does_not_make_the_operator_wake_itself() {
+    use std::time::{Duration, Instant};
+    const T: Duration = Duration::from_secs(20);
+    let um = UserManager::start();
+    um.write_manifest("x.yaml", &service("x", ""));
+    let restores = um.state_dir.join("restores");
+    std::fs::create_dir_all(&restores).unwrap();
+    let journal = restores.join("x.json");
+    std::fs::write(&journal, "{ not json").unwrap();
+    let run = um.spawn_run(&[]);
+    run.wait_log("cannot be read", T);
+    // A pass after now, then the loop idle.
+    run.settle(T);
+    let mark = run.mark();
+    // Nothing happens from here on (resync is 1h): watched for a while,
+    // failing as soon as a pass starts.
+    let window = Duration::from_secs(3);
+    let t0 = Instant::now();
+    while t0.elapsed() < window {
+        let passes = run.count_since(mark, " pass starts");
+        assert_eq!(
+            passes,
+            0,
+            "{passes} passes within {:?} of an idle operator: it wakes itself",
+            t0.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let reports = |log: &str| log.matches("cannot be read").count();
+    assert_eq!(reports(&run.log()), 1, "reported once: {}", run.log());
+    // Another state of the journal is reported once more.
+    std::fs::write(&journal, "[1, 2").unwrap();
+    run.settle(T);
+    assert_eq!(reports(&run.log()), 2, "{}", run.log());
+    run.settle(T);
+    assert_eq!(reports(&run.log()), 2, "{}", run.log());
+    // Removed by hand: x is no longer held.
+    std::fs::remove_file(&journal).unwrap();
+    run.next_pass(T);
+    um.wait_active("x.service", T);
+}
