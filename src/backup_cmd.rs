@@ -597,11 +597,17 @@ pub async fn restore(
             };
             let http = crate::reload::http_client();
             let mut notes = Vec::new();
-            let made = match &silence {
-                Some(req) => crate::alertmanager::before(&http, req, "restore", &mut notes).await,
-                None => None,
-            };
-            let result = prometheus::restore_tsdb(target, &opts).await;
+            // Made only once everything that can be checked was, right
+            // before the stop: a refused restore silences nothing.
+            let (result, made) =
+                prometheus::restore_tsdb_with(target, &opts, async || match &silence {
+                    Some(req) => {
+                        crate::alertmanager::before(&http, req, "restore", &mut notes).await
+                    }
+                    None => None,
+                })
+                .await;
+            let made = made.flatten();
             if let Some(req) = &silence {
                 let why = match &result {
                     Ok(_) => format!("{service} is Ready again after the restore"),

@@ -737,6 +737,31 @@ pub(crate) async fn active_state(sd: &Systemd, unit: &str) -> Result<String> {
 /// [`PrometheusError::NoSpace`], [`PrometheusError::NotManaged`], systemd
 /// and readiness errors.
 pub async fn restore_tsdb(t: RestoreTarget<'_>, opts: &RestoreOptions) -> Result<RestoreReport> {
+    restore_tsdb_with(t, opts, async || ()).await.0
+}
+
+/// [`restore_tsdb`], calling `before_stop` once everything that can be
+/// checked was (the set verified, an earlier restore recovered, the
+/// Service managed, room for the copy, the copy made), right before the
+/// Service is stopped: where `unitlet restore` silences its alerts, so a
+/// restore refused for a mistyped set id silences nothing. Returns what
+/// `before_stop` returned, if it was called (never on a dry run).
+pub async fn restore_tsdb_with<B>(
+    t: RestoreTarget<'_>,
+    opts: &RestoreOptions,
+    before_stop: impl AsyncFnOnce() -> B,
+) -> (Result<RestoreReport>, Option<B>) {
+    let mut before = None;
+    let result = restore_checked_first(t, opts, before_stop, &mut before).await;
+    (result, before)
+}
+
+async fn restore_checked_first<B>(
+    t: RestoreTarget<'_>,
+    opts: &RestoreOptions,
+    before_stop: impl AsyncFnOnce() -> B,
+    before: &mut Option<B>,
+) -> Result<RestoreReport> {
     let unit = format!("{}.service", t.service);
     // Two restores of one service would swap the same directory: the lock
     // is taken before anything else, so the second is refused at once.
@@ -774,6 +799,7 @@ pub async fn restore_tsdb(t: RestoreTarget<'_>, opts: &RestoreOptions) -> Result
         return Ok(report);
     };
     let (journal, restoring) = stage_copy(t, opts, &set, lock, &data_dir, &replaced, &now).await?;
+    *before = Some(before_stop().await);
     let mut journal = stop_for_swap(&sd, t, opts, &unit, journal, &restoring).await?;
     let mut swap = Swap {
         data_dir,
