@@ -91,6 +91,10 @@ pub enum CommandError {
     /// A flag cannot be used as given.
     #[error("{0}")]
     Usage(String),
+    /// The state directory (holds, restore journals) is not private:
+    /// nothing there is read or written.
+    #[error(transparent)]
+    StateDir(#[from] crate::locations::LocationError),
 }
 
 /// The destination of Backup `name`: `spec.destination`, else
@@ -548,6 +552,8 @@ pub async fn restore(
     args: &RestoreArgs,
 ) -> Result<bool, CommandError> {
     let dry_run = args.dry_run;
+    // Journals and holds are read and written there: refused first.
+    loc.check_state_dir()?;
     let spec = find_backup(loc, name)?;
     let dest = destination(loc, name, &spec);
     if !dest.is_dir() {
