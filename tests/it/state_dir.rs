@@ -137,24 +137,13 @@ fn issue20_4_a_planted_journal_never_deletes_the_directory_it_names() {
         );
         assert!(journal.is_file(), "{when}: the journal is kept");
     };
+    let plant_victim = || {
+        std::fs::create_dir_all(&precious).unwrap();
+        std::fs::write(precious.join("thesis.tex"), "years of work").unwrap();
+    };
+    // Private (0700): the journal names what no restore of x creates, so
+    // it is stuck, reported, and nothing is touched.
     chmod(&um.state_dir, 0o700);
-    for dir in [&um.state_dir, &restores] {
-        chmod(dir, 0o777);
-        let o = um.unitlet(&["apply"]);
-        assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
-        assert!(
-            stderr(&o).contains(&format!("{} is writable by other users", dir.display())),
-            "{}",
-            stderr(&o)
-        );
-        survives(&format!("{} at 0777", dir.display()));
-        // Refused before anything was read there: no lock was taken, no
-        // status written, the journal's lock never opened.
-        for f in ["unitlet.lock", "status.json", "restores/.x.lock"] {
-            assert!(!um.state_dir.join(f).exists(), "{f} at 0777");
-        }
-        chmod(dir, 0o700);
-    }
     let o = um.unitlet(&["apply"]);
     let err = stderr(&o);
     survives("0700");
@@ -177,6 +166,30 @@ fn issue20_4_a_planted_journal_never_deletes_the_directory_it_names() {
         "active",
         "a held service is not started"
     );
+    // Open to others (0777), the state directory or its restores/: refused
+    // before anything is read there.
+    for dir in [&um.state_dir, &restores] {
+        plant_victim();
+        let mine = ["unitlet.lock", "status.json", "restores/.x.lock"];
+        for f in mine {
+            let _ = std::fs::remove_file(um.state_dir.join(f));
+        }
+        chmod(dir, 0o777);
+        let o = um.unitlet(&["apply"]);
+        assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
+        assert!(
+            stderr(&o).contains(&format!("{} is writable by other users", dir.display())),
+            "{}",
+            stderr(&o)
+        );
+        survives(&format!("{} at 0777", dir.display()));
+        // No lock was taken, no status written, the journal's lock never
+        // opened.
+        for f in mine {
+            assert!(!um.state_dir.join(f).exists(), "{f} at 0777");
+        }
+        chmod(dir, 0o700);
+    }
 }
 
 /// Issue 20, item 3: a journal that cannot be recovered (here: not JSON)
