@@ -29,7 +29,10 @@
 //! Architecture Invariant: recovery never deletes data. It only renames
 //! (the original data back into place; restored data aside as
 //! `DATADIR.failed-STAMP`) and removes the staging copy of a backup set,
-//! which the set itself still holds.
+//! which the set itself still holds — and only at paths a restore of that
+//! service creates (its Backup's data directory and siblings named
+//! `DATADIR.restoring-STAMP` / `DATADIR.replaced-STAMP`), whatever the
+//! journal says; anything else leaves the journal stuck.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
