@@ -756,6 +756,8 @@ pub async fn restore_tsdb_with<B>(
     (result, before)
 }
 
+/// The body of [`restore_tsdb_with`]: `before` receives what
+/// `before_stop` returned, once it was called.
 async fn restore_checked_first<B>(
     t: RestoreTarget<'_>,
     opts: &RestoreOptions,
@@ -763,8 +765,7 @@ async fn restore_checked_first<B>(
     before: &mut Option<B>,
 ) -> Result<RestoreReport> {
     let unit = format!("{}.service", t.service);
-    // Two restores of one service would swap the same directory: the lock
-    // is taken before anything else, so the second is refused at once.
+    // The lock first: a second restore of the service is refused at once.
     let lock = (!opts.dry_run).then(|| restore_lock(t)).transpose()?;
     // The whole set is checked before anything else is touched (a
     // hostile or damaged set is refused without even reaching systemd).
@@ -772,8 +773,7 @@ async fn restore_checked_first<B>(
     let sd = Systemd::connect(t.bus)
         .await
         .map_err(sd_err("cannot stop and start Prometheus".to_owned()))?;
-    // An earlier restore of this service that was killed: finish or undo
-    // it first, or this one would take a moved-aside directory for none.
+    // Finish or undo a killed earlier restore (its data may be aside).
     let recovered = match &lock {
         Some(lock) => recover_earlier(lock, &sd, t.data_dir).await?,
         None => None,
@@ -820,12 +820,8 @@ async fn restore_checked_first<B>(
     .await;
     match swapped {
         Ok(checked) => {
-            if let Err(e) = journal.step(Step::Done) {
-                tracing::warn!(error = %e, "cannot record the verified restore in its journal; finishing anyway");
-            }
             report.checked = checked;
-            finish(journal);
-            Ok(report)
+            Ok(verified(journal, report))
         }
         Err(cause) => {
             if let Err(e) = journal.rolling_back(crate::error_chain(&cause)) {
@@ -840,6 +836,15 @@ async fn restore_checked_first<B>(
             Err(err)
         }
     }
+}
+
+/// The restore verified: recorded as done and the journal ended.
+fn verified(mut journal: Journal, report: RestoreReport) -> RestoreReport {
+    if let Err(e) = journal.step(Step::Done) {
+        tracing::warn!(error = %e, "cannot record the verified restore in its journal; finishing anyway");
+    }
+    finish(journal);
+    report
 }
 
 /// What an unfinished earlier restore of the service left to do, for a
