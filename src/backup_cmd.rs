@@ -91,6 +91,10 @@ pub enum CommandError {
     /// A flag cannot be used as given.
     #[error("{0}")]
     Usage(String),
+    /// The state directory (holds, restore journals) is not private:
+    /// nothing there is read or written.
+    #[error(transparent)]
+    StateDir(#[from] crate::locations::LocationError),
 }
 
 /// The destination of Backup `name`: `spec.destination`, else
@@ -568,6 +572,8 @@ pub async fn restore(
     args: &RestoreArgs,
 ) -> Result<bool, CommandError> {
     let dry_run = args.dry_run;
+    // Journals and holds are read and written there: refused first.
+    loc.check_state_dir()?;
     let spec = find_backup(loc, name)?;
     let dest = destination(loc, name, &spec);
     if !dest.is_dir() {
@@ -617,11 +623,17 @@ pub async fn restore(
             };
             let http = crate::reload::http_client();
             let mut notes = Vec::new();
-            let made = match &silence {
-                Some(req) => crate::alertmanager::before(&http, req, "restore", &mut notes).await,
-                None => None,
-            };
-            let result = prometheus::restore_tsdb(target, &opts).await;
+            // Made only once everything that can be checked was, right
+            // before the stop: a refused restore silences nothing.
+            let (result, made) =
+                prometheus::restore_tsdb_with(target, &opts, async || match &silence {
+                    Some(req) => {
+                        crate::alertmanager::before(&http, req, "restore", &mut notes).await
+                    }
+                    None => None,
+                })
+                .await;
+            let made = made.flatten();
             if let Some(req) = &silence {
                 let why = match &result {
                     Ok(_) => format!("{service} is Ready again after the restore"),

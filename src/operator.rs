@@ -80,14 +80,26 @@ fn is_change(kind: &notify::EventKind) -> bool {
     }
 }
 
+/// Whether `e` in the holds directory `holds` is no change to a pass: a
+/// removal there is a stale hold cleaned up (by recovery, in a pass: it
+/// must not wake the next), since a hold's owner removes it and *then*
+/// closes it, and that close is what counts (see [`crate::hold`]).
+fn is_quiet_hold_removal(e: &notify::Event, holds: &Path) -> bool {
+    matches!(e.kind, notify::EventKind::Remove(_))
+        && !e.paths.is_empty()
+        && e.paths.iter().all(|p| p.parent() == Some(holds))
+}
+
 impl DirWatch {
-    fn new(trigger: Arc<Notify>) -> notify::Result<DirWatch> {
+    fn new(trigger: Arc<Notify>, holds: PathBuf) -> notify::Result<DirWatch> {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let watcher = notify::recommended_watcher(move |r: notify::Result<notify::Event>| {
             // Our own reads show up as access events: only changes count,
             // or every pass would trigger the next. An error (an overflowed
             // queue) may hide changes, so it counts as one.
-            if r.as_ref().map_or(true, |e| is_change(&e.kind)) {
+            if r.as_ref().map_or(true, |e| {
+                is_change(&e.kind) && !is_quiet_hold_removal(e, &holds)
+            }) {
                 let _ = tx.send(());
             }
         })?;
@@ -386,14 +398,15 @@ impl Operator {
                 .await
                 .map_err(|source| RunError::Metrics { addr, source })?;
         }
-        let watch = DirWatch::new(trigger).map_err(|e| RunError::Watch(e.to_string()))?;
+        let holds_dir = crate::hold::dir(&opts.loc.state_dir);
+        let watch = DirWatch::new(trigger, holds_dir.clone())
+            .map_err(|e| RunError::Watch(e.to_string()))?;
         let parent = opts
             .loc
             .manifests
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("/"));
-        let holds_dir = opts.loc.state_dir.join("holds");
         let _ = crate::fsutil::create_dir_all(&holds_dir);
         let mut rec = Reconciler::new(opts.loc.clone(), opts.exe.clone());
         rec.inline_probes = false;

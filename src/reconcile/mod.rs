@@ -180,6 +180,9 @@ pub struct Reconciler {
     /// Finish or undo interrupted restores before each pass (`plan`, which
     /// changes nothing, turns it off).
     pub recover_restores: bool,
+    /// What recovering each interrupted restore came to last, as logged:
+    /// a stuck journal is reported once per change, not at every pass.
+    recoveries_reported: BTreeMap<String, String>,
     /// The manager's directories, read once from its `UnitPath`.
     dirs: std::sync::OnceLock<ManagerDirs>,
     /// What start batches handed out as [`Work::Jobs`] leave for after
@@ -290,6 +293,7 @@ impl Reconciler {
             gc_grace: DEFAULT_GC_GRACE,
             missing_since: HashMap::new(),
             recover_restores: true,
+            recoveries_reported: BTreeMap::new(),
             dirs: std::sync::OnceLock::new(),
             after_jobs: BTreeMap::new(),
             after_jobs_due: Vec::new(),
@@ -373,16 +377,17 @@ impl Reconciler {
         sd: &impl UserManager,
         status: &Status,
     ) -> Result<Prepared, ReconcileError> {
+        // Holds and restore journals found there keep the operator off a
+        // service and have recovery move data: nothing is read from a
+        // directory others can write.
+        self.loc.check_state_dir()?;
+        let t = Instant::now();
+        let loaded = load_manifests(&self.loc.manifests).await?;
         if self.recover_restores
             && let Some(sd) = sd.as_systemd()
         {
-            crate::journal::recover_interrupted(&self.loc, sd).await;
+            self.recover_interrupted_restores(sd, &loaded).await;
         }
-        let t = Instant::now();
-        let loaded = load_manifests(&self.loc.manifests).await?;
-        // Holds found there keep the operator off a service: trust them
-        // only in a directory nobody else can write.
-        self.loc.check_state_dir()?;
         self.resolve_program().await;
         tracing::debug!(elapsed = ?t.elapsed(), manifests = loaded.manifests.len(), "loaded manifests");
         let mut held = Held {
@@ -433,6 +438,50 @@ impl Reconciler {
             gc_waiting,
             unpinned,
         })
+    }
+
+    /// Finishes or undoes interrupted restores (acting only where the
+    /// Backup manifests say a restore of that Service works) and reports
+    /// each outcome once: a journal that stays stuck is not logged again
+    /// at every pass.
+    async fn recover_interrupted_restores(
+        &mut self,
+        sd: &crate::systemd::Systemd,
+        loaded: &LoadedSet,
+    ) {
+        let data_dirs: Vec<(String, PathBuf)> = loaded
+            .manifests
+            .iter()
+            .filter_map(|m| match &m.spec {
+                manifest::Spec::Backup(b) => match &b.source {
+                    manifest::BackupSource::Prometheus {
+                        data_dir: Some(d),
+                        service: Some(s),
+                        ..
+                    } => Some((s.clone(), d.clone())),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        let outcomes = crate::journal::recover_interrupted(&self.loc, sd, &data_dirs).await;
+        let pending: BTreeSet<String> = crate::journal::pending_names(&self.loc.state_dir)
+            .into_iter()
+            .collect();
+        for o in outcomes {
+            let text = o.to_string();
+            if self.recoveries_reported.get(&o.service) == Some(&text) {
+                continue;
+            }
+            match o.result {
+                Ok(_) => tracing::warn!(service = %o.service, "{text}"),
+                Err(_) => tracing::error!(service = %o.service, "{text}"),
+            }
+            self.recoveries_reported.insert(o.service, text);
+        }
+        // A journal that is gone (recovered, removed by hand) is reported
+        // again if it comes back.
+        self.recoveries_reported.retain(|s, _| pending.contains(s));
     }
 
     /// Hold the units of manifests that disappeared within the grace

@@ -578,10 +578,16 @@ fn a_held_service_is_left_alone_until_the_hold_is_released() {
     let run = um.spawn_run(&[]);
     um.wait_active("x.service", T);
     run.wait_log("connected", T);
-    // What a restore does: hold x (owner: this live process), then stop it.
+    // What a restore does: hold x (owner: this live process, holding the
+    // hold's lock), then stop it.
     let hold = um.state_dir.join("holds/x");
     std::fs::create_dir_all(hold.parent().unwrap()).unwrap();
     std::fs::write(&hold, std::process::id().to_string()).unwrap();
+    let held = std::fs::OpenOptions::new().write(true).open(&hold).unwrap();
+    assert_eq!(
+        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&held), libc::LOCK_EX) },
+        0
+    );
     um.wait_reason("x", "OnHold", T);
     assert!(um.systemctl(&["stop", "x.service"]).status.success());
     // The stop was seen: a whole pass began after it (and a resync-free
@@ -592,8 +598,10 @@ fn a_held_service_is_left_alone_until_the_hold_is_released() {
         "inactive",
         "the operator must not start a held service"
     );
-    // Releasing the hold is noticed at once (resync is 1h here).
+    // Releasing the hold (removed, then closed, as `Hold` does) is
+    // noticed at once (resync is 1h here).
     std::fs::remove_file(&hold).unwrap();
+    drop(held);
     um.wait_active("x.service", Duration::from_secs(3));
     um.wait_ready("x", "True", T);
 }
