@@ -45,6 +45,8 @@ struct State {
     failing: BTreeSet<String>,
     /// Units whose `kill_main` (a signal reload) fails.
     unkillable: BTreeSet<String>,
+    /// Daemon-reloads fail (a manager that goes away mid-pass).
+    reload_fails: bool,
     /// Signals sent with `kill_main`, by unit.
     signals: Vec<(String, i32)>,
     enabled: BTreeSet<String>,
@@ -205,6 +207,11 @@ impl FakeManager {
         }
     }
 
+    /// Make daemon-reloads fail, or succeed again.
+    pub fn fail_reloads(&self, fail: bool) {
+        self.lock().reload_fails = fail;
+    }
+
     /// Make signal reloads of `unit` fail.
     pub fn fail_kills(&self, unit: &str) {
         self.lock().unkillable.insert(unit.to_string());
@@ -358,6 +365,9 @@ impl UserManager for FakeManager {
     async fn reload(&self) -> Result<(), SystemdError> {
         let files = self.unit_files();
         let mut st = self.lock();
+        if st.reload_fails {
+            return Err(failure("Reload", "", "Connection reset by peer"));
+        }
         st.reloads += 1;
         if let Some(known) = st.no_load_on_demand.as_mut() {
             *known = files;
