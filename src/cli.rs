@@ -444,7 +444,7 @@ async fn apply_round(
     tally: &mut ApplyTally,
 ) -> Result<Pending, CliError> {
     let lock = crate::lock::StateLock::acquire_announced(&loc.state_dir, "unitlet apply").await?;
-    let mut status = Status::load_async(&loc.status_file()).await;
+    let mut status = Status::load_for_update_async(&loc.status_file()).await;
     for o in outcomes {
         rec.finish(o, &mut status);
     }

@@ -1428,7 +1428,7 @@ async fn undo(loc: &Locations, name: &str, to: Option<u32>, timeout: Duration) -
     let mut rec = crate::reconcile::Reconciler::new(loc.clone(), exe);
     rec.job_timeout = timeout;
     rec.start_wait = timeout;
-    let mut status = Status::load_async(&loc.status_file()).await;
+    let mut status = Status::load_for_update_async(&loc.status_file()).await;
     let result = async {
         let prep = rec.prepare(&sd, &status).await?;
         rec.apply(&sd, prep, &mut status).await
@@ -1462,7 +1462,7 @@ async fn undo(loc: &Locations, name: &str, to: Option<u32>, timeout: Duration) -
                 crate::lock::StateLock::acquire_announced(&loc.state_dir, "unitlet rollout undo")
                     .await
             {
-                let mut status = Status::load_async(&loc.status_file()).await;
+                let mut status = Status::load_for_update_async(&loc.status_file()).await;
                 for (w, d) in watches.iter().zip(done) {
                     finish(&loc.state_dir, w, d, &mut status);
                 }

@@ -1,0 +1,113 @@
+//! What the commands say in the common slips: a shell without unitlet's
+//! environment, a corrupt status file, mistyped manifests, a program that
+//! is not installed (issues 20 and 21).
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use crate::support::{UNITLET, service, stderr, stdout};
+
+/// `unitlet ARGS` in an environment with nothing but `HOME` and `PATH`
+/// (and `extra`): no XDG directories, no session bus.
+fn bare(home: &Path, args: &[&str], extra: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(UNITLET);
+    c.env_clear()
+        .env("HOME", home)
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    for (k, v) in extra {
+        c.env(k, v);
+    }
+    c.args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run unitlet")
+}
+
+/// A bus address where nothing answers.
+fn nowhere(home: &Path) -> String {
+    format!("unix:path={}/no-bus-here", home.display())
+}
+
+/// Issue 21 item 11: `get` without a manifests directory says so and exits
+/// 2, as `plan` does, instead of an empty table and 0.
+#[test]
+fn get_without_a_manifests_directory_says_so_and_exits_2() {
+    let home = tempfile::tempdir().unwrap();
+    let o = bare(home.path(), &["get"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("does not exist") && stderr(&o).contains("manifests"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        !stdout(&o).contains("NAME"),
+        "no empty table: {}",
+        stdout(&o)
+    );
+}
+
+/// Issue 21 item 11: `get` with nothing to show because no user manager
+/// answers says so and exits 2.
+#[test]
+fn get_with_no_user_manager_and_nothing_to_show_says_so_and_exits_2() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join(".config/unitlet/manifests")).unwrap();
+    let bus = nowhere(home.path());
+    let o = bare(home.path(), &["get"], &[("UNITLET_BUS", &bus)]);
+    assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot connect to the user's systemd"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// Issue 20 item 13: `get` reports a status file it cannot use, and one
+/// moved aside earlier, on stderr and in `-o json`.
+#[test]
+fn get_reports_a_corrupt_status_file() {
+    let home = tempfile::tempdir().unwrap();
+    let manifests = home.path().join(".config/unitlet/manifests");
+    let state = home.path().join(".local/state/unitlet");
+    std::fs::create_dir_all(&manifests).unwrap();
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    std::fs::write(manifests.join("x.yaml"), service("x", "")).unwrap();
+    std::fs::write(state.join("status.json"), "{\"objects\": {").unwrap();
+    let bus = nowhere(home.path());
+    let env = [("UNITLET_BUS", bus.as_str())];
+    let o = bare(home.path(), &["get"], &env);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("status.json is not valid status JSON") && err.contains("aside"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(state.join("status.json")).unwrap(),
+        b"{\"objects\": {",
+        "a reader moves nothing"
+    );
+
+    // As the next pass leaves it: moved aside, named in the new status.
+    let aside = state.join("status.json.corrupt-20261206T000000Z");
+    std::fs::rename(state.join("status.json"), &aside).unwrap();
+    let status = serde_json::json!({"movedAside": {
+        "file": aside, "reason": "is not valid status JSON: EOF", "time": "2026-12-06T00:00:00Z"}});
+    std::fs::write(state.join("status.json"), status.to_string()).unwrap();
+    let o = bare(home.path(), &["get", "-o", "json"], &env);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains(&aside.display().to_string()),
+        "{}",
+        stderr(&o)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let w = v[0]["statusWarning"].as_str().unwrap_or_default();
+    assert!(w.contains(&aside.display().to_string()), "{v}");
+    // Once the file kept aside is deleted, the warning goes.
+    std::fs::remove_file(&aside).unwrap();
+    let o = bare(home.path(), &["get"], &env);
+    assert!(!stderr(&o).contains("aside"), "{}", stderr(&o));
+}
