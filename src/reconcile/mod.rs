@@ -375,6 +375,20 @@ impl Reconciler {
         let waiting = self.links_waiting();
         plan.actions
             .retain(|a| !(a.op == plan::Op::Enable && waiting.contains(a.unit.as_str())));
+        // A Service whose program is not installed is not started: it
+        // would only fail and be restarted by systemd again and again. It
+        // shows BinaryMissing; a pass after the program appears (the
+        // resync at the latest) starts it.
+        let missing: BTreeSet<&str> = loaded
+            .manifests
+            .iter()
+            .filter(|m| status::missing_program(m).is_some())
+            .map(|m| m.name.as_str())
+            .collect();
+        plan.actions.retain(|a| {
+            !(matches!(a.op, plan::Op::Start | plan::Op::Restart)
+                && missing.contains(a.manifest.as_str()))
+        });
         Ok(Prepared {
             loaded,
             desired,

@@ -5,7 +5,11 @@
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use crate::support::{UNITLET, service, stderr, stdout};
+use std::time::Duration;
+
+use crate::support::{UNITLET, UserManager, service, stderr, stdout};
+
+const T: Duration = Duration::from_secs(30);
 
 /// `unitlet ARGS` in an environment with nothing but `HOME` and `PATH`
 /// (and `extra`): no XDG directories, no session bus.
@@ -110,4 +114,59 @@ fn get_reports_a_corrupt_status_file() {
     std::fs::remove_file(&aside).unwrap();
     let o = bare(home.path(), &["get"], &env);
     assert!(!stderr(&o).contains("aside"), "{}", stderr(&o));
+}
+
+/// Issue 21 item 7: a Service whose program is not installed is not
+/// started (no restart loop: NRestarts stays 0), shows BinaryMissing,
+/// `doctor` only warns about it, and the operator starts it once the
+/// program appears.
+#[test]
+fn a_service_whose_program_is_missing_is_not_started_until_it_is_installed() {
+    let um = UserManager::start();
+    let prog = um.runtime.join("opt/bin/grafana-server");
+    um.write_manifest(
+        "graf.yaml",
+        &format!(
+            "apiVersion: unitlet/v1\nkind: Service\nmetadata:\n  name: graf\nspec:\n  command: [{}, \"100000\"]\n  restart: always\n  restartSec: 100ms\n",
+            prog.display()
+        ),
+    );
+    let o = um.unitlet(&["apply", "--timeout", "10s"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    let (status, reason, message) = um.ready("graf").expect("graf listed");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "BinaryMissing"),
+        "{message}"
+    );
+    assert_eq!(um.active("graf.service"), "inactive", "never started");
+    assert_eq!(um.prop("graf.service", "NRestarts"), "0");
+
+    let o = um.unitlet(&["doctor", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("doctor json");
+    let check = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "program/graf")
+        .expect("a program check");
+    assert_eq!(check["status"], "WARN", "{check}");
+
+    let mut run = um.spawn_run(&["--resync", "1s"]);
+    let mark = run.mark();
+    run.wait_passes(mark, 2, T);
+    assert_eq!(
+        um.active("graf.service"),
+        "inactive",
+        "the operator waits too"
+    );
+    assert_eq!(um.prop("graf.service", "NRestarts"), "0");
+    std::fs::create_dir_all(prog.parent().unwrap()).unwrap();
+    std::fs::write(&prog, "#!/bin/sh\nexec sleep \"$1\"\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    um.wait_ready("graf", "True", T);
+    assert_eq!(um.active("graf.service"), "active");
+    assert_eq!(um.prop("graf.service", "NRestarts"), "0");
+    assert!(run.stop().success());
 }
