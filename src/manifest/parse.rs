@@ -279,10 +279,22 @@ pub fn parse_str(text: &str, file: &Path, ctx: &PathContext) -> ParsedFile {
             }
         }
     };
+    validate_documents(docs, &blanked, file, ctx, &mut out);
+    out
+}
+
+/// Validate each document into `out`; a document with a field blanked out
+/// (a line in `blanked`) is reported, never applied.
+fn validate_documents(
+    docs: Vec<Spanned<RawDocument>>,
+    blanked: &[u64],
+    file: &Path,
+    ctx: &PathContext,
+    out: &mut ParsedFile,
+) {
     let starts: Vec<u64> = docs.iter().map(|d| d.referenced.line()).collect();
     for (i, doc) in docs.into_iter().enumerate() {
         let (from, to) = (starts[i], starts.get(i + 1).copied().unwrap_or(u64::MAX));
-        // A document with a field blanked out is reported, never applied.
         let tainted = blanked.iter().any(|l| (from..to).contains(l));
         // What is missing is located at the document or its spec: for a
         // document with a field blanked out, that may be the blanking.
@@ -301,7 +313,6 @@ pub fn parse_str(text: &str, file: &Path, ctx: &PathContext) -> ParsedFile {
         }
     }
     out.errors.sort_by_key(|e| (e.line, e.column));
-    out
 }
 
 /// Errors reported for one file at most: past that, the file's first

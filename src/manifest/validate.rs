@@ -30,6 +30,15 @@ impl Ctx<'_> {
         })
     }
 
+    /// [`Ctx::keep`] for an optional nested section.
+    fn nested<T, U>(
+        &self,
+        v: Option<Spanned<T>>,
+        check: impl FnOnce(T) -> Result<U, ManifestError>,
+    ) -> Option<U> {
+        self.keep(v.map(|s| check(s.value)).transpose())
+    }
+
     /// `check` applied to an optional field; an error is located at the
     /// field and prefixed with `what: ` (unless `what` is empty).
     fn opt<T, U>(
@@ -434,31 +443,14 @@ fn validate_service(
     }));
     let on_config_change = c.keep(c.opt(spec.on_config_change, "", parse_on_config_change));
     let on_config_change = on_config_change.unwrap_or(OnConfigChange::Restart);
+    let reload_given = spec.reload.is_some();
     let reload = c.keep(spec.reload.map(|r| validate_reload(c, r)).transpose());
     if on_config_change == OnConfigChange::Reload
-        && reload.is_none()
+        && !reload_given
         && matches!(exec, Exec::Command(_))
     {
         return c.err(spec_loc, "spec.onConfigChange is reload but spec.reload is not set; add reload.http.url or reload.signal");
     }
-    let silence = c.keep(
-        spec.silence
-            .map(|sl| validate_silence(c, sl.value))
-            .transpose(),
-    );
-    let rollout = c
-        .keep(
-            spec.rollout
-                .map(|r| validate_rollout(c, r.value))
-                .transpose(),
-        )
-        .unwrap_or_default();
-    let validate = c.keep(c.opt(spec.validate, "", check_validate_command));
-    let readiness = c.keep(
-        spec.readiness
-            .map(|r| validate_readiness(c, r.value))
-            .transpose(),
-    );
     Ok(ServiceSpec {
         description,
         exec,
@@ -475,10 +467,12 @@ fn validate_service(
         config_files: config_files.unwrap_or_default(),
         on_config_change,
         reload,
-        validate,
-        readiness,
-        silence,
-        rollout,
+        validate: c.keep(c.opt(spec.validate, "", check_validate_command)),
+        readiness: c.nested(spec.readiness, |r| validate_readiness(c, r)),
+        silence: c.nested(spec.silence, |s| validate_silence(c, s)),
+        rollout: c
+            .nested(spec.rollout, |r| validate_rollout(c, r))
+            .unwrap_or_default(),
     })
 }
 
