@@ -557,6 +557,9 @@ async fn plan(loc: Locations) -> CliResult {
     rec.gc_grace = Duration::ZERO;
     rec.recover_restores = false;
     let status = Status::load(&loc.status_file());
+    if let Some(w) = status.file_warning() {
+        eprintln!("warning: {w}");
+    }
     let prep = rec.prepare(&sd, &status).await?;
     for e in &prep.loaded.errors {
         println!("! invalid, not applied (its units are kept as they are): {e}");

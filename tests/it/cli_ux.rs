@@ -170,3 +170,47 @@ fn a_service_whose_program_is_missing_is_not_started_until_it_is_installed() {
     assert_eq!(um.prop("graf.service", "NRestarts"), "0");
     assert!(run.stop().success());
 }
+
+/// Issue 21 item 12, at the command line: `validate` prints every error
+/// of a file, each with its hint, and counts them.
+#[test]
+fn validate_prints_every_error_of_a_file_with_its_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("web.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: unitlet/v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  command: [/bin/true]\n  restartSec: 5 minuts\n  http:\n    url: http://127.0.0.1:1/\n  resources:\n    tasksMax: \"64\"\n",
+    )
+    .unwrap();
+    let o = bare(dir.path(), &["validate", f.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(
+        lines[0].contains("web.yaml:7:") && lines[0].contains("e.g. 500ms"),
+        "{out}"
+    );
+    assert!(
+        lines[1].contains("web.yaml:8:") && lines[1].contains("`readiness.http`"),
+        "{out}"
+    );
+    assert!(
+        lines[2].contains("web.yaml:11:") && lines[2].contains("without the quotes"),
+        "{out}"
+    );
+    assert!(lines[3].contains("3 error(s) in 1 file(s)"), "{out}");
+    assert!(!out.contains("expected one of"), "{out}");
+    let tab = dir.path().join("tab.yaml");
+    std::fs::write(
+        &tab,
+        "apiVersion: unitlet/v1\nkind: Service\nmetadata:\n\tname: tab\n",
+    )
+    .unwrap();
+    let o = bare(dir.path(), &["validate", tab.to_str().unwrap()], &[]);
+    assert!(
+        stdout(&o).contains("replace the tab with spaces"),
+        "{}",
+        stdout(&o)
+    );
+}
