@@ -389,6 +389,8 @@ impl Reconciler {
             !(matches!(a.op, plan::Op::Start | plan::Op::Restart)
                 && missing.contains(a.manifest.as_str()))
         });
+        plan.actions
+            .extend(stop_restart_loops(&missing, &observed, &plan.actions));
         Ok(Prepared {
             loaded,
             desired,
@@ -446,6 +448,39 @@ impl Reconciler {
         }
         waiting
     }
+}
+
+/// Stops for the units of Services whose program is missing that systemd
+/// restarts in a loop (started before the program went away, or by an
+/// older unitlet): only unitlet's own, not stopped already.
+fn stop_restart_loops(
+    missing: &BTreeSet<&str>,
+    observed: &Observed,
+    planned: &[plan::Action],
+) -> Vec<plan::Action> {
+    missing
+        .iter()
+        .map(|name| (*name, format!("{name}.service")))
+        .filter(|(name, unit)| {
+            let ours = observed
+                .files
+                .get(unit)
+                .is_some_and(|f| f.marker.as_deref() == Some(*name));
+            let looping = observed.live.get(unit).is_some_and(|l| {
+                !l.job_pending && (l.sub_state == "auto-restart" || l.active_state == "activating")
+            });
+            let stopping = planned
+                .iter()
+                .any(|a| a.unit == *unit && a.op == plan::Op::Stop);
+            ours && looping && !stopping
+        })
+        .map(|(name, unit)| plan::Action {
+            op: plan::Op::Stop,
+            unit,
+            manifest: name.to_owned(),
+            reason: "its program is not installed: stopped rather than restarted in a loop; started once the program is there".into(),
+        })
+        .collect()
 }
 
 impl DesiredUnit {
