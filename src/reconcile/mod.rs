@@ -368,6 +368,7 @@ impl Reconciler {
         }
         // Issue 12 hook: a pinned revision (rollback, undo) replaces the
         // manifest's unit bytes.
+        let missing = missing_programs(&loaded, &desired);
         crate::rollout::substitute(&self.loc.state_dir, &mut desired);
         let observed = self.observe(sd, &desired, status).await?;
         let gc_waiting = self.gc_grace_holds(&loaded, &mut held, &observed, now);
@@ -375,22 +376,7 @@ impl Reconciler {
         let waiting = self.links_waiting();
         plan.actions
             .retain(|a| !(a.op == plan::Op::Enable && waiting.contains(a.unit.as_str())));
-        // A Service whose program is not installed is not started: it
-        // would only fail and be restarted by systemd again and again. It
-        // shows BinaryMissing; a pass after the program appears (the
-        // resync at the latest) starts it.
-        let missing: BTreeSet<&str> = loaded
-            .manifests
-            .iter()
-            .filter(|m| status::missing_program(m).is_some())
-            .map(|m| m.name.as_str())
-            .collect();
-        plan.actions.retain(|a| {
-            !(matches!(a.op, plan::Op::Start | plan::Op::Restart)
-                && missing.contains(a.manifest.as_str()))
-        });
-        plan.actions
-            .extend(stop_restart_loops(&missing, &observed, &plan.actions));
+        hold_back_missing_programs(&mut plan, &missing, &desired);
         Ok(Prepared {
             loaded,
             desired,
@@ -450,37 +436,43 @@ impl Reconciler {
     }
 }
 
-/// Stops for the units of Services whose program is missing that systemd
-/// restarts in a loop (started before the program went away, or by an
-/// older unitlet): only unitlet's own, not stopped already.
-fn stop_restart_loops(
-    missing: &BTreeSet<&str>,
-    observed: &Observed,
-    planned: &[plan::Action],
-) -> Vec<plan::Action> {
-    missing
+/// Services whose program is not installed, with their rendered service
+/// unit (to tell a pinned revision, whose program may be there, apart).
+fn missing_programs(loaded: &LoadedSet, desired: &[DesiredUnit]) -> BTreeMap<String, String> {
+    loaded
+        .manifests
         .iter()
-        .map(|name| (*name, format!("{name}.service")))
-        .filter(|(name, unit)| {
-            let ours = observed
-                .files
-                .get(unit)
-                .is_some_and(|f| f.marker.as_deref() == Some(*name));
-            let looping = observed.live.get(unit).is_some_and(|l| {
-                !l.job_pending && (l.sub_state == "auto-restart" || l.active_state == "activating")
-            });
-            let stopping = planned
-                .iter()
-                .any(|a| a.unit == *unit && a.op == plan::Op::Stop);
-            ours && looping && !stopping
-        })
-        .map(|(name, unit)| plan::Action {
-            op: plan::Op::Stop,
-            unit,
-            manifest: name.to_owned(),
-            reason: "its program is not installed: stopped rather than restarted in a loop; started once the program is there".into(),
+        .filter(|m| status::missing_program(m).is_some())
+        .filter_map(|m| {
+            let unit = format!("{}.service", m.name);
+            let u = desired.iter().find(|u| u.name == unit)?;
+            Some((m.name.clone(), u.content.clone()))
         })
         .collect()
+}
+
+/// A Service whose program is not installed is not started: it would only
+/// fail and be restarted by systemd again and again. It shows
+/// BinaryMissing; a pass after the program appears (the resync at the
+/// latest) starts it. A running one being changed to it is restarted as
+/// usual (and rolled back), and a pinned revision is not held back.
+fn hold_back_missing_programs(
+    plan: &mut Plan,
+    missing: &BTreeMap<String, String>,
+    desired: &[DesiredUnit],
+) {
+    let missing: BTreeSet<&str> = missing
+        .iter()
+        .filter(|(name, content)| {
+            let unit = format!("{name}.service");
+            desired
+                .iter()
+                .any(|u| u.name == unit && &u.content == *content)
+        })
+        .map(|(name, _)| name.as_str())
+        .collect();
+    plan.actions
+        .retain(|a| !(a.op == plan::Op::Start && missing.contains(a.manifest.as_str())));
 }
 
 impl DesiredUnit {
