@@ -551,7 +551,8 @@ pub const SYSTEMD_PATH: [&str; 6] = [
     "/bin",
 ];
 
-/// The `program/NAME` check: the program exists, is a file and executable.
+/// The `program/NAME` check: the program exists (WARN when it is not
+/// installed), is a file and executable (FAIL otherwise).
 pub fn program_check(name: &str, prog: &str) -> Check {
     let check = format!("program/{name}");
     let candidates: Vec<PathBuf> = if prog.contains('/') {
@@ -568,9 +569,12 @@ pub fn program_check(name: &str, prog: &str) -> Check {
         } else {
             format!(" (looked in {})", SYSTEMD_PATH.join(":"))
         };
-        return Check::fail(
+        // Simply not installed (an optional part of a stack, say): unitlet
+        // does not start the Service, shows it BinaryMissing, and starts it
+        // once the program is there. Worth knowing, not a failure.
+        return Check::warn(
             check,
-            format!("{prog} does not exist{where_}: the Service cannot start"),
+            format!("{prog} is not installed{where_}: {name} is not started until it is"),
             format!("install {prog}, or fix spec.command of {name}"),
         );
     };
@@ -593,6 +597,24 @@ pub fn program_check(name: &str, prog: &str) -> Check {
         check,
         format!("{} exists and is executable", found.display()),
     )
+}
+
+/// What to do about a secret file that fails its check: create it when it
+/// does not exist, else make it a private regular file of yours.
+fn secret_fix(p: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let shown = p.display();
+    match std::fs::metadata(p) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            format!("create it with `install -m 600 /dev/null {shown}` and put the secret in it")
+        }
+        Err(e) => format!("make {shown} readable by you ({e})"),
+        Ok(m) if !m.is_file() => format!("replace {shown} with a regular file holding the secret"),
+        Ok(m) if m.uid() != rustix::process::geteuid().as_raw() => {
+            format!("make it yours: `chown \"$(id -u)\" {shown}`, then `chmod 600 {shown}`")
+        }
+        Ok(_) => format!("run `chmod 600 {shown}`"),
+    }
 }
 
 /// Secret files a manifest names: (field, path).
@@ -951,11 +973,7 @@ pub async fn run(loc: &Locations) -> Report {
             let check = format!("secret/{}", m.name);
             r.checks.push(match manifest::check_secret_file(&p) {
                 Ok(()) => Check::ok(check, format!("{field} {} is private", p.display())),
-                Err(e) => Check::fail(
-                    check,
-                    format!("{field} {e}"),
-                    format!("run `chmod 600 {}`", p.display()),
-                ),
+                Err(e) => Check::fail(check, format!("{field} {e}"), secret_fix(&p)),
             });
         }
     }
@@ -1124,16 +1142,33 @@ mod tests {
         assert_eq!(c.available, ["memory", "pids"].map(String::from).into());
     }
 
+    /// Issue 21 item 7: the fix for a secret file that does not exist is
+    /// to create it, not to `chmod` it.
     #[test]
-    fn programs_missing_or_not_executable_fail() {
+    fn a_missing_secret_file_is_to_be_created_not_chmodded() {
+        let d = tempfile::tempdir().unwrap();
+        let missing = d.path().join("token");
+        let fix = secret_fix(&missing);
+        assert!(!fix.contains("chmod"), "{fix}");
+        assert!(fix.contains("install -m 600 /dev/null"), "{fix}");
+        std::fs::write(&missing, "t").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&missing, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(secret_fix(&missing).contains("chmod 600"));
+    }
+
+    #[test]
+    fn programs_not_installed_warn_not_executable_fail() {
         let d = tempfile::tempdir().unwrap();
         let missing = d.path().join("nope");
+        // Issue 21 item 7: simply not installed (an optional component):
+        // the Service waits for it, not started; a warning.
         let c = program_check("web", missing.to_str().unwrap());
-        assert_eq!(c.status, Severity::Fail);
-        assert!(c.reason.contains("does not exist"), "{}", c.reason);
+        assert_eq!(c.status, Severity::Warn);
+        assert!(c.reason.contains("is not installed"), "{}", c.reason);
         assert_eq!(c.check, "program/web");
         let c = program_check("web", "surely-not-a-program-xyz");
-        assert_eq!(c.status, Severity::Fail);
+        assert_eq!(c.status, Severity::Warn);
         assert!(
             c.reason.contains("looked in /usr/local/sbin"),
             "{}",

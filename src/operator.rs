@@ -584,7 +584,7 @@ impl Operator {
             let _lock = StateLock::acquire(&loc.state_dir, "unitlet run", |_| {})
                 .await
                 .map_err(|e| crate::error_chain(&e))?;
-            let mut status = Status::load_async(&path).await;
+            let mut status = Status::load_for_update_async(&path).await;
             status.stamp("unitlet run");
             status
                 .save_async(&path)
@@ -830,7 +830,7 @@ async fn pass(
     .await
     .map_err(|e| ReconcileError::Stuck(crate::error_chain(&e)))?;
     let status_path = rec.loc.status_file();
-    let mut status = Status::load_async(&status_path).await;
+    let mut status = Status::load_for_update_async(&status_path).await;
     let before = status.clone();
     let mut reloads = Vec::new();
     for o in outcomes.drain(..) {

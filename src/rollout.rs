@@ -1604,7 +1604,7 @@ async fn undo_pass(
     outcomes: Vec<crate::work::Outcome>,
     event: Option<(&str, String)>,
 ) -> Result<crate::reconcile::PassReport, String> {
-    let mut status = Status::load_async(&loc.status_file()).await;
+    let mut status = Status::load_for_update_async(&loc.status_file()).await;
     for o in outcomes {
         rec.finish(o, &mut status);
     }

@@ -46,6 +46,8 @@ struct State {
     failing: BTreeSet<String>,
     /// Units whose `kill_main` (a signal reload) fails.
     unkillable: BTreeSet<String>,
+    /// Daemon-reloads fail (a manager that goes away mid-pass).
+    reload_fails: bool,
     /// Signals sent with `kill_main`, by unit.
     signals: Vec<(String, i32)>,
     enabled: BTreeSet<String>,
@@ -264,6 +266,11 @@ impl FakeManager {
         Ok(())
     }
 
+    /// Make daemon-reloads fail, or succeed again.
+    pub fn fail_reloads(&self, fail: bool) {
+        self.lock().reload_fails = fail;
+    }
+
     /// Make signal reloads of `unit` fail.
     pub fn fail_kills(&self, unit: &str) {
         self.lock().unkillable.insert(unit.to_string());
@@ -431,6 +438,9 @@ impl UserManager for FakeManager {
         self.alive("Reload")?;
         let files = self.unit_files();
         let mut st = self.lock();
+        if st.reload_fails {
+            return Err(failure("Reload", "", "Connection reset by peer"));
+        }
         st.reloads += 1;
         if let Some(known) = st.no_load_on_demand.as_mut() {
             *known = files;

@@ -420,6 +420,7 @@ impl Reconciler {
         }
         // Issue 12 hook: a pinned revision (rollback, undo) replaces the
         // manifest's unit bytes.
+        let missing = missing_programs(&loaded, &desired);
         let unpinned = crate::rollout::substitute(&self.loc.state_dir, &mut desired);
         let observed = self.observe(sd, &desired, status).await?;
         let gc_waiting = self.gc_grace_holds(&loaded, &mut held, &observed, now);
@@ -427,6 +428,7 @@ impl Reconciler {
         let waiting = self.links_waiting();
         plan.actions
             .retain(|a| !(a.op == plan::Op::Enable && waiting.contains(a.unit.as_str())));
+        hold_back_missing_programs(&mut plan, &missing, &desired);
         Ok(Prepared {
             loaded,
             desired,
@@ -529,6 +531,45 @@ impl Reconciler {
         }
         waiting
     }
+}
+
+/// Services whose program is not installed, with their rendered service
+/// unit (to tell a pinned revision, whose program may be there, apart).
+fn missing_programs(loaded: &LoadedSet, desired: &[DesiredUnit]) -> BTreeMap<String, String> {
+    loaded
+        .manifests
+        .iter()
+        .filter(|m| status::missing_program(m).is_some())
+        .filter_map(|m| {
+            let unit = format!("{}.service", m.name);
+            let u = desired.iter().find(|u| u.name == unit)?;
+            Some((m.name.clone(), u.content.clone()))
+        })
+        .collect()
+}
+
+/// A Service whose program is not installed is not started: it would only
+/// fail and be restarted by systemd again and again. It shows
+/// BinaryMissing; a pass after the program appears (the resync at the
+/// latest) starts it. A running one being changed to it is restarted as
+/// usual (and rolled back), and a pinned revision is not held back.
+fn hold_back_missing_programs(
+    plan: &mut Plan,
+    missing: &BTreeMap<String, String>,
+    desired: &[DesiredUnit],
+) {
+    let missing: BTreeSet<&str> = missing
+        .iter()
+        .filter(|(name, content)| {
+            let unit = format!("{name}.service");
+            desired
+                .iter()
+                .any(|u| u.name == unit && &u.content == *content)
+        })
+        .map(|(name, _)| name.as_str())
+        .collect();
+    plan.actions
+        .retain(|a| !(a.op == plan::Op::Start && missing.contains(a.manifest.as_str())));
 }
 
 impl DesiredUnit {

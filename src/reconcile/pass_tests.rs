@@ -159,6 +159,36 @@ async fn a_new_manifest_is_started_once_and_then_left_alone() {
     assert_eq!(w.sd.reloads(), 0);
 }
 
+/// Issue 21 item 7: a Service whose program is not installed is not
+/// started (no restart loop), shows BinaryMissing, and is started by the
+/// first pass after the program appears.
+#[tokio::test]
+async fn a_service_whose_program_is_missing_is_started_only_once_it_is_installed() {
+    let mut w = World::new();
+    let prog = w.dir.path().join("bin/grafana-server");
+    let m = format!(
+        "apiVersion: unitlet/v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  command: [{}]\n",
+        prog.display()
+    );
+    w.write("web.yaml", &m);
+    w.pass().await;
+    assert_eq!(w.sd.jobs("web.service"), vec![], "nothing is started");
+    assert!(w.unit_file("web.service").is_some(), "the unit is written");
+    let (st, reason, msg) = w.ready("web");
+    assert_eq!((st, reason), (False, Reason::BinaryMissing), "{msg}");
+    w.pass().await;
+    assert_eq!(w.sd.jobs("web.service"), vec![], "nor by the next pass");
+
+    std::fs::create_dir_all(prog.parent().unwrap()).unwrap();
+    std::fs::write(&prog, "#!/bin/sh\nexec sleep 100\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    w.pass().await;
+    assert_eq!(w.sd.jobs("web.service"), vec![JobKind::Start]);
+    let (st, reason, msg) = w.ready("web");
+    assert_eq!((st, reason), (True, Reason::Running), "{msg}");
+}
+
 #[tokio::test]
 async fn a_new_unit_systemd_does_not_find_on_demand_gets_one_daemon_reload() {
     let mut w = World::new();

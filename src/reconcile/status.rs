@@ -38,7 +38,7 @@ fn install_hint(program: &str) -> &'static str {
 }
 
 /// A Service whose program is not installed: say which and how to get it.
-fn missing_program(m: &manifest::Manifest) -> Option<String> {
+pub(super) fn missing_program(m: &manifest::Manifest) -> Option<String> {
     let s = m.as_service()?;
     let crate::manifest::Exec::Command(argv) = &s.exec else {
         return None;
