@@ -815,6 +815,9 @@ pub async fn run(loc: &Locations) -> Report {
                     format!("run `mkdir -p {p}`, or pass --manifests")
                 }
                 manifest::LoadError::Insecure { .. } => format!("run `chmod go-w {p}`"),
+                manifest::LoadError::NotOwned { me, .. } => {
+                    format!("run `chown {me} {p}` if it is yours, or pass --manifests")
+                }
                 manifest::LoadError::Unreadable { .. } => {
                     format!("make {p} a directory you can read, or pass --manifests")
                 }

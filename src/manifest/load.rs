@@ -57,6 +57,24 @@ pub enum LoadError {
         "{path} is writable by other users (mode {mode:04o}): anyone who can drop a manifest there runs commands as you; run `chmod go-w {path}`"
     )]
     Insecure { path: PathBuf, mode: u32 },
+    /// Another user owns it, and so can make its manifests run commands
+    /// as you.
+    #[error(
+        "{path} is owned by uid {owner}, not by you (uid {me}) or root: that user can make its manifests run commands as you; run `chown {me} {path}` if it is yours, or pass another --manifests"
+    )]
+    NotOwned { path: PathBuf, owner: u32, me: u32 },
+}
+
+/// Whether `uid` may own manifests (and their directory): you, or root
+/// (who can run commands as you anyway, so a root-owned `/etc` directory
+/// is safe).
+fn trusted_owner(uid: u32) -> Result<(), u32> {
+    let me = rustix::process::geteuid().as_raw();
+    if uid == me || uid == 0 {
+        Ok(())
+    } else {
+        Err(me)
+    }
 }
 
 /// The name a file implies when its content cannot be parsed:
@@ -82,9 +100,15 @@ fn home_dir() -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-/// Refuse paths that other users can write: a manifest runs commands as you.
+/// Refuse paths that other users own or can write: a manifest runs
+/// commands as you.
 fn check_owner_mode(path: &Path, meta: &std::fs::Metadata) -> Result<(), LoadError> {
     use std::os::unix::fs::MetadataExt;
+    trusted_owner(meta.uid()).map_err(|me| LoadError::NotOwned {
+        path: path.to_path_buf(),
+        owner: meta.uid(),
+        me,
+    })?;
     let mode = meta.mode() & 0o7777;
     // Sticky, world-writable directories (like /tmp) are still unsafe for this.
     if mode & 0o022 != 0 {
@@ -441,6 +465,13 @@ fn check_manifest_file(file: &Path, canon_dir: &Path, in_dir: bool) -> Result<()
             file_type_name(meta.file_type())
         ));
     }
+    if let Err(me) = trusted_owner(meta.uid()) {
+        return Err(format!(
+            "is owned by uid {}, not by you (uid {me}) or root: that user could make it run commands as you; run `chown {me} {}` if it is yours",
+            meta.uid(),
+            file.display()
+        ));
+    }
     if meta.mode() & 0o022 != 0 {
         return Err(format!(
             "is writable by other users (mode {:04o}): anyone could make it run commands as you; run `chmod go-w {}`",
@@ -595,6 +626,32 @@ mod tests {
         assert_eq!(set.errors.len(), 2);
         assert!(set.errors[0].message.contains("defined 2 times"));
         assert!(set.held.contains_key("a"));
+    }
+
+    /// Issue 20 item 8: another user's directory or manifest is refused.
+    #[test]
+    fn manifests_owned_by_another_user_are_refused() {
+        use std::os::unix::fs::chown;
+        let d = tempfile::tempdir().unwrap();
+        let m = d.path().join("a.yaml");
+        std::fs::write(&m, format!("{HEAD}  command: [a]\n")).unwrap();
+        assert_eq!(load_dir(d.path()).unwrap().manifests.len(), 1);
+        chown(d.path(), Some(65534), None).unwrap();
+        let e = load_dir(d.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("owned by uid 65534") && e.contains("chown"),
+            "{e}"
+        );
+        chown(d.path(), Some(rustix::process::geteuid().as_raw()), None).unwrap();
+        chown(&m, Some(65534), None).unwrap();
+        let set = load_dir(d.path()).unwrap();
+        assert!(set.manifests.is_empty());
+        assert!(set.held.contains_key("a"), "its units are held");
+        let e = &set.errors[0].message;
+        assert!(
+            e.contains("owned by uid 65534") && e.contains("chown"),
+            "{e}"
+        );
     }
 
     #[test]
