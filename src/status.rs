@@ -136,6 +136,10 @@ pub const OPERATOR: &str = "unitlet";
 /// Events kept in the status file; older ones are dropped.
 pub const MAX_EVENTS: usize = 500;
 
+/// A status file larger than this is not read (it is refused as if
+/// unreadable: a cache, rebuilt by the next pass).
+const MAX_STATUS_BYTES: u64 = 64 * 1024 * 1024;
+
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
@@ -349,10 +353,23 @@ impl Status {
     /// (it is a cache of what the reconciler computes, not a source of truth
     /// for anything destructive).
     pub fn load(path: &Path) -> Status {
-        std::fs::read(path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+        Status::parse(
+            path,
+            fsutil::read_regular_opt(path, false, MAX_STATUS_BYTES),
+        )
+    }
+
+    /// The status read from `path`, or an empty one (saying why).
+    fn parse(path: &Path, read: Result<Option<Vec<u8>>, String>) -> Status {
+        match read {
+            Ok(bytes) => bytes
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!("{} {e}; starting from an empty status", path.display());
+                Status::default()
+            }
+        }
     }
 
     /// Stamp the status as reconciled now by `who`.
@@ -363,10 +380,10 @@ impl Status {
 
     /// [`Status::load`] off the async runtime.
     pub async fn load_async(path: &Path) -> Status {
-        let p = path.to_path_buf();
-        tokio::task::spawn_blocking(move || Status::load(&p))
-            .await
-            .unwrap_or_default()
+        Status::parse(
+            path,
+            fsutil::read_regular(path, false, MAX_STATUS_BYTES).await,
+        )
     }
 
     /// [`Status::save`] off the async runtime.
