@@ -768,7 +768,7 @@ async fn prometheus_flags(http: &reqwest::Client, reload_url: &str) -> Option<bo
     let base = path.strip_suffix("/-/reload")?;
     u.set_path(&format!("{base}/api/v1/status/flags"));
     u.set_query(None);
-    let r = http
+    let mut r = http
         .get(u)
         .timeout(Duration::from_secs(2))
         .send()
@@ -777,8 +777,8 @@ async fn prometheus_flags(http: &reqwest::Client, reload_url: &str) -> Option<bo
     if !r.status().is_success() {
         return None;
     }
-    let body = r.text().await.ok()?;
-    lifecycle_flag(&body.chars().take(64 * 1024).collect::<String>())
+    let body = crate::http::read_body(&mut r, 1024 * 1024).await.ok()?;
+    lifecycle_flag(&String::from_utf8_lossy(&body))
 }
 
 // ---------------------------------------------------------------------------
