@@ -537,7 +537,9 @@ pub struct SourceState {
 
 impl SourceState {
     pub fn load(state_dir: &Path) -> Option<SourceState> {
-        let bytes = std::fs::read(source_file(state_dir)).ok()?;
+        // It holds every manifest of this host.
+        let cap = 256 * 1024 * 1024;
+        let bytes = fsutil::read_regular_capped(&source_file(state_dir), false, cap).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 
