@@ -56,9 +56,7 @@ pub fn active_holds(state_dir: &Path) -> Vec<String> {
         if name.starts_with('.') {
             continue;
         }
-        let pid = std::fs::read_to_string(e.path())
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok());
+        let pid = read_pid(&e.path());
         if pid.is_some_and(fsutil::pid_alive) {
             out.push(name);
         }
@@ -68,13 +66,18 @@ pub fn active_holds(state_dir: &Path) -> Vec<String> {
     out
 }
 
+/// The PID in a hold file: a regular file of a few bytes (a FIFO or a
+/// device planted there is no hold, and never blocks the reader).
+fn read_pid(path: &Path) -> Option<i32> {
+    let b = fsutil::read_regular_capped(path, false, 64).ok()?;
+    String::from_utf8_lossy(&b).trim().parse().ok()
+}
+
 /// Removes the hold on `name` if its owner is gone (a restore killed
 /// before it could release it). A live owner's hold is left alone.
 pub fn remove_stale(state_dir: &Path, name: &str) {
     let path = dir(state_dir).join(name);
-    let pid = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok());
+    let pid = read_pid(&path);
     if pid.is_some_and(|p| !fsutil::pid_alive(p)) {
         let _ = fsutil::remove_durable(&path);
     }

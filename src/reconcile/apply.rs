@@ -430,9 +430,9 @@ impl Reconciler {
     ) {
         for a in actions {
             let Op::Remove { path } = &a.op else { continue };
-            let still_ours = std::fs::read_to_string(path)
+            let still_ours = fsutil::read_regular_capped(path, false, MAX_UNIT_BYTES)
                 .ok()
-                .and_then(|c| render::marker_of(&c))
+                .and_then(|c| render::marker_of(&String::from_utf8_lossy(&c)))
                 .as_deref()
                 == Some(a.manifest.as_str());
             if !still_ours {

@@ -58,7 +58,10 @@ fn unit_files_in(dir: &Path) -> Result<BTreeMap<String, ObservedFile>, Reconcile
             );
             continue;
         }
-        let content = std::fs::read_to_string(&path).unwrap_or_default();
+        // Too large or swapped for something else: unmarked, never ours.
+        let content = fsutil::read_regular_capped(&path, false, MAX_UNIT_BYTES)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
         let marker = render::marker_of(&content);
         let source = render::source_of(&content);
         out.insert(
