@@ -381,7 +381,21 @@ impl Reconciler {
         }
         // Issue 12 hook: a pinned revision (rollback, undo) replaces the
         // manifest's unit bytes.
-        crate::rollout::substitute(&self.loc.state_dir, &mut desired);
+        // It reads the histories: off the runtime.
+        let state_dir = self.loc.state_dir.clone();
+        let key = state_dir.join("rollouts");
+        let desired = crate::fsutil::off_runtime(&key, crate::fsutil::READ_DEADLINE, move || {
+            let mut desired = desired;
+            crate::rollout::substitute(&state_dir, &mut desired);
+            desired
+        })
+        .await
+        .map_err(|e| {
+            ReconcileError::Stuck(format!(
+                "reading the rollout histories in {}: {e}",
+                key.display()
+            ))
+        })?;
         let observed = self.observe(sd, &desired, status).await?;
         let gc_waiting = self.gc_grace_holds(&loaded, &mut held, &observed, now);
         let mut plan = plan::plan(&self.loc.unit_dir, &desired, &held, &observed);
