@@ -140,7 +140,9 @@ async fn on_disk<T: Send + 'static>(
     key: &Path,
     f: impl FnOnce() -> Result<T, FleetError> + Send + 'static,
 ) -> Result<T, FleetError> {
-    crate::fsutil::off_runtime(key, DISK_DEADLINE, f)
+    // Its own key: a pass loading the same directory need not wait for
+    // these writes (each file is replaced atomically).
+    crate::fsutil::off_runtime(&key.with_extension("writes"), DISK_DEADLINE, f)
         .await
         .map_err(|e| FleetError::Write {
             path: key.to_path_buf(),
