@@ -270,7 +270,12 @@ pub fn parse_proc_cgroup(text: &str) -> Vec<CgroupLine> {
 /// holds the manager in a directory it may write.
 pub fn read_controllers(pid: u32, root: &Path) -> Result<Controllers, String> {
     let proc = format!("/proc/{pid}/cgroup");
-    let text = std::fs::read_to_string(&proc).map_err(|e| format!("cannot read {proc}: {e}"))?;
+    let read = |p: &Path| {
+        crate::fsutil::read_regular_capped(p, true, 1024 * 1024)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .map_err(|e| format!("{} {e}", p.display()))
+    };
+    let text = read(Path::new(&proc))?;
     let lines = parse_proc_cgroup(&text);
     let unified = root.join("cgroup.controllers").exists();
     if unified {
@@ -282,8 +287,7 @@ pub fn read_controllers(pid: u32, root: &Path) -> Result<Controllers, String> {
         let file = root
             .join(path.trim_start_matches('/'))
             .join("cgroup.controllers");
-        let have = std::fs::read_to_string(&file)
-            .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        let have = read(&file)?;
         let have: BTreeSet<&str> = have.split_whitespace().collect();
         return Ok(Controllers {
             hierarchy: Hierarchy::Unified,
@@ -467,9 +471,12 @@ pub async fn manager_controllers(sd: &Systemd) -> Result<Controllers, String> {
             crate::error_chain(&e)
         )
     })?;
-    tokio::task::spawn_blocking(move || read_controllers(pid, Path::new("/sys/fs/cgroup")))
-        .await
-        .map_err(|e| format!("reading cgroups failed: {e}"))?
+    let key = PathBuf::from(format!("/proc/{pid}/cgroup"));
+    crate::fsutil::off_runtime(&key, crate::fsutil::READ_DEADLINE, move || {
+        read_controllers(pid, Path::new("/sys/fs/cgroup"))
+    })
+    .await
+    .map_err(|e| format!("reading {}: {e}", key.display()))?
 }
 
 /// Set `LimitsEnforced` on every Service that sets limits: `True` when the
@@ -787,7 +794,7 @@ async fn prometheus_flags(http: &reqwest::Client, reload_url: &str) -> Option<bo
     let base = path.strip_suffix("/-/reload")?;
     u.set_path(&format!("{base}/api/v1/status/flags"));
     u.set_query(None);
-    let r = http
+    let mut r = http
         .get(u)
         .timeout(Duration::from_secs(2))
         .send()
@@ -796,8 +803,8 @@ async fn prometheus_flags(http: &reqwest::Client, reload_url: &str) -> Option<bo
     if !r.status().is_success() {
         return None;
     }
-    let body = r.text().await.ok()?;
-    lifecycle_flag(&body.chars().take(64 * 1024).collect::<String>())
+    let body = crate::http::read_body(&mut r, 1024 * 1024).await.ok()?;
+    lifecycle_flag(&String::from_utf8_lossy(&body))
 }
 
 // ---------------------------------------------------------------------------
@@ -852,6 +859,9 @@ pub async fn run(loc: &Locations) -> Report {
                     format!("run `mkdir -p {p}`, or pass --manifests")
                 }
                 manifest::LoadError::Insecure { .. } => format!("run `chmod go-w {p}`"),
+                manifest::LoadError::NotOwned { me, .. } => {
+                    format!("run `chown {me} {p}` if it is yours, or pass --manifests")
+                }
                 manifest::LoadError::Unreadable { .. } => {
                     format!("make {p} a directory you can read, or pass --manifests")
                 }

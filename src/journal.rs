@@ -322,8 +322,8 @@ impl RestoreLock {
 fn read_owner(path: &Path) -> Option<Owner> {
     for _ in 0..40 {
         let mut s = String::new();
-        if let Ok(mut f) = File::open(path)
-            && f.read_to_string(&mut s).is_ok()
+        if let Ok((f, _)) = crate::fsutil::open_regular(path, false)
+            && f.take(64 * 1024).read_to_string(&mut s).is_ok()
             && let Ok(o) = serde_json::from_str(&s)
         {
             return Some(o);
@@ -456,16 +456,16 @@ fn test_hooks(_step: Step) {}
 /// Reads the journal of `service`, if there is one.
 fn read(state_dir: &Path, service: &str) -> Option<Result<Record, String>> {
     let path = journal_path(state_dir, service);
-    match fs::read(&path) {
-        Ok(b) => Some(serde_json::from_slice(&b).map_err(|e| {
+    match crate::fsutil::read_regular_opt(&path, false, 16 * 1024 * 1024) {
+        Ok(Some(b)) => Some(serde_json::from_slice(&b).map_err(|e| {
             format!(
                 "the restore journal {} cannot be read ({e}); look at the data directory and its siblings, then remove the journal by hand",
                 path.display()
             )
         })),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Ok(None) => None,
         Err(e) => Some(Err(format!(
-            "cannot read the restore journal {}: {e}",
+            "the restore journal {} {e}",
             path.display()
         ))),
     }

@@ -274,7 +274,13 @@ pub trait UserManager: Send + Sync {
     ) -> impl Future<Output = Option<(Reason, String)>> + Send {
         async move {
             let r = self.service_result(unit, path).await.ok()?;
-            r.failure(unit, memory_max, crate::systemd::kernel_log_oom_kill)
+            // Asked only of a SIGKILLed process (see `failure`), off the runtime.
+            let logged = if r.result == "signal" && r.status == libc::SIGKILL && r.pid > 0 {
+                crate::systemd::kernel_log_oom_kill_async(r.pid).await
+            } else {
+                None
+            };
+            r.failure(unit, memory_max, |_| logged)
         }
     }
 

@@ -356,7 +356,7 @@ impl Metrics {
             let p = state_dir
                 .join("backups")
                 .join(format!("{}.last.json", o.name));
-            let Ok(bytes) = std::fs::read(&p) else {
+            let Ok(bytes) = crate::fsutil::read_regular_capped(&p, false, 1024 * 1024) else {
                 continue;
             };
             let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {

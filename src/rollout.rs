@@ -602,7 +602,7 @@ pub fn load(state_dir: &Path, name: &str) -> Result<History, RolloutError> {
     if !path.exists() {
         return Ok(History::default());
     }
-    match crate::manifest::read_regular_capped(&path, false, 16 * 1024 * 1024) {
+    match crate::fsutil::read_regular_capped(&path, false, 16 * 1024 * 1024) {
         Ok(b) => serde_json::from_slice(&b).map_err(|e| RolloutError::Read {
             path,
             what: e.to_string(),
@@ -949,7 +949,8 @@ pub async fn record(
                     .any(|b| b.unit == a.unit && matches!(b.op, Op::Start | Op::Restart)));
         if a.unit != format!("{}.service", a.manifest)
             || !queued
-            || !std::fs::read(path).is_ok_and(|b| b == content.as_bytes())
+            || !crate::fsutil::read_regular_capped(path, false, content.len() as u64)
+                .is_ok_and(|b| b == content.as_bytes())
         {
             continue;
         }

@@ -146,6 +146,10 @@ pub fn see_logs(unit: &str) -> String {
     format!("see `unitlet logs {name}`")
 }
 
+/// A status file larger than this is not read (it is refused as if
+/// unreadable: a cache, rebuilt by the next pass).
+const MAX_STATUS_BYTES: u64 = 64 * 1024 * 1024;
+
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
@@ -376,10 +380,15 @@ enum Read {
 }
 
 fn read(path: &Path) -> Read {
-    match std::fs::read(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Read::Missing,
+    classify(fsutil::read_regular_opt(path, false, MAX_STATUS_BYTES))
+}
+
+/// What a bounded, regular-files-only read of the status file gave.
+fn classify(read: Result<Option<Vec<u8>>, String>) -> Read {
+    match read {
+        Ok(None) => Read::Missing,
         Err(e) => Read::Bad(format!("cannot be read: {e}")),
-        Ok(bytes) => match serde_json::from_slice(&bytes) {
+        Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
             Ok(s) => Read::Good(Box::new(s)),
             Err(e) => Read::Bad(format!("is not valid status JSON: {e}")),
         },
@@ -421,7 +430,12 @@ impl Status {
     /// with [`Status::unreadable`] saying why. Nothing is moved: only a
     /// writer may ([`Status::load_for_update`]).
     pub fn load(path: &Path) -> Status {
-        match read(path) {
+        Status::from_read(path, read(path))
+    }
+
+    /// The status [`Status::load`] makes of what was read.
+    fn from_read(path: &Path, read: Read) -> Status {
+        match read {
             Read::Missing => Status::default(),
             Read::Good(s) => *s,
             Read::Bad(why) => Status {
@@ -509,10 +523,8 @@ impl Status {
 
     /// [`Status::load`] off the async runtime.
     pub async fn load_async(path: &Path) -> Status {
-        let p = path.to_path_buf();
-        tokio::task::spawn_blocking(move || Status::load(&p))
-            .await
-            .unwrap_or_default()
+        let read = fsutil::read_regular(path, false, MAX_STATUS_BYTES).await;
+        Status::from_read(path, classify(read))
     }
 
     /// [`Status::save`] off the async runtime.

@@ -224,20 +224,33 @@ pub(crate) struct AfterJobs {
 /// file that never answers must not hang the operator).
 const LOAD_DEADLINE: Duration = Duration::from_secs(5);
 
-/// `manifest::load_dir` off the async runtime, within [`LOAD_DEADLINE`].
+/// Unit files are read only this far (unitlet's own are far smaller).
+const MAX_UNIT_BYTES: u64 = 4 * 1024 * 1024;
+
+/// `manifest::load_dir` off the async runtime, within [`LOAD_DEADLINE`]
+/// (a retry waits for a load still hung, see [`crate::fsutil::off_runtime`]).
 async fn load_manifests(dir: &Path) -> Result<LoadedSet, ReconcileError> {
     let d = dir.to_path_buf();
-    let task = tokio::task::spawn_blocking(move || manifest::load_dir(&d));
-    match tokio::time::timeout(LOAD_DEADLINE, task).await {
-        Ok(Ok(r)) => Ok(r?),
-        Ok(Err(e)) => Err(ReconcileError::Stuck(format!(
-            "loading manifests failed: {e}"
-        ))),
-        Err(_) => Err(ReconcileError::Stuck(format!(
-            "reading the manifests in {} did not finish within {LOAD_DEADLINE:?}; is one of them on a hung filesystem?",
+    match crate::fsutil::off_runtime(dir, LOAD_DEADLINE, move || manifest::load_dir(&d)).await {
+        Ok(r) => Ok(r?),
+        Err(e) => Err(ReconcileError::Stuck(format!(
+            "reading the manifests in {}: {e}",
             dir.display()
         ))),
     }
+}
+
+/// [`crate::hold::active_holds`] off the async runtime, within
+/// [`crate::fsutil::READ_DEADLINE`]. Unknown holds stop the pass: a
+/// restore's service must not be touched.
+async fn active_holds(state_dir: &Path) -> Result<Vec<String>, ReconcileError> {
+    let d = state_dir.to_path_buf();
+    let key = d.join("holds");
+    crate::fsutil::off_runtime(&key, crate::fsutil::READ_DEADLINE, move || {
+        crate::hold::active_holds(&d)
+    })
+    .await
+    .map_err(|e| ReconcileError::Stuck(format!("reading the holds in {}: {e}", key.display())))
 }
 
 impl Reconciler {
@@ -399,7 +412,7 @@ impl Reconciler {
             held.files.insert(e.file.clone());
         }
         // A restore in progress holds its service: leave it exactly as is.
-        let holds = crate::hold::active_holds(&self.loc.state_dir);
+        let holds = active_holds(&self.loc.state_dir).await?;
         let now = Instant::now();
         let mut backing_off = BTreeSet::new();
         let mut desired = Vec::new();
@@ -421,7 +434,22 @@ impl Reconciler {
         // Issue 12 hook: a pinned revision (rollback, undo) replaces the
         // manifest's unit bytes.
         let missing = missing_programs(&loaded, &desired);
-        let unpinned = crate::rollout::substitute(&self.loc.state_dir, &mut desired);
+        // It reads the histories: off the runtime.
+        let state_dir = self.loc.state_dir.clone();
+        let key = state_dir.join("rollouts");
+        let (desired, unpinned) =
+            crate::fsutil::off_runtime(&key, crate::fsutil::READ_DEADLINE, move || {
+                let mut desired = desired;
+                let unpinned = crate::rollout::substitute(&state_dir, &mut desired);
+                (desired, unpinned)
+            })
+            .await
+            .map_err(|e| {
+                ReconcileError::Stuck(format!(
+                    "reading the rollout histories in {}: {e}",
+                    key.display()
+                ))
+            })?;
         let observed = self.observe(sd, &desired, status).await?;
         let gc_waiting = self.gc_grace_holds(&loaded, &mut held, &observed, now);
         let mut plan = plan::plan(&self.loc.unit_dir, &desired, &held, &observed);

@@ -59,7 +59,10 @@ fn unit_files_in(dir: &Path) -> Result<BTreeMap<String, ObservedFile>, Reconcile
             );
             continue;
         }
-        let content = std::fs::read_to_string(&path).unwrap_or_default();
+        // Too large or swapped for something else: unmarked, never ours.
+        let content = fsutil::read_regular_capped(&path, false, MAX_UNIT_BYTES)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
         let (marker, source) = render::ownership(&content);
         out.insert(
             name,

@@ -679,3 +679,27 @@ async fn a_pinned_revision_keeps_the_manifests_limits_and_a_fixed_manifest_ends_
     assert_eq!((r3.revision, r3.state), (3, RevisionState::Complete));
     assert_eq!(r3.unit, good_unit);
 }
+
+/// Issue 20 item 5: a FIFO planted where a hold goes is no hold, and the
+/// pass reads it without blocking (it waited for a writer forever).
+#[test]
+fn a_fifo_planted_as_a_hold_blocks_no_pass() {
+    let w = World::new();
+    w.write("web.yaml", &service("web", ""));
+    let holds = w.rec.loc.state_dir.join("holds");
+    std::fs::create_dir_all(&holds).unwrap();
+    crate::fsutil::test_support::mkfifo(&holds.join("web"));
+    let w = crate::fsutil::test_support::within_10s("a pass beside a FIFO hold", move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut w = w;
+            let r = w.pass().await;
+            assert!(r.failures.is_empty(), "{:?}", r.failures);
+            w
+        })
+    });
+    assert_eq!(w.sd.jobs("web.service"), vec![JobKind::Start]);
+}
