@@ -3,6 +3,7 @@
 
 use std::io::Read;
 use std::net::TcpListener;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::reload::{free_port, http_get};
@@ -387,17 +388,27 @@ fn a_failed_pass_is_retried_without_waiting_for_an_event() {
     let um = UserManager::start();
     std::fs::create_dir_all(&um.state_dir).unwrap();
     let status = um.state_dir.join("status.json");
-    // A directory where the status file goes: every save fails.
-    std::fs::create_dir(&status).unwrap();
+    // An immutable status file (`chattr +i`, which binds root too): it
+    // reads, but every save, a rename over it, fails.
+    std::fs::write(&status, "{}").unwrap();
+    let chattr = |flag: &str| {
+        let o = Command::new("chattr")
+            .arg(flag)
+            .arg(&status)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "chattr {flag}: {}", stderr(&o));
+    };
+    chattr("+i");
     let run = um.spawn_run(&[]);
     run.wait_log("connected", T);
     run.wait_log("status.json", T);
     // Clear the obstacle. Nothing the operator watches changes, so only
     // its own retry can write the status now.
-    std::fs::remove_dir(&status).unwrap();
+    chattr("-i");
     wait_for(T, "status.json written", || {
-        std::fs::metadata(&status)
-            .is_ok_and(|m| m.is_file())
+        std::fs::read_to_string(&status)
+            .is_ok_and(|s| s.contains("reconciledAt"))
             .then_some(())
     });
     let out = um.unitlet(&["get"]);
