@@ -828,7 +828,7 @@ fn dir_check(check: &str, path: &Path, r: Result<(), String>) -> Check {
 /// could use its destination (the default one included), creating nothing.
 fn destination_check(loc: &Locations, name: &str, b: &manifest::BackupSpec) -> Check {
     let dest = crate::backup_cmd::destination(loc, name, b);
-    let own = crate::backup_cmd::own_backups_dir(loc);
+    let own = crate::backup::own_backups_dir(loc);
     let check = format!("backup-destination/{name}");
     match crate::backup::inspect_destination(&dest, Some(&own)) {
         Ok(msg) => Check::ok(check, msg),

@@ -49,6 +49,9 @@
 //! All I/O here is blocking `std::fs`: backups run in the short-lived
 //! `unitlet backup` process, and blocking keeps the fsync ordering obvious.
 
+mod last_run;
+pub use last_run::{LastRun, last_run_path, own_backups_dir, read_last_run};
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, DirBuilder, File};

@@ -365,7 +365,7 @@ fn backup_ready(
         humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t))
             .to_string()
     };
-    let Some(run) = crate::backup_cmd::read_last_run(state_dir, name) else {
+    let Some(run) = crate::backup::read_last_run(state_dir, name) else {
         return (True, Reason::Running, format!("{scheduled}; no run yet"));
     };
     match (&run.last_error, run.last_success) {
