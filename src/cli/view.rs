@@ -61,10 +61,11 @@ fn overlay_manifests(status: &mut Status, set: &LoadedSet) {
             .objects
             .entry(name.clone())
             .or_insert_with(|| ObjectStatus::new(manifest::Kind::Service, name, &err.file));
+        let message = manifest::status_message(&err.to_string());
         if o.ready()
-            .is_none_or(|c| c.reason != Reason::Invalid || !c.message.starts_with(&err.to_string()))
+            .is_none_or(|c| c.reason != Reason::Invalid || !c.message.starts_with(&message))
         {
-            o.set_ready(ConditionStatus::False, Reason::Invalid, &err.to_string());
+            o.set_ready(ConditionStatus::False, Reason::Invalid, &message);
         }
     }
     let present: BTreeSet<&String> = set

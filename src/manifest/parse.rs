@@ -535,6 +535,24 @@ fn unknown_field_message(text: &str, source: &str, line: u64) -> Option<String> 
     })
 }
 
+/// A manifest error as a status message: the same text without the list
+/// of every field an unknown one could have been (`validate` prints it;
+/// in `get`, `describe` and events it would drown the message).
+pub fn status_message(error: &str) -> String {
+    const LIST: &str = " (expected one of: ";
+    let mut out = String::with_capacity(error.len());
+    let mut rest = error;
+    while let Some(i) = rest.find(LIST) {
+        out.push_str(&rest[..i]);
+        rest = match rest[i..].find(')') {
+            Some(j) => &rest[i + j + 1..],
+            None => "",
+        };
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Where a field that is unknown at this level belongs, when it is a field
 /// one level down (`http` in a Service spec → `readiness.http`,
 /// `reload.http`; `name` in a document → `metadata.name`).
@@ -583,6 +601,19 @@ fn misplaced_home(what: &str, candidates: &[&str], field: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::status_message;
+
+    #[test]
+    fn status_messages_drop_the_list_of_every_field() {
+        let e = "f.yaml:6:3: unknown field `zzzq` in a Service spec (expected one of: description, command, unitFile)";
+        assert_eq!(
+            status_message(e),
+            "f.yaml:6:3: unknown field `zzzq` in a Service spec"
+        );
+        let kept = "f.yaml:6:3: unknown field `comand`; did you mean `command`? (its last good units keep running)";
+        assert_eq!(status_message(kept), kept);
+    }
+
     use crate::manifest::test_support::*;
     use std::time::Duration;
 

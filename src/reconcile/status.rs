@@ -449,7 +449,8 @@ fn show_invalid_manifests(
         } else {
             ""
         };
-        obj.set_ready(False, Reason::Invalid, &format!("{err}{kept}"));
+        let message = crate::manifest::status_message(&err.to_string());
+        obj.set_ready(False, Reason::Invalid, &format!("{message}{kept}"));
     }
 }
 
@@ -479,7 +480,10 @@ fn show_units_of_broken_files(prep: &Prepared, status: &mut Status, keep: &mut B
         obj.set_ready(
             False,
             Reason::Invalid,
-            &format!("{err} (its last good units keep running)"),
+            &format!(
+                "{} (its last good units keep running)",
+                crate::manifest::status_message(&err.to_string())
+            ),
         );
     }
 }

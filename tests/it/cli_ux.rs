@@ -214,3 +214,32 @@ fn validate_prints_every_error_of_a_file_with_its_hint() {
         stdout(&o)
     );
 }
+
+/// A status message about an unknown field says which and where, without
+/// the list of every field (`validate` prints that list; `get` does not).
+#[test]
+fn status_messages_do_not_carry_the_list_of_every_field() {
+    let home = tempfile::tempdir().unwrap();
+    let manifests = home.path().join(".config/unitlet/manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    std::fs::write(
+        manifests.join("web.yaml"),
+        "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: web}\nspec:\n  command: [/bin/true]\n  zzzq: 1\n",
+    )
+    .unwrap();
+    let bus = nowhere(home.path());
+    let env = [("UNITLET_BUS", bus.as_str())];
+    let o = bare(home.path(), &["validate"], &env);
+    assert!(stdout(&o).contains("expected one of"), "{}", stdout(&o));
+    let o = bare(home.path(), &["get", "-o", "json"], &env);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let ready = v[0]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .cloned()
+        .unwrap_or_default();
+    let msg = ready["message"].as_str().unwrap_or_default();
+    assert_eq!(ready["reason"], "Invalid", "{v}");
+    assert!(msg.contains("unknown field `zzzq`"), "{msg}");
+    assert!(!msg.contains("expected one of"), "{msg}");
+}
