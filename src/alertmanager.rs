@@ -247,13 +247,9 @@ fn request_error(method: &'static str, url: &Url, e: reqwest::Error) -> Alertman
 
 async fn status_error(method: &'static str, url: &Url, r: reqwest::Response) -> AlertmanagerError {
     let status = r.status().as_u16();
-    let body: String = r
-        .text()
-        .await
-        .unwrap_or_default()
-        .chars()
-        .take(300)
-        .collect();
+    // Only what the message shows is read (up to 4 bytes a character).
+    let body = crate::http::body_prefix(r, 1200).await;
+    let body: String = String::from_utf8_lossy(&body).chars().take(300).collect();
     AlertmanagerError::Status {
         method,
         url: url.to_string(),
@@ -262,6 +258,9 @@ async fn status_error(method: &'static str, url: &Url, r: reqwest::Response) -> 
         hint: if status == 404 { NOT_ALERTMANAGER } else { "" },
     }
 }
+
+/// A silence's ID comes in a tiny answer; nothing larger is read.
+const MAX_ANSWER: u64 = 64 * 1024;
 
 /// Create a silence; returns its ID.
 ///
@@ -290,13 +289,18 @@ pub async fn create(
         #[serde(rename = "silenceID")]
         silence_id: String,
     }
-    let c: Created = r.json().await.map_err(|e| AlertmanagerError::Status {
+    let not_an_id = |e: String| AlertmanagerError::Status {
         method: "POST",
         url: url.to_string(),
         status: 200,
         body: format!("not a silence ID: {e}"),
         hint: NOT_ALERTMANAGER,
-    })?;
+    };
+    let mut r = r;
+    let bytes = crate::http::read_body(&mut r, MAX_ANSWER)
+        .await
+        .map_err(|e| not_an_id(crate::error_chain(&e)))?;
+    let c: Created = serde_json::from_slice(&bytes).map_err(|e| not_an_id(e.to_string()))?;
     Ok(c.silence_id)
 }
 
@@ -567,5 +571,30 @@ mod tests {
         assert_eq!(notes[0].1, "SilenceFailed");
         assert!(notes[0].2.contains("goes ahead anyway"), "{}", notes[0].2);
         assert!(notes[0].2.contains("connection refused"), "{}", notes[0].2);
+    }
+
+    /// Issue 20 item 5: an error answer's body is read only as far as the
+    /// message shows (it was read whole first; an endless one until the
+    /// request's timeout, which then lost it all).
+    #[tokio::test]
+    async fn an_endless_error_body_is_read_only_as_far_as_shown() {
+        let url = crate::http::tests::endless(
+            "HTTP/1.1 500 Oops\r\nConnection: close\r\n\r\n",
+            b"error! ",
+        )
+        .await;
+        let req = SilenceRequest {
+            alertmanager: url,
+            service: "web".into(),
+            matchers: vec![parse_matcher("job=web").unwrap()],
+            duration: DEFAULT_FOR,
+        };
+        let e = create(&crate::reload::http_client(), &req, "restart")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("answered 500: error! error!"), "{e}");
+        let body = e.split_once("answered 500: ").unwrap().1;
+        assert!(body.len() <= 300, "{} bytes", body.len());
     }
 }

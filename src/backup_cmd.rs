@@ -11,9 +11,11 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::backup::{BackupError, SetInfo, Store};
+use crate::backup::{
+    BackupError, LastRun, SetInfo, Store, last_run_path, own_backups_dir, read_last_run,
+};
 use crate::grafana::{self, GrafanaError};
 use crate::locations::Locations;
 use crate::manifest::{self, BackupSource, BackupSpec, GrafanaAuthSpec, LoadError};
@@ -91,6 +93,10 @@ pub enum CommandError {
     /// A flag cannot be used as given.
     #[error("{0}")]
     Usage(String),
+    /// The state directory (holds, restore journals) is not private:
+    /// nothing there is read or written.
+    #[error(transparent)]
+    StateDir(#[from] crate::locations::LocationError),
 }
 
 /// The destination of Backup `name`: `spec.destination`, else
@@ -98,7 +104,7 @@ pub enum CommandError {
 pub fn destination(loc: &Locations, name: &str, spec: &BackupSpec) -> PathBuf {
     spec.destination
         .clone()
-        .unwrap_or_else(|| loc.state_dir.join("backups").join(name))
+        .unwrap_or_else(|| own_backups_dir(loc).join(name))
 }
 
 /// The kind a Backup's sets record: what its source is.
@@ -111,53 +117,12 @@ pub fn kind(spec: &BackupSpec) -> &'static str {
 
 /// The sets of Backup `name` in its destination (created if missing).
 fn open_store(loc: &Locations, name: &str, spec: &BackupSpec) -> Result<Store, BackupError> {
-    Store::open(&destination(loc, name, spec), name, kind(spec))
-}
-
-/// Where `backup` records its last outcome for the operator's metrics.
-pub fn last_run_path(loc: &Locations, name: &str) -> PathBuf {
-    loc.state_dir
-        .join("backups")
-        .join(format!("{name}.last.json"))
-}
-
-/// The content of `NAME.last.json`. Times are unix seconds.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LastRun {
-    /// When a run last completed a set (kept across failed runs).
-    pub last_success: Option<u64>,
-    /// When a run last started.
-    pub last_attempt: u64,
-    /// Why the last run failed; `null` when it succeeded.
-    pub last_error: Option<String>,
-    /// The set the last successful run made.
-    pub last_set: Option<String>,
-}
-
-impl LastRun {
-    /// The record after a run that started at `attempt`; pure.
-    pub fn after(
-        previous: Option<LastRun>,
-        attempt: u64,
-        outcome: Result<&str, String>,
-    ) -> LastRun {
-        let prev = previous.unwrap_or_default();
-        match outcome {
-            Ok(set) => LastRun {
-                last_success: Some(attempt),
-                last_attempt: attempt,
-                last_error: None,
-                last_set: Some(set.to_owned()),
-            },
-            Err(e) => LastRun {
-                last_success: prev.last_success,
-                last_attempt: attempt,
-                last_error: Some(e),
-                last_set: prev.last_set,
-            },
-        }
-    }
+    Store::open_in(
+        &destination(loc, name, spec),
+        Some(&own_backups_dir(loc)),
+        name,
+        kind(spec),
+    )
 }
 
 fn unix_now() -> u64 {
@@ -212,9 +177,6 @@ fn read_secret(what: &'static str, path: &Path) -> Result<String, CommandError> 
 
 /// Largest credentials file read: tokens and passwords are short.
 const MAX_SECRET_BYTES: u64 = 64 << 10;
-
-/// Largest `NAME.last.json` read; ours are about 200 bytes.
-const MAX_LAST_RUN_BYTES: u64 = 64 << 10;
 
 fn grafana_client(url: &str, auth: &GrafanaAuthSpec) -> Result<grafana::Client, CommandError> {
     let (auth, label) = match auth {
@@ -338,9 +300,7 @@ async fn record_last_run(loc: &Locations, name: &str, attempt: u64, outcome: Res
         .await
         .ok();
     let path = last_run_path(loc, name);
-    let previous = manifest::read_regular_capped(&path, true, MAX_LAST_RUN_BYTES)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
+    let previous = read_last_run(&loc.state_dir, name);
     let record = LastRun::after(previous, attempt, outcome);
     let bytes = serde_json::to_vec_pretty(&record).expect("plain struct serializes");
     if let Err(e) = crate::fsutil::atomic_write(&path, &bytes, 0o600) {
@@ -548,6 +508,8 @@ pub async fn restore(
     args: &RestoreArgs,
 ) -> Result<bool, CommandError> {
     let dry_run = args.dry_run;
+    // Journals and holds are read and written there: refused first.
+    loc.check_state_dir()?;
     let spec = find_backup(loc, name)?;
     let dest = destination(loc, name, &spec);
     if !dest.is_dir() {
@@ -597,11 +559,17 @@ pub async fn restore(
             };
             let http = crate::reload::http_client();
             let mut notes = Vec::new();
-            let made = match &silence {
-                Some(req) => crate::alertmanager::before(&http, req, "restore", &mut notes).await,
-                None => None,
-            };
-            let result = prometheus::restore_tsdb(target, &opts).await;
+            // Made only once everything that can be checked was, right
+            // before the stop: a refused restore silences nothing.
+            let (result, made) =
+                prometheus::restore_tsdb_with(target, &opts, async || match &silence {
+                    Some(req) => {
+                        crate::alertmanager::before(&http, req, "restore", &mut notes).await
+                    }
+                    None => None,
+                })
+                .await;
+            let made = made.flatten();
             if let Some(req) = &silence {
                 let why = match &result {
                     Ok(_) => format!("{service} is Ready again after the restore"),
@@ -640,26 +608,6 @@ pub async fn restore(
 mod tests {
     use super::*;
     use crate::backup::SetStatus;
-
-    #[test]
-    fn last_run_keeps_the_last_success_across_failures() {
-        let ok = LastRun::after(None, 100, Ok("S1"));
-        assert_eq!(ok.last_success, Some(100));
-        assert_eq!(ok.last_error, None);
-        let failed = LastRun::after(Some(ok.clone()), 200, Err("Prometheus down".into()));
-        assert_eq!(failed.last_success, Some(100));
-        assert_eq!(failed.last_attempt, 200);
-        assert_eq!(failed.last_error.as_deref(), Some("Prometheus down"));
-        assert_eq!(failed.last_set.as_deref(), Some("S1"));
-        let v = serde_json::to_value(&failed).unwrap();
-        assert_eq!(v["lastSuccess"], 100);
-        assert_eq!(v["lastAttempt"], 200);
-        let again = LastRun::after(Some(failed), 300, Ok("S2"));
-        assert_eq!(
-            serde_json::to_value(&again).unwrap()["lastError"],
-            serde_json::Value::Null
-        );
-    }
 
     #[test]
     fn sizes_for_people() {

@@ -1,6 +1,8 @@
 //! The command line: parse arguments, call the library, map errors to exit
 //! codes (see the contract's Commands table).
 
+#[cfg(test)]
+mod apply_tests;
 mod error;
 mod view;
 
@@ -440,13 +442,13 @@ struct Pending {
 /// waited for, plan, act, save the status.
 async fn apply_round(
     loc: &Locations,
-    sd: &Systemd,
+    sd: &impl crate::manager::UserManager,
     rec: &mut Reconciler,
     outcomes: Vec<crate::work::Outcome>,
     tally: &mut ApplyTally,
 ) -> Result<Pending, CliError> {
     let lock = crate::lock::StateLock::acquire_announced(&loc.state_dir, "unitlet apply").await?;
-    let mut status = Status::load_async(&loc.status_file()).await;
+    let mut status = Status::load_for_update_async(&loc.status_file()).await;
     for o in outcomes {
         rec.finish(o, &mut status);
     }
@@ -456,7 +458,19 @@ async fn apply_round(
         tally.plan_text.push_str(&prep.plan.to_string());
     }
     let gc_until = prep.gc_waiting.values().max().copied();
-    let report = rec.apply(sd, prep, &mut status).await?;
+    let report = match rec.apply(sd, prep, &mut status).await {
+        Ok(report) => report,
+        Err(e) => {
+            // What the pass did before it failed (stops, removals, files
+            // written) is in `status`: keep it, with why the pass stopped.
+            status.operator_error = Some(crate::error_chain(&e));
+            status.stamp("unitlet apply");
+            if let Err(save) = status.save_async(&loc.status_file()).await {
+                tracing::warn!("{}", crate::error_chain(&save));
+            }
+            return Err(e.into());
+        }
+    };
     tally.actions += report.actions;
     tally.daemon_reloads += report.daemon_reloads;
     tally.failures.extend(report.failures);
@@ -547,6 +561,9 @@ async fn plan(loc: Locations) -> CliResult {
     rec.gc_grace = Duration::ZERO;
     rec.recover_restores = false;
     let status = Status::load(&loc.status_file());
+    if let Some(w) = status.file_warning() {
+        eprintln!("warning: {w}");
+    }
     let prep = rec.prepare(&sd, &status).await?;
     for e in &prep.loaded.errors {
         println!("! invalid, not applied (its units are kept as they are): {e}");
@@ -590,7 +607,8 @@ fn render_cmd(loc: &Locations, name: &str, out: Option<&Path>) -> CliResult {
             },
         });
     };
-    let rec = Reconciler::new(loc.clone(), exe());
+    let mut rec = Reconciler::new(loc.clone(), exe());
+    rec.render_ctx.exe = crate::program::for_units(loc, &rec.render_ctx.exe);
     let units = render::render(m, &rec.render_ctx);
     for u in &units {
         match out {

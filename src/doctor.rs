@@ -270,7 +270,12 @@ pub fn parse_proc_cgroup(text: &str) -> Vec<CgroupLine> {
 /// holds the manager in a directory it may write.
 pub fn read_controllers(pid: u32, root: &Path) -> Result<Controllers, String> {
     let proc = format!("/proc/{pid}/cgroup");
-    let text = std::fs::read_to_string(&proc).map_err(|e| format!("cannot read {proc}: {e}"))?;
+    let read = |p: &Path| {
+        crate::fsutil::read_regular_capped(p, true, 1024 * 1024)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .map_err(|e| format!("{} {e}", p.display()))
+    };
+    let text = read(Path::new(&proc))?;
     let lines = parse_proc_cgroup(&text);
     let unified = root.join("cgroup.controllers").exists();
     if unified {
@@ -282,8 +287,7 @@ pub fn read_controllers(pid: u32, root: &Path) -> Result<Controllers, String> {
         let file = root
             .join(path.trim_start_matches('/'))
             .join("cgroup.controllers");
-        let have = std::fs::read_to_string(&file)
-            .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        let have = read(&file)?;
         let have: BTreeSet<&str> = have.split_whitespace().collect();
         return Ok(Controllers {
             hierarchy: Hierarchy::Unified,
@@ -467,9 +471,12 @@ pub async fn manager_controllers(sd: &Systemd) -> Result<Controllers, String> {
             crate::error_chain(&e)
         )
     })?;
-    tokio::task::spawn_blocking(move || read_controllers(pid, Path::new("/sys/fs/cgroup")))
-        .await
-        .map_err(|e| format!("reading cgroups failed: {e}"))?
+    let key = PathBuf::from(format!("/proc/{pid}/cgroup"));
+    crate::fsutil::off_runtime(&key, crate::fsutil::READ_DEADLINE, move || {
+        read_controllers(pid, Path::new("/sys/fs/cgroup"))
+    })
+    .await
+    .map_err(|e| format!("reading {}: {e}", key.display()))?
 }
 
 /// Set `LimitsEnforced` on every Service that sets limits: `True` when the
@@ -551,7 +558,8 @@ pub const SYSTEMD_PATH: [&str; 6] = [
     "/bin",
 ];
 
-/// The `program/NAME` check: the program exists, is a file and executable.
+/// The `program/NAME` check: the program exists (WARN when it is not
+/// installed), is a file and executable (FAIL otherwise).
 pub fn program_check(name: &str, prog: &str) -> Check {
     let check = format!("program/{name}");
     let candidates: Vec<PathBuf> = if prog.contains('/') {
@@ -568,9 +576,12 @@ pub fn program_check(name: &str, prog: &str) -> Check {
         } else {
             format!(" (looked in {})", SYSTEMD_PATH.join(":"))
         };
-        return Check::fail(
+        // Simply not installed (an optional part of a stack, say): unitlet
+        // does not start the Service, shows it BinaryMissing, and starts it
+        // once the program is there. Worth knowing, not a failure.
+        return Check::warn(
             check,
-            format!("{prog} does not exist{where_}: the Service cannot start"),
+            format!("{prog} is not installed{where_}: {name} is not started until it is"),
             format!("install {prog}, or fix spec.command of {name}"),
         );
     };
@@ -593,6 +604,24 @@ pub fn program_check(name: &str, prog: &str) -> Check {
         check,
         format!("{} exists and is executable", found.display()),
     )
+}
+
+/// What to do about a secret file that fails its check: create it when it
+/// does not exist, else make it a private regular file of yours.
+fn secret_fix(p: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let shown = p.display();
+    match std::fs::metadata(p) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            format!("create it with `install -m 600 /dev/null {shown}` and put the secret in it")
+        }
+        Err(e) => format!("make {shown} readable by you ({e})"),
+        Ok(m) if !m.is_file() => format!("replace {shown} with a regular file holding the secret"),
+        Ok(m) if m.uid() != rustix::process::geteuid().as_raw() => {
+            format!("make it yours: `chown \"$(id -u)\" {shown}`, then `chmod 600 {shown}`")
+        }
+        Ok(_) => format!("run `chmod 600 {shown}`"),
+    }
 }
 
 /// Secret files a manifest names: (field, path).
@@ -708,14 +737,11 @@ pub fn lifecycle_flag(flags_body: &str) -> Option<bool> {
 pub fn prometheus_argv(exec: &Exec) -> Option<bool> {
     let argv: Vec<String> = match exec {
         Exec::Command(a) => a.clone(),
-        Exec::UnitFile { content, .. } => content
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("ExecStart="))
-            .flat_map(|l| {
-                l.split_whitespace()
-                    .map(|w| w.trim_matches('"').to_string())
-            })
-            .collect(),
+        Exec::UnitFile { content, .. } => {
+            let unit = crate::unitfile::parse(content);
+            let commands = crate::unitfile::exec_commands(unit.last("Service", "ExecStart")?);
+            commands.ok()?.into_iter().next()?
+        }
     };
     let prog = argv.first()?;
     let base = Path::new(prog.trim_start_matches(['-', '@', '+', '!', ':']))
@@ -768,7 +794,7 @@ async fn prometheus_flags(http: &reqwest::Client, reload_url: &str) -> Option<bo
     let base = path.strip_suffix("/-/reload")?;
     u.set_path(&format!("{base}/api/v1/status/flags"));
     u.set_query(None);
-    let r = http
+    let mut r = http
         .get(u)
         .timeout(Duration::from_secs(2))
         .send()
@@ -777,8 +803,8 @@ async fn prometheus_flags(http: &reqwest::Client, reload_url: &str) -> Option<bo
     if !r.status().is_success() {
         return None;
     }
-    let body = r.text().await.ok()?;
-    lifecycle_flag(&body.chars().take(64 * 1024).collect::<String>())
+    let body = crate::http::read_body(&mut r, 1024 * 1024).await.ok()?;
+    lifecycle_flag(&String::from_utf8_lossy(&body))
 }
 
 // ---------------------------------------------------------------------------
@@ -794,6 +820,24 @@ fn dir_check(check: &str, path: &Path, r: Result<(), String>) -> Check {
             check,
             e,
             "see the reason; unitlet refuses to work with it as it is",
+        ),
+    }
+}
+
+/// The `backup-destination/NAME` check: whether a run of Backup NAME
+/// could use its destination (the default one included), creating nothing.
+fn destination_check(loc: &Locations, name: &str, b: &manifest::BackupSpec) -> Check {
+    let dest = crate::backup_cmd::destination(loc, name, b);
+    let own = crate::backup::own_backups_dir(loc);
+    let check = format!("backup-destination/{name}");
+    match crate::backup::inspect_destination(&dest, Some(&own)) {
+        Ok(msg) => Check::ok(check, msg),
+        Err(e) => Check::fail(
+            check,
+            e,
+            format!(
+                "fix it as the reason says, or set spec.destination of {name} to a directory of your own"
+            ),
         ),
     }
 }
@@ -815,6 +859,9 @@ pub async fn run(loc: &Locations) -> Report {
                     format!("run `mkdir -p {p}`, or pass --manifests")
                 }
                 manifest::LoadError::Insecure { .. } => format!("run `chmod go-w {p}`"),
+                manifest::LoadError::NotOwned { me, .. } => {
+                    format!("run `chown {me} {p}` if it is yours, or pass --manifests")
+                }
                 manifest::LoadError::Unreadable { .. } => {
                     format!("make {p} a directory you can read, or pass --manifests")
                 }
@@ -929,15 +976,14 @@ pub async fn run(loc: &Locations) -> Report {
                 );
             }
         }
+        if let Some(b) = m.as_backup() {
+            r.checks.push(destination_check(loc, &m.name, b));
+        }
         for (field, p) in secret_files(m) {
             let check = format!("secret/{}", m.name);
             r.checks.push(match manifest::check_secret_file(&p) {
                 Ok(()) => Check::ok(check, format!("{field} {} is private", p.display())),
-                Err(e) => Check::fail(
-                    check,
-                    format!("{field} {e}"),
-                    format!("run `chmod 600 {}`", p.display()),
-                ),
+                Err(e) => Check::fail(check, format!("{field} {e}"), secret_fix(&p)),
             });
         }
     }
@@ -1106,16 +1152,33 @@ mod tests {
         assert_eq!(c.available, ["memory", "pids"].map(String::from).into());
     }
 
+    /// Issue 21 item 7: the fix for a secret file that does not exist is
+    /// to create it, not to `chmod` it.
     #[test]
-    fn programs_missing_or_not_executable_fail() {
+    fn a_missing_secret_file_is_to_be_created_not_chmodded() {
+        let d = tempfile::tempdir().unwrap();
+        let missing = d.path().join("token");
+        let fix = secret_fix(&missing);
+        assert!(!fix.contains("chmod"), "{fix}");
+        assert!(fix.contains("install -m 600 /dev/null"), "{fix}");
+        std::fs::write(&missing, "t").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&missing, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(secret_fix(&missing).contains("chmod 600"));
+    }
+
+    #[test]
+    fn programs_not_installed_warn_not_executable_fail() {
         let d = tempfile::tempdir().unwrap();
         let missing = d.path().join("nope");
+        // Issue 21 item 7: simply not installed (an optional component):
+        // the Service waits for it, not started; a warning.
         let c = program_check("web", missing.to_str().unwrap());
-        assert_eq!(c.status, Severity::Fail);
-        assert!(c.reason.contains("does not exist"), "{}", c.reason);
+        assert_eq!(c.status, Severity::Warn);
+        assert!(c.reason.contains("is not installed"), "{}", c.reason);
         assert_eq!(c.check, "program/web");
         let c = program_check("web", "surely-not-a-program-xyz");
-        assert_eq!(c.status, Severity::Fail);
+        assert_eq!(c.status, Severity::Warn);
         assert!(
             c.reason.contains("looked in /usr/local/sbin"),
             "{}",
@@ -1152,6 +1215,13 @@ mod tests {
         let u = Exec::UnitFile {
             path: "/x".into(),
             content: "[Service]\nExecStart=/usr/bin/prometheus --web.enable-lifecycle\n".into(),
+        };
+        assert_eq!(prometheus_argv(&u), Some(true));
+        // Issue 20 item 11: a flag on a continued line is the command's.
+        let u = Exec::UnitFile {
+            path: "/x".into(),
+            content: "[Service]\nExecStart=/usr/bin/prometheus \\\n  --web.enable-lifecycle\n"
+                .into(),
         };
         assert_eq!(prometheus_argv(&u), Some(true));
         let url = "http://127.0.0.1:9090/-/reload";

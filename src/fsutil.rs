@@ -1,5 +1,6 @@
-//! Crash-safe file writes: a crash at any moment leaves the old file or the
-//! new one, never half of either.
+//! Crash-safe file writes (a crash at any moment leaves the old file or
+//! the new one, never half of either) and the one bounded reader (regular
+//! files only, capped, off the async runtime with a deadline).
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -220,6 +221,176 @@ pub fn remove_durable(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+// ---------------------------------------------------------------------------
+// Bounded reads: regular files only, capped, off the async runtime.
+
+/// What kind of file a mode describes, for "is not a regular file" messages.
+pub fn file_type_name(ft: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_file() {
+        "a regular file"
+    } else if ft.is_dir() {
+        "a directory"
+    } else if ft.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_symlink() {
+        "a symlink"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Open `path` for reading only if it is a regular file, without ever
+/// blocking: stat first (a FIFO, device, socket or directory is refused by
+/// name, also behind a symlink), open with `O_NONBLOCK` (an opened FIFO
+/// would otherwise wait for a writer) and `O_NOFOLLOW` unless `follow`,
+/// then fstat the descriptor, so a file swapped between the two is
+/// caught too.
+///
+/// # Errors
+/// A message naming what the path is instead, or the I/O error.
+pub fn open_regular(path: &Path, follow: bool) -> Result<(std::fs::File, u64), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let meta = if follow {
+        std::fs::metadata(path)
+    } else {
+        std::fs::symlink_metadata(path)
+    }
+    .map_err(|e| format!("cannot be read: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "is {}, not a regular file",
+            file_type_name(meta.file_type())
+        ));
+    }
+    let mut flags = libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY;
+    if !follow {
+        flags |= libc::O_NOFOLLOW;
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)
+        .map_err(|e| format!("cannot be read: {e}"))?;
+    let meta = f.metadata().map_err(|e| format!("cannot be read: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "is {}, not a regular file",
+            file_type_name(meta.file_type())
+        ));
+    }
+    Ok((f, meta.len()))
+}
+
+/// Read a regular file (see [`open_regular`]) of at most `cap` bytes.
+///
+/// # Errors
+/// As [`open_regular`], or the file is larger than `cap` (the message
+/// names the limit), also when it grows while being read.
+pub fn read_regular_capped(path: &Path, follow: bool, cap: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let (f, len) = open_regular(path, follow)?;
+    let too_big = |n: u64| format!("is {n} bytes or more; the limit is {cap} bytes");
+    if len > cap {
+        return Err(too_big(len));
+    }
+    let mut buf = Vec::with_capacity(len as usize);
+    f.take(cap + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("cannot be read: {e}"))?;
+    if buf.len() as u64 > cap {
+        return Err(too_big(buf.len() as u64));
+    }
+    Ok(buf)
+}
+
+/// How long a file read off the runtime may take before its caller gives
+/// up (a file on a hung filesystem must not stop a pass, the metrics or
+/// the watchdog).
+pub const READ_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Blocking reads running at once, hung ones included: a read that timed
+/// out keeps its thread until the kernel returns, so this also bounds the
+/// threads a hung filesystem can hold.
+const MAX_READERS: usize = 8;
+
+static READERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_READERS);
+
+/// One lock per path being read: a path whose earlier read has not
+/// returned gets no second thread.
+static PATH_LOCKS: std::sync::Mutex<
+    std::collections::BTreeMap<std::path::PathBuf, std::sync::Arc<tokio::sync::Mutex<()>>>,
+> = std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+fn path_lock(key: &Path) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    let mut locks = PATH_LOCKS.lock().unwrap_or_else(|e| e.into_inner());
+    // Forget the locks nobody holds or waits for.
+    locks.retain(|_, l| std::sync::Arc::strong_count(l) > 1);
+    locks.entry(key.to_path_buf()).or_default().clone()
+}
+
+/// Run `f`, blocking I/O on `key`, on a blocking thread, and give up after
+/// `deadline`. A call that gives up cannot stop the thread, so retries on
+/// a hung file must not pile threads up: `f` runs only once every earlier
+/// `f` on the same `key` has returned (a later call waits for it, within
+/// its own deadline), and at most [`MAX_READERS`] run at once.
+///
+/// # Errors
+/// A message saying that `f` did not finish (or could not start) in time.
+pub async fn off_runtime<T: Send + 'static>(
+    key: &Path,
+    deadline: std::time::Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let lock = path_lock(key);
+    let run = async move {
+        let held = lock.lock_owned().await;
+        let permit = READERS.acquire().await.map_err(|e| e.to_string())?;
+        tokio::task::spawn_blocking(move || {
+            let _held = (held, permit);
+            f()
+        })
+        .await
+        .map_err(|e| e.to_string())
+    };
+    match tokio::time::timeout(deadline, run).await {
+        Ok(r) => r,
+        Err(_) => Err(format!(
+            "did not answer within {deadline:?}; is its filesystem hung?"
+        )),
+    }
+}
+
+/// [`read_regular_capped`] off the runtime within [`READ_DEADLINE`] (see
+/// [`off_runtime`]); `None` if nothing is at `path`.
+///
+/// # Errors
+/// As [`read_regular_capped`] and [`off_runtime`].
+pub async fn read_regular(path: &Path, follow: bool, cap: u64) -> Result<Option<Vec<u8>>, String> {
+    let p = path.to_path_buf();
+    off_runtime(path, READ_DEADLINE, move || {
+        read_regular_opt(&p, follow, cap)
+    })
+    .await?
+}
+
+/// [`read_regular_capped`], with `None` if nothing is at `path`.
+///
+/// # Errors
+/// As [`read_regular_capped`].
+pub fn read_regular_opt(path: &Path, follow: bool, cap: u64) -> Result<Option<Vec<u8>>, String> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        _ => read_regular_capped(path, follow, cap).map(Some),
+    }
+}
+
 /// Files that test how readers cope with what is not a regular file.
 #[cfg(test)]
 pub(crate) mod test_support {
@@ -255,6 +426,83 @@ pub(crate) mod test_support {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 20 item 5: what is not a regular file, or is too large, is
+    /// refused without blocking; a missing file is `None`.
+    #[tokio::test]
+    async fn the_bounded_reader_refuses_fifos_devices_and_large_files() {
+        let d = tempfile::tempdir().unwrap();
+        let (fifo, zero) = test_support::endless_files(d.path(), "json");
+        let deadline = std::time::Duration::from_secs(10);
+        for (p, want) in [(&fifo, "FIFO"), (&zero, "character device")] {
+            let r = tokio::time::timeout(deadline, read_regular(p, true, 1024))
+                .await
+                .expect("returns at once");
+            assert!(r.as_ref().unwrap_err().contains(want), "{r:?}");
+        }
+        let big = d.path().join("big");
+        std::fs::write(&big, vec![b'x'; 1025]).unwrap();
+        let e = read_regular(&big, true, 1024).await.unwrap_err();
+        assert!(e.contains("the limit is 1024 bytes"), "{e}");
+        assert_eq!(
+            read_regular(&big, true, 1025).await.unwrap().unwrap().len(),
+            1025
+        );
+        assert_eq!(
+            read_regular(&d.path().join("missing"), true, 1).await,
+            Ok(None)
+        );
+    }
+
+    /// A read that never returns keeps its thread: a retry on the same
+    /// path waits for it instead of starting another, and at most
+    /// `MAX_READERS` threads are ever held.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hung_reads_do_not_pile_threads_up() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::{Arc, mpsc};
+        let started = Arc::new(AtomicUsize::new(0));
+        let short = std::time::Duration::from_millis(200);
+        let hang = |key: &'static str, started: &Arc<AtomicUsize>| {
+            let (tx, rx) = mpsc::channel::<()>();
+            let s = started.clone();
+            let f = off_runtime(Path::new(key), short, move || {
+                s.fetch_add(1, Ordering::SeqCst);
+                let _ = rx.recv();
+            });
+            (tx, f)
+        };
+        let (release, first) = hang("/hung/a", &started);
+        assert!(first.await.unwrap_err().contains("did not answer within"));
+        assert_eq!(started.load(Ordering::SeqCst), 1);
+        for _ in 0..5 {
+            let (_tx, again) = hang("/hung/a", &started);
+            assert!(again.await.is_err());
+        }
+        assert_eq!(
+            started.load(Ordering::SeqCst),
+            1,
+            "no second thread on /hung/a"
+        );
+        // Once the first returns, the path is read again.
+        drop(release);
+        let s = started.clone();
+        let ok = off_runtime(
+            Path::new("/hung/a"),
+            std::time::Duration::from_secs(10),
+            move || s.fetch_add(1, Ordering::SeqCst),
+        );
+        assert_eq!(ok.await, Ok(1));
+        // Hung reads of many paths hold at most MAX_READERS threads.
+        let mut releases = Vec::new();
+        for i in 0..MAX_READERS + 3 {
+            let key: &'static str = Box::leak(format!("/hung/{i}").into_boxed_str());
+            let (tx, f) = hang(key, &started);
+            assert!(f.await.is_err());
+            releases.push(tx);
+        }
+        assert_eq!(started.load(Ordering::SeqCst), 2 + MAX_READERS);
+    }
 
     #[test]
     fn writes_and_replaces() {

@@ -1,5 +1,6 @@
 //! What every HTTP client of unitlet shares: the TLS provider, the
-//! user agent, and the rules for a service's base URL.
+//! user agent, the rules for a service's base URL, and the one bounded
+//! body reader.
 
 use reqwest::Url;
 
@@ -45,8 +46,53 @@ pub fn base_url(s: &str) -> Result<Url, BaseUrlError> {
     Ok(base)
 }
 
+/// Why a response body was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// Larger than the limit (by its Content-Length or as it arrived);
+    /// nothing past the limit was read.
+    #[error("the answer is larger than {limit} bytes")]
+    TooLarge { limit: u64 },
+    /// The connection failed while reading.
+    #[error("reading the answer failed")]
+    Transport(#[source] reqwest::Error),
+}
+
+/// A whole response body of at most `limit` bytes, checked as it arrives:
+/// neither a lying Content-Length nor an endless body makes us buffer (or
+/// wait for) more than the limit.
+///
+/// # Errors
+/// [`BodyError`].
+pub async fn read_body(resp: &mut reqwest::Response, limit: u64) -> Result<Vec<u8>, BodyError> {
+    if resp.content_length().is_some_and(|n| n > limit) {
+        return Err(BodyError::TooLarge { limit });
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Transport)? {
+        if (body.len() + chunk.len()) as u64 > limit {
+            return Err(BodyError::TooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The first `limit` bytes of a response body (for a message), reading
+/// no further; a failure mid-way keeps what came before it.
+pub async fn body_prefix(mut resp: reqwest::Response, limit: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    while body.len() < limit {
+        match resp.chunk().await {
+            Ok(Some(c)) => body.extend_from_slice(&c[..c.len().min(limit - body.len())]),
+            _ => break,
+        }
+    }
+    body
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -67,6 +113,56 @@ mod tests {
         assert!(matches!(
             base_url("http://h/?q=1"),
             Err(BaseUrlError::Invalid(_))
+        ));
+    }
+
+    /// Serves one answer on a local port: the head, then `chunk` over and
+    /// over (an endless body) until the client goes away.
+    pub(crate) async fn endless(head: &'static str, chunk: &'static [u8]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut req = [0u8; 1024];
+            let _ = s.read(&mut req).await;
+            s.write_all(head.as_bytes()).await.unwrap();
+            while s.write_all(chunk).await.is_ok() {}
+        });
+        format!("http://{addr}/")
+    }
+
+    /// Issue 20 item 5: a body over the cap is refused (or cut, for a
+    /// message) without being read to its end, which never comes here.
+    #[tokio::test]
+    async fn bodies_over_the_cap_are_not_read_to_the_end() {
+        let deadline = std::time::Duration::from_secs(10);
+        let c = client_builder().build().unwrap();
+        let url = endless(
+            "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n",
+            &[b'x'; 4096],
+        )
+        .await;
+        let mut r = c.get(&url).send().await.unwrap();
+        let e = tokio::time::timeout(deadline, read_body(&mut r, 64 * 1024))
+            .await
+            .expect("stops at the cap");
+        assert!(
+            matches!(e, Err(BodyError::TooLarge { limit: 65536 })),
+            "{e:?}"
+        );
+        let url = endless("HTTP/1.1 500 Oops\r\nConnection: close\r\n\r\n", b"error! ").await;
+        let r = c.get(&url).send().await.unwrap();
+        let p = tokio::time::timeout(deadline, body_prefix(r, 300))
+            .await
+            .expect("stops at the cap");
+        assert_eq!(p.len(), 300);
+        // A Content-Length over the cap is refused before any of it is read.
+        let url = endless("HTTP/1.1 200 OK\r\nContent-Length: 999999999\r\n\r\n", b"y").await;
+        let mut r = c.get(&url).send().await.unwrap();
+        assert!(matches!(
+            read_body(&mut r, 1024).await,
+            Err(BodyError::TooLarge { limit: 1024 })
         ));
     }
 }

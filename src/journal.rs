@@ -9,14 +9,18 @@
 //!   paths involved, and the step it is *about* to take. Written with
 //!   [`fsutil::atomic_write`] before each step (write-ahead), removed when
 //!   the restore ends in a consistent state.
-//! - `STATE_DIR/holds/.SERVICE.restore-lock`, an `flock(2)`ed file naming
-//!   its owner: held by a running restore (and by whoever recovers one). The
+//! - `STATE_DIR/restores/.SERVICE.lock`, an `flock(2)`ed file naming its
+//!   owner: held by a running restore (and by whoever recovers one). The
 //!   kernel drops the lock when its owner dies however it dies, so "the
 //!   journal's owner is dead" is exactly "the lock can be taken" — immune
-//!   to PID reuse. It lives in the holds directory because `unitlet run`
-//!   watches that: the owner's death closes the file, which wakes the
-//!   operator to recover at once. Lock files are never removed (removing
-//!   one would let two processes lock different files).
+//!   to PID reuse. Lock files are never removed (removing one would let
+//!   two processes lock different files).
+//! - `STATE_DIR/holds/.SERVICE.restore-lock`, the running restore's
+//!   beacon: a file it keeps open for writing (and never writes). The
+//!   holds directory is what `unitlet run` watches, so the restore's end,
+//!   however it ends, closes it and wakes the operator to recover at once.
+//!   Recovery never opens it, nor writes anything in `holds/`: nothing the
+//!   operator does wakes the operator.
 //!
 //! Architecture Invariant: a journal holds its service like a hold
 //! ([`crate::hold::active_holds`] lists it), so the operator neither starts
@@ -25,7 +29,10 @@
 //! Architecture Invariant: recovery never deletes data. It only renames
 //! (the original data back into place; restored data aside as
 //! `DATADIR.failed-STAMP`) and removes the staging copy of a backup set,
-//! which the set itself still holds.
+//! which the set itself still holds — and only at paths a restore of that
+//! service creates (its Backup's data directory and siblings named
+//! `DATADIR.restoring-STAMP` / `DATADIR.replaced-STAMP`), whatever the
+//! journal says; anything else leaves the journal stuck.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -57,9 +64,15 @@ fn journal_path(state_dir: &Path, service: &str) -> PathBuf {
     dir(state_dir).join(format!("{service}.json"))
 }
 
-/// The lock lives in the holds directory, which the operator watches (a
-/// dot file, which [`crate::hold::active_holds`] skips).
+/// The lock lives beside the journals, where the operator does not watch:
+/// recovery takes it in every pass that finds a journal.
 fn lock_path(state_dir: &Path, service: &str) -> PathBuf {
+    dir(state_dir).join(format!(".{service}.lock"))
+}
+
+/// A running restore's beacon, in the holds directory, which the operator
+/// watches (a dot file, which [`crate::hold::active_holds`] skips).
+fn beacon_path(state_dir: &Path, service: &str) -> PathBuf {
     crate::hold::dir(state_dir).join(format!(".{service}.restore-lock"))
 }
 
@@ -213,15 +226,14 @@ impl fmt::Display for Owner {
 /// dropped or when its process dies.
 #[derive(Debug)]
 pub struct RestoreLock {
-    /// The `flock` lives on this descriptor, opened read-only so that
-    /// probing a busy lock (every operator pass while a restore runs) is
-    /// no change event in the watched holds directory.
+    /// The `flock` lives on this descriptor, which also holds the owner.
     _lock: File,
-    /// Open for writing for as long as the lock is held: when the owner
-    /// dies, however it dies, the kernel closes it, and the operator, which
-    /// watches the holds directory, sees that close and runs a pass that
-    /// recovers the interrupted restore at once.
-    _owner: File,
+    /// A restore's beacon (`None` for recovery), open for writing for as
+    /// long as the lock is held: when the restore ends, however it ends,
+    /// the kernel closes it, and the operator, which watches the holds
+    /// directory, sees that close and runs a pass that recovers an
+    /// interrupted restore at once.
+    _beacon: Option<File>,
     state_dir: PathBuf,
     service: String,
 }
@@ -240,7 +252,8 @@ impl Busy {
 }
 
 impl RestoreLock {
-    /// Takes the lock of `service` without waiting.
+    /// Takes the lock of `service` without waiting, for a restore: with
+    /// the beacon that wakes the operator when the restore ends.
     ///
     /// # Errors
     /// `Ok(Err(Busy))` when another process holds it; `Err` when the state
@@ -250,38 +263,54 @@ impl RestoreLock {
         service: &str,
         owner: &Owner,
     ) -> io::Result<Result<RestoreLock, Busy>> {
-        let path = lock_path(state_dir, service);
-        let open_owner = || {
+        let Ok(mut lock) = Self::try_lock(state_dir, service, owner)? else {
+            return Ok(Err(Busy {
+                path: lock_path(state_dir, service),
+            }));
+        };
+        fsutil::create_dir_all(&crate::hold::dir(state_dir))?;
+        lock._beacon = Some(
             OpenOptions::new()
                 .write(true)
                 .create(true)
                 .truncate(false)
                 .mode(0o600)
-                .open(&path)
-        };
-        let lock = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(crate::hold::dir(state_dir))?;
-                drop(open_owner()?);
-                File::open(&path)?
-            }
-            Err(e) => return Err(e),
-        };
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(beacon_path(state_dir, service))?,
+        );
+        Ok(Ok(lock))
+    }
+
+    /// Takes the lock of `service` without waiting, writing nothing
+    /// outside `restores/` (recovery, which the operator runs in a pass).
+    fn try_lock(
+        state_dir: &Path,
+        service: &str,
+        owner: &Owner,
+    ) -> io::Result<Result<RestoreLock, ()>> {
+        let path = lock_path(state_dir, service);
+        fsutil::create_dir_all(&dir(state_dir))?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)?;
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let e = io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                return Ok(Err(Busy { path }));
+                return Ok(Err(()));
             }
             return Err(e);
         }
         // In place, never renamed over: the lock lives on this inode.
-        let mut file = open_owner()?;
         file.set_len(0)?;
         file.write_all(&serde_json::to_vec(owner).expect("plain struct serializes"))?;
         Ok(Ok(RestoreLock {
-            _lock: lock,
-            _owner: file,
+            _lock: file,
+            _beacon: None,
             state_dir: state_dir.to_path_buf(),
             service: service.to_owned(),
         }))
@@ -293,8 +322,8 @@ impl RestoreLock {
 fn read_owner(path: &Path) -> Option<Owner> {
     for _ in 0..40 {
         let mut s = String::new();
-        if let Ok(mut f) = File::open(path)
-            && f.read_to_string(&mut s).is_ok()
+        if let Ok((f, _)) = crate::fsutil::open_regular(path, false)
+            && f.take(64 * 1024).read_to_string(&mut s).is_ok()
             && let Ok(o) = serde_json::from_str(&s)
         {
             return Some(o);
@@ -385,8 +414,10 @@ impl Journal {
     }
 }
 
-/// Test-only hooks, read after each journal record is durable; never set
-/// them outside tests:
+/// Test-only hooks, read after each journal record is durable. Compiled
+/// only into builds with debug assertions (what `cargo build` and the
+/// integration tests run, `target/debug/unitlet`): the release and `dist`
+/// binaries, which users run, have neither the hooks nor their names.
 ///
 /// - `UNITLET_TEST_CRASH_AFTER=STEP`: the process kills itself with
 ///   SIGKILL right after writing the record of STEP (a `kill -9` at the
@@ -394,6 +425,7 @@ impl Journal {
 /// - `UNITLET_TEST_PAUSE_AFTER=STEP:FILE`: after writing the record of
 ///   STEP, create `FILE.waiting` and wait (at most 5 minutes) until FILE
 ///   exists, so a test can act while the restore is in that state.
+#[cfg(debug_assertions)]
 fn test_hooks(step: Step) {
     if std::env::var("UNITLET_TEST_CRASH_AFTER").is_ok_and(|s| s == step.name()) {
         // SIGKILL, not abort(): no unwinding, no core, no handler — the
@@ -417,19 +449,23 @@ fn test_hooks(step: Step) {
     }
 }
 
+/// Release builds: no hooks (see the debug version).
+#[cfg(not(debug_assertions))]
+fn test_hooks(_step: Step) {}
+
 /// Reads the journal of `service`, if there is one.
 fn read(state_dir: &Path, service: &str) -> Option<Result<Record, String>> {
     let path = journal_path(state_dir, service);
-    match fs::read(&path) {
-        Ok(b) => Some(serde_json::from_slice(&b).map_err(|e| {
+    match crate::fsutil::read_regular_opt(&path, false, 16 * 1024 * 1024) {
+        Ok(Some(b)) => Some(serde_json::from_slice(&b).map_err(|e| {
             format!(
                 "the restore journal {} cannot be read ({e}); look at the data directory and its siblings, then remove the journal by hand",
                 path.display()
             )
         })),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Ok(None) => None,
         Err(e) => Some(Err(format!(
-            "cannot read the restore journal {}: {e}",
+            "the restore journal {} {e}",
             path.display()
         ))),
     }
@@ -685,28 +721,45 @@ impl fmt::Display for RecoveryOutcome {
     }
 }
 
+/// Where a restore of each Service may have worked: `(service, data
+/// directory)` for every Backup manifest whose `prometheus.service` it is
+/// (its `prometheus.dataDir` as written; symlinks are resolved here, as
+/// `unitlet restore` resolves them).
+pub type DataDirs = [(String, PathBuf)];
+
 /// Recovers every interrupted restore: each journal whose owner is gone
 /// (its lock can be taken) is completed when the restored data was
 /// verified, else rolled back, and removed. Journals of running restores
 /// are left alone.
 ///
 /// Run by `unitlet apply` and every `unitlet run` pass before they
-/// converge, and by `unitlet restore` for its own service.
+/// converge (after the state directory passed its check), and by
+/// `unitlet restore` for its own service. Logs nothing: the caller
+/// reports the outcomes (once per change, see
+/// [`crate::reconcile::Reconciler`]).
 ///
 /// # Guarantees
 /// No data directory is deleted: restored data that is undone is renamed
-/// to `DATADIR.failed-STAMP` and the original renamed back. The service is
-/// stopped when its data must be moved, never started: the caller
-/// converges it. A journal that cannot be recovered is kept (and keeps
-/// its service held), with the reason in the outcome.
-pub async fn recover_interrupted(loc: &Locations, sd: &Systemd) -> Vec<RecoveryOutcome> {
+/// to `DATADIR.failed-STAMP` and the original renamed back. Only paths a
+/// restore of that service creates are touched: its data directory (one
+/// of `data_dirs`) and siblings of it named `DATADIR.restoring-STAMP` and
+/// `DATADIR.replaced-STAMP`; a journal naming anything else is stuck. The
+/// service is stopped when its data must be moved, never started: the
+/// caller converges it. A journal that cannot be recovered is kept (and
+/// keeps its service held), with the reason in the outcome. Nothing is
+/// written in the holds directory, which the operator watches.
+pub async fn recover_interrupted(
+    loc: &Locations,
+    sd: &Systemd,
+    data_dirs: &DataDirs,
+) -> Vec<RecoveryOutcome> {
     let mut out = Vec::new();
     for service in pending_names(&loc.state_dir) {
         let owner = Owner::me(format!("recovery of an interrupted restore of {service}"));
-        let lock = match RestoreLock::try_acquire(&loc.state_dir, &service, &owner) {
+        let lock = match RestoreLock::try_lock(&loc.state_dir, &service, &owner) {
             Ok(Ok(l)) => l,
             // Its restore is running: not interrupted.
-            Ok(Err(_)) => continue,
+            Ok(Err(())) => continue,
             Err(e) => {
                 out.push(RecoveryOutcome {
                     journal: journal_path(&loc.state_dir, &service),
@@ -720,54 +773,171 @@ pub async fn recover_interrupted(loc: &Locations, sd: &Systemd) -> Vec<RecoveryO
                 continue;
             }
         };
-        if let Some(o) = recover_locked(&lock, sd).await {
+        let mine: Vec<PathBuf> = data_dirs
+            .iter()
+            .filter(|(s, _)| *s == service)
+            .map(|(_, d)| d.clone())
+            .collect();
+        if let Some(o) = recover_locked(&lock, sd, &mine).await {
             out.push(o);
-        }
-    }
-    for o in &out {
-        match o.result {
-            Ok(_) => tracing::warn!(service = %o.service, "{o}"),
-            Err(_) => tracing::error!(service = %o.service, "{o}"),
         }
     }
     out
 }
 
-/// Recovers the journal of `lock`'s service, if it has one. The caller
+/// Recovers the journal of `lock`'s service, if it has one, acting only
+/// on `data_dirs` (where a restore of it may have worked, see
+/// [`DataDirs`]) and their siblings with a restore's names. The caller
 /// holds the lock, so its owner is gone.
-pub async fn recover_locked(lock: &RestoreLock, sd: &Systemd) -> Option<RecoveryOutcome> {
+pub async fn recover_locked(
+    lock: &RestoreLock,
+    sd: &Systemd,
+    data_dirs: &[PathBuf],
+) -> Option<RecoveryOutcome> {
     let (state_dir, service) = (&lock.state_dir, &lock.service);
+    let journal = journal_path(state_dir, service);
     let record = match read(state_dir, service)? {
         Ok(r) => r,
         Err(e) => {
             return Some(RecoveryOutcome {
-                journal: journal_path(state_dir, service),
+                journal,
                 service: service.clone(),
                 record: None,
                 result: Err(e),
             });
         }
     };
-    let result = execute(&record, sd).await;
+    let expected = expected_data_dirs(data_dirs);
+    let result = match check_paths(&record, service, &expected) {
+        Err(e) => Err(format!(
+            "{e}; nothing was touched: look at the journal and the directories it names"
+        )),
+        Ok(()) => execute(&record, sd).await,
+    };
     let result = result.and_then(|rec| {
-        fsutil::remove_durable(&journal_path(state_dir, service))
+        fsutil::remove_durable(&journal)
             .map_err(|e| {
                 format!(
                     "the data is consistent again but the journal {} cannot be removed: {e}",
-                    journal_path(state_dir, service).display()
+                    journal.display()
                 )
             })
             .map(|()| rec)
     });
     if result.is_ok() {
+        // The dead restore's hold, if it left one (a removal, which does
+        // not wake the operator).
         crate::hold::remove_stale(state_dir, service);
     }
     Some(RecoveryOutcome {
-        journal: journal_path(state_dir, service),
+        journal,
         service: service.clone(),
         record: Some(record),
         result,
     })
+}
+
+/// Every spelling a restore may have recorded for each of `data_dirs`:
+/// as written (normalized), resolved (`unitlet restore` resolves a
+/// symlinked data directory and swaps the real one), and, when the real
+/// directory is moved aside so the link dangles, the link's target.
+fn expected_data_dirs(data_dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for d in data_dirs {
+        let normalized: PathBuf = d.components().collect();
+        if let Ok(real) = fs::canonicalize(&normalized) {
+            out.push(real);
+        }
+        if let Ok(target) = fs::read_link(&normalized) {
+            let target = match normalized.parent() {
+                Some(parent) if target.is_relative() => parent.join(target),
+                _ => target,
+            };
+            let target: PathBuf = target.components().collect();
+            if let (Some(parent), Some(name)) = (target.parent(), target.file_name())
+                && let Ok(parent) = fs::canonicalize(parent)
+            {
+                out.push(parent.join(name));
+            }
+            out.push(target);
+        }
+        out.push(normalized);
+    }
+    out
+}
+
+/// Whether `r` names only what a restore of `service` creates: its data
+/// directory is one of `expected`, its staging copy and the data it
+/// replaced are siblings of it with a restore's names; pure.
+///
+/// # Errors
+/// What is wrong, for people.
+fn check_paths(r: &Record, service: &str, expected: &[PathBuf]) -> Result<(), String> {
+    if r.service != service {
+        return Err(format!(
+            "the journal names Service {:?}, not {service:?} as its file name does",
+            r.service
+        ));
+    }
+    if !expected.contains(&r.data_dir) {
+        return Err(format!(
+            "its data directory {} is not the prometheus.dataDir of any Backup manifest whose prometheus.service is {service}",
+            r.data_dir.display()
+        ));
+    }
+    let sibling = |label: &str, p: &Path| {
+        if is_sibling_named(&r.data_dir, label, p) {
+            Ok(())
+        } else {
+            Err(format!(
+                "it names {} as the {}, which a restore of {service} never creates (a sibling of {} named {}.{label}-STAMP)",
+                p.display(),
+                if label == "restoring" {
+                    "copy of the set"
+                } else {
+                    "data it replaced"
+                },
+                r.data_dir.display(),
+                r.data_dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            ))
+        }
+    };
+    sibling("restoring", &r.staging)?;
+    if let Some(replaced) = &r.replaced {
+        sibling("replaced", replaced)?;
+    }
+    Ok(())
+}
+
+/// Whether `p` is `DATADIR.LABEL-STAMP[-N]` beside `data_dir` (see
+/// [`crate::prometheus::tsdb::sibling`]); pure.
+fn is_sibling_named(data_dir: &Path, label: &str, p: &Path) -> bool {
+    let (Some(parent), Some(name)) = (data_dir.parent(), data_dir.file_name()) else {
+        return false;
+    };
+    let (Some(p_parent), Some(p_name)) = (p.parent(), p.file_name()) else {
+        return false;
+    };
+    let prefix = format!("{}.{label}-", name.to_string_lossy());
+    let Some(rest) = p_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+        return false;
+    };
+    let (stamp, n) = match rest.split_once('-') {
+        Some((s, n)) => (s, Some(n)),
+        None => (rest, None),
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let is_stamp = stamp.len() == 16
+        && stamp.is_ascii()
+        && digits(&stamp[..8])
+        && &stamp[8..9] == "T"
+        && digits(&stamp[9..15])
+        && &stamp[15..] == "Z";
+    let n_ok = n.is_none_or(|n| digits(n) && !n.starts_with('0') && n.len() <= 4);
+    p_parent == parent && is_stamp && n_ok
 }
 
 /// Removes the staging copy of a set (a large tree: off the async
@@ -872,8 +1042,8 @@ mod tests {
             set_id: "S".into(),
             service: "prometheus".into(),
             data_dir: "/p/data".into(),
-            staging: "/p/data.restoring-S".into(),
-            replaced: replaced.then(|| "/p/data.replaced-S".into()),
+            staging: "/p/data.restoring-20261127T235501Z".into(),
+            replaced: replaced.then(|| "/p/data.replaced-20261127T235501Z".into()),
             step,
             cause: None,
         }
@@ -978,6 +1148,99 @@ mod tests {
             recovery_plan(&rec(Step::Done, true), disk(false, true, false)),
             RecoveryPlan::Stuck(_)
         ));
+    }
+
+    /// Issue 20, item 4: recovery acts only on what a restore of that
+    /// service creates; a journal naming anything else is stuck.
+    #[test]
+    fn issue20_4_recovery_acts_only_on_a_restores_own_paths() {
+        let expected = [PathBuf::from("/p/data")];
+        let ok = rec(Step::Copy, true);
+        assert_eq!(check_paths(&ok, "prometheus", &expected), Ok(()));
+        let mut numbered = ok.clone();
+        numbered.staging = "/p/data.restoring-20261127T235501Z-2".into();
+        numbered.replaced = Some("/p/data.replaced-20261127T235501Z".into());
+        assert_eq!(check_paths(&numbered, "prometheus", &expected), Ok(()));
+        let bad = |f: &dyn Fn(&mut Record)| {
+            let mut r = ok.clone();
+            f(&mut r);
+            check_paths(&r, "prometheus", &expected).unwrap_err()
+        };
+        for staging in [
+            "/home/u/photos",
+            "/p/photos",
+            "/p/data.restoring-x",
+            "/p/data.replaced-20261127T235501Z",
+            "/q/data.restoring-20261127T235501Z",
+            "/p/data/../data.restoring-20261127T235501Z",
+            "/p/data.restoring-20261127T235501Z-07",
+            "/p/data.restoring-2026112XT235501Z",
+        ] {
+            let e = bad(&|r| r.staging = staging.into());
+            assert!(
+                e.contains(staging) && e.contains("never creates"),
+                "{staging}: {e}"
+            );
+        }
+        let e = bad(&|r| r.replaced = Some("/etc".into()));
+        assert!(e.contains("/etc") && e.contains("data it replaced"), "{e}");
+        let e = bad(&|r| r.data_dir = "/home/u".into());
+        assert!(e.contains("not the prometheus.dataDir"), "{e}");
+        let e = bad(&|r| r.service = "other".into());
+        assert!(e.contains("\"other\""), "{e}");
+        // A Service no Backup manifest restores: nothing is expected.
+        assert!(check_paths(&ok, "prometheus", &[]).is_err());
+    }
+
+    #[test]
+    fn a_symlinked_data_directory_is_expected_by_its_real_path_even_when_moved_aside() {
+        let d = tempfile::tempdir().unwrap();
+        let real = d.path().join("real/data");
+        fs::create_dir_all(&real).unwrap();
+        let link = d.path().join("data");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let real = fs::canonicalize(&real).unwrap();
+        assert!(expected_data_dirs(std::slice::from_ref(&link)).contains(&real));
+        // Moved aside by the restore: the link dangles.
+        fs::rename(&real, real.with_file_name("data.replaced-20261127T235501Z")).unwrap();
+        assert!(expected_data_dirs(&[link]).contains(&real));
+    }
+
+    /// Issue 20, item 12: the test hooks exist only where debug
+    /// assertions are on. Run under a release profile (`cargo nextest run
+    /// --cargo-profile release`, or this binary built with `-C
+    /// debug-assertions=off`), the first check fails if the hooks' names
+    /// are compiled in; the second keeps every release profile (what
+    /// users install) without debug assertions.
+    #[test]
+    fn issue20_12_test_hooks_are_compiled_only_into_debug_builds() {
+        // Built at run time, so the needle itself is not in the binary.
+        let needles: Vec<String> = ["CRASH", "PAUSE"]
+            .iter()
+            .map(|w| format!("{}_TEST_{}_AFTER", std::hint::black_box("UNITLET"), w))
+            .collect();
+        let exe = fs::read(std::env::current_exe().unwrap()).unwrap();
+        for needle in &needles {
+            let found = exe.windows(needle.len()).any(|w| w == needle.as_bytes());
+            assert_eq!(
+                found,
+                cfg!(debug_assertions),
+                "{needle} compiled in: {found}; debug assertions: {}",
+                cfg!(debug_assertions)
+            );
+        }
+        let cargo_toml = include_str!("../Cargo.toml");
+        let mut profile = String::new();
+        for line in cargo_toml.lines().map(str::trim) {
+            if line.starts_with('[') {
+                profile = line.to_owned();
+            } else if line.replace(' ', "").starts_with("debug-assertions=true") {
+                assert!(
+                    ["[profile.dev]", "[profile.test]"].contains(&profile.as_str()),
+                    "{profile} turns debug assertions on, and with them the restore journal's test hooks"
+                );
+            }
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod lock;
 pub mod manager;
 pub mod manifest;
 pub mod plan;
+pub mod program;
 pub mod prometheus;
 pub mod reconcile;
 pub mod render;
@@ -23,6 +24,7 @@ pub mod schedule;
 pub mod status;
 pub mod systemd;
 pub mod table;
+pub mod unitfile;
 pub mod work;
 
 /// An error and all its causes, `: `-separated, for one-line messages.

@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 /// Where unitlet keeps state cannot be trusted.
 #[derive(Debug, thiserror::Error)]
 pub enum LocationError {
-    /// The state directory (or its `holds/`) is someone else's or
-    /// writable by others: anyone who can write there can plant a hold
-    /// that keeps unitlet off a service, or forge its status.
+    /// The state directory (or its `holds/`, `restores/` or `rollouts/`)
+    /// is someone else's or writable by others: anyone who can write there
+    /// can plant a hold that keeps unitlet off a service, a restore journal
+    /// that has unitlet move directories, or forge its status.
     #[error(
-        "{path} {problem} (owner uid {owner}, mode {mode:04o}): anyone who can write there can plant a hold that keeps unitlet off a service; {fix}"
+        "{path} {problem} (owner uid {owner}, mode {mode:04o}): anyone who can write there can plant a hold that keeps unitlet off a service or a restore journal that has it move data; {fix}"
     )]
     InsecureStateDir {
         path: PathBuf,
@@ -76,6 +77,27 @@ fn check_private_dir(path: &Path) -> Result<(), LocationError> {
             "is writable by other users".into(),
             format!("run `chmod go-w {}`", path.display()),
         ));
+    }
+    Ok(())
+}
+
+/// The state directory's subdirectories whose files unitlet acts on: holds
+/// keep the operator off a service, restore journals (`restores/`) have
+/// recovery rename data, revision histories (`rollouts/`) pin unit bytes.
+pub const TRUSTED_SUBDIRS: [&str; 3] = ["holds", "restores", "rollouts"];
+
+/// Check that `state_dir` and its [`TRUSTED_SUBDIRS`] are yours and not
+/// writable by others, like the manifests directory. Every writer checks
+/// this before it reads anything there (taking [`crate::lock::StateLock`]
+/// does, and so does a pass), so a planted file is never acted on.
+///
+/// # Errors
+/// [`LocationError`] naming the directory, its owner and mode, and what
+/// to do.
+pub fn check_state_dir(state_dir: &Path) -> Result<(), LocationError> {
+    check_private_dir(state_dir)?;
+    for sub in TRUSTED_SUBDIRS {
+        check_private_dir(&state_dir.join(sub))?;
     }
     Ok(())
 }
@@ -148,16 +170,12 @@ impl Locations {
         self.state_dir.join("status.json")
     }
 
-    /// Check that the state directory and its `holds/` are yours and not
-    /// writable by others, like the manifests directory: holds found there
-    /// keep the operator off a service.
+    /// [`check_state_dir`] of this state directory.
     ///
     /// # Errors
-    /// [`LocationError`] naming the directory, its owner and mode, and
-    /// what to do.
+    /// See [`check_state_dir`].
     pub fn check_state_dir(&self) -> Result<(), LocationError> {
-        check_private_dir(&self.state_dir)?;
-        check_private_dir(&self.state_dir.join("holds"))
+        check_state_dir(&self.state_dir)
     }
 }
 
@@ -179,9 +197,14 @@ mod tests {
         mode(&loc.state_dir, 0o755);
         mode(&loc.state_dir.join("holds"), 0o700);
         loc.check_state_dir().unwrap();
+        for sub in ["restores", "rollouts"] {
+            std::fs::create_dir_all(loc.state_dir.join(sub)).unwrap();
+        }
         for (dir, m) in [
             (loc.state_dir.clone(), 0o777),
             (loc.state_dir.join("holds"), 0o775),
+            (loc.state_dir.join("restores"), 0o777),
+            (loc.state_dir.join("rollouts"), 0o722),
         ] {
             mode(&dir, m);
             let e = loc.check_state_dir().unwrap_err().to_string();

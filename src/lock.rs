@@ -35,6 +35,10 @@ pub enum LockError {
         "another `unitlet run` (PID {pid}) already operates on state directory {dir}; stop it first, or use another --state-dir"
     )]
     OperatorRunning { pid: String, dir: PathBuf },
+    /// The state directory is not private: nothing there is read or
+    /// written.
+    #[error(transparent)]
+    StateDir(#[from] crate::locations::LocationError),
 }
 
 fn open(path: &Path) -> Result<File, LockError> {
@@ -80,15 +84,21 @@ impl StateLock {
         state_dir.join("unitlet.lock")
     }
 
-    /// Take the lock if it is free.
+    /// Take the lock if it is free, once the state directory passed
+    /// [`crate::locations::check_state_dir`]: whoever holds this lock
+    /// reads status, holds and journals next, and must not trust a
+    /// directory others can write.
     ///
     /// # Errors
-    /// When the lock file cannot be opened. `Ok(Err(holder))` when another
-    /// process holds the lock (`holder` is its `PID what`).
+    /// [`LockError::StateDir`] for a state directory others can write (or
+    /// someone else's); when the lock file cannot be opened.
+    /// `Ok(Err(holder))` when another process holds the lock (`holder` is
+    /// its `PID what`).
     pub fn try_acquire(
         state_dir: &Path,
         what: &str,
     ) -> Result<Result<StateLock, String>, LockError> {
+        crate::locations::check_state_dir(state_dir)?;
         let mut f = open(&StateLock::path(state_dir))?;
         match flock(&f, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {
@@ -205,6 +215,27 @@ mod tests {
             .await
             .unwrap();
         assert!(!waited, "a free lock is taken without waiting");
+    }
+
+    /// Issue 20, item 4: a writer reads nothing from a state directory
+    /// others can write (or one of its trusted subdirectories): the lock
+    /// is refused before its file is even created.
+    #[test]
+    fn issue20_4_the_state_lock_refuses_a_state_dir_others_can_write() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let state = d.path().join("state");
+        for sub in ["", "holds", "restores", "rollouts"] {
+            let dir = state.join(sub);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+            let e = StateLock::try_acquire(&state, "apply").unwrap_err();
+            assert!(matches!(e, LockError::StateDir(_)), "{e}");
+            assert!(e.to_string().contains("is writable by other users"), "{e}");
+            assert!(!StateLock::path(&state).exists(), "nothing is created");
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        drop(StateLock::try_acquire(&state, "apply").unwrap().unwrap());
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub enum JobKind {
     Start,
     Stop,
     Restart,
+    /// `ReloadUnit`: the unit's own `ExecReload=`.
+    Reload,
 }
 
 impl JobKind {
@@ -43,6 +45,7 @@ impl JobKind {
             JobKind::Start => "start",
             JobKind::Stop => "stop",
             JobKind::Restart => "restart",
+            JobKind::Reload => "reload",
         }
     }
 }
@@ -70,12 +73,42 @@ pub struct ServiceResult {
     pub pid: u32,
     /// The program of the first `ExecStart=`, when known.
     pub program: Option<String>,
+    /// `NRestarts=`: restarts by `Restart=` since the last start by job.
+    pub n_restarts: u32,
+    /// The unit's start limit (`StartLimitBurst=` starts within
+    /// `StartLimitIntervalSec=`; a burst of 0: none).
+    pub start_limit: (u32, std::time::Duration),
 }
 
 /// `CLD_KILLED`: the main process was killed by a signal.
 const CLD_KILLED: i32 = 2;
 
 impl ServiceResult {
+    /// Whether systemd's start limit refuses to start the unit: it says
+    /// `start-limit-hit`, or its own restarts used up the burst (a
+    /// failed restart loop keeps the first failure's `Result=`).
+    pub fn start_limit_hit(&self) -> bool {
+        let (burst, _) = self.start_limit;
+        self.result == "start-limit-hit"
+            || (self.result != "success" && burst > 0 && self.n_restarts >= burst)
+    }
+
+    /// What the start limit means for the unit, for messages.
+    fn start_limit_note(&self) -> String {
+        let (burst, interval) = self.start_limit;
+        let within = if burst > 0 {
+            format!(
+                " ({burst} starts within {})",
+                humantime::format_duration(interval)
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "systemd's start limit was hit{within}: it refuses to start the unit until that interval has passed since the burst began, so unitlet's next start after it succeeds"
+        )
+    }
+
     /// Why the service failed: `(reason, message)` for its Ready
     /// condition, `None` when it did not. An OOM kill is `OOMKilled` — from
     /// `Result=oom-kill` (cgroup v2), or, on cgroup v1 where systemd only
@@ -121,10 +154,17 @@ impl ServiceResult {
             "exit-code" => format!("exited with status {status}"),
             "signal" | "core-dump" => format!("was killed by signal {status}"),
             "timeout" => "timed out".to_string(),
-            "start-limit-hit" => "restarted too often (start limit hit)".to_string(),
+            "start-limit-hit" => "was started too often".to_string(),
             "success" | "" => return None,
             other => format!("failed ({other})"),
         };
+        if self.start_limit_hit() {
+            let note = self.start_limit_note();
+            return Some((
+                Reason::Failed,
+                format!("{unit} {detail}; {note}; {journal}"),
+            ));
+        }
         Some((Reason::Failed, format!("{unit} {detail}; {journal}")))
     }
 
@@ -137,6 +177,9 @@ impl ServiceResult {
                 hint.push_str(&format!(", exit status {}", self.status));
             }
             hint.push(')');
+        }
+        if self.start_limit_hit() {
+            hint.push_str(&format!("; {}", self.start_limit_note()));
         }
         if let Some(prog) = &self.program
             && !std::path::Path::new(prog).exists()
@@ -180,6 +223,10 @@ pub trait UserManager: Send + Sync {
     /// How the service's main process last ended.
     fn service_result(&self, unit: &str, path: &UnitPath) -> impl Answer<ServiceResult>;
 
+    /// How often systemd restarted the service by its `Restart=` since
+    /// its last start by job (`NRestarts`).
+    fn n_restarts(&self, unit: &str, path: &UnitPath) -> impl Answer<u32>;
+
     /// Load a unit (`LoadUnit`) and return its path.
     fn load_unit(&self, unit: &str) -> impl Answer<UnitPath>;
 
@@ -201,8 +248,9 @@ pub trait UserManager: Send + Sync {
     /// Send a signal to the unit's main process (a `reload.signal`).
     fn kill_main(&self, unit: &str, signal: i32) -> impl Answer<()>;
 
-    /// `systemctl reload`: the unit's own `ExecReload=`, waited for.
-    fn reload_unit(&self, unit: &str) -> impl Answer<()>;
+    /// `systemctl reload`: the unit's own `ExecReload=`, waited for at
+    /// most `timeout` (`apply --timeout`; the operator's job deadline).
+    fn reload_unit(&self, unit: &str, timeout: Duration) -> impl Answer<()>;
 
     /// Open the `JobRemoved` stream. Call before queueing jobs.
     fn job_stream(&self) -> impl Answer<JobStream>;
@@ -226,7 +274,13 @@ pub trait UserManager: Send + Sync {
     ) -> impl Future<Output = Option<(Reason, String)>> + Send {
         async move {
             let r = self.service_result(unit, path).await.ok()?;
-            r.failure(unit, memory_max, crate::systemd::kernel_log_oom_kill)
+            // Asked only of a SIGKILLed process (see `failure`), off the runtime.
+            let logged = if r.result == "signal" && r.status == libc::SIGKILL && r.pid > 0 {
+                crate::systemd::kernel_log_oom_kill_async(r.pid).await
+            } else {
+                None
+            };
+            r.failure(unit, memory_max, |_| logged)
         }
     }
 
@@ -290,7 +344,9 @@ impl JobStream {
     }
 
     /// Wait for all `jobs` to be removed, each within `timeout`.
-    /// Returns one result per job, in order.
+    /// Returns one result per job, in order: a job whose end was not
+    /// seen because the connection closed is [`SystemdError::JobLost`]
+    /// (no failure of the unit), not a timeout.
     pub async fn wait(
         &mut self,
         sd: &impl UserManager,
@@ -300,13 +356,18 @@ impl JobStream {
         let mut pending: HashSet<&str> = jobs.iter().map(|j| j.path.as_str()).collect();
         pending.retain(|p| !self.seen.contains_key(*p));
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut closed = false;
         while !pending.is_empty() {
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {
                 Ok(Some((p, result))) => {
                     pending.remove(p.as_str());
                     self.seen.insert(p, result);
                 }
-                Ok(None) | Err(_) => break,
+                Ok(None) => {
+                    closed = true;
+                    break;
+                }
+                Err(_) => break,
             }
         }
         let mut out = Vec::with_capacity(jobs.len());
@@ -321,6 +382,10 @@ impl JobStream {
                         JobKind::Stop => String::new(),
                         _ => sd.failure_hint(&j.unit).await,
                     },
+                }),
+                None if closed => Err(SystemdError::JobLost {
+                    verb: j.kind.verb(),
+                    unit: j.unit.clone(),
                 }),
                 None => Err(SystemdError::JobTimeout {
                     verb: j.kind.verb(),
@@ -343,7 +408,7 @@ mod tests {
             code: CLD_KILLED,
             status: libc::SIGKILL,
             pid,
-            program: None,
+            ..Default::default()
         }
     }
 
@@ -373,6 +438,30 @@ mod tests {
             .failure("a.service", None, |_| Some(false))
             .unwrap();
         assert_eq!(reason, Reason::Failed);
+    }
+
+    /// Issue 20, "also check": a restart loop that used up the start
+    /// limit keeps its first failure's `Result=`; its message says the
+    /// limit was hit and that the next start after its interval succeeds.
+    #[test]
+    fn a_used_up_start_limit_is_named() {
+        let r = ServiceResult {
+            result: "signal".into(),
+            code: CLD_KILLED,
+            status: libc::SIGKILL,
+            n_restarts: 5,
+            start_limit: (5, std::time::Duration::from_secs(10)),
+            ..Default::default()
+        };
+        let (_, msg) = r.failure("a.service", None, |_| None).unwrap();
+        assert!(
+            msg.contains("start limit was hit (5 starts within 10s)"),
+            "{msg}"
+        );
+        assert!(r.hint("a.service").contains("start limit was hit"));
+        let fewer = ServiceResult { n_restarts: 4, ..r };
+        let (_, msg) = fewer.failure("a.service", None, |_| None).unwrap();
+        assert!(!msg.contains("start limit"), "{msg}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The operator's own Prometheus metrics, served on `--metrics-addr`.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,6 +30,96 @@ mod tests {
         assert!(t.contains("unitlet_reconciles_total 1"), "{t}");
         assert!(t.contains("unitlet_reloads_total{name=\"prom\"} 1"), "{t}");
         assert!(!t.contains("# EOF"));
+    }
+
+    fn status_of(objects: &[(Kind, &str)]) -> Status {
+        let mut s = Status::default();
+        for (kind, name) in objects {
+            let o =
+                crate::status::ObjectStatus::new(*kind, name, std::path::Path::new("/m/x.yaml"));
+            s.objects.insert(name.to_string(), o);
+        }
+        s
+    }
+
+    /// Issue 20 item 2: a Service whose reload failed and a Backup that
+    /// succeeded are deleted: their series leave /metrics (the shipped
+    /// alerts on them would fire for ever), the others' stay.
+    #[test]
+    fn series_of_deleted_objects_leave() {
+        use crate::reload::ReloadOutcome;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("backups")).unwrap();
+        for b in ["nightly", "kept-backup"] {
+            std::fs::write(
+                dir.path().join(format!("backups/{b}.last.json")),
+                r#"{"lastSuccess": 1700000000.0, "lastError": null}"#,
+            )
+            .unwrap();
+        }
+        let m = Metrics::new();
+        let all = status_of(&[
+            (Kind::Service, "web"),
+            (Kind::Service, "kept"),
+            (Kind::Backup, "nightly"),
+            (Kind::Backup, "kept-backup"),
+        ]);
+        let reloads = [
+            ("web".to_string(), ReloadOutcome::Reloaded),
+            ("web".to_string(), ReloadOutcome::Failed("500".into())),
+            ("kept".to_string(), ReloadOutcome::Reloaded),
+        ];
+        m.passed(dir.path(), &all, &reloads, &BTreeSet::new());
+        let t = m.encode_text();
+        for series in [
+            "unitlet_last_reload_successful{name=\"web\"} 0",
+            "unitlet_reloads_failed_total{name=\"web\"} 1",
+            "unitlet_last_backup_success_timestamp_seconds{name=\"nightly\"}",
+        ] {
+            assert!(t.contains(series), "{series} missing:\n{t}");
+        }
+        let left = status_of(&[(Kind::Service, "kept"), (Kind::Backup, "kept-backup")]);
+        m.passed(dir.path(), &left, &[], &BTreeSet::new());
+        let t = m.encode_text();
+        for gone in ["\"web\"", "\"nightly\""] {
+            assert!(!t.contains(gone), "{gone} still in /metrics:\n{t}");
+        }
+        for kept in [
+            "unitlet_reloads_total{name=\"kept\"} 1",
+            "unitlet_last_reload_successful{name=\"kept\"} 1",
+            "unitlet_last_backup_success_timestamp_seconds{name=\"kept-backup\"}",
+            "unitlet_object_last_reconcile_age_seconds{name=\"kept\"}",
+        ] {
+            assert!(t.contains(kept), "{kept} missing:\n{t}");
+        }
+    }
+
+    /// Issue 20 item 2: an object the pass skipped (backing off, held)
+    /// was not reconciled: its age keeps growing while the others' starts
+    /// again.
+    #[test]
+    fn skipped_objects_keep_their_reconcile_age() {
+        let m = Metrics::new();
+        let status = status_of(&[(Kind::Service, "busy"), (Kind::Service, "held")]);
+        let t0 = std::time::Instant::now();
+        m.reconciled_at(&status, &BTreeSet::new(), t0);
+        let skipped: BTreeSet<String> = ["held".to_string()].into();
+        m.reconciled_at(&status, &skipped, t0 + Duration::from_secs(60));
+        let at = m.reconciled.lock().unwrap().clone();
+        assert_eq!(
+            at["busy"],
+            t0 + Duration::from_secs(60),
+            "busy was reconciled"
+        );
+        assert_eq!(at["held"], t0, "held's age was reset");
+        // Skipped from its first pass on: its age starts then.
+        let fresh = status_of(&[(Kind::Service, "new-held")]);
+        let skipped: BTreeSet<String> = ["new-held".to_string()].into();
+        m.reconciled_at(&fresh, &skipped, t0 + Duration::from_secs(61));
+        m.reconciled_at(&fresh, &skipped, t0 + Duration::from_secs(90));
+        let at = m.reconciled.lock().unwrap().clone();
+        assert_eq!(at["new-held"], t0 + Duration::from_secs(61));
+        assert!(!at.contains_key("busy"), "gone objects are forgotten");
     }
 }
 
@@ -64,6 +155,9 @@ pub struct Metrics {
     reconcile_age: Family<NameLabels, FloatGauge>,
     /// When each object was last reconciled; ages are computed at scrape.
     reconciled: Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// Objects that have series of their own (`name` label), so those
+    /// series go when the object goes.
+    named: Mutex<BTreeSet<String>>,
 }
 
 impl Default for Metrics {
@@ -151,6 +245,7 @@ impl Metrics {
                 "Seconds since each object was last reconciled",
             ),
             reconciled: Mutex::new(Default::default()),
+            named: Mutex::new(BTreeSet::new()),
             registry: Mutex::new(r),
         }
     }
@@ -184,8 +279,57 @@ impl Metrics {
         }
     }
 
+    /// Everything a pass tells: objects by readiness, which objects were
+    /// reconciled (all in `status` but the `skipped` ones: backing off,
+    /// held), the config reloads it folded in and the Backups' last runs.
+    /// Then the series of objects no longer in `status` go, so alerts on
+    /// them stop once their manifest is deleted.
+    pub fn passed(
+        &self,
+        state_dir: &std::path::Path,
+        status: &Status,
+        reloads: &[(String, crate::reload::ReloadOutcome)],
+        skipped: &BTreeSet<String>,
+    ) {
+        self.set_objects(status);
+        self.reconciled(status, skipped);
+        for (name, outcome) in reloads {
+            self.reload(name, outcome);
+        }
+        self.set_backups(state_dir, status);
+        self.forget_gone(status);
+    }
+
+    /// Remove every per-object series of objects not in `status`.
+    fn forget_gone(&self, status: &Status) {
+        let mut named = self.named.lock().expect("metrics lock");
+        let gone: Vec<String> = named
+            .iter()
+            .filter(|n| !status.objects.contains_key(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            let l = NameLabels { name };
+            self.reloads.remove(&l);
+            self.reloads_failed.remove(&l);
+            self.last_reload_ok.remove(&l);
+            self.last_reload_ts.remove(&l);
+            self.last_backup_ts.remove(&l);
+            self.last_backup_ok.remove(&l);
+            named.remove(&l.name);
+        }
+    }
+
+    fn has_series(&self, name: &str) {
+        let mut named = self.named.lock().expect("metrics lock");
+        if !named.contains(name) {
+            named.insert(name.to_string());
+        }
+    }
+
     pub fn reload(&self, name: &str, outcome: &crate::reload::ReloadOutcome) {
         use crate::reload::ReloadOutcome;
+        self.has_series(name);
         let l = NameLabels { name: name.into() };
         match outcome {
             ReloadOutcome::Reloaded | ReloadOutcome::Restarted => {
@@ -212,12 +356,13 @@ impl Metrics {
             let p = state_dir
                 .join("backups")
                 .join(format!("{}.last.json", o.name));
-            let Ok(bytes) = std::fs::read(&p) else {
+            let Ok(bytes) = crate::fsutil::read_regular_capped(&p, false, 1024 * 1024) else {
                 continue;
             };
             let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
                 continue;
             };
+            self.has_series(&o.name);
             let l = NameLabels {
                 name: o.name.clone(),
             };
@@ -233,13 +378,21 @@ impl Metrics {
         self.queue_depth.set(n as i64);
     }
 
-    /// Record that the objects of `status` were reconciled now.
-    pub fn reconciled(&self, status: &Status) {
-        let now = std::time::Instant::now();
+    /// Record that the objects of `status` were reconciled now, except
+    /// the `skipped` ones, whose age goes on (from now if never seen).
+    fn reconciled(&self, status: &Status, skipped: &BTreeSet<String>) {
+        self.reconciled_at(status, skipped, std::time::Instant::now());
+    }
+
+    fn reconciled_at(&self, status: &Status, skipped: &BTreeSet<String>, now: std::time::Instant) {
         let mut r = self.reconciled.lock().expect("metrics lock");
         r.retain(|n, _| status.objects.contains_key(n));
         for n in status.objects.keys() {
-            r.insert(n.clone(), now);
+            if skipped.contains(n) {
+                r.entry(n.clone()).or_insert(now);
+            } else {
+                r.insert(n.clone(), now);
+            }
         }
     }
 

@@ -18,6 +18,7 @@ use std::collections::HashMap;
 
 use crate::locations::Locations;
 use crate::lock::StateLock;
+use crate::manager::UserManager;
 use crate::metrics::Metrics;
 use crate::reconcile::{ReconcileError, Reconciler};
 use crate::status::Status;
@@ -79,14 +80,26 @@ fn is_change(kind: &notify::EventKind) -> bool {
     }
 }
 
+/// Whether `e` in the holds directory `holds` is no change to a pass: a
+/// removal there is a stale hold cleaned up (by recovery, in a pass: it
+/// must not wake the next), since a hold's owner removes it and *then*
+/// closes it, and that close is what counts (see [`crate::hold`]).
+fn is_quiet_hold_removal(e: &notify::Event, holds: &Path) -> bool {
+    matches!(e.kind, notify::EventKind::Remove(_))
+        && !e.paths.is_empty()
+        && e.paths.iter().all(|p| p.parent() == Some(holds))
+}
+
 impl DirWatch {
-    fn new(trigger: Arc<Notify>) -> notify::Result<DirWatch> {
+    fn new(trigger: Arc<Notify>, holds: PathBuf) -> notify::Result<DirWatch> {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let watcher = notify::recommended_watcher(move |r: notify::Result<notify::Event>| {
             // Our own reads show up as access events: only changes count,
             // or every pass would trigger the next. An error (an overflowed
             // queue) may hide changes, so it counts as one.
-            if r.as_ref().map_or(true, |e| is_change(&e.kind)) {
+            if r.as_ref().map_or(true, |e| {
+                is_change(&e.kind) && !is_quiet_hold_removal(e, &holds)
+            }) {
                 let _ = tx.send(());
             }
         })?;
@@ -155,7 +168,9 @@ fn debounce(rx: &std::sync::mpsc::Receiver<()>, trigger: &Notify) {
 /// longer fed and systemd restarts us (when `WatchdogSec=` is set).
 const MAX_PASS_SECS: u64 = 600;
 
-/// How many objects' waits (readiness, config reloads, probes) run at once.
+/// How many objects' waits of one kind (readiness waits, config changes,
+/// probes, rollout watches) run at once. Start-job batches take no slot:
+/// one task per pass's batch, their deadline counting from their hand-out.
 const MAX_CONCURRENT_WORK: usize = 16;
 
 /// An unchanged status is still written this often, so `get` can tell a
@@ -163,7 +178,9 @@ const MAX_CONCURRENT_WORK: usize = 16;
 const STATUS_HEARTBEAT: Duration = Duration::from_secs(10);
 
 /// Waits handed out by passes, running beside the loop: at most one per
-/// object and kind, at most [`MAX_CONCURRENT_WORK`] at once.
+/// object and kind, at most [`MAX_CONCURRENT_WORK`] of a kind at once, so
+/// minutes-long readiness waits or rollout watches never hold up a start
+/// batch, a config change or a probe (issue 20, item 7).
 struct WorkPool {
     in_flight: HashMap<(WorkKind, String), tokio::task::AbortHandle>,
     /// Units with a start or restart job in a batch still waited for, and
@@ -172,12 +189,22 @@ struct WorkPool {
     /// starting would otherwise make back-to-back passes ask the manager
     /// about all of them while it starts them.
     starting: HashMap<String, u64>,
-    slots: Arc<tokio::sync::Semaphore>,
+    /// The rollout watches in flight, by Service: what is watched again
+    /// when the bus or the manager goes away before their verdict.
+    watching: HashMap<String, crate::rollout::RolloutWork>,
+    /// Slots of each kind but [`WorkKind::Jobs`].
+    slots: HashMap<WorkKind, Arc<tokio::sync::Semaphore>>,
     done_tx: tokio::sync::mpsc::UnboundedSender<Outcome>,
 }
 
 impl WorkPool {
-    fn spawn(&mut self, work: Work, sd: &Systemd, http: &reqwest::Client, job_timeout: Duration) {
+    fn spawn<M: UserManager + Clone + 'static>(
+        &mut self,
+        work: Work,
+        sd: &M,
+        http: &reqwest::Client,
+        job_timeout: Duration,
+    ) {
         let key = work.key();
         // Issue 12: a newer revision's watch replaces the older one's
         // (the older revision is already marked Superseded).
@@ -200,15 +227,30 @@ impl WorkPool {
                 self.starting.insert(job.job.unit.clone(), j.batch);
             }
         }
+        if let Work::Rollout(r) = &work {
+            self.watching.insert(r.name.clone(), (**r).clone());
+        }
+        let slots = match key.0 {
+            WorkKind::Jobs => None,
+            kind => Some(
+                self.slots
+                    .entry(kind)
+                    .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_WORK))),
+            ),
+        };
         let (slots, tx, sd, http) = (
-            self.slots.clone(),
+            slots.cloned(),
             self.done_tx.clone(),
             sd.clone(),
             http.clone(),
         );
         let h = tokio::spawn(async move {
-            let Ok(_slot) = slots.acquire_owned().await else {
-                return;
+            let _slot = match slots {
+                Some(s) => match s.acquire_owned().await {
+                    Ok(slot) => Some(slot),
+                    Err(_) => return,
+                },
+                None => None,
             };
             let _ = tx.send(work.run(sd, http, job_timeout).await);
         });
@@ -220,11 +262,33 @@ impl WorkPool {
             h.abort();
         }
         self.starting.clear();
+        self.watching.clear();
+    }
+
+    /// The bus or the manager went away: stop the work that talks to it,
+    /// judging nothing (readiness waits and probes, plain HTTP, go on).
+    /// Returns the rollout watches stopped, to be run again once
+    /// reconnected.
+    fn manager_lost(&mut self) -> Vec<crate::rollout::RolloutWork> {
+        self.in_flight.retain(|(kind, _), h| {
+            let talks_to_manager =
+                matches!(kind, WorkKind::Jobs | WorkKind::Config | WorkKind::Rollout);
+            if talks_to_manager {
+                h.abort();
+            }
+            !talks_to_manager
+        });
+        self.starting.clear();
+        self.watching.drain().map(|(_, w)| w).collect()
     }
 
     /// A piece of work ended: forget it (and, for a job batch, its units).
     fn finished(&mut self, o: &Outcome) {
-        self.in_flight.remove(&o.key());
+        let key = o.key();
+        self.in_flight.remove(&key);
+        if key.0 == WorkKind::Rollout {
+            self.watching.remove(&key.1);
+        }
         if let Outcome::Jobs { batch, .. } = o {
             self.starting.retain(|_, b| b != batch);
         }
@@ -300,6 +364,11 @@ struct Operator {
     pool: WorkPool,
     /// Finished work, folded in by the next pass.
     outcomes: Vec<Outcome>,
+    /// Rollout watches stopped because the bus or the manager went away,
+    /// handed out again after the next pass on a live connection: a
+    /// watch starts afresh from the live state, with its whole
+    /// `rollout.timeout` (time without a manager is no time to judge).
+    resume: Vec<crate::rollout::RolloutWork>,
     last_saved: Option<std::time::Instant>,
     sd: Option<Systemd>,
     unit_changes: Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
@@ -329,14 +398,15 @@ impl Operator {
                 .await
                 .map_err(|source| RunError::Metrics { addr, source })?;
         }
-        let watch = DirWatch::new(trigger).map_err(|e| RunError::Watch(e.to_string()))?;
+        let holds_dir = crate::hold::dir(&opts.loc.state_dir);
+        let watch = DirWatch::new(trigger, holds_dir.clone())
+            .map_err(|e| RunError::Watch(e.to_string()))?;
         let parent = opts
             .loc
             .manifests
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("/"));
-        let holds_dir = opts.loc.state_dir.join("holds");
         let _ = crate::fsutil::create_dir_all(&holds_dir);
         let mut rec = Reconciler::new(opts.loc.clone(), opts.exe.clone());
         rec.inline_probes = false;
@@ -353,10 +423,12 @@ impl Operator {
             pool: WorkPool {
                 in_flight: HashMap::new(),
                 starting: HashMap::new(),
-                slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_WORK)),
+                watching: HashMap::new(),
+                slots: HashMap::new(),
                 done_tx,
             },
             outcomes: Vec::new(),
+            resume: Vec::new(),
             last_saved: None,
             sd: None,
             unit_changes: None,
@@ -425,15 +497,20 @@ impl Operator {
     }
 
     /// After a pass: metrics, logs, handed-out work, the next retry.
-    fn passed(&mut self, report: crate::reconcile::PassReport, status: &Status, c: &Systemd) {
+    fn passed<M: UserManager + Clone + 'static>(
+        &mut self,
+        report: crate::reconcile::PassReport,
+        status: &Status,
+        c: &M,
+    ) {
         self.error_delay = FIRST_RETRY;
         let m = &self.metrics;
-        m.set_objects(status);
-        m.reconciled(status);
-        for (name, outcome) in &report.reloads {
-            m.reload(name, outcome);
-        }
-        m.set_backups(&self.opts.loc.state_dir, status);
+        m.passed(
+            &self.opts.loc.state_dir,
+            status,
+            &report.reloads,
+            &report.skipped,
+        );
         // Config directories may have appeared: watch them now.
         self.arm_watches();
         if report.actions > 0 || !report.failures.is_empty() {
@@ -443,7 +520,10 @@ impl Operator {
             tracing::warn!(manifest = %manifest, "{e}");
             self.metrics.reconcile_error("apply");
         }
-        for w in report.work {
+        // Watches the bus's loss stopped first: a newer revision's watch
+        // in this pass's work replaces its Service's.
+        let resumed = self.resume.drain(..).map(|r| Work::Rollout(Box::new(r)));
+        for w in resumed.collect::<Vec<_>>().into_iter().chain(report.work) {
             self.pool.spawn(w, c, &self.rec.http, self.rec.job_timeout);
         }
         self.retry_at = report.retry_at;
@@ -477,10 +557,14 @@ impl Operator {
         }
     }
 
+    /// The bus or the manager went away: handed-out work that talks to it
+    /// stops without a verdict; after reconnecting, a pass reads the live
+    /// state and the stopped rollout watches run again (issue 20, item 1).
     fn disconnected(&mut self) {
         self.sd = None;
         self.unit_changes = None;
-        self.pool.abort_all();
+        let watches = self.pool.manager_lost();
+        self.resume.extend(watches);
         self.rec.handed_out_work_lost();
     }
 
@@ -500,7 +584,7 @@ impl Operator {
             let _lock = StateLock::acquire(&loc.state_dir, "unitlet run", |_| {})
                 .await
                 .map_err(|e| crate::error_chain(&e))?;
-            let mut status = Status::load_async(&path).await;
+            let mut status = Status::load_for_update_async(&path).await;
             status.stamp("unitlet run");
             status
                 .save_async(&path)
@@ -533,8 +617,18 @@ impl Operator {
                 }
             }
             Wake::UnitChange(None) => {
-                self.sd = None;
-                self.unit_changes = None;
+                tracing::warn!("the connection to the user manager closed; reconnecting");
+                self.disconnected();
+                true
+            }
+            Wake::WorkDone(o @ Outcome::Lost { .. }) => {
+                // Seen by the work before the loop: the next pass tells
+                // whether the manager is back (or reconnects).
+                self.pool.finished(&o);
+                if let Outcome::Lost { key, resume } = o {
+                    tracing::debug!(?key, "work lost the user manager");
+                    self.resume.extend(resume.map(|r| *r));
+                }
                 true
             }
             Wake::WorkDone(o) => {
@@ -736,7 +830,7 @@ async fn pass(
     .await
     .map_err(|e| ReconcileError::Stuck(crate::error_chain(&e)))?;
     let status_path = rec.loc.status_file();
-    let mut status = Status::load_async(&status_path).await;
+    let mut status = Status::load_for_update_async(&status_path).await;
     let before = status.clone();
     let mut reloads = Vec::new();
     for o in outcomes.drain(..) {
@@ -793,4 +887,214 @@ pub enum RunError {
     /// A configuration problem that retrying cannot fix.
     #[error("{0}")]
     Setup(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::locations::Locations;
+    use crate::manager::fake::FakeManager;
+    use crate::status::ConditionStatus;
+
+    /// An operator (its pool, reconciler and wake-up handling) against the
+    /// in-memory manager, on tokio's paused clock.
+    struct Bench {
+        _dir: tempfile::TempDir,
+        op: Operator,
+        sd: FakeManager,
+        status: Status,
+        done_rx: tokio::sync::mpsc::UnboundedReceiver<Outcome>,
+    }
+
+    fn service(name: &str, command: &str) -> String {
+        format!(
+            "apiVersion: unitlet/v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  command: {command}\n"
+        )
+    }
+
+    impl Bench {
+        async fn new() -> Bench {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let loc = Locations {
+                manifests: dir.path().join("manifests"),
+                state_dir: dir.path().join("state"),
+                unit_dir: dir.path().join("units"),
+                bus: None,
+                alertmanager: "http://127.0.0.1:9".into(),
+            };
+            for d in [&loc.manifests, &loc.state_dir, &loc.unit_dir] {
+                std::fs::create_dir_all(d).expect("dir");
+            }
+            let sd = FakeManager::new(&loc.unit_dir, &dir.path().join("config"));
+            let opts = RunOptions {
+                loc,
+                resync: Duration::from_secs(3600),
+                metrics_addr: None,
+                exe: PathBuf::from("/usr/bin/unitlet"),
+                gc_grace: Duration::ZERO,
+                fleet: None,
+            };
+            let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
+            let op = Operator::start(opts, Arc::new(Notify::new()), done_tx)
+                .await
+                .expect("operator");
+            Bench {
+                _dir: dir,
+                op,
+                sd,
+                status: Status::default(),
+                done_rx,
+            }
+        }
+
+        fn write(&self, name: &str, command: &str) {
+            let path = self.op.opts.loc.manifests.join(format!("{name}.yaml"));
+            std::fs::write(path, service(name, command)).expect("write manifest");
+        }
+
+        /// A pass as `run` makes one: fold in finished work, prepare,
+        /// apply, hand the work out.
+        async fn pass(&mut self) {
+            for o in std::mem::take(&mut self.op.outcomes) {
+                self.op.rec.finish(o, &mut self.status);
+            }
+            let prep = self.op.rec.prepare(&self.sd, &self.status).await;
+            let prep = prep.expect("prepare");
+            let report = self.op.rec.apply(&self.sd, prep, &mut self.status).await;
+            let report = report.expect("apply");
+            let status = self.status.clone();
+            self.op.passed(report, &status, &self.sd);
+        }
+
+        /// Let handed-out work run for `d`, each finished item waking the
+        /// loop as in `run`.
+        async fn run_for(&mut self, d: Duration) {
+            let until = tokio::time::Instant::now() + d;
+            loop {
+                tokio::select! {
+                    Some(o) = self.done_rx.recv() => {
+                        self.op.woken(Wake::WorkDone(o));
+                    }
+                    () = tokio::time::sleep_until(until) => break,
+                }
+            }
+        }
+
+        /// Events whose reason is one of `reasons`.
+        fn events(&self, reasons: &[&str]) -> Vec<String> {
+            self.status
+                .events
+                .iter()
+                .filter(|e| reasons.contains(&e.reason.as_str()))
+                .map(|e| format!("{} {}: {}", e.object, e.reason, e.message))
+                .collect()
+        }
+
+        fn revisions(&self, name: &str) -> Vec<crate::rollout::RevisionState> {
+            let h = crate::rollout::load(&self.op.opts.loc.state_dir, name).expect("history");
+            h.revisions.iter().map(|r| r.state).collect()
+        }
+
+        fn ready(&self, name: &str) -> (ConditionStatus, String) {
+            let c = self.status.objects[name].ready().expect("Ready");
+            (c.status, c.message.clone())
+        }
+    }
+
+    /// Issue 20, item 1: the bus daemon dies while a new revision is in its
+    /// rollout window and a batch of 20 starts is in flight. The work
+    /// handed out runs on the dead connection first (what it sees before
+    /// the loop does), then the loop hears of it (`UnitChange(None)`, the
+    /// unit-signal channel closing), long past the job and rollout
+    /// deadlines: nothing is judged; once the bus is back, the revision
+    /// completes and every Service is Ready.
+    #[tokio::test(start_paused = true)]
+    async fn item1_losing_the_bus_judges_no_handed_out_work() {
+        use crate::rollout::RevisionState::{Complete, Progressing};
+        let mut b = Bench::new().await;
+        b.write("web", "[/bin/sleep, \"100000\"]");
+        b.pass().await;
+        b.run_for(Duration::from_secs(1)).await;
+        b.pass().await;
+        assert_eq!(b.revisions("web"), [Complete]);
+
+        // A new revision of web and 20 new Services, their jobs in flight.
+        b.sd.hold_jobs(true);
+        b.write("web", "[/bin/sleep, \"200000\"]");
+        for i in 0..20 {
+            b.write(&format!("new{i}"), "[/bin/sleep, infinity]");
+        }
+        b.pass().await;
+        assert!(
+            b.op.pool.in_flight.keys().any(|k| k.0 == WorkKind::Rollout),
+            "web's revision 2 is watched: {:?}",
+            b.op.pool.in_flight.keys()
+        );
+        b.run_for(Duration::from_secs(1)).await;
+
+        b.sd.lose_bus();
+        b.run_for(Duration::from_secs(1)).await;
+        b.op.woken(Wake::UnitChange(None));
+        b.run_for(Duration::from_secs(200)).await;
+        for o in std::mem::take(&mut b.op.outcomes) {
+            b.op.rec.finish(o, &mut b.status);
+        }
+        let judged = [
+            "StartFailed",
+            "RestartFailed",
+            "RolledBack",
+            "RolloutFailed",
+        ];
+        assert_eq!(b.events(&judged), Vec::<String>::new());
+        assert!(b.op.rec.backoff.is_empty(), "{:?}", b.op.rec.backoff);
+        assert_eq!(b.revisions("web"), [Complete, Progressing]);
+
+        // The manager ran the jobs meanwhile; the bus is back.
+        b.sd.release_jobs();
+        b.sd.bus_back();
+        b.pass().await;
+        b.run_for(Duration::from_secs(10)).await;
+        b.pass().await;
+        assert_eq!(b.events(&judged), Vec::<String>::new());
+        assert_eq!(b.revisions("web"), [Complete, Complete]);
+        assert!(!b.events(&["RolloutComplete"]).is_empty());
+        for i in 0..20 {
+            let name = format!("new{i}");
+            assert_eq!(b.ready(&name).0, ConditionStatus::True, "{name}");
+        }
+        assert_eq!(b.ready("web").0, ConditionStatus::True);
+    }
+
+    /// Issue 20, item 7: 16 readiness waits of minutes fill their slots;
+    /// a start batch handed out after them runs at once, so its deadline
+    /// (the job timeout, 5 s here) counts from its hand-out.
+    #[tokio::test(start_paused = true)]
+    async fn item7_a_start_batch_never_waits_behind_readiness_waits() {
+        let mut b = Bench::new().await;
+        b.op.rec.job_timeout = Duration::from_secs(5);
+        for i in 0..MAX_CONCURRENT_WORK {
+            let wait = Work::Readiness {
+                name: format!("slow{i}"),
+                url: "http://127.0.0.1:9/ready".into(),
+                timeout: Duration::from_secs(600),
+            };
+            b.op.pool
+                .spawn(wait, &b.sd, &b.op.rec.http, b.op.rec.job_timeout);
+        }
+        b.run_for(Duration::from_secs(1)).await;
+        b.sd.hold_jobs(true);
+        b.write("web", "[/bin/sleep, infinity]");
+        b.pass().await;
+        b.run_for(Duration::from_secs(6)).await;
+        let ended: Vec<String> =
+            b.op.outcomes
+                .iter()
+                .filter_map(|o| match o {
+                    Outcome::Jobs { results, .. } => Some(format!("{results:?}")),
+                    _ => None,
+                })
+                .collect();
+        assert_eq!(ended.len(), 1, "the batch ended by its deadline: {ended:?}");
+        assert!(ended[0].contains("did not finish within 5s"), "{ended:?}");
+    }
 }

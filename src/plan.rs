@@ -57,9 +57,9 @@ pub const LIMIT_KEYS: [&str; 4] = ["MemoryMax", "MemoryHigh", "CPUQuota", "Tasks
 
 /// Whether a unit file sets any limit unitlet manages.
 pub fn has_limit_keys(content: &str) -> bool {
-    render::parse_unit(content)
-        .keys()
-        .any(|(section, key)| section == "Service" && LIMIT_KEYS.contains(&key.as_str()))
+    crate::unitfile::parse(content)
+        .keys("Service")
+        .any(|key| LIMIT_KEYS.contains(&key))
 }
 
 /// The live limits a unit file asks for; a limit it does not set is
@@ -80,14 +80,8 @@ impl WantedLimits {
     /// it, as in systemd. An unset `TasksMax=` is the manager's
     /// `DefaultTasksMax` (not infinity).
     pub fn of_unit(content: &str, default_tasks_max: Option<u64>) -> WantedLimits {
-        let parsed = render::parse_unit(content);
-        let last = |key: &str| {
-            parsed
-                .get(&("Service".to_string(), key.to_string()))
-                .and_then(|v| v.last())
-                .map(String::as_str)
-                .filter(|v| !v.is_empty())
-        };
+        let parsed = crate::unitfile::parse(content);
+        let last = |key: &str| parsed.last("Service", key).filter(|v| !v.is_empty());
         WantedLimits {
             memory_max: last("MemoryMax").map_or(Some(u64::MAX), parse_bytes),
             memory_high: last("MemoryHigh").map_or(Some(u64::MAX), parse_bytes),
@@ -862,6 +856,34 @@ mod tests {
             p.actions.iter().any(|a| matches!(a.op, Op::SetLimits(_))),
             "{p}"
         );
+    }
+
+    /// Issue 20 item 11: the shipped node-exporter unit continues its
+    /// `ExecStart=` over three lines. A changed flag is a changed
+    /// `Service.ExecStart` in the plan's reasons, never a key named after
+    /// the flag; a flag that looks like a limit is not one.
+    #[test]
+    fn continued_lines_give_the_plan_real_keys() {
+        let shipped = include_str!("../units/node-exporter.service");
+        let mut d = desired(&svc("a", ""));
+        let mut o = converged(&d);
+        o.files.get_mut("a.service").unwrap().content = shipped.to_string();
+        d[0].content = shipped.replace("127.0.0.1:9100", "127.0.0.1:9200");
+        let p = plan(Path::new("/u"), &d, &Held::default(), &o);
+        let restart = p
+            .actions
+            .iter()
+            .find(|a| a.op == Op::Restart)
+            .expect("a restart");
+        assert!(
+            restart.reason.contains("(Service.ExecStart)"),
+            "{}",
+            restart.reason
+        );
+        assert!(!format!("{p}").contains("--web"), "{p}");
+        let flag = "[Service]\nExecStart=/bin/x \\\n  MemoryMax=1\n";
+        assert!(!has_limit_keys(flag));
+        assert_eq!(WantedLimits::of_unit(flag, None).memory_max, Some(u64::MAX));
     }
 
     #[test]

@@ -258,15 +258,8 @@ pub async fn run_validate(argv: &[String], dir: &Path, timeout: Duration) -> Res
 const MAX_BODY: usize = 8 * 1024;
 
 /// The first [`MAX_BODY`] bytes of a response body.
-async fn bounded_body(mut resp: reqwest::Response) -> String {
-    let mut body = Vec::new();
-    while body.len() < MAX_BODY {
-        match resp.chunk().await {
-            Ok(Some(c)) => body.extend_from_slice(&c[..c.len().min(MAX_BODY - body.len())]),
-            _ => break,
-        }
-    }
-    String::from_utf8_lossy(&body).into_owned()
+async fn bounded_body(resp: reqwest::Response) -> String {
+    String::from_utf8_lossy(&crate::http::body_prefix(resp, MAX_BODY).await).into_owned()
 }
 
 /// A request error as text without the URL (reqwest's own message embeds

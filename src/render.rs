@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::manifest::{BackupSpec, DesiredState, Exec, Manifest, Resources, ServiceSpec, Spec};
+use crate::unitfile;
 
 /// The `[Unit]` key that marks a unit file as unitlet's. unitlet never
 /// modifies, stops or deletes a unit without it.
@@ -342,10 +343,9 @@ fn render_service(m: &Manifest, s: &ServiceSpec) -> DesiredUnit {
 }
 
 fn has_install(content: &str) -> bool {
-    let parsed = parse_unit(content);
-    parsed
-        .keys()
-        .any(|(sec, k)| sec == "Install" && (k == "WantedBy" || k == "RequiredBy" || k == "Alias"))
+    unitfile::parse(content)
+        .keys("Install")
+        .any(|k| k == "WantedBy" || k == "RequiredBy" || k == "Alias")
 }
 
 fn render_backup(m: &Manifest, b: &BackupSpec, ctx: &RenderContext) -> Vec<DesiredUnit> {
@@ -419,56 +419,32 @@ pub fn render(m: &Manifest, ctx: &RenderContext) -> Vec<DesiredUnit> {
     }
 }
 
-/// A unit file as `(section, key) → values`, in order. Enough to compare two
-/// versions and read unitlet's marker; not a full systemd parser (no line
-/// continuations, which unitlet never writes).
-pub fn parse_unit(content: &str) -> BTreeMap<(String, String), Vec<String>> {
-    let mut map: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-    let mut section = String::new();
-    for line in content.lines() {
-        let t = line.trim();
-        if t.is_empty() || t.starts_with('#') || t.starts_with(';') {
-            continue;
-        }
-        if t.starts_with('[') && t.ends_with(']') {
-            section = t[1..t.len() - 1].to_string();
-            continue;
-        }
-        if let Some((k, v)) = t.split_once('=') {
-            map.entry((section.clone(), k.trim().to_string()))
-                .or_default()
-                .push(v.trim().to_string());
-        }
-    }
-    map
-}
-
 /// The manifest name in a unit file's marker, if it has one.
 pub fn marker_of(content: &str) -> Option<String> {
-    let mut section = "";
-    for line in content.lines() {
-        let t = line.trim();
-        if t.starts_with('[') && t.ends_with(']') {
-            section = &t[1..t.len() - 1];
-            continue;
-        }
-        if section == "Unit"
-            && let Some(v) = t
-                .strip_prefix(MARKER_KEY)
-                .and_then(|r| r.trim_start().strip_prefix('='))
-        {
-            return Some(v.trim().to_string());
-        }
-    }
-    None
+    unitfile::parse(content)
+        .first("Unit", MARKER_KEY)
+        .map(str::to_string)
+}
+
+/// Whether a unit file's service is a oneshot: its last `[Service]`
+/// `Type=` (the one in force) says so.
+pub fn is_oneshot(content: &str) -> bool {
+    unitfile::parse(content).last("Service", "Type") == Some("oneshot")
 }
 
 /// The manifest file recorded in a unit file, if any.
 pub fn source_of(content: &str) -> Option<PathBuf> {
-    parse_unit(content)
-        .get(&("Unit".to_string(), SOURCE_KEY.to_string()))
-        .and_then(|v| v.last())
-        .map(|s| PathBuf::from(s.replace("%%", "%")))
+    ownership(content).1
+}
+
+/// A unit file's marker and recorded manifest file, read in one parse.
+pub fn ownership(content: &str) -> (Option<String>, Option<PathBuf>) {
+    let u = unitfile::parse(content);
+    let marker = u.first("Unit", MARKER_KEY).map(str::to_string);
+    let source = u
+        .last("Unit", SOURCE_KEY)
+        .map(|s| PathBuf::from(s.replace("%%", "%")));
+    (marker, source)
 }
 
 /// Keys whose change can be applied to a running unit with
@@ -485,9 +461,21 @@ pub struct UnitDiff {
     pub only_live: bool,
 }
 
+/// Every value of every `(section, key)` of a unit file, in order: what
+/// two versions are compared by.
+fn settings(content: &str) -> BTreeMap<(String, String), Vec<String>> {
+    let mut map: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for a in unitfile::parse(content).assignments {
+        map.entry((a.section, a.key)).or_default().push(a.value);
+    }
+    map
+}
+
+/// What differs between two versions of a unit file, setting by setting
+/// (read as systemd reads them: continued lines are one setting).
 pub fn diff_units(old: &str, new: &str) -> UnitDiff {
-    let a = parse_unit(old);
-    let b = parse_unit(new);
+    let a = settings(old);
+    let b = settings(new);
     let mut changed = Vec::new();
     let mut only_live = true;
     let keys: std::collections::BTreeSet<_> = a.keys().chain(b.keys()).cloned().collect();
@@ -644,6 +632,32 @@ mod tests {
         let d = diff_units(&a, &c);
         assert!(!d.only_live);
         assert_eq!(d.changed, vec!["Service.ExecStart"]);
+    }
+
+    /// Issue 20 item 11: diffs of the shipped, continued node-exporter
+    /// unit name `Service.ExecStart`, not the flags of its continuation
+    /// lines; an adopted file's continued `WantedBy=` is an `[Install]`.
+    #[test]
+    fn continued_lines_diff_as_their_key() {
+        let shipped = include_str!("../units/node-exporter.service");
+        let changed = shipped.replace("/metrics", "/m");
+        let d = diff_units(shipped, &changed);
+        assert_eq!(d.changed, ["Service.ExecStart"]);
+        assert!(!d.only_live);
+        assert!(has_install(shipped));
+        assert!(!has_install(
+            "[Service]\nExecStart=/x \\\n  WantedBy=a.target\n"
+        ));
+    }
+
+    #[test]
+    fn oneshot_is_read_from_the_type_in_force() {
+        assert!(is_oneshot("[Service]\nType = oneshot\nExecStart=/x\n"));
+        assert!(!is_oneshot(
+            "[Service]\nType=oneshot\n[Service]\nType=simple\n"
+        ));
+        assert!(!is_oneshot("[Service]\nExecStart=/x \\\n  Type=oneshot\n"));
+        assert!(!is_oneshot("[Unit]\nType=oneshot\n"));
     }
 
     #[test]

@@ -21,12 +21,13 @@
 //! and writes the file (atomically, under the state lock) and watches the
 //! unit.
 
-use crate::manager::UserManager as _;
+use crate::manager::UserManager;
 use crate::status::{ConditionStatus, ConditionType, EventType, Reason};
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
@@ -601,7 +602,7 @@ pub fn load(state_dir: &Path, name: &str) -> Result<History, RolloutError> {
     if !path.exists() {
         return Ok(History::default());
     }
-    match crate::manifest::read_regular_capped(&path, false, 16 * 1024 * 1024) {
+    match crate::fsutil::read_regular_capped(&path, false, 16 * 1024 * 1024) {
         Ok(b) => serde_json::from_slice(&b).map_err(|e| RolloutError::Read {
             path,
             what: e.to_string(),
@@ -791,6 +792,9 @@ pub struct Watched {
     pub notes: Vec<crate::alertmanager::Note>,
     /// A silence made before the coming rollback.
     pub silence: Option<String>,
+    /// The bus or the manager went away before a verdict: `result` is
+    /// no judgement, and the watch is run again once reconnected.
+    pub lost: bool,
 }
 
 /// What a history written by [`record`] leads to once it is saved.
@@ -945,7 +949,8 @@ pub async fn record(
                     .any(|b| b.unit == a.unit && matches!(b.op, Op::Start | Op::Restart)));
         if a.unit != format!("{}.service", a.manifest)
             || !queued
-            || !std::fs::read(path).is_ok_and(|b| b == content.as_bytes())
+            || !crate::fsutil::read_regular_capped(path, false, content.len() as u64)
+                .is_ok_and(|b| b == content.as_bytes())
         {
             continue;
         }
@@ -977,9 +982,7 @@ pub async fn record(
                 // A oneshot (an adopted unit file) ends inactive when it
                 // worked: "active and ready" does not apply, so it is not
                 // health-gated.
-                let oneshot = content
-                    .lines()
-                    .any(|l| l.trim().replace(' ', "") == "Type=oneshot");
+                let oneshot = crate::render::is_oneshot(content);
                 if oneshot {
                     h.finish(n, Ok(()), false, &now);
                 }
@@ -1140,7 +1143,11 @@ pub fn finish(state_dir: &Path, w: &RolloutWork, watched: Watched, status: &mut 
         result,
         notes,
         silence,
+        lost,
     } = watched;
+    if lost {
+        return;
+    }
     for (t, r, m) in notes {
         status.event(&w.name, t, r, m);
     }
@@ -1321,33 +1328,37 @@ pub fn judge(o: &Observation, baseline: u32, max_restarts: u32) -> Verdict {
 }
 
 impl RolloutWork {
-    async fn observe(&self, sd: &Systemd) -> Result<Observation, String> {
-        let live = sd
-            .list_units(std::slice::from_ref(&self.unit))
-            .await
-            .map_err(|e| crate::error_chain(&e))?;
+    async fn observe(
+        &self,
+        sd: &impl UserManager,
+    ) -> Result<Observation, crate::systemd::SystemdError> {
+        let live = sd.list_units(std::slice::from_ref(&self.unit)).await?;
         let Some((l, path)) = live.get(&self.unit) else {
-            return Err(format!("{} is not loaded", self.unit));
+            return Ok(Observation {
+                active_state: "inactive".into(),
+                sub_state: "not loaded".into(),
+                ..Default::default()
+            });
         };
-        let props = sd
-            .get_all(&self.unit, path, "org.freedesktop.systemd1.Service")
-            .await
-            .map_err(|e| crate::error_chain(&e))?;
         Ok(Observation {
             active_state: l.active_state.clone(),
             sub_state: l.sub_state.clone(),
             job_pending: l.job_pending,
-            n_restarts: props
-                .get("NRestarts")
-                .and_then(|v| u32::try_from(v).ok())
-                .unwrap_or(0),
+            n_restarts: sd.n_restarts(&self.unit, path).await?,
         })
     }
 
     /// Watch, then handle silences: before a rollback that is coming,
     /// make one; after a watched rollback, expire the one made before it.
-    pub async fn run(&self, sd: &Systemd, http: &reqwest::Client) -> Watched {
-        let result = self.watch(sd, http).await;
+    pub async fn run(&self, sd: &impl UserManager, http: &reqwest::Client) -> Watched {
+        let Some(result) = self.watch(sd, http).await else {
+            return Watched {
+                result: Err("the connection to the user manager was lost".into()),
+                notes: Vec::new(),
+                silence: None,
+                lost: true,
+            };
+        };
         let mut notes = Vec::new();
         let mut silence = None;
         if let Some(req) = &self.silence {
@@ -1392,15 +1403,22 @@ impl RolloutWork {
             },
             notes,
             silence,
+            lost: false,
         }
     }
 
     /// Wait until the revision is good (active, ready, for [`SETTLE`]) or
-    /// has failed. Never longer than `timeout` (plus one probe).
+    /// has failed. Never longer than `timeout` (plus one probe). `None`
+    /// when the bus or the manager went away: nothing is judged then (the
+    /// operator watches again, from the live state, once reconnected).
     ///
     /// # Errors
     /// Why the revision failed.
-    pub async fn watch(&self, sd: &Systemd, http: &reqwest::Client) -> Result<(), String> {
+    pub async fn watch(
+        &self,
+        sd: &impl UserManager,
+        http: &reqwest::Client,
+    ) -> Option<Result<(), String>> {
         let start = Instant::now();
         let deadline = start + self.timeout;
         let mut baseline: Option<u32> = None;
@@ -1424,10 +1442,10 @@ impl RolloutWork {
                                 },
                                 Err(_) => None,
                             };
-                            return Err(match detail {
+                            return Some(Err(match detail {
                                 Some((_, d)) => format!("{why}: {d}"),
                                 None => why,
-                            });
+                            }));
                         }
                         Verdict::Waiting => up_since = None,
                         Verdict::Up => {
@@ -1439,7 +1457,7 @@ impl RolloutWork {
                                 Ok(()) => {
                                     let since = *up_since.get_or_insert_with(Instant::now);
                                     if since.elapsed() >= SETTLE {
-                                        return Ok(());
+                                        return Some(Ok(()));
                                     }
                                 }
                                 Err(e) => {
@@ -1450,10 +1468,12 @@ impl RolloutWork {
                         }
                     }
                 }
-                Err(e) => last = e,
+                // The bus or the manager went away: no verdict.
+                Err(e) if e.is_disconnect() => return None,
+                Err(e) => last = crate::error_chain(&e),
             }
             if Instant::now() >= deadline {
-                return Err(format!(
+                return Some(Err(format!(
                     "not active{} within rollout.timeout {} (last: {last})",
                     if self.readiness.is_some() {
                         " and ready"
@@ -1461,7 +1481,7 @@ impl RolloutWork {
                         ""
                     },
                     humantime::format_duration(self.timeout)
-                ));
+                )));
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -1585,7 +1605,7 @@ async fn undo_pass(
     outcomes: Vec<crate::work::Outcome>,
     event: Option<(&str, String)>,
 ) -> Result<crate::reconcile::PassReport, String> {
-    let mut status = Status::load_async(&loc.status_file()).await;
+    let mut status = Status::load_for_update_async(&loc.status_file()).await;
     for o in outcomes {
         rec.finish(o, &mut status);
     }

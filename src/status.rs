@@ -109,6 +109,8 @@ string_enum! {
         RolledBack,
         /// `rollout undo` pinned a revision until the manifest changes.
         Pinned,
+        /// A Backup's last run failed.
+        BackupFailed,
         /// The limits' cgroup controllers are available (LimitsEnforced).
         Enforced,
         /// A cgroup controller a limit needs is missing (LimitsEnforced).
@@ -143,6 +145,10 @@ pub fn see_logs(unit: &str) -> String {
     let name = unit.rsplit_once('.').map_or(unit, |(stem, _)| stem);
     format!("see `unitlet logs {name}`")
 }
+
+/// A status file larger than this is not read (it is refused as if
+/// unreadable: a cache, rebuilt by the next pass).
+const MAX_STATUS_BYTES: u64 = 64 * 1024 * 1024;
 
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
@@ -342,6 +348,68 @@ pub struct Status {
     /// Who ran that pass (`unitlet run (PID n)`, `unitlet apply (PID n)`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconciled_by: Option<String>,
+    /// The last status file found unusable, and where it was kept: `get`
+    /// warns about it while that file is there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_aside: Option<MovedAside>,
+    /// Why the status file just read could not be used, when a reader
+    /// ([`Status::load`]) found it so; never saved.
+    #[serde(skip)]
+    pub unreadable: Option<String>,
+}
+
+/// A status file that could not be used, moved aside by the writer that
+/// found it (its events are still in it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MovedAside {
+    /// Where the file is now.
+    pub file: PathBuf,
+    /// Why it could not be used.
+    pub reason: String,
+    /// When it was moved (RFC 3339).
+    pub time: String,
+}
+
+/// What reading the status file found.
+enum Read {
+    Missing,
+    Good(Box<Status>),
+    /// Unreadable, or not status JSON: why.
+    Bad(String),
+}
+
+fn read(path: &Path) -> Read {
+    classify(fsutil::read_regular_opt(path, false, MAX_STATUS_BYTES))
+}
+
+/// What a bounded, regular-files-only read of the status file gave.
+fn classify(read: Result<Option<Vec<u8>>, String>) -> Read {
+    match read {
+        Ok(None) => Read::Missing,
+        Err(e) => Read::Bad(format!("cannot be read: {e}")),
+        Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
+            Ok(s) => Read::Good(Box::new(s)),
+            Err(e) => Read::Bad(format!("is not valid status JSON: {e}")),
+        },
+    }
+}
+
+/// `PATH.corrupt-TIMESTAMP` (with `-N` when that is taken): where an
+/// unusable status file is kept.
+fn aside_path(path: &Path) -> PathBuf {
+    let stamp: String = now_rfc3339()
+        .chars()
+        .filter(|c| !"-:".contains(*c))
+        .collect();
+    let base = format!("{}.corrupt-{stamp}", path.display());
+    let mut candidate = PathBuf::from(&base);
+    let mut n = 1;
+    while candidate.symlink_metadata().is_ok() {
+        candidate = PathBuf::from(format!("{base}-{n}"));
+        n += 1;
+    }
+    candidate
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -356,14 +424,95 @@ pub enum StatusError {
 }
 
 impl Status {
-    /// Load the status file; a missing or unreadable one is an empty status
-    /// (it is a cache of what the reconciler computes, not a source of truth
-    /// for anything destructive).
+    /// Load the status file for reading (`get`, `plan`): a missing one is
+    /// an empty status (it is a cache of what the reconciler computes, not
+    /// a source of truth for anything destructive); an unusable one too,
+    /// with [`Status::unreadable`] saying why. Nothing is moved: only a
+    /// writer may ([`Status::load_for_update`]).
     pub fn load(path: &Path) -> Status {
-        std::fs::read(path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
+        Status::from_read(path, read(path))
+    }
+
+    /// The status [`Status::load`] makes of what was read.
+    fn from_read(path: &Path, read: Read) -> Status {
+        match read {
+            Read::Missing => Status::default(),
+            Read::Good(s) => *s,
+            Read::Bad(why) => Status {
+                unreadable: Some(format!(
+                    "the status file {} {why}; the next pass (`unitlet run` or `unitlet apply`) keeps it aside and starts a new one",
+                    path.display()
+                )),
+                ..Status::default()
+            },
+        }
+    }
+
+    /// Load the status file to update it, holding the state lock: an
+    /// unusable one is moved aside to `status.json.corrupt-TIMESTAMP`
+    /// (its events kept there), logged, and named in the new status
+    /// ([`Status::moved_aside`], an operator event) instead of being
+    /// silently replaced by an empty status.
+    pub fn load_for_update(path: &Path) -> Status {
+        let why = match read(path) {
+            Read::Missing => return Status::default(),
+            Read::Good(s) => return *s,
+            Read::Bad(why) => why,
+        };
+        let aside = aside_path(path);
+        let mut status = Status::default();
+        let message = match std::fs::rename(path, &aside) {
+            Ok(()) => {
+                tracing::warn!(
+                    "the status file {} {why}; moved it aside to {} and started a new status",
+                    path.display(),
+                    aside.display()
+                );
+                status.moved_aside = Some(MovedAside {
+                    file: aside.clone(),
+                    reason: why.clone(),
+                    time: now_rfc3339(),
+                });
+                format!(
+                    "the status file {why}; kept as {} (earlier events are there)",
+                    aside.display()
+                )
+            }
+            Err(e) => {
+                tracing::error!(
+                    "the status file {} {why}, and cannot be moved aside to {}: {e}; it is replaced by a new status",
+                    path.display(),
+                    aside.display()
+                );
+                format!("the status file {why}, and could not be kept aside: {e}")
+            }
+        };
+        status.event(OPERATOR, EventType::Warning, "StatusUnreadable", message);
+        status
+    }
+
+    /// [`Status::load_for_update`] off the async runtime.
+    pub async fn load_for_update_async(path: &Path) -> Status {
+        let p = path.to_path_buf();
+        tokio::task::spawn_blocking(move || Status::load_for_update(&p))
+            .await
             .unwrap_or_default()
+    }
+
+    /// What `get` should warn about the status file itself: unusable now,
+    /// or moved aside earlier (while the file kept aside is there).
+    pub fn file_warning(&self) -> Option<String> {
+        if let Some(why) = &self.unreadable {
+            return Some(why.clone());
+        }
+        let m = self.moved_aside.as_ref()?;
+        m.file.symlink_metadata().ok()?;
+        Some(format!(
+            "the status file {} and was moved aside at {} to {}; events before then are in that file (delete it to silence this warning)",
+            m.reason,
+            m.time,
+            m.file.display()
+        ))
     }
 
     /// Stamp the status as reconciled now by `who`.
@@ -374,10 +523,8 @@ impl Status {
 
     /// [`Status::load`] off the async runtime.
     pub async fn load_async(path: &Path) -> Status {
-        let p = path.to_path_buf();
-        tokio::task::spawn_blocking(move || Status::load(&p))
-            .await
-            .unwrap_or_default()
+        let read = fsutil::read_regular(path, false, MAX_STATUS_BYTES).await;
+        Status::from_read(path, classify(read))
     }
 
     /// [`Status::save`] off the async runtime.

@@ -52,6 +52,13 @@ pub enum SystemdError {
         unit: String,
         timeout: Duration,
     },
+    /// The connection to the user manager closed while a job was waited
+    /// for: how it ended is not known here (the next look at the unit
+    /// says), so it is no failure of the unit.
+    #[error(
+        "the connection to the user manager closed before the {verb} of {unit} ended; its state is read again once reconnected"
+    )]
+    JobLost { verb: &'static str, unit: String },
     /// The unit directory is not on the manager's search path.
     #[error(
         "unit directory {dir} is not on the user manager's unit search path ({path}); pass --unit-dir with one of those directories (e.g. $XDG_DATA_HOME/systemd/user)"
@@ -75,7 +82,7 @@ impl SystemdError {
     /// call having failed.
     pub fn is_disconnect(&self) -> bool {
         let e = match self {
-            SystemdError::Connect { .. } => return true,
+            SystemdError::Connect { .. } | SystemdError::JobLost { .. } => return true,
             SystemdError::Call { source, .. } => source,
             _ => return false,
         };
@@ -459,7 +466,26 @@ impl UserManager for Systemd {
     ) -> Result<ServiceResult, SystemdError> {
         let all = self.service_properties(unit, path).await?;
         let int = |k: &str| all.get(k).and_then(|v| i32::try_from(v).ok()).unwrap_or(0);
+        // The start limit is the Unit interface's; a failure to read it
+        // only leaves it out of messages.
+        let limits = self
+            .get_all(unit, path, "org.freedesktop.systemd1.Unit")
+            .await
+            .unwrap_or_default();
+        let burst = limits
+            .get("StartLimitBurst")
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(0);
+        let interval = limits
+            .get("StartLimitIntervalUSec")
+            .and_then(|v| u64::try_from(v).ok())
+            .map_or(Duration::ZERO, Duration::from_micros);
         Ok(ServiceResult {
+            n_restarts: all
+                .get("NRestarts")
+                .and_then(|v| u32::try_from(v).ok())
+                .unwrap_or(0),
+            start_limit: (burst, interval),
             result: all
                 .get("Result")
                 .and_then(|v| String::try_from(v.clone()).ok())
@@ -472,6 +498,14 @@ impl UserManager for Systemd {
                 .unwrap_or(0),
             program: all.get("ExecStart").and_then(exec_start_program),
         })
+    }
+
+    async fn n_restarts(&self, unit: &str, path: &UnitPath) -> Result<u32, SystemdError> {
+        let all = self.service_properties(unit, path).await?;
+        Ok(all
+            .get("NRestarts")
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(0))
     }
 
     async fn load_unit(&self, unit: &str) -> Result<UnitPath, SystemdError> {
@@ -518,23 +552,10 @@ impl UserManager for Systemd {
         )
     }
 
-    async fn reload_unit(&self, unit: &str) -> Result<(), SystemdError> {
+    async fn reload_unit(&self, unit: &str, timeout: Duration) -> Result<(), SystemdError> {
         let mut js = self.job_stream().await?;
-        let path = call(
-            "ReloadUnit",
-            Some(unit),
-            self.manager
-                .reload_unit(unit.to_string(), "replace".into())
-                .await,
-        )?;
-        let job = QueuedJob {
-            path: path.to_string(),
-            unit: unit.to_string(),
-            kind: JobKind::Restart,
-        };
-        js.wait(self, &[job], Duration::from_secs(90))
-            .await
-            .remove(0)
+        let job = self.queue(unit, JobKind::Reload).await?;
+        js.wait(self, &[job], timeout).await.remove(0)
     }
 
     async fn job_stream(&self) -> Result<JobStream, SystemdError> {
@@ -569,6 +590,7 @@ impl UserManager for Systemd {
             JobKind::Start => ("StartUnit", self.manager.start_unit(name, mode).await),
             JobKind::Stop => ("StopUnit", self.manager.stop_unit(name, mode).await),
             JobKind::Restart => ("RestartUnit", self.manager.restart_unit(name, mode).await),
+            JobKind::Reload => ("ReloadUnit", self.manager.reload_unit(name, mode).await),
         };
         Ok(QueuedJob {
             path: call(method, Some(unit), r)?.to_string(),
@@ -584,30 +606,94 @@ impl UserManager for Systemd {
 
 /// Whether the kernel log records an OOM kill of `pid`. `None` when the
 /// log cannot be read (an unprivileged user with `dmesg_restrict`).
+/// Blocking, but bounded: see [`scan_kernel_log`]; on the async runtime
+/// use [`kernel_log_oom_kill_async`].
 pub fn kernel_log_oom_kill(pid: u32) -> Option<bool> {
-    use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
+    let f = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open("/dev/kmsg")
         .ok()?;
-    let needle = format!("Killed process {pid} ");
+    Some(scan_kernel_log(f, &format!("Killed process {pid} ")))
+}
+
+/// The kernel log is read at most this far per question (its ring buffer
+/// is far smaller; a log that keeps coming must not keep us reading).
+const KMSG_MAX_BYTES: usize = 32 * 1024 * 1024;
+
+/// Whether a record of `kmsg` (one per read, ending at `EAGAIN`) contains
+/// `needle`, reading at most [`KMSG_MAX_BYTES`] and 100 000 records.
+fn scan_kernel_log(mut kmsg: impl std::io::Read, needle: &str) -> bool {
     let mut buf = vec![0u8; 8192];
-    // Each read returns one record; stop at EAGAIN (end of the buffer).
+    let mut total = 0;
     for _ in 0..100_000 {
-        match f.read(&mut buf) {
+        match kmsg.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
-                if String::from_utf8_lossy(&buf[..n]).contains(&needle) {
-                    return Some(true);
+                if String::from_utf8_lossy(&buf[..n]).contains(needle) {
+                    return true;
+                }
+                total += n;
+                if total >= KMSG_MAX_BYTES {
+                    break;
                 }
             }
             Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue, // overwritten record
             Err(_) => break,
         }
     }
-    Some(false)
+    false
+}
+
+/// [`kernel_log_oom_kill`] off the async runtime, one question at a time
+/// (several units killed at once do not each take a thread), within 2 s;
+/// `None` (unknown) when it does not answer in time.
+pub async fn kernel_log_oom_kill_async(pid: u32) -> Option<bool> {
+    let deadline = std::time::Duration::from_secs(2);
+    crate::fsutil::off_runtime(std::path::Path::new("/dev/kmsg"), deadline, move || {
+        kernel_log_oom_kill(pid)
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+#[cfg(test)]
+mod kmsg_tests {
+    /// Issue 20 item 5: a kernel log that never ends is read only so far.
+    #[test]
+    fn an_endless_kernel_log_is_read_only_so_far() {
+        struct Endless(usize);
+        impl std::io::Read for Endless {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                self.0 += buf.len();
+                buf.fill(b'x');
+                Ok(buf.len())
+            }
+        }
+        let mut log = Endless(0);
+        assert!(!super::scan_kernel_log(&mut log, "Killed process 1 "));
+        assert!(
+            log.0 <= super::KMSG_MAX_BYTES + 8192,
+            "{} bytes read",
+            log.0
+        );
+        let rec: &[u8] = b"6,1,2,-;Out of memory: Killed process 42 (x)\n";
+        assert!(super::scan_kernel_log(rec, "Killed process 42 "));
+    }
+
+    #[tokio::test]
+    async fn the_kernel_log_is_asked_off_the_runtime() {
+        // Readable or not here, the answer comes within its deadline.
+        let r = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            super::kernel_log_oom_kill_async(u32::MAX),
+        )
+        .await
+        .expect("answers");
+        assert_ne!(r, Some(true));
+    }
 }
 
 /// A stream of "this unit's state changed" notifications, by unit name, so

@@ -115,6 +115,14 @@ pub enum Outcome {
         work: Box<crate::rollout::RolloutWork>,
         watched: crate::rollout::Watched,
     },
+    /// The bus or the manager went away before the work could end: it
+    /// judged nothing. A rollout watch (`resume`) is handed out again
+    /// once a pass has run on a live connection; anything else is looked
+    /// at afresh by that pass.
+    Lost {
+        key: (WorkKind, String),
+        resume: Option<Box<crate::rollout::RolloutWork>>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -162,29 +170,34 @@ impl Work {
                 let results = stream.wait(&sd, &queued, job_timeout).await;
                 Outcome::Jobs {
                     batch,
+                    // A job whose end was lost with the connection is no
+                    // verdict: the next pass reads its unit's live state.
                     results: jobs
                         .into_iter()
                         .zip(results)
+                        .filter(|(_, r)| !r.as_ref().is_err_and(|e| e.is_disconnect()))
                         .map(|(j, r)| (j, r.map_err(|e| e.to_string())))
                         .collect(),
                 }
             }
             Work::Rollout(work) => {
-                // A rollout is watched over D-Bus properties only the real
-                // manager has.
-                let watched = match sd.as_systemd() {
-                    Some(sys) => work.run(sys, &http).await,
-                    None => crate::rollout::Watched {
-                        result: Err("no D-Bus user manager to watch the rollout on".into()),
-                        notes: Vec::new(),
-                        silence: None,
-                    },
-                };
+                let watched = work.run(&sd, &http).await;
+                if watched.lost {
+                    let key = (WorkKind::Rollout, work.name.clone());
+                    return Outcome::Lost {
+                        key,
+                        resume: Some(work),
+                    };
+                }
                 Outcome::Rollout { watched, work }
             }
             Work::Config(work) => {
                 let mut silence = Vec::new();
-                let result = run_config(&work, &sd, &http, job_timeout, &mut silence).await;
+                let Some(result) = run_config(&work, &sd, &http, job_timeout, &mut silence).await
+                else {
+                    let key = (WorkKind::Config, work.name.clone());
+                    return Outcome::Lost { key, resume: None };
+                };
                 Outcome::Config {
                     work: Box::new(work),
                     result,
@@ -203,6 +216,7 @@ impl Outcome {
             Outcome::Config { work, .. } => (WorkKind::Config, work.name.clone()),
             Outcome::Jobs { batch, .. } => (WorkKind::Jobs, batch.to_string()),
             Outcome::Rollout { work, .. } => (WorkKind::Rollout, work.name.clone()),
+            Outcome::Lost { key, .. } => key.clone(),
         }
     }
 }
@@ -213,12 +227,12 @@ async fn run_config(
     http: &reqwest::Client,
     job_timeout: Duration,
     notes: &mut Vec<crate::alertmanager::Note>,
-) -> ConfigResult {
+) -> Option<ConfigResult> {
     // Validate first: a failure blocks the reload or restart.
     if let Some((argv, dir)) = &w.validate
         && let Err(e) = reload::run_validate(argv, dir, Duration::from_secs(60)).await
     {
-        return ConfigResult::Invalid(e);
+        return Some(ConfigResult::Invalid(e));
     }
     // A planned restart: silence its alerts first (issue 12).
     let silence = match (&w.silence, w.on_change) {
@@ -228,9 +242,15 @@ async fn run_config(
         )),
         _ => None,
     };
+    // The bus or the manager going away is no verdict on the change.
+    let mut lost = false;
+    let mut seen = |e: crate::systemd::SystemdError| {
+        lost |= e.is_disconnect();
+        e.to_string()
+    };
     let result: Result<ReloadOutcome, String> = match w.on_change {
         OnConfigChange::None => Ok(ReloadOutcome::Recorded),
-        OnConfigChange::Restart => restart(sd, &w.unit, job_timeout).await,
+        OnConfigChange::Restart => restart(sd, &w.unit, job_timeout).await.map_err(&mut seen),
         OnConfigChange::Reload => match &w.reload {
             Some(ReloadMethod::Http { url }) => reload::http_reload(http, url)
                 .await
@@ -239,12 +259,12 @@ async fn run_config(
                 .kill_main(&w.unit, *number)
                 .await
                 .map(|_| ReloadOutcome::Reloaded)
-                .map_err(|e| e.to_string()),
+                .map_err(&mut seen),
             None => sd
-                .reload_unit(&w.unit)
+                .reload_unit(&w.unit, job_timeout)
                 .await
                 .map(|_| ReloadOutcome::Reloaded)
-                .map_err(|e| e.to_string()),
+                .map_err(&mut seen),
         },
     };
     let result = match (result, &w.readiness) {
@@ -263,27 +283,25 @@ async fn run_config(
         };
         crate::alertmanager::after(http, req, made, &why, notes).await;
     }
-    match result {
+    Some(match result {
         Ok(o) => ConfigResult::Done(o),
+        // The bus or the manager went away mid-way: no verdict.
+        Err(_) if lost => return None,
         Err(e) => ConfigResult::Failed(e),
-    }
+    })
 }
 
 async fn restart(
     sd: &impl UserManager,
     unit: &str,
     timeout: Duration,
-) -> Result<ReloadOutcome, String> {
-    let mut js = sd.job_stream().await.map_err(|e| e.to_string())?;
-    let j = sd
-        .queue(unit, JobKind::Restart)
-        .await
-        .map_err(|e| e.to_string())?;
+) -> Result<ReloadOutcome, crate::systemd::SystemdError> {
+    let mut js = sd.job_stream().await?;
+    let j = sd.queue(unit, JobKind::Restart).await?;
     js.wait(sd, &[j], timeout)
         .await
         .remove(0)
         .map(|()| ReloadOutcome::Restarted)
-        .map_err(|e| e.to_string())
 }
 
 impl Reconciler {
@@ -314,6 +332,8 @@ impl Reconciler {
                 crate::rollout::finish(&self.loc.state_dir, &work, watched, status);
                 None
             }
+            // Nothing was judged (see `Outcome::Lost`).
+            Outcome::Lost { .. } => None,
             Outcome::Config {
                 work,
                 result,
@@ -449,5 +469,48 @@ impl Reconciler {
         );
         self.config_issue
             .insert(name.clone(), (Reason::ReloadFailed, issue));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manager::fake::FakeManager;
+
+    /// Issue 20, item 10: a unit's own reload (`ExecReload=`) is queued
+    /// and reported as a reload, and waited for the job deadline (`apply
+    /// --timeout`), not a fixed 90 s.
+    #[tokio::test(start_paused = true)]
+    async fn item10_a_reload_is_a_reload_with_the_job_deadline() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let units = dir.path().join("units");
+        std::fs::create_dir_all(&units).expect("dir");
+        let unit = "[Service]\nExecStart=/bin/sleep infinity\nExecReload=/bin/sleep 600\n";
+        std::fs::write(units.join("web.service"), unit).expect("unit");
+        let sd = FakeManager::new(&units, &dir.path().join("config"));
+        sd.start_by_hand("web.service");
+        sd.hold_jobs(true);
+        let work = Work::Config(ConfigWork {
+            name: "web".into(),
+            unit: "web.service".into(),
+            hash: "h".into(),
+            config_files: vec![dir.path().join("web.conf")],
+            validate: None,
+            on_change: OnConfigChange::Reload,
+            reload: None,
+            readiness: None,
+            silence: None,
+        });
+        let o = work
+            .run(sd.clone(), reload::http_client(), Duration::from_secs(5))
+            .await;
+        match o {
+            Outcome::Config {
+                result: ConfigResult::Failed(e),
+                ..
+            } => assert_eq!(e, "reload of web.service did not finish within 5s"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(sd.jobs("web.service"), [JobKind::Reload]);
     }
 }

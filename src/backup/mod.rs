@@ -8,13 +8,21 @@
 //! exists and says `"status": "complete"`. Nothing else in this module, nor in
 //! its callers, infers completeness from file counts or timestamps, so a run
 //! killed at any moment leaves a set that is listed as incomplete, never
-//! counted towards `keep`, never pruned and never restored.
+//! counted towards `keep`, never pruned and never restored (the next run
+//! of the same Backup removes it). A run that
+//! fails rather than being killed removes its set ([`SetWriter`]'s drop):
+//! left behind, partial sets could fill the destination so that every
+//! later run failed too. A full destination fails the run with
+//! [`BackupError::DestinationFull`], saying what the set needed.
 //!
 //! Architecture Invariant: this module only ever deletes directories whose
-//! names parse as set IDs, that are complete and whose `backup.json` names
-//! the [`Store`]'s own Backup and kind. Anything else in the destination
-//! (another Backup's sets, sets of unitlet 0.1 that recorded no Backup, what
-//! a person put there) is left alone.
+//! names parse as set IDs and that are the [`Store`]'s own Backup and kind:
+//! complete sets whose `backup.json` names them (prune), the set of the
+//! run that is failing, and incomplete sets whose `.in-progress.json` names
+//! them and that no live run holds locked (a killed run's, removed when the
+//! next run begins). Anything else in the destination (another Backup's
+//! sets, sets of unitlet 0.1 that recorded no Backup, what a person put
+//! there) is left alone.
 //!
 //! Architecture Invariant: a [`Store`] belongs to one Backup. Several
 //! Backups may share a destination; each only lists, prunes and restores
@@ -40,6 +48,9 @@
 //!
 //! All I/O here is blocking `std::fs`: backups run in the short-lived
 //! `unitlet backup` process, and blocking keeps the fsync ordering obvious.
+
+mod last_run;
+pub use last_run::{LastRun, last_run_path, own_backups_dir, read_last_run};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -159,14 +170,42 @@ pub enum BackupError {
         /// The Backup that asked.
         backup: String,
     },
-    /// Writing into a set failed; the set stays incomplete.
+    /// Writing into a set failed; the run's set is removed.
     #[error(
-        "cannot write {path} for backup set {id}: {source}; check free space and permissions, the set is left incomplete"
+        "cannot write {path} for backup set {id}: {source}; check free space and permissions; the set was removed, earlier sets are untouched"
     )]
     Write {
         /// The set being written.
         id: String,
         /// The file or directory that could not be written.
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The destination's filesystem filled up while a set was written. The
+    /// run went on counting what the set needed, without writing, and then
+    /// removed the set, so the next run has the space back.
+    #[error(
+        "backup destination {destination} is full: backup set {id} needed about {} on disk ({files} files) and {} of {} is free there; the set was removed, earlier sets are untouched; free space there, lower `keep`, or set `destination` to a bigger filesystem (writing {path} failed)",
+        size_text(*needed),
+        size_text(*free),
+        size_text(*total)
+    )]
+    DestinationFull {
+        /// The destination directory.
+        destination: PathBuf,
+        /// The removed set.
+        id: String,
+        /// What the whole set needed, each file rounded up to the
+        /// filesystem's block size.
+        needed: u64,
+        /// Its number of files.
+        files: usize,
+        /// Free space after the set was removed.
+        free: u64,
+        /// Size of the destination's filesystem.
+        total: u64,
+        /// The first file that did not fit.
         path: PathBuf,
         #[source]
         source: io::Error,
@@ -254,6 +293,11 @@ pub enum BackupError {
 }
 
 type Result<T, E = BackupError> = std::result::Result<T, E>;
+
+/// Bytes for people, as `unitlet backups` shows them: `1.5 MiB`.
+pub fn size_text(bytes: u64) -> String {
+    bytesize::ByteSize::b(bytes).display().iec().to_string()
+}
 
 /// A size limit as errors show it: `64 MiB (67108864 bytes)`.
 pub fn limit_text(limit: u64) -> String {
@@ -491,11 +535,28 @@ impl Store {
     /// not writable: better to fail here, naming the path, than halfway
     /// through a backup.
     pub fn open(destination: &Path, backup: &str, kind: &str) -> Result<Store> {
+        Store::open_in(destination, None, backup, kind)
+    }
+
+    /// [`Store::open`], where `own` is the directory unitlet keeps its own
+    /// backups in (`STATE_DIR/backups`): a destination inside it is
+    /// unitlet's own wherever the state directory is (quickstart puts it
+    /// under `/var/lib`), so it is not refused as a system directory.
+    /// Ownership and mode are checked all the same.
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub fn open_in(
+        destination: &Path,
+        own: Option<&Path>,
+        backup: &str,
+        kind: &str,
+    ) -> Result<Store> {
         let unsafe_dest = |reason: String| BackupError::UnsafeDestination {
             path: destination.to_path_buf(),
             reason,
         };
-        check_destination_path(destination).map_err(unsafe_dest)?;
+        check_path_in(destination, own).map_err(unsafe_dest)?;
         let err = |source| BackupError::Destination {
             path: destination.to_path_buf(),
             source,
@@ -507,7 +568,8 @@ impl Store {
             .map_err(err)?;
         let real = fs::canonicalize(destination).map_err(err)?;
         if real != destination {
-            check_destination_path(&real)
+            let own_real = own.and_then(|o| fs::canonicalize(o).ok());
+            check_path_in(&real, own_real.as_deref())
                 .map_err(|r| unsafe_dest(format!("it leads to {}: {r}", real.display())))?;
         }
         let meta = fs::metadata(&real).map_err(err)?;
@@ -534,7 +596,8 @@ impl Store {
         &self.root
     }
 
-    /// Starts a new set of this store's Backup and kind, from `source`.
+    /// Starts a new set of this store's Backup and kind, from `source`,
+    /// after removing the incomplete sets of this Backup's killed runs.
     ///
     /// # Guarantees
     /// The new ID sorts after every set already in the destination, even if
@@ -544,6 +607,7 @@ impl Store {
     /// [`BackupError::Read`] if the destination cannot be listed,
     /// [`BackupError::Write`] if the set directory cannot be created.
     pub fn begin(&self, source: &str) -> Result<SetWriter> {
+        self.remove_abandoned();
         let now = SystemTime::now();
         let created = humantime::format_rfc3339_seconds(now).to_string();
         let stamp: String = created.chars().filter(|c| *c != '-' && *c != ':').collect();
@@ -578,11 +642,17 @@ impl Store {
             created: created.clone(),
         };
         let bytes = serde_json::to_vec_pretty(&marker).expect("plain struct serializes");
-        write_atomic(&dir, IN_PROGRESS_FILE, &bytes).map_err(|source| BackupError::Write {
-            id: id.clone(),
-            path: dir.join(IN_PROGRESS_FILE),
-            source,
-        })?;
+        let lock = match write_locked_marker(&dir, &bytes) {
+            Ok(lock) => lock,
+            Err(source) => {
+                let _ = fs::remove_dir_all(&dir);
+                return Err(BackupError::Write {
+                    id,
+                    path: dir.join(IN_PROGRESS_FILE),
+                    source,
+                });
+            }
+        };
         tracing::debug!(set = %id, dir = %dir.display(), "started backup set");
         Ok(SetWriter {
             root: self.root.clone(),
@@ -594,6 +664,9 @@ impl Store {
             created,
             files: BTreeMap::new(),
             finished: false,
+            full: None,
+            block: space(&self.root).map_or(4096, |s| s.block),
+            _lock: lock,
         })
     }
 
@@ -618,9 +691,9 @@ impl Store {
     /// Only sets whose `backup.json` names this store's Backup and kind are
     /// counted or deleted: never another Backup's sets in a shared
     /// destination, nor legacy sets that name no Backup (they could be
-    /// anyone's). Incomplete sets are neither counted nor deleted: they are evidence of
-    /// a failed run that a person may want to look at, and deleting a set
-    /// that another run is still writing would be worse. `protect` (the set
+    /// anyone's). Incomplete sets are neither counted nor deleted here (the
+    /// next run's [`Store::begin`] removes a killed run's, never one that a
+    /// run is still writing). `protect` (the set
     /// just made) is never deleted. Returns the deleted IDs, oldest first.
     ///
     /// # Errors
@@ -803,6 +876,53 @@ impl Store {
         }
     }
 
+    /// Removes this Backup's incomplete sets whose run is over: those
+    /// whose `.in-progress.json` names this Backup and kind and is locked
+    /// by no writer (a killed run's lock died with it). Best effort, with a
+    /// log line per set. Without this, the partial set of a run killed
+    /// while the destination was full would keep it full.
+    fn remove_abandoned(&self) {
+        let Ok(ids) = self.set_ids() else { return };
+        for id in ids.iter().map(SetId::to_string) {
+            let dir = self.root.join(&id);
+            if dir.join(MANIFEST_FILE).exists() {
+                continue;
+            }
+            let ours = read_capped(&dir, IN_PROGRESS_FILE, MAX_MARKER_BYTES)
+                .ok()
+                .flatten()
+                .and_then(|b| serde_json::from_slice::<InProgress>(&b).ok())
+                .is_some_and(|m| {
+                    m.backup.as_deref() == Some(self.backup.as_str()) && m.kind == self.kind
+                });
+            // Opened without following links; the lock is held until the
+            // set is gone, so no writer can be starting on it meanwhile.
+            let Some(marker) = ours
+                .then(|| open_in_set(&dir, IN_PROGRESS_FILE).ok())
+                .flatten()
+            else {
+                continue;
+            };
+            if rustix::fs::flock(
+                &marker,
+                rustix::fs::FlockOperation::NonBlockingLockExclusive,
+            )
+            .is_err()
+            {
+                continue; // a run is writing it
+            }
+            let aside = self.root.join(format!("{DELETING_PREFIX}{id}"));
+            match fs::rename(&dir, &aside).and_then(|()| fs::remove_dir_all(&aside)) {
+                Ok(()) => {
+                    tracing::warn!(set = %id, "removed the incomplete set of a run that did not finish")
+                }
+                Err(e) => {
+                    tracing::warn!(set = %id, error = %e, "cannot remove the incomplete set of a run that did not finish")
+                }
+            }
+        }
+    }
+
     /// Finishes deletions a crash interrupted; best effort, since they are
     /// already invisible to listing.
     fn remove_leftover_deletions(&self) {
@@ -822,8 +942,8 @@ impl Store {
     }
 }
 
-/// Writes one set. Dropping it without [`SetWriter::finish`] leaves the set
-/// incomplete, which is exactly what a failed run must leave.
+/// Writes one set. Dropping it without [`SetWriter::finish`] removes the
+/// set: a failed run leaves nothing that could fill the destination.
 #[derive(Debug)]
 pub struct SetWriter {
     root: PathBuf,
@@ -836,6 +956,15 @@ pub struct SetWriter {
     /// Keyed by path so rewriting a file replaces its entry.
     files: BTreeMap<String, FileEntry>,
     finished: bool,
+    /// Set when the destination filled up: from then on nothing is
+    /// written, only counted, so the error can say what the set needed.
+    full: Option<(PathBuf, io::Error)>,
+    /// The destination filesystem's block size, to count what files take.
+    block: u64,
+    /// `.in-progress.json`, `flock`ed while this run lives: a later run
+    /// removes the set only once no one holds it (see
+    /// `Store::remove_abandoned`).
+    _lock: File,
 }
 
 impl SetWriter {
@@ -856,21 +985,43 @@ impl SetWriter {
     /// # Errors
     /// [`BackupError::InvalidPath`] for a path outside the set or
     /// `backup.json`; [`BackupError::Write`] on I/O failure.
+    ///
+    /// # Destination full
+    /// Once the destination's filesystem is full, this writes nothing more
+    /// and only counts, so the run can go on to learn what the whole set
+    /// needs; [`SetWriter::finish`] then fails with
+    /// [`BackupError::DestinationFull`] saying so.
     pub fn write_file(&mut self, rel: &str, bytes: &[u8]) -> Result<()> {
         let path = self.checked_path(rel)?;
-        let parent = path.parent().expect("joined path has a parent");
-        let name = path.file_name().expect("checked path has a file name");
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(parent)
-            .and_then(|()| write_renamed(parent, &name.to_string_lossy(), bytes))
-            .map_err(|source| BackupError::Write {
-                id: self.id.clone(),
-                path: path.clone(),
-                source,
-            })?;
-        self.record(rel, bytes.len() as u64, hex::encode(Sha256::digest(bytes)));
+        if self.full.is_none() {
+            let parent = path.parent().expect("joined path has a parent");
+            let name = path.file_name().expect("checked path has a file name");
+            let written = DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .and_then(|()| write_renamed(parent, &name.to_string_lossy(), bytes));
+            match written {
+                Ok(()) => {}
+                Err(source) if is_out_of_space(&source) => {
+                    tracing::warn!(set = %self.id, path = %path.display(), "backup destination is full; counting what the set needs without writing");
+                    self.full = Some((path, source));
+                }
+                Err(source) => {
+                    return Err(BackupError::Write {
+                        id: self.id.clone(),
+                        path,
+                        source,
+                    });
+                }
+            }
+        }
+        let sha = if self.full.is_some() {
+            String::new()
+        } else {
+            hex::encode(Sha256::digest(bytes))
+        };
+        self.record(rel, bytes.len() as u64, sha);
         Ok(())
     }
 
@@ -909,6 +1060,9 @@ impl SetWriter {
     /// # Errors
     /// [`BackupError::Write`] if syncing or writing `backup.json` fails.
     pub fn finish(mut self) -> Result<SetInfo> {
+        if let Some((path, source)) = self.full.take() {
+            return Err(self.full_error(path, source));
+        }
         let write_err = |path: &Path, source| BackupError::Write {
             id: self.id.clone(),
             path: path.to_path_buf(),
@@ -939,6 +1093,47 @@ impl SetWriter {
         let _ = fs::remove_file(self.dir.join(IN_PROGRESS_FILE));
         tracing::info!(set = %self.id, files = manifest.files.len(), "backup set complete");
         Ok(info_from_manifest(&manifest, self.dir.clone()))
+    }
+
+    /// Removes the set, then says what it needed and what is free.
+    fn full_error(&mut self, path: PathBuf, source: io::Error) -> BackupError {
+        self.discard();
+        let block = self.block.max(1);
+        let needed = self
+            .files
+            .values()
+            .map(|f| f.size.div_ceil(block) * block)
+            .sum();
+        let (free, total) = space(&self.root).map_or((0, 0), |s| (s.free, s.total));
+        BackupError::DestinationFull {
+            destination: self.root.clone(),
+            id: self.id.clone(),
+            needed,
+            files: self.files.len(),
+            free,
+            total,
+            path,
+            source,
+        }
+    }
+
+    /// Removes the unfinished set (renamed aside first, so a crash halfway
+    /// leaves no partial set under its ID); best effort, with a warning.
+    fn discard(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let aside = self.root.join(format!("{DELETING_PREFIX}{}", self.id));
+        let removed = fs::rename(&self.dir, &aside).and_then(|()| fs::remove_dir_all(&aside));
+        match removed {
+            Ok(()) => {
+                tracing::warn!(set = %self.id, "backup run did not finish; its set was removed")
+            }
+            Err(e) => {
+                tracing::warn!(set = %self.id, dir = %self.dir.display(), error = %e, "backup run did not finish and its set cannot be removed; it is left incomplete")
+            }
+        }
     }
 
     /// fsync the set's own files, concurrently, then its directories.
@@ -976,11 +1171,39 @@ impl SetWriter {
 }
 
 impl Drop for SetWriter {
+    /// A run that fails removes what it wrote: a partial set is never
+    /// restorable, and left behind it could fill the destination so that
+    /// every later run fails too. (A killed run cannot; its set stays
+    /// listed as incomplete.)
     fn drop(&mut self) {
-        if !self.finished {
-            tracing::warn!(set = %self.id, dir = %self.dir.display(), "backup run did not finish; the set is left incomplete");
-        }
+        self.discard();
     }
+}
+
+/// Free space, size and block size of a filesystem.
+struct Space {
+    free: u64,
+    total: u64,
+    block: u64,
+}
+
+fn space(dir: &Path) -> Option<Space> {
+    let s = rustix::fs::statvfs(dir).ok()?;
+    Some(Space {
+        free: s.f_bavail.saturating_mul(s.f_frsize),
+        total: s.f_blocks.saturating_mul(s.f_frsize),
+        block: s.f_frsize,
+    })
+}
+
+/// Whether an error means the filesystem (or the user's quota) is full.
+/// (`tempfile` wraps the OS error, so its kind is what is left to look at.)
+pub fn is_out_of_space(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+        || matches!(
+            e.kind(),
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+        )
 }
 
 /// A parsed set ID: `YYYYMMDDTHHMMSSZ` plus `-N` for the N-th set of one
@@ -1348,6 +1571,67 @@ pub fn check_destination_path(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// [`check_destination_path`], except that a directory inside `own`
+/// (unitlet's own backups directory) is accepted wherever that is.
+fn check_path_in(path: &Path, own: Option<&Path>) -> Result<(), String> {
+    let plain = path.is_absolute()
+        && path
+            .components()
+            .all(|c| !matches!(c, Component::ParentDir | Component::CurDir));
+    match own {
+        Some(o) if plain && path.starts_with(o) && path != o => Ok(()),
+        _ => check_destination_path(path),
+    }
+}
+
+/// What `doctor` says of a destination, without creating anything: the
+/// checks of [`Store::open_in`] on the directory if it exists, else on the
+/// nearest existing parent, which must let this user create it.
+///
+/// # Errors
+/// Why a backup run would refuse or fail to use it, and what to do.
+pub fn inspect_destination(destination: &Path, own: Option<&Path>) -> Result<String, String> {
+    check_path_in(destination, own)?;
+    let Ok(real) = fs::canonicalize(destination) else {
+        let parent = destination
+            .ancestors()
+            .skip(1)
+            .find(|a| a.exists())
+            .unwrap_or(Path::new("/"));
+        return match rustix::fs::access(
+            parent,
+            rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+        ) {
+            Ok(()) => Ok(format!(
+                "{} does not exist yet; the first run creates it (mode 0700)",
+                destination.display()
+            )),
+            Err(e) => Err(format!(
+                "{} does not exist and cannot be created: {} is not writable by you ({e}); create it, or set `destination`",
+                destination.display(),
+                parent.display()
+            )),
+        };
+    };
+    if real != destination {
+        let own_real = own.and_then(|o| fs::canonicalize(o).ok());
+        check_path_in(&real, own_real.as_deref())
+            .map_err(|r| format!("{} leads to {}: {r}", destination.display(), real.display()))?;
+    }
+    let meta = fs::metadata(&real).map_err(|e| format!("{}: {e}", destination.display()))?;
+    check_destination_owner(destination, &meta)
+        .map_err(|r| format!("{}: {r}", destination.display()))?;
+    rustix::fs::access(
+        destination,
+        rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+    )
+    .map_err(|e| format!("{} is not writable by you: {e}", destination.display()))?;
+    Ok(format!(
+        "{} is yours and not writable by others",
+        destination.display()
+    ))
+}
+
 /// The destination must be a directory of this user that no one else may
 /// write to, as the manifests directory must.
 fn check_destination_owner(path: &Path, meta: &fs::Metadata) -> Result<(), String> {
@@ -1384,6 +1668,19 @@ fn is_safe_rel_path(rel: &str) -> bool {
         && !rel
             .split('/')
             .any(|p| p.is_empty() || p == "." || p == "..")
+}
+
+/// The run's marker, `flock`ed before it appears under its name (the lock
+/// follows the file through the rename), so no other run ever sees it
+/// unlocked while this one lives.
+fn write_locked_marker(dir: &Path, bytes: &[u8]) -> io::Result<File> {
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{IN_PROGRESS_FILE}.tmp-"))
+        .tempfile_in(dir)?;
+    rustix::fs::flock(tmp.as_file(), rustix::fs::FlockOperation::LockExclusive)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(dir.join(IN_PROGRESS_FILE)).map_err(|e| e.error)
 }
 
 /// Temporary file in the same directory, fsync, rename: a crash leaves the
@@ -1489,12 +1786,83 @@ mod tests {
     }
 
     #[test]
-    fn dropped_writer_leaves_an_incomplete_set_that_says_what_it_was() {
+    fn a_destination_inside_unitlets_own_backups_dir_is_accepted_wherever_that_is() {
+        let own = Path::new("/var/lib/demo/state/unitlet/backups");
+        let dest = own.join("prometheus-tsdb");
+        assert_eq!(check_path_in(&dest, Some(own)), Ok(()));
+        let err = check_path_in(&dest, None).unwrap_err();
+        assert!(err.contains("is a system directory"), "{err}");
+        // Not the directory itself, nor a way out of it.
+        assert!(check_path_in(own, Some(own)).is_err());
+        assert!(check_path_in(&own.join("../../../../../etc"), Some(own)).is_err());
+        assert!(check_path_in(Path::new("/var/lib/other"), Some(own)).is_err());
+    }
+
+    #[test]
+    fn a_dropped_writer_removes_its_set() {
         let (_tmp, store) = store();
+        let kept = complete_set(&store, "[]");
         {
             let mut w = store.begin("http://g:3000").unwrap();
             w.write_file("folders.json", b"[1,2]").unwrap();
         }
+        let ids: Vec<String> = store.list().unwrap().into_iter().map(|s| s.id).collect();
+        assert_eq!(ids, vec![kept.id]);
+        let names: Vec<_> = fs::read_dir(store.path()).unwrap().flatten().collect();
+        assert_eq!(names.len(), 1, "nothing else is left: {names:?}");
+    }
+
+    #[test]
+    fn the_next_run_removes_a_killed_runs_set_but_not_a_running_ones() {
+        let (_tmp, store) = store();
+        let kept = complete_set(&store, "[]");
+        // A run in flight (its lock held) and one killed (what it leaves:
+        // a marker no one locks).
+        let running = store.begin("http://g:3000").unwrap();
+        let killed = store.root.join("20200101T000000Z");
+        fs::create_dir(&killed).unwrap();
+        fs::write(killed.join("folders.json"), b"[]").unwrap();
+        let marker = InProgress {
+            backup: Some("dash".into()),
+            kind: "grafana".into(),
+            source: "http://g:3000".into(),
+            created: "2020-01-01T00:00:00Z".into(),
+        };
+        fs::write(
+            killed.join(IN_PROGRESS_FILE),
+            serde_json::to_vec(&marker).unwrap(),
+        )
+        .unwrap();
+        // Another Backup's killed run, and a set nobody marked: left alone.
+        let other = store.root.join("20200101T000000Z-2");
+        fs::create_dir(&other).unwrap();
+        let theirs = InProgress {
+            backup: Some("other".into()),
+            ..marker
+        };
+        fs::write(
+            other.join(IN_PROGRESS_FILE),
+            serde_json::to_vec(&theirs).unwrap(),
+        )
+        .unwrap();
+        let unmarked = store.root.join("20200101T000000Z-3");
+        fs::create_dir(&unmarked).unwrap();
+
+        let next = store.begin("http://g:3000").unwrap();
+        assert!(!killed.exists(), "the killed run's set is removed");
+        assert!(running.dir().is_dir(), "a running run's set stays");
+        assert!(other.is_dir() && unmarked.is_dir());
+        assert!(store.path().join(&kept.id).is_dir());
+        drop((running, next));
+    }
+
+    #[test]
+    fn a_killed_run_leaves_an_incomplete_set_that_says_what_it_was() {
+        let (_tmp, store) = store();
+        let mut w = store.begin("http://g:3000").unwrap();
+        w.write_file("folders.json", b"[1,2]").unwrap();
+        // A killed process runs no destructor.
+        std::mem::forget(w);
         let listed = store.list().unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].status, SetStatus::Incomplete);
@@ -1559,7 +1927,7 @@ mod tests {
         let (_tmp, store) = store();
         let a = complete_set(&store, "a").id;
         let b = complete_set(&store, "b").id;
-        drop(store.begin("x").unwrap()); // incomplete, between
+        std::mem::forget(store.begin("x").unwrap()); // a killed run's, between
         let c = complete_set(&store, "c").id;
         let d = complete_set(&store, "d").id;
         fs::create_dir(store.path().join("not-a-set")).unwrap();

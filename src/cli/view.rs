@@ -17,15 +17,29 @@ type Props = HashMap<String, zbus::OwnedVariant>;
 /// Status as `get` shows it: the persisted status, corrected by the current
 /// manifest files (a file broken since the last pass shows as such) and by
 /// live unit states when systemd is reachable.
-async fn current_status(loc: &Locations) -> Status {
+///
+/// # Errors
+/// Like `plan`: the manifests directory cannot be read, or there is
+/// nothing to show and no user manager answers (a shell without the
+/// session's environment), rather than an empty table.
+async fn current_status(loc: &Locations) -> Result<Status, CliError> {
     let mut status = Status::load(&loc.status_file());
-    // An unreadable directory shows the persisted status as it is.
-    if let Ok(set) = manifest::load_dir(&loc.manifests) {
-        overlay_manifests(&mut status, &set);
+    let set = manifest::load_dir(&loc.manifests)
+        .map_err(|e| CliError::Reconcile(crate::reconcile::ReconcileError::Load(e)))?;
+    overlay_manifests(&mut status, &set);
+    let sd = match Systemd::connect(loc.bus.as_deref()).await {
+        Err(e) if status.objects.is_empty() => return Err(e.into()),
+        sd => sd,
+    };
+    if let Err(e) = &sd {
+        eprintln!(
+            "warning: unit states are unknown: {}",
+            crate::error_chain(e)
+        );
     }
-    overlay_live_units(loc, &mut status).await;
+    overlay_live_units(&sd, &mut status).await;
     crate::journal::annotate(&loc.state_dir, &mut status);
-    status
+    Ok(status)
 }
 
 /// Adds manifests not applied yet, marks invalid ones, and drops objects
@@ -47,10 +61,11 @@ fn overlay_manifests(status: &mut Status, set: &LoadedSet) {
             .objects
             .entry(name.clone())
             .or_insert_with(|| ObjectStatus::new(manifest::Kind::Service, name, &err.file));
+        let message = manifest::status_message(&err.to_string());
         if o.ready()
-            .is_none_or(|c| c.reason != Reason::Invalid || !c.message.starts_with(&err.to_string()))
+            .is_none_or(|c| c.reason != Reason::Invalid || !c.message.starts_with(&message))
         {
-            o.set_ready(ConditionStatus::False, Reason::Invalid, &err.to_string());
+            o.set_ready(ConditionStatus::False, Reason::Invalid, &message);
         }
     }
     let present: BTreeSet<&String> = set
@@ -66,15 +81,18 @@ fn overlay_manifests(status: &mut Status, set: &LoadedSet) {
 
 /// Unit states as systemd reports them now ("unknown" when it cannot be
 /// asked), and Ready corrected to match.
-async fn overlay_live_units(loc: &Locations, status: &mut Status) {
+async fn overlay_live_units(
+    sd: &Result<Systemd, crate::systemd::SystemdError>,
+    status: &mut Status,
+) {
     let names: Vec<String> = status
         .objects
         .values()
         .filter_map(|o| o.unit.as_ref().map(|u| u.name.clone()))
         .collect();
-    let live = match Systemd::connect(loc.bus.as_deref()).await {
+    let live = match sd {
         Ok(sd) => sd.list_units(&names).await.map_err(|e| e.to_string()),
-        Err(e) => Err(crate::error_chain(&e)),
+        Err(e) => Err(crate::error_chain(e)),
     };
     for o in status.objects.values_mut() {
         let Some(u) = o.unit.as_mut() else { continue };
@@ -132,6 +150,9 @@ struct GetItem<'a> {
     last_reconcile_time: Option<&'a str>,
     /// Whether a `unitlet run` is keeping this status current.
     operator_running: bool,
+    /// The status file could not be used (or was moved aside): why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status_warning: Option<&'a str>,
 }
 
 /// The object NAME, or the error for an unknown NAME.
@@ -147,9 +168,13 @@ fn find<'a>(loc: &Locations, status: &'a Status, name: &str) -> Result<&'a Objec
 
 /// `unitlet get [NAME] [-o table|wide|json|yaml]`.
 pub(super) async fn get(loc: &Locations, name: Option<&str>, output: Output) -> CliResult {
-    let status = current_status(loc).await;
+    let status = current_status(loc).await?;
     if let Some(e) = &status.operator_error {
         eprintln!("warning: the operator's last pass failed: {e}");
+    }
+    let file_warning = status.file_warning();
+    if let Some(w) = &file_warning {
+        eprintln!("warning: {w}");
     }
     if let Some(w) = crate::fleet::source_warning(&loc.state_dir) {
         eprintln!("warning: {w}");
@@ -169,6 +194,7 @@ pub(super) async fn get(loc: &Locations, name: Option<&str>, output: Output) -> 
                 unit: o.unit.as_ref(),
                 last_reconcile_time: status.reconciled_at.as_deref(),
                 operator_running: operator.is_some(),
+                status_warning: file_warning.as_deref(),
             })
             .collect()
     };
@@ -295,7 +321,10 @@ async fn live_usage(loc: &Locations, objs: &[&ObjectStatus]) -> HashMap<String, 
 
 /// `unitlet describe NAME`.
 pub(super) async fn describe(loc: &Locations, name: &str) -> CliResult {
-    let status = current_status(loc).await;
+    let status = current_status(loc).await?;
+    if let Some(w) = status.file_warning() {
+        eprintln!("warning: {w}");
+    }
     let o = find(loc, &status, name)?;
     println!("Name:   {}", o.name);
     println!("Kind:   {}", o.kind);

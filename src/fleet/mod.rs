@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::manifest::redact_url;
+use crate::{fsutil, manifest};
 
 /// What `unitlet run --source etcd` needs to feed itself from etcd.
 #[derive(Debug, Clone)]
@@ -165,6 +166,10 @@ pub enum FleetError {
         #[source]
         source: std::io::Error,
     },
+    /// A secret file (password, private key) that others can read or
+    /// write, or that is not yours.
+    #[error("{what}: {message}")]
+    Secret { what: &'static str, message: String },
     /// A flag's value is unusable.
     #[error("{0}")]
     Usage(String),
@@ -246,7 +251,7 @@ impl EtcdArgs {
             .with_require_leader(true);
         match (&self.user, &self.password_file) {
             (Some(u), Some(p)) => {
-                let pw = read_file("the etcd password file", p)?;
+                let pw = read_secret("the etcd password file", p).await?;
                 let pw = String::from_utf8_lossy(&pw)
                     .trim_end_matches(['\n', '\r'])
                     .to_string();
@@ -263,16 +268,15 @@ impl EtcdArgs {
             let _ = rustls::crypto::ring::default_provider().install_default();
             let mut tls = etcd::TlsOptions::new();
             if let Some(ca) = &self.ca {
-                tls = tls.ca_certificate(etcd::Certificate::from_pem(read_file(
-                    "the etcd CA certificate",
-                    ca,
-                )?));
+                tls = tls.ca_certificate(etcd::Certificate::from_pem(
+                    read_public("the etcd CA certificate", ca).await?,
+                ));
             }
             match (&self.cert, &self.key) {
                 (Some(c), Some(k)) => {
                     tls = tls.identity(etcd::Identity::from_pem(
-                        read_file("the etcd client certificate", c)?,
-                        read_file("the etcd client key", k)?,
+                        read_public("the etcd client certificate", c).await?,
+                        read_secret("the etcd client key", k).await?,
                     ));
                 }
                 (None, None) => {}
@@ -321,12 +325,45 @@ impl EtcdArgs {
     }
 }
 
-fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, FleetError> {
-    std::fs::read(path).map_err(|source| FleetError::ReadFile {
+/// Option files (passwords, keys, certificates, the machine id) are small.
+const MAX_OPTION_FILE: u64 = 1024 * 1024;
+
+fn read_error(what: &'static str, path: &Path, e: String) -> FleetError {
+    FleetError::ReadFile {
         what,
         path: path.to_path_buf(),
-        source,
+        source: std::io::Error::other(e),
+    }
+}
+
+/// A regular file of at most [`MAX_OPTION_FILE`] bytes (see
+/// [`fsutil::read_regular_capped`]).
+fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, FleetError> {
+    fsutil::read_regular_capped(path, true, MAX_OPTION_FILE).map_err(|e| read_error(what, path, e))
+}
+
+/// [`read_file`] off the runtime, within [`fsutil::READ_DEADLINE`].
+async fn read_public(what: &'static str, path: &Path) -> Result<Vec<u8>, FleetError> {
+    let p = path.to_path_buf();
+    fsutil::off_runtime(path, fsutil::READ_DEADLINE, move || {
+        fsutil::read_regular_capped(&p, true, MAX_OPTION_FILE)
     })
+    .await
+    .and_then(|r| r)
+    .map_err(|e| read_error(what, path, e))
+}
+
+/// A secret file (password, private key): checked like every other
+/// secret file ([`manifest::check_secret_file`]: a regular file of yours
+/// that nobody else can read or write), then read as [`read_public`].
+async fn read_secret(what: &'static str, path: &Path) -> Result<Vec<u8>, FleetError> {
+    let p = path.to_path_buf();
+    fsutil::off_runtime(path, fsutil::READ_DEADLINE, move || {
+        manifest::check_secret_file(&p).map_err(|e| FleetError::Secret { what, message: e })?;
+        fsutil::read_regular_capped(&p, true, MAX_OPTION_FILE).map_err(|e| read_error(what, &p, e))
+    })
+    .await
+    .map_err(|e| read_error(what, path, e))?
 }
 
 /// This host's id: `--host-id`, else `/etc/machine-id`.
@@ -496,7 +533,9 @@ pub struct SourceState {
 
 impl SourceState {
     pub fn load(state_dir: &Path) -> Option<SourceState> {
-        let bytes = std::fs::read(source_file(state_dir)).ok()?;
+        // It holds every manifest of this host.
+        let cap = 256 * 1024 * 1024;
+        let bytes = fsutil::read_regular_capped(&source_file(state_dir), false, cap).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 
@@ -554,6 +593,55 @@ mod tests {
             value: v.into(),
             mod_revision: 1,
         }
+    }
+
+    /// Issue 20 item 5: the etcd password and key files go through the
+    /// same mode/owner check as every secret file, before any connection.
+    #[tokio::test]
+    async fn etcd_secret_files_readable_by_others_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let pw = d.path().join("pw");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let args = EtcdArgs {
+            // Nothing listens there: the file is refused before any dial.
+            endpoints: "http://127.0.0.1:9".into(),
+            user: Some("root".into()),
+            password_file: Some(pw.clone()),
+            ..EtcdArgs::default()
+        };
+        let e = crate::error_chain(&args.connect().await.err().expect("refused"));
+        assert!(
+            e.contains("the etcd password file")
+                && e.contains("mode 0644")
+                && e.contains("chmod 600"),
+            "{e}"
+        );
+        let key = d.path().join("key");
+        std::fs::write(&key, "KEY").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let args = EtcdArgs {
+            endpoints: "https://127.0.0.1:9".into(),
+            cert: Some(key.clone()),
+            key: Some(key.clone()),
+            ..EtcdArgs::default()
+        };
+        let e = crate::error_chain(&args.connect().await.err().expect("refused"));
+        assert!(
+            e.contains("the etcd client key") && e.contains("mode 0640"),
+            "{e}"
+        );
+        // A FIFO given as the CA is refused without blocking.
+        let fifo = d.path().join("ca");
+        crate::fsutil::test_support::mkfifo(&fifo);
+        let args = EtcdArgs {
+            endpoints: "https://127.0.0.1:9".into(),
+            ca: Some(fifo),
+            ..EtcdArgs::default()
+        };
+        let e = crate::error_chain(&args.connect().await.err().expect("refused"));
+        assert!(e.contains("FIFO"), "{e}");
     }
 
     #[test]

@@ -162,9 +162,13 @@ async fn session(
         .id();
     let record = HostRecord {
         host: opts.host.clone(),
-        hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_default(),
+        hostname: crate::fsutil::read_regular_capped(
+            std::path::Path::new("/proc/sys/kernel/hostname"),
+            true,
+            4096,
+        )
+        .map(|h| String::from_utf8_lossy(&h).trim().to_string())
+        .unwrap_or_default(),
         pid: std::process::id(),
         started_at: started_at.to_string(),
         source: "etcd".into(),

@@ -111,7 +111,7 @@ pub async fn run(opts: SourceOptions) {
                     }
                     st.state = "Unreachable".into();
                     st.message = msg;
-                    save(&opts.state_dir, &st);
+                    save(&opts.state_dir, &st).await;
                 }
             }
         }
@@ -120,13 +120,37 @@ pub async fn run(opts: SourceOptions) {
     }
 }
 
-fn save(state_dir: &Path, st: &SourceState) {
-    if let Err(e) = st.save(state_dir) {
+/// [`SourceState::save`] off the runtime (it fsyncs); a failure is logged.
+async fn save(state_dir: &Path, st: &SourceState) {
+    let (d, s) = (state_dir.to_path_buf(), st.clone());
+    let path = super::source_file(state_dir);
+    if let Err(e) = on_disk(&path, move || s.save(&d)).await {
         tracing::error!("{}", crate::error_chain(&e));
     }
 }
 
-fn mark_connected(state_dir: &Path, st: &mut SourceState) {
+/// How long the materialised directory's writes (each fsynced) may take
+/// before the session gives up and reconnects; a retry waits for the
+/// writes still under way (see [`crate::fsutil::off_runtime`]).
+const DISK_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Blocking file work under `key`, off the async runtime: fsyncs on a busy
+/// disk must not stall the watch, the operator's passes or its metrics.
+async fn on_disk<T: Send + 'static>(
+    key: &Path,
+    f: impl FnOnce() -> Result<T, FleetError> + Send + 'static,
+) -> Result<T, FleetError> {
+    // Its own key: a pass loading the same directory need not wait for
+    // these writes (each file is replaced atomically).
+    crate::fsutil::off_runtime(&key.with_extension("writes"), DISK_DEADLINE, f)
+        .await
+        .map_err(|e| FleetError::Write {
+            path: key.to_path_buf(),
+            source: std::io::Error::other(e),
+        })?
+}
+
+async fn mark_connected(state_dir: &Path, st: &mut SourceState) {
     if st.state != "Connected" {
         if st.state == "Reconnecting" {
             tracing::info!(
@@ -150,7 +174,7 @@ fn mark_connected(state_dir: &Path, st: &mut SourceState) {
         st.state = "Connected".into();
         st.message.clear();
         st.since = crate::status::now_rfc3339();
-        save(state_dir, st);
+        save(state_dir, st).await;
     }
 }
 
@@ -212,7 +236,7 @@ async fn session(
         if msg.created() {
             created += 1;
             if created == 2 {
-                mark_connected(&opts.state_dir, st);
+                mark_connected(&opts.state_dir, st).await;
             }
         }
         if msg.events().is_empty() {
@@ -264,22 +288,30 @@ async fn session(
         }
         let after = effective(&st.all, &st.host_keys);
         let dir = super::manifests_dir(&opts.state_dir);
-        let mut changed = 0;
-        for (name, value) in &after {
-            if before.get(*name).map(String::as_str) != Some(*value) {
-                if let Err(e) = write_manifest(&dir, name, value) {
-                    return e.into();
-                }
-                changed += 1;
+        let writes: Vec<(String, String)> = after
+            .iter()
+            .filter(|(name, value)| before.get(**name).map(String::as_str) != Some(**value))
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        let removes: Vec<String> = before
+            .keys()
+            .filter(|name| !after.contains_key(name.as_str()))
+            .cloned()
+            .collect();
+        let changed = writes.len() + removes.len();
+        let d = dir.clone();
+        let applied = on_disk(&dir, move || {
+            for (name, value) in &writes {
+                write_manifest(&d, name, value)?;
             }
-        }
-        for name in before.keys() {
-            if !after.contains_key(name.as_str()) {
-                if let Err(e) = remove_manifest(&dir, name) {
-                    return e.into();
-                }
-                changed += 1;
+            for name in &removes {
+                remove_manifest(&d, name)?;
             }
+            Ok(())
+        })
+        .await;
+        if let Err(e) = applied {
+            return e.into();
         }
         tracing::debug!(
             changed,
@@ -287,7 +319,7 @@ async fn session(
             revision_host = st.revision_host,
             "applied watch events"
         );
-        save(&opts.state_dir, st);
+        save(&opts.state_dir, st).await;
     }
 }
 
@@ -341,37 +373,13 @@ async fn snapshot(
     let host_keys = maps.pop().unwrap_or_default();
     let all = maps.pop().unwrap_or_default();
     let dir = super::manifests_dir(&opts.state_dir);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|source| FleetError::Write {
-            path: dir.clone(),
-            source,
-        })?;
-    let want = effective(&all, &host_keys);
-    let (mut written, mut removed) = (0, 0);
-    for (name, value) in &want {
-        let path = dir.join(format!("{name}.yaml"));
-        if std::fs::read(&path).ok().as_deref() != Some(value.as_bytes()) {
-            write_manifest(&dir, name, value)?;
-            written += 1;
-        }
-    }
-    if let Ok(rd) = std::fs::read_dir(&dir) {
-        for ent in rd.flatten() {
-            let fname = ent.file_name().to_string_lossy().into_owned();
-            let Some(name) = fname.strip_suffix(".yaml") else {
-                continue;
-            };
-            if !want.contains_key(name) {
-                remove_manifest(&dir, name)?;
-                removed += 1;
-            }
-        }
-    }
+    let want: BTreeMap<String, String> = effective(&all, &host_keys)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let count = want.len();
-    drop(want);
+    let d = dir.clone();
+    let (written, removed) = on_disk(&dir, move || materialise(&d, &want)).await?;
     st.all = all;
     st.host_keys = host_keys;
     st.revision_all = revision;
@@ -386,11 +394,47 @@ async fn snapshot(
         why = %st.last_resync,
         "read this host's manifests from etcd (full snapshot)"
     );
-    save(&opts.state_dir, st);
+    save(&opts.state_dir, st).await;
     Ok(())
 }
 
 use std::os::unix::fs::DirBuilderExt;
+
+/// Make `dir` hold exactly `want` (`NAME.yaml` each): writes what differs,
+/// removes what is not wanted. Blocking (each write is fsynced).
+fn materialise(dir: &Path, want: &BTreeMap<String, String>) -> Result<(usize, usize), FleetError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| FleetError::Write {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    let (mut written, mut removed) = (0, 0);
+    for (name, value) in want {
+        let path = dir.join(format!("{name}.yaml"));
+        // Anything but our own regular file of that content is replaced.
+        let have = crate::fsutil::read_regular_capped(&path, false, value.len() as u64);
+        if have.ok().as_deref() != Some(value.as_bytes()) {
+            write_manifest(dir, name, value)?;
+            written += 1;
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for ent in rd.flatten() {
+            let fname = ent.file_name().to_string_lossy().into_owned();
+            let Some(name) = fname.strip_suffix(".yaml") else {
+                continue;
+            };
+            if !want.contains_key(name) {
+                remove_manifest(dir, name)?;
+                removed += 1;
+            }
+        }
+    }
+    Ok((written, removed))
+}
 
 fn write_manifest(dir: &Path, name: &str, value: &str) -> Result<(), FleetError> {
     let path = dir.join(format!("{name}.yaml"));

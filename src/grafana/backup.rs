@@ -86,8 +86,10 @@ impl fmt::Display for BackupReport {
 /// # Guarantees
 /// The set is complete only if every listed dashboard was saved or was
 /// deleted in Grafana meanwhile (404, reported in
-/// [`BackupReport::skipped`]). On any error the set is left incomplete, so
-/// it is neither counted by `keep` nor offered for restore.
+/// [`BackupReport::skipped`]). On any error the set is removed, so it is
+/// neither offered for restore nor left to fill the destination; a full
+/// destination is [`crate::backup::BackupError::DestinationFull`], after
+/// the rest was fetched (not written) to count what the set needed.
 ///
 /// # Errors
 /// The first request failure that survived retries (401/403, 5xx,

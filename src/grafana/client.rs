@@ -645,18 +645,12 @@ impl Client {
                 base: self.base_url().to_owned(),
                 limit: self.max_body,
             };
-            // Checked as it arrives: neither a lying Content-Length nor an
-            // endless body makes us buffer more than the limit.
-            if response.content_length().is_some_and(|n| n > self.max_body) {
-                return Err(too_large());
-            }
-            let mut body = Vec::new();
-            while let Some(chunk) = response.chunk().await.map_err(transport)? {
-                if (body.len() + chunk.len()) as u64 > self.max_body {
-                    return Err(too_large());
-                }
-                body.extend_from_slice(&chunk);
-            }
+            let body = crate::http::read_body(&mut response, self.max_body)
+                .await
+                .map_err(|e| match e {
+                    crate::http::BodyError::TooLarge { .. } => too_large(),
+                    crate::http::BodyError::Transport(e) => transport(e),
+                })?;
             // Method, URL and status only: headers carry the credentials.
             tracing::debug!(%method, %url, status = status.as_u16(), "Grafana request");
             let reply = Reply { status, body };

@@ -148,7 +148,7 @@ pub enum GrafanaError {
     },
     /// A dashboard too big to be restored is not backed up either.
     #[error(
-        "dashboard {uid} is {size} bytes as saved, over the limit of {} that restore reads; the backup is left incomplete",
+        "dashboard {uid} is {size} bytes as saved, over the limit of {} that restore reads; the backup failed and its set was removed",
         crate::backup::limit_text(*limit)
     )]
     DashboardTooLarge {

@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -45,6 +46,8 @@ struct State {
     failing: BTreeSet<String>,
     /// Units whose `kill_main` (a signal reload) fails.
     unkillable: BTreeSet<String>,
+    /// Daemon-reloads fail (a manager that goes away mid-pass).
+    reload_fails: bool,
     /// Signals sent with `kill_main`, by unit.
     signals: Vec<(String, i32)>,
     enabled: BTreeSet<String>,
@@ -52,6 +55,13 @@ struct State {
     /// is not loaded from a newer file on demand (systemd before 246, or
     /// a unit directory whose timestamp did not move); `None`: it is.
     no_load_on_demand: Option<BTreeSet<String>>,
+    /// Jobs are queued but do not run until [`FakeManager::release_jobs`].
+    hold: bool,
+    /// Held jobs: `(job path, unit, kind)`.
+    held: Vec<(String, String, JobKind)>,
+    /// The bus went away ([`FakeManager::lose_bus`]): every call fails as
+    /// on a closed connection.
+    lost: bool,
 }
 
 /// The fake user manager; clones share one state.
@@ -83,6 +93,17 @@ fn of_unit<T: Copy>(log: &[(String, T)], unit: &str) -> Vec<T> {
         .filter(|(u, _)| u == unit)
         .map(|(_, t)| *t)
         .collect()
+}
+
+/// What a call on a closed connection returns.
+fn closed(call: &'static str) -> SystemdError {
+    SystemdError::Call {
+        call,
+        unit: None,
+        source: zbus::Error::InputOutput(std::sync::Arc::new(std::io::Error::from(
+            std::io::ErrorKind::BrokenPipe,
+        ))),
+    }
 }
 
 fn failure(call: &'static str, unit: &str, what: &str) -> SystemdError {
@@ -205,6 +226,51 @@ impl FakeManager {
         }
     }
 
+    /// Queue jobs without running them (`true`) until
+    /// [`release_jobs`](Self::release_jobs): jobs in flight.
+    pub fn hold_jobs(&self, hold: bool) {
+        self.lock().hold = hold;
+    }
+
+    /// Run the held jobs to their end, announcing each on the open streams.
+    pub fn release_jobs(&self) {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        for (path, name, kind) in std::mem::take(&mut st.held) {
+            let mut unit = self.load(st, &name).clone();
+            let result = Self::run_job(st, &mut unit, &name, kind);
+            st.units.insert(name, unit);
+            st.streams
+                .retain(|tx| tx.send((path.clone(), result.to_string())).is_ok());
+        }
+    }
+
+    /// The bus daemon died: every open stream ends and every call fails
+    /// as on a closed connection, until [`bus_back`](Self::bus_back). The
+    /// manager itself (its units, held jobs) carries on.
+    pub fn lose_bus(&self) {
+        let mut st = self.lock();
+        st.lost = true;
+        st.streams.clear();
+    }
+
+    /// A new connection works again.
+    pub fn bus_back(&self) {
+        self.lock().lost = false;
+    }
+
+    fn alive(&self, call: &'static str) -> Result<(), SystemdError> {
+        if self.lock().lost {
+            return Err(closed(call));
+        }
+        Ok(())
+    }
+
+    /// Make daemon-reloads fail, or succeed again.
+    pub fn fail_reloads(&self, fail: bool) {
+        self.lock().reload_fails = fail;
+    }
+
     /// Make signal reloads of `unit` fail.
     pub fn fail_kills(&self, unit: &str) {
         self.lock().unkillable.insert(unit.to_string());
@@ -259,6 +325,9 @@ impl FakeManager {
 
     /// Run a job to its end at once; returns its result.
     fn run_job(st: &mut State, unit: &mut Unit, name: &str, kind: JobKind) -> &'static str {
+        if kind == JobKind::Reload {
+            return "done";
+        }
         if kind == JobKind::Stop {
             unit.active = "inactive".into();
             unit.sub = "dead".into();
@@ -299,11 +368,14 @@ impl UserManager for FakeManager {
     }
 
     async fn list_units(&self, names: &[String]) -> Result<ListedUnits, SystemdError> {
+        self.alive("ListUnitsByNames")?;
         let mut st = self.lock();
         let mut out = BTreeMap::new();
         for name in names {
+            let job_pending = st.held.iter().any(|(_, u, _)| u == name);
             let u = self.load(&mut st, name);
             let live = LiveUnit {
+                job_pending,
                 load_state: if u.content.is_some() {
                     "loaded"
                 } else {
@@ -347,17 +419,28 @@ impl UserManager for FakeManager {
         unit: &str,
         _: &UnitPath,
     ) -> Result<ServiceResult, SystemdError> {
+        self.alive("GetAll")?;
         let mut st = self.lock();
         Ok(self.load(&mut st, unit).result.clone())
     }
 
+    async fn n_restarts(&self, _: &str, _: &UnitPath) -> Result<u32, SystemdError> {
+        self.alive("GetAll")?;
+        Ok(0)
+    }
+
     async fn load_unit(&self, unit: &str) -> Result<UnitPath, SystemdError> {
+        self.alive("LoadUnit")?;
         Ok(unit_path(unit))
     }
 
     async fn reload(&self) -> Result<(), SystemdError> {
+        self.alive("Reload")?;
         let files = self.unit_files();
         let mut st = self.lock();
+        if st.reload_fails {
+            return Err(failure("Reload", "", "Connection reset by peer"));
+        }
         st.reloads += 1;
         if let Some(known) = st.no_load_on_demand.as_mut() {
             *known = files;
@@ -410,21 +493,21 @@ impl UserManager for FakeManager {
         Ok(())
     }
 
-    async fn reload_unit(&self, unit: &str) -> Result<(), SystemdError> {
-        let mut st = self.lock();
-        match self.load(&mut st, unit).active.as_str() {
-            "active" => Ok(()),
-            _ => Err(failure("ReloadUnit", unit, "Unit is not active")),
-        }
+    async fn reload_unit(&self, unit: &str, timeout: Duration) -> Result<(), SystemdError> {
+        let mut js = self.job_stream().await?;
+        let job = self.queue(unit, JobKind::Reload).await?;
+        js.wait(self, &[job], timeout).await.remove(0)
     }
 
     async fn job_stream(&self) -> Result<JobStream, SystemdError> {
+        self.alive("receive JobRemoved")?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         self.lock().streams.push(tx);
         Ok(JobStream::new(rx, None))
     }
 
     async fn queue(&self, name: &str, kind: JobKind) -> Result<QueuedJob, SystemdError> {
+        self.alive("StartUnit")?;
         let mut guard = self.lock();
         let st = &mut *guard;
         let mut unit = self.load(st, name).clone();
@@ -433,13 +516,20 @@ impl UserManager for FakeManager {
             let msg = format!("org.freedesktop.systemd1.NoSuchUnit: Unit {name} not found.");
             return Err(failure("StartUnit", name, &msg));
         }
-        let result = Self::run_job(st, &mut unit, name, kind);
-        st.units.insert(name.to_string(), unit);
+        if kind == JobKind::Reload && unit.active != "active" {
+            return Err(failure("ReloadUnit", name, "Unit is not active"));
+        }
         st.next_job += 1;
         st.jobs.push((name.to_string(), kind));
         let path = format!("/org/freedesktop/systemd1/job/{}", st.next_job);
-        st.streams
-            .retain(|tx| tx.send((path.clone(), result.to_string())).is_ok());
+        if st.hold {
+            st.held.push((path.clone(), name.to_string(), kind));
+        } else {
+            let result = Self::run_job(st, &mut unit, name, kind);
+            st.units.insert(name.to_string(), unit);
+            st.streams
+                .retain(|tx| tx.send((path.clone(), result.to_string())).is_ok());
+        }
         Self::forget_unloaded(st);
         Ok(QueuedJob {
             path,

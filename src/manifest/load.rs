@@ -57,6 +57,24 @@ pub enum LoadError {
         "{path} is writable by other users (mode {mode:04o}): anyone who can drop a manifest there runs commands as you; run `chmod go-w {path}`"
     )]
     Insecure { path: PathBuf, mode: u32 },
+    /// Another user owns it, and so can make its manifests run commands
+    /// as you.
+    #[error(
+        "{path} is owned by uid {owner}, not by you (uid {me}) or root: that user can make its manifests run commands as you; run `chown {me} {path}` if it is yours, or pass another --manifests"
+    )]
+    NotOwned { path: PathBuf, owner: u32, me: u32 },
+}
+
+/// Whether `uid` may own manifests (and their directory): you, or root
+/// (who can run commands as you anyway, so a root-owned `/etc` directory
+/// is safe).
+fn trusted_owner(uid: u32) -> Result<(), u32> {
+    let me = rustix::process::geteuid().as_raw();
+    if uid == me || uid == 0 {
+        Ok(())
+    } else {
+        Err(me)
+    }
 }
 
 /// The name a file implies when its content cannot be parsed:
@@ -82,9 +100,15 @@ fn home_dir() -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-/// Refuse paths that other users can write: a manifest runs commands as you.
+/// Refuse paths that other users own or can write: a manifest runs
+/// commands as you.
 fn check_owner_mode(path: &Path, meta: &std::fs::Metadata) -> Result<(), LoadError> {
     use std::os::unix::fs::MetadataExt;
+    trusted_owner(meta.uid()).map_err(|me| LoadError::NotOwned {
+        path: path.to_path_buf(),
+        owner: meta.uid(),
+        me,
+    })?;
     let mode = meta.mode() & 0o7777;
     // Sticky, world-writable directories (like /tmp) are still unsafe for this.
     if mode & 0o022 != 0 {
@@ -183,91 +207,7 @@ pub fn load_files(files: &[PathBuf]) -> LoadedSet {
     set
 }
 
-/// What kind of file a mode describes, for "is not a regular file" messages.
-pub fn file_type_name(ft: std::fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if ft.is_file() {
-        "a regular file"
-    } else if ft.is_dir() {
-        "a directory"
-    } else if ft.is_fifo() {
-        "a FIFO (named pipe)"
-    } else if ft.is_char_device() {
-        "a character device"
-    } else if ft.is_block_device() {
-        "a block device"
-    } else if ft.is_socket() {
-        "a socket"
-    } else if ft.is_symlink() {
-        "a symlink"
-    } else {
-        "not a regular file"
-    }
-}
-
-/// Open `path` for reading only if it is a regular file, without ever
-/// blocking: stat first (a FIFO, device, socket or directory is refused by
-/// name, also behind a symlink), open with `O_NONBLOCK` (an opened FIFO
-/// would otherwise wait for a writer) and `O_NOFOLLOW` unless `follow`,
-/// then fstat the descriptor, so a file swapped between the two is
-/// caught too.
-///
-/// # Errors
-/// A message naming what the path is instead, or the I/O error.
-pub fn open_regular(path: &Path, follow: bool) -> Result<(std::fs::File, u64), String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let meta = if follow {
-        std::fs::metadata(path)
-    } else {
-        std::fs::symlink_metadata(path)
-    }
-    .map_err(|e| format!("cannot be read: {e}"))?;
-    if !meta.is_file() {
-        return Err(format!(
-            "is {}, not a regular file",
-            file_type_name(meta.file_type())
-        ));
-    }
-    let mut flags = libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY;
-    if !follow {
-        flags |= libc::O_NOFOLLOW;
-    }
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(flags)
-        .open(path)
-        .map_err(|e| format!("cannot be read: {e}"))?;
-    let meta = f.metadata().map_err(|e| format!("cannot be read: {e}"))?;
-    if !meta.is_file() {
-        return Err(format!(
-            "is {}, not a regular file",
-            file_type_name(meta.file_type())
-        ));
-    }
-    Ok((f, meta.len()))
-}
-
-/// Read a regular file (see [`open_regular`]) of at most `cap` bytes.
-///
-/// # Errors
-/// As [`open_regular`], or the file is larger than `cap` (the message
-/// names the limit), also when it grows while being read.
-pub fn read_regular_capped(path: &Path, follow: bool, cap: u64) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    let (f, len) = open_regular(path, follow)?;
-    let too_big = |n: u64| format!("is {n} bytes or more; the limit is {cap} bytes");
-    if len > cap {
-        return Err(too_big(len));
-    }
-    let mut buf = Vec::with_capacity(len as usize);
-    f.take(cap + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| format!("cannot be read: {e}"))?;
-    if buf.len() as u64 > cap {
-        return Err(too_big(buf.len() as u64));
-    }
-    Ok(buf)
-}
+pub use crate::fsutil::{file_type_name, open_regular, read_regular_capped};
 
 /// A file holding a secret (token, password, environment file, credential)
 /// must be a regular file only you can read or write, as ssh insists for
@@ -343,6 +283,15 @@ fn load_time_checks(m: &mut Manifest) -> Result<(), (&'static str, String)> {
                         ),
                     ));
                 }
+                // Read as systemd reads it, and refuse lines it would
+                // refuse or silently drop: the service would not be what
+                // the file seems to say.
+                crate::unitfile::check(&c).map_err(|e| {
+                    (
+                        "unitFile",
+                        format!("spec.unitFile {} {e}; fix the unit file", path.display()),
+                    )
+                })?;
                 *content = c;
             }
             if let Some(f) = &s.environment_file {
@@ -439,6 +388,13 @@ fn check_manifest_file(file: &Path, canon_dir: &Path, in_dir: bool) -> Result<()
         return Err(format!(
             "is {}, not a regular file",
             file_type_name(meta.file_type())
+        ));
+    }
+    if let Err(me) = trusted_owner(meta.uid()) {
+        return Err(format!(
+            "is owned by uid {}, not by you (uid {me}) or root: that user could make it run commands as you; run `chown {me} {}` if it is yours",
+            meta.uid(),
+            file.display()
         ));
     }
     if meta.mode() & 0o022 != 0 {
@@ -597,6 +553,32 @@ mod tests {
         assert!(set.held.contains_key("a"));
     }
 
+    /// Issue 20 item 8: another user's directory or manifest is refused.
+    #[test]
+    fn manifests_owned_by_another_user_are_refused() {
+        use std::os::unix::fs::chown;
+        let d = tempfile::tempdir().unwrap();
+        let m = d.path().join("a.yaml");
+        std::fs::write(&m, format!("{HEAD}  command: [a]\n")).unwrap();
+        assert_eq!(load_dir(d.path()).unwrap().manifests.len(), 1);
+        chown(d.path(), Some(65534), None).unwrap();
+        let e = load_dir(d.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("owned by uid 65534") && e.contains("chown"),
+            "{e}"
+        );
+        chown(d.path(), Some(rustix::process::geteuid().as_raw()), None).unwrap();
+        chown(&m, Some(65534), None).unwrap();
+        let set = load_dir(d.path()).unwrap();
+        assert!(set.manifests.is_empty());
+        assert!(set.held.contains_key("a"), "its units are held");
+        let e = &set.errors[0].message;
+        assert!(
+            e.contains("owned by uid 65534") && e.contains("chown"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn secret_files_must_be_private_regular_files() {
         use std::os::unix::fs::PermissionsExt;
@@ -671,6 +653,18 @@ mod tests {
             assert!(e.message.contains(want) && e.message.contains(unit), "{e}");
             assert_eq!((e.line, e.column), (6, 13), "points at spec.unitFile: {e}");
         }
+        // A unit file systemd would not read as written is refused, with
+        // its line (issue 20 item 11).
+        let bad = d.path().join("bad.service");
+        std::fs::write(&bad, "[Service]\nExecStart=/bin/x\n  --flag\n").unwrap();
+        let m = d.path().join("m.yaml");
+        std::fs::write(&m, format!("{HEAD}  unitFile: bad.service\n")).unwrap();
+        let set = load_files(std::slice::from_ref(&m));
+        let e = &set.errors[0];
+        assert!(
+            e.message.contains("bad.service line 3") && e.message.contains("not Key=Value"),
+            "{e}"
+        );
         // A manifest that is a FIFO (behind a symlink, too) is refused
         // without blocking.
         let mfifo = d.path().join("fifo.yaml");

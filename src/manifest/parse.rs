@@ -230,44 +230,126 @@ pub fn parse_str(text: &str, file: &Path, ctx: &PathContext) -> ParsedFile {
         });
         return out;
     }
-    let docs: Vec<Spanned<RawDocument>> = match serde_saphyr::from_multiple_with_options(
-        text,
-        yaml_options(),
-    ) {
-        Ok(d) if d.is_empty() => {
-            // An editor that truncates before writing saves an empty file
-            // for a moment; taking that as "no objects" would garbage-collect
-            // the file's units.
-            out.errors.push(ManifestError {
-                file: file.to_path_buf(),
-                line: 0,
-                column: 0,
-                message: "file has no documents; if you meant to delete its objects, remove the file (its units are kept as they are until then)".into(),
-            });
-            return out;
-        }
-        Ok(d) => d,
-        Err(e) => {
-            let (line, column) = e
-                .location()
-                .map(|l| (l.line(), l.column()))
-                .unwrap_or((0, 0));
-            out.errors.push(ManifestError {
-                file: file.to_path_buf(),
-                line,
-                column,
-                message: yaml_message(&e, text, line),
-            });
-            return out;
+    // An unknown field stops the typed parse: note it, blank its lines
+    // (keeping every other line where it is) and parse again, so one run
+    // reports every error of the file.
+    let mut blanked: Vec<u64> = Vec::new();
+    let mut current = std::borrow::Cow::Borrowed(text);
+    let docs: Vec<Spanned<RawDocument>> = loop {
+        match serde_saphyr::from_multiple_with_options(&current, yaml_options()) {
+            Ok(d) if d.is_empty() => {
+                // An editor that truncates before writing saves an empty
+                // file for a moment; taking that as "no objects" would
+                // garbage-collect the file's units.
+                out.errors.push(ManifestError {
+                    file: file.to_path_buf(),
+                    line: 0,
+                    column: 0,
+                    message: "file has no documents; if you meant to delete its objects, remove the file (its units are kept as they are until then)".into(),
+                });
+                return out;
+            }
+            Ok(d) => break d,
+            Err(e) => {
+                let (line, column) = e
+                    .location()
+                    .map(|l| (l.line(), l.column()))
+                    .unwrap_or((0, 0));
+                let unknown = e
+                    .without_snippet()
+                    .to_string()
+                    .starts_with("unknown field `");
+                if !blanked.is_empty() && !unknown {
+                    // Most likely what the blanking left (an empty
+                    // mapping): the errors so far say what to fix.
+                    return out;
+                }
+                out.errors.push(ManifestError {
+                    file: file.to_path_buf(),
+                    line,
+                    column,
+                    message: yaml_message(&e, text, line),
+                });
+                let again = (out.errors.len() < MAX_ERRORS_PER_FILE)
+                    .then(|| blank_unknown_field(&current, &e, line, column))
+                    .flatten();
+                let Some(again) = again else { return out };
+                blanked.push(line);
+                current = std::borrow::Cow::Owned(again);
+            }
         }
     };
-    for doc in docs {
+    validate_documents(docs, &blanked, file, ctx, &mut out);
+    out
+}
+
+/// Validate each document into `out`; a document with a field blanked out
+/// (a line in `blanked`) is reported, never applied.
+fn validate_documents(
+    docs: Vec<Spanned<RawDocument>>,
+    blanked: &[u64],
+    file: &Path,
+    ctx: &PathContext,
+    out: &mut ParsedFile,
+) {
+    let starts: Vec<u64> = docs.iter().map(|d| d.referenced.line()).collect();
+    for (i, doc) in docs.into_iter().enumerate() {
+        let (from, to) = (starts[i], starts.get(i + 1).copied().unwrap_or(u64::MAX));
+        let tainted = blanked.iter().any(|l| (from..to).contains(l));
+        // What is missing is located at the document or its spec: for a
+        // document with a field blanked out, that may be the blanking.
+        let at = |l: &serde_saphyr::Location| (l.line(), l.column());
+        let anchors = [
+            Some(at(&doc.referenced)),
+            doc.value.spec.as_ref().map(|s| at(&s.referenced)),
+        ];
         match validate_document(doc, file, ctx) {
-            Ok(m) => out.manifests.push(m),
-            Err(e) => out.errors.push(e),
+            Ok(m) if !tainted => out.manifests.push(m),
+            Ok(_) => {}
+            Err(e) => out.errors.extend(
+                e.into_iter()
+                    .filter(|e| !tainted || !anchors.contains(&Some((e.line, e.column)))),
+            ),
         }
     }
-    out
+    out.errors.sort_by_key(|e| (e.line, e.column));
+}
+
+/// Errors reported for one file at most: past that, the file's first
+/// errors are what needs fixing.
+const MAX_ERRORS_PER_FILE: usize = 20;
+
+/// `text` with the unknown field of `e` (at `line`:`column`) and its
+/// nested lines blank, when it is a block mapping key on its own line;
+/// `None` otherwise (the parse cannot go on).
+fn blank_unknown_field(
+    text: &str,
+    e: &serde_saphyr::Error,
+    line: u64,
+    column: u64,
+) -> Option<String> {
+    let message = e.without_snippet().to_string();
+    let field = message.strip_prefix("unknown field `")?.split('`').next()?;
+    let lines: Vec<&str> = text.split('\n').collect();
+    let at = usize::try_from(line).ok()?.checked_sub(1)?;
+    let key_line = lines.get(at)?;
+    let col = usize::try_from(column).ok()?.checked_sub(1)?;
+    let (before, rest) = (key_line.get(..col)?, key_line.get(col..)?);
+    let key_ok =
+        before.chars().all(|c| c == ' ') && rest.strip_prefix(field)?.trim_start().starts_with(':');
+    if !key_ok {
+        return None;
+    }
+    let indent = |l: &str| l.len() - l.trim_start_matches(' ').len();
+    let mut end = at + 1;
+    while end < lines.len() && (lines[end].trim().is_empty() || indent(lines[end]) > col) {
+        end += 1;
+    }
+    let mut out = lines;
+    for l in &mut out[at..end] {
+        *l = "";
+    }
+    Some(out.join("\n"))
 }
 
 /// Collections nested deeper than this are refused before deserializing:
@@ -386,6 +468,9 @@ fn yaml_message(e: &serde_saphyr::Error, source: &str, line: u64) -> String {
     if let Some(better) = unknown_field_message(&text, source, line) {
         return better;
     }
+    if text.contains("tabs disallowed") || text.contains("tab character") {
+        return "a tab in the indentation: YAML indents with spaces only; replace the tab with spaces".into();
+    }
     format!("invalid manifest: {text}")
 }
 
@@ -420,6 +505,14 @@ fn unknown_field_message(text: &str, source: &str, line: u64) -> Option<String> 
             _ => {}
         }
     }
+    let home = misplaced_home(&what, &candidates, field);
+    if !home.is_empty() {
+        let places: Vec<String> = home.iter().map(|h| format!("`{h}`")).collect();
+        return Some(format!(
+            "unknown field `{field}`{what}; it belongs one level down, as {}: indent it under that key",
+            places.join(" or ")
+        ));
+    }
     let closest = candidates
         .iter()
         .map(|c| {
@@ -430,16 +523,97 @@ fn unknown_field_message(text: &str, source: &str, line: u64) -> Option<String> 
         })
         .min()
         .filter(|(d, c)| *d <= 2.max(c.len() / 4))
-        .map(|(_, c)| format!("; did you mean `{c}`?"))
-        .unwrap_or_default();
-    Some(format!(
-        "unknown field `{field}` {what}{closest} (expected one of: {})",
-        candidates.join(", ")
-    ))
+        .map(|(_, c)| format!("; did you mean `{c}`?"));
+    Some(match closest {
+        // A guess is enough: no list of every field (it would end up in
+        // every status message).
+        Some(guess) => format!("unknown field `{field}`{what}{guess}"),
+        None => format!(
+            "unknown field `{field}`{what} (expected one of: {})",
+            candidates.join(", ")
+        ),
+    })
+}
+
+/// A manifest error as a status message: the same text without the list
+/// of every field an unknown one could have been (`validate` prints it;
+/// in `get`, `describe` and events it would drown the message).
+pub fn status_message(error: &str) -> String {
+    const LIST: &str = " (expected one of: ";
+    let mut out = String::with_capacity(error.len());
+    let mut rest = error;
+    while let Some(i) = rest.find(LIST) {
+        out.push_str(&rest[..i]);
+        rest = match rest[i..].find(')') {
+            Some(j) => &rest[i + j + 1..],
+            None => "",
+        };
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Where a field that is unknown at this level belongs, when it is a field
+/// one level down (`http` in a Service spec → `readiness.http`,
+/// `reload.http`; `name` in a document → `metadata.name`).
+fn misplaced_home(what: &str, candidates: &[&str], field: &str) -> Vec<String> {
+    const SERVICE: &[(&str, &[&str])] = &[
+        ("http", &["readiness.http", "reload.http"]),
+        ("url", &["readiness.http.url", "reload.http.url"]),
+        ("timeout", &["readiness.timeout", "rollout.timeout"]),
+        ("signal", &["reload.signal"]),
+        ("memoryMax", &["resources.memoryMax"]),
+        ("memoryHigh", &["resources.memoryHigh"]),
+        ("cpuQuota", &["resources.cpuQuota"]),
+        ("tasksMax", &["resources.tasksMax"]),
+        ("matchers", &["silence.matchers"]),
+        ("for", &["silence.for"]),
+        ("auto", &["rollout.auto"]),
+        ("maxRestarts", &["rollout.maxRestarts"]),
+    ];
+    const BACKUP: &[(&str, &[&str])] = &[
+        ("url", &["prometheus.url", "grafana.url"]),
+        ("dataDir", &["prometheus.dataDir"]),
+        ("service", &["prometheus.service"]),
+        ("tokenFile", &["grafana.tokenFile"]),
+        ("basicAuth", &["grafana.basicAuth"]),
+    ];
+    let table: &[(&str, &[&str])] = match what {
+        " in a Service spec" => SERVICE,
+        " in a Backup spec" => BACKUP,
+        _ if candidates.contains(&"apiVersion") => {
+            return if ["name", "labels"].contains(&field) {
+                vec![format!("metadata.{field}")]
+            } else if SERVICE_FIELDS.contains(&field) || BACKUP_FIELDS.contains(&field) {
+                vec![format!("spec.{field}")]
+            } else {
+                Vec::new()
+            };
+        }
+        _ => return Vec::new(),
+    };
+    table
+        .iter()
+        .find(|(f, _)| *f == field)
+        .map(|(_, homes)| homes.iter().map(|h| h.to_string()).collect())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
+    use super::status_message;
+
+    #[test]
+    fn status_messages_drop_the_list_of_every_field() {
+        let e = "f.yaml:6:3: unknown field `zzzq` in a Service spec (expected one of: description, command, unitFile)";
+        assert_eq!(
+            status_message(e),
+            "f.yaml:6:3: unknown field `zzzq` in a Service spec"
+        );
+        let kept = "f.yaml:6:3: unknown field `comand`; did you mean `command`? (its last good units keep running)";
+        assert_eq!(status_message(kept), kept);
+    }
+
     use crate::manifest::test_support::*;
     use std::time::Duration;
 
@@ -471,6 +645,66 @@ mod tests {
         // Too far from every field: no guess.
         let e = one_err(&format!("{HEAD}  zzzzzz: [a]\n"));
         assert!(!e.message.contains("did you mean"), "{}", e.message);
+    }
+
+    /// Issue 21 item 12: a field one level too high says where it belongs,
+    /// without the list of every spec field.
+    #[test]
+    fn a_field_at_the_wrong_indentation_says_where_it_belongs() {
+        let e = one_err(&format!(
+            "{HEAD}  command: [a]\n  http:\n    url: http://x/\n"
+        ));
+        assert_eq!((e.line, e.column), (7, 3));
+        assert!(e.message.contains("`readiness.http`"), "{}", e.message);
+        assert!(!e.message.contains("expected one of"), "{}", e.message);
+        let e = one_err(&format!("{HEAD}  command: [a]\n  tasksMax: 5\n"));
+        assert!(e.message.contains("`resources.tasksMax`"), "{}", e.message);
+        // A typo's guess comes without the 20 fields either.
+        let e = one_err(&format!("{HEAD}  comand: [a]\n"));
+        assert!(!e.message.contains("expected one of"), "{}", e.message);
+    }
+
+    /// Issue 21 item 12: a tab in the indentation says to use spaces.
+    #[test]
+    fn a_tab_says_to_replace_it_with_spaces() {
+        let e = one_err(&format!("{HEAD}\tcommand: [a]\n"));
+        assert!(
+            e.message.contains("replace the tab with spaces"),
+            "{}",
+            e.message
+        );
+    }
+
+    /// Issue 21 item 12: `tasksMax: "64"` says to drop the quotes.
+    #[test]
+    fn a_quoted_number_says_to_drop_the_quotes() {
+        let e = one_err(&format!(
+            "{HEAD}  command: [a]\n  resources:\n    tasksMax: \"64\"\n"
+        ));
+        assert!(e.message.contains("without the quotes"), "{}", e.message);
+    }
+
+    /// Issue 21 item 12: a bad duration gets one hint, in unitlet's words
+    /// (not humantime's list of units).
+    #[test]
+    fn a_bad_duration_gives_one_hint() {
+        for bad in ["5 minuts", "5", "abc"] {
+            let e = one_err(&format!("{HEAD}  command: [a]\n  restartSec: {bad}\n"));
+            assert!(!e.message.contains("supported units"), "{}", e.message);
+            assert!(!e.message.contains("expected number at"), "{}", e.message);
+            assert_eq!(e.message.matches("e.g.").count(), 1, "{}", e.message);
+        }
+    }
+
+    /// Issue 21 item 12: every error of a file, not only the first.
+    #[test]
+    fn every_error_in_a_file_is_reported() {
+        let y = format!(
+            "{HEAD}  command: [a]\n  restartSec: 5 minuts\n  bogus: 1\n  resources:\n    tasksMax: \"64\"\n---\napiVersion: unitlet/v1\nkind: Service\nmetadata:\n  name: b\nspec:\n  command: [b]\n  http:\n    url: http://x/\n"
+        );
+        let p = parse(&y);
+        let at: Vec<u64> = p.errors.iter().map(|e| e.line).collect();
+        assert_eq!(at, vec![7, 8, 10, 18], "{:#?}", p.errors);
     }
 
     #[test]

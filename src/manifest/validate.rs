@@ -15,9 +15,30 @@ use super::parse::*;
 
 struct Ctx<'a> {
     file: &'a Path,
+    /// Errors of fields checked on after them, so one pass reports every
+    /// error of a document (see [`Ctx::keep`]).
+    errors: std::cell::RefCell<Vec<ManifestError>>,
 }
 
 impl Ctx<'_> {
+    /// The checked value, or (its error kept for the document's report)
+    /// the field's default, so the checks of the other fields go on.
+    fn keep<U: Default>(&self, r: Result<U, ManifestError>) -> U {
+        r.unwrap_or_else(|e| {
+            self.errors.borrow_mut().push(e);
+            U::default()
+        })
+    }
+
+    /// [`Ctx::keep`] for an optional nested section.
+    fn nested<T, U>(
+        &self,
+        v: Option<Spanned<T>>,
+        check: impl FnOnce(T) -> Result<U, ManifestError>,
+    ) -> Option<U> {
+        self.keep(v.map(|s| check(s.value)).transpose())
+    }
+
     /// `check` applied to an optional field; an error is located at the
     /// field and prefixed with `what: ` (unless `what` is empty).
     fn opt<T, U>(
@@ -152,8 +173,15 @@ fn check_url(s: &str) -> Result<(), String> {
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("invalid duration {s:?} ({e}); use e.g. 500ms, 30s, 6h, 7d"))
+    let t = s.trim();
+    humantime::parse_duration(t).map_err(|_| {
+        let hint = if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+            format!("a unit is needed, e.g. {t}s")
+        } else {
+            "write a number and a unit (ms, s, min, h, d), e.g. 500ms, 30s, 6h, 7d".to_owned()
+        };
+        format!("invalid duration {s:?}: {hint}")
+    })
 }
 
 /// Memory size in systemd's spelling: bytes with an optional K/M/G/T suffix
@@ -254,12 +282,33 @@ pub fn parse_signal(s: &str) -> Result<(String, i32), String> {
         })
 }
 
+/// A document → its manifest, or every error found in it (by line).
 pub(super) fn validate_document(
     doc: Spanned<RawDocument>,
     file: &Path,
     pctx: &PathContext,
+) -> Result<Manifest, Vec<ManifestError>> {
+    let c = Ctx {
+        file,
+        errors: Default::default(),
+    };
+    let result = validate_fields(&c, doc, file, pctx);
+    let mut errors = c.errors.take();
+    match result {
+        Ok(m) if errors.is_empty() => return Ok(m),
+        Ok(_) => {}
+        Err(e) => errors.push(e),
+    }
+    errors.sort_by_key(|e| (e.line, e.column));
+    Err(errors)
+}
+
+fn validate_fields(
+    c: &Ctx<'_>,
+    doc: Spanned<RawDocument>,
+    file: &Path,
+    pctx: &PathContext,
 ) -> Result<Manifest, ManifestError> {
-    let c = Ctx { file };
     let doc_loc = doc.referenced;
     let raw = doc.value;
     c.one(raw.api_version, "", |v| {
@@ -295,8 +344,8 @@ pub(super) fn validate_document(
     let spec = spec.value;
     let field_at = field_locations(&spec);
     let spec = match kind {
-        Kind::Service => Spec::Service(validate_service(&c, pctx, &name.value, spec, &spec_loc)?),
-        Kind::Backup => Spec::Backup(validate_backup(&c, pctx, spec, &spec_loc)?),
+        Kind::Service => Spec::Service(validate_service(c, pctx, &name.value, spec, &spec_loc)?),
+        Kind::Backup => Spec::Backup(validate_backup(c, pctx, spec, &spec_loc)?),
     };
     Ok(Manifest {
         name: name.value,
@@ -369,47 +418,39 @@ fn validate_service(
     reject_fields!(c, spec, "Service",
         schedule => "schedule", keep => "keep", destination => "destination",
         prometheus => "prometheus", grafana => "grafana");
-    let description = c.opt(spec.description, "spec.description", |d| {
+    let description = c.keep(c.opt(spec.description, "spec.description", |d| {
         check_text("description", &d).map(|()| d)
-    })?;
+    }));
     let exec = validate_exec(c, pctx, spec.command, spec.unit_file, spec_loc)?;
-    let working_directory = c.opt(spec.working_directory, "spec.workingDirectory", |w| {
+    let working_directory = c.keep(c.opt(spec.working_directory, "spec.workingDirectory", |w| {
         unit_path(pctx, &w)
-    })?;
-    let environment = c.opt(spec.environment, "", check_environment)?;
-    let environment_file = c.opt(spec.environment_file, "spec.environmentFile", |f| {
+    }));
+    let environment = c.keep(c.opt(spec.environment, "", check_environment));
+    let environment_file = c.keep(c.opt(spec.environment_file, "spec.environmentFile", |f| {
         unit_path(pctx, &f)
-    })?;
-    let credentials = c.opt(spec.credentials, "", |cr| check_credentials(pctx, cr))?;
-    let state = c.opt(spec.state, "", parse_state)?;
-    let restart = c.opt(spec.restart, "", check_restart)?;
-    let restart_sec = c.opt(spec.restart_sec, "spec.restartSec", |r| parse_duration(&r))?;
-    let after = c.opt(spec.after, "spec.after", |a| check_after(name, a))?;
+    }));
+    let credentials = c.keep(c.opt(spec.credentials, "", |cr| check_credentials(pctx, cr)));
+    let state = c.keep(c.opt(spec.state, "", parse_state));
+    let restart = c.keep(c.opt(spec.restart, "", check_restart));
+    let restart_sec = c.keep(c.opt(spec.restart_sec, "spec.restartSec", |r| parse_duration(&r)));
+    let after = c.keep(c.opt(spec.after, "spec.after", |a| check_after(name, a)));
     let resources = match spec.resources {
-        Some(r) => validate_resources(c, r.value)?,
+        Some(r) => c.keep(validate_resources(c, r.value)),
         None => Resources::default(),
     };
-    let config_files = c.opt(spec.config_files, "spec.configFiles", |cf| {
+    let config_files = c.keep(c.opt(spec.config_files, "spec.configFiles", |cf| {
         cf.iter().map(|p| pctx.resolve(p)).collect()
-    })?;
-    let on_config_change = c.opt(spec.on_config_change, "", parse_on_config_change)?;
+    }));
+    let on_config_change = c.keep(c.opt(spec.on_config_change, "", parse_on_config_change));
     let on_config_change = on_config_change.unwrap_or(OnConfigChange::Restart);
-    let reload = spec.reload.map(|r| validate_reload(c, r)).transpose()?;
+    let reload_given = spec.reload.is_some();
+    let reload = c.keep(spec.reload.map(|r| validate_reload(c, r)).transpose());
     if on_config_change == OnConfigChange::Reload
-        && reload.is_none()
+        && !reload_given
         && matches!(exec, Exec::Command(_))
     {
         return c.err(spec_loc, "spec.onConfigChange is reload but spec.reload is not set; add reload.http.url or reload.signal");
     }
-    let silence = spec
-        .silence
-        .map(|sl| validate_silence(c, sl.value))
-        .transpose()?;
-    let rollout = spec
-        .rollout
-        .map(|r| validate_rollout(c, r.value))
-        .transpose()?
-        .unwrap_or_default();
     Ok(ServiceSpec {
         description,
         exec,
@@ -426,13 +467,12 @@ fn validate_service(
         config_files: config_files.unwrap_or_default(),
         on_config_change,
         reload,
-        validate: c.opt(spec.validate, "", check_validate_command)?,
-        readiness: spec
-            .readiness
-            .map(|r| validate_readiness(c, r.value))
-            .transpose()?,
-        silence,
-        rollout,
+        validate: c.keep(c.opt(spec.validate, "", check_validate_command)),
+        readiness: c.nested(spec.readiness, |r| validate_readiness(c, r)),
+        silence: c.nested(spec.silence, |s| validate_silence(c, s)),
+        rollout: c
+            .nested(spec.rollout, |r| validate_rollout(c, r))
+            .unwrap_or_default(),
     })
 }
 
@@ -643,6 +683,10 @@ fn validate_resources(c: &Ctx<'_>, r: RawResources) -> Result<Resources, Manifes
         })?,
         tasks_max: c.opt(r.tasks_max, "spec.resources.tasksMax", |v| match v {
             Scalar::Int(i) if i >= 1 => Ok(i as u64),
+            Scalar::Str(q) if q.trim().parse::<u64>().is_ok_and(|n| n >= 1) => Err(format!(
+                "{q:?} is a quoted string; write the number without the quotes (tasksMax: {})",
+                q.trim()
+            )),
             other => Err(format!(
                 "{:?} is not valid; give a whole number of at least 1",
                 other.to_string()

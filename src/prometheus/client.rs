@@ -160,22 +160,12 @@ impl Client {
             url: url.to_string(),
             limit: self.max_body,
         };
-        // Checked as it arrives: neither a lying Content-Length nor an
-        // endless body makes us buffer more than the limit.
-        if resp.content_length().is_some_and(|n| n > self.max_body) {
-            return Err(too_large());
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp
-            .chunk()
+        let body = crate::http::read_body(&mut resp, self.max_body)
             .await
-            .map_err(|e| self.transport(url, timeout, e))?
-        {
-            if (body.len() + chunk.len()) as u64 > self.max_body {
-                return Err(too_large());
-            }
-            body.extend_from_slice(&chunk);
-        }
+            .map_err(|e| match e {
+                crate::http::BodyError::TooLarge { .. } => too_large(),
+                crate::http::BodyError::Transport(e) => self.transport(url, timeout, e),
+            })?;
         Ok((status, body))
     }
 

@@ -22,7 +22,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use client::{Client, Sample};
-pub use tsdb::{RestoreOptions, RestoreReport, RestoreTarget, backup_tsdb, restore_tsdb};
+pub use tsdb::{
+    RestoreOptions, RestoreReport, RestoreTarget, backup_tsdb, restore_tsdb, restore_tsdb_with,
+};
 
 use crate::backup::BackupError;
 use crate::systemd::SystemdError;

@@ -99,9 +99,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 /// # Guarantees
 /// The set is complete (has `backup.json`) only if every file of the
 /// snapshot is in it and recorded with size and sha256. On any error the
-/// set is left incomplete — never counted by `keep` nor restored — and a
-/// partial copy is removed to give the space back; earlier sets are not
-/// touched. The snapshot never stays behind in `data_dir/snapshots`.
+/// set is removed to give the space back; earlier sets are not touched. The snapshot never stays behind in `data_dir/snapshots`.
 ///
 /// # Caveats
 /// On the same filesystem the set's files are hard links shared with the
@@ -186,16 +184,30 @@ fn move_snapshot(
     match fs::rename(src, dst) {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-            let pb = progress_bar(progress, tree_size(src), "copying");
+            let needed = tree_size(src);
+            let pb = progress_bar(progress, needed, "copying");
             let copied = copy_tree(src, dst, &pb);
             pb.finish_and_clear();
             copied.map_err(|(from, to, source)| {
                 let _ = fs::remove_dir_all(dst);
+                let full = if crate::backup::is_out_of_space(&source) {
+                    let free = rustix::fs::statvfs(store.path())
+                        .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+                        .unwrap_or(0);
+                    format!(
+                        "the backup destination {} is full: the set needed about {} and {} is free there; ",
+                        store.path().display(),
+                        crate::backup::size_text(needed),
+                        crate::backup::size_text(free)
+                    )
+                } else {
+                    String::new()
+                };
                 PrometheusError::Copy {
                     from,
                     to,
                     hint: format!(
-                        "backup set {} is left incomplete and its partial copy was removed; earlier sets are untouched; free space in {} or set `destination` to a bigger filesystem",
+                        "{full}backup set {} was removed; earlier sets are untouched; free space in {} or set `destination` to a bigger filesystem",
                         set.id(),
                         store.path().display()
                     ),
@@ -676,6 +688,7 @@ pub(crate) async fn run_job(
         JobKind::Start => "start",
         JobKind::Stop => "stop",
         JobKind::Restart => "restart",
+        JobKind::Reload => "reload",
     };
     // A start after our own stop must not be refused by systemd's start
     // rate limit (a few restores in a row would hit it).
@@ -737,9 +750,35 @@ pub(crate) async fn active_state(sd: &Systemd, unit: &str) -> Result<String> {
 /// [`PrometheusError::NoSpace`], [`PrometheusError::NotManaged`], systemd
 /// and readiness errors.
 pub async fn restore_tsdb(t: RestoreTarget<'_>, opts: &RestoreOptions) -> Result<RestoreReport> {
+    restore_tsdb_with(t, opts, async || ()).await.0
+}
+
+/// [`restore_tsdb`], calling `before_stop` once everything that can be
+/// checked was (the set verified, an earlier restore recovered, the
+/// Service managed, room for the copy, the copy made), right before the
+/// Service is stopped: where `unitlet restore` silences its alerts, so a
+/// restore refused for a mistyped set id silences nothing. Returns what
+/// `before_stop` returned, if it was called (never on a dry run).
+pub async fn restore_tsdb_with<B>(
+    t: RestoreTarget<'_>,
+    opts: &RestoreOptions,
+    before_stop: impl AsyncFnOnce() -> B,
+) -> (Result<RestoreReport>, Option<B>) {
+    let mut before = None;
+    let result = restore_checked_first(t, opts, before_stop, &mut before).await;
+    (result, before)
+}
+
+/// The body of [`restore_tsdb_with`]: `before` receives what
+/// `before_stop` returned, once it was called.
+async fn restore_checked_first<B>(
+    t: RestoreTarget<'_>,
+    opts: &RestoreOptions,
+    before_stop: impl AsyncFnOnce() -> B,
+    before: &mut Option<B>,
+) -> Result<RestoreReport> {
     let unit = format!("{}.service", t.service);
-    // Two restores of one service would swap the same directory: the lock
-    // is taken before anything else, so the second is refused at once.
+    // The lock first: a second restore of the service is refused at once.
     let lock = (!opts.dry_run).then(|| restore_lock(t)).transpose()?;
     // The whole set is checked before anything else is touched (a
     // hostile or damaged set is refused without even reaching systemd).
@@ -747,10 +786,9 @@ pub async fn restore_tsdb(t: RestoreTarget<'_>, opts: &RestoreOptions) -> Result
     let sd = Systemd::connect(t.bus)
         .await
         .map_err(sd_err("cannot stop and start Prometheus".to_owned()))?;
-    // An earlier restore of this service that was killed: finish or undo
-    // it first, or this one would take a moved-aside directory for none.
+    // Finish or undo a killed earlier restore (its data may be aside).
     let recovered = match &lock {
-        Some(lock) => recover_earlier(lock, &sd).await?,
+        Some(lock) => recover_earlier(lock, &sd, t.data_dir).await?,
         None => None,
     };
     let pending = opts.dry_run.then(|| pending_note(t)).flatten();
@@ -774,6 +812,7 @@ pub async fn restore_tsdb(t: RestoreTarget<'_>, opts: &RestoreOptions) -> Result
         return Ok(report);
     };
     let (journal, restoring) = stage_copy(t, opts, &set, lock, &data_dir, &replaced, &now).await?;
+    *before = Some(before_stop().await);
     let mut journal = stop_for_swap(&sd, t, opts, &unit, journal, &restoring).await?;
     let mut swap = Swap {
         data_dir,
@@ -794,12 +833,8 @@ pub async fn restore_tsdb(t: RestoreTarget<'_>, opts: &RestoreOptions) -> Result
     .await;
     match swapped {
         Ok(checked) => {
-            if let Err(e) = journal.step(Step::Done) {
-                tracing::warn!(error = %e, "cannot record the verified restore in its journal; finishing anyway");
-            }
             report.checked = checked;
-            finish(journal);
-            Ok(report)
+            Ok(verified(journal, report))
         }
         Err(cause) => {
             if let Err(e) = journal.rolling_back(crate::error_chain(&cause)) {
@@ -814,6 +849,15 @@ pub async fn restore_tsdb(t: RestoreTarget<'_>, opts: &RestoreOptions) -> Result
             Err(err)
         }
     }
+}
+
+/// The restore verified: recorded as done and the journal ended.
+fn verified(mut journal: Journal, report: RestoreReport) -> RestoreReport {
+    if let Err(e) = journal.step(Step::Done) {
+        tracing::warn!(error = %e, "cannot record the verified restore in its journal; finishing anyway");
+    }
+    finish(journal);
+    report
 }
 
 /// What an unfinished earlier restore of the service left to do, for a
@@ -869,8 +913,13 @@ async fn verified_set(t: RestoreTarget<'_>) -> Result<(VerifiedSet, Vec<BlockRan
 
 /// Finishes or undoes an interrupted earlier restore of the service, if
 /// any; what it did, for the report.
-async fn recover_earlier(lock: &RestoreLock, sd: &Systemd) -> Result<Option<String>> {
-    let Some(outcome) = journal::recover_locked(lock, sd).await else {
+async fn recover_earlier(
+    lock: &RestoreLock,
+    sd: &Systemd,
+    data_dir: &Path,
+) -> Result<Option<String>> {
+    let data_dirs = [data_dir.to_path_buf()];
+    let Some(outcome) = journal::recover_locked(lock, sd, &data_dirs).await else {
         return Ok(None);
     };
     if outcome.result.is_err() {

@@ -78,6 +78,7 @@ impl Reconciler {
         let started = Instant::now();
         self.forget_lost_readiness_waits(started);
         self.after_jobs_ended(sd, status).await;
+        self.record_program(&prep);
         let mut run = Applying::default();
         let deferred_jobs = if prep.plan.is_empty() {
             None
@@ -124,10 +125,11 @@ impl Reconciler {
             failures: &run.failures,
             issues: &self.config_issue,
             readiness: &readiness,
+            state_dir: &self.loc.state_dir,
         };
         refresh_status(sd, &facts, status).await?;
         // Ready says when a rolled-back or pinned revision runs.
-        crate::rollout::conditions(&self.loc.state_dir, &prep.loaded.manifests, status);
+        rollout_conditions(&self.loc.state_dir, &prep, status).await;
         work.extend(self.probe_work(&prep, status));
         let ready = status.objects.values().filter(|o| o.is_ready()).count();
         Ok(PassReport {
@@ -140,6 +142,7 @@ impl Reconciler {
             retry_at: self.next_retry(&prep),
             reloads: Vec::new(),
             work,
+            skipped: prep.held.names.clone(),
         })
     }
 
@@ -432,9 +435,9 @@ impl Reconciler {
     ) {
         for a in actions {
             let Op::Remove { path } = &a.op else { continue };
-            let still_ours = std::fs::read_to_string(path)
+            let still_ours = fsutil::read_regular_capped(path, false, MAX_UNIT_BYTES)
                 .ok()
-                .and_then(|c| render::marker_of(&c))
+                .and_then(|c| render::marker_of(&String::from_utf8_lossy(&c)))
                 .as_deref()
                 == Some(a.manifest.as_str());
             if !still_ours {
@@ -784,5 +787,26 @@ fn record_applied(prep: &Prepared, failures: &BTreeMap<String, String>, status: 
                 .applied
                 .insert(d.unit_name().to_string(), plan::content_hash(&d.content));
         }
+    }
+}
+
+/// [`crate::rollout::conditions`] off the runtime, on a copy of the status
+/// (it reads, and may save, histories); a hung read leaves the conditions
+/// as refreshed until the next pass.
+async fn rollout_conditions(state_dir: &Path, prep: &Prepared, status: &mut Status) {
+    let (state_dir, manifests) = (state_dir.to_path_buf(), prep.loaded.manifests.clone());
+    let key = state_dir.join("rollouts");
+    let mut copy = status.clone();
+    match fsutil::off_runtime(&key, fsutil::READ_DEADLINE, move || {
+        crate::rollout::conditions(&state_dir, &manifests, &mut copy);
+        copy
+    })
+    .await
+    {
+        Ok(s) => *status = s,
+        Err(e) => tracing::warn!(
+            "reading the rollout histories in {}: {e}; their conditions wait for the next pass",
+            key.display()
+        ),
     }
 }

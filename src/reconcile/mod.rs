@@ -98,6 +98,9 @@ pub struct PassReport {
     pub reloads: Vec<(String, crate::reload::ReloadOutcome)>,
     /// Waits handed out by the pass (readiness, config changes, probes).
     pub work: Vec<Work>,
+    /// Objects whose units the pass left alone: backing off, held by a
+    /// restore, a broken manifest file or the gc grace. Not reconciled.
+    pub skipped: BTreeSet<String>,
 }
 
 /// Per-object backoff after failures, reset on success or on an edit.
@@ -177,6 +180,9 @@ pub struct Reconciler {
     /// Finish or undo interrupted restores before each pass (`plan`, which
     /// changes nothing, turns it off).
     pub recover_restores: bool,
+    /// What recovering each interrupted restore came to last, as logged:
+    /// a stuck journal is reported once per change, not at every pass.
+    recoveries_reported: BTreeMap<String, String>,
     /// The manager's directories, read once from its `UnitPath`.
     dirs: std::sync::OnceLock<ManagerDirs>,
     /// What start batches handed out as [`Work::Jobs`] leave for after
@@ -189,6 +195,11 @@ pub struct Reconciler {
     /// batch's [`AfterJobs`]), by Service: what `rollout::record` reads
     /// instead of the file until then.
     unsaved_histories: BTreeMap<String, Vec<u8>>,
+    /// The binary running now; Backup units run the recorded program
+    /// instead while there is one (see [`crate::program`]).
+    running_program: PathBuf,
+    /// Whether this pass found a usable record of the program.
+    program_recorded: bool,
 }
 
 /// Bookkeeping a batch of new Services leaves until systemd has started
@@ -213,20 +224,33 @@ pub(crate) struct AfterJobs {
 /// file that never answers must not hang the operator).
 const LOAD_DEADLINE: Duration = Duration::from_secs(5);
 
-/// `manifest::load_dir` off the async runtime, within [`LOAD_DEADLINE`].
+/// Unit files are read only this far (unitlet's own are far smaller).
+const MAX_UNIT_BYTES: u64 = 4 * 1024 * 1024;
+
+/// `manifest::load_dir` off the async runtime, within [`LOAD_DEADLINE`]
+/// (a retry waits for a load still hung, see [`crate::fsutil::off_runtime`]).
 async fn load_manifests(dir: &Path) -> Result<LoadedSet, ReconcileError> {
     let d = dir.to_path_buf();
-    let task = tokio::task::spawn_blocking(move || manifest::load_dir(&d));
-    match tokio::time::timeout(LOAD_DEADLINE, task).await {
-        Ok(Ok(r)) => Ok(r?),
-        Ok(Err(e)) => Err(ReconcileError::Stuck(format!(
-            "loading manifests failed: {e}"
-        ))),
-        Err(_) => Err(ReconcileError::Stuck(format!(
-            "reading the manifests in {} did not finish within {LOAD_DEADLINE:?}; is one of them on a hung filesystem?",
+    match crate::fsutil::off_runtime(dir, LOAD_DEADLINE, move || manifest::load_dir(&d)).await {
+        Ok(r) => Ok(r?),
+        Err(e) => Err(ReconcileError::Stuck(format!(
+            "reading the manifests in {}: {e}",
             dir.display()
         ))),
     }
+}
+
+/// [`crate::hold::active_holds`] off the async runtime, within
+/// [`crate::fsutil::READ_DEADLINE`]. Unknown holds stop the pass: a
+/// restore's service must not be touched.
+async fn active_holds(state_dir: &Path) -> Result<Vec<String>, ReconcileError> {
+    let d = state_dir.to_path_buf();
+    let key = d.join("holds");
+    crate::fsutil::off_runtime(&key, crate::fsutil::READ_DEADLINE, move || {
+        crate::hold::active_holds(&d)
+    })
+    .await
+    .map_err(|e| ReconcileError::Stuck(format!("reading the holds in {}: {e}", key.display())))
 }
 
 impl Reconciler {
@@ -259,7 +283,7 @@ impl Reconciler {
 
     pub fn new(loc: Locations, exe: PathBuf) -> Reconciler {
         let render_ctx = RenderContext {
-            exe,
+            exe: exe.clone(),
             manifests: loc.manifests.clone(),
             state_dir: loc.state_dir.clone(),
             unit_dir: loc.unit_dir.clone(),
@@ -282,10 +306,46 @@ impl Reconciler {
             gc_grace: DEFAULT_GC_GRACE,
             missing_since: HashMap::new(),
             recover_restores: true,
+            recoveries_reported: BTreeMap::new(),
             dirs: std::sync::OnceLock::new(),
             after_jobs: BTreeMap::new(),
             after_jobs_due: Vec::new(),
             unsaved_histories: BTreeMap::new(),
+            running_program: exe,
+            program_recorded: false,
+        }
+    }
+
+    /// Render Backup units with the recorded program, or the running one
+    /// when none is recorded (read off the runtime: a file read).
+    async fn resolve_program(&mut self) {
+        let loc = self.loc.clone();
+        let task = tokio::task::spawn_blocking(move || crate::program::recorded(&loc));
+        let recorded = tokio::time::timeout(LOAD_DEADLINE, task)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten();
+        self.program_recorded = recorded.is_some();
+        self.render_ctx.exe = recorded.unwrap_or_else(|| self.running_program.clone());
+    }
+
+    /// Record the program Backup units run the first time they are
+    /// written (under the state lock, like every write of a pass).
+    fn record_program(&mut self, prep: &Prepared) {
+        if self.program_recorded || !prep.desired.iter().any(|d| d.role == render::Role::Oneshot) {
+            return;
+        }
+        match crate::program::record(&self.loc, &self.render_ctx.exe) {
+            Ok(true) => {
+                tracing::info!(program = %self.render_ctx.exe.display(), "recorded the program Backup units run");
+                self.program_recorded = true;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(
+                "cannot record the program Backup units run in {}: {e}",
+                crate::program::record_file(&self.loc).display()
+            ),
         }
     }
 
@@ -330,16 +390,18 @@ impl Reconciler {
         sd: &impl UserManager,
         status: &Status,
     ) -> Result<Prepared, ReconcileError> {
+        // Holds and restore journals found there keep the operator off a
+        // service and have recovery move data: nothing is read from a
+        // directory others can write.
+        self.loc.check_state_dir()?;
+        let t = Instant::now();
+        let loaded = load_manifests(&self.loc.manifests).await?;
         if self.recover_restores
             && let Some(sd) = sd.as_systemd()
         {
-            crate::journal::recover_interrupted(&self.loc, sd).await;
+            self.recover_interrupted_restores(sd, &loaded).await;
         }
-        let t = Instant::now();
-        let loaded = load_manifests(&self.loc.manifests).await?;
-        // Holds found there keep the operator off a service: trust them
-        // only in a directory nobody else can write.
-        self.loc.check_state_dir()?;
+        self.resolve_program().await;
         tracing::debug!(elapsed = ?t.elapsed(), manifests = loaded.manifests.len(), "loaded manifests");
         let mut held = Held {
             names: loaded.held.keys().cloned().collect(),
@@ -350,7 +412,7 @@ impl Reconciler {
             held.files.insert(e.file.clone());
         }
         // A restore in progress holds its service: leave it exactly as is.
-        let holds = crate::hold::active_holds(&self.loc.state_dir);
+        let holds = active_holds(&self.loc.state_dir).await?;
         let now = Instant::now();
         let mut backing_off = BTreeSet::new();
         let mut desired = Vec::new();
@@ -371,13 +433,30 @@ impl Reconciler {
         }
         // Issue 12 hook: a pinned revision (rollback, undo) replaces the
         // manifest's unit bytes.
-        let unpinned = crate::rollout::substitute(&self.loc.state_dir, &mut desired);
+        let missing = missing_programs(&loaded, &desired);
+        // It reads the histories: off the runtime.
+        let state_dir = self.loc.state_dir.clone();
+        let key = state_dir.join("rollouts");
+        let (desired, unpinned) =
+            crate::fsutil::off_runtime(&key, crate::fsutil::READ_DEADLINE, move || {
+                let mut desired = desired;
+                let unpinned = crate::rollout::substitute(&state_dir, &mut desired);
+                (desired, unpinned)
+            })
+            .await
+            .map_err(|e| {
+                ReconcileError::Stuck(format!(
+                    "reading the rollout histories in {}: {e}",
+                    key.display()
+                ))
+            })?;
         let observed = self.observe(sd, &desired, status).await?;
         let gc_waiting = self.gc_grace_holds(&loaded, &mut held, &observed, now);
         let mut plan = plan::plan(&self.loc.unit_dir, &desired, &held, &observed);
         let waiting = self.links_waiting();
         plan.actions
             .retain(|a| !(a.op == plan::Op::Enable && waiting.contains(a.unit.as_str())));
+        hold_back_missing_programs(&mut plan, &missing, &desired);
         Ok(Prepared {
             loaded,
             desired,
@@ -389,6 +468,50 @@ impl Reconciler {
             gc_waiting,
             unpinned,
         })
+    }
+
+    /// Finishes or undoes interrupted restores (acting only where the
+    /// Backup manifests say a restore of that Service works) and reports
+    /// each outcome once: a journal that stays stuck is not logged again
+    /// at every pass.
+    async fn recover_interrupted_restores(
+        &mut self,
+        sd: &crate::systemd::Systemd,
+        loaded: &LoadedSet,
+    ) {
+        let data_dirs: Vec<(String, PathBuf)> = loaded
+            .manifests
+            .iter()
+            .filter_map(|m| match &m.spec {
+                manifest::Spec::Backup(b) => match &b.source {
+                    manifest::BackupSource::Prometheus {
+                        data_dir: Some(d),
+                        service: Some(s),
+                        ..
+                    } => Some((s.clone(), d.clone())),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        let outcomes = crate::journal::recover_interrupted(&self.loc, sd, &data_dirs).await;
+        let pending: BTreeSet<String> = crate::journal::pending_names(&self.loc.state_dir)
+            .into_iter()
+            .collect();
+        for o in outcomes {
+            let text = o.to_string();
+            if self.recoveries_reported.get(&o.service) == Some(&text) {
+                continue;
+            }
+            match o.result {
+                Ok(_) => tracing::warn!(service = %o.service, "{text}"),
+                Err(_) => tracing::error!(service = %o.service, "{text}"),
+            }
+            self.recoveries_reported.insert(o.service, text);
+        }
+        // A journal that is gone (recovered, removed by hand) is reported
+        // again if it comes back.
+        self.recoveries_reported.retain(|s, _| pending.contains(s));
     }
 
     /// Hold the units of manifests that disappeared within the grace
@@ -436,6 +559,45 @@ impl Reconciler {
         }
         waiting
     }
+}
+
+/// Services whose program is not installed, with their rendered service
+/// unit (to tell a pinned revision, whose program may be there, apart).
+fn missing_programs(loaded: &LoadedSet, desired: &[DesiredUnit]) -> BTreeMap<String, String> {
+    loaded
+        .manifests
+        .iter()
+        .filter(|m| status::missing_program(m).is_some())
+        .filter_map(|m| {
+            let unit = format!("{}.service", m.name);
+            let u = desired.iter().find(|u| u.name == unit)?;
+            Some((m.name.clone(), u.content.clone()))
+        })
+        .collect()
+}
+
+/// A Service whose program is not installed is not started: it would only
+/// fail and be restarted by systemd again and again. It shows
+/// BinaryMissing; a pass after the program appears (the resync at the
+/// latest) starts it. A running one being changed to it is restarted as
+/// usual (and rolled back), and a pinned revision is not held back.
+fn hold_back_missing_programs(
+    plan: &mut Plan,
+    missing: &BTreeMap<String, String>,
+    desired: &[DesiredUnit],
+) {
+    let missing: BTreeSet<&str> = missing
+        .iter()
+        .filter(|(name, content)| {
+            let unit = format!("{name}.service");
+            desired
+                .iter()
+                .any(|u| u.name == unit && &u.content == *content)
+        })
+        .map(|(name, _)| name.as_str())
+        .collect();
+    plan.actions
+        .retain(|a| !(a.op == plan::Op::Start && missing.contains(a.manifest.as_str())));
 }
 
 impl DesiredUnit {

@@ -12,6 +12,7 @@ use crate::manifest::DesiredState;
 use crate::plan::{self, LiveUnit, Observed, ObservedFile};
 use crate::render::{self, DesiredUnit, Role};
 use crate::status::Status;
+use crate::unitfile::{self, UnitFile};
 
 use super::*;
 
@@ -58,9 +59,11 @@ fn unit_files_in(dir: &Path) -> Result<BTreeMap<String, ObservedFile>, Reconcile
             );
             continue;
         }
-        let content = std::fs::read_to_string(&path).unwrap_or_default();
-        let marker = render::marker_of(&content);
-        let source = render::source_of(&content);
+        // Too large or swapped for something else: unmarked, never ours.
+        let content = fsutil::read_regular_capped(&path, false, MAX_UNIT_BYTES)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let (marker, source) = render::ownership(&content);
         out.insert(
             name,
             ObservedFile {
@@ -176,16 +179,21 @@ const LIMIT_DROPINS: &[&str] = &[
 /// The `.wants/` and `.requires/` directories (relative to the manager's
 /// config directory) that `systemctl --user enable` links a unit into, from
 /// its `[Install]` section.
-fn install_dirs(parsed: &BTreeMap<(String, String), Vec<String>>) -> Vec<String> {
+/// As systemd reads the lists: quoted words, and an empty assignment
+/// empties the list so far (an assignment it cannot split is ignored, as
+/// systemd ignores it).
+fn install_dirs(parsed: &UnitFile) -> Vec<String> {
     let mut dirs = Vec::new();
     for (key, suffix) in [("WantedBy", "wants"), ("RequiredBy", "requires")] {
-        for targets in parsed
-            .get(&("Install".to_string(), key.to_string()))
-            .into_iter()
-            .flatten()
-        {
-            dirs.extend(targets.split_whitespace().map(|t| format!("{t}.{suffix}")));
+        let mut targets: Vec<String> = Vec::new();
+        for value in parsed.values("Install", key) {
+            if value.is_empty() {
+                targets.clear();
+            } else if let Ok(words) = unitfile::words(value) {
+                targets.extend(words);
+            }
         }
+        dirs.extend(targets.into_iter().map(|t| format!("{t}.{suffix}")));
     }
     dirs
 }
@@ -194,7 +202,7 @@ fn install_dirs(parsed: &BTreeMap<(String, String), Vec<String>>) -> Vec<String>
 /// the symlinks `systemctl --user enable` creates in the manager's config
 /// directory.
 fn enablement(config: &Path, unit: &str, content: &str) -> String {
-    let dirs = install_dirs(&render::parse_unit(content));
+    let dirs = install_dirs(&unitfile::parse(content));
     if dirs.is_empty() {
         "static".into()
     } else if dirs
@@ -210,14 +218,13 @@ fn enablement(config: &Path, unit: &str, content: &str) -> String {
 /// Whether enabling `unit` is only `.wants`/`.requires` links (no alias,
 /// `Also=` or template instance): what [`enable_by_links`] makes itself.
 pub(super) fn linkable(unit: &str, content: &str) -> bool {
-    only_links(unit, &render::parse_unit(content))
+    only_links(unit, &unitfile::parse(content))
 }
 
-fn only_links(unit: &str, parsed: &BTreeMap<(String, String), Vec<String>>) -> bool {
+fn only_links(unit: &str, parsed: &UnitFile) -> bool {
     let simple = parsed
-        .keys()
-        .filter(|(section, _)| section == "Install")
-        .all(|(_, key)| key == "WantedBy" || key == "RequiredBy");
+        .keys("Install")
+        .all(|key| key == "WantedBy" || key == "RequiredBy");
     simple && !unit.contains('@')
 }
 
@@ -236,7 +243,7 @@ pub(super) fn enable_by_links(
     unit: &str,
     content: &str,
 ) -> std::io::Result<bool> {
-    let parsed = render::parse_unit(content);
+    let parsed = unitfile::parse(content);
     if !only_links(unit, &parsed) {
         return Ok(false);
     }
@@ -349,6 +356,25 @@ impl Reconciler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 20 item 11: a continued `WantedBy=` names both targets, and
+    /// enablement is read from them (not from a `\\.wants` directory).
+    #[test]
+    fn continued_install_lines_enable_every_target() {
+        let t = tempfile::tempdir().unwrap();
+        let (config, units) = (t.path().join("config"), t.path().join("units"));
+        let content =
+            "[Service]\nExecStart=/bin/x\n[Install]\nWantedBy=a.target \\\n  \"b.target\"\n";
+        assert!(linkable("x.service", content));
+        assert!(enable_by_links(&config, &units, "x.service", content).unwrap());
+        let mut made: Vec<String> = std::fs::read_dir(&config)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        made.sort();
+        assert_eq!(made, ["a.target.wants", "b.target.wants"]);
+        assert_eq!(enablement(&config, "x.service", content), "enabled");
+    }
 
     #[test]
     fn manager_dirs_come_from_unit_path() {

@@ -159,6 +159,36 @@ async fn a_new_manifest_is_started_once_and_then_left_alone() {
     assert_eq!(w.sd.reloads(), 0);
 }
 
+/// Issue 21 item 7: a Service whose program is not installed is not
+/// started (no restart loop), shows BinaryMissing, and is started by the
+/// first pass after the program appears.
+#[tokio::test]
+async fn a_service_whose_program_is_missing_is_started_only_once_it_is_installed() {
+    let mut w = World::new();
+    let prog = w.dir.path().join("bin/grafana-server");
+    let m = format!(
+        "apiVersion: unitlet/v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  command: [{}]\n",
+        prog.display()
+    );
+    w.write("web.yaml", &m);
+    w.pass().await;
+    assert_eq!(w.sd.jobs("web.service"), vec![], "nothing is started");
+    assert!(w.unit_file("web.service").is_some(), "the unit is written");
+    let (st, reason, msg) = w.ready("web");
+    assert_eq!((st, reason), (False, Reason::BinaryMissing), "{msg}");
+    w.pass().await;
+    assert_eq!(w.sd.jobs("web.service"), vec![], "nor by the next pass");
+
+    std::fs::create_dir_all(prog.parent().unwrap()).unwrap();
+    std::fs::write(&prog, "#!/bin/sh\nexec sleep 100\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    w.pass().await;
+    assert_eq!(w.sd.jobs("web.service"), vec![JobKind::Start]);
+    let (st, reason, msg) = w.ready("web");
+    assert_eq!((st, reason), (True, Reason::Running), "{msg}");
+}
+
 #[tokio::test]
 async fn a_new_unit_systemd_does_not_find_on_demand_gets_one_daemon_reload() {
     let mut w = World::new();
@@ -404,6 +434,25 @@ async fn a_failing_start_backs_off_exponentially_on_tokios_clock() {
     assert!(w.rec.backoff.is_empty());
 }
 
+/// Issue 20 item 2: a pass that skips a backing-off object says so, so
+/// its `unitlet_object_last_reconcile_age_seconds` is not reset; the
+/// objects it reconciled are not listed.
+#[tokio::test(start_paused = true)]
+async fn a_backing_off_object_is_reported_as_skipped() {
+    let mut w = World::new();
+    w.sd.fail_starts("web.service", true);
+    w.write("web.yaml", &service("web", ""));
+    w.write("ok.yaml", &service("ok", ""));
+    let r = w.pass().await;
+    assert!(r.failures.contains_key("web"), "{:?}", r.failures);
+    assert!(r.skipped.is_empty(), "{:?}", r.skipped);
+    let r = w.pass().await;
+    assert_eq!(r.skipped, ["web".to_string()].into(), "within its backoff");
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let r = w.pass().await;
+    assert!(r.skipped.is_empty(), "retried: {:?}", r.skipped);
+}
+
 fn oom_kill() -> ServiceResult {
     ServiceResult {
         result: "oom-kill".into(),
@@ -629,4 +678,28 @@ async fn a_pinned_revision_keeps_the_manifests_limits_and_a_fixed_manifest_ends_
     let r3 = h.in_force().unwrap();
     assert_eq!((r3.revision, r3.state), (3, RevisionState::Complete));
     assert_eq!(r3.unit, good_unit);
+}
+
+/// Issue 20 item 5: a FIFO planted where a hold goes is no hold, and the
+/// pass reads it without blocking (it waited for a writer forever).
+#[test]
+fn a_fifo_planted_as_a_hold_blocks_no_pass() {
+    let w = World::new();
+    w.write("web.yaml", &service("web", ""));
+    let holds = w.rec.loc.state_dir.join("holds");
+    std::fs::create_dir_all(&holds).unwrap();
+    crate::fsutil::test_support::mkfifo(&holds.join("web"));
+    let w = crate::fsutil::test_support::within_10s("a pass beside a FIFO hold", move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut w = w;
+            let r = w.pass().await;
+            assert!(r.failures.is_empty(), "{:?}", r.failures);
+            w
+        })
+    });
+    assert_eq!(w.sd.jobs("web.service"), vec![JobKind::Start]);
 }

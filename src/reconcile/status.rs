@@ -38,7 +38,7 @@ fn install_hint(program: &str) -> &'static str {
 }
 
 /// A Service whose program is not installed: say which and how to get it.
-fn missing_program(m: &manifest::Manifest) -> Option<String> {
+pub(super) fn missing_program(m: &manifest::Manifest) -> Option<String> {
     let s = m.as_service()?;
     let crate::manifest::Exec::Command(argv) = &s.exec else {
         return None;
@@ -105,6 +105,8 @@ pub struct PassFacts<'a> {
     /// readiness probe, by manifest.
     pub issues: &'a HashMap<String, (Reason, String)>,
     pub readiness: &'a ReadinessView,
+    /// Where `unitlet backup` records each Backup's last run.
+    pub state_dir: &'a Path,
 }
 
 /// The unit whose state is a manifest's state: a Service's service, a
@@ -140,6 +142,7 @@ pub async fn refresh_status(
     names.extend(loaded.held.keys().map(|n| format!("{n}.service")));
     let live = sd.list_units(&names).await?;
     let mut keep: BTreeSet<String> = BTreeSet::new();
+    let mut events = Vec::new();
     for m in &loaded.manifests {
         keep.insert(m.name.clone());
         let unit = main_unit(m);
@@ -152,8 +155,12 @@ pub async fn refresh_status(
         let l = live.get(&unit).map(|(l, _)| l.clone()).unwrap_or_default();
         obj.unit = Some(unit_status(&unit, &l));
         if let Some((st, reason, msg)) = manifest_ready(sd, facts, m, &live, obj).await {
+            events.extend(backup_event(m, obj.ready(), reason, &msg));
             obj.set_ready(st, reason, &msg);
         }
+    }
+    for (name, type_, reason, msg) in events {
+        status.event(&name, type_, reason, msg);
     }
     show_invalid_manifests(facts.prep, &live, status, &mut keep);
     show_units_of_broken_files(facts.prep, status, &mut keep);
@@ -334,11 +341,84 @@ fn running_ready(
             format!("{unit} is active but not ready: {e}"),
         ));
     }
-    let msg = match m.as_backup() {
-        Some(b) => format!("{unit} is scheduled ({})", b.schedule),
-        None => format!("{unit} is active ({sub_state})"),
+    if let Some(b) = m.as_backup() {
+        return Some(backup_ready(facts.state_dir, name, unit, &b.schedule));
+    }
+    Some((
+        True,
+        Reason::Running,
+        format!("{unit} is active ({sub_state})"),
+    ))
+}
+
+/// A scheduled Backup's Ready: its last run's result, as `unitlet backup`
+/// recorded it. The failure message names the run's time, so each failed
+/// run changes it (and makes one event).
+fn backup_ready(
+    state_dir: &Path,
+    name: &str,
+    unit: &str,
+    schedule: &crate::schedule::Schedule,
+) -> Ready {
+    let scheduled = format!("{unit} is scheduled ({schedule})");
+    let at = |t: u64| {
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t))
+            .to_string()
     };
-    Some((True, Reason::Running, msg))
+    let Some(run) = crate::backup::read_last_run(state_dir, name) else {
+        return (True, Reason::Running, format!("{scheduled}; no run yet"));
+    };
+    match (&run.last_error, run.last_success) {
+        (Some(e), _) => (
+            False,
+            Reason::BackupFailed,
+            format!(
+                "the run at {} failed: {e}; {scheduled}, or run `unitlet backup {name}` after fixing it",
+                at(run.last_attempt)
+            ),
+        ),
+        (None, Some(t)) => (
+            True,
+            Reason::Running,
+            format!(
+                "{scheduled}; last success {}{}",
+                at(t),
+                run.last_set
+                    .map(|s| format!(", set {s}"))
+                    .unwrap_or_default()
+            ),
+        ),
+        (None, None) => (True, Reason::Running, format!("{scheduled}; no run yet")),
+    }
+}
+
+/// The event a Backup's new Ready makes: a failed run (once per run: its
+/// message names the run's time) or the first success after failures.
+fn backup_event(
+    m: &Manifest,
+    previous: Option<&crate::status::Condition>,
+    reason: Reason,
+    msg: &str,
+) -> Option<(String, crate::status::EventType, &'static str, String)> {
+    use crate::status::EventType;
+    m.as_backup()?;
+    let was_failed = previous.is_some_and(|c| c.reason == Reason::BackupFailed);
+    if reason == Reason::BackupFailed && previous.is_none_or(|c| c.message != msg) {
+        return Some((
+            m.name.clone(),
+            EventType::Warning,
+            "BackupFailed",
+            msg.to_owned(),
+        ));
+    }
+    (was_failed && reason == Reason::Running).then(|| {
+        (
+            m.name.clone(),
+            EventType::Normal,
+            "BackupSucceeded",
+            msg.to_owned(),
+        )
+    })
 }
 
 /// Manifests that failed to load: shown under the name their file implies
@@ -369,7 +449,8 @@ fn show_invalid_manifests(
         } else {
             ""
         };
-        obj.set_ready(False, Reason::Invalid, &format!("{err}{kept}"));
+        let message = crate::manifest::status_message(&err.to_string());
+        obj.set_ready(False, Reason::Invalid, &format!("{message}{kept}"));
     }
 }
 
@@ -399,7 +480,10 @@ fn show_units_of_broken_files(prep: &Prepared, status: &mut Status, keep: &mut B
         obj.set_ready(
             False,
             Reason::Invalid,
-            &format!("{err} (its last good units keep running)"),
+            &format!(
+                "{} (its last good units keep running)",
+                crate::manifest::status_message(&err.to_string())
+            ),
         );
     }
 }

@@ -632,3 +632,123 @@ fn hostile_prometheus_sets_are_refused_before_anything_is_touched() {
         "a refused restore connected to Prometheus"
     );
 }
+
+/// A tmpfs of `size` mounted on `dir` (mode 0700, so it may be a
+/// destination) for one test; unmounted when dropped, also on failure.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(dir).unwrap();
+        let o = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .output()
+            .expect("run mount");
+        assert!(
+            o.status.success(),
+            "mount tmpfs (needs root): {}",
+            stderr(&o)
+        );
+        SmallDisk(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn put_dashboards(fake: &FakeGrafana, range: std::ops::Range<usize>) {
+    for i in range {
+        fake.put_dashboard(
+            &format!("full{i}"),
+            &format!("Dashboard {i}"),
+            None,
+            json!([{"id": 1, "type": "timeseries", "title": format!("p{i}")}]),
+        );
+    }
+}
+
+/// Issue 20 item 15: a run that fills the destination fails saying so and
+/// how much the set needed, removes what it wrote, and the next (small)
+/// run succeeds.
+#[test]
+fn a_run_that_fills_the_destination_removes_its_set_and_the_next_run_succeeds() {
+    let rt = runtime();
+    let fake = rt.block_on(FakeGrafana::start(TOKEN));
+    let cli = Cli::new();
+    let dest = cli.root.join("small");
+    let disk = SmallDisk::mount(&dest, "2m");
+    put_dashboards(&fake, 0..50);
+    cli.grafana_backup("dash", fake.url(), 5, Some(&dest));
+    let first = cli.backup("dash");
+
+    put_dashboards(&fake, 50..3000);
+    let o = cli.unitlet(&["backup", "dash"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("backup destination {} is full", dest.display())),
+        "says the destination is full: {err}"
+    );
+    assert!(
+        err.contains("needed about") && err.contains("MiB on disk"),
+        "says how much: {err}"
+    );
+    let mut left: Vec<String> = std::fs::read_dir(&dest)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, vec![first.clone()], "the failed run left nothing");
+
+    for i in 50..3000 {
+        fake.delete_dashboard(&format!("full{i}"));
+    }
+    let second = cli.backup("dash");
+    let rows = cli.set_rows("dash");
+    let ids: Vec<String> = rows.iter().map(id_of).collect();
+    assert_eq!(ids, vec![first, second], "{rows:?}");
+    assert!(rows.iter().all(|r| r["status"] == "complete"), "{rows:?}");
+    drop(disk);
+    drop(fake);
+    drop(rt);
+}
+
+/// Issue 21 item 5: with the state directory under `/var/lib` (where
+/// quickstart puts it), the default destination is unitlet's own and is
+/// accepted, by `backup` and by `doctor`.
+#[test]
+fn the_default_destination_is_accepted_under_a_state_dir_in_var_lib() {
+    let (rt, fake, mut cli) = populated_grafana();
+    let base = tempfile::Builder::new()
+        .prefix("unitlet-it-state.")
+        .tempdir_in("/var/lib")
+        .unwrap();
+    std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    cli.state = base.path().join("state/unitlet");
+    cli.grafana_backup("dash", fake.url(), 5, None);
+    let id = cli.backup("dash");
+    let set = base.path().join("state/unitlet/backups/dash").join(&id);
+    assert!(set.join("backup.json").is_file(), "{}", set.display());
+    let o = cli.unitlet(&["doctor", "-o", "json"]);
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let c = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "backup-destination/dash")
+        .unwrap_or_else(|| panic!("no destination check: {report:#}"))
+        .clone();
+    assert_eq!(c["status"], "OK", "{c}");
+    drop(fake);
+    drop(rt);
+}

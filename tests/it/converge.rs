@@ -520,6 +520,44 @@ fn manifests_writable_by_other_users_are_refused() {
     assert!(!um.unit_dir.join("x.service").exists());
 }
 
+/// Issue 20 item 8: a manifests directory or manifest owned by another
+/// user is refused (that user could make it run commands as you), with the
+/// command that fixes it, and nothing already running is stopped.
+#[test]
+fn manifests_owned_by_another_user_are_refused() {
+    use std::os::unix::fs::chown;
+    let um = UserManager::start();
+    um.write_manifest("x.yaml", &service("x", ""));
+    let o = um.unitlet(&["apply"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    um.wait_active("x.service", T);
+    let pid = um.prop("x.service", "MainPID");
+    chown(&um.manifests, Some(65534), None).unwrap();
+    let o = um.unitlet(&["apply"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("is owned by uid 65534") && err.contains("chown"),
+        "{err}"
+    );
+    let me = unsafe { libc::geteuid() };
+    chown(&um.manifests, Some(me), None).unwrap();
+    // Now the file: its units are held, not stopped.
+    chown(um.manifests.join("x.yaml"), Some(65534), None).unwrap();
+    let o = um.unitlet(&["validate"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains("x.yaml: is owned by uid 65534") && stdout(&o).contains("chown"),
+        "{}",
+        stdout(&o)
+    );
+    let o = um.unitlet(&["apply"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(um.active("x.service"), "active");
+    assert_eq!(um.prop("x.service", "MainPID"), pid, "nothing restarted");
+    assert!(um.unit_dir.join("x.service").exists());
+}
+
 #[test]
 fn sigterm_does_not_wait_for_a_slow_pass() {
     let um = UserManager::start();
@@ -578,10 +616,16 @@ fn a_held_service_is_left_alone_until_the_hold_is_released() {
     let run = um.spawn_run(&[]);
     um.wait_active("x.service", T);
     run.wait_log("connected", T);
-    // What a restore does: hold x (owner: this live process), then stop it.
+    // What a restore does: hold x (owner: this live process, holding the
+    // hold's lock), then stop it.
     let hold = um.state_dir.join("holds/x");
     std::fs::create_dir_all(hold.parent().unwrap()).unwrap();
     std::fs::write(&hold, std::process::id().to_string()).unwrap();
+    let held = std::fs::OpenOptions::new().write(true).open(&hold).unwrap();
+    assert_eq!(
+        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&held), libc::LOCK_EX) },
+        0
+    );
     um.wait_reason("x", "OnHold", T);
     assert!(um.systemctl(&["stop", "x.service"]).status.success());
     // The stop was seen: a whole pass began after it (and a resync-free
@@ -592,8 +636,10 @@ fn a_held_service_is_left_alone_until_the_hold_is_released() {
         "inactive",
         "the operator must not start a held service"
     );
-    // Releasing the hold is noticed at once (resync is 1h here).
+    // Releasing the hold (removed, then closed, as `Hold` does) is
+    // noticed at once (resync is 1h here).
     std::fs::remove_file(&hold).unwrap();
+    drop(held);
     um.wait_active("x.service", Duration::from_secs(3));
     um.wait_ready("x", "True", T);
 }

@@ -446,8 +446,10 @@ fn fleet_with_etcd_auth_reads_the_password_file_and_never_prints_it() {
     write(dir.path(), "good", "1");
     let secrets = tempfile::tempdir().unwrap();
     let pw = secrets.path().join("pw");
-    let run = |password: &str| {
+    let run_with_mode = |password: &str, mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
         std::fs::write(&pw, format!("{password}\n")).unwrap();
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(mode)).unwrap();
         std::process::Command::new(UNITLET)
             .args(["fleet", "push", dir.path().to_str().unwrap(), "--all"])
             .args(["--etcd-endpoints", &cluster.endpoints()])
@@ -457,6 +459,18 @@ fn fleet_with_etcd_auth_reads_the_password_file_and_never_prints_it() {
             .output()
             .unwrap()
     };
+    let run = |password: &str| run_with_mode(password, 0o600);
+    // Issue 20 item 5: a password file others can read is refused, like
+    // every other secret file, before anything is sent.
+    let o = run_with_mode("s3cret-right", 0o644);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("mode 0644") && stderr(&o).contains("chmod 600"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains("s3cret") && !stdout(&o).contains("s3cret"));
+    assert!(!stdout(&o).contains("written"), "{}", stdout(&o));
     let o = run("s3cret-wrong");
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(

@@ -360,7 +360,7 @@ async fn a_wrong_token_is_a_clear_401_that_never_shows_the_token() {
 }
 
 #[tokio::test]
-async fn prune_honours_keep_and_ignores_an_incomplete_set_left_by_a_500() {
+async fn a_500_leaves_no_set_and_prune_ignores_the_incomplete_set_of_a_killed_run() {
     let fake = FakeGrafana::start(TOKEN).await;
     populate(&fake, 20);
     let tmp = tempfile::tempdir().unwrap();
@@ -383,6 +383,13 @@ async fn prune_honours_keep_and_ignores_an_incomplete_set_left_by_a_500() {
         text.contains("500") && text.contains("/api/dashboards/uid/"),
         "{text}"
     );
+    // The failed run removed what it wrote.
+    assert_eq!(store.list().unwrap().len(), 3);
+    assert_eq!(complete_ids(&store), complete);
+    // A killed run (no destructor runs) leaves an incomplete set.
+    let mut killed = store.begin(fake.url()).unwrap();
+    killed.write_file("folders.json", b"[]").unwrap();
+    std::mem::forget(killed);
     let sets = store.list().unwrap();
     assert_eq!(sets.len(), 4);
     let incomplete = sets.last().unwrap().clone();

@@ -134,3 +134,116 @@ fn backup_delete_restore_round_trip_through_the_cli() {
     drop(fake);
     drop(rt);
 }
+
+fn report_check(um: &UserManager, name: &str) -> serde_json::Value {
+    let o = um.unitlet(&["doctor", "-o", "json"]);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("doctor -o json: {e}: {}", stdout(&o)));
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == name)
+        .unwrap_or_else(|| panic!("no check {name} in {report:#}"))
+        .clone()
+}
+
+/// Issue 21 item 5: a Backup's status carries its last run's result: a
+/// failed run is `Ready False` with the reason and an event in describe, a
+/// successful one is Ready with the time of the last success; `doctor`
+/// checks the destination.
+#[test]
+fn a_backup_whose_run_fails_is_not_ready_with_the_reason_and_an_event() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let fake = rt.block_on(FakeGrafana::start(TOKEN));
+    for i in 0..5 {
+        fake.put_dashboard(&format!("d{i}"), &format!("D {i}"), None, json!([]));
+    }
+    let um = UserManager::start();
+    let token_file = um.runtime.join("grafana-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    std::fs::set_permissions(
+        &token_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    um.write_manifest("dash.yaml", &manifest(fake.url(), &token_file, 2));
+    let o = um.unitlet(&["apply"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+
+    // A scheduled run (the timer's oneshot) that fails.
+    fake.fail_dashboard_gets(1, usize::MAX);
+    let o = um.systemctl(&["start", "dash.service"]);
+    assert!(!o.status.success(), "the run fails: {}", stderr(&o));
+    let o = um.unitlet(&["apply"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    let (st, reason, msg) = um.ready("dash").unwrap();
+    assert_eq!(
+        (st.as_str(), reason.as_str()),
+        ("False", "BackupFailed"),
+        "{msg}"
+    );
+    assert!(msg.contains("500"), "says why: {msg}");
+    let o = um.unitlet(&["describe", "dash"]);
+    let text = stdout(&o);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("Warning") && l.contains("BackupFailed") && l.contains("500")),
+        "describe has the event: {text}"
+    );
+    // Another pass adds no second event for the same run.
+    um.unitlet(&["apply"]);
+    let o = um.unitlet(&["describe", "dash"]);
+    let events = stdout(&o)
+        .lines()
+        .filter(|l| l.contains("Warning") && l.contains("BackupFailed"))
+        .count();
+    assert_eq!(events, 1, "{}", stdout(&o));
+
+    // The next run succeeds: Ready again, saying when.
+    fake.fail_dashboard_gets(0, 0);
+    let o = um.systemctl(&["start", "dash.service"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = um.unitlet(&["apply"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let (st, reason, msg) = um.ready("dash").unwrap();
+    assert_eq!((st.as_str(), reason.as_str()), ("True", "Running"), "{msg}");
+    assert!(msg.contains("last success"), "{msg}");
+
+    // The operator notices a run's outcome without waiting for a resync
+    // (it runs with `--resync 1h` here): the oneshot's end wakes a pass,
+    // and `unitlet backup` records the outcome before it exits.
+    let mut run = um.spawn_run(&[]);
+    run.settle(std::time::Duration::from_secs(30));
+    fake.fail_dashboard_gets(1, usize::MAX);
+    let o = um.systemctl(&["start", "dash.service"]);
+    assert!(!o.status.success(), "the run fails: {}", stderr(&o));
+    um.wait_reason("dash", "BackupFailed", std::time::Duration::from_secs(30));
+    fake.fail_dashboard_gets(0, 0);
+    let o = um.systemctl(&["start", "dash.service"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    um.wait_reason("dash", "Running", std::time::Duration::from_secs(30));
+    run.stop();
+
+    // doctor checks the destination.
+    let c = report_check(&um, "backup-destination/dash");
+    assert_eq!(c["status"], "OK", "{c}");
+    let dest = um.state_dir.join("backups/dash");
+    std::fs::set_permissions(&dest, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let c = report_check(&um, "backup-destination/dash");
+    assert_eq!(c["status"], "FAIL", "{c}");
+    assert!(
+        c["reason"]
+            .as_str()
+            .unwrap()
+            .contains("writable by other users"),
+        "{c}"
+    );
+    drop(um);
+    drop(fake);
+    drop(rt);
+}

@@ -541,3 +541,37 @@ fn an_emptied_manifest_holds_its_units() {
         assert_eq!(um.prop("x.service", "MainPID"), pid);
     }
 }
+
+/// Issue 20 item 5: a FIFO in place of `status.json` beside a running
+/// operator. Its pass read the status with a plain blocking read, which
+/// waits for a writer forever: /metrics still answered, but a new
+/// manifest was never started. The status is now read like every other
+/// file: regular files only, bounded, off the runtime with a deadline.
+#[test]
+fn a_fifo_in_place_of_status_json_stops_no_pass() {
+    let um = UserManager::start();
+    let mport = free_port();
+    let metrics = format!("http://127.0.0.1:{mport}/metrics");
+    let run = um.spawn_run(&["--metrics-addr", &format!("127.0.0.1:{mport}")]);
+    um.write_manifest("good.yaml", &service("good", ""));
+    um.wait_ready("good", "True", T);
+    // Nothing more to do: no save of the status can replace the FIFO
+    // before the next pass reads it.
+    run.settle(T);
+    let status = um.state_dir.join("status.json");
+    let fifo = um.state_dir.join(".planted-fifo");
+    mkfifo(&fifo, 0o600);
+    std::fs::rename(&fifo, &status).unwrap();
+    um.write_manifest("new.yaml", &service("new", ""));
+    um.wait_active("new.service", Duration::from_secs(30));
+    let (code, body) = http_get(&metrics).expect("/metrics answers");
+    assert_eq!(code, 200, "{body}");
+    // The operator's next save replaced the FIFO with a regular file.
+    wait_for(T, "status.json a regular file again", || {
+        std::fs::symlink_metadata(&status)
+            .is_ok_and(|m| m.is_file())
+            .then_some(())
+    });
+    um.wait_ready("new", "True", T);
+    drop(run);
+}

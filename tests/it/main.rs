@@ -3,6 +3,7 @@
 mod support;
 
 mod claims;
+mod cli_ux;
 mod converge;
 mod doctor;
 mod fleet;

@@ -3,6 +3,7 @@
 
 use std::io::Read;
 use std::net::TcpListener;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::reload::{free_port, http_get};
@@ -387,17 +388,27 @@ fn a_failed_pass_is_retried_without_waiting_for_an_event() {
     let um = UserManager::start();
     std::fs::create_dir_all(&um.state_dir).unwrap();
     let status = um.state_dir.join("status.json");
-    // A directory where the status file goes: every save fails.
-    std::fs::create_dir(&status).unwrap();
+    // An immutable status file (`chattr +i`, which binds root too): it
+    // reads, but every save, a rename over it, fails.
+    std::fs::write(&status, "{}").unwrap();
+    let chattr = |flag: &str| {
+        let o = Command::new("chattr")
+            .arg(flag)
+            .arg(&status)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "chattr {flag}: {}", stderr(&o));
+    };
+    chattr("+i");
     let run = um.spawn_run(&[]);
     run.wait_log("connected", T);
     run.wait_log("status.json", T);
     // Clear the obstacle. Nothing the operator watches changes, so only
     // its own retry can write the status now.
-    std::fs::remove_dir(&status).unwrap();
+    chattr("-i");
     wait_for(T, "status.json written", || {
-        std::fs::metadata(&status)
-            .is_ok_and(|m| m.is_file())
+        std::fs::read_to_string(&status)
+            .is_ok_and(|s| s.contains("reconciledAt"))
             .then_some(())
     });
     let out = um.unitlet(&["get"]);
@@ -517,4 +528,47 @@ fn a_signal_pause_keeps_our_job_signals_and_its_end_asks_for_a_full_look() {
             "the pause's end asks for a look at every unit"
         );
     });
+}
+
+/// Issue 20, "also check": a user stops a unit by hand six times within
+/// ten seconds; systemd refuses the next start (`StartLimitBurst=5`), which
+/// unitlet does not reset. `get` and `describe` say so and when unitlet
+/// tries again, and the unit is active again, without a human, once the
+/// limit's interval has passed.
+#[test]
+fn start_limit_hit_is_reported_and_healed_after_its_interval() {
+    let um = UserManager::start();
+    um.write_manifest("web.yaml", &service("web", "  restartSec: 100ms\n"));
+    let _run = um.spawn_run(&[]);
+    um.wait_ready("web", "True", T);
+    let mut hit = false;
+    for _ in 0..8 {
+        let pid = um.prop("web.service", "MainPID");
+        um.systemctl(&["kill", "-s", "KILL", "web.service"]);
+        let state = wait_for(T, "web restarted or refused", || {
+            let active = um.active("web.service");
+            if active == "failed" {
+                return Some("limit".to_string());
+            }
+            (active == "active" && um.prop("web.service", "MainPID") != pid).then_some(active)
+        });
+        if state == "limit" {
+            hit = true;
+            break;
+        }
+    }
+    assert!(hit, "systemd never refused a start");
+    let refused = Instant::now();
+    // `get -o json` (what `get` reads) and `describe` name the limit and
+    // what happens next.
+    let (_, reason, msg) = um.wait_ready_where("web", "Ready naming the start limit", T, |r| {
+        r.0 == "False" && r.2.contains("start limit was hit")
+    });
+    assert!(msg.contains("5 starts within 10s"), "{reason}: {msg}");
+    assert!(msg.contains("unitlet"), "{reason}: {msg}");
+    let d = stdout(&um.unitlet(&["describe", "web"]));
+    assert!(d.contains("start limit was hit"), "{d}");
+    um.wait_active("web.service", Duration::from_secs(40));
+    um.wait_ready("web", "True", T);
+    assert!(refused.elapsed() < Duration::from_secs(40));
 }

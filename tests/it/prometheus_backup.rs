@@ -463,7 +463,7 @@ fn restore_beside_run_is_not_undone_and_a_corrupted_set_is_refused_first() {
 }
 
 #[test]
-fn a_full_destination_leaves_the_set_incomplete_and_earlier_sets_intact() {
+fn a_full_destination_removes_the_set_and_leaves_earlier_sets_intact() {
     let mut p = Prom::start(7, "");
     // The destination on its own small filesystem: the snapshot is copied
     // (not renamed) there, and a full disk hits mid-copy.
@@ -506,10 +506,8 @@ fn a_full_destination_leaves_the_set_incomplete_and_earlier_sets_intact() {
     );
     let sets = p.sets();
     assert_eq!(complete_ids(&sets), vec![good.clone()], "{sets:?}");
-    assert!(
-        sets.iter().any(|s| s["status"] == "incomplete"),
-        "the failed run's set is listed as incomplete: {sets:?}"
-    );
+    assert!(err.contains("is full: the set needed about"), "{err}");
+    assert_eq!(sets.len(), 1, "the failed run's set was removed: {sets:?}");
     let o = p.unitlet(&["restore", "tsdb", &good, "--dry-run"]);
     assert_eq!(
         o.status.code(),
@@ -1044,4 +1042,35 @@ fn a_second_restore_of_the_same_service_is_refused_while_the_first_runs() {
     assert!(!p.journal().exists());
     assert_eq!(p.um.active("prometheus.service"), "active");
     assert_ne!(p.main_pid(), pid);
+}
+
+/// Issue 21, item 6, the other side: a restore that goes ahead is still
+/// silenced — one silence, made once its checks passed, expired when the
+/// restore is done — while one refused for a mistyped set id makes none.
+#[test]
+fn issue21_6_a_restore_that_goes_ahead_is_silenced_once_its_checks_passed() {
+    let p = Prom::start(7, "");
+    let am = crate::silence::Alertmanager::start(&p.um.runtime.join("am"));
+    let manifest = p.um.manifests.join("prometheus.yaml");
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    text.push_str("  silence: {}\n");
+    p.um.write_manifest("prometheus.yaml", &text);
+    p.wait_samples();
+    let id = p.backup();
+    let restore = |id: &str| p.unitlet(&["--alertmanager", &am.url(""), "restore", "tsdb", id]);
+    let o = restore("20261127T23550IZ");
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(am.silences().is_empty(), "{}", stderr(&o));
+    let o = restore(&id);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let silences = am.silences();
+    assert_eq!(silences.len(), 1, "{silences:?}");
+    assert!(
+        silences[0]["comment"]
+            .as_str()
+            .unwrap()
+            .contains("planned restore of prometheus"),
+        "{silences:?}"
+    );
+    assert_eq!(silences[0]["status"]["state"], "expired", "{silences:?}");
 }

@@ -433,3 +433,77 @@ fn issue21_4_reverting_a_refused_config_clears_config_invalid_in_run_and_apply()
         Some("ConfigInvalid".to_string())
     );
 }
+
+/// Issue 20, item 10: an adopted unit's own reload (`ExecReload=`, no
+/// `reload` method) is reported as a reload and waited for `apply
+/// --timeout`, not for a fixed 90 s as a "restart".
+#[test]
+fn item10_a_unit_reload_is_a_reload_waited_for_apply_timeout() {
+    let um = UserManager::start();
+    let dir = um.runtime.join("svc");
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("app.conf");
+    std::fs::write(&conf, "one").unwrap();
+    let unit = dir.join("app.service");
+    std::fs::write(
+        &unit,
+        "[Unit]\nDescription=app\n[Service]\nExecStart=/bin/sleep 100000\nExecReload=/bin/sleep 600\n",
+    )
+    .unwrap();
+    um.write_manifest(
+        "app.yaml",
+        &format!(
+            "apiVersion: unitlet/v1\nkind: Service\nmetadata: {{name: app}}\nspec:\n  unitFile: {}\n  configFiles: [{}]\n  onConfigChange: reload\n",
+            unit.display(),
+            conf.display()
+        ),
+    );
+    let o = um.unitlet(&["apply"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    um.wait_active("app.service", T);
+    std::fs::write(&conf, "two").unwrap();
+    let _ = um.unitlet(&["apply", "--timeout", "3s"]);
+    let d = stdout(&um.unitlet(&["describe", "app"]));
+    assert!(
+        d.contains("reload of app.service did not finish within 3s"),
+        "{d}"
+    );
+}
+
+/// Issue 20 item 2: a Service whose config reload failed is deleted: its
+/// `unitlet_last_reload*` and `unitlet_reloads*` series leave /metrics (the
+/// shipped `unitlet_last_reload_successful == 0` alert would fire for ever).
+#[test]
+fn the_series_of_a_deleted_service_leave_metrics() {
+    let um = UserManager::start();
+    let mport = free_port();
+    let p = prometheus(&um, "prom", &reload_spec("{reload}"));
+    let _run = um.spawn_run(&["--metrics-addr", &format!("127.0.0.1:{mport}")]);
+    um.wait_ready("prom", "True", T);
+    p.write_config("scrape_configs:\n  - job_name: broken\n    scrape_interval: banana\n");
+    um.wait_reason("prom", "ReloadFailed", T);
+    let metrics_url = format!("http://127.0.0.1:{mport}/metrics");
+    wait_seen(T, "the failed reload in /metrics", || {
+        let body = http_get(&metrics_url).map(|(_, b)| b).unwrap_or_default();
+        let ok = metric(&body, "unitlet_last_reload_successful{name=\"prom\"}");
+        let failed = metric(&body, "unitlet_reloads_failed_total{name=\"prom\"}");
+        (ok == Some(0.0) && failed.is_some_and(|n| n >= 1.0))
+            .then_some(())
+            .ok_or(format!("successful {ok:?}, failed {failed:?}"))
+    });
+    std::fs::remove_file(um.manifests.join("prom.yaml")).unwrap();
+    let body = wait_seen(T, "prom's series gone from /metrics", || {
+        let body = http_get(&metrics_url).map(|(_, b)| b).unwrap_or_default();
+        let left: Vec<&str> = body
+            .lines()
+            .filter(|l| l.contains("name=\"prom\""))
+            .collect();
+        if left.is_empty() && body.contains("unitlet_reconciles_total") {
+            Ok(body.clone())
+        } else {
+            Err(left.join("\n"))
+        }
+    });
+    assert!(!body.contains("unitlet_last_reload"), "{body}");
+    assert!(!body.contains("unitlet_reloads_total{"), "{body}");
+}

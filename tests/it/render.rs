@@ -229,3 +229,118 @@ fn environment_file_and_credentials_reach_the_service_and_nothing_else() {
         assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");
     }
 }
+
+/// Issue 20 item 9: `apply` from one path and a pass from another (a
+/// second link to the same binary) write the same Backup units: the
+/// program they run is recorded once, so nothing is rewritten and systemd
+/// is not reloaded.
+#[test]
+fn backup_units_keep_the_recorded_program_whoever_applies() {
+    use std::os::unix::fs::MetadataExt;
+    let um = UserManager::start();
+    um.write_manifest(
+        "nightly.yaml",
+        "apiVersion: unitlet/v1\nkind: Backup\nmetadata: {name: nightly}\nspec:\n  schedule: every 6h\n  prometheus: {url: \"http://127.0.0.1:9\"}\n",
+    );
+    let o = um.unitlet(&["apply"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let unit = um.unit_dir.join("nightly.service");
+    let first = std::fs::read_to_string(&unit).unwrap();
+    let a = crate::support::UNITLET;
+    assert!(first.contains(&format!("ExecStart=\"{a}\" ")), "{first}");
+    let inode = std::fs::metadata(&unit).unwrap().ino();
+
+    // The same binary under another path (a link: current_exe() does not
+    // resolve it, unlike a symlink).
+    let b = um.runtime.join("bin/unitlet");
+    std::fs::create_dir_all(b.parent().unwrap()).unwrap();
+    if std::fs::hard_link(a, &b).is_err() {
+        std::fs::copy(a, &b).unwrap();
+    }
+    let from_b = |args: &[&str]| {
+        let mut c = std::process::Command::new(&b);
+        c.envs(um.envs())
+            .env_remove("UNITLET_MANIFESTS")
+            .env_remove("UNITLET_STATE_DIR")
+            .env_remove("UNITLET_UNIT_DIR")
+            .env_remove("UNITLET_BUS")
+            .args(args);
+        c.output().unwrap()
+    };
+    let o = from_b(&["plan"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("Nothing to do"),
+        "no rewrite, no daemon-reload: {}",
+        stdout(&o)
+    );
+    let o = from_b(&["apply"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(std::fs::read_to_string(&unit).unwrap(), first);
+    assert_eq!(
+        std::fs::metadata(&unit).unwrap().ino(),
+        inode,
+        "the unit file was not rewritten"
+    );
+    // And back: `apply` from the first path changes nothing either.
+    let o = um.unitlet(&["plan"]);
+    assert!(stdout(&o).contains("Nothing to do"), "{}", stdout(&o));
+}
+
+/// Issue 20 item 11: an adopted unit file with continued lines is read as
+/// systemd reads it: its continued `WantedBy=` enables both targets, and a
+/// changed argument on a continuation line is a changed `ExecStart=`
+/// (a restart), not a comment-only change.
+#[test]
+fn an_adopted_unit_with_continued_lines_is_read_as_systemd_reads_it() {
+    let um = UserManager::start();
+    let file = um.runtime.join("cont.service");
+    let unit = |secs: &str| {
+        format!(
+            "[Unit]\nDescription=continued\n[Service]\nExecStart=/bin/sleep \\\n# a comment inside the continued line\n    {secs}\nMemoryMax=150M\n[Install]\nWantedBy=default.target \\\n  basic.target\n"
+        )
+    };
+    std::fs::write(&file, unit("100000")).unwrap();
+    um.write_manifest(
+        "cont.yaml",
+        &format!(
+            "apiVersion: unitlet/v1\nkind: Service\nmetadata: {{name: cont}}\nspec:\n  unitFile: {}\n",
+            file.display()
+        ),
+    );
+    let o = um.unitlet(&["apply"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let config = um.runtime.join("config/systemd/user");
+    for target in ["default.target", "basic.target"] {
+        let link = config.join(format!("{target}.wants/cont.service"));
+        assert!(
+            link.symlink_metadata().is_ok(),
+            "{} missing",
+            link.display()
+        );
+    }
+    let stray: Vec<_> = std::fs::read_dir(&config)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with('\\'))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
+    let o = um.systemctl(&["is-enabled", "cont.service"]);
+    assert_eq!(stdout(&o).trim(), "enabled", "{}", stderr(&o));
+    assert!(um.prop("cont.service", "ExecStart").contains("100000"));
+    let o = um.unitlet(&["plan"]);
+    assert!(stdout(&o).contains("Nothing to do"), "{}", stdout(&o));
+
+    std::fs::write(&file, unit("200000")).unwrap();
+    let o = um.unitlet(&["plan"]);
+    let plan = stdout(&o);
+    assert!(plan.contains("(Service.ExecStart)"), "{plan}");
+    assert!(plan.contains("restart"), "{plan}");
+    let o = um.unitlet(&["apply"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    wait_for(Duration::from_secs(10), "the new argument running", || {
+        let pid = um.prop("cont.service", "MainPID");
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        (cmdline == b"/bin/sleep\x00200000\x00").then_some(())
+    });
+}

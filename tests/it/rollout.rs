@@ -499,3 +499,144 @@ fn issue21_3_undo_never_picks_a_failed_revision_and_undo_to_the_manifests_is_no_
     );
     assert!(table.lines().any(|l| l.starts_with("3*")), "{table}");
 }
+
+/// A readiness URL the test answers: 200 while `ok` is set, 503 otherwise.
+fn switchable_ready_server(ok: std::sync::Arc<std::sync::atomic::AtomicBool>) -> u16 {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let mut buf = [0u8; 1024];
+            let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+            let _ = s.read(&mut buf);
+            let status = if ok.load(std::sync::atomic::Ordering::SeqCst) {
+                "200 OK"
+            } else {
+                "503 Service Unavailable"
+            };
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    port
+}
+
+/// PID of the private manager's bus daemon (`dbus.service`), asked over
+/// systemd's private socket, not the bus.
+fn bus_daemon_pid(um: &UserManager) -> i32 {
+    let o = um.systemctl(&["show", "-p", "MainPID", "--value", "dbus.service"]);
+    stdout(&o).trim().parse().unwrap_or(0)
+}
+
+/// Kill the bus daemon by PID; returns the PID killed.
+fn kill_bus(um: &UserManager) -> i32 {
+    let pid = wait_for(T, "the bus daemon's PID", || {
+        Some(bus_daemon_pid(um)).filter(|p| *p > 0)
+    });
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    pid
+}
+
+/// Events in status.json whose reason is one of `reasons`.
+pub fn events_with(um: &UserManager, reasons: &[&str]) -> Vec<String> {
+    let Ok(bytes) = std::fs::read(um.state_dir.join("status.json")) else {
+        return Vec::new();
+    };
+    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    v["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| reasons.iter().any(|r| e["reason"] == *r))
+        .map(|e| e.to_string())
+        .collect()
+}
+
+const JUDGED: [&str; 5] = [
+    "StartFailed",
+    "RestartFailed",
+    "ApplyFailed",
+    "RolledBack",
+    "RolloutFailed",
+];
+
+/// Issue 20, item 1: the bus daemon is killed while a new revision is in
+/// its rollout window (waiting for its readiness URL): nothing is rolled
+/// back or failed, and the revision completes once the bus is back.
+#[test]
+fn item1_killing_the_bus_in_a_rollout_window_rolls_nothing_back() {
+    let um = UserManager::start();
+    let ok = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let port = switchable_ready_server(ok.clone());
+    let extra = format!(
+        "  readiness: {{http: {{url: \"http://127.0.0.1:{port}/\"}}, timeout: 90s}}\n  rollout: {{timeout: 90s}}\n"
+    );
+    um.write_manifest("web.yaml", &web("[/bin/sleep, \"100000\"]", &extra));
+    let run = um.spawn_run(&["--resync", "2s"]);
+    wait_first_revision_complete(&um);
+
+    ok.store(false, std::sync::atomic::Ordering::SeqCst);
+    um.write_manifest("web.yaml", &web("[/bin/sleep, \"200000\"]", &extra));
+    wait_for(T, "revision 2 progressing", || {
+        (states(&history(&um)) == [(1, "Complete".into()), (2, "Progressing".into())]).then_some(())
+    });
+    let killed = kill_bus(&um);
+    // The operator reconnects (activating the bus again through its socket).
+    wait_for(Duration::from_secs(60), "a new bus daemon", || {
+        Some(bus_daemon_pid(&um)).filter(|p| *p > 0 && *p != killed)
+    });
+    wait_for(T, "the operator connected again", || {
+        (run.count_since(0, "connected to the user manager") >= 2).then_some(())
+    });
+    ok.store(true, std::sync::atomic::Ordering::SeqCst);
+    wait_for(Duration::from_secs(60), "revision 2 complete", || {
+        (states(&history(&um)) == [(1, "Complete".into()), (2, "Complete".into())]).then_some(())
+    });
+    assert_eq!(events_with(&um, &JUDGED), Vec::<String>::new());
+    assert!(um.prop("web.service", "ExecStart").contains("200000"));
+    um.wait_ready("web", "True", T);
+}
+
+/// Issue 20, item 1: the bus daemon is killed while a batch of 20 starts
+/// is in flight (each start takes 4 s): no start is judged failed, and
+/// every Service is Ready once the bus is back.
+#[test]
+fn item1_killing_the_bus_during_a_start_batch_fails_no_start() {
+    let um = UserManager::start();
+    let dir = um.runtime.join("slow");
+    std::fs::create_dir_all(&dir).unwrap();
+    let _run = um.spawn_run(&["--resync", "2s"]);
+    for i in 0..20 {
+        let unit = dir.join(format!("s{i}.service"));
+        std::fs::write(
+            &unit,
+            "[Service]\nExecStartPre=/bin/sleep 4\nExecStart=/bin/sleep 100000\n",
+        )
+        .unwrap();
+        um.write_manifest(
+            &format!("s{i}.yaml"),
+            &format!(
+                "apiVersion: unitlet/v1\nkind: Service\nmetadata: {{name: s{i}}}\nspec:\n  unitFile: {}\n",
+                unit.display()
+            ),
+        );
+    }
+    wait_for(T, "the starts in flight", || {
+        (0..20)
+            .all(|i| um.active(&format!("s{i}.service")) == "activating")
+            .then_some(())
+    });
+    let killed = kill_bus(&um);
+    wait_for(Duration::from_secs(60), "a new bus daemon", || {
+        Some(bus_daemon_pid(&um)).filter(|p| *p > 0 && *p != killed)
+    });
+    for i in 0..20 {
+        um.wait_ready(&format!("s{i}"), "True", Duration::from_secs(60));
+    }
+    assert_eq!(events_with(&um, &JUDGED), Vec::<String>::new());
+}

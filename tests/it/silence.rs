@@ -354,12 +354,16 @@ fn a_rollback_is_silenced_until_the_good_revision_is_ready() {
     );
     // The operator expires the silence, then records the event in its next
     // status write: wait for the event rather than read it at once.
-    wait_for(T, "the SilenceExpired event naming the rolled-back revision", || {
-        events(&um, "web")
-            .iter()
-            .any(|(r, m)| r == "SilenceExpired" && m.contains("rolled-back revision 1"))
-            .then_some(())
-    });
+    wait_for(
+        T,
+        "the SilenceExpired event naming the rolled-back revision",
+        || {
+            events(&um, "web")
+                .iter()
+                .any(|(r, m)| r == "SilenceExpired" && m.contains("rolled-back revision 1"))
+                .then_some(())
+        },
+    );
     // The default matcher: the job label of the manifest.
     assert_eq!(s["matchers"][0]["name"], "job");
     assert_eq!(s["matchers"][0]["value"], "webjob");
@@ -409,4 +413,43 @@ fn a_restart_for_a_changed_manifest_is_silenced_until_ready() {
         "expired {:.1}s after active",
         ends - active
     );
+}
+
+/// Issue 21, item 6: a restore that cannot happen (a mistyped set id, a
+/// set without its `backup.json`) says so without creating any silence
+/// (Alertmanager lists expired silences too: none may exist at all).
+#[test]
+fn issue21_6_a_restore_of_a_set_that_cannot_be_restored_makes_no_silence() {
+    let um = UserManager::start();
+    let am = Alertmanager::start(&um.runtime.join("am"));
+    let data = um.runtime.join("prom/data");
+    let dest = um.runtime.join("sets");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::create_dir_all(dest.join("20261127T235501Z")).unwrap();
+    um.write_manifest(
+        "prometheus.yaml",
+        "apiVersion: unitlet/v1\nkind: Service\nmetadata: {name: prometheus}\nspec:\n  command: [/bin/sleep, \"100000\"]\n  silence:\n    matchers: ['job=\"prometheus\"']\n    for: 10m\n",
+    );
+    um.write_manifest(
+        "tsdb.yaml",
+        &format!(
+            "apiVersion: unitlet/v1\nkind: Backup\nmetadata:\n  name: tsdb\nspec:\n  schedule: every 6h\n  destination: {}\n  prometheus:\n    url: http://127.0.0.1:9\n    dataDir: {}\n    service: prometheus\n",
+            dest.display(),
+            data.display()
+        ),
+    );
+    for (id, says) in [
+        ("20261127T23550IZ", "20261127T23550IZ"),
+        ("20261127T235501Z", "incomplete"),
+    ] {
+        let o = um.unitlet(&["--alertmanager", &am.url(""), "restore", "tsdb", id]);
+        let (out, err) = (crate::support::stdout(&o), crate::support::stderr(&o));
+        assert_ne!(o.status.code(), Some(0), "{out}{err}");
+        assert!(err.contains(says), "{id}: {out}{err}");
+        assert_eq!(
+            am.silences(),
+            Vec::<serde_json::Value>::new(),
+            "{id}: {out}{err}"
+        );
+    }
 }
