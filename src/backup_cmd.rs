@@ -548,7 +548,7 @@ pub async fn restore(
                 progress: std::io::stderr().is_terminal(),
                 ..RestoreOptions::default()
             };
-            // Issue 12: silence the Service's alerts around the restore.
+            // Silence the Service's alerts around the restore.
             let silence = if dry_run {
                 None
             } else {

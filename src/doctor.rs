@@ -483,7 +483,7 @@ pub async fn manager_controllers(sd: &Systemd) -> Result<Controllers, String> {
 /// user manager has their controllers, `False` (reason `ControllerMissing`)
 /// naming each limit that is not enforced and why, `Unknown` when the
 /// controllers cannot be read. Services without limits get no condition.
-/// Called once per pass after `Ready` is set (issue 12 hook in
+/// Called once per pass after `Ready` is set (a hook in
 /// `reconcile::status::refresh_status`).
 pub async fn limits_conditions(sd: &Systemd, manifests: &[Manifest], status: &mut Status) {
     let with_limits: Vec<(&str, &Resources)> = manifests

@@ -180,7 +180,7 @@ const STATUS_HEARTBEAT: Duration = Duration::from_secs(10);
 /// Waits handed out by passes, running beside the loop: at most one per
 /// object and kind, at most [`MAX_CONCURRENT_WORK`] of a kind at once, so
 /// minutes-long readiness waits or rollout watches never hold up a start
-/// batch, a config change or a probe (issue 20, item 7).
+/// batch, a config change or a probe.
 struct WorkPool {
     in_flight: HashMap<(WorkKind, String), tokio::task::AbortHandle>,
     /// Units with a start or restart job in a batch still waited for, and
@@ -206,7 +206,7 @@ impl WorkPool {
         job_timeout: Duration,
     ) {
         let key = work.key();
-        // Issue 12: a newer revision's watch replaces the older one's
+        // A newer revision's watch replaces the older one's
         // (the older revision is already marked Superseded).
         if key.0 == WorkKind::Rollout
             && let Some(h) = self.in_flight.remove(&key)
@@ -559,7 +559,7 @@ impl Operator {
 
     /// The bus or the manager went away: handed-out work that talks to it
     /// stops without a verdict; after reconnecting, a pass reads the live
-    /// state and the stopped rollout watches run again (issue 20, item 1).
+    /// state and the stopped rollout watches run again.
     fn disconnected(&mut self) {
         self.sd = None;
         self.unit_changes = None;

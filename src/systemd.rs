@@ -759,7 +759,7 @@ pub async fn unit_changes(
     Ok(rx)
 }
 
-// Issue 12 (`unitlet doctor`, `LimitsEnforced`): which process is the user
+// For `unitlet doctor` and `LimitsEnforced`: which process is the user
 // manager, so its cgroup can be read from /proc.
 impl Systemd {
     /// PID of the user manager, as the bus daemon knows it.

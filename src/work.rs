@@ -234,7 +234,7 @@ async fn run_config(
     {
         return Some(ConfigResult::Invalid(e));
     }
-    // A planned restart: silence its alerts first (issue 12).
+    // A planned restart: silence its alerts first.
     let silence = match (&w.silence, w.on_change) {
         (Some(req), OnConfigChange::Restart) => Some((
             req,

@@ -109,7 +109,7 @@ impl Reconciler {
         {
             self.after_jobs.entry(j.batch).or_default().histories = deferred;
         }
-        // A changed manifest ends its pin, restarted or not (issue 21).
+        // A changed manifest ends its pin, restarted or not.
         crate::rollout::release(&self.loc.state_dir, &prep.unpinned, &run.failures, status);
         work.extend(rollouts.into_iter().map(|w| Work::Rollout(Box::new(w))));
         work.extend(deferred_jobs.map(Work::Jobs));

@@ -152,7 +152,7 @@ impl Reconciler {
         let entry = status.config.get(&m.name)?;
         if entry.applied == current && !entry.failing {
             // Back to the content the service runs: what the validator
-            // refused is gone, as a fresh `apply` sees it (issue 21).
+            // refused is gone, as a fresh `apply` sees it.
             if self.rejected_config.remove(&m.name).is_some()
                 && self
                     .config_issue

@@ -431,7 +431,7 @@ impl Reconciler {
             }
             desired.extend(render::render(m, &self.render_ctx));
         }
-        // Issue 12 hook: a pinned revision (rollback, undo) replaces the
+        // A pinned revision (rollback, undo) replaces the
         // manifest's unit bytes.
         let missing = missing_programs(&loaded, &desired);
         // It reads the histories: off the runtime.

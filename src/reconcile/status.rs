@@ -165,7 +165,7 @@ pub async fn refresh_status(
     show_invalid_manifests(facts.prep, &live, status, &mut keep);
     show_units_of_broken_files(facts.prep, status, &mut keep);
     // `LimitsEnforced` on Services whose limits the user manager's cgroup
-    // controllers cannot enforce (see `doctor`; issue 12).
+    // controllers cannot enforce (see `doctor`).
     if let Some(sys) = sd.as_systemd() {
         crate::doctor::limits_conditions(sys, &facts.prep.loaded.manifests, status).await;
     }
