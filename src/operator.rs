@@ -892,7 +892,6 @@ pub enum RunError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::locations::Locations;
     use crate::manager::fake::FakeManager;
     use crate::status::ConditionStatus;
 
@@ -915,17 +914,7 @@ mod tests {
     impl Bench {
         async fn new() -> Bench {
             let dir = tempfile::tempdir().expect("tempdir");
-            let loc = Locations {
-                manifests: dir.path().join("manifests"),
-                state_dir: dir.path().join("state"),
-                unit_dir: dir.path().join("units"),
-                bus: None,
-                alertmanager: "http://127.0.0.1:9".into(),
-            };
-            for d in [&loc.manifests, &loc.state_dir, &loc.unit_dir] {
-                std::fs::create_dir_all(d).expect("dir");
-            }
-            let sd = FakeManager::new(&loc.unit_dir, &dir.path().join("config"));
+            let (loc, sd) = crate::reconcile::pass_tests::fake_world(dir.path());
             let opts = RunOptions {
                 loc,
                 resync: Duration::from_secs(3600),

@@ -21,17 +21,7 @@ fn service(name: &str, extra: &str) -> String {
 #[tokio::test]
 async fn apply_saves_status_when_the_pass_fails_after_a_stop() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let loc = Locations {
-        manifests: dir.path().join("manifests"),
-        state_dir: dir.path().join("state"),
-        unit_dir: dir.path().join("units"),
-        bus: None,
-        alertmanager: "http://127.0.0.1:9".into(),
-    };
-    for d in [&loc.manifests, &loc.state_dir, &loc.unit_dir] {
-        std::fs::create_dir_all(d).expect("dir");
-    }
-    let sd = FakeManager::new(&loc.unit_dir, &dir.path().join("config"));
+    let (loc, sd) = crate::reconcile::pass_tests::fake_world(dir.path());
     let mut rec = Reconciler::new(loc.clone(), PathBuf::from("/usr/bin/unitlet"));
     rec.gc_grace = Duration::ZERO;
     let write = |file: &str, content: &str| {

@@ -611,7 +611,7 @@ mod tests {
             password_file: Some(pw.clone()),
             ..EtcdArgs::default()
         };
-        let e = crate::error_chain(&args.connect().await.err().expect("refused"));
+        let e = crate::error_chain(&args.connect().await.expect_err("refused"));
         assert!(
             e.contains("the etcd password file")
                 && e.contains("mode 0644")
@@ -627,7 +627,7 @@ mod tests {
             key: Some(key.clone()),
             ..EtcdArgs::default()
         };
-        let e = crate::error_chain(&args.connect().await.err().expect("refused"));
+        let e = crate::error_chain(&args.connect().await.expect_err("refused"));
         assert!(
             e.contains("the etcd client key") && e.contains("mode 0640"),
             "{e}"
@@ -640,7 +640,7 @@ mod tests {
             ca: Some(fifo),
             ..EtcdArgs::default()
         };
-        let e = crate::error_chain(&args.connect().await.err().expect("refused"));
+        let e = crate::error_chain(&args.connect().await.expect_err("refused"));
         assert!(e.contains("FIFO"), "{e}");
     }
 

@@ -26,7 +26,7 @@ struct Applying {
     /// for, succeeded).
     started: BTreeSet<String>,
     /// Alertmanager silences made before planned restarts: manifest →
-    /// silence id (issue 12).
+    /// silence id.
     silenced: BTreeMap<String, String>,
 }
 

@@ -23,7 +23,7 @@ mod apply;
 mod config;
 mod observe;
 #[cfg(test)]
-mod pass_tests;
+pub(crate) mod pass_tests;
 mod status;
 
 pub use observe::*;

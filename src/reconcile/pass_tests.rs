@@ -34,21 +34,29 @@ fn memory_max(size: &str) -> String {
     format!("  resources:\n    memoryMax: {size}\n")
 }
 
+/// Manifests, state and unit directories made under `dir`, and an
+/// in-memory manager over them: what every whole-pass test (here, in
+/// `cli` and in `operator`) starts from.
+pub(crate) fn fake_world(dir: &std::path::Path) -> (Locations, FakeManager) {
+    let loc = Locations {
+        manifests: dir.join("manifests"),
+        state_dir: dir.join("state"),
+        unit_dir: dir.join("units"),
+        bus: None,
+        // Nothing listens here: silences fail fast and are only events.
+        alertmanager: "http://127.0.0.1:9".into(),
+    };
+    for d in [&loc.manifests, &loc.state_dir, &loc.unit_dir] {
+        std::fs::create_dir_all(d).expect("dir");
+    }
+    let sd = FakeManager::new(&loc.unit_dir, &dir.join("config"));
+    (loc, sd)
+}
+
 impl World {
     fn new() -> World {
         let dir = tempfile::tempdir().expect("tempdir");
-        let loc = Locations {
-            manifests: dir.path().join("manifests"),
-            state_dir: dir.path().join("state"),
-            unit_dir: dir.path().join("units"),
-            bus: None,
-            // Nothing listens here: silences fail fast and are only events.
-            alertmanager: "http://127.0.0.1:9".into(),
-        };
-        for d in [&loc.manifests, &loc.state_dir, &loc.unit_dir] {
-            std::fs::create_dir_all(d).expect("dir");
-        }
-        let sd = FakeManager::new(&loc.unit_dir, &dir.path().join("config"));
+        let (loc, sd) = fake_world(dir.path());
         let mut rec = Reconciler::new(loc, PathBuf::from("/usr/bin/unitlet"));
         rec.gc_grace = Duration::ZERO;
         World {
