@@ -208,10 +208,24 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Run { .. }) {
-        // Like other Unix tools: `unitlet describe x | head` ends quietly
-        // instead of panicking on a closed pipe. (The operator keeps
-        // SIGPIPE ignored: its sockets report EPIPE as errors.)
+    // Like other Unix tools: `unitlet describe x | head` ends quietly
+    // instead of panicking on a closed pipe. Only for commands that talk
+    // to no HTTP server or etcd: there a peer that closes a connection
+    // (a TLS handshake refused, a server restarting) would kill the
+    // command without a word, so they keep SIGPIPE ignored and their
+    // sockets report EPIPE as errors, as the operator's do.
+    if matches!(
+        cli.command,
+        Command::Plan
+            | Command::Validate { .. }
+            | Command::Get { .. }
+            | Command::Describe { .. }
+            | Command::Render { .. }
+            | Command::Backups { .. }
+            | Command::Logs(_)
+            | Command::Completions { .. }
+            | Command::Man
+    ) {
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
