@@ -42,7 +42,10 @@ fn code_only(src: &str) -> Vec<u8> {
     while i < b.len() {
         match b[i] {
             b'/' if b.get(i + 1) == Some(&b'/') => {
-                let end = b[i..].iter().position(|&c| c == b'\n').map_or(b.len(), |p| i + p);
+                let end = b[i..]
+                    .iter()
+                    .position(|&c| c == b'\n')
+                    .map_or(b.len(), |p| i + p);
                 blank(&mut out, i, end);
                 i = end;
             }
@@ -90,7 +93,10 @@ fn code_only(src: &str) -> Vec<u8> {
             b'\'' => {
                 // A character literal ('x', '\n', '\u{..}'), else a lifetime.
                 let end = if b.get(i + 1) == Some(&b'\\') {
-                    b[i + 2..].iter().position(|&c| c == b'\'').map(|p| i + 2 + p)
+                    b[i + 2..]
+                        .iter()
+                        .position(|&c| c == b'\'')
+                        .map(|p| i + 2 + p)
                 } else {
                     let len = src[i + 1..].chars().next().map_or(1, char::len_utf8);
                     (b.get(i + 1 + len) == Some(&b'\'')).then_some(i + 1 + len)
@@ -169,7 +175,8 @@ fn functions(src: &str) -> Vec<Function> {
             }
         }
         if word_at(&code, i, b"fn") {
-            let name_start = i + 2
+            let name_start = i
+                + 2
                 + code[i + 2..]
                     .iter()
                     .take_while(|c| c.is_ascii_whitespace())
@@ -302,8 +309,5 @@ fn the_function_scanner_measures_bodies_and_skips_test_modules() {
         .into_iter()
         .map(|f| (f.name, f.line, f.lines))
         .collect();
-    assert_eq!(
-        found,
-        vec![("a".to_owned(), 1, 4), ("b".to_owned(), 7, 1)]
-    );
+    assert_eq!(found, vec![("a".to_owned(), 1, 4), ("b".to_owned(), 7, 1)]);
 }
