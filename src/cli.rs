@@ -3,6 +3,7 @@
 
 #[cfg(test)]
 mod apply_tests;
+mod doctor;
 mod error;
 mod view;
 
@@ -59,6 +60,13 @@ pub enum Output {
     Wide,
     Json,
     Yaml,
+}
+
+/// `-o` of `doctor` and `rollout history`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -157,7 +165,7 @@ pub enum Command {
     /// Check that this machine can keep unitlet's promises.
     Doctor {
         #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
-        output: crate::doctor::Format,
+        output: Format,
     },
     /// Print the shell completion script for SHELL (bash, zsh or fish).
     Completions { shell: crate::manual::Shell },
@@ -253,13 +261,10 @@ pub fn main() -> i32 {
         .build()
         .map_err(CliError::Runtime)
         .and_then(|rt| rt.block_on(dispatch(cli.command, loc)));
-    match result {
-        Ok(()) => OK,
-        Err(e) => {
-            e.report();
-            e.exit_code()
-        }
+    if let Err(e) = &result {
+        e.report();
     }
+    error::exit_status(&result)
 }
 
 fn init_tracing(operator: bool) {
@@ -351,7 +356,7 @@ async fn dispatch(cmd: Command, loc: Locations) -> CliResult {
                 Err(e) => Err(CliError::restore(&name, &id, e)),
             }
         }
-        Command::Doctor { output } => printed(crate::doctor::command(&loc, output).await),
+        Command::Doctor { output } => doctor::doctor(&loc, output).await,
         Command::Logs(args) => printed(crate::logs::command(&loc, args).await),
         Command::Rollout { command } => printed(crate::rollout::command(&loc, command).await),
         Command::Completions { shell } => {

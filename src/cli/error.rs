@@ -24,10 +24,15 @@ pub enum CliError {
     #[error("")]
     Unsuccessful,
     /// The command printed why it ends with exit status 2: it could not do
-    /// its work (etcd unreachable, a concurrent change), or `doctor` found
-    /// failures.
+    /// its work (etcd unreachable, a concurrent change).
     #[error("")]
     Unavailable,
+    /// `doctor`'s worst verdict is a WARN (its report says which).
+    #[error("")]
+    DoctorWarn,
+    /// `doctor`'s worst verdict is a FAIL (its report says which).
+    #[error("")]
+    DoctorFail,
     /// This host's fleet identity cannot be had.
     #[error(transparent)]
     Fleet(#[from] crate::fleet::FleetError),
@@ -155,6 +160,7 @@ impl CliError {
     pub fn exit_code(&self) -> i32 {
         match self {
             CliError::Unsuccessful
+            | CliError::DoctorWarn
             | CliError::Load(_)
             | CliError::UnknownName { .. }
             | CliError::NoSuchManifest { .. }
@@ -166,6 +172,7 @@ impl CliError {
             | CliError::RestoreIncomplete { .. } => NOT_OK,
             CliError::Runtime(_)
             | CliError::Unavailable
+            | CliError::DoctorFail
             | CliError::Fleet(_)
             | CliError::Systemd(_)
             | CliError::Reconcile(_)
@@ -182,7 +189,10 @@ impl CliError {
     /// [`CliError::Unsuccessful`], whose command said why already).
     pub fn report(&self) {
         match self {
-            CliError::Unsuccessful | CliError::Unavailable => {}
+            CliError::Unsuccessful
+            | CliError::Unavailable
+            | CliError::DoctorWarn
+            | CliError::DoctorFail => {}
             e => eprintln!("error: {}", crate::error_chain(e)),
         }
     }
@@ -190,6 +200,14 @@ impl CliError {
 
 /// What a command ends with.
 pub type CliResult = Result<(), CliError>;
+
+/// The exit status a command's result ends the process with.
+pub fn exit_status(result: &CliResult) -> i32 {
+    match result {
+        Ok(()) => OK,
+        Err(e) => e.exit_code(),
+    }
+}
 
 #[cfg(test)]
 mod tests {
