@@ -5,6 +5,7 @@
 mod apply_tests;
 mod doctor;
 mod error;
+mod fleet;
 mod view;
 
 use std::path::{Path, PathBuf};
@@ -319,7 +320,7 @@ async fn dispatch(cmd: Command, loc: Locations) -> CliResult {
             };
             run(loc, resync, &metrics_addr, gc_grace, fleet).await
         }
-        Command::Fleet { etcd, command } => fleet_command(&etcd, command).await,
+        Command::Fleet { etcd, command } => fleet::fleet_command(&etcd, command).await,
         Command::Apply { timeout, gc_grace } => apply(loc, timeout, gc_grace).await,
         Command::Plan => plan(loc).await,
         Command::Validate { files } => validate(&loc, &files),
@@ -392,22 +393,6 @@ async fn run(
         fleet,
     };
     Ok(crate::operator::run(opts, shutdown_signal()).await?)
-}
-
-/// `unitlet fleet push|get|hosts`: each prints its own answer and errors.
-async fn fleet_command(etcd: &crate::fleet::EtcdArgs, command: FleetCommand) -> CliResult {
-    let code = match command {
-        FleetCommand::Push { dir, host, all: _ } => {
-            let target = match host {
-                Some(h) => crate::fleet::Target::Host(h),
-                None => crate::fleet::Target::All,
-            };
-            crate::fleet::cmd::push(etcd, &dir, target).await
-        }
-        FleetCommand::Get { output } => crate::fleet::cmd::get(etcd, output).await,
-        FleetCommand::Hosts { output } => crate::fleet::cmd::hosts(etcd, output).await,
-    };
-    printed(code)
 }
 
 /// The result of a command that printed its own answer and chose its exit

@@ -33,9 +33,14 @@ pub enum CliError {
     /// `doctor`'s worst verdict is a FAIL (its report says which).
     #[error("")]
     DoctorFail,
-    /// This host's fleet identity cannot be had.
+    /// This host's fleet identity cannot be had, a fleet flag is unusable,
+    /// or etcd cannot be read.
     #[error(transparent)]
     Fleet(#[from] crate::fleet::FleetError),
+    /// `fleet push` wrote nothing: 1 for what is in the directory, 2 when
+    /// etcd could not take it.
+    #[error(transparent)]
+    Push(crate::fleet::cmd::PushError),
     /// The async runtime could not start.
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
@@ -158,7 +163,12 @@ impl CliError {
 
     /// The contract's exit status for this outcome.
     pub fn exit_code(&self) -> i32 {
+        use crate::fleet::cmd::PushError;
         match self {
+            CliError::Push(PushError::Etcd(_)) => OPERATIONAL,
+            CliError::Push(
+                PushError::Load(_) | PushError::Invalid { .. } | PushError::File { .. },
+            ) => NOT_OK,
             CliError::Unsuccessful
             | CliError::DoctorWarn
             | CliError::Load(_)
