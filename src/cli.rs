@@ -3,6 +3,7 @@
 
 #[cfg(test)]
 mod apply_tests;
+mod backup;
 mod doctor;
 mod error;
 mod fleet;
@@ -327,17 +328,9 @@ async fn dispatch(cmd: Command, loc: Locations) -> CliResult {
         Command::Get { name, output } => view::get(&loc, name.as_deref(), output).await,
         Command::Describe { name } => view::describe(&loc, &name).await,
         Command::Render { name, out } => render_cmd(&loc, &name, out.as_deref()),
-        Command::Backup { name } => {
-            crate::backup_cmd::backup(&loc, &name)
-                .await
-                .map_err(|e| CliError::Backup {
-                    name,
-                    source: Box::new(e),
-                })
-        }
+        Command::Backup { name } => backup::backup(&loc, name).await,
         Command::Backups { name, output } => {
-            crate::backup_cmd::backups(&loc, name.as_deref(), output == Output::Json)
-                .map_err(|e| CliError::Backups(Box::new(e)))
+            backup::backups(&loc, name.as_deref(), output == Output::Json)
         }
         Command::Restore {
             name,
@@ -350,12 +343,9 @@ async fn dispatch(cmd: Command, loc: Locations) -> CliResult {
                 dry_run,
                 only,
                 secure_values,
+                progress: false,
             };
-            match crate::backup_cmd::restore(&loc, &name, &id, &args).await {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(CliError::RestoreIncomplete { name, id }),
-                Err(e) => Err(CliError::restore(&name, &id, e)),
-            }
+            backup::restore(&loc, name, id, args).await
         }
         Command::Doctor { output } => doctor::doctor(&loc, output).await,
         Command::Logs(args) => printed(crate::logs::command(&loc, args).await),
