@@ -65,7 +65,8 @@ pub enum CliError {
     /// The manual page could not be written.
     #[error("cannot write the manual page to standard output: {0}")]
     Man(#[source] std::io::Error),
-    /// The manifests directory itself is unusable (`validate`, `render`).
+    /// The manifests directory itself is missing or unusable (`validate`,
+    /// `render`): operational, as for every command.
     #[error(transparent)]
     Load(#[from] crate::manifest::LoadError),
     /// NAME is not a manifest (`get`, `describe`).
@@ -165,13 +166,20 @@ impl CliError {
     pub fn exit_code(&self) -> i32 {
         use crate::fleet::cmd::PushError;
         match self {
+            // A directory that is missing or unusable is operational,
+            // whichever command meets it.
+            CliError::Load(_) | CliError::Push(PushError::Load(_)) => OPERATIONAL,
+            CliError::Backup { source, .. }
+            | CliError::Backups(source)
+            | CliError::Restore { source, .. }
+                if matches!(**source, CommandError::Load(_)) =>
+            {
+                OPERATIONAL
+            }
             CliError::Push(PushError::Etcd(_)) => OPERATIONAL,
-            CliError::Push(
-                PushError::Load(_) | PushError::Invalid { .. } | PushError::File { .. },
-            ) => NOT_OK,
+            CliError::Push(PushError::Invalid { .. } | PushError::File { .. }) => NOT_OK,
             CliError::Unsuccessful
             | CliError::DoctorWarn
-            | CliError::Load(_)
             | CliError::UnknownName { .. }
             | CliError::NoSuchManifest { .. }
             | CliError::InvalidManifest { .. }
@@ -245,5 +253,25 @@ mod tests {
             crate::error_chain(&e),
             "restore of tsdb set S1: no Backup manifest named \"tsdb\" in /m; `unitlet get` lists the manifests"
         );
+    }
+
+    #[test]
+    fn a_missing_directory_is_operational_for_every_command() {
+        let missing = || crate::manifest::LoadError::Missing {
+            path: "/nowhere".into(),
+        };
+        let push = CliError::Push(crate::fleet::cmd::PushError::Load(missing()));
+        assert_eq!(push.exit_code(), OPERATIONAL);
+        assert_eq!(CliError::Load(missing()).exit_code(), OPERATIONAL);
+        let backup = CliError::Backup {
+            name: "tsdb".into(),
+            source: Box::new(CommandError::Load(missing())),
+        };
+        assert_eq!(backup.exit_code(), OPERATIONAL);
+        let failed = CliError::Backup {
+            name: "tsdb".into(),
+            source: Box::new(CommandError::Usage("no".into())),
+        };
+        assert_eq!(failed.exit_code(), NOT_OK);
     }
 }
