@@ -126,8 +126,9 @@ impl Report {
     }
 }
 
-/// `-o` of `doctor`; defined with the commands (kept here for
-/// `rollout history -o` until that command moves to `cli/`).
+/// `-o` of `doctor`, defined with the commands. Re-exported here only for
+/// `rollout.rs` (`rollout history -o`) until its command moves to `cli/`;
+/// the one upward import of this file: remove it then.
 pub use crate::cli::Format;
 
 // ---------------------------------------------------------------------------
