@@ -1,13 +1,13 @@
-//! The bodies of `unitlet backup NAME`, `unitlet backups [NAME]` and
-//! `unitlet restore NAME ID`: find the Backup manifest, dispatch on its
-//! source and print what happened. What goes wrong is a [`CommandError`];
-//! the CLI turns it into the contract's exit code.
+//! What `unitlet backup NAME`, `unitlet backups [NAME]` and `unitlet
+//! restore NAME ID` do: find the Backup manifest, dispatch on its source and
+//! return what happened (the commands in `cli/backup.rs` print it). What
+//! goes wrong is a [`CommandError`]; the CLI turns it into the contract's
+//! exit code.
 //!
 //! These run in short-lived processes (the Backup's oneshot, a person's
 //! shell), so `backup` leaves its outcome in `STATE_DIR/backups/NAME.last.json`
 //! for `unitlet run` to export as metrics.
 
-use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -213,10 +213,14 @@ pub fn format_size(b: u64) -> String {
     bytesize::ByteSize::b(b).display().iec().to_string()
 }
 
-async fn run_backup(loc: &Locations, name: &str) -> Result<(SetInfo, Vec<String>), CommandError> {
+async fn run_backup(
+    loc: &Locations,
+    name: &str,
+    progress: bool,
+    warnings: &mut Vec<String>,
+) -> Result<(SetInfo, Vec<String>), CommandError> {
     let spec = find_backup(loc, name)?;
     let store = open_store(loc, name, &spec)?;
-    let progress = std::io::stderr().is_terminal();
     let set = match &spec.source {
         BackupSource::Prometheus { url, data_dir, .. } => {
             let Some(data_dir) = data_dir else {
@@ -232,10 +236,10 @@ async fn run_backup(loc: &Locations, name: &str) -> Result<(SetInfo, Vec<String>
             let client = grafana_client(url, auth)?;
             let report = grafana::backup(&client, &store, GRAFANA_CONCURRENCY).await?;
             for s in &report.skipped {
-                eprintln!(
-                    "warning: dashboard {} {:?} skipped: {}",
+                warnings.push(format!(
+                    "dashboard {} {:?} skipped: {}",
                     s.uid, s.title, s.reason
-                );
+                ));
             }
             report.set
         }
@@ -245,18 +249,35 @@ async fn run_backup(loc: &Locations, name: &str) -> Result<(SetInfo, Vec<String>
     Ok((set, deleted))
 }
 
+/// A backup run's complete set, and the old sets `keep` deleted.
+#[derive(Debug)]
+pub struct BackupMade {
+    /// The new set.
+    pub set: SetInfo,
+    /// Ids of the old sets deleted.
+    pub deleted: Vec<String>,
+}
+
 /// `unitlet backup NAME`: run Backup NAME now, then apply its `keep`.
 ///
-/// Prints the new set's ID, size and file count; records the outcome in
+/// Returns the new set (`None` when the set is complete but pruning old
+/// sets failed, which is in `warnings`); records the outcome in
 /// `STATE_DIR/backups/NAME.last.json` (`{lastSuccess, lastAttempt,
 /// lastError, lastSet}`, unix seconds) for `unitlet run`'s metrics.
+/// `warnings` gets what to tell whatever the outcome (dashboards skipped,
+/// an outcome that could not be recorded), in order; `progress` draws a
+/// progress bar on standard error.
 ///
 /// # Errors
-/// Why no complete set was made. A complete set whose pruning of old sets
-/// failed is a success: the failure is printed as a warning.
-pub async fn backup(loc: &Locations, name: &str) -> Result<(), CommandError> {
+/// Why no complete set was made.
+pub async fn backup(
+    loc: &Locations,
+    name: &str,
+    progress: bool,
+    warnings: &mut Vec<String>,
+) -> Result<Option<BackupMade>, CommandError> {
     let attempt = unix_now();
-    let result = run_backup(loc, name).await;
+    let result = run_backup(loc, name, progress, warnings).await;
     // Only a manifest that exists gets a record: a typo must not create
     // files (or metrics) for a name nobody defined.
     if !matches!(
@@ -267,26 +288,16 @@ pub async fn backup(loc: &Locations, name: &str) -> Result<(), CommandError> {
             Ok((set, _)) => Ok(set.id.as_str()),
             Err(e) => Err(crate::error_chain(e)),
         };
-        record_last_run(loc, name, attempt, outcome).await;
+        if let Err(unrecorded) = record_last_run(loc, name, attempt, outcome).await {
+            warnings.push(unrecorded);
+        }
     }
     match result {
-        Ok((set, deleted)) => {
-            println!(
-                "backup {name}: set {} complete: {} files, {} in {}",
-                set.id,
-                set.files,
-                format_size(set.size),
-                set.path.display()
-            );
-            for id in deleted {
-                println!("deleted old set {id} (keep)");
-            }
-            Ok(())
-        }
+        Ok((set, deleted)) => Ok(Some(BackupMade { set, deleted })),
         Err(CommandError::Store(e @ BackupError::Delete { .. })) => {
             // The set itself is complete; only pruning failed.
-            eprintln!("warning: {}", crate::error_chain(&e));
-            Ok(())
+            warnings.push(crate::error_chain(&e));
+            Ok(None)
         }
         Err(e) => Err(e),
     }
@@ -294,21 +305,23 @@ pub async fn backup(loc: &Locations, name: &str) -> Result<(), CommandError> {
 
 /// Records a run's outcome in `NAME.last.json`, under the state lock (one
 /// writer at a time in the state directory); a failure to record is a
-/// warning.
-async fn record_last_run(loc: &Locations, name: &str, attempt: u64, outcome: Result<&str, String>) {
+/// warning, returned.
+async fn record_last_run(
+    loc: &Locations,
+    name: &str,
+    attempt: u64,
+    outcome: Result<&str, String>,
+) -> Result<(), String> {
     let _lock = crate::lock::StateLock::acquire_announced(&loc.state_dir, "unitlet backup")
         .await
         .ok();
     let path = last_run_path(loc, name);
     let previous = read_last_run(&loc.state_dir, name);
     let record = LastRun::after(previous, attempt, outcome);
-    let bytes = serde_json::to_vec_pretty(&record).expect("plain struct serializes");
-    if let Err(e) = crate::fsutil::atomic_write(&path, &bytes, 0o600) {
-        eprintln!(
-            "warning: cannot record the outcome in {}: {e}",
-            path.display()
-        );
-    }
+    let bytes = serde_json::to_vec_pretty(&record).map_err(|e| e.to_string());
+    bytes
+        .and_then(|b| crate::fsutil::atomic_write(&path, &b, 0o600).map_err(|e| e.to_string()))
+        .map_err(|e| format!("cannot record the outcome in {}: {e}", path.display()))
 }
 
 /// One row of `unitlet backups -o json`: a set and the manifest it
@@ -321,7 +334,13 @@ pub struct SetRow {
     pub set: SetInfo,
 }
 
-fn list_sets(loc: &Locations, name: Option<&str>) -> Result<Vec<SetRow>, CommandError> {
+/// `unitlet backups [NAME]`: every set of Backup NAME (or of every Backup
+/// manifest), oldest first per manifest, complete or not.
+///
+/// # Errors
+/// NAME is not a valid Backup manifest, or the manifests or a destination
+/// cannot be read.
+pub fn backups(loc: &Locations, name: Option<&str>) -> Result<Vec<SetRow>, CommandError> {
     let loaded = manifest::load_dir(&loc.manifests)?;
     let backups: Vec<(String, BackupSpec)> = match name {
         Some(n) => vec![(n.to_owned(), find_backup(loc, n)?)],
@@ -376,34 +395,6 @@ pub fn sets_table(rows: &[SetRow]) -> String {
     String::from_utf8(out).expect("the table is UTF-8")
 }
 
-/// `unitlet backups [NAME] [-o json]`: every set of Backup NAME (or of
-/// every Backup manifest), oldest first per manifest, complete or not.
-///
-/// # Errors
-/// NAME is not a valid Backup manifest, or the manifests or a destination
-/// cannot be read.
-pub fn backups(loc: &Locations, name: Option<&str>, json: bool) -> Result<(), CommandError> {
-    let rows = list_sets(loc, name)?;
-    let mut stdout = std::io::stdout().lock();
-    let text = if json {
-        let mut s = serde_json::to_string_pretty(&rows).expect("plain rows serialize");
-        s.push('\n');
-        s
-    } else if rows.is_empty() {
-        eprintln!("no backup sets");
-        return Ok(());
-    } else {
-        if rows.iter().any(|r| r.set.legacy) {
-            eprintln!(
-                "legacy: the set does not record which Backup made it (it predates unitlet 0.2); it is never pruned, and restored only after adding \"backup\": \"NAME\" to its backup.json"
-            );
-        }
-        sets_table(&rows)
-    };
-    let _ = stdout.write_all(text.as_bytes());
-    Ok(())
-}
-
 /// The flags of `unitlet restore`.
 #[derive(Debug, Clone, Default)]
 pub struct RestoreArgs {
@@ -413,6 +404,8 @@ pub struct RestoreArgs {
     pub only: Vec<String>,
     /// Grafana: the datasource secure values file.
     pub secure_values: Option<PathBuf>,
+    /// Draw progress bars on standard error.
+    pub progress: bool,
 }
 
 /// Largest secure-values file read: a few datasources' passwords.
@@ -494,8 +487,10 @@ fn restore_needs<'a>(
 /// A Prometheus restore first finishes or undoes an interrupted earlier
 /// restore of the same service (see [`crate::journal`]).
 ///
-/// Returns whether every object was restored (a Grafana restore reports
-/// per object; a Prometheus restore is all or nothing).
+/// Returns what was restored ([`Restored::is_success`]: whether every
+/// object was; a Grafana restore reports per object, a Prometheus restore
+/// is all or nothing). What Alertmanager said about silences goes to
+/// `notes`, whatever the outcome.
 ///
 /// # Errors
 /// Why nothing was restored, the previous state kept;
@@ -506,8 +501,8 @@ pub async fn restore(
     name: &str,
     id: &str,
     args: &RestoreArgs,
-) -> Result<bool, CommandError> {
-    let dry_run = args.dry_run;
+    notes: &mut Vec<crate::alertmanager::Note>,
+) -> Result<Restored, CommandError> {
     // Journals and holds are read and written there: refused first.
     loc.check_state_dir()?;
     let spec = find_backup(loc, name)?;
@@ -543,65 +538,81 @@ pub async fn restore(
                 state_dir: &loc.state_dir,
                 bus: loc.bus.as_deref(),
             };
-            let opts = RestoreOptions {
-                dry_run,
-                progress: std::io::stderr().is_terminal(),
-                ..RestoreOptions::default()
-            };
-            // Silence the Service's alerts around the restore.
-            let silence = if dry_run {
-                None
-            } else {
-                manifest::load_dir(&loc.manifests)
-                    .ok()
-                    .and_then(|l| l.get(service).cloned())
-                    .and_then(|m| crate::alertmanager::request_for(&m, &loc.alertmanager))
-            };
-            let http = crate::reload::http_client();
-            let mut notes = Vec::new();
-            // Made only once everything that can be checked was, right
-            // before the stop: a refused restore silences nothing.
-            let (result, made) =
-                prometheus::restore_tsdb_with(target, &opts, async || match &silence {
-                    Some(req) => {
-                        crate::alertmanager::before(&http, req, "restore", &mut notes).await
-                    }
-                    None => None,
-                })
-                .await;
-            let made = made.flatten();
-            if let Some(req) = &silence {
-                let why = match &result {
-                    Ok(_) => format!("{service} is Ready again after the restore"),
-                    Err(_) => {
-                        format!("the restore of {service} failed, which must not stay silent")
-                    }
-                };
-                crate::alertmanager::after(&http, req, made, &why, &mut notes).await;
-            }
-            for (t, _, m) in &notes {
-                eprintln!(
-                    "{}: {m}",
-                    if *t == crate::status::EventType::Warning {
-                        "warning"
-                    } else {
-                        "note"
-                    }
-                );
-            }
-            let report = result?;
-            print!("{report}");
-            Ok(true)
+            let report = restore_prometheus(loc, target, args, notes).await?;
+            Ok(Restored::Prometheus(report))
         }
         BackupSource::Grafana { url, auth } => {
             let options = grafana_options(args)?;
             let client = grafana_client(url, auth)?;
             let set = store.verify(id)?;
             let report = grafana::restore(&client, &set, &options).await?;
-            print!("{report}");
-            Ok(report.is_success())
+            Ok(Restored::Grafana(report))
         }
     }
+}
+
+/// What a restore did, per source.
+#[derive(Debug)]
+pub enum Restored {
+    /// The TSDB was swapped (all or nothing).
+    Prometheus(prometheus::RestoreReport),
+    /// Grafana's objects, each with its outcome.
+    Grafana(grafana::RestoreReport),
+}
+
+impl Restored {
+    /// Whether every object was restored (a Prometheus restore that
+    /// returns is whole).
+    pub fn is_success(&self) -> bool {
+        match self {
+            Restored::Prometheus(_) => true,
+            Restored::Grafana(r) => r.is_success(),
+        }
+    }
+}
+
+/// A Prometheus restore with the Service's alerts silenced around it (not
+/// in a dry run); what Alertmanager said goes to `notes`.
+async fn restore_prometheus(
+    loc: &Locations,
+    target: RestoreTarget<'_>,
+    args: &RestoreArgs,
+    notes: &mut Vec<crate::alertmanager::Note>,
+) -> Result<prometheus::RestoreReport, CommandError> {
+    let service = target.service;
+    let opts = RestoreOptions {
+        dry_run: args.dry_run,
+        progress: args.progress,
+        ..RestoreOptions::default()
+    };
+    // Silence the Service's alerts around the restore.
+    let silence = if args.dry_run {
+        None
+    } else {
+        manifest::load_dir(&loc.manifests)
+            .ok()
+            .and_then(|l| l.get(service).cloned())
+            .and_then(|m| crate::alertmanager::request_for(&m, &loc.alertmanager))
+    };
+    let http = crate::reload::http_client();
+    // Made only once everything that can be checked was, right
+    // before the stop: a refused restore silences nothing.
+    let (result, made) = prometheus::restore_tsdb_with(target, &opts, async || match &silence {
+        Some(req) => crate::alertmanager::before(&http, req, "restore", notes).await,
+        None => None,
+    })
+    .await;
+    let made = made.flatten();
+    if let Some(req) = &silence {
+        let why = match &result {
+            Ok(_) => format!("{service} is Ready again after the restore"),
+            Err(_) => {
+                format!("the restore of {service} failed, which must not stay silent")
+            }
+        };
+        crate::alertmanager::after(&http, req, made, &why, notes).await;
+    }
+    Ok(result?)
 }
 
 #[cfg(test)]

@@ -3,7 +3,10 @@
 
 #[cfg(test)]
 mod apply_tests;
+mod backup;
+mod doctor;
 mod error;
+mod fleet;
 mod view;
 
 use std::path::{Path, PathBuf};
@@ -59,6 +62,13 @@ pub enum Output {
     Wide,
     Json,
     Yaml,
+}
+
+/// `-o` of `doctor` and `rollout history`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -157,7 +167,7 @@ pub enum Command {
     /// Check that this machine can keep unitlet's promises.
     Doctor {
         #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
-        output: crate::doctor::Format,
+        output: Format,
     },
     /// Print the shell completion script for SHELL (bash, zsh or fish).
     Completions { shell: crate::manual::Shell },
@@ -253,13 +263,10 @@ pub fn main() -> i32 {
         .build()
         .map_err(CliError::Runtime)
         .and_then(|rt| rt.block_on(dispatch(cli.command, loc)));
-    match result {
-        Ok(()) => OK,
-        Err(e) => {
-            e.report();
-            e.exit_code()
-        }
+    if let Err(e) = &result {
+        e.report();
     }
+    error::exit_status(&result)
 }
 
 fn init_tracing(operator: bool) {
@@ -314,24 +321,16 @@ async fn dispatch(cmd: Command, loc: Locations) -> CliResult {
             };
             run(loc, resync, &metrics_addr, gc_grace, fleet).await
         }
-        Command::Fleet { etcd, command } => fleet_command(&etcd, command).await,
+        Command::Fleet { etcd, command } => fleet::fleet_command(&etcd, command).await,
         Command::Apply { timeout, gc_grace } => apply(loc, timeout, gc_grace).await,
         Command::Plan => plan(loc).await,
         Command::Validate { files } => validate(&loc, &files),
         Command::Get { name, output } => view::get(&loc, name.as_deref(), output).await,
         Command::Describe { name } => view::describe(&loc, &name).await,
         Command::Render { name, out } => render_cmd(&loc, &name, out.as_deref()),
-        Command::Backup { name } => {
-            crate::backup_cmd::backup(&loc, &name)
-                .await
-                .map_err(|e| CliError::Backup {
-                    name,
-                    source: Box::new(e),
-                })
-        }
+        Command::Backup { name } => backup::backup(&loc, name).await,
         Command::Backups { name, output } => {
-            crate::backup_cmd::backups(&loc, name.as_deref(), output == Output::Json)
-                .map_err(|e| CliError::Backups(Box::new(e)))
+            backup::backups(&loc, name.as_deref(), output == Output::Json)
         }
         Command::Restore {
             name,
@@ -344,14 +343,11 @@ async fn dispatch(cmd: Command, loc: Locations) -> CliResult {
                 dry_run,
                 only,
                 secure_values,
+                progress: false,
             };
-            match crate::backup_cmd::restore(&loc, &name, &id, &args).await {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(CliError::RestoreIncomplete { name, id }),
-                Err(e) => Err(CliError::restore(&name, &id, e)),
-            }
+            backup::restore(&loc, name, id, args).await
         }
-        Command::Doctor { output } => printed(crate::doctor::command(&loc, output).await),
+        Command::Doctor { output } => doctor::doctor(&loc, output).await,
         Command::Logs(args) => printed(crate::logs::command(&loc, args).await),
         Command::Rollout { command } => printed(crate::rollout::command(&loc, command).await),
         Command::Completions { shell } => {
@@ -387,22 +383,6 @@ async fn run(
         fleet,
     };
     Ok(crate::operator::run(opts, shutdown_signal()).await?)
-}
-
-/// `unitlet fleet push|get|hosts`: each prints its own answer and errors.
-async fn fleet_command(etcd: &crate::fleet::EtcdArgs, command: FleetCommand) -> CliResult {
-    let code = match command {
-        FleetCommand::Push { dir, host, all: _ } => {
-            let target = match host {
-                Some(h) => crate::fleet::Target::Host(h),
-                None => crate::fleet::Target::All,
-            };
-            crate::fleet::cmd::push(etcd, &dir, target).await
-        }
-        FleetCommand::Get { output } => crate::fleet::cmd::get(etcd, output).await,
-        FleetCommand::Hosts { output } => crate::fleet::cmd::hosts(etcd, output).await,
-    };
-    printed(code)
 }
 
 /// The result of a command that printed its own answer and chose its exit

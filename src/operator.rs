@@ -695,52 +695,8 @@ async fn run_locked(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Res
         progress.touch();
         if pending {
             pending = false;
-            if op.sd.is_none() {
-                // A bus that accepts but never answers must not hold up a SIGTERM.
-                let connected = tokio::select! {
-                    r = op.connect() => Some(r),
-                    _ = &mut shutdown => None,
-                };
-                match connected {
-                    Some(r) => r?,
-                    None => {
-                        op.stop("stopping (while connecting to the user manager)");
-                        return Ok(());
-                    }
-                }
-            }
-            if let Some(c) = op.sd.clone() {
-                op.arm_watches();
-                let timer = std::time::Instant::now();
-                // Tests wait for whole passes with these two lines.
-                tracing::debug!(target: "unitlet::pass", "pass starts");
-                // systemd forgets Subscribe when it re-executes; renewing it
-                // keeps unit-change signals coming (idempotent).
-                c.renew_subscription();
-                // SIGTERM does not wait for a pass: dropping it mid-way is
-                // what a crash does, and a crash is safe (atomic writes; the
-                // next pass resumes).
-                let pass = pass(
-                    &mut op.rec,
-                    &c,
-                    &mut op.outcomes,
-                    &mut op.last_saved,
-                    &mut op.config_dirs,
-                );
-                let outcome = tokio::select! {
-                    r = pass => Some(r),
-                    _ = &mut shutdown => None,
-                };
-                let Some(outcome) = outcome else {
-                    op.stop("stopping (a pass was interrupted; the next start resumes it)");
-                    return Ok(());
-                };
-                progress.touch();
-                op.metrics.observe_pass(timer.elapsed());
-                match outcome {
-                    Ok((report, status)) => op.passed(report, &status, &c),
-                    Err(e) => op.pass_failed(&e),
-                }
+            if !run_pass(&mut op, &progress, &mut shutdown).await? {
+                return Ok(());
             }
             next_resync = tokio::time::Instant::now() + op.opts.resync;
         }
@@ -765,6 +721,64 @@ async fn run_locked(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Res
         }
         pending |= op.woken(wake);
     }
+}
+
+/// Runs one pass, connecting to the user manager first when not connected.
+/// `Ok(false)` when a shutdown came first (the operator is stopped then).
+async fn run_pass(
+    op: &mut Operator,
+    progress: &Progress,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Result<bool, RunError> {
+    if op.sd.is_none() {
+        // A bus that accepts but never answers must not hold up a SIGTERM.
+        let connected = tokio::select! {
+            r = op.connect() => Some(r),
+            _ = &mut *shutdown => None,
+        };
+        match connected {
+            Some(r) => r?,
+            None => {
+                op.stop("stopping (while connecting to the user manager)");
+                return Ok(false);
+            }
+        }
+    }
+    let Some(c) = op.sd.clone() else {
+        return Ok(true);
+    };
+    op.arm_watches();
+    let timer = std::time::Instant::now();
+    // Tests wait for whole passes with these two lines.
+    tracing::debug!(target: "unitlet::pass", "pass starts");
+    // systemd forgets Subscribe when it re-executes; renewing it
+    // keeps unit-change signals coming (idempotent).
+    c.renew_subscription();
+    // SIGTERM does not wait for a pass: dropping it mid-way is
+    // what a crash does, and a crash is safe (atomic writes; the
+    // next pass resumes).
+    let pass = pass(
+        &mut op.rec,
+        &c,
+        &mut op.outcomes,
+        &mut op.last_saved,
+        &mut op.config_dirs,
+    );
+    let outcome = tokio::select! {
+        r = pass => Some(r),
+        _ = &mut *shutdown => None,
+    };
+    let Some(outcome) = outcome else {
+        op.stop("stopping (a pass was interrupted; the next start resumes it)");
+        return Ok(false);
+    };
+    progress.touch();
+    op.metrics.observe_pass(timer.elapsed());
+    match outcome {
+        Ok((report, status)) => op.passed(report, &status, &c),
+        Err(e) => op.pass_failed(&e),
+    }
+    Ok(true)
 }
 
 /// Wait for the next reason to run a pass (or to stop).

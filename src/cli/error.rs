@@ -24,13 +24,23 @@ pub enum CliError {
     #[error("")]
     Unsuccessful,
     /// The command printed why it ends with exit status 2: it could not do
-    /// its work (etcd unreachable, a concurrent change), or `doctor` found
-    /// failures.
+    /// its work (etcd unreachable, a concurrent change).
     #[error("")]
     Unavailable,
-    /// This host's fleet identity cannot be had.
+    /// `doctor`'s worst verdict is a WARN (its report says which).
+    #[error("")]
+    DoctorWarn,
+    /// `doctor`'s worst verdict is a FAIL (its report says which).
+    #[error("")]
+    DoctorFail,
+    /// This host's fleet identity cannot be had, a fleet flag is unusable,
+    /// or etcd cannot be read.
     #[error(transparent)]
     Fleet(#[from] crate::fleet::FleetError),
+    /// `fleet push` wrote nothing: 1 for what is in the directory, 2 when
+    /// etcd could not take it.
+    #[error(transparent)]
+    Push(crate::fleet::cmd::PushError),
     /// The async runtime could not start.
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
@@ -55,7 +65,8 @@ pub enum CliError {
     /// The manual page could not be written.
     #[error("cannot write the manual page to standard output: {0}")]
     Man(#[source] std::io::Error),
-    /// The manifests directory itself is unusable (`validate`, `render`).
+    /// The manifests directory itself is missing or unusable (`validate`,
+    /// `render`): operational, as for every command.
     #[error(transparent)]
     Load(#[from] crate::manifest::LoadError),
     /// NAME is not a manifest (`get`, `describe`).
@@ -153,9 +164,22 @@ impl CliError {
 
     /// The contract's exit status for this outcome.
     pub fn exit_code(&self) -> i32 {
+        use crate::fleet::cmd::PushError;
         match self {
+            // A directory that is missing or unusable is operational,
+            // whichever command meets it.
+            CliError::Load(_) | CliError::Push(PushError::Load(_)) => OPERATIONAL,
+            CliError::Backup { source, .. }
+            | CliError::Backups(source)
+            | CliError::Restore { source, .. }
+                if matches!(**source, CommandError::Load(_)) =>
+            {
+                OPERATIONAL
+            }
+            CliError::Push(PushError::Etcd(_)) => OPERATIONAL,
+            CliError::Push(PushError::Invalid { .. } | PushError::File { .. }) => NOT_OK,
             CliError::Unsuccessful
-            | CliError::Load(_)
+            | CliError::DoctorWarn
             | CliError::UnknownName { .. }
             | CliError::NoSuchManifest { .. }
             | CliError::InvalidManifest { .. }
@@ -166,6 +190,7 @@ impl CliError {
             | CliError::RestoreIncomplete { .. } => NOT_OK,
             CliError::Runtime(_)
             | CliError::Unavailable
+            | CliError::DoctorFail
             | CliError::Fleet(_)
             | CliError::Systemd(_)
             | CliError::Reconcile(_)
@@ -182,7 +207,10 @@ impl CliError {
     /// [`CliError::Unsuccessful`], whose command said why already).
     pub fn report(&self) {
         match self {
-            CliError::Unsuccessful | CliError::Unavailable => {}
+            CliError::Unsuccessful
+            | CliError::Unavailable
+            | CliError::DoctorWarn
+            | CliError::DoctorFail => {}
             e => eprintln!("error: {}", crate::error_chain(e)),
         }
     }
@@ -190,6 +218,14 @@ impl CliError {
 
 /// What a command ends with.
 pub type CliResult = Result<(), CliError>;
+
+/// The exit status a command's result ends the process with.
+pub fn exit_status(result: &CliResult) -> i32 {
+    match result {
+        Ok(()) => OK,
+        Err(e) => e.exit_code(),
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -217,5 +253,25 @@ mod tests {
             crate::error_chain(&e),
             "restore of tsdb set S1: no Backup manifest named \"tsdb\" in /m; `unitlet get` lists the manifests"
         );
+    }
+
+    #[test]
+    fn a_missing_directory_is_operational_for_every_command() {
+        let missing = || crate::manifest::LoadError::Missing {
+            path: "/nowhere".into(),
+        };
+        let push = CliError::Push(crate::fleet::cmd::PushError::Load(missing()));
+        assert_eq!(push.exit_code(), OPERATIONAL);
+        assert_eq!(CliError::Load(missing()).exit_code(), OPERATIONAL);
+        let backup = CliError::Backup {
+            name: "tsdb".into(),
+            source: Box::new(CommandError::Load(missing())),
+        };
+        assert_eq!(backup.exit_code(), OPERATIONAL);
+        let failed = CliError::Backup {
+            name: "tsdb".into(),
+            source: Box::new(CommandError::Usage("no".into())),
+        };
+        assert_eq!(failed.exit_code(), NOT_OK);
     }
 }

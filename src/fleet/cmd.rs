@@ -1,17 +1,14 @@
-//! `unitlet fleet push`, `fleet get`, `fleet hosts`.
+//! What `unitlet fleet push`, `fleet get` and `fleet hosts` do with etcd:
+//! typed results, no printing (the commands are in `cli/fleet.rs`).
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::Path;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
 
 use super::etcd::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
 
 use super::publish::{FleetObject, HostRecord};
 use super::{EtcdArgs, FleetError, Target, check_key_name};
-use crate::cli::{NOT_OK, OK, OPERATIONAL, Output};
 use crate::manifest;
-use crate::table::print_table;
 
 /// The largest manifest file a push sends (etcd's default request limit is
 /// 1.5 MiB).
@@ -23,10 +20,6 @@ const PUSH_TRIES: usize = 3;
 
 /// etcd's default `--max-txn-ops`.
 const MAX_TXN_OPS: usize = 128;
-
-fn fail(msg: impl std::fmt::Display) {
-    eprintln!("error: {msg}");
-}
 
 /// What a push will do, computed from the directory and the keys in etcd.
 /// Pure.
@@ -47,98 +40,111 @@ pub fn push_plan(
     (puts, deletes)
 }
 
+/// Why a push wrote nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    /// The directory cannot be read as a manifests directory.
+    #[error(transparent)]
+    Load(#[from] manifest::LoadError),
+    /// Some manifests are invalid; each of `errors` names its file.
+    #[error(
+        "{} error(s) in {}: nothing was pushed; fix the file(s) named above and push again",
+        errors.len(),
+        dir.display()
+    )]
+    Invalid {
+        /// The pushed directory.
+        dir: PathBuf,
+        /// Every problem, with file, line and column.
+        errors: Vec<manifest::ManifestError>,
+    },
+    /// One file cannot be pushed as it is.
+    #[error("{}: {reason}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why, and what to do.
+        reason: String,
+    },
+    /// etcd could not take the push (unreachable, too many keys, other
+    /// pushes kept changing the same keys).
+    #[error(transparent)]
+    Etcd(#[from] FleetError),
+}
+
+/// What a push did.
+#[derive(Debug)]
+pub struct Pushed {
+    /// The key prefix pushed to.
+    pub prefix: String,
+    /// How many manifest files the directory holds.
+    pub files: usize,
+    /// Keys written (new or changed).
+    pub puts: Vec<String>,
+    /// Keys deleted (their file is gone).
+    pub deletes: Vec<String>,
+    /// etcd's revision after the push (or when nothing changed).
+    pub revision: i64,
+}
+
 /// `fleet push DIR`: validate every file, then one guarded transaction.
-pub async fn push(etcd: &EtcdArgs, dir: &Path, target: Target) -> i32 {
-    if let Target::Host(h) = &target
-        && let Err(e) = super::check_host(h)
-    {
-        fail(e);
-        return OPERATIONAL;
-    }
-    let set = match manifest::load_dir(dir) {
-        Ok(s) => s,
-        Err(e) => {
-            fail(crate::error_chain(&e));
-            return NOT_OK;
-        }
-    };
+///
+/// # Errors
+/// [`PushError`]: nothing was written.
+pub async fn push(etcd: &EtcdArgs, dir: &Path, target: &Target) -> Result<Pushed, PushError> {
+    let files = read_push(dir)?;
+    let prefix = etcd.keys().target_dir(target);
+    let (puts, deletes, revision) = push_txn(etcd, &prefix, &files).await?;
+    Ok(Pushed {
+        prefix,
+        files: files.len(),
+        puts,
+        deletes,
+        revision,
+    })
+}
+
+/// The directory's manifest files by key name, once every manifest in it
+/// is valid and every file can be a key.
+fn read_push(dir: &Path) -> Result<BTreeMap<String, Vec<u8>>, PushError> {
+    let set = manifest::load_dir(dir)?;
     if !set.errors.is_empty() {
-        for e in &set.errors {
-            eprintln!("invalid: {e}");
-        }
-        fail(format!(
-            "{} error(s) in {}: nothing was pushed; fix the file(s) named above and push again",
-            set.errors.len(),
-            dir.display()
-        ));
-        return NOT_OK;
+        return Err(PushError::Invalid {
+            dir: dir.to_owned(),
+            errors: set.errors,
+        });
     }
+    let refuse = |f: &Path, reason: String| PushError::File {
+        path: f.to_owned(),
+        reason,
+    };
     let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for f in &set.files {
         let name = manifest::implied_name(f);
         if !check_key_name(&name) {
-            fail(format!(
-                "{}: the file name {name:?} cannot be an etcd key name (letters, digits, '.', '_', '-', '@'; not starting with '.'); rename it. Nothing was pushed",
-                f.display()
+            return Err(refuse(
+                f,
+                format!(
+                    "the file name {name:?} cannot be an etcd key name (letters, digits, '.', '_', '-', '@'; not starting with '.'); rename it. Nothing was pushed"
+                ),
             ));
-            return NOT_OK;
         }
-        let bytes = match manifest::read_regular_capped(f, true, MAX_FILE) {
-            Ok(b) => b,
-            Err(e) => {
-                fail(format!("{}: {e}; nothing was pushed", f.display()));
-                return NOT_OK;
-            }
-        };
+        let bytes = manifest::read_regular_capped(f, true, MAX_FILE)
+            .map_err(|e| refuse(f, format!("{e}; nothing was pushed")))?;
         if std::str::from_utf8(&bytes).is_err() {
-            fail(format!(
-                "{}: not UTF-8 text; nothing was pushed",
-                f.display()
-            ));
-            return NOT_OK;
+            return Err(refuse(f, "not UTF-8 text; nothing was pushed".to_owned()));
         }
         if files.insert(name.clone(), bytes).is_some() {
-            fail(format!(
-                "{}: two files in {} are named {name} (.yaml and .yml); keep one. Nothing was pushed",
-                f.display(),
-                dir.display()
-            ));
-            return NOT_OK;
-        }
-    }
-    let prefix = etcd.keys().target_dir(&target);
-    match push_txn(etcd, &prefix, &files).await {
-        Ok((puts, deletes, revision)) => {
-            if puts.is_empty() && deletes.is_empty() {
-                println!(
-                    "nothing to push: the {} manifest file(s) of {} are in etcd under {prefix} already",
-                    files.len(),
+            return Err(refuse(
+                f,
+                format!(
+                    "two files in {} are named {name} (.yaml and .yml); keep one. Nothing was pushed",
                     dir.display()
-                );
-            } else {
-                println!(
-                    "pushed to {prefix} at revision {revision}: {} written{}, {} deleted{}",
-                    puts.len(),
-                    list(&puts),
-                    deletes.len(),
-                    list(&deletes)
-                );
-            }
-            OK
-        }
-        Err(e) => {
-            fail(crate::error_chain(&e));
-            OPERATIONAL
+                ),
+            ));
         }
     }
-}
-
-fn list(names: &[String]) -> String {
-    if names.is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", names.join(", "))
-    }
+    Ok(files)
 }
 
 async fn push_txn(
@@ -241,35 +247,13 @@ async fn read_two(
     Ok((first, second))
 }
 
-fn age(rfc3339: &str) -> String {
-    humantime::parse_rfc3339(rfc3339)
-        .ok()
-        .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
-        .map(|d| short_duration(Duration::from_secs(d.as_secs())))
-        .unwrap_or_else(|| "-".into())
-}
-
-/// `kubectl`-style ages: `42s`, `5m`, `3h`, `2d`.
-fn short_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m", s / 60),
-        3600..86400 => format!("{}h", s / 3600),
-        _ => format!("{}d", s / 86400),
-    }
-}
-
-/// `fleet get`: every live host's objects.
-pub async fn get(etcd: &EtcdArgs, output: Output) -> i32 {
+/// `fleet get`: every live host's objects, by host and name.
+///
+/// # Errors
+/// etcd cannot be read.
+pub async fn objects(etcd: &EtcdArgs) -> Result<Vec<FleetObject>, FleetError> {
     let keys = etcd.keys();
-    let (status, _) = match read_two(etcd, &keys.status_dir(), &keys.hosts_dir()).await {
-        Ok(r) => r,
-        Err(e) => {
-            fail(crate::error_chain(&e));
-            return OPERATIONAL;
-        }
-    };
+    let (status, _) = read_two(etcd, &keys.status_dir(), &keys.hosts_dir()).await?;
     let mut objs: Vec<FleetObject> = Vec::new();
     for (k, v) in &status {
         match serde_json::from_slice::<FleetObject>(v) {
@@ -280,71 +264,28 @@ pub async fn get(etcd: &EtcdArgs, output: Output) -> i32 {
         }
     }
     objs.sort_by(|a, b| (&a.host, &a.name).cmp(&(&b.host, &b.name)));
-    let mut out = std::io::stdout().lock();
-    match output {
-        Output::Json => {
-            let _ = writeln!(
-                out,
-                "{}",
-                serde_json::to_string_pretty(&objs).expect("serializable")
-            );
-        }
-        Output::Yaml => {
-            let _ = write!(
-                out,
-                "{}",
-                serde_saphyr::to_string(&objs).unwrap_or_default()
-            );
-        }
-        Output::Table | Output::Wide => {
-            let wide = output == Output::Wide;
-            let rows: Vec<Vec<String>> = objs
-                .iter()
-                .map(|o| {
-                    let c = o
-                        .conditions
-                        .iter()
-                        .find(|c| c.type_ == crate::status::ConditionType::Ready);
-                    let mut row = vec![
-                        o.host.clone(),
-                        o.name.clone(),
-                        o.kind.to_string(),
-                        c.map_or(crate::status::ConditionStatus::Unknown, |c| c.status)
-                            .to_string(),
-                        c.map(|c| c.reason.to_string()).unwrap_or_default(),
-                        o.unit
-                            .as_ref()
-                            .map(|u| format!("{}/{}", u.active_state, u.sub_state))
-                            .unwrap_or_default(),
-                        c.map(|c| age(&c.last_transition_time))
-                            .unwrap_or_else(|| "-".into()),
-                    ];
-                    if wide {
-                        row.push(c.map(|c| c.message.clone()).unwrap_or_default());
-                    }
-                    row
-                })
-                .collect();
-            let mut header = vec!["HOST", "NAME", "KIND", "READY", "REASON", "STATE", "AGE"];
-            if wide {
-                header.push("MESSAGE");
-            }
-            print_table(&mut out, &header, &rows);
-        }
-    }
-    OK
+    Ok(objs)
+}
+
+/// One host whose operator holds a live lease, with how many of its
+/// objects there are and how many are Ready.
+#[derive(Debug)]
+pub struct HostSummary {
+    /// What the host's operator published about itself.
+    pub record: HostRecord,
+    /// Its objects.
+    pub objects: usize,
+    /// Those with `Ready` `True`.
+    pub ready: usize,
 }
 
 /// `fleet hosts`: hosts whose operator holds a live lease.
-pub async fn hosts(etcd: &EtcdArgs, output: Output) -> i32 {
+///
+/// # Errors
+/// etcd cannot be read.
+pub async fn hosts(etcd: &EtcdArgs) -> Result<Vec<HostSummary>, FleetError> {
     let keys = etcd.keys();
-    let (hosts, status) = match read_two(etcd, &keys.hosts_dir(), &keys.status_dir()).await {
-        Ok(r) => r,
-        Err(e) => {
-            fail(crate::error_chain(&e));
-            return OPERATIONAL;
-        }
-    };
+    let (hosts, status) = read_two(etcd, &keys.hosts_dir(), &keys.status_dir()).await?;
     let mut counts: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for (_, v) in &status {
         if let Ok(o) = serde_json::from_slice::<FleetObject>(v) {
@@ -359,54 +300,18 @@ pub async fn hosts(etcd: &EtcdArgs, output: Output) -> i32 {
             }
         }
     }
-    let records: Vec<HostRecord> = hosts
+    Ok(hosts
         .iter()
-        .filter_map(|(_, v)| serde_json::from_slice(v).ok())
-        .collect();
-    let mut out = std::io::stdout().lock();
-    match output {
-        Output::Json | Output::Yaml => {
-            let items: Vec<serde_json::Value> = records
-                .iter()
-                .map(|r| {
-                    let (n, ready) = counts.get(&r.host).copied().unwrap_or_default();
-                    let mut v = serde_json::to_value(r).expect("serializable");
-                    v["objects"] = n.into();
-                    v["ready"] = ready.into();
-                    v
-                })
-                .collect();
-            if output == Output::Json {
-                let _ = writeln!(
-                    out,
-                    "{}",
-                    serde_json::to_string_pretty(&items).expect("serializable")
-                );
-            } else {
-                let _ = write!(
-                    out,
-                    "{}",
-                    serde_saphyr::to_string(&items).unwrap_or_default()
-                );
+        .filter_map(|(_, v)| serde_json::from_slice::<HostRecord>(v).ok())
+        .map(|record| {
+            let (objects, ready) = counts.get(&record.host).copied().unwrap_or_default();
+            HostSummary {
+                record,
+                objects,
+                ready,
             }
-        }
-        Output::Table | Output::Wide => {
-            let rows: Vec<Vec<String>> = records
-                .iter()
-                .map(|r| {
-                    let (n, ready) = counts.get(&r.host).copied().unwrap_or_default();
-                    vec![
-                        r.host.clone(),
-                        r.hostname.clone(),
-                        format!("{ready}/{n}"),
-                        age(&r.started_at),
-                    ]
-                })
-                .collect();
-            print_table(&mut out, &["HOST", "HOSTNAME", "READY", "UP"], &rows);
-        }
-    }
-    OK
+        })
+        .collect())
 }
 
 #[cfg(test)]

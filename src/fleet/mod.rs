@@ -228,66 +228,8 @@ impl EtcdArgs {
     /// # Errors
     /// Unreadable password or certificate files, bad combinations of flags.
     pub async fn connect(&self) -> Result<etcd::Client, FleetError> {
-        let endpoints = self.endpoint_list();
-        if endpoints.is_empty() {
-            return Err(FleetError::Usage(
-                "--etcd-endpoints is empty; give the etcd members' client URLs, e.g. http://10.0.0.1:2379,http://10.0.0.2:2379".into(),
-            ));
-        }
-        for e in &endpoints {
-            if let Ok(u) = reqwest::Url::parse(e)
-                && (!u.username().is_empty() || u.password().is_some())
-            {
-                return Err(FleetError::Usage(format!(
-                    "--etcd-endpoints {}: credentials in the URL would be logged; use --etcd-user and --etcd-password-file",
-                    redact_url(e)
-                )));
-            }
-        }
-        let mut opts = etcd::ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(3))
-            .with_timeout(Duration::from_secs(5))
-            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3))
-            .with_require_leader(true);
-        match (&self.user, &self.password_file) {
-            (Some(u), Some(p)) => {
-                let pw = read_secret("the etcd password file", p).await?;
-                let pw = String::from_utf8_lossy(&pw)
-                    .trim_end_matches(['\n', '\r'])
-                    .to_string();
-                opts = opts.with_user(u.clone(), pw);
-            }
-            (None, None) => {}
-            _ => {
-                return Err(FleetError::Usage(
-                    "--etcd-user and --etcd-password-file go together".into(),
-                ));
-            }
-        }
-        if self.ca.is_some() || self.cert.is_some() || self.key.is_some() {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let mut tls = etcd::TlsOptions::new();
-            if let Some(ca) = &self.ca {
-                tls = tls.ca_certificate(etcd::Certificate::from_pem(
-                    read_public("the etcd CA certificate", ca).await?,
-                ));
-            }
-            match (&self.cert, &self.key) {
-                (Some(c), Some(k)) => {
-                    tls = tls.identity(etcd::Identity::from_pem(
-                        read_public("the etcd client certificate", c).await?,
-                        read_secret("the etcd client key", k).await?,
-                    ));
-                }
-                (None, None) => {}
-                _ => {
-                    return Err(FleetError::Usage(
-                        "--etcd-cert and --etcd-key go together".into(),
-                    ));
-                }
-            }
-            opts = opts.with_tls(tls);
-        }
+        let endpoints = self.checked_endpoints()?;
+        let opts = self.connect_options().await?;
         // One member at a time, from a random one (so hosts spread over the
         // members), keeping the first that answers a linearizable read: a
         // balanced channel over all endpoints sends requests to a dead
@@ -322,6 +264,81 @@ impl EtcdArgs {
             "reach any member that has a leader",
             last.expect("at least one endpoint"),
         ))
+    }
+
+    /// `--etcd-endpoints`: at least one, none with credentials in it.
+    fn checked_endpoints(&self) -> Result<Vec<String>, FleetError> {
+        let endpoints = self.endpoint_list();
+        if endpoints.is_empty() {
+            return Err(FleetError::Usage(
+                "--etcd-endpoints is empty; give the etcd members' client URLs, e.g. http://10.0.0.1:2379,http://10.0.0.2:2379".into(),
+            ));
+        }
+        for e in &endpoints {
+            if let Ok(u) = reqwest::Url::parse(e)
+                && (!u.username().is_empty() || u.password().is_some())
+            {
+                return Err(FleetError::Usage(format!(
+                    "--etcd-endpoints {}: credentials in the URL would be logged; use --etcd-user and --etcd-password-file",
+                    redact_url(e)
+                )));
+            }
+        }
+        Ok(endpoints)
+    }
+
+    /// Timeouts, the user and password, and TLS from the flags.
+    async fn connect_options(&self) -> Result<etcd::ConnectOptions, FleetError> {
+        let mut opts = etcd::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_timeout(Duration::from_secs(5))
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3))
+            .with_require_leader(true);
+        match (&self.user, &self.password_file) {
+            (Some(u), Some(p)) => {
+                let pw = read_secret("the etcd password file", p).await?;
+                let pw = String::from_utf8_lossy(&pw)
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string();
+                opts = opts.with_user(u.clone(), pw);
+            }
+            (None, None) => {}
+            _ => {
+                return Err(FleetError::Usage(
+                    "--etcd-user and --etcd-password-file go together".into(),
+                ));
+            }
+        }
+        if self.ca.is_some() || self.cert.is_some() || self.key.is_some() {
+            opts = opts.with_tls(self.tls_options().await?);
+        }
+        Ok(opts)
+    }
+
+    /// `--etcd-ca`, `--etcd-cert` and `--etcd-key`, read.
+    async fn tls_options(&self) -> Result<etcd::TlsOptions, FleetError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut tls = etcd::TlsOptions::new();
+        if let Some(ca) = &self.ca {
+            tls = tls.ca_certificate(etcd::Certificate::from_pem(
+                read_public("the etcd CA certificate", ca).await?,
+            ));
+        }
+        match (&self.cert, &self.key) {
+            (Some(c), Some(k)) => {
+                tls = tls.identity(etcd::Identity::from_pem(
+                    read_public("the etcd client certificate", c).await?,
+                    read_secret("the etcd client key", k).await?,
+                ));
+            }
+            (None, None) => {}
+            _ => {
+                return Err(FleetError::Usage(
+                    "--etcd-cert and --etcd-key go together".into(),
+                ));
+            }
+        }
+        Ok(tls)
     }
 }
 

@@ -154,34 +154,7 @@ async fn session(
     let etcd = &opts.etcd;
     let keys = etcd.keys();
     let mut client = etcd.connect().await?;
-    let ttl = opts.ttl.as_secs().max(2) as i64;
-    let lease = client
-        .lease_grant(ttl, None)
-        .await
-        .map_err(|e| etcd.etcd_error("grant a lease", e))?
-        .id();
-    let record = HostRecord {
-        host: opts.host.clone(),
-        hostname: crate::fsutil::read_regular_capped(
-            std::path::Path::new("/proc/sys/kernel/hostname"),
-            true,
-            4096,
-        )
-        .map(|h| String::from_utf8_lossy(&h).trim().to_string())
-        .unwrap_or_default(),
-        pid: std::process::id(),
-        started_at: started_at.to_string(),
-        source: "etcd".into(),
-        lease_ttl: ttl as u64,
-    };
-    client
-        .put(
-            keys.host_key(&opts.host),
-            serde_json::to_vec(&record).expect("serializable"),
-            Some(PutOptions::new().with_lease(lease)),
-        )
-        .await
-        .map_err(|e| etcd.etcd_error("write the host key", e))?;
+    let (lease, ttl) = announce(opts, &mut client, started_at).await?;
     tracing::info!(
         lease,
         ttl,
@@ -221,31 +194,8 @@ async fn session(
                 }
                 let status = Status::load_async(&status_path).await;
                 let want = objects(&status, &opts.host);
-                let (puts, deletes) = changes(&published, &want);
-                let mut ops: Vec<TxnOp> = Vec::new();
-                for o in &puts {
-                    ops.push(TxnOp::put(
-                        format!("{host_dir}{}", o.name),
-                        serde_json::to_vec(o).expect("serializable"),
-                        Some(PutOptions::new().with_lease(lease)),
-                    ));
-                }
-                for d in &deletes {
-                    ops.push(TxnOp::delete(format!("{host_dir}{d}"), None));
-                }
-                let mut failed = None;
-                while !ops.is_empty() {
-                    let rest = ops.split_off(ops.len().min(MAX_TXN_OPS));
-                    if let Err(e) = client.txn(Txn::new().and_then(std::mem::replace(&mut ops, rest))).await {
-                        failed = Some(e);
-                        break;
-                    }
-                }
-                if let Some(e) = failed {
+                if let Err(e) = write_changes(&mut client, &host_dir, lease, &published, &want).await {
                     break Err(etcd.etcd_error("write status", e));
-                }
-                if !puts.is_empty() || !deletes.is_empty() {
-                    tracing::debug!(written = puts.len(), deleted = deletes.len(), "published status changes");
                 }
                 published = want;
                 seen_mtime = mtime;
@@ -257,6 +207,83 @@ async fn session(
         let _ = tokio::time::timeout(Duration::from_secs(2), client.lease_revoke(lease)).await;
     }
     result
+}
+
+/// Takes a lease of `opts.ttl` (at least 2 s) and writes this host's
+/// record under it: the lease and its TTL in seconds.
+async fn announce(
+    opts: &PublishOptions,
+    client: &mut super::etcd::Client,
+    started_at: &str,
+) -> Result<(i64, i64), FleetError> {
+    let etcd = &opts.etcd;
+    let ttl = opts.ttl.as_secs().max(2) as i64;
+    let lease = client
+        .lease_grant(ttl, None)
+        .await
+        .map_err(|e| etcd.etcd_error("grant a lease", e))?
+        .id();
+    let record = HostRecord {
+        host: opts.host.clone(),
+        hostname: crate::fsutil::read_regular_capped(
+            std::path::Path::new("/proc/sys/kernel/hostname"),
+            true,
+            4096,
+        )
+        .map(|h| String::from_utf8_lossy(&h).trim().to_string())
+        .unwrap_or_default(),
+        pid: std::process::id(),
+        started_at: started_at.to_string(),
+        source: "etcd".into(),
+        lease_ttl: ttl as u64,
+    };
+    client
+        .put(
+            etcd.keys().host_key(&opts.host),
+            serde_json::to_vec(&record).expect("serializable"),
+            Some(PutOptions::new().with_lease(lease)),
+        )
+        .await
+        .map_err(|e| etcd.etcd_error("write the host key", e))?;
+    Ok((lease, ttl))
+}
+
+/// Writes the objects of `want` that differ from `published` and deletes
+/// those gone, under `lease`, in transactions of at most
+/// [`MAX_TXN_OPS`] operations.
+async fn write_changes(
+    client: &mut super::etcd::Client,
+    host_dir: &str,
+    lease: i64,
+    published: &BTreeMap<String, FleetObject>,
+    want: &BTreeMap<String, FleetObject>,
+) -> Result<(), super::etcd::Error> {
+    let (puts, deletes) = changes(published, want);
+    let mut ops: Vec<TxnOp> = Vec::new();
+    for o in &puts {
+        ops.push(TxnOp::put(
+            format!("{host_dir}{}", o.name),
+            serde_json::to_vec(o).expect("serializable"),
+            Some(PutOptions::new().with_lease(lease)),
+        ));
+    }
+    for d in &deletes {
+        ops.push(TxnOp::delete(format!("{host_dir}{d}"), None));
+    }
+    while !ops.is_empty() {
+        let rest = ops.split_off(ops.len().min(MAX_TXN_OPS));
+        client
+            .txn(Txn::new().and_then(std::mem::replace(&mut ops, rest)))
+            .await?;
+    }
+    if !puts.is_empty() || !deletes.is_empty() {
+        tracing::debug!(
+            written = puts.len(),
+            deleted = deletes.len(),
+            "published status changes"
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -198,23 +198,10 @@ async fn session(
         }
         *need_snapshot = false;
     }
-    let watch = |rev: i64| {
-        Some(
-            WatchOptions::new()
-                .with_prefix()
-                .with_start_revision(rev + 1),
-        )
-    };
-    let mut stream = match client.watch(all_dir.as_str(), watch(st.revision_all)).await {
+    let mut stream = match open_watch(opts, &mut client, &all_dir, &host_dir, st).await {
         Ok(s) => s,
-        Err(e) => return opts.etcd.etcd_error("watch", e).into(),
+        Err(e) => return e.into(),
     };
-    if let Err(e) = stream
-        .watch(host_dir.as_str(), watch(st.revision_host))
-        .await
-    {
-        return opts.etcd.etcd_error("watch", e).into();
-    }
     let mut created = 0;
     loop {
         let msg = match stream.message().await {
@@ -246,81 +233,123 @@ async fn session(
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        for ev in msg.events() {
-            let Some(kv) = ev.kv() else { continue };
-            let key = String::from_utf8_lossy(kv.key()).into_owned();
-            let (is_all, name) = if let Some(n) = key.strip_prefix(&all_dir) {
-                (true, n.to_string())
-            } else if let Some(n) = key.strip_prefix(&host_dir) {
-                (false, n.to_string())
-            } else {
-                continue;
-            };
-            let (map, rev) = if is_all {
-                (&mut st.all, &mut st.revision_all)
-            } else {
-                (&mut st.host_keys, &mut st.revision_host)
-            };
-            *rev = (*rev).max(kv.mod_revision());
-            if !check_key_name(&name) {
-                tracing::warn!(key = %key, "ignoring a manifest key whose name is not a usable file name (letters, digits, '.', '_', '-', '@')");
-                continue;
-            }
-            match ev.event_type() {
-                EventType::Put => match std::str::from_utf8(kv.value()) {
-                    Ok(v) => {
-                        map.insert(
-                            name,
-                            Entry {
-                                value: v.to_string(),
-                                mod_revision: kv.mod_revision(),
-                            },
-                        );
-                    }
-                    Err(_) => {
-                        tracing::warn!(key = %key, "ignoring a manifest key whose value is not UTF-8 text");
-                    }
-                },
-                EventType::Delete => {
-                    map.remove(&name);
-                }
-            }
-        }
-        let after = effective(&st.all, &st.host_keys);
-        let dir = super::manifests_dir(&opts.state_dir);
-        let writes: Vec<(String, String)> = after
-            .iter()
-            .filter(|(name, value)| before.get(**name).map(String::as_str) != Some(**value))
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect();
-        let removes: Vec<String> = before
-            .keys()
-            .filter(|name| !after.contains_key(name.as_str()))
-            .cloned()
-            .collect();
-        let changed = writes.len() + removes.len();
-        let d = dir.clone();
-        let applied = on_disk(&dir, move || {
-            for (name, value) in &writes {
-                write_manifest(&d, name, value)?;
-            }
-            for name in &removes {
-                remove_manifest(&d, name)?;
-            }
-            Ok(())
-        })
-        .await;
-        if let Err(e) = applied {
+        fold_events(st, msg.events(), &all_dir, &host_dir);
+        if let Err(e) = materialise_changes(&opts.state_dir, &before, st).await {
             return e.into();
         }
-        tracing::debug!(
-            changed,
-            revision_all = st.revision_all,
-            revision_host = st.revision_host,
-            "applied watch events"
-        );
         save(&opts.state_dir, st).await;
     }
+}
+
+/// Watches both prefixes, each from just after the revision last seen.
+async fn open_watch(
+    opts: &SourceOptions,
+    client: &mut super::etcd::Client,
+    all_dir: &str,
+    host_dir: &str,
+    st: &SourceState,
+) -> Result<super::etcd::WatchStream, FleetError> {
+    let watch = |rev: i64| {
+        Some(
+            WatchOptions::new()
+                .with_prefix()
+                .with_start_revision(rev + 1),
+        )
+    };
+    let mut stream = client
+        .watch(all_dir, watch(st.revision_all))
+        .await
+        .map_err(|e| opts.etcd.etcd_error("watch", e))?;
+    stream
+        .watch(host_dir, watch(st.revision_host))
+        .await
+        .map_err(|e| opts.etcd.etcd_error("watch", e))?;
+    Ok(stream)
+}
+
+/// Folds watch events into the remembered keys and revisions (keys whose
+/// name is no usable file name, or whose value is not text, are ignored).
+fn fold_events(st: &mut SourceState, events: &[super::etcd::Event], all_dir: &str, host_dir: &str) {
+    for ev in events {
+        let Some(kv) = ev.kv() else { continue };
+        let key = String::from_utf8_lossy(kv.key()).into_owned();
+        let (is_all, name) = if let Some(n) = key.strip_prefix(all_dir) {
+            (true, n.to_string())
+        } else if let Some(n) = key.strip_prefix(host_dir) {
+            (false, n.to_string())
+        } else {
+            continue;
+        };
+        let (map, rev) = if is_all {
+            (&mut st.all, &mut st.revision_all)
+        } else {
+            (&mut st.host_keys, &mut st.revision_host)
+        };
+        *rev = (*rev).max(kv.mod_revision());
+        if !check_key_name(&name) {
+            tracing::warn!(key = %key, "ignoring a manifest key whose name is not a usable file name (letters, digits, '.', '_', '-', '@')");
+            continue;
+        }
+        match ev.event_type() {
+            EventType::Put => match std::str::from_utf8(kv.value()) {
+                Ok(v) => {
+                    map.insert(
+                        name,
+                        Entry {
+                            value: v.to_string(),
+                            mod_revision: kv.mod_revision(),
+                        },
+                    );
+                }
+                Err(_) => {
+                    tracing::warn!(key = %key, "ignoring a manifest key whose value is not UTF-8 text");
+                }
+            },
+            EventType::Delete => {
+                map.remove(&name);
+            }
+        }
+    }
+}
+
+/// Writes and removes the materialised manifests whose effective value
+/// changed from `before` (name → value) to what `st` now holds.
+async fn materialise_changes(
+    state_dir: &Path,
+    before: &BTreeMap<String, String>,
+    st: &SourceState,
+) -> Result<(), FleetError> {
+    let after = effective(&st.all, &st.host_keys);
+    let dir = super::manifests_dir(state_dir);
+    let writes: Vec<(String, String)> = after
+        .iter()
+        .filter(|(name, value)| before.get(**name).map(String::as_str) != Some(**value))
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    let removes: Vec<String> = before
+        .keys()
+        .filter(|name| !after.contains_key(name.as_str()))
+        .cloned()
+        .collect();
+    let changed = writes.len() + removes.len();
+    let d = dir.clone();
+    on_disk(&dir, move || {
+        for (name, value) in &writes {
+            write_manifest(&d, name, value)?;
+        }
+        for name in &removes {
+            remove_manifest(&d, name)?;
+        }
+        Ok(())
+    })
+    .await?;
+    tracing::debug!(
+        changed,
+        revision_all = st.revision_all,
+        revision_host = st.revision_host,
+        "applied watch events"
+    );
+    Ok(())
 }
 
 /// Read both prefixes at one revision and make the directory equal to the

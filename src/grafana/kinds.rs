@@ -470,87 +470,113 @@ impl Ctx<'_> {
             });
             let elsewhere = rules.iter().any(|r| current.contains_key(text(r, "uid")));
             if !exists && !elsewhere {
+                out.extend(self.create_rule_group(group, rules).await?);
+                continue;
+            }
+            out.extend(self.rules_in_group(&rules, &current).await?);
+            out.extend(self.group_interval(group, &rules).await?);
+        }
+        Ok(out)
+    }
+
+    /// A group Grafana lacks, created whole in one request.
+    async fn create_rule_group(
+        &self,
+        group: &RuleGroup,
+        rules: Vec<&Value>,
+    ) -> Result<Vec<ObjectReport>, GrafanaError> {
+        let body = json!({
+            "title": group.title, "folderUid": group.folder_uid,
+            "interval": group.interval, "rules": rules,
+        });
+        let outcome = self
+            .write(
+                Outcome::Create,
+                self.client
+                    .put_rule_group(&group.folder_uid, &group.title, &body),
+            )
+            .await?;
+        Ok(rules
+            .into_iter()
+            .map(|r| {
+                report(
+                    ObjectKind::AlertRule,
+                    text(r, "uid"),
+                    text(r, "title"),
+                    outcome.clone(),
+                )
+            })
+            .collect())
+    }
+
+    /// The rules of an existing group, each written only when it differs
+    /// from `current` (Grafana's rules by uid).
+    async fn rules_in_group(
+        &self,
+        rules: &[&Value],
+        current: &HashMap<String, Value>,
+    ) -> Result<Vec<ObjectReport>, GrafanaError> {
+        let mut out = Vec::new();
+        for r in rules {
+            let (uid, title) = (text(r, "uid"), text(r, "title"));
+            let outcome = match current.get(uid) {
+                None => {
+                    self.write(
+                        Outcome::Create,
+                        self.client.provision("alert-rules", None, r),
+                    )
+                    .await?
+                }
+                Some(cur) if cur == *r => Outcome::Unchanged,
+                Some(_) => {
+                    let detail = "replaces the rule (its alert state restarts)".to_owned();
+                    self.write(
+                        Outcome::Update { detail },
+                        self.client.provision("alert-rules", Some(uid), r),
+                    )
+                    .await?
+                }
+            };
+            out.push(report(ObjectKind::AlertRule, uid, title, outcome));
+        }
+        Ok(out)
+    }
+
+    /// An existing group's evaluation interval, set when it differs (the
+    /// listing has no group settings: one read per existing group).
+    async fn group_interval(
+        &self,
+        group: &RuleGroup,
+        rules: &[&Value],
+    ) -> Result<Option<ObjectReport>, GrafanaError> {
+        let key = format!("{}/{}", group.folder_uid, group.title);
+        let what = format!("interval of rule group {:?}", group.title);
+        let outcome = match self
+            .client
+            .rule_group(&group.folder_uid, &group.title)
+            .await
+        {
+            Ok(Some(g)) if g["interval"].as_i64() == Some(group.interval) => return Ok(None),
+            Ok(_) if self.dry_run => Outcome::Update {
+                detail: format!("sets the evaluation interval to {}s", group.interval),
+            },
+            Ok(_) => {
                 let body = json!({
                     "title": group.title, "folderUid": group.folder_uid,
                     "interval": group.interval, "rules": rules,
                 });
-                let outcome = self
-                    .write(
-                        Outcome::Create,
-                        self.client
-                            .put_rule_group(&group.folder_uid, &group.title, &body),
-                    )
-                    .await?;
-                for r in rules {
-                    out.push(report(
-                        ObjectKind::AlertRule,
-                        text(r, "uid"),
-                        text(r, "title"),
-                        outcome.clone(),
-                    ));
-                }
-                continue;
+                self.write(
+                    Outcome::Update {
+                        detail: format!("sets the evaluation interval to {}s", group.interval),
+                    },
+                    self.client
+                        .put_rule_group(&group.folder_uid, &group.title, &body),
+                )
+                .await?
             }
-            for r in &rules {
-                let (uid, title) = (text(r, "uid"), text(r, "title"));
-                let outcome = match current.get(uid) {
-                    None => {
-                        self.write(
-                            Outcome::Create,
-                            self.client.provision("alert-rules", None, r),
-                        )
-                        .await?
-                    }
-                    Some(cur) if cur == *r => Outcome::Unchanged,
-                    Some(_) => {
-                        let detail = "replaces the rule (its alert state restarts)".to_owned();
-                        self.write(
-                            Outcome::Update { detail },
-                            self.client.provision("alert-rules", Some(uid), r),
-                        )
-                        .await?
-                    }
-                };
-                out.push(report(ObjectKind::AlertRule, uid, title, outcome));
-            }
-            // The listing has no group settings: one read per existing group.
-            let key = format!("{}/{}", group.folder_uid, group.title);
-            let what = format!("interval of rule group {:?}", group.title);
-            let outcome = match self
-                .client
-                .rule_group(&group.folder_uid, &group.title)
-                .await
-            {
-                Ok(Some(g)) if g["interval"].as_i64() == Some(group.interval) => None,
-                Ok(_) if self.dry_run => Some(Outcome::Update {
-                    detail: format!("sets the evaluation interval to {}s", group.interval),
-                }),
-                Ok(_) => {
-                    let body = json!({
-                        "title": group.title, "folderUid": group.folder_uid,
-                        "interval": group.interval, "rules": rules,
-                    });
-                    Some(
-                        self.write(
-                            Outcome::Update {
-                                detail: format!(
-                                    "sets the evaluation interval to {}s",
-                                    group.interval
-                                ),
-                            },
-                            self.client
-                                .put_rule_group(&group.folder_uid, &group.title, &body),
-                        )
-                        .await?,
-                    )
-                }
-                Err(e) => Some(per_object(e)?),
-            };
-            if let Some(outcome) = outcome {
-                out.push(report(ObjectKind::AlertRule, &key, &what, outcome));
-            }
-        }
-        Ok(out)
+            Err(e) => per_object(e)?,
+        };
+        Ok(Some(report(ObjectKind::AlertRule, &key, &what, outcome)))
     }
 
     /// Contact points (by uid), mute timings and templates (by name):

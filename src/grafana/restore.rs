@@ -335,7 +335,6 @@ pub async fn restore(
         });
     }
     let dry_run = opts.dry_run;
-    let message = format!("restored by unitlet from backup set {}", info.id);
     // Everything the restore will send is read and checked before the first
     // request, so a set that cannot be restored whole changes nothing.
     let checked = read_and_check(set)?;
@@ -344,162 +343,25 @@ pub async fn restore(
         dry_run,
         secure_values: &opts.secure_values,
     };
-    let mut kinds = Vec::new();
-    let mut objects = Vec::new();
-    let mut missing_secrets = Vec::new();
-
-    // One walk of the folder tree says which folders exist and where.
-    let uses_folders = [
-        ObjectKind::Folder,
-        ObjectKind::FolderPermissions,
-        ObjectKind::Dashboard,
-    ]
-    .into_iter()
-    .any(|k| opts.wants(k));
-    let existing: HashMap<String, Folder> = if uses_folders {
-        client
-            .all_folders()
-            .await?
-            .into_iter()
-            .map(|f| (f.uid.clone(), f))
-            .collect()
-    } else {
-        HashMap::new()
-    };
+    let existing = existing_folders(client, opts, &info.id, &checked).await?;
+    let mut done = Restored::default();
+    let folders = restore_folders(client, opts, &checked, &existing, &mut done).await?;
+    restore_before_dashboards(&ctx, opts, &checked, &folders, &mut done).await?;
     if opts.wants(ObjectKind::Dashboard) {
-        for uid in &checked.outside_folders {
-            if !existing.contains_key(uid) {
-                return Err(GrafanaError::InvalidSet {
-                    id: info.id.clone(),
-                    file: "folders.json".to_owned(),
-                    reason: format!(
-                        "a dashboard of the set is in folder {uid:?}, which is neither in the set nor in Grafana"
-                    ),
-                });
-            }
-        }
+        let message = format!("restored by unitlet from backup set {}", info.id);
+        let restored =
+            restore_dashboards(client, opts, &checked, &folders.failed, &message).await?;
+        done.add(ObjectKind::Dashboard, restored);
     }
-
-    let mut failed_folders = HashSet::new();
-    let mut created = BTreeSet::new();
-    if opts.wants(ObjectKind::Folder) {
-        kinds.push(ObjectKind::Folder);
-        for folder in &checked.folders {
-            let current = existing.get(&folder.uid);
-            let outcome = restore_folder(client, folder, current, &failed_folders, dry_run).await?;
-            match outcome {
-                Outcome::Failed { .. } => {
-                    failed_folders.insert(folder.uid.clone());
-                }
-                Outcome::Create => {
-                    created.insert(folder.uid.clone());
-                }
-                _ => {}
-            }
-            objects.push(ObjectReport {
-                kind: ObjectKind::Folder,
-                uid: folder.uid.clone(),
-                title: folder.title.clone(),
-                outcome,
-            });
-        }
-    } else {
-        // Not restored now: what Grafana lacks cannot hold anything.
-        for folder in &checked.folders {
-            if !existing.contains_key(&folder.uid) {
-                failed_folders.insert(folder.uid.clone());
-            }
-        }
-    }
-    if opts.wants(ObjectKind::FolderPermissions)
-        && let Some(perms) = &checked.permissions
-    {
-        kinds.push(ObjectKind::FolderPermissions);
-        let titles: HashMap<String, String> = checked
-            .folders
-            .iter()
-            .map(|f| (f.uid.clone(), f.title.clone()))
-            .collect();
-        objects.extend(
-            ctx.permissions(perms, &created, &failed_folders, &titles)
-                .await?,
-        );
-    }
-    if opts.wants(ObjectKind::Datasource)
-        && let Some(items) = &checked.datasources
-    {
-        kinds.push(ObjectKind::Datasource);
-        objects.extend(ctx.datasources(items, &mut missing_secrets).await?);
-    }
-    if opts.wants(ObjectKind::LibraryPanel)
-        && let Some(items) = &checked.library
-    {
-        kinds.push(ObjectKind::LibraryPanel);
-        objects.extend(ctx.library_panels(items).await?);
-    }
-
-    if opts.wants(ObjectKind::Dashboard) {
-        kinds.push(ObjectKind::Dashboard);
-        // One search says which dashboards exist, where, under which title.
-        let hits = client.search_dashboards().await?;
-        let titles: HashMap<(Option<String>, String), String> = hits
-            .iter()
-            .map(|h| ((h.folder_uid.clone(), h.title.clone()), h.uid.clone()))
-            .collect();
-        let listed: HashMap<String, SearchHit> =
-            hits.into_iter().map(|h| (h.uid.clone(), h)).collect();
-        let dctx = DashboardContext {
-            client,
-            titles: &titles,
-            listed: &listed,
-            failed_folders: &failed_folders,
-            dry_run,
-            message: &message,
-        };
-        let mut results = stream::iter(&checked.dashboards)
-            .map(|doc| dctx.restore(doc))
-            .buffer_unordered(opts.concurrency.max(1));
-        let mut restored = Vec::new();
-        while let Some(result) = results.next().await {
-            restored.push(result?);
-        }
-        drop(results);
-        restored.sort_by(|a, b| (&a.title, &a.uid).cmp(&(&b.title, &b.uid)));
-        objects.extend(restored);
-    }
-
-    for (kind, items) in [
-        (ObjectKind::Template, &checked.templates),
-        (ObjectKind::ContactPoint, &checked.contact_points),
-        (ObjectKind::MuteTiming, &checked.mute_timings),
-    ] {
-        if opts.wants(kind)
-            && let Some(items) = items
-        {
-            kinds.push(kind);
-            objects.extend(ctx.keyed(kind, items).await?);
-        }
-    }
-    if opts.wants(ObjectKind::Policies)
-        && let Some(tree) = &checked.policies
-    {
-        kinds.push(ObjectKind::Policies);
-        objects.extend(ctx.policies(tree).await?);
-    }
-    if opts.wants(ObjectKind::AlertRule)
-        && let Some(file) = &checked.rules
-    {
-        kinds.push(ObjectKind::AlertRule);
-        objects.extend(ctx.alert_rules(file).await?);
-    }
+    restore_alerting(&ctx, opts, &checked, &mut done).await?;
 
     let report = RestoreReport {
         set_id: info.id.clone(),
         target: client.base_url().to_owned(),
         dry_run,
-        objects,
-        missing_secrets,
-        kinds,
+        objects: done.objects,
+        missing_secrets: done.missing_secrets,
+        kinds: done.kinds,
     };
     tracing::info!(
         set = %report.set_id,
@@ -510,6 +372,225 @@ pub async fn restore(
         "Grafana restore finished"
     );
     Ok(report)
+}
+
+/// What a restore has done so far: the kinds it restored, in order, and
+/// each object's outcome.
+#[derive(Default)]
+struct Restored {
+    kinds: Vec<ObjectKind>,
+    objects: Vec<ObjectReport>,
+    missing_secrets: Vec<MissingSecret>,
+}
+
+impl Restored {
+    fn add(&mut self, kind: ObjectKind, objects: impl IntoIterator<Item = ObjectReport>) {
+        self.kinds.push(kind);
+        self.objects.extend(objects);
+    }
+}
+
+/// Grafana's folders by uid, from one walk of its folder tree (empty when
+/// no restored kind uses folders). Refuses a set whose dashboards are in a
+/// folder neither in the set nor in Grafana.
+async fn existing_folders(
+    client: &Client,
+    opts: &RestoreOptions,
+    set_id: &str,
+    checked: &Checked,
+) -> Result<HashMap<String, Folder>, GrafanaError> {
+    let uses_folders = [
+        ObjectKind::Folder,
+        ObjectKind::FolderPermissions,
+        ObjectKind::Dashboard,
+    ]
+    .into_iter()
+    .any(|k| opts.wants(k));
+    if !uses_folders {
+        return Ok(HashMap::new());
+    }
+    let existing: HashMap<String, Folder> = client
+        .all_folders()
+        .await?
+        .into_iter()
+        .map(|f| (f.uid.clone(), f))
+        .collect();
+    if opts.wants(ObjectKind::Dashboard)
+        && let Some(uid) = checked
+            .outside_folders
+            .iter()
+            .find(|uid| !existing.contains_key(*uid))
+    {
+        return Err(GrafanaError::InvalidSet {
+            id: set_id.to_owned(),
+            file: "folders.json".to_owned(),
+            reason: format!(
+                "a dashboard of the set is in folder {uid:?}, which is neither in the set nor in Grafana"
+            ),
+        });
+    }
+    Ok(existing)
+}
+
+/// Which of the set's folders can hold objects after the folder step.
+#[derive(Default)]
+struct FolderOutcomes {
+    /// Failed, or absent from Grafana and not restored now: nothing goes in.
+    failed: HashSet<String>,
+    /// Created by this restore (their permissions are new too).
+    created: BTreeSet<String>,
+}
+
+/// The set's folders, parents first (when folders are restored at all).
+async fn restore_folders(
+    client: &Client,
+    opts: &RestoreOptions,
+    checked: &Checked,
+    existing: &HashMap<String, Folder>,
+    done: &mut Restored,
+) -> Result<FolderOutcomes, GrafanaError> {
+    let mut out = FolderOutcomes::default();
+    if !opts.wants(ObjectKind::Folder) {
+        // Not restored now: what Grafana lacks cannot hold anything.
+        for folder in &checked.folders {
+            if !existing.contains_key(&folder.uid) {
+                out.failed.insert(folder.uid.clone());
+            }
+        }
+        return Ok(out);
+    }
+    let mut reports = Vec::new();
+    for folder in &checked.folders {
+        let current = existing.get(&folder.uid);
+        let outcome = restore_folder(client, folder, current, &out.failed, opts.dry_run).await?;
+        match outcome {
+            Outcome::Failed { .. } => {
+                out.failed.insert(folder.uid.clone());
+            }
+            Outcome::Create => {
+                out.created.insert(folder.uid.clone());
+            }
+            _ => {}
+        }
+        reports.push(ObjectReport {
+            kind: ObjectKind::Folder,
+            uid: folder.uid.clone(),
+            title: folder.title.clone(),
+            outcome,
+        });
+    }
+    done.add(ObjectKind::Folder, reports);
+    Ok(out)
+}
+
+/// Folder permissions, datasources and library panels: what dashboards
+/// may refer to.
+async fn restore_before_dashboards(
+    ctx: &Ctx<'_>,
+    opts: &RestoreOptions,
+    checked: &Checked,
+    folders: &FolderOutcomes,
+    done: &mut Restored,
+) -> Result<(), GrafanaError> {
+    if opts.wants(ObjectKind::FolderPermissions)
+        && let Some(perms) = &checked.permissions
+    {
+        done.kinds.push(ObjectKind::FolderPermissions);
+        let titles: HashMap<String, String> = checked
+            .folders
+            .iter()
+            .map(|f| (f.uid.clone(), f.title.clone()))
+            .collect();
+        let reports = ctx
+            .permissions(perms, &folders.created, &folders.failed, &titles)
+            .await?;
+        done.objects.extend(reports);
+    }
+    if opts.wants(ObjectKind::Datasource)
+        && let Some(items) = &checked.datasources
+    {
+        done.kinds.push(ObjectKind::Datasource);
+        let reports = ctx.datasources(items, &mut done.missing_secrets).await?;
+        done.objects.extend(reports);
+    }
+    if opts.wants(ObjectKind::LibraryPanel)
+        && let Some(items) = &checked.library
+    {
+        done.kinds.push(ObjectKind::LibraryPanel);
+        done.objects.extend(ctx.library_panels(items).await?);
+    }
+    Ok(())
+}
+
+/// The set's dashboards, up to `opts.concurrency` at once, reported in
+/// title order.
+async fn restore_dashboards(
+    client: &Client,
+    opts: &RestoreOptions,
+    checked: &Checked,
+    failed_folders: &HashSet<String>,
+    message: &str,
+) -> Result<Vec<ObjectReport>, GrafanaError> {
+    // One search says which dashboards exist, where, under which title.
+    let hits = client.search_dashboards().await?;
+    let titles: HashMap<(Option<String>, String), String> = hits
+        .iter()
+        .map(|h| ((h.folder_uid.clone(), h.title.clone()), h.uid.clone()))
+        .collect();
+    let listed: HashMap<String, SearchHit> = hits.into_iter().map(|h| (h.uid.clone(), h)).collect();
+    let dctx = DashboardContext {
+        client,
+        titles: &titles,
+        listed: &listed,
+        failed_folders,
+        dry_run: opts.dry_run,
+        message,
+    };
+    let mut results = stream::iter(&checked.dashboards)
+        .map(|doc| dctx.restore(doc))
+        .buffer_unordered(opts.concurrency.max(1));
+    let mut restored = Vec::new();
+    while let Some(result) = results.next().await {
+        restored.push(result?);
+    }
+    drop(results);
+    restored.sort_by(|a, b| (&a.title, &a.uid).cmp(&(&b.title, &b.uid)));
+    Ok(restored)
+}
+
+/// Alerting, in dependency order: templates, contact points, mute timings,
+/// the policy tree, alert rules.
+async fn restore_alerting(
+    ctx: &Ctx<'_>,
+    opts: &RestoreOptions,
+    checked: &Checked,
+    done: &mut Restored,
+) -> Result<(), GrafanaError> {
+    for (kind, items) in [
+        (ObjectKind::Template, &checked.templates),
+        (ObjectKind::ContactPoint, &checked.contact_points),
+        (ObjectKind::MuteTiming, &checked.mute_timings),
+    ] {
+        if opts.wants(kind)
+            && let Some(items) = items
+        {
+            done.kinds.push(kind);
+            done.objects.extend(ctx.keyed(kind, items).await?);
+        }
+    }
+    if opts.wants(ObjectKind::Policies)
+        && let Some(tree) = &checked.policies
+    {
+        done.kinds.push(ObjectKind::Policies);
+        done.objects.extend(ctx.policies(tree).await?);
+    }
+    if opts.wants(ObjectKind::AlertRule)
+        && let Some(file) = &checked.rules
+    {
+        done.kinds.push(ObjectKind::AlertRule);
+        done.objects.extend(ctx.alert_rules(file).await?);
+    }
+    Ok(())
 }
 
 /// One folder, compared with its entry in the folder walk (`None`: absent).
@@ -591,19 +672,37 @@ impl DashboardContext<'_> {
     }
 
     async fn outcome(&self, doc: &DashboardDoc) -> Result<Outcome, GrafanaError> {
+        if let Some(reason) = self.blocked(doc) {
+            return Ok(failed(reason));
+        }
+        let outcome = self.compare(doc).await?;
+        if self.dry_run || !matches!(outcome, Outcome::Create | Outcome::Update { .. }) {
+            return Ok(outcome);
+        }
+        self.save(doc, outcome).await
+    }
+
+    /// Why the dashboard cannot be saved at all: its folder is missing, or
+    /// a different dashboard has its title in that folder.
+    fn blocked(&self, doc: &DashboardDoc) -> Option<String> {
         let (uid, title, folder) = (doc.uid(), doc.title(), doc.folder_uid());
         if let Some(folder) = folder.filter(|f| self.failed_folders.contains(*f)) {
-            return Ok(failed(format!(
+            return Some(format!(
                 "its folder {folder} could not be restored or is not in Grafana"
-            )));
+            ));
         }
         let key = (folder.map(str::to_owned), title.to_owned());
-        if let Some(other) = self.titles.get(&key).filter(|other| *other != uid) {
-            return Ok(failed(format!(
-                "Grafana already has a different dashboard (uid {other}) titled {title:?} in {}, and allows only one dashboard per title in a folder; rename or move one of them, then restore again",
-                place(folder)
-            )));
-        }
+        let other = self.titles.get(&key).filter(|other| *other != uid)?;
+        Some(format!(
+            "Grafana already has a different dashboard (uid {other}) titled {title:?} in {}, and allows only one dashboard per title in a folder; rename or move one of them, then restore again",
+            place(folder)
+        ))
+    }
+
+    /// What saving the dashboard would do, from the search listing, or
+    /// when that cannot tell, from the current model.
+    async fn compare(&self, doc: &DashboardDoc) -> Result<Outcome, GrafanaError> {
+        let (uid, title, folder) = (doc.uid(), doc.title(), doc.folder_uid());
         let outcome = match self.listed.get(uid) {
             // Not listed: not there. Saved without reading it first.
             None => Outcome::Create,
@@ -628,7 +727,7 @@ impl DashboardContext<'_> {
                 Ok(Some(cur))
                     if same_model(&cur.dashboard, &doc.dashboard) && cur.folder_uid() == folder =>
                 {
-                    return Ok(Outcome::Unchanged);
+                    Outcome::Unchanged
                 }
                 Ok(Some(cur)) => {
                     let mut detail = match cur.version() {
@@ -648,9 +747,12 @@ impl DashboardContext<'_> {
                 }
             },
         };
-        if self.dry_run {
-            return Ok(outcome);
-        }
+        Ok(outcome)
+    }
+
+    /// Saves the dashboard that `compare` found to create or update.
+    async fn save(&self, doc: &DashboardDoc, outcome: Outcome) -> Result<Outcome, GrafanaError> {
+        let (title, folder) = (doc.title(), doc.folder_uid());
         match self
             .client
             .save_dashboard(&doc.dashboard, folder, self.message)
@@ -763,12 +865,30 @@ struct Checked {
 /// control characters, no uid twice, no two dashboards with one title in
 /// one folder, folder parents in the set and without cycles.
 fn read_and_check(set: &VerifiedSet) -> Result<Checked, GrafanaError> {
-    let id = &set.info().id;
-    let invalid = |file: &str, reason: String| GrafanaError::InvalidSet {
-        id: id.clone(),
+    let (folders, folder_uids) = read_folders(set)?;
+    let (dashboards, outside_folders) = read_dashboards(set, &folder_uids)?;
+    let others = read_and_check_others(set, &folder_uids)?;
+    Ok(Checked {
+        folders,
+        dashboards,
+        outside_folders,
+        ..others
+    })
+}
+
+/// A set that fails restore's checks: which file and why.
+fn invalid_set(id: &str, file: &str, reason: String) -> GrafanaError {
+    GrafanaError::InvalidSet {
+        id: id.to_owned(),
         file: file.to_owned(),
         reason,
-    };
+    }
+}
+
+/// `folders.json`, parents first, and the set of its uids.
+fn read_folders(set: &VerifiedSet) -> Result<(Vec<Folder>, HashSet<String>), GrafanaError> {
+    let id = &set.info().id;
+    let invalid = |file: &str, reason: String| invalid_set(id, file, reason);
     let folders: Vec<Folder> = read_json(set, "folders.json", MAX_FOLDERS_FILE)?;
     let mut folder_uids = HashSet::new();
     for f in &folders {
@@ -799,7 +919,16 @@ fn read_and_check(set: &VerifiedSet) -> Result<Checked, GrafanaError> {
             format!("folder {f:?} is its own ancestor"),
         ));
     }
+    Ok((folders, folder_uids))
+}
 
+/// Every dashboard file, and the folders they are in that the set lacks.
+fn read_dashboards(
+    set: &VerifiedSet,
+    folder_uids: &HashSet<String>,
+) -> Result<(Vec<DashboardDoc>, BTreeSet<String>), GrafanaError> {
+    let id = &set.info().id;
+    let invalid = |file: &str, reason: String| invalid_set(id, file, reason);
     let mut dashboards = Vec::new();
     let mut uids = HashMap::new();
     let mut titles = HashMap::new();
@@ -842,13 +971,7 @@ fn read_and_check(set: &VerifiedSet) -> Result<Checked, GrafanaError> {
         }
         dashboards.push(doc);
     }
-    let others = read_and_check_others(set, &folder_uids)?;
-    Ok(Checked {
-        folders,
-        dashboards,
-        outside_folders,
-        ..others
-    })
+    Ok((dashboards, outside_folders))
 }
 
 /// The files of the kinds beyond folders and dashboards, each optional.
@@ -857,11 +980,7 @@ fn read_and_check_others(
     folder_uids: &HashSet<String>,
 ) -> Result<Checked, GrafanaError> {
     let id = &set.info().id;
-    let invalid = |file: &str, reason: String| GrafanaError::InvalidSet {
-        id: id.clone(),
-        file: file.to_owned(),
-        reason,
-    };
+    let invalid = |file: &str, reason: String| invalid_set(id, file, reason);
     // Objects keyed by `key` (a uid or a name), each with a non-empty `title`.
     let permissions: Option<BTreeMap<String, Vec<Value>>> =
         read_optional(set, kinds::PERMISSIONS_FILE)?;
@@ -877,37 +996,7 @@ fn read_and_check_others(
     let library = read_keyed(set, id, kinds::LIBRARY_FILE, "uid", "name", true)?;
     let rules: Option<RulesFile> = read_optional(set, kinds::RULES_FILE)?;
     if let Some(file) = &rules {
-        keyed(id, kinds::RULES_FILE, &file.rules, "uid", "title", true)?;
-        let groups: HashSet<(&str, &str)> = file
-            .groups
-            .iter()
-            .map(|g| (g.folder_uid.as_str(), g.title.as_str()))
-            .collect();
-        for g in &file.groups {
-            check_uid(&g.folder_uid)
-                .map_err(|r| invalid(kinds::RULES_FILE, format!("group {:?}: {r}", g.title)))?;
-            if g.title.trim().is_empty() || g.interval <= 0 {
-                return Err(invalid(
-                    kinds::RULES_FILE,
-                    format!("group {:?} needs a title and a positive interval", g.title),
-                ));
-            }
-        }
-        for r in &file.rules {
-            let key = (
-                r["folderUID"].as_str().unwrap_or(""),
-                r["ruleGroup"].as_str().unwrap_or(""),
-            );
-            if !groups.contains(&key) {
-                return Err(invalid(
-                    kinds::RULES_FILE,
-                    format!(
-                        "rule {:?} is in group {:?} of folder {:?}, which `groups` does not list",
-                        r["uid"], key.1, key.0
-                    ),
-                ));
-            }
-        }
+        check_rules(id, file)?;
     }
     let contact_points = read_keyed(set, id, kinds::CONTACT_POINTS_FILE, "uid", "name", true)?;
     let policies: Option<Value> = read_optional(set, kinds::POLICIES_FILE)?;
@@ -934,6 +1023,44 @@ fn read_and_check_others(
         mute_timings,
         templates,
     })
+}
+
+/// The alert rules file: rules keyed by uid, groups with a folder, a title
+/// and a positive interval, every rule in a listed group.
+fn check_rules(id: &str, file: &RulesFile) -> Result<(), GrafanaError> {
+    let invalid = |file: &str, reason: String| invalid_set(id, file, reason);
+    keyed(id, kinds::RULES_FILE, &file.rules, "uid", "title", true)?;
+    let groups: HashSet<(&str, &str)> = file
+        .groups
+        .iter()
+        .map(|g| (g.folder_uid.as_str(), g.title.as_str()))
+        .collect();
+    for g in &file.groups {
+        check_uid(&g.folder_uid)
+            .map_err(|r| invalid(kinds::RULES_FILE, format!("group {:?}: {r}", g.title)))?;
+        if g.title.trim().is_empty() || g.interval <= 0 {
+            return Err(invalid(
+                kinds::RULES_FILE,
+                format!("group {:?} needs a title and a positive interval", g.title),
+            ));
+        }
+    }
+    for r in &file.rules {
+        let key = (
+            r["folderUID"].as_str().unwrap_or(""),
+            r["ruleGroup"].as_str().unwrap_or(""),
+        );
+        if !groups.contains(&key) {
+            return Err(invalid(
+                kinds::RULES_FILE,
+                format!(
+                    "rule {:?} is in group {:?} of folder {:?}, which `groups` does not list",
+                    r["uid"], key.1, key.0
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Every item is an object with a usable, distinct `key` (a Grafana uid

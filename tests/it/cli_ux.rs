@@ -243,3 +243,40 @@ fn status_messages_do_not_carry_the_list_of_every_field() {
     assert!(msg.contains("unknown field `zzzq`"), "{msg}");
     assert!(!msg.contains("expected one of"), "{msg}");
 }
+
+/// A missing manifests directory is one cause with one exit status: 2
+/// (operational), whichever command meets it. It was 1 from `validate`,
+/// `render`, `backup`, `backups` and `restore`, 2 from `get` (and from
+/// `apply` and `plan`, which need a user manager first).
+#[test]
+fn a_missing_manifests_directory_exits_2_from_every_command() {
+    let home = tempfile::tempdir().unwrap();
+    let missing = home.path().join("no-manifests-here");
+    let dir = missing.to_str().unwrap();
+    let bus = nowhere(home.path());
+    let env = [("UNITLET_BUS", bus.as_str()), ("UNITLET_MANIFESTS", dir)];
+    for args in [
+        &["validate"][..],
+        &["render", "web"],
+        &["get"],
+        &["backup", "tsdb"],
+        &["backups"],
+        &["restore", "tsdb", "S1", "--dry-run"],
+    ] {
+        let o = bare(home.path(), args, &env);
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "unitlet {}: {}{}",
+            args.join(" "),
+            stdout(&o),
+            stderr(&o)
+        );
+        assert!(
+            stderr(&o).contains("no-manifests-here"),
+            "unitlet {} names the directory: {}",
+            args.join(" "),
+            stderr(&o)
+        );
+    }
+}
