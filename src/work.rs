@@ -74,6 +74,28 @@ pub enum WorkKind {
     Rollout,
 }
 
+impl WorkKind {
+    /// Every kind, for metrics that show each from the start.
+    pub const ALL: [WorkKind; 5] = [
+        WorkKind::Readiness,
+        WorkKind::Probe,
+        WorkKind::Config,
+        WorkKind::Jobs,
+        WorkKind::Rollout,
+    ];
+
+    /// The `kind` label of the work-queue metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            WorkKind::Readiness => "readiness",
+            WorkKind::Probe => "probe",
+            WorkKind::Config => "config",
+            WorkKind::Jobs => "jobs",
+            WorkKind::Rollout => "rollout",
+        }
+    }
+}
+
 /// What a config change needs done, decided by the pass.
 #[derive(Debug, Clone)]
 pub struct ConfigWork {
@@ -217,6 +239,19 @@ impl Outcome {
             Outcome::Jobs { batch, .. } => (WorkKind::Jobs, batch.to_string()),
             Outcome::Rollout { work, .. } => (WorkKind::Rollout, work.name.clone()),
             Outcome::Lost { key, .. } => key.clone(),
+        }
+    }
+
+    /// Whether this outcome brings its work back, a retry in the
+    /// work-queue metrics: a failed reload (retried with backoff), a
+    /// failed start job (the object backs off and is started again), or
+    /// work lost with the user manager (handed out again).
+    pub fn retried(&self) -> bool {
+        match self {
+            Outcome::Config { result, .. } => matches!(result, ConfigResult::Failed(_)),
+            Outcome::Jobs { results, .. } => results.iter().any(|(_, r)| r.is_err()),
+            Outcome::Lost { .. } => true,
+            Outcome::Readiness { .. } | Outcome::Probe { .. } | Outcome::Rollout { .. } => false,
         }
     }
 }
