@@ -512,6 +512,43 @@ mod tests {
     use super::*;
     use crate::manager::fake::FakeManager;
 
+    /// Issue 23 item 6: the outcomes that bring their work back are the
+    /// work queue's retries; a refused config (not tried again until
+    /// edited) or a failed probe (probed again anyway) are not.
+    #[test]
+    fn retries_are_the_outcomes_that_bring_work_back() {
+        let config = |result| Outcome::Config {
+            work: Box::new(ConfigWork {
+                name: "web".into(),
+                unit: "web.service".into(),
+                hash: "h".into(),
+                config_files: Vec::new(),
+                validate: None,
+                on_change: OnConfigChange::Reload,
+                reload: None,
+                readiness: None,
+                silence: None,
+            }),
+            result,
+            silence: Vec::new(),
+        };
+        assert!(config(ConfigResult::Failed("500".into())).retried());
+        assert!(!config(ConfigResult::Invalid("bad".into())).retried());
+        assert!(!config(ConfigResult::Done(ReloadOutcome::Reloaded)).retried());
+        let lost = Outcome::Lost {
+            key: (WorkKind::Config, "web".into()),
+            resume: None,
+        };
+        assert!(lost.retried());
+        let probe = Outcome::Probe {
+            name: "web".into(),
+            result: Err("refused".into()),
+        };
+        assert!(!probe.retried());
+        let labels: Vec<_> = WorkKind::ALL.map(WorkKind::label).to_vec();
+        assert_eq!(labels, ["readiness", "probe", "config", "jobs", "rollout"]);
+    }
+
     /// Issue 20, item 10: a unit's own reload (`ExecReload=`) is queued
     /// and reported as a reload, and waited for the job deadline (`apply
     /// --timeout`), not a fixed 90 s.
