@@ -228,12 +228,15 @@ impl PassResult {
 /// Labels of `unitlet_reconcile_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
+    /// `success`, `error` or `requeue` ([`PassResult::as_str`]).
     pub result: String,
 }
 
 /// Labels of the work-queue series: the kind of handed-out work.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WorkLabels {
+    /// The work's kind, as the reconciler names it (`readiness`, `probe`,
+    /// `config`, `jobs`, `rollout`).
     pub kind: String,
 }
 
