@@ -261,11 +261,7 @@ pub struct Metrics {
     last_backup_ok: Family<NameLabels, Gauge>,
     reconciles: Counter,
     reconcile_results: Family<ResultLabels, Counter>,
-    work_depth: Family<WorkLabels, Gauge>,
-    work_adds: Family<WorkLabels, Counter>,
-    work_queue_duration: HistogramFamily<WorkLabels>,
-    work_duration: HistogramFamily<WorkLabels>,
-    work_retries: Family<WorkLabels, Counter>,
+    queue: WorkQueueMetrics,
     reconcile_errors: Family<ErrorLabels, Counter>,
     reconcile_duration: Histogram,
     managed: Family<ObjectLabels, Gauge>,
@@ -300,10 +296,11 @@ impl Queued {
         let l = WorkLabels {
             kind: self.kind.into(),
         };
-        self.metrics.work_depth.get_or_create(&l).dec();
+        self.metrics.queue.depth.get_or_create(&l).dec();
         let waited = self.since.elapsed().as_secs_f64();
         self.metrics
-            .work_queue_duration
+            .queue
+            .queue_duration
             .get_or_create(&l)
             .observe(waited);
         Running {
@@ -320,7 +317,7 @@ impl Drop for Queued {
             let l = WorkLabels {
                 kind: self.kind.into(),
             };
-            self.metrics.work_depth.get_or_create(&l).dec();
+            self.metrics.queue.depth.get_or_create(&l).dec();
         }
     }
 }
@@ -340,7 +337,68 @@ impl Running {
             kind: self.kind.into(),
         };
         let took = self.since.elapsed().as_secs_f64();
-        self.metrics.work_duration.get_or_create(&l).observe(took);
+        self.metrics
+            .queue
+            .work_duration
+            .get_or_create(&l)
+            .observe(took);
+    }
+}
+
+/// `unitlet_reconcile_total{result}`, each result at zero from the start.
+fn reconcile_results(r: &mut Registry) -> Family<ResultLabels, Counter> {
+    let results: Family<ResultLabels, Counter> = metric(
+        r,
+        "reconcile",
+        "Reconcile passes by result: success (converged), error (failed), requeue (work left for later)",
+    );
+    for result in [PassResult::Success, PassResult::Error, PassResult::Requeue] {
+        let l = ResultLabels {
+            result: result.as_str().into(),
+        };
+        let _ = results.get_or_create(&l);
+    }
+    results
+}
+
+/// The work queue's series, named as client-go's `workqueue_*`.
+struct WorkQueueMetrics {
+    depth: Family<WorkLabels, Gauge>,
+    adds: Family<WorkLabels, Counter>,
+    queue_duration: HistogramFamily<WorkLabels>,
+    work_duration: HistogramFamily<WorkLabels>,
+    retries: Family<WorkLabels, Counter>,
+}
+
+impl WorkQueueMetrics {
+    fn register(r: &mut Registry) -> WorkQueueMetrics {
+        let queue_duration = HistogramFamily::new_with_constructor(work_histogram as fn() -> _);
+        r.register(
+            "workqueue_queue_duration_seconds",
+            "Seconds handed-out work waited for a slot of its kind before it started",
+            queue_duration.clone(),
+        );
+        let work_duration = HistogramFamily::new_with_constructor(work_histogram as fn() -> _);
+        r.register(
+            "workqueue_work_duration_seconds",
+            "Seconds handed-out work ran, by kind",
+            work_duration.clone(),
+        );
+        WorkQueueMetrics {
+            depth: metric(
+                r,
+                "workqueue_depth",
+                "Handed-out work waiting for a slot of its kind",
+            ),
+            adds: metric(r, "workqueue_adds", "Work handed out, by kind"),
+            queue_duration,
+            work_duration,
+            retries: metric(
+                r,
+                "workqueue_retries",
+                "Work whose outcome brings it back: a failed config reload or start job, work lost with the user manager",
+            ),
+        }
     }
 }
 
@@ -371,46 +429,10 @@ impl Metrics {
             "Duration of reconcile passes",
             reconcile_duration.clone(),
         );
-        let reconcile_results: Family<ResultLabels, Counter> = metric(
-            &mut r,
-            "reconcile",
-            "Reconcile passes by result: success (converged), error (failed), requeue (work left for later)",
-        );
-        for result in [PassResult::Success, PassResult::Error, PassResult::Requeue] {
-            let l = ResultLabels {
-                result: result.as_str().into(),
-            };
-            let _ = reconcile_results.get_or_create(&l);
-        }
-        let work_queue_duration =
-            HistogramFamily::new_with_constructor(work_histogram as fn() -> _);
-        r.register(
-            "workqueue_queue_duration_seconds",
-            "Seconds handed-out work waited for a slot of its kind before it started",
-            work_queue_duration.clone(),
-        );
-        let work_duration = HistogramFamily::new_with_constructor(work_histogram as fn() -> _);
-        r.register(
-            "workqueue_work_duration_seconds",
-            "Seconds handed-out work ran, by kind",
-            work_duration.clone(),
-        );
         Metrics {
             reconciles,
-            reconcile_results,
-            work_depth: metric(
-                &mut r,
-                "workqueue_depth",
-                "Handed-out work waiting for a slot of its kind",
-            ),
-            work_adds: metric(&mut r, "workqueue_adds", "Work handed out, by kind"),
-            work_queue_duration,
-            work_duration,
-            work_retries: metric(
-                &mut r,
-                "workqueue_retries",
-                "Work whose outcome brings it back: a failed config reload or start job, work lost with the user manager",
-            ),
+            reconcile_results: reconcile_results(&mut r),
+            queue: WorkQueueMetrics::register(&mut r),
             reconcile_errors,
             reconcile_duration,
             managed: metric(
@@ -483,11 +505,11 @@ impl Metrics {
             let l = WorkLabels {
                 kind: (*kind).into(),
             };
-            let _ = self.work_depth.get_or_create(&l);
-            let _ = self.work_adds.get_or_create(&l);
-            let _ = self.work_retries.get_or_create(&l);
-            let _ = self.work_queue_duration.get_or_create(&l);
-            let _ = self.work_duration.get_or_create(&l);
+            let _ = self.queue.depth.get_or_create(&l);
+            let _ = self.queue.adds.get_or_create(&l);
+            let _ = self.queue.retries.get_or_create(&l);
+            let _ = self.queue.queue_duration.get_or_create(&l);
+            let _ = self.queue.work_duration.get_or_create(&l);
         }
     }
 
@@ -495,8 +517,8 @@ impl Metrics {
     /// starts ([`Queued::started`]) or is dropped unstarted.
     pub fn work_added(self: &Arc<Self>, kind: &'static str) -> Queued {
         let l = WorkLabels { kind: kind.into() };
-        self.work_adds.get_or_create(&l).inc();
-        self.work_depth.get_or_create(&l).inc();
+        self.queue.adds.get_or_create(&l).inc();
+        self.queue.depth.get_or_create(&l).inc();
         Queued {
             metrics: self.clone(),
             kind,
@@ -508,7 +530,7 @@ impl Metrics {
     /// Work of `kind` ended in a way that brings it back.
     pub fn work_retried(&self, kind: &str) {
         let l = WorkLabels { kind: kind.into() };
-        self.work_retries.get_or_create(&l).inc();
+        self.queue.retries.get_or_create(&l).inc();
     }
 
     pub fn reconcile_error(&self, kind: &str) {
