@@ -18,8 +18,11 @@
 #   - YAML syntax of the Loki, Promtail, Grafana provisioning configs
 #   - manifests/: only the fields docs/manifests.md documents, referenced paths exist
 #   - units/*.service: systemd-analyze --user verify
-#   - every PromQL expression in the rules and the dashboard parses
-#     (/api/v1/query; errorType bad_data = parse error)
+#   - every PromQL expression in the rules and the dashboards parses
+#     (/api/v1/query; errorType bad_data = parse error), and each dashboard
+#     expression also with promtool (as a recording rule, offline)
+#   - the dashboards that must ship are there (uids unitlet-llm-stack,
+#     unitlet-operator), no uid twice
 #
 # Environment: PROMETHEUS_BIN (default: prometheus), CHECK_DEPLOY_WAIT
 # (seconds to wait for the temporary Prometheus, default 30).
@@ -148,7 +151,8 @@ REQUIRED_GROUPS = {"litellm_gateway", "provider_health", "cache_performance", "r
                    "system_resources", "fallback_behavior", "configuration", "custom"}
 REQUIRED_UNITLET_METRICS = ["unitlet_last_reload_successful",
                             "unitlet_last_backup_success_timestamp_seconds",
-                            "unitlet_managed_units"]
+                            "unitlet_managed_units",
+                            "unitlet_reconcile_total"]
 groups, alerts, all_text = set(), 0, ""
 for f in rule_files:
     with open(f) as fh:
@@ -189,6 +193,9 @@ def provisioned_uids():
             if ds.get("uid"): uids.add(ds["uid"])
     return uids
 ds_uids = provisioned_uids()
+# Dashboards that must ship: the stack's and unitlet's own.
+REQUIRED_DASHBOARDS = {"unitlet-llm-stack", "unitlet-operator"}
+dash_uids = {}
 
 def walk(node, path=""):
     if isinstance(node, dict):
@@ -208,6 +215,9 @@ for f in dashboards:
         continue
     n_before = len(exprs)
     uid = dash.get("uid")
+    if uid in dash_uids:
+        fail(f"{f}: uid {uid!r} is also {dash_uids[uid]}'s")
+    dash_uids[uid] = f
     if not uid or not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", str(uid)):
         fail(f"{f}: needs a stable uid (1-40 of [A-Za-z0-9_-]), has {uid!r}")
     if dash.get("id") not in (None,):
@@ -235,6 +245,9 @@ for f in dashboards:
     ok(f"{f}: valid JSON, uid {uid!r}, {len(rows)} rows, "
        f"{sum(1 for p in dash.get('panels', []) if p.get('type') != 'row')} panels, "
        f"{len(exprs) - n_before} expressions")
+
+for uid in sorted(REQUIRED_DASHBOARDS - set(dash_uids)):
+    fail(f"no dashboard with uid {uid!r} in {sorted(dash_uids.values())}")
 
 # Grafana variables -> sample values so the expression is plain PromQL.
 def substitute(expr):
@@ -362,6 +375,40 @@ then
     ok "static checks"
 else
     fail "static checks (see FAIL lines above)"
+fi
+
+# --------------------------------------------------------------------------
+# Every dashboard expression (variables substituted) as a recording rule, so
+# promtool parses it offline too, with the rule files' PromQL parser.
+log "promtool check rules on the dashboards' expressions"
+if [[ -s "$TMP/exprs.jsonl" ]] && python3 - "$TMP/exprs.jsonl" "$TMP/dashboard-exprs.yml" <<'PY'
+import json, sys, yaml
+exprs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+rules = [{"record": f"dashboard:expr_{i}", "expr": e["expr"]}
+         for i, e in enumerate(x for x in exprs if x.get("grafana"))]
+with open(sys.argv[2], "w") as fh:
+    yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}, fh, width=1 << 20)
+print(f"    {len(rules)} dashboard expressions as recording rules")
+sys.exit(0 if rules else 1)
+PY
+then
+    if out=$(promtool check rules "$TMP/dashboard-exprs.yml" 2>&1); then
+        ok "dashboard expressions parse ($(grep -o '[0-9]* rules found' <<<"$out"))"
+    else
+        # Name each failing expression by its panel.
+        printf '%s\n' "$out" >&2
+        python3 - "$TMP/exprs.jsonl" "$out" <<'PY' >&2
+import json, re, sys
+bad = set(int(n) for n in re.findall(r'"dashboard:expr_(\d+)"', sys.argv[2]))
+grafana = [x for x in (json.loads(l) for l in open(sys.argv[1]) if l.strip()) if x.get("grafana")]
+for i, e in enumerate(grafana):
+    if i in bad:
+        print(f"    FAIL: {e['source']}: {e['expr']}")
+PY
+        fail "promtool check rules on the dashboards' expressions"
+    fi
+else
+    fail "no dashboard expressions extracted"
 fi
 
 # --------------------------------------------------------------------------

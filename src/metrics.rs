@@ -22,7 +22,7 @@ mod tests {
     #[test]
     fn text_format_names_counters_with_total() {
         let m = Metrics::new();
-        m.observe_pass(Duration::from_millis(3));
+        m.observe_pass(Duration::from_millis(3), PassResult::Success);
         m.reload("prom", &crate::reload::ReloadOutcome::Reloaded);
         let t = m.encode_text();
         assert!(t.contains("# HELP unitlet_reconciles_total "), "{t}");
@@ -30,6 +30,67 @@ mod tests {
         assert!(t.contains("unitlet_reconciles_total 1"), "{t}");
         assert!(t.contains("unitlet_reloads_total{name=\"prom\"} 1"), "{t}");
         assert!(!t.contains("# EOF"));
+    }
+
+    /// Issue 23 item 6: the series every controller has (controller-runtime,
+    /// client-go's work queue) are on /metrics after one pass, each work
+    /// kind's at zero before any work of it.
+    #[test]
+    fn controller_series_after_one_pass() {
+        let m = Arc::new(Metrics::new());
+        m.work_kinds(&["config", "probe"]);
+        m.observe_pass(Duration::from_millis(3), PassResult::Requeue);
+        let t = m.encode_text();
+        for series in [
+            "# TYPE unitlet_reconcile_total counter",
+            "unitlet_reconcile_total{result=\"success\"} 0",
+            "unitlet_reconcile_total{result=\"error\"} 0",
+            "unitlet_reconcile_total{result=\"requeue\"} 1",
+            "# TYPE unitlet_reconcile_duration_seconds histogram",
+            "unitlet_reconcile_duration_seconds_count 1",
+            "unitlet_reconciles_total 1",
+            "unitlet_workqueue_depth{kind=\"probe\"} 0",
+            "unitlet_workqueue_adds_total{kind=\"probe\"} 0",
+            "unitlet_workqueue_retries_total{kind=\"probe\"} 0",
+            "unitlet_workqueue_queue_duration_seconds_count{kind=\"probe\"} 0",
+            "unitlet_workqueue_work_duration_seconds_count{kind=\"probe\"} 0",
+        ] {
+            assert!(t.contains(series), "{series} missing:\n{t}");
+        }
+    }
+
+    /// Issue 23 item 6: an item is in the queue's depth from its hand-out
+    /// until it takes a slot (or is dropped unstarted); its wait and its
+    /// work are timed; a failure that brings it back is a retry.
+    #[test]
+    fn work_queue_series_follow_an_item() {
+        let m = Arc::new(Metrics::new());
+        let depth = |m: &Metrics| {
+            let t = m.encode_text();
+            let line = t
+                .lines()
+                .find(|l| l.starts_with("unitlet_workqueue_depth{kind=\"config\"}"))
+                .map(str::to_owned);
+            line.unwrap_or_else(|| panic!("no config depth:\n{t}"))
+        };
+        let waiting = m.work_added("config");
+        let dropped = m.work_added("config");
+        assert!(depth(&m).ends_with(" 2"), "{}", depth(&m));
+        drop(dropped);
+        assert!(depth(&m).ends_with(" 1"), "{}", depth(&m));
+        let running = waiting.started();
+        assert!(depth(&m).ends_with(" 0"), "{}", depth(&m));
+        running.done();
+        m.work_retried("config");
+        let t = m.encode_text();
+        for series in [
+            "unitlet_workqueue_adds_total{kind=\"config\"} 2",
+            "unitlet_workqueue_queue_duration_seconds_count{kind=\"config\"} 1",
+            "unitlet_workqueue_work_duration_seconds_count{kind=\"config\"} 1",
+            "unitlet_workqueue_retries_total{kind=\"config\"} 1",
+        ] {
+            assert!(t.contains(series), "{series} missing:\n{t}");
+        }
     }
 
     fn status_of(objects: &[(Kind, &str)]) -> Status {
@@ -139,6 +200,57 @@ pub struct NameLabels {
     pub name: String,
 }
 
+/// The `result` of a pass, as controller-runtime labels its reconciles.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum PassResult {
+    /// The pass converged: no failure, nothing left to wait for or retry
+    /// (readiness probes of running Services do not count).
+    Success,
+    /// The pass failed as a whole, or an object's actions failed.
+    Error,
+    /// The pass worked but left something for later: a backoff or retry
+    /// is scheduled, or a wait was handed out (start jobs, readiness, a
+    /// config change, a rollout watch).
+    Requeue,
+}
+
+impl PassResult {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PassResult::Success => "success",
+            PassResult::Error => "error",
+            PassResult::Requeue => "requeue",
+        }
+    }
+}
+
+/// Labels of `unitlet_reconcile_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `success`, `error` or `requeue` ([`PassResult::as_str`]).
+    pub result: String,
+}
+
+/// Labels of the work-queue series: the kind of handed-out work.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkLabels {
+    /// The work's kind, as the reconciler names it (`readiness`, `probe`,
+    /// `config`, `jobs`, `rollout`).
+    pub kind: String,
+}
+
+/// A histogram per label set, with the buckets its constructor gives.
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Buckets of the work-queue histograms: waits for a slot are short,
+/// work (readiness waits, rollout watches) may take minutes.
+fn work_histogram() -> Histogram {
+    Histogram::new([
+        0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+    ])
+}
+
 pub struct Metrics {
     registry: Mutex<Registry>,
     reloads: Family<NameLabels, Counter>,
@@ -148,6 +260,8 @@ pub struct Metrics {
     last_backup_ts: Family<NameLabels, FloatGauge>,
     last_backup_ok: Family<NameLabels, Gauge>,
     reconciles: Counter,
+    reconcile_results: Family<ResultLabels, Counter>,
+    queue: WorkQueueMetrics,
     reconcile_errors: Family<ErrorLabels, Counter>,
     reconcile_duration: Histogram,
     managed: Family<ObjectLabels, Gauge>,
@@ -163,6 +277,128 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Handed-out work waiting for its slot (see [`Metrics::work_added`]).
+#[must_use = "dropping it takes the work out of the queue's depth"]
+pub struct Queued {
+    metrics: Arc<Metrics>,
+    kind: &'static str,
+    since: std::time::Instant,
+    started: bool,
+}
+
+impl Queued {
+    /// The work took its slot: out of the depth, its wait observed.
+    pub fn started(mut self) -> Running {
+        self.started = true;
+        let l = WorkLabels {
+            kind: self.kind.into(),
+        };
+        self.metrics.queue.depth.get_or_create(&l).dec();
+        let waited = self.since.elapsed().as_secs_f64();
+        self.metrics
+            .queue
+            .queue_duration
+            .get_or_create(&l)
+            .observe(waited);
+        Running {
+            metrics: self.metrics.clone(),
+            kind: self.kind,
+            since: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        if !self.started {
+            let l = WorkLabels {
+                kind: self.kind.into(),
+            };
+            self.metrics.queue.depth.get_or_create(&l).dec();
+        }
+    }
+}
+
+/// Work that took its slot (see [`Queued::started`]).
+pub struct Running {
+    metrics: Arc<Metrics>,
+    kind: &'static str,
+    since: std::time::Instant,
+}
+
+impl Running {
+    /// The work ended: its duration observed. Work stopped before its end
+    /// (replaced, or the manager went away) is not observed.
+    pub fn done(self) {
+        let l = WorkLabels {
+            kind: self.kind.into(),
+        };
+        let took = self.since.elapsed().as_secs_f64();
+        self.metrics
+            .queue
+            .work_duration
+            .get_or_create(&l)
+            .observe(took);
+    }
+}
+
+/// `unitlet_reconcile_total{result}`, each result at zero from the start.
+fn reconcile_results(r: &mut Registry) -> Family<ResultLabels, Counter> {
+    let results: Family<ResultLabels, Counter> = metric(
+        r,
+        "reconcile",
+        "Reconcile passes by result: success (converged), error (failed), requeue (work left for later)",
+    );
+    for result in [PassResult::Success, PassResult::Error, PassResult::Requeue] {
+        let l = ResultLabels {
+            result: result.as_str().into(),
+        };
+        let _ = results.get_or_create(&l);
+    }
+    results
+}
+
+/// The work queue's series, named as client-go's `workqueue_*`.
+struct WorkQueueMetrics {
+    depth: Family<WorkLabels, Gauge>,
+    adds: Family<WorkLabels, Counter>,
+    queue_duration: HistogramFamily<WorkLabels>,
+    work_duration: HistogramFamily<WorkLabels>,
+    retries: Family<WorkLabels, Counter>,
+}
+
+impl WorkQueueMetrics {
+    fn register(r: &mut Registry) -> WorkQueueMetrics {
+        let queue_duration = HistogramFamily::new_with_constructor(work_histogram as fn() -> _);
+        r.register(
+            "workqueue_queue_duration_seconds",
+            "Seconds handed-out work waited for a slot of its kind before it started",
+            queue_duration.clone(),
+        );
+        let work_duration = HistogramFamily::new_with_constructor(work_histogram as fn() -> _);
+        r.register(
+            "workqueue_work_duration_seconds",
+            "Seconds handed-out work ran, by kind",
+            work_duration.clone(),
+        );
+        WorkQueueMetrics {
+            depth: metric(
+                r,
+                "workqueue_depth",
+                "Handed-out work waiting for a slot of its kind",
+            ),
+            adds: metric(r, "workqueue_adds", "Work handed out, by kind"),
+            queue_duration,
+            work_duration,
+            retries: metric(
+                r,
+                "workqueue_retries",
+                "Work whose outcome brings it back: a failed config reload or start job, work lost with the user manager",
+            ),
+        }
     }
 }
 
@@ -195,6 +431,8 @@ impl Metrics {
         );
         Metrics {
             reconciles,
+            reconcile_results: reconcile_results(&mut r),
+            queue: WorkQueueMetrics::register(&mut r),
             reconcile_errors,
             reconcile_duration,
             managed: metric(
@@ -250,9 +488,49 @@ impl Metrics {
         }
     }
 
-    pub fn observe_pass(&self, d: Duration) {
+    /// A pass ended after `d`, with `result`.
+    pub fn observe_pass(&self, d: Duration, result: PassResult) {
         self.reconciles.inc();
+        let l = ResultLabels {
+            result: result.as_str().into(),
+        };
+        self.reconcile_results.get_or_create(&l).inc();
         self.reconcile_duration.observe(d.as_secs_f64());
+    }
+
+    /// Create the work-queue series of each kind, at zero, so they are on
+    /// /metrics (and in `rate()`s) before the first work of a kind.
+    pub fn work_kinds(&self, kinds: &[&str]) {
+        for kind in kinds {
+            let l = WorkLabels {
+                kind: (*kind).into(),
+            };
+            let _ = self.queue.depth.get_or_create(&l);
+            let _ = self.queue.adds.get_or_create(&l);
+            let _ = self.queue.retries.get_or_create(&l);
+            let _ = self.queue.queue_duration.get_or_create(&l);
+            let _ = self.queue.work_duration.get_or_create(&l);
+        }
+    }
+
+    /// Work of `kind` was handed out: it counts in the depth until it
+    /// starts ([`Queued::started`]) or is dropped unstarted.
+    pub fn work_added(self: &Arc<Self>, kind: &'static str) -> Queued {
+        let l = WorkLabels { kind: kind.into() };
+        self.queue.adds.get_or_create(&l).inc();
+        self.queue.depth.get_or_create(&l).inc();
+        Queued {
+            metrics: self.clone(),
+            kind,
+            since: std::time::Instant::now(),
+            started: false,
+        }
+    }
+
+    /// Work of `kind` ended in a way that brings it back.
+    pub fn work_retried(&self, kind: &str) {
+        let l = WorkLabels { kind: kind.into() };
+        self.queue.retries.get_or_create(&l).inc();
     }
 
     pub fn reconcile_error(&self, kind: &str) {

@@ -195,6 +195,8 @@ struct WorkPool {
     /// Slots of each kind but [`WorkKind::Jobs`].
     slots: HashMap<WorkKind, Arc<tokio::sync::Semaphore>>,
     done_tx: tokio::sync::mpsc::UnboundedSender<Outcome>,
+    /// The work-queue series: depth, wait, work time and retries by kind.
+    metrics: Arc<Metrics>,
 }
 
 impl WorkPool {
@@ -238,6 +240,7 @@ impl WorkPool {
                     .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_WORK))),
             ),
         };
+        let queued = self.metrics.work_added(key.0.label());
         let (slots, tx, sd, http) = (
             slots.cloned(),
             self.done_tx.clone(),
@@ -252,7 +255,10 @@ impl WorkPool {
                 },
                 None => None,
             };
-            let _ = tx.send(work.run(sd, http, job_timeout).await);
+            let running = queued.started();
+            let outcome = work.run(sd, http, job_timeout).await;
+            running.done();
+            let _ = tx.send(outcome);
         });
         self.in_flight.insert(key, h.abort_handle());
     }
@@ -285,6 +291,9 @@ impl WorkPool {
     /// A piece of work ended: forget it (and, for a job batch, its units).
     fn finished(&mut self, o: &Outcome) {
         let key = o.key();
+        if o.retried() {
+            self.metrics.work_retried(key.0.label());
+        }
         self.in_flight.remove(&key);
         if key.0 == WorkKind::Rollout {
             self.watching.remove(&key.1);
@@ -393,6 +402,7 @@ impl Operator {
         done_tx: tokio::sync::mpsc::UnboundedSender<Outcome>,
     ) -> Result<Operator, RunError> {
         let metrics = Arc::new(Metrics::new());
+        metrics.work_kinds(&WorkKind::ALL.map(WorkKind::label));
         if let Some(addr) = opts.metrics_addr {
             crate::metrics::serve(addr, metrics.clone())
                 .await
@@ -415,7 +425,7 @@ impl Operator {
         rec.gc_grace = opts.gc_grace;
         let mut op = Operator {
             opts,
-            metrics,
+            metrics: metrics.clone(),
             watch,
             parent,
             holds_dir,
@@ -426,6 +436,7 @@ impl Operator {
                 watching: HashMap::new(),
                 slots: HashMap::new(),
                 done_tx,
+                metrics,
             },
             outcomes: Vec::new(),
             resume: Vec::new(),
@@ -773,7 +784,11 @@ async fn run_pass(
         return Ok(false);
     };
     progress.touch();
-    op.metrics.observe_pass(timer.elapsed());
+    let result = match &outcome {
+        Ok((report, _)) => report.result(),
+        Err(_) => crate::metrics::PassResult::Error,
+    };
+    op.metrics.observe_pass(timer.elapsed(), result);
     match outcome {
         Ok((report, status)) => op.passed(report, &status, &c),
         Err(e) => op.pass_failed(&e),

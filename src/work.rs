@@ -74,6 +74,28 @@ pub enum WorkKind {
     Rollout,
 }
 
+impl WorkKind {
+    /// Every kind, for metrics that show each from the start.
+    pub const ALL: [WorkKind; 5] = [
+        WorkKind::Readiness,
+        WorkKind::Probe,
+        WorkKind::Config,
+        WorkKind::Jobs,
+        WorkKind::Rollout,
+    ];
+
+    /// The `kind` label of the work-queue metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            WorkKind::Readiness => "readiness",
+            WorkKind::Probe => "probe",
+            WorkKind::Config => "config",
+            WorkKind::Jobs => "jobs",
+            WorkKind::Rollout => "rollout",
+        }
+    }
+}
+
 /// What a config change needs done, decided by the pass.
 #[derive(Debug, Clone)]
 pub struct ConfigWork {
@@ -217,6 +239,19 @@ impl Outcome {
             Outcome::Jobs { batch, .. } => (WorkKind::Jobs, batch.to_string()),
             Outcome::Rollout { work, .. } => (WorkKind::Rollout, work.name.clone()),
             Outcome::Lost { key, .. } => key.clone(),
+        }
+    }
+
+    /// Whether this outcome brings its work back, a retry in the
+    /// work-queue metrics: a failed reload (retried with backoff), a
+    /// failed start job (the object backs off and is started again), or
+    /// work lost with the user manager (handed out again).
+    pub fn retried(&self) -> bool {
+        match self {
+            Outcome::Config { result, .. } => matches!(result, ConfigResult::Failed(_)),
+            Outcome::Jobs { results, .. } => results.iter().any(|(_, r)| r.is_err()),
+            Outcome::Lost { .. } => true,
+            Outcome::Readiness { .. } | Outcome::Probe { .. } | Outcome::Rollout { .. } => false,
         }
     }
 }
@@ -476,6 +511,43 @@ impl Reconciler {
 mod tests {
     use super::*;
     use crate::manager::fake::FakeManager;
+
+    /// Issue 23 item 6: the outcomes that bring their work back are the
+    /// work queue's retries; a refused config (not tried again until
+    /// edited) or a failed probe (probed again anyway) are not.
+    #[test]
+    fn retries_are_the_outcomes_that_bring_work_back() {
+        let config = |result| Outcome::Config {
+            work: Box::new(ConfigWork {
+                name: "web".into(),
+                unit: "web.service".into(),
+                hash: "h".into(),
+                config_files: Vec::new(),
+                validate: None,
+                on_change: OnConfigChange::Reload,
+                reload: None,
+                readiness: None,
+                silence: None,
+            }),
+            result,
+            silence: Vec::new(),
+        };
+        assert!(config(ConfigResult::Failed("500".into())).retried());
+        assert!(!config(ConfigResult::Invalid("bad".into())).retried());
+        assert!(!config(ConfigResult::Done(ReloadOutcome::Reloaded)).retried());
+        let lost = Outcome::Lost {
+            key: (WorkKind::Config, "web".into()),
+            resume: None,
+        };
+        assert!(lost.retried());
+        let probe = Outcome::Probe {
+            name: "web".into(),
+            result: Err("refused".into()),
+        };
+        assert!(!probe.retried());
+        let labels: Vec<_> = WorkKind::ALL.map(WorkKind::label).to_vec();
+        assert_eq!(labels, ["readiness", "probe", "config", "jobs", "rollout"]);
+    }
 
     /// Issue 20, item 10: a unit's own reload (`ExecReload=`) is queued
     /// and reported as a reload, and waited for the job deadline (`apply

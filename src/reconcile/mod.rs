@@ -103,6 +103,25 @@ pub struct PassReport {
     pub skipped: BTreeSet<String>,
 }
 
+impl PassReport {
+    /// How the pass went, for `unitlet_reconcile_total{result}`: an
+    /// object's failed actions make it an error; a scheduled retry or
+    /// backoff, or a wait handed out (anything but the readiness probes
+    /// every pass hands out for running Services), a requeue; else it
+    /// converged.
+    pub fn result(&self) -> crate::metrics::PassResult {
+        use crate::metrics::PassResult;
+        let waits = self.work.iter().any(|w| !matches!(w, Work::Probe { .. }));
+        if !self.failures.is_empty() {
+            PassResult::Error
+        } else if self.retry_at.is_some() || waits {
+            PassResult::Requeue
+        } else {
+            PassResult::Success
+        }
+    }
+}
+
 /// Per-object backoff after failures, reset on success or on an edit.
 #[derive(Debug, Clone)]
 pub struct Backoff {
@@ -616,5 +635,35 @@ mod tests {
         assert_eq!(backoff_delay(2), Duration::from_secs(2));
         assert_eq!(backoff_delay(5), Duration::from_secs(16));
         assert_eq!(backoff_delay(30), Duration::from_secs(256));
+    }
+
+    /// Issue 23 item 6: what `unitlet_reconcile_total{result}` says of a
+    /// pass: the probes every pass hands out leave it converged; a wait
+    /// or a retry left for later is a requeue; a failed action an error.
+    #[test]
+    fn a_pass_result_is_success_requeue_or_error() {
+        use crate::metrics::PassResult;
+        let probe = || Work::Probe {
+            name: "web".into(),
+            url: "http://127.0.0.1:1/ready".into(),
+        };
+        let mut r = PassReport {
+            work: vec![probe()],
+            ..PassReport::default()
+        };
+        assert_eq!(r.result(), PassResult::Success);
+        r.work.push(Work::Readiness {
+            name: "api".into(),
+            url: "http://127.0.0.1:1/ready".into(),
+            timeout: Duration::from_secs(5),
+        });
+        assert_eq!(r.result(), PassResult::Requeue);
+        let backing_off = PassReport {
+            retry_at: Some(Instant::now()),
+            ..PassReport::default()
+        };
+        assert_eq!(backing_off.result(), PassResult::Requeue);
+        r.failures.insert("api".into(), "write failed".into());
+        assert_eq!(r.result(), PassResult::Error);
     }
 }

@@ -572,3 +572,64 @@ fn start_limit_hit_is_reported_and_healed_after_its_interval() {
     um.wait_ready("web", "True", T);
     assert!(refused.elapsed() < Duration::from_secs(40));
 }
+
+/// Issue 23 item 6: after the passes that start a Service, /metrics has
+/// controller-runtime's reconcile counter by result and duration
+/// histogram, client-go's work-queue series by kind, and `promtool check
+/// metrics` finds nothing to say about any of it.
+#[test]
+fn controller_metrics_after_a_pass_and_promtool_check_metrics_clean() {
+    let um = UserManager::start();
+    um.write_manifest("web.yaml", &service("web", ""));
+    let mport = free_port();
+    let metrics = format!("http://127.0.0.1:{mport}/metrics");
+    let run = um.spawn_run(&["--metrics-addr", &format!("127.0.0.1:{mport}")]);
+    um.wait_active("web.service", T);
+    run.settle(T);
+    let (code, body) = http_get(&metrics).expect("/metrics answers");
+    assert_eq!(code, 200, "{body}");
+    let value = |series: &str| {
+        body.lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{series} not in /metrics:\n{body}"))
+    };
+    // The pass that queued web's start job left it for later; the pass
+    // after the job's end found everything converged.
+    assert!(value("unitlet_reconcile_total{result=\"requeue\"}") >= 1.0);
+    assert!(value("unitlet_reconcile_total{result=\"success\"}") >= 1.0);
+    assert_eq!(value("unitlet_reconcile_total{result=\"error\"}"), 0.0);
+    assert!(value("unitlet_reconcile_duration_seconds_count") >= 2.0);
+    assert!(body.contains("unitlet_reconcile_duration_seconds_bucket{le=\"+Inf\"}"));
+    // The start job went through the work queue and is done.
+    assert!(value("unitlet_workqueue_adds_total{kind=\"jobs\"}") >= 1.0);
+    assert!(value("unitlet_workqueue_work_duration_seconds_count{kind=\"jobs\"}") >= 1.0);
+    assert!(value("unitlet_workqueue_queue_duration_seconds_count{kind=\"jobs\"}") >= 1.0);
+    assert_eq!(value("unitlet_workqueue_depth{kind=\"jobs\"}"), 0.0);
+    assert_eq!(value("unitlet_workqueue_retries_total{kind=\"jobs\"}"), 0.0);
+    // The families from before are still there.
+    assert!(value("unitlet_reconciles_total") >= 2.0);
+    assert_eq!(value("unitlet_queue_depth"), 0.0);
+
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian: apt-get install prometheus)");
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let check = promtool.wait_with_output().unwrap();
+    assert!(
+        check.status.success() && check.stdout.is_empty() && check.stderr.is_empty(),
+        "promtool check metrics: {}{}\n{body}",
+        stdout(&check),
+        stderr(&check)
+    );
+}

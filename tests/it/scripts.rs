@@ -224,6 +224,68 @@ fn check_deploy_fails_with_exit_2_when_a_tool_a_check_needs_is_missing() {
     );
 }
 
+/// Issue 23 item 6: the shipped deploy tree passes `scripts/check-deploy.sh`
+/// with unitlet's own dashboard among the checked ones, its expressions
+/// parsed by promtool and the operator alerts' `promtool test rules`
+/// cases run; a copy of the tree with one dashboard expression broken
+/// fails, naming the panel.
+#[test]
+fn check_deploy_parses_the_unitlet_dashboard_and_tests_the_operator_alerts() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let path = std::env::var("PATH").unwrap_or_default();
+    let o = check_deploy(&path);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    for line in [
+        "deploy/grafana/dashboards/unitlet.json: valid JSON, uid 'unitlet-operator'",
+        "ok: dashboard expressions parse",
+        "tests/unitlet_operator_test.yml",
+        "ok: rule unit tests",
+        "check-deploy: OK",
+    ] {
+        assert!(out.contains(line), "{line:?} missing:\n{out}");
+    }
+
+    let tree = tempfile::tempdir().unwrap();
+    for dir in ["deploy", "docs", "manifests", "scripts", "units"] {
+        let o = Command::new("cp")
+            .arg("-r")
+            .arg(root.join(dir))
+            .arg(tree.path())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "cp {dir}: {}", stderr(&o));
+    }
+    let dash = tree.path().join("deploy/grafana/dashboards/unitlet.json");
+    let text = std::fs::read_to_string(&dash).unwrap();
+    let good = "sum by (result) (rate(unitlet_reconcile_total{";
+    assert!(text.contains(good), "{text}");
+    let broken = text.replacen(good, "sum by (result) (rate(unitlet_reconcile_total{{", 1);
+    std::fs::write(&dash, broken).unwrap();
+    let o = Command::new("bash")
+        .arg(tree.path().join("scripts/check-deploy.sh"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{}{err}", stdout(&o));
+    assert!(
+        err.contains("FAIL: promtool check rules on the dashboards' expressions"),
+        "{err}"
+    );
+    // The promtool step names the panel (the query API check after it too).
+    let promtool_step = err
+        .split("FAIL: promtool check rules on the dashboards' expressions")
+        .next()
+        .unwrap_or_default();
+    let panel = "FAIL: deploy/grafana/dashboards/unitlet.json.panels[8].targets[0]";
+    assert!(promtool_step.contains(panel), "names the panel: {err}");
+    assert!(
+        !promtool_step.contains("llm-stack.json"),
+        "names only the broken one: {err}"
+    );
+}
+
 /// One run of scripts/quickstart.sh on this machine (PID 1 is not systemd:
 /// the private user manager), as root with a HOME of its own, the unitlet
 /// binary the tests built (no `cargo build --profile dist`) and a private
