@@ -16,6 +16,8 @@
 //! Prometheus is never started on a missing data directory.
 
 pub mod client;
+pub mod recover;
+pub mod swap;
 pub mod tsdb;
 
 use std::path::PathBuf;

@@ -11,12 +11,12 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::locations::Locations;
+use crate::manager::ManagerError;
 use crate::manager::{JobKind, UserManager};
 use crate::manifest::{self, LoadError, LoadedSet};
 use crate::plan::{self, Held, Observed, Plan};
 use crate::render::{self, DesiredUnit, RenderContext};
 use crate::status::{ConditionStatus, EventType, Reason, Status};
-use crate::systemd::SystemdError;
 use crate::work::Work;
 
 mod apply;
@@ -36,7 +36,7 @@ pub enum ReconcileError {
     Load(#[from] LoadError),
     /// systemd could not be reached or refused a batch operation.
     #[error(transparent)]
-    Systemd(#[from] SystemdError),
+    Systemd(#[from] ManagerError),
     /// The unit directory cannot be read or written.
     #[error("cannot {what} {path}")]
     UnitDir {
@@ -216,8 +216,8 @@ pub(crate) struct AfterJobs {
     /// Services whose history waits in `unsaved_histories`.
     pub histories: Vec<String>,
     /// Unit signals paused while a large batch starts; resumed when its
-    /// jobs end (see [`crate::systemd::Systemd::pause_unit_signals`]).
-    pub pause: Option<crate::systemd::SignalPause>,
+    /// jobs end (see [`UserManager::pause_unit_signals`]).
+    pub pause: Option<crate::manager::SignalPause>,
 }
 
 /// How long loading the manifests may take before the pass gives up (a
@@ -240,14 +240,14 @@ async fn load_manifests(dir: &Path) -> Result<LoadedSet, ReconcileError> {
     }
 }
 
-/// [`crate::hold::active_holds`] off the async runtime, within
+/// [`crate::journal::held_services`] off the async runtime, within
 /// [`crate::fsutil::READ_DEADLINE`]. Unknown holds stop the pass: a
 /// restore's service must not be touched.
 async fn active_holds(state_dir: &Path) -> Result<Vec<String>, ReconcileError> {
     let d = state_dir.to_path_buf();
     let key = d.join("holds");
     crate::fsutil::off_runtime(&key, crate::fsutil::READ_DEADLINE, move || {
-        crate::hold::active_holds(&d)
+        crate::journal::held_services(&d)
     })
     .await
     .map_err(|e| ReconcileError::Stuck(format!("reading the holds in {}: {e}", key.display())))
@@ -396,9 +396,7 @@ impl Reconciler {
         self.loc.check_state_dir()?;
         let t = Instant::now();
         let loaded = load_manifests(&self.loc.manifests).await?;
-        if self.recover_restores
-            && let Some(sd) = sd.as_systemd()
-        {
+        if self.recover_restores {
             self.recover_interrupted_restores(sd, &loaded).await;
         }
         self.resolve_program().await;
@@ -474,11 +472,7 @@ impl Reconciler {
     /// Backup manifests say a restore of that Service works) and reports
     /// each outcome once: a journal that stays stuck is not logged again
     /// at every pass.
-    async fn recover_interrupted_restores(
-        &mut self,
-        sd: &crate::systemd::Systemd,
-        loaded: &LoadedSet,
-    ) {
+    async fn recover_interrupted_restores(&mut self, sd: &impl UserManager, loaded: &LoadedSet) {
         let data_dirs: Vec<(String, PathBuf)> = loaded
             .manifests
             .iter()
@@ -494,7 +488,8 @@ impl Reconciler {
                 _ => None,
             })
             .collect();
-        let outcomes = crate::journal::recover_interrupted(&self.loc, sd, &data_dirs).await;
+        let outcomes =
+            crate::prometheus::recover::recover_interrupted(&self.loc, sd, &data_dirs).await;
         let pending: BTreeSet<String> = crate::journal::pending_names(&self.loc.state_dir)
             .into_iter()
             .collect();
