@@ -670,4 +670,102 @@ mod tests {
         fs::rename(&real, real.with_file_name("data.replaced-20261127T235501Z")).unwrap();
         assert!(expected_data_dirs(&[link]).contains(&real));
     }
+
+    /// Issue 22: recovery reaches the user manager only through the
+    /// `UserManager` trait, so it runs against the in-memory manager: a
+    /// restore killed after its copy was put in place is undone — the
+    /// running Prometheus stopped, the restored data moved aside, the
+    /// original put back, the journal removed.
+    #[tokio::test]
+    async fn an_interrupted_restore_is_rolled_back_through_the_manager_trait() {
+        let d = tempfile::tempdir().unwrap();
+        let (loc, sd) = crate::reconcile::pass_tests::fake_world(d.path());
+        let unit = "prometheus.service";
+        fs::write(
+            loc.unit_dir.join(unit),
+            "[Unit]\nX-Unitlet-Manifest=prometheus\n[Service]\nExecStart=/bin/true\n",
+        )
+        .unwrap();
+        sd.start_by_hand(unit);
+        let data_dir = fs::canonicalize(d.path()).unwrap().join("data");
+        let replaced = data_dir.with_file_name("data.replaced-20261127T235501Z");
+        fs::create_dir(&data_dir).unwrap();
+        fs::write(data_dir.join("restored"), "").unwrap();
+        fs::create_dir(&replaced).unwrap();
+        fs::write(replaced.join("original"), "").unwrap();
+        let record = Record {
+            pid: 999_999_999,
+            data_dir: data_dir.clone(),
+            staging: data_dir.with_file_name("data.restoring-20261127T235501Z"),
+            replaced: Some(replaced.clone()),
+            ..rec(Step::Start, true)
+        };
+        let owner = Owner::me("a restore that dies".into());
+        let lock = RestoreLock::try_acquire(&loc.state_dir, "prometheus", &owner)
+            .unwrap()
+            .unwrap();
+        // Dropped without finishing: what a killed restore leaves.
+        drop(journal::Journal::begin(lock, record).unwrap());
+
+        let dirs = [("prometheus".to_owned(), data_dir.clone())];
+        let out = recover_interrupted(&loc, &sd, &dirs).await;
+        assert_eq!(out.len(), 1);
+        let notes = match &out[0].result {
+            Ok(Recovered::RolledBack { notes }) => notes.join("; "),
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            notes.contains("prometheus.service (running on the restored data) was stopped"),
+            "{notes}"
+        );
+        assert_eq!(sd.jobs(unit), [JobKind::Stop]);
+        assert_eq!(sd.state(unit).0, "inactive");
+        assert!(data_dir.join("original").exists(), "the original is back");
+        assert!(!replaced.exists());
+        let failed: Vec<_> = fs::read_dir(data_dir.parent().unwrap())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| is_sibling_named(&data_dir, "failed", p))
+            .collect();
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert!(
+            failed[0].join("restored").exists(),
+            "the restored data is aside"
+        );
+        assert!(journal::pending_names(&loc.state_dir).is_empty());
+    }
+
+    /// Recovery stops only a unit unitlet manages: a unit without the
+    /// Service's marker leaves the journal stuck and the data untouched.
+    #[tokio::test]
+    async fn recovery_never_stops_a_unit_it_does_not_manage() {
+        let d = tempfile::tempdir().unwrap();
+        let (loc, sd) = crate::reconcile::pass_tests::fake_world(d.path());
+        let unit = "prometheus.service";
+        fs::write(loc.unit_dir.join(unit), "[Service]\nExecStart=/bin/true\n").unwrap();
+        sd.start_by_hand(unit);
+        let data_dir = fs::canonicalize(d.path()).unwrap().join("data");
+        let replaced = data_dir.with_file_name("data.replaced-20261127T235501Z");
+        fs::create_dir(&data_dir).unwrap();
+        fs::create_dir(&replaced).unwrap();
+        let record = Record {
+            data_dir: data_dir.clone(),
+            staging: data_dir.with_file_name("data.restoring-20261127T235501Z"),
+            replaced: Some(replaced.clone()),
+            ..rec(Step::Start, true)
+        };
+        let owner = Owner::me("a restore that dies".into());
+        let lock = RestoreLock::try_acquire(&loc.state_dir, "prometheus", &owner)
+            .unwrap()
+            .unwrap();
+        drop(journal::Journal::begin(lock, record).unwrap());
+        let dirs = [("prometheus".to_owned(), data_dir.clone())];
+        let out = recover_interrupted(&loc, &sd, &dirs).await;
+        let e = out[0].result.as_ref().unwrap_err();
+        assert!(e.contains("not managed by unitlet"), "{e}");
+        assert!(sd.jobs(unit).is_empty(), "nothing stopped");
+        assert!(data_dir.exists() && replaced.exists(), "nothing moved");
+        assert_eq!(journal::pending_names(&loc.state_dir), ["prometheus"]);
+    }
 }

@@ -49,7 +49,7 @@ const PAUSE_SIGNALS_AT: usize = 16;
 /// The longest a batch of `n` starts pauses unit signals: 10 ms a start,
 /// between 1 and 5 s (200 starts take ~0.6 s here). A unit stopped by hand
 /// meanwhile is healed by the pass that follows the pause.
-fn pause_length(n: usize) -> Duration {
+pub(super) fn pause_length(n: usize) -> Duration {
     (Duration::from_millis(10) * n as u32).clamp(Duration::from_secs(1), Duration::from_secs(5))
 }
 
