@@ -12,6 +12,7 @@
 //! `DATADIR.restoring-STAMP` / `DATADIR.replaced-STAMP`), whatever the
 //! journal says; anything else leaves the journal stuck.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs;
 use std::io;
@@ -185,6 +186,80 @@ impl fmt::Display for RecoveryOutcome {
             ),
         }
     }
+}
+
+/// Recovery as a pass runs it: what it reported last for each service,
+/// so a journal that stays stuck is logged once per change, not at every
+/// pass.
+#[derive(Debug, Default)]
+pub struct Recoveries {
+    /// The last outcome logged, by service.
+    reported: BTreeMap<String, String>,
+}
+
+impl Recoveries {
+    /// Finishes or undoes every interrupted restore ([`recover_interrupted`],
+    /// acting only where the Backup manifests say a restore of that Service
+    /// works) and logs each outcome once per change. Run by `unitlet
+    /// apply` and every `unitlet run` pass under the state lock, before
+    /// the pass plans; does nothing (and reads no manifest) without a
+    /// journal, and nothing in a state directory that fails its check
+    /// (the pass reports that).
+    pub async fn run(&mut self, loc: &Locations, sd: &impl UserManager) {
+        if journal::pending_names(&loc.state_dir).is_empty() {
+            self.reported.clear();
+            return;
+        }
+        if loc.check_state_dir().is_err() {
+            return;
+        }
+        let Some(data_dirs) = data_dirs(loc).await else {
+            return;
+        };
+        let outcomes = recover_interrupted(loc, sd, &data_dirs).await;
+        let pending: BTreeSet<String> =
+            journal::pending_names(&loc.state_dir).into_iter().collect();
+        for o in outcomes {
+            let text = o.to_string();
+            if self.reported.get(&o.service) == Some(&text) {
+                continue;
+            }
+            match o.result {
+                Ok(_) => tracing::warn!(service = %o.service, "{text}"),
+                Err(_) => tracing::error!(service = %o.service, "{text}"),
+            }
+            self.reported.insert(o.service, text);
+        }
+        // A journal that is gone (recovered, removed by hand) is reported
+        // again if it comes back.
+        self.reported.retain(|s, _| pending.contains(s));
+    }
+}
+
+/// How long reading the manifests for recovery may take (as a pass's own
+/// load: a file that never answers must not hang the operator).
+const LOAD_DEADLINE: Duration = Duration::from_secs(5);
+
+/// `(service, data directory)` of every Backup manifest that restores a
+/// Prometheus Service; `None` when the manifests cannot be read (the pass
+/// that follows reports why).
+async fn data_dirs(loc: &Locations) -> Option<Vec<(String, PathBuf)>> {
+    let d = loc.manifests.clone();
+    let load = move || crate::manifest::load_dir(&d);
+    let loaded = fsutil::off_runtime(&loc.manifests, LOAD_DEADLINE, load).await;
+    let loaded = loaded.ok()?.ok()?;
+    let dirs = loaded.manifests.iter().filter_map(|m| match &m.spec {
+        crate::manifest::Spec::Backup(b) => match &b.source {
+            crate::manifest::BackupSource::Prometheus {
+                data_dir: Some(d),
+                service: Some(s),
+                ..
+            } => Some((s.clone(), d.clone())),
+            _ => None,
+        },
+        _ => None,
+    });
+    Some(dirs.collect())
 }
 
 /// Where a restore of each Service may have worked: `(service, data

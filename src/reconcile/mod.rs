@@ -177,12 +177,6 @@ pub struct Reconciler {
     pub gc_grace: Duration,
     /// When each manifest owning units was first seen missing.
     missing_since: HashMap<String, Instant>,
-    /// Finish or undo interrupted restores before each pass (`plan`, which
-    /// changes nothing, turns it off).
-    pub recover_restores: bool,
-    /// What recovering each interrupted restore came to last, as logged:
-    /// a stuck journal is reported once per change, not at every pass.
-    recoveries_reported: BTreeMap<String, String>,
     /// The manager's directories, read once from its `UnitPath`.
     dirs: std::sync::OnceLock<ManagerDirs>,
     /// What start batches handed out as [`Work::Jobs`] leave for after
@@ -305,8 +299,6 @@ impl Reconciler {
             inline_probes: true,
             gc_grace: DEFAULT_GC_GRACE,
             missing_since: HashMap::new(),
-            recover_restores: true,
-            recoveries_reported: BTreeMap::new(),
             dirs: std::sync::OnceLock::new(),
             after_jobs: BTreeMap::new(),
             after_jobs_due: Vec::new(),
@@ -382,9 +374,9 @@ impl Reconciler {
             .collect()
     }
 
-    /// Load, render and observe, then plan. Changes nothing, except that
-    /// it first finishes or undoes interrupted restores (see
-    /// [`crate::journal`]; off when `recover_restores` is false).
+    /// Load, render and observe, then plan. Changes nothing (interrupted
+    /// restores are recovered before, by `prometheus::recover::Recoveries`,
+    /// under the same lock).
     pub async fn prepare(
         &mut self,
         sd: &impl UserManager,
@@ -396,9 +388,6 @@ impl Reconciler {
         self.loc.check_state_dir()?;
         let t = Instant::now();
         let loaded = load_manifests(&self.loc.manifests).await?;
-        if self.recover_restores {
-            self.recover_interrupted_restores(sd, &loaded).await;
-        }
         self.resolve_program().await;
         tracing::debug!(elapsed = ?t.elapsed(), manifests = loaded.manifests.len(), "loaded manifests");
         let mut held = Held {
@@ -466,47 +455,6 @@ impl Reconciler {
             gc_waiting,
             unpinned,
         })
-    }
-
-    /// Finishes or undoes interrupted restores (acting only where the
-    /// Backup manifests say a restore of that Service works) and reports
-    /// each outcome once: a journal that stays stuck is not logged again
-    /// at every pass.
-    async fn recover_interrupted_restores(&mut self, sd: &impl UserManager, loaded: &LoadedSet) {
-        let data_dirs: Vec<(String, PathBuf)> = loaded
-            .manifests
-            .iter()
-            .filter_map(|m| match &m.spec {
-                manifest::Spec::Backup(b) => match &b.source {
-                    manifest::BackupSource::Prometheus {
-                        data_dir: Some(d),
-                        service: Some(s),
-                        ..
-                    } => Some((s.clone(), d.clone())),
-                    _ => None,
-                },
-                _ => None,
-            })
-            .collect();
-        let outcomes =
-            crate::prometheus::recover::recover_interrupted(&self.loc, sd, &data_dirs).await;
-        let pending: BTreeSet<String> = crate::journal::pending_names(&self.loc.state_dir)
-            .into_iter()
-            .collect();
-        for o in outcomes {
-            let text = o.to_string();
-            if self.recoveries_reported.get(&o.service) == Some(&text) {
-                continue;
-            }
-            match o.result {
-                Ok(_) => tracing::warn!(service = %o.service, "{text}"),
-                Err(_) => tracing::error!(service = %o.service, "{text}"),
-            }
-            self.recoveries_reported.insert(o.service, text);
-        }
-        // A journal that is gone (recovered, removed by hand) is reported
-        // again if it comes back.
-        self.recoveries_reported.retain(|s, _| pending.contains(s));
     }
 
     /// Hold the units of manifests that disappeared within the grace
