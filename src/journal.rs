@@ -344,7 +344,7 @@ fn read_owner(path: &Path) -> Option<Owner> {
 /// A journal being written by the restore that owns it.
 ///
 /// Dropping it without [`Journal::finish`] leaves the journal file behind
-/// on purpose: whatever state the data is in, [`recover_interrupted`]
+/// on purpose: whatever state the data is in, `prometheus::recover`
 /// sorts it out, and until then the service stays held.
 #[derive(Debug)]
 pub struct Journal {

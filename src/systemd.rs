@@ -52,7 +52,7 @@ fn object_path(unit: &str, path: &UnitPath) -> Result<OwnedObjectPath, ManagerEr
     call(
         "unit path",
         Some(unit),
-        OwnedObjectPath::try_from(path.as_str()).map_err(zbus::Error::from),
+        OwnedObjectPath::try_from(path.as_str()),
     )
 }
 
@@ -601,7 +601,7 @@ impl UserManager for Systemd {
         let name = call(
             "GetConnectionUnixProcessID",
             None,
-            zbus::names::BusName::try_from("org.freedesktop.systemd1").map_err(zbus::Error::from),
+            zbus::names::BusName::try_from("org.freedesktop.systemd1"),
         )?;
         call(
             "GetConnectionUnixProcessID",

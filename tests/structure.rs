@@ -132,11 +132,10 @@ fn is_raw_start(b: &[char], i: usize) -> bool {
 
 /// Whether `'` at `i` opens a character literal rather than a lifetime.
 fn is_char_literal(b: &[char], i: usize) -> bool {
-    match (b.get(i + 1), b.get(i + 2)) {
-        (Some('\\'), _) => true,
-        (Some(_), Some('\'')) => true,
-        _ => false,
-    }
+    matches!(
+        (b.get(i + 1), b.get(i + 2)),
+        (Some('\\'), _) | (Some(_), Some('\''))
+    )
 }
 
 /// `(line, text)` of each line of `code` where `word` is a whole token.
