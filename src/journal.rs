@@ -57,8 +57,9 @@ pub fn journal_path(state_dir: &Path, service: &str) -> PathBuf {
     dir(state_dir).join(format!("{service}.json"))
 }
 
-/// The lock lives beside the journals, where the operator does not watch:
-/// recovery takes it in every pass that finds a journal.
+/// The restore lock of `service`. It lives beside the journals, where the
+/// operator does not watch: recovery takes it in every pass that finds a
+/// journal.
 pub fn lock_path(state_dir: &Path, service: &str) -> PathBuf {
     dir(state_dir).join(format!(".{service}.lock"))
 }

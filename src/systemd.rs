@@ -208,10 +208,6 @@ impl Systemd {
         self.paused.load(std::sync::atomic::Ordering::SeqCst) != 0
     }
 
-    pub fn connection(&self) -> &Connection {
-        &self.conn
-    }
-
     /// `Subscribe`, tolerating "already subscribed" (systemd forgets
     /// subscriptions when it re-executes, so we call it again per pass).
     pub async fn subscribe(&self) -> Result<(), ManagerError> {

@@ -28,8 +28,11 @@ impl UnitPath {
 /// A unit as the user manager sees it.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LiveUnit {
+    /// `LoadState`: `loaded`, `not-found`, …
     pub load_state: String,
+    /// `ActiveState`: `active`, `inactive`, `failed`, …
     pub active_state: String,
+    /// `SubState`: `running`, `dead`, `auto-restart`, …
     pub sub_state: String,
     /// A job is queued or running for the unit: leave it alone this pass.
     pub job_pending: bool,
@@ -50,9 +53,13 @@ pub struct LiveUnit {
 /// Live values of the limits unitlet enforces, as systemd reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LiveLimits {
+    /// `MemoryMax`, bytes.
     pub memory_max: u64,
+    /// `MemoryHigh`, bytes.
     pub memory_high: u64,
+    /// `CPUQuotaPerSecUSec`: µs of CPU time per second.
     pub cpu_quota_per_sec_usec: u64,
+    /// `TasksMax`.
     pub tasks_max: u64,
 }
 
@@ -61,9 +68,13 @@ pub struct LiveLimits {
 /// evaluate, like a percentage of memory, or an unknown default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WantedLimits {
+    /// `MemoryMax`, bytes.
     pub memory_max: Option<u64>,
+    /// `MemoryHigh`, bytes.
     pub memory_high: Option<u64>,
+    /// `CPUQuotaPerSecUSec`: µs of CPU time per second.
     pub cpu_quota_per_sec_usec: Option<u64>,
+    /// `TasksMax`.
     pub tasks_max: Option<u64>,
 }
 

@@ -52,6 +52,8 @@ fn sync_parent(p: &Path) {
     }
 }
 
+/// Renames `from` to `to` and syncs the directory, so the rename is
+/// durable before the next step; `op` says what for, in the error.
 pub fn rename(from: &Path, to: &Path, op: &str) -> Result<()> {
     fs::rename(from, to).map_err(|source| PrometheusError::Io {
         op: format!("{op} (to {})", to.display()),
