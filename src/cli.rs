@@ -424,6 +424,8 @@ struct ApplyTally {
     failures: std::collections::BTreeMap<String, String>,
     errors: Vec<manifest::ManifestError>,
     status: Status,
+    /// Interrupted restores, recovered before each round plans.
+    recoveries: crate::prometheus::recover::Recoveries,
 }
 
 /// What one `apply` pass leaves to wait for outside the lock.
@@ -446,6 +448,7 @@ async fn apply_round(
     for o in outcomes {
         rec.finish(o, &mut status);
     }
+    tally.recoveries.run(loc, sd).await;
     let prep = rec.prepare(sd, &status).await?;
     tally.errors = prep.loaded.errors.clone();
     if !prep.plan.is_empty() {
@@ -553,7 +556,6 @@ async fn plan(loc: Locations) -> CliResult {
     // `plan` shows what will happen to a deleted manifest's units, not the
     // grace before it.
     rec.gc_grace = Duration::ZERO;
-    rec.recover_restores = false;
     let status = Status::load(&loc.status_file());
     if let Some(w) = status.file_warning() {
         eprintln!("warning: {w}");

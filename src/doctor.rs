@@ -21,7 +21,6 @@ use serde::Serialize;
 
 use crate::manifest::{self, BackupSource, Exec, GrafanaAuthSpec, Manifest, Resources};
 use crate::status::Status;
-use crate::systemd::Systemd;
 
 /// How a check ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -414,7 +413,9 @@ fn describe_unenforced(u: &[Unenforced]) -> String {
 }
 
 /// The user manager's controllers, read through its PID.
-pub async fn manager_controllers(sd: &Systemd) -> Result<Controllers, String> {
+pub async fn manager_controllers(
+    sd: &impl crate::manager::UserManager,
+) -> Result<Controllers, String> {
     let pid = sd.manager_pid().await.map_err(|e| {
         format!(
             "cannot find the user manager's PID: {}",
@@ -435,7 +436,11 @@ pub async fn manager_controllers(sd: &Systemd) -> Result<Controllers, String> {
 /// controllers cannot be read. Services without limits get no condition.
 /// Called once per pass after `Ready` is set (a hook in
 /// `reconcile::status::refresh_status`).
-pub async fn limits_conditions(sd: &Systemd, manifests: &[Manifest], status: &mut Status) {
+pub async fn limits_conditions(
+    sd: &impl crate::manager::UserManager,
+    manifests: &[Manifest],
+    status: &mut Status,
+) {
     let with_limits: Vec<(&str, &Resources)> = manifests
         .iter()
         .filter_map(|m| Some((m.name.as_str(), &m.as_service()?.resources)))

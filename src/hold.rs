@@ -14,10 +14,9 @@
 //! directory (a removal alone changes nothing a pass looks at, so the
 //! operator's own removal of a stale hold does not wake it).
 //!
-//! A restore journal ([`crate::journal`]) holds its service too, even when
-//! its owner is gone: an interrupted restore may have left the data
-//! directory moved aside, so the service must stay untouched until
-//! [`crate::journal::recover_interrupted`] has put things right.
+//! A restore journal holds its service too, even when its owner is gone
+//! (an interrupted restore may have left the data directory moved aside):
+//! `journal::held_services` adds the journals to [`live_holds`].
 
 use std::fs::File;
 use std::io::Write;
@@ -133,10 +132,10 @@ fn held(path: &Path) -> bool {
     flock(&f, FlockOperation::NonBlockingLockShared) == Err(rustix::io::Errno::WOULDBLOCK)
 }
 
-/// Names currently held: by a live owner (its lock is taken), or by a
-/// restore journal (running or interrupted and not yet recovered).
-pub fn active_holds(state_dir: &Path) -> Vec<String> {
-    let mut out = crate::journal::pending_names(state_dir);
+/// Names currently held by a live owner (its lock is taken). A restore
+/// journal holds its service too: `journal::held_services` lists both.
+pub fn live_holds(state_dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
     let Ok(rd) = std::fs::read_dir(dir(state_dir)) else {
         return out;
     };
@@ -179,16 +178,16 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         {
             let _h = Hold::acquire(d.path(), "prometheus").unwrap();
-            assert_eq!(active_holds(d.path()), vec!["prometheus".to_string()]);
+            assert_eq!(live_holds(d.path()), vec!["prometheus".to_string()]);
             // A probe or a cleanup never takes a live hold away.
             remove_stale(d.path(), "prometheus");
-            assert_eq!(active_holds(d.path()), vec!["prometheus".to_string()]);
+            assert_eq!(live_holds(d.path()), vec!["prometheus".to_string()]);
         }
-        assert!(active_holds(d.path()).is_empty());
+        assert!(live_holds(d.path()).is_empty());
         assert!(!d.path().join("holds/prometheus").exists(), "released");
         std::fs::write(d.path().join("holds/ghost"), "999999999").unwrap();
         assert!(
-            active_holds(d.path()).is_empty(),
+            live_holds(d.path()).is_empty(),
             "a dead owner's hold is stale"
         );
         remove_stale(d.path(), "ghost");
@@ -204,12 +203,12 @@ mod tests {
         let path = d.path().join("holds/prometheus");
         std::fs::write(&path, std::process::id().to_string()).unwrap();
         assert!(
-            active_holds(d.path()).is_empty(),
+            live_holds(d.path()).is_empty(),
             "nobody holds its lock: stale, whatever PID it names"
         );
         // Acquired over the stale file, it holds; the same file, not a new one.
         let h = Hold::acquire(d.path(), "prometheus").unwrap();
-        assert_eq!(active_holds(d.path()), ["prometheus"]);
+        assert_eq!(live_holds(d.path()), ["prometheus"]);
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             std::process::id().to_string()
@@ -226,6 +225,6 @@ mod tests {
         });
         assert!(e.to_string().contains("held by another process"), "{e}");
         drop(h);
-        assert!(active_holds(d.path()).is_empty());
+        assert!(live_holds(d.path()).is_empty());
     }
 }

@@ -22,17 +22,14 @@
 //!   Recovery never opens it, nor writes anything in `holds/`: nothing the
 //!   operator does wakes the operator.
 //!
-//! Architecture Invariant: a journal holds its service like a hold
-//! ([`crate::hold::active_holds`] lists it), so the operator neither starts
-//! nor stops it until [`recover_interrupted`] has run and removed it.
+//! This module is the store: the file format, reading and writing it, the
+//! lock. Recovering an interrupted restore is a process of its own,
+//! `prometheus::recover`.
 //!
-//! Architecture Invariant: recovery never deletes data. It only renames
-//! (the original data back into place; restored data aside as
-//! `DATADIR.failed-STAMP`) and removes the staging copy of a backup set,
-//! which the set itself still holds — and only at paths a restore of that
-//! service creates (its Backup's data directory and siblings named
-//! `DATADIR.restoring-STAMP` / `DATADIR.replaced-STAMP`), whatever the
-//! journal says; anything else leaves the journal stuck.
+//! Architecture Invariant: a journal holds its service like a hold
+//! ([`held_services`] lists it), so the operator neither starts nor stops
+//! it until `prometheus::recover::recover_interrupted` has run and removed
+//! it.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -40,38 +37,35 @@ use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil;
 use crate::hold::Hold;
-use crate::locations::Locations;
 use crate::status::{ConditionStatus, ConditionType, Reason, Status};
-use crate::systemd::Systemd;
 
 /// The directory of journals and locks inside the state directory.
 pub const DIR: &str = "restores";
-
-/// Deadline of the stop job a rollback may need.
-const STOP_TIMEOUT: Duration = Duration::from_secs(90);
 
 fn dir(state_dir: &Path) -> PathBuf {
     state_dir.join(DIR)
 }
 
-fn journal_path(state_dir: &Path, service: &str) -> PathBuf {
+/// The journal of `service`.
+pub fn journal_path(state_dir: &Path, service: &str) -> PathBuf {
     dir(state_dir).join(format!("{service}.json"))
 }
 
-/// The lock lives beside the journals, where the operator does not watch:
-/// recovery takes it in every pass that finds a journal.
-fn lock_path(state_dir: &Path, service: &str) -> PathBuf {
+/// The restore lock of `service`. It lives beside the journals, where the
+/// operator does not watch: recovery takes it in every pass that finds a
+/// journal.
+pub fn lock_path(state_dir: &Path, service: &str) -> PathBuf {
     dir(state_dir).join(format!(".{service}.lock"))
 }
 
 /// A running restore's beacon, in the holds directory, which the operator
-/// watches (a dot file, which [`crate::hold::active_holds`] skips).
+/// watches (a dot file, which [`crate::hold::live_holds`] skips).
 fn beacon_path(state_dir: &Path, service: &str) -> PathBuf {
     crate::hold::dir(state_dir).join(format!(".{service}.restore-lock"))
 }
@@ -133,7 +127,7 @@ impl Step {
 
     /// What has happened when the journal says this step is next, for
     /// people.
-    fn describe(self) -> &'static str {
+    pub fn describe(self) -> &'static str {
         match self {
             Step::Copy => "while copying the backup set (nothing was changed yet)",
             Step::Stop => "after copying the set, before stopping the service",
@@ -183,7 +177,8 @@ pub struct Record {
 }
 
 impl Record {
-    fn unit(&self) -> String {
+    /// The Service's unit, which runs Prometheus.
+    pub fn unit(&self) -> String {
         format!("{}.service", self.service)
     }
 }
@@ -252,6 +247,16 @@ impl Busy {
 }
 
 impl RestoreLock {
+    /// The state directory the lock is in.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// The service it locks.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
     /// Takes the lock of `service` without waiting, for a restore: with
     /// the beacon that wakes the operator when the restore ends.
     ///
@@ -283,7 +288,11 @@ impl RestoreLock {
 
     /// Takes the lock of `service` without waiting, writing nothing
     /// outside `restores/` (recovery, which the operator runs in a pass).
-    fn try_lock(
+    ///
+    /// # Errors
+    /// `Ok(Err(()))` when another process holds it; `Err` when the state
+    /// directory cannot be written.
+    pub fn try_lock(
         state_dir: &Path,
         service: &str,
         owner: &Owner,
@@ -336,7 +345,7 @@ fn read_owner(path: &Path) -> Option<Owner> {
 /// A journal being written by the restore that owns it.
 ///
 /// Dropping it without [`Journal::finish`] leaves the journal file behind
-/// on purpose: whatever state the data is in, [`recover_interrupted`]
+/// on purpose: whatever state the data is in, `prometheus::recover`
 /// sorts it out, and until then the service stays held.
 #[derive(Debug)]
 pub struct Journal {
@@ -453,8 +462,9 @@ fn test_hooks(step: Step) {
 #[cfg(not(debug_assertions))]
 fn test_hooks(_step: Step) {}
 
-/// Reads the journal of `service`, if there is one.
-fn read(state_dir: &Path, service: &str) -> Option<Result<Record, String>> {
+/// Reads the journal of `service`, if there is one (`Err`: why it cannot
+/// be read, for people).
+pub fn read(state_dir: &Path, service: &str) -> Option<Result<Record, String>> {
     let path = journal_path(state_dir, service);
     match crate::fsutil::read_regular_opt(&path, false, 16 * 1024 * 1024) {
         Ok(Some(b)) => Some(serde_json::from_slice(&b).map_err(|e| {
@@ -487,6 +497,17 @@ pub fn pending_names(state_dir: &Path) -> Vec<String> {
         })
         .collect();
     out.sort();
+    out
+}
+
+/// Names the operator must leave alone: held by a live owner
+/// ([`crate::hold::live_holds`]), or by a restore journal (its restore
+/// running, or interrupted and not yet recovered).
+pub fn held_services(state_dir: &Path) -> Vec<String> {
+    let mut out = pending_names(state_dir);
+    out.extend(crate::hold::live_holds(state_dir));
+    out.sort();
+    out.dedup();
     out
 }
 
@@ -561,475 +582,6 @@ pub fn annotate(state_dir: &Path, status: &mut Status) {
     }
 }
 
-/// What recovery decided from the journal and the directories on disk;
-/// pure, see [`recovery_plan`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RecoveryPlan {
-    /// The restore got through verification: keep the restored data.
-    Complete {
-        /// The staging copy still exists (it should not): remove it.
-        remove_staging: bool,
-    },
-    /// Undo the restore.
-    RollBack {
-        /// The data directory holds the restored data: stop the service
-        /// and move it aside as `DATADIR.failed-STAMP`.
-        restored_in_place: bool,
-        /// Rename `replaced` back to the data directory.
-        put_back: bool,
-        /// Remove the staging copy (a copy of the set, which keeps its own).
-        remove_staging: bool,
-    },
-    /// The directories match no point of the procedure; touch nothing.
-    Stuck(String),
-}
-
-/// What exists on disk, as recovery sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OnDisk {
-    /// The data directory.
-    pub data_dir: bool,
-    /// The `replaced` sibling (false when the record has none).
-    pub replaced: bool,
-    /// The staging copy.
-    pub staging: bool,
-}
-
-impl OnDisk {
-    fn observe(r: &Record) -> OnDisk {
-        let exists = |p: &Path| fs::symlink_metadata(p).is_ok();
-        OnDisk {
-            data_dir: exists(&r.data_dir),
-            replaced: r.replaced.as_deref().is_some_and(exists),
-            staging: exists(&r.staging),
-        }
-    }
-}
-
-/// Decides how to recover an interrupted restore; pure.
-///
-/// Renames are atomic, so which of the data directory, `replaced` and the
-/// staging copy exist says exactly how far the swap got: `replaced`
-/// exists only once the old data was moved there, and from then on the
-/// data directory, if it exists, is the restored copy.
-pub fn recovery_plan(r: &Record, d: OnDisk) -> RecoveryPlan {
-    if r.step == Step::Done {
-        return if d.data_dir {
-            RecoveryPlan::Complete {
-                remove_staging: d.staging,
-            }
-        } else {
-            RecoveryPlan::Stuck(format!(
-                "the restore was verified but {} no longer exists",
-                r.data_dir.display()
-            ))
-        };
-    }
-    match &r.replaced {
-        Some(replaced) if d.replaced => RecoveryPlan::RollBack {
-            restored_in_place: d.data_dir,
-            put_back: true,
-            remove_staging: d.staging,
-        },
-        Some(replaced) if !d.data_dir && r.step > Step::MoveAside => RecoveryPlan::Stuck(format!(
-            "neither {} nor the data it replaced at {} exists",
-            r.data_dir.display(),
-            replaced.display()
-        )),
-        // The old data was never moved (or was already put back): the
-        // data directory, if any, is the original.
-        Some(_) => RecoveryPlan::RollBack {
-            restored_in_place: false,
-            put_back: false,
-            remove_staging: d.staging,
-        },
-        // There was no data directory: one that exists now can only be
-        // the restored copy, once the swap began.
-        None => RecoveryPlan::RollBack {
-            restored_in_place: d.data_dir && r.step >= Step::Install,
-            put_back: false,
-            remove_staging: d.staging,
-        },
-    }
-}
-
-/// What recovering one interrupted restore did.
-#[derive(Debug, Clone)]
-pub struct RecoveryOutcome {
-    /// The held Service.
-    pub service: String,
-    /// The journal file (removed unless recovery failed).
-    pub journal: PathBuf,
-    /// The journal, if it could be read.
-    pub record: Option<Record>,
-    /// What was done, or why nothing could be (the journal is then kept
-    /// and the service stays held).
-    pub result: Result<Recovered, String>,
-}
-
-/// How an interrupted restore ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Recovered {
-    /// The restored data stays; `replaced` holds what it replaced.
-    Completed {
-        /// Where the replaced data is.
-        replaced: Option<PathBuf>,
-    },
-    /// The original data is back in place.
-    RolledBack {
-        /// Each thing done, for people.
-        notes: Vec<String>,
-    },
-}
-
-impl fmt::Display for RecoveryOutcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = match &self.record {
-            Some(r) => format!(
-                "the restore of Backup {} set {} into {} (PID {}, started {}), interrupted {},",
-                r.backup,
-                r.set_id,
-                r.data_dir.display(),
-                r.pid,
-                r.started,
-                r.step.describe()
-            ),
-            None => format!("an interrupted restore of {}", self.service),
-        };
-        match &self.result {
-            Ok(Recovered::Completed { replaced }) => {
-                write!(f, "{what} had verified the restored data: it stays")?;
-                if let Some(p) = replaced {
-                    write!(
-                        f,
-                        "; the data it replaced is at {} (delete it when you no longer need it)",
-                        p.display()
-                    )?;
-                }
-                Ok(())
-            }
-            Ok(Recovered::RolledBack { notes }) => {
-                write!(f, "{what} was undone: {}", notes.join("; "))
-            }
-            Err(e) => write!(
-                f,
-                "{what} could not be recovered: {e}; {} stays on hold and the next `unitlet apply` or `unitlet run` pass tries again; if this persists, put the data directory right by hand and remove {}",
-                self.service,
-                self.journal.display()
-            ),
-        }
-    }
-}
-
-/// Where a restore of each Service may have worked: `(service, data
-/// directory)` for every Backup manifest whose `prometheus.service` it is
-/// (its `prometheus.dataDir` as written; symlinks are resolved here, as
-/// `unitlet restore` resolves them).
-pub type DataDirs = [(String, PathBuf)];
-
-/// Recovers every interrupted restore: each journal whose owner is gone
-/// (its lock can be taken) is completed when the restored data was
-/// verified, else rolled back, and removed. Journals of running restores
-/// are left alone.
-///
-/// Run by `unitlet apply` and every `unitlet run` pass before they
-/// converge (after the state directory passed its check), and by
-/// `unitlet restore` for its own service. Logs nothing: the caller
-/// reports the outcomes (once per change, see
-/// [`crate::reconcile::Reconciler`]).
-///
-/// # Guarantees
-/// No data directory is deleted: restored data that is undone is renamed
-/// to `DATADIR.failed-STAMP` and the original renamed back. Only paths a
-/// restore of that service creates are touched: its data directory (one
-/// of `data_dirs`) and siblings of it named `DATADIR.restoring-STAMP` and
-/// `DATADIR.replaced-STAMP`; a journal naming anything else is stuck. The
-/// service is stopped when its data must be moved, never started: the
-/// caller converges it. A journal that cannot be recovered is kept (and
-/// keeps its service held), with the reason in the outcome. Nothing is
-/// written in the holds directory, which the operator watches.
-pub async fn recover_interrupted(
-    loc: &Locations,
-    sd: &Systemd,
-    data_dirs: &DataDirs,
-) -> Vec<RecoveryOutcome> {
-    let mut out = Vec::new();
-    for service in pending_names(&loc.state_dir) {
-        let owner = Owner::me(format!("recovery of an interrupted restore of {service}"));
-        let lock = match RestoreLock::try_lock(&loc.state_dir, &service, &owner) {
-            Ok(Ok(l)) => l,
-            // Its restore is running: not interrupted.
-            Ok(Err(())) => continue,
-            Err(e) => {
-                out.push(RecoveryOutcome {
-                    journal: journal_path(&loc.state_dir, &service),
-                    service: service.clone(),
-                    record: None,
-                    result: Err(format!(
-                        "cannot take the restore lock {}: {e}",
-                        lock_path(&loc.state_dir, &service).display()
-                    )),
-                });
-                continue;
-            }
-        };
-        let mine: Vec<PathBuf> = data_dirs
-            .iter()
-            .filter(|(s, _)| *s == service)
-            .map(|(_, d)| d.clone())
-            .collect();
-        if let Some(o) = recover_locked(&lock, sd, &mine).await {
-            out.push(o);
-        }
-    }
-    out
-}
-
-/// Recovers the journal of `lock`'s service, if it has one, acting only
-/// on `data_dirs` (where a restore of it may have worked, see
-/// [`DataDirs`]) and their siblings with a restore's names. The caller
-/// holds the lock, so its owner is gone.
-pub async fn recover_locked(
-    lock: &RestoreLock,
-    sd: &Systemd,
-    data_dirs: &[PathBuf],
-) -> Option<RecoveryOutcome> {
-    let (state_dir, service) = (&lock.state_dir, &lock.service);
-    let journal = journal_path(state_dir, service);
-    let record = match read(state_dir, service)? {
-        Ok(r) => r,
-        Err(e) => {
-            return Some(RecoveryOutcome {
-                journal,
-                service: service.clone(),
-                record: None,
-                result: Err(e),
-            });
-        }
-    };
-    let expected = expected_data_dirs(data_dirs);
-    let result = match check_paths(&record, service, &expected) {
-        Err(e) => Err(format!(
-            "{e}; nothing was touched: look at the journal and the directories it names"
-        )),
-        Ok(()) => execute(&record, sd).await,
-    };
-    let result = result.and_then(|rec| {
-        fsutil::remove_durable(&journal)
-            .map_err(|e| {
-                format!(
-                    "the data is consistent again but the journal {} cannot be removed: {e}",
-                    journal.display()
-                )
-            })
-            .map(|()| rec)
-    });
-    if result.is_ok() {
-        // The dead restore's hold, if it left one (a removal, which does
-        // not wake the operator).
-        crate::hold::remove_stale(state_dir, service);
-    }
-    Some(RecoveryOutcome {
-        journal,
-        service: service.clone(),
-        record: Some(record),
-        result,
-    })
-}
-
-/// Every spelling a restore may have recorded for each of `data_dirs`:
-/// as written (normalized), resolved (`unitlet restore` resolves a
-/// symlinked data directory and swaps the real one), and, when the real
-/// directory is moved aside so the link dangles, the link's target.
-fn expected_data_dirs(data_dirs: &[PathBuf]) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for d in data_dirs {
-        let normalized: PathBuf = d.components().collect();
-        if let Ok(real) = fs::canonicalize(&normalized) {
-            out.push(real);
-        }
-        if let Ok(target) = fs::read_link(&normalized) {
-            let target = match normalized.parent() {
-                Some(parent) if target.is_relative() => parent.join(target),
-                _ => target,
-            };
-            let target: PathBuf = target.components().collect();
-            if let (Some(parent), Some(name)) = (target.parent(), target.file_name())
-                && let Ok(parent) = fs::canonicalize(parent)
-            {
-                out.push(parent.join(name));
-            }
-            out.push(target);
-        }
-        out.push(normalized);
-    }
-    out
-}
-
-/// Whether `r` names only what a restore of `service` creates: its data
-/// directory is one of `expected`, its staging copy and the data it
-/// replaced are siblings of it with a restore's names; pure.
-///
-/// # Errors
-/// What is wrong, for people.
-fn check_paths(r: &Record, service: &str, expected: &[PathBuf]) -> Result<(), String> {
-    if r.service != service {
-        return Err(format!(
-            "the journal names Service {:?}, not {service:?} as its file name does",
-            r.service
-        ));
-    }
-    if !expected.contains(&r.data_dir) {
-        return Err(format!(
-            "its data directory {} is not the prometheus.dataDir of any Backup manifest whose prometheus.service is {service}",
-            r.data_dir.display()
-        ));
-    }
-    let sibling = |label: &str, p: &Path| {
-        if is_sibling_named(&r.data_dir, label, p) {
-            Ok(())
-        } else {
-            Err(format!(
-                "it names {} as the {}, which a restore of {service} never creates (a sibling of {} named {}.{label}-STAMP)",
-                p.display(),
-                if label == "restoring" {
-                    "copy of the set"
-                } else {
-                    "data it replaced"
-                },
-                r.data_dir.display(),
-                r.data_dir
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default()
-            ))
-        }
-    };
-    sibling("restoring", &r.staging)?;
-    if let Some(replaced) = &r.replaced {
-        sibling("replaced", replaced)?;
-    }
-    Ok(())
-}
-
-/// Whether `p` is `DATADIR.LABEL-STAMP[-N]` beside `data_dir` (see
-/// [`crate::prometheus::tsdb::sibling`]); pure.
-fn is_sibling_named(data_dir: &Path, label: &str, p: &Path) -> bool {
-    let (Some(parent), Some(name)) = (data_dir.parent(), data_dir.file_name()) else {
-        return false;
-    };
-    let (Some(p_parent), Some(p_name)) = (p.parent(), p.file_name()) else {
-        return false;
-    };
-    let prefix = format!("{}.{label}-", name.to_string_lossy());
-    let Some(rest) = p_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
-        return false;
-    };
-    let (stamp, n) = match rest.split_once('-') {
-        Some((s, n)) => (s, Some(n)),
-        None => (rest, None),
-    };
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    let is_stamp = stamp.len() == 16
-        && stamp.is_ascii()
-        && digits(&stamp[..8])
-        && &stamp[8..9] == "T"
-        && digits(&stamp[9..15])
-        && &stamp[15..] == "Z";
-    let n_ok = n.is_none_or(|n| digits(n) && !n.starts_with('0') && n.len() <= 4);
-    p_parent == parent && is_stamp && n_ok
-}
-
-/// Removes the staging copy of a set (a large tree: off the async
-/// runtime's thread); says what happened.
-async fn remove_staging(staging: &Path) -> String {
-    let path = staging.to_path_buf();
-    let removed = tokio::task::spawn_blocking(move || fs::remove_dir_all(&path))
-        .await
-        .unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
-    match removed {
-        Ok(()) => format!(
-            "the copy {} of the set was removed (the set itself is untouched)",
-            staging.display()
-        ),
-        Err(e) => format!(
-            "the copy {} of the set could not be removed ({e}); delete it by hand",
-            staging.display()
-        ),
-    }
-}
-
-async fn execute(r: &Record, sd: &Systemd) -> Result<Recovered, String> {
-    use crate::prometheus::tsdb;
-    let chain = |e: &dyn std::error::Error| crate::error_chain(e);
-    let plan = recovery_plan(r, OnDisk::observe(r));
-    match plan {
-        RecoveryPlan::Stuck(reason) => Err(reason),
-        RecoveryPlan::Complete { remove_staging: rm } => {
-            if rm {
-                remove_staging(&r.staging).await;
-            }
-            Ok(Recovered::Completed {
-                replaced: r.replaced.clone(),
-            })
-        }
-        RecoveryPlan::RollBack {
-            restored_in_place,
-            put_back,
-            remove_staging: rm,
-        } => {
-            let mut notes = Vec::new();
-            let unit = r.unit();
-            if restored_in_place || put_back {
-                // Prometheus must not run while its directory moves.
-                let state = tsdb::active_state(sd, &unit).await.map_err(|e| chain(&e))?;
-                if !matches!(state.as_str(), "inactive" | "failed") {
-                    tsdb::check_managed(sd, &unit, &r.service)
-                        .await
-                        .map_err(|e| chain(&e))?;
-                    tsdb::run_job(sd, &unit, crate::systemd::JobKind::Stop, STOP_TIMEOUT)
-                        .await
-                        .map_err(|e| chain(&e))?;
-                    notes.push(format!("{unit} (running on the restored data) was stopped"));
-                }
-            }
-            if restored_in_place {
-                let failed =
-                    tsdb::free_sibling(&r.data_dir, "failed", &tsdb::stamp(SystemTime::now()))
-                        .ok_or_else(|| "no free name to move the restored data aside".to_owned())?;
-                tsdb::rename(&r.data_dir, &failed, "move the restored data aside")
-                    .map_err(|e| chain(&e))?;
-                notes.push(format!(
-                    "the restored data was moved to {}",
-                    failed.display()
-                ));
-            }
-            if put_back && let Some(replaced) = &r.replaced {
-                tsdb::rename(replaced, &r.data_dir, "put the previous data back")
-                    .map_err(|e| chain(&e))?;
-                notes.push(format!(
-                    "the previous data is back at {}",
-                    r.data_dir.display()
-                ));
-            } else if r.replaced.is_some() {
-                notes.push(format!(
-                    "the original data is in place at {}",
-                    r.data_dir.display()
-                ));
-            } else {
-                notes.push(format!(
-                    "there was no data at {} before the restore",
-                    r.data_dir.display()
-                ));
-            }
-            if rm {
-                notes.push(remove_staging(&r.staging).await);
-            }
-            Ok(Recovered::RolledBack { notes })
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1047,163 +599,6 @@ mod tests {
             step,
             cause: None,
         }
-    }
-
-    fn disk(data_dir: bool, replaced: bool, staging: bool) -> OnDisk {
-        OnDisk {
-            data_dir,
-            replaced,
-            staging,
-        }
-    }
-
-    fn rollback(restored_in_place: bool, put_back: bool, remove_staging: bool) -> RecoveryPlan {
-        RecoveryPlan::RollBack {
-            restored_in_place,
-            put_back,
-            remove_staging,
-        }
-    }
-
-    /// For every case, at each of its steps: the plan for that record
-    /// (with or without replaced data) and what is on disk.
-    fn assert_plans(replaced: bool, cases: &[(&[Step], OnDisk, RecoveryPlan)]) {
-        for (steps, on_disk, want) in cases {
-            for step in *steps {
-                let plan = recovery_plan(&rec(*step, replaced), *on_disk);
-                assert_eq!(&plan, want, "{step} {on_disk:?}");
-            }
-        }
-    }
-
-    #[test]
-    fn every_point_of_the_swap_rolls_back_to_the_original_data() {
-        use Step::*;
-        assert_plans(
-            true,
-            &[
-                // Before the old data moved: it is the original; drop the copy.
-                (
-                    &[Copy, Stop, MoveAside],
-                    disk(true, false, true),
-                    rollback(false, false, true),
-                ),
-                // Moved aside, copy not yet in place.
-                (
-                    &[MoveAside, Install],
-                    disk(false, true, true),
-                    rollback(false, true, true),
-                ),
-                // The copy is in place: it goes aside, the original comes back.
-                (
-                    &[Install, Start, Verify, RollBack],
-                    disk(true, true, false),
-                    rollback(true, true, false),
-                ),
-                // An in-process rollback that already put everything back.
-                (
-                    &[RollBack],
-                    disk(true, false, false),
-                    rollback(false, false, false),
-                ),
-                // Verified: it stays.
-                (
-                    &[Done],
-                    disk(true, true, false),
-                    RecoveryPlan::Complete {
-                        remove_staging: false,
-                    },
-                ),
-            ],
-        );
-    }
-
-    #[test]
-    fn without_previous_data_only_the_restored_copy_moves() {
-        use Step::*;
-        assert_plans(
-            false,
-            &[
-                (
-                    &[Stop, Install],
-                    disk(false, false, true),
-                    rollback(false, false, true),
-                ),
-                (
-                    &[Start],
-                    disk(true, false, false),
-                    rollback(true, false, false),
-                ),
-            ],
-        );
-    }
-
-    #[test]
-    fn a_state_no_step_explains_touches_nothing() {
-        assert!(matches!(
-            recovery_plan(&rec(Step::Start, true), disk(false, false, false)),
-            RecoveryPlan::Stuck(m) if m.contains("neither")
-        ));
-        assert!(matches!(
-            recovery_plan(&rec(Step::Done, true), disk(false, true, false)),
-            RecoveryPlan::Stuck(_)
-        ));
-    }
-
-    /// Issue 20, item 4: recovery acts only on what a restore of that
-    /// service creates; a journal naming anything else is stuck.
-    #[test]
-    fn issue20_4_recovery_acts_only_on_a_restores_own_paths() {
-        let expected = [PathBuf::from("/p/data")];
-        let ok = rec(Step::Copy, true);
-        assert_eq!(check_paths(&ok, "prometheus", &expected), Ok(()));
-        let mut numbered = ok.clone();
-        numbered.staging = "/p/data.restoring-20261127T235501Z-2".into();
-        numbered.replaced = Some("/p/data.replaced-20261127T235501Z".into());
-        assert_eq!(check_paths(&numbered, "prometheus", &expected), Ok(()));
-        let bad = |f: &dyn Fn(&mut Record)| {
-            let mut r = ok.clone();
-            f(&mut r);
-            check_paths(&r, "prometheus", &expected).unwrap_err()
-        };
-        for staging in [
-            "/home/u/photos",
-            "/p/photos",
-            "/p/data.restoring-x",
-            "/p/data.replaced-20261127T235501Z",
-            "/q/data.restoring-20261127T235501Z",
-            "/p/data/../data.restoring-20261127T235501Z",
-            "/p/data.restoring-20261127T235501Z-07",
-            "/p/data.restoring-2026112XT235501Z",
-        ] {
-            let e = bad(&|r| r.staging = staging.into());
-            assert!(
-                e.contains(staging) && e.contains("never creates"),
-                "{staging}: {e}"
-            );
-        }
-        let e = bad(&|r| r.replaced = Some("/etc".into()));
-        assert!(e.contains("/etc") && e.contains("data it replaced"), "{e}");
-        let e = bad(&|r| r.data_dir = "/home/u".into());
-        assert!(e.contains("not the prometheus.dataDir"), "{e}");
-        let e = bad(&|r| r.service = "other".into());
-        assert!(e.contains("\"other\""), "{e}");
-        // A Service no Backup manifest restores: nothing is expected.
-        assert!(check_paths(&ok, "prometheus", &[]).is_err());
-    }
-
-    #[test]
-    fn a_symlinked_data_directory_is_expected_by_its_real_path_even_when_moved_aside() {
-        let d = tempfile::tempdir().unwrap();
-        let real = d.path().join("real/data");
-        fs::create_dir_all(&real).unwrap();
-        let link = d.path().join("data");
-        std::os::unix::fs::symlink(&real, &link).unwrap();
-        let real = fs::canonicalize(&real).unwrap();
-        assert!(expected_data_dirs(std::slice::from_ref(&link)).contains(&real));
-        // Moved aside by the restore: the link dangles.
-        fs::rename(&real, real.with_file_name("data.replaced-20261127T235501Z")).unwrap();
-        assert!(expected_data_dirs(&[link]).contains(&real));
     }
 
     /// Issue 20, item 12: the test hooks exist only where debug
@@ -1300,12 +695,12 @@ mod tests {
         let mut j = Journal::begin(lock, rec(Step::Copy, true)).unwrap();
         j.step(Step::Stop).unwrap();
         assert_eq!(pending_names(d.path()), ["prometheus"]);
-        assert_eq!(crate::hold::active_holds(d.path()), ["prometheus"]);
+        assert_eq!(held_services(d.path()), ["prometheus"]);
         let p = pending(d.path());
         assert_eq!(p[0].record.as_ref().unwrap().step, Step::Stop);
         // Dropped without finish (a crash): still there.
         drop(j);
-        assert_eq!(crate::hold::active_holds(d.path()), ["prometheus"]);
+        assert_eq!(held_services(d.path()), ["prometheus"]);
         let (reason, msg) = pending(d.path())[0].condition();
         assert_eq!(reason, crate::status::Reason::RestoreInterrupted);
         assert!(msg.contains("set S"), "{msg}");
@@ -1314,7 +709,7 @@ mod tests {
             .unwrap();
         let j = Journal::begin(lock, rec(Step::Copy, true)).unwrap();
         j.finish().unwrap();
-        assert!(crate::hold::active_holds(d.path()).is_empty());
+        assert!(held_services(d.path()).is_empty());
         assert!(pending(d.path()).is_empty());
     }
 }

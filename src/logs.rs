@@ -11,7 +11,6 @@
 //!
 //! Architecture Invariant: nothing here writes; a log file is only read.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
@@ -19,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::locations::Locations;
-use crate::manager::UserManager as _;
-use crate::systemd::{Systemd, SystemdError};
+use crate::manager::{ManagerError, UserManager as _};
+use crate::systemd::Systemd;
 
 /// Where the journal's stream socket is when a journald runs: units whose
 /// output goes to the journal lose it without one.
@@ -71,7 +70,7 @@ pub enum LogsError {
     Systemd {
         unit: String,
         #[source]
-        source: Box<SystemdError>,
+        source: Box<ManagerError>,
     },
     /// The unit's output goes to a journal no journald collects.
     #[error(
@@ -153,25 +152,19 @@ async fn sink_of(loc: &Locations, unit: &str) -> Result<Sink, LogsError> {
     };
     let sd = Systemd::connect(loc.bus.as_deref()).await.map_err(sd_err)?;
     let path = sd.load_unit(unit).await.map_err(sd_err)?;
-    let props = sd
-        .get_all(unit, &path, "org.freedesktop.systemd1.Unit")
-        .await
-        .map_err(sd_err)?;
-    if string(&props, "LoadState") == "not-found" {
+    let props = sd.unit_properties(unit, &path).await.map_err(sd_err)?;
+    if props.load_state == "not-found" {
         return Err(LogsError::UnknownUnit { unit: unit.into() });
     }
-    let iface = if unit.ends_with(".service") {
-        "org.freedesktop.systemd1.Service"
-    } else {
+    if !unit.ends_with(".service") {
         // Timers and others log nothing of their own: their service does.
         return Err(LogsError::FilePath {
             unit: unit.into(),
             reason: "only services have output; name the service".into(),
         });
-    };
-    let svc = sd.get_all(unit, &path, iface).await.map_err(sd_err)?;
-    let output = string(&svc, "StandardOutput");
-    let error = string(&svc, "StandardError");
+    }
+    let svc = sd.live_properties(unit, &path).await.map_err(sd_err)?;
+    let (output, error) = (svc.standard_output, svc.standard_error);
     if !is_file(&output) && !is_file(&error) {
         return if Path::new(JOURNAL_STDOUT).exists() {
             Ok(Sink::Journal)
@@ -182,13 +175,8 @@ async fn sink_of(loc: &Locations, unit: &str) -> Result<Sink, LogsError> {
             })
         };
     }
-    let mut texts = vec![string(&props, "FragmentPath")];
-    if let Some(d) = props
-        .get("DropInPaths")
-        .and_then(|v| <Vec<String>>::try_from(v.clone()).ok())
-    {
-        texts.extend(d);
-    }
+    let mut texts = vec![props.fragment_path];
+    texts.extend(props.drop_in_paths);
     let texts: Vec<String> = texts
         .iter()
         .filter(|p| !p.is_empty())
@@ -199,17 +187,6 @@ async fn sink_of(loc: &Locations, unit: &str) -> Result<Sink, LogsError> {
         unit: unit.into(),
         reason,
     })
-}
-
-/// A string property, "" when absent or of another type.
-fn string<V: Clone>(props: &HashMap<String, V>, key: &str) -> String
-where
-    String: TryFrom<V>,
-{
-    props
-        .get(key)
-        .and_then(|v| String::try_from(v.clone()).ok())
-        .unwrap_or_default()
 }
 
 fn is_file(output: &str) -> bool {

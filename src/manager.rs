@@ -1,6 +1,6 @@
 //! The user manager as the reconciler needs it: [`UserManager`].
 //!
-//! [`crate::systemd::Systemd`] implements it over D-Bus; the in-memory
+//! The D-Bus adapter (`systemd.rs`) implements it; the in-memory
 //! `fake::FakeManager` (tests only) implements it with units that load from
 //! the unit directory on `daemon-reload`, jobs that complete at once and
 //! limits read from the loaded unit files, so a whole pass (prepare → plan →
@@ -9,22 +9,29 @@
 //! Jobs follow systemd's documented protocol whatever the implementation:
 //! open a [`JobStream`] *before* queueing, key jobs by object path, treat
 //! any result but `done` as failure, and give every wait a deadline.
+//!
+//! Architecture Invariant: the trait is the only door to the user
+//! manager. Its signatures carry plain types ([`UnitPath`], [`LiveUnit`],
+//! [`UnitProperties`], …) and one error, [`ManagerError`]; nothing in it
+//! names the implementation or its D-Bus types (`tests/structure.rs`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::time::Duration;
 
-use zbus::OwnedObjectPath;
-
-use crate::plan::{LiveLimits, LiveUnit, WantedLimits};
 use crate::status::Reason;
-use crate::systemd::{Systemd, SystemdError};
 
+mod error;
 #[cfg(test)]
 pub mod fake;
+mod kmsg;
+mod live;
 
-/// A unit's object path, as `ListUnitsByNames` and `LoadUnit` return it.
-pub type UnitPath = OwnedObjectPath;
+pub use error::{CallFailure, ManagerError};
+pub use kmsg::{kernel_log_oom_kill, kernel_log_oom_kill_async};
+pub use live::{
+    LiveLimits, LiveProperties, LiveUnit, UnitPath, UnitProperties, Usage, WantedLimits,
+};
 
 /// Live units by name, each with the path its properties are read from.
 pub type ListedUnits = BTreeMap<String, (LiveUnit, UnitPath)>;
@@ -121,7 +128,7 @@ impl ServiceResult {
     ) -> Option<(Reason, String)> {
         let (status, pid) = (self.status, self.pid);
         let limit = memory_max
-            .map(|b| format!(" (memoryMax {})", crate::render::human_bytes(b)))
+            .map(|b| format!(" (memoryMax {})", crate::table::human_bytes(b)))
             .unwrap_or_default();
         let journal = crate::status::see_logs(unit);
         let oom = |pid_note: String| {
@@ -194,14 +201,48 @@ impl ServiceResult {
 }
 
 /// What every [`UserManager`] call returns: a `Send` future of an answer
-/// or a [`SystemdError`].
-pub trait Answer<T>: Future<Output = Result<T, SystemdError>> + Send {}
+/// or a [`ManagerError`].
+pub trait Answer<T>: Future<Output = Result<T, ManagerError>> + Send {}
 
-impl<T, F: Future<Output = Result<T, SystemdError>> + Send> Answer<T> for F {}
+impl<T, F: Future<Output = Result<T, ManagerError>> + Send> Answer<T> for F {}
+
+/// A pause of unit signals (see [`UserManager::pause_unit_signals`]);
+/// ends when dropped, or at its deadline, whichever is first.
+pub struct SignalPause {
+    /// Which pause it is, for logs.
+    n: u64,
+    /// What ends it; run once, on drop.
+    end: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl SignalPause {
+    /// Pause number `n`, ended by `end` when dropped.
+    pub fn new(n: u64, end: impl FnOnce() + Send + Sync + 'static) -> SignalPause {
+        SignalPause {
+            n,
+            end: Some(Box::new(end)),
+        }
+    }
+}
+
+impl std::fmt::Debug for SignalPause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignalPause").field("n", &self.n).finish()
+    }
+}
+
+impl Drop for SignalPause {
+    fn drop(&mut self) {
+        if let Some(end) = self.end.take() {
+            end();
+        }
+    }
+}
 
 /// What the reconciler asks of the user manager.
 ///
-/// Implemented by [`Systemd`] (D-Bus) and, in tests, by `fake::FakeManager`.
+/// Implemented over D-Bus by the systemd adapter and, in tests, by
+/// `fake::FakeManager`.
 /// Every future is `Send`, so work using a manager can run on its own task.
 pub trait UserManager: Send + Sync {
     /// The manager's unit search path (`UnitPath`).
@@ -258,11 +299,26 @@ pub trait UserManager: Send + Sync {
     /// Queue a job; the caller must hold a [`JobStream`] opened earlier.
     fn queue(&self, unit: &str, kind: JobKind) -> impl Answer<QueuedJob>;
 
-    /// The D-Bus connection behind this manager, for what only runs
-    /// against the real one (finishing interrupted restores).
-    fn as_systemd(&self) -> Option<&Systemd> {
-        None
-    }
+    /// The unit's own properties: load state, unit file, drop-ins,
+    /// enablement (`unitlet restore` checks a unit is unitlet's by them).
+    fn unit_properties(&self, unit: &str, path: &UnitPath) -> impl Answer<UnitProperties>;
+
+    /// What the unit does now (its type's properties: main process,
+    /// result, output, resource use), for `describe`, `get -o wide` and
+    /// `logs`.
+    fn live_properties(&self, unit: &str, path: &UnitPath) -> impl Answer<LiveProperties>;
+
+    /// The PID of the user manager (its cgroup says which controllers it
+    /// has: the `LimitsEnforced` condition).
+    fn manager_pid(&self) -> impl Answer<u32>;
+
+    /// Stop unit signals for at most `at_most`, or until the returned
+    /// pause is dropped: while a large batch of units starts, their
+    /// signals cost the manager more than they tell. When the pause ends,
+    /// the operator is woken to look at every unit (a change made
+    /// meanwhile was not signalled). Jobs queued meanwhile still end with
+    /// their `JobRemoved`.
+    fn pause_unit_signals(&self, at_most: Duration) -> impl Future<Output = SignalPause> + Send;
 
     /// Why a failed service failed: `(reason, message)` for its Ready
     /// condition (see [`ServiceResult::failure`]).
@@ -276,7 +332,7 @@ pub trait UserManager: Send + Sync {
             let r = self.service_result(unit, path).await.ok()?;
             // Asked only of a SIGKILLed process (see `failure`), off the runtime.
             let logged = if r.result == "signal" && r.status == libc::SIGKILL && r.pid > 0 {
-                crate::systemd::kernel_log_oom_kill_async(r.pid).await
+                kernel_log_oom_kill_async(r.pid).await
             } else {
                 None
             };
@@ -345,14 +401,14 @@ impl JobStream {
 
     /// Wait for all `jobs` to be removed, each within `timeout`.
     /// Returns one result per job, in order: a job whose end was not
-    /// seen because the connection closed is [`SystemdError::JobLost`]
+    /// seen because the connection closed is [`ManagerError::JobLost`]
     /// (no failure of the unit), not a timeout.
     pub async fn wait(
         &mut self,
         sd: &impl UserManager,
         jobs: &[QueuedJob],
         timeout: Duration,
-    ) -> Vec<Result<(), SystemdError>> {
+    ) -> Vec<Result<(), ManagerError>> {
         let mut pending: HashSet<&str> = jobs.iter().map(|j| j.path.as_str()).collect();
         pending.retain(|p| !self.seen.contains_key(*p));
         let deadline = tokio::time::Instant::now() + timeout;
@@ -374,7 +430,7 @@ impl JobStream {
         for j in jobs {
             out.push(match self.seen.remove(&j.path) {
                 Some(r) if r == "done" => Ok(()),
-                Some(result) => Err(SystemdError::JobFailed {
+                Some(result) => Err(ManagerError::JobFailed {
                     verb: j.kind.verb(),
                     unit: j.unit.clone(),
                     result,
@@ -383,11 +439,11 @@ impl JobStream {
                         _ => sd.failure_hint(&j.unit).await,
                     },
                 }),
-                None if closed => Err(SystemdError::JobLost {
+                None if closed => Err(ManagerError::JobLost {
                     verb: j.kind.verb(),
                     unit: j.unit.clone(),
                 }),
-                None => Err(SystemdError::JobTimeout {
+                None => Err(ManagerError::JobTimeout {
                     verb: j.kind.verb(),
                     unit: j.unit.clone(),
                     timeout,

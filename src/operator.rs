@@ -20,6 +20,7 @@ use crate::locations::Locations;
 use crate::lock::StateLock;
 use crate::manager::UserManager;
 use crate::metrics::Metrics;
+use crate::prometheus::recover::Recoveries;
 use crate::reconcile::{ReconcileError, Reconciler};
 use crate::status::Status;
 use crate::systemd::{self, Systemd};
@@ -370,6 +371,8 @@ struct Operator {
     /// the resync.
     holds_dir: PathBuf,
     rec: Reconciler,
+    /// Interrupted restores, recovered at the start of every pass.
+    recoveries: Recoveries,
     pool: WorkPool,
     /// Finished work, folded in by the next pass.
     outcomes: Vec<Outcome>,
@@ -430,6 +433,7 @@ impl Operator {
             parent,
             holds_dir,
             rec,
+            recoveries: Recoveries::default(),
             pool: WorkPool {
                 in_flight: HashMap::new(),
                 starting: HashMap::new(),
@@ -770,6 +774,7 @@ async fn run_pass(
     // next pass resumes).
     let pass = pass(
         &mut op.rec,
+        &mut op.recoveries,
         &c,
         &mut op.outcomes,
         &mut op.last_saved,
@@ -848,6 +853,7 @@ async fn next_wake(
 /// prepare, apply, save status when it changed (or the heartbeat is due).
 async fn pass(
     rec: &mut Reconciler,
+    recoveries: &mut Recoveries,
     sd: &Systemd,
     outcomes: &mut Vec<Outcome>,
     last_saved: &mut Option<std::time::Instant>,
@@ -865,6 +871,7 @@ async fn pass(
     for o in outcomes.drain(..) {
         reloads.extend(rec.finish(o, &mut status));
     }
+    recoveries.run(&rec.loc, sd).await;
     let result = async {
         let prep = rec.prepare(sd, &status).await?;
         *config_dirs = crate::reload::watch_dirs(&prep.loaded.manifests);

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::manager::{LiveUnit, WantedLimits};
 use crate::manifest::{DesiredState, Resources};
 use crate::render::{self, DesiredUnit, Role};
 
@@ -21,37 +22,6 @@ pub struct ObservedFile {
     pub source: Option<PathBuf>,
 }
 
-/// A unit as the user manager sees it.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct LiveUnit {
-    pub load_state: String,
-    pub active_state: String,
-    pub sub_state: String,
-    /// A job is queued or running for the unit: leave it alone this pass.
-    pub job_pending: bool,
-    /// Where systemd loaded the unit from (fetched only when it matters).
-    pub fragment_path: Option<String>,
-    /// `UnitFileState` (enabled, disabled, static, …), if known.
-    pub file_state: Option<String>,
-    /// `NeedDaemonReload`, fetched only when the last apply is in doubt.
-    pub need_reload: Option<bool>,
-    /// Live cgroup limits, when fetched (u64::MAX = unlimited).
-    pub limits: Option<LiveLimits>,
-    /// Drop-ins in the manager's `user.control` directories that set a
-    /// limit unitlet manages (`systemctl set-property`, or an older
-    /// unitlet): they override the unit file, also after a daemon-reload.
-    pub limit_dropins: Vec<PathBuf>,
-}
-
-/// Live values of the limits unitlet enforces, as systemd reports them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LiveLimits {
-    pub memory_max: u64,
-    pub memory_high: u64,
-    pub cpu_quota_per_sec_usec: u64,
-    pub tasks_max: u64,
-}
-
 /// The limits unitlet manages, as unit-file keys.
 pub const LIMIT_KEYS: [&str; 4] = ["MemoryMax", "MemoryHigh", "CPUQuota", "TasksMax"];
 
@@ -60,126 +30,6 @@ pub fn has_limit_keys(content: &str) -> bool {
     crate::unitfile::parse(content)
         .keys("Service")
         .any(|key| LIMIT_KEYS.contains(&key))
-}
-
-/// The live limits a unit file asks for; a limit it does not set is
-/// systemd's default. `None` = not compared (a value unitlet does not
-/// evaluate, like a percentage of memory, or an unknown default).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WantedLimits {
-    pub memory_max: Option<u64>,
-    pub memory_high: Option<u64>,
-    pub cpu_quota_per_sec_usec: Option<u64>,
-    pub tasks_max: Option<u64>,
-}
-
-impl WantedLimits {
-    /// From the unit file unitlet writes (the manifest's `resources`, and
-    /// for an adopted unit the file's own settings): in its `[Service]`
-    /// sections the last assignment of a key wins and an empty one resets
-    /// it, as in systemd. An unset `TasksMax=` is the manager's
-    /// `DefaultTasksMax` (not infinity).
-    pub fn of_unit(content: &str, default_tasks_max: Option<u64>) -> WantedLimits {
-        let parsed = crate::unitfile::parse(content);
-        let last = |key: &str| parsed.last("Service", key).filter(|v| !v.is_empty());
-        WantedLimits {
-            memory_max: last("MemoryMax").map_or(Some(u64::MAX), parse_bytes),
-            memory_high: last("MemoryHigh").map_or(Some(u64::MAX), parse_bytes),
-            cpu_quota_per_sec_usec: last("CPUQuota").map_or(Some(u64::MAX), parse_quota),
-            tasks_max: last("TasksMax").map_or(default_tasks_max, parse_count),
-        }
-    }
-
-    /// Whether the live values are the wanted ones.
-    pub fn matches(&self, live: &LiveLimits) -> bool {
-        self.differences(live).is_empty()
-    }
-
-    /// Each live value that is not the wanted one, as
-    /// `MemoryMax is 300M, the manifest wants 100M`.
-    pub fn differences(&self, live: &LiveLimits) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut check = |prop: &str, have: u64, want: Option<u64>, show: fn(u64) -> String| {
-            if let Some(want) = want
-                && have != want
-            {
-                out.push(format!(
-                    "{prop} is {}, the manifest wants {}",
-                    show(have),
-                    show(want)
-                ));
-            }
-        };
-        check("MemoryMax", live.memory_max, self.memory_max, show_bytes);
-        check("MemoryHigh", live.memory_high, self.memory_high, show_bytes);
-        check(
-            "CPUQuota",
-            live.cpu_quota_per_sec_usec,
-            self.cpu_quota_per_sec_usec,
-            show_quota,
-        );
-        check("TasksMax", live.tasks_max, self.tasks_max, show_count);
-        out
-    }
-}
-
-/// `1073741824`, `512M`, `infinity` → bytes; percentages → `None`.
-fn parse_bytes(v: &str) -> Option<u64> {
-    if v == "infinity" {
-        return Some(u64::MAX);
-    }
-    let (num, shift) = match v.char_indices().last()? {
-        (i, 'K') => (&v[..i], 10),
-        (i, 'M') => (&v[..i], 20),
-        (i, 'G') => (&v[..i], 30),
-        (i, 'T') => (&v[..i], 40),
-        (i, 'P') => (&v[..i], 50),
-        (i, 'E') => (&v[..i], 60),
-        _ => (v, 0),
-    };
-    num.parse::<u64>().ok()?.checked_mul(1u64 << shift)
-}
-
-/// `150%`, `12.5%` → µs of CPU time per second.
-fn parse_quota(v: &str) -> Option<u64> {
-    let p: f64 = v.strip_suffix('%')?.parse().ok()?;
-    (p > 0.0).then(|| (p * 10_000.0).round() as u64)
-}
-
-/// `50`, `infinity` → a count; percentages → `None`.
-fn parse_count(v: &str) -> Option<u64> {
-    if v == "infinity" {
-        Some(u64::MAX)
-    } else {
-        v.parse().ok()
-    }
-}
-
-fn show_count(v: u64) -> String {
-    if v == u64::MAX {
-        "infinity".into()
-    } else {
-        v.to_string()
-    }
-}
-
-fn show_bytes(v: u64) -> String {
-    match v {
-        u64::MAX => "infinity".into(),
-        v if v != 0 && v % (1 << 30) == 0 => format!("{}G", v >> 30),
-        v if v != 0 && v % (1 << 20) == 0 => format!("{}M", v >> 20),
-        v if v != 0 && v % (1 << 10) == 0 => format!("{}K", v >> 10),
-        v => v.to_string(),
-    }
-}
-
-fn show_quota(v: u64) -> String {
-    if v == u64::MAX {
-        "infinity".into()
-    } else {
-        // CPUQuotaPerSecUSec: µs of CPU time per second of wall time.
-        format!("{}%", v as f64 / 10_000.0)
-    }
 }
 
 /// Everything the planner knows about the world.
@@ -744,6 +594,7 @@ fn start_reason(u: &UnitSeen<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manager::LiveLimits;
     use crate::manifest::{PathContext, parse_str};
     use crate::render::{RenderContext, render};
 

@@ -14,88 +14,46 @@ use zbus::{Connection, MatchRule, MessageStream, proxy::CacheProperties};
 use zbus::{OwnedObjectPath, OwnedVariant as OwnedValue, Variant as Value};
 use zbus_systemd::systemd1::{ManagerProxy, UnitProxy};
 
+use crate::manager::{
+    CallFailure, ListedUnits, LiveLimits, LiveProperties, LiveUnit, ManagerError, ServiceResult,
+    SignalPause, UnitPath, UnitProperties, Usage,
+};
 pub use crate::manager::{JobKind, JobStream, QueuedJob, UserManager};
-use crate::manager::{ListedUnits, ServiceResult, UnitPath};
-use crate::plan::{LiveLimits, LiveUnit};
 
-#[derive(Debug, thiserror::Error)]
-pub enum SystemdError {
-    /// No session bus / user manager to talk to.
-    #[error(
-        "cannot connect to the user's systemd over D-Bus at {address}: {source}; is a user manager running (systemctl --user status)? Set --bus or DBUS_SESSION_BUS_ADDRESS"
-    )]
-    Connect {
-        address: String,
-        #[source]
-        source: zbus::Error,
-    },
-    /// A method call failed.
-    #[error("systemd {call} failed{}: {source}", unit.as_ref().map(|u| format!(" for {u}")).unwrap_or_default())]
-    Call {
-        call: &'static str,
-        unit: Option<String>,
-        #[source]
-        source: zbus::Error,
-    },
-    /// A job ended with a result other than `done`.
-    #[error("{verb} of {unit} failed: job result {result:?}{hint}")]
-    JobFailed {
-        verb: &'static str,
-        unit: String,
-        result: String,
-        hint: String,
-    },
-    /// A job did not finish in time.
-    #[error("{verb} of {unit} did not finish within {timeout:?}")]
-    JobTimeout {
-        verb: &'static str,
-        unit: String,
-        timeout: Duration,
-    },
-    /// The connection to the user manager closed while a job was waited
-    /// for: how it ended is not known here (the next look at the unit
-    /// says), so it is no failure of the unit.
-    #[error(
-        "the connection to the user manager closed before the {verb} of {unit} ended; its state is read again once reconnected"
-    )]
-    JobLost { verb: &'static str, unit: String },
-    /// The unit directory is not on the manager's search path.
-    #[error(
-        "unit directory {dir} is not on the user manager's unit search path ({path}); pass --unit-dir with one of those directories (e.g. $XDG_DATA_HOME/systemd/user)"
-    )]
-    NotOnUnitPath { dir: String, path: String },
-}
+/// The user manager's errors, under the name this adapter had for them
+/// before the trait got its own: [`ManagerError`].
+pub type SystemdError = ManagerError;
 
-impl SystemdError {
-    /// Whether systemd answered that it has no such unit (no file for it
-    /// on its search path, as far as it knows).
-    pub fn is_no_such_unit(&self) -> bool {
-        match self {
-            SystemdError::Call { source, .. } => source
-                .to_string()
-                .contains("org.freedesktop.systemd1.NoSuchUnit"),
-            _ => false,
-        }
-    }
-
-    /// Whether the connection itself is gone (reconnect), rather than one
-    /// call having failed.
-    pub fn is_disconnect(&self) -> bool {
-        let e = match self {
-            SystemdError::Connect { .. } | SystemdError::JobLost { .. } => return true,
-            SystemdError::Call { source, .. } => source,
-            _ => return false,
-        };
-        matches!(e, zbus::Error::InputOutput(_)) || e.to_string().contains("ServiceUnknown")
-    }
-}
-
-fn call<T>(call: &'static str, unit: Option<&str>, r: zbus::Result<T>) -> Result<T, SystemdError> {
-    r.map_err(|source| SystemdError::Call {
+/// A failed D-Bus call as a [`ManagerError`]: its text, and whether the
+/// manager said it has no such unit or the connection is gone.
+fn call_error(call: &'static str, unit: Option<&str>, e: zbus::Error) -> ManagerError {
+    let text = e.to_string();
+    let failure = if text.contains("org.freedesktop.systemd1.NoSuchUnit") {
+        CallFailure::NoSuchUnit
+    } else if matches!(e, zbus::Error::InputOutput(_)) || text.contains("ServiceUnknown") {
+        CallFailure::Disconnected
+    } else {
+        CallFailure::Other
+    };
+    ManagerError::Call {
         call,
         unit: unit.map(str::to_string),
-        source,
-    })
+        cause: crate::error_chain(&e),
+        failure,
+    }
+}
+
+fn call<T>(call: &'static str, unit: Option<&str>, r: zbus::Result<T>) -> Result<T, ManagerError> {
+    r.map_err(|e| call_error(call, unit, e))
+}
+
+/// The D-Bus object path of `path`.
+fn object_path(unit: &str, path: &UnitPath) -> Result<OwnedObjectPath, ManagerError> {
+    call(
+        "unit path",
+        Some(unit),
+        OwnedObjectPath::try_from(path.as_str()),
+    )
 }
 
 /// The bus address unitlet uses: `--bus`, else the session bus.
@@ -120,32 +78,13 @@ pub struct Systemd {
     /// not be awaited (see [`Systemd::renew_subscription`]).
     subscribed: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// The unit-signal pause in force (its number), 0 for none: see
-    /// [`Systemd::pause_unit_signals`].
+    /// [`UserManager::pause_unit_signals`].
     paused: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Where [`unit_changes`] delivers, to wake the operator when a pause
     /// ends (what changed meanwhile was not signalled).
     /// Weak: the channel must still close when the connection does.
     changes_tx:
         std::sync::Arc<std::sync::Mutex<Option<tokio::sync::mpsc::WeakUnboundedSender<String>>>>,
-}
-
-/// A pause of unit signals, from [`Systemd::pause_unit_signals`]; ends
-/// when dropped (or at its deadline, whichever is first).
-pub struct SignalPause {
-    sd: Systemd,
-    n: u64,
-}
-
-impl std::fmt::Debug for SignalPause {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SignalPause").field("n", &self.n).finish()
-    }
-}
-
-impl Drop for SignalPause {
-    fn drop(&mut self) {
-        self.sd.end_pause(self.n);
-    }
 }
 
 /// The name sent through [`unit_changes`] when every unit must be looked
@@ -176,13 +115,13 @@ impl Systemd {
     /// Connect to the bus at `address` (or the session bus).
     ///
     /// # Errors
-    /// [`SystemdError::Connect`] when the bus or the manager is unreachable.
-    pub async fn connect(address: Option<&str>) -> Result<Systemd, SystemdError> {
+    /// [`ManagerError::Connect`] when the bus or the manager is unreachable.
+    pub async fn connect(address: Option<&str>) -> Result<Systemd, ManagerError> {
         let address = address.map(str::to_string).or_else(default_bus_address);
         let shown = address.clone().unwrap_or_else(|| "(session bus)".into());
-        let connect_err = |source| SystemdError::Connect {
+        let connect_err = |source: zbus::Error| ManagerError::Connect {
             address: shown.clone(),
-            source,
+            cause: crate::error_chain(&source),
         };
         let builder = match &address {
             Some(a) => zbus::connection::Builder::address(a.as_str()),
@@ -218,7 +157,7 @@ impl Systemd {
     /// this connection queues still end with their `JobRemoved`: systemd
     /// sends it to the client that queued the job, subscribed or not (as
     /// `systemctl start` relies on).
-    pub async fn pause_unit_signals(&self, at_most: Duration) -> SignalPause {
+    async fn pause_signals(&self, at_most: Duration) -> SignalPause {
         use std::sync::atomic::Ordering::SeqCst;
         static PAUSES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let n = PAUSES.fetch_add(1, SeqCst);
@@ -236,10 +175,8 @@ impl Systemd {
             tokio::time::sleep(at_most).await;
             me.end_pause(n);
         });
-        SignalPause {
-            sd: self.clone(),
-            n,
-        }
+        let me = self.clone();
+        SignalPause::new(n, move || me.end_pause(n))
     }
 
     /// End pause `n` if it is still the one in force.
@@ -271,13 +208,9 @@ impl Systemd {
         self.paused.load(std::sync::atomic::Ordering::SeqCst) != 0
     }
 
-    pub fn connection(&self) -> &Connection {
-        &self.conn
-    }
-
     /// `Subscribe`, tolerating "already subscribed" (systemd forgets
     /// subscriptions when it re-executes, so we call it again per pass).
-    pub async fn subscribe(&self) -> Result<(), SystemdError> {
+    pub async fn subscribe(&self) -> Result<(), ManagerError> {
         let r = match self.manager.subscribe().await {
             Ok(()) => Ok(()),
             Err(zbus::Error::MethodError(name, _, _))
@@ -311,7 +244,7 @@ impl Systemd {
     }
 
     /// Check that `dir` is on the manager's unit search path.
-    pub async fn check_unit_dir(&self, dir: &std::path::Path) -> Result<(), SystemdError> {
+    pub async fn check_unit_dir(&self, dir: &std::path::Path) -> Result<(), ManagerError> {
         let paths = self.unit_path().await?;
         let canon = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
         let ok = paths.iter().any(|p| {
@@ -321,20 +254,25 @@ impl Systemd {
         if ok {
             Ok(())
         } else {
-            Err(SystemdError::NotOnUnitPath {
+            Err(ManagerError::NotOnUnitPath {
                 dir: dir.display().to_string(),
                 path: paths.join(":"),
             })
         }
     }
 
-    async fn unit_proxy(&self, path: &OwnedObjectPath) -> Result<UnitProxy<'static>, SystemdError> {
+    async fn unit_proxy(
+        &self,
+        unit: &str,
+        path: &UnitPath,
+    ) -> Result<UnitProxy<'static>, ManagerError> {
+        let path = object_path(unit, path)?;
         call(
             "unit proxy",
             None,
             async {
                 UnitProxy::builder(&self.conn)
-                    .path(path.clone())
+                    .path(path)
                     .cache_properties(CacheProperties::No)
                     .build()
                     .await
@@ -344,24 +282,20 @@ impl Systemd {
     }
 
     /// All properties of one interface of a unit, in one call.
-    pub async fn get_all(
+    async fn get_all(
         &self,
         unit: &str,
-        path: &OwnedObjectPath,
+        path: &UnitPath,
         interface: &str,
-    ) -> Result<HashMap<String, OwnedValue>, SystemdError> {
+    ) -> Result<HashMap<String, OwnedValue>, ManagerError> {
+        let path = object_path(unit, path)?;
         let props = zbus::fdo::PropertiesProxy::builder(&self.conn)
             .destination("org.freedesktop.systemd1")
-            .path(path.clone())
+            .path(path)
             .cache_properties(CacheProperties::No);
         let props = call("Properties", Some(unit), props.build().await)?;
-        let iface = zbus::names::InterfaceName::try_from(interface.to_string()).map_err(|e| {
-            SystemdError::Call {
-                call: "GetAll",
-                unit: Some(unit.into()),
-                source: e,
-            }
-        })?;
+        let iface = zbus::names::InterfaceName::try_from(interface.to_string())
+            .map_err(|e| call_error("GetAll", Some(unit), e))?;
         call(
             "GetAll",
             Some(unit),
@@ -372,8 +306,8 @@ impl Systemd {
     async fn service_properties(
         &self,
         unit: &str,
-        path: &OwnedObjectPath,
-    ) -> Result<HashMap<String, OwnedValue>, SystemdError> {
+        path: &UnitPath,
+    ) -> Result<HashMap<String, OwnedValue>, ManagerError> {
         self.get_all(unit, path, "org.freedesktop.systemd1.Service")
             .await
     }
@@ -385,7 +319,7 @@ async fn unit_files_call<T>(
     method: &'static str,
     units: &[String],
     call_: impl std::future::Future<Output = zbus::Result<T>>,
-) -> Result<(), SystemdError> {
+) -> Result<(), ManagerError> {
     let Some(first) = units.first() else {
         return Ok(());
     };
@@ -407,11 +341,11 @@ fn exec_start_program(exec: &OwnedValue) -> Option<String> {
 }
 
 impl UserManager for Systemd {
-    async fn unit_path(&self) -> Result<Vec<String>, SystemdError> {
+    async fn unit_path(&self) -> Result<Vec<String>, ManagerError> {
         call("UnitPath", None, self.manager.unit_path().await)
     }
 
-    async fn list_units(&self, names: &[String]) -> Result<ListedUnits, SystemdError> {
+    async fn list_units(&self, names: &[String]) -> Result<ListedUnits, ManagerError> {
         let mut out = BTreeMap::new();
         if names.is_empty() {
             return Ok(out);
@@ -429,22 +363,22 @@ impl UserManager for Systemd {
                 job_pending: job_id != 0,
                 ..Default::default()
             };
-            out.insert(name, (unit, path));
+            out.insert(name, (unit, UnitPath::new(path.as_str())));
         }
         Ok(out)
     }
 
-    async fn fragment_path(&self, unit: &str, path: &UnitPath) -> Result<String, SystemdError> {
-        let p = self.unit_proxy(path).await?;
+    async fn fragment_path(&self, unit: &str, path: &UnitPath) -> Result<String, ManagerError> {
+        let p = self.unit_proxy(unit, path).await?;
         call("FragmentPath", Some(unit), p.fragment_path().await)
     }
 
-    async fn need_daemon_reload(&self, unit: &str, path: &UnitPath) -> Result<bool, SystemdError> {
-        let p = self.unit_proxy(path).await?;
+    async fn need_daemon_reload(&self, unit: &str, path: &UnitPath) -> Result<bool, ManagerError> {
+        let p = self.unit_proxy(unit, path).await?;
         call("NeedDaemonReload", Some(unit), p.need_daemon_reload().await)
     }
 
-    async fn live_limits(&self, unit: &str, path: &UnitPath) -> Result<LiveLimits, SystemdError> {
+    async fn live_limits(&self, unit: &str, path: &UnitPath) -> Result<LiveLimits, ManagerError> {
         let all = self.service_properties(unit, path).await?;
         let g = |k: &str| {
             all.get(k)
@@ -463,7 +397,7 @@ impl UserManager for Systemd {
         &self,
         unit: &str,
         path: &UnitPath,
-    ) -> Result<ServiceResult, SystemdError> {
+    ) -> Result<ServiceResult, ManagerError> {
         let all = self.service_properties(unit, path).await?;
         let int = |k: &str| all.get(k).and_then(|v| i32::try_from(v).ok()).unwrap_or(0);
         // The start limit is the Unit interface's; a failure to read it
@@ -500,7 +434,7 @@ impl UserManager for Systemd {
         })
     }
 
-    async fn n_restarts(&self, unit: &str, path: &UnitPath) -> Result<u32, SystemdError> {
+    async fn n_restarts(&self, unit: &str, path: &UnitPath) -> Result<u32, ManagerError> {
         let all = self.service_properties(unit, path).await?;
         Ok(all
             .get("NRestarts")
@@ -508,24 +442,25 @@ impl UserManager for Systemd {
             .unwrap_or(0))
     }
 
-    async fn load_unit(&self, unit: &str) -> Result<UnitPath, SystemdError> {
-        call(
+    async fn load_unit(&self, unit: &str) -> Result<UnitPath, ManagerError> {
+        let path = call(
             "LoadUnit",
             Some(unit),
             self.manager.load_unit(unit.to_string()).await,
-        )
+        )?;
+        Ok(UnitPath::new(path.as_str()))
     }
 
-    async fn reload(&self) -> Result<(), SystemdError> {
+    async fn reload(&self) -> Result<(), ManagerError> {
         call("Reload", None, self.manager.reload().await)
     }
 
-    async fn enable(&self, units: &[String]) -> Result<(), SystemdError> {
+    async fn enable(&self, units: &[String]) -> Result<(), ManagerError> {
         let enable = self.manager.enable_unit_files(units.to_vec(), false, true);
         unit_files_call("EnableUnitFiles", units, enable).await
     }
 
-    async fn disable(&self, units: &[String]) -> Result<(), SystemdError> {
+    async fn disable(&self, units: &[String]) -> Result<(), ManagerError> {
         let disable = self.manager.disable_unit_files(units.to_vec(), false);
         unit_files_call("DisableUnitFiles", units, disable).await
     }
@@ -534,7 +469,7 @@ impl UserManager for Systemd {
         let _ = self.manager.reset_failed_unit(unit.to_string()).await;
     }
 
-    async fn default_tasks_max(&self) -> Result<u64, SystemdError> {
+    async fn default_tasks_max(&self) -> Result<u64, ManagerError> {
         call(
             "DefaultTasksMax",
             None,
@@ -542,7 +477,7 @@ impl UserManager for Systemd {
         )
     }
 
-    async fn kill_main(&self, unit: &str, signal: i32) -> Result<(), SystemdError> {
+    async fn kill_main(&self, unit: &str, signal: i32) -> Result<(), ManagerError> {
         call(
             "KillUnit",
             Some(unit),
@@ -552,13 +487,13 @@ impl UserManager for Systemd {
         )
     }
 
-    async fn reload_unit(&self, unit: &str, timeout: Duration) -> Result<(), SystemdError> {
+    async fn reload_unit(&self, unit: &str, timeout: Duration) -> Result<(), ManagerError> {
         let mut js = self.job_stream().await?;
         let job = self.queue(unit, JobKind::Reload).await?;
         js.wait(self, &[job], timeout).await.remove(0)
     }
 
-    async fn job_stream(&self) -> Result<JobStream, SystemdError> {
+    async fn job_stream(&self) -> Result<JobStream, ManagerError> {
         let stream = call(
             "receive JobRemoved",
             None,
@@ -584,7 +519,7 @@ impl UserManager for Systemd {
         Ok(JobStream::new(rx, Some(drain)))
     }
 
-    async fn queue(&self, unit: &str, kind: JobKind) -> Result<QueuedJob, SystemdError> {
+    async fn queue(&self, unit: &str, kind: JobKind) -> Result<QueuedJob, ManagerError> {
         let (mode, name) = ("replace".to_string(), unit.to_string());
         let (method, r) = match kind {
             JobKind::Start => ("StartUnit", self.manager.start_unit(name, mode).await),
@@ -599,101 +534,91 @@ impl UserManager for Systemd {
         })
     }
 
-    fn as_systemd(&self) -> Option<&Systemd> {
-        Some(self)
-    }
-}
-
-/// Whether the kernel log records an OOM kill of `pid`. `None` when the
-/// log cannot be read (an unprivileged user with `dmesg_restrict`).
-/// Blocking, but bounded: see [`scan_kernel_log`]; on the async runtime
-/// use [`kernel_log_oom_kill_async`].
-pub fn kernel_log_oom_kill(pid: u32) -> Option<bool> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open("/dev/kmsg")
-        .ok()?;
-    Some(scan_kernel_log(f, &format!("Killed process {pid} ")))
-}
-
-/// The kernel log is read at most this far per question (its ring buffer
-/// is far smaller; a log that keeps coming must not keep us reading).
-const KMSG_MAX_BYTES: usize = 32 * 1024 * 1024;
-
-/// Whether a record of `kmsg` (one per read, ending at `EAGAIN`) contains
-/// `needle`, reading at most [`KMSG_MAX_BYTES`] and 100 000 records.
-fn scan_kernel_log(mut kmsg: impl std::io::Read, needle: &str) -> bool {
-    let mut buf = vec![0u8; 8192];
-    let mut total = 0;
-    for _ in 0..100_000 {
-        match kmsg.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                if String::from_utf8_lossy(&buf[..n]).contains(needle) {
-                    return true;
-                }
-                total += n;
-                if total >= KMSG_MAX_BYTES {
-                    break;
-                }
-            }
-            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue, // overwritten record
-            Err(_) => break,
-        }
-    }
-    false
-}
-
-/// [`kernel_log_oom_kill`] off the async runtime, one question at a time
-/// (several units killed at once do not each take a thread), within 2 s;
-/// `None` (unknown) when it does not answer in time.
-pub async fn kernel_log_oom_kill_async(pid: u32) -> Option<bool> {
-    let deadline = std::time::Duration::from_secs(2);
-    crate::fsutil::off_runtime(std::path::Path::new("/dev/kmsg"), deadline, move || {
-        kernel_log_oom_kill(pid)
-    })
-    .await
-    .ok()
-    .flatten()
-}
-
-#[cfg(test)]
-mod kmsg_tests {
-    /// Issue 20 item 5: a kernel log that never ends is read only so far.
-    #[test]
-    fn an_endless_kernel_log_is_read_only_so_far() {
-        struct Endless(usize);
-        impl std::io::Read for Endless {
-            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-                self.0 += buf.len();
-                buf.fill(b'x');
-                Ok(buf.len())
-            }
-        }
-        let mut log = Endless(0);
-        assert!(!super::scan_kernel_log(&mut log, "Killed process 1 "));
-        assert!(
-            log.0 <= super::KMSG_MAX_BYTES + 8192,
-            "{} bytes read",
-            log.0
-        );
-        let rec: &[u8] = b"6,1,2,-;Out of memory: Killed process 42 (x)\n";
-        assert!(super::scan_kernel_log(rec, "Killed process 42 "));
+    async fn unit_properties(
+        &self,
+        unit: &str,
+        path: &UnitPath,
+    ) -> Result<UnitProperties, ManagerError> {
+        let props = self
+            .get_all(unit, path, "org.freedesktop.systemd1.Unit")
+            .await?;
+        Ok(UnitProperties {
+            load_state: string(&props, "LoadState"),
+            fragment_path: string(&props, "FragmentPath"),
+            drop_in_paths: props
+                .get("DropInPaths")
+                .and_then(|v| <Vec<String>>::try_from(v.clone()).ok())
+                .unwrap_or_default(),
+            unit_file_state: string(&props, "UnitFileState"),
+        })
     }
 
-    #[tokio::test]
-    async fn the_kernel_log_is_asked_off_the_runtime() {
-        // Readable or not here, the answer comes within its deadline.
-        let r = tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            super::kernel_log_oom_kill_async(u32::MAX),
+    async fn live_properties(
+        &self,
+        unit: &str,
+        path: &UnitPath,
+    ) -> Result<LiveProperties, ManagerError> {
+        let iface = if unit.ends_with(".timer") {
+            "org.freedesktop.systemd1.Timer"
+        } else {
+            "org.freedesktop.systemd1.Service"
+        };
+        let p = self.get_all(unit, path, iface).await?;
+        // Unset (systemd's `u64::MAX`) or absent: unknown.
+        let num = |k: &str| {
+            p.get(k)
+                .and_then(|v| u64::try_from(v).ok())
+                .filter(|v| *v != u64::MAX)
+        };
+        Ok(LiveProperties {
+            main_pid: p.get("MainPID").and_then(|v| u32::try_from(v).ok()),
+            result: string(&p, "Result"),
+            standard_output: string(&p, "StandardOutput"),
+            standard_error: string(&p, "StandardError"),
+            usage: Usage {
+                memory_current: num("MemoryCurrent"),
+                memory_peak: num("MemoryPeak"),
+                memory_max: num("MemoryMax"),
+                memory_high: num("MemoryHigh"),
+                cpu_usage_nsec: num("CPUUsageNSec"),
+                cpu_quota_per_sec_usec: num("CPUQuotaPerSecUSec"),
+                tasks_current: num("TasksCurrent"),
+                tasks_max: num("TasksMax"),
+            },
+        })
+    }
+
+    async fn manager_pid(&self) -> Result<u32, ManagerError> {
+        let dbus = call(
+            "org.freedesktop.DBus",
+            None,
+            zbus::fdo::DBusProxy::new(&self.conn).await,
+        )?;
+        let name = call(
+            "GetConnectionUnixProcessID",
+            None,
+            zbus::names::BusName::try_from("org.freedesktop.systemd1"),
+        )?;
+        call(
+            "GetConnectionUnixProcessID",
+            None,
+            dbus.get_connection_unix_process_id(name)
+                .await
+                .map_err(zbus::Error::from),
         )
-        .await
-        .expect("answers");
-        assert_ne!(r, Some(true));
     }
+
+    async fn pause_unit_signals(&self, at_most: Duration) -> SignalPause {
+        self.pause_signals(at_most).await
+    }
+}
+
+/// A string property, empty when absent or of another type.
+fn string(props: &HashMap<String, OwnedValue>, key: &str) -> String {
+    props
+        .get(key)
+        .and_then(|v| String::try_from(v.clone()).ok())
+        .unwrap_or_default()
 }
 
 /// A stream of "this unit's state changed" notifications, by unit name, so
@@ -704,7 +629,7 @@ mod kmsg_tests {
 /// the connection does.
 pub async fn unit_changes(
     sd: &Systemd,
-) -> Result<tokio::sync::mpsc::UnboundedReceiver<String>, SystemdError> {
+) -> Result<tokio::sync::mpsc::UnboundedReceiver<String>, ManagerError> {
     // Only the Unit interface's PropertiesChanged: systemd sends it with
     // every change of a unit (each one carries ActiveState, and a
     // `set-property` of a limit sends it beside the Service interface's), so
@@ -719,11 +644,7 @@ pub async fn unit_changes(
         .path_namespace("/org/freedesktop/systemd1/unit")
         .arg(0, "org.freedesktop.systemd1.Unit")
         .build()
-        .map_err(|source| SystemdError::Call {
-            call: "match rule",
-            unit: None,
-            source,
-        })?;
+        .map_err(|e| call_error("match rule", None, e))?;
     let stream = call(
         "AddMatch",
         None,
@@ -757,31 +678,6 @@ pub async fn unit_changes(
         }
     });
     Ok(rx)
-}
-
-// For `unitlet doctor` and `LimitsEnforced`: which process is the user
-// manager, so its cgroup can be read from /proc.
-impl Systemd {
-    /// PID of the user manager, as the bus daemon knows it.
-    ///
-    /// # Errors
-    /// [`SystemdError::Call`] when the bus cannot say.
-    pub async fn manager_pid(&self) -> Result<u32, SystemdError> {
-        let dbus = call(
-            "org.freedesktop.DBus",
-            None,
-            zbus::fdo::DBusProxy::new(&self.conn).await,
-        )?;
-        let name =
-            zbus::names::BusName::try_from("org.freedesktop.systemd1").expect("a valid bus name");
-        call(
-            "GetConnectionUnixProcessID",
-            None,
-            dbus.get_connection_unix_process_id(name)
-                .await
-                .map_err(zbus::Error::from),
-        )
-    }
 }
 
 #[cfg(test)]

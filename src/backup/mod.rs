@@ -301,7 +301,7 @@ pub fn size_text(bytes: u64) -> String {
 
 /// A size limit as errors show it: `64 MiB (67108864 bytes)`.
 pub fn limit_text(limit: u64) -> String {
-    if limit >= 1 << 10 && crate::render::in_whole_units(limit) {
+    if limit >= 1 << 10 && crate::table::in_whole_units(limit) {
         let shown = bytesize::ByteSize::b(limit).display().iec();
         format!("{shown:.0} ({limit} bytes)")
     } else {

@@ -7,12 +7,10 @@ use std::time::Duration;
 
 use super::{CliError, CliResult, Output};
 use crate::locations::Locations;
+use crate::manager::{LiveProperties, ManagerError, UserManager};
 use crate::manifest::{self, LoadedSet};
 use crate::status::{ConditionStatus, ObjectStatus, Reason, Status};
-use crate::systemd::{Systemd, UserManager as _};
-
-/// Properties of a unit as systemd reports them over D-Bus.
-type Props = HashMap<String, zbus::OwnedVariant>;
+use crate::systemd::Systemd;
 
 /// Status as `get` shows it: the persisted status, corrected by the current
 /// manifest files (a file broken since the last pass shows as such) and by
@@ -81,10 +79,7 @@ fn overlay_manifests(status: &mut Status, set: &LoadedSet) {
 
 /// Unit states as systemd reports them now ("unknown" when it cannot be
 /// asked), and Ready corrected to match.
-async fn overlay_live_units(
-    sd: &Result<Systemd, crate::systemd::SystemdError>,
-    status: &mut Status,
-) {
+async fn overlay_live_units(sd: &Result<impl UserManager, ManagerError>, status: &mut Status) {
     let names: Vec<String> = status
         .objects
         .values()
@@ -246,7 +241,10 @@ async fn get_table(
         .collect();
     if wide {
         header.extend(["MEMORY", "CPU", "TASKS", "FILE", "MESSAGE"]);
-        let mut usage = live_usage(loc, objs).await;
+        let mut usage = match Systemd::connect(loc.bus.as_deref()).await {
+            Ok(sd) => live_usage(&sd, objs).await,
+            Err(_) => HashMap::new(),
+        };
         for (row, o) in rows.iter_mut().zip(objs) {
             let [mem, cpu, tasks] = usage
                 .remove(&o.name)
@@ -258,17 +256,9 @@ async fn get_table(
     (header, rows)
 }
 
-/// A numeric property; `None` when absent or systemd's "unset" (`u64::MAX`).
-fn num(props: &Props, key: &str) -> Option<u64> {
-    props
-        .get(key)
-        .and_then(|v| u64::try_from(v).ok())
-        .filter(|v| *v != u64::MAX)
-}
-
 /// A byte count for people (`512M`), or `none`.
 fn bytes_or(v: Option<u64>, none: &str) -> String {
-    v.map(crate::render::human_bytes)
+    v.map(crate::table::human_bytes)
         .unwrap_or_else(|| none.into())
 }
 
@@ -278,19 +268,15 @@ fn count_or(v: Option<u64>, none: &str) -> String {
 }
 
 /// The CPU quota as a percentage of one CPU, or `none`.
-fn quota_or(props: &Props, none: &str) -> String {
-    num(props, "CPUQuotaPerSecUSec")
-        .map(|v| format!("{}%", v / 10_000))
+fn quota_or(v: Option<u64>, none: &str) -> String {
+    v.map(|v| format!("{}%", v / 10_000))
         .unwrap_or_else(|| none.into())
 }
 
 /// Live use against limits, short form for `get -o wide`:
 /// `[memory current/max, cpu quota, tasks current/max]` by manifest.
-async fn live_usage(loc: &Locations, objs: &[&ObjectStatus]) -> HashMap<String, [String; 3]> {
+async fn live_usage(sd: &impl UserManager, objs: &[&ObjectStatus]) -> HashMap<String, [String; 3]> {
     let mut out = HashMap::new();
-    let Ok(sd) = Systemd::connect(loc.bus.as_deref()).await else {
-        return out;
-    };
     for o in objs {
         let Some(u) = o.unit.as_ref().filter(|u| u.name.ends_with(".service")) else {
             continue;
@@ -298,23 +284,22 @@ async fn live_usage(loc: &Locations, objs: &[&ObjectStatus]) -> HashMap<String, 
         let Ok(path) = sd.load_unit(&u.name).await else {
             continue;
         };
-        let Ok(p) = sd
-            .get_all(&u.name, &path, "org.freedesktop.systemd1.Service")
-            .await
-        else {
+        let Ok(p) = sd.live_properties(&u.name, &path).await else {
             continue;
         };
+        let u = p.usage;
         let mem = format!(
             "{}/{}",
-            bytes_or(num(&p, "MemoryCurrent"), "-"),
-            bytes_or(num(&p, "MemoryMax"), "∞")
+            bytes_or(u.memory_current, "-"),
+            bytes_or(u.memory_max, "∞")
         );
         let tasks = format!(
             "{}/{}",
-            count_or(num(&p, "TasksCurrent"), "-"),
-            count_or(num(&p, "TasksMax"), "∞")
+            count_or(u.tasks_current, "-"),
+            count_or(u.tasks_max, "∞")
         );
-        out.insert(o.name.clone(), [mem, quota_or(&p, "∞"), tasks]);
+        let cpu = quota_or(u.cpu_quota_per_sec_usec, "∞");
+        out.insert(o.name.clone(), [mem, cpu, tasks]);
     }
     out
 }
@@ -343,7 +328,11 @@ pub(super) async fn describe(loc: &Locations, name: &str) -> CliResult {
     }
     if let Some(u) = &o.unit {
         println!("Unit:   {} ({}/{})", u.name, u.active_state, u.sub_state);
-        describe_unit(loc, &u.name).await;
+        if let Ok(sd) = Systemd::connect(loc.bus.as_deref()).await {
+            for line in unit_lines(&sd, &u.name).await {
+                println!("{line}");
+            }
+        }
     }
     println!("Events:");
     let evs: Vec<_> = status.events_for(name).collect();
@@ -359,66 +348,112 @@ pub(super) async fn describe(loc: &Locations, name: &str) -> CliResult {
     Ok(())
 }
 
-/// The unit's file, state and (for a service) resources, live from systemd;
-/// nothing when systemd cannot be asked.
-async fn describe_unit(loc: &Locations, unit: &str) {
-    let Ok(sd) = Systemd::connect(loc.bus.as_deref()).await else {
-        return;
-    };
+/// The unit's file, state and (for a service) resources, live from the
+/// manager, as `describe` prints them; nothing when it cannot be asked.
+async fn unit_lines(sd: &impl UserManager, unit: &str) -> Vec<String> {
     let Ok(path) = sd.load_unit(unit).await else {
-        return;
+        return vec![];
     };
-    let unit_props = sd
-        .get_all(unit, &path, "org.freedesktop.systemd1.Unit")
-        .await
-        .unwrap_or_default();
-    let service = !unit.ends_with(".timer");
-    let iface = if service {
-        "org.freedesktop.systemd1.Service"
-    } else {
-        "org.freedesktop.systemd1.Timer"
-    };
-    let props = sd.get_all(unit, &path, iface).await.unwrap_or_default();
-    let text = |m: &Props, k: &str| {
-        m.get(k)
-            .and_then(|v| String::try_from(v.clone()).ok())
-            .unwrap_or_default()
-    };
-    println!("  FragmentPath:  {}", text(&unit_props, "FragmentPath"));
-    println!("  UnitFileState: {}", text(&unit_props, "UnitFileState"));
-    if let Some(pid) = props.get("MainPID").and_then(|v| u32::try_from(v).ok()) {
-        println!("  MainPID:       {pid}");
+    let unit_props = sd.unit_properties(unit, &path).await.unwrap_or_default();
+    let props = sd.live_properties(unit, &path).await.unwrap_or_default();
+    let mut out = vec![
+        format!("  FragmentPath:  {}", unit_props.fragment_path),
+        format!("  UnitFileState: {}", unit_props.unit_file_state),
+    ];
+    if let Some(pid) = props.main_pid {
+        out.push(format!("  MainPID:       {pid}"));
     }
-    let r = text(&props, "Result");
-    if !r.is_empty() {
-        println!("  Result:        {r}");
+    if !props.result.is_empty() {
+        out.push(format!("  Result:        {}", props.result));
     }
-    if service {
-        print_resources(&props);
+    if !unit.ends_with(".timer") {
+        out.extend(resource_lines(&props));
     }
+    out
 }
 
 /// A service's live resource use against its limits.
-fn print_resources(props: &Props) {
-    let n = |k: &str| num(props, k);
-    println!("Resources (live / limit):");
-    println!(
-        "  Memory:  {} (peak {}) / max {}, high {}",
-        bytes_or(n("MemoryCurrent"), "-"),
-        bytes_or(n("MemoryPeak"), "-"),
-        bytes_or(n("MemoryMax"), "unlimited"),
-        bytes_or(n("MemoryHigh"), "unlimited")
-    );
-    let cpu = n("CPUUsageNSec")
+fn resource_lines(props: &LiveProperties) -> Vec<String> {
+    let u = &props.usage;
+    let cpu = u
+        .cpu_usage_nsec
         .map(|v| format!("{:.2}s", v as f64 / 1e9))
         .unwrap_or_else(|| "-".into());
-    println!(
-        "  CPU:     {cpu} used / quota {}",
-        quota_or(props, "unlimited")
-    );
-    println!(
-        "  Tasks:   {} / max {}",
-        count_or(n("TasksCurrent"), "-"),
-        count_or(n("TasksMax"), "unlimited")
-    );
+    vec![
+        "Resources (live / limit):".to_owned(),
+        format!(
+            "  Memory:  {} (peak {}) / max {}, high {}",
+            bytes_or(u.memory_current, "-"),
+            bytes_or(u.memory_peak, "-"),
+            bytes_or(u.memory_max, "unlimited"),
+            bytes_or(u.memory_high, "unlimited")
+        ),
+        format!(
+            "  CPU:     {cpu} used / quota {}",
+            quota_or(u.cpu_quota_per_sec_usec, "unlimited")
+        ),
+        format!(
+            "  Tasks:   {} / max {}",
+            count_or(u.tasks_current, "-"),
+            count_or(u.tasks_max, "unlimited")
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manager::Usage;
+
+    /// `describe` and `get -o wide` read a unit's live properties through
+    /// the `UserManager` trait: against the in-memory manager, its use
+    /// and the limits of its loaded file.
+    #[tokio::test]
+    async fn live_properties_are_read_through_the_manager_trait() {
+        let d = tempfile::tempdir().unwrap();
+        let (loc, sd) = crate::reconcile::pass_tests::fake_world(d.path());
+        std::fs::write(
+            loc.unit_dir.join("web.service"),
+            "[Service]\nExecStart=/bin/sleep infinity\nMemoryMax=100M\nCPUQuota=50%\n",
+        )
+        .unwrap();
+        sd.set_usage(
+            "web.service",
+            Usage {
+                memory_current: Some(50 << 20),
+                cpu_usage_nsec: Some(1_500_000_000),
+                tasks_current: Some(3),
+                ..Default::default()
+            },
+        );
+        let lines = unit_lines(&sd, "web.service").await;
+        let want = [
+            format!(
+                "  FragmentPath:  {}",
+                loc.unit_dir.join("web.service").display()
+            ),
+            "  UnitFileState: disabled".to_owned(),
+            "  MainPID:       0".to_owned(),
+            "Resources (live / limit):".to_owned(),
+            "  Memory:  50M (peak -) / max 100M, high unlimited".to_owned(),
+            "  CPU:     1.50s used / quota 50%".to_owned(),
+            format!(
+                "  Tasks:   3 / max {}",
+                crate::manager::fake::DEFAULT_TASKS_MAX
+            ),
+        ];
+        assert_eq!(lines, want);
+        let mut o = ObjectStatus::new(manifest::Kind::Service, "web", &loc.manifests);
+        o.unit = Some(crate::status::UnitStatus {
+            name: "web.service".into(),
+            active_state: "inactive".into(),
+            sub_state: "dead".into(),
+        });
+        let usage = live_usage(&sd, &[&o]).await;
+        let tasks = format!("3/{}", crate::manager::fake::DEFAULT_TASKS_MAX);
+        assert_eq!(usage["web"], ["50M/100M".to_owned(), "50%".into(), tasks]);
+        // A manager that cannot be asked: nothing, not an error.
+        sd.lose_bus();
+        assert!(unit_lines(&sd, "web.service").await.is_empty());
+    }
 }

@@ -15,9 +15,11 @@ use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::{JobKind, JobStream, ListedUnits, QueuedJob, ServiceResult, UnitPath, UserManager};
-use crate::plan::{LiveLimits, LiveUnit, WantedLimits};
-use crate::systemd::SystemdError;
+use super::{
+    CallFailure, JobKind, JobStream, ListedUnits, LiveLimits, LiveProperties, LiveUnit,
+    ManagerError, QueuedJob, ServiceResult, SignalPause, UnitPath, UnitProperties, Usage,
+    UserManager, WantedLimits,
+};
 
 /// `DefaultTasksMax` of the fake manager.
 pub const DEFAULT_TASKS_MAX: u64 = 4915;
@@ -32,6 +34,9 @@ struct Unit {
     active: String,
     sub: String,
     result: ServiceResult,
+    /// Resource use set by [`FakeManager::set_usage`] (limits come from
+    /// the loaded file).
+    usage: Usage,
 }
 
 #[derive(Default)]
@@ -62,6 +67,13 @@ struct State {
     /// The bus went away ([`FakeManager::lose_bus`]): every call fails as
     /// on a closed connection.
     lost: bool,
+    /// The manager's PID, once [`FakeManager::set_manager_pid`] gave it
+    /// one (an in-memory manager has no process of its own).
+    pid: Option<u32>,
+    /// Every signal pause asked for: its longest length.
+    pauses: Vec<Duration>,
+    /// A signal pause is in force.
+    paused: bool,
 }
 
 /// The fake user manager; clones share one state.
@@ -84,7 +96,7 @@ fn unit_path(name: &str) -> UnitPath {
             enc.push_str(&format!("_{b:02x}"));
         }
     }
-    UnitPath::try_from(format!("/org/freedesktop/systemd1/unit/{enc}")).expect("valid path")
+    UnitPath::new(format!("/org/freedesktop/systemd1/unit/{enc}"))
 }
 
 /// What a log of `(unit, what)` records for `unit`, in order.
@@ -96,21 +108,25 @@ fn of_unit<T: Copy>(log: &[(String, T)], unit: &str) -> Vec<T> {
 }
 
 /// What a call on a closed connection returns.
-fn closed(call: &'static str) -> SystemdError {
-    SystemdError::Call {
+fn closed(call: &'static str) -> ManagerError {
+    ManagerError::Call {
         call,
         unit: None,
-        source: zbus::Error::InputOutput(std::sync::Arc::new(std::io::Error::from(
-            std::io::ErrorKind::BrokenPipe,
-        ))),
+        cause: std::io::Error::from(std::io::ErrorKind::BrokenPipe).to_string(),
+        failure: CallFailure::Disconnected,
     }
 }
 
-fn failure(call: &'static str, unit: &str, what: &str) -> SystemdError {
-    SystemdError::Call {
+fn failure(call: &'static str, unit: &str, what: &str) -> ManagerError {
+    ManagerError::Call {
         call,
         unit: Some(unit.to_string()),
-        source: zbus::Error::Failure(what.to_string()),
+        cause: what.to_string(),
+        failure: if what.contains("org.freedesktop.systemd1.NoSuchUnit") {
+            CallFailure::NoSuchUnit
+        } else {
+            CallFailure::Other
+        },
     }
 }
 
@@ -164,6 +180,7 @@ impl FakeManager {
                 active: "inactive".into(),
                 sub: "dead".into(),
                 result: ServiceResult::default(),
+                usage: Usage::default(),
             };
             st.units.insert(name.to_string(), unit);
         }
@@ -259,7 +276,7 @@ impl FakeManager {
         self.lock().lost = false;
     }
 
-    fn alive(&self, call: &'static str) -> Result<(), SystemdError> {
+    fn alive(&self, call: &'static str) -> Result<(), ManagerError> {
         if self.lock().lost {
             return Err(closed(call));
         }
@@ -311,6 +328,29 @@ impl FakeManager {
         self.load(&mut st, unit).dropins = dropins;
     }
 
+    /// Set the resource use `describe` and `get -o wide` show for `unit`
+    /// (its limits stay those of its loaded file).
+    pub fn set_usage(&self, unit: &str, usage: Usage) {
+        let mut st = self.lock();
+        self.load(&mut st, unit).usage = usage;
+    }
+
+    /// Give the manager a PID (whose cgroup then says which controllers
+    /// it has).
+    pub fn set_manager_pid(&self, pid: u32) {
+        self.lock().pid = Some(pid);
+    }
+
+    /// Every unit-signal pause asked for so far: how long it may last.
+    pub fn signal_pauses(&self) -> Vec<Duration> {
+        self.lock().pauses.clone()
+    }
+
+    /// Whether a unit-signal pause is in force.
+    pub fn signals_paused(&self) -> bool {
+        self.lock().paused
+    }
+
     /// The live limits of a unit: its loaded file, then its drop-ins.
     fn limits_of(u: &Unit) -> LiveLimits {
         let all = format!("{}\n{}", u.content.as_deref().unwrap_or(""), u.dropins);
@@ -360,14 +400,14 @@ impl FakeManager {
 }
 
 impl UserManager for FakeManager {
-    async fn unit_path(&self) -> Result<Vec<String>, SystemdError> {
+    async fn unit_path(&self) -> Result<Vec<String>, ManagerError> {
         Ok([&self.control, &self.config, &self.unit_dir]
             .iter()
             .map(|p| p.display().to_string())
             .collect())
     }
 
-    async fn list_units(&self, names: &[String]) -> Result<ListedUnits, SystemdError> {
+    async fn list_units(&self, names: &[String]) -> Result<ListedUnits, ManagerError> {
         self.alive("ListUnitsByNames")?;
         let mut st = self.lock();
         let mut out = BTreeMap::new();
@@ -392,7 +432,7 @@ impl UserManager for FakeManager {
         Ok(out)
     }
 
-    async fn fragment_path(&self, unit: &str, _: &UnitPath) -> Result<String, SystemdError> {
+    async fn fragment_path(&self, unit: &str, _: &UnitPath) -> Result<String, ManagerError> {
         let mut st = self.lock();
         let found = self.load(&mut st, unit).content.is_some();
         Ok(if found {
@@ -402,14 +442,14 @@ impl UserManager for FakeManager {
         })
     }
 
-    async fn need_daemon_reload(&self, unit: &str, _: &UnitPath) -> Result<bool, SystemdError> {
+    async fn need_daemon_reload(&self, unit: &str, _: &UnitPath) -> Result<bool, ManagerError> {
         let on_disk = (self.read_file(unit), self.read_dropins(unit));
         let mut st = self.lock();
         let u = self.load(&mut st, unit);
         Ok(on_disk != (u.content.clone(), u.dropins.clone()))
     }
 
-    async fn live_limits(&self, unit: &str, _: &UnitPath) -> Result<LiveLimits, SystemdError> {
+    async fn live_limits(&self, unit: &str, _: &UnitPath) -> Result<LiveLimits, ManagerError> {
         let mut st = self.lock();
         Ok(Self::limits_of(self.load(&mut st, unit)))
     }
@@ -418,23 +458,23 @@ impl UserManager for FakeManager {
         &self,
         unit: &str,
         _: &UnitPath,
-    ) -> Result<ServiceResult, SystemdError> {
+    ) -> Result<ServiceResult, ManagerError> {
         self.alive("GetAll")?;
         let mut st = self.lock();
         Ok(self.load(&mut st, unit).result.clone())
     }
 
-    async fn n_restarts(&self, _: &str, _: &UnitPath) -> Result<u32, SystemdError> {
+    async fn n_restarts(&self, _: &str, _: &UnitPath) -> Result<u32, ManagerError> {
         self.alive("GetAll")?;
         Ok(0)
     }
 
-    async fn load_unit(&self, unit: &str) -> Result<UnitPath, SystemdError> {
+    async fn load_unit(&self, unit: &str) -> Result<UnitPath, ManagerError> {
         self.alive("LoadUnit")?;
         Ok(unit_path(unit))
     }
 
-    async fn reload(&self) -> Result<(), SystemdError> {
+    async fn reload(&self) -> Result<(), ManagerError> {
         self.alive("Reload")?;
         let files = self.unit_files();
         let mut st = self.lock();
@@ -456,12 +496,12 @@ impl UserManager for FakeManager {
         Ok(())
     }
 
-    async fn enable(&self, units: &[String]) -> Result<(), SystemdError> {
+    async fn enable(&self, units: &[String]) -> Result<(), ManagerError> {
         self.lock().enabled.extend(units.iter().cloned());
         Ok(())
     }
 
-    async fn disable(&self, units: &[String]) -> Result<(), SystemdError> {
+    async fn disable(&self, units: &[String]) -> Result<(), ManagerError> {
         let mut st = self.lock();
         for u in units {
             st.enabled.remove(u);
@@ -480,11 +520,11 @@ impl UserManager for FakeManager {
         Self::forget_unloaded(&mut st);
     }
 
-    async fn default_tasks_max(&self) -> Result<u64, SystemdError> {
+    async fn default_tasks_max(&self) -> Result<u64, ManagerError> {
         Ok(DEFAULT_TASKS_MAX)
     }
 
-    async fn kill_main(&self, unit: &str, signal: i32) -> Result<(), SystemdError> {
+    async fn kill_main(&self, unit: &str, signal: i32) -> Result<(), ManagerError> {
         let mut st = self.lock();
         if st.unkillable.contains(unit) {
             return Err(failure("KillUnit", unit, "No main process to kill"));
@@ -493,20 +533,20 @@ impl UserManager for FakeManager {
         Ok(())
     }
 
-    async fn reload_unit(&self, unit: &str, timeout: Duration) -> Result<(), SystemdError> {
+    async fn reload_unit(&self, unit: &str, timeout: Duration) -> Result<(), ManagerError> {
         let mut js = self.job_stream().await?;
         let job = self.queue(unit, JobKind::Reload).await?;
         js.wait(self, &[job], timeout).await.remove(0)
     }
 
-    async fn job_stream(&self) -> Result<JobStream, SystemdError> {
+    async fn job_stream(&self) -> Result<JobStream, ManagerError> {
         self.alive("receive JobRemoved")?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         self.lock().streams.push(tx);
         Ok(JobStream::new(rx, None))
     }
 
-    async fn queue(&self, name: &str, kind: JobKind) -> Result<QueuedJob, SystemdError> {
+    async fn queue(&self, name: &str, kind: JobKind) -> Result<QueuedJob, ManagerError> {
         self.alive("StartUnit")?;
         let mut guard = self.lock();
         let st = &mut *guard;
@@ -535,6 +575,97 @@ impl UserManager for FakeManager {
             path,
             unit: name.to_string(),
             kind,
+        })
+    }
+
+    async fn unit_properties(
+        &self,
+        unit: &str,
+        _: &UnitPath,
+    ) -> Result<UnitProperties, ManagerError> {
+        self.alive("GetAll")?;
+        let enabled = self.lock().enabled.contains(unit);
+        let mut st = self.lock();
+        let u = self.load(&mut st, unit);
+        let found = u.content.is_some();
+        let drop_in_paths = if u.dropins.is_empty() {
+            vec![]
+        } else {
+            let dir = self.control.join(format!("{unit}.d"));
+            let mut files: Vec<String> = std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path().display().to_string())
+                .collect();
+            files.sort();
+            files
+        };
+        Ok(UnitProperties {
+            load_state: if found { "loaded" } else { "not-found" }.into(),
+            fragment_path: if found {
+                self.unit_dir.join(unit).display().to_string()
+            } else {
+                String::new()
+            },
+            drop_in_paths,
+            unit_file_state: if enabled { "enabled" } else { "disabled" }.into(),
+        })
+    }
+
+    async fn live_properties(
+        &self,
+        unit: &str,
+        _: &UnitPath,
+    ) -> Result<LiveProperties, ManagerError> {
+        self.alive("GetAll")?;
+        let mut st = self.lock();
+        let u = self.load(&mut st, unit);
+        if unit.ends_with(".timer") {
+            return Ok(LiveProperties {
+                result: u.result.result.clone(),
+                ..Default::default()
+            });
+        }
+        let limits = Self::limits_of(u);
+        let set = |v: u64| (v != u64::MAX).then_some(v);
+        Ok(LiveProperties {
+            main_pid: Some(0),
+            result: u.result.result.clone(),
+            standard_output: "journal".into(),
+            standard_error: "inherit".into(),
+            usage: Usage {
+                memory_max: set(limits.memory_max),
+                memory_high: set(limits.memory_high),
+                cpu_quota_per_sec_usec: set(limits.cpu_quota_per_sec_usec),
+                tasks_max: set(limits.tasks_max),
+                ..u.usage
+            },
+        })
+    }
+
+    async fn manager_pid(&self) -> Result<u32, ManagerError> {
+        self.alive("GetConnectionUnixProcessID")?;
+        self.lock().pid.ok_or_else(|| ManagerError::Call {
+            call: "GetConnectionUnixProcessID",
+            unit: None,
+            cause: "the in-memory manager has no process".into(),
+            failure: CallFailure::Other,
+        })
+    }
+
+    async fn pause_unit_signals(&self, at_most: Duration) -> SignalPause {
+        let n = {
+            let mut st = self.lock();
+            st.pauses.push(at_most);
+            st.paused = true;
+            st.pauses.len() as u64
+        };
+        let state = self.state.clone();
+        SignalPause::new(n, move || {
+            if let Ok(mut st) = state.lock() {
+                st.paused = false;
+            }
         })
     }
 }

@@ -3,7 +3,8 @@
 //! loses the data it replaces.
 //!
 //! Architecture Invariant: only [`client`] talks HTTP, and only through
-//! [`crate::systemd::Systemd`] does [`tsdb`] stop or start Prometheus.
+//! the [`crate::manager::UserManager`] trait ([`swap`]) do [`tsdb`] and
+//! [`recover`] stop or start Prometheus.
 //!
 //! Architecture Invariant: restore never deletes a data directory. What it
 //! replaces is renamed to a sibling (`DATADIR.replaced-STAMP`), and a failed
@@ -16,6 +17,8 @@
 //! Prometheus is never started on a missing data directory.
 
 pub mod client;
+pub mod recover;
+pub mod swap;
 pub mod tsdb;
 
 use std::path::PathBuf;
@@ -27,7 +30,7 @@ pub use tsdb::{
 };
 
 use crate::backup::BackupError;
-use crate::systemd::SystemdError;
+use crate::manager::ManagerError;
 
 /// The kind recorded in `backup.json` of Prometheus sets.
 pub const KIND: &str = "prometheus";
@@ -233,7 +236,7 @@ pub enum PrometheusError {
         /// What we were doing.
         context: String,
         #[source]
-        source: Box<SystemdError>,
+        source: Box<ManagerError>,
     },
     /// The unit does not carry unitlet's marker, so unitlet may not stop it.
     #[error(

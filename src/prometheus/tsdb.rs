@@ -27,12 +27,14 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::client::Client;
+use super::swap::{active_state, check_managed, free_sibling, rename, run_job, sd_err, stamp};
 use super::{KIND, PrometheusError};
 use crate::backup::{SetInfo, SetWriter, Store, VerifiedSet};
 use crate::fsutil::sync_tree;
 use crate::hold::Hold;
 use crate::journal::{self, Journal, Owner, Record, RestoreLock, Step};
-use crate::systemd::{JobKind, Systemd, SystemdError, UserManager as _};
+use crate::manager::{JobKind, UserManager as _};
+use crate::systemd::Systemd;
 
 type Result<T, E = PrometheusError> = std::result::Result<T, E>;
 
@@ -459,39 +461,6 @@ impl fmt::Display for RestoreReport {
     }
 }
 
-/// The sibling `DATADIR.LABEL-STAMP[-N]` of `data_dir`; pure.
-///
-/// # Errors
-/// When `data_dir` has no final component (`/`).
-pub fn sibling(data_dir: &Path, label: &str, stamp: &str, n: u32) -> Option<PathBuf> {
-    // Normalizing drops a trailing `/`, which would otherwise make the
-    // sibling a child.
-    let normalized: PathBuf = data_dir.components().collect();
-    let name = normalized.file_name()?.to_string_lossy().into_owned();
-    let suffix = if n <= 1 {
-        String::new()
-    } else {
-        format!("-{n}")
-    };
-    Some(normalized.with_file_name(format!("{name}.{label}-{stamp}{suffix}")))
-}
-
-/// A sibling name nobody uses yet.
-pub(crate) fn free_sibling(data_dir: &Path, label: &str, stamp: &str) -> Option<PathBuf> {
-    (1..10_000)
-        .filter_map(|n| sibling(data_dir, label, stamp, n))
-        .find(|p| fs::symlink_metadata(p).is_err())
-}
-
-/// `20261127T235501Z`, the same shape as set IDs.
-pub fn stamp(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t)
-        .to_string()
-        .chars()
-        .filter(|c| *c != '-' && *c != ':')
-        .collect()
-}
-
 /// The snapshot's block ranges, from the verified set.
 ///
 /// # Errors
@@ -606,121 +575,6 @@ fn copy_dirs(src: &Path, dst: &Path) -> Result<(), CopyError> {
         }
     }
     Ok(())
-}
-
-fn sync_parent(p: &Path) {
-    if let Some(parent) = p.parent() {
-        let _ = File::open(parent).and_then(|d| d.sync_all());
-    }
-}
-
-pub(crate) fn rename(from: &Path, to: &Path, op: &str) -> Result<()> {
-    fs::rename(from, to).map_err(|source| PrometheusError::Io {
-        op: format!("{op} (to {})", to.display()),
-        path: from.to_path_buf(),
-        source,
-    })?;
-    sync_parent(to);
-    Ok(())
-}
-
-fn sd_err(context: String) -> impl FnOnce(SystemdError) -> PrometheusError {
-    move |source| PrometheusError::Systemd {
-        context,
-        source: Box::new(source),
-    }
-}
-
-/// Refuses to touch a unit that does not carry the marker of `manifest`
-/// (the contract: unitlet never stops a unit it does not manage).
-pub(crate) async fn check_managed(sd: &Systemd, unit: &str, manifest: &str) -> Result<()> {
-    let path = sd
-        .load_unit(unit)
-        .await
-        .map_err(sd_err(format!("cannot look up {unit}")))?;
-    let props = sd
-        .get_all(unit, &path, "org.freedesktop.systemd1.Unit")
-        .await
-        .map_err(sd_err(format!("cannot read the properties of {unit}")))?;
-    let string = |k: &str| {
-        props
-            .get(k)
-            .and_then(|v| String::try_from(v.clone()).ok())
-            .unwrap_or_default()
-    };
-    let load_state = string("LoadState");
-    let fragment = string("FragmentPath");
-    if load_state != "loaded" || fragment.is_empty() {
-        return Err(PrometheusError::NotManaged {
-            unit: unit.to_owned(),
-            manifest: manifest.to_owned(),
-            fragment: format!("(systemd says LoadState={load_state})"),
-        });
-    }
-    let dropins: Vec<String> = props
-        .get("DropInPaths")
-        .and_then(|v| <Vec<String>>::try_from(v.clone()).ok())
-        .unwrap_or_default();
-    let managed = std::iter::once(&fragment).chain(&dropins).any(|p| {
-        fs::read_to_string(p)
-            .ok()
-            .and_then(|c| crate::render::marker_of(&c))
-            .is_some_and(|m| m == manifest)
-    });
-    if managed {
-        Ok(())
-    } else {
-        Err(PrometheusError::NotManaged {
-            unit: unit.to_owned(),
-            manifest: manifest.to_owned(),
-            fragment,
-        })
-    }
-}
-
-pub(crate) async fn run_job(
-    sd: &Systemd,
-    unit: &str,
-    kind: JobKind,
-    timeout: Duration,
-) -> Result<()> {
-    let what = match kind {
-        JobKind::Start => "start",
-        JobKind::Stop => "stop",
-        JobKind::Restart => "restart",
-        JobKind::Reload => "reload",
-    };
-    // A start after our own stop must not be refused by systemd's start
-    // rate limit (a few restores in a row would hit it).
-    if kind == JobKind::Start {
-        sd.reset_failed(unit).await;
-    }
-    // Subscribe before queueing, or a fast job's JobRemoved is missed.
-    let mut stream = sd
-        .job_stream()
-        .await
-        .map_err(sd_err(format!("cannot {what} {unit}")))?;
-    let job = sd
-        .queue(unit, kind)
-        .await
-        .map_err(sd_err(format!("cannot {what} {unit}")))?;
-    stream
-        .wait(sd, std::slice::from_ref(&job), timeout)
-        .await
-        .pop()
-        .unwrap_or(Ok(()))
-        .map_err(sd_err(format!("cannot {what} {unit}")))
-}
-
-pub(crate) async fn active_state(sd: &Systemd, unit: &str) -> Result<String> {
-    let units = sd
-        .list_units(&[unit.to_owned()])
-        .await
-        .map_err(sd_err(format!("cannot read the state of {unit}")))?;
-    Ok(units
-        .get(unit)
-        .map(|(u, _)| u.active_state.clone())
-        .unwrap_or_else(|| "inactive".to_owned()))
 }
 
 /// Restores set `target.id` as Prometheus' data directory.
@@ -919,7 +773,7 @@ async fn recover_earlier(
     data_dir: &Path,
 ) -> Result<Option<String>> {
     let data_dirs = [data_dir.to_path_buf()];
-    let Some(outcome) = journal::recover_locked(lock, sd, &data_dirs).await else {
+    let Some(outcome) = super::recover::recover_locked(lock, sd, &data_dirs).await else {
         return Ok(None);
     };
     if outcome.result.is_err() {
@@ -1316,44 +1170,6 @@ mod tests {
         copy_dirs(&src, &dirs).unwrap();
         assert!(dirs.join("01B/chunks").is_dir());
         assert!(list_files(&dirs).unwrap().is_empty());
-    }
-
-    #[test]
-    fn siblings_are_next_to_the_data_dir_whatever_its_spelling() {
-        let s = sibling(
-            Path::new("/srv/prom/data/"),
-            "replaced",
-            "20261127T235501Z",
-            1,
-        );
-        assert_eq!(
-            s.unwrap(),
-            PathBuf::from("/srv/prom/data.replaced-20261127T235501Z")
-        );
-        let s = sibling(Path::new("/srv/prom/data"), "failed", "20261127T235501Z", 3);
-        assert_eq!(
-            s.unwrap(),
-            PathBuf::from("/srv/prom/data.failed-20261127T235501Z-3")
-        );
-        assert_eq!(sibling(Path::new("/"), "replaced", "x", 1), None);
-    }
-
-    #[test]
-    fn free_sibling_skips_names_in_use() {
-        let d = tempfile::tempdir().unwrap();
-        let data = d.path().join("data");
-        fs::create_dir(d.path().join("data.replaced-S")).unwrap();
-        fs::write(d.path().join("data.replaced-S-2"), b"").unwrap();
-        assert_eq!(
-            free_sibling(&data, "replaced", "S").unwrap(),
-            d.path().join("data.replaced-S-3")
-        );
-    }
-
-    #[test]
-    fn stamps_look_like_set_ids() {
-        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_823_701);
-        assert_eq!(stamp(t), "20261127T235501Z");
     }
 
     #[test]

@@ -49,7 +49,7 @@ const PAUSE_SIGNALS_AT: usize = 16;
 /// The longest a batch of `n` starts pauses unit signals: 10 ms a start,
 /// between 1 and 5 s (200 starts take ~0.6 s here). A unit stopped by hand
 /// meanwhile is healed by the pass that follows the pause.
-fn pause_length(n: usize) -> Duration {
+pub(super) fn pause_length(n: usize) -> Duration {
     (Duration::from_millis(10) * n as u32).clamp(Duration::from_secs(1), Duration::from_secs(5))
 }
 
@@ -490,7 +490,7 @@ impl Reconciler {
         status: &mut Status,
     ) -> Option<JobsWork> {
         // A restore may have taken a hold since this pass began.
-        let holds_now = crate::hold::active_holds(&self.loc.state_dir);
+        let holds_now = crate::journal::held_services(&self.loc.state_dir);
         let to_start: Vec<(&Action, JobKind)> = prep
             .plan
             .actions
@@ -507,11 +507,10 @@ impl Reconciler {
             crate::alertmanager::silence_restarts(&self.loc, prep, &to_start, status).await;
         // A large batch the operator hands out starts without unit
         // signals: they would cost systemd ~20 % of the batch.
-        let pause = match sd.as_systemd() {
-            Some(sys) if self.start_wait.is_zero() && to_start.len() >= PAUSE_SIGNALS_AT => {
-                Some(sys.pause_unit_signals(pause_length(to_start.len())).await)
-            }
-            _ => None,
+        let pause = if self.start_wait.is_zero() && to_start.len() >= PAUSE_SIGNALS_AT {
+            Some(sd.pause_unit_signals(pause_length(to_start.len())).await)
+        } else {
+            None
         };
         let queued = queue_all(sd, &to_start, prep.plan.daemon_reloads() > 0).await;
         let mut started = Vec::new();
@@ -674,7 +673,8 @@ impl Reconciler {
             {
                 continue;
             }
-            let wanted = plan::WantedLimits::of_unit(&d.content, prep.observed.default_tasks_max);
+            let wanted =
+                crate::manager::WantedLimits::of_unit(&d.content, prep.observed.default_tasks_max);
             let msg = match sd.limit_differences(&d.name, &wanted).await {
                 Ok(diff) if diff.is_empty() => continue,
                 Ok(diff) => format!(
@@ -731,13 +731,13 @@ async fn queue_all(
     sd: &impl UserManager,
     to_start: &[(&Action, JobKind)],
     reloaded: bool,
-) -> Vec<Result<QueuedJob, SystemdError>> {
+) -> Vec<Result<QueuedJob, ManagerError>> {
     let queue = to_start.iter().map(|(a, k)| sd.queue(&a.unit, *k));
     let mut queued = futures_util::future::join_all(queue).await;
     let missing: Vec<usize> = queued
         .iter()
         .enumerate()
-        .filter(|(_, q)| q.as_ref().err().is_some_and(SystemdError::is_no_such_unit))
+        .filter(|(_, q)| q.as_ref().err().is_some_and(ManagerError::is_no_such_unit))
         .map(|(i, _)| i)
         .collect();
     if reloaded || missing.is_empty() {

@@ -11,12 +11,12 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::locations::Locations;
+use crate::manager::ManagerError;
 use crate::manager::{JobKind, UserManager};
 use crate::manifest::{self, LoadError, LoadedSet};
 use crate::plan::{self, Held, Observed, Plan};
 use crate::render::{self, DesiredUnit, RenderContext};
 use crate::status::{ConditionStatus, EventType, Reason, Status};
-use crate::systemd::SystemdError;
 use crate::work::Work;
 
 mod apply;
@@ -36,7 +36,7 @@ pub enum ReconcileError {
     Load(#[from] LoadError),
     /// systemd could not be reached or refused a batch operation.
     #[error(transparent)]
-    Systemd(#[from] SystemdError),
+    Systemd(#[from] ManagerError),
     /// The unit directory cannot be read or written.
     #[error("cannot {what} {path}")]
     UnitDir {
@@ -196,12 +196,6 @@ pub struct Reconciler {
     pub gc_grace: Duration,
     /// When each manifest owning units was first seen missing.
     missing_since: HashMap<String, Instant>,
-    /// Finish or undo interrupted restores before each pass (`plan`, which
-    /// changes nothing, turns it off).
-    pub recover_restores: bool,
-    /// What recovering each interrupted restore came to last, as logged:
-    /// a stuck journal is reported once per change, not at every pass.
-    recoveries_reported: BTreeMap<String, String>,
     /// The manager's directories, read once from its `UnitPath`.
     dirs: std::sync::OnceLock<ManagerDirs>,
     /// What start batches handed out as [`Work::Jobs`] leave for after
@@ -235,8 +229,8 @@ pub(crate) struct AfterJobs {
     /// Services whose history waits in `unsaved_histories`.
     pub histories: Vec<String>,
     /// Unit signals paused while a large batch starts; resumed when its
-    /// jobs end (see [`crate::systemd::Systemd::pause_unit_signals`]).
-    pub pause: Option<crate::systemd::SignalPause>,
+    /// jobs end (see [`UserManager::pause_unit_signals`]).
+    pub pause: Option<crate::manager::SignalPause>,
 }
 
 /// How long loading the manifests may take before the pass gives up (a
@@ -259,14 +253,14 @@ async fn load_manifests(dir: &Path) -> Result<LoadedSet, ReconcileError> {
     }
 }
 
-/// [`crate::hold::active_holds`] off the async runtime, within
+/// [`crate::journal::held_services`] off the async runtime, within
 /// [`crate::fsutil::READ_DEADLINE`]. Unknown holds stop the pass: a
 /// restore's service must not be touched.
 async fn active_holds(state_dir: &Path) -> Result<Vec<String>, ReconcileError> {
     let d = state_dir.to_path_buf();
     let key = d.join("holds");
     crate::fsutil::off_runtime(&key, crate::fsutil::READ_DEADLINE, move || {
-        crate::hold::active_holds(&d)
+        crate::journal::held_services(&d)
     })
     .await
     .map_err(|e| ReconcileError::Stuck(format!("reading the holds in {}: {e}", key.display())))
@@ -324,8 +318,6 @@ impl Reconciler {
             inline_probes: true,
             gc_grace: DEFAULT_GC_GRACE,
             missing_since: HashMap::new(),
-            recover_restores: true,
-            recoveries_reported: BTreeMap::new(),
             dirs: std::sync::OnceLock::new(),
             after_jobs: BTreeMap::new(),
             after_jobs_due: Vec::new(),
@@ -401,9 +393,9 @@ impl Reconciler {
             .collect()
     }
 
-    /// Load, render and observe, then plan. Changes nothing, except that
-    /// it first finishes or undoes interrupted restores (see
-    /// [`crate::journal`]; off when `recover_restores` is false).
+    /// Load, render and observe, then plan. Changes nothing (interrupted
+    /// restores are recovered before, by `prometheus::recover::Recoveries`,
+    /// under the same lock).
     pub async fn prepare(
         &mut self,
         sd: &impl UserManager,
@@ -415,11 +407,6 @@ impl Reconciler {
         self.loc.check_state_dir()?;
         let t = Instant::now();
         let loaded = load_manifests(&self.loc.manifests).await?;
-        if self.recover_restores
-            && let Some(sd) = sd.as_systemd()
-        {
-            self.recover_interrupted_restores(sd, &loaded).await;
-        }
         self.resolve_program().await;
         tracing::debug!(elapsed = ?t.elapsed(), manifests = loaded.manifests.len(), "loaded manifests");
         let mut held = Held {
@@ -487,50 +474,6 @@ impl Reconciler {
             gc_waiting,
             unpinned,
         })
-    }
-
-    /// Finishes or undoes interrupted restores (acting only where the
-    /// Backup manifests say a restore of that Service works) and reports
-    /// each outcome once: a journal that stays stuck is not logged again
-    /// at every pass.
-    async fn recover_interrupted_restores(
-        &mut self,
-        sd: &crate::systemd::Systemd,
-        loaded: &LoadedSet,
-    ) {
-        let data_dirs: Vec<(String, PathBuf)> = loaded
-            .manifests
-            .iter()
-            .filter_map(|m| match &m.spec {
-                manifest::Spec::Backup(b) => match &b.source {
-                    manifest::BackupSource::Prometheus {
-                        data_dir: Some(d),
-                        service: Some(s),
-                        ..
-                    } => Some((s.clone(), d.clone())),
-                    _ => None,
-                },
-                _ => None,
-            })
-            .collect();
-        let outcomes = crate::journal::recover_interrupted(&self.loc, sd, &data_dirs).await;
-        let pending: BTreeSet<String> = crate::journal::pending_names(&self.loc.state_dir)
-            .into_iter()
-            .collect();
-        for o in outcomes {
-            let text = o.to_string();
-            if self.recoveries_reported.get(&o.service) == Some(&text) {
-                continue;
-            }
-            match o.result {
-                Ok(_) => tracing::warn!(service = %o.service, "{text}"),
-                Err(_) => tracing::error!(service = %o.service, "{text}"),
-            }
-            self.recoveries_reported.insert(o.service, text);
-        }
-        // A journal that is gone (recovered, removed by hand) is reported
-        // again if it comes back.
-        self.recoveries_reported.retain(|s, _| pending.contains(s));
     }
 
     /// Hold the units of manifests that disappeared within the grace

@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::fsutil;
+use crate::manager::LiveUnit;
 use crate::manager::UnitPath;
 use crate::manager::UserManager;
 use crate::manifest::DesiredState;
-use crate::plan::{self, LiveUnit, Observed, ObservedFile};
+use crate::plan::{self, Observed, ObservedFile};
 use crate::render::{self, DesiredUnit, Role};
 use crate::status::Status;
 use crate::unitfile::{self, UnitFile};

@@ -711,3 +711,70 @@ fn a_fifo_planted_as_a_hold_blocks_no_pass() {
     });
     assert_eq!(w.sd.jobs("web.service"), vec![JobKind::Start]);
 }
+
+/// Issue 22: a large batch the operator hands out pauses unit signals
+/// through the `UserManager` trait (no D-Bus connection asked for), and the
+/// pause ends when the batch's jobs end; a smaller batch does not pause.
+#[tokio::test]
+async fn a_large_handed_out_batch_pauses_unit_signals_until_its_jobs_end() {
+    let mut w = World::new();
+    w.rec.start_wait = Duration::ZERO;
+    for i in 0..15 {
+        w.write(&format!("s{i}.yaml"), &service(&format!("s{i}"), ""));
+    }
+    let small = w.pass().await.work;
+    assert!(w.sd.signal_pauses().is_empty(), "15 starts: no pause");
+    w.run_work(small).await;
+    for i in 15..31 {
+        w.write(&format!("s{i}.yaml"), &service(&format!("s{i}"), ""));
+    }
+    let r = w.pass().await;
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    assert_eq!(
+        w.sd.signal_pauses(),
+        [super::apply::pause_length(16)],
+        "16 starts: one pause"
+    );
+    assert!(w.sd.signals_paused(), "paused while the batch runs");
+    let jobs: Vec<Work> = r
+        .work
+        .into_iter()
+        .filter(|x| matches!(x, Work::Jobs(_)))
+        .collect();
+    assert_eq!(jobs.len(), 1);
+    w.run_work(jobs).await;
+    assert!(!w.sd.signals_paused(), "resumed once its jobs ended");
+}
+
+/// Issue 22: `LimitsEnforced` is decided through the `UserManager` trait
+/// (the manager's PID), so it runs against the in-memory manager: a
+/// Service with limits gets the condition, one without gets none.
+#[tokio::test]
+async fn limits_enforced_asks_the_manager_through_the_trait() {
+    let mut w = World::new();
+    w.write("web.yaml", &service("web", &memory_max("100M")));
+    w.write("plain.yaml", &service("plain", ""));
+    w.pass().await;
+    let limits = |w: &World, name: &str| {
+        w.status.objects[name]
+            .conditions
+            .iter()
+            .find(|c| c.type_ == crate::status::ConditionType::LimitsEnforced)
+            .map(|c| (c.status, c.reason, c.message.clone()))
+    };
+    assert_eq!(limits(&w, "plain"), None, "no limits, no condition");
+    let (st, reason, msg) = limits(&w, "web").expect("LimitsEnforced on web");
+    assert_eq!(
+        (st, reason),
+        (ConditionStatus::Unknown, Reason::ControllersUnknown)
+    );
+    assert!(
+        msg.contains("the in-memory manager has no process"),
+        "{msg}"
+    );
+    // Given a PID, its cgroup is what is read.
+    w.sd.set_manager_pid(u32::MAX);
+    w.pass().await;
+    let (_, _, msg) = limits(&w, "web").expect("LimitsEnforced on web");
+    assert!(msg.contains(&format!("/proc/{}/cgroup", u32::MAX)), "{msg}");
+}

@@ -6,9 +6,9 @@ use std::path::Path;
 
 use tokio::time::Instant;
 
+use crate::manager::LiveUnit;
 use crate::manager::{ListedUnits, UserManager};
 use crate::manifest::{self, DesiredState, Kind, Manifest};
-use crate::plan::LiveUnit;
 use crate::status::ConditionStatus::{False, True, Unknown};
 use crate::status::{ConditionStatus, ObjectStatus, Reason, Status, UnitStatus};
 
@@ -166,9 +166,7 @@ pub async fn refresh_status(
     show_units_of_broken_files(facts.prep, status, &mut keep);
     // `LimitsEnforced` on Services whose limits the user manager's cgroup
     // controllers cannot enforce (see `doctor`).
-    if let Some(sys) = sd.as_systemd() {
-        crate::doctor::limits_conditions(sys, &facts.prep.loaded.manifests, status).await;
-    }
+    crate::doctor::limits_conditions(sd, &facts.prep.loaded.manifests, status).await;
     status.retain_objects(&keep);
     Ok(())
 }
