@@ -4,6 +4,7 @@
 #[cfg(test)]
 mod apply_tests;
 mod error;
+pub mod rollout;
 mod view;
 
 use std::path::{Path, PathBuf};
@@ -149,7 +150,7 @@ pub enum Command {
     /// Revision history of a Service, and undo.
     Rollout {
         #[command(subcommand)]
-        command: crate::rollout::RolloutCommand,
+        command: rollout::RolloutCommand,
     },
     /// What a unit wrote: its journal, or its log file (unitlet's own
     /// without NAME).
@@ -353,7 +354,7 @@ async fn dispatch(cmd: Command, loc: Locations) -> CliResult {
         }
         Command::Doctor { output } => printed(crate::doctor::command(&loc, output).await),
         Command::Logs(args) => printed(crate::logs::command(&loc, args).await),
-        Command::Rollout { command } => printed(crate::rollout::command(&loc, command).await),
+        Command::Rollout { command } => rollout::command(&loc, command).await,
         Command::Completions { shell } => {
             crate::manual::completions(shell, &mut std::io::stdout().lock());
             Ok(())

@@ -191,7 +191,7 @@ struct WorkPool {
     starting: HashMap<String, u64>,
     /// The rollout watches in flight, by Service: what is watched again
     /// when the bus or the manager goes away before their verdict.
-    watching: HashMap<String, crate::rollout::RolloutWork>,
+    watching: HashMap<String, crate::rollout::policy::RolloutWork>,
     /// Slots of each kind but [`WorkKind::Jobs`].
     slots: HashMap<WorkKind, Arc<tokio::sync::Semaphore>>,
     done_tx: tokio::sync::mpsc::UnboundedSender<Outcome>,
@@ -269,7 +269,7 @@ impl WorkPool {
     /// judging nothing (readiness waits and probes, plain HTTP, go on).
     /// Returns the rollout watches stopped, to be run again once
     /// reconnected.
-    fn manager_lost(&mut self) -> Vec<crate::rollout::RolloutWork> {
+    fn manager_lost(&mut self) -> Vec<crate::rollout::policy::RolloutWork> {
         self.in_flight.retain(|(kind, _), h| {
             let talks_to_manager =
                 matches!(kind, WorkKind::Jobs | WorkKind::Config | WorkKind::Rollout);
@@ -368,7 +368,7 @@ struct Operator {
     /// handed out again after the next pass on a live connection: a
     /// watch starts afresh from the live state, with its whole
     /// `rollout.timeout` (time without a manager is no time to judge).
-    resume: Vec<crate::rollout::RolloutWork>,
+    resume: Vec<crate::rollout::policy::RolloutWork>,
     last_saved: Option<std::time::Instant>,
     sd: Option<Systemd>,
     unit_changes: Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
@@ -979,8 +979,9 @@ mod tests {
                 .collect()
         }
 
-        fn revisions(&self, name: &str) -> Vec<crate::rollout::RevisionState> {
-            let h = crate::rollout::load(&self.op.opts.loc.state_dir, name).expect("history");
+        fn revisions(&self, name: &str) -> Vec<crate::rollout::history::RevisionState> {
+            let h =
+                crate::rollout::history::load(&self.op.opts.loc.state_dir, name).expect("history");
             h.revisions.iter().map(|r| r.state).collect()
         }
 
@@ -999,7 +1000,7 @@ mod tests {
     /// completes and every Service is Ready.
     #[tokio::test(start_paused = true)]
     async fn item1_losing_the_bus_judges_no_handed_out_work() {
-        use crate::rollout::RevisionState::{Complete, Progressing};
+        use crate::rollout::history::RevisionState::{Complete, Progressing};
         let mut b = Bench::new().await;
         b.write("web", "[/bin/sleep, \"100000\"]");
         b.pass().await;

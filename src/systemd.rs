@@ -15,7 +15,7 @@ use zbus::{OwnedObjectPath, OwnedVariant as OwnedValue, Variant as Value};
 use zbus_systemd::systemd1::{ManagerProxy, UnitProxy};
 
 pub use crate::manager::{JobKind, JobStream, QueuedJob, UserManager};
-use crate::manager::{ListedUnits, ServiceResult, UnitPath};
+use crate::manager::{ListedUnits, ServiceResult, UnitPath, UnitProgress};
 use crate::plan::{LiveLimits, LiveUnit};
 
 #[derive(Debug, thiserror::Error)]
@@ -506,6 +506,23 @@ impl UserManager for Systemd {
             .get("NRestarts")
             .and_then(|v| u32::try_from(v).ok())
             .unwrap_or(0))
+    }
+
+    async fn unit_progress(&self, unit: &str) -> Result<UnitProgress, SystemdError> {
+        let listed = self.list_units(&[unit.to_string()]).await?;
+        let Some((l, path)) = listed.get(unit) else {
+            return Ok(UnitProgress {
+                active_state: "inactive".into(),
+                sub_state: "not loaded".into(),
+                ..Default::default()
+            });
+        };
+        Ok(UnitProgress {
+            active_state: l.active_state.clone(),
+            sub_state: l.sub_state.clone(),
+            job_pending: l.job_pending,
+            n_restarts: self.n_restarts(unit, path).await?,
+        })
     }
 
     async fn load_unit(&self, unit: &str) -> Result<UnitPath, SystemdError> {

@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::{JobKind, JobStream, ListedUnits, QueuedJob, ServiceResult, UnitPath, UserManager};
+use super::{
+    JobKind, JobStream, ListedUnits, QueuedJob, ServiceResult, UnitPath, UnitProgress, UserManager,
+};
 use crate::plan::{LiveLimits, LiveUnit, WantedLimits};
 use crate::systemd::SystemdError;
 
@@ -32,6 +34,8 @@ struct Unit {
     active: String,
     sub: String,
     result: ServiceResult,
+    /// `NRestarts`: restarts by `Restart=` since the last start by job.
+    restarts: u32,
 }
 
 #[derive(Default)]
@@ -164,6 +168,7 @@ impl FakeManager {
                 active: "inactive".into(),
                 sub: "dead".into(),
                 result: ServiceResult::default(),
+                restarts: 0,
             };
             st.units.insert(name.to_string(), unit);
         }
@@ -291,6 +296,16 @@ impl FakeManager {
         u.result = result;
     }
 
+    /// systemd restarted the unit by its `Restart=` (its process exited):
+    /// `NRestarts` goes up, and it runs again.
+    pub fn restarted_by_systemd(&self, unit: &str) {
+        let mut st = self.lock();
+        let u = self.load(&mut st, unit);
+        u.restarts += 1;
+        u.active = "active".into();
+        u.sub = "running".into();
+    }
+
     /// Start a unit outside unitlet (`systemctl --user start`).
     pub fn start_by_hand(&self, unit: &str) {
         let mut st = self.lock();
@@ -333,6 +348,8 @@ impl FakeManager {
             unit.sub = "dead".into();
             return "done";
         }
+        // A start by job resets `NRestarts`.
+        unit.restarts = 0;
         if st.failing.contains(name) {
             unit.active = "failed".into();
             unit.sub = "failed".into();
@@ -424,9 +441,25 @@ impl UserManager for FakeManager {
         Ok(self.load(&mut st, unit).result.clone())
     }
 
-    async fn n_restarts(&self, _: &str, _: &UnitPath) -> Result<u32, SystemdError> {
+    async fn n_restarts(&self, unit: &str, _: &UnitPath) -> Result<u32, SystemdError> {
         self.alive("GetAll")?;
-        Ok(0)
+        let mut st = self.lock();
+        Ok(self.load(&mut st, unit).restarts)
+    }
+
+    async fn unit_progress(&self, unit: &str) -> Result<UnitProgress, SystemdError> {
+        self.alive("ListUnitsByNames")?;
+        let mut st = self.lock();
+        let job_pending = st.held.iter().any(|(_, u, _)| u == unit);
+        let u = self.load(&mut st, unit);
+        let progress = UnitProgress {
+            active_state: u.active.clone(),
+            sub_state: u.sub.clone(),
+            job_pending,
+            n_restarts: u.restarts,
+        };
+        Self::forget_unloaded(&mut st);
+        Ok(progress)
     }
 
     async fn load_unit(&self, unit: &str) -> Result<UnitPath, SystemdError> {

@@ -89,28 +89,9 @@ impl Reconciler {
         // handed out, never waited for here.
         let mut work = self.readiness_work(&prep, &run.started, &run.failures);
         // New revisions are recorded and watched (issue 12).
-        let silenced = std::mem::take(&mut run.silenced);
-        let defer = crate::rollout::Unsaved {
-            histories: &mut self.unsaved_histories,
-            until_jobs_end: deferred_jobs.is_some(),
-        };
-        let (rollouts, deferred) = crate::rollout::record(
-            &self.loc,
-            &prep,
-            &run.started,
-            &run.failures,
-            silenced,
-            defer,
-            status,
-        )
-        .await;
-        if let Some(j) = &deferred_jobs
-            && !deferred.is_empty()
-        {
-            self.after_jobs.entry(j.batch).or_default().histories = deferred;
-        }
-        // A changed manifest ends its pin, restarted or not.
-        crate::rollout::release(&self.loc.state_dir, &prep.unpinned, &run.failures, status);
+        let rollouts = self
+            .record_revisions(&prep, &mut run, deferred_jobs.as_ref(), status)
+            .await;
         work.extend(rollouts.into_iter().map(|w| Work::Rollout(Box::new(w))));
         work.extend(deferred_jobs.map(Work::Jobs));
         let config = self
@@ -144,6 +125,40 @@ impl Reconciler {
             work,
             skipped: prep.held.names.clone(),
         })
+    }
+
+    /// Record the revisions this pass wrote and started (see
+    /// [`crate::rollout::policy::record`]), and end the pins of changed
+    /// manifests, restarted or not. Returns the watches to hand out.
+    async fn record_revisions(
+        &mut self,
+        prep: &Prepared,
+        run: &mut Applying,
+        deferred_jobs: Option<&JobsWork>,
+        status: &mut Status,
+    ) -> Vec<crate::rollout::policy::RolloutWork> {
+        let silenced = std::mem::take(&mut run.silenced);
+        let defer = crate::rollout::policy::Unsaved {
+            histories: &mut self.unsaved_histories,
+            until_jobs_end: deferred_jobs.is_some(),
+        };
+        let started = started_revisions(prep, &run.started, &run.failures);
+        let (rollouts, deferred) = crate::rollout::policy::record(
+            &self.loc,
+            &prep.loaded,
+            &started,
+            silenced,
+            defer,
+            status,
+        )
+        .await;
+        if let Some(j) = deferred_jobs
+            && !deferred.is_empty()
+        {
+            self.after_jobs.entry(j.batch).or_default().histories = deferred;
+        }
+        crate::rollout::policy::release(&self.loc.state_dir, &prep.unpinned, &run.failures, status);
+        rollouts
     }
 
     /// What start batches left for after their jobs (see [`AfterJobs`]),
@@ -185,7 +200,7 @@ impl Reconciler {
             }
         }
         let names: Vec<String> = due.into_iter().flat_map(|a| a.histories).collect();
-        crate::rollout::save_unsaved(
+        crate::rollout::policy::save_unsaved(
             &self.loc.state_dir,
             &mut self.unsaved_histories,
             &names,
@@ -259,15 +274,37 @@ impl Reconciler {
             // when it loads it.
             enable_units(sd, actions, &later, run).await;
         }
-        for a in actions.iter().filter(|a| matches!(a.op, Op::SetLimits(_))) {
-            if !run.failed(&a.manifest) {
-                let msg = format!("{}: {}", a.unit, a.reason);
-                status.event(&a.manifest, EventType::Normal, "LimitsApplied", msg);
-            }
-        }
+        done_events(actions, |op| matches!(op, Op::SetLimits(_)), run, status);
         let deferred = self.start_units(sd, prep, jobs_stream, run, status).await;
         tracing::debug!(elapsed = ?t.elapsed(), "start jobs queued");
-        if let Some(batch) = deferred.as_ref().map(|j| j.batch)
+        let batch = deferred.as_ref().map(|j| j.batch);
+        self.link_after_start(sd, prep, batch, &later, &enables, run)
+            .await;
+        // The live limits of every service this plan touched must now be
+        // the manifest's.
+        for (manifest, msg) in self.verify_limits(sd, prep, &run.failures).await {
+            let event = msg.clone();
+            status.event(&manifest, EventType::Warning, "LimitsNotApplied", event);
+            run.fail(&manifest, msg);
+        }
+        done_events(actions, |op| matches!(op, Op::Write { .. }), run, status);
+        Ok(deferred)
+    }
+
+    /// Units enabled by links once started (no daemon-reload in the
+    /// plan): when the starts were handed out as `batch`, after its jobs
+    /// end (see [`AfterJobs`]); else now.
+    async fn link_after_start(
+        &mut self,
+        sd: &impl UserManager,
+        prep: &Prepared,
+        batch: Option<u64>,
+        later: &BTreeSet<String>,
+        enables: &BTreeSet<String>,
+        run: &mut Applying,
+    ) {
+        let actions = &prep.plan.actions;
+        if let Some(batch) = batch
             && !later.is_empty()
         {
             // Linked once systemd has started the batch (see `AfterJobs`).
@@ -280,7 +317,7 @@ impl Reconciler {
             self.after_jobs.entry(batch).or_default().links = links;
         } else if !later.is_empty() {
             let linked = self
-                .spawn_links(sd, prep, &later)
+                .spawn_links(sd, prep, later)
                 .await
                 .await
                 .unwrap_or_default();
@@ -291,26 +328,8 @@ impl Reconciler {
                 .cloned()
                 .collect();
             enable_units(sd, actions, &done, run).await;
-            tracing::debug!(elapsed = ?t.elapsed(), linked = linked.len(), "enabled");
+            tracing::debug!(linked = linked.len(), "enabled");
         }
-        // The live limits of every service this plan touched must now be
-        // the manifest's.
-        for (manifest, msg) in self.verify_limits(sd, prep, &run.failures).await {
-            status.event(
-                &manifest,
-                EventType::Warning,
-                "LimitsNotApplied",
-                msg.clone(),
-            );
-            run.fail(&manifest, msg);
-        }
-        for a in actions.iter().filter(|a| matches!(a.op, Op::Write { .. })) {
-            if !run.failed(&a.manifest) {
-                let msg = format!("wrote {}: {}", a.unit, a.reason);
-                status.event(&a.manifest, EventType::Normal, "Written", msg);
-            }
-        }
-        Ok(deferred)
     }
 
     /// Stops (GC and `state: stopped`), waited for before files change.
@@ -695,6 +714,47 @@ impl Reconciler {
     }
 }
 
+/// The Services' main units this pass wrote and whose start or restart
+/// was queued (a start that failed at once, e.g. a missing program, fails
+/// the revision too), their file still holding what was written: the
+/// candidate revisions.
+fn started_revisions<'a>(
+    prep: &'a Prepared,
+    started_ok: &BTreeSet<String>,
+    failures: &BTreeMap<String, String>,
+) -> Vec<crate::rollout::policy::Started<'a>> {
+    let actions = &prep.plan.actions;
+    let restarted = |a: &Action| {
+        actions
+            .iter()
+            .any(|b| b.unit == a.unit && matches!(b.op, Op::Start | Op::Restart))
+    };
+    let mut out = Vec::new();
+    for a in actions {
+        let Op::Write { content, path } = &a.op else {
+            continue;
+        };
+        let queued = started_ok.contains(&a.manifest)
+            || (failures.contains_key(&a.manifest) && restarted(a));
+        if a.unit != format!("{}.service", a.manifest)
+            || !queued
+            || !fsutil::read_regular_capped(path, false, content.len() as u64)
+                .is_ok_and(|b| b == content.as_bytes())
+        {
+            continue;
+        }
+        let Some(manifest) = prep.loaded.get(&a.manifest) else {
+            continue;
+        };
+        out.push(crate::rollout::policy::Started {
+            manifest,
+            content,
+            on_disk: prep.observed.files.get(&a.unit).map(|f| f.content.as_str()),
+        });
+    }
+    out
+}
+
 /// Limits are worth a look when the unit file sets some, or the unit had
 /// some before (in its file or set outside it).
 fn had_limits(prep: &Prepared, d: &render::DesiredUnit) -> bool {
@@ -709,6 +769,21 @@ fn had_limits(prep: &Prepared, d: &render::DesiredUnit) -> bool {
             .live
             .get(&d.name)
             .is_some_and(|l| !l.limit_dropins.is_empty())
+}
+
+/// The events of the actions `op` selects (limits set, files written)
+/// whose manifest did not fail.
+fn done_events(actions: &[Action], op: impl Fn(&Op) -> bool, run: &Applying, status: &mut Status) {
+    for a in actions
+        .iter()
+        .filter(|a| op(&a.op) && !run.failed(&a.manifest))
+    {
+        let (reason, msg) = match a.op {
+            Op::Write { .. } => ("Written", format!("wrote {}: {}", a.unit, a.reason)),
+            _ => ("LimitsApplied", format!("{}: {}", a.unit, a.reason)),
+        };
+        status.event(&a.manifest, EventType::Normal, reason, msg);
+    }
 }
 
 /// Disables, batched.
@@ -790,7 +865,7 @@ fn record_applied(prep: &Prepared, failures: &BTreeMap<String, String>, status: 
     }
 }
 
-/// [`crate::rollout::conditions`] off the runtime, on a copy of the status
+/// [`crate::rollout::policy::conditions`] off the runtime, on a copy of the status
 /// (it reads, and may save, histories); a hung read leaves the conditions
 /// as refreshed until the next pass.
 async fn rollout_conditions(state_dir: &Path, prep: &Prepared, status: &mut Status) {
@@ -798,7 +873,7 @@ async fn rollout_conditions(state_dir: &Path, prep: &Prepared, status: &mut Stat
     let key = state_dir.join("rollouts");
     let mut copy = status.clone();
     match fsutil::off_runtime(&key, fsutil::READ_DEADLINE, move || {
-        crate::rollout::conditions(&state_dir, &manifests, &mut copy);
+        crate::rollout::policy::conditions(&state_dir, &manifests, &mut copy);
         copy
     })
     .await

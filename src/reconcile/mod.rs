@@ -21,6 +21,7 @@ use crate::work::Work;
 
 mod apply;
 mod config;
+mod finish;
 mod observe;
 #[cfg(test)]
 pub(crate) mod pass_tests;
@@ -271,6 +272,30 @@ impl Reconciler {
         );
     }
 
+    /// How long each job is waited for (`apply --timeout`; the
+    /// operator's job deadline).
+    pub fn set_job_timeout(&mut self, timeout: Duration) {
+        self.job_timeout = timeout;
+    }
+
+    /// How long a pass waits for its start jobs: `apply` and `rollout
+    /// undo` wait; the operator (zero) hands the wait out as [`Work::Jobs`].
+    pub fn set_start_wait(&mut self, wait: Duration) {
+        self.start_wait = wait;
+    }
+
+    /// What units are rendered with (the program Backup units run, the
+    /// directories).
+    pub fn render_context(&self) -> &RenderContext {
+        &self.render_ctx
+    }
+
+    /// The HTTP client readiness probes, reloads and silences use: what
+    /// handed-out work runs with.
+    pub fn http_client(&self) -> reqwest::Client {
+        self.http.clone()
+    }
+
     async fn manager_dirs(&self, sd: &impl UserManager) -> &ManagerDirs {
         if let Some(d) = self.dirs.get() {
             return d;
@@ -431,25 +456,8 @@ impl Reconciler {
             }
             desired.extend(render::render(m, &self.render_ctx));
         }
-        // A pinned revision (rollback, undo) replaces the
-        // manifest's unit bytes.
         let missing = missing_programs(&loaded, &desired);
-        // It reads the histories: off the runtime.
-        let state_dir = self.loc.state_dir.clone();
-        let key = state_dir.join("rollouts");
-        let (desired, unpinned) =
-            crate::fsutil::off_runtime(&key, crate::fsutil::READ_DEADLINE, move || {
-                let mut desired = desired;
-                let unpinned = crate::rollout::substitute(&state_dir, &mut desired);
-                (desired, unpinned)
-            })
-            .await
-            .map_err(|e| {
-                ReconcileError::Stuck(format!(
-                    "reading the rollout histories in {}: {e}",
-                    key.display()
-                ))
-            })?;
+        let (desired, unpinned) = pinned_revisions(&self.loc.state_dir, desired).await?;
         let observed = self.observe(sd, &desired, status).await?;
         let gc_waiting = self.gc_grace_holds(&loaded, &mut held, &observed, now);
         let mut plan = plan::plan(&self.loc.unit_dir, &desired, &held, &observed);
@@ -559,6 +567,28 @@ impl Reconciler {
         }
         waiting
     }
+}
+
+/// A pinned revision (rollback, undo) replaces the manifest's unit bytes
+/// ([`crate::rollout::policy::substitute`]). It reads the histories: off
+/// the runtime, within [`crate::fsutil::READ_DEADLINE`].
+async fn pinned_revisions(
+    state_dir: &Path,
+    mut desired: Vec<DesiredUnit>,
+) -> Result<(Vec<DesiredUnit>, BTreeMap<String, String>), ReconcileError> {
+    let state_dir = state_dir.to_path_buf();
+    let key = state_dir.join("rollouts");
+    crate::fsutil::off_runtime(&key, crate::fsutil::READ_DEADLINE, move || {
+        let unpinned = crate::rollout::policy::substitute(&state_dir, &mut desired);
+        (desired, unpinned)
+    })
+    .await
+    .map_err(|e| {
+        ReconcileError::Stuck(format!(
+            "reading the rollout histories in {}: {e}",
+            key.display()
+        ))
+    })
 }
 
 /// Services whose program is not installed, with their rendered service
