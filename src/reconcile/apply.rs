@@ -101,16 +101,18 @@ impl Reconciler {
         record_applied(&prep, &run.failures, status);
         self.track_backoff(&prep, &run.failures, status);
         let readiness = self.readiness_view(&prep).await;
+        // Ready says when a rolled-back or pinned revision runs.
+        let rollouts = rollout_verdicts(&self.loc.state_dir, &prep).await;
         let facts = PassFacts {
             prep: &prep,
             failures: &run.failures,
             issues: &self.config_issue,
             readiness: &readiness,
             state_dir: &self.loc.state_dir,
+            rollouts: &rollouts,
         };
         refresh_status(sd, &facts, status).await?;
-        // Ready says when a rolled-back or pinned revision runs.
-        rollout_conditions(&self.loc.state_dir, &prep, status).await;
+        judge_first_revisions(&self.loc.state_dir, &prep, status).await;
         work.extend(self.probe_work(&prep, status));
         let ready = status.objects.values().filter(|o| o.is_ready()).count();
         Ok(PassReport {
@@ -865,23 +867,42 @@ fn record_applied(prep: &Prepared, failures: &BTreeMap<String, String>, status: 
     }
 }
 
-/// [`crate::rollout::policy::conditions`] off the runtime, on a copy of the status
-/// (it reads, and may save, histories); a hung read leaves the conditions
-/// as refreshed until the next pass.
-async fn rollout_conditions(state_dir: &Path, prep: &Prepared, status: &mut Status) {
+/// The rollout pins in force ([`crate::rollout::policy::verdicts`]), read
+/// off the runtime; a hung read leaves them out of this pass's Ready
+/// conditions.
+async fn rollout_verdicts(
+    state_dir: &Path,
+    prep: &Prepared,
+) -> BTreeMap<String, crate::rollout::policy::RolloutVerdict> {
     let (state_dir, manifests) = (state_dir.to_path_buf(), prep.loaded.manifests.clone());
     let key = state_dir.join("rollouts");
-    let mut copy = status.clone();
-    match fsutil::off_runtime(&key, fsutil::READ_DEADLINE, move || {
-        crate::rollout::policy::conditions(&state_dir, &manifests, &mut copy);
-        copy
+    fsutil::off_runtime(&key, fsutil::READ_DEADLINE, move || {
+        crate::rollout::policy::verdicts(&state_dir, &manifests)
     })
     .await
-    {
-        Ok(s) => *status = s,
-        Err(e) => tracing::warn!(
+    .unwrap_or_else(|e| {
+        tracing::warn!(
             "reading the rollout histories in {}: {e}; their conditions wait for the next pass",
             key.display()
-        ),
+        );
+        BTreeMap::new()
+    })
+}
+
+/// [`crate::rollout::policy::judge_first_revisions`] off the runtime (it
+/// reads, and may save, histories), on a copy of the status.
+async fn judge_first_revisions(state_dir: &Path, prep: &Prepared, status: &Status) {
+    let (state_dir, manifests) = (state_dir.to_path_buf(), prep.loaded.manifests.clone());
+    let key = state_dir.join("rollouts");
+    let copy = status.clone();
+    let judged = fsutil::off_runtime(&key, fsutil::READ_DEADLINE, move || {
+        crate::rollout::policy::judge_first_revisions(&state_dir, &manifests, &copy);
+    })
+    .await;
+    if let Err(e) = judged {
+        tracing::warn!(
+            "reading the rollout histories in {}: {e}; first revisions are judged next pass",
+            key.display()
+        );
     }
 }

@@ -15,7 +15,7 @@ use crate::manager::{JobKind, UserManager};
 use crate::manifest::{self, LoadError, LoadedSet};
 use crate::plan::{self, Held, Observed, Plan};
 use crate::render::{self, DesiredUnit, RenderContext};
-use crate::status::{ConditionStatus, EventType, Reason, Status};
+use crate::status::{EventType, Reason, Status};
 use crate::systemd::SystemdError;
 use crate::work::Work;
 
@@ -25,6 +25,7 @@ mod finish;
 mod observe;
 #[cfg(test)]
 pub(crate) mod pass_tests;
+pub mod ready;
 mod status;
 
 pub use observe::*;
@@ -261,7 +262,17 @@ impl Reconciler {
         let Some(obj) = status.objects.get_mut(manifest) else {
             return;
         };
-        obj.set_ready(ConditionStatus::False, Reason::ApplyFailed, error);
+        let unit = obj
+            .unit
+            .as_ref()
+            .map(|u| u.name.clone())
+            .unwrap_or_default();
+        let mut inputs = ready::Inputs::new(manifest, &unit, manifest::DesiredState::Running);
+        inputs.previous = obj.ready();
+        inputs.apply_failed = Some(error);
+        if let Some(d) = ready::decide(&inputs) {
+            d.apply(obj);
+        }
         obj.failures += 1;
         self.backoff.insert(
             manifest.to_string(),

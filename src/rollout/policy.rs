@@ -16,7 +16,7 @@ use crate::manager::UnitProgress;
 use crate::manifest::{LoadedSet, Manifest};
 use crate::plan::content_hash;
 use crate::render::{DesiredUnit, Role};
-use crate::status::{ConditionStatus, ConditionType, EventType, Reason, Status, now_rfc3339};
+use crate::status::{ConditionStatus, EventType, Reason, Status, now_rfc3339};
 
 /// Default `rollout.timeout` without a readiness URL.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -348,44 +348,52 @@ impl History {
         Ok(Undone::Pinned(target))
     }
 
-    /// What the Service's `Ready` condition should say instead of
-    /// `Running` while a pin holds: `(status, reason, message)`.
-    pub fn ready_override(
-        &self,
-        name: &str,
-        running: &str,
-    ) -> Option<(ConditionStatus, Reason, String)> {
+    /// What the pin in force means for the Service's Ready condition
+    /// (an input of `reconcile::ready::decide`); `None` without one.
+    pub fn verdict(&self) -> Option<RolloutVerdict> {
         let p = self.pin.as_ref()?;
         let r = self.get(p.revision)?;
-        match p.cause {
-            PinCause::RolledBack => {
-                let failed = p
+        let (revision, hash) = (r.revision, short(&r.hash).to_string());
+        Some(match p.cause {
+            PinCause::RolledBack => RolloutVerdict::RolledBack {
+                failed: p
                     .failed_revision
                     .and_then(|n| self.get(n))
                     .map(|f| format!("revision {} ({})", f.revision, short(&f.hash)))
-                    .unwrap_or_else(|| "the manifest's revision".into());
-                Some((
-                    ConditionStatus::False,
-                    Reason::RolledBack,
-                    format!(
-                        "{failed} failed: {}; rolled back to revision {} ({}), which runs instead ({running}); it is not retried until the manifest of {name} changes",
-                        p.reason,
-                        r.revision,
-                        short(&r.hash)
-                    ),
-                ))
-            }
-            PinCause::Undo => Some((
-                ConditionStatus::True,
-                Reason::Pinned,
-                format!(
-                    "{running}; pinned to revision {} ({}) by `unitlet rollout undo` until the manifest of {name} changes",
-                    r.revision,
-                    short(&r.hash)
-                ),
-            )),
-        }
+                    .unwrap_or_else(|| "the manifest's revision".into()),
+                why: p.reason.clone(),
+                revision,
+                hash,
+                since: p.since.clone(),
+            },
+            PinCause::Undo => RolloutVerdict::Pinned { revision, hash },
+        })
     }
+}
+
+/// A pin in force, as the Service's Ready condition needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RolloutVerdict {
+    /// A failed revision was rolled back.
+    RolledBack {
+        /// The failed revision, for people ("revision 2 (abc…)").
+        failed: String,
+        /// Why it failed.
+        why: String,
+        /// The revision that runs instead.
+        revision: u32,
+        /// Its short hash.
+        hash: String,
+        /// When the rollback was made (RFC 3339).
+        since: String,
+    },
+    /// `unitlet rollout undo` pinned a revision.
+    Pinned {
+        /// The revision that runs.
+        revision: u32,
+        /// Its short hash.
+        hash: String,
+    },
 }
 
 /// A history that cannot be read or written is an event on its Service,
@@ -861,79 +869,54 @@ fn finished_event(w: &RolloutWork, done: &Finished, why: &str, status: &mut Stat
     status.event(&w.name, type_, reason, msg);
 }
 
-/// End a first revision (not watched) by its Service's Ready condition:
-/// Complete once Ready, Failed when the unit failed or cannot start. No
-/// rollback: there is nothing to roll back to.
-fn judge_by_ready(
-    state_dir: &Path,
-    name: &str,
-    mut h: History,
-    n: u32,
-    obj: &crate::status::ObjectStatus,
-) {
-    let Some(c) = obj.ready() else { return };
-    let result = match (c.status, c.reason) {
-        (ConditionStatus::True, _) => Ok(()),
-        (
-            ConditionStatus::False,
-            Reason::Failed
-            | Reason::OOMKilled
-            | Reason::Killed
-            | Reason::BinaryMissing
-            | Reason::ApplyFailed
-            | Reason::BackingOff,
-        ) => Err(c.message.clone()),
-        _ => return,
-    };
-    if !matches!(h.finish(n, result, false, &now_rfc3339()), Finished::Stale)
-        && let Err(e) = history::save(state_dir, name, &h)
-    {
-        tracing::warn!(manifest = %name, "{}", crate::error_chain(&e));
-    }
+/// The pins in force, by Service (those with a history among
+/// `manifests`): inputs of their Ready condition. Reads the histories
+/// (cached): call it off the runtime.
+pub fn verdicts(state_dir: &Path, manifests: &[Manifest]) -> BTreeMap<String, RolloutVerdict> {
+    let names = history::with_history(state_dir);
+    manifests
+        .iter()
+        .filter(|m| names.contains(&m.name))
+        .filter_map(|m| {
+            let h = history::load_cached(state_dir, &m.name).ok()?;
+            Some((m.name.clone(), h.verdict()?))
+        })
+        .collect()
 }
 
-/// While a pin holds, `Ready` says so: `False RolledBack` (naming the
-/// failed revision, why, and what runs instead) or `True Pinned`. A first
-/// revision is ended by its Ready condition here. Called after status is
-/// refreshed in `Reconciler::apply`.
-pub fn conditions(state_dir: &Path, manifests: &[crate::manifest::Manifest], status: &mut Status) {
+/// End first revisions (not watched: nothing to roll back to) by their
+/// Service's Ready condition: Complete once Ready, Failed when the unit
+/// failed or cannot start. Reads Ready, writes only histories: call it
+/// off the runtime, after status is refreshed.
+pub fn judge_first_revisions(state_dir: &Path, manifests: &[Manifest], status: &Status) {
     let names = history::with_history(state_dir);
     for m in manifests.iter().filter(|m| names.contains(&m.name)) {
-        let Some(obj) = status.objects.get_mut(&m.name) else {
+        let Some(c) = status.objects.get(&m.name).and_then(|o| o.ready()) else {
             continue;
         };
-        let Ok(h) = history::load_cached(state_dir, &m.name) else {
+        let Ok(mut h) = history::load_cached(state_dir, &m.name) else {
             continue;
         };
-        if let Some(n) = h.ungated_progressing() {
-            judge_by_ready(state_dir, &m.name, h.clone(), n, obj);
-        }
-        let Some(pin) = &h.pin else { continue };
-        let ready = obj.ready().cloned();
-        let is_true = ready
-            .as_ref()
-            .is_some_and(|c| c.status == ConditionStatus::True);
-        // A rolled-back Service that runs is RolledBack, whatever the
-        // manifest's own revision would be reported as (BinaryMissing, …).
-        let active = obj.unit.as_ref().filter(|u| u.active_state == "active");
-        let running = match (&ready, active) {
-            (Some(c), _) if is_true => c.message.clone(),
-            (_, Some(u)) if pin.cause == PinCause::RolledBack => {
-                format!("{} is active ({})", u.name, u.sub_state)
-            }
+        let Some(n) = h.ungated_progressing() else {
+            continue;
+        };
+        let result = match (c.status, c.reason) {
+            (ConditionStatus::True, _) => Ok(()),
+            (
+                ConditionStatus::False,
+                Reason::Failed
+                | Reason::OOMKilled
+                | Reason::Killed
+                | Reason::BinaryMissing
+                | Reason::ApplyFailed
+                | Reason::BackingOff,
+            ) => Err(c.message.clone()),
             _ => continue,
         };
-        if let Some((st, reason, msg)) = h.ready_override(&m.name, &running) {
-            obj.set_ready(st, reason, &msg);
-            if pin.cause == PinCause::RolledBack
-                && !pin.since.is_empty()
-                && let Some(c) = obj
-                    .conditions
-                    .iter_mut()
-                    .find(|c| c.type_ == ConditionType::Ready)
-            {
-                c.last_transition_time = pin.since.clone();
-            }
+        if !matches!(h.finish(n, result, false, &now_rfc3339()), Finished::Stale)
+            && let Err(e) = history::save(state_dir, &m.name, &h)
+        {
+            tracing::warn!(manifest = %m.name, "{}", crate::error_chain(&e));
         }
     }
 }
@@ -992,18 +975,18 @@ mod tests {
         assert_eq!(h.substitute("other"), None);
         // Writing the pinned revision back is not a new revision.
         assert_eq!(h.record("good", Some("bad"), NOW), None);
-        let (st, reason, msg) = h
-            .ready_override("web", "web.service is active (running)")
-            .unwrap();
-        assert_eq!((st, reason), (ConditionStatus::False, Reason::RolledBack));
-        assert!(
-            msg.starts_with(&format!(
-                "revision 2 ({}) failed: it failed",
-                short(&content_hash("bad"))
-            )),
-            "{msg}"
-        );
-        assert!(msg.contains("rolled back to revision 1"), "{msg}");
+        match h.verdict() {
+            Some(RolloutVerdict::RolledBack {
+                failed,
+                why,
+                revision: 1,
+                ..
+            }) => {
+                let bad = format!("revision 2 ({})", short(&content_hash("bad")));
+                assert_eq!((failed, why.as_str()), (bad, "it failed (failed)"));
+            }
+            other => panic!("{other:?}"),
+        }
         // A fixed manifest is a new revision and ends the pin.
         assert_eq!(h.record("fixed", Some("good"), NOW), Some(3));
         assert!(h.pin.is_none());
@@ -1089,9 +1072,10 @@ mod tests {
         }
         assert_eq!(h.undo(None, None), Ok(Undone::Pinned(2)));
         assert_eq!(h.substitute("c").as_deref(), Some("b"));
-        let (st, reason, msg) = h.ready_override("web", "web.service is active").unwrap();
-        assert_eq!((st, reason), (ConditionStatus::True, Reason::Pinned));
-        assert!(msg.contains("pinned to revision 2"), "{msg}");
+        assert!(matches!(
+            h.verdict(),
+            Some(RolloutVerdict::Pinned { revision: 2, .. })
+        ));
         // Undo again goes back further, for the same manifest.
         assert_eq!(h.undo(None, None), Ok(Undone::Pinned(1)));
         assert_eq!(h.substitute("c").as_deref(), Some("a"));
