@@ -503,9 +503,9 @@ async fn apply_round(
 async fn apply(loc: Locations, timeout: Duration, gc_grace: Duration) -> CliResult {
     let sd = connect(&loc).await?;
     let mut rec = Reconciler::new(loc.clone(), exe());
-    rec.job_timeout = timeout;
-    rec.start_wait = timeout;
-    rec.gc_grace = gc_grace;
+    rec.set_job_timeout(timeout);
+    rec.set_start_wait(timeout);
+    rec.set_gc_grace(gc_grace);
     let started = std::time::Instant::now();
     let mut tally = ApplyTally::default();
     let mut outcomes = Vec::new();
@@ -518,7 +518,7 @@ async fn apply(loc: Locations, timeout: Duration, gc_grace: Duration) -> CliResu
         let work = pending
             .work
             .into_iter()
-            .map(|w| w.run(sd.clone(), rec.http.clone(), timeout));
+            .map(|w| w.run(sd.clone(), rec.http_client(), timeout));
         outcomes = futures_util::future::join_all(work).await;
         if let Some(until) = pending.gc_until {
             tokio::time::sleep_until(until).await;
@@ -573,8 +573,8 @@ async fn plan(loc: Locations) -> CliResult {
     let mut rec = Reconciler::new(loc.clone(), exe());
     // `plan` shows what will happen to a deleted manifest's units, not the
     // grace before it.
-    rec.gc_grace = Duration::ZERO;
-    rec.recover_restores = false;
+    rec.set_gc_grace(Duration::ZERO);
+    rec.set_recover_restores(false);
     let status = Status::load(&loc.status_file());
     if let Some(w) = status.file_warning() {
         eprintln!("warning: {w}");
@@ -623,8 +623,8 @@ fn render_cmd(loc: &Locations, name: &str, out: Option<&Path>) -> CliResult {
         });
     };
     let mut rec = Reconciler::new(loc.clone(), exe());
-    rec.render_ctx.exe = crate::program::for_units(loc, &rec.render_ctx.exe);
-    let units = render::render(m, &rec.render_ctx);
+    rec.set_program(crate::program::for_units(loc, &rec.render_context().exe));
+    let units = render::render(m, rec.render_context());
     for u in &units {
         match out {
             Some(dir) => {

@@ -146,42 +146,42 @@ pub fn backoff_delay(failures: u32) -> Duration {
 
 /// What survives between passes of one `run`.
 pub struct Reconciler {
-    pub loc: Locations,
-    pub render_ctx: RenderContext,
-    pub backoff: HashMap<String, Backoff>,
+    loc: Locations,
+    render_ctx: RenderContext,
+    backoff: HashMap<String, Backoff>,
     /// How long to wait for each job.
-    pub job_timeout: Duration,
+    job_timeout: Duration,
     /// Failing reloads waiting for their next attempt, by manifest.
-    pub reload_retry: HashMap<String, crate::reload::RetryState>,
+    reload_retry: HashMap<String, crate::reload::RetryState>,
     /// Config content that failed validation, by manifest: not validated
     /// again until it changes.
-    pub rejected_config: HashMap<String, (String, String)>,
+    rejected_config: HashMap<String, (String, String)>,
     /// Why a running service is not Ready because of its config or its
     /// readiness probe: `(reason, message)`, by manifest.
-    pub config_issue: HashMap<String, (Reason, String)>,
-    pub http: reqwest::Client,
+    config_issue: HashMap<String, (Reason, String)>,
+    http: reqwest::Client,
     /// How long a pass waits for start jobs. `apply` waits for them to
     /// end (`job_timeout`); the operator (zero) hands the wait out as
     /// [`Work::Jobs`].
-    pub start_wait: Duration,
+    start_wait: Duration,
     /// Batches of start jobs handed out, to tell them apart.
     job_batches: u64,
     /// Started Services waiting for their readiness URL, until when.
-    pub waiting_ready: HashMap<String, Instant>,
+    waiting_ready: HashMap<String, Instant>,
     /// The last readiness probe of each running Service.
-    pub probes: HashMap<String, Result<(), String>>,
+    probes: HashMap<String, Result<(), String>>,
     /// Probe readiness during the pass (`apply`) instead of handing probes
     /// out (`run`).
-    pub inline_probes: bool,
+    inline_probes: bool,
     /// How long a manifest that disappeared is waited for before its units
     /// are stopped and removed (editors that delete and re-create, `git
     /// checkout`, `rsync --delete-after`).
-    pub gc_grace: Duration,
+    gc_grace: Duration,
     /// When each manifest owning units was first seen missing.
     missing_since: HashMap<String, Instant>,
     /// Finish or undo interrupted restores before each pass (`plan`, which
     /// changes nothing, turns it off).
-    pub recover_restores: bool,
+    recover_restores: bool,
     /// What recovering each interrupted restore came to last, as logged:
     /// a stuck journal is reported once per change, not at every pass.
     recoveries_reported: BTreeMap<String, String>,
@@ -293,6 +293,50 @@ impl Reconciler {
     /// undo` wait; the operator (zero) hands the wait out as [`Work::Jobs`].
     pub fn set_start_wait(&mut self, wait: Duration) {
         self.start_wait = wait;
+    }
+
+    /// Hand readiness probes out as work (`run`) instead of probing
+    /// during the pass (`apply`).
+    pub fn set_inline_probes(&mut self, inline: bool) {
+        self.inline_probes = inline;
+    }
+
+    /// How long a manifest that disappeared is waited for before its
+    /// units are stopped and removed (`--gc-grace`; zero for `plan`).
+    pub fn set_gc_grace(&mut self, grace: Duration) {
+        self.gc_grace = grace;
+    }
+
+    /// Whether `prepare` finishes or undoes interrupted restores first
+    /// (`plan`, which changes nothing, turns it off).
+    pub fn set_recover_restores(&mut self, recover: bool) {
+        self.recover_restores = recover;
+    }
+
+    /// Render Backup units with this program (`render` shows the one
+    /// recorded, see [`crate::program`]).
+    pub fn set_program(&mut self, exe: PathBuf) {
+        self.render_ctx.exe = exe;
+    }
+
+    /// Where things are.
+    pub fn locations(&self) -> &Locations {
+        &self.loc
+    }
+
+    /// How long each job is waited for.
+    pub fn job_timeout(&self) -> Duration {
+        self.job_timeout
+    }
+
+    /// The last readiness probe of Service `name`, if any.
+    pub fn last_probe(&self, name: &str) -> Option<&Result<(), String>> {
+        self.probes.get(name)
+    }
+
+    /// Whether any object is backing off.
+    pub fn is_backing_off(&self) -> bool {
+        !self.backoff.is_empty()
     }
 
     /// What units are rendered with (the program Backup units run, the
