@@ -8,7 +8,7 @@ use crate::work::{ConfigResult, ConfigWork, Outcome};
 use super::Reconciler;
 
 impl Reconciler {
-    /// Fold a finished [`Work`] item into the reconciler's memory and the
+    /// Fold a finished [`crate::work::Work`] item into the reconciler's memory and the
     /// status. Returns what a config change did, for metrics.
     pub fn finish(
         &mut self,
