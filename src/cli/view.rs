@@ -448,3 +448,62 @@ fn print_resources(props: &Props) {
         count_or(n("TasksMax"), "unlimited")
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{Reason, UnitStatus};
+
+    fn running() -> ObjectStatus {
+        let mut o = ObjectStatus::new(manifest::Kind::Service, "web", "/m/web.yaml".as_ref());
+        o.unit = Some(UnitStatus {
+            name: "web.service".into(),
+            active_state: "active".into(),
+            sub_state: "running".into(),
+        });
+        o.set_ready(
+            ConditionStatus::True,
+            Reason::Running,
+            "web.service is active",
+        );
+        o
+    }
+
+    /// Issue 22: `get` re-decides Ready with the pass's own function from
+    /// what it sees now: a pending restore, the live state, an
+    /// unreachable manager.
+    #[test]
+    fn get_decides_ready_with_the_passs_function() {
+        let set = LoadedSet::default();
+        let mut o = running();
+        decide_ready(&mut o, &set, None);
+        assert_eq!(o.ready_reason(), Some(Reason::Running), "consistent: kept");
+        decide_ready(&mut o, &set, Some(&"no bus".to_string()));
+        assert_eq!(o.ready_reason(), Some(Reason::ManagerUnreachable));
+
+        let mut o = running();
+        if let Some(u) = o.unit.as_mut() {
+            u.active_state = "failed".into();
+        }
+        decide_ready(&mut o, &set, None);
+        assert_eq!(o.ready_reason(), Some(Reason::Failed));
+
+        let mut o = running();
+        o.set_condition(
+            ConditionType::RestorePending,
+            ConditionStatus::True,
+            Reason::RestoreInterrupted,
+            "an interrupted restore is pending",
+        );
+        decide_ready(&mut o, &set, None);
+        let c = o.ready().expect("ready");
+        assert_eq!(
+            (c.status, c.reason, c.message.as_str()),
+            (
+                ConditionStatus::False,
+                Reason::RestoreInterrupted,
+                "an interrupted restore is pending"
+            )
+        );
+    }
+}
