@@ -79,7 +79,7 @@ pub struct Prepared {
     /// are left alone until then (by manifest: when the grace ends).
     pub gc_waiting: BTreeMap<String, Instant>,
     /// Services whose manifest changed since their revision was pinned:
-    /// what the manifest renders to (the pin ends, `rollout::release`).
+    /// what the manifest renders to (the pin ends, `rollout::policy::release`).
     pub unpinned: BTreeMap<String, String>,
 }
 
@@ -194,7 +194,7 @@ pub struct Reconciler {
     /// next [`Reconciler::apply`].
     after_jobs_due: Vec<AfterJobs>,
     /// First revisions recorded but not saved yet (saved with their
-    /// batch's [`AfterJobs`]), by Service: what `rollout::record` reads
+    /// batch's [`AfterJobs`]), by Service: what `rollout::policy::record` reads
     /// instead of the file until then.
     unsaved_histories: BTreeMap<String, Vec<u8>>,
     /// The binary running now; Backup units run the recorded program
