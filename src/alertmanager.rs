@@ -424,13 +424,13 @@ pub async fn silence_restarts(
         else {
             continue;
         };
-        let pin = crate::rollout::load(&loc.state_dir, &a.manifest)
+        let pin = crate::rollout::history::load(&loc.state_dir, &a.manifest)
             .ok()
             .and_then(|h| h.pin);
         let action = match &pin {
             // A silence kept from the failed revision's restart covers it.
             Some(p) if p.silence.is_some() => continue,
-            Some(p) if p.cause == crate::rollout::PinCause::RolledBack => "rollback",
+            Some(p) if p.cause == crate::rollout::history::PinCause::RolledBack => "rollback",
             Some(_) => "rollout undo",
             None => "restart after a change of its unit",
         };

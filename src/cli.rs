@@ -7,6 +7,7 @@ mod backup;
 mod doctor;
 mod error;
 mod fleet;
+pub mod rollout;
 mod view;
 
 use std::path::{Path, PathBuf};
@@ -159,7 +160,7 @@ pub enum Command {
     /// Revision history of a Service, and undo.
     Rollout {
         #[command(subcommand)]
-        command: crate::rollout::RolloutCommand,
+        command: rollout::RolloutCommand,
     },
     /// What a unit wrote: its journal, or its log file (unitlet's own
     /// without NAME).
@@ -349,7 +350,7 @@ async fn dispatch(cmd: Command, loc: Locations) -> CliResult {
         }
         Command::Doctor { output } => doctor::doctor(&loc, output).await,
         Command::Logs(args) => printed(crate::logs::command(&loc, args).await),
-        Command::Rollout { command } => printed(crate::rollout::command(&loc, command).await),
+        Command::Rollout { command } => rollout::command(&loc, command).await,
         Command::Completions { shell } => {
             crate::manual::completions(shell, &mut std::io::stdout().lock());
             Ok(())
@@ -485,9 +486,9 @@ async fn apply_round(
 async fn apply(loc: Locations, timeout: Duration, gc_grace: Duration) -> CliResult {
     let sd = connect(&loc).await?;
     let mut rec = Reconciler::new(loc.clone(), exe());
-    rec.job_timeout = timeout;
-    rec.start_wait = timeout;
-    rec.gc_grace = gc_grace;
+    rec.set_job_timeout(timeout);
+    rec.set_start_wait(timeout);
+    rec.set_gc_grace(gc_grace);
     let started = std::time::Instant::now();
     let mut tally = ApplyTally::default();
     let mut outcomes = Vec::new();
@@ -500,7 +501,7 @@ async fn apply(loc: Locations, timeout: Duration, gc_grace: Duration) -> CliResu
         let work = pending
             .work
             .into_iter()
-            .map(|w| w.run(sd.clone(), rec.http.clone(), timeout));
+            .map(|w| w.run(sd.clone(), rec.http_client(), timeout));
         outcomes = futures_util::future::join_all(work).await;
         if let Some(until) = pending.gc_until {
             tokio::time::sleep_until(until).await;
@@ -555,7 +556,7 @@ async fn plan(loc: Locations) -> CliResult {
     let mut rec = Reconciler::new(loc.clone(), exe());
     // `plan` shows what will happen to a deleted manifest's units, not the
     // grace before it.
-    rec.gc_grace = Duration::ZERO;
+    rec.set_gc_grace(Duration::ZERO);
     let status = Status::load(&loc.status_file());
     if let Some(w) = status.file_warning() {
         eprintln!("warning: {w}");
@@ -604,8 +605,8 @@ fn render_cmd(loc: &Locations, name: &str, out: Option<&Path>) -> CliResult {
         });
     };
     let mut rec = Reconciler::new(loc.clone(), exe());
-    rec.render_ctx.exe = crate::program::for_units(loc, &rec.render_ctx.exe);
-    let units = render::render(m, &rec.render_ctx);
+    rec.set_program(crate::program::for_units(loc, &rec.render_context().exe));
+    let units = render::render(m, rec.render_context());
     for u in &units {
         match out {
             Some(dir) => {

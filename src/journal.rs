@@ -568,15 +568,15 @@ pub fn pending(state_dir: &Path) -> Vec<Pending> {
 }
 
 /// Shows pending restores in `status` (what `get` and `describe` print)
-/// without acting on them: the Service's `Ready` turns `False` with the
-/// reason, and a `RestorePending` condition says which restore it is.
+/// without acting on them: a `RestorePending` condition says which
+/// restore it is (an input of the Service's `Ready`, which `get` decides
+/// with `reconcile::ready::decide`).
 pub fn annotate(state_dir: &Path, status: &mut Status) {
     for p in pending(state_dir) {
         let Some(o) = status.objects.get_mut(&p.service) else {
             continue;
         };
         let (reason, message) = p.condition();
-        o.set_ready(ConditionStatus::False, reason, &message);
         let pending = ConditionType::RestorePending;
         o.set_condition(pending, ConditionStatus::True, reason, &message);
     }

@@ -200,6 +200,20 @@ impl ServiceResult {
     }
 }
 
+/// A unit as a rollout watch looks at it, in plain values: one
+/// [`UserManager::unit_progress`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnitProgress {
+    /// `ActiveState` (`inactive` for a unit the manager does not list).
+    pub active_state: String,
+    /// `SubState` (`not loaded` for a unit the manager does not list).
+    pub sub_state: String,
+    /// A job is queued or running for it.
+    pub job_pending: bool,
+    /// `NRestarts`: restarts by `Restart=` since its last start by job.
+    pub n_restarts: u32,
+}
+
 /// What every [`UserManager`] call returns: a `Send` future of an answer
 /// or a [`ManagerError`].
 pub trait Answer<T>: Future<Output = Result<T, ManagerError>> + Send {}
@@ -319,6 +333,20 @@ pub trait UserManager: Send + Sync {
     /// meanwhile was not signalled). Jobs queued meanwhile still end with
     /// their `JobRemoved`.
     fn pause_unit_signals(&self, at_most: Duration) -> impl Future<Output = SignalPause> + Send;
+    /// One look at a unit for a rollout watch: its state, a pending job,
+    /// its restarts (see [`UnitProgress`]).
+    fn unit_progress(&self, unit: &str) -> impl Answer<UnitProgress>;
+
+    /// Why a unit failed, for a rollout verdict: the message of
+    /// [`UserManager::failure_details`]; `None` when it cannot be had.
+    fn failure_message(&self, unit: &str) -> impl Future<Output = Option<String>> + Send {
+        async move {
+            let path = self.load_unit(unit).await.ok()?;
+            let (_, msg) = self.failure_details(unit, &path, None).await?;
+            Some(msg)
+        }
+    }
+
 
     /// Why a failed service failed: `(reason, message)` for its Ready
     /// condition (see [`ServiceResult::failure`]).

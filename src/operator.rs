@@ -192,7 +192,7 @@ struct WorkPool {
     starting: HashMap<String, u64>,
     /// The rollout watches in flight, by Service: what is watched again
     /// when the bus or the manager goes away before their verdict.
-    watching: HashMap<String, crate::rollout::RolloutWork>,
+    watching: HashMap<String, crate::rollout::policy::RolloutWork>,
     /// Slots of each kind but [`WorkKind::Jobs`].
     slots: HashMap<WorkKind, Arc<tokio::sync::Semaphore>>,
     done_tx: tokio::sync::mpsc::UnboundedSender<Outcome>,
@@ -276,7 +276,7 @@ impl WorkPool {
     /// judging nothing (readiness waits and probes, plain HTTP, go on).
     /// Returns the rollout watches stopped, to be run again once
     /// reconnected.
-    fn manager_lost(&mut self) -> Vec<crate::rollout::RolloutWork> {
+    fn manager_lost(&mut self) -> Vec<crate::rollout::policy::RolloutWork> {
         self.in_flight.retain(|(kind, _), h| {
             let talks_to_manager =
                 matches!(kind, WorkKind::Jobs | WorkKind::Config | WorkKind::Rollout);
@@ -380,7 +380,7 @@ struct Operator {
     /// handed out again after the next pass on a live connection: a
     /// watch starts afresh from the live state, with its whole
     /// `rollout.timeout` (time without a manager is no time to judge).
-    resume: Vec<crate::rollout::RolloutWork>,
+    resume: Vec<crate::rollout::policy::RolloutWork>,
     last_saved: Option<std::time::Instant>,
     sd: Option<Systemd>,
     unit_changes: Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
@@ -422,10 +422,10 @@ impl Operator {
             .unwrap_or_else(|| PathBuf::from("/"));
         let _ = crate::fsutil::create_dir_all(&holds_dir);
         let mut rec = Reconciler::new(opts.loc.clone(), opts.exe.clone());
-        rec.inline_probes = false;
+        rec.set_inline_probes(false);
         // Start jobs are waited for beside the loop (`Work::Jobs`).
-        rec.start_wait = Duration::ZERO;
-        rec.gc_grace = opts.gc_grace;
+        rec.set_start_wait(Duration::ZERO);
+        rec.set_gc_grace(opts.gc_grace);
         let mut op = Operator {
             opts,
             metrics: metrics.clone(),
@@ -539,7 +539,8 @@ impl Operator {
         // in this pass's work replaces its Service's.
         let resumed = self.resume.drain(..).map(|r| Work::Rollout(Box::new(r)));
         for w in resumed.collect::<Vec<_>>().into_iter().chain(report.work) {
-            self.pool.spawn(w, c, &self.rec.http, self.rec.job_timeout);
+            self.pool
+                .spawn(w, c, &self.rec.http_client(), self.rec.job_timeout());
         }
         self.retry_at = report.retry_at;
         let mut summary = format!("{} ready, {} not ready", report.ready, report.not_ready);
@@ -593,7 +594,7 @@ impl Operator {
     /// live operator's status from a stale one however long the resync.
     /// Every change wakes a pass, so the status is as current as its stamp.
     async fn heartbeat(&mut self) {
-        let loc = &self.rec.loc;
+        let loc = self.rec.locations();
         let path = loc.status_file();
         let beat = async {
             let _lock = StateLock::acquire(&loc.state_dir, "unitlet run", |_| {})
@@ -650,7 +651,7 @@ impl Operator {
                 self.pool.finished(&o);
                 // A probe that says what the last one said changes nothing.
                 let news = match &o {
-                    Outcome::Probe { name, result } => self.rec.probes.get(name) != Some(result),
+                    Outcome::Probe { name, result } => self.rec.last_probe(name) != Some(result),
                     _ => true,
                 };
                 if news {
@@ -859,19 +860,19 @@ async fn pass(
     last_saved: &mut Option<std::time::Instant>,
     config_dirs: &mut Vec<PathBuf>,
 ) -> Result<(crate::reconcile::PassReport, Status), ReconcileError> {
-    let _lock = StateLock::acquire(&rec.loc.state_dir, "unitlet run", |h| {
+    let _lock = StateLock::acquire(&rec.locations().state_dir, "unitlet run", |h| {
         tracing::debug!("waiting for {h} to finish writing");
     })
     .await
     .map_err(|e| ReconcileError::Stuck(crate::error_chain(&e)))?;
-    let status_path = rec.loc.status_file();
+    let status_path = rec.locations().status_file();
     let mut status = Status::load_for_update_async(&status_path).await;
     let before = status.clone();
     let mut reloads = Vec::new();
     for o in outcomes.drain(..) {
         reloads.extend(rec.finish(o, &mut status));
     }
-    recoveries.run(&rec.loc, sd).await;
+    recoveries.run(rec.locations(), sd).await;
     let result = async {
         let prep = rec.prepare(sd, &status).await?;
         *config_dirs = crate::reload::watch_dirs(&prep.loaded.manifests);
@@ -1015,8 +1016,9 @@ mod tests {
                 .collect()
         }
 
-        fn revisions(&self, name: &str) -> Vec<crate::rollout::RevisionState> {
-            let h = crate::rollout::load(&self.op.opts.loc.state_dir, name).expect("history");
+        fn revisions(&self, name: &str) -> Vec<crate::rollout::history::RevisionState> {
+            let h =
+                crate::rollout::history::load(&self.op.opts.loc.state_dir, name).expect("history");
             h.revisions.iter().map(|r| r.state).collect()
         }
 
@@ -1035,7 +1037,7 @@ mod tests {
     /// completes and every Service is Ready.
     #[tokio::test(start_paused = true)]
     async fn item1_losing_the_bus_judges_no_handed_out_work() {
-        use crate::rollout::RevisionState::{Complete, Progressing};
+        use crate::rollout::history::RevisionState::{Complete, Progressing};
         let mut b = Bench::new().await;
         b.write("web", "[/bin/sleep, \"100000\"]");
         b.pass().await;
@@ -1071,7 +1073,7 @@ mod tests {
             "RolloutFailed",
         ];
         assert_eq!(b.events(&judged), Vec::<String>::new());
-        assert!(b.op.rec.backoff.is_empty(), "{:?}", b.op.rec.backoff);
+        assert!(!b.op.rec.is_backing_off());
         assert_eq!(b.revisions("web"), [Complete, Progressing]);
 
         // The manager ran the jobs meanwhile; the bus is back.
@@ -1096,7 +1098,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn item7_a_start_batch_never_waits_behind_readiness_waits() {
         let mut b = Bench::new().await;
-        b.op.rec.job_timeout = Duration::from_secs(5);
+        b.op.rec.set_job_timeout(Duration::from_secs(5));
         for i in 0..MAX_CONCURRENT_WORK {
             let wait = Work::Readiness {
                 name: format!("slow{i}"),
@@ -1104,7 +1106,7 @@ mod tests {
                 timeout: Duration::from_secs(600),
             };
             b.op.pool
-                .spawn(wait, &b.sd, &b.op.rec.http, b.op.rec.job_timeout);
+                .spawn(wait, &b.sd, &b.op.rec.http_client(), b.op.rec.job_timeout());
         }
         b.run_for(Duration::from_secs(1)).await;
         b.sd.hold_jobs(true);

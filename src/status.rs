@@ -222,54 +222,6 @@ impl ObjectStatus {
         self.ready().map(|c| c.reason)
     }
 
-    /// The last reconcile's Ready condition may be older than the unit's
-    /// state (`get` reads it later): never show Ready True for a unit that
-    /// is not running now, or cannot be checked (`unreachable`: why).
-    pub fn correct_ready(&mut self, unreachable: Option<&String>) {
-        let Some(u) = self.unit.clone() else { return };
-        if !self.is_ready() {
-            return;
-        }
-        if let Some(e) = unreachable {
-            let msg = format!(
-                "cannot check {} live ({e}); the last reconcile found it ready",
-                u.name
-            );
-            self.set_ready(ConditionStatus::Unknown, Reason::ManagerUnreachable, &msg);
-            return;
-        }
-        let stopped = self.ready_reason() == Some(Reason::Stopped);
-        let fine = match u.active_state.as_str() {
-            "inactive" | "failed" => stopped,
-            "active" => !stopped,
-            _ => false,
-        };
-        if fine {
-            return;
-        }
-        let (reason, what) = match (u.active_state.as_str(), u.sub_state.as_str()) {
-            (_, "auto-restart") => (
-                Reason::Restarting,
-                "is waiting to be restarted by systemd after it exited",
-            ),
-            ("failed", _) => (Reason::Failed, "has failed"),
-            ("activating" | "reloading", _) => (Reason::Starting, "is starting"),
-            ("active", _) => (
-                Reason::NotReconciled,
-                "is running but the manifest wants it stopped",
-            ),
-            _ => (Reason::NotRunning, "is not running"),
-        };
-        let msg = format!(
-            "{} {what} ({}/{}) since the last reconcile; {}",
-            u.name,
-            u.active_state,
-            u.sub_state,
-            see_logs(&u.name)
-        );
-        self.set_ready(ConditionStatus::False, reason, &msg);
-    }
-
     /// Set the Ready condition (see [`ObjectStatus::set_condition`]).
     pub fn set_ready(&mut self, status: ConditionStatus, reason: Reason, message: &str) {
         self.set_condition(ConditionType::Ready, status, reason, message);

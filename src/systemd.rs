@@ -16,13 +16,9 @@ use zbus_systemd::systemd1::{ManagerProxy, UnitProxy};
 
 use crate::manager::{
     CallFailure, ListedUnits, LiveLimits, LiveProperties, LiveUnit, ManagerError, ServiceResult,
-    SignalPause, UnitPath, UnitProperties, Usage,
+    SignalPause, UnitPath, UnitProgress, UnitProperties, Usage,
 };
 pub use crate::manager::{JobKind, JobStream, QueuedJob, UserManager};
-
-/// The user manager's errors, under the name this adapter had for them
-/// before the trait got its own: [`ManagerError`].
-pub type SystemdError = ManagerError;
 
 /// A failed D-Bus call as a [`ManagerError`]: its text, and whether the
 /// manager said it has no such unit or the connection is gone.
@@ -440,6 +436,23 @@ impl UserManager for Systemd {
             .get("NRestarts")
             .and_then(|v| u32::try_from(v).ok())
             .unwrap_or(0))
+    }
+
+    async fn unit_progress(&self, unit: &str) -> Result<UnitProgress, ManagerError> {
+        let listed = self.list_units(&[unit.to_string()]).await?;
+        let Some((l, path)) = listed.get(unit) else {
+            return Ok(UnitProgress {
+                active_state: "inactive".into(),
+                sub_state: "not loaded".into(),
+                ..Default::default()
+            });
+        };
+        Ok(UnitProgress {
+            active_state: l.active_state.clone(),
+            sub_state: l.sub_state.clone(),
+            job_pending: l.job_pending,
+            n_restarts: self.n_restarts(unit, path).await?,
+        })
     }
 
     async fn load_unit(&self, unit: &str) -> Result<UnitPath, ManagerError> {

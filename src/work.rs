@@ -6,7 +6,7 @@
 //! out as a [`Work`] item. `unitlet run` runs each on its own task (a bounded
 //! number at once, one per object and kind: duplicates collapse) and folds
 //! the [`Outcome`] back into the reconciler and status with
-//! [`Reconciler::finish`], then runs another pass. `unitlet apply` runs the
+//! `Reconciler::finish`, then runs another pass. `unitlet apply` runs the
 //! same items itself between two passes. Either way the object is
 //! "requeued": its status says what it waits for, and nothing else waits
 //! for it.
@@ -14,11 +14,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod run;
+
 use crate::manager::{JobKind, JobStream, QueuedJob, UserManager};
 use crate::manifest::{OnConfigChange, ReloadMethod};
-use crate::reconcile::Reconciler;
 use crate::reload::{self, ReloadOutcome};
-use crate::status::{ConfigState, EventType, Reason, Status};
 
 /// One object's wait (or, for start jobs, one batch's).
 #[derive(Debug)]
@@ -36,7 +36,7 @@ pub enum Work {
     /// Wait for the start and restart jobs a pass queued.
     Jobs(JobsWork),
     /// Judge a new revision: active and ready in time, or failed.
-    Rollout(Box<crate::rollout::RolloutWork>),
+    Rollout(Box<crate::rollout::policy::RolloutWork>),
 }
 
 /// Start and restart jobs queued by one pass, with the `JobRemoved`
@@ -134,8 +134,8 @@ pub enum Outcome {
         results: Vec<(StartedJob, Result<(), String>)>,
     },
     Rollout {
-        work: Box<crate::rollout::RolloutWork>,
-        watched: crate::rollout::Watched,
+        work: Box<crate::rollout::policy::RolloutWork>,
+        watched: crate::rollout::policy::Watched,
     },
     /// The bus or the manager went away before the work could end: it
     /// judged nothing. A rollout watch (`resume`) is handed out again
@@ -143,7 +143,7 @@ pub enum Outcome {
     /// at afresh by that pass.
     Lost {
         key: (WorkKind, String),
-        resume: Option<Box<crate::rollout::RolloutWork>>,
+        resume: Option<Box<crate::rollout::policy::RolloutWork>>,
     },
 }
 
@@ -163,69 +163,6 @@ impl Work {
             Work::Config(c) => (WorkKind::Config, c.name.clone()),
             Work::Jobs(j) => (WorkKind::Jobs, j.batch.to_string()),
             Work::Rollout(r) => (WorkKind::Rollout, r.name.clone()),
-        }
-    }
-
-    /// Do the work. Never touches status: the outcome is folded in by
-    /// [`Reconciler::finish`] under the state lock.
-    pub async fn run(
-        self,
-        sd: impl UserManager,
-        http: reqwest::Client,
-        job_timeout: Duration,
-    ) -> Outcome {
-        match self {
-            Work::Readiness { name, url, timeout } => Outcome::Readiness {
-                result: reload::wait_ready(&http, &url, timeout).await,
-                name,
-            },
-            Work::Probe { name, url } => Outcome::Probe {
-                result: reload::probe(&http, &url).await,
-                name,
-            },
-            Work::Jobs(JobsWork {
-                batch,
-                mut stream,
-                jobs,
-            }) => {
-                let queued: Vec<QueuedJob> = jobs.iter().map(|j| j.job.clone()).collect();
-                let results = stream.wait(&sd, &queued, job_timeout).await;
-                Outcome::Jobs {
-                    batch,
-                    // A job whose end was lost with the connection is no
-                    // verdict: the next pass reads its unit's live state.
-                    results: jobs
-                        .into_iter()
-                        .zip(results)
-                        .filter(|(_, r)| !r.as_ref().is_err_and(|e| e.is_disconnect()))
-                        .map(|(j, r)| (j, r.map_err(|e| e.to_string())))
-                        .collect(),
-                }
-            }
-            Work::Rollout(work) => {
-                let watched = work.run(&sd, &http).await;
-                if watched.lost {
-                    let key = (WorkKind::Rollout, work.name.clone());
-                    return Outcome::Lost {
-                        key,
-                        resume: Some(work),
-                    };
-                }
-                Outcome::Rollout { watched, work }
-            }
-            Work::Config(work) => {
-                let mut silence = Vec::new();
-                let Some(result) = run_config(&work, &sd, &http, job_timeout, &mut silence).await
-                else {
-                    let key = (WorkKind::Config, work.name.clone());
-                    return Outcome::Lost { key, resume: None };
-                };
-                Outcome::Config {
-                    work: Box::new(work),
-                    result,
-                    silence,
-                }
-            }
         }
     }
 }
@@ -256,7 +193,7 @@ impl Outcome {
     }
 }
 
-async fn run_config(
+pub(crate) async fn run_config(
     w: &ConfigWork,
     sd: &impl UserManager,
     http: &reqwest::Client,
@@ -279,7 +216,7 @@ async fn run_config(
     };
     // The bus or the manager going away is no verdict on the change.
     let mut lost = false;
-    let mut seen = |e: crate::systemd::SystemdError| {
+    let mut seen = |e: crate::manager::ManagerError| {
         lost |= e.is_disconnect();
         e.to_string()
     };
@@ -326,185 +263,17 @@ async fn run_config(
     })
 }
 
-async fn restart(
+pub(crate) async fn restart(
     sd: &impl UserManager,
     unit: &str,
     timeout: Duration,
-) -> Result<ReloadOutcome, crate::systemd::SystemdError> {
+) -> Result<ReloadOutcome, crate::manager::ManagerError> {
     let mut js = sd.job_stream().await?;
     let j = sd.queue(unit, JobKind::Restart).await?;
     js.wait(sd, &[j], timeout)
         .await
         .remove(0)
         .map(|()| ReloadOutcome::Restarted)
-}
-
-impl Reconciler {
-    /// Fold a finished [`Work`] item into the reconciler's memory and the
-    /// status. Returns what a config change did, for metrics.
-    pub fn finish(
-        &mut self,
-        outcome: Outcome,
-        status: &mut Status,
-    ) -> Option<(String, ReloadOutcome)> {
-        match outcome {
-            Outcome::Readiness { name, result } => {
-                self.waiting_ready.remove(&name);
-                // Not ready in time after a start: the Service is not Ready.
-                if let Err(e) = &result {
-                    status.event(&name, EventType::Warning, "NotReady", e.clone());
-                    let issue = (Reason::NotReady, e.clone());
-                    self.config_issue.insert(name.clone(), issue);
-                }
-                self.probed(name, result);
-                None
-            }
-            Outcome::Probe { name, result } => {
-                self.probed(name, result);
-                None
-            }
-            Outcome::Rollout { work, watched } => {
-                crate::rollout::finish(&self.loc.state_dir, &work, watched, status);
-                None
-            }
-            // Nothing was judged (see `Outcome::Lost`).
-            Outcome::Lost { .. } => None,
-            Outcome::Config {
-                work,
-                result,
-                silence,
-            } => {
-                // Silence events first, then what the config change did.
-                let (before, after): (Vec<_>, Vec<_>) = silence
-                    .into_iter()
-                    .partition(|n| n.1 == "SilenceCreated" || n.1 == "SilenceFailed");
-                for (t, r, m) in before {
-                    status.event(&work.name, t, r, m);
-                }
-                let name = work.name.clone();
-                let done = self.finish_config(*work, result, status);
-                for (t, r, m) in after {
-                    status.event(&name, t, r, m);
-                }
-                Some(done)
-            }
-            Outcome::Jobs { batch, results } => {
-                self.jobs_ended(batch);
-                for (j, r) in results {
-                    let (unit, kind) = (&j.job.unit, j.job.kind);
-                    crate::reconcile::job_event(status, &j.manifest, unit, kind, &j.reason, &r);
-                    if let Err(e) = r {
-                        self.start_failed(&j.manifest, &e, status);
-                    }
-                }
-                None
-            }
-        }
-    }
-
-    /// Remember a readiness probe's result; a success clears a
-    /// `NotReady` issue.
-    fn probed(&mut self, name: String, result: Result<(), String>) {
-        let not_ready = self
-            .config_issue
-            .get(&name)
-            .is_some_and(|(r, _)| *r == Reason::NotReady);
-        if result.is_ok() && not_ready {
-            self.config_issue.remove(&name);
-        }
-        self.probes.insert(name, result);
-    }
-
-    fn finish_config(
-        &mut self,
-        w: ConfigWork,
-        result: ConfigResult,
-        status: &mut Status,
-    ) -> (String, ReloadOutcome) {
-        let name = w.name.clone();
-        let outcome = match result {
-            ConfigResult::Invalid(e) => {
-                self.config_refused(&w, &e, status);
-                ReloadOutcome::Invalid(e)
-            }
-            ConfigResult::Done(o) => {
-                self.config_applied(&w, &o, status);
-                o
-            }
-            ConfigResult::Failed(e) => {
-                self.config_reload_failed(&w, &e, status);
-                ReloadOutcome::Failed(e)
-            }
-        };
-        (name, outcome)
-    }
-
-    /// The validator refused the new content: not validated again until
-    /// it changes; the service keeps its previous config.
-    fn config_refused(&mut self, w: &ConfigWork, e: &str, status: &mut Status) {
-        let name = &w.name;
-        let msg = format!("config change not applied: {e}");
-        status.event(name, EventType::Warning, "ConfigInvalid", msg);
-        self.rejected_config
-            .insert(name.clone(), (w.hash.clone(), e.to_string()));
-        let issue = format!(
-            "config change not applied; the service keeps running on its previous config. {e}"
-        );
-        self.config_issue
-            .insert(name.clone(), (Reason::ConfigInvalid, issue));
-    }
-
-    /// The change was reloaded, restarted or recorded.
-    fn config_applied(&mut self, w: &ConfigWork, o: &ReloadOutcome, status: &mut Status) {
-        let name = &w.name;
-        self.rejected_config.remove(name);
-        let files = w
-            .config_files
-            .iter()
-            .map(|f| f.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
-        let (what, how) = match o {
-            ReloadOutcome::Restarted => ("Restarted", format!("restarted {}", w.unit)),
-            ReloadOutcome::Recorded => (
-                "ConfigRecorded",
-                "onConfigChange is none: recorded only".to_string(),
-            ),
-            _ => (
-                "Reloaded",
-                format!("reloaded via {}", reload::describe_method(&w.reload)),
-            ),
-        };
-        let msg = format!("config changed ({files}): {how}");
-        status.event(name, EventType::Normal, what, msg);
-        let state = ConfigState {
-            applied: w.hash.clone(),
-            failing: false,
-        };
-        status.config.insert(name.clone(), state);
-        self.reload_retry.remove(name);
-        self.config_issue.remove(name);
-    }
-
-    /// Reloading failed: retried with backoff, and reloaded again even if
-    /// the content is reverted.
-    fn config_reload_failed(&mut self, w: &ConfigWork, e: &str, status: &mut Status) {
-        let name = &w.name;
-        self.rejected_config.remove(name);
-        let retry = self.reload_retry.entry(name.clone()).or_default();
-        let delay = retry.failed();
-        let attempts = retry.attempts;
-        let msg = format!("{e}; retrying in {delay:.1?}");
-        status.event(name, EventType::Warning, "ReloadFailed", msg);
-        if let Some(c) = status.config.get_mut(name) {
-            c.failing = true;
-        }
-        let issue = format!(
-            "{e} (attempt {attempts}; next retry in {delay:.1?}, with exponential backoff)"
-        );
-        self.config_issue
-            .insert(name.clone(), (Reason::ReloadFailed, issue));
-    }
 }
 
 #[cfg(test)]

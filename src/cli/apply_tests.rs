@@ -23,7 +23,7 @@ async fn apply_saves_status_when_the_pass_fails_after_a_stop() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (loc, sd) = crate::reconcile::pass_tests::fake_world(dir.path());
     let mut rec = Reconciler::new(loc.clone(), PathBuf::from("/usr/bin/unitlet"));
-    rec.gc_grace = Duration::ZERO;
+    rec.set_gc_grace(Duration::ZERO);
     let write = |file: &str, content: &str| {
         std::fs::write(loc.manifests.join(file), content).expect("write manifest");
     };

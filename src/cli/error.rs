@@ -46,7 +46,7 @@ pub enum CliError {
     Runtime(#[source] std::io::Error),
     /// No user manager, or the unit directory is not on its search path.
     #[error(transparent)]
-    Systemd(#[from] crate::systemd::SystemdError),
+    Systemd(#[from] crate::manager::ManagerError),
     /// A reconcile pass could not run.
     #[error(transparent)]
     Reconcile(#[from] crate::reconcile::ReconcileError),
@@ -135,6 +135,40 @@ pub enum CliError {
         #[source]
         source: Box<CommandError>,
     },
+    /// A revision history cannot be read or written (`rollout`).
+    #[error(transparent)]
+    Rollout(#[from] crate::rollout::history::RolloutError),
+    /// NAME is not a Service with revisions (`rollout`): why.
+    #[error("{0}")]
+    NotAService(String),
+    /// `rollout undo` has nothing to go back to.
+    #[error("cannot undo the rollout of {name}: {why}")]
+    Undo {
+        /// The Service.
+        name: String,
+        /// Why.
+        why: String,
+    },
+    /// `rollout undo` put the revision in place, but applying it failed.
+    #[error("revision {revision} of {name} is in place, but applying it failed: {why}")]
+    UndoApplyFailed {
+        /// The Service.
+        name: String,
+        /// The revision put back.
+        revision: u32,
+        /// Why.
+        why: String,
+    },
+    /// `rollout undo` put the revision in place, but its pass failed.
+    #[error("revision {revision} of {name} is in place, but the pass failed: {why}")]
+    UndoPassFailed {
+        /// The Service.
+        name: String,
+        /// The revision put back.
+        revision: u32,
+        /// Why.
+        why: String,
+    },
     /// A Grafana restore left some objects as they were (reported above).
     #[error("restore of {name} set {id} did not restore every object (see above)")]
     RestoreIncomplete {
@@ -187,7 +221,10 @@ impl CliError {
             | CliError::Backup { .. }
             | CliError::Backups(_)
             | CliError::Restore { .. }
-            | CliError::RestoreIncomplete { .. } => NOT_OK,
+            | CliError::RestoreIncomplete { .. }
+            | CliError::NotAService(_)
+            | CliError::Undo { .. }
+            | CliError::UndoApplyFailed { .. } => NOT_OK,
             CliError::Runtime(_)
             | CliError::Unavailable
             | CliError::DoctorFail
@@ -199,7 +236,9 @@ impl CliError {
             | CliError::Operator(_)
             | CliError::MetricsAddr(_)
             | CliError::Man(_)
-            | CliError::RestoreRefused { .. } => OPERATIONAL,
+            | CliError::RestoreRefused { .. }
+            | CliError::Rollout(_)
+            | CliError::UndoPassFailed { .. } => OPERATIONAL,
         }
     }
 

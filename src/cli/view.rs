@@ -9,7 +9,7 @@ use super::{CliError, CliResult, Output};
 use crate::locations::Locations;
 use crate::manager::{LiveProperties, ManagerError, UserManager};
 use crate::manifest::{self, LoadedSet};
-use crate::status::{ConditionStatus, ObjectStatus, Reason, Status};
+use crate::status::{ConditionStatus, ConditionType, ObjectStatus, Status};
 use crate::systemd::Systemd;
 
 /// Status as `get` shows it: the persisted status, corrected by the current
@@ -35,36 +35,28 @@ async fn current_status(loc: &Locations) -> Result<Status, CliError> {
             crate::error_chain(e)
         );
     }
-    overlay_live_units(&sd, &mut status).await;
+    let live = overlay_live_units(&sd, &mut status).await;
     crate::journal::annotate(&loc.state_dir, &mut status);
+    for o in status.objects.values_mut() {
+        decide_ready(o, &set, live.as_ref().err());
+    }
     Ok(status)
 }
 
-/// Adds manifests not applied yet, marks invalid ones, and drops objects
-/// whose manifest is gone.
+/// Adds manifests not applied yet, and drops objects whose manifest is
+/// gone.
 fn overlay_manifests(status: &mut Status, set: &LoadedSet) {
     for m in &set.manifests {
-        status.objects.entry(m.name.clone()).or_insert_with(|| {
-            let mut o = ObjectStatus::new(m.kind(), &m.name, &m.file);
-            o.set_ready(
-                ConditionStatus::Unknown,
-                Reason::NotApplied,
-                "not applied yet; run `unitlet apply` or start `unitlet run`",
-            );
-            o
-        });
+        status
+            .objects
+            .entry(m.name.clone())
+            .or_insert_with(|| ObjectStatus::new(m.kind(), &m.name, &m.file));
     }
     for (name, err) in &set.held {
-        let o = status
+        status
             .objects
             .entry(name.clone())
             .or_insert_with(|| ObjectStatus::new(manifest::Kind::Service, name, &err.file));
-        let message = manifest::status_message(&err.to_string());
-        if o.ready()
-            .is_none_or(|c| c.reason != Reason::Invalid || !c.message.starts_with(&message))
-        {
-            o.set_ready(ConditionStatus::False, Reason::Invalid, &message);
-        }
     }
     let present: BTreeSet<&String> = set
         .manifests
@@ -78,8 +70,11 @@ fn overlay_manifests(status: &mut Status, set: &LoadedSet) {
 }
 
 /// Unit states as systemd reports them now ("unknown" when it cannot be
-/// asked), and Ready corrected to match.
-async fn overlay_live_units(sd: &Result<impl UserManager, ManagerError>, status: &mut Status) {
+/// asked). Returns why it could not be asked.
+async fn overlay_live_units(
+    sd: &Result<impl UserManager, ManagerError>,
+    status: &mut Status,
+) -> Result<(), String> {
     let names: Vec<String> = status
         .objects
         .values()
@@ -103,7 +98,41 @@ async fn overlay_live_units(sd: &Result<impl UserManager, ManagerError>, status:
                 u.sub_state = "unknown".into();
             }
         }
-        o.correct_ready(live.as_ref().err());
+    }
+    live.map(|_| ())
+}
+
+/// Ready as `get` shows it, decided by the pass's own function
+/// (`reconcile::ready::decide`) from the last pass's Ready and what is
+/// seen now: the manifest (not applied yet, invalid), the live unit state
+/// (`unreachable`: why it cannot be had) and a pending restore (the
+/// `RestorePending` condition `journal::annotate` set).
+fn decide_ready(o: &mut ObjectStatus, set: &LoadedSet, unreachable: Option<&String>) {
+    use crate::reconcile::ready::{Inputs, Live, decide};
+    let unit = o.unit.as_ref().map_or(String::new(), |u| u.name.clone());
+    let invalid = set
+        .held
+        .get(&o.name)
+        .map(|e| manifest::status_message(&e.to_string()));
+    let mut i = Inputs::new(&o.name, &unit, manifest::DesiredState::Running);
+    i.previous = o.ready();
+    i.not_applied = set.get(&o.name).is_some();
+    i.invalid = invalid.as_deref();
+    i.live = match (&o.unit, unreachable) {
+        (None, _) => Live::Unseen,
+        (Some(_), Some(why)) => Live::Unreachable(why),
+        (Some(u), None) => Live::SinceLastPass {
+            active: &u.active_state,
+            sub: &u.sub_state,
+        },
+    };
+    i.restore = o
+        .conditions
+        .iter()
+        .find(|c| c.type_ == ConditionType::RestorePending && c.status == ConditionStatus::True)
+        .map(|c| (c.reason, c.message.as_str()));
+    if let Some(d) = decide(&i) {
+        d.apply(o);
     }
 }
 
@@ -455,5 +484,60 @@ mod tests {
         // A manager that cannot be asked: nothing, not an error.
         sd.lose_bus();
         assert!(unit_lines(&sd, "web.service").await.is_empty());
+    }
+
+    use crate::status::{Reason, UnitStatus};
+
+    fn running() -> ObjectStatus {
+        let mut o = ObjectStatus::new(manifest::Kind::Service, "web", "/m/web.yaml".as_ref());
+        o.unit = Some(UnitStatus {
+            name: "web.service".into(),
+            active_state: "active".into(),
+            sub_state: "running".into(),
+        });
+        o.set_ready(
+            ConditionStatus::True,
+            Reason::Running,
+            "web.service is active",
+        );
+        o
+    }
+
+    /// Issue 22: `get` re-decides Ready with the pass's own function from
+    /// what it sees now: a pending restore, the live state, an
+    /// unreachable manager.
+    #[test]
+    fn get_decides_ready_with_the_passs_function() {
+        let set = LoadedSet::default();
+        let mut o = running();
+        decide_ready(&mut o, &set, None);
+        assert_eq!(o.ready_reason(), Some(Reason::Running), "consistent: kept");
+        decide_ready(&mut o, &set, Some(&"no bus".to_string()));
+        assert_eq!(o.ready_reason(), Some(Reason::ManagerUnreachable));
+
+        let mut o = running();
+        if let Some(u) = o.unit.as_mut() {
+            u.active_state = "failed".into();
+        }
+        decide_ready(&mut o, &set, None);
+        assert_eq!(o.ready_reason(), Some(Reason::Failed));
+
+        let mut o = running();
+        o.set_condition(
+            ConditionType::RestorePending,
+            ConditionStatus::True,
+            Reason::RestoreInterrupted,
+            "an interrupted restore is pending",
+        );
+        decide_ready(&mut o, &set, None);
+        let c = o.ready().expect("ready");
+        assert_eq!(
+            (c.status, c.reason, c.message.as_str()),
+            (
+                ConditionStatus::False,
+                Reason::RestoreInterrupted,
+                "an interrupted restore is pending"
+            )
+        );
     }
 }

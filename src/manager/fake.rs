@@ -17,8 +17,8 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::{
     CallFailure, JobKind, JobStream, ListedUnits, LiveLimits, LiveProperties, LiveUnit,
-    ManagerError, QueuedJob, ServiceResult, SignalPause, UnitPath, UnitProperties, Usage,
-    UserManager, WantedLimits,
+    ManagerError, QueuedJob, ServiceResult, SignalPause, UnitPath, UnitProgress, UnitProperties,
+    Usage, UserManager, WantedLimits,
 };
 
 /// `DefaultTasksMax` of the fake manager.
@@ -37,6 +37,8 @@ struct Unit {
     /// Resource use set by [`FakeManager::set_usage`] (limits come from
     /// the loaded file).
     usage: Usage,
+    /// `NRestarts`: restarts by `Restart=` since the last start by job.
+    restarts: u32,
 }
 
 #[derive(Default)]
@@ -181,6 +183,7 @@ impl FakeManager {
                 sub: "dead".into(),
                 result: ServiceResult::default(),
                 usage: Usage::default(),
+                restarts: 0,
             };
             st.units.insert(name.to_string(), unit);
         }
@@ -308,6 +311,16 @@ impl FakeManager {
         u.result = result;
     }
 
+    /// systemd restarted the unit by its `Restart=` (its process exited):
+    /// `NRestarts` goes up, and it runs again.
+    pub fn restarted_by_systemd(&self, unit: &str) {
+        let mut st = self.lock();
+        let u = self.load(&mut st, unit);
+        u.restarts += 1;
+        u.active = "active".into();
+        u.sub = "running".into();
+    }
+
     /// Start a unit outside unitlet (`systemctl --user start`).
     pub fn start_by_hand(&self, unit: &str) {
         let mut st = self.lock();
@@ -373,6 +386,8 @@ impl FakeManager {
             unit.sub = "dead".into();
             return "done";
         }
+        // A start by job resets `NRestarts`.
+        unit.restarts = 0;
         if st.failing.contains(name) {
             unit.active = "failed".into();
             unit.sub = "failed".into();
@@ -464,9 +479,25 @@ impl UserManager for FakeManager {
         Ok(self.load(&mut st, unit).result.clone())
     }
 
-    async fn n_restarts(&self, _: &str, _: &UnitPath) -> Result<u32, ManagerError> {
+    async fn n_restarts(&self, unit: &str, _: &UnitPath) -> Result<u32, ManagerError> {
         self.alive("GetAll")?;
-        Ok(0)
+        let mut st = self.lock();
+        Ok(self.load(&mut st, unit).restarts)
+    }
+
+    async fn unit_progress(&self, unit: &str) -> Result<UnitProgress, ManagerError> {
+        self.alive("ListUnitsByNames")?;
+        let mut st = self.lock();
+        let job_pending = st.held.iter().any(|(_, u, _)| u == unit);
+        let u = self.load(&mut st, unit);
+        let progress = UnitProgress {
+            active_state: u.active.clone(),
+            sub_state: u.sub.clone(),
+            job_pending,
+            n_restarts: u.restarts,
+        };
+        Self::forget_unloaded(&mut st);
+        Ok(progress)
     }
 
     async fn load_unit(&self, unit: &str) -> Result<UnitPath, ManagerError> {

@@ -89,28 +89,9 @@ impl Reconciler {
         // handed out, never waited for here.
         let mut work = self.readiness_work(&prep, &run.started, &run.failures);
         // New revisions are recorded and watched (issue 12).
-        let silenced = std::mem::take(&mut run.silenced);
-        let defer = crate::rollout::Unsaved {
-            histories: &mut self.unsaved_histories,
-            until_jobs_end: deferred_jobs.is_some(),
-        };
-        let (rollouts, deferred) = crate::rollout::record(
-            &self.loc,
-            &prep,
-            &run.started,
-            &run.failures,
-            silenced,
-            defer,
-            status,
-        )
-        .await;
-        if let Some(j) = &deferred_jobs
-            && !deferred.is_empty()
-        {
-            self.after_jobs.entry(j.batch).or_default().histories = deferred;
-        }
-        // A changed manifest ends its pin, restarted or not.
-        crate::rollout::release(&self.loc.state_dir, &prep.unpinned, &run.failures, status);
+        let rollouts = self
+            .record_revisions(&prep, &mut run, deferred_jobs.as_ref(), status)
+            .await;
         work.extend(rollouts.into_iter().map(|w| Work::Rollout(Box::new(w))));
         work.extend(deferred_jobs.map(Work::Jobs));
         let config = self
@@ -120,16 +101,18 @@ impl Reconciler {
         record_applied(&prep, &run.failures, status);
         self.track_backoff(&prep, &run.failures, status);
         let readiness = self.readiness_view(&prep).await;
+        // Ready says when a rolled-back or pinned revision runs.
+        let rollouts = rollout_verdicts(&self.loc.state_dir, &prep).await;
         let facts = PassFacts {
             prep: &prep,
             failures: &run.failures,
             issues: &self.config_issue,
             readiness: &readiness,
             state_dir: &self.loc.state_dir,
+            rollouts: &rollouts,
         };
         refresh_status(sd, &facts, status).await?;
-        // Ready says when a rolled-back or pinned revision runs.
-        rollout_conditions(&self.loc.state_dir, &prep, status).await;
+        judge_first_revisions(&self.loc.state_dir, &prep, status).await;
         work.extend(self.probe_work(&prep, status));
         let ready = status.objects.values().filter(|o| o.is_ready()).count();
         Ok(PassReport {
@@ -144,6 +127,40 @@ impl Reconciler {
             work,
             skipped: prep.held.names.clone(),
         })
+    }
+
+    /// Record the revisions this pass wrote and started (see
+    /// [`crate::rollout::policy::record`]), and end the pins of changed
+    /// manifests, restarted or not. Returns the watches to hand out.
+    async fn record_revisions(
+        &mut self,
+        prep: &Prepared,
+        run: &mut Applying,
+        deferred_jobs: Option<&JobsWork>,
+        status: &mut Status,
+    ) -> Vec<crate::rollout::policy::RolloutWork> {
+        let silenced = std::mem::take(&mut run.silenced);
+        let defer = crate::rollout::policy::Unsaved {
+            histories: &mut self.unsaved_histories,
+            until_jobs_end: deferred_jobs.is_some(),
+        };
+        let started = started_revisions(prep, &run.started, &run.failures);
+        let (rollouts, deferred) = crate::rollout::policy::record(
+            &self.loc,
+            &prep.loaded,
+            &started,
+            silenced,
+            defer,
+            status,
+        )
+        .await;
+        if let Some(j) = deferred_jobs
+            && !deferred.is_empty()
+        {
+            self.after_jobs.entry(j.batch).or_default().histories = deferred;
+        }
+        crate::rollout::policy::release(&self.loc.state_dir, &prep.unpinned, &run.failures, status);
+        rollouts
     }
 
     /// What start batches left for after their jobs (see [`AfterJobs`]),
@@ -185,7 +202,7 @@ impl Reconciler {
             }
         }
         let names: Vec<String> = due.into_iter().flat_map(|a| a.histories).collect();
-        crate::rollout::save_unsaved(
+        crate::rollout::policy::save_unsaved(
             &self.loc.state_dir,
             &mut self.unsaved_histories,
             &names,
@@ -259,15 +276,37 @@ impl Reconciler {
             // when it loads it.
             enable_units(sd, actions, &later, run).await;
         }
-        for a in actions.iter().filter(|a| matches!(a.op, Op::SetLimits(_))) {
-            if !run.failed(&a.manifest) {
-                let msg = format!("{}: {}", a.unit, a.reason);
-                status.event(&a.manifest, EventType::Normal, "LimitsApplied", msg);
-            }
-        }
+        done_events(actions, |op| matches!(op, Op::SetLimits(_)), run, status);
         let deferred = self.start_units(sd, prep, jobs_stream, run, status).await;
         tracing::debug!(elapsed = ?t.elapsed(), "start jobs queued");
-        if let Some(batch) = deferred.as_ref().map(|j| j.batch)
+        let batch = deferred.as_ref().map(|j| j.batch);
+        self.link_after_start(sd, prep, batch, &later, &enables, run)
+            .await;
+        // The live limits of every service this plan touched must now be
+        // the manifest's.
+        for (manifest, msg) in self.verify_limits(sd, prep, &run.failures).await {
+            let event = msg.clone();
+            status.event(&manifest, EventType::Warning, "LimitsNotApplied", event);
+            run.fail(&manifest, msg);
+        }
+        done_events(actions, |op| matches!(op, Op::Write { .. }), run, status);
+        Ok(deferred)
+    }
+
+    /// Units enabled by links once started (no daemon-reload in the
+    /// plan): when the starts were handed out as `batch`, after its jobs
+    /// end (see [`AfterJobs`]); else now.
+    async fn link_after_start(
+        &mut self,
+        sd: &impl UserManager,
+        prep: &Prepared,
+        batch: Option<u64>,
+        later: &BTreeSet<String>,
+        enables: &BTreeSet<String>,
+        run: &mut Applying,
+    ) {
+        let actions = &prep.plan.actions;
+        if let Some(batch) = batch
             && !later.is_empty()
         {
             // Linked once systemd has started the batch (see `AfterJobs`).
@@ -280,7 +319,7 @@ impl Reconciler {
             self.after_jobs.entry(batch).or_default().links = links;
         } else if !later.is_empty() {
             let linked = self
-                .spawn_links(sd, prep, &later)
+                .spawn_links(sd, prep, later)
                 .await
                 .await
                 .unwrap_or_default();
@@ -291,26 +330,8 @@ impl Reconciler {
                 .cloned()
                 .collect();
             enable_units(sd, actions, &done, run).await;
-            tracing::debug!(elapsed = ?t.elapsed(), linked = linked.len(), "enabled");
+            tracing::debug!(linked = linked.len(), "enabled");
         }
-        // The live limits of every service this plan touched must now be
-        // the manifest's.
-        for (manifest, msg) in self.verify_limits(sd, prep, &run.failures).await {
-            status.event(
-                &manifest,
-                EventType::Warning,
-                "LimitsNotApplied",
-                msg.clone(),
-            );
-            run.fail(&manifest, msg);
-        }
-        for a in actions.iter().filter(|a| matches!(a.op, Op::Write { .. })) {
-            if !run.failed(&a.manifest) {
-                let msg = format!("wrote {}: {}", a.unit, a.reason);
-                status.event(&a.manifest, EventType::Normal, "Written", msg);
-            }
-        }
-        Ok(deferred)
     }
 
     /// Stops (GC and `state: stopped`), waited for before files change.
@@ -695,6 +716,47 @@ impl Reconciler {
     }
 }
 
+/// The Services' main units this pass wrote and whose start or restart
+/// was queued (a start that failed at once, e.g. a missing program, fails
+/// the revision too), their file still holding what was written: the
+/// candidate revisions.
+fn started_revisions<'a>(
+    prep: &'a Prepared,
+    started_ok: &BTreeSet<String>,
+    failures: &BTreeMap<String, String>,
+) -> Vec<crate::rollout::policy::Started<'a>> {
+    let actions = &prep.plan.actions;
+    let restarted = |a: &Action| {
+        actions
+            .iter()
+            .any(|b| b.unit == a.unit && matches!(b.op, Op::Start | Op::Restart))
+    };
+    let mut out = Vec::new();
+    for a in actions {
+        let Op::Write { content, path } = &a.op else {
+            continue;
+        };
+        let queued = started_ok.contains(&a.manifest)
+            || (failures.contains_key(&a.manifest) && restarted(a));
+        if a.unit != format!("{}.service", a.manifest)
+            || !queued
+            || !fsutil::read_regular_capped(path, false, content.len() as u64)
+                .is_ok_and(|b| b == content.as_bytes())
+        {
+            continue;
+        }
+        let Some(manifest) = prep.loaded.get(&a.manifest) else {
+            continue;
+        };
+        out.push(crate::rollout::policy::Started {
+            manifest,
+            content,
+            on_disk: prep.observed.files.get(&a.unit).map(|f| f.content.as_str()),
+        });
+    }
+    out
+}
+
 /// Limits are worth a look when the unit file sets some, or the unit had
 /// some before (in its file or set outside it).
 fn had_limits(prep: &Prepared, d: &render::DesiredUnit) -> bool {
@@ -709,6 +771,21 @@ fn had_limits(prep: &Prepared, d: &render::DesiredUnit) -> bool {
             .live
             .get(&d.name)
             .is_some_and(|l| !l.limit_dropins.is_empty())
+}
+
+/// The events of the actions `op` selects (limits set, files written)
+/// whose manifest did not fail.
+fn done_events(actions: &[Action], op: impl Fn(&Op) -> bool, run: &Applying, status: &mut Status) {
+    for a in actions
+        .iter()
+        .filter(|a| op(&a.op) && !run.failed(&a.manifest))
+    {
+        let (reason, msg) = match a.op {
+            Op::Write { .. } => ("Written", format!("wrote {}: {}", a.unit, a.reason)),
+            _ => ("LimitsApplied", format!("{}: {}", a.unit, a.reason)),
+        };
+        status.event(&a.manifest, EventType::Normal, reason, msg);
+    }
 }
 
 /// Disables, batched.
@@ -790,23 +867,42 @@ fn record_applied(prep: &Prepared, failures: &BTreeMap<String, String>, status: 
     }
 }
 
-/// [`crate::rollout::conditions`] off the runtime, on a copy of the status
-/// (it reads, and may save, histories); a hung read leaves the conditions
-/// as refreshed until the next pass.
-async fn rollout_conditions(state_dir: &Path, prep: &Prepared, status: &mut Status) {
+/// The rollout pins in force ([`crate::rollout::policy::verdicts`]), read
+/// off the runtime; a hung read leaves them out of this pass's Ready
+/// conditions.
+async fn rollout_verdicts(
+    state_dir: &Path,
+    prep: &Prepared,
+) -> BTreeMap<String, crate::rollout::policy::RolloutVerdict> {
     let (state_dir, manifests) = (state_dir.to_path_buf(), prep.loaded.manifests.clone());
     let key = state_dir.join("rollouts");
-    let mut copy = status.clone();
-    match fsutil::off_runtime(&key, fsutil::READ_DEADLINE, move || {
-        crate::rollout::conditions(&state_dir, &manifests, &mut copy);
-        copy
+    fsutil::off_runtime(&key, fsutil::READ_DEADLINE, move || {
+        crate::rollout::policy::verdicts(&state_dir, &manifests)
     })
     .await
-    {
-        Ok(s) => *status = s,
-        Err(e) => tracing::warn!(
+    .unwrap_or_else(|e| {
+        tracing::warn!(
             "reading the rollout histories in {}: {e}; their conditions wait for the next pass",
             key.display()
-        ),
+        );
+        BTreeMap::new()
+    })
+}
+
+/// [`crate::rollout::policy::judge_first_revisions`] off the runtime (it
+/// reads, and may save, histories), on a copy of the status.
+async fn judge_first_revisions(state_dir: &Path, prep: &Prepared, status: &Status) {
+    let (state_dir, manifests) = (state_dir.to_path_buf(), prep.loaded.manifests.clone());
+    let key = state_dir.join("rollouts");
+    let copy = status.clone();
+    let judged = fsutil::off_runtime(&key, fsutil::READ_DEADLINE, move || {
+        crate::rollout::policy::judge_first_revisions(&state_dir, &manifests, &copy);
+    })
+    .await;
+    if let Err(e) = judged {
+        tracing::warn!(
+            "reading the rollout histories in {}: {e}; first revisions are judged next pass",
+            key.display()
+        );
     }
 }

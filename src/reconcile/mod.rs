@@ -16,14 +16,16 @@ use crate::manager::{JobKind, UserManager};
 use crate::manifest::{self, LoadError, LoadedSet};
 use crate::plan::{self, Held, Observed, Plan};
 use crate::render::{self, DesiredUnit, RenderContext};
-use crate::status::{ConditionStatus, EventType, Reason, Status};
+use crate::status::{EventType, Reason, Status};
 use crate::work::Work;
 
 mod apply;
 mod config;
+mod finish;
 mod observe;
 #[cfg(test)]
 pub(crate) mod pass_tests;
+pub mod ready;
 mod status;
 
 pub use observe::*;
@@ -77,7 +79,7 @@ pub struct Prepared {
     /// are left alone until then (by manifest: when the grace ends).
     pub gc_waiting: BTreeMap<String, Instant>,
     /// Services whose manifest changed since their revision was pinned:
-    /// what the manifest renders to (the pin ends, `rollout::release`).
+    /// what the manifest renders to (the pin ends, `rollout::policy::release`).
     pub unpinned: BTreeMap<String, String>,
 }
 
@@ -163,37 +165,37 @@ pub fn backoff_delay(failures: u32) -> Duration {
 
 /// What survives between passes of one `run`.
 pub struct Reconciler {
-    pub loc: Locations,
-    pub render_ctx: RenderContext,
-    pub backoff: HashMap<String, Backoff>,
+    loc: Locations,
+    render_ctx: RenderContext,
+    backoff: HashMap<String, Backoff>,
     /// How long to wait for each job.
-    pub job_timeout: Duration,
+    job_timeout: Duration,
     /// Failing reloads waiting for their next attempt, by manifest.
-    pub reload_retry: HashMap<String, crate::reload::RetryState>,
+    reload_retry: HashMap<String, crate::reload::RetryState>,
     /// Config content that failed validation, by manifest: not validated
     /// again until it changes.
-    pub rejected_config: HashMap<String, (String, String)>,
+    rejected_config: HashMap<String, (String, String)>,
     /// Why a running service is not Ready because of its config or its
     /// readiness probe: `(reason, message)`, by manifest.
-    pub config_issue: HashMap<String, (Reason, String)>,
-    pub http: reqwest::Client,
+    config_issue: HashMap<String, (Reason, String)>,
+    http: reqwest::Client,
     /// How long a pass waits for start jobs. `apply` waits for them to
     /// end (`job_timeout`); the operator (zero) hands the wait out as
     /// [`Work::Jobs`].
-    pub start_wait: Duration,
+    start_wait: Duration,
     /// Batches of start jobs handed out, to tell them apart.
     job_batches: u64,
     /// Started Services waiting for their readiness URL, until when.
-    pub waiting_ready: HashMap<String, Instant>,
+    waiting_ready: HashMap<String, Instant>,
     /// The last readiness probe of each running Service.
-    pub probes: HashMap<String, Result<(), String>>,
+    probes: HashMap<String, Result<(), String>>,
     /// Probe readiness during the pass (`apply`) instead of handing probes
     /// out (`run`).
-    pub inline_probes: bool,
+    inline_probes: bool,
     /// How long a manifest that disappeared is waited for before its units
     /// are stopped and removed (editors that delete and re-create, `git
     /// checkout`, `rsync --delete-after`).
-    pub gc_grace: Duration,
+    gc_grace: Duration,
     /// When each manifest owning units was first seen missing.
     missing_since: HashMap<String, Instant>,
     /// The manager's directories, read once from its `UnitPath`.
@@ -205,7 +207,7 @@ pub struct Reconciler {
     /// next [`Reconciler::apply`].
     after_jobs_due: Vec<AfterJobs>,
     /// First revisions recorded but not saved yet (saved with their
-    /// batch's [`AfterJobs`]), by Service: what `rollout::record` reads
+    /// batch's [`AfterJobs`]), by Service: what `rollout::policy::record` reads
     /// instead of the file until then.
     unsaved_histories: BTreeMap<String, Vec<u8>>,
     /// The binary running now; Backup units run the recorded program
@@ -273,7 +275,17 @@ impl Reconciler {
         let Some(obj) = status.objects.get_mut(manifest) else {
             return;
         };
-        obj.set_ready(ConditionStatus::False, Reason::ApplyFailed, error);
+        let unit = obj
+            .unit
+            .as_ref()
+            .map(|u| u.name.clone())
+            .unwrap_or_default();
+        let mut inputs = ready::Inputs::new(manifest, &unit, manifest::DesiredState::Running);
+        inputs.previous = obj.ready();
+        inputs.apply_failed = Some(error);
+        if let Some(d) = ready::decide(&inputs) {
+            d.apply(obj);
+        }
         obj.failures += 1;
         self.backoff.insert(
             manifest.to_string(),
@@ -282,6 +294,68 @@ impl Reconciler {
                 spec_hash: obj.spec_hash.clone(),
             },
         );
+    }
+
+    /// How long each job is waited for (`apply --timeout`; the
+    /// operator's job deadline).
+    pub fn set_job_timeout(&mut self, timeout: Duration) {
+        self.job_timeout = timeout;
+    }
+
+    /// How long a pass waits for its start jobs: `apply` and `rollout
+    /// undo` wait; the operator (zero) hands the wait out as [`Work::Jobs`].
+    pub fn set_start_wait(&mut self, wait: Duration) {
+        self.start_wait = wait;
+    }
+
+    /// Hand readiness probes out as work (`run`) instead of probing
+    /// during the pass (`apply`).
+    pub fn set_inline_probes(&mut self, inline: bool) {
+        self.inline_probes = inline;
+    }
+
+    /// How long a manifest that disappeared is waited for before its
+    /// units are stopped and removed (`--gc-grace`; zero for `plan`).
+    pub fn set_gc_grace(&mut self, grace: Duration) {
+        self.gc_grace = grace;
+    }
+
+    /// Render Backup units with this program (`render` shows the one
+    /// recorded, see [`crate::program`]).
+    pub fn set_program(&mut self, exe: PathBuf) {
+        self.render_ctx.exe = exe;
+    }
+
+    /// Where things are.
+    pub fn locations(&self) -> &Locations {
+        &self.loc
+    }
+
+    /// How long each job is waited for.
+    pub fn job_timeout(&self) -> Duration {
+        self.job_timeout
+    }
+
+    /// The last readiness probe of Service `name`, if any.
+    pub fn last_probe(&self, name: &str) -> Option<&Result<(), String>> {
+        self.probes.get(name)
+    }
+
+    /// Whether any object is backing off.
+    pub fn is_backing_off(&self) -> bool {
+        !self.backoff.is_empty()
+    }
+
+    /// What units are rendered with (the program Backup units run, the
+    /// directories).
+    pub fn render_context(&self) -> &RenderContext {
+        &self.render_ctx
+    }
+
+    /// The HTTP client readiness probes, reloads and silences use: what
+    /// handed-out work runs with.
+    pub fn http_client(&self) -> reqwest::Client {
+        self.http.clone()
     }
 
     async fn manager_dirs(&self, sd: &impl UserManager) -> &ManagerDirs {
@@ -437,25 +511,8 @@ impl Reconciler {
             }
             desired.extend(render::render(m, &self.render_ctx));
         }
-        // A pinned revision (rollback, undo) replaces the
-        // manifest's unit bytes.
         let missing = missing_programs(&loaded, &desired);
-        // It reads the histories: off the runtime.
-        let state_dir = self.loc.state_dir.clone();
-        let key = state_dir.join("rollouts");
-        let (desired, unpinned) =
-            crate::fsutil::off_runtime(&key, crate::fsutil::READ_DEADLINE, move || {
-                let mut desired = desired;
-                let unpinned = crate::rollout::substitute(&state_dir, &mut desired);
-                (desired, unpinned)
-            })
-            .await
-            .map_err(|e| {
-                ReconcileError::Stuck(format!(
-                    "reading the rollout histories in {}: {e}",
-                    key.display()
-                ))
-            })?;
+        let (desired, unpinned) = pinned_revisions(&self.loc.state_dir, desired).await?;
         let observed = self.observe(sd, &desired, status).await?;
         let gc_waiting = self.gc_grace_holds(&loaded, &mut held, &observed, now);
         let mut plan = plan::plan(&self.loc.unit_dir, &desired, &held, &observed);
@@ -521,6 +578,28 @@ impl Reconciler {
         }
         waiting
     }
+}
+
+/// A pinned revision (rollback, undo) replaces the manifest's unit bytes
+/// ([`crate::rollout::policy::substitute`]). It reads the histories: off
+/// the runtime, within [`crate::fsutil::READ_DEADLINE`].
+async fn pinned_revisions(
+    state_dir: &Path,
+    mut desired: Vec<DesiredUnit>,
+) -> Result<(Vec<DesiredUnit>, BTreeMap<String, String>), ReconcileError> {
+    let state_dir = state_dir.to_path_buf();
+    let key = state_dir.join("rollouts");
+    crate::fsutil::off_runtime(&key, crate::fsutil::READ_DEADLINE, move || {
+        let unpinned = crate::rollout::policy::substitute(&state_dir, &mut desired);
+        (desired, unpinned)
+    })
+    .await
+    .map_err(|e| {
+        ReconcileError::Stuck(format!(
+            "reading the rollout histories in {}: {e}",
+            key.display()
+        ))
+    })
 }
 
 /// Services whose program is not installed, with their rendered service

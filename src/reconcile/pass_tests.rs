@@ -261,7 +261,7 @@ async fn links_and_first_histories_of_a_handed_out_batch_wait_for_its_jobs() {
         w.sd.enabled_by_call().is_empty(),
         "by a link, not EnableUnitFiles"
     );
-    let h = crate::rollout::load(&w.rec.loc.state_dir, "web").expect("history");
+    let h = crate::rollout::history::load(&w.rec.loc.state_dir, "web").expect("history");
     assert_eq!(h.revisions.len(), 1, "{h:?}");
     assert_eq!(h.revisions[0].revision, 1);
     assert_eq!(
@@ -275,7 +275,7 @@ async fn links_and_first_histories_of_a_handed_out_batch_wait_for_its_jobs() {
     let r = w.pass().await;
     w.run_work(r.work).await;
     w.pass().await;
-    let h = crate::rollout::load(&w.rec.loc.state_dir, "web").expect("history");
+    let h = crate::rollout::history::load(&w.rec.loc.state_dir, "web").expect("history");
     let revs: Vec<u32> = h.revisions.iter().map(|r| r.revision).collect();
     assert_eq!(revs, vec![1, 2]);
 }
@@ -293,7 +293,7 @@ async fn an_edit_before_the_batch_ends_keeps_the_unsaved_first_revision() {
     w.run_work(second).await;
     w.run_work(first).await;
     w.pass().await;
-    let h = crate::rollout::load(&w.rec.loc.state_dir, "web").expect("history");
+    let h = crate::rollout::history::load(&w.rec.loc.state_dir, "web").expect("history");
     let revs: Vec<(u32, String)> = h
         .revisions
         .iter()
@@ -627,7 +627,7 @@ async fn a_refused_config_reverted_to_what_runs_is_no_longer_invalid() {
 /// fixed back to what runs ends the pin without a restart.
 #[tokio::test]
 async fn a_pinned_revision_keeps_the_manifests_limits_and_a_fixed_manifest_ends_the_pin() {
-    use crate::rollout::{History, Pin, PinCause, Revision, RevisionState};
+    use crate::rollout::history::{History, Pin, PinCause, Revision, RevisionState};
     let mut w = World::new();
     let limits = "  resources: {memoryMax: 100M, cpuQuota: 20%}\n";
     let good = service("web", limits);
@@ -649,7 +649,7 @@ async fn a_pinned_revision_keeps_the_manifests_limits_and_a_fixed_manifest_ends_
         reason: String::new(),
         ended_at: None,
     };
-    let before_limits = crate::rollout::with_limits(&good_unit, "");
+    let before_limits = crate::rollout::policy::with_limits(&good_unit, "");
     let h = History {
         revisions: vec![
             revision(1, &before_limits, RevisionState::Complete),
@@ -665,7 +665,7 @@ async fn a_pinned_revision_keeps_the_manifests_limits_and_a_fixed_manifest_ends_
             since: String::new(),
         }),
     };
-    crate::rollout::save(&w.rec.loc.state_dir, "web", &h).unwrap();
+    crate::rollout::history::save(&w.rec.loc.state_dir, "web", &h).unwrap();
     let r = w.pass().await;
     assert!(r.failures.is_empty(), "{:?}", r.failures);
     assert_eq!(w.unit_file("web.service").unwrap(), good_unit);
@@ -681,7 +681,7 @@ async fn a_pinned_revision_keeps_the_manifests_limits_and_a_fixed_manifest_ends_
     assert_eq!(w.sd.jobs("web.service"), jobs, "no restart");
     let (st, reason, msg) = w.ready("web");
     assert_eq!((st, reason), (True, Reason::Running), "{msg}");
-    let h = crate::rollout::load(&w.rec.loc.state_dir, "web").unwrap();
+    let h = crate::rollout::history::load(&w.rec.loc.state_dir, "web").unwrap();
     assert!(h.pin.is_none());
     let r3 = h.in_force().unwrap();
     assert_eq!((r3.revision, r3.state), (3, RevisionState::Complete));

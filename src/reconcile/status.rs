@@ -6,12 +6,13 @@ use std::path::Path;
 
 use tokio::time::Instant;
 
-use crate::manager::LiveUnit;
 use crate::manager::{ListedUnits, UserManager};
 use crate::manifest::{self, DesiredState, Kind, Manifest};
-use crate::status::ConditionStatus::{False, True, Unknown};
-use crate::status::{ConditionStatus, ObjectStatus, Reason, Status, UnitStatus};
+use crate::manager::LiveUnit;
+use crate::rollout::policy::RolloutVerdict;
+use crate::status::{ObjectStatus, Reason, Status, UnitStatus};
 
+use super::ready;
 use super::*;
 
 /// How to get a program the shipped stack uses, for a missing binary.
@@ -93,9 +94,6 @@ impl Reconciler {
     }
 }
 
-/// A Ready condition to set: status, reason, message.
-type Ready = (ConditionStatus, Reason, String);
-
 /// What a pass knows when it builds status, for every object.
 pub struct PassFacts<'a> {
     pub prep: &'a Prepared,
@@ -107,6 +105,8 @@ pub struct PassFacts<'a> {
     pub readiness: &'a ReadinessView,
     /// Where `unitlet backup` records each Backup's last run.
     pub state_dir: &'a Path,
+    /// The rollout pins in force, by Service.
+    pub rollouts: &'a BTreeMap<String, RolloutVerdict>,
 }
 
 /// The unit whose state is a manifest's state: a Service's service, a
@@ -126,9 +126,12 @@ fn unit_status(name: &str, l: &LiveUnit) -> UnitStatus {
     }
 }
 
+/// The message of a Service a restore holds.
+const ON_HOLD: &str = "a restore is in progress; unitlet leaves this service alone until it ends";
+
 /// Recompute every object's status from the loaded set, this pass's
-/// failures and the live unit states: the one place an object's status is
-/// built.
+/// failures and the live unit states; each Ready is decided by
+/// [`ready::decide`].
 ///
 /// # Errors
 /// The live unit states cannot be listed.
@@ -140,30 +143,43 @@ pub async fn refresh_status(
     let loaded = &facts.prep.loaded;
     let mut names: Vec<String> = loaded.manifests.iter().map(main_unit).collect();
     names.extend(loaded.held.keys().map(|n| format!("{n}.service")));
+    names.extend(units_of_broken_files(facts.prep).map(|(unit, ..)| unit.clone()));
     let live = sd.list_units(&names).await?;
     let mut keep: BTreeSet<String> = BTreeSet::new();
     let mut events = Vec::new();
     for m in &loaded.manifests {
         keep.insert(m.name.clone());
         let unit = main_unit(m);
+        let l = live.get(&unit).map(|(l, _)| l.clone()).unwrap_or_default();
+        let failure = failure_when_backing_off(sd, facts, m, &live).await;
+        let last_run = m
+            .as_backup()
+            .and_then(|_| crate::backup::read_last_run(facts.state_dir, &m.name));
+        let missing = missing_program(m);
         let obj = status
             .objects
             .entry(m.name.clone())
             .or_insert_with(|| ObjectStatus::new(m.kind(), &m.name, &m.file));
         obj.kind = m.kind();
         obj.file = m.file.clone();
-        let l = live.get(&unit).map(|(l, _)| l.clone()).unwrap_or_default();
         obj.unit = Some(unit_status(&unit, &l));
-        if let Some((st, reason, msg)) = manifest_ready(sd, facts, m, &live, obj).await {
-            events.extend(backup_event(m, obj.ready(), reason, &msg));
-            obj.set_ready(st, reason, &msg);
+        let known = Known {
+            unit: &unit,
+            live: &l,
+            failure: failure.as_ref(),
+            last_run: last_run.as_ref(),
+            missing: missing.as_deref(),
+        };
+        if let Some(d) = ready::decide(&manifest_inputs(facts, m, &known, obj.ready())) {
+            events.extend(backup_event(m, obj.ready(), d.reason, &d.message));
+            d.apply(obj);
         }
     }
     for (name, type_, reason, msg) in events {
         status.event(&name, type_, reason, msg);
     }
     show_invalid_manifests(facts.prep, &live, status, &mut keep);
-    show_units_of_broken_files(facts.prep, status, &mut keep);
+    show_units_of_broken_files(facts.prep, &live, status, &mut keep);
     // `LimitsEnforced` on Services whose limits the user manager's cgroup
     // controllers cannot enforce (see `doctor`).
     crate::doctor::limits_conditions(sd, &facts.prep.loaded.manifests, status).await;
@@ -171,223 +187,88 @@ pub async fn refresh_status(
     Ok(())
 }
 
-/// A loaded manifest's Ready condition; `None` keeps the one it has.
-async fn manifest_ready(
-    sd: &impl UserManager,
-    facts: &PassFacts<'_>,
-    m: &Manifest,
-    live: &ListedUnits,
-    obj: &ObjectStatus,
-) -> Option<Ready> {
+/// What a pass found about one manifest's units, beside [`PassFacts`].
+struct Known<'a> {
+    unit: &'a str,
+    live: &'a LiveUnit,
+    /// Why its unit failed, when it backs off and its unit failed.
+    failure: Option<&'a (Reason, String)>,
+    /// A Backup's last run.
+    last_run: Option<&'a crate::backup::LastRun>,
+    /// Its program is not installed: what to do.
+    missing: Option<&'a str>,
+}
+
+/// The inputs of a loaded manifest's Ready.
+fn manifest_inputs<'a>(
+    facts: &'a PassFacts<'_>,
+    m: &'a Manifest,
+    k: &Known<'a>,
+    previous: Option<&'a crate::status::Condition>,
+) -> ready::Inputs<'a> {
     let prep = facts.prep;
-    if let Some(c) = prep.plan.conflicts.iter().find(|c| c.manifest == m.name) {
-        return Some((False, Reason::Conflict, c.message.clone()));
-    }
-    if prep.on_hold.contains(&m.name) {
-        return Some((
-            False,
-            Reason::OnHold,
-            "a restore is in progress; unitlet leaves this service alone until it ends".into(),
-        ));
-    }
-    if prep.backing_off.contains(&m.name) {
-        return backing_off_ready(sd, m, live, obj).await;
-    }
-    // Whatever state systemd shows (failed, auto-restart), the useful
-    // answer is which program to install.
-    if let Some(msg) = missing_program(m) {
-        return Some((False, Reason::BinaryMissing, msg));
-    }
-    if let Some(e) = facts.failures.get(&m.name) {
-        return Some((False, Reason::ApplyFailed, e.clone()));
-    }
-    let unit = main_unit(m);
-    let l = live.get(&unit).map(|(l, _)| l.clone()).unwrap_or_default();
-    state_ready(facts, m, &unit, &l, obj)
+    let name = m.name.as_str();
+    let declared = m.as_service().map_or(DesiredState::Running, |s| s.state);
+    let mut i = ready::Inputs::new(name, k.unit, declared);
+    i.previous = previous;
+    i.live = ready::Live::Now {
+        active: &k.live.active_state,
+        sub: &k.live.sub_state,
+    };
+    i.restore = prep
+        .on_hold
+        .contains(name)
+        .then_some((Reason::OnHold, ON_HOLD));
+    let conflict = prep.plan.conflicts.iter().find(|c| c.manifest == name);
+    i.conflict = conflict.map(|c| c.message.as_str());
+    i.backing_off = prep
+        .backing_off
+        .contains(name)
+        .then(|| k.failure.map(|(r, msg)| (*r, msg.as_str())));
+    i.program_missing = k.missing;
+    i.apply_failed = facts.failures.get(name).map(String::as_str);
+    i.readiness = readiness(facts.readiness, m);
+    i.config_issue = facts.issues.get(name).map(|(r, msg)| (*r, msg.as_str()));
+    i.backup = m.as_backup().map(|b| ready::BackupRun {
+        schedule: &b.schedule,
+        last: k.last_run,
+    });
+    i.rollout = facts.rollouts.get(name);
+    i
 }
 
-/// A manifest backing off after failures: why its unit failed, or that it
-/// is retried.
-async fn backing_off_ready(
+/// What is known of a Service's readiness URL.
+fn readiness<'a>(view: &'a ReadinessView, m: &Manifest) -> ready::Readiness<'a> {
+    if m.as_service().is_none_or(|s| s.readiness.is_none()) {
+        return ready::Readiness::None;
+    }
+    if let Some(until) = view.waiting.get(&m.name) {
+        return ready::Readiness::Waiting(until.saturating_duration_since(Instant::now()));
+    }
+    match view.probes.get(&m.name) {
+        Some(r) => ready::Readiness::Probed(r.as_ref().map(|_| ()).map_err(String::as_str)),
+        None => ready::Readiness::NotProbed,
+    }
+}
+
+/// Why a manifest backing off after failures has its unit failed, if it
+/// has.
+async fn failure_when_backing_off(
     sd: &impl UserManager,
+    facts: &PassFacts<'_>,
     m: &Manifest,
     live: &ListedUnits,
-    obj: &ObjectStatus,
-) -> Option<Ready> {
+) -> Option<(Reason, String)> {
+    if !facts.prep.backing_off.contains(&m.name) {
+        return None;
+    }
     let unit = main_unit(m);
-    let Some((l, path)) = live.get(&unit).filter(|(l, _)| l.active_state == "failed") else {
-        let prev = obj.ready();
-        if prev.is_some_and(|c| c.reason == Reason::BackingOff || c.status == False) {
-            return None;
-        }
-        let prev = prev.map(|c| c.message.clone()).unwrap_or_default();
-        return Some((
-            False,
-            Reason::BackingOff,
-            format!("retrying with exponential backoff after: {prev}"),
-        ));
-    };
-    debug_assert_eq!(l.active_state, "failed");
+    let (_, path) = live
+        .get(&unit)
+        .filter(|(l, _)| l.active_state == "failed")?;
     let mem = m.as_service().and_then(|s| s.resources.memory_max);
-    let (reason, msg) = sd
-        .failure_details(&unit, path, mem)
-        .await
-        .unwrap_or_else(|| (Reason::Failed, format!("{unit} failed")));
-    Some((
-        False,
-        reason,
-        format!("{msg}; unitlet starts it again with exponential backoff"),
-    ))
-}
-
-/// Ready from the unit's live state against the declared one.
-fn state_ready(
-    facts: &PassFacts<'_>,
-    m: &Manifest,
-    unit: &str,
-    l: &LiveUnit,
-    obj: &ObjectStatus,
-) -> Option<Ready> {
-    let desired = m
-        .as_service()
-        .map(|s| s.state)
-        .unwrap_or(DesiredState::Running);
-    let (active, sub) = (l.active_state.as_str(), &l.sub_state);
-    Some(match (desired, active) {
-        (DesiredState::Running, "active") => {
-            return running_ready(m, facts, unit, &l.sub_state, obj.ready_reason());
-        }
-        (DesiredState::Stopped, "inactive" | "failed") => (
-            True,
-            Reason::Stopped,
-            format!("{unit} is stopped, as declared"),
-        ),
-        (_, "activating" | "reloading") => (
-            False,
-            Reason::Starting,
-            format!("{unit} is {active} ({sub})"),
-        ),
-        (_, "failed") => (
-            False,
-            Reason::Failed,
-            format!("{unit} failed ({sub}); {}", crate::status::see_logs(unit)),
-        ),
-        (_, s) => (
-            False,
-            Reason::NotRunning,
-            format!(
-                "{unit} is {} ({sub}) but the manifest wants it {}",
-                if s.is_empty() { "unknown" } else { s },
-                match desired {
-                    DesiredState::Running => "running",
-                    DesiredState::Stopped => "stopped",
-                }
-            ),
-        ),
-    })
-}
-
-/// Ready of an active unit that should run: its readiness URL, config
-/// issues, or Running.
-fn running_ready(
-    m: &Manifest,
-    facts: &PassFacts<'_>,
-    unit: &str,
-    sub_state: &str,
-    previous: Option<Reason>,
-) -> Option<Ready> {
-    let name = &m.name;
-    let (probes, issues) = (&facts.readiness.probes, facts.issues);
-    let has_readiness = m.as_service().is_some_and(|s| s.readiness.is_some());
-    let probe = probes
-        .get(name)
-        .filter(|_| has_readiness)
-        .and_then(|r| r.clone().err());
-    if has_readiness && let Some(until) = facts.readiness.waiting.get(name) {
-        let left = until.saturating_duration_since(Instant::now());
-        return Some((
-            False,
-            Reason::Starting,
-            format!(
-                "{unit} is active, waiting for its readiness URL (up to {}s more)",
-                left.as_secs()
-            ),
-        ));
-    }
-    if has_readiness && !probes.contains_key(name) && !issues.contains_key(name) {
-        // Not probed yet (the operator just started): keep what the last
-        // probe said, if a probe said it.
-        let probed = matches!(previous, Some(Reason::Running | Reason::NotReady));
-        return (!probed).then(|| {
-            (
-                Unknown,
-                Reason::Probing,
-                format!("{unit} is active; probing its readiness URL"),
-            )
-        });
-    }
-    if let Some((reason, message)) = issues
-        .get(name)
-        .filter(|(r, _)| *r != Reason::NotReady || probe.is_some())
-    {
-        return Some((False, *reason, message.clone()));
-    }
-    if let Some(e) = probe {
-        return Some((
-            False,
-            Reason::NotReady,
-            format!("{unit} is active but not ready: {e}"),
-        ));
-    }
-    if let Some(b) = m.as_backup() {
-        return Some(backup_ready(facts.state_dir, name, unit, &b.schedule));
-    }
-    Some((
-        True,
-        Reason::Running,
-        format!("{unit} is active ({sub_state})"),
-    ))
-}
-
-/// A scheduled Backup's Ready: its last run's result, as `unitlet backup`
-/// recorded it. The failure message names the run's time, so each failed
-/// run changes it (and makes one event).
-fn backup_ready(
-    state_dir: &Path,
-    name: &str,
-    unit: &str,
-    schedule: &crate::schedule::Schedule,
-) -> Ready {
-    let scheduled = format!("{unit} is scheduled ({schedule})");
-    let at = |t: u64| {
-        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t))
-            .to_string()
-    };
-    let Some(run) = crate::backup::read_last_run(state_dir, name) else {
-        return (True, Reason::Running, format!("{scheduled}; no run yet"));
-    };
-    match (&run.last_error, run.last_success) {
-        (Some(e), _) => (
-            False,
-            Reason::BackupFailed,
-            format!(
-                "the run at {} failed: {e}; {scheduled}, or run `unitlet backup {name}` after fixing it",
-                at(run.last_attempt)
-            ),
-        ),
-        (None, Some(t)) => (
-            True,
-            Reason::Running,
-            format!(
-                "{scheduled}; last success {}{}",
-                at(t),
-                run.last_set
-                    .map(|s| format!(", set {s}"))
-                    .unwrap_or_default()
-            ),
-        ),
-        (None, None) => (True, Reason::Running, format!("{scheduled}; no run yet")),
-    }
+    let found = sd.failure_details(&unit, path, mem).await;
+    Some(found.unwrap_or_else(|| (Reason::Failed, format!("{unit} failed"))))
 }
 
 /// The event a Backup's new Ready makes: a failed run (once per run: its
@@ -438,28 +319,52 @@ fn show_invalid_manifests(
         if let Some((l, _)) = live.get(&unit) {
             obj.unit = Some(unit_status(&unit, l));
         }
-        let running = obj
-            .unit
-            .as_ref()
-            .is_some_and(|u| u.active_state == "active");
-        let kept = if running {
-            " (its last good units keep running)"
-        } else {
-            ""
-        };
         let message = crate::manifest::status_message(&err.to_string());
-        obj.set_ready(False, Reason::Invalid, &format!("{message}{kept}"));
+        decide_invalid(obj, &unit, &message);
     }
 }
 
-/// Other manifests that came from a broken file: their units (found by
-/// the source recorded in them) are held too, and shown as such.
-fn show_units_of_broken_files(prep: &Prepared, status: &mut Status, keep: &mut BTreeSet<String>) {
-    for (unit, f) in &prep.observed.files {
-        let (Some(owner), Some(src)) = (&f.marker, &f.source) else {
-            continue;
+/// An object whose manifest does not load: Ready from that and the last
+/// unit state seen.
+fn decide_invalid(obj: &mut ObjectStatus, unit: &str, message: &str) {
+    let mut i = ready::Inputs::new(&obj.name, unit, DesiredState::Running);
+    i.previous = obj.ready();
+    i.invalid = Some(message);
+    if let Some(u) = &obj.unit {
+        i.live = ready::Live::Now {
+            active: &u.active_state,
+            sub: &u.sub_state,
         };
-        if keep.contains(owner) || !prep.loaded.broken_files.contains(src) {
+    }
+    if let Some(d) = ready::decide(&i) {
+        d.apply(obj);
+    }
+}
+
+/// Units of other manifests from a broken file (found by the source
+/// recorded in them): `(unit, owner, source file)`.
+fn units_of_broken_files(
+    prep: &Prepared,
+) -> impl Iterator<Item = (&String, &String, &std::path::PathBuf)> {
+    prep.observed.files.iter().filter_map(|(unit, f)| {
+        let (owner, src) = (f.marker.as_ref()?, f.source.as_ref()?);
+        prep.loaded
+            .broken_files
+            .contains(src)
+            .then_some((unit, owner, src))
+    })
+}
+
+/// Other manifests that came from a broken file: their units are held
+/// too, and shown as such.
+fn show_units_of_broken_files(
+    prep: &Prepared,
+    live: &ListedUnits,
+    status: &mut Status,
+    keep: &mut BTreeSet<String>,
+) {
+    for (unit, owner, src) in units_of_broken_files(prep) {
+        if keep.contains(owner) {
             continue;
         }
         let Some(err) = prep.loaded.errors.iter().find(|e| &e.file == src) else {
@@ -475,13 +380,10 @@ fn show_units_of_broken_files(prep: &Prepared, status: &mut Status, keep: &mut B
             .objects
             .entry(owner.clone())
             .or_insert_with(|| ObjectStatus::new(kind, owner, src));
-        obj.set_ready(
-            False,
-            Reason::Invalid,
-            &format!(
-                "{} (its last good units keep running)",
-                crate::manifest::status_message(&err.to_string())
-            ),
-        );
+        if let Some((l, _)) = live.get(unit) {
+            obj.unit = Some(unit_status(unit, l));
+        }
+        let message = crate::manifest::status_message(&err.to_string());
+        decide_invalid(obj, unit, &message);
     }
 }

@@ -27,5 +27,5 @@ mod prometheus_backup;
 
 /// How long a new revision must stay up to count (unitlet's `SETTLE`).
 pub fn rollout_settle() -> f64 {
-    unitlet::rollout::SETTLE.as_secs_f64()
+    unitlet::rollout::watch::SETTLE.as_secs_f64()
 }

@@ -221,7 +221,12 @@ fn planned_restart_is_silenced_and_unsilenced_but_a_crash_or_a_dead_alertmanager
         "expired {:.3}s after web was active again",
         ends - active
     );
-    let ev = events(&um, "web");
+    // The silence expires inside the handed-out work; its events reach
+    // the status with the pass that folds the work's outcome in.
+    let ev = wait_for(T, "the silence's events in the status", || {
+        let ev = events(&um, "web");
+        ev.iter().any(|(r, _)| r == "SilenceExpired").then_some(ev)
+    });
     let pos = |r: &str| ev.iter().position(|(reason, _)| reason == r);
     assert!(
         pos("SilenceCreated") < pos("Restarted") && pos("Restarted") < pos("SilenceExpired"),
