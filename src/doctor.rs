@@ -125,10 +125,6 @@ impl Report {
     }
 }
 
-/// `-o` of `doctor`, defined with the commands. Re-exported here only for
-/// `rollout.rs` (`rollout history -o`) until its command moves to `cli/`;
-/// the one upward import of this file: remove it then.
-pub use crate::cli::Format;
 
 // ---------------------------------------------------------------------------
 // Lingering.
