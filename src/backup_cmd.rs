@@ -555,7 +555,7 @@ pub async fn restore(
                 manifest::load_dir(&loc.manifests)
                     .ok()
                     .and_then(|l| l.get(service).cloned())
-                    .and_then(|m| crate::alertmanager::request_for(&m, &loc.alertmanager))
+                    .and_then(|m| crate::silence::request_for(&m, &loc.alertmanager))
             };
             let http = crate::reload::http_client();
             let mut notes = Vec::new();
@@ -563,9 +563,7 @@ pub async fn restore(
             // before the stop: a refused restore silences nothing.
             let (result, made) =
                 prometheus::restore_tsdb_with(target, &opts, async || match &silence {
-                    Some(req) => {
-                        crate::alertmanager::before(&http, req, "restore", &mut notes).await
-                    }
+                    Some(req) => crate::silence::before(&http, req, "restore", &mut notes).await,
                     None => None,
                 })
                 .await;
@@ -577,7 +575,7 @@ pub async fn restore(
                         format!("the restore of {service} failed, which must not stay silent")
                     }
                 };
-                crate::alertmanager::after(&http, req, made, &why, &mut notes).await;
+                crate::silence::after(&http, req, made, &why, &mut notes).await;
             }
             for (t, _, m) in &notes {
                 eprintln!(
@@ -659,7 +657,7 @@ mod tests {
             state_dir: "/s".into(),
             unit_dir: "/u".into(),
             bus: None,
-            alertmanager: crate::alertmanager::DEFAULT_URL.into(),
+            alertmanager: crate::manifest::DEFAULT_ALERTMANAGER_URL.into(),
         };
         let spec = BackupSpec {
             schedule: crate::schedule::Schedule::parse("every 6h").unwrap(),

@@ -46,7 +46,7 @@ pub struct Cli {
         global = true,
         env = "UNITLET_ALERTMANAGER",
         value_name = "URL",
-        default_value = crate::alertmanager::DEFAULT_URL
+        default_value = crate::manifest::DEFAULT_ALERTMANAGER_URL
     )]
     pub alertmanager: String,
     #[command(subcommand)]

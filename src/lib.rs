@@ -21,6 +21,7 @@ pub mod prometheus;
 pub mod reconcile;
 pub mod render;
 pub mod schedule;
+pub mod silence;
 pub mod status;
 pub mod systemd;
 pub mod table;

@@ -789,7 +789,7 @@ pub struct RolloutWork {
 #[derive(Debug, Clone)]
 pub struct Watched {
     pub result: Result<(), String>,
-    pub notes: Vec<crate::alertmanager::Note>,
+    pub notes: Vec<crate::silence::Note>,
     /// A silence made before the coming rollback.
     pub silence: Option<String>,
     /// The bus or the manager went away before a verdict: `result` is
@@ -929,7 +929,7 @@ pub async fn record(
             readiness: s.readiness.as_ref().map(|r| r.url.clone()),
             auto: false,
             state_dir: loc.state_dir.clone(),
-            silence: crate::alertmanager::request_for(m, &loc.alertmanager).map(Box::new),
+            silence: crate::silence::request_for(m, &loc.alertmanager).map(Box::new),
             expire: Some(id),
             unsilence: None,
         })
@@ -959,7 +959,7 @@ pub async fn record(
         };
         let Some(s) = m.as_service() else { continue };
         let state_dir = loc.state_dir.as_path();
-        let silence = crate::alertmanager::request_for(m, &loc.alertmanager).map(Box::new);
+        let silence = crate::silence::request_for(m, &loc.alertmanager).map(Box::new);
         let timeout = s
             .rollout
             .timeout
@@ -1373,8 +1373,8 @@ impl RolloutWork {
                         self.revision, self.unit
                     ),
                 };
-                let made = Some(crate::alertmanager::Made { id: id.clone() });
-                crate::alertmanager::after(http, req, made, &why, &mut notes).await;
+                let made = Some(crate::silence::Made { id: id.clone() });
+                crate::silence::after(http, req, made, &why, &mut notes).await;
             } else if result.is_err()
                 && self.auto
                 && load(&self.state_dir, &self.name).is_ok_and(|h| h.would_roll_back(self.revision))
@@ -1391,8 +1391,8 @@ impl RolloutWork {
                         self.revision, self.unit
                     ),
                 };
-                let made = Some(crate::alertmanager::Made { id: id.clone() });
-                crate::alertmanager::after(http, req, made, &why, &mut notes).await;
+                let made = Some(crate::silence::Made { id: id.clone() });
+                crate::silence::after(http, req, made, &why, &mut notes).await;
             }
         }
         Watched {

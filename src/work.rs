@@ -105,7 +105,7 @@ pub enum Outcome {
         work: Box<ConfigWork>,
         result: ConfigResult,
         /// What happened to the silence around a restart, for events.
-        silence: Vec<crate::alertmanager::Note>,
+        silence: Vec<crate::silence::Note>,
     },
     Jobs {
         batch: u64,
@@ -226,7 +226,7 @@ async fn run_config(
     sd: &impl UserManager,
     http: &reqwest::Client,
     job_timeout: Duration,
-    notes: &mut Vec<crate::alertmanager::Note>,
+    notes: &mut Vec<crate::silence::Note>,
 ) -> Option<ConfigResult> {
     // Validate first: a failure blocks the reload or restart.
     if let Some((argv, dir)) = &w.validate
@@ -238,7 +238,7 @@ async fn run_config(
     let silence = match (&w.silence, w.on_change) {
         (Some(req), OnConfigChange::Restart) => Some((
             req,
-            crate::alertmanager::before(http, req, "restart after a config change", notes).await,
+            crate::silence::before(http, req, "restart after a config change", notes).await,
         )),
         _ => None,
     };
@@ -281,7 +281,7 @@ async fn run_config(
                 w.unit
             ),
         };
-        crate::alertmanager::after(http, req, made, &why, notes).await;
+        crate::silence::after(http, req, made, &why, notes).await;
     }
     Some(match result {
         Ok(o) => ConfigResult::Done(o),

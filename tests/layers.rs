@@ -50,6 +50,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("manifest::parse", 2),
     ("manifest::validate", 2),
     ("manifest::load", 2),
+    ("manifest::matcher", 2),
     ("status", 2),
     // 3 adapters: plain types in and out.
     ("manager", 3),
@@ -82,7 +83,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("reconcile::config", 5),
     ("reconcile::observe", 5),
     ("reconcile::status", 5),
-    ("reconcile::silence", 5),
+    ("silence", 5),
     ("work", 5),
     ("doctor", 5),
     // 6 processes.

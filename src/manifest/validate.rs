@@ -9,7 +9,6 @@ use serde_saphyr::Spanned;
 
 use crate::schedule::Schedule;
 
-use super::load::*;
 use super::model::*;
 use super::parse::*;
 
@@ -282,8 +281,52 @@ pub fn parse_signal(s: &str) -> Result<(String, i32), String> {
         })
 }
 
+/// Parse and validate the text of one manifest file. Pure.
+///
+/// Adopted unit files (`spec.unitFile`) are returned with empty content;
+/// [`load_dir`](super::load_dir) and [`load_files`](super::load_files) fill it in.
+pub fn parse_str(text: &str, file: &Path, ctx: &PathContext) -> ParsedFile {
+    let mut out = ParsedFile::default();
+    if let Some((docs, blanked)) = super::parse::raw_documents(text, file, &mut out) {
+        validate_documents(docs, &blanked, file, ctx, &mut out);
+    }
+    out
+}
+
+/// Validate each document into `out`; a document with a field blanked out
+/// (a line in `blanked`) is reported, never applied.
+fn validate_documents(
+    docs: Vec<Spanned<RawDocument>>,
+    blanked: &[u64],
+    file: &Path,
+    ctx: &PathContext,
+    out: &mut ParsedFile,
+) {
+    let starts: Vec<u64> = docs.iter().map(|d| d.referenced.line()).collect();
+    for (i, doc) in docs.into_iter().enumerate() {
+        let (from, to) = (starts[i], starts.get(i + 1).copied().unwrap_or(u64::MAX));
+        let tainted = blanked.iter().any(|l| (from..to).contains(l));
+        // What is missing is located at the document or its spec: for a
+        // document with a field blanked out, that may be the blanking.
+        let at = |l: &serde_saphyr::Location| (l.line(), l.column());
+        let anchors = [
+            Some(at(&doc.referenced)),
+            doc.value.spec.as_ref().map(|s| at(&s.referenced)),
+        ];
+        match validate_document(doc, file, ctx) {
+            Ok(m) if !tainted => out.manifests.push(m),
+            Ok(_) => {}
+            Err(e) => out.errors.extend(
+                e.into_iter()
+                    .filter(|e| !tainted || !anchors.contains(&Some((e.line, e.column)))),
+            ),
+        }
+    }
+    out.errors.sort_by_key(|e| (e.line, e.column));
+}
+
 /// A document → its manifest, or every error found in it (by line).
-pub(super) fn validate_document(
+fn validate_document(
     doc: Spanned<RawDocument>,
     file: &Path,
     pctx: &PathContext,
@@ -494,7 +537,7 @@ fn validate_silence(
             let mut out = Vec::new();
             for m in &ms.value {
                 out.push(
-                    crate::alertmanager::parse_matcher(m).or_else(|e| {
+                    super::matcher::parse_matcher(m).or_else(|e| {
                         c.err(&ms.referenced, format!("spec.silence.matchers: {e}"))
                     })?,
                 );
@@ -511,7 +554,7 @@ fn validate_silence(
     })?;
     Ok(crate::manifest::Silence {
         matchers,
-        duration: duration.unwrap_or(crate::alertmanager::DEFAULT_FOR),
+        duration: duration.unwrap_or(super::matcher::DEFAULT_SILENCE_FOR),
     })
 }
 
@@ -979,7 +1022,7 @@ mod tests {
         let s = m.as_service().unwrap().silence.as_ref().unwrap();
         assert_eq!(s.duration, Duration::from_secs(300));
         assert_eq!(s.matchers, None);
-        let d = crate::alertmanager::matchers_for(m);
+        let d = crate::silence::matchers_for(m);
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].to_string(), format!("job={:?}", m.name));
         let p = parse(&format!(
