@@ -19,7 +19,8 @@ use crate::backup::{
 use crate::grafana::{self, GrafanaError};
 use crate::locations::Locations;
 use crate::manifest::{self, BackupSource, BackupSpec, GrafanaAuthSpec, LoadError};
-use crate::prometheus::{self, PrometheusError, RestoreOptions, RestoreTarget};
+use crate::prometheus::tsdb::{RestoreOptions, RestoreTarget};
+use crate::prometheus::{self, PrometheusError};
 
 /// Per-request timeout towards Prometheus and Grafana. Generous: a busy
 /// server should slow a backup down, not fail it.
@@ -226,11 +227,11 @@ async fn run_backup(loc: &Locations, name: &str) -> Result<(SetInfo, Vec<String>
                 ));
             };
             let client = prometheus::Client::new(url, HTTP_TIMEOUT)?;
-            prometheus::backup_tsdb(&client, data_dir, &store, progress).await?
+            prometheus::tsdb::backup_tsdb(&client, data_dir, &store, progress).await?
         }
         BackupSource::Grafana { url, auth } => {
             let client = grafana_client(url, auth)?;
-            let report = grafana::backup(&client, &store, GRAFANA_CONCURRENCY).await?;
+            let report = grafana::backup::backup(&client, &store, GRAFANA_CONCURRENCY).await?;
             for s in &report.skipped {
                 eprintln!(
                     "warning: dashboard {} {:?} skipped: {}",
@@ -420,7 +421,7 @@ const MAX_SECURE_VALUES_BYTES: u64 = 1 << 20;
 
 /// The Grafana restore options the flags ask for; the secure-values file
 /// must be private like every secret file, and its content is never shown.
-fn grafana_options(args: &RestoreArgs) -> Result<grafana::RestoreOptions, CommandError> {
+fn grafana_options(args: &RestoreArgs) -> Result<grafana::restore::RestoreOptions, CommandError> {
     let mut only = std::collections::BTreeSet::new();
     for name in args.only.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
         let Some(kind) = grafana::ObjectKind::from_plural(name) else {
@@ -452,7 +453,7 @@ fn grafana_options(args: &RestoreArgs) -> Result<grafana::RestoreOptions, Comman
             grafana::SecureValues::parse(&text).map_err(err)?
         }
     };
-    Ok(grafana::RestoreOptions {
+    Ok(grafana::restore::RestoreOptions {
         dry_run: args.dry_run,
         concurrency: GRAFANA_CONCURRENCY,
         only: (!only.is_empty()).then_some(only),
@@ -562,7 +563,7 @@ pub async fn restore(
             // Made only once everything that can be checked was, right
             // before the stop: a refused restore silences nothing.
             let (result, made) =
-                prometheus::restore_tsdb_with(target, &opts, async || match &silence {
+                prometheus::tsdb::restore_tsdb_with(target, &opts, async || match &silence {
                     Some(req) => crate::silence::before(&http, req, "restore", &mut notes).await,
                     None => None,
                 })
@@ -595,7 +596,7 @@ pub async fn restore(
             let options = grafana_options(args)?;
             let client = grafana_client(url, auth)?;
             let set = store.verify(id)?;
-            let report = grafana::restore(&client, &set, &options).await?;
+            let report = grafana::restore::restore(&client, &set, &options).await?;
             print!("{report}");
             Ok(report.is_success())
         }

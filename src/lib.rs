@@ -22,6 +22,7 @@ pub mod reconcile;
 pub mod render;
 pub mod schedule;
 pub mod silence;
+pub mod size;
 pub mod status;
 pub mod systemd;
 pub mod table;

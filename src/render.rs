@@ -164,27 +164,6 @@ fn header(out: &mut String, m: &Manifest, note: &str) {
     let _ = writeln!(out, "{SOURCE_KEY}={}", escape_path(&m.file));
 }
 
-/// Bytes for people, in the manifest's own size syntax: `512M`, `1.5G`,
-/// `100` (a whole number of units is shown without a decimal, as people
-/// write sizes in manifests).
-pub fn human_bytes(b: u64) -> String {
-    let shown = bytesize::ByteSize::b(b).display().iec_short();
-    if b < 1 << 10 {
-        b.to_string()
-    } else if in_whole_units(b) {
-        format!("{shown:.0}")
-    } else {
-        shown.to_string()
-    }
-}
-
-/// Whether `b` is a whole number of the IEC unit it is shown in (`3M`,
-/// not `2.5M`), so it can be shown exactly without a decimal.
-pub fn in_whole_units(b: u64) -> bool {
-    let unit_bits = 10 * (b.max(1).ilog2() / 10);
-    b.trailing_zeros() >= unit_bits
-}
-
 /// Lines for cgroup limits, in systemd's spelling.
 pub fn resource_lines(r: &Resources) -> Vec<(&'static str, String)> {
     let mut v = Vec::new();
@@ -498,22 +477,6 @@ pub fn diff_units(old: &str, new: &str) -> UnitDiff {
 mod tests {
     use super::*;
     use crate::manifest::{PathContext, parse_str};
-
-    #[test]
-    fn sizes_are_shown_in_the_manifest_syntax() {
-        assert_eq!(human_bytes(0), "0");
-        assert_eq!(human_bytes(1023), "1023");
-        assert_eq!(human_bytes(100 << 20), "100M");
-        assert_eq!(human_bytes(1536 << 20), "1.5G");
-        assert_eq!(human_bytes(2 << 40), "2T");
-        assert_eq!(human_bytes((50 << 20) + 1), "50.0M");
-        assert_eq!(
-            crate::backup::limit_text(64 << 20),
-            "64 MiB (67108864 bytes)"
-        );
-        assert_eq!(crate::backup::limit_text(64 << 10), "64 KiB (65536 bytes)");
-        assert_eq!(crate::backup::limit_text(1000), "1000 bytes");
-    }
 
     fn manifest(y: &str) -> Manifest {
         let p = parse_str(

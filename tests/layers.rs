@@ -43,6 +43,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("unitfile", 1),
     ("http", 1),
     ("table", 1),
+    ("size", 1),
     ("schedule", 1),
     // 2 model: manifests (pure), status types.
     ("manifest", 2),
@@ -52,6 +53,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("manifest::load", 2),
     ("manifest::matcher", 2),
     ("status", 2),
+    ("backup::error", 2),
     // 3 adapters: plain types in and out.
     ("manager", 3),
     ("manager::fake", 3),
@@ -90,6 +92,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("operator", 6),
     ("fleet::source", 6),
     ("fleet::publish", 6),
+    ("fleet::run", 6),
     ("backup_cmd", 6),
     ("grafana::backup", 6),
     ("grafana::restore", 6),

@@ -268,7 +268,7 @@ fn num(props: &Props, key: &str) -> Option<u64> {
 
 /// A byte count for people (`512M`), or `none`.
 fn bytes_or(v: Option<u64>, none: &str) -> String {
-    v.map(crate::render::human_bytes)
+    v.map(crate::size::human_bytes)
         .unwrap_or_else(|| none.into())
 }
 

@@ -23,9 +23,7 @@ use serde_json::{Value, json};
 
 use super::GrafanaError;
 use super::client::{Client, DashboardDoc, Folder};
-use super::kinds::{self, RuleGroup, RulesFile};
-use super::restore::MAX_DASHBOARD_FILE;
-use super::restore::ObjectKind;
+use super::kinds::{self, MAX_DASHBOARD_FILE, ObjectKind, RuleGroup, RulesFile};
 use crate::backup::{SetInfo, Store};
 
 /// What a backup run did.

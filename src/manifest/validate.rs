@@ -2,7 +2,7 @@
 //! `after` cycles.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use serde_saphyr::Spanned;
@@ -279,6 +279,82 @@ pub fn parse_signal(s: &str) -> Result<(String, i32), String> {
             let names: Vec<String> = SIGNALS.iter().map(|(n, _)| format!("SIG{n}")).collect();
             format!("unknown signal {s:?}; use one of {}", names.join(", "))
         })
+}
+
+/// Directories that hold the system or are shared by every user: a Backup
+/// destination there (or below the first group) is refused, whoever owns
+/// it. Backups belong in a directory of their own.
+const SYSTEM_TREES: &[&str] = &[
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/proc",
+    "/sbin",
+    "/sys",
+    "/usr",
+    "/var/lib",
+    "/var/cache",
+    "/var/log",
+    "/var/spool",
+    "/var/run",
+    "/var/mail",
+    "/snap",
+];
+/// Refused as the destination itself, though their subdirectories are fine.
+const SHARED_DIRS: &[&str] = &[
+    "/",
+    "/home",
+    "/tmp",
+    "/var",
+    "/var/tmp",
+    "/var/backups",
+    "/opt",
+    "/srv",
+    "/mnt",
+    "/media",
+    "/run",
+    "/run/user",
+    "/root",
+];
+
+/// Whether `path` may be a Backup destination, judged from the path alone:
+/// absolute, and neither a system directory nor a directory shared by all
+/// users. Pure; `backup::Store::open` also applies it to where symlinks lead and
+/// checks ownership and mode.
+///
+/// # Errors
+/// Why not, and what to do, as one sentence.
+pub fn check_destination_path(path: &Path) -> Result<(), String> {
+    if !path.is_absolute() {
+        return Err(format!("{} is not an absolute path", path.display()));
+    }
+    if path
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
+        return Err(format!(
+            "{} contains `.` or `..`; give the directory plainly",
+            path.display()
+        ));
+    }
+    let hint = "backups need a directory of their own, e.g. ~/backups/NAME (or leave destination unset for $XDG_STATE_HOME/unitlet/backups/NAME)";
+    if SHARED_DIRS.iter().any(|d| path == Path::new(d)) {
+        return Err(format!(
+            "{} is a directory shared by the whole system; {hint}",
+            path.display()
+        ));
+    }
+    // `/run/user/UID/...` (XDG_RUNTIME_DIR) is the user's own.
+    let in_run = path.starts_with("/run") && !path.starts_with("/run/user");
+    if in_run || SYSTEM_TREES.iter().any(|d| path.starts_with(d)) {
+        return Err(format!("{} is a system directory; {hint}", path.display()));
+    }
+    Ok(())
 }
 
 /// Parse and validate the text of one manifest file. Pure.
@@ -819,7 +895,7 @@ fn validate_backup(
 fn check_destination(pctx: &PathContext, d: &str) -> Result<PathBuf, String> {
     let p = pctx
         .resolve(d)
-        .and_then(|p| crate::backup::check_destination_path(&p).map(|()| p))
+        .and_then(|p| check_destination_path(&p).map(|()| p))
         .map_err(|m| format!("spec.destination: {m}"))?;
     // Sets are directories DEST/ID and old ones are deleted: the
     // destination must be a directory of their own.
