@@ -4,12 +4,13 @@
 #[cfg(test)]
 mod apply_tests;
 mod error;
+mod output;
 mod view;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::locations::Locations;
 use crate::manifest;
@@ -19,6 +20,7 @@ use crate::status::{ObjectStatus, Status};
 use crate::systemd::Systemd;
 
 pub use error::{CliError, CliResult, NOT_OK, OK, OPERATIONAL};
+pub use output::Output;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -51,14 +53,6 @@ pub struct Cli {
     pub alertmanager: String,
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
-pub enum Output {
-    Table,
-    Wide,
-    Json,
-    Yaml,
 }
 
 #[derive(Subcommand, Debug)]
@@ -355,12 +349,11 @@ async fn dispatch(cmd: Command, loc: Locations) -> CliResult {
         Command::Logs(args) => printed(crate::logs::command(&loc, args).await),
         Command::Rollout { command } => printed(crate::rollout::command(&loc, command).await),
         Command::Completions { shell } => {
-            crate::manual::completions(shell, &mut std::io::stdout().lock());
+            crate::manual::completions(Cli::command(), shell, &mut std::io::stdout().lock());
             Ok(())
         }
-        Command::Man => {
-            crate::manual::man_page(&mut std::io::stdout().lock()).map_err(CliError::Man)
-        }
+        Command::Man => crate::manual::man_page(Cli::command(), &mut std::io::stdout().lock())
+            .map_err(CliError::Man),
     }
 }
 

@@ -102,16 +102,38 @@ const LAYERS: &[(&str, u8)] = &[
     ("cli", 7),
     ("cli::error", 7),
     ("cli::view", 7),
-    ("cli::shared", 7),
+    ("cli::output", 7),
     ("fleet::cmd", 7),
     ("manual", 7),
     ("main", 7),
 ];
 
-/// Imports (importer, imported) that other branches remove while this one is
-/// written; tolerated by both checks. The integrator empties this list after
-/// merging them, and the test must then pass with it empty.
-const PENDING_ELSEWHERE: &[(&str, &str)] = &[];
+/// Imports (importer, imported) that other branches of issue 22 remove while
+/// this one is written; tolerated by both checks, and only these. The
+/// integrator empties this list after merging them: the test must then pass
+/// with it empty (an entry whose import is gone already fails
+/// `every_file_has_a_layer`).
+const PENDING_ELSEWHERE: &[(&str, &str)] = &[
+    // Branch "door": the trait is the only door to systemd, with plain types
+    // of its own; restore recovery out of the journal store.
+    ("manager", "systemd"),
+    ("manager", "plan"),
+    ("manager::fake", "plan"),
+    ("systemd", "plan"),
+    ("hold", "journal"),
+    ("journal", "prometheus::tsdb"),
+    // Branch "rollout": rollout.rs split into history (store), policy
+    // (reconciler) and watch (process); the pass and work no longer circle.
+    ("rollout", "plan"),
+    ("rollout", "render"),
+    ("rollout", "reconcile"),
+    ("rollout", "work"),
+    ("rollout", "silence"),
+    ("rollout", "doctor"),
+    ("work", "reconcile"),
+    // Branch "fns": the doctor, fleet and backup command bodies move to cli/.
+    ("doctor", "backup_cmd"),
+];
 
 // ---------------------------------------------------------------------------
 // Lexing: comments and literals blanked, identifiers and punctuation kept,
