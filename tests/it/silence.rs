@@ -221,7 +221,14 @@ fn planned_restart_is_silenced_and_unsilenced_but_a_crash_or_a_dead_alertmanager
         "expired {:.3}s after web was active again",
         ends - active
     );
-    let ev = events(&um, "web");
+    // Alertmanager shows the expiry before the pass that folds the
+    // restart's outcome in has written the events: wait for them.
+    let ev = wait_for(T, "the silence's events", || {
+        let ev = events(&um, "web");
+        ev.iter()
+            .any(|(reason, _)| reason == "SilenceExpired")
+            .then_some(ev)
+    });
     let pos = |r: &str| ev.iter().position(|(reason, _)| reason == r);
     assert!(
         pos("SilenceCreated") < pos("Restarted") && pos("Restarted") < pos("SilenceExpired"),
