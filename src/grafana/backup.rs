@@ -11,7 +11,7 @@
 //!   only), `library-panels.json`, `alert-rules.json` (rules and their
 //!   groups' intervals), `contact-points.json`, `policies.json`,
 //!   `mute-timings.json`, `templates.json`: each normalised (no ids,
-//!   versions, timestamps, provenance), see [`super::kinds`]. An alerting
+//!   versions, timestamps, provenance), see `grafana::kinds`. An alerting
 //!   kind this Grafana has no provisioning API for (404) is left out.
 
 use std::fmt;

@@ -275,7 +275,7 @@ pub(super) fn raw_documents(
                 let again = (out.errors.len() < MAX_ERRORS_PER_FILE)
                     .then(|| blank_unknown_field(&current, &e, line, column))
                     .flatten();
-                let Some(again) = again else { return None };
+                let again = again?;
                 blanked.push(line);
                 current = std::borrow::Cow::Owned(again);
             }
