@@ -56,6 +56,7 @@ pub type Note = (crate::status::EventType, &'static str, String);
 /// A silence made before an action, to be expired after it.
 #[derive(Debug, Clone)]
 pub struct Made {
+    /// Alertmanager's ID of the silence.
     pub id: String,
 }
 
