@@ -430,7 +430,7 @@ async fn two_hundred() {
             state_dir: um.state_dir.clone(),
             unit_dir: um.unit_dir.clone(),
             bus: Some(format!("unix:path={}/bus", um.runtime.display())),
-            alertmanager: unitlet::alertmanager::DEFAULT_URL.into(),
+            alertmanager: unitlet::manifest::DEFAULT_ALERTMANAGER_URL.into(),
         };
         let sd = unitlet::systemd::Systemd::connect(loc.bus.as_deref())
             .await

@@ -62,7 +62,7 @@ fn main() {
             let tmp = tempfile::tempdir().unwrap();
             let store = Store::open(tmp.path(), "dash", "grafana").unwrap();
             let start = Instant::now();
-            let report = grafana::backup(&client, &store, c).await.unwrap();
+            let report = grafana::backup::backup(&client, &store, c).await.unwrap();
             let elapsed = start.elapsed();
             assert_eq!(report.dashboards, dashboards);
             println!(

@@ -33,7 +33,8 @@ use std::time::{Duration, Instant};
 use fake_grafana::FakeGrafana;
 use serde_json::{Value, json};
 use unitlet::backup::Store;
-use unitlet::grafana::{self, Auth, Client, RestoreOptions, SecureValues};
+use unitlet::grafana::restore::RestoreOptions;
+use unitlet::grafana::{self, Auth, Client, SecureValues};
 
 const TOKEN: &str = "bench-token";
 
@@ -175,18 +176,18 @@ fn main() {
         };
         let mut steps = Vec::new();
 
-        let (step, report) = measure(&fake, "unitlet backup (every kind)", grafana::backup(&client, &store, 8)).await;
+        let (step, report) = measure(&fake, "unitlet backup (every kind)", grafana::backup::backup(&client, &store, 8)).await;
         let report = report.unwrap();
         steps.push(step);
         let set = store.verify(&report.set.id).unwrap();
         fake.clear();
-        let (step, restored) = measure(&fake, "unitlet restore into empty (every kind)", grafana::restore(&client, &set, &opts)).await;
+        let (step, restored) = measure(&fake, "unitlet restore into empty (every kind)", grafana::restore::restore(&client, &set, &opts)).await;
         let restored = restored.unwrap();
         assert!(restored.is_success(), "{restored}");
         assert!(fake.content() == original, "unitlet's restore is not the original");
         steps.push(step);
         let versions = fake.total_versions();
-        let (step, again) = measure(&fake, "unitlet repeat restore", grafana::restore(&client, &set, &opts)).await;
+        let (step, again) = measure(&fake, "unitlet repeat restore", grafana::restore::restore(&client, &set, &opts)).await;
         assert_eq!(again.unwrap().writes(), 0);
         assert_eq!(fake.total_versions(), versions);
         steps.push(step);

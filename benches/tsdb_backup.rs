@@ -25,7 +25,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use unitlet::backup::Store;
-use unitlet::prometheus::{Client, backup_tsdb};
+use unitlet::prometheus::Client;
+use unitlet::prometheus::tsdb::backup_tsdb;
 
 const SERIES: u64 = 1000;
 const SAMPLES_PER_SERIES: u64 = 4000;

@@ -1,144 +1,20 @@
-//! Alertmanager silences around planned disruption.
+//! The Alertmanager v2 client: create a silence (`POST /api/v2/silences`,
+//! `createdBy: unitlet`) and expire one (`DELETE /api/v2/silence/{id}`).
+//! Plain types in and out; what is silenced when, and the events that say
+//! so, are the silence policy's ([`crate::silence`]).
 //!
-//! Before unitlet restarts a Service on purpose (a config change with
-//! `onConfigChange: restart`, a restore), it creates a silence through
-//! Alertmanager's v2 API (`POST /api/v2/silences`, `createdBy: unitlet`) for
-//! the Service's `silence.matchers`, ending after `silence.for`; once the
-//! Service is Ready again it expires it (`DELETE /api/v2/silence/{id}`). If
-//! unitlet dies in between, the silence simply runs out. Failures that
-//! unitlet did not cause (a crash, a `kill -9`) are never silenced: nothing
-//! here runs for them. If Alertmanager cannot be reached the action still
-//! happens, and an event says why no silence was made.
-//!
-//! Matcher parsing and request bodies are pure and unit-tested; the client
-//! is tested against a real Alertmanager (tests/it/silence.rs).
+//! Request bodies are pure and unit-tested; the client is tested against a
+//! real Alertmanager (tests/it/silence.rs).
 
 use std::time::{Duration, SystemTime};
 
 use reqwest::Url;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use crate::manifest::Manifest;
-
-/// Where Alertmanager is when `--alertmanager` is not given.
-pub const DEFAULT_URL: &str = "http://127.0.0.1:9093";
+use crate::manifest::Matcher;
 
 /// Who silences are created by.
 pub const CREATED_BY: &str = "unitlet";
-
-/// How long a silence lasts at most when `silence.for` is not given.
-pub const DEFAULT_FOR: Duration = Duration::from_secs(300);
-
-/// One label matcher, as Alertmanager's v2 API takes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Matcher {
-    pub name: String,
-    pub value: String,
-    pub is_regex: bool,
-    #[serde(default = "yes")]
-    pub is_equal: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-impl std::fmt::Display for Matcher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let op = match (self.is_equal, self.is_regex) {
-            (true, false) => "=",
-            (false, false) => "!=",
-            (true, true) => "=~",
-            (false, true) => "!~",
-        };
-        write!(f, "{}{op}{:?}", self.name, self.value)
-    }
-}
-
-/// Parse a matcher in Prometheus' syntax: `job="prometheus"`,
-/// `alertname=~"Target.*"`, `severity!="info"`, `env!~"dev|test"`; the
-/// value may be unquoted (`job=prometheus`).
-///
-/// # Errors
-/// A message saying what is wrong and what a matcher looks like.
-pub fn parse_matcher(s: &str) -> Result<Matcher, String> {
-    let help =
-        r#"write a matcher like job="prometheus", alertname=~"Target.*" or severity!="info""#;
-    let t = s.trim();
-    let op_at = t
-        .find(['=', '!'])
-        .ok_or_else(|| format!("matcher {s:?} has no operator (=, !=, =~, !~); {help}"))?;
-    let name = t[..op_at].trim();
-    let rest = &t[op_at..];
-    let (is_equal, is_regex, value) = if let Some(v) = rest.strip_prefix("=~") {
-        (true, true, v)
-    } else if let Some(v) = rest.strip_prefix("!~") {
-        (false, true, v)
-    } else if let Some(v) = rest.strip_prefix("!=") {
-        (false, false, v)
-    } else if let Some(v) = rest.strip_prefix('=') {
-        (true, false, v)
-    } else {
-        return Err(format!(
-            "matcher {s:?} has no operator (=, !=, =~, !~); {help}"
-        ));
-    };
-    let valid_name = !name.is_empty()
-        && !name.starts_with(|c: char| c.is_ascii_digit())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !valid_name {
-        return Err(format!(
-            "matcher {s:?}: {name:?} is not a label name (letters, digits and _, not starting with a digit); {help}"
-        ));
-    }
-    let v = value.trim();
-    let value = if let Some(inner) = v.strip_prefix('"') {
-        let inner = inner.strip_suffix('"').ok_or_else(|| {
-            format!("matcher {s:?}: the value's closing quote is missing; {help}")
-        })?;
-        inner.replace("\\\"", "\"").replace("\\\\", "\\")
-    } else {
-        v.to_string()
-    };
-    if value.chars().any(char::is_control) {
-        return Err(format!("matcher {s:?} contains a control character"));
-    }
-    // An `=` matcher on the empty string matches every alert lacking the
-    // label, and a silence that matches everything hides every page.
-    if is_equal && !is_regex && value.is_empty() {
-        return Err(format!(
-            "matcher {s:?} matches alerts without a {name} label, i.e. nearly everything; give a value"
-        ));
-    }
-    Ok(Matcher {
-        name: name.to_string(),
-        value,
-        is_regex,
-        is_equal,
-    })
-}
-
-/// The matchers a Service's silence uses: its own, or `job="JOB"` where
-/// JOB is the manifest's `job` label, else its name (the scrape job of the
-/// shipped stack's Services is named after them, or labelled so).
-pub fn matchers_for(m: &Manifest) -> Vec<Matcher> {
-    if let Some(s) = m.as_service().and_then(|s| s.silence.as_ref())
-        && let Some(ms) = &s.matchers
-    {
-        return ms.clone();
-    }
-    vec![Matcher {
-        name: "job".into(),
-        value: m
-            .labels
-            .get("job")
-            .cloned()
-            .unwrap_or_else(|| m.name.clone()),
-        is_regex: false,
-        is_equal: true,
-    }]
-}
 
 /// What to silence around one planned action, decided when the action is
 /// (in the pass or the command), carried to whoever acts.
@@ -146,21 +22,12 @@ pub fn matchers_for(m: &Manifest) -> Vec<Matcher> {
 pub struct SilenceRequest {
     /// Alertmanager's base URL.
     pub alertmanager: String,
+    /// The Service the silence is for (named in its comment).
     pub service: String,
+    /// What the silence matches.
     pub matchers: Vec<Matcher>,
     /// How long the silence lasts at most.
     pub duration: Duration,
-}
-
-/// The silence request for `m`, if it declares `silence`.
-pub fn request_for(m: &Manifest, alertmanager: &str) -> Option<SilenceRequest> {
-    let s = m.as_service()?.silence.as_ref()?;
-    Some(SilenceRequest {
-        alertmanager: alertmanager.to_string(),
-        service: m.name.clone(),
-        matchers: matchers_for(m),
-        duration: s.duration,
-    })
 }
 
 /// The body of `POST /api/v2/silences`. Pure.
@@ -322,197 +189,11 @@ pub async fn expire(http: &reqwest::Client, base: &str, id: &str) -> Result<(), 
     Ok(())
 }
 
-/// What happened to a silence, for the Service's events:
-/// `(type, reason, message)`.
-pub type Note = (crate::status::EventType, &'static str, String);
-
-/// A silence made before an action, to be expired after it.
-#[derive(Debug, Clone)]
-pub struct Made {
-    pub id: String,
-}
-
-/// Create the silence for `req` before `action` (e.g. "restart after a
-/// config change"); whatever happens, the action goes ahead.
-pub async fn before(
-    http: &reqwest::Client,
-    req: &SilenceRequest,
-    action: &str,
-    notes: &mut Vec<Note>,
-) -> Option<Made> {
-    let comment = format!(
-        "unitlet: planned {action} of {}; expires when it is Ready again, at the latest after {}",
-        req.service,
-        humantime::format_duration(req.duration)
-    );
-    let shown: Vec<String> = req.matchers.iter().map(|m| m.to_string()).collect();
-    match create(http, req, &comment).await {
-        Ok(id) => {
-            notes.push((
-                crate::status::EventType::Normal,
-                "SilenceCreated",
-                format!(
-                    "silenced alerts {{{}}} in Alertmanager for up to {} before the {action} (silence {id})",
-                    shown.join(", "),
-                    humantime::format_duration(req.duration)
-                ),
-            ));
-            Some(Made { id })
-        }
-        Err(e) => {
-            notes.push((
-                crate::status::EventType::Warning,
-                "SilenceFailed",
-                format!(
-                    "could not silence alerts {{{}}} before the {action}, which goes ahead anyway: {}",
-                    shown.join(", "),
-                    crate::error_chain(&e)
-                ),
-            ));
-            None
-        }
-    }
-}
-
-/// Expire a silence made by [`before`]; `why` says what ended it.
-pub async fn after(
-    http: &reqwest::Client,
-    req: &SilenceRequest,
-    made: Option<Made>,
-    why: &str,
-    notes: &mut Vec<Note>,
-) {
-    let Some(made) = made else { return };
-    match expire(http, &req.alertmanager, &made.id).await {
-        Ok(()) => notes.push((
-            crate::status::EventType::Normal,
-            "SilenceExpired",
-            format!("expired silence {} in Alertmanager: {why}", made.id),
-        )),
-        Err(e) => notes.push((
-            crate::status::EventType::Warning,
-            "SilenceNotExpired",
-            format!(
-                "could not expire silence {} ({why}); it runs out by itself within {}: {}",
-                made.id,
-                humantime::format_duration(req.duration),
-                crate::error_chain(&e)
-            ),
-        )),
-    }
-}
-
-/// Before the restarts a pass is about to queue, silence the Services
-/// that declare `silence`: all at once, the pass waiting at most
-/// [`PASS_WAIT`]. Returns manifest → silence ID, for expiry once Ready;
-/// what happened goes to the Services' events.
-pub async fn silence_restarts(
-    loc: &crate::locations::Locations,
-    prep: &crate::reconcile::Prepared,
-    to_start: &[(&crate::plan::Action, crate::systemd::JobKind)],
-    status: &mut crate::status::Status,
-) -> std::collections::BTreeMap<String, String> {
-    let mut reqs: Vec<(SilenceRequest, &'static str)> = Vec::new();
-    for (a, k) in to_start {
-        if *k != crate::systemd::JobKind::Restart {
-            continue;
-        }
-        let Some(r) = prep
-            .loaded
-            .get(&a.manifest)
-            .and_then(|m| request_for(m, &loc.alertmanager))
-        else {
-            continue;
-        };
-        let pin = crate::rollout::history::load(&loc.state_dir, &a.manifest)
-            .ok()
-            .and_then(|h| h.pin);
-        let action = match &pin {
-            // A silence kept from the failed revision's restart covers it.
-            Some(p) if p.silence.is_some() => continue,
-            Some(p) if p.cause == crate::rollout::history::PinCause::RolledBack => "rollback",
-            Some(_) => "rollout undo",
-            None => "restart after a change of its unit",
-        };
-        reqs.push((r, action));
-    }
-    let mut out = std::collections::BTreeMap::new();
-    if reqs.is_empty() {
-        return out;
-    }
-    let http = crate::reload::http_client();
-    let made = futures_util::future::join_all(reqs.iter().map(|(r, action)| {
-        let http = http.clone();
-        async move {
-            let mut notes = Vec::new();
-            let made = match tokio::time::timeout(
-                PASS_WAIT,
-                before(&http, r, action, &mut notes),
-            )
-            .await
-            {
-                Ok(m) => m,
-                Err(_) => {
-                    notes.push((
-                        crate::status::EventType::Warning,
-                        "SilenceFailed",
-                        format!(
-                            "Alertmanager at {} did not answer within {PASS_WAIT:?}; the restart goes ahead anyway (a silence made after all runs out by itself)",
-                            crate::manifest::redact_url(&r.alertmanager)
-                        ),
-                    ));
-                    None
-                }
-            };
-            (r.service.clone(), made, notes)
-        }
-    }))
-    .await;
-    for (name, m, notes) in made {
-        for (t, r, msg) in notes {
-            status.event(&name, t, r, msg);
-        }
-        if let Some(m) = m {
-            out.insert(name, m.id);
-        }
-    }
-    out
-}
-
-/// How long a pass waits for Alertmanager before its restarts.
-pub const PASS_WAIT: Duration = Duration::from_secs(3);
-
+#[cfg(test)]
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn matchers_parse_in_prometheus_syntax() {
-        let m = parse_matcher(r#"job="prometheus""#).unwrap();
-        assert_eq!(
-            m,
-            Matcher {
-                name: "job".into(),
-                value: "prometheus".into(),
-                is_regex: false,
-                is_equal: true
-            }
-        );
-        assert_eq!(m.to_string(), r#"job="prometheus""#);
-        let m = parse_matcher(r#"alertname =~ "Target.*""#).unwrap();
-        assert!(m.is_regex && m.is_equal);
-        assert_eq!(m.value, "Target.*");
-        let m = parse_matcher("severity!=info").unwrap();
-        assert!(!m.is_regex && !m.is_equal);
-        assert_eq!(m.value, "info");
-        let m = parse_matcher(r#"env!~"dev|test""#).unwrap();
-        assert!(m.is_regex && !m.is_equal);
-        assert_eq!(m.to_string(), r#"env!~"dev|test""#);
-        for bad in ["job", "=x", "1job=x", "job=\"x", "job=\"\"", "a-b=c"] {
-            assert!(parse_matcher(bad).is_err(), "{bad}");
-        }
-        assert!(parse_matcher("job").unwrap_err().contains("no operator"));
-    }
+    use crate::manifest::{DEFAULT_SILENCE_FOR as DEFAULT_FOR, parse_matcher};
 
     #[test]
     fn silence_body_is_what_the_v2_api_takes() {
@@ -549,28 +230,6 @@ mod tests {
                 .as_str(),
             "http://h/am/api/v2/silences"
         );
-    }
-
-    #[tokio::test]
-    async fn alertmanager_down_is_a_warning_event_and_no_silence() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let req = SilenceRequest {
-            alertmanager: format!("http://127.0.0.1:{port}"),
-            service: "web".into(),
-            matchers: vec![parse_matcher("job=web").unwrap()],
-            duration: DEFAULT_FOR,
-        };
-        let mut notes = Vec::new();
-        let made = before(&crate::reload::http_client(), &req, "restart", &mut notes).await;
-        assert!(made.is_none());
-        assert_eq!(notes.len(), 1);
-        assert_eq!(notes[0].1, "SilenceFailed");
-        assert!(notes[0].2.contains("goes ahead anyway"), "{}", notes[0].2);
-        assert!(notes[0].2.contains("connection refused"), "{}", notes[0].2);
     }
 
     /// Issue 20 item 5: an error answer's body is read only as far as the

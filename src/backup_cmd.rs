@@ -19,7 +19,8 @@ use crate::backup::{
 use crate::grafana::{self, GrafanaError};
 use crate::locations::Locations;
 use crate::manifest::{self, BackupSource, BackupSpec, GrafanaAuthSpec, LoadError};
-use crate::prometheus::{self, PrometheusError, RestoreOptions, RestoreTarget};
+use crate::prometheus::tsdb::{RestoreOptions, RestoreTarget};
+use crate::prometheus::{self, PrometheusError};
 
 /// Per-request timeout towards Prometheus and Grafana. Generous: a busy
 /// server should slow a backup down, not fail it.
@@ -230,11 +231,11 @@ async fn run_backup(
                 ));
             };
             let client = prometheus::Client::new(url, HTTP_TIMEOUT)?;
-            prometheus::backup_tsdb(&client, data_dir, &store, progress).await?
+            prometheus::tsdb::backup_tsdb(&client, data_dir, &store, progress).await?
         }
         BackupSource::Grafana { url, auth } => {
             let client = grafana_client(url, auth)?;
-            let report = grafana::backup(&client, &store, GRAFANA_CONCURRENCY).await?;
+            let report = grafana::backup::backup(&client, &store, GRAFANA_CONCURRENCY).await?;
             for s in &report.skipped {
                 warnings.push(format!(
                     "dashboard {} {:?} skipped: {}",
@@ -413,7 +414,7 @@ const MAX_SECURE_VALUES_BYTES: u64 = 1 << 20;
 
 /// The Grafana restore options the flags ask for; the secure-values file
 /// must be private like every secret file, and its content is never shown.
-fn grafana_options(args: &RestoreArgs) -> Result<grafana::RestoreOptions, CommandError> {
+fn grafana_options(args: &RestoreArgs) -> Result<grafana::restore::RestoreOptions, CommandError> {
     let mut only = std::collections::BTreeSet::new();
     for name in args.only.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
         let Some(kind) = grafana::ObjectKind::from_plural(name) else {
@@ -445,7 +446,7 @@ fn grafana_options(args: &RestoreArgs) -> Result<grafana::RestoreOptions, Comman
             grafana::SecureValues::parse(&text).map_err(err)?
         }
     };
-    Ok(grafana::RestoreOptions {
+    Ok(grafana::restore::RestoreOptions {
         dry_run: args.dry_run,
         concurrency: GRAFANA_CONCURRENCY,
         only: (!only.is_empty()).then_some(only),
@@ -501,7 +502,7 @@ pub async fn restore(
     name: &str,
     id: &str,
     args: &RestoreArgs,
-    notes: &mut Vec<crate::alertmanager::Note>,
+    notes: &mut Vec<crate::silence::Note>,
 ) -> Result<Restored, CommandError> {
     // Journals and holds are read and written there: refused first.
     loc.check_state_dir()?;
@@ -545,7 +546,7 @@ pub async fn restore(
             let options = grafana_options(args)?;
             let client = grafana_client(url, auth)?;
             let set = store.verify(id)?;
-            let report = grafana::restore(&client, &set, &options).await?;
+            let report = grafana::restore::restore(&client, &set, &options).await?;
             Ok(Restored::Grafana(report))
         }
     }
@@ -555,9 +556,9 @@ pub async fn restore(
 #[derive(Debug)]
 pub enum Restored {
     /// The TSDB was swapped (all or nothing).
-    Prometheus(prometheus::RestoreReport),
+    Prometheus(prometheus::tsdb::RestoreReport),
     /// Grafana's objects, each with its outcome.
-    Grafana(grafana::RestoreReport),
+    Grafana(grafana::restore::RestoreReport),
 }
 
 impl Restored {
@@ -577,8 +578,8 @@ async fn restore_prometheus(
     loc: &Locations,
     target: RestoreTarget<'_>,
     args: &RestoreArgs,
-    notes: &mut Vec<crate::alertmanager::Note>,
-) -> Result<prometheus::RestoreReport, CommandError> {
+    notes: &mut Vec<crate::silence::Note>,
+) -> Result<prometheus::tsdb::RestoreReport, CommandError> {
     let service = target.service;
     let opts = RestoreOptions {
         dry_run: args.dry_run,
@@ -592,13 +593,13 @@ async fn restore_prometheus(
         manifest::load_dir(&loc.manifests)
             .ok()
             .and_then(|l| l.get(service).cloned())
-            .and_then(|m| crate::alertmanager::request_for(&m, &loc.alertmanager))
+            .and_then(|m| crate::silence::request_for(&m, &loc.alertmanager))
     };
     let http = crate::reload::http_client();
     // Made only once everything that can be checked was, right
     // before the stop: a refused restore silences nothing.
-    let (result, made) = prometheus::restore_tsdb_with(target, &opts, async || match &silence {
-        Some(req) => crate::alertmanager::before(&http, req, "restore", notes).await,
+    let (result, made) = prometheus::tsdb::restore_tsdb_with(target, &opts, async || match &silence {
+        Some(req) => crate::silence::before(&http, req, "restore", notes).await,
         None => None,
     })
     .await;
@@ -610,7 +611,7 @@ async fn restore_prometheus(
                 format!("the restore of {service} failed, which must not stay silent")
             }
         };
-        crate::alertmanager::after(&http, req, made, &why, notes).await;
+        crate::silence::after(&http, req, made, &why, notes).await;
     }
     Ok(result?)
 }
@@ -670,7 +671,7 @@ mod tests {
             state_dir: "/s".into(),
             unit_dir: "/u".into(),
             bus: None,
-            alertmanager: crate::alertmanager::DEFAULT_URL.into(),
+            alertmanager: crate::manifest::DEFAULT_ALERTMANAGER_URL.into(),
         };
         let spec = BackupSpec {
             schedule: crate::schedule::Schedule::parse("every 6h").unwrap(),

@@ -8,12 +8,13 @@ mod doctor;
 mod error;
 mod fleet;
 pub mod rollout;
+mod output;
 mod view;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::locations::Locations;
 use crate::manifest;
@@ -23,6 +24,7 @@ use crate::status::{ObjectStatus, Status};
 use crate::systemd::Systemd;
 
 pub use error::{CliError, CliResult, NOT_OK, OK, OPERATIONAL};
+pub use output::Output;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -50,19 +52,11 @@ pub struct Cli {
         global = true,
         env = "UNITLET_ALERTMANAGER",
         value_name = "URL",
-        default_value = crate::alertmanager::DEFAULT_URL
+        default_value = crate::manifest::DEFAULT_ALERTMANAGER_URL
     )]
     pub alertmanager: String,
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
-pub enum Output {
-    Table,
-    Wide,
-    Json,
-    Yaml,
 }
 
 /// `-o` of `doctor` and `rollout history`.
@@ -352,12 +346,11 @@ async fn dispatch(cmd: Command, loc: Locations) -> CliResult {
         Command::Logs(args) => printed(crate::logs::command(&loc, args).await),
         Command::Rollout { command } => rollout::command(&loc, command).await,
         Command::Completions { shell } => {
-            crate::manual::completions(shell, &mut std::io::stdout().lock());
+            crate::manual::completions(Cli::command(), shell, &mut std::io::stdout().lock());
             Ok(())
         }
-        Command::Man => {
-            crate::manual::man_page(&mut std::io::stdout().lock()).map_err(CliError::Man)
-        }
+        Command::Man => crate::manual::man_page(Cli::command(), &mut std::io::stdout().lock())
+            .map_err(CliError::Man),
     }
 }
 

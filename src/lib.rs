@@ -3,6 +3,24 @@
 //! The crate is a pure core (manifest loading, rendering, planning) wrapped
 //! by an I/O shell (the systemd client, the applier, the operator loop and
 //! the HTTP clients). See ARCHITECTURE.md for the map.
+//!
+//! # Layout
+//!
+//! Seven layers, lowest first; a file imports only from its own layer or
+//! below, with no circles between files (tests/layers.rs, which also holds
+//! the table of every file's layer; ARCHITECTURE.md, "Layers"):
+//!
+//! 1. foundations: this root's helpers, `fsutil`, `unitfile`, `http`,
+//!    `table`, `schedule`, `size`;
+//! 2. model: `manifest`, `status`, `backup::error` (pure types);
+//! 3. adapters: `manager` and `systemd`, the Prometheus, Grafana,
+//!    Alertmanager and etcd clients, `reload`;
+//! 4. stores: `backup` (sets), `journal`, `rollout` histories, `hold`,
+//!    `lock`, `locations`, `program`, `metrics`;
+//! 5. reconciler: `render`, `plan`, `reconcile`, `work`, `silence`, `doctor`;
+//! 6. processes: `operator`, the fleet source and publisher, the backup and
+//!    restore procedures, `logs`;
+//! 7. commands: `cli`, `manual`, `fleet::cmd` (and `main.rs`).
 
 pub mod alertmanager;
 pub mod backup;
@@ -21,6 +39,8 @@ pub mod prometheus;
 pub mod reconcile;
 pub mod render;
 pub mod schedule;
+pub mod silence;
+pub mod size;
 pub mod status;
 pub mod systemd;
 pub mod table;

@@ -154,7 +154,7 @@ impl Locations {
             unit_dir: abs(unit_dir
                 .unwrap_or_else(|| xdg("XDG_DATA_HOME", ".local/share").join("systemd/user"))),
             bus: bus.filter(|b| !b.is_empty()),
-            alertmanager: crate::alertmanager::DEFAULT_URL.to_string(),
+            alertmanager: crate::manifest::DEFAULT_ALERTMANAGER_URL.to_string(),
         }
     }
 

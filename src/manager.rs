@@ -128,7 +128,7 @@ impl ServiceResult {
     ) -> Option<(Reason, String)> {
         let (status, pid) = (self.status, self.pid);
         let limit = memory_max
-            .map(|b| format!(" (memoryMax {})", crate::table::human_bytes(b)))
+            .map(|b| format!(" (memoryMax {})", crate::size::human_bytes(b)))
             .unwrap_or_default();
         let journal = crate::status::see_logs(unit);
         let oom = |pid_note: String| {

@@ -4,9 +4,7 @@
 
 use std::io::{self, Write};
 
-use clap::{CommandFactory, ValueEnum};
-
-use crate::cli::Cli;
+use clap::ValueEnum;
 
 /// The shells `unitlet completions` writes a script for.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -16,9 +14,10 @@ pub enum Shell {
     Fish,
 }
 
-/// Writes the completion script for `shell`.
-pub fn completions(shell: Shell, out: &mut dyn Write) {
-    let mut cmd = Cli::command();
+/// Writes the completion script for `shell` of `cmd`, the command line's
+/// clap definition (`cli::Cli::command()`, passed in so this module stays
+/// below `cli`).
+pub fn completions(mut cmd: clap::Command, shell: Shell, out: &mut dyn Write) {
     let generator = match shell {
         Shell::Bash => clap_complete::Shell::Bash,
         Shell::Zsh => clap_complete::Shell::Zsh,
@@ -57,8 +56,8 @@ fn fish_positional_values(cmd: &clap::Command, out: &mut dyn Write) {
 /// Writes unitlet(1): the page of the whole command line, then one section
 /// per command (`UNITLET RUN`, …) with its synopsis, description and
 /// options, so `man unitlet` shows every command without separate pages.
-pub fn man_page(out: &mut dyn Write) -> io::Result<()> {
-    let cmd = Cli::command();
+/// `cmd` is the command line's clap definition (`cli::Cli::command()`).
+pub fn man_page(cmd: clap::Command, out: &mut dyn Write) -> io::Result<()> {
     let man = clap_mangen::Man::new(cmd.clone());
     man.render_title(out)?;
     man.render_name_section(out)?;

@@ -686,7 +686,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result
     // The fleet tasks start under the operator lock and stop (revoking the
     // status lease) whichever way the loop ends.
     let fleet = match opts.fleet.clone() {
-        Some(f) => Some(crate::fleet::start(f)),
+        Some(f) => Some(crate::fleet::run::start(f)),
         None => {
             crate::fleet::forget(&opts.loc.state_dir);
             None

@@ -478,16 +478,6 @@ mod tests {
     use super::*;
     use crate::manifest::{PathContext, parse_str};
 
-    #[test]
-    fn backup_limits_are_shown_in_bytes_too() {
-        assert_eq!(
-            crate::backup::limit_text(64 << 20),
-            "64 MiB (67108864 bytes)"
-        );
-        assert_eq!(crate::backup::limit_text(64 << 10), "64 KiB (65536 bytes)");
-        assert_eq!(crate::backup::limit_text(1000), "1000 bytes");
-    }
-
     fn manifest(y: &str) -> Manifest {
         let p = parse_str(
             y,

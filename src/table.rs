@@ -24,27 +24,6 @@ pub fn print_table(out: &mut impl Write, header: &[&str], rows: &[Vec<String>]) 
     }
 }
 
-/// Bytes for people, in the manifest's own size syntax: `512M`, `1.5G`,
-/// `100` (a whole number of units is shown without a decimal, as people
-/// write sizes in manifests).
-pub fn human_bytes(b: u64) -> String {
-    let shown = bytesize::ByteSize::b(b).display().iec_short();
-    if b < 1 << 10 {
-        b.to_string()
-    } else if in_whole_units(b) {
-        format!("{shown:.0}")
-    } else {
-        shown.to_string()
-    }
-}
-
-/// Whether `b` is a whole number of the IEC unit it is shown in (`3M`,
-/// not `2.5M`), so it can be shown exactly without a decimal.
-pub fn in_whole_units(b: u64) -> bool {
-    let unit_bits = 10 * (b.max(1).ilog2() / 10);
-    b.trailing_zeros() >= unit_bits
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,15 +48,5 @@ mod tests {
         let rows = vec![vec!["a\tb".to_owned(), "x\ny".into()]];
         print_table(&mut out, &["N", "M"], &rows);
         assert_eq!(String::from_utf8(out).unwrap(), "N     M\na b   x y\n");
-    }
-
-    #[test]
-    fn sizes_are_shown_in_the_manifest_syntax() {
-        assert_eq!(human_bytes(0), "0");
-        assert_eq!(human_bytes(1023), "1023");
-        assert_eq!(human_bytes(100 << 20), "100M");
-        assert_eq!(human_bytes(1536 << 20), "1.5G");
-        assert_eq!(human_bytes(2 << 40), "2T");
-        assert_eq!(human_bytes((50 << 20) + 1), "50.0M");
     }
 }

@@ -127,7 +127,7 @@ pub enum Outcome {
         work: Box<ConfigWork>,
         result: ConfigResult,
         /// What happened to the silence around a restart, for events.
-        silence: Vec<crate::alertmanager::Note>,
+        silence: Vec<crate::silence::Note>,
     },
     Jobs {
         batch: u64,
@@ -198,7 +198,7 @@ pub(crate) async fn run_config(
     sd: &impl UserManager,
     http: &reqwest::Client,
     job_timeout: Duration,
-    notes: &mut Vec<crate::alertmanager::Note>,
+    notes: &mut Vec<crate::silence::Note>,
 ) -> Option<ConfigResult> {
     // Validate first: a failure blocks the reload or restart.
     if let Some((argv, dir)) = &w.validate
@@ -210,7 +210,7 @@ pub(crate) async fn run_config(
     let silence = match (&w.silence, w.on_change) {
         (Some(req), OnConfigChange::Restart) => Some((
             req,
-            crate::alertmanager::before(http, req, "restart after a config change", notes).await,
+            crate::silence::before(http, req, "restart after a config change", notes).await,
         )),
         _ => None,
     };
@@ -253,7 +253,7 @@ pub(crate) async fn run_config(
                 w.unit
             ),
         };
-        crate::alertmanager::after(http, req, made, &why, notes).await;
+        crate::silence::after(http, req, made, &why, notes).await;
     }
     Some(match result {
         Ok(o) => ConfigResult::Done(o),

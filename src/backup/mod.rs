@@ -49,7 +49,9 @@
 //! All I/O here is blocking `std::fs`: backups run in the short-lived
 //! `unitlet backup` process, and blocking keeps the fsync ordering obvious.
 
+mod error;
 mod last_run;
+pub use error::BackupError;
 pub use last_run::{LastRun, last_run_path, own_backups_dir, read_last_run};
 
 use std::collections::BTreeMap;
@@ -61,6 +63,7 @@ use std::path::{Component, Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::fsutil::sync_dir;
+use crate::manifest::check_destination_path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -90,224 +93,7 @@ pub const DEFAULT_READ_LIMIT: u64 = 64 << 20;
 /// Largest `.in-progress.json` read; ours are a few hundred bytes.
 const MAX_MARKER_BYTES: u64 = 64 << 10;
 
-/// Everything that can go wrong with backup sets on disk.
-#[derive(Debug, thiserror::Error)]
-pub enum BackupError {
-    /// The destination could not be created or is not writable, so no set
-    /// could ever be written there.
-    #[error(
-        "cannot use backup destination {path}: {source}; create it or make it writable by this user, or set `destination` in the Backup manifest"
-    )]
-    Destination {
-        /// The destination directory.
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    /// The destination is a system directory, or a directory other users
-    /// could write to or that another user owns: sets there could be
-    /// replaced by someone else and then restored.
-    #[error("refusing backup destination {path}: {reason}")]
-    UnsafeDestination {
-        /// The destination directory.
-        path: PathBuf,
-        /// Why, and what to do.
-        reason: String,
-    },
-    /// A file is bigger than anything unitlet would write there; it is not
-    /// read at all.
-    #[error(
-        "{path} is {size} bytes, over the limit of {} for {what}; it was not written by unitlet — restore from another set",
-        limit_text(*limit)
-    )]
-    TooLarge {
-        /// The file.
-        path: PathBuf,
-        /// Its size on disk.
-        size: u64,
-        /// The limit it exceeds.
-        limit: u64,
-        /// What kind of file it is meant to be.
-        what: &'static str,
-    },
-    /// Something in a set, or the set directory, is a symbolic link: it
-    /// could make a restore read files from outside the set.
-    #[error(
-        "backup set {id}: {path} is a symbolic link; nothing in a backup set may be one (it could make a restore read files outside the set), so the set is refused — restore from another set"
-    )]
-    Symlink {
-        /// The set.
-        id: String,
-        /// The link.
-        path: PathBuf,
-    },
-    /// The set was made by another Backup sharing the destination.
-    #[error(
-        "backup set {id} in {destination} belongs to Backup {owner} ({kind}), not to {backup}; `unitlet backups {backup}` lists this Backup's sets"
-    )]
-    OtherBackup {
-        /// The set.
-        id: String,
-        /// The shared destination.
-        destination: PathBuf,
-        /// The Backup that made it.
-        owner: String,
-        /// Its recorded kind.
-        kind: String,
-        /// The Backup that asked.
-        backup: String,
-    },
-    /// The set does not record which Backup made it (written by unitlet
-    /// 0.1): it might be another Backup's, so it is only ever listed.
-    #[error(
-        "backup set {id} in {destination} does not record which Backup made it (it predates unitlet 0.2), so it is listed but never pruned or restored automatically; if it is a set of {backup}, add \"backup\": \"{backup}\" to its backup.json and restore again"
-    )]
-    Legacy {
-        /// The set.
-        id: String,
-        /// Its destination.
-        destination: PathBuf,
-        /// The Backup that asked.
-        backup: String,
-    },
-    /// Writing into a set failed; the run's set is removed.
-    #[error(
-        "cannot write {path} for backup set {id}: {source}; check free space and permissions; the set was removed, earlier sets are untouched"
-    )]
-    Write {
-        /// The set being written.
-        id: String,
-        /// The file or directory that could not be written.
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    /// The destination's filesystem filled up while a set was written. The
-    /// run went on counting what the set needed, without writing, and then
-    /// removed the set, so the next run has the space back.
-    #[error(
-        "backup destination {destination} is full: backup set {id} needed about {} on disk ({files} files) and {} of {} is free there; the set was removed, earlier sets are untouched; free space there, lower `keep`, or set `destination` to a bigger filesystem (writing {path} failed)",
-        size_text(*needed),
-        size_text(*free),
-        size_text(*total)
-    )]
-    DestinationFull {
-        /// The destination directory.
-        destination: PathBuf,
-        /// The removed set.
-        id: String,
-        /// What the whole set needed, each file rounded up to the
-        /// filesystem's block size.
-        needed: u64,
-        /// Its number of files.
-        files: usize,
-        /// Free space after the set was removed.
-        free: u64,
-        /// Size of the destination's filesystem.
-        total: u64,
-        /// The first file that did not fit.
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    /// Reading the destination or a file of a set failed.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// What could not be read.
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    /// A caller asked to store a path that would escape the set directory or
-    /// replace `backup.json`.
-    #[error(
-        "refusing to store {path:?} in backup set {id}: paths must be relative, must not contain `..` and must not be `backup.json`"
-    )]
-    InvalidPath {
-        /// The set being written.
-        id: String,
-        /// The rejected relative path.
-        path: String,
-    },
-    /// The string given as a set ID cannot be one (it could otherwise point
-    /// outside the destination).
-    #[error(
-        "{id:?} is not a backup set ID (IDs look like 20261127T235501Z); `unitlet backups` lists them"
-    )]
-    InvalidId {
-        /// The rejected ID.
-        id: String,
-    },
-    /// No set with this ID exists.
-    #[error("backup set {id} not found in {destination}; `unitlet backups` lists the sets")]
-    NotFound {
-        /// The requested set.
-        id: String,
-        /// Where it was looked for.
-        destination: PathBuf,
-    },
-    /// The set has no `backup.json`: its run did not finish.
-    #[error(
-        "backup set {id} in {destination} is incomplete (it has no complete backup.json, so its run did not finish) and cannot be verified or restored; choose a complete set from `unitlet backups`"
-    )]
-    Incomplete {
-        /// The incomplete set.
-        id: String,
-        /// The destination holding it.
-        destination: PathBuf,
-    },
-    /// `backup.json` exists but cannot be parsed.
-    #[error("backup set {id}: {path} is not a valid backup manifest: {source}")]
-    Manifest {
-        /// The set.
-        id: String,
-        /// The `backup.json` path.
-        path: PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
-    /// A file differs from what `backup.json` recorded, so restoring from the
-    /// set would restore something other than what was backed up.
-    #[error("backup set {id} is damaged: {file} {problem}; restore from another set")]
-    Corrupt {
-        /// The set.
-        id: String,
-        /// The file, relative to the set directory.
-        file: String,
-        /// What differs.
-        problem: String,
-    },
-    /// `keep` of zero would delete the set that was just made.
-    #[error("keep must be at least 1, got 0")]
-    InvalidKeep,
-    /// Deleting an old set failed; the remaining sets are untouched.
-    #[error(
-        "cannot delete old backup set {path}: {source}; delete it by hand or fix its permissions"
-    )]
-    Delete {
-        /// The set directory.
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-}
-
 type Result<T, E = BackupError> = std::result::Result<T, E>;
-
-/// Bytes for people, as `unitlet backups` shows them: `1.5 MiB`.
-pub fn size_text(bytes: u64) -> String {
-    bytesize::ByteSize::b(bytes).display().iec().to_string()
-}
-
-/// A size limit as errors show it: `64 MiB (67108864 bytes)`.
-pub fn limit_text(limit: u64) -> String {
-    if limit >= 1 << 10 && crate::table::in_whole_units(limit) {
-        let shown = bytesize::ByteSize::b(limit).display().iec();
-        format!("{shown:.0} ({limit} bytes)")
-    } else {
-        format!("{limit} bytes")
-    }
-}
 
 /// Whether a set may be counted, listed as complete and restored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -1493,82 +1279,6 @@ fn find_symlink(dir: &Path) -> io::Result<Option<PathBuf>> {
         }
     }
     Ok(None)
-}
-
-/// Directories that hold the system or are shared by every user: a Backup
-/// destination there (or below the first group) is refused, whoever owns
-/// it. Backups belong in a directory of their own.
-const SYSTEM_TREES: &[&str] = &[
-    "/bin",
-    "/boot",
-    "/dev",
-    "/etc",
-    "/lib",
-    "/lib32",
-    "/lib64",
-    "/libx32",
-    "/proc",
-    "/sbin",
-    "/sys",
-    "/usr",
-    "/var/lib",
-    "/var/cache",
-    "/var/log",
-    "/var/spool",
-    "/var/run",
-    "/var/mail",
-    "/snap",
-];
-/// Refused as the destination itself, though their subdirectories are fine.
-const SHARED_DIRS: &[&str] = &[
-    "/",
-    "/home",
-    "/tmp",
-    "/var",
-    "/var/tmp",
-    "/var/backups",
-    "/opt",
-    "/srv",
-    "/mnt",
-    "/media",
-    "/run",
-    "/run/user",
-    "/root",
-];
-
-/// Whether `path` may be a Backup destination, judged from the path alone:
-/// absolute, and neither a system directory nor a directory shared by all
-/// users. Pure; [`Store::open`] also applies it to where symlinks lead and
-/// checks ownership and mode.
-///
-/// # Errors
-/// Why not, and what to do, as one sentence.
-pub fn check_destination_path(path: &Path) -> Result<(), String> {
-    if !path.is_absolute() {
-        return Err(format!("{} is not an absolute path", path.display()));
-    }
-    if path
-        .components()
-        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
-    {
-        return Err(format!(
-            "{} contains `.` or `..`; give the directory plainly",
-            path.display()
-        ));
-    }
-    let hint = "backups need a directory of their own, e.g. ~/backups/NAME (or leave destination unset for $XDG_STATE_HOME/unitlet/backups/NAME)";
-    if SHARED_DIRS.iter().any(|d| path == Path::new(d)) {
-        return Err(format!(
-            "{} is a directory shared by the whole system; {hint}",
-            path.display()
-        ));
-    }
-    // `/run/user/UID/...` (XDG_RUNTIME_DIR) is the user's own.
-    let in_run = path.starts_with("/run") && !path.starts_with("/run/user");
-    if in_run || SYSTEM_TREES.iter().any(|d| path.starts_with(d)) {
-        return Err(format!("{} is a system directory; {hint}", path.display()));
-    }
-    Ok(())
 }
 
 /// [`check_destination_path`], except that a directory inside `own`

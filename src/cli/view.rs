@@ -287,7 +287,7 @@ async fn get_table(
 
 /// A byte count for people (`512M`), or `none`.
 fn bytes_or(v: Option<u64>, none: &str) -> String {
-    v.map(crate::table::human_bytes)
+    v.map(crate::size::human_bytes)
         .unwrap_or_else(|| none.into())
 }
 

@@ -4,16 +4,17 @@
 //! ([`source`]) materialises this host's manifests into a directory that the
 //! ordinary loader reads, and the status publisher ([`publish`]) copies what
 //! the passes wrote to `status.json` back to etcd under a lease. `fleet push`,
-//! `fleet get` and `fleet hosts` are in [`cmd`]. The key layout and the merge
+//! `fleet get` and `fleet hosts` are in [`cmd`]; [`run`] starts the source
+//! and the publisher beside the operator loop. The key layout and the merge
 //! of `all` and host keys are pure and live here.
 
 pub mod cmd;
 pub mod etcd;
 pub mod publish;
+pub mod run;
 pub mod source;
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -28,60 +29,6 @@ pub struct FleetOptions {
     pub state_dir: PathBuf,
     /// The status lease's time to live (`--lease-ttl`).
     pub lease_ttl: Duration,
-}
-
-/// The source and the status publisher, running beside the operator loop.
-pub struct Running {
-    stop: tokio::sync::watch::Sender<bool>,
-    source: tokio::task::JoinHandle<()>,
-    publish: tokio::task::JoinHandle<()>,
-}
-
-/// Start both tasks. They never fail: trouble is retried and reported in
-/// `STATE_DIR/fleet/source.json` and the log.
-pub fn start(opts: FleetOptions) -> Running {
-    // Before the operator arms its directory watches: the materialised
-    // directory's parent must exist to be watched, so the first snapshot
-    // wakes the loop instead of waiting for the resync.
-    let fleet_dir = opts.state_dir.join("fleet");
-    if let Err(e) = std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&fleet_dir)
-    {
-        tracing::error!("cannot create {}: {e}", fleet_dir.display());
-    }
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let source = tokio::spawn(source::run(source::SourceOptions {
-        etcd: opts.etcd.clone(),
-        host: opts.host.clone(),
-        state_dir: opts.state_dir.clone(),
-    }));
-    let publish = tokio::spawn(publish::run(
-        publish::PublishOptions {
-            etcd: opts.etcd,
-            host: opts.host,
-            state_dir: opts.state_dir,
-            ttl: opts.lease_ttl,
-        },
-        stopped,
-    ));
-    Running {
-        stop,
-        source,
-        publish,
-    }
-}
-
-impl Running {
-    /// Stop both; the publisher revokes the lease first (bounded), so this
-    /// host's status and host keys go at once.
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(3), self.publish).await;
-        self.source.abort();
-        let _ = self.source.await;
-    }
 }
 
 /// How to reach etcd: the flags shared by `run --source etcd` and `fleet`.

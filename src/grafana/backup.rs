@@ -11,7 +11,7 @@
 //!   only), `library-panels.json`, `alert-rules.json` (rules and their
 //!   groups' intervals), `contact-points.json`, `policies.json`,
 //!   `mute-timings.json`, `templates.json`: each normalised (no ids,
-//!   versions, timestamps, provenance), see [`super::kinds`]. An alerting
+//!   versions, timestamps, provenance), see `grafana::kinds`. An alerting
 //!   kind this Grafana has no provisioning API for (404) is left out.
 
 use std::fmt;
@@ -23,9 +23,7 @@ use serde_json::{Value, json};
 
 use super::GrafanaError;
 use super::client::{Client, DashboardDoc, Folder};
-use super::kinds::{self, RuleGroup, RulesFile};
-use super::restore::MAX_DASHBOARD_FILE;
-use super::restore::ObjectKind;
+use super::kinds::{self, MAX_DASHBOARD_FILE, ObjectKind, RuleGroup, RulesFile};
 use crate::backup::{SetInfo, Store};
 
 /// What a backup run did.

@@ -18,7 +18,6 @@ use serde_json::{Map, Value, json};
 
 use super::GrafanaError;
 use super::client::Client;
-use super::restore::{ObjectKind, ObjectReport, Outcome, failed, per_object};
 
 /// Set file: `{folder uid: [permission item]}`.
 pub const PERMISSIONS_FILE: &str = "folder-permissions.json";
@@ -36,6 +35,136 @@ pub const POLICIES_FILE: &str = "policies.json";
 pub const MUTE_TIMINGS_FILE: &str = "mute-timings.json";
 /// Set file: `[message template]`.
 pub const TEMPLATES_FILE: &str = "templates.json";
+
+/// Largest dashboard file a restore reads. Backup refuses to write a bigger
+/// one, so every set it makes can be restored.
+pub const MAX_DASHBOARD_FILE: u64 = 128 << 20;
+
+/// A kind of Grafana object, in restore order (dependencies first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ObjectKind {
+    /// A (possibly nested) folder.
+    Folder,
+    /// A folder's direct permissions.
+    FolderPermissions,
+    /// A datasource.
+    Datasource,
+    /// A library panel.
+    LibraryPanel,
+    /// A dashboard.
+    Dashboard,
+    /// An alerting message template.
+    Template,
+    /// An alerting contact point.
+    ContactPoint,
+    /// An alerting mute timing.
+    MuteTiming,
+    /// The notification policy tree.
+    Policies,
+    /// A Grafana-managed alert rule (or its group's interval).
+    AlertRule,
+}
+
+impl ObjectKind {
+    /// Every kind, in restore order.
+    pub const ALL: [ObjectKind; 10] = [
+        ObjectKind::Folder,
+        ObjectKind::FolderPermissions,
+        ObjectKind::Datasource,
+        ObjectKind::LibraryPanel,
+        ObjectKind::Dashboard,
+        ObjectKind::Template,
+        ObjectKind::ContactPoint,
+        ObjectKind::MuteTiming,
+        ObjectKind::Policies,
+        ObjectKind::AlertRule,
+    ];
+
+    /// The name `restore --only` takes and the report's counts show.
+    pub fn plural(self) -> &'static str {
+        match self {
+            ObjectKind::Folder => "folders",
+            ObjectKind::FolderPermissions => "folder-permissions",
+            ObjectKind::Datasource => "datasources",
+            ObjectKind::LibraryPanel => "library-panels",
+            ObjectKind::Dashboard => "dashboards",
+            ObjectKind::Template => "templates",
+            ObjectKind::ContactPoint => "contact-points",
+            ObjectKind::MuteTiming => "mute-timings",
+            ObjectKind::Policies => "policies",
+            ObjectKind::AlertRule => "alert-rules",
+        }
+    }
+
+    /// The kind `restore --only` names `name` (its plural).
+    pub fn from_plural(name: &str) -> Option<ObjectKind> {
+        ObjectKind::ALL.into_iter().find(|k| k.plural() == name)
+    }
+}
+
+impl fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ObjectKind::Folder => "folder",
+            ObjectKind::FolderPermissions => "folder-permissions",
+            ObjectKind::Datasource => "datasource",
+            ObjectKind::LibraryPanel => "library-panel",
+            ObjectKind::Dashboard => "dashboard",
+            ObjectKind::Template => "template",
+            ObjectKind::ContactPoint => "contact-point",
+            ObjectKind::MuteTiming => "mute-timing",
+            ObjectKind::Policies => "policies",
+            ObjectKind::AlertRule => "alert-rule",
+        })
+    }
+}
+
+/// What restore did (or, in a dry run, would do) to one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// It did not exist and was created.
+    Create,
+    /// It existed and differed; `detail` says how and what was kept.
+    Update {
+        /// What changed and where the previous state is.
+        detail: String,
+    },
+    /// Already as in the backup; nothing was sent.
+    Unchanged,
+    /// Not restored; the other objects were still processed.
+    Failed {
+        /// Why, and what to do about it.
+        reason: String,
+    },
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectReport {
+    /// Folder or dashboard.
+    pub kind: ObjectKind,
+    /// Its uid.
+    pub uid: String,
+    /// Its title in the backup.
+    pub title: String,
+    /// What happened.
+    pub outcome: Outcome,
+}
+
+/// Request errors that concern one object become its `Failed` outcome; the
+/// rest abort the restore.
+pub(super) fn per_object(e: GrafanaError) -> Result<Outcome, GrafanaError> {
+    if e.is_fatal() {
+        Err(e)
+    } else {
+        Ok(failed(e.to_string()))
+    }
+}
+
+/// A `Failed` outcome for `reason`.
+pub(super) fn failed(reason: String) -> Outcome {
+    Outcome::Failed { reason }
+}
 
 /// Datasource fields that are content (the rest Grafana assigns).
 const DATASOURCE_FIELDS: [&str; 12] = [

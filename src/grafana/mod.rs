@@ -11,18 +11,16 @@
 //! credentials by the caller's label (e.g. "the service-account token from
 //! ~/.config/grafana-token"), never by value.
 
-mod backup;
+pub mod backup;
 pub mod client;
 mod kinds;
-mod restore;
+pub mod restore;
 
 use std::time::Duration;
 
-pub use backup::{BackupReport, SkippedDashboard, backup};
 pub use client::{Auth, Client, DashboardDoc, Folder, SearchHit};
-pub use kinds::{MissingSecret, RuleGroup, RulesFile, SecureValues};
-pub use restore::{
-    Counts, ObjectKind, ObjectReport, Outcome, RestoreOptions, RestoreReport, restore,
+pub use kinds::{
+    MissingSecret, ObjectKind, ObjectReport, Outcome, RuleGroup, RulesFile, SecureValues,
 };
 
 use crate::backup::BackupError;
@@ -134,7 +132,7 @@ pub enum GrafanaError {
     /// An answer bigger than the client accepts; it was not read further.
     #[error(
         "Grafana's answer to {method} {url} is larger than the limit of {}; is {base} really Grafana?",
-        crate::backup::limit_text(*limit)
+        crate::size::limit_text(*limit)
     )]
     TooLarge {
         /// HTTP method of the request.
@@ -149,7 +147,7 @@ pub enum GrafanaError {
     /// A dashboard too big to be restored is not backed up either.
     #[error(
         "dashboard {uid} is {size} bytes as saved, over the limit of {} that restore reads; the backup failed and its set was removed",
-        crate::backup::limit_text(*limit)
+        crate::size::limit_text(*limit)
     )]
     DashboardTooLarge {
         /// The dashboard.

@@ -1,7 +1,7 @@
 //! Directory loading (I/O): listing and reading manifest files, regular-file
 //! reads, owner and permission checks.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use super::model::*;
@@ -10,31 +10,6 @@ use super::validate::*;
 
 // ---------------------------------------------------------------------------
 // Directory loading (I/O).
-
-/// Everything found in the manifests directory.
-#[derive(Debug, Default)]
-pub struct LoadedSet {
-    /// Valid manifests, unique by name.
-    pub manifests: Vec<Manifest>,
-    /// Problems, per file. A file with an error in any document may still
-    /// have contributed other valid documents.
-    pub errors: Vec<ManifestError>,
-    /// Names that appear in some file but are not applied because of an
-    /// error: the file's implied name for unparsable files, or the names of
-    /// documents that failed validation or collided. Units of these names
-    /// are held as they are (never garbage-collected).
-    pub held: BTreeMap<String, ManifestError>,
-    /// Files that failed to parse as a whole.
-    pub broken_files: BTreeSet<PathBuf>,
-    /// Files that were considered (valid or not).
-    pub files: Vec<PathBuf>,
-}
-
-impl LoadedSet {
-    pub fn get(&self, name: &str) -> Option<&Manifest> {
-        self.manifests.iter().find(|m| m.name == name)
-    }
-}
 
 /// Why the manifests directory itself could not be read: an operational
 /// error, never "no manifests" (which would delete everything).

@@ -6,11 +6,13 @@
 //! the unit files that manifests adopt.
 
 mod load;
+mod matcher;
 mod model;
 mod parse;
 mod validate;
 
 pub use load::*;
+pub use matcher::*;
 pub use model::*;
 pub use parse::*;
 pub use validate::*;

@@ -1,6 +1,6 @@
 //! The typed model manifests validate into: what the rest of unitlet works from.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -196,8 +196,8 @@ impl Default for RolloutSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Silence {
     /// `None`: `job="<labels.job or the name>"`
-    /// (see [`crate::alertmanager::matchers_for`]).
-    pub matchers: Option<Vec<crate::alertmanager::Matcher>>,
+    /// (see `silence::matchers_for`).
+    pub matchers: Option<Vec<super::matcher::Matcher>>,
     /// How long a silence lasts at most (`for`).
     pub duration: Duration,
 }
@@ -269,4 +269,30 @@ pub fn spec_hash(m: &Manifest) -> String {
     let mut h = Sha256::new();
     h.update(format!("{:?}", m.spec).as_bytes());
     hex::encode(&h.finalize()[..8])
+}
+
+/// Everything found in the manifests directory.
+#[derive(Debug, Default)]
+pub struct LoadedSet {
+    /// Valid manifests, unique by name.
+    pub manifests: Vec<Manifest>,
+    /// Problems, per file. A file with an error in any document may still
+    /// have contributed other valid documents.
+    pub errors: Vec<ManifestError>,
+    /// Names that appear in some file but are not applied because of an
+    /// error: the file's implied name for unparsable files, or the names of
+    /// documents that failed validation or collided. Units of these names
+    /// are held as they are (never garbage-collected).
+    pub held: BTreeMap<String, ManifestError>,
+    /// Files that failed to parse as a whole.
+    pub broken_files: BTreeSet<PathBuf>,
+    /// Files that were considered (valid or not).
+    pub files: Vec<PathBuf>,
+}
+
+impl LoadedSet {
+    /// The valid manifest named `name`.
+    pub fn get(&self, name: &str) -> Option<&Manifest> {
+        self.manifests.iter().find(|m| m.name == name)
+    }
 }

@@ -9,7 +9,6 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::model::*;
-use super::validate::*;
 
 // ---------------------------------------------------------------------------
 // Raw, serde-facing shapes. Every field that can fail validation is Spanned
@@ -215,12 +214,15 @@ fn normalize(p: &Path) -> PathBuf {
     out
 }
 
-/// Parse and validate the text of one manifest file. Pure.
-///
-/// Adopted unit files (`spec.unitFile`) are returned with empty content;
-/// [`load_dir`](super::load_dir) and [`load_files`](super::load_files) fill it in.
-pub fn parse_str(text: &str, file: &Path, ctx: &PathContext) -> ParsedFile {
-    let mut out = ParsedFile::default();
+/// The raw documents of one manifest file's text, with the lines blanked
+/// out to get past unknown fields (so one run reports every error), for
+/// [`parse_str`](super::parse_str) to validate; `None` when the text is
+/// beyond that, its errors in `out`. Pure.
+pub(super) fn raw_documents(
+    text: &str,
+    file: &Path,
+    out: &mut ParsedFile,
+) -> Option<(Vec<Spanned<RawDocument>>, Vec<u64>)> {
     if let Err((line, column, message)) = prescan(text) {
         out.errors.push(ManifestError {
             file: file.to_path_buf(),
@@ -228,7 +230,7 @@ pub fn parse_str(text: &str, file: &Path, ctx: &PathContext) -> ParsedFile {
             column,
             message,
         });
-        return out;
+        return None;
     }
     // An unknown field stops the typed parse: note it, blank its lines
     // (keeping every other line where it is) and parse again, so one run
@@ -247,7 +249,7 @@ pub fn parse_str(text: &str, file: &Path, ctx: &PathContext) -> ParsedFile {
                     column: 0,
                     message: "file has no documents; if you meant to delete its objects, remove the file (its units are kept as they are until then)".into(),
                 });
-                return out;
+                return None;
             }
             Ok(d) => break d,
             Err(e) => {
@@ -262,7 +264,7 @@ pub fn parse_str(text: &str, file: &Path, ctx: &PathContext) -> ParsedFile {
                 if !blanked.is_empty() && !unknown {
                     // Most likely what the blanking left (an empty
                     // mapping): the errors so far say what to fix.
-                    return out;
+                    return None;
                 }
                 out.errors.push(ManifestError {
                     file: file.to_path_buf(),
@@ -273,46 +275,13 @@ pub fn parse_str(text: &str, file: &Path, ctx: &PathContext) -> ParsedFile {
                 let again = (out.errors.len() < MAX_ERRORS_PER_FILE)
                     .then(|| blank_unknown_field(&current, &e, line, column))
                     .flatten();
-                let Some(again) = again else { return out };
+                let again = again?;
                 blanked.push(line);
                 current = std::borrow::Cow::Owned(again);
             }
         }
     };
-    validate_documents(docs, &blanked, file, ctx, &mut out);
-    out
-}
-
-/// Validate each document into `out`; a document with a field blanked out
-/// (a line in `blanked`) is reported, never applied.
-fn validate_documents(
-    docs: Vec<Spanned<RawDocument>>,
-    blanked: &[u64],
-    file: &Path,
-    ctx: &PathContext,
-    out: &mut ParsedFile,
-) {
-    let starts: Vec<u64> = docs.iter().map(|d| d.referenced.line()).collect();
-    for (i, doc) in docs.into_iter().enumerate() {
-        let (from, to) = (starts[i], starts.get(i + 1).copied().unwrap_or(u64::MAX));
-        let tainted = blanked.iter().any(|l| (from..to).contains(l));
-        // What is missing is located at the document or its spec: for a
-        // document with a field blanked out, that may be the blanking.
-        let at = |l: &serde_saphyr::Location| (l.line(), l.column());
-        let anchors = [
-            Some(at(&doc.referenced)),
-            doc.value.spec.as_ref().map(|s| at(&s.referenced)),
-        ];
-        match validate_document(doc, file, ctx) {
-            Ok(m) if !tainted => out.manifests.push(m),
-            Ok(_) => {}
-            Err(e) => out.errors.extend(
-                e.into_iter()
-                    .filter(|e| !tainted || !anchors.contains(&Some((e.line, e.column)))),
-            ),
-        }
-    }
-    out.errors.sort_by_key(|e| (e.line, e.column));
+    Some((docs, blanked))
 }
 
 /// Errors reported for one file at most: past that, the file's first

@@ -2,14 +2,13 @@
 //! `after` cycles.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use serde_saphyr::Spanned;
 
 use crate::schedule::Schedule;
 
-use super::load::*;
 use super::model::*;
 use super::parse::*;
 
@@ -282,8 +281,128 @@ pub fn parse_signal(s: &str) -> Result<(String, i32), String> {
         })
 }
 
+/// Directories that hold the system or are shared by every user: a Backup
+/// destination there (or below the first group) is refused, whoever owns
+/// it. Backups belong in a directory of their own.
+const SYSTEM_TREES: &[&str] = &[
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/proc",
+    "/sbin",
+    "/sys",
+    "/usr",
+    "/var/lib",
+    "/var/cache",
+    "/var/log",
+    "/var/spool",
+    "/var/run",
+    "/var/mail",
+    "/snap",
+];
+/// Refused as the destination itself, though their subdirectories are fine.
+const SHARED_DIRS: &[&str] = &[
+    "/",
+    "/home",
+    "/tmp",
+    "/var",
+    "/var/tmp",
+    "/var/backups",
+    "/opt",
+    "/srv",
+    "/mnt",
+    "/media",
+    "/run",
+    "/run/user",
+    "/root",
+];
+
+/// Whether `path` may be a Backup destination, judged from the path alone:
+/// absolute, and neither a system directory nor a directory shared by all
+/// users. Pure; `backup::Store::open` also applies it to where symlinks lead and
+/// checks ownership and mode.
+///
+/// # Errors
+/// Why not, and what to do, as one sentence.
+pub fn check_destination_path(path: &Path) -> Result<(), String> {
+    if !path.is_absolute() {
+        return Err(format!("{} is not an absolute path", path.display()));
+    }
+    if path
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
+        return Err(format!(
+            "{} contains `.` or `..`; give the directory plainly",
+            path.display()
+        ));
+    }
+    let hint = "backups need a directory of their own, e.g. ~/backups/NAME (or leave destination unset for $XDG_STATE_HOME/unitlet/backups/NAME)";
+    if SHARED_DIRS.iter().any(|d| path == Path::new(d)) {
+        return Err(format!(
+            "{} is a directory shared by the whole system; {hint}",
+            path.display()
+        ));
+    }
+    // `/run/user/UID/...` (XDG_RUNTIME_DIR) is the user's own.
+    let in_run = path.starts_with("/run") && !path.starts_with("/run/user");
+    if in_run || SYSTEM_TREES.iter().any(|d| path.starts_with(d)) {
+        return Err(format!("{} is a system directory; {hint}", path.display()));
+    }
+    Ok(())
+}
+
+/// Parse and validate the text of one manifest file. Pure.
+///
+/// Adopted unit files (`spec.unitFile`) are returned with empty content;
+/// [`load_dir`](super::load_dir) and [`load_files`](super::load_files) fill it in.
+pub fn parse_str(text: &str, file: &Path, ctx: &PathContext) -> ParsedFile {
+    let mut out = ParsedFile::default();
+    if let Some((docs, blanked)) = super::parse::raw_documents(text, file, &mut out) {
+        validate_documents(docs, &blanked, file, ctx, &mut out);
+    }
+    out
+}
+
+/// Validate each document into `out`; a document with a field blanked out
+/// (a line in `blanked`) is reported, never applied.
+fn validate_documents(
+    docs: Vec<Spanned<RawDocument>>,
+    blanked: &[u64],
+    file: &Path,
+    ctx: &PathContext,
+    out: &mut ParsedFile,
+) {
+    let starts: Vec<u64> = docs.iter().map(|d| d.referenced.line()).collect();
+    for (i, doc) in docs.into_iter().enumerate() {
+        let (from, to) = (starts[i], starts.get(i + 1).copied().unwrap_or(u64::MAX));
+        let tainted = blanked.iter().any(|l| (from..to).contains(l));
+        // What is missing is located at the document or its spec: for a
+        // document with a field blanked out, that may be the blanking.
+        let at = |l: &serde_saphyr::Location| (l.line(), l.column());
+        let anchors = [
+            Some(at(&doc.referenced)),
+            doc.value.spec.as_ref().map(|s| at(&s.referenced)),
+        ];
+        match validate_document(doc, file, ctx) {
+            Ok(m) if !tainted => out.manifests.push(m),
+            Ok(_) => {}
+            Err(e) => out.errors.extend(
+                e.into_iter()
+                    .filter(|e| !tainted || !anchors.contains(&Some((e.line, e.column)))),
+            ),
+        }
+    }
+    out.errors.sort_by_key(|e| (e.line, e.column));
+}
+
 /// A document → its manifest, or every error found in it (by line).
-pub(super) fn validate_document(
+fn validate_document(
     doc: Spanned<RawDocument>,
     file: &Path,
     pctx: &PathContext,
@@ -494,7 +613,7 @@ fn validate_silence(
             let mut out = Vec::new();
             for m in &ms.value {
                 out.push(
-                    crate::alertmanager::parse_matcher(m).or_else(|e| {
+                    super::matcher::parse_matcher(m).or_else(|e| {
                         c.err(&ms.referenced, format!("spec.silence.matchers: {e}"))
                     })?,
                 );
@@ -511,7 +630,7 @@ fn validate_silence(
     })?;
     Ok(crate::manifest::Silence {
         matchers,
-        duration: duration.unwrap_or(crate::alertmanager::DEFAULT_FOR),
+        duration: duration.unwrap_or(super::matcher::DEFAULT_SILENCE_FOR),
     })
 }
 
@@ -776,7 +895,7 @@ fn validate_backup(
 fn check_destination(pctx: &PathContext, d: &str) -> Result<PathBuf, String> {
     let p = pctx
         .resolve(d)
-        .and_then(|p| crate::backup::check_destination_path(&p).map(|()| p))
+        .and_then(|p| check_destination_path(&p).map(|()| p))
         .map_err(|m| format!("spec.destination: {m}"))?;
     // Sets are directories DEST/ID and old ones are deleted: the
     // destination must be a directory of their own.
@@ -979,7 +1098,7 @@ mod tests {
         let s = m.as_service().unwrap().silence.as_ref().unwrap();
         assert_eq!(s.duration, Duration::from_secs(300));
         assert_eq!(s.matchers, None);
-        let d = crate::alertmanager::matchers_for(m);
+        let d = crate::silence::matchers_for(m);
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].to_string(), format!("job={:?}", m.name));
         let p = parse(&format!(

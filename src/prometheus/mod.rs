@@ -25,9 +25,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use client::{Client, Sample};
-pub use tsdb::{
-    RestoreOptions, RestoreReport, RestoreTarget, backup_tsdb, restore_tsdb, restore_tsdb_with,
-};
 
 use crate::backup::BackupError;
 use crate::manager::ManagerError;
@@ -109,7 +106,7 @@ pub enum PrometheusError {
     /// An answer bigger than the client accepts; it was not read further.
     #[error(
         "the answer to {url} is larger than the limit of {}; is {base} really Prometheus, and is the query too broad?",
-        crate::backup::limit_text(*limit)
+        crate::size::limit_text(*limit)
     )]
     TooLarge {
         /// The configured base URL.

@@ -199,8 +199,8 @@ fn move_snapshot(
                     format!(
                         "the backup destination {} is full: the set needed about {} and {} is free there; ",
                         store.path().display(),
-                        crate::backup::size_text(needed),
-                        crate::backup::size_text(free)
+                        crate::size::size_text(needed),
+                        crate::size::size_text(free)
                     )
                 } else {
                     String::new()

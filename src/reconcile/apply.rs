@@ -525,7 +525,7 @@ impl Reconciler {
             .collect();
         // Planned restarts are silenced first (a bounded wait; issue 12).
         run.silenced =
-            crate::alertmanager::silence_restarts(&self.loc, prep, &to_start, status).await;
+            crate::silence::silence_restarts(&self.loc, &prep.loaded, &to_start, status).await;
         // A large batch the operator hands out starts without unit
         // signals: they would cost systemd ~20 % of the batch.
         let pause = if self.start_wait.is_zero() && to_start.len() >= PAUSE_SIGNALS_AT {

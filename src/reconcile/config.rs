@@ -186,7 +186,7 @@ impl Reconciler {
             reload: s.reload.clone(),
             readiness: s.readiness.as_ref().map(|r| (r.url.clone(), r.timeout)),
             // Silence alerts around a planned restart (issue 12).
-            silence: crate::alertmanager::request_for(m, &self.loc.alertmanager).map(Box::new),
+            silence: crate::silence::request_for(m, &self.loc.alertmanager).map(Box::new),
         }))
     }
 }

@@ -533,7 +533,7 @@ impl RolloutWork {
             readiness: s.readiness.as_ref().map(|r| r.url.clone()),
             auto: false,
             state_dir: loc.state_dir.clone(),
-            silence: crate::alertmanager::request_for(m, &loc.alertmanager).map(Box::new),
+            silence: crate::silence::request_for(m, &loc.alertmanager).map(Box::new),
             expire: None,
             unsilence: None,
         })
@@ -554,7 +554,7 @@ pub struct Watched {
     /// The verdict: `Err(why)` when the revision failed.
     pub result: Result<(), String>,
     /// What happened to silences, for events.
-    pub notes: Vec<crate::alertmanager::Note>,
+    pub notes: Vec<crate::silence::Note>,
     /// A silence made before the coming rollback.
     pub silence: Option<String>,
     /// The bus or the manager went away before a verdict: `result` is

@@ -51,7 +51,7 @@ async fn silences(
     req: &crate::alertmanager::SilenceRequest,
     result: &Result<(), String>,
     http: &reqwest::Client,
-    notes: &mut Vec<crate::alertmanager::Note>,
+    notes: &mut Vec<crate::silence::Note>,
 ) -> Option<String> {
     let (n, unit) = (w.revision, &w.unit);
     let (id, why) = if let Some(id) = &w.expire {
@@ -79,8 +79,8 @@ async fn silences(
     } else {
         return None;
     };
-    let made = Some(crate::alertmanager::Made { id: id.clone() });
-    crate::alertmanager::after(http, req, made, &why, notes).await;
+    let made = Some(crate::silence::Made { id: id.clone() });
+    crate::silence::after(http, req, made, &why, notes).await;
     None
 }
 

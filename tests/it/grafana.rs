@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use unitlet::backup::{BackupError, SetStatus, Store};
-use unitlet::grafana::{
-    self, Auth, Client, GrafanaError, ObjectKind, Outcome, RestoreOptions, RestoreReport,
-};
+use unitlet::grafana::restore::{RestoreOptions, RestoreReport};
+use unitlet::grafana::{self, Auth, Client, GrafanaError, ObjectKind, Outcome};
 
 use crate::fake_grafana::FakeGrafana;
 
@@ -95,10 +94,13 @@ fn outcome<'r>(report: &'r RestoreReport, uid: &str) -> &'r Outcome {
         .outcome
 }
 
-async fn backup(fake: &FakeGrafana, store: &Store) -> grafana::BackupReport {
-    within("backup", grafana::backup(&client(fake), store, CONCURRENCY))
-        .await
-        .unwrap()
+async fn backup(fake: &FakeGrafana, store: &Store) -> grafana::backup::BackupReport {
+    within(
+        "backup",
+        grafana::backup::backup(&client(fake), store, CONCURRENCY),
+    )
+    .await
+    .unwrap()
 }
 
 async fn restore(fake: &FakeGrafana, store: &Store, id: &str, dry_run: bool) -> RestoreReport {
@@ -117,9 +119,12 @@ async fn restore_with(
     opts: &RestoreOptions,
 ) -> RestoreReport {
     let set = store.verify(id).unwrap();
-    within("restore", grafana::restore(&client(fake), &set, opts))
-        .await
-        .unwrap()
+    within(
+        "restore",
+        grafana::restore::restore(&client(fake), &set, opts),
+    )
+    .await
+    .unwrap()
 }
 
 fn complete_ids(store: &Store) -> Vec<String> {
@@ -141,9 +146,12 @@ async fn backup_then_restore_into_an_emptied_grafana_recreates_everything() {
     // A small page size makes search page 5 times.
     let paged = client(&fake).with_page_size(64);
 
-    let report = within("backup", grafana::backup(&paged, &store, CONCURRENCY))
-        .await
-        .unwrap();
+    let report = within(
+        "backup",
+        grafana::backup::backup(&paged, &store, CONCURRENCY),
+    )
+    .await
+    .unwrap();
     assert_eq!((report.folders, report.dashboards), (3, 300));
     assert!(report.skipped.is_empty());
     assert_eq!(report.set.status, SetStatus::Complete);
@@ -284,7 +292,7 @@ async fn a_wrong_token_is_a_clear_401_that_never_shows_the_token() {
     let wrong = "glsa_WRONG_secret_987654321";
     let bad = client_with(&fake, Auth::Token(wrong.into()));
 
-    let err = within("backup", grafana::backup(&bad, &store, CONCURRENCY))
+    let err = within("backup", grafana::backup::backup(&bad, &store, CONCURRENCY))
         .await
         .unwrap_err();
     assert!(matches!(err, GrafanaError::Unauthorized { .. }), "{err:?}");
@@ -305,7 +313,7 @@ async fn a_wrong_token_is_a_clear_401_that_never_shows_the_token() {
     let set = store.verify(&id).unwrap();
     let restore_err = within(
         "restore",
-        grafana::restore(&bad, &set, &RestoreOptions::default()),
+        grafana::restore::restore(&bad, &set, &RestoreOptions::default()),
     )
     .await
     .unwrap_err();
@@ -322,9 +330,12 @@ async fn a_wrong_token_is_a_clear_401_that_never_shows_the_token() {
             password: wrong_password.into(),
         },
     );
-    let basic_err = within("backup", grafana::backup(&basic, &store, CONCURRENCY))
-        .await
-        .unwrap_err();
+    let basic_err = within(
+        "backup",
+        grafana::backup::backup(&basic, &store, CONCURRENCY),
+    )
+    .await
+    .unwrap_err();
     assert!(basic_err.to_string().contains("401"), "{basic_err}");
     let good_basic = client_with(
         &basic_fake,
@@ -333,9 +344,12 @@ async fn a_wrong_token_is_a_clear_401_that_never_shows_the_token() {
             password: "right-password".into(),
         },
     );
-    let ok = within("backup", grafana::backup(&good_basic, &store, CONCURRENCY))
-        .await
-        .unwrap();
+    let ok = within(
+        "backup",
+        grafana::backup::backup(&good_basic, &store, CONCURRENCY),
+    )
+    .await
+    .unwrap();
     assert_eq!(ok.folders, 1);
 
     let logged = logs.text();
@@ -374,7 +388,7 @@ async fn a_500_leaves_no_set_and_prune_ignores_the_incomplete_set_of_a_killed_ru
     fake.fail_dashboard_gets(5, usize::MAX);
     let err = within(
         "backup",
-        grafana::backup(&client(&fake), &store, CONCURRENCY),
+        grafana::backup::backup(&client(&fake), &store, CONCURRENCY),
     )
     .await
     .unwrap_err();
@@ -563,9 +577,12 @@ async fn an_unreachable_grafana_asks_whether_it_is_running() {
     .with_retry(3, Duration::from_millis(10));
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(tmp.path(), "dash", grafana::KIND).unwrap();
-    let err = within("backup", grafana::backup(&client, &store, CONCURRENCY))
-        .await
-        .unwrap_err();
+    let err = within(
+        "backup",
+        grafana::backup::backup(&client, &store, CONCURRENCY),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, GrafanaError::Connect { .. }), "{err:?}");
     assert!(
         err.to_string()
@@ -589,9 +606,12 @@ async fn a_slow_grafana_times_out_with_a_clear_error() {
     .with_retry(2, Duration::from_millis(10));
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(tmp.path(), "dash", grafana::KIND).unwrap();
-    let err = within("backup", grafana::backup(&client, &store, CONCURRENCY))
-        .await
-        .unwrap_err();
+    let err = within(
+        "backup",
+        grafana::backup::backup(&client, &store, CONCURRENCY),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, GrafanaError::Timeout { .. }), "{err:?}");
     assert!(err.to_string().contains("within 200ms"), "{err}");
 }
@@ -608,9 +628,12 @@ async fn an_answer_over_the_body_limit_fails_the_backup_and_names_the_limit() {
     let client = client(&fake).with_max_body(1 << 20);
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(tmp.path(), "dash", grafana::KIND).unwrap();
-    let err = within("backup", grafana::backup(&client, &store, CONCURRENCY))
-        .await
-        .unwrap_err();
+    let err = within(
+        "backup",
+        grafana::backup::backup(&client, &store, CONCURRENCY),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, GrafanaError::TooLarge { .. }), "{err:?}");
     let text = err.to_string();
     assert!(text.contains("api/dashboards/uid/huge"), "{text}");

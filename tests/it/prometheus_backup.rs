@@ -536,7 +536,8 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn a_restore_that_prometheus_cannot_start_on_puts_the_old_data_back() {
     use unitlet::backup::Store;
-    use unitlet::prometheus::{Client, PrometheusError, RestoreOptions, RestoreTarget};
+    use unitlet::prometheus::tsdb::{RestoreOptions, RestoreTarget};
+    use unitlet::prometheus::{Client, PrometheusError};
 
     let p = Prom::start(7, "");
     p.wait_samples();
@@ -603,7 +604,7 @@ fn a_restore_that_prometheus_cannot_start_on_puts_the_old_data_back() {
         .block_on(async {
             tokio::time::timeout(
                 Duration::from_secs(120),
-                unitlet::prometheus::restore_tsdb(target, &opts),
+                unitlet::prometheus::tsdb::restore_tsdb(target, &opts),
             )
             .await
         })

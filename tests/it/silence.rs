@@ -299,7 +299,7 @@ fn a_silence_sent_to_prometheus_says_to_use_alertmanager() {
     let req = unitlet::alertmanager::SilenceRequest {
         alertmanager: base.clone(),
         service: "web".into(),
-        matchers: vec![unitlet::alertmanager::parse_matcher("job=web").unwrap()],
+        matchers: vec![unitlet::manifest::parse_matcher("job=web").unwrap()],
         duration: Duration::from_secs(60),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
