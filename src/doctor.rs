@@ -855,7 +855,7 @@ pub async fn run(loc: &Locations) -> Report {
         Err(e) => {
             let p = loc.manifests.display();
             let fix = match &e {
-                manifest::LoadError::Missing { .. } => {
+                manifest::LoadError::Missing { .. } | manifest::LoadError::NoSuchPath { .. } => {
                     format!("run `mkdir -p {p}`, or pass --manifests")
                 }
                 manifest::LoadError::Insecure { .. } => format!("run `chmod go-w {p}`"),

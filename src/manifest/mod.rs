@@ -8,11 +8,13 @@
 mod load;
 mod model;
 mod parse;
+mod schema;
 mod validate;
 
 pub use load::*;
 pub use model::*;
 pub use parse::*;
+pub use schema::*;
 pub use validate::*;
 
 #[cfg(test)]
