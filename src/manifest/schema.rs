@@ -8,10 +8,6 @@ use serde_json::json;
 use super::model::API_VERSION;
 use super::parse::{BACKUP_FIELDS, RawDocument, SERVICE_FIELDS};
 
-/// Where the schema says it lives; what `$id` names. Editors resolve
-/// nothing from it: the schema is self-contained.
-pub const SCHEMA_ID: &str = "https://unitlet.invalid/schema/manifest-v1.json";
-
 /// The JSON Schema (draft 2020-12) of one manifest document.
 ///
 /// The structure (fields, their types, which are required, that unknown
@@ -31,7 +27,6 @@ pub fn json_schema() -> serde_json::Value {
         })
     };
     if let Some(o) = v.as_object_mut() {
-        o.insert("$id".into(), json!(SCHEMA_ID));
         o.insert("title".into(), json!("unitlet manifest"));
         o.insert(
             "allOf".into(),
