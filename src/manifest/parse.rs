@@ -20,12 +20,16 @@ use super::validate::*;
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[schemars(rename = "Manifest", description = "One manifest document.")]
 pub(super) struct RawDocument {
+    /// The schema version: `unitlet/v1`.
     #[schemars(with = "String")]
     pub(super) api_version: Spanned<String>,
+    /// `Service` (a `NAME.service` unit) or `Backup` (a `NAME.timer` and its oneshot service).
     #[schemars(with = "String")]
     pub(super) kind: Spanned<String>,
+    /// The object's name and labels.
     #[schemars(with = "RawMetadata")]
     pub(super) metadata: Spanned<RawMetadata>,
+    /// The kind's fields.
     #[schemars(with = "Option<RawSpec>")]
     pub(super) spec: Option<Spanned<RawSpec>>,
 }
@@ -37,8 +41,10 @@ pub(super) struct RawDocument {
     description = "The name (unique across kinds) and labels."
 )]
 pub(super) struct RawMetadata {
+    /// Unique across files and kinds; the stem of the unit names. `[a-z0-9]([a-z0-9-]*[a-z0-9])?`, at most 63 characters.
     #[schemars(with = "String")]
     pub(super) name: Spanned<String>,
+    /// Free-form labels; unitlet does not act on them.
     #[serde(default)]
     #[schemars(with = "Option<BTreeMap<String, String>>")]
     pub(super) labels: Option<Spanned<BTreeMap<String, String>>>,
@@ -54,55 +60,80 @@ pub(super) struct RawMetadata {
 )]
 pub(super) struct RawSpec {
     // Service
+    /// Service: `Description=` (default: the name).
     #[schemars(with = "Option<String>")]
     pub(super) description: Option<Spanned<String>>,
+    /// Service: the argv of the main process (`ExecStart=`); this or `unitFile`.
     #[schemars(with = "Option<Vec<String>>")]
     pub(super) command: Option<Spanned<Vec<String>>>,
+    /// Service: adopt this unit file instead of `command`.
     #[schemars(with = "Option<String>")]
     pub(super) unit_file: Option<Spanned<String>>,
+    /// Service: `WorkingDirectory=`.
     #[schemars(with = "Option<String>")]
     pub(super) working_directory: Option<Spanned<String>>,
+    /// Service: environment variables.
     #[schemars(with = "Option<BTreeMap<String, String>>")]
     pub(super) environment: Option<Spanned<BTreeMap<String, String>>>,
+    /// Service: `EnvironmentFile=`, a private file of secrets (mode 0600).
     #[schemars(with = "Option<String>")]
     pub(super) environment_file: Option<Spanned<String>>,
+    /// Service: `LoadCredential=NAME:PATH`, private files the service reads from `$CREDENTIALS_DIRECTORY/NAME`.
     #[schemars(with = "Option<BTreeMap<String, String>>")]
     pub(super) credentials: Option<Spanned<BTreeMap<String, String>>>,
+    /// Service: `running` (default) or `stopped`.
     #[schemars(with = "Option<String>")]
     pub(super) state: Option<Spanned<String>>,
+    /// Service: started with your session (default true).
     #[schemars(with = "Option<bool>")]
     pub(super) enabled: Option<Spanned<bool>>,
+    /// Service: systemd's `Restart=` (default `on-failure`).
     #[schemars(with = "Option<String>")]
     pub(super) restart: Option<Spanned<String>>,
+    /// Service: `RestartSec=`, a duration (default `1s`).
     #[schemars(with = "Option<String>")]
     pub(super) restart_sec: Option<Spanned<String>>,
+    /// Service: Services started first (`After=`, `Wants=`).
     #[schemars(with = "Option<Vec<String>>")]
     pub(super) after: Option<Spanned<Vec<String>>>,
+    /// Service: cgroup limits, kept in force.
     #[schemars(with = "Option<RawResources>")]
     pub(super) resources: Option<Spanned<RawResources>>,
+    /// Service: files whose change triggers `onConfigChange`.
     #[schemars(with = "Option<Vec<String>>")]
     pub(super) config_files: Option<Spanned<Vec<String>>>,
+    /// Service: `reload`, `restart` (default) or `none`.
     #[schemars(with = "Option<String>")]
     pub(super) on_config_change: Option<Spanned<String>>,
+    /// Service: how to reload: `http.url` or `signal`.
     #[schemars(with = "Option<RawReload>")]
     pub(super) reload: Option<Spanned<RawReload>>,
+    /// Service: a command run before a reload or restart caused by a config change; non-zero blocks it.
     #[schemars(with = "Option<Vec<String>>")]
     pub(super) validate: Option<Spanned<Vec<String>>>,
+    /// Service: ready when this URL answers 2xx.
     #[schemars(with = "Option<RawReadiness>")]
     pub(super) readiness: Option<Spanned<RawReadiness>>,
+    /// Service: Alertmanager silence around restarts unitlet makes on purpose.
     #[schemars(with = "Option<RawSilence>")]
     pub(super) silence: Option<Spanned<RawSilence>>,
+    /// Service: how a changed definition is judged and rolled back.
     #[schemars(with = "Option<RawRollout>")]
     pub(super) rollout: Option<Spanned<RawRollout>>,
     // Backup
+    /// Backup: `every DURATION` or a 5-field cron expression.
     #[schemars(with = "Option<String>")]
     pub(super) schedule: Option<Spanned<String>>,
+    /// Backup: complete sets kept (default 7).
     #[schemars(with = "Option<i64>")]
     pub(super) keep: Option<Spanned<i64>>,
+    /// Backup: where sets go (default `$XDG_STATE_HOME/unitlet/backups/NAME`).
     #[schemars(with = "Option<String>")]
     pub(super) destination: Option<Spanned<String>>,
+    /// Backup: a Prometheus TSDB snapshot; this or `grafana`.
     #[schemars(with = "Option<RawPrometheus>")]
     pub(super) prometheus: Option<Spanned<RawPrometheus>>,
+    /// Backup: Grafana dashboards and folders; this or `prometheus`.
     #[schemars(with = "Option<RawGrafana>")]
     pub(super) grafana: Option<Spanned<RawGrafana>>,
 }
@@ -135,12 +166,16 @@ impl fmt::Display for Scalar {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[schemars(rename = "Resources", description = "cgroup limits.")]
 pub(super) struct RawResources {
+    /// `MemoryMax=`, a size (`512M`, `2G`).
     #[schemars(with = "Option<Scalar>")]
     pub(super) memory_max: Option<Spanned<Scalar>>,
+    /// `MemoryHigh=`, a size.
     #[schemars(with = "Option<Scalar>")]
     pub(super) memory_high: Option<Spanned<Scalar>>,
+    /// `CPUQuota=`, a percentage of one CPU (`150%`).
     #[schemars(with = "Option<Scalar>")]
     pub(super) cpu_quota: Option<Spanned<Scalar>>,
+    /// `TasksMax=`, an integer.
     #[schemars(with = "Option<Scalar>")]
     pub(super) tasks_max: Option<Spanned<Scalar>>,
 }
@@ -149,6 +184,7 @@ pub(super) struct RawResources {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Http", description = "An HTTP endpoint.")]
 pub(super) struct RawUrl {
+    /// The URL.
     #[schemars(with = "String")]
     pub(super) url: Spanned<String>,
 }
@@ -160,8 +196,10 @@ pub(super) struct RawUrl {
     description = "How to reload: `http.url` or `signal`."
 )]
 pub(super) struct RawReload {
+    /// Reload = HTTP `POST` to this URL; 2xx is success.
     #[schemars(with = "Option<RawUrl>")]
     pub(super) http: Option<Spanned<RawUrl>>,
+    /// Reload = send this signal (`SIGHUP`) to the main process.
     #[schemars(with = "Option<String>")]
     pub(super) signal: Option<Spanned<String>>,
 }
@@ -173,8 +211,10 @@ pub(super) struct RawReload {
     description = "When the Service counts as ready."
 )]
 pub(super) struct RawReadiness {
+    /// Ready = this URL answers 2xx.
     #[schemars(with = "RawUrl")]
     pub(super) http: Spanned<RawUrl>,
+    /// How long to wait to be ready (default `60s`).
     #[schemars(with = "Option<String>")]
     pub(super) timeout: Option<Spanned<String>>,
 }
@@ -186,10 +226,13 @@ pub(super) struct RawReadiness {
     description = "How a changed definition is judged and rolled back."
 )]
 pub(super) struct RawRollout {
+    /// Roll a failed revision back by itself (default true).
     #[schemars(with = "Option<bool>")]
     pub(super) auto: Option<Spanned<bool>>,
+    /// How long a new revision may take to be active and ready.
     #[schemars(with = "Option<String>")]
     pub(super) timeout: Option<Spanned<String>>,
+    /// Automatic restarts that fail a revision beyond this (default 3).
     #[schemars(with = "Option<i64>")]
     pub(super) max_restarts: Option<Spanned<i64>>,
 }
@@ -201,8 +244,10 @@ pub(super) struct RawRollout {
     description = "What to silence in Alertmanager around restarts made on purpose."
 )]
 pub(super) struct RawSilence {
+    /// Alertmanager matchers (default `job="<labels.job or the name>"`).
     #[schemars(with = "Option<Vec<String>>")]
     pub(super) matchers: Option<Spanned<Vec<String>>>,
+    /// How long a silence lasts at most.
     #[serde(rename = "for")]
     #[schemars(with = "Option<String>")]
     pub(super) for_: Option<Spanned<String>>,
@@ -212,10 +257,13 @@ pub(super) struct RawSilence {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[schemars(rename = "Prometheus", description = "Back up a Prometheus TSDB.")]
 pub(super) struct RawPrometheus {
+    /// Prometheus' base URL (snapshot via its admin API).
     #[schemars(with = "String")]
     pub(super) url: Spanned<String>,
+    /// The TSDB directory (needed for restore).
     #[schemars(with = "Option<String>")]
     pub(super) data_dir: Option<Spanned<String>>,
+    /// The Service that runs Prometheus (stopped and started around a restore).
     #[schemars(with = "Option<String>")]
     pub(super) service: Option<Spanned<String>>,
 }
@@ -227,10 +275,13 @@ pub(super) struct RawPrometheus {
     description = "Back up Grafana dashboards and folders."
 )]
 pub(super) struct RawGrafana {
+    /// Grafana's base URL.
     #[schemars(with = "String")]
     pub(super) url: Spanned<String>,
+    /// A private file holding a service-account token.
     #[schemars(with = "Option<String>")]
     pub(super) token_file: Option<Spanned<String>>,
+    /// Basic authentication, instead of a token.
     #[schemars(with = "Option<RawBasicAuth>")]
     pub(super) basic_auth: Option<Spanned<RawBasicAuth>>,
 }
@@ -239,8 +290,10 @@ pub(super) struct RawGrafana {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[schemars(rename = "BasicAuth", description = "Grafana basic authentication.")]
 pub(super) struct RawBasicAuth {
+    /// The user name.
     #[schemars(with = "String")]
     pub(super) username: Spanned<String>,
+    /// A private file holding the password.
     #[schemars(with = "String")]
     pub(super) password_file: Spanned<String>,
 }

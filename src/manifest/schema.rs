@@ -36,11 +36,19 @@ pub fn json_schema() -> serde_json::Value {
             ]),
         );
         if let Some(p) = o.get_mut("properties").and_then(|p| p.as_object_mut()) {
-            p.insert("apiVersion".into(), json!({"const": API_VERSION}));
-            p.insert("kind".into(), json!({"enum": ["Service", "Backup"]}));
+            let mut set = |field: &str, key: &str, value: serde_json::Value| {
+                if let Some(f) = p.get_mut(field).and_then(|f| f.as_object_mut()) {
+                    f.insert(key.into(), value);
+                }
+            };
+            set("apiVersion", "const", json!(API_VERSION));
+            set("kind", "enum", json!(["Service", "Backup"]));
             // Optional in the serde type only so that its absence gets
             // unitlet's own message ("Service \"x\" has no spec").
-            p.insert("spec".into(), json!({"$ref": "#/$defs/Spec"}));
+            set("spec", "$ref", json!("#/$defs/Spec"));
+            if let Some(spec) = p.get_mut("spec").and_then(|f| f.as_object_mut()) {
+                spec.remove("anyOf");
+            }
         }
         if let Some(r) = o.get_mut("required").and_then(|r| r.as_array_mut()) {
             r.push(json!("spec"));
