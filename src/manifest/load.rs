@@ -765,6 +765,49 @@ mod tests {
         }
     }
 
+    /// Issue 23: a missing secret file is a fact about this machine:
+    /// `validate` (load_paths) warns and counts the manifest valid; the
+    /// operator (load_dir) refuses it. A manifest error stays an error.
+    #[test]
+    fn secret_files_are_warnings_for_validate_and_errors_for_the_operator() {
+        let d = tempfile::tempdir().unwrap();
+        let missing = d.path().join("secrets/web.env");
+        std::fs::write(
+            d.path().join("web.yaml"),
+            format!(
+                "{HEAD}  command: [a]\n  environmentFile: {}\n",
+                missing.display()
+            ),
+        )
+        .unwrap();
+        let applied = load_dir(d.path()).unwrap();
+        assert!(applied.manifests.is_empty() && applied.warnings.is_empty());
+        assert!(
+            applied.errors[0].message.contains("does not exist"),
+            "{:?}",
+            applied.errors
+        );
+        let checked = load_paths(&[d.path().to_path_buf()]).unwrap();
+        assert_eq!(checked.manifests.len(), 1, "{:?}", checked.errors);
+        assert!(checked.errors.is_empty(), "{:?}", checked.errors);
+        let w = &checked.warnings[0];
+        assert_eq!((w.line, w.column), (7, 20), "{w}");
+        assert_eq!(w.field.as_deref(), Some("spec.environmentFile"));
+        assert!(w.message.contains("does not exist"), "{w}");
+        std::fs::write(d.path().join("bad.yaml"), format!("{HEAD}  comand: [a]\n")).unwrap();
+        let checked = load_paths(&[d.path().join("bad.yaml"), d.path().to_path_buf()]).unwrap();
+        assert_eq!(
+            checked.files.len(),
+            2,
+            "bad.yaml is read once: {:?}",
+            checked.files
+        );
+        assert_eq!(checked.errors.len(), 1, "{:?}", checked.errors);
+        assert_eq!(checked.errors[0].field.as_deref(), Some("spec.comand"));
+        let e = load_paths(&[d.path().join("nope.yaml")]).unwrap_err();
+        assert!(matches!(e, LoadError::NoSuchPath { .. }), "{e}");
+    }
+
     #[test]
     fn unit_files_and_manifests_must_be_regular_files() {
         let d = tempfile::tempdir().unwrap();
