@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 # etcd-server/etcd-client: the fleet tests' 3-member cluster (never the
 # packaged daemon); openssl: its TLS test certificates. No protobuf packages:
 # unitlet builds with only Rust.
-ensure_packages systemd dbus dbus-user-session dbus-daemon prometheus prometheus-node-exporter prometheus-alertmanager etcd-server etcd-client openssl python3-yaml python3-venv groff-base zsh fish curl ca-certificates
+ensure_packages systemd dbus dbus-user-session dbus-daemon prometheus prometheus-node-exporter prometheus-alertmanager etcd-server etcd-client openssl python3-yaml python3-jsonschema python3-venv groff-base zsh fish curl ca-certificates
 stop_packaged_daemons
 # systemd --user checks this to believe the machine was booted with systemd.
 mkdir -p /run/systemd/system
@@ -38,13 +38,9 @@ cargo build --all-targets --locked
 echo "==> tests (unit + integration against real systemd user managers)"
 cargo nextest run --locked --no-fail-fast
 echo "==> shipped stack: manifests and configs checked by the real tools"
-# As installed: deploy/install.sh creates the Grafana secret file the shipped
-# grafana.yaml names (environmentFile), so validate under a HOME that has it.
-validate_home=$(mktemp -d)
-install -d -m 700 "$validate_home/.config/unitlet/secrets"
-install -m 600 /dev/null "$validate_home/.config/unitlet/secrets/grafana.env"
-HOME="$validate_home" XDG_CONFIG_HOME="$validate_home/.config" ./target/debug/unitlet validate manifests/*.yaml
-rm -rf "$validate_home"
+# Valid as shipped: facts about this machine (the Grafana secret file that
+# deploy/install.sh creates, programs not installed here) are warnings.
+./target/debug/unitlet validate manifests/
 bash scripts/check-deploy.sh
 echo "==> builds with only a Rust toolchain (no protoc), from a copy with its own target"
 only_rust=$(mktemp -d)

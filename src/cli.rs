@@ -9,6 +9,7 @@ mod error;
 mod fleet;
 pub mod rollout;
 mod output;
+mod validate;
 mod view;
 
 use std::path::{Path, PathBuf};
@@ -113,8 +114,12 @@ pub enum Command {
     },
     /// Show what apply would do, with a reason per action.
     Plan,
-    /// Parse and validate manifests (the whole directory by default).
-    Validate { files: Vec<PathBuf> },
+    /// Check manifests: files and directories of them (the manifests
+    /// directory by default), without needing this machine's services.
+    Validate(validate::ValidateArgs),
+    /// Print the JSON Schema (draft 2020-12) of the manifest format, for
+    /// editors and CI.
+    Schema,
     /// Status of managed objects.
     Get {
         name: Option<String>,
@@ -222,7 +227,8 @@ pub fn main() -> i32 {
     if matches!(
         cli.command,
         Command::Plan
-            | Command::Validate { .. }
+            | Command::Validate(_)
+            | Command::Schema
             | Command::Get { .. }
             | Command::Describe { .. }
             | Command::Render { .. }
@@ -319,7 +325,11 @@ async fn dispatch(cmd: Command, loc: Locations) -> CliResult {
         Command::Fleet { etcd, command } => fleet::fleet_command(&etcd, command).await,
         Command::Apply { timeout, gc_grace } => apply(loc, timeout, gc_grace).await,
         Command::Plan => plan(loc).await,
-        Command::Validate { files } => validate(&loc, &files),
+        Command::Validate(args) => validate::validate(&loc, &args).await,
+        Command::Schema => {
+            println!("{:#}", manifest::json_schema());
+            Ok(())
+        }
         Command::Get { name, output } => view::get(&loc, name.as_deref(), output).await,
         Command::Describe { name } => view::describe(&loc, &name).await,
         Command::Render { name, out } => render_cmd(&loc, &name, out.as_deref()),
@@ -563,24 +573,6 @@ async fn plan(loc: Locations) -> CliResult {
     }
     print!("{}", prep.plan);
     success(prep.plan.is_empty())
-}
-
-fn validate(loc: &Locations, files: &[PathBuf]) -> CliResult {
-    let set = if files.is_empty() {
-        manifest::load_dir(&loc.manifests)?
-    } else {
-        manifest::load_files(files)
-    };
-    for e in &set.errors {
-        println!("{e}");
-    }
-    println!(
-        "{} manifest(s) valid, {} error(s) in {} file(s)",
-        set.manifests.len(),
-        set.errors.len(),
-        set.files.len()
-    );
-    success(set.errors.is_empty())
 }
 
 fn render_cmd(loc: &Locations, name: &str, out: Option<&Path>) -> CliResult {

@@ -52,6 +52,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("manifest::validate", 2),
     ("manifest::load", 2),
     ("manifest::matcher", 2),
+    ("manifest::schema", 2),
     ("status", 2),
     ("backup::error", 2),
     // 3 adapters: plain types in and out.
@@ -119,6 +120,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("cli::doctor", 7),
     ("cli::fleet", 7),
     ("cli::rollout", 7),
+    ("cli::validate", 7),
     ("fleet::cmd", 7),
     ("manual", 7),
     ("main", 7),

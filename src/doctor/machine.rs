@@ -52,7 +52,7 @@ fn manifests_dir(loc: &Locations, checks: &mut Vec<Check>) -> Option<LoadedSet> 
         Err(e) => {
             let p = loc.manifests.display();
             let fix = match &e {
-                manifest::LoadError::Missing { .. } => {
+                manifest::LoadError::Missing { .. } | manifest::LoadError::NoSuchPath { .. } => {
                     format!("run `mkdir -p {p}`, or pass --manifests")
                 }
                 manifest::LoadError::Insecure { .. } => format!("run `chmod go-w {p}`"),

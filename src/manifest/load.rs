@@ -32,6 +32,9 @@ pub enum LoadError {
         "{path} is writable by other users (mode {mode:04o}): anyone who can drop a manifest there runs commands as you; run `chmod go-w {path}`"
     )]
     Insecure { path: PathBuf, mode: u32 },
+    /// A path given to `validate` is neither a file nor a directory.
+    #[error("{} does not exist; give a manifest file or a directory of manifests", path.display())]
+    NoSuchPath { path: PathBuf },
     /// Another user owns it, and so can make its manifests run commands
     /// as you.
     #[error(
@@ -95,6 +98,18 @@ fn check_owner_mode(path: &Path, meta: &std::fs::Metadata) -> Result<(), LoadErr
     Ok(())
 }
 
+/// What a load makes of facts about this machine rather than about the
+/// manifest: a secret file (`environmentFile`, `credentials`, Grafana's
+/// token or password file) that is missing or not private.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostFacts {
+    /// The manifest is invalid here and not applied (`run`, `apply`).
+    Errors,
+    /// The manifest is valid; the fact is a warning (`validate`, which
+    /// checks manifests in CI or an editor, away from the host).
+    Warnings,
+}
+
 /// Load every manifest file directly in `dir`.
 ///
 /// # Errors
@@ -102,6 +117,32 @@ fn check_owner_mode(path: &Path, meta: &std::fs::Metadata) -> Result<(), LoadErr
 /// Problems with individual files are reported in [`LoadedSet::errors`] and
 /// never stop the other files from loading.
 pub fn load_dir(dir: &Path) -> Result<LoadedSet, LoadError> {
+    let (files, canon_dir) = list_dir(dir)?;
+    let mut parsed = Vec::new();
+    for f in &files {
+        // Removed between the listing and now: it is gone, not broken (an
+        // error here would hold its units until the next change).
+        if let Err(e) = std::fs::symlink_metadata(f)
+            && e.kind() == std::io::ErrorKind::NotFound
+        {
+            continue;
+        }
+        parsed.push((
+            f.clone(),
+            read_manifest_file(f, &canon_dir, true, HostFacts::Errors),
+        ));
+    }
+    let mut set = LoadedSet {
+        files: parsed.iter().map(|(f, _)| f.clone()).collect(),
+        ..LoadedSet::default()
+    };
+    assemble(&mut set, parsed);
+    Ok(set)
+}
+
+/// The manifest files directly in `dir` (sorted), and the directory's
+/// canonical path, after checking the directory may hold manifests.
+fn list_dir(dir: &Path) -> Result<(Vec<PathBuf>, PathBuf), LoadError> {
     let meta = match std::fs::metadata(dir) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -141,21 +182,15 @@ pub fn load_dir(dir: &Path) -> Result<LoadedSet, LoadError> {
     }
     files.sort();
     let canon_dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let mut set = LoadedSet::default();
-    let mut parsed = Vec::new();
-    for f in &files {
-        // Removed between the listing and now: it is gone, not broken (an
-        // error here would hold its units until the next change).
-        if let Err(e) = std::fs::symlink_metadata(f)
-            && e.kind() == std::io::ErrorKind::NotFound
-        {
-            continue;
-        }
-        parsed.push((f.clone(), read_manifest_file(f, &canon_dir, true)));
+    Ok((files, canon_dir))
+}
+
+/// The directory a file is checked in: its parent, `.` for a bare name.
+fn parent_dir(f: &Path) -> &Path {
+    match f.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
     }
-    set.files = parsed.iter().map(|(f, _)| f.clone()).collect();
-    assemble(&mut set, parsed);
-    Ok(set)
 }
 
 /// Load explicit files (for `validate FILE...`). Each file is checked as if
@@ -164,22 +199,62 @@ pub fn load_files(files: &[PathBuf]) -> LoadedSet {
     let mut set = LoadedSet::default();
     let mut parsed = Vec::new();
     for f in files {
-        let dir = f
-            .parent()
-            .map(|p| {
-                if p.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    p
-                }
-            })
-            .unwrap_or(Path::new("."));
+        let dir = parent_dir(f);
         let canon_dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-        parsed.push((f.clone(), read_manifest_file(f, &canon_dir, false)));
+        parsed.push((
+            f.clone(),
+            read_manifest_file(f, &canon_dir, false, HostFacts::Errors),
+        ));
     }
     set.files = files.to_vec();
     assemble(&mut set, parsed);
     set
+}
+
+/// Load manifest files and directories of them, as `validate` checks them:
+/// a directory means its manifest files (by the manifests directory's
+/// rules), and facts about this machine are [`HostFacts::Warnings`]. All
+/// the files are one set (a name defined twice among them is an error); a
+/// file named twice is read once.
+///
+/// # Errors
+/// A path that does not exist, or a directory that cannot be used (as
+/// [`load_dir`]): nothing was checked.
+pub fn load_paths(paths: &[PathBuf]) -> Result<LoadedSet, LoadError> {
+    let mut todo: Vec<(PathBuf, PathBuf, bool)> = Vec::new();
+    for p in paths {
+        match std::fs::metadata(p) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(LoadError::NoSuchPath { path: p.clone() });
+            }
+            Ok(m) if m.is_dir() => {
+                let (files, canon_dir) = list_dir(p)?;
+                todo.extend(files.into_iter().map(|f| (f, canon_dir.clone(), true)));
+            }
+            // Anything else is read as a file, and refused as one if it
+            // is not a regular file.
+            _ => {
+                let dir = parent_dir(p);
+                let canon_dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+                todo.push((p.clone(), canon_dir, false));
+            }
+        }
+    }
+    let mut seen = BTreeSet::new();
+    todo.retain(|(f, _, _)| seen.insert(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone())));
+    let parsed: Vec<(PathBuf, ParsedFile)> = todo
+        .into_iter()
+        .map(|(f, canon_dir, in_dir)| {
+            let p = read_manifest_file(&f, &canon_dir, in_dir, HostFacts::Warnings);
+            (f, p)
+        })
+        .collect();
+    let mut set = LoadedSet {
+        files: parsed.iter().map(|(f, _)| f.clone()).collect(),
+        ..LoadedSet::default()
+    };
+    assemble(&mut set, parsed);
+    Ok(set)
 }
 
 pub use crate::fsutil::{file_type_name, open_regular, read_regular_capped};
@@ -229,53 +304,85 @@ pub fn check_secret_file(path: &Path) -> Result<(), String> {
 /// Unit files adopted with `spec.unitFile` are refused above this size.
 pub const MAX_UNIT_FILE_SIZE: u64 = 256 * 1024;
 
-/// Load-time checks of a valid manifest that need the filesystem: read the
-/// adopted unit file (bounded, regular files only) and check secret files.
-fn load_time_checks(m: &mut Manifest) -> Result<(), (&'static str, String)> {
-    match &mut m.spec {
+/// A problem found at load time: the field it is about (`field_at`'s key),
+/// the path to show in findings, and the message.
+type LoadProblem = (&'static str, String, String);
+
+/// Load-time check of a valid manifest that needs the filesystem: read the
+/// adopted unit file (bounded, regular files only).
+fn read_unit_file(m: &mut Manifest) -> Result<(), LoadProblem> {
+    let field = "spec.unitFile".to_string();
+    if let Spec::Service(s) = &mut m.spec
+        && let Exec::UnitFile { path, content } = &mut s.exec
+    {
+        let bytes = read_regular_capped(path, true, MAX_UNIT_FILE_SIZE).map_err(|e| {
+            (
+                "unitFile",
+                field.clone(),
+                format!("spec.unitFile {} {e}", path.display()),
+            )
+        })?;
+        let c = String::from_utf8(bytes).map_err(|_| {
+            (
+                "unitFile",
+                field.clone(),
+                format!(
+                    "spec.unitFile {} is not UTF-8 text; is it a unit file?",
+                    path.display()
+                ),
+            )
+        })?;
+        if let Some(bad) = c
+            .chars()
+            .find(|ch| ch.is_control() && *ch != '\n' && *ch != '\t' && *ch != '\r')
+        {
+            return Err((
+                "unitFile",
+                field.clone(),
+                format!(
+                    "spec.unitFile {} contains the control character {bad:?}",
+                    path.display()
+                ),
+            ));
+        }
+        // Read as systemd reads it, and refuse lines it would
+        // refuse or silently drop: the service would not be what
+        // the file seems to say.
+        crate::unitfile::check(&c).map_err(|e| {
+            (
+                "unitFile",
+                field.clone(),
+                format!("spec.unitFile {} {e}; fix the unit file", path.display()),
+            )
+        })?;
+        *content = c;
+    }
+    Ok(())
+}
+
+/// Load-time checks of the facts about this machine a valid manifest
+/// depends on: its secret files exist and are private (every problem, not
+/// only the first).
+fn host_checks(m: &Manifest) -> Vec<LoadProblem> {
+    let mut problems = Vec::new();
+    match &m.spec {
         Spec::Service(s) => {
-            if let Exec::UnitFile { path, content } = &mut s.exec {
-                let bytes = read_regular_capped(path, true, MAX_UNIT_FILE_SIZE)
-                    .map_err(|e| ("unitFile", format!("spec.unitFile {} {e}", path.display())))?;
-                let c = String::from_utf8(bytes).map_err(|_| {
-                    (
-                        "unitFile",
-                        format!(
-                            "spec.unitFile {} is not UTF-8 text; is it a unit file?",
-                            path.display()
-                        ),
-                    )
-                })?;
-                if let Some(bad) = c
-                    .chars()
-                    .find(|ch| ch.is_control() && *ch != '\n' && *ch != '\t' && *ch != '\r')
-                {
-                    return Err((
-                        "unitFile",
-                        format!(
-                            "spec.unitFile {} contains the control character {bad:?}",
-                            path.display()
-                        ),
-                    ));
-                }
-                // Read as systemd reads it, and refuse lines it would
-                // refuse or silently drop: the service would not be what
-                // the file seems to say.
-                crate::unitfile::check(&c).map_err(|e| {
-                    (
-                        "unitFile",
-                        format!("spec.unitFile {} {e}; fix the unit file", path.display()),
-                    )
-                })?;
-                *content = c;
-            }
-            if let Some(f) = &s.environment_file {
-                check_secret_file(f)
-                    .map_err(|e| ("environmentFile", format!("spec.environmentFile: {e}")))?;
+            if let Some(f) = &s.environment_file
+                && let Err(e) = check_secret_file(f)
+            {
+                let field = "spec.environmentFile".to_string();
+                problems.push((
+                    "environmentFile",
+                    field,
+                    format!("spec.environmentFile: {e}"),
+                ));
             }
             for (name, f) in &s.credentials {
-                check_secret_file(f)
-                    .map_err(|e| ("credentials", format!("spec.credentials.{name}: {e}")))?;
+                if let Err(e) = check_secret_file(f) {
+                    let field = format!("spec.credentials.{name}");
+                    let message = format!("{field}: {e}");
+                    problems.push(("credentials", field, message));
+                }
             }
         }
         Spec::Backup(b) => {
@@ -283,34 +390,37 @@ fn load_time_checks(m: &mut Manifest) -> Result<(), (&'static str, String)> {
                 // Missing files are reported when a backup runs (the token
                 // may be created after the manifest); a present file must
                 // be private already.
-                let (field, f) = match auth {
+                let (key, f) = match auth {
                     GrafanaAuthSpec::TokenFile(f) => ("grafana.tokenFile", f),
                     GrafanaAuthSpec::Basic { password_file, .. } => {
                         ("grafana.basicAuth.passwordFile", password_file)
                     }
                 };
-                if f.exists() {
-                    check_secret_file(f).map_err(|e| (field, format!("spec.{field}: {e}")))?;
+                if f.exists()
+                    && let Err(e) = check_secret_file(f)
+                {
+                    problems.push((key, format!("spec.{key}"), format!("spec.{key}: {e}")));
                 }
             }
         }
     }
-    Ok(())
+    problems
 }
 
 fn file_error(file: &Path, message: impl Into<String>) -> ParsedFile {
     ParsedFile {
-        manifests: vec![],
         errors: vec![ManifestError {
             file: file.to_path_buf(),
             line: 0,
             column: 0,
             message: message.into(),
+            field: None,
         }],
+        ..ParsedFile::default()
     }
 }
 
-fn read_manifest_file(file: &Path, canon_dir: &Path, in_dir: bool) -> ParsedFile {
+fn read_manifest_file(file: &Path, canon_dir: &Path, in_dir: bool, host: HostFacts) -> ParsedFile {
     let text = match check_manifest_file(file, canon_dir, in_dir)
         .and_then(|()| read_manifest_text(file))
     {
@@ -322,21 +432,39 @@ fn read_manifest_file(file: &Path, canon_dir: &Path, in_dir: bool) -> ParsedFile
         home: home_dir(),
     };
     let mut parsed = parse_str(&text, file, &ctx);
+    for e in &mut parsed.errors {
+        if e.line > 0 && e.field.is_none() {
+            e.field = field_path(&text, e.line, e.column);
+        }
+    }
     // Read adopted unit files now so rendering stays pure.
     let mut keep = Vec::new();
     for mut m in std::mem::take(&mut parsed.manifests) {
-        match load_time_checks(&mut m) {
-            Ok(()) => keep.push(m),
-            Err((field, message)) => {
-                let (line, column) = m.field_at.get(field).copied().unwrap_or((m.line, 1));
-                parsed.errors.push(ManifestError {
-                    file: file.to_path_buf(),
-                    line,
-                    column,
-                    message,
-                })
+        let (doc_line, field_at) = (m.line, m.field_at.clone());
+        let problem = |(key, field, message): LoadProblem| {
+            let (line, column) = field_at.get(key).copied().unwrap_or((doc_line, 1));
+            ManifestError {
+                file: file.to_path_buf(),
+                line,
+                column,
+                message,
+                field: Some(field),
             }
+        };
+        if let Err(p) = read_unit_file(&mut m) {
+            parsed.errors.push(problem(p));
+            continue;
         }
+        let facts: Vec<ManifestError> = host_checks(&m).into_iter().map(problem).collect();
+        match host {
+            HostFacts::Warnings => parsed.warnings.extend(facts),
+            HostFacts::Errors if !facts.is_empty() => {
+                parsed.errors.extend(facts);
+                continue;
+            }
+            HostFacts::Errors => {}
+        }
+        keep.push(m);
     }
     parsed.manifests = keep;
     parsed
@@ -431,6 +559,7 @@ pub(super) fn assemble(set: &mut LoadedSet, parsed: Vec<(PathBuf, ParsedFile)>) 
             }
         }
         set.errors.extend(p.errors);
+        set.warnings.extend(p.warnings);
         for m in p.manifests {
             by_name.entry(m.name.clone()).or_default().push(m);
         }
@@ -460,6 +589,7 @@ pub(super) fn assemble(set: &mut LoadedSet, parsed: Vec<(PathBuf, ParsedFile)>) 
                 file: m.file.clone(),
                 line: m.line,
                 column: 1,
+                field: Some("metadata.name".into()),
                 message: format!(
                     "metadata.name {name:?} is defined {} times ({}); names must be unique across all manifests and kinds — rename or remove one",
                     ms.len(),
@@ -474,9 +604,10 @@ pub(super) fn assemble(set: &mut LoadedSet, parsed: Vec<(PathBuf, ParsedFile)>) 
     // Names of valid manifests are never also held, except for duplicates.
     let valid: BTreeSet<String> = set.manifests.iter().map(|m| m.name.clone()).collect();
     set.held.retain(|n, _| !valid.contains(n));
-    set.errors
-        .sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
-    set.errors.dedup();
+    for list in [&mut set.errors, &mut set.warnings] {
+        list.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+        list.dedup();
+    }
 }
 
 #[cfg(test)]
@@ -603,6 +734,49 @@ mod tests {
             assert!(set.errors[0].message.contains("mode 0644"), "{}", set.errors[0]);
             assert!(set.errors[0].line > 1, "points at the field: {}", set.errors[0]);
         }
+    }
+
+    /// Issue 23: a missing secret file is a fact about this machine:
+    /// `validate` (load_paths) warns and counts the manifest valid; the
+    /// operator (load_dir) refuses it. A manifest error stays an error.
+    #[test]
+    fn secret_files_are_warnings_for_validate_and_errors_for_the_operator() {
+        let d = tempfile::tempdir().unwrap();
+        let missing = d.path().join("secrets/web.env");
+        std::fs::write(
+            d.path().join("web.yaml"),
+            format!(
+                "{HEAD}  command: [a]\n  environmentFile: {}\n",
+                missing.display()
+            ),
+        )
+        .unwrap();
+        let applied = load_dir(d.path()).unwrap();
+        assert!(applied.manifests.is_empty() && applied.warnings.is_empty());
+        assert!(
+            applied.errors[0].message.contains("does not exist"),
+            "{:?}",
+            applied.errors
+        );
+        let checked = load_paths(&[d.path().to_path_buf()]).unwrap();
+        assert_eq!(checked.manifests.len(), 1, "{:?}", checked.errors);
+        assert!(checked.errors.is_empty(), "{:?}", checked.errors);
+        let w = &checked.warnings[0];
+        assert_eq!((w.line, w.column), (7, 20), "{w}");
+        assert_eq!(w.field.as_deref(), Some("spec.environmentFile"));
+        assert!(w.message.contains("does not exist"), "{w}");
+        std::fs::write(d.path().join("bad.yaml"), format!("{HEAD}  comand: [a]\n")).unwrap();
+        let checked = load_paths(&[d.path().join("bad.yaml"), d.path().to_path_buf()]).unwrap();
+        assert_eq!(
+            checked.files.len(),
+            2,
+            "bad.yaml is read once: {:?}",
+            checked.files
+        );
+        assert_eq!(checked.errors.len(), 1, "{:?}", checked.errors);
+        assert_eq!(checked.errors[0].field.as_deref(), Some("spec.comand"));
+        let e = load_paths(&[d.path().join("nope.yaml")]).unwrap_err();
+        assert!(matches!(e, LoadError::NoSuchPath { .. }), "{e}");
     }
 
     #[test]

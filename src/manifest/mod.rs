@@ -9,12 +9,14 @@ mod load;
 mod matcher;
 mod model;
 mod parse;
+mod schema;
 mod validate;
 
 pub use load::*;
 pub use matcher::*;
 pub use model::*;
 pub use parse::*;
+pub use schema::*;
 pub use validate::*;
 
 #[cfg(test)]

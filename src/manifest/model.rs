@@ -27,7 +27,7 @@ pub struct Manifest {
     pub line: u64,
     /// Where fields checked after parsing are written (line, column), so
     /// an ordering cycle or an unusable file points at its field: keys are
-    /// `after`, `unitFile`, `environmentFile`, `credentials`,
+    /// `command`, `after`, `unitFile`, `environmentFile`, `credentials`,
     /// `grafana.tokenFile`, `grafana.basicAuth.passwordFile`.
     pub field_at: BTreeMap<&'static str, (u64, u64)>,
     pub spec: Spec,
@@ -242,6 +242,10 @@ pub struct ManifestError {
     pub line: u64,
     pub column: u64,
     pub message: String,
+    /// The field the problem is about, as a path (`spec.environmentFile`),
+    /// when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 impl fmt::Display for ManifestError {
@@ -279,6 +283,10 @@ pub struct LoadedSet {
     /// Problems, per file. A file with an error in any document may still
     /// have contributed other valid documents.
     pub errors: Vec<ManifestError>,
+    /// Facts about this machine that a manifest depends on (a secret file
+    /// missing or not private), when loaded with `HostFacts::Warnings`:
+    /// the manifest itself is valid and counted in `manifests`.
+    pub warnings: Vec<ManifestError>,
     /// Names that appear in some file but are not applied because of an
     /// error: the file's implied name for unparsable files, or the names of
     /// documents that failed validation or collided. Units of these names

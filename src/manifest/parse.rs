@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
@@ -14,61 +15,136 @@ use super::model::*;
 // Raw, serde-facing shapes. Every field that can fail validation is Spanned
 // so the error can carry its line and column.
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(rename = "Manifest", description = "One manifest document.")]
 pub(super) struct RawDocument {
+    /// The schema version: `unitlet/v1`.
+    #[schemars(with = "String")]
     pub(super) api_version: Spanned<String>,
+    /// `Service` (a `NAME.service` unit) or `Backup` (a `NAME.timer` and its oneshot service).
+    #[schemars(with = "String")]
     pub(super) kind: Spanned<String>,
+    /// The object's name and labels.
+    #[schemars(with = "RawMetadata")]
     pub(super) metadata: Spanned<RawMetadata>,
+    /// The kind's fields.
+    #[schemars(with = "Option<RawSpec>")]
     pub(super) spec: Option<Spanned<RawSpec>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(
+    rename = "Metadata",
+    description = "The name (unique across kinds) and labels."
+)]
 pub(super) struct RawMetadata {
+    /// Unique across files and kinds; the stem of the unit names. `[a-z0-9]([a-z0-9-]*[a-z0-9])?`, at most 63 characters.
+    #[schemars(with = "String")]
     pub(super) name: Spanned<String>,
+    /// Free-form labels; unitlet does not act on them.
     #[serde(default)]
+    #[schemars(with = "Option<BTreeMap<String, String>>")]
     pub(super) labels: Option<Spanned<BTreeMap<String, String>>>,
 }
 
 /// The union of both kinds' fields; which are allowed is checked per kind so
 /// the message can say "not a field of kind Service" rather than "unknown".
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(
+    rename = "Spec",
+    description = "What the object is: a Service's or a Backup's fields (see docs/manifests.md)."
+)]
 pub(super) struct RawSpec {
     // Service
+    /// Service: `Description=` (default: the name).
+    #[schemars(with = "Option<String>")]
     pub(super) description: Option<Spanned<String>>,
+    /// Service: the argv of the main process (`ExecStart=`); this or `unitFile`.
+    #[schemars(with = "Option<Vec<String>>")]
     pub(super) command: Option<Spanned<Vec<String>>>,
+    /// Service: adopt this unit file instead of `command`.
+    #[schemars(with = "Option<String>")]
     pub(super) unit_file: Option<Spanned<String>>,
+    /// Service: `WorkingDirectory=`.
+    #[schemars(with = "Option<String>")]
     pub(super) working_directory: Option<Spanned<String>>,
+    /// Service: environment variables.
+    #[schemars(with = "Option<BTreeMap<String, String>>")]
     pub(super) environment: Option<Spanned<BTreeMap<String, String>>>,
+    /// Service: `EnvironmentFile=`, a private file of secrets (mode 0600).
+    #[schemars(with = "Option<String>")]
     pub(super) environment_file: Option<Spanned<String>>,
+    /// Service: `LoadCredential=NAME:PATH`, private files the service reads from `$CREDENTIALS_DIRECTORY/NAME`.
+    #[schemars(with = "Option<BTreeMap<String, String>>")]
     pub(super) credentials: Option<Spanned<BTreeMap<String, String>>>,
+    /// Service: `running` (default) or `stopped`.
+    #[schemars(with = "Option<String>")]
     pub(super) state: Option<Spanned<String>>,
+    /// Service: started with your session (default true).
+    #[schemars(with = "Option<bool>")]
     pub(super) enabled: Option<Spanned<bool>>,
+    /// Service: systemd's `Restart=` (default `on-failure`).
+    #[schemars(with = "Option<String>")]
     pub(super) restart: Option<Spanned<String>>,
+    /// Service: `RestartSec=`, a duration (default `1s`).
+    #[schemars(with = "Option<String>")]
     pub(super) restart_sec: Option<Spanned<String>>,
+    /// Service: Services started first (`After=`, `Wants=`).
+    #[schemars(with = "Option<Vec<String>>")]
     pub(super) after: Option<Spanned<Vec<String>>>,
+    /// Service: cgroup limits, kept in force.
+    #[schemars(with = "Option<RawResources>")]
     pub(super) resources: Option<Spanned<RawResources>>,
+    /// Service: files whose change triggers `onConfigChange`.
+    #[schemars(with = "Option<Vec<String>>")]
     pub(super) config_files: Option<Spanned<Vec<String>>>,
+    /// Service: `reload`, `restart` (default) or `none`.
+    #[schemars(with = "Option<String>")]
     pub(super) on_config_change: Option<Spanned<String>>,
+    /// Service: how to reload: `http.url` or `signal`.
+    #[schemars(with = "Option<RawReload>")]
     pub(super) reload: Option<Spanned<RawReload>>,
+    /// Service: a command run before a reload or restart caused by a config change; non-zero blocks it.
+    #[schemars(with = "Option<Vec<String>>")]
     pub(super) validate: Option<Spanned<Vec<String>>>,
+    /// Service: ready when this URL answers 2xx.
+    #[schemars(with = "Option<RawReadiness>")]
     pub(super) readiness: Option<Spanned<RawReadiness>>,
+    /// Service: Alertmanager silence around restarts unitlet makes on purpose.
+    #[schemars(with = "Option<RawSilence>")]
     pub(super) silence: Option<Spanned<RawSilence>>,
+    /// Service: how a changed definition is judged and rolled back.
+    #[schemars(with = "Option<RawRollout>")]
     pub(super) rollout: Option<Spanned<RawRollout>>,
     // Backup
+    /// Backup: `every DURATION` or a 5-field cron expression.
+    #[schemars(with = "Option<String>")]
     pub(super) schedule: Option<Spanned<String>>,
+    /// Backup: complete sets kept (default 7).
+    #[schemars(with = "Option<i64>")]
     pub(super) keep: Option<Spanned<i64>>,
+    /// Backup: where sets go (default `$XDG_STATE_HOME/unitlet/backups/NAME`).
+    #[schemars(with = "Option<String>")]
     pub(super) destination: Option<Spanned<String>>,
+    /// Backup: a Prometheus TSDB snapshot; this or `grafana`.
+    #[schemars(with = "Option<RawPrometheus>")]
     pub(super) prometheus: Option<Spanned<RawPrometheus>>,
+    /// Backup: Grafana dashboards and folders; this or `prometheus`.
+    #[schemars(with = "Option<RawGrafana>")]
     pub(super) grafana: Option<Spanned<RawGrafana>>,
 }
 
 /// Sizes and percentages are strings or numbers in YAML; accept both and
 /// validate the text ourselves so `2 GB` gets a helpful message.
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(untagged)]
+#[schemars(
+    rename = "SizeOrNumber",
+    description = "A size (`512M`), a percentage (`150%`) or a number."
+)]
 pub(super) enum Scalar {
     Int(i64),
     Float(f64),
@@ -85,71 +161,139 @@ impl fmt::Display for Scalar {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(rename = "Resources", description = "cgroup limits.")]
 pub(super) struct RawResources {
+    /// `MemoryMax=`, a size (`512M`, `2G`).
+    #[schemars(with = "Option<Scalar>")]
     pub(super) memory_max: Option<Spanned<Scalar>>,
+    /// `MemoryHigh=`, a size.
+    #[schemars(with = "Option<Scalar>")]
     pub(super) memory_high: Option<Spanned<Scalar>>,
+    /// `CPUQuota=`, a percentage of one CPU (`150%`).
+    #[schemars(with = "Option<Scalar>")]
     pub(super) cpu_quota: Option<Spanned<Scalar>>,
+    /// `TasksMax=`, an integer.
+    #[schemars(with = "Option<Scalar>")]
     pub(super) tasks_max: Option<Spanned<Scalar>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Http", description = "An HTTP endpoint.")]
 pub(super) struct RawUrl {
+    /// The URL.
+    #[schemars(with = "String")]
     pub(super) url: Spanned<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(
+    rename = "Reload",
+    description = "How to reload: `http.url` or `signal`."
+)]
 pub(super) struct RawReload {
+    /// Reload = HTTP `POST` to this URL; 2xx is success.
+    #[schemars(with = "Option<RawUrl>")]
     pub(super) http: Option<Spanned<RawUrl>>,
+    /// Reload = send this signal (`SIGHUP`) to the main process.
+    #[schemars(with = "Option<String>")]
     pub(super) signal: Option<Spanned<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(
+    rename = "Readiness",
+    description = "When the Service counts as ready."
+)]
 pub(super) struct RawReadiness {
+    /// Ready = this URL answers 2xx.
+    #[schemars(with = "RawUrl")]
     pub(super) http: Spanned<RawUrl>,
+    /// How long to wait to be ready (default `60s`).
+    #[schemars(with = "Option<String>")]
     pub(super) timeout: Option<Spanned<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(
+    rename = "Rollout",
+    description = "How a changed definition is judged and rolled back."
+)]
 pub(super) struct RawRollout {
+    /// Roll a failed revision back by itself (default true).
+    #[schemars(with = "Option<bool>")]
     pub(super) auto: Option<Spanned<bool>>,
+    /// How long a new revision may take to be active and ready.
+    #[schemars(with = "Option<String>")]
     pub(super) timeout: Option<Spanned<String>>,
+    /// Automatic restarts that fail a revision beyond this (default 3).
+    #[schemars(with = "Option<i64>")]
     pub(super) max_restarts: Option<Spanned<i64>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(
+    rename = "Silence",
+    description = "What to silence in Alertmanager around restarts made on purpose."
+)]
 pub(super) struct RawSilence {
+    /// Alertmanager matchers (default `job="<labels.job or the name>"`).
+    #[schemars(with = "Option<Vec<String>>")]
     pub(super) matchers: Option<Spanned<Vec<String>>>,
+    /// How long a silence lasts at most.
     #[serde(rename = "for")]
+    #[schemars(with = "Option<String>")]
     pub(super) for_: Option<Spanned<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(rename = "Prometheus", description = "Back up a Prometheus TSDB.")]
 pub(super) struct RawPrometheus {
+    /// Prometheus' base URL (snapshot via its admin API).
+    #[schemars(with = "String")]
     pub(super) url: Spanned<String>,
+    /// The TSDB directory (needed for restore).
+    #[schemars(with = "Option<String>")]
     pub(super) data_dir: Option<Spanned<String>>,
+    /// The Service that runs Prometheus (stopped and started around a restore).
+    #[schemars(with = "Option<String>")]
     pub(super) service: Option<Spanned<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(
+    rename = "Grafana",
+    description = "Back up Grafana dashboards and folders."
+)]
 pub(super) struct RawGrafana {
+    /// Grafana's base URL.
+    #[schemars(with = "String")]
     pub(super) url: Spanned<String>,
+    /// A private file holding a service-account token.
+    #[schemars(with = "Option<String>")]
     pub(super) token_file: Option<Spanned<String>>,
+    /// Basic authentication, instead of a token.
+    #[schemars(with = "Option<RawBasicAuth>")]
     pub(super) basic_auth: Option<Spanned<RawBasicAuth>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(rename = "BasicAuth", description = "Grafana basic authentication.")]
 pub(super) struct RawBasicAuth {
+    /// The user name.
+    #[schemars(with = "String")]
     pub(super) username: Spanned<String>,
+    /// A private file holding the password.
+    #[schemars(with = "String")]
     pub(super) password_file: Spanned<String>,
 }
 
@@ -161,6 +305,9 @@ pub(super) struct RawBasicAuth {
 pub struct ParsedFile {
     pub manifests: Vec<Manifest>,
     pub errors: Vec<ManifestError>,
+    /// Facts about this machine (see [`HostFacts`](super::HostFacts)):
+    /// never from parsing, only from loading.
+    pub warnings: Vec<ManifestError>,
 }
 
 /// Context a path is resolved against: relative paths are relative to the
@@ -226,6 +373,7 @@ pub(super) fn raw_documents(
     if let Err((line, column, message)) = prescan(text) {
         out.errors.push(ManifestError {
             file: file.to_path_buf(),
+            field: None,
             line,
             column,
             message,
@@ -245,6 +393,7 @@ pub(super) fn raw_documents(
                 // garbage-collect the file's units.
                 out.errors.push(ManifestError {
                     file: file.to_path_buf(),
+                    field: None,
                     line: 0,
                     column: 0,
                     message: "file has no documents; if you meant to delete its objects, remove the file (its units are kept as they are until then)".into(),
@@ -268,6 +417,7 @@ pub(super) fn raw_documents(
                 }
                 out.errors.push(ManifestError {
                     file: file.to_path_buf(),
+                    field: None,
                     line,
                     column,
                     message: yaml_message(&e, text, line),
@@ -392,9 +542,85 @@ fn prescan(text: &str) -> Result<(), (u64, u64, String)> {
     Ok(())
 }
 
+/// The field at `line`:`column` of a manifest's text, as a path from its
+/// document's root (`spec.resources.memoryMax`, `spec.command[1]`): the
+/// key written there, or the key whose value starts there. `None` for a
+/// document's root or a place no node starts at. Pure.
+pub fn field_path(text: &str, line: u64, column: u64) -> Option<String> {
+    use serde_saphyr::granit_parser::{Event, Parser, StructureStyle};
+    /// Where the parser stands in one collection.
+    enum Frame {
+        /// In a mapping: its path, and the key whose value comes next
+        /// (`None`: a key comes next).
+        Map(String, Option<String>),
+        /// In a sequence: its path and the next item's index.
+        Seq(String, usize),
+    }
+    let join = |base: &str, key: &str| match base {
+        "" => key.to_string(),
+        b => format!("{b}.{key}"),
+    };
+    let mut stack: Vec<Frame> = Vec::new();
+    for ev in Parser::new_from_str(text) {
+        let (ev, span) = ev.ok()?;
+        let here = span.start.line() as u64 == line && span.start.col() as u64 + 1 == column;
+        let is_node = matches!(
+            ev,
+            Event::Scalar(..)
+                | Event::SequenceStart(..)
+                | Event::MappingStart(..)
+                | Event::Alias(..)
+        );
+        if !is_node {
+            if matches!(ev, Event::SequenceEnd | Event::MappingEnd) {
+                stack.pop();
+                value_done(&mut stack);
+            }
+            continue;
+        }
+        // This node's path, and whether it is a mapping key.
+        let (path, key) = match stack.last() {
+            None => (String::new(), None),
+            Some(Frame::Map(base, None)) => match &ev {
+                Event::Scalar(k, ..) => (join(base, k), Some(k.to_string())),
+                _ => (base.clone(), Some(String::new())),
+            },
+            Some(Frame::Map(base, Some(k))) => (join(base, k), None),
+            Some(Frame::Seq(base, i)) => (format!("{base}[{i}]"), None),
+        };
+        // A block mapping starts where its first key does: the key is
+        // the field there.
+        let block_map = matches!(ev, Event::MappingStart(StructureStyle::Block, ..));
+        if here && !path.is_empty() && !block_map {
+            return Some(path);
+        }
+        if let Some(k) = key {
+            if let Some(Frame::Map(_, next)) = stack.last_mut() {
+                *next = Some(k);
+            }
+            continue;
+        }
+        match ev {
+            Event::SequenceStart(..) => stack.push(Frame::Seq(path, 0)),
+            Event::MappingStart(..) => stack.push(Frame::Map(path, None)),
+            _ => value_done(&mut stack),
+        }
+    }
+    /// A value ended: its mapping waits for a key, its sequence for the
+    /// next item.
+    fn value_done(stack: &mut [Frame]) {
+        match stack.last_mut() {
+            Some(Frame::Map(_, next)) => *next = None,
+            Some(Frame::Seq(_, i)) => *i += 1,
+            None => {}
+        }
+    }
+    None
+}
+
 /// `spec` fields by kind, for "unknown field" messages: serde only knows
 /// the union of both kinds' fields.
-const SERVICE_FIELDS: &[&str] = &[
+pub(super) const SERVICE_FIELDS: &[&str] = &[
     "description",
     "command",
     "unitFile",
@@ -416,7 +642,8 @@ const SERVICE_FIELDS: &[&str] = &[
     "silence",
     "rollout",
 ];
-const BACKUP_FIELDS: &[&str] = &["schedule", "keep", "destination", "prometheus", "grafana"];
+pub(super) const BACKUP_FIELDS: &[&str] =
+    &["schedule", "keep", "destination", "prometheus", "grafana"];
 
 fn yaml_message(e: &serde_saphyr::Error, source: &str, line: u64) -> String {
     let text = e.without_snippet().to_string();
@@ -585,6 +812,28 @@ mod tests {
 
     use crate::manifest::test_support::*;
     use std::time::Duration;
+
+    /// The field at an error's place, for `validate -o json`: a key, the
+    /// value of a key, a sequence item, in block and flow style, in a
+    /// later document.
+    #[test]
+    fn field_paths_name_the_field_at_a_place() {
+        use super::field_path;
+        let y = format!(
+            "{HEAD}  command: [a, b]\n  resources:\n    memoryMax: 1G\n  comand: x\n---\napiVersion: unitlet/v1\nmetadata: {{name: b, labels: {{k: v}}}}\n"
+        );
+        let at = |l, c| field_path(&y, l, c);
+        assert_eq!(at(1, 1).as_deref(), Some("apiVersion"));
+        assert_eq!(at(4, 9).as_deref(), Some("metadata.name"));
+        assert_eq!(at(6, 3).as_deref(), Some("spec.command"));
+        assert_eq!(at(6, 12).as_deref(), Some("spec.command"));
+        assert_eq!(at(6, 16).as_deref(), Some("spec.command[1]"));
+        assert_eq!(at(8, 16).as_deref(), Some("spec.resources.memoryMax"));
+        assert_eq!(at(9, 3).as_deref(), Some("spec.comand"));
+        assert_eq!(at(12, 1).as_deref(), Some("metadata"));
+        assert_eq!(at(12, 30).as_deref(), Some("metadata.labels.k"));
+        assert_eq!(at(1, 30), None);
+    }
 
     #[test]
     fn multi_document_files() {

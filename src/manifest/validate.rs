@@ -74,6 +74,7 @@ impl Ctx<'_> {
             line: at.line(),
             column: at.column(),
             message: message.into(),
+            field: None,
         })
     }
 }
@@ -483,6 +484,9 @@ fn field_locations(spec: &RawSpec) -> BTreeMap<&'static str, (u64, u64)> {
     let mut at = |k: &'static str, l: &serde_saphyr::Location| {
         field_at.insert(k, (l.line(), l.column()));
     };
+    if let Some(c) = &spec.command {
+        at("command", &c.referenced);
+    }
     if let Some(a) = &spec.after {
         at("after", &a.referenced);
     }
@@ -1046,6 +1050,7 @@ pub(super) fn hold_after_cycles(set: &mut LoadedSet) {
                 file: m.file.clone(),
                 line,
                 column,
+                field: Some("spec.after".into()),
                 message: format!(
                     "spec.after makes an ordering cycle {} ({}); systemd refuses to start any service in it — remove one of these `after` entries",
                     cycle.join(" → "),

@@ -511,7 +511,7 @@ fn manifests_writable_by_other_users_are_refused() {
     let o = um.unitlet(&["validate"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stdout(&o).contains("x.yaml: is writable by other users (mode 0666)"),
+        stdout(&o).contains("x.yaml: error: is writable by other users (mode 0666)"),
         "{}",
         stdout(&o)
     );
@@ -547,7 +547,7 @@ fn manifests_owned_by_another_user_are_refused() {
     let o = um.unitlet(&["validate"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stdout(&o).contains("x.yaml: is owned by uid 65534") && stdout(&o).contains("chown"),
+        stdout(&o).contains("x.yaml: error: is owned by uid 65534") && stdout(&o).contains("chown"),
         "{}",
         stdout(&o)
     );

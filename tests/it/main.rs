@@ -18,6 +18,7 @@ mod scripts;
 mod silence;
 mod stack;
 mod state_dir;
+mod validate;
 
 mod backup_safety;
 mod fake_grafana;
