@@ -372,18 +372,20 @@ struct Operator {
     last_saved: Option<std::time::Instant>,
     sd: Option<Systemd>,
     unit_changes: Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
-    reconnect_delay: Duration,
+    reconnect_delay: crate::RetryDelays,
     /// A failed pass is retried with backoff even when nothing else wakes
     /// the loop: the next event may be an hour away.
-    error_delay: Duration,
+    error_delay: crate::RetryDelays,
     ready_sent: bool,
     /// Directories of the Services' config files, watched too.
     config_dirs: Vec<PathBuf>,
     retry_at: Option<tokio::time::Instant>,
 }
 
-/// The first reconnect or retry delay; each failure doubles it, to 30 s.
+/// The first reconnect or retry delay; each failure doubles it, to
+/// [`LAST_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_millis(200);
+const LAST_RETRY: Duration = Duration::from_secs(30);
 
 impl Operator {
     /// Metrics, watches and the reconciler, before the first pass.
@@ -432,8 +434,8 @@ impl Operator {
             last_saved: None,
             sd: None,
             unit_changes: None,
-            reconnect_delay: FIRST_RETRY,
-            error_delay: FIRST_RETRY,
+            reconnect_delay: crate::RetryDelays::new(FIRST_RETRY, LAST_RETRY),
+            error_delay: crate::RetryDelays::new(FIRST_RETRY, LAST_RETRY),
             ready_sent: false,
             config_dirs: Vec::new(),
             retry_at: None,
@@ -466,18 +468,18 @@ impl Operator {
                 self.unit_changes = systemd::unit_changes(&c).await.ok();
                 let _ = c.subscribe().await;
                 tracing::info!("connected to the user manager");
-                self.reconnect_delay = FIRST_RETRY;
+                self.reconnect_delay.reset();
                 self.sd = Some(c);
             }
             Err(e) => {
                 let msg = crate::error_chain(&e);
-                tracing::warn!("{msg}; retrying in {:?}", self.reconnect_delay);
+                let delay = self.reconnect_delay.failed();
+                tracing::warn!("{msg}; retrying in {delay:?}");
                 self.metrics.reconcile_error("connect");
                 sd_notify(&[sd_notify::NotifyState::Status(&format!(
                     "cannot reach systemd: {msg}"
                 ))]);
-                self.retry_at = Some(tokio::time::Instant::now() + self.reconnect_delay);
-                self.reconnect_delay = (self.reconnect_delay * 2).min(Duration::from_secs(30));
+                self.retry_at = Some(tokio::time::Instant::now() + delay);
             }
         }
         Ok(())
@@ -503,7 +505,7 @@ impl Operator {
         status: &Status,
         c: &M,
     ) {
-        self.error_delay = FIRST_RETRY;
+        self.error_delay.reset();
         let m = &self.metrics;
         m.passed(
             &self.opts.loc.state_dir,
@@ -550,10 +552,9 @@ impl Operator {
         let now = tokio::time::Instant::now();
         if e.is_disconnect() {
             self.disconnected();
-            self.retry_at = Some(now + self.reconnect_delay);
+            self.retry_at = Some(now + self.reconnect_delay.current());
         } else {
-            self.retry_at = Some(now + self.error_delay);
-            self.error_delay = (self.error_delay * 2).min(Duration::from_secs(30));
+            self.retry_at = Some(now + self.error_delay.failed());
         }
     }
 
@@ -988,6 +989,51 @@ mod tests {
             let c = self.status.objects[name].ready().expect("Ready");
             (c.status, c.message.clone())
         }
+    }
+
+    /// The retry schedule of a failed pass and of reconnecting: 200 ms,
+    /// doubling to 30 s; a good pass (or connection) starts it over. A lost
+    /// connection's first retry waits the current reconnect delay without
+    /// moving it on (the reconnect that follows does).
+    #[tokio::test(start_paused = true)]
+    async fn failed_passes_and_reconnects_retry_after_200ms_doubling_to_30s() {
+        let mut b = Bench::new().await;
+        let waits = |op: &Operator| {
+            let at = op.retry_at.expect("a retry is armed");
+            (at - tokio::time::Instant::now()).as_millis()
+        };
+        let stuck = ReconcileError::Stuck("reading the manifests did not finish".into());
+        let mut got = Vec::new();
+        for _ in 0..10 {
+            b.op.pass_failed(&stuck);
+            got.push(waits(&b.op));
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+        let want = [200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000];
+        assert_eq!(got, want);
+        b.pass().await;
+        b.op.pass_failed(&stuck);
+        assert_eq!(waits(&b.op), 200, "a good pass starts the schedule over");
+
+        // Nothing listens on this bus address: every connect fails.
+        let nobus = b._dir.path().join("no-bus");
+        b.op.opts.loc.bus = Some(format!("unix:path={}", nobus.display()));
+        let mut got = Vec::new();
+        for _ in 0..10 {
+            b.op.connect().await.expect("a failed connect is retried");
+            got.push(waits(&b.op));
+        }
+        assert_eq!(got, want);
+        let lost = ReconcileError::Systemd(crate::systemd::SystemdError::JobLost {
+            verb: "start",
+            unit: "web.service".into(),
+        });
+        b.op.pass_failed(&lost);
+        assert_eq!(
+            waits(&b.op),
+            30000,
+            "the current reconnect delay, unchanged"
+        );
     }
 
     /// Issue 20, item 1: the bus daemon dies while a new revision is in its
