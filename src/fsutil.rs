@@ -25,6 +25,31 @@ pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
     sync_dir(&parent_dir(path))
 }
 
+/// [`atomic_write`] without any fsync: no half-written file ever appears
+/// under `path`, but durability is the caller's, by one flush of many files
+/// later ([`sync_files`], [`sync_tree`]), as a backup set's files are.
+///
+/// # Errors
+/// Any I/O error; the target is then untouched.
+pub fn renamed_write(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let tmp = write_temp(path, bytes, mode)?;
+    tmp.persist(path).map(drop).map_err(|e| e.error)
+}
+
+/// [`atomic_write`] of a file that appears under `path` already `flock`ed
+/// (exclusively) through the returned handle: the lock follows the file
+/// through the rename, so nobody ever sees it unlocked while the handle
+/// lives. The directory is not fsynced.
+///
+/// # Errors
+/// Any I/O error; the target is then untouched.
+pub fn atomic_write_locked(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<std::fs::File> {
+    let tmp = write_temp(path, bytes, mode)?;
+    rustix::fs::flock(tmp.as_file(), rustix::fs::FlockOperation::LockExclusive)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)
+}
+
 /// The directory `path` is in (`.` for a bare name).
 fn parent_dir(path: &Path) -> std::path::PathBuf {
     path.parent()
@@ -426,6 +451,32 @@ pub(crate) mod test_support {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One atomic writer: no file in src/ but this one makes its own
+    /// temporary to rename over a target (`tempfile::Builder`, `persist`).
+    #[test]
+    fn only_fsutil_writes_through_temporaries() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut found = Vec::new();
+        for e in walkdir::WalkDir::new(&src) {
+            let e = e.unwrap();
+            let path = e.path();
+            if path.extension().is_none_or(|x| x != "rs") || path.ends_with("fsutil.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(path).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                if line.contains("tempfile::Builder") || line.contains(".persist(") {
+                    found.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+                }
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "write through fsutil::atomic_write (or its siblings) instead:\n{}",
+            found.join("\n")
+        );
+    }
 
     /// Issue 20 item 5: what is not a regular file, or is too large, is
     /// refused without blocking; a missing file is `None`.

@@ -55,7 +55,7 @@ pub use last_run::{LastRun, last_run_path, own_backups_dir, read_last_run};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, DirBuilder, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::SystemTime;
@@ -1085,7 +1085,6 @@ impl SetWriter {
         };
         let bytes = serde_json::to_vec_pretty(&manifest).expect("plain struct serializes");
         write_atomic(&self.dir, MANIFEST_FILE, &bytes)
-            .and_then(|()| sync_dir(&self.dir))
             .and_then(|()| sync_dir(&self.root))
             .map_err(|e| write_err(&self.dir.join(MANIFEST_FILE), e))?;
         self.finished = true;
@@ -1674,38 +1673,19 @@ fn is_safe_rel_path(rel: &str) -> bool {
 /// follows the file through the rename), so no other run ever sees it
 /// unlocked while this one lives.
 fn write_locked_marker(dir: &Path, bytes: &[u8]) -> io::Result<File> {
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{IN_PROGRESS_FILE}.tmp-"))
-        .tempfile_in(dir)?;
-    rustix::fs::flock(tmp.as_file(), rustix::fs::FlockOperation::LockExclusive)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(dir.join(IN_PROGRESS_FILE)).map_err(|e| e.error)
+    crate::fsutil::atomic_write_locked(&dir.join(IN_PROGRESS_FILE), bytes, 0o600)
 }
 
-/// Temporary file in the same directory, fsync, rename: a crash leaves the
-/// old file or the new one, never half of one.
+/// Temporary file in the same directory, fsync, rename, directory fsync: a
+/// crash leaves the old file or the new one, never half of one.
 fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    write_via_temp(dir, name, bytes, true)
+    crate::fsutil::atomic_write(&dir.join(name), bytes, 0o600)
 }
 
-/// Like [`write_atomic`] without the fsync, for files whose durability is
+/// Like [`write_atomic`] without the fsyncs, for files whose durability is
 /// ensured later by one flush (see the module docs).
 fn write_renamed(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    write_via_temp(dir, name, bytes, false)
-}
-
-fn write_via_temp(dir: &Path, name: &str, bytes: &[u8], fsync: bool) -> io::Result<()> {
-    // Mode 0600, created exclusively under a random name, removed again
-    // when dropped unpersisted (any error below).
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}.tmp-"))
-        .tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    if fsync {
-        tmp.as_file().sync_all()?;
-    }
-    tmp.persist(dir.join(name)).map(drop).map_err(|e| e.error)
+    crate::fsutil::renamed_write(&dir.join(name), bytes, 0o600)
 }
 
 fn hash_reader(file: impl Read) -> io::Result<(u64, String)> {
@@ -1773,7 +1753,7 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
-        assert!(names.iter().all(|n| !n.contains(".tmp-")), "{names:?}");
+        assert!(names.iter().all(|n| !n.contains("-tmp.")), "{names:?}");
         let manifest: serde_json::Value =
             serde_json::from_slice(&fs::read(info.path.join(MANIFEST_FILE)).unwrap()).unwrap();
         assert_eq!(manifest["status"], "complete");
