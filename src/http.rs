@@ -91,9 +91,91 @@ pub async fn body_prefix(mut resp: reqwest::Response, limit: usize) -> Vec<u8> {
     body
 }
 
+/// Newline-delimited records from a streaming answer (etcd's watch and
+/// keep-alive streams), each line at most `limit` bytes: a line that never
+/// ends is refused at the limit, not buffered.
+#[derive(Debug)]
+pub struct BodyLines {
+    resp: reqwest::Response,
+    buf: Vec<u8>,
+    limit: u64,
+}
+
+impl BodyLines {
+    /// Lines of `resp`'s body, each at most `limit` bytes.
+    pub fn new(resp: reqwest::Response, limit: u64) -> BodyLines {
+        BodyLines {
+            resp,
+            buf: Vec::new(),
+            limit,
+        }
+    }
+
+    /// The next non-empty line (newline included); `None` at the end of the
+    /// body. Cancel safe: a chunk is appended only once it has arrived.
+    ///
+    /// # Errors
+    /// [`BodyError`].
+    pub async fn next(&mut self) -> Result<Option<Vec<u8>>, BodyError> {
+        loop {
+            if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).collect();
+                if line.trim_ascii().is_empty() {
+                    continue;
+                }
+                return Ok(Some(line));
+            }
+            // No newline in what came: one line, too long to wait for.
+            if self.buf.len() as u64 > self.limit {
+                let limit = self.limit;
+                return Err(BodyError::TooLarge { limit });
+            }
+            match self.resp.chunk().await.map_err(BodyError::Transport)? {
+                Some(c) => self.buf.extend_from_slice(&c),
+                None if self.buf.trim_ascii().is_empty() => return Ok(None),
+                None => return Ok(Some(std::mem::take(&mut self.buf))),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// One bounded reader: no file in src/ but this one reads a response
+    /// body itself (`chunk`, `bytes`, `text`, `json`, `bytes_stream`).
+    #[test]
+    fn only_http_reads_response_bodies() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let reads = [
+            ".chunk().await",
+            ".bytes().await",
+            ".text().await",
+            ".json().await",
+            ".json::<",
+            "bytes_stream(",
+        ];
+        let mut found = Vec::new();
+        for e in walkdir::WalkDir::new(&src) {
+            let e = e.unwrap();
+            let path = e.path();
+            if path.extension().is_none_or(|x| x != "rs") || path.ends_with("src/http.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(path).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                if reads.iter().any(|r| line.contains(r)) {
+                    found.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+                }
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "read bodies through http::read_body, body_prefix or BodyLines:\n{}",
+            found.join("\n")
+        );
+    }
 
     #[test]
     fn base_urls() {
