@@ -46,6 +46,36 @@ pub fn base_url(s: &str) -> Result<Url, BaseUrlError> {
     Ok(base)
 }
 
+/// A URL with any password replaced by `***` (`user:***@host`), for every
+/// place a URL is shown (status, events, logs, errors); requests still use
+/// the real URL. Parsed with [`Url`]: a URL without a scheme (an etcd
+/// endpoint `user:pw@host:2379`) is read as `http://`; one that carries
+/// credentials is shown as [`Url`] writes it; one without is shown as
+/// given. What does not parse loses everything up to its last `@`.
+pub fn redact_url(s: &str) -> String {
+    let schemeless = !s.contains("://");
+    let parsed = if schemeless {
+        Url::parse(&format!("http://{s}"))
+    } else {
+        Url::parse(s)
+    };
+    match parsed {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            let shown = u.to_string();
+            match shown.strip_prefix("http://") {
+                Some(rest) if schemeless => rest.to_string(),
+                _ => shown,
+            }
+        }
+        Ok(_) => s.to_string(),
+        Err(_) => match s.rsplit_once('@') {
+            Some((_, rest)) => format!("***@{rest}"),
+            None => s.to_string(),
+        },
+    }
+}
+
 /// Why a response body was not read.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {

@@ -141,23 +141,7 @@ fn check_credential_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// A URL with any `user:password@` replaced by `user:***@`, for every place
-/// a URL is shown (status, events, logs, errors). The real URL is still
-/// what requests use.
-pub fn redact_url(s: &str) -> String {
-    let Some(scheme_end) = s.find("://") else {
-        return s.to_string();
-    };
-    let rest = &s[scheme_end + 3..];
-    let auth_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..auth_end];
-    let Some(at) = authority.rfind('@') else {
-        return s.to_string();
-    };
-    let userinfo = &authority[..at];
-    let user = userinfo.split(':').next().unwrap_or("");
-    format!("{}{user}:***@{}", &s[..scheme_end + 3], &rest[at + 1..])
-}
+pub use crate::http::redact_url;
 
 fn check_url(s: &str) -> Result<(), String> {
     let shown = redact_url(s);
@@ -1165,10 +1149,15 @@ mod tests {
             redact_url("http://user:hunter2@127.0.0.1:9090/-/reload"),
             "http://user:***@127.0.0.1:9090/-/reload"
         );
-        assert_eq!(redact_url("https://tok@h"), "https://tok:***@h");
+        assert_eq!(redact_url("https://tok@h"), "https://tok:***@h/");
         assert_eq!(redact_url("http://h/a@b"), "http://h/a@b");
         assert_eq!(redact_url("http://h:1/"), "http://h:1/");
         assert_eq!(redact_url("http://a:b@c@h/"), "http://a:***@h/");
+        // An etcd endpoint is often given without a scheme.
+        assert_eq!(redact_url("u:hunter2@h:2379"), "u:***@h:2379/");
+        assert_eq!(redact_url("h:2379"), "h:2379");
+        // What does not parse still never shows its password.
+        assert_eq!(redact_url("http://u:hunter2@h:99999/"), "***@h:99999/");
         let e = one_err(&format!(
             "{HEAD}  command: [a]\n  readiness: {{http: {{url: 'ftp://u:hunter2@h/'}}}}\n"
         ));
