@@ -140,7 +140,7 @@ pub fn sync_files(paths: &[&Path]) -> Vec<std::io::Result<()>> {
     let sync = |p: &Path| -> std::io::Result<()> {
         std::fs::OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
+            .custom_flags(open_flags(rustix::fs::OFlags::NOFOLLOW))
             .open(p)?
             .sync_all()
     };
@@ -181,9 +181,15 @@ pub fn stale_temp_pid(name: &str) -> Option<i32> {
 
 /// Whether a process exists (a temporary file of a live writer is not stale).
 pub fn pid_alive(pid: i32) -> bool {
-    pid > 0
-        && (unsafe { libc::kill(pid, 0) } == 0
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+    use rustix::process::{Pid, test_kill_process};
+    Pid::from_raw(pid)
+        .is_some_and(|p| matches!(test_kill_process(p), Ok(()) | Err(rustix::io::Errno::PERM)))
+}
+
+/// `open(2)` flags for [`std::os::unix::fs::OpenOptionsExt::custom_flags`],
+/// from rustix's typed ones.
+pub fn open_flags(flags: rustix::fs::OFlags) -> i32 {
+    i32::try_from(flags.bits()).unwrap_or(0)
 }
 
 /// Create a directory and its parents, mode 0755 whatever the umask's
@@ -294,13 +300,14 @@ pub fn open_regular(path: &Path, follow: bool) -> Result<(std::fs::File, u64), S
             file_type_name(meta.file_type())
         ));
     }
-    let mut flags = libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY;
+    use rustix::fs::OFlags;
+    let mut flags = OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
     if !follow {
-        flags |= libc::O_NOFOLLOW;
+        flags |= OFlags::NOFOLLOW;
     }
     let f = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(flags)
+        .custom_flags(open_flags(flags))
         .open(path)
         .map_err(|e| format!("cannot be read: {e}"))?;
     let meta = f.metadata().map_err(|e| format!("cannot be read: {e}"))?;
@@ -451,6 +458,32 @@ pub(crate) mod test_support {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One syscall crate: the library's system calls go through rustix;
+    /// libc only for `cli.rs`'s SIGPIPE reset (rustix's stable API has no
+    /// `signal`), and in tests.
+    #[test]
+    fn system_calls_go_through_rustix() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut found = Vec::new();
+        for e in walkdir::WalkDir::new(&src) {
+            let e = e.unwrap();
+            let path = e.path();
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            if !name.ends_with(".rs") || name.ends_with("tests.rs") || path.ends_with("src/cli.rs")
+            {
+                continue;
+            }
+            let text = std::fs::read_to_string(path).unwrap();
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for (n, line) in code.lines().enumerate() {
+                if line.contains("libc::") {
+                    found.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+                }
+            }
+        }
+        assert!(found.is_empty(), "use rustix:\n{}", found.join("\n"));
+    }
 
     /// One atomic writer: no file in src/ but this one makes its own
     /// temporary to rename over a target (`tempfile::Builder`, `persist`).

@@ -51,7 +51,9 @@ fn open(path: &Path) -> Result<File, LockError> {
         .create(true)
         .truncate(false)
         .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .custom_flags(crate::fsutil::open_flags(
+            rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC,
+        ))
         .open(path)
         .map_err(|source| LockError::Open {
             path: path.to_path_buf(),
@@ -188,7 +190,11 @@ pub fn operator_pid(state_dir: &Path) -> Option<u32> {
     let path = OperatorLock::path(state_dir);
     let mut f = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .custom_flags(crate::fsutil::open_flags(
+            rustix::fs::OFlags::NOFOLLOW
+                | rustix::fs::OFlags::CLOEXEC
+                | rustix::fs::OFlags::NONBLOCK,
+        ))
         .open(path)
         .ok()?;
     match flock(&f, FlockOperation::NonBlockingLockShared) {

@@ -612,7 +612,9 @@ pub fn kernel_log_oom_kill(pid: u32) -> Option<bool> {
     use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .custom_flags(crate::fsutil::open_flags(
+            rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC,
+        ))
         .open("/dev/kmsg")
         .ok()?;
     Some(scan_kernel_log(f, &format!("Killed process {pid} ")))
@@ -639,7 +641,9 @@ fn scan_kernel_log(mut kmsg: impl std::io::Read, needle: &str) -> bool {
                     break;
                 }
             }
-            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue, // overwritten record
+            Err(e) if rustix::io::Errno::from_io_error(&e) == Some(rustix::io::Errno::PIPE) => {
+                continue;
+            } // overwritten record
             Err(_) => break,
         }
     }

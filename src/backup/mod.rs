@@ -1198,11 +1198,13 @@ fn space(dir: &Path) -> Option<Space> {
 /// Whether an error means the filesystem (or the user's quota) is full.
 /// (`tempfile` wraps the OS error, so its kind is what is left to look at.)
 pub fn is_out_of_space(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
-        || matches!(
-            e.kind(),
-            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-        )
+    matches!(
+        rustix::io::Errno::from_io_error(e),
+        Some(rustix::io::Errno::NOSPC | rustix::io::Errno::DQUOT)
+    ) || matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// A parsed set ID: `YYYYMMDDTHHMMSSZ` plus `-N` for the N-th set of one

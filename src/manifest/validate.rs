@@ -239,17 +239,19 @@ const RESTART_VALUES: &[&str] = &[
     "always",
 ];
 
+use rustix::process::Signal;
+
 const SIGNALS: &[(&str, i32)] = &[
-    ("HUP", libc::SIGHUP),
-    ("INT", libc::SIGINT),
-    ("QUIT", libc::SIGQUIT),
-    ("KILL", libc::SIGKILL),
-    ("USR1", libc::SIGUSR1),
-    ("USR2", libc::SIGUSR2),
-    ("TERM", libc::SIGTERM),
-    ("CONT", libc::SIGCONT),
-    ("STOP", libc::SIGSTOP),
-    ("WINCH", libc::SIGWINCH),
+    ("HUP", Signal::HUP.as_raw()),
+    ("INT", Signal::INT.as_raw()),
+    ("QUIT", Signal::QUIT.as_raw()),
+    ("KILL", Signal::KILL.as_raw()),
+    ("USR1", Signal::USR1.as_raw()),
+    ("USR2", Signal::USR2.as_raw()),
+    ("TERM", Signal::TERM.as_raw()),
+    ("CONT", Signal::CONT.as_raw()),
+    ("STOP", Signal::STOP.as_raw()),
+    ("WINCH", Signal::WINCH.as_raw()),
 ];
 
 /// `SIGHUP`, `HUP` or `hup` → (canonical name, number).
