@@ -855,7 +855,7 @@ async fn pass(
                 status.event(
                     crate::status::OPERATOR,
                     crate::status::EventType::Warning,
-                    "ReconcileError",
+                    crate::status::EventReason::ReconcileError,
                     msg.clone(),
                 );
                 status.operator_error = Some(msg);

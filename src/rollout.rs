@@ -619,7 +619,7 @@ fn usable<T>(status: &mut Status, name: &str, r: Result<T, RolloutError>) -> Opt
         status.event(
             name,
             EventType::Warning,
-            "RolloutHistoryUnusable",
+            crate::status::EventReason::RolloutHistoryUnusable,
             crate::error_chain(&e),
         )
     })
@@ -756,7 +756,7 @@ pub fn release(
         status.event(
             name,
             EventType::Normal,
-            "PinEnded",
+            crate::status::EventReason::PinEnded,
             format!(
                 "the manifest of {name} changed, so it is no longer {was} revision {}: {now}",
                 pin.revision
@@ -1068,7 +1068,7 @@ pub async fn record(
             status.event(
                 &m.name,
                 EventType::Normal,
-                "RolloutComplete",
+                crate::status::EventReason::RolloutComplete,
                 format!(
                     "revision {n} of {} applied (Type=oneshot: not health-gated)",
                     a.unit
@@ -1088,7 +1088,7 @@ pub async fn record(
             status.event(
                 &m.name,
                 EventType::Normal,
-                "RolloutProgressing",
+                crate::status::EventReason::RolloutProgressing,
                 format!(
                     "revision {n} ({}) of {} is the first: nothing to roll back to, so its Ready condition decides how it ends",
                     short(&content_hash(content)),
@@ -1100,7 +1100,7 @@ pub async fn record(
         status.event(
             &m.name,
             EventType::Normal,
-            "RolloutProgressing",
+            crate::status::EventReason::RolloutProgressing,
             format!(
                 "revision {n} ({}) of {} is progressing: it must be active{} within {}",
                 short(&content_hash(content)),
@@ -1176,7 +1176,7 @@ pub fn finish(state_dir: &Path, w: &RolloutWork, watched: Watched, status: &mut 
         Finished::Complete => status.event(
             &w.name,
             EventType::Normal,
-            "RolloutComplete",
+            crate::status::EventReason::RolloutComplete,
             format!("revision {} of {} is active and ready", w.revision, w.unit),
         ),
         Finished::Failed {
@@ -1184,7 +1184,7 @@ pub fn finish(state_dir: &Path, w: &RolloutWork, watched: Watched, status: &mut 
         } => status.event(
             &w.name,
             EventType::Warning,
-            "RolledBack",
+            crate::status::EventReason::RolledBack,
             format!(
                 "revision {} of {} failed: {why}; rolling back to revision {g}",
                 w.revision, w.unit
@@ -1195,7 +1195,7 @@ pub fn finish(state_dir: &Path, w: &RolloutWork, watched: Watched, status: &mut 
         } => status.event(
             &w.name,
             EventType::Warning,
-            "RolloutFailed",
+            crate::status::EventReason::RolloutFailed,
             format!(
                 "revision {} of {} failed: {why}; {}",
                 w.revision,
@@ -1615,7 +1615,12 @@ async fn undo_pass(
     }
     .await;
     if let Some((name, msg)) = event {
-        status.event(name, EventType::Normal, "RolloutUndone", msg);
+        status.event(
+            name,
+            EventType::Normal,
+            crate::status::EventReason::RolloutUndone,
+            msg,
+        );
     }
     status.stamp("unitlet rollout undo");
     let saved = status.save_async(&loc.status_file()).await;

@@ -21,6 +21,10 @@ macro_rules! string_enum {
         pub enum $name { $($(#[$vm])* $v,)* }
 
         impl $name {
+            /// Every variant, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$v,)*];
+
+            /// The variant's name: what status JSON and output show.
             pub fn as_str(self) -> &'static str {
                 match self { $($name::$v => stringify!($v),)* }
             }
@@ -117,6 +121,79 @@ string_enum! {
         ControllerMissing,
         /// The user manager's controllers cannot be read (LimitsEnforced).
         ControllersUnknown,
+        /// A reason this version does not know (a status file written by
+        /// another version).
+        #[serde(other)]
+        Unrecognized,
+    }
+}
+
+string_enum! {
+    /// Why an event happened: one word a script can match, written in
+    /// `status.json` as the variant's name (the strings events always had).
+    EventReason {
+        /// A unit file was written.
+        Written,
+        /// A unit file of a removed manifest was removed.
+        Removed,
+        /// A unit was stopped.
+        Stopped,
+        /// Stopping a unit failed.
+        StopFailed,
+        /// A unit was started.
+        Started,
+        /// Starting a unit failed.
+        StartFailed,
+        /// A unit was restarted.
+        Restarted,
+        /// Restarting a unit failed.
+        RestartFailed,
+        /// Enabling a unit failed.
+        EnableFailed,
+        /// A Service's limits were applied live.
+        LimitsApplied,
+        /// A Service's limits could not be applied.
+        LimitsNotApplied,
+        /// A readiness probe failed.
+        NotReady,
+        /// A config change was reloaded into the running process.
+        Reloaded,
+        /// A config change was recorded only (`onConfigChange: none`).
+        ConfigRecorded,
+        /// The validator refused a config change.
+        ConfigInvalid,
+        /// Reloading a changed config failed; retried.
+        ReloadFailed,
+        /// A new revision is being watched.
+        RolloutProgressing,
+        /// A new revision is active and ready.
+        RolloutComplete,
+        /// A new revision failed; the previous good one runs again.
+        RolledBack,
+        /// A new revision failed with nothing to roll back to.
+        RolloutFailed,
+        /// `rollout undo` pinned a revision.
+        RolloutUndone,
+        /// A pin ended because the manifest changed.
+        PinEnded,
+        /// A Service's rollout history cannot be read.
+        RolloutHistoryUnusable,
+        /// A silence was made in Alertmanager before a planned disruption.
+        SilenceCreated,
+        /// A silence could not be made; the action went ahead.
+        SilenceFailed,
+        /// A silence was expired once the Service was Ready.
+        SilenceExpired,
+        /// A silence could not be expired; it runs out by itself.
+        SilenceNotExpired,
+        /// A Backup's run failed.
+        BackupFailed,
+        /// A Backup's first run to succeed after failures.
+        BackupSucceeded,
+        /// A pass failed (an event of the operator itself).
+        ReconcileError,
+        /// `status.json` could not be used and was moved aside.
+        StatusUnreadable,
         /// A reason this version does not know (a status file written by
         /// another version).
         #[serde(other)]
@@ -310,7 +387,7 @@ pub struct Event {
     pub object: String,
     #[serde(rename = "type")]
     pub type_: EventType,
-    pub reason: String,
+    pub reason: EventReason,
     pub message: String,
 }
 
@@ -487,7 +564,12 @@ impl Status {
                 format!("the status file {why}, and could not be kept aside: {e}")
             }
         };
-        status.event(OPERATOR, EventType::Warning, "StatusUnreadable", message);
+        status.event(
+            OPERATOR,
+            EventType::Warning,
+            crate::status::EventReason::StatusUnreadable,
+            message,
+        );
         status
     }
 
@@ -555,14 +637,14 @@ impl Status {
         &mut self,
         object: &str,
         type_: EventType,
-        reason: &str,
+        reason: EventReason,
         message: impl Into<String>,
     ) {
         self.events.push(Event {
             time: now_rfc3339(),
             object: object.into(),
             type_,
-            reason: reason.into(),
+            reason,
             message: message.into(),
         });
         if self.events.len() > MAX_EVENTS {
@@ -590,6 +672,59 @@ impl Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Event reasons are typed, and `status.json` keeps the strings events
+    /// always had: each reads back as itself and is written as it was read;
+    /// a reason of another version reads as `Unrecognized`.
+    #[test]
+    fn event_reasons_read_and_write_the_strings_of_status_json() {
+        let old = [
+            "Written",
+            "Removed",
+            "Stopped",
+            "StopFailed",
+            "Started",
+            "StartFailed",
+            "Restarted",
+            "RestartFailed",
+            "EnableFailed",
+            "LimitsApplied",
+            "LimitsNotApplied",
+            "NotReady",
+            "Reloaded",
+            "ConfigRecorded",
+            "ConfigInvalid",
+            "ReloadFailed",
+            "RolloutProgressing",
+            "RolloutComplete",
+            "RolledBack",
+            "RolloutFailed",
+            "RolloutUndone",
+            "PinEnded",
+            "RolloutHistoryUnusable",
+            "SilenceCreated",
+            "SilenceFailed",
+            "SilenceExpired",
+            "SilenceNotExpired",
+            "BackupFailed",
+            "BackupSucceeded",
+            "ReconcileError",
+            "StatusUnreadable",
+        ];
+        for r in old {
+            let json = format!(
+                r#"{{"time":"t","object":"o","type":"Normal","reason":"{r}","message":"m"}}"#
+            );
+            let e: Event = serde_json::from_str(&json).unwrap();
+            assert_eq!(e.reason.as_str(), r);
+            assert_eq!(serde_json::to_string(&e).unwrap(), json);
+        }
+        let known: Vec<&str> = EventReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(known.len(), old.len() + 1, "{known:?}");
+        let json = r#"{"time":"t","object":"o","type":"Normal","reason":"Frobbed","message":"m"}"#;
+        let e: Event = serde_json::from_str(json).unwrap();
+        assert_eq!(e.reason, EventReason::Unrecognized);
+    }
 
     #[test]
     fn transition_time_moves_only_on_status_change() {
@@ -623,7 +758,12 @@ mod tests {
         );
         assert_eq!(serde_json::from_str::<ObjectStatus>(&json).unwrap(), o);
         let mut s = Status::default();
-        s.event("b", EventType::Warning, "StopFailed", "x");
+        s.event(
+            "b",
+            EventType::Warning,
+            crate::status::EventReason::StopFailed,
+            "x",
+        );
         assert!(
             serde_json::to_string(&s.events[0])
                 .unwrap()
@@ -647,7 +787,12 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut s = Status::default();
         for i in 0..(MAX_EVENTS + 10) {
-            s.event("a", EventType::Normal, "Started", format!("{i}"));
+            s.event(
+                "a",
+                EventType::Normal,
+                crate::status::EventReason::Started,
+                format!("{i}"),
+            );
         }
         assert_eq!(s.events.len(), MAX_EVENTS);
         let p = d.path().join("status.json");
@@ -667,11 +812,16 @@ mod tests {
             s.event(
                 n,
                 EventType::Warning,
-                "ReloadFailed",
+                crate::status::EventReason::ReloadFailed,
                 format!("{n} POST http://u:***@h/"),
             );
         }
-        s.event(OPERATOR, EventType::Warning, "ReconcileError", "bus gone");
+        s.event(
+            OPERATOR,
+            EventType::Warning,
+            crate::status::EventReason::ReconcileError,
+            "bus gone",
+        );
         s.retain_objects(&["kept".to_string()].into());
         assert_eq!(s.objects.keys().collect::<Vec<_>>(), vec!["kept"]);
         assert_eq!(s.config.keys().collect::<Vec<_>>(), vec!["kept"]);

@@ -18,7 +18,7 @@ use crate::manager::{JobKind, JobStream, QueuedJob, UserManager};
 use crate::manifest::{OnConfigChange, ReloadMethod};
 use crate::reconcile::Reconciler;
 use crate::reload::{self, ReloadOutcome};
-use crate::status::{ConfigState, EventType, Reason, Status};
+use crate::status::{ConfigState, EventReason, EventType, Reason, Status};
 
 /// One object's wait (or, for start jobs, one batch's).
 #[derive(Debug)]
@@ -317,7 +317,12 @@ impl Reconciler {
                 self.waiting_ready.remove(&name);
                 // Not ready in time after a start: the Service is not Ready.
                 if let Err(e) = &result {
-                    status.event(&name, EventType::Warning, "NotReady", e.clone());
+                    status.event(
+                        &name,
+                        EventType::Warning,
+                        crate::status::EventReason::NotReady,
+                        e.clone(),
+                    );
                     let issue = (Reason::NotReady, e.clone());
                     self.config_issue.insert(name.clone(), issue);
                 }
@@ -340,9 +345,12 @@ impl Reconciler {
                 silence,
             } => {
                 // Silence events first, then what the config change did.
-                let (before, after): (Vec<_>, Vec<_>) = silence
-                    .into_iter()
-                    .partition(|n| n.1 == "SilenceCreated" || n.1 == "SilenceFailed");
+                let (before, after): (Vec<_>, Vec<_>) = silence.into_iter().partition(|n| {
+                    matches!(
+                        n.1,
+                        EventReason::SilenceCreated | EventReason::SilenceFailed
+                    )
+                });
                 for (t, r, m) in before {
                     status.event(&work.name, t, r, m);
                 }
@@ -409,7 +417,12 @@ impl Reconciler {
     fn config_refused(&mut self, w: &ConfigWork, e: &str, status: &mut Status) {
         let name = &w.name;
         let msg = format!("config change not applied: {e}");
-        status.event(name, EventType::Warning, "ConfigInvalid", msg);
+        status.event(
+            name,
+            EventType::Warning,
+            crate::status::EventReason::ConfigInvalid,
+            msg,
+        );
         self.rejected_config
             .insert(name.clone(), (w.hash.clone(), e.to_string()));
         let issue = format!(
@@ -430,13 +443,13 @@ impl Reconciler {
             .collect::<Vec<_>>()
             .join(", ");
         let (what, how) = match o {
-            ReloadOutcome::Restarted => ("Restarted", format!("restarted {}", w.unit)),
+            ReloadOutcome::Restarted => (EventReason::Restarted, format!("restarted {}", w.unit)),
             ReloadOutcome::Recorded => (
-                "ConfigRecorded",
+                EventReason::ConfigRecorded,
                 "onConfigChange is none: recorded only".to_string(),
             ),
             _ => (
-                "Reloaded",
+                EventReason::Reloaded,
                 format!("reloaded via {}", reload::describe_method(&w.reload)),
             ),
         };
@@ -460,7 +473,12 @@ impl Reconciler {
         let delay = retry.failed();
         let attempts = retry.attempts;
         let msg = format!("{e}; retrying in {delay:.1?}");
-        status.event(name, EventType::Warning, "ReloadFailed", msg);
+        status.event(
+            name,
+            EventType::Warning,
+            crate::status::EventReason::ReloadFailed,
+            msg,
+        );
         if let Some(c) = status.config.get_mut(name) {
             c.failing = true;
         }

@@ -180,7 +180,12 @@ impl Reconciler {
             if let Err(e) = sd.enable(&units).await {
                 for (manifest, unit, _) in unlinked {
                     let msg = format!("cannot enable {unit}: {e}");
-                    status.event(manifest, EventType::Warning, "EnableFailed", msg);
+                    status.event(
+                        manifest,
+                        EventType::Warning,
+                        crate::status::EventReason::EnableFailed,
+                        msg,
+                    );
                 }
             }
         }
@@ -262,7 +267,12 @@ impl Reconciler {
         for a in actions.iter().filter(|a| matches!(a.op, Op::SetLimits(_))) {
             if !run.failed(&a.manifest) {
                 let msg = format!("{}: {}", a.unit, a.reason);
-                status.event(&a.manifest, EventType::Normal, "LimitsApplied", msg);
+                status.event(
+                    &a.manifest,
+                    EventType::Normal,
+                    crate::status::EventReason::LimitsApplied,
+                    msg,
+                );
             }
         }
         let deferred = self.start_units(sd, prep, jobs_stream, run, status).await;
@@ -299,7 +309,7 @@ impl Reconciler {
             status.event(
                 &manifest,
                 EventType::Warning,
-                "LimitsNotApplied",
+                crate::status::EventReason::LimitsNotApplied,
                 msg.clone(),
             );
             run.fail(&manifest, msg);
@@ -307,7 +317,12 @@ impl Reconciler {
         for a in actions.iter().filter(|a| matches!(a.op, Op::Write { .. })) {
             if !run.failed(&a.manifest) {
                 let msg = format!("wrote {}: {}", a.unit, a.reason);
-                status.event(&a.manifest, EventType::Normal, "Written", msg);
+                status.event(
+                    &a.manifest,
+                    EventType::Normal,
+                    crate::status::EventReason::Written,
+                    msg,
+                );
             }
         }
         Ok(deferred)
@@ -335,10 +350,20 @@ impl Reconciler {
             match r {
                 Ok(()) => {
                     let msg = format!("stopped {}: {}", a.unit, a.reason);
-                    status.event(&a.manifest, EventType::Normal, "Stopped", msg);
+                    status.event(
+                        &a.manifest,
+                        EventType::Normal,
+                        crate::status::EventReason::Stopped,
+                        msg,
+                    );
                 }
                 Err(e) => {
-                    status.event(&a.manifest, EventType::Warning, "StopFailed", e.to_string());
+                    status.event(
+                        &a.manifest,
+                        EventType::Warning,
+                        crate::status::EventReason::StopFailed,
+                        e.to_string(),
+                    );
                     run.fail(&a.manifest, e.to_string());
                 }
             }
@@ -456,7 +481,12 @@ impl Reconciler {
             let _ = self.manager_dirs(sd).await.remove_limit_dropins(&a.unit);
             status.applied.remove(&a.unit);
             let msg = format!("removed {} ({})", a.unit, a.reason);
-            status.event(&a.manifest, EventType::Normal, "Removed", msg);
+            status.event(
+                &a.manifest,
+                EventType::Normal,
+                crate::status::EventReason::Removed,
+                msg,
+            );
         }
     }
 

@@ -15,7 +15,7 @@ use crate::manager::{JobKind, UserManager};
 use crate::manifest::{self, LoadError, LoadedSet};
 use crate::plan::{self, Held, Observed, Plan};
 use crate::render::{self, DesiredUnit, RenderContext};
-use crate::status::{ConditionStatus, EventType, Reason, Status};
+use crate::status::{ConditionStatus, EventReason, EventType, Reason, Status};
 use crate::systemd::SystemdError;
 use crate::work::Work;
 
@@ -120,15 +120,15 @@ pub(crate) fn job_event(
     result: &Result<(), String>,
 ) {
     let (ok_reason, bad_reason) = match kind {
-        JobKind::Restart => ("Restarted", "RestartFailed"),
-        _ => ("Started", "StartFailed"),
+        JobKind::Restart => (EventReason::Restarted, EventReason::RestartFailed),
+        _ => (EventReason::Started, EventReason::StartFailed),
     };
     match result {
         Ok(()) => status.event(
             manifest,
             EventType::Normal,
             ok_reason,
-            format!("{} {unit}: {reason}", ok_reason.to_lowercase()),
+            format!("{} {unit}: {reason}", ok_reason.as_str().to_lowercase()),
         ),
         Err(e) => status.event(manifest, EventType::Warning, bad_reason, e.clone()),
     }

@@ -399,7 +399,12 @@ fn backup_event(
     previous: Option<&crate::status::Condition>,
     reason: Reason,
     msg: &str,
-) -> Option<(String, crate::status::EventType, &'static str, String)> {
+) -> Option<(
+    String,
+    crate::status::EventType,
+    crate::status::EventReason,
+    String,
+)> {
     use crate::status::EventType;
     m.as_backup()?;
     let was_failed = previous.is_some_and(|c| c.reason == Reason::BackupFailed);
@@ -407,7 +412,7 @@ fn backup_event(
         return Some((
             m.name.clone(),
             EventType::Warning,
-            "BackupFailed",
+            crate::status::EventReason::BackupFailed,
             msg.to_owned(),
         ));
     }
@@ -415,7 +420,7 @@ fn backup_event(
         (
             m.name.clone(),
             EventType::Normal,
-            "BackupSucceeded",
+            crate::status::EventReason::BackupSucceeded,
             msg.to_owned(),
         )
     })
