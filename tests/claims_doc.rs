@@ -4,6 +4,9 @@
 //!
 //! Pure: reads ARCHITECTURE.md and src/.
 
+// Test and benchmark code: a panic is how it fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {

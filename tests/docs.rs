@@ -11,6 +11,9 @@
 //!
 //! Pure: no systemd, no network; it reads `docs/` and calls the parser.
 
+// Test and benchmark code: a panic is how it fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
