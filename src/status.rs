@@ -626,8 +626,9 @@ impl Status {
     }
 
     pub fn save(&self, path: &Path) -> Result<(), StatusError> {
-        let bytes = serde_json::to_vec_pretty(self).expect("status serializes");
-        fsutil::atomic_write(path, &bytes, 0o600).map_err(|source| StatusError::Write {
+        let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other);
+        let written = bytes.and_then(|b| fsutil::atomic_write(path, &b, 0o600));
+        written.map_err(|source| StatusError::Write {
             path: path.to_path_buf(),
             source,
         })

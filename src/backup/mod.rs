@@ -641,8 +641,8 @@ impl Store {
             source: source.to_owned(),
             created: created.clone(),
         };
-        let bytes = serde_json::to_vec_pretty(&marker).expect("plain struct serializes");
-        let lock = match write_locked_marker(&dir, &bytes) {
+        let bytes = serde_json::to_vec_pretty(&marker).map_err(io::Error::other);
+        let lock = match bytes.and_then(|b| write_locked_marker(&dir, &b)) {
             Ok(lock) => lock,
             Err(source) => {
                 let _ = fs::remove_dir_all(&dir);
@@ -1083,8 +1083,9 @@ impl SetWriter {
             status: SetStatus::Complete,
             files: self.files.values().cloned().collect(),
         };
-        let bytes = serde_json::to_vec_pretty(&manifest).expect("plain struct serializes");
-        write_atomic(&self.dir, MANIFEST_FILE, &bytes)
+        let bytes = serde_json::to_vec_pretty(&manifest).map_err(io::Error::other);
+        bytes
+            .and_then(|b| write_atomic(&self.dir, MANIFEST_FILE, &b))
             .and_then(|()| sync_dir(&self.root))
             .map_err(|e| write_err(&self.dir.join(MANIFEST_FILE), e))?;
         self.finished = true;

@@ -711,7 +711,10 @@ impl Client {
         }
         let body = json!({ "name": name, "password": password });
         let a: Auth = self.post_once("v3/auth/authenticate", &body).await?;
-        *self.token.lock().expect("token lock") = Some(a.token);
+        *self
+            .token
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(a.token);
         Ok(())
     }
 
@@ -720,7 +723,12 @@ impl Client {
         if self.require_leader {
             r = r.header("Grpc-Metadata-Hasleader", "true");
         }
-        if let Some(t) = self.token.lock().expect("token lock").as_deref() {
+        if let Some(t) = self
+            .token
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_deref()
+        {
             r = r.header(reqwest::header::AUTHORIZATION, t);
         }
         r.json(body)

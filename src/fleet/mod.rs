@@ -541,8 +541,9 @@ impl SourceState {
 
     pub fn save(&self, state_dir: &Path) -> Result<(), FleetError> {
         let path = source_file(state_dir);
-        let bytes = serde_json::to_vec_pretty(self).expect("serializable");
-        crate::fsutil::atomic_write(&path, &bytes, 0o600)
+        let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other);
+        bytes
+            .and_then(|b| crate::fsutil::atomic_write(&path, &b, 0o600))
             .map_err(|source| FleetError::Write { path, source })
     }
 }
