@@ -994,13 +994,12 @@ impl SetWriter {
     pub fn write_file(&mut self, rel: &str, bytes: &[u8]) -> Result<()> {
         let path = self.checked_path(rel)?;
         if self.full.is_none() {
-            let parent = path.parent().expect("joined path has a parent");
-            let name = path.file_name().expect("checked path has a file name");
+            let parent = path.parent().unwrap_or(&self.dir);
             let written = DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(parent)
-                .and_then(|()| write_renamed(parent, &name.to_string_lossy(), bytes));
+                .and_then(|()| crate::fsutil::renamed_write(&path, bytes, 0o600));
             match written {
                 Ok(()) => {}
                 Err(source) if is_out_of_space(&source) => {
@@ -1430,7 +1429,9 @@ fn open_in_set(dir: &Path, rel: &str) -> Result<File, OpenError> {
         openat(CWD, dir, dir_flags, Mode::empty()).map_err(|e| classify(e, dir.to_path_buf()))?;
     let mut path = dir.to_path_buf();
     let parts: Vec<&str> = rel.split('/').collect();
-    let (last, parents) = parts.split_last().expect("a safe path has a component");
+    let Some((last, parents)) = parts.split_last() else {
+        return Err(OpenError::NotFound);
+    };
     for part in parents {
         path.push(part);
         fd = openat(&fd, *part, dir_flags, Mode::empty()).map_err(|e| classify(e, path.clone()))?;
@@ -1683,12 +1684,6 @@ fn write_locked_marker(dir: &Path, bytes: &[u8]) -> io::Result<File> {
 /// crash leaves the old file or the new one, never half of one.
 fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     crate::fsutil::atomic_write(&dir.join(name), bytes, 0o600)
-}
-
-/// Like [`write_atomic`] without the fsyncs, for files whose durability is
-/// ensured later by one flush (see the module docs).
-fn write_renamed(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    crate::fsutil::renamed_write(&dir.join(name), bytes, 0o600)
 }
 
 fn hash_reader(file: impl Read) -> io::Result<(u64, String)> {

@@ -966,7 +966,9 @@ impl WatchStream {
             }
             self.lines = Some(BodyLines::new(resp, self.client.max_answer));
         }
-        let lines = self.lines.as_mut().expect("started");
+        let Some(lines) = self.lines.as_mut() else {
+            return Ok(None);
+        };
         match lines.next().await? {
             None => Ok(None),
             Some(line) => stream_item(&line).map(Some),

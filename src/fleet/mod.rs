@@ -318,10 +318,9 @@ impl EtcdArgs {
                 }
             }
         }
-        Err(self.etcd_error(
-            "reach any member that has a leader",
-            last.expect("at least one endpoint"),
-        ))
+        let last =
+            last.unwrap_or_else(|| etcd::Error::InvalidArgs("no etcd endpoint given".into()));
+        Err(self.etcd_error("reach any member that has a leader", last))
     }
 }
 

@@ -463,9 +463,10 @@ pub(super) fn assemble(set: &mut LoadedSet, parsed: Vec<(PathBuf, ParsedFile)>) 
     let mut names: Vec<_> = by_name.keys().cloned().collect();
     names.sort();
     for name in names {
-        let ms = by_name.remove(&name).unwrap_or_default();
-        if ms.len() == 1 {
-            let m = ms.into_iter().next().expect("one element");
+        let mut ms = by_name.remove(&name).unwrap_or_default();
+        if ms.len() == 1
+            && let Some(m) = ms.pop()
+        {
             if set.held.contains_key(&m.name)
                 && set.broken_files.iter().all(|f| implied_name(f) != m.name)
             {
