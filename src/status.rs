@@ -53,8 +53,11 @@ string_enum! {
 string_enum! {
     /// A condition's status, as in Kubernetes.
     ConditionStatus {
+        /// The condition holds.
         True,
+        /// It does not.
         False,
+        /// Not known (e.g. the user manager cannot be asked).
         Unknown,
     }
 }
@@ -204,7 +207,9 @@ string_enum! {
 string_enum! {
     /// An event's type, as in Kubernetes.
     EventType {
+        /// Something unitlet did as planned.
         Normal,
+        /// Something that failed or needs a person.
         Warning,
     }
 }
@@ -227,17 +232,23 @@ pub fn see_logs(unit: &str) -> String {
 /// unreadable: a cache, rebuilt by the next pass).
 const MAX_STATUS_BYTES: u64 = 64 * 1024 * 1024;
 
+/// Now, as RFC 3339 in whole seconds (UTC): the time format of status.
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+/// One condition of an object, as in Kubernetes.
 pub struct Condition {
+    /// What it is about.
     #[serde(rename = "type")]
     pub type_: ConditionType,
+    /// Whether it holds.
     pub status: ConditionStatus,
+    /// Why, in one word.
     pub reason: Reason,
+    /// Why, for a person.
     pub message: String,
     /// Changes only when `status` changes.
     pub last_transition_time: String,
@@ -245,18 +256,27 @@ pub struct Condition {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+/// The live state of an object's main unit, as systemd last said.
 pub struct UnitStatus {
+    /// The unit's name.
     pub name: String,
+    /// systemd's `ActiveState`.
     pub active_state: String,
+    /// systemd's `SubState`.
     pub sub_state: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+/// The status of one manifest.
 pub struct ObjectStatus {
+    /// The manifest's kind.
     pub kind: Kind,
+    /// Its `metadata.name`.
     pub name: String,
+    /// The file it was loaded from.
     pub file: PathBuf,
+    /// Its conditions, at most one of each type.
     pub conditions: Vec<Condition>,
     /// The main unit (a Service's service, a Backup's timer).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -283,12 +303,14 @@ impl ObjectStatus {
         }
     }
 
+    /// The Ready condition, if there is one.
     pub fn ready(&self) -> Option<&Condition> {
         self.conditions
             .iter()
             .find(|c| c.type_ == ConditionType::Ready)
     }
 
+    /// Whether Ready is `True`.
     pub fn is_ready(&self) -> bool {
         self.ready()
             .is_some_and(|c| c.status == ConditionStatus::True)
@@ -382,17 +404,24 @@ impl ObjectStatus {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+/// Something that happened to an object (or to the operator, [`OPERATOR`]).
 pub struct Event {
+    /// When, RFC 3339.
     pub time: String,
+    /// The manifest's name, or [`OPERATOR`].
     pub object: String,
+    /// Normal or Warning.
     #[serde(rename = "type")]
     pub type_: EventType,
+    /// What happened, in one word.
     pub reason: EventReason,
+    /// What happened, for a person.
     pub message: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+/// A Service's config files as last applied.
 pub struct ConfigState {
     /// Content hash the running process has loaded.
     pub applied: String,
@@ -404,12 +433,16 @@ pub struct ConfigState {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+/// What `STATE_DIR/status.json` holds: written by passes, read by `get`
+/// and `describe`.
 pub struct Status {
+    /// Each manifest's status, by name.
     #[serde(default)]
     pub objects: BTreeMap<String, ObjectStatus>,
     /// Unit name → content hash last applied in full.
     #[serde(default)]
     pub applied: BTreeMap<String, String>,
+    /// The last [`MAX_EVENTS`] events, oldest first.
     #[serde(default)]
     pub events: Vec<Event>,
     /// Config files last applied per Service (content hash), and whether the
@@ -489,12 +522,15 @@ fn aside_path(path: &Path) -> PathBuf {
     candidate
 }
 
+/// Why status could not be saved.
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
     /// The state directory or file cannot be written.
     #[error("cannot write status to {path}; check the state directory (--state-dir) is writable")]
     Write {
+        /// The status file.
         path: PathBuf,
+        /// What failed.
         #[source]
         source: std::io::Error,
     },
@@ -625,6 +661,10 @@ impl Status {
             })
     }
 
+    /// Write status to `path` atomically.
+    ///
+    /// # Errors
+    /// [`StatusError::Write`].
     pub fn save(&self, path: &Path) -> Result<(), StatusError> {
         let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other);
         let written = bytes.and_then(|b| fsutil::atomic_write(path, &b, 0o600));
@@ -634,6 +674,7 @@ impl Status {
         })
     }
 
+    /// Record an event, dropping the oldest beyond [`MAX_EVENTS`].
     pub fn event(
         &mut self,
         object: &str,
@@ -665,6 +706,7 @@ impl Status {
             .retain(|e| e.object == OPERATOR || keep.contains(&e.object));
     }
 
+    /// The events of `object`, oldest first.
     pub fn events_for<'a>(&'a self, object: &'a str) -> impl Iterator<Item = &'a Event> + 'a {
         self.events.iter().filter(move |e| e.object == object)
     }
