@@ -82,7 +82,10 @@ pub enum BodyError {
     /// Larger than the limit (by its Content-Length or as it arrived);
     /// nothing past the limit was read.
     #[error("the answer is larger than {limit} bytes")]
-    TooLarge { limit: u64 },
+    TooLarge {
+        /// The limit, in bytes.
+        limit: u64,
+    },
     /// The connection failed while reading.
     #[error("reading the answer failed")]
     Transport(#[source] reqwest::Error),

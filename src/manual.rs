@@ -11,8 +11,11 @@ use crate::cli::Cli;
 /// The shells `unitlet completions` writes a script for.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 pub enum Shell {
+    /// bash.
     Bash,
+    /// zsh.
     Zsh,
+    /// fish.
     Fish,
 }
 

@@ -25,10 +25,14 @@ use crate::status::Status;
 use crate::systemd::{self, Systemd};
 use crate::work::{Outcome, Work, WorkKind};
 
+/// What `unitlet run` was asked to do.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
+    /// Where the manifests, state and unit directory are.
     pub loc: Locations,
+    /// A pass at least this often, whatever else wakes the loop (`--resync`).
     pub resync: Duration,
+    /// Where to serve metrics (`--metrics-addr`), if anywhere.
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// The unitlet binary Backup oneshots run.
     pub exe: PathBuf,
@@ -874,11 +878,14 @@ async fn pass(
 }
 
 #[derive(Debug, thiserror::Error)]
+/// Why `run` stopped or could not start.
 pub enum RunError {
     /// The metrics listener could not be opened.
     #[error("cannot serve metrics on {addr}: {source}; choose another --metrics-addr")]
     Metrics {
+        /// The address asked for.
         addr: std::net::SocketAddr,
+        /// The error underneath.
         #[source]
         source: std::io::Error,
     },

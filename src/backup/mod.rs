@@ -101,6 +101,7 @@ pub enum BackupError {
     Destination {
         /// The destination directory.
         path: PathBuf,
+        /// The error underneath.
         #[source]
         source: io::Error,
     },
@@ -179,6 +180,7 @@ pub enum BackupError {
         id: String,
         /// The file or directory that could not be written.
         path: PathBuf,
+        /// The error underneath.
         #[source]
         source: io::Error,
     },
@@ -207,6 +209,7 @@ pub enum BackupError {
         total: u64,
         /// The first file that did not fit.
         path: PathBuf,
+        /// The error underneath.
         #[source]
         source: io::Error,
     },
@@ -215,6 +218,7 @@ pub enum BackupError {
     Read {
         /// What could not be read.
         path: PathBuf,
+        /// The error underneath.
         #[source]
         source: io::Error,
     },
@@ -263,6 +267,7 @@ pub enum BackupError {
         id: String,
         /// The `backup.json` path.
         path: PathBuf,
+        /// The error underneath.
         #[source]
         source: serde_json::Error,
     },
@@ -287,6 +292,7 @@ pub enum BackupError {
     Delete {
         /// The set directory.
         path: PathBuf,
+        /// The error underneath.
         #[source]
         source: io::Error,
     },

@@ -31,6 +31,7 @@ pub struct LoadedSet {
 }
 
 impl LoadedSet {
+    /// The valid manifest named `name`.
     pub fn get(&self, name: &str) -> Option<&Manifest> {
         self.manifests.iter().find(|m| m.name == name)
     }
@@ -44,11 +45,16 @@ pub enum LoadError {
     #[error(
         "manifests directory {path} does not exist; create it or pass --manifests (nothing was changed)"
     )]
-    Missing { path: PathBuf },
+    Missing {
+        /// The directory.
+        path: PathBuf,
+    },
     /// The directory exists but cannot be listed.
     #[error("cannot read manifests directory {path} (nothing was changed)")]
     Unreadable {
+        /// The directory.
         path: PathBuf,
+        /// The error underneath.
         #[source]
         source: std::io::Error,
     },
@@ -56,13 +62,25 @@ pub enum LoadError {
     #[error(
         "{path} is writable by other users (mode {mode:04o}): anyone who can drop a manifest there runs commands as you; run `chmod go-w {path}`"
     )]
-    Insecure { path: PathBuf, mode: u32 },
+    Insecure {
+        /// The directory or file.
+        path: PathBuf,
+        /// Its mode bits.
+        mode: u32,
+    },
     /// Another user owns it, and so can make its manifests run commands
     /// as you.
     #[error(
         "{path} is owned by uid {owner}, not by you (uid {me}) or root: that user can make its manifests run commands as you; run `chown {me} {path}` if it is yours, or pass another --manifests"
     )]
-    NotOwned { path: PathBuf, owner: u32, me: u32 },
+    NotOwned {
+        /// The directory or file.
+        path: PathBuf,
+        /// Its owner's uid.
+        owner: u32,
+        /// Our effective uid.
+        me: u32,
+    },
 }
 
 /// Whether `uid` may own manifests (and their directory): you, or root

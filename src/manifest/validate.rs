@@ -156,6 +156,10 @@ fn check_url(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A manifest duration (`30s`, `5m`, `1h30m`: humantime's syntax).
+///
+/// # Errors
+/// What is wrong with `s`, for a validation message.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     humantime::parse_duration(t).map_err(|_| {
