@@ -611,6 +611,10 @@ impl Client {
         self.check(&method, &url, &reply)
     }
 
+    #[expect(
+        clippy::expect_used,
+        reason = "API paths are relative paths (uids percent-encoded), which always join"
+    )]
     fn url(&self, path: &str, query: &[(&str, String)]) -> Url {
         let mut url = self
             .base
