@@ -22,8 +22,8 @@ fn git(dir: &Path, args: &[&str]) -> Option<String> {
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    let version = std::env::var("CARGO_PKG_VERSION").expect("set by cargo");
-    let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let version = env!("CARGO_PKG_VERSION");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     // Only this repository's own checkout: a copy unpacked inside some
     // other repository must not show that repository's commit.
     let own = git(&dir, &["rev-parse", "--show-toplevel"])

@@ -12,6 +12,9 @@
 //! 3. a no-op pass over 200 converged units: time, writes, daemon-reloads;
 //! 4. `unitlet run` with 200 manifests: RSS, and CPU used while idle.
 
+// Test and benchmark code: a panic is how it fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "common/procstat.rs"]
 mod procstat;
 use procstat::{cpu_ticks, rss_kb};

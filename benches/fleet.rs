@@ -17,6 +17,9 @@
 //!   (one linearizable transaction each, random phase) instead of watching,
 //!   with the same status publishers; same measurements.
 
+// Test and benchmark code: a panic is how it fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "common/procstat.rs"]
 mod procstat;
 use procstat::{cpu_ticks, rss_kb};

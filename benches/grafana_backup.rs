@@ -8,6 +8,9 @@
 //! Run: `cargo bench --bench grafana_backup` (env `DASHBOARDS`, `LATENCY_MS`,
 //! `CONCURRENCY` override the defaults).
 
+// Test and benchmark code: a panic is how it fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "common/env.rs"]
 mod env;
 use env::env_or;

@@ -17,6 +17,9 @@
 //! `$GRAFANA_BACKUP_TOOL` or installed into `target/tools/` (needs python3
 //! and PyPI); without it only unitlet's numbers are printed.
 
+// Test and benchmark code: a panic is how it fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "common/env.rs"]
 mod env;
 use env::env_or;

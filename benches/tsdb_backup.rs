@@ -14,6 +14,9 @@
 //!
 //! Run: `cargo bench --bench tsdb_backup` (env `TSDB_MB`, default 512).
 
+// Test and benchmark code: a panic is how it fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "common/env.rs"]
 mod env;
 use env::env_or;

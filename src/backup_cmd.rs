@@ -598,11 +598,12 @@ async fn restore_prometheus(
     let http = crate::reload::http_client();
     // Made only once everything that can be checked was, right
     // before the stop: a refused restore silences nothing.
-    let (result, made) = prometheus::tsdb::restore_tsdb_with(target, &opts, async || match &silence {
-        Some(req) => crate::silence::before(&http, req, "restore", notes).await,
-        None => None,
-    })
-    .await;
+    let (result, made) =
+        prometheus::tsdb::restore_tsdb_with(target, &opts, async || match &silence {
+            Some(req) => crate::silence::before(&http, req, "restore", notes).await,
+            None => None,
+        })
+        .await;
     let made = made.flatten();
     if let Some(req) = &silence {
         let why = match &result {

@@ -7,8 +7,8 @@ mod backup;
 mod doctor;
 mod error;
 mod fleet;
-pub mod rollout;
 mod output;
+pub mod rollout;
 mod validate;
 mod view;
 

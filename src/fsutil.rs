@@ -25,6 +25,31 @@ pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
     sync_dir(&parent_dir(path))
 }
 
+/// [`atomic_write`] without any fsync: no half-written file ever appears
+/// under `path`, but durability is the caller's, by one flush of many files
+/// later ([`sync_files`], [`sync_tree`]), as a backup set's files are.
+///
+/// # Errors
+/// Any I/O error; the target is then untouched.
+pub fn renamed_write(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let tmp = write_temp(path, bytes, mode)?;
+    tmp.persist(path).map(drop).map_err(|e| e.error)
+}
+
+/// [`atomic_write`] of a file that appears under `path` already `flock`ed
+/// (exclusively) through the returned handle: the lock follows the file
+/// through the rename, so nobody ever sees it unlocked while the handle
+/// lives. The directory is not fsynced.
+///
+/// # Errors
+/// Any I/O error; the target is then untouched.
+pub fn atomic_write_locked(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<std::fs::File> {
+    let tmp = write_temp(path, bytes, mode)?;
+    rustix::fs::flock(tmp.as_file(), rustix::fs::FlockOperation::LockExclusive)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)
+}
+
 /// The directory `path` is in (`.` for a bare name).
 fn parent_dir(path: &Path) -> std::path::PathBuf {
     path.parent()
@@ -115,7 +140,7 @@ pub fn sync_files(paths: &[&Path]) -> Vec<std::io::Result<()>> {
     let sync = |p: &Path| -> std::io::Result<()> {
         std::fs::OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
+            .custom_flags(open_flags(rustix::fs::OFlags::NOFOLLOW))
             .open(p)?
             .sync_all()
     };
@@ -156,9 +181,15 @@ pub fn stale_temp_pid(name: &str) -> Option<i32> {
 
 /// Whether a process exists (a temporary file of a live writer is not stale).
 pub fn pid_alive(pid: i32) -> bool {
-    pid > 0
-        && (unsafe { libc::kill(pid, 0) } == 0
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+    use rustix::process::{Pid, test_kill_process};
+    Pid::from_raw(pid)
+        .is_some_and(|p| matches!(test_kill_process(p), Ok(()) | Err(rustix::io::Errno::PERM)))
+}
+
+/// `open(2)` flags for [`std::os::unix::fs::OpenOptionsExt::custom_flags`],
+/// from rustix's typed ones.
+pub fn open_flags(flags: rustix::fs::OFlags) -> i32 {
+    i32::try_from(flags.bits()).unwrap_or(0)
 }
 
 /// Create a directory and its parents, mode 0755 whatever the umask's
@@ -269,13 +300,14 @@ pub fn open_regular(path: &Path, follow: bool) -> Result<(std::fs::File, u64), S
             file_type_name(meta.file_type())
         ));
     }
-    let mut flags = libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY;
+    use rustix::fs::OFlags;
+    let mut flags = OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
     if !follow {
-        flags |= libc::O_NOFOLLOW;
+        flags |= OFlags::NOFOLLOW;
     }
     let f = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(flags)
+        .custom_flags(open_flags(flags))
         .open(path)
         .map_err(|e| format!("cannot be read: {e}"))?;
     let meta = f.metadata().map_err(|e| format!("cannot be read: {e}"))?;
@@ -426,6 +458,58 @@ pub(crate) mod test_support {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One syscall crate: the library's system calls go through rustix;
+    /// libc only for `cli.rs`'s SIGPIPE reset (rustix's stable API has no
+    /// `signal`), and in tests.
+    #[test]
+    fn system_calls_go_through_rustix() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut found = Vec::new();
+        for e in walkdir::WalkDir::new(&src) {
+            let e = e.unwrap();
+            let path = e.path();
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            if !name.ends_with(".rs") || name.ends_with("tests.rs") || path.ends_with("src/cli.rs")
+            {
+                continue;
+            }
+            let text = std::fs::read_to_string(path).unwrap();
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for (n, line) in code.lines().enumerate() {
+                if line.contains("libc::") {
+                    found.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+                }
+            }
+        }
+        assert!(found.is_empty(), "use rustix:\n{}", found.join("\n"));
+    }
+
+    /// One atomic writer: no file in src/ but this one makes its own
+    /// temporary to rename over a target (`tempfile::Builder`, `persist`).
+    #[test]
+    fn only_fsutil_writes_through_temporaries() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut found = Vec::new();
+        for e in walkdir::WalkDir::new(&src) {
+            let e = e.unwrap();
+            let path = e.path();
+            if path.extension().is_none_or(|x| x != "rs") || path.ends_with("fsutil.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(path).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                if line.contains("tempfile::Builder") || line.contains(".persist(") {
+                    found.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+                }
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "write through fsutil::atomic_write (or its siblings) instead:\n{}",
+            found.join("\n")
+        );
+    }
 
     /// Issue 20 item 5: what is not a regular file, or is too large, is
     /// refused without blocking; a missing file is `None`.

@@ -53,7 +53,11 @@ fn open_hold(path: &Path, write: bool) -> std::io::Result<File> {
         .create(write)
         .truncate(false)
         .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .custom_flags(crate::fsutil::open_flags(
+            rustix::fs::OFlags::NOFOLLOW
+                | rustix::fs::OFlags::CLOEXEC
+                | rustix::fs::OFlags::NONBLOCK,
+        ))
         .open(path)
 }
 

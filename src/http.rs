@@ -46,13 +46,46 @@ pub fn base_url(s: &str) -> Result<Url, BaseUrlError> {
     Ok(base)
 }
 
+/// A URL with any password replaced by `***` (`user:***@host`), for every
+/// place a URL is shown (status, events, logs, errors); requests still use
+/// the real URL. Parsed with [`Url`]: a URL without a scheme (an etcd
+/// endpoint `user:pw@host:2379`) is read as `http://`; one that carries
+/// credentials is shown as [`Url`] writes it; one without is shown as
+/// given. What does not parse loses everything up to its last `@`.
+pub fn redact_url(s: &str) -> String {
+    let schemeless = !s.contains("://");
+    let parsed = if schemeless {
+        Url::parse(&format!("http://{s}"))
+    } else {
+        Url::parse(s)
+    };
+    match parsed {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            let shown = u.to_string();
+            match shown.strip_prefix("http://") {
+                Some(rest) if schemeless => rest.to_string(),
+                _ => shown,
+            }
+        }
+        Ok(_) => s.to_string(),
+        Err(_) => match s.rsplit_once('@') {
+            Some((_, rest)) => format!("***@{rest}"),
+            None => s.to_string(),
+        },
+    }
+}
+
 /// Why a response body was not read.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
     /// Larger than the limit (by its Content-Length or as it arrived);
     /// nothing past the limit was read.
     #[error("the answer is larger than {limit} bytes")]
-    TooLarge { limit: u64 },
+    TooLarge {
+        /// The limit, in bytes.
+        limit: u64,
+    },
     /// The connection failed while reading.
     #[error("reading the answer failed")]
     Transport(#[source] reqwest::Error),
@@ -91,9 +124,91 @@ pub async fn body_prefix(mut resp: reqwest::Response, limit: usize) -> Vec<u8> {
     body
 }
 
+/// Newline-delimited records from a streaming answer (etcd's watch and
+/// keep-alive streams), each line at most `limit` bytes: a line that never
+/// ends is refused at the limit, not buffered.
+#[derive(Debug)]
+pub struct BodyLines {
+    resp: reqwest::Response,
+    buf: Vec<u8>,
+    limit: u64,
+}
+
+impl BodyLines {
+    /// Lines of `resp`'s body, each at most `limit` bytes.
+    pub fn new(resp: reqwest::Response, limit: u64) -> BodyLines {
+        BodyLines {
+            resp,
+            buf: Vec::new(),
+            limit,
+        }
+    }
+
+    /// The next non-empty line (newline included); `None` at the end of the
+    /// body. Cancel safe: a chunk is appended only once it has arrived.
+    ///
+    /// # Errors
+    /// [`BodyError`].
+    pub async fn next(&mut self) -> Result<Option<Vec<u8>>, BodyError> {
+        loop {
+            if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).collect();
+                if line.trim_ascii().is_empty() {
+                    continue;
+                }
+                return Ok(Some(line));
+            }
+            // No newline in what came: one line, too long to wait for.
+            if self.buf.len() as u64 > self.limit {
+                let limit = self.limit;
+                return Err(BodyError::TooLarge { limit });
+            }
+            match self.resp.chunk().await.map_err(BodyError::Transport)? {
+                Some(c) => self.buf.extend_from_slice(&c),
+                None if self.buf.trim_ascii().is_empty() => return Ok(None),
+                None => return Ok(Some(std::mem::take(&mut self.buf))),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// One bounded reader: no file in src/ but this one reads a response
+    /// body itself (`chunk`, `bytes`, `text`, `json`, `bytes_stream`).
+    #[test]
+    fn only_http_reads_response_bodies() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let reads = [
+            ".chunk().await",
+            ".bytes().await",
+            ".text().await",
+            ".json().await",
+            ".json::<",
+            "bytes_stream(",
+        ];
+        let mut found = Vec::new();
+        for e in walkdir::WalkDir::new(&src) {
+            let e = e.unwrap();
+            let path = e.path();
+            if path.extension().is_none_or(|x| x != "rs") || path.ends_with("src/http.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(path).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                if reads.iter().any(|r| line.contains(r)) {
+                    found.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+                }
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "read bodies through http::read_body, body_prefix or BodyLines:\n{}",
+            found.join("\n")
+        );
+    }
 
     #[test]
     fn base_urls() {

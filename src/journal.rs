@@ -34,7 +34,6 @@
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -280,7 +279,9 @@ impl RestoreLock {
                 .create(true)
                 .truncate(false)
                 .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .custom_flags(crate::fsutil::open_flags(
+                    rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC,
+                ))
                 .open(beacon_path(state_dir, service))?,
         );
         Ok(Ok(lock))
@@ -305,14 +306,15 @@ impl RestoreLock {
             .create(true)
             .truncate(false)
             .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .custom_flags(crate::fsutil::open_flags(
+                rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC,
+            ))
             .open(&path)?;
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                return Ok(Err(()));
-            }
-            return Err(e);
+        use rustix::fs::{FlockOperation, flock};
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => return Ok(Err(())),
+            Err(e) => return Err(e.into()),
         }
         // In place, never renamed over: the lock lives on this inode.
         file.set_len(0)?;
@@ -439,9 +441,8 @@ fn test_hooks(step: Step) {
     if std::env::var("UNITLET_TEST_CRASH_AFTER").is_ok_and(|s| s == step.name()) {
         // SIGKILL, not abort(): no unwinding, no core, no handler — the
         // same as `kill -9`.
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
-        }
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
     }
     if let Ok(v) = std::env::var("UNITLET_TEST_PAUSE_AFTER")
         && let Some((s, file)) = v.split_once(':')

@@ -54,7 +54,7 @@ fn check_private_dir(path: &Path) -> Result<(), LocationError> {
     }
     let mode = meta.mode() & 0o7777;
     let owner = meta.uid();
-    let me = unsafe { libc::geteuid() };
+    let me = rustix::process::geteuid().as_raw();
     let insecure = |problem: String, fix: String| LocationError::InsecureStateDir {
         path: path.to_path_buf(),
         problem,

@@ -51,7 +51,9 @@ fn open(path: &Path) -> Result<File, LockError> {
         .create(true)
         .truncate(false)
         .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .custom_flags(crate::fsutil::open_flags(
+            rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC,
+        ))
         .open(path)
         .map_err(|source| LockError::Open {
             path: path.to_path_buf(),
@@ -121,7 +123,9 @@ impl StateLock {
         on_wait: impl FnOnce(&str),
     ) -> Result<StateLock, LockError> {
         let mut on_wait = Some(on_wait);
-        let mut delay = Duration::from_millis(2);
+        // Polled: 2 ms, doubling to 50 ms.
+        let mut delays =
+            crate::RetryDelays::new(Duration::from_millis(2), Duration::from_millis(50));
         loop {
             match StateLock::try_acquire(state_dir, what)? {
                 Ok(l) => return Ok(l),
@@ -129,8 +133,7 @@ impl StateLock {
                     if let Some(f) = on_wait.take() {
                         f(&h);
                     }
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_millis(50));
+                    tokio::time::sleep(delays.failed()).await;
                 }
             }
         }
@@ -187,7 +190,11 @@ pub fn operator_pid(state_dir: &Path) -> Option<u32> {
     let path = OperatorLock::path(state_dir);
     let mut f = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .custom_flags(crate::fsutil::open_flags(
+            rustix::fs::OFlags::NOFOLLOW
+                | rustix::fs::OFlags::CLOEXEC
+                | rustix::fs::OFlags::NONBLOCK,
+        ))
         .open(path)
         .ok()?;
     match flock(&f, FlockOperation::NonBlockingLockShared) {
@@ -215,6 +222,23 @@ mod tests {
             .await
             .unwrap();
         assert!(!waited, "a free lock is taken without waiting");
+    }
+
+    /// A busy lock is tried again after 2 ms, then 4, 8, 16, 32 and 50 ms
+    /// (the cap): a holder leaving at 100 ms is followed at the attempt at
+    /// 112 ms (2 + 4 + 8 + 16 + 32 + 50), not before.
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_lock_is_polled_after_2ms_doubling_to_50ms() {
+        let d = tempfile::tempdir().unwrap();
+        let held = StateLock::try_acquire(d.path(), "apply").unwrap().unwrap();
+        let start = tokio::time::Instant::now();
+        let leave = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            drop(held);
+        });
+        let _l = StateLock::acquire(d.path(), "run", |_| {}).await.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_millis(112));
+        leave.await.unwrap();
     }
 
     /// Issue 20, item 4: a writer reads nothing from a state directory

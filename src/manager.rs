@@ -142,7 +142,10 @@ impl ServiceResult {
         if self.result == "oom-kill" {
             return oom(String::new());
         }
-        if self.result == "signal" && self.code == CLD_KILLED && status == libc::SIGKILL && pid > 0
+        if self.result == "signal"
+            && self.code == CLD_KILLED
+            && status == rustix::process::Signal::KILL.as_raw()
+            && pid > 0
         {
             match oom_logged(pid) {
                 Some(true) => return oom(format!(" (PID {pid})")),
@@ -347,7 +350,6 @@ pub trait UserManager: Send + Sync {
         }
     }
 
-
     /// Why a failed service failed: `(reason, message)` for its Ready
     /// condition (see [`ServiceResult::failure`]).
     fn failure_details(
@@ -359,7 +361,10 @@ pub trait UserManager: Send + Sync {
         async move {
             let r = self.service_result(unit, path).await.ok()?;
             // Asked only of a SIGKILLed process (see `failure`), off the runtime.
-            let logged = if r.result == "signal" && r.status == libc::SIGKILL && r.pid > 0 {
+            let logged = if r.result == "signal"
+                && r.status == rustix::process::Signal::KILL.as_raw()
+                && r.pid > 0
+            {
                 kernel_log_oom_kill_async(r.pid).await
             } else {
                 None
@@ -490,7 +495,7 @@ mod tests {
         ServiceResult {
             result: "signal".into(),
             code: CLD_KILLED,
-            status: libc::SIGKILL,
+            status: rustix::process::Signal::KILL.as_raw(),
             pid,
             ..Default::default()
         }
@@ -532,7 +537,7 @@ mod tests {
         let r = ServiceResult {
             result: "signal".into(),
             code: CLD_KILLED,
-            status: libc::SIGKILL,
+            status: rustix::process::Signal::KILL.as_raw(),
             n_restarts: 5,
             start_limit: (5, std::time::Duration::from_secs(10)),
             ..Default::default()

@@ -9,8 +9,11 @@ use clap::ValueEnum;
 /// The shells `unitlet completions` writes a script for.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 pub enum Shell {
+    /// bash.
     Bash,
+    /// zsh.
     Zsh,
+    /// fish.
     Fish,
 }
 

@@ -580,7 +580,10 @@ impl Metrics {
 
     /// Remove every per-object series of objects not in `status`.
     fn forget_gone(&self, status: &Status) {
-        let mut named = self.named.lock().expect("metrics lock");
+        let mut named = self
+            .named
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let gone: Vec<String> = named
             .iter()
             .filter(|n| !status.objects.contains_key(*n))
@@ -599,7 +602,10 @@ impl Metrics {
     }
 
     fn has_series(&self, name: &str) {
-        let mut named = self.named.lock().expect("metrics lock");
+        let mut named = self
+            .named
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if !named.contains(name) {
             named.insert(name.to_string());
         }
@@ -663,7 +669,10 @@ impl Metrics {
     }
 
     fn reconciled_at(&self, status: &Status, skipped: &BTreeSet<String>, now: std::time::Instant) {
-        let mut r = self.reconciled.lock().expect("metrics lock");
+        let mut r = self
+            .reconciled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         r.retain(|n, _| status.objects.contains_key(n));
         for n in status.objects.keys() {
             if skipped.contains(n) {
@@ -676,7 +685,10 @@ impl Metrics {
 
     pub fn encode(&self) -> String {
         {
-            let r = self.reconciled.lock().expect("metrics lock");
+            let r = self
+                .reconciled
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             self.reconcile_age.clear();
             for (name, at) in r.iter() {
                 self.reconcile_age
@@ -685,9 +697,12 @@ impl Metrics {
             }
         }
         let mut out = String::new();
-        let reg = self.registry.lock().expect("metrics lock");
-        prometheus_client::encoding::text::encode(&mut out, &reg)
-            .expect("encoding to a String cannot fail");
+        let reg = self
+            .registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Writing to a String cannot fail; an error would leave `out` short.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
         out
     }
 

@@ -26,10 +26,14 @@ use crate::status::Status;
 use crate::systemd::{self, Systemd};
 use crate::work::{Outcome, Work, WorkKind};
 
+/// What `unitlet run` was asked to do.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
+    /// Where the manifests, state and unit directory are.
     pub loc: Locations,
+    /// A pass at least this often, whatever else wakes the loop (`--resync`).
     pub resync: Duration,
+    /// Where to serve metrics (`--metrics-addr`), if anywhere.
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// The unitlet binary Backup oneshots run.
     pub exe: PathBuf,
@@ -384,18 +388,20 @@ struct Operator {
     last_saved: Option<std::time::Instant>,
     sd: Option<Systemd>,
     unit_changes: Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
-    reconnect_delay: Duration,
+    reconnect_delay: crate::RetryDelays,
     /// A failed pass is retried with backoff even when nothing else wakes
     /// the loop: the next event may be an hour away.
-    error_delay: Duration,
+    error_delay: crate::RetryDelays,
     ready_sent: bool,
     /// Directories of the Services' config files, watched too.
     config_dirs: Vec<PathBuf>,
     retry_at: Option<tokio::time::Instant>,
 }
 
-/// The first reconnect or retry delay; each failure doubles it, to 30 s.
+/// The first reconnect or retry delay; each failure doubles it, to
+/// [`LAST_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_millis(200);
+const LAST_RETRY: Duration = Duration::from_secs(30);
 
 impl Operator {
     /// Metrics, watches and the reconciler, before the first pass.
@@ -447,8 +453,8 @@ impl Operator {
             last_saved: None,
             sd: None,
             unit_changes: None,
-            reconnect_delay: FIRST_RETRY,
-            error_delay: FIRST_RETRY,
+            reconnect_delay: crate::RetryDelays::new(FIRST_RETRY, LAST_RETRY),
+            error_delay: crate::RetryDelays::new(FIRST_RETRY, LAST_RETRY),
             ready_sent: false,
             config_dirs: Vec::new(),
             retry_at: None,
@@ -481,18 +487,18 @@ impl Operator {
                 self.unit_changes = systemd::unit_changes(&c).await.ok();
                 let _ = c.subscribe().await;
                 tracing::info!("connected to the user manager");
-                self.reconnect_delay = FIRST_RETRY;
+                self.reconnect_delay.reset();
                 self.sd = Some(c);
             }
             Err(e) => {
                 let msg = crate::error_chain(&e);
-                tracing::warn!("{msg}; retrying in {:?}", self.reconnect_delay);
+                let delay = self.reconnect_delay.failed();
+                tracing::warn!("{msg}; retrying in {delay:?}");
                 self.metrics.reconcile_error("connect");
                 sd_notify(&[sd_notify::NotifyState::Status(&format!(
                     "cannot reach systemd: {msg}"
                 ))]);
-                self.retry_at = Some(tokio::time::Instant::now() + self.reconnect_delay);
-                self.reconnect_delay = (self.reconnect_delay * 2).min(Duration::from_secs(30));
+                self.retry_at = Some(tokio::time::Instant::now() + delay);
             }
         }
         Ok(())
@@ -518,7 +524,7 @@ impl Operator {
         status: &Status,
         c: &M,
     ) {
-        self.error_delay = FIRST_RETRY;
+        self.error_delay.reset();
         let m = &self.metrics;
         m.passed(
             &self.opts.loc.state_dir,
@@ -566,10 +572,9 @@ impl Operator {
         let now = tokio::time::Instant::now();
         if e.is_disconnect() {
             self.disconnected();
-            self.retry_at = Some(now + self.reconnect_delay);
+            self.retry_at = Some(now + self.reconnect_delay.current());
         } else {
-            self.retry_at = Some(now + self.error_delay);
-            self.error_delay = (self.error_delay * 2).min(Duration::from_secs(30));
+            self.retry_at = Some(now + self.error_delay.failed());
         }
     }
 
@@ -891,7 +896,7 @@ async fn pass(
                 status.event(
                     crate::status::OPERATOR,
                     crate::status::EventType::Warning,
-                    "ReconcileError",
+                    crate::status::EventReason::ReconcileError,
                     msg.clone(),
                 );
                 status.operator_error = Some(msg);
@@ -910,11 +915,14 @@ async fn pass(
 }
 
 #[derive(Debug, thiserror::Error)]
+/// Why `run` stopped or could not start.
 pub enum RunError {
     /// The metrics listener could not be opened.
     #[error("cannot serve metrics on {addr}: {source}; choose another --metrics-addr")]
     Metrics {
+        /// The address asked for.
         addr: std::net::SocketAddr,
+        /// The error underneath.
         #[source]
         source: std::io::Error,
     },
@@ -1026,6 +1034,51 @@ mod tests {
             let c = self.status.objects[name].ready().expect("Ready");
             (c.status, c.message.clone())
         }
+    }
+
+    /// The retry schedule of a failed pass and of reconnecting: 200 ms,
+    /// doubling to 30 s; a good pass (or connection) starts it over. A lost
+    /// connection's first retry waits the current reconnect delay without
+    /// moving it on (the reconnect that follows does).
+    #[tokio::test(start_paused = true)]
+    async fn failed_passes_and_reconnects_retry_after_200ms_doubling_to_30s() {
+        let mut b = Bench::new().await;
+        let waits = |op: &Operator| {
+            let at = op.retry_at.expect("a retry is armed");
+            (at - tokio::time::Instant::now()).as_millis()
+        };
+        let stuck = ReconcileError::Stuck("reading the manifests did not finish".into());
+        let mut got = Vec::new();
+        for _ in 0..10 {
+            b.op.pass_failed(&stuck);
+            got.push(waits(&b.op));
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+        let want = [200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000];
+        assert_eq!(got, want);
+        b.pass().await;
+        b.op.pass_failed(&stuck);
+        assert_eq!(waits(&b.op), 200, "a good pass starts the schedule over");
+
+        // Nothing listens on this bus address: every connect fails.
+        let nobus = b._dir.path().join("no-bus");
+        b.op.opts.loc.bus = Some(format!("unix:path={}", nobus.display()));
+        let mut got = Vec::new();
+        for _ in 0..10 {
+            b.op.connect().await.expect("a failed connect is retried");
+            got.push(waits(&b.op));
+        }
+        assert_eq!(got, want);
+        let lost = ReconcileError::Systemd(crate::manager::ManagerError::JobLost {
+            verb: "start",
+            unit: "web.service".into(),
+        });
+        b.op.pass_failed(&lost);
+        assert_eq!(
+            waits(&b.op),
+            30000,
+            "the current reconnect delay, unchanged"
+        );
     }
 
     /// Issue 20, item 1: the bus daemon dies while a new revision is in its

@@ -274,6 +274,8 @@ fn request_error(e: reqwest::Error) -> String {
     }
 }
 
+/// The HTTP client of reloads, readiness probes and silences: 10 s per
+/// request, 3 s to connect.
 pub fn http_client() -> reqwest::Client {
     crate::http::client_builder()
         .timeout(Duration::from_secs(10))
@@ -350,6 +352,7 @@ pub async fn probe(client: &reqwest::Client, url: &str) -> Result<(), String> {
 /// broken config never becomes a tight loop of POSTs.
 #[derive(Debug)]
 pub struct RetryState {
+    /// Failed attempts so far.
     pub attempts: u32,
     /// On tokio's clock, so retry schedules are tested with paused time.
     pub next: tokio::time::Instant,
@@ -357,6 +360,7 @@ pub struct RetryState {
 }
 
 impl RetryState {
+    /// No failure yet: due at once.
     pub fn new() -> RetryState {
         let delays = backon::ExponentialBuilder::default()
             .with_min_delay(Duration::from_secs(1))
@@ -380,6 +384,7 @@ impl RetryState {
         d
     }
 
+    /// Whether the next attempt's time has come.
     pub fn due(&self) -> bool {
         tokio::time::Instant::now() >= self.next
     }
@@ -394,13 +399,20 @@ impl Default for RetryState {
 /// What the pass did about one Service's config, for metrics and events.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReloadOutcome {
+    /// The running process reloaded the change.
     Reloaded,
+    /// The Service was restarted for it.
     Restarted,
+    /// Recorded only (`onConfigChange: none`).
     Recorded,
+    /// Reloading failed: why.
     Failed(String),
+    /// The validator refused the change: why.
     Invalid(String),
 }
 
+/// How a Service's config is reloaded, for messages (`POST URL` with the
+/// URL redacted, a signal, or a restart).
 pub fn describe_method(m: &Option<ReloadMethod>) -> String {
     match m {
         Some(ReloadMethod::Http { url }) => format!("POST {}", redact_url(url)),

@@ -412,6 +412,7 @@ pub fn is_oneshot(content: &str) -> bool {
 }
 
 /// The manifest file recorded in a unit file, if any.
+#[cfg(test)]
 pub fn source_of(content: &str) -> Option<PathBuf> {
     ownership(content).1
 }

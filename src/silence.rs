@@ -51,7 +51,7 @@ pub fn request_for(m: &Manifest, alertmanager: &str) -> Option<SilenceRequest> {
 
 /// What happened to a silence, for the Service's events:
 /// `(type, reason, message)`.
-pub type Note = (crate::status::EventType, &'static str, String);
+pub type Note = (crate::status::EventType, crate::status::EventReason, String);
 
 /// A silence made before an action, to be expired after it.
 #[derive(Debug, Clone)]
@@ -78,7 +78,7 @@ pub async fn before(
         Ok(id) => {
             notes.push((
                 crate::status::EventType::Normal,
-                "SilenceCreated",
+                crate::status::EventReason::SilenceCreated,
                 format!(
                     "silenced alerts {{{}}} in Alertmanager for up to {} before the {action} (silence {id})",
                     shown.join(", "),
@@ -90,7 +90,7 @@ pub async fn before(
         Err(e) => {
             notes.push((
                 crate::status::EventType::Warning,
-                "SilenceFailed",
+                crate::status::EventReason::SilenceFailed,
                 format!(
                     "could not silence alerts {{{}}} before the {action}, which goes ahead anyway: {}",
                     shown.join(", "),
@@ -114,12 +114,12 @@ pub async fn after(
     match expire(http, &req.alertmanager, &made.id).await {
         Ok(()) => notes.push((
             crate::status::EventType::Normal,
-            "SilenceExpired",
+            crate::status::EventReason::SilenceExpired,
             format!("expired silence {} in Alertmanager: {why}", made.id),
         )),
         Err(e) => notes.push((
             crate::status::EventType::Warning,
-            "SilenceNotExpired",
+            crate::status::EventReason::SilenceNotExpired,
             format!(
                 "could not expire silence {} ({why}); it runs out by itself within {}: {}",
                 made.id,
@@ -182,7 +182,7 @@ pub async fn silence_restarts(
                 Err(_) => {
                     notes.push((
                         crate::status::EventType::Warning,
-                        "SilenceFailed",
+                        crate::status::EventReason::SilenceFailed,
                         format!(
                             "Alertmanager at {} did not answer within {PASS_WAIT:?}; the restart goes ahead anyway (a silence made after all runs out by itself)",
                             crate::manifest::redact_url(&r.alertmanager)
@@ -231,7 +231,7 @@ mod tests {
         let made = before(&crate::reload::http_client(), &req, "restart", &mut notes).await;
         assert!(made.is_none());
         assert_eq!(notes.len(), 1);
-        assert_eq!(notes[0].1, "SilenceFailed");
+        assert_eq!(notes[0].1, crate::status::EventReason::SilenceFailed);
         assert!(notes[0].2.contains("goes ahead anyway"), "{}", notes[0].2);
         assert!(notes[0].2.contains("connection refused"), "{}", notes[0].2);
     }

@@ -21,6 +21,10 @@ macro_rules! string_enum {
         pub enum $name { $($(#[$vm])* $v,)* }
 
         impl $name {
+            /// Every variant, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$v,)*];
+
+            /// The variant's name: what status JSON and output show.
             pub fn as_str(self) -> &'static str {
                 match self { $($name::$v => stringify!($v),)* }
             }
@@ -49,8 +53,11 @@ string_enum! {
 string_enum! {
     /// A condition's status, as in Kubernetes.
     ConditionStatus {
+        /// The condition holds.
         True,
+        /// It does not.
         False,
+        /// Not known (e.g. the user manager cannot be asked).
         Unknown,
     }
 }
@@ -125,9 +132,84 @@ string_enum! {
 }
 
 string_enum! {
+    /// Why an event happened: one word a script can match, written in
+    /// `status.json` as the variant's name (the strings events always had).
+    EventReason {
+        /// A unit file was written.
+        Written,
+        /// A unit file of a removed manifest was removed.
+        Removed,
+        /// A unit was stopped.
+        Stopped,
+        /// Stopping a unit failed.
+        StopFailed,
+        /// A unit was started.
+        Started,
+        /// Starting a unit failed.
+        StartFailed,
+        /// A unit was restarted.
+        Restarted,
+        /// Restarting a unit failed.
+        RestartFailed,
+        /// Enabling a unit failed.
+        EnableFailed,
+        /// A Service's limits were applied live.
+        LimitsApplied,
+        /// A Service's limits could not be applied.
+        LimitsNotApplied,
+        /// A readiness probe failed.
+        NotReady,
+        /// A config change was reloaded into the running process.
+        Reloaded,
+        /// A config change was recorded only (`onConfigChange: none`).
+        ConfigRecorded,
+        /// The validator refused a config change.
+        ConfigInvalid,
+        /// Reloading a changed config failed; retried.
+        ReloadFailed,
+        /// A new revision is being watched.
+        RolloutProgressing,
+        /// A new revision is active and ready.
+        RolloutComplete,
+        /// A new revision failed; the previous good one runs again.
+        RolledBack,
+        /// A new revision failed with nothing to roll back to.
+        RolloutFailed,
+        /// `rollout undo` pinned a revision.
+        RolloutUndone,
+        /// A pin ended because the manifest changed.
+        PinEnded,
+        /// A Service's rollout history cannot be read.
+        RolloutHistoryUnusable,
+        /// A silence was made in Alertmanager before a planned disruption.
+        SilenceCreated,
+        /// A silence could not be made; the action went ahead.
+        SilenceFailed,
+        /// A silence was expired once the Service was Ready.
+        SilenceExpired,
+        /// A silence could not be expired; it runs out by itself.
+        SilenceNotExpired,
+        /// A Backup's run failed.
+        BackupFailed,
+        /// A Backup's first run to succeed after failures.
+        BackupSucceeded,
+        /// A pass failed (an event of the operator itself).
+        ReconcileError,
+        /// `status.json` could not be used and was moved aside.
+        StatusUnreadable,
+        /// A reason this version does not know (a status file written by
+        /// another version).
+        #[serde(other)]
+        Unrecognized,
+    }
+}
+
+string_enum! {
     /// An event's type, as in Kubernetes.
     EventType {
+        /// Something unitlet did as planned.
         Normal,
+        /// Something that failed or needs a person.
         Warning,
     }
 }
@@ -150,17 +232,23 @@ pub fn see_logs(unit: &str) -> String {
 /// unreadable: a cache, rebuilt by the next pass).
 const MAX_STATUS_BYTES: u64 = 64 * 1024 * 1024;
 
+/// Now, as RFC 3339 in whole seconds (UTC): the time format of status.
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+/// One condition of an object, as in Kubernetes.
 pub struct Condition {
+    /// What it is about.
     #[serde(rename = "type")]
     pub type_: ConditionType,
+    /// Whether it holds.
     pub status: ConditionStatus,
+    /// Why, in one word.
     pub reason: Reason,
+    /// Why, for a person.
     pub message: String,
     /// Changes only when `status` changes.
     pub last_transition_time: String,
@@ -168,18 +256,27 @@ pub struct Condition {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+/// The live state of an object's main unit, as systemd last said.
 pub struct UnitStatus {
+    /// The unit's name.
     pub name: String,
+    /// systemd's `ActiveState`.
     pub active_state: String,
+    /// systemd's `SubState`.
     pub sub_state: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+/// The status of one manifest.
 pub struct ObjectStatus {
+    /// The manifest's kind.
     pub kind: Kind,
+    /// Its `metadata.name`.
     pub name: String,
+    /// The file it was loaded from.
     pub file: PathBuf,
+    /// Its conditions, at most one of each type.
     pub conditions: Vec<Condition>,
     /// The main unit (a Service's service, a Backup's timer).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -206,12 +303,14 @@ impl ObjectStatus {
         }
     }
 
+    /// The Ready condition, if there is one.
     pub fn ready(&self) -> Option<&Condition> {
         self.conditions
             .iter()
             .find(|c| c.type_ == ConditionType::Ready)
     }
 
+    /// Whether Ready is `True`.
     pub fn is_ready(&self) -> bool {
         self.ready()
             .is_some_and(|c| c.status == ConditionStatus::True)
@@ -257,17 +356,24 @@ impl ObjectStatus {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+/// Something that happened to an object (or to the operator, [`OPERATOR`]).
 pub struct Event {
+    /// When, RFC 3339.
     pub time: String,
+    /// The manifest's name, or [`OPERATOR`].
     pub object: String,
+    /// Normal or Warning.
     #[serde(rename = "type")]
     pub type_: EventType,
-    pub reason: String,
+    /// What happened, in one word.
+    pub reason: EventReason,
+    /// What happened, for a person.
     pub message: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+/// A Service's config files as last applied.
 pub struct ConfigState {
     /// Content hash the running process has loaded.
     pub applied: String,
@@ -279,12 +385,16 @@ pub struct ConfigState {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+/// What `STATE_DIR/status.json` holds: written by passes, read by `get`
+/// and `describe`.
 pub struct Status {
+    /// Each manifest's status, by name.
     #[serde(default)]
     pub objects: BTreeMap<String, ObjectStatus>,
     /// Unit name → content hash last applied in full.
     #[serde(default)]
     pub applied: BTreeMap<String, String>,
+    /// The last [`MAX_EVENTS`] events, oldest first.
     #[serde(default)]
     pub events: Vec<Event>,
     /// Config files last applied per Service (content hash), and whether the
@@ -364,12 +474,15 @@ fn aside_path(path: &Path) -> PathBuf {
     candidate
 }
 
+/// Why status could not be saved.
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
     /// The state directory or file cannot be written.
     #[error("cannot write status to {path}; check the state directory (--state-dir) is writable")]
     Write {
+        /// The status file.
         path: PathBuf,
+        /// What failed.
         #[source]
         source: std::io::Error,
     },
@@ -439,7 +552,12 @@ impl Status {
                 format!("the status file {why}, and could not be kept aside: {e}")
             }
         };
-        status.event(OPERATOR, EventType::Warning, "StatusUnreadable", message);
+        status.event(
+            OPERATOR,
+            EventType::Warning,
+            crate::status::EventReason::StatusUnreadable,
+            message,
+        );
         status
     }
 
@@ -495,26 +613,32 @@ impl Status {
             })
     }
 
+    /// Write status to `path` atomically.
+    ///
+    /// # Errors
+    /// [`StatusError::Write`].
     pub fn save(&self, path: &Path) -> Result<(), StatusError> {
-        let bytes = serde_json::to_vec_pretty(self).expect("status serializes");
-        fsutil::atomic_write(path, &bytes, 0o600).map_err(|source| StatusError::Write {
+        let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other);
+        let written = bytes.and_then(|b| fsutil::atomic_write(path, &b, 0o600));
+        written.map_err(|source| StatusError::Write {
             path: path.to_path_buf(),
             source,
         })
     }
 
+    /// Record an event, dropping the oldest beyond [`MAX_EVENTS`].
     pub fn event(
         &mut self,
         object: &str,
         type_: EventType,
-        reason: &str,
+        reason: EventReason,
         message: impl Into<String>,
     ) {
         self.events.push(Event {
             time: now_rfc3339(),
             object: object.into(),
             type_,
-            reason: reason.into(),
+            reason,
             message: message.into(),
         });
         if self.events.len() > MAX_EVENTS {
@@ -534,6 +658,7 @@ impl Status {
             .retain(|e| e.object == OPERATOR || keep.contains(&e.object));
     }
 
+    /// The events of `object`, oldest first.
     pub fn events_for<'a>(&'a self, object: &'a str) -> impl Iterator<Item = &'a Event> + 'a {
         self.events.iter().filter(move |e| e.object == object)
     }
@@ -542,6 +667,59 @@ impl Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Event reasons are typed, and `status.json` keeps the strings events
+    /// always had: each reads back as itself and is written as it was read;
+    /// a reason of another version reads as `Unrecognized`.
+    #[test]
+    fn event_reasons_read_and_write_the_strings_of_status_json() {
+        let old = [
+            "Written",
+            "Removed",
+            "Stopped",
+            "StopFailed",
+            "Started",
+            "StartFailed",
+            "Restarted",
+            "RestartFailed",
+            "EnableFailed",
+            "LimitsApplied",
+            "LimitsNotApplied",
+            "NotReady",
+            "Reloaded",
+            "ConfigRecorded",
+            "ConfigInvalid",
+            "ReloadFailed",
+            "RolloutProgressing",
+            "RolloutComplete",
+            "RolledBack",
+            "RolloutFailed",
+            "RolloutUndone",
+            "PinEnded",
+            "RolloutHistoryUnusable",
+            "SilenceCreated",
+            "SilenceFailed",
+            "SilenceExpired",
+            "SilenceNotExpired",
+            "BackupFailed",
+            "BackupSucceeded",
+            "ReconcileError",
+            "StatusUnreadable",
+        ];
+        for r in old {
+            let json = format!(
+                r#"{{"time":"t","object":"o","type":"Normal","reason":"{r}","message":"m"}}"#
+            );
+            let e: Event = serde_json::from_str(&json).unwrap();
+            assert_eq!(e.reason.as_str(), r);
+            assert_eq!(serde_json::to_string(&e).unwrap(), json);
+        }
+        let known: Vec<&str> = EventReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(known.len(), old.len() + 1, "{known:?}");
+        let json = r#"{"time":"t","object":"o","type":"Normal","reason":"Frobbed","message":"m"}"#;
+        let e: Event = serde_json::from_str(json).unwrap();
+        assert_eq!(e.reason, EventReason::Unrecognized);
+    }
 
     #[test]
     fn transition_time_moves_only_on_status_change() {
@@ -575,7 +753,12 @@ mod tests {
         );
         assert_eq!(serde_json::from_str::<ObjectStatus>(&json).unwrap(), o);
         let mut s = Status::default();
-        s.event("b", EventType::Warning, "StopFailed", "x");
+        s.event(
+            "b",
+            EventType::Warning,
+            crate::status::EventReason::StopFailed,
+            "x",
+        );
         assert!(
             serde_json::to_string(&s.events[0])
                 .unwrap()
@@ -599,7 +782,12 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut s = Status::default();
         for i in 0..(MAX_EVENTS + 10) {
-            s.event("a", EventType::Normal, "Started", format!("{i}"));
+            s.event(
+                "a",
+                EventType::Normal,
+                crate::status::EventReason::Started,
+                format!("{i}"),
+            );
         }
         assert_eq!(s.events.len(), MAX_EVENTS);
         let p = d.path().join("status.json");
@@ -619,11 +807,16 @@ mod tests {
             s.event(
                 n,
                 EventType::Warning,
-                "ReloadFailed",
+                crate::status::EventReason::ReloadFailed,
                 format!("{n} POST http://u:***@h/"),
             );
         }
-        s.event(OPERATOR, EventType::Warning, "ReconcileError", "bus gone");
+        s.event(
+            OPERATOR,
+            EventType::Warning,
+            crate::status::EventReason::ReconcileError,
+            "bus gone",
+        );
         s.retain_objects(&["kept".to_string()].into());
         assert_eq!(s.objects.keys().collect::<Vec<_>>(), vec!["kept"]);
         assert_eq!(s.config.keys().collect::<Vec<_>>(), vec!["kept"]);

@@ -104,11 +104,6 @@ impl UnitFile {
         self.values(section, key).last()
     }
 
-    /// Whether `section` assigns `key` at all.
-    pub fn has(&self, section: &str, key: &str) -> bool {
-        self.values(section, key).next().is_some()
-    }
-
     /// The keys assigned in `section` (with repeats), in order.
     pub fn keys<'a, 'k>(&'a self, section: &'k str) -> impl Iterator<Item = &'a str> + use<'a, 'k> {
         self.assignments

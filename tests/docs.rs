@@ -11,6 +11,9 @@
 //!
 //! Pure: no systemd, no network; it reads `docs/` and calls the parser.
 
+// Test and benchmark code: a panic is how it fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -748,4 +751,69 @@ fn markdown_helpers_read_tables_and_blocks() {
         Some(vec!["a".to_string(), "b".to_string(), "c".to_string()])
     );
     assert_eq!(expected_fields("spec.keep 0 is not valid"), None);
+}
+
+// ---------------------------------------------------------------------------
+// Status reasons.
+
+/// The `` `Word` `` names in `text`.
+fn backticked_words(text: &str) -> BTreeSet<String> {
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric()))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every condition reason of `status::Reason` (but `Unrecognized`, which is
+/// never written) is documented under `unitlet get` in docs/commands.md —
+/// a row of the Ready reasons table, or the `LimitsEnforced` paragraph after
+/// it — and the table has no row the enum lacks; ARCHITECTURE.md's list of
+/// reasons is exactly the enum's.
+#[test]
+fn condition_reasons_in_docs_and_architecture_are_the_enum() {
+    use unitlet::status::Reason;
+    let enum_reasons: BTreeSet<String> = Reason::ALL
+        .iter()
+        .filter(|r| **r != Reason::Unrecognized)
+        .map(|r| r.as_str().to_string())
+        .collect();
+
+    let commands = read_doc("commands.md");
+    let table = tables(&commands)
+        .into_iter()
+        .find(|t| {
+            t.header.first().is_some_and(|h| h == "reason")
+                && t.header.get(1).is_some_and(|h| h == "Ready")
+        })
+        .expect("the Ready reasons table in docs/commands.md");
+    let rows: BTreeSet<String> = table.rows.iter().map(|r| unquote(&r[0])).collect();
+    let unknown: Vec<&String> = rows.difference(&enum_reasons).collect();
+    assert!(
+        unknown.is_empty(),
+        "docs/commands.md documents reasons status::Reason does not have: {unknown:?}"
+    );
+    let start = commands.find("Ready reasons:").expect("Ready reasons");
+    let end = start + commands[start..].find("\n## ").expect("the next command");
+    let documented = backticked_words(&commands[start..end]);
+    let missing: Vec<&String> = enum_reasons.difference(&documented).collect();
+    assert!(
+        missing.is_empty(),
+        "reasons of status::Reason missing from `unitlet get` in docs/commands.md: {missing:?}"
+    );
+
+    let arch =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("ARCHITECTURE.md"))
+            .unwrap();
+    // "… with a `status::Reason`: `Running`, `Stopped`, … (each in …"
+    let after = arch
+        .split_once("with a `status::Reason`:")
+        .expect("ARCHITECTURE.md lists the reasons after \"with a `status::Reason`:\"")
+        .1;
+    let listed = backticked_words(after.split_once('(').map_or(after, |(l, _)| l));
+    assert_eq!(
+        listed, enum_reasons,
+        "ARCHITECTURE.md's reasons (left) and status::Reason (right) drifted"
+    );
 }

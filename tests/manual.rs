@@ -1,6 +1,9 @@
 //! `unitlet man` and `unitlet completions`: generated from the command line
 //! definition, checked against it. Pure: no systemd, runs the binary.
 
+// Test and benchmark code: a panic is how it fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::{Command, Output};
 
 use clap::CommandFactory;

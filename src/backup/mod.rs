@@ -57,7 +57,7 @@ pub use last_run::{LastRun, last_run_path, own_backups_dir, read_last_run};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, DirBuilder, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::SystemTime;
@@ -427,8 +427,8 @@ impl Store {
             source: source.to_owned(),
             created: created.clone(),
         };
-        let bytes = serde_json::to_vec_pretty(&marker).expect("plain struct serializes");
-        let lock = match write_locked_marker(&dir, &bytes) {
+        let bytes = serde_json::to_vec_pretty(&marker).map_err(io::Error::other);
+        let lock = match bytes.and_then(|b| write_locked_marker(&dir, &b)) {
             Ok(lock) => lock,
             Err(source) => {
                 let _ = fs::remove_dir_all(&dir);
@@ -780,13 +780,12 @@ impl SetWriter {
     pub fn write_file(&mut self, rel: &str, bytes: &[u8]) -> Result<()> {
         let path = self.checked_path(rel)?;
         if self.full.is_none() {
-            let parent = path.parent().expect("joined path has a parent");
-            let name = path.file_name().expect("checked path has a file name");
+            let parent = path.parent().unwrap_or(&self.dir);
             let written = DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(parent)
-                .and_then(|()| write_renamed(parent, &name.to_string_lossy(), bytes));
+                .and_then(|()| crate::fsutil::renamed_write(&path, bytes, 0o600));
             match written {
                 Ok(()) => {}
                 Err(source) if is_out_of_space(&source) => {
@@ -869,9 +868,9 @@ impl SetWriter {
             status: SetStatus::Complete,
             files: self.files.values().cloned().collect(),
         };
-        let bytes = serde_json::to_vec_pretty(&manifest).expect("plain struct serializes");
-        write_atomic(&self.dir, MANIFEST_FILE, &bytes)
-            .and_then(|()| sync_dir(&self.dir))
+        let bytes = serde_json::to_vec_pretty(&manifest).map_err(io::Error::other);
+        bytes
+            .and_then(|b| write_atomic(&self.dir, MANIFEST_FILE, &b))
             .and_then(|()| sync_dir(&self.root))
             .map_err(|e| write_err(&self.dir.join(MANIFEST_FILE), e))?;
         self.finished = true;
@@ -985,11 +984,13 @@ fn space(dir: &Path) -> Option<Space> {
 /// Whether an error means the filesystem (or the user's quota) is full.
 /// (`tempfile` wraps the OS error, so its kind is what is left to look at.)
 pub fn is_out_of_space(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
-        || matches!(
-            e.kind(),
-            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-        )
+    matches!(
+        rustix::io::Errno::from_io_error(e),
+        Some(rustix::io::Errno::NOSPC | rustix::io::Errno::DQUOT)
+    ) || matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// A parsed set ID: `YYYYMMDDTHHMMSSZ` plus `-N` for the N-th set of one
@@ -1214,7 +1215,9 @@ fn open_in_set(dir: &Path, rel: &str) -> Result<File, OpenError> {
         openat(CWD, dir, dir_flags, Mode::empty()).map_err(|e| classify(e, dir.to_path_buf()))?;
     let mut path = dir.to_path_buf();
     let parts: Vec<&str> = rel.split('/').collect();
-    let (last, parents) = parts.split_last().expect("a safe path has a component");
+    let Some((last, parents)) = parts.split_last() else {
+        return Err(OpenError::NotFound);
+    };
     for part in parents {
         path.push(part);
         fd = openat(&fd, *part, dir_flags, Mode::empty()).map_err(|e| classify(e, path.clone()))?;
@@ -1384,38 +1387,13 @@ fn is_safe_rel_path(rel: &str) -> bool {
 /// follows the file through the rename), so no other run ever sees it
 /// unlocked while this one lives.
 fn write_locked_marker(dir: &Path, bytes: &[u8]) -> io::Result<File> {
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{IN_PROGRESS_FILE}.tmp-"))
-        .tempfile_in(dir)?;
-    rustix::fs::flock(tmp.as_file(), rustix::fs::FlockOperation::LockExclusive)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(dir.join(IN_PROGRESS_FILE)).map_err(|e| e.error)
+    crate::fsutil::atomic_write_locked(&dir.join(IN_PROGRESS_FILE), bytes, 0o600)
 }
 
-/// Temporary file in the same directory, fsync, rename: a crash leaves the
-/// old file or the new one, never half of one.
+/// Temporary file in the same directory, fsync, rename, directory fsync: a
+/// crash leaves the old file or the new one, never half of one.
 fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    write_via_temp(dir, name, bytes, true)
-}
-
-/// Like [`write_atomic`] without the fsync, for files whose durability is
-/// ensured later by one flush (see the module docs).
-fn write_renamed(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    write_via_temp(dir, name, bytes, false)
-}
-
-fn write_via_temp(dir: &Path, name: &str, bytes: &[u8], fsync: bool) -> io::Result<()> {
-    // Mode 0600, created exclusively under a random name, removed again
-    // when dropped unpersisted (any error below).
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}.tmp-"))
-        .tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    if fsync {
-        tmp.as_file().sync_all()?;
-    }
-    tmp.persist(dir.join(name)).map(drop).map_err(|e| e.error)
+    crate::fsutil::atomic_write(&dir.join(name), bytes, 0o600)
 }
 
 fn hash_reader(file: impl Read) -> io::Result<(u64, String)> {
@@ -1483,7 +1461,7 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
-        assert!(names.iter().all(|n| !n.contains(".tmp-")), "{names:?}");
+        assert!(names.iter().all(|n| !n.contains("-tmp.")), "{names:?}");
         let manifest: serde_json::Value =
             serde_json::from_slice(&fs::read(info.path.join(MANIFEST_FILE)).unwrap()).unwrap();
         assert_eq!(manifest["status"], "complete");

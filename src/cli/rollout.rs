@@ -148,7 +148,12 @@ async fn undo_pass(
     }
     .await;
     if let Some((name, msg)) = event {
-        status.event(name, EventType::Normal, "RolloutUndone", msg);
+        status.event(
+            name,
+            EventType::Normal,
+            crate::status::EventReason::RolloutUndone,
+            msg,
+        );
     }
     status.stamp("unitlet rollout undo");
     let saved = status.save_async(&loc.status_file()).await;

@@ -17,6 +17,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::http::BodyLines;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::Deserialize;
@@ -28,6 +29,10 @@ pub enum Error {
     /// The member could not be reached or the connection broke.
     #[error(transparent)]
     Transport(#[from] reqwest::Error),
+    /// An answer (or one line of a stream) was larger than
+    /// [`MAX_ANSWER`], or broke off while read.
+    #[error(transparent)]
+    Body(#[from] crate::http::BodyError),
     /// etcd answered with an error (no leader, permission denied, …).
     #[error("etcd answered: {message} (gRPC code {code})")]
     Status { code: i64, message: String },
@@ -39,6 +44,15 @@ pub enum Error {
     #[error("{0}")]
     InvalidArgs(String),
 }
+
+/// The most read of one answer: a unary call's body, or one line of a
+/// stream. Far above what a fleet's manifests take (a snapshot is every
+/// manifest, base64-encoded, in one answer), low enough that a broken
+/// member or gateway cannot take the host's memory.
+pub const MAX_ANSWER: u64 = 256 << 20;
+
+/// The most read of an error answer to a watch (its message is all we use).
+const MAX_ERROR_ANSWER: u64 = 64 << 10;
 
 /// gRPC's code for an expired or unknown auth token.
 const UNAUTHENTICATED: i64 = 16;
@@ -611,34 +625,6 @@ fn stream_item<T: serde::de::DeserializeOwned>(line: &[u8]) -> Result<T, Error> 
     serde_json::from_value(result).map_err(|e| Error::Decode(e.to_string()))
 }
 
-/// Newline-delimited JSON objects from a streaming answer.
-#[derive(Debug)]
-struct Lines {
-    resp: reqwest::Response,
-    buf: Vec<u8>,
-}
-
-impl Lines {
-    /// The next non-empty line; `None` at the end of the stream. Cancel
-    /// safe: a chunk is appended only once it has arrived.
-    async fn next(&mut self) -> Result<Option<Vec<u8>>, Error> {
-        loop {
-            if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=i).collect();
-                if line.trim_ascii().is_empty() {
-                    continue;
-                }
-                return Ok(Some(line));
-            }
-            match self.resp.chunk().await? {
-                Some(c) => self.buf.extend_from_slice(&c),
-                None if self.buf.trim_ascii().is_empty() => return Ok(None),
-                None => return Ok(Some(std::mem::take(&mut self.buf))),
-            }
-        }
-    }
-}
-
 /// A connection to one etcd member.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -649,6 +635,8 @@ pub struct Client {
     user: Option<(String, String)>,
     /// The auth token (with a user), renewed when etcd says it expired.
     token: Arc<Mutex<Option<String>>>,
+    /// [`MAX_ANSWER`]; lower in tests.
+    max_answer: u64,
 }
 
 fn http_client(opts: &ConnectOptions) -> Result<reqwest::Client, Error> {
@@ -705,6 +693,7 @@ impl Client {
             require_leader: opts.require_leader,
             user: opts.user,
             token: Arc::new(Mutex::new(None)),
+            max_answer: MAX_ANSWER,
         };
         if client.user.is_some() {
             client.authenticate().await?;
@@ -722,7 +711,10 @@ impl Client {
         }
         let body = json!({ "name": name, "password": password });
         let a: Auth = self.post_once("v3/auth/authenticate", &body).await?;
-        *self.token.lock().expect("token lock") = Some(a.token);
+        *self
+            .token
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(a.token);
         Ok(())
     }
 
@@ -731,7 +723,12 @@ impl Client {
         if self.require_leader {
             r = r.header("Grpc-Metadata-Hasleader", "true");
         }
-        if let Some(t) = self.token.lock().expect("token lock").as_deref() {
+        if let Some(t) = self
+            .token
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_deref()
+        {
             r = r.header(reqwest::header::AUTHORIZATION, t);
         }
         r.json(body)
@@ -749,7 +746,8 @@ impl Client {
             .send()
             .await?;
         let ok = resp.status().is_success();
-        let bytes = resp.bytes().await?;
+        let mut resp = resp;
+        let bytes = crate::http::read_body(&mut resp, self.max_answer).await?;
         let v: Value =
             serde_json::from_slice(&bytes).map_err(|e| Error::Decode(format!("{path}: {e}")))?;
         if !ok {
@@ -867,10 +865,7 @@ impl LeaseKeeper {
         loop {
             let req = self.client.request("v3/lease/keepalive", &body);
             let resp = req.timeout(self.client.timeout).send().await?;
-            let mut lines = Lines {
-                resp,
-                buf: Vec::new(),
-            };
+            let mut lines = BodyLines::new(resp, self.client.max_answer);
             let line = lines
                 .next()
                 .await?
@@ -910,7 +905,7 @@ impl LeaseKeepAliveStream {
 pub struct WatchStream {
     client: Client,
     pending: Vec<Value>,
-    lines: Option<Lines>,
+    lines: Option<BodyLines>,
 }
 
 impl WatchStream {
@@ -961,15 +956,19 @@ impl WatchStream {
                 .send()
                 .await?;
             if !resp.status().is_success() {
-                let v: Value = resp.json().await.unwrap_or_default();
+                let mut resp = resp;
+                let body = crate::http::read_body(&mut resp, MAX_ERROR_ANSWER).await;
+                let v: Value = body
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+                    .unwrap_or_default();
                 return Err(status_error(&v));
             }
-            self.lines = Some(Lines {
-                resp,
-                buf: Vec::new(),
-            });
+            self.lines = Some(BodyLines::new(resp, self.client.max_answer));
         }
-        let lines = self.lines.as_mut().expect("started");
+        let Some(lines) = self.lines.as_mut() else {
+            return Ok(None);
+        };
         match lines.next().await? {
             None => Ok(None),
             Some(line) => stream_item(&line).map(Some),
@@ -980,6 +979,42 @@ impl WatchStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client of a member at `url` whose answers may be at most 64 KiB.
+    async fn small_client(url: &str) -> Client {
+        let mut c = Client::connect(url, None).await.unwrap();
+        c.max_answer = 64 << 10;
+        c
+    }
+
+    /// A unary answer larger than the cap is refused once the cap is
+    /// reached, not buffered until the request's timeout.
+    #[tokio::test]
+    async fn an_endless_answer_is_refused_at_the_cap() {
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n";
+        let url = crate::http::tests::endless(head, &[b' '; 4096]).await;
+        let mut c = small_client(&url).await;
+        let got = tokio::time::timeout(Duration::from_secs(10), c.get("k", None))
+            .await
+            .expect("stops at the cap");
+        let e = got.expect_err("an endless answer");
+        assert!(e.to_string().contains("larger than 65536 bytes"), "{e}");
+    }
+
+    /// One line of a watch stream longer than the cap is refused, however
+    /// long the member keeps sending it.
+    #[tokio::test]
+    async fn an_endless_watch_line_is_refused_at_the_cap() {
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{\"result\":";
+        let url = crate::http::tests::endless(head, &[b' '; 4096]).await;
+        let mut c = small_client(&url).await;
+        let mut w = c.watch("k", None).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(10), w.message())
+            .await
+            .expect("stops at the cap");
+        let e = got.expect_err("an endless line");
+        assert!(e.to_string().contains("larger than 65536 bytes"), "{e}");
+    }
 
     #[test]
     fn prefix_ends() {

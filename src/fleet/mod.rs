@@ -100,30 +100,43 @@ pub enum FleetError {
     /// An etcd request failed (unreachable, no leader, refused).
     #[error("etcd at {endpoints}: cannot {what}; check the members are up and --etcd-endpoints")]
     Etcd {
+        /// What was being done.
         what: String,
+        /// The endpoints, userinfo redacted.
         endpoints: String,
+        /// The error underneath.
         #[source]
         source: etcd::Error,
     },
     /// An option file (password, certificate, machine id) cannot be read.
     #[error("cannot read {what} {path}")]
     ReadFile {
+        /// Which option file.
         what: &'static str,
+        /// Its path.
         path: PathBuf,
+        /// The error underneath.
         #[source]
         source: std::io::Error,
     },
     /// A secret file (password, private key) that others can read or
     /// write, or that is not yours.
     #[error("{what}: {message}")]
-    Secret { what: &'static str, message: String },
+    Secret {
+        /// Which secret.
+        what: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
     /// A flag's value is unusable.
     #[error("{0}")]
     Usage(String),
     /// A local file under STATE_DIR/fleet cannot be written.
     #[error("cannot write {path}; check the state directory (--state-dir) is writable")]
     Write {
+        /// The file.
         path: PathBuf,
+        /// The error underneath.
         #[source]
         source: std::io::Error,
     },
@@ -132,8 +145,11 @@ pub enum FleetError {
         "etcd at {endpoints}: the keys under {prefix} kept changing while pushing ({tries} tries); nothing was written by this push, try again"
     )]
     Contended {
+        /// The endpoints, userinfo redacted.
         endpoints: String,
+        /// The key prefix pushed to.
         prefix: String,
+        /// How many times the push was tried.
         tries: usize,
     },
 }
@@ -207,10 +223,9 @@ impl EtcdArgs {
                 }
             }
         }
-        Err(self.etcd_error(
-            "reach any member that has a leader",
-            last.expect("at least one endpoint"),
-        ))
+        let last =
+            last.unwrap_or_else(|| etcd::Error::InvalidArgs("no etcd endpoint given".into()));
+        Err(self.etcd_error("reach any member that has a leader", last))
     }
 
     /// `--etcd-endpoints`: at least one, none with credentials in it.
@@ -384,14 +399,17 @@ pub struct Keys {
 }
 
 impl Keys {
+    /// The layout under `prefix` (a trailing `/` is dropped).
     pub fn new(prefix: &str) -> Keys {
         Keys {
             prefix: prefix.trim_end_matches('/').to_string(),
         }
     }
+    /// Manifests for every host: `PREFIX/manifests/all/`.
     pub fn all_dir(&self) -> String {
         format!("{}/manifests/all/", self.prefix)
     }
+    /// Manifests for one host: `PREFIX/manifests/hosts/HOST/`.
     pub fn host_dir(&self, host: &str) -> String {
         format!("{}/manifests/hosts/{host}/", self.prefix)
     }
@@ -399,15 +417,19 @@ impl Keys {
     pub fn manifests_dir(&self) -> String {
         format!("{}/manifests/", self.prefix)
     }
+    /// Every host's published status: `PREFIX/status/`.
     pub fn status_dir(&self) -> String {
         format!("{}/status/", self.prefix)
     }
+    /// One host's published status: `PREFIX/status/HOST/`.
     pub fn status_host_dir(&self, host: &str) -> String {
         format!("{}/status/{host}/", self.prefix)
     }
+    /// The hosts' lease-bound presence keys: `PREFIX/hosts/`.
     pub fn hosts_dir(&self) -> String {
         format!("{}/hosts/", self.prefix)
     }
+    /// One host's presence key: `PREFIX/hosts/HOST`.
     pub fn host_key(&self, host: &str) -> String {
         format!("{}/hosts/{host}", self.prefix)
     }
@@ -423,7 +445,9 @@ impl Keys {
 /// Whom a push is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
+    /// Every host.
     All,
+    /// The host of this id.
     Host(String),
 }
 
@@ -431,7 +455,9 @@ pub enum Target {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Entry {
+    /// The key's value.
     pub value: String,
+    /// etcd's `mod_revision` of it.
     pub mod_revision: i64,
 }
 
@@ -505,8 +531,9 @@ impl SourceState {
 
     pub fn save(&self, state_dir: &Path) -> Result<(), FleetError> {
         let path = source_file(state_dir);
-        let bytes = serde_json::to_vec_pretty(self).expect("serializable");
-        crate::fsutil::atomic_write(&path, &bytes, 0o600)
+        let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other);
+        bytes
+            .and_then(|b| crate::fsutil::atomic_write(&path, &b, 0o600))
             .map_err(|source| FleetError::Write { path, source })
     }
 }

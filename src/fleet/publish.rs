@@ -129,7 +129,7 @@ async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
 /// Run until `stop` turns true; then revoke the lease (the host's keys go at
 /// once) and return.
 pub async fn run(opts: PublishOptions, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut delay = Duration::from_millis(200);
+    let mut delays = super::source::retry_delays();
     let started_at = crate::status::now_rfc3339();
     loop {
         match session(&opts, &started_at, &mut stop).await {
@@ -139,10 +139,9 @@ pub async fn run(opts: PublishOptions, mut stop: tokio::sync::watch::Receiver<bo
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(super::source::jittered(delay)) => {}
+            _ = tokio::time::sleep(super::source::jittered(delays.failed())) => {}
             _ = stopped(&mut stop) => return,
         }
-        delay = (delay * 2).min(Duration::from_secs(30));
     }
 }
 

@@ -42,6 +42,14 @@ impl From<FleetError> for SessionEnd {
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// The delays between attempts of the source and of the status publisher:
+/// 200 ms, doubling to 30 s; each slept [`jittered`].
+pub(crate) fn retry_delays() -> crate::RetryDelays {
+    crate::RetryDelays::new(FIRST_BACKOFF, MAX_BACKOFF)
+}
+
+/// `d` times a random factor in [0.5, 1): hosts that lost etcd together do
+/// not come back in step.
 pub(crate) fn jittered(d: Duration) -> Duration {
     use rand::Rng;
     let f: f64 = rand::rng().random_range(0.5..1.0);
@@ -68,7 +76,7 @@ pub async fn run(opts: SourceOptions) {
     } else {
         String::new()
     };
-    let mut delay = FIRST_BACKOFF;
+    let mut delays = retry_delays();
     loop {
         let end = session(
             &opts,
@@ -91,7 +99,7 @@ pub async fn run(opts: SourceOptions) {
                     "revision {} compacted (etcd keeps history from {compact_revision})",
                     st.revision_all.min(st.revision_host) + 1
                 );
-                delay = FIRST_BACKOFF;
+                delays.reset();
                 continue;
             }
             SessionEnd::Failed(msg) if st.state == "Connected" => {
@@ -99,7 +107,7 @@ pub async fn run(opts: SourceOptions) {
                 // the others at once before calling the source unreachable.
                 tracing::info!("the etcd watch ended ({msg}); reconnecting");
                 st.state = "Reconnecting".into();
-                delay = FIRST_BACKOFF;
+                delays.reset();
             }
             SessionEnd::Failed(msg) => {
                 if st.state != "Unreachable" || st.message != msg {
@@ -115,8 +123,7 @@ pub async fn run(opts: SourceOptions) {
                 }
             }
         }
-        tokio::time::sleep(jittered(delay)).await;
-        delay = (delay * 2).min(MAX_BACKOFF);
+        tokio::time::sleep(jittered(delays.failed())).await;
     }
 }
 
@@ -474,4 +481,24 @@ fn write_manifest(dir: &Path, name: &str, value: &str) -> Result<(), FleetError>
 fn remove_manifest(dir: &Path, name: &str) -> Result<(), FleetError> {
     let path = dir.join(format!("{name}.yaml"));
     crate::fsutil::remove_durable(&path).map_err(|source| FleetError::Write { path, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The source and the publisher retry after 200 ms, doubling to 30 s,
+    /// each delay slept jittered to [half, whole).
+    #[test]
+    fn etcd_retries_wait_200ms_doubling_to_30s_jittered_down_to_half() {
+        let mut d = retry_delays();
+        let got: Vec<u128> = (0..10).map(|_| d.failed().as_millis()).collect();
+        let want = [200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000];
+        assert_eq!(got, want);
+        for ms in want {
+            let full = Duration::from_millis(ms as u64);
+            let j = jittered(full);
+            assert!(j >= full / 2 && j < full, "{j:?} of {full:?}");
+        }
+    }
 }

@@ -354,6 +354,10 @@ fn plain_model(doc: &DashboardDoc) -> Value {
     model
 }
 
+#[expect(
+    clippy::expect_used,
+    reason = "serde_json::Value and the backup's own structs always serialize"
+)]
 fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
     let mut bytes = serde_json::to_vec_pretty(value).expect("JSON values serialize");
     bytes.push(b'\n');

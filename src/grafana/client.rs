@@ -192,7 +192,7 @@ impl Client {
         timeout: Duration,
     ) -> Result<Client> {
         let invalid = |reason: &str| GrafanaError::InvalidUrl {
-            url: redact_userinfo(base_url),
+            url: crate::http::redact_url(base_url),
             reason: reason.to_owned(),
         };
         let base = crate::http::base_url(base_url).map_err(|e| match e {
@@ -611,6 +611,10 @@ impl Client {
         self.check(&method, &url, &reply)
     }
 
+    #[expect(
+        clippy::expect_used,
+        reason = "API paths are relative paths (uids percent-encoded), which always join"
+    )]
     fn url(&self, path: &str, query: &[(&str, String)]) -> Url {
         let mut url = self
             .base
@@ -791,22 +795,6 @@ fn path_segment(uid: &str) -> String {
         }
     }
     out
-}
-
-/// For error messages about a URL we refuse: never echo a password.
-fn redact_userinfo(url: &str) -> String {
-    match Url::parse(url) {
-        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.to_string()
-        }
-        Ok(_) => url.to_owned(),
-        Err(_) => match url.rsplit_once('@') {
-            Some((_, rest)) => format!("<redacted>@{rest}"),
-            None => url.to_owned(),
-        },
-    }
 }
 
 fn empty_as_none<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {

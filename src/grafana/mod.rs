@@ -42,6 +42,7 @@ pub enum GrafanaError {
     /// The HTTP client could not be built (TLS setup).
     #[error("cannot set up an HTTP client for Grafana: {source}")]
     Setup {
+        /// The error underneath.
         #[source]
         source: reqwest::Error,
     },
@@ -54,6 +55,7 @@ pub enum GrafanaError {
         url: String,
         /// The configured base URL, which is what a person fixes.
         base: String,
+        /// The error underneath.
         #[source]
         source: reqwest::Error,
     },
@@ -112,6 +114,7 @@ pub enum GrafanaError {
         method: String,
         /// The full request URL.
         url: String,
+        /// The error underneath.
         #[source]
         source: reqwest::Error,
     },
@@ -126,6 +129,7 @@ pub enum GrafanaError {
         url: String,
         /// The configured base URL.
         base: String,
+        /// The error underneath.
         #[source]
         source: serde_json::Error,
     },

@@ -10,7 +10,9 @@ pub fn kernel_log_oom_kill(pid: u32) -> Option<bool> {
     use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .custom_flags(crate::fsutil::open_flags(
+            rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC,
+        ))
         .open("/dev/kmsg")
         .ok()?;
     Some(scan_kernel_log(f, &format!("Killed process {pid} ")))
@@ -37,7 +39,10 @@ fn scan_kernel_log(mut kmsg: impl std::io::Read, needle: &str) -> bool {
                     break;
                 }
             }
-            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue, // overwritten record
+            // An overwritten record.
+            Err(e) if rustix::io::Errno::from_io_error(&e) == Some(rustix::io::Errno::PIPE) => {
+                continue;
+            }
             Err(_) => break,
         }
     }

@@ -19,11 +19,16 @@ pub enum LoadError {
     #[error(
         "manifests directory {path} does not exist; create it or pass --manifests (nothing was changed)"
     )]
-    Missing { path: PathBuf },
+    Missing {
+        /// The directory.
+        path: PathBuf,
+    },
     /// The directory exists but cannot be listed.
     #[error("cannot read manifests directory {path} (nothing was changed)")]
     Unreadable {
+        /// The directory.
         path: PathBuf,
+        /// The error underneath.
         #[source]
         source: std::io::Error,
     },
@@ -31,16 +36,31 @@ pub enum LoadError {
     #[error(
         "{path} is writable by other users (mode {mode:04o}): anyone who can drop a manifest there runs commands as you; run `chmod go-w {path}`"
     )]
-    Insecure { path: PathBuf, mode: u32 },
+    Insecure {
+        /// The directory or file.
+        path: PathBuf,
+        /// Its mode bits.
+        mode: u32,
+    },
     /// A path given to `validate` is neither a file nor a directory.
     #[error("{} does not exist; give a manifest file or a directory of manifests", path.display())]
-    NoSuchPath { path: PathBuf },
+    NoSuchPath {
+        /// The path given.
+        path: PathBuf,
+    },
     /// Another user owns it, and so can make its manifests run commands
     /// as you.
     #[error(
         "{path} is owned by uid {owner}, not by you (uid {me}) or root: that user can make its manifests run commands as you; run `chown {me} {path}` if it is yours, or pass another --manifests"
     )]
-    NotOwned { path: PathBuf, owner: u32, me: u32 },
+    NotOwned {
+        /// The directory or file.
+        path: PathBuf,
+        /// Its owner's uid.
+        owner: u32,
+        /// Our effective uid.
+        me: u32,
+    },
 }
 
 /// Whether `uid` may own manifests (and their directory): you, or root
@@ -567,9 +587,10 @@ pub(super) fn assemble(set: &mut LoadedSet, parsed: Vec<(PathBuf, ParsedFile)>) 
     let mut names: Vec<_> = by_name.keys().cloned().collect();
     names.sort();
     for name in names {
-        let ms = by_name.remove(&name).unwrap_or_default();
-        if ms.len() == 1 {
-            let m = ms.into_iter().next().expect("one element");
+        let mut ms = by_name.remove(&name).unwrap_or_default();
+        if ms.len() == 1
+            && let Some(m) = ms.pop()
+        {
             if set.held.contains_key(&m.name)
                 && set.broken_files.iter().all(|f| implied_name(f) != m.name)
             {

@@ -303,7 +303,9 @@ pub(super) struct RawBasicAuth {
 /// problems found. A syntax error makes the whole file one error.
 #[derive(Debug, Default)]
 pub struct ParsedFile {
+    /// The documents that parsed and validated.
     pub manifests: Vec<Manifest>,
+    /// What was wrong with the others.
     pub errors: Vec<ManifestError>,
     /// Facts about this machine (see [`HostFacts`](super::HostFacts)):
     /// never from parsing, only from loading.
@@ -314,11 +316,18 @@ pub struct ParsedFile {
 /// manifest's directory, `~/` to the home directory.
 #[derive(Debug, Clone)]
 pub struct PathContext {
+    /// The manifests directory: relative paths are relative to it.
     pub manifest_dir: PathBuf,
+    /// The home directory `~/` expands to, if known.
     pub home: Option<PathBuf>,
 }
 
 impl PathContext {
+    /// `p` as an absolute path (`~/` expanded, relative joined onto the
+    /// manifests directory).
+    ///
+    /// # Errors
+    /// An empty path, `~/` without a known home directory, or `~user/`.
     pub fn resolve(&self, p: &str) -> Result<PathBuf, String> {
         if p.is_empty() {
             return Err("empty path".into());

@@ -141,23 +141,7 @@ fn check_credential_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// A URL with any `user:password@` replaced by `user:***@`, for every place
-/// a URL is shown (status, events, logs, errors). The real URL is still
-/// what requests use.
-pub fn redact_url(s: &str) -> String {
-    let Some(scheme_end) = s.find("://") else {
-        return s.to_string();
-    };
-    let rest = &s[scheme_end + 3..];
-    let auth_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..auth_end];
-    let Some(at) = authority.rfind('@') else {
-        return s.to_string();
-    };
-    let userinfo = &authority[..at];
-    let user = userinfo.split(':').next().unwrap_or("");
-    format!("{}{user}:***@{}", &s[..scheme_end + 3], &rest[at + 1..])
-}
+pub use crate::http::redact_url;
 
 fn check_url(s: &str) -> Result<(), String> {
     let shown = redact_url(s);
@@ -172,6 +156,10 @@ fn check_url(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A manifest duration (`30s`, `5m`, `1h30m`: humantime's syntax).
+///
+/// # Errors
+/// What is wrong with `s`, for a validation message.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     humantime::parse_duration(t).map_err(|_| {
@@ -255,17 +243,19 @@ const RESTART_VALUES: &[&str] = &[
     "always",
 ];
 
+use rustix::process::Signal;
+
 const SIGNALS: &[(&str, i32)] = &[
-    ("HUP", libc::SIGHUP),
-    ("INT", libc::SIGINT),
-    ("QUIT", libc::SIGQUIT),
-    ("KILL", libc::SIGKILL),
-    ("USR1", libc::SIGUSR1),
-    ("USR2", libc::SIGUSR2),
-    ("TERM", libc::SIGTERM),
-    ("CONT", libc::SIGCONT),
-    ("STOP", libc::SIGSTOP),
-    ("WINCH", libc::SIGWINCH),
+    ("HUP", Signal::HUP.as_raw()),
+    ("INT", Signal::INT.as_raw()),
+    ("QUIT", Signal::QUIT.as_raw()),
+    ("KILL", Signal::KILL.as_raw()),
+    ("USR1", Signal::USR1.as_raw()),
+    ("USR2", Signal::USR2.as_raw()),
+    ("TERM", Signal::TERM.as_raw()),
+    ("CONT", Signal::CONT.as_raw()),
+    ("STOP", Signal::STOP.as_raw()),
+    ("WINCH", Signal::WINCH.as_raw()),
 ];
 
 /// `SIGHUP`, `HUP` or `hup` → (canonical name, number).
@@ -1289,10 +1279,15 @@ mod tests {
             redact_url("http://user:hunter2@127.0.0.1:9090/-/reload"),
             "http://user:***@127.0.0.1:9090/-/reload"
         );
-        assert_eq!(redact_url("https://tok@h"), "https://tok:***@h");
+        assert_eq!(redact_url("https://tok@h"), "https://tok:***@h/");
         assert_eq!(redact_url("http://h/a@b"), "http://h/a@b");
         assert_eq!(redact_url("http://h:1/"), "http://h:1/");
         assert_eq!(redact_url("http://a:b@c@h/"), "http://a:***@h/");
+        // An etcd endpoint is often given without a scheme.
+        assert_eq!(redact_url("u:hunter2@h:2379"), "u:***@h:2379/");
+        assert_eq!(redact_url("h:2379"), "h:2379");
+        // What does not parse still never shows its password.
+        assert_eq!(redact_url("http://u:hunter2@h:99999/"), "***@h:99999/");
         let e = one_err(&format!(
             "{HEAD}  command: [a]\n  readiness: {{http: {{url: 'ftp://u:hunter2@h/'}}}}\n"
         ));

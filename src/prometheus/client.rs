@@ -122,6 +122,10 @@ impl Client {
         self.base.as_str()
     }
 
+    #[expect(
+        clippy::expect_used,
+        reason = "the API paths are constant relative paths, which always join"
+    )]
     fn url(&self, rel: &str) -> Url {
         self.base.join(rel).expect("relative API paths always join")
     }

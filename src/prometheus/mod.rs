@@ -46,6 +46,7 @@ pub enum PrometheusError {
     /// The HTTP client could not be built (TLS setup).
     #[error("cannot set up an HTTP client for Prometheus: {source}")]
     Setup {
+        /// The error underneath.
         #[source]
         source: reqwest::Error,
     },
@@ -56,6 +57,7 @@ pub enum PrometheusError {
         base: String,
         /// The full request URL.
         url: String,
+        /// The error underneath.
         #[source]
         source: reqwest::Error,
     },
@@ -100,6 +102,7 @@ pub enum PrometheusError {
     Request {
         /// The full request URL.
         url: String,
+        /// The error underneath.
         #[source]
         source: reqwest::Error,
     },
@@ -182,6 +185,7 @@ pub enum PrometheusError {
         to: PathBuf,
         /// What state this left things in and what to do.
         hint: String,
+        /// The error underneath.
         #[source]
         source: std::io::Error,
     },
@@ -192,6 +196,7 @@ pub enum PrometheusError {
         op: String,
         /// The path it was done to.
         path: PathBuf,
+        /// The error underneath.
         #[source]
         source: std::io::Error,
     },
@@ -232,6 +237,7 @@ pub enum PrometheusError {
     Systemd {
         /// What we were doing.
         context: String,
+        /// The error underneath.
         #[source]
         source: Box<ManagerError>,
     },

@@ -185,7 +185,7 @@ fn move_snapshot(
 ) -> Result<()> {
     match fs::rename(src, dst) {
         Ok(()) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+        Err(e) if rustix::io::Errno::from_io_error(&e) == Some(rustix::io::Errno::XDEV) => {
             let needed = tree_size(src);
             let pb = progress_bar(progress, needed, "copying");
             let copied = copy_tree(src, dst, &pb);

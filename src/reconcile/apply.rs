@@ -197,7 +197,12 @@ impl Reconciler {
             if let Err(e) = sd.enable(&units).await {
                 for (manifest, unit, _) in unlinked {
                     let msg = format!("cannot enable {unit}: {e}");
-                    status.event(manifest, EventType::Warning, "EnableFailed", msg);
+                    status.event(
+                        manifest,
+                        EventType::Warning,
+                        crate::status::EventReason::EnableFailed,
+                        msg,
+                    );
                 }
             }
         }
@@ -286,7 +291,12 @@ impl Reconciler {
         // the manifest's.
         for (manifest, msg) in self.verify_limits(sd, prep, &run.failures).await {
             let event = msg.clone();
-            status.event(&manifest, EventType::Warning, "LimitsNotApplied", event);
+            status.event(
+                &manifest,
+                EventType::Warning,
+                crate::status::EventReason::LimitsNotApplied,
+                event,
+            );
             run.fail(&manifest, msg);
         }
         done_events(actions, |op| matches!(op, Op::Write { .. }), run, status);
@@ -356,10 +366,20 @@ impl Reconciler {
             match r {
                 Ok(()) => {
                     let msg = format!("stopped {}: {}", a.unit, a.reason);
-                    status.event(&a.manifest, EventType::Normal, "Stopped", msg);
+                    status.event(
+                        &a.manifest,
+                        EventType::Normal,
+                        crate::status::EventReason::Stopped,
+                        msg,
+                    );
                 }
                 Err(e) => {
-                    status.event(&a.manifest, EventType::Warning, "StopFailed", e.to_string());
+                    status.event(
+                        &a.manifest,
+                        EventType::Warning,
+                        crate::status::EventReason::StopFailed,
+                        e.to_string(),
+                    );
                     run.fail(&a.manifest, e.to_string());
                 }
             }
@@ -477,7 +497,12 @@ impl Reconciler {
             let _ = self.manager_dirs(sd).await.remove_limit_dropins(&a.unit);
             status.applied.remove(&a.unit);
             let msg = format!("removed {} ({})", a.unit, a.reason);
-            status.event(&a.manifest, EventType::Normal, "Removed", msg);
+            status.event(
+                &a.manifest,
+                EventType::Normal,
+                crate::status::EventReason::Removed,
+                msg,
+            );
         }
     }
 
@@ -781,8 +806,14 @@ fn done_events(actions: &[Action], op: impl Fn(&Op) -> bool, run: &Applying, sta
         .filter(|a| op(&a.op) && !run.failed(&a.manifest))
     {
         let (reason, msg) = match a.op {
-            Op::Write { .. } => ("Written", format!("wrote {}: {}", a.unit, a.reason)),
-            _ => ("LimitsApplied", format!("{}: {}", a.unit, a.reason)),
+            Op::Write { .. } => (
+                crate::status::EventReason::Written,
+                format!("wrote {}: {}", a.unit, a.reason),
+            ),
+            _ => (
+                crate::status::EventReason::LimitsApplied,
+                format!("{}: {}", a.unit, a.reason),
+            ),
         };
         status.event(&a.manifest, EventType::Normal, reason, msg);
     }

@@ -20,7 +20,12 @@ impl Reconciler {
                 self.waiting_ready.remove(&name);
                 // Not ready in time after a start: the Service is not Ready.
                 if let Err(e) = &result {
-                    status.event(&name, EventType::Warning, "NotReady", e.clone());
+                    status.event(
+                        &name,
+                        EventType::Warning,
+                        crate::status::EventReason::NotReady,
+                        e.clone(),
+                    );
                     let issue = (Reason::NotReady, e.clone());
                     self.config_issue.insert(name.clone(), issue);
                 }
@@ -43,9 +48,10 @@ impl Reconciler {
                 silence,
             } => {
                 // Silence events first, then what the config change did.
-                let (before, after): (Vec<_>, Vec<_>) = silence
-                    .into_iter()
-                    .partition(|n| n.1 == "SilenceCreated" || n.1 == "SilenceFailed");
+                let (before, after): (Vec<_>, Vec<_>) = silence.into_iter().partition(|n| {
+                    n.1 == crate::status::EventReason::SilenceCreated
+                        || n.1 == crate::status::EventReason::SilenceFailed
+                });
                 for (t, r, m) in before {
                     status.event(&work.name, t, r, m);
                 }
@@ -112,7 +118,12 @@ impl Reconciler {
     fn config_refused(&mut self, w: &ConfigWork, e: &str, status: &mut Status) {
         let name = &w.name;
         let msg = format!("config change not applied: {e}");
-        status.event(name, EventType::Warning, "ConfigInvalid", msg);
+        status.event(
+            name,
+            EventType::Warning,
+            crate::status::EventReason::ConfigInvalid,
+            msg,
+        );
         self.rejected_config
             .insert(name.clone(), (w.hash.clone(), e.to_string()));
         let issue = format!(
@@ -133,13 +144,16 @@ impl Reconciler {
             .collect::<Vec<_>>()
             .join(", ");
         let (what, how) = match o {
-            ReloadOutcome::Restarted => ("Restarted", format!("restarted {}", w.unit)),
+            ReloadOutcome::Restarted => (
+                crate::status::EventReason::Restarted,
+                format!("restarted {}", w.unit),
+            ),
             ReloadOutcome::Recorded => (
-                "ConfigRecorded",
+                crate::status::EventReason::ConfigRecorded,
                 "onConfigChange is none: recorded only".to_string(),
             ),
             _ => (
-                "Reloaded",
+                crate::status::EventReason::Reloaded,
                 format!("reloaded via {}", reload::describe_method(&w.reload)),
             ),
         };
@@ -163,7 +177,12 @@ impl Reconciler {
         let delay = retry.failed();
         let attempts = retry.attempts;
         let msg = format!("{e}; retrying in {delay:.1?}");
-        status.event(name, EventType::Warning, "ReloadFailed", msg);
+        status.event(
+            name,
+            EventType::Warning,
+            crate::status::EventReason::ReloadFailed,
+            msg,
+        );
         if let Some(c) = status.config.get_mut(name) {
             c.failing = true;
         }

@@ -16,7 +16,7 @@ use crate::manager::{JobKind, UserManager};
 use crate::manifest::{self, LoadError, LoadedSet};
 use crate::plan::{self, Held, Observed, Plan};
 use crate::render::{self, DesiredUnit, RenderContext};
-use crate::status::{EventType, Reason, Status};
+use crate::status::{EventReason, EventType, Reason, Status};
 use crate::work::Work;
 
 mod apply;
@@ -141,15 +141,15 @@ pub(crate) fn job_event(
     result: &Result<(), String>,
 ) {
     let (ok_reason, bad_reason) = match kind {
-        JobKind::Restart => ("Restarted", "RestartFailed"),
-        _ => ("Started", "StartFailed"),
+        JobKind::Restart => (EventReason::Restarted, EventReason::RestartFailed),
+        _ => (EventReason::Started, EventReason::StartFailed),
     };
     match result {
         Ok(()) => status.event(
             manifest,
             EventType::Normal,
             ok_reason,
-            format!("{} {unit}: {reason}", ok_reason.to_lowercase()),
+            format!("{} {unit}: {reason}", ok_reason.as_str().to_lowercase()),
         ),
         Err(e) => status.event(manifest, EventType::Warning, bad_reason, e.clone()),
     }

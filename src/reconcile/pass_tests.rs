@@ -340,7 +340,7 @@ async fn a_limits_only_change_is_applied_live_without_a_restart() {
     assert!(
         w.status
             .events_for("web")
-            .any(|e| e.reason == "LimitsApplied"),
+            .any(|e| e.reason == crate::status::EventReason::LimitsApplied),
         "{:?}",
         w.status.events
     );

@@ -6,9 +6,9 @@ use std::path::Path;
 
 use tokio::time::Instant;
 
+use crate::manager::LiveUnit;
 use crate::manager::{ListedUnits, UserManager};
 use crate::manifest::{self, DesiredState, Kind, Manifest};
-use crate::manager::LiveUnit;
 use crate::rollout::policy::RolloutVerdict;
 use crate::status::{ObjectStatus, Reason, Status, UnitStatus};
 
@@ -278,7 +278,12 @@ fn backup_event(
     previous: Option<&crate::status::Condition>,
     reason: Reason,
     msg: &str,
-) -> Option<(String, crate::status::EventType, &'static str, String)> {
+) -> Option<(
+    String,
+    crate::status::EventType,
+    crate::status::EventReason,
+    String,
+)> {
     use crate::status::EventType;
     m.as_backup()?;
     let was_failed = previous.is_some_and(|c| c.reason == Reason::BackupFailed);
@@ -286,7 +291,7 @@ fn backup_event(
         return Some((
             m.name.clone(),
             EventType::Warning,
-            "BackupFailed",
+            crate::status::EventReason::BackupFailed,
             msg.to_owned(),
         ));
     }
@@ -294,7 +299,7 @@ fn backup_event(
         (
             m.name.clone(),
             EventType::Normal,
-            "BackupSucceeded",
+            crate::status::EventReason::BackupSucceeded,
             msg.to_owned(),
         )
     })

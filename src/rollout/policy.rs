@@ -403,7 +403,7 @@ fn usable<T>(status: &mut Status, name: &str, r: Result<T, RolloutError>) -> Opt
         status.event(
             name,
             EventType::Warning,
-            "RolloutHistoryUnusable",
+            crate::status::EventReason::RolloutHistoryUnusable,
             crate::error_chain(&e),
         )
     })
@@ -477,7 +477,7 @@ pub fn release(
         status.event(
             name,
             EventType::Normal,
-            "PinEnded",
+            crate::status::EventReason::PinEnded,
             format!(
                 "the manifest of {name} changed, so it is no longer {was} revision {}: {now}",
                 pin.revision
@@ -763,7 +763,12 @@ fn after_saved(
             "revision {n} of {} applied (Type=oneshot: not health-gated)",
             w.unit
         );
-        status.event(name, EventType::Normal, "RolloutComplete", msg);
+        status.event(
+            name,
+            EventType::Normal,
+            crate::status::EventReason::RolloutComplete,
+            msg,
+        );
         let id = silenced.remove(name)?;
         return RolloutWork::expiring(m, loc, n, id);
     }
@@ -776,7 +781,12 @@ fn after_saved(
             short(&hash),
             w.unit
         );
-        status.event(name, EventType::Normal, "RolloutProgressing", msg);
+        status.event(
+            name,
+            EventType::Normal,
+            crate::status::EventReason::RolloutProgressing,
+            msg,
+        );
         return None;
     }
     let msg = format!(
@@ -790,7 +800,12 @@ fn after_saved(
         },
         humantime::format_duration(w.timeout)
     );
-    status.event(name, EventType::Normal, "RolloutProgressing", msg);
+    status.event(
+        name,
+        EventType::Normal,
+        crate::status::EventReason::RolloutProgressing,
+        msg,
+    );
     w.auto = m.as_service().is_some_and(|s| s.rollout.auto);
     w.unsilence = silenced.remove(name);
     Some(w)
@@ -840,21 +855,21 @@ fn finished_event(w: &RolloutWork, done: &Finished, why: &str, status: &mut Stat
     let (type_, reason, msg) = match done {
         Finished::Complete => (
             EventType::Normal,
-            "RolloutComplete",
+            crate::status::EventReason::RolloutComplete,
             format!("revision {n} of {unit} is active and ready"),
         ),
         Finished::Failed {
             rolled_back_to: Some(g),
         } => (
             EventType::Warning,
-            "RolledBack",
+            crate::status::EventReason::RolledBack,
             format!("revision {n} of {unit} failed: {why}; rolling back to revision {g}"),
         ),
         Finished::Failed {
             rolled_back_to: None,
         } => (
             EventType::Warning,
-            "RolloutFailed",
+            crate::status::EventReason::RolloutFailed,
             format!(
                 "revision {n} of {unit} failed: {why}; {}",
                 if w.auto {

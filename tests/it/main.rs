@@ -1,5 +1,8 @@
 //! The integration test crate: one binary, shared support code.
 
+// Test and benchmark code: a panic is how it fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 mod claims;
