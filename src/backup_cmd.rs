@@ -643,6 +643,9 @@ mod tests {
                 files: 3,
                 status: SetStatus::Incomplete,
                 path: "/x".into(),
+                new_blocks: None,
+                written: None,
+                shared: None,
             },
         };
         let t = sets_table(std::slice::from_ref(&row));
