@@ -210,7 +210,9 @@ fn store_snapshot(
             set.write_file(&format!("{SNAPSHOT_DIR}/{name}"), &bytes)?;
             continue;
         }
-        let stored = blocks.store(&name, &path)?;
+        let stored = blocks
+            .store(&name, &path)
+            .map_err(|e| full_error(e, store, set, src, &path))?;
         set.link_block(&blocks, SNAPSHOT_DIR, &stored)?;
         pb.inc(stored.bytes());
         if let Some(range) = fs::read(blocks.file_path(&stored, "meta.json"))
@@ -223,6 +225,40 @@ fn store_snapshot(
     pb.finish_and_clear();
     ranges.sort_by_key(|b| b.min_time);
     Ok(ranges)
+}
+
+/// A full destination while storing a block says so, with what the set
+/// needed and what is free; other errors pass.
+fn full_error(
+    e: crate::backup::BackupError,
+    store: &Store,
+    set: &SetWriter,
+    src: &Path,
+    block: &Path,
+) -> PrometheusError {
+    match e {
+        crate::backup::BackupError::Write { path, source, .. }
+            if crate::backup::is_out_of_space(&source) =>
+        {
+            let free = rustix::fs::statvfs(store.path())
+                .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+                .unwrap_or(0);
+            PrometheusError::Copy {
+                from: block.to_path_buf(),
+                to: path,
+                hint: format!(
+                    "the backup destination {} is full: the set needed about {} and {} is free there; backup set {} was removed; earlier sets are untouched; free space in {} or set `destination` to a bigger filesystem",
+                    store.path().display(),
+                    crate::backup::size_text(tree_size(src)),
+                    crate::backup::size_text(free),
+                    set.id(),
+                    store.path().display()
+                ),
+                source,
+            }
+        }
+        e => e.into(),
+    }
 }
 
 /// `(ulid, minTime, maxTime)` of a block's `meta.json`.
