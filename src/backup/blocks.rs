@@ -479,3 +479,163 @@ fn link_or_copy(from: &Path, to: &Path) -> io::Result<(u64, String)> {
     output.sync_all()?;
     Ok((size, hex::encode(hasher.finalize())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{SetStatus, Store};
+    use super::*;
+
+    fn block(dir: &Path, name: &str, index: &[u8]) -> PathBuf {
+        let b = dir.join(name);
+        fs::create_dir_all(b.join("chunks")).unwrap();
+        fs::write(b.join("meta.json"), format!("{{\"ulid\":\"{name}\"}}")).unwrap();
+        fs::write(b.join("index"), index).unwrap();
+        fs::write(b.join("chunks/000001"), b"chunk data").unwrap();
+        fs::write(b.join("tombstones"), b"t0").unwrap();
+        b
+    }
+
+    /// Replaces a file the way Prometheus does (new file, rename): the
+    /// stored hard link keeps the old content.
+    fn replace(path: &Path, bytes: &[u8]) {
+        let tmp = path.with_extension("tmp");
+        fs::write(&tmp, bytes).unwrap();
+        fs::rename(&tmp, path).unwrap();
+    }
+
+    fn setup() -> (tempfile::TempDir, Store, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("dest");
+        let store = Store::open(&dest, "tsdb", "prometheus").unwrap();
+        let src = d.path().join("snap");
+        fs::create_dir_all(&src).unwrap();
+        (d, store, src)
+    }
+
+    /// A complete set linking `blocks` from the store.
+    fn set_of(store: &Store, blocks: &[&StoredBlock]) -> String {
+        let bs = store.blocks().unwrap();
+        let mut w = store.begin("http://p").unwrap();
+        for b in blocks {
+            w.link_block(&bs, "snapshot", b).unwrap();
+        }
+        w.finish().unwrap().id
+    }
+
+    #[test]
+    fn a_stored_block_is_linked_not_copied_or_hashed_again() {
+        let (_d, store, src) = setup();
+        let a = block(&src, "01A", b"index-a");
+        let first = store.blocks().unwrap().store("01A", &a).unwrap();
+        assert!(first.new);
+        // Same name, list, sizes, meta.json and tombstones: the stored copy
+        // is used without reading the rest (a changed index of the same
+        // size is not even noticed — blocks are immutable).
+        replace(&a.join("index"), b"index-b");
+        let again = store.blocks().unwrap().store("01A", &a).unwrap();
+        assert!(!again.new);
+        assert_eq!(again.key, first.key);
+        assert_eq!(again.files, first.files);
+        // Changed tombstones: a different copy.
+        replace(&a.join("tombstones"), b"t1");
+        let third = store.blocks().unwrap().store("01A", &a).unwrap();
+        assert!(third.new);
+        assert_ne!(third.key, first.key);
+
+        let id = set_of(&store, &[&first]);
+        let set = store.verify(&id).unwrap();
+        assert!(
+            set.files()
+                .iter()
+                .any(|f| f.path == "snapshot/01A/chunks/000001")
+        );
+        let info = store.list().unwrap().pop().unwrap();
+        assert_eq!(info.status, SetStatus::Complete);
+        assert_eq!(info.new_blocks, Some(1));
+        assert_eq!(info.shared, Some(0));
+        let id2 = set_of(&store, &[&again]);
+        let info2 = store
+            .list()
+            .unwrap()
+            .into_iter()
+            .find(|s| s.id == id2)
+            .unwrap();
+        assert_eq!((info2.new_blocks, info2.written), (Some(0), Some(0)));
+        assert_eq!(info2.shared, Some(info2.size));
+        use std::os::unix::fs::MetadataExt;
+        let ino = |id: &str| {
+            fs::metadata(store.path().join(id).join("snapshot/01A/index"))
+                .unwrap()
+                .ino()
+        };
+        assert_eq!(ino(&id), ino(&id2), "the two sets share the stored file");
+    }
+
+    #[test]
+    fn a_killed_store_leaves_nothing_the_next_open_does_not_remove() {
+        let (_d, store, _src) = setup();
+        let bs = store.blocks().unwrap();
+        let incoming = bs.path().join(".incoming-01A-x");
+        let deleting = bs.path().join(".deleting-01B-x");
+        fs::create_dir_all(incoming.join("chunks")).unwrap();
+        fs::create_dir_all(&deleting).unwrap();
+        drop(bs);
+        let bs = store.blocks().unwrap();
+        assert!(!incoming.exists() && !deleting.exists());
+        assert!(store_keys(&bs).is_empty());
+    }
+
+    #[test]
+    fn a_block_dir_without_block_json_is_not_trusted_and_stored_again() {
+        let (_d, store, src) = setup();
+        let a = block(&src, "01A", b"index");
+        let bs = store.blocks().unwrap();
+        let stored = bs.store("01A", &a).unwrap();
+        fs::remove_file(bs.path().join(&stored.key).join(BLOCK_MANIFEST)).unwrap();
+        let again = bs.store("01A", &a).unwrap();
+        assert!(again.new);
+        assert!(bs.path().join(&again.key).join(BLOCK_MANIFEST).is_file());
+    }
+
+    fn store_keys(bs: &BlockStore) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(bs.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != LOCK_FILE)
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn prune_frees_only_blocks_no_remaining_set_links() {
+        let (_d, store, src) = setup();
+        let bs = store.blocks().unwrap();
+        let a = bs.store("01A", &block(&src, "01A", b"a")).unwrap();
+        let b = bs.store("01B", &block(&src, "01B", b"b")).unwrap();
+        let c = bs.store("01C", &block(&src, "01C", b"c")).unwrap();
+        // Stored by a run killed before it linked it into its set.
+        let orphan = bs.store("01D", &block(&src, "01D", b"d")).unwrap();
+        drop(bs);
+        let _s1 = set_of(&store, &[&a, &b]);
+        let s2 = set_of(&store, &[&a, &c]);
+        // An incomplete set (a run still writing) links b too.
+        let bs = store.blocks().unwrap();
+        let mut running = store.begin("http://p").unwrap();
+        running.link_block(&bs, "snapshot", &b).unwrap();
+        drop(bs);
+        let deleted = store.prune(1, &s2).unwrap();
+        assert_eq!(deleted.len(), 1);
+        let bs = store.blocks().unwrap();
+        let keys = store_keys(&bs);
+        assert_eq!(keys, vec![a.key.clone(), b.key.clone(), c.key.clone()]);
+        assert!(!keys.contains(&orphan.key));
+        drop(bs);
+        drop(running); // a failed run removes its set
+        store.prune(1, &s2).unwrap();
+        let bs = store.blocks().unwrap();
+        assert_eq!(store_keys(&bs), vec![a.key.clone(), c.key.clone()]);
+        store.verify(&s2).unwrap();
+    }
+}

@@ -20,8 +20,16 @@ pub(super) async fn backup(loc: &Locations, name: String) -> CliResult {
     match result {
         Ok(Some(made)) => {
             let set = &made.set;
+            let incremental = match (set.new_blocks, set.written, set.shared) {
+                (Some(n), Some(w), Some(s)) => format!(
+                    " ({n} new blocks, {} written, {} shared)",
+                    backup_cmd::format_size(w),
+                    backup_cmd::format_size(s)
+                ),
+                _ => String::new(),
+            };
             println!(
-                "backup {name}: set {} complete: {} files, {} in {}",
+                "backup {name}: set {} complete: {} files, {}{incremental} in {}",
                 set.id,
                 set.files,
                 backup_cmd::format_size(set.size),

@@ -6,9 +6,11 @@
 //! - `prometheus.json`: where it came from and the time range of each block,
 //!   so a restore can ask the restored Prometheus for data it must have.
 //!
-//! Backup takes the snapshot directory *out of* Prometheus' `snapshots/`
-//! directory (rename on the same filesystem, copy otherwise), so that
-//! directory does not grow with every scheduled run.
+//! Backup puts each block of the snapshot through the destination's block
+//! store (`crate::backup::BlockStore`: stored and hashed once, then only
+//! hard-linked into each set), and then removes the snapshot from
+//! Prometheus' `snapshots/` directory, so that directory does not grow with
+//! every scheduled run.
 //!
 //! Restore copies the set (never moves it: the set must stay restorable)
 //! into a sibling of the data directory *before* stopping Prometheus, so a
