@@ -71,6 +71,43 @@ pub(super) fn backups(loc: &Locations, name: Option<&str>, json: bool) -> CliRes
     Ok(())
 }
 
+/// `unitlet backups verify NAME [ID] [--deep]`: one line per set; exit 1
+/// if any failed (or there is none to check).
+pub(super) fn verify(loc: &Locations, name: String, id: Option<&str>, deep: bool) -> CliResult {
+    let results =
+        backup_cmd::verify(loc, &name, id, deep).map_err(|e| CliError::Backups(Box::new(e)))?;
+    let how = if deep {
+        "every file re-hashed"
+    } else {
+        "sizes checked; --deep re-hashes"
+    };
+    let mut failed = 0;
+    for (id, r) in &results {
+        match r {
+            Ok(set) => println!(
+                "set {id}: ok ({} files, {}; {how})",
+                set.files,
+                backup_cmd::format_size(set.size)
+            ),
+            Err(e) => {
+                failed += 1;
+                eprintln!("set {id}: {e}");
+            }
+        }
+    }
+    if results.is_empty() {
+        eprintln!("no complete backup sets of {name}");
+    }
+    if failed > 0 || results.is_empty() {
+        return Err(CliError::VerifyFailed {
+            name,
+            failed,
+            total: results.len(),
+        });
+    }
+    Ok(())
+}
+
 /// `unitlet restore NAME ID`: what Alertmanager said, then the report.
 pub(super) async fn restore(
     loc: &Locations,

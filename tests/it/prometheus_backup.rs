@@ -1376,4 +1376,29 @@ fn issue24_3_keep_two_frees_only_the_blocks_of_pruned_sets() {
     }
     p.complete_sets_verify();
     p.assert_clean();
+    // `backups verify`: sizes by default, hashes with --deep.
+    for args in [
+        &["backups", "verify", "tsdb"][..],
+        &["backups", "verify", "tsdb", "--deep"],
+    ] {
+        let o = p.unitlet(args);
+        assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+        assert_eq!(stdout(&o).matches(": ok (").count(), 2, "{}", stdout(&o));
+    }
+    // A stored block damaged in place, same size: only --deep sees it.
+    let newest = kept.last().unwrap();
+    let (name, key) = held[newest][0].clone();
+    let index = dest.join("blocks").join(&key).join("index");
+    let mut bytes = std::fs::read(&index).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(&index, &bytes).unwrap();
+    let o = p.unitlet(&["backups", "verify", "tsdb", newest]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let o = p.unitlet(&["backups", "verify", "tsdb", newest, "--deep"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("snapshot/{name}/index has sha256")),
+        "{}",
+        stderr(&o)
+    );
 }
