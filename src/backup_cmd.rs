@@ -368,6 +368,10 @@ pub fn backups(loc: &Locations, name: Option<&str>) -> Result<Vec<SetRow>, Comma
     Ok(rows)
 }
 
+/// One set's outcome in `unitlet backups verify`: its ID and summary or
+/// what is wrong with it.
+pub type SetCheck = (String, Result<SetInfo, BackupError>);
+
 /// `unitlet backups verify NAME [ID] [--deep]`: set `id`, or every
 /// complete set of Backup `name`, checked ([`Store::check`]); each set's
 /// outcome, in order.
@@ -379,7 +383,7 @@ pub fn verify(
     name: &str,
     id: Option<&str>,
     deep: bool,
-) -> Result<Vec<(String, Result<SetInfo, BackupError>)>, CommandError> {
+) -> Result<Vec<SetCheck>, CommandError> {
     let spec = find_backup(loc, name)?;
     let store = open_store(loc, name, &spec)?;
     let ids: Vec<String> = match id {
