@@ -22,7 +22,10 @@
 //! them and that no live run holds locked (a killed run's, removed when the
 //! next run begins). Anything else in the destination (another Backup's
 //! sets, sets of unitlet 0.1 that recorded no Backup, what a person put
-//! there) is left alone.
+//! there) is left alone. The one exception is the destination's block
+//! store, `blocks/` (see the `blocks` module): its blocks, `.incoming-*`
+//! and `.deleting-*` directories are unitlet's own, and a block is freed
+//! only when no set directory links it.
 //!
 //! Architecture Invariant: a [`Store`] belongs to one Backup. Several
 //! Backups may share a destination; each only lists, prunes and restores
