@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::backup::{
-    BackupError, LastRun, SetInfo, Store, last_run_path, own_backups_dir, read_last_run,
+    BackupError, LastRun, SetInfo, SetStatus, Store, last_run_path, own_backups_dir, read_last_run,
 };
 use crate::grafana::{self, GrafanaError};
 use crate::locations::Locations;
@@ -369,6 +369,42 @@ pub fn backups(loc: &Locations, name: Option<&str>) -> Result<Vec<SetRow>, Comma
     Ok(rows)
 }
 
+/// One set's outcome in `unitlet backups verify`: its ID and summary or
+/// what is wrong with it.
+pub type SetCheck = (String, Result<SetInfo, BackupError>);
+
+/// `unitlet backups verify NAME [ID] [--deep]`: set `id`, or every
+/// complete set of Backup `name`, checked ([`Store::check`]); each set's
+/// outcome, in order.
+///
+/// # Errors
+/// [`CommandError`] when the manifest or its destination cannot be used.
+pub fn verify(
+    loc: &Locations,
+    name: &str,
+    id: Option<&str>,
+    deep: bool,
+) -> Result<Vec<SetCheck>, CommandError> {
+    let spec = find_backup(loc, name)?;
+    let store = open_store(loc, name, &spec)?;
+    let ids: Vec<String> = match id {
+        Some(id) => vec![id.to_owned()],
+        None => store
+            .list()?
+            .into_iter()
+            .filter(|s| s.status == SetStatus::Complete && !s.legacy)
+            .map(|s| s.id)
+            .collect(),
+    };
+    Ok(ids
+        .into_iter()
+        .map(|id| {
+            let r = store.check(&id, deep);
+            (id, r)
+        })
+        .collect())
+}
+
 /// The table `unitlet backups` prints; pure.
 pub fn sets_table(rows: &[SetRow]) -> String {
     let cells: Vec<Vec<String>> = rows
@@ -620,7 +656,6 @@ async fn restore_prometheus(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backup::SetStatus;
 
     #[test]
     fn sizes_for_people() {
@@ -645,6 +680,9 @@ mod tests {
                 files: 3,
                 status: SetStatus::Incomplete,
                 path: "/x".into(),
+                new_blocks: None,
+                written: None,
+                shared: None,
             },
         };
         let t = sets_table(std::slice::from_ref(&row));

@@ -67,6 +67,22 @@ pub enum Format {
     Json,
 }
 
+/// `unitlet backups` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BackupsCommand {
+    /// Check the complete sets of Backup NAME (or set ID): every file
+    /// present with its recorded size; with --deep, re-hashed too.
+    Verify {
+        /// The Backup manifest.
+        name: String,
+        /// One set (default: every complete set of NAME).
+        id: Option<String>,
+        /// Re-hash every file (sha256) instead of checking sizes.
+        #[arg(long)]
+        deep: bool,
+    },
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the operator: watch, converge, resync.
@@ -137,7 +153,10 @@ pub enum Command {
     /// Run the Backup manifest NAME now.
     Backup { name: String },
     /// List backup sets: id, manifest, created, size, status.
+    #[command(args_conflicts_with_subcommands = true)]
     Backups {
+        #[command(subcommand)]
+        command: Option<BackupsCommand>,
         name: Option<String>,
         #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
         output: Output,
@@ -334,7 +353,11 @@ async fn dispatch(cmd: Command, loc: Locations) -> CliResult {
         Command::Describe { name } => view::describe(&loc, &name).await,
         Command::Render { name, out } => render_cmd(&loc, &name, out.as_deref()),
         Command::Backup { name } => backup::backup(&loc, name).await,
-        Command::Backups { name, output } => {
+        Command::Backups {
+            command: Some(BackupsCommand::Verify { name, id, deep }),
+            ..
+        } => backup::verify(&loc, name, id.as_deref(), deep),
+        Command::Backups { name, output, .. } => {
             backup::backups(&loc, name.as_deref(), output == Output::Json)
         }
         Command::Restore {

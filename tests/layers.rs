@@ -74,6 +74,7 @@ const LAYERS: &[(&str, u8)] = &[
     // 4 stores.
     ("backup", 4),
     ("backup::last_run", 4),
+    ("backup::blocks", 4),
     ("journal", 4),
     ("rollout", 4),
     ("rollout::history", 4),

@@ -22,7 +22,10 @@
 //! them and that no live run holds locked (a killed run's, removed when the
 //! next run begins). Anything else in the destination (another Backup's
 //! sets, sets of unitlet 0.1 that recorded no Backup, what a person put
-//! there) is left alone.
+//! there) is left alone. The one exception is the destination's block
+//! store, `blocks/` (see the `blocks` module): its blocks, `.incoming-*`
+//! and `.deleting-*` directories are unitlet's own, and a block is freed
+//! only when no set directory links it.
 //!
 //! Architecture Invariant: a [`Store`] belongs to one Backup. Several
 //! Backups may share a destination; each only lists, prunes and restores
@@ -49,8 +52,10 @@
 //! All I/O here is blocking `std::fs`: backups run in the short-lived
 //! `unitlet backup` process, and blocking keeps the fsync ordering obvious.
 
+mod blocks;
 mod error;
 mod last_run;
+pub use blocks::{BLOCKS_DIR, BlockStore, StoredBlock};
 pub use error::BackupError;
 pub use last_run::{LastRun, last_run_path, own_backups_dir, read_last_run};
 
@@ -141,6 +146,25 @@ struct SetManifest {
     completed: String,
     status: SetStatus,
     files: Vec<FileEntry>,
+    /// The blocks the set links from the destination's block store
+    /// (incremental sets, unitlet 0.3); absent in sets that hold their own
+    /// copies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    blocks: Option<Vec<SetBlock>>,
+}
+
+/// One stored block a set links, as `backup.json` records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SetBlock {
+    /// The block's name (its ULID), its directory in the set.
+    pub name: String,
+    /// Its directory in `DESTINATION/blocks/`.
+    pub key: String,
+    /// Stored by this set's run (`false`: shared with an earlier set).
+    pub new: bool,
+    /// Total bytes of its files.
+    pub bytes: u64,
 }
 
 /// What an incomplete set knows about itself.
@@ -179,6 +203,17 @@ pub struct SetInfo {
     pub status: SetStatus,
     /// The set directory.
     pub path: PathBuf,
+    /// Blocks stored by this set's run; `None` for sets that hold their
+    /// own copies (not incremental).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_blocks: Option<usize>,
+    /// Bytes this set's run added to the destination (new blocks and
+    /// everything not shared); `None` as for `new_blocks`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub written: Option<u64>,
+    /// Bytes of blocks shared with earlier sets (linked, not written).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared: Option<u64>,
 }
 
 /// A set whose every file was just re-hashed and found as recorded.
@@ -449,11 +484,21 @@ impl Store {
             source: source.to_owned(),
             created,
             files: BTreeMap::new(),
+            blocks: None,
             finished: false,
             full: None,
             block: space(&self.root).map_or(4096, |s| s.block),
             _lock: lock,
         })
+    }
+
+    /// The destination's block store (created if needed), locked until
+    /// dropped: see the `blocks` module for its layout and crash safety.
+    ///
+    /// # Errors
+    /// [`BackupError::Destination`] if it cannot be created or locked.
+    pub fn blocks(&self) -> Result<BlockStore> {
+        BlockStore::open(&self.root)
     }
 
     /// This Backup's sets, oldest first, complete or not, and the legacy
@@ -512,9 +557,15 @@ impl Store {
             };
             fs::rename(&set.path, &aside).map_err(err)?;
             sync_dir(&self.root).map_err(err)?;
+            blocks::crash_point("set-deleting");
             fs::remove_dir_all(&aside).map_err(err)?;
             tracing::info!(set = %set.id, "deleted old backup set");
             deleted.push(set.id);
+        }
+        // Blocks only the deleted sets (or killed runs) linked are freed;
+        // a destination without a block store has nothing to free.
+        if self.root.join(BLOCKS_DIR).is_dir() {
+            self.blocks()?.sweep()?;
         }
         Ok(deleted)
     }
@@ -532,6 +583,20 @@ impl Store {
     /// Backup's, or [`BackupError::Corrupt`] naming the first file that is
     /// outside the set, missing, or whose size or sha256 differ.
     pub fn verify(&self, id: &str) -> Result<VerifiedSet> {
+        self.verify_with(id, true)
+    }
+
+    /// `unitlet backups verify`: [`Store::verify`] when `deep`, else the
+    /// same checks with each file's size taken from its metadata instead of
+    /// re-hashing it (hashes were computed when the files were stored).
+    ///
+    /// # Errors
+    /// As [`Store::verify`].
+    pub fn check(&self, id: &str, deep: bool) -> Result<SetInfo> {
+        self.verify_with(id, deep).map(|s| s.info)
+    }
+
+    fn verify_with(&self, id: &str, deep: bool) -> Result<VerifiedSet> {
         let dir = self.set_dir(id)?;
         let manifest = match read_manifest(&dir, id)? {
             Some(m) if m.status == SetStatus::Complete => m,
@@ -553,7 +618,7 @@ impl Store {
             });
         }
         for entry in &manifest.files {
-            verify_file(&dir, id, entry)?;
+            verify_file(&dir, id, entry, deep)?;
         }
         Ok(VerifiedSet {
             info: info_from_manifest(&manifest, dir),
@@ -659,6 +724,9 @@ impl Store {
             files,
             status: SetStatus::Incomplete,
             path: dir,
+            new_blocks: None,
+            written: None,
+            shared: None,
         }
     }
 
@@ -741,6 +809,8 @@ pub struct SetWriter {
     created: String,
     /// Keyed by path so rewriting a file replaces its entry.
     files: BTreeMap<String, FileEntry>,
+    /// Blocks linked from the block store, if any.
+    blocks: Option<Vec<SetBlock>>,
     finished: bool,
     /// Set when the destination filled up: from then on nothing is
     /// written, only counted, so the error can say what the set needed.
@@ -836,6 +906,44 @@ impl SetWriter {
         Ok(())
     }
 
+    /// Hard-links the files of a stored block into the set under
+    /// `rel_dir/NAME/` and records them with the hashes taken when the
+    /// block was stored (nothing is read or hashed here).
+    ///
+    /// # Errors
+    /// [`BackupError::InvalidPath`] for a path outside the set;
+    /// [`BackupError::Write`] if a link cannot be made.
+    pub fn link_block(
+        &mut self,
+        store: &BlockStore,
+        rel_dir: &str,
+        block: &StoredBlock,
+    ) -> Result<()> {
+        for f in &block.files {
+            let rel = format!("{rel_dir}/{}/{}", block.name, f.path);
+            let path = self.checked_path(&rel)?;
+            let parent = path.parent().unwrap_or(&self.dir);
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .and_then(|()| fs::hard_link(store.file_path(block, &f.path), &path))
+                .map_err(|source| BackupError::Write {
+                    id: self.id.clone(),
+                    path: path.clone(),
+                    source,
+                })?;
+            self.record(&rel, f.size, f.sha256.clone());
+        }
+        self.blocks.get_or_insert_with(Vec::new).push(SetBlock {
+            name: block.name.clone(),
+            key: block.key.clone(),
+            new: block.new,
+            bytes: block.bytes(),
+        });
+        Ok(())
+    }
+
     /// Seals the set: makes every file durable, then writes `backup.json`.
     ///
     /// # Guarantees
@@ -867,10 +975,13 @@ impl SetWriter {
             completed: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             status: SetStatus::Complete,
             files: self.files.values().cloned().collect(),
+            blocks: self.blocks.clone(),
         };
+        blocks::crash_point("set-files-durable");
         let bytes = serde_json::to_vec_pretty(&manifest).map_err(io::Error::other);
         bytes
             .and_then(|b| write_atomic(&self.dir, MANIFEST_FILE, &b))
+            .and_then(|()| sync_dir(&self.dir))
             .and_then(|()| sync_dir(&self.root))
             .map_err(|e| write_err(&self.dir.join(MANIFEST_FILE), e))?;
         self.finished = true;
@@ -1061,14 +1172,25 @@ impl fmt::Display for SetId {
 }
 
 fn info_from_manifest(m: &SetManifest, dir: PathBuf) -> SetInfo {
+    let size: u64 = m.files.iter().map(|f| f.size).sum();
+    let shared = m
+        .blocks
+        .as_ref()
+        .map(|b| b.iter().filter(|b| !b.new).map(|b| b.bytes).sum::<u64>());
     SetInfo {
+        new_blocks: m
+            .blocks
+            .as_ref()
+            .map(|b| b.iter().filter(|b| b.new).count()),
+        written: shared.map(|s| size.saturating_sub(s)),
+        shared,
         id: m.id.clone(),
         backup: m.backup.clone(),
         legacy: m.backup.is_none(),
         kind: m.kind.clone(),
         source: m.source.clone(),
         created: m.created.clone(),
-        size: m.files.iter().map(|f| f.size).sum(),
+        size,
         files: m.files.len(),
         status: m.status,
         path: dir,
@@ -1238,7 +1360,8 @@ fn open_in_set(dir: &Path, rel: &str) -> Result<File, OpenError> {
 
 /// A file `backup.json` lists: inside the set, present, of the recorded
 /// size and sha256.
-fn verify_file(dir: &Path, id: &str, entry: &FileEntry) -> Result<()> {
+/// Without `deep`, only the size is compared (from metadata).
+fn verify_file(dir: &Path, id: &str, entry: &FileEntry, deep: bool) -> Result<()> {
     let corrupt = |problem: String| BackupError::Corrupt {
         id: id.to_owned(),
         file: entry.path.clone(),
@@ -1250,11 +1373,16 @@ fn verify_file(dir: &Path, id: &str, entry: &FileEntry) -> Result<()> {
                 .to_owned(),
         ));
     }
+    let read_err = |source| BackupError::Read {
+        path: dir.join(&entry.path),
+        source,
+    };
     let (size, sha) = match open_in_set(dir, &entry.path) {
-        Ok(file) => hash_reader(file).map_err(|source| BackupError::Read {
-            path: dir.join(&entry.path),
-            source,
-        })?,
+        Ok(file) if deep => hash_reader(file).map_err(read_err)?,
+        Ok(file) => (
+            file.metadata().map_err(read_err)?.len(),
+            entry.sha256.clone(),
+        ),
         Err(OpenError::NotFound) => return Err(corrupt("is missing".to_owned())),
         Err(e) => return Err(e.into_error(id, &entry.path)),
     };

@@ -20,8 +20,16 @@ pub(super) async fn backup(loc: &Locations, name: String) -> CliResult {
     match result {
         Ok(Some(made)) => {
             let set = &made.set;
+            let incremental = match (set.new_blocks, set.written, set.shared) {
+                (Some(n), Some(w), Some(s)) => format!(
+                    " ({n} new blocks, {} written, {} shared)",
+                    backup_cmd::format_size(w),
+                    backup_cmd::format_size(s)
+                ),
+                _ => String::new(),
+            };
             println!(
-                "backup {name}: set {} complete: {} files, {} in {}",
+                "backup {name}: set {} complete: {} files, {}{incremental} in {}",
                 set.id,
                 set.files,
                 backup_cmd::format_size(set.size),
@@ -60,6 +68,43 @@ pub(super) fn backups(loc: &Locations, name: Option<&str>, json: bool) -> CliRes
         backup_cmd::sets_table(&rows)
     };
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    Ok(())
+}
+
+/// `unitlet backups verify NAME [ID] [--deep]`: one line per set; exit 1
+/// if any failed (or there is none to check).
+pub(super) fn verify(loc: &Locations, name: String, id: Option<&str>, deep: bool) -> CliResult {
+    let results =
+        backup_cmd::verify(loc, &name, id, deep).map_err(|e| CliError::Backups(Box::new(e)))?;
+    let how = if deep {
+        "every file re-hashed"
+    } else {
+        "sizes checked; --deep re-hashes"
+    };
+    let mut failed = 0;
+    for (id, r) in &results {
+        match r {
+            Ok(set) => println!(
+                "set {id}: ok ({} files, {}; {how})",
+                set.files,
+                backup_cmd::format_size(set.size)
+            ),
+            Err(e) => {
+                failed += 1;
+                eprintln!("set {id}: {e}");
+            }
+        }
+    }
+    if results.is_empty() {
+        eprintln!("no complete backup sets of {name}");
+    }
+    if failed > 0 || results.is_empty() {
+        return Err(CliError::VerifyFailed {
+            name,
+            failed,
+            total: results.len(),
+        });
+    }
     Ok(())
 }
 

@@ -110,6 +110,16 @@ pub enum CliError {
         #[source]
         source: Box<CommandError>,
     },
+    /// `unitlet backups verify NAME`: some sets failed the check.
+    #[error("backups verify {name}: {failed} of {total} sets failed")]
+    VerifyFailed {
+        /// The Backup manifest.
+        name: String,
+        /// Sets that failed.
+        failed: usize,
+        /// Sets checked.
+        total: usize,
+    },
     /// `unitlet backups` could not list the sets.
     #[error(transparent)]
     Backups(Box<CommandError>),
@@ -220,6 +230,7 @@ impl CliError {
             | CliError::Export { .. }
             | CliError::Backup { .. }
             | CliError::Backups(_)
+            | CliError::VerifyFailed { .. }
             | CliError::Restore { .. }
             | CliError::RestoreIncomplete { .. }
             | CliError::NotAService(_)

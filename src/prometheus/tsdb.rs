@@ -6,9 +6,11 @@
 //! - `prometheus.json`: where it came from and the time range of each block,
 //!   so a restore can ask the restored Prometheus for data it must have.
 //!
-//! Backup takes the snapshot directory *out of* Prometheus' `snapshots/`
-//! directory (rename on the same filesystem, copy otherwise), so that
-//! directory does not grow with every scheduled run.
+//! Backup puts each block of the snapshot through the destination's block
+//! store (`crate::backup::BlockStore`: stored and hashed once, then only
+//! hard-linked into each set), and then removes the snapshot from
+//! Prometheus' `snapshots/` directory, so that directory does not grow with
+//! every scheduled run.
 //!
 //! Restore copies the set (never moves it: the set must stay restorable)
 //! into a sibling of the data directory *before* stopping Prometheus, so a
@@ -151,9 +153,7 @@ fn take_snapshot(
     // directory: it would pin deleted blocks' disk space forever.
     let result = (|| {
         let mut set = store.begin(url)?;
-        let dst = set.dir().join(SNAPSHOT_DIR);
-        move_snapshot(store, &set, &src, &dst, progress)?;
-        let blocks = add_snapshot_files(&mut set, &dst, progress)?;
+        let blocks = store_snapshot(store, &mut set, &src, progress)?;
         let info = SnapshotInfo {
             snapshot: name.to_owned(),
             url: url.to_owned(),
@@ -174,85 +174,95 @@ fn take_snapshot(
     result
 }
 
-/// Moves the snapshot into the set (a rename; a copy across filesystems,
-/// removed again if it fails).
-fn move_snapshot(
+/// Puts the snapshot into the set: each block directory through the
+/// destination's block store (stored once, then only linked), any other
+/// file copied into the set. The ranges of the blocks, oldest first.
+fn store_snapshot(
     store: &Store,
-    set: &SetWriter,
+    set: &mut SetWriter,
     src: &Path,
-    dst: &Path,
     progress: bool,
-) -> Result<()> {
-    match fs::rename(src, dst) {
-        Ok(()) => Ok(()),
-        Err(e) if rustix::io::Errno::from_io_error(&e) == Some(rustix::io::Errno::XDEV) => {
-            let needed = tree_size(src);
-            let pb = progress_bar(progress, needed, "copying");
-            let copied = copy_tree(src, dst, &pb);
-            pb.finish_and_clear();
-            copied.map_err(|(from, to, source)| {
-                let _ = fs::remove_dir_all(dst);
-                let full = if crate::backup::is_out_of_space(&source) {
-                    let free = rustix::fs::statvfs(store.path())
-                        .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
-                        .unwrap_or(0);
-                    format!(
-                        "the backup destination {} is full: the set needed about {} and {} is free there; ",
-                        store.path().display(),
-                        crate::size::size_text(needed),
-                        crate::size::size_text(free)
-                    )
-                } else {
-                    String::new()
-                };
-                PrometheusError::Copy {
-                    from,
-                    to,
-                    hint: format!(
-                        "{full}backup set {} was removed; earlier sets are untouched; free space in {} or set `destination` to a bigger filesystem",
-                        set.id(),
-                        store.path().display()
-                    ),
-                    source,
-                }
-            })
-        }
-        Err(source) => Err(PrometheusError::Io {
-            op: format!("move the snapshot into backup set {} at", set.id()),
-            path: dst.to_path_buf(),
-            source,
-        }),
-    }
-}
-
-/// Records (hashes) the snapshot's files in the set; the ranges of the
-/// TSDB blocks among them, oldest first.
-fn add_snapshot_files(set: &mut SetWriter, dst: &Path, progress: bool) -> Result<Vec<BlockRange>> {
-    let files = list_files(dst).map_err(|source| PrometheusError::Io {
+) -> Result<Vec<BlockRange>> {
+    let io_err = |source| PrometheusError::Io {
         op: "list".to_owned(),
-        path: dst.to_path_buf(),
+        path: src.to_path_buf(),
         source,
-    })?;
-    let pb = progress_bar(progress, files.iter().map(|f| f.1).sum(), "hashing");
-    let mut blocks = Vec::new();
-    for (rel, size) in &files {
-        let rel = format!("{SNAPSHOT_DIR}/{rel}");
-        set.add_existing(&rel)?;
-        pb.inc(*size);
-        if let Some(block) = rel
-            .strip_suffix("/meta.json")
-            .and_then(|b| b.strip_prefix(&format!("{SNAPSHOT_DIR}/")))
-            && !block.contains('/')
-            && let Some(range) = fs::read(set.dir().join(&rel))
-                .ok()
-                .and_then(|b| parse_block_meta(&b))
+    };
+    let mut entries: Vec<(String, bool)> = Vec::new();
+    for e in fs::read_dir(src).map_err(io_err)? {
+        let e = e.map_err(io_err)?;
+        let ty = e.file_type().map_err(io_err)?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if ty.is_dir() || ty.is_file() {
+            entries.push((name, ty.is_dir()));
+        } else {
+            tracing::warn!(path = %e.path().display(), "not a regular file; not backed up");
+        }
+    }
+    entries.sort();
+    let blocks = store.blocks()?;
+    let pb = progress_bar(progress, tree_size(src), "storing");
+    let mut ranges = Vec::new();
+    for (name, is_dir) in entries {
+        let path = src.join(&name);
+        if !is_dir {
+            let bytes = fs::read(&path).map_err(|source| PrometheusError::Io {
+                op: "read".to_owned(),
+                path: path.clone(),
+                source,
+            })?;
+            set.write_file(&format!("{SNAPSHOT_DIR}/{name}"), &bytes)?;
+            continue;
+        }
+        let stored = blocks
+            .store(&name, &path)
+            .map_err(|e| full_error(e, store, set, src, &path))?;
+        set.link_block(&blocks, SNAPSHOT_DIR, &stored)?;
+        pb.inc(stored.bytes());
+        if let Some(range) = fs::read(blocks.file_path(&stored, "meta.json"))
+            .ok()
+            .and_then(|b| parse_block_meta(&b))
         {
-            blocks.push(range);
+            ranges.push(range);
         }
     }
     pb.finish_and_clear();
-    blocks.sort_by_key(|b| b.min_time);
-    Ok(blocks)
+    ranges.sort_by_key(|b| b.min_time);
+    Ok(ranges)
+}
+
+/// A full destination while storing a block says so, with what the set
+/// needed and what is free; other errors pass.
+fn full_error(
+    e: crate::backup::BackupError,
+    store: &Store,
+    set: &SetWriter,
+    src: &Path,
+    block: &Path,
+) -> PrometheusError {
+    match e {
+        crate::backup::BackupError::Write { path, source, .. }
+            if crate::backup::is_out_of_space(&source) =>
+        {
+            let free = rustix::fs::statvfs(store.path())
+                .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+                .unwrap_or(0);
+            PrometheusError::Copy {
+                from: block.to_path_buf(),
+                to: path,
+                hint: format!(
+                    "the backup destination {} is full: the set needed about {} and {} is free there; backup set {} was removed; earlier sets are untouched; free space in {} or set `destination` to a bigger filesystem",
+                    store.path().display(),
+                    crate::size::size_text(tree_size(src)),
+                    crate::size::size_text(free),
+                    set.id(),
+                    store.path().display()
+                ),
+                source,
+            }
+        }
+        e => e.into(),
+    }
 }
 
 /// `(ulid, minTime, maxTime)` of a block's `meta.json`.
@@ -285,30 +295,6 @@ fn tree_size(dir: &Path) -> u64 {
 }
 
 type CopyError = (PathBuf, PathBuf, io::Error);
-
-/// Copies a directory tree (directories and regular files, modes kept;
-/// nothing else, no symlink followed), fsyncing every file and directory
-/// so a set sealed afterwards is durable.
-fn copy_tree(src: &Path, dst: &Path, pb: &ProgressBar) -> Result<(), CopyError> {
-    for e in walkdir::WalkDir::new(src).sort_by_file_name() {
-        let e = e.map_err(|e| (src.to_path_buf(), dst.to_path_buf(), e.into()))?;
-        let from = e.path();
-        let to = dst.join(from.strip_prefix(src).unwrap_or(from));
-        let err = |e: io::Error| (from.to_path_buf(), to.clone(), e);
-        if e.file_type().is_dir() {
-            let mode = e
-                .metadata()
-                .map_err(|e| err(e.into()))?
-                .permissions()
-                .mode()
-                & 0o7777;
-            fs::DirBuilder::new().mode(mode).create(&to).map_err(err)?;
-        } else if e.file_type().is_file() {
-            copy_file(from, &to, pb, |_| {}).map_err(err)?;
-        }
-    }
-    sync_tree(dst).map_err(|e| (src.to_path_buf(), dst.to_path_buf(), e))
-}
 
 /// Copies one file (mode kept, `create_new` so nothing is overwritten),
 /// feeding every chunk to `inspect` (restore hashes it) and fsyncing.
@@ -1138,7 +1124,7 @@ mod tests {
     /// The tree walks behind snapshot copies: sorted relative paths, modes
     /// kept, symlinks neither followed nor copied.
     #[test]
-    fn tree_walks_copy_files_and_dirs_and_never_follow_links() {
+    fn tree_walks_list_files_and_copy_dirs_and_never_follow_links() {
         let d = tempfile::tempdir().unwrap();
         let src = d.path().join("snap");
         fs::create_dir_all(src.join("01B/chunks")).unwrap();
@@ -1159,12 +1145,6 @@ mod tests {
             ]
         );
         assert_eq!(tree_size(&src), 8);
-        let dst = d.path().join("copy");
-        copy_tree(&src, &dst, &ProgressBar::hidden()).unwrap();
-        assert_eq!(list_files(&dst).unwrap(), files);
-        assert!(!dst.join("link").exists() && !dst.join("01B/up").exists());
-        let mode = fs::metadata(dst.join("01A")).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o640);
         let dirs = d.path().join("dirs");
         fs::create_dir(&dirs).unwrap();
         copy_dirs(&src, &dirs).unwrap();
