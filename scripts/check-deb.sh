@@ -33,11 +33,14 @@ deb="$(cd "$(dirname "$deb")" && pwd)/$(basename "$deb")"
 [ "$(id -u)" = 0 ] || { echo "check-deb: needs root (it installs the package and starts a private user manager)" >&2; exit 2; }
 version="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)"
 
+# dpkg's status of the package unitlet: "install ok installed", "… not-installed",
+# "deinstall ok config-files"; empty when dpkg does not know it.
+pkg_status() { dpkg-query -W -f='${Status}' unitlet 2>/dev/null || true; }
 fail() { echo "check-deb: FAIL: $*" >&2; exit 1; }
 ok() { echo "    ok: $*"; }
 
-if dpkg-query -W -f='${Status}' unitlet 2>/dev/null | grep -q 'installed'; then
-  fail "the package unitlet is installed already; this check installs and removes it (apt-get remove --purge unitlet first)"
+if [ -n "$(pkg_status)" ] && [[ "$(pkg_status)" != *not-installed ]]; then
+  fail "the package unitlet is installed already ($(pkg_status)); this check installs and removes it (apt-get remove --purge unitlet first)"
 fi
 
 ensure_packages lintian systemd dbus dbus-user-session man-db zsh fish
@@ -84,9 +87,11 @@ ok "lintian: no errors"
 echo "==> apt-get install $deb"
 installed=1
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$deb" >/dev/null
-dpkg-query -W -f='${Status} ${Version}\n' unitlet | grep -qx "install ok installed $version-[0-9]*" \
+[[ "$(dpkg-query -W -f='${Status} ${Version}' unitlet)" == "install ok installed $version-"[0-9]* ]] \
   || fail "dpkg does not show unitlet $version installed: $(dpkg-query -W -f='${Status} ${Version}' unitlet)"
-dpkg -L unitlet | grep -vx '/\.' > "$files"
+dpkg -L unitlet > "$files.all"
+grep -vx '/\.' "$files.all" > "$files"
+rm -f "$files.all"
 echo "    dpkg -L unitlet: $(wc -l < "$files") paths"
 for f in /usr/bin/unitlet \
   /usr/share/man/man1/unitlet.1.gz \
@@ -112,7 +117,7 @@ case "$out" in
   *) fail "/usr/bin/unitlet --version printed '$out', want unitlet $version" ;;
 esac
 
-zcat /usr/share/man/man1/unitlet.1.gz | grep -q '^\.TH unitlet 1' \
+grep -q '^\.TH unitlet 1' <<<"$(zcat /usr/share/man/man1/unitlet.1.gz)" \
   || fail "/usr/share/man/man1/unitlet.1.gz has no '.TH unitlet 1' header"
 rendered="$(MANWIDTH=80 MANPAGER=cat man -l /usr/share/man/man1/unitlet.1.gz 2>&1)" \
   || fail "man -l /usr/share/man/man1/unitlet.1.gz failed: $rendered"
@@ -133,9 +138,9 @@ echo "==> the packaged unit under a private user manager ($rt)"
 install -d -m 700 "$rt"
 export HOME="$rt/home" XDG_RUNTIME_DIR="$rt" XDG_CONFIG_HOME="$rt/config" \
   XDG_DATA_HOME="$rt/data" XDG_STATE_HOME="$rt/state" DBUS_SESSION_BUS_ADDRESS="unix:path=$rt/bus"
-# What a user has before enabling unitlet: a manifests directory (one
-# Service here) and the unit directory on the manager's search path.
-mkdir -p "$HOME" "$XDG_CONFIG_HOME/unitlet/manifests" "$XDG_DATA_HOME/systemd/user" \
+# What a user has before enabling unitlet, as README says: a manifests
+# directory (one Service here), nothing else (unitlet makes the rest).
+mkdir -p "$HOME" "$XDG_CONFIG_HOME/unitlet/manifests" \
   "$XDG_STATE_HOME/log" "$XDG_CONFIG_HOME/systemd/user/service.d"
 cat > "$XDG_CONFIG_HOME/unitlet/manifests/debcheck.yaml" <<'EOF'
 apiVersion: unitlet/v1
@@ -154,7 +159,7 @@ start_private_manager "$name"
 read -r mpid < "$base/manager.pid"
 ok "user manager running (PID $mpid, cgroups: $(private_cgroups "$name" | paste -sd' '))"
 
-systemctl --user cat unitlet.service | grep -qx 'ExecStart=/usr/bin/unitlet run' \
+grep -qx 'ExecStart=/usr/bin/unitlet run' <<<"$(systemctl --user cat unitlet.service)" \
   || fail "the user manager does not load /usr/lib/systemd/user/unitlet.service with ExecStart=/usr/bin/unitlet run"
 systemctl --user enable --now unitlet || fail "systemctl --user enable --now unitlet"
 state="$(systemctl --user is-active unitlet || true)"
@@ -184,8 +189,8 @@ ok "private user manager stopped, its cgroups and runtime directory removed"
 echo "==> apt-get remove --purge unitlet"
 DEBIAN_FRONTEND=noninteractive apt-get remove --purge -y -qq unitlet >/dev/null
 installed=0
-if dpkg-query -W -f='${Status}' unitlet 2>/dev/null | grep -q 'installed'; then
-  fail "dpkg still shows unitlet: $(dpkg-query -W -f='${Status}' unitlet)"
+if [ -n "$(pkg_status)" ] && [[ "$(pkg_status)" != *not-installed ]]; then
+  fail "dpkg still shows unitlet after the purge: $(pkg_status)"
 fi
 left=0
 while read -r f; do
