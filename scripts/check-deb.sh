@@ -28,7 +28,10 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 deb="${1:-}"
-[ -n "$deb" ] && [ -f "$deb" ] || { echo "usage: scripts/check-deb.sh PATH/unitlet_VERSION-REV_ARCH.deb" >&2; exit 2; }
+if [ -z "$deb" ] || [ ! -f "$deb" ]; then
+  echo "usage: scripts/check-deb.sh PATH/unitlet_VERSION-REV_ARCH.deb (${deb:-no path given}: no such file)" >&2
+  exit 2
+fi
 deb="$(cd "$(dirname "$deb")" && pwd)/$(basename "$deb")"
 [ "$(id -u)" = 0 ] || { echo "check-deb: needs root (it installs the package and starts a private user manager)" >&2; exit 2; }
 version="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)"
@@ -121,7 +124,7 @@ grep -q '^\.TH unitlet 1' <<<"$(zcat /usr/share/man/man1/unitlet.1.gz)" \
   || fail "/usr/share/man/man1/unitlet.1.gz has no '.TH unitlet 1' header"
 rendered="$(MANWIDTH=80 MANPAGER=cat man -l /usr/share/man/man1/unitlet.1.gz 2>&1)" \
   || fail "man -l /usr/share/man/man1/unitlet.1.gz failed: $rendered"
-grep -q 'SYNOPSIS' <<<"$rendered" && grep -q 'unitlet' <<<"$rendered" \
+grep -q '^SYNOPSIS' <<<"$rendered" \
   || fail "man -l /usr/share/man/man1/unitlet.1.gz rendered no SYNOPSIS: $(head -n 5 <<<"$rendered")"
 [ "$(man -w unitlet)" = /usr/share/man/man1/unitlet.1.gz ] \
   || fail "man -w unitlet answers '$(man -w unitlet 2>&1)', want /usr/share/man/man1/unitlet.1.gz"
