@@ -47,5 +47,9 @@ only_rust=$(mktemp -d)
 git ls-files -z | tar --null -T - -cf - | tar -xf - -C "$only_rust"
 (cd "$only_rust" && PROTOC=/nonexistent CARGO_TARGET_DIR="$only_rust/target" cargo build --release --locked --quiet)
 test -x "$only_rust/target/release/unitlet"
+echo "==> the Debian package, from that release build: built, lintian, installed, run, removed"
+(cd "$only_rust" && PROTOC=/nonexistent CARGO_TARGET_DIR="$only_rust/target" bash scripts/deb.sh)
+version="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)"
+bash scripts/check-deb.sh "$only_rust/target/debian/unitlet_${version}-1_$(dpkg --print-architecture).deb"
 rm -rf "$only_rust"
 echo "==> all checks passed"
