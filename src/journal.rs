@@ -501,6 +501,34 @@ pub fn pending_names(state_dir: &Path) -> Vec<String> {
     out
 }
 
+/// [`pending_names`] off the async runtime, within
+/// [`crate::fsutil::READ_DEADLINE`]: a hung state directory holds up no
+/// pass.
+///
+/// # Errors
+/// When the directory does not answer in time.
+pub async fn pending_names_off_runtime(state_dir: &Path) -> Result<Vec<String>, String> {
+    let d = state_dir.to_path_buf();
+    let key = dir(state_dir);
+    crate::fsutil::off_runtime(&key, crate::fsutil::READ_DEADLINE, move || {
+        pending_names(&d)
+    })
+    .await
+}
+
+/// [`read`] off the async runtime, within [`crate::fsutil::READ_DEADLINE`]
+/// (a journal that does not answer in time is an unusable one).
+pub async fn read_off_runtime(state_dir: &Path, service: &str) -> Option<Result<Record, String>> {
+    let (d, s) = (state_dir.to_path_buf(), service.to_owned());
+    let path = journal_path(state_dir, service);
+    match crate::fsutil::off_runtime(&path, crate::fsutil::READ_DEADLINE, move || read(&d, &s))
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => Some(Err(format!("the restore journal {} {e}", path.display()))),
+    }
+}
+
 /// Names the operator must leave alone: held by a live owner
 /// ([`crate::hold::live_holds`]), or by a restore journal (its restore
 /// running, or interrupted and not yet recovered).

@@ -109,15 +109,15 @@ mod tests {
     #[test]
     fn series_of_deleted_objects_leave() {
         use crate::reload::ReloadOutcome;
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("backups")).unwrap();
-        for b in ["nightly", "kept-backup"] {
-            std::fs::write(
-                dir.path().join(format!("backups/{b}.last.json")),
-                r#"{"lastSuccess": 1700000000.0, "lastError": null}"#,
-            )
-            .unwrap();
-        }
+        let run = crate::backup::LastRun {
+            last_success: Some(1_700_000_000),
+            ..Default::default()
+        };
+        let runs: std::collections::BTreeMap<String, crate::backup::LastRun> =
+            ["nightly", "kept-backup"]
+                .iter()
+                .map(|b| (b.to_string(), run.clone()))
+                .collect();
         let m = Metrics::new();
         let all = status_of(&[
             (Kind::Service, "web"),
@@ -130,7 +130,7 @@ mod tests {
             ("web".to_string(), ReloadOutcome::Failed("500".into())),
             ("kept".to_string(), ReloadOutcome::Reloaded),
         ];
-        m.passed(dir.path(), &all, &reloads, &BTreeSet::new());
+        m.passed(&runs, &all, &reloads, &BTreeSet::new());
         let t = m.encode_text();
         for series in [
             "unitlet_last_reload_successful{name=\"web\"} 0",
@@ -140,7 +140,7 @@ mod tests {
             assert!(t.contains(series), "{series} missing:\n{t}");
         }
         let left = status_of(&[(Kind::Service, "kept"), (Kind::Backup, "kept-backup")]);
-        m.passed(dir.path(), &left, &[], &BTreeSet::new());
+        m.passed(&runs, &left, &[], &BTreeSet::new());
         let t = m.encode_text();
         for gone in ["\"web\"", "\"nightly\""] {
             assert!(!t.contains(gone), "{gone} still in /metrics:\n{t}");
@@ -564,7 +564,7 @@ impl Metrics {
     /// them stop once their manifest is deleted.
     pub fn passed(
         &self,
-        state_dir: &std::path::Path,
+        last_runs: &std::collections::BTreeMap<String, crate::backup::LastRun>,
         status: &Status,
         reloads: &[(String, crate::reload::ReloadOutcome)],
         skipped: &BTreeSet<String>,
@@ -574,7 +574,7 @@ impl Metrics {
         for (name, outcome) in reloads {
             self.reload(name, outcome);
         }
-        self.set_backups(state_dir, status);
+        self.set_backups(last_runs, status);
         self.forget_gone(status);
     }
 
@@ -634,26 +634,25 @@ impl Metrics {
     }
 
     /// Backup outcomes, from the `NAME.last.json` files `unitlet backup`
-    /// writes (the backups run in their own oneshot processes).
-    pub fn set_backups(&self, state_dir: &std::path::Path, status: &Status) {
+    /// writes (the backups run in their own oneshot processes), as the
+    /// pass read them.
+    pub fn set_backups(
+        &self,
+        last_runs: &std::collections::BTreeMap<String, crate::backup::LastRun>,
+        status: &Status,
+    ) {
         for o in status.objects.values().filter(|o| o.kind == Kind::Backup) {
-            let p = state_dir
-                .join("backups")
-                .join(format!("{}.last.json", o.name));
-            let Ok(bytes) = crate::fsutil::read_regular_capped(&p, false, 1024 * 1024) else {
-                continue;
-            };
-            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            let Some(run) = last_runs.get(&o.name) else {
                 continue;
             };
             self.has_series(&o.name);
             let l = NameLabels {
                 name: o.name.clone(),
             };
-            if let Some(ts) = v.get("lastSuccess").and_then(|t| t.as_f64()) {
-                self.last_backup_ts.get_or_create(&l).set(ts);
+            if let Some(ts) = run.last_success {
+                self.last_backup_ts.get_or_create(&l).set(ts as f64);
             }
-            let ok = v.get("lastError").is_none_or(|e| e.is_null());
+            let ok = run.last_error.is_none();
             self.last_backup_ok.get_or_create(&l).set(ok as i64);
         }
     }

@@ -518,7 +518,7 @@ impl Operator {
     }
 
     /// After a pass: metrics, logs, handed-out work, the next retry.
-    fn passed<M: UserManager + Clone + 'static>(
+    async fn passed<M: UserManager + Clone + 'static>(
         &mut self,
         report: crate::reconcile::PassReport,
         status: &Status,
@@ -526,12 +526,7 @@ impl Operator {
     ) {
         self.error_delay.reset();
         let m = &self.metrics;
-        m.passed(
-            &self.opts.loc.state_dir,
-            status,
-            &report.reloads,
-            &report.skipped,
-        );
+        m.passed(&report.last_runs, status, &report.reloads, &report.skipped);
         // Config directories may have appeared: watch them now.
         self.arm_watches();
         if report.actions > 0 || !report.failures.is_empty() {
@@ -551,7 +546,7 @@ impl Operator {
         self.retry_at = report.retry_at;
         let mut summary = format!("{} ready, {} not ready", report.ready, report.not_ready);
         if self.opts.fleet.is_some()
-            && let Some(w) = crate::fleet::source_warning(&self.opts.loc.state_dir)
+            && let Some(w) = source_warning(&self.opts.loc.state_dir).await
         {
             summary = format!("{summary}; {w}");
         }
@@ -744,6 +739,18 @@ async fn run_locked(opts: RunOptions, shutdown: impl Future<Output = ()>) -> Res
     }
 }
 
+/// [`crate::fleet::source_warning`] off the async runtime, within
+/// [`crate::fsutil::READ_DEADLINE`] (no warning when it does not answer).
+async fn source_warning(state_dir: &std::path::Path) -> Option<String> {
+    let d = state_dir.to_path_buf();
+    let key = d.join("fleet");
+    let read = move || crate::fleet::source_warning(&d);
+    crate::fsutil::off_runtime(&key, crate::fsutil::READ_DEADLINE, read)
+        .await
+        .ok()
+        .flatten()
+}
+
 /// Runs one pass, connecting to the user manager first when not connected.
 /// `Ok(false)` when a shutdown came first (the operator is stopped then).
 async fn run_pass(
@@ -801,7 +808,7 @@ async fn run_pass(
     };
     op.metrics.observe_pass(timer.elapsed(), result);
     match outcome {
-        Ok((report, status)) => op.passed(report, &status, &c),
+        Ok((report, status)) => op.passed(report, &status, &c).await,
         Err(e) => op.pass_failed(&e),
     }
     Ok(true)
@@ -997,7 +1004,7 @@ mod tests {
             let report = self.op.rec.apply(&self.sd, prep, &mut self.status).await;
             let report = report.expect("apply");
             let status = self.status.clone();
-            self.op.passed(report, &status, &self.sd);
+            self.op.passed(report, &status, &self.sd).await;
         }
 
         /// Let handed-out work run for `d`, each finished item waking the

@@ -3,6 +3,7 @@
 //! and the operator's backup metrics report. A store: it reads and
 //! describes the record; `unitlet backup` writes it.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -34,6 +35,31 @@ pub fn read_last_run(state_dir: &Path, name: &str) -> Option<LastRun> {
     )
     .ok()?;
     serde_json::from_slice(&bytes).ok()
+}
+
+/// The last runs of the Backups `names` ([`read_last_run`] each), read
+/// off the async runtime within [`crate::fsutil::READ_DEADLINE`], so a hung
+/// state directory holds up no pass. Names without a record are left out;
+/// a read that does not answer in time is logged and reads as no record.
+pub async fn read_last_runs(state_dir: &Path, names: Vec<String>) -> BTreeMap<String, LastRun> {
+    if names.is_empty() {
+        return BTreeMap::new();
+    }
+    let d = state_dir.to_path_buf();
+    let key = d.join("backups");
+    let read = crate::fsutil::off_runtime(&key, crate::fsutil::READ_DEADLINE, move || {
+        names
+            .into_iter()
+            .filter_map(|n| read_last_run(&d, &n).map(|r| (n, r)))
+            .collect()
+    });
+    match read.await {
+        Ok(runs) => runs,
+        Err(e) => {
+            tracing::warn!(dir = %key.display(), "reading the Backups' last runs: {e}");
+            BTreeMap::new()
+        }
+    }
 }
 
 /// The content of `NAME.last.json`. Times are unix seconds.

@@ -57,7 +57,7 @@ mod error;
 mod last_run;
 pub use blocks::{BLOCKS_DIR, BlockStore, StoredBlock};
 pub use error::BackupError;
-pub use last_run::{LastRun, last_run_path, own_backups_dir, read_last_run};
+pub use last_run::{LastRun, last_run_path, own_backups_dir, read_last_run, read_last_runs};
 
 use std::collections::BTreeMap;
 use std::fmt;

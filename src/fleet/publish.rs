@@ -222,15 +222,15 @@ async fn announce(
         .await
         .map_err(|e| etcd.etcd_error("grant a lease", e))?
         .id();
+    let hostname = std::path::Path::new("/proc/sys/kernel/hostname");
     let record = HostRecord {
         host: opts.host.clone(),
-        hostname: crate::fsutil::read_regular_capped(
-            std::path::Path::new("/proc/sys/kernel/hostname"),
-            true,
-            4096,
-        )
-        .map(|h| String::from_utf8_lossy(&h).trim().to_string())
-        .unwrap_or_default(),
+        hostname: crate::fsutil::read_regular(hostname, true, 4096)
+            .await
+            .ok()
+            .flatten()
+            .map(|h| String::from_utf8_lossy(&h).trim().to_string())
+            .unwrap_or_default(),
         pid: std::process::id(),
         started_at: started_at.to_string(),
         source: "etcd".into(),

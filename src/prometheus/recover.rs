@@ -206,9 +206,16 @@ impl Recoveries {
     /// journal, and nothing in a state directory that fails its check
     /// (the pass reports that).
     pub async fn run(&mut self, loc: &Locations, sd: &impl UserManager) {
-        if journal::pending_names(&loc.state_dir).is_empty() {
-            self.reported.clear();
-            return;
+        match journal::pending_names_off_runtime(&loc.state_dir).await {
+            Ok(names) if names.is_empty() => {
+                self.reported.clear();
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(dir = %loc.state_dir.display(), "reading the restore journals: {e}");
+                return;
+            }
         }
         if loc.check_state_dir().is_err() {
             return;
@@ -217,8 +224,10 @@ impl Recoveries {
             return;
         };
         let outcomes = recover_interrupted(loc, sd, &data_dirs).await;
-        let pending: BTreeSet<String> =
-            journal::pending_names(&loc.state_dir).into_iter().collect();
+        let Ok(pending) = journal::pending_names_off_runtime(&loc.state_dir).await else {
+            return;
+        };
+        let pending: BTreeSet<String> = pending.into_iter().collect();
         for o in outcomes {
             let text = o.to_string();
             if self.reported.get(&o.service) == Some(&text) {
@@ -295,7 +304,10 @@ pub async fn recover_interrupted(
     data_dirs: &DataDirs,
 ) -> Vec<RecoveryOutcome> {
     let mut out = Vec::new();
-    for service in journal::pending_names(&loc.state_dir) {
+    let pending = journal::pending_names_off_runtime(&loc.state_dir)
+        .await
+        .unwrap_or_default();
+    for service in pending {
         let owner = Owner::me(format!("recovery of an interrupted restore of {service}"));
         let lock = match RestoreLock::try_lock(&loc.state_dir, &service, &owner) {
             Ok(Ok(l)) => l,
@@ -337,7 +349,7 @@ pub async fn recover_locked(
 ) -> Option<RecoveryOutcome> {
     let (state_dir, service) = (lock.state_dir(), lock.service());
     let journal = journal::journal_path(state_dir, service);
-    let record = match journal::read(state_dir, service)? {
+    let record = match journal::read_off_runtime(state_dir, service).await? {
         Ok(r) => r,
         Err(e) => {
             return Some(RecoveryOutcome {

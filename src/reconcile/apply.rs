@@ -111,7 +111,7 @@ impl Reconciler {
             state_dir: &self.loc.state_dir,
             rollouts: &rollouts,
         };
-        refresh_status(sd, &facts, status).await?;
+        let last_runs = refresh_status(sd, &facts, status).await?;
         judge_first_revisions(&self.loc.state_dir, &prep, status).await;
         work.extend(self.probe_work(&prep, status));
         let ready = status.objects.values().filter(|o| o.is_ready()).count();
@@ -126,6 +126,7 @@ impl Reconciler {
             reloads: Vec::new(),
             work,
             skipped: prep.held.names.clone(),
+            last_runs,
         })
     }
 
@@ -535,8 +536,15 @@ impl Reconciler {
         run: &mut Applying,
         status: &mut Status,
     ) -> Option<JobsWork> {
-        // A restore may have taken a hold since this pass began.
-        let holds_now = crate::journal::held_services(&self.loc.state_dir);
+        // A restore may have taken a hold since this pass began. Holds
+        // that cannot be read start nothing: the next pass tries again.
+        let holds_now = match super::active_holds(&self.loc.state_dir).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!("{e}; starting nothing in this pass");
+                return None;
+            }
+        };
         let to_start: Vec<(&Action, JobKind)> = prep
             .plan
             .actions

@@ -103,6 +103,9 @@ pub struct PassReport {
     /// Objects whose units the pass left alone: backing off, held by a
     /// restore, a broken manifest file or the gc grace. Not reconciled.
     pub skipped: BTreeSet<String>,
+    /// The Backups' last runs as the pass read them (for their Ready
+    /// condition), by name: the metrics take them from here.
+    pub last_runs: BTreeMap<String, crate::backup::LastRun>,
 }
 
 impl PassReport {

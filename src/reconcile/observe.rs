@@ -308,10 +308,17 @@ impl Reconciler {
         let dirs = self.manager_dirs(sd).await.clone();
         let t = Instant::now();
         let unit_dir = self.loc.unit_dir.clone();
-        let files = tokio::task::spawn_blocking(move || unit_files_in(&unit_dir))
+        // Off the runtime, within a deadline: a hung unit directory stops
+        // this pass (retried), never the loop.
+        let key = unit_dir.clone();
+        let read = move || unit_files_in(&unit_dir);
+        let files = crate::fsutil::off_runtime(&key, super::LOAD_DEADLINE, read)
             .await
             .map_err(|e| {
-                ReconcileError::Stuck(format!("reading the unit directory failed: {e}"))
+                ReconcileError::Stuck(format!(
+                    "reading the unit directory {} failed: {e}",
+                    key.display()
+                ))
             })??;
         tracing::debug!(elapsed = ?t.elapsed(), "read unit directory");
         let mut names: BTreeSet<String> = desired.iter().map(|d| d.name.clone()).collect();

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use tokio::time::Instant;
 
+use crate::backup::LastRun;
 use crate::manager::LiveUnit;
 use crate::manager::{ListedUnits, UserManager};
 use crate::manifest::{self, DesiredState, Kind, Manifest};
@@ -139,12 +140,16 @@ pub async fn refresh_status(
     sd: &impl UserManager,
     facts: &PassFacts<'_>,
     status: &mut Status,
-) -> Result<(), ReconcileError> {
+) -> Result<BTreeMap<String, LastRun>, ReconcileError> {
     let loaded = &facts.prep.loaded;
     let mut names: Vec<String> = loaded.manifests.iter().map(main_unit).collect();
     names.extend(loaded.held.keys().map(|n| format!("{n}.service")));
     names.extend(units_of_broken_files(facts.prep).map(|(unit, ..)| unit.clone()));
     let live = sd.list_units(&names).await?;
+    let backups = loaded.manifests.iter().filter(|m| m.as_backup().is_some());
+    let last_runs =
+        crate::backup::read_last_runs(facts.state_dir, backups.map(|m| m.name.clone()).collect())
+            .await;
     let mut keep: BTreeSet<String> = BTreeSet::new();
     let mut events = Vec::new();
     for m in &loaded.manifests {
@@ -152,9 +157,7 @@ pub async fn refresh_status(
         let unit = main_unit(m);
         let l = live.get(&unit).map(|(l, _)| l.clone()).unwrap_or_default();
         let failure = failure_when_backing_off(sd, facts, m, &live).await;
-        let last_run = m
-            .as_backup()
-            .and_then(|_| crate::backup::read_last_run(facts.state_dir, &m.name));
+        let last_run = last_runs.get(&m.name).cloned();
         let missing = missing_program(m);
         let obj = status
             .objects
@@ -184,7 +187,7 @@ pub async fn refresh_status(
     // controllers cannot enforce (see `doctor`).
     crate::doctor::limits_conditions(sd, &facts.prep.loaded.manifests, status).await;
     status.retain_objects(&keep);
-    Ok(())
+    Ok(last_runs)
 }
 
 /// What a pass found about one manifest's units, beside [`PassFacts`].
