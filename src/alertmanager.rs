@@ -54,22 +54,36 @@ pub enum AlertmanagerError {
     #[error(
         "--alertmanager {url:?} is not usable: {why}; give Alertmanager's base URL, e.g. http://127.0.0.1:9093"
     )]
-    BadUrl { url: String, why: String },
+    BadUrl {
+        /// The URL given.
+        url: String,
+        /// Why it cannot be a base URL.
+        why: String,
+    },
     /// The request did not get an answer.
     #[error("{method} {url}: {what}{hint}")]
     Request {
+        /// The HTTP method ("POST" or "DELETE").
         method: &'static str,
+        /// The request's URL.
         url: String,
+        /// What went wrong (connection refused, timeout, …).
         what: String,
+        /// Appended to the message: a likely cause and fix, or empty.
         hint: &'static str,
     },
     /// Alertmanager answered, but not with success.
     #[error("{method} {url} answered {status}: {body}{hint}")]
     Status {
+        /// The HTTP method ("POST" or "DELETE").
         method: &'static str,
+        /// The request's URL.
         url: String,
+        /// The HTTP status code.
         status: u16,
+        /// The start of the answer's body.
         body: String,
+        /// Appended to the message: a likely cause and fix, or empty.
         hint: &'static str,
     },
 }

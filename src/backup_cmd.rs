@@ -331,6 +331,7 @@ async fn record_last_run(
 pub struct SetRow {
     /// The Backup manifest.
     pub manifest: String,
+    /// The set (id, kind, source, created, size, …), flattened into the row.
     #[serde(flatten)]
     pub set: SetInfo,
 }
@@ -429,7 +430,8 @@ pub fn sets_table(rows: &[SetRow]) -> String {
         &["ID", "MANIFEST", "CREATED", "SIZE", "STATUS"],
         &cells,
     );
-    String::from_utf8(out).expect("the table is UTF-8")
+    // print_table writes only the UTF-8 of its `&str` cells: nothing is lost.
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The flags of `unitlet restore`.

@@ -25,7 +25,7 @@ use crate::status::{ObjectStatus, Status};
 use crate::systemd::Systemd;
 
 pub use error::{CliError, CliResult, NOT_OK, OK, OPERATIONAL};
-pub use output::Output;
+pub(crate) use output::Output;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -34,6 +34,9 @@ pub use output::Output;
     about = "A Kubernetes-style operator for systemd user units",
     propagate_version = true
 )]
+// The command line of `unitlet`. No `///` comment: clap takes a doc comment
+// here as the command's help text, and `about` above is that text.
+#[allow(missing_docs)]
 pub struct Cli {
     /// Directory of manifests.
     #[arg(long, global = true, env = "UNITLET_MANIFESTS", value_name = "DIR")]
@@ -57,12 +60,12 @@ pub struct Cli {
     )]
     pub alertmanager: String,
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// `-o` of `doctor` and `rollout history`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     Table,
     Json,
 }
@@ -84,7 +87,7 @@ pub enum BackupsCommand {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the operator: watch, converge, resync.
     Run {
         /// Periodic full resync.
@@ -196,13 +199,13 @@ pub enum Command {
 
 /// Where `unitlet run` takes manifests from.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     Dir,
     Etcd,
 }
 
 #[derive(Subcommand, Debug)]
-pub enum FleetCommand {
+pub(crate) enum FleetCommand {
     /// Validate DIR, then write its manifests and delete removed ones in one
     /// transaction.
     Push {
@@ -235,6 +238,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     manifest::parse_duration(s)
 }
 
+/// Runs the `unitlet` command line (`main.rs` calls only this): parses the
+/// arguments, runs the command and returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
     // Like other Unix tools: `unitlet describe x | head` ends quietly
@@ -425,6 +430,10 @@ fn printed(code: i32) -> CliResult {
 /// Resolves on SIGTERM or SIGINT. The handlers are installed when this is
 /// called, not when the future is first polled: a SIGTERM that arrives
 /// while the operator starts up must stop it cleanly, not kill it.
+#[expect(
+    clippy::expect_used,
+    reason = "SIGTERM and SIGINT handlers install inside the tokio runtime main builds with signals enabled"
+)]
 fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");

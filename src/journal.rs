@@ -318,7 +318,7 @@ impl RestoreLock {
         }
         // In place, never renamed over: the lock lives on this inode.
         file.set_len(0)?;
-        file.write_all(&serde_json::to_vec(owner).expect("plain struct serializes"))?;
+        file.write_all(&serde_json::to_vec(owner).map_err(io::Error::other)?)?;
         Ok(Ok(RestoreLock {
             _lock: file,
             _beacon: None,
@@ -406,7 +406,7 @@ impl Journal {
     }
 
     fn write(&self) -> io::Result<()> {
-        let bytes = serde_json::to_vec_pretty(&self.record).expect("plain struct serializes");
+        let bytes = serde_json::to_vec_pretty(&self.record).map_err(io::Error::other)?;
         fsutil::atomic_write(&self.path, &bytes, 0o600)?;
         test_hooks(self.record.step);
         Ok(())

@@ -37,7 +37,7 @@ pub(crate) mod plan;
 pub(crate) mod program;
 pub mod prometheus;
 pub mod reconcile;
-pub mod render;
+pub(crate) mod render;
 pub mod schedule;
 pub mod silence;
 pub mod size;
@@ -145,7 +145,7 @@ mod tests {
 }
 
 pub mod cli;
-pub mod doctor;
+pub(crate) mod doctor;
 pub mod hold;
 pub mod journal;
 pub(crate) mod logs;

@@ -14,17 +14,25 @@ pub enum LocationError {
         "{path} {problem} (owner uid {owner}, mode {mode:04o}): anyone who can write there can plant a hold that keeps unitlet off a service or a restore journal that has it move data; {fix}"
     )]
     InsecureStateDir {
+        /// The directory refused.
         path: PathBuf,
+        /// What is wrong with it ("is owned by another user", …).
         problem: String,
+        /// Its owner's uid.
         owner: u32,
+        /// Its permission bits (printed in octal).
         mode: u32,
+        /// What to do about it.
         fix: String,
     },
     /// The state directory exists but cannot be inspected.
     #[error("cannot use the state directory {path}: {what}")]
     StateDirUnusable {
+        /// The directory.
         path: PathBuf,
+        /// What could not be done with it.
         what: String,
+        /// The error underneath, if there was one.
         #[source]
         source: Option<std::io::Error>,
     },
@@ -102,10 +110,16 @@ pub fn check_state_dir(state_dir: &Path) -> Result<(), LocationError> {
     Ok(())
 }
 
+/// Where one unitlet reads and writes, resolved from flags, environment
+/// variables and XDG defaults.
 #[derive(Debug, Clone)]
 pub struct Locations {
+    /// The manifests directory (`--manifests`).
     pub manifests: PathBuf,
+    /// The state directory: status, holds, journals, backups by default
+    /// (`--state-dir`).
     pub state_dir: PathBuf,
+    /// Where rendered unit files are written (`--unit-dir`).
     pub unit_dir: PathBuf,
     /// `None` = the session bus.
     pub bus: Option<String>,
@@ -166,6 +180,7 @@ impl Locations {
         self
     }
 
+    /// The status file, `status.json` in the state directory.
     pub fn status_file(&self) -> PathBuf {
         self.state_dir.join("status.json")
     }

@@ -39,14 +39,18 @@ pub type ListedUnits = BTreeMap<String, (LiveUnit, UnitPath)>;
 /// What a job verb was, for messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobKind {
+    /// `StartUnit`.
     Start,
+    /// `StopUnit`.
     Stop,
+    /// `RestartUnit`.
     Restart,
     /// `ReloadUnit`: the unit's own `ExecReload=`.
     Reload,
 }
 
 impl JobKind {
+    /// The verb in messages: "start", "stop", "restart", "reload".
     pub fn verb(self) -> &'static str {
         match self {
             JobKind::Start => "start",
@@ -62,7 +66,9 @@ impl JobKind {
 pub struct QueuedJob {
     /// The job's object path: what `JobRemoved` names.
     pub path: String,
+    /// The unit the job is for.
     pub unit: String,
+    /// What the job does to it.
     pub kind: JobKind,
 }
 

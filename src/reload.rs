@@ -276,6 +276,10 @@ fn request_error(e: reqwest::Error) -> String {
 
 /// The HTTP client of reloads, readiness probes and silences: 10 s per
 /// request, 3 s to connect.
+#[expect(
+    clippy::expect_used,
+    reason = "a builder with only timeouts set fails only if the TLS backend cannot start, which no request could survive either"
+)]
 pub fn http_client() -> reqwest::Client {
     crate::http::client_builder()
         .timeout(Duration::from_secs(10))

@@ -7,6 +7,8 @@
 use std::fmt;
 use std::time::Duration;
 
+/// A Backup's `schedule`: `every DURATION` or a five-field cron expression,
+/// and the `OnCalendar=` of its timer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Schedule {
     /// What the person wrote, for messages and `describe`.
@@ -22,6 +24,9 @@ impl fmt::Display for Schedule {
 }
 
 impl Schedule {
+    /// Parses `every DURATION` (an interval the calendar can keep, e.g.
+    /// `every 15m`, `every 1d`) or a cron expression; the error says what
+    /// is wrong and what would do.
     pub fn parse(s: &str) -> Result<Schedule, String> {
         let t = s.trim();
         let on_calendar = if let Some(d) = t.strip_prefix("every ") {

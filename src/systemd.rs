@@ -191,7 +191,7 @@ impl Systemd {
             let tx = me
                 .changes_tx
                 .lock()
-                .expect("not poisoned")
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .as_ref()
                 .and_then(|w| w.upgrade());
             if let Some(tx) = tx {
@@ -669,7 +669,9 @@ pub async fn unit_changes(
         unit_name_from_path(&path)
     });
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    *sd.changes_tx.lock().expect("not poisoned") = Some(tx.downgrade());
+    *sd.changes_tx
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tx.downgrade());
     // A re-executed manager comes back under a new bus name and has
     // forgotten our Subscribe: treat that as a change too.
     if let Ok(mut owners) = sd.manager.inner().receive_owner_changed().await {

@@ -18,6 +18,9 @@
 //! `#[cfg(test)]` items and `*_tests.rs` files are skipped: tests may reach
 //! anywhere. Pure: it reads `src/` only.
 
+// Test code: a panic is how it fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 

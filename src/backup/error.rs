@@ -18,6 +18,7 @@ pub enum BackupError {
     Destination {
         /// The destination directory.
         path: PathBuf,
+        /// The error underneath.
         #[source]
         source: io::Error,
     },
@@ -96,6 +97,7 @@ pub enum BackupError {
         id: String,
         /// The file or directory that could not be written.
         path: PathBuf,
+        /// The error underneath.
         #[source]
         source: io::Error,
     },
@@ -124,6 +126,7 @@ pub enum BackupError {
         total: u64,
         /// The first file that did not fit.
         path: PathBuf,
+        /// The error underneath.
         #[source]
         source: io::Error,
     },
@@ -132,6 +135,7 @@ pub enum BackupError {
     Read {
         /// What could not be read.
         path: PathBuf,
+        /// The error underneath.
         #[source]
         source: io::Error,
     },
@@ -180,6 +184,7 @@ pub enum BackupError {
         id: String,
         /// The `backup.json` path.
         path: PathBuf,
+        /// The error underneath.
         #[source]
         source: serde_json::Error,
     },
@@ -204,6 +209,7 @@ pub enum BackupError {
     Delete {
         /// The set directory.
         path: PathBuf,
+        /// The error underneath.
         #[source]
         source: io::Error,
     },

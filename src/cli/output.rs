@@ -8,7 +8,7 @@ use clap::ValueEnum;
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 // The variants carry no doc comments on purpose: clap would show them as
 // help beside each possible value, changing `--help`.
-pub enum Output {
+pub(crate) enum Output {
     Table,
     Wide,
     Json,

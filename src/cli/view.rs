@@ -225,6 +225,10 @@ pub(super) async fn get(loc: &Locations, name: Option<&str>, output: Output) -> 
     let mut out = std::io::stdout().lock();
     match output {
         Output::Json => {
+            #[expect(
+                clippy::expect_used,
+                reason = "the status rows (strings, numbers, JSON values) always serialize"
+            )]
             let json = serde_json::to_string_pretty(&items()).expect("serializable");
             let _ = writeln!(out, "{json}");
         }

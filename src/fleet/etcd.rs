@@ -35,7 +35,12 @@ pub enum Error {
     Body(#[from] crate::http::BodyError),
     /// etcd answered with an error (no leader, permission denied, …).
     #[error("etcd answered: {message} (gRPC code {code})")]
-    Status { code: i64, message: String },
+    Status {
+        /// The gRPC status code.
+        code: i64,
+        /// etcd's message.
+        message: String,
+    },
     /// The answer was not what the v3 JSON API sends.
     #[error("unexpected answer from etcd: {0}")]
     Decode(String),
@@ -62,6 +67,7 @@ const UNAUTHENTICATED: i64 = 16;
 pub struct Certificate(Vec<u8>);
 
 impl Certificate {
+    /// The certificate from its PEM text.
     pub fn from_pem(pem: impl Into<Vec<u8>>) -> Certificate {
         Certificate(pem.into())
     }
@@ -75,6 +81,7 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// The identity from the PEM texts of the certificate and of its key.
     pub fn from_pem(cert: impl Into<Vec<u8>>, key: impl Into<Vec<u8>>) -> Identity {
         Identity {
             cert: cert.into(),
@@ -91,13 +98,16 @@ pub struct TlsOptions {
 }
 
 impl TlsOptions {
+    /// No CA of its own (the system's roots) and no client identity.
     pub fn new() -> TlsOptions {
         TlsOptions::default()
     }
+    /// Trust only `ca` for the members' certificates.
     pub fn ca_certificate(mut self, ca: Certificate) -> TlsOptions {
         self.ca = Some(ca);
         self
     }
+    /// Present `id` to the members (client certificate authentication).
     pub fn identity(mut self, id: Identity) -> TlsOptions {
         self.identity = Some(id);
         self
@@ -129,9 +139,12 @@ impl Default for ConnectOptions {
 }
 
 impl ConnectOptions {
+    /// The defaults: 5 s to connect, 10 s per request, no keep-alive,
+    /// no credentials, no TLS settings.
     pub fn new() -> ConnectOptions {
         ConnectOptions::default()
     }
+    /// How long to wait for a connection to a member.
     pub fn with_connect_timeout(mut self, t: Duration) -> ConnectOptions {
         self.connect_timeout = t;
         self
@@ -152,10 +165,13 @@ impl ConnectOptions {
         self.require_leader = on;
         self
     }
+    /// Authenticate as `name` with `password` (etcd's auth API); the
+    /// token is renewed when etcd says it expired.
     pub fn with_user(mut self, name: impl Into<String>, password: impl Into<String>) -> Self {
         self.user = Some((name.into(), password.into()));
         self
     }
+    /// Connect over TLS with these settings.
     pub fn with_tls(mut self, tls: TlsOptions) -> ConnectOptions {
         self.tls = Some(tls);
         self
@@ -170,13 +186,16 @@ pub struct GetOptions {
 }
 
 impl GetOptions {
+    /// One key, its value.
     pub fn new() -> GetOptions {
         GetOptions::default()
     }
+    /// Every key that starts with the key given.
     pub fn with_prefix(mut self) -> GetOptions {
         self.prefix = true;
         self
     }
+    /// Only the number of keys, no values.
     pub fn with_count_only(mut self) -> GetOptions {
         self.count_only = true;
         self
@@ -190,9 +209,11 @@ pub struct PutOptions {
 }
 
 impl PutOptions {
+    /// No lease: the key lives until deleted.
     pub fn new() -> PutOptions {
         PutOptions::default()
     }
+    /// The key is deleted when lease `lease` expires or is revoked.
     pub fn with_lease(mut self, lease: i64) -> PutOptions {
         self.lease = lease;
         self
@@ -206,9 +227,11 @@ pub struct DeleteOptions {
 }
 
 impl DeleteOptions {
+    /// One key.
     pub fn new() -> DeleteOptions {
         DeleteOptions::default()
     }
+    /// Every key that starts with the key given.
     pub fn with_prefix(mut self) -> DeleteOptions {
         self.prefix = true;
         self
@@ -223,13 +246,17 @@ pub struct WatchOptions {
 }
 
 impl WatchOptions {
+    /// One key, from the next change on.
     pub fn new() -> WatchOptions {
         WatchOptions::default()
     }
+    /// Every key that starts with the key given.
     pub fn with_prefix(mut self) -> WatchOptions {
         self.prefix = true;
         self
     }
+    /// Changes from revision `rev` on (inclusive), so a watch can resume
+    /// where a read left off.
     pub fn with_start_revision(mut self, rev: i64) -> WatchOptions {
         self.start_revision = rev;
         self
@@ -282,9 +309,13 @@ fn delete_request(key: Vec<u8>, opts: Option<DeleteOptions>) -> Value {
 /// How a compare relates the key's field to the value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CompareOp {
+    /// `==`
     Equal,
+    /// `>`
     Greater,
+    /// `<`
     Less,
+    /// `!=`
     NotEqual,
 }
 
@@ -328,9 +359,11 @@ impl Compare {
 pub struct TxnOp(Value);
 
 impl TxnOp {
+    /// Read a key, or a prefix with [`GetOptions::with_prefix`].
     pub fn get(key: impl Into<Vec<u8>>, opts: Option<GetOptions>) -> TxnOp {
         TxnOp(json!({ "request_range": range_request(key.into(), opts) }))
     }
+    /// Write a key.
     pub fn put(
         key: impl Into<Vec<u8>>,
         value: impl Into<Vec<u8>>,
@@ -338,6 +371,7 @@ impl TxnOp {
     ) -> Self {
         TxnOp(json!({ "request_put": put_request(key.into(), value.into(), opts) }))
     }
+    /// Delete a key, or a prefix with [`DeleteOptions::with_prefix`].
     pub fn delete(key: impl Into<Vec<u8>>, opts: Option<DeleteOptions>) -> TxnOp {
         TxnOp(json!({ "request_delete_range": delete_request(key.into(), opts) }))
     }
@@ -351,13 +385,16 @@ pub struct Txn {
 }
 
 impl Txn {
+    /// No compares, no operations.
     pub fn new() -> Txn {
         Txn::default()
     }
+    /// The compares that must all hold for the operations to run.
     pub fn when(mut self, compares: impl Into<Vec<Compare>>) -> Txn {
         self.compare = compares.into();
         self
     }
+    /// The operations run, in one revision, when every compare holds.
     pub fn and_then(mut self, ops: impl Into<Vec<TxnOp>>) -> Txn {
         self.success = ops.into();
         self
@@ -392,6 +429,7 @@ pub struct ResponseHeader {
 }
 
 impl ResponseHeader {
+    /// The store's revision when the answer was served.
     pub fn revision(&self) -> i64 {
         self.revision
     }
@@ -409,12 +447,15 @@ pub struct KeyValue {
 }
 
 impl KeyValue {
+    /// The key.
     pub fn key(&self) -> &[u8] {
         &self.key
     }
+    /// The value; empty in a delete event.
     pub fn value(&self) -> &[u8] {
         &self.value
     }
+    /// The revision of the key's last change.
     pub fn mod_revision(&self) -> i64 {
         self.mod_revision
     }
@@ -432,12 +473,15 @@ pub struct GetResponse {
 }
 
 impl GetResponse {
+    /// The answer's header, if etcd sent one.
     pub fn header(&self) -> Option<&ResponseHeader> {
         self.header.as_ref()
     }
+    /// The keys read, in key order (none with `with_count_only`).
     pub fn kvs(&self) -> &[KeyValue] {
         &self.kvs
     }
+    /// How many keys the range matched.
     pub fn count(&self) -> i64 {
         self.count
     }
@@ -451,6 +495,7 @@ pub struct PutResponse {
 }
 
 impl PutResponse {
+    /// The answer's header, if etcd sent one.
     pub fn header(&self) -> Option<&ResponseHeader> {
         self.header.as_ref()
     }
@@ -459,10 +504,13 @@ impl PutResponse {
 /// The answer to one operation of a transaction.
 #[derive(Debug, Clone, Deserialize)]
 pub enum TxnOpResponse {
+    /// The answer to a [`TxnOp::get`].
     #[serde(rename = "response_range")]
     Get(GetResponse),
+    /// The answer to a [`TxnOp::put`].
     #[serde(rename = "response_put")]
     Put(PutResponse),
+    /// The answer to a [`TxnOp::delete`].
     #[serde(rename = "response_delete_range")]
     Delete(PutResponse),
 }
@@ -479,6 +527,7 @@ pub struct TxnResponse {
 }
 
 impl TxnResponse {
+    /// The answer's header, if etcd sent one.
     pub fn header(&self) -> Option<&ResponseHeader> {
         self.header.as_ref()
     }
@@ -486,6 +535,8 @@ impl TxnResponse {
     pub fn succeeded(&self) -> bool {
         self.succeeded
     }
+    /// The answers of the operations, in their order (none when a compare
+    /// failed).
     pub fn op_responses(&self) -> Vec<TxnOpResponse> {
         self.responses.clone()
     }
@@ -501,9 +552,11 @@ pub struct LeaseGrantResponse {
 }
 
 impl LeaseGrantResponse {
+    /// The lease's id, for [`PutOptions::with_lease`].
     pub fn id(&self) -> i64 {
         self.id
     }
+    /// The time to live etcd granted, in seconds.
     pub fn ttl(&self) -> i64 {
         self.ttl
     }
@@ -520,9 +573,11 @@ pub struct LeaseKeepAliveResponse {
 }
 
 impl LeaseKeepAliveResponse {
+    /// The lease's id.
     pub fn id(&self) -> i64 {
         self.id
     }
+    /// The remaining time to live, in seconds; 0 when the lease expired.
     pub fn ttl(&self) -> i64 {
         self.ttl
     }
@@ -531,9 +586,11 @@ impl LeaseKeepAliveResponse {
 /// What happened to a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 pub enum EventType {
+    /// The key was written.
     #[default]
     #[serde(rename = "PUT")]
     Put,
+    /// The key was deleted.
     #[serde(rename = "DELETE")]
     Delete,
 }
@@ -548,9 +605,11 @@ pub struct Event {
 }
 
 impl Event {
+    /// Whether the key was written or deleted.
     pub fn event_type(&self) -> EventType {
         self.kind
     }
+    /// The key after the change (for a delete: the key, no value).
     pub fn kv(&self) -> Option<&KeyValue> {
         self.kv.as_ref()
     }
@@ -574,12 +633,16 @@ pub struct WatchResponse {
 }
 
 impl WatchResponse {
+    /// The message's header, if etcd sent one.
     pub fn header(&self) -> Option<&ResponseHeader> {
         self.header.as_ref()
     }
+    /// The first message of a watch: etcd accepted it.
     pub fn created(&self) -> bool {
         self.created
     }
+    /// etcd ended the watch (see [`Self::cancel_reason`] and
+    /// [`Self::compact_revision`]).
     pub fn canceled(&self) -> bool {
         self.canceled
     }
@@ -588,9 +651,11 @@ impl WatchResponse {
     pub fn compact_revision(&self) -> i64 {
         self.compact_revision
     }
+    /// Why etcd ended the watch, when it said.
     pub fn cancel_reason(&self) -> &str {
         &self.cancel_reason
     }
+    /// The changes this message carries, oldest first.
     pub fn events(&self) -> &[Event] {
         &self.events
     }
@@ -718,6 +783,10 @@ impl Client {
         Ok(())
     }
 
+    #[expect(
+        clippy::expect_used,
+        reason = "the gateway paths are constant relative paths, which always join"
+    )]
     fn request(&self, path: &str, body: &Value) -> reqwest::RequestBuilder {
         let mut r = self.http.post(self.base.join(path).expect("relative path"));
         if self.require_leader {
@@ -781,6 +850,7 @@ impl Client {
             .await
     }
 
+    /// Write a key.
     pub async fn put(
         &mut self,
         key: impl Into<Vec<u8>>,
@@ -791,6 +861,7 @@ impl Client {
             .await
     }
 
+    /// Run a transaction.
     pub async fn txn(&mut self, txn: Txn) -> Result<TxnResponse, Error> {
         let body = json!({
             "compare": txn.compare.into_iter().map(|c| c.0).collect::<Vec<_>>(),
@@ -799,6 +870,8 @@ impl Client {
         self.post("v3/kv/txn", body).await
     }
 
+    /// Grant a lease of `ttl` seconds (`_opts` is unused, as in
+    /// etcd-client's signature).
     pub async fn lease_grant(
         &mut self,
         ttl: i64,
@@ -945,6 +1018,10 @@ impl WatchStream {
             // decodes them in turn into the one gRPC stream.
             let mut body = Vec::new();
             for r in self.pending.drain(..) {
+                #[expect(
+                    clippy::expect_used,
+                    reason = "a JSON value always serializes into a Vec"
+                )]
                 serde_json::to_writer(&mut body, &r).expect("serializable");
                 body.push(b'\n');
             }

@@ -8,11 +8,11 @@
 //! and the publisher beside the operator loop. The key layout and the merge
 //! of `all` and host keys are pure and live here.
 
-pub mod cmd;
+pub(crate) mod cmd;
 pub mod etcd;
 pub mod publish;
-pub mod run;
-pub mod source;
+pub(crate) mod run;
+pub(crate) mod source;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,8 +24,11 @@ use crate::{fsutil, manifest};
 /// What `unitlet run --source etcd` needs to feed itself from etcd.
 #[derive(Debug, Clone)]
 pub struct FleetOptions {
+    /// How to reach etcd (`--etcd-*` flags).
     pub etcd: EtcdArgs,
+    /// This host's id in etcd keys (`--host-id`).
     pub host: String,
+    /// The state directory, where the source keeps its state.
     pub state_dir: PathBuf,
     /// The status lease's time to live (`--lease-ttl`).
     pub lease_ttl: Duration,
@@ -164,7 +167,7 @@ impl EtcdArgs {
             .join(",")
     }
 
-    pub fn endpoint_list(&self) -> Vec<String> {
+    pub(crate) fn endpoint_list(&self) -> Vec<String> {
         self.endpoints
             .split(',')
             .map(str::trim)
@@ -178,7 +181,7 @@ impl EtcdArgs {
         Keys::new(&self.prefix)
     }
 
-    pub fn etcd_error(&self, what: impl Into<String>, source: etcd::Error) -> FleetError {
+    pub(crate) fn etcd_error(&self, what: impl Into<String>, source: etcd::Error) -> FleetError {
         FleetError::Etcd {
             what: what.into(),
             endpoints: self.endpoints_for_people(),
@@ -490,7 +493,7 @@ pub fn source_file(state_dir: &Path) -> PathBuf {
 /// What the etcd source last said about itself, for `get` and `describe`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct SourceState {
+pub(crate) struct SourceState {
     /// `Starting`, `Connected`, `Reconnecting` (a watch broke, trying the
     /// other members) or `Unreachable`.
     pub state: String,

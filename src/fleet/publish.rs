@@ -16,10 +16,14 @@ use serde::{Deserialize, Serialize};
 use super::{EtcdArgs, FleetError};
 use crate::status::{Condition, ObjectStatus, Status, UnitStatus};
 
+/// What the status publisher ([`run`]) needs.
 #[derive(Debug, Clone)]
 pub struct PublishOptions {
+    /// How to reach etcd (`--etcd-*` flags).
     pub etcd: EtcdArgs,
+    /// This host's id in etcd keys (`--host-id`).
     pub host: String,
+    /// The state directory, whose `status.json` is published.
     pub state_dir: PathBuf,
     /// The lease's time to live: how long a dead host's keys outlive it.
     pub ttl: Duration,
@@ -28,7 +32,7 @@ pub struct PublishOptions {
 /// One object's status in etcd: a `get -o json` item plus `host`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct FleetObject {
+pub(crate) struct FleetObject {
     pub kind: String,
     pub name: String,
     pub file: PathBuf,
@@ -70,7 +74,7 @@ impl FleetObject {
 /// The value of `PREFIX/hosts/HOST`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct HostRecord {
+pub(crate) struct HostRecord {
     pub host: String,
     pub hostname: String,
     pub pid: u32,
@@ -89,7 +93,7 @@ const STATUS_POLL: Duration = Duration::from_millis(250);
 
 /// What to diff a status change against: what the objects should be in
 /// etcd.
-pub fn objects(status: &Status, host: &str) -> BTreeMap<String, FleetObject> {
+pub(crate) fn objects(status: &Status, host: &str) -> BTreeMap<String, FleetObject> {
     status
         .objects
         .values()
@@ -104,7 +108,7 @@ pub fn objects(status: &Status, host: &str) -> BTreeMap<String, FleetObject> {
 
 /// The writes that bring etcd from `published` to `want`: puts of changed
 /// objects and deletes of gone ones. Pure.
-pub fn changes<'a>(
+pub(crate) fn changes<'a>(
     published: &BTreeMap<String, FleetObject>,
     want: &'a BTreeMap<String, FleetObject>,
 ) -> (Vec<&'a FleetObject>, Vec<String>) {
@@ -210,6 +214,10 @@ async fn session(
 
 /// Takes a lease of `opts.ttl` (at least 2 s) and writes this host's
 /// record under it: the lease and its TTL in seconds.
+#[expect(
+    clippy::expect_used,
+    reason = "the host record (strings and numbers) always serializes"
+)]
 async fn announce(
     opts: &PublishOptions,
     client: &mut super::etcd::Client,
@@ -250,6 +258,10 @@ async fn announce(
 /// Writes the objects of `want` that differ from `published` and deletes
 /// those gone, under `lease`, in transactions of at most
 /// [`MAX_TXN_OPS`] operations.
+#[expect(
+    clippy::expect_used,
+    reason = "a FleetObject (strings, JSON values, numbers) always serializes"
+)]
 async fn write_changes(
     client: &mut super::etcd::Client,
     host_dir: &str,

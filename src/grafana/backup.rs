@@ -259,6 +259,10 @@ fn list(v: Value) -> Vec<Value> {
 
 /// Alert rules and their groups' intervals (one read per group: the rule
 /// listing does not show them).
+#[expect(
+    clippy::expect_used,
+    reason = "the rules file (JSON values and strings) always serializes"
+)]
 async fn fetch_rules(client: &Client) -> Result<Option<Part>, GrafanaError> {
     let Some(rules) = client.provisioning("alert-rules").await? else {
         tracing::warn!(

@@ -19,7 +19,10 @@ pub const MAX_FILE_SIZE: u64 = 1024 * 1024;
 /// A validated manifest, ready to render.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Manifest {
+    /// `metadata.name`: the object's name and the stem of its unit names.
     pub name: String,
+    /// `metadata.labels`: free-form, for people and tools (and the default
+    /// silence's `job`).
     pub labels: BTreeMap<String, String>,
     /// The file the manifest came from, so status and errors can point at it.
     pub file: PathBuf,
@@ -30,10 +33,12 @@ pub struct Manifest {
     /// `command`, `after`, `unitFile`, `environmentFile`, `credentials`,
     /// `grafana.tokenFile`, `grafana.basicAuth.passwordFile`.
     pub field_at: BTreeMap<&'static str, (u64, u64)>,
+    /// The kind-specific part.
     pub spec: Spec,
 }
 
 impl Manifest {
+    /// Service or Backup, from the spec.
     pub fn kind(&self) -> Kind {
         match self.spec {
             Spec::Service(_) => Kind::Service,
@@ -41,6 +46,7 @@ impl Manifest {
         }
     }
 
+    /// The Service spec, if this is a Service.
     pub fn as_service(&self) -> Option<&ServiceSpec> {
         match &self.spec {
             Spec::Service(s) => Some(s),
@@ -48,6 +54,7 @@ impl Manifest {
         }
     }
 
+    /// The Backup spec, if this is a Backup.
     pub fn as_backup(&self) -> Option<&BackupSpec> {
         match &self.spec {
             Spec::Backup(b) => Some(b),
@@ -56,11 +63,14 @@ impl Manifest {
     }
 }
 
+/// A manifest's `kind`.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
 pub enum Kind {
+    /// A long-running service: one `.service` unit.
     Service,
+    /// A scheduled backup: a `.service` oneshot and its `.timer`.
     Backup,
 }
 
@@ -73,10 +83,13 @@ impl fmt::Display for Kind {
     }
 }
 
+/// The `spec` of a manifest, by kind.
 #[derive(Debug, Clone, PartialEq)]
 #[allow(clippy::large_enum_variant)] // few, long-lived values
 pub enum Spec {
+    /// `kind: Service`.
     Service(ServiceSpec),
+    /// `kind: Backup`.
     Backup(BackupSpec),
 }
 
@@ -84,38 +97,63 @@ pub enum Spec {
 /// file the person already has and wants managed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Exec {
+    /// `command`: the program and its arguments (`ExecStart=`).
     Command(Vec<String>),
     /// `content` is read at load time so that rendering stays pure.
     UnitFile {
+        /// The adopted unit file (`unitFile`).
         path: PathBuf,
+        /// Its content, as read when the manifests were loaded.
         content: String,
     },
 }
 
+/// `state`: the active state unitlet keeps the unit in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DesiredState {
+    /// Started, and started again when it stops.
     Running,
+    /// Stopped, and stopped again when started.
     Stopped,
 }
 
+/// `onConfigChange`: what a change of `configFiles` does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnConfigChange {
+    /// Reload the service as `reload` says.
     Reload,
+    /// Restart the unit.
     Restart,
+    /// Only record the new content.
     None,
 }
 
+/// `reload`: how to reload the service.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReloadMethod {
-    Http { url: String },
-    Signal { name: String, number: i32 },
+    /// `reload.http`: a `POST` to `url`; only a 2xx answer is success.
+    Http {
+        /// `reload.http.url`.
+        url: String,
+    },
+    /// `reload.signal`: a signal to the unit's main process.
+    Signal {
+        /// The signal's name, as written (`HUP`).
+        name: String,
+        /// Its number (`SIGHUP` is 1).
+        number: i32,
+    },
 }
 
+/// `readiness`: when a Service counts as Ready beyond "active".
 #[derive(Debug, Clone, PartialEq)]
 pub struct Readiness {
+    /// `readiness.http.url`: a `GET` answered with 2xx means ready.
     pub url: String,
+    /// `readiness.timeout`: how long to wait for readiness after a start,
+    /// restart or config reload.
     pub timeout: Duration,
 }
 
@@ -125,23 +163,32 @@ pub struct Readiness {
 pub struct Resources {
     /// Bytes.
     pub memory_max: Option<u64>,
+    /// Bytes (`MemoryHigh=`, the throttling threshold).
     pub memory_high: Option<u64>,
     /// Percent of one CPU (150 = 1.5 CPUs).
     pub cpu_quota: Option<u64>,
+    /// Processes and threads (`TasksMax=`).
     pub tasks_max: Option<u64>,
 }
 
 impl Resources {
+    /// No limit set.
     pub fn is_empty(&self) -> bool {
         *self == Resources::default()
     }
 }
 
+/// The `spec` of a Service (docs/manifests.md, "Service").
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceSpec {
+    /// `description` (`Description=`); `None`: the manifest's name, or the
+    /// adopted unit file's own.
     pub description: Option<String>,
+    /// `command` or `unitFile`.
     pub exec: Exec,
+    /// `workingDirectory` (`WorkingDirectory=`); also where `validate` runs.
     pub working_directory: Option<PathBuf>,
+    /// `environment`: one `Environment=` line per variable.
     pub environment: BTreeMap<String, String>,
     /// `EnvironmentFile=`: variables that must not sit in a unit file
     /// (passwords, API keys). Checked at load time to be a private regular
@@ -150,18 +197,31 @@ pub struct ServiceSpec {
     /// `LoadCredential=NAME:PATH`: secrets the service reads from
     /// `$CREDENTIALS_DIRECTORY/NAME`. Same checks as `environment_file`.
     pub credentials: BTreeMap<String, PathBuf>,
+    /// `state`.
     pub state: DesiredState,
+    /// `enabled`: whether the unit starts with the session
+    /// (`WantedBy=default.target`).
     pub enabled: bool,
     /// `None` means "not given": a rendered unit uses `on-failure`; an
     /// adopted unit file keeps its own setting.
     pub restart: Option<String>,
+    /// `restartSec` (`RestartSec=`); `None`: not given (1 s in a rendered
+    /// unit; an adopted unit file keeps its own).
     pub restart_sec: Option<Duration>,
+    /// `after`: Services this one starts after (`After=` and `Wants=`).
     pub after: Vec<String>,
+    /// `resources`: cgroup limits.
     pub resources: Resources,
+    /// `configFiles`: files the service reads, watched by content hash.
     pub config_files: Vec<PathBuf>,
+    /// `onConfigChange`.
     pub on_config_change: OnConfigChange,
+    /// `reload`, if given.
     pub reload: Option<ReloadMethod>,
+    /// `validate`: a command (argv) that must succeed before a reload or
+    /// restart caused by a config change.
     pub validate: Option<Vec<String>>,
+    /// `readiness`, if given.
     pub readiness: Option<Readiness>,
     /// Alertmanager silence around restarts unitlet makes on purpose.
     pub silence: Option<Silence>,
@@ -202,15 +262,24 @@ pub struct Silence {
     pub duration: Duration,
 }
 
+/// What a Backup backs up: exactly one of `prometheus` and `grafana`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BackupSource {
+    /// `prometheus`: a Prometheus TSDB, by snapshot.
     Prometheus {
+        /// `prometheus.url`: Prometheus' base URL.
         url: String,
+        /// `prometheus.dataDir`: its `--storage.tsdb.path`.
         data_dir: Option<PathBuf>,
+        /// `prometheus.service`: the Service manifest that runs it (restore
+        /// stops and starts it).
         service: Option<String>,
     },
+    /// `grafana`: the whole Grafana instance, through its HTTP API.
     Grafana {
+        /// `grafana.url`: Grafana's base URL.
         url: String,
+        /// `grafana.tokenFile` or `grafana.basicAuth`.
         auth: GrafanaAuthSpec,
     },
 }
@@ -219,28 +288,40 @@ pub enum BackupSource {
 /// when a backup runs, never stored in the model.
 #[derive(Debug, Clone, PartialEq)]
 pub enum GrafanaAuthSpec {
+    /// `grafana.tokenFile`: a file holding a service-account token.
     TokenFile(PathBuf),
+    /// `grafana.basicAuth`: HTTP basic authentication.
     Basic {
+        /// `grafana.basicAuth.username`.
         username: String,
+        /// `grafana.basicAuth.passwordFile`: a file holding the password.
         password_file: PathBuf,
     },
 }
 
+/// The `spec` of a Backup (docs/manifests.md, "Backup").
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackupSpec {
+    /// `schedule`: when scheduled runs happen.
     pub schedule: Schedule,
+    /// `keep`: how many complete sets to keep.
     pub keep: u32,
+    /// `destination`; `None`: `STATE_DIR/backups/NAME`.
     pub destination: Option<PathBuf>,
+    /// `prometheus` or `grafana`.
     pub source: BackupSource,
 }
 
 /// A problem with a manifest file, located as precisely as we can.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ManifestError {
+    /// The manifest file.
     pub file: PathBuf,
     /// 1-based; 0 when the problem is the file as a whole.
     pub line: u64,
+    /// 1-based; 0 when the position within the line is not known.
     pub column: u64,
+    /// What is wrong, and what to do about it.
     pub message: String,
     /// The field the problem is about, as a path (`spec.environmentFile`),
     /// when known.

@@ -160,10 +160,13 @@ fn take_snapshot(
             data_dir: data_dir.to_path_buf(),
             blocks,
         };
-        set.write_file(
-            INFO_FILE,
-            &serde_json::to_vec_pretty(&info).expect("plain struct serializes"),
-        )?;
+        // Fails only for a data directory whose path is not UTF-8.
+        let bytes = serde_json::to_vec_pretty(&info).map_err(|e| PrometheusError::Io {
+            op: "write".into(),
+            path: set.dir().join(INFO_FILE),
+            source: std::io::Error::other(e),
+        })?;
+        set.write_file(INFO_FILE, &bytes)?;
         Ok(set.finish()?)
     })();
     if src.exists()
@@ -953,6 +956,10 @@ async fn swap_and_start(
         swap.replaced = Some(r.to_path_buf());
     }
     record_step(journal, Step::Install)?;
+    #[expect(
+        clippy::expect_used,
+        reason = "`restoring` is set when the copy is made, before this step, and taken only here"
+    )]
     let restoring = swap.restoring.take().expect("copy exists until installed");
     if let Err(e) = rename(
         &restoring,

@@ -31,6 +31,7 @@ mod status;
 pub use observe::*;
 pub use status::*;
 
+/// Why a pass could not be prepared or applied.
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
     /// The manifests directory cannot be used; nothing was changed.
@@ -42,8 +43,11 @@ pub enum ReconcileError {
     /// The unit directory cannot be read or written.
     #[error("cannot {what} {path}")]
     UnitDir {
+        /// What was being done ("write unit file", "read unit directory", …).
         what: &'static str,
+        /// The file or directory.
         path: PathBuf,
+        /// The error underneath.
         #[source]
         source: std::io::Error,
     },
@@ -59,6 +63,8 @@ pub enum ReconcileError {
 }
 
 impl ReconcileError {
+    /// Whether the user manager's connection was lost (the operator
+    /// reconnects rather than counting a failed pass).
     pub fn is_disconnect(&self) -> bool {
         matches!(self, ReconcileError::Systemd(e) if e.is_disconnect())
     }
@@ -66,10 +72,11 @@ impl ReconcileError {
 
 /// Everything a pass computed before touching anything: what `plan` prints.
 pub struct Prepared {
-    pub loaded: LoadedSet,
-    pub desired: Vec<DesiredUnit>,
-    pub held: Held,
-    pub observed: Observed,
+    pub(crate) loaded: LoadedSet,
+    pub(crate) desired: Vec<DesiredUnit>,
+    pub(crate) held: Held,
+    pub(crate) observed: Observed,
+    /// The actions the pass takes, each with its reason.
     pub plan: Plan,
     /// Manifests skipped this pass because they are backing off.
     pub backing_off: BTreeSet<String>,
@@ -86,12 +93,17 @@ pub struct Prepared {
 /// The outcome of one pass.
 #[derive(Debug, Default)]
 pub struct PassReport {
+    /// How many actions the plan had.
     pub actions: usize,
+    /// How many `daemon-reload`s the plan had.
     pub daemon_reloads: usize,
     /// Manifest → error from executing its actions.
     pub failures: BTreeMap<String, String>,
+    /// Objects Ready after the pass.
     pub ready: usize,
+    /// Objects not Ready after the pass.
     pub not_ready: usize,
+    /// How long the pass took.
     pub elapsed: Duration,
     /// When the earliest backing-off manifest (or failing reload) should
     /// be retried.
@@ -129,9 +141,9 @@ impl PassReport {
 
 /// Per-object backoff after failures, reset on success or on an edit.
 #[derive(Debug, Clone)]
-pub struct Backoff {
-    pub until: Instant,
-    pub spec_hash: String,
+pub(crate) struct Backoff {
+    pub(crate) until: Instant,
+    pub(crate) spec_hash: String,
 }
 
 /// Record how a start or restart job ended.
@@ -161,7 +173,7 @@ pub(crate) fn job_event(
 /// The default of `--gc-grace`.
 pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(2);
 
-pub fn backoff_delay(failures: u32) -> Duration {
+pub(crate) fn backoff_delay(failures: u32) -> Duration {
     let secs = 1u64 << failures.saturating_sub(1).min(8);
     Duration::from_secs(secs.min(300))
 }
@@ -371,6 +383,8 @@ impl Reconciler {
         }
     }
 
+    /// A reconciler for the directories of `loc`, whose Backup units run
+    /// the unitlet binary `exe`.
     pub fn new(loc: Locations, exe: PathBuf) -> Reconciler {
         let render_ctx = RenderContext {
             exe: exe.clone(),
@@ -645,7 +659,7 @@ fn hold_back_missing_programs(
 }
 
 impl DesiredUnit {
-    pub fn unit_name(&self) -> &str {
+    pub(crate) fn unit_name(&self) -> &str {
         &self.name
     }
 }

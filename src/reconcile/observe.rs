@@ -116,6 +116,9 @@ impl ManagerDirs {
         ManagerDirs { config, control }
     }
 
+    /// The user manager's directories as systemd derives them from the
+    /// environment, for when it cannot be asked: `$XDG_CONFIG_HOME/systemd/user`
+    /// and the control directories (persistent, and under `$XDG_RUNTIME_DIR`).
     pub fn from_env() -> ManagerDirs {
         let mut control =
             vec![crate::locations::xdg("XDG_CONFIG_HOME", ".config").join("systemd/user.control")];

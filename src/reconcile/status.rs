@@ -96,7 +96,7 @@ impl Reconciler {
 }
 
 /// What a pass knows when it builds status, for every object.
-pub struct PassFacts<'a> {
+pub(crate) struct PassFacts<'a> {
     pub prep: &'a Prepared,
     /// Manifest → error from executing its actions.
     pub failures: &'a BTreeMap<String, String>,
@@ -136,7 +136,7 @@ const ON_HOLD: &str = "a restore is in progress; unitlet leaves this service alo
 ///
 /// # Errors
 /// The live unit states cannot be listed.
-pub async fn refresh_status(
+pub(crate) async fn refresh_status(
     sd: &impl UserManager,
     facts: &PassFacts<'_>,
     status: &mut Status,
