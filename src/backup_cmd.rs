@@ -313,7 +313,8 @@ async fn record_last_run(
     attempt: u64,
     outcome: Result<&str, String>,
 ) -> Result<(), String> {
-    let _lock = crate::lock::StateLock::acquire_announced(&loc.state_dir, "unitlet backup")
+    let waiting = |holder: &str| tracing::info!(holder, "waiting for the state lock");
+    let _lock = crate::lock::StateLock::acquire(&loc.state_dir, "unitlet backup", waiting)
         .await
         .ok();
     let path = last_run_path(loc, name);

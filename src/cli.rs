@@ -7,6 +7,7 @@ mod backup;
 mod doctor;
 mod error;
 mod fleet;
+mod logs;
 mod output;
 pub mod rollout;
 mod validate;
@@ -185,7 +186,7 @@ pub(crate) enum Command {
     },
     /// What a unit wrote: its journal, or its log file (unitlet's own
     /// without NAME).
-    Logs(crate::logs::LogsArgs),
+    Logs(logs::LogsArgs),
     /// Check that this machine can keep unitlet's promises.
     Doctor {
         #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
@@ -381,7 +382,7 @@ async fn dispatch(cmd: Command, loc: Locations) -> CliResult {
             backup::restore(&loc, name, id, args).await
         }
         Command::Doctor { output } => doctor::doctor(&loc, output).await,
-        Command::Logs(args) => printed(crate::logs::command(&loc, args).await),
+        Command::Logs(args) => logs::command(&loc, args).await,
         Command::Rollout { command } => rollout::command(&loc, command).await,
         Command::Completions { shell } => {
             crate::manual::completions(Cli::command(), shell, &mut std::io::stdout().lock());
@@ -417,14 +418,20 @@ async fn run(
     Ok(crate::operator::run(opts, shutdown_signal()).await?)
 }
 
-/// The result of a command that printed its own answer and chose its exit
-/// status from the contract's three.
-fn printed(code: i32) -> CliResult {
-    match code {
-        OK => Ok(()),
-        NOT_OK => Err(CliError::Unsuccessful),
-        _ => Err(CliError::Unavailable),
-    }
+/// The state lock for a command a person runs: if it is busy, say on
+/// standard error whom it waits for.
+pub(crate) async fn state_lock(
+    state_dir: &std::path::Path,
+    what: &str,
+) -> Result<crate::lock::StateLock, crate::lock::LockError> {
+    crate::lock::StateLock::acquire(state_dir, what, |holder| {
+        let (pid, who) = holder.split_once(' ').unwrap_or((holder, "unitlet"));
+        eprintln!(
+            "waiting for {who} (PID {pid}) to finish writing to {}",
+            state_dir.display()
+        );
+    })
+    .await
 }
 
 /// Resolves on SIGTERM or SIGINT. The handlers are installed when this is
@@ -479,7 +486,7 @@ async fn apply_round(
     outcomes: Vec<crate::work::Outcome>,
     tally: &mut ApplyTally,
 ) -> Result<Pending, CliError> {
-    let lock = crate::lock::StateLock::acquire_announced(&loc.state_dir, "unitlet apply").await?;
+    let lock = state_lock(&loc.state_dir, "unitlet apply").await?;
     let mut status = Status::load_for_update_async(&loc.status_file()).await;
     for o in outcomes {
         rec.finish(o, &mut status);

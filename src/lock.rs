@@ -140,24 +140,6 @@ impl StateLock {
     }
 }
 
-impl StateLock {
-    /// [`StateLock::acquire`] for a command a person runs: if the lock is
-    /// busy, say on standard error whom it waits for.
-    ///
-    /// # Errors
-    /// When the lock file cannot be opened.
-    pub async fn acquire_announced(state_dir: &Path, what: &str) -> Result<StateLock, LockError> {
-        StateLock::acquire(state_dir, what, |holder| {
-            let (pid, who) = holder.split_once(' ').unwrap_or((holder, "unitlet"));
-            eprintln!(
-                "waiting for {who} (PID {pid}) to finish writing to {}",
-                state_dir.display()
-            );
-        })
-        .await
-    }
-}
-
 /// Held by `unitlet run` for its lifetime.
 #[derive(Debug)]
 pub struct OperatorLock {

@@ -31,20 +31,17 @@ const FOLLOW_POLL: Duration = Duration::from_millis(250);
 /// Lines `-f` prints before following when no `-n` is given (as journalctl).
 const FOLLOW_DEFAULT_LINES: usize = 10;
 
-#[derive(clap::Args, Debug, Clone, Default)]
-pub struct LogsArgs {
+/// What `unitlet logs` asks for (the command's flags, parsed in `cli`).
+#[derive(Debug, Clone, Default)]
+pub struct LogsRequest {
     /// A manifest's name (its unit NAME.service) or a full unit name;
     /// unitlet's own log (unitlet.service) without it.
     pub name: Option<String>,
     /// Keep printing new lines as they are written.
-    #[arg(short = 'f', long)]
     pub follow: bool,
-    /// Print only the last N lines.
-    #[arg(short = 'n', long = "lines", value_name = "N")]
+    /// Only the last N lines.
     pub lines: Option<usize>,
-    /// Only lines since TIME, in journalctl's syntax ("2026-12-06 10:00",
-    /// "-1h", "today"); journal only.
-    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    /// Only lines since TIME, in journalctl's syntax; journal only.
     pub since: Option<String>,
 }
 
@@ -99,12 +96,10 @@ pub enum LogsError {
 }
 
 impl LogsError {
-    /// The contract's codes (this module does not depend on `cli`).
-    fn exit_code(&self) -> i32 {
-        match self {
-            LogsError::UnknownUnit { .. } => 1,
-            _ => 2,
-        }
+    /// Whether the unit is unknown (the answer is "no"), not an
+    /// operational failure.
+    pub fn is_unknown_unit(&self) -> bool {
+        matches!(self, LogsError::UnknownUnit { .. })
     }
 }
 
@@ -117,20 +112,17 @@ pub fn unit_of(name: Option<&str>) -> String {
     }
 }
 
-/// `unitlet logs`: exit 0 printed; 1 no such unit; 2 operational error.
-pub async fn command(loc: &Locations, args: LogsArgs) -> i32 {
-    match logs(loc, &args).await {
-        Ok(()) => 0,
-        Err(e) => {
-            if !matches!(e, LogsError::Journalctl(_)) {
-                eprintln!("error: {}", crate::error_chain(&e));
-            }
-            e.exit_code()
-        }
-    }
-}
-
-async fn logs(loc: &Locations, args: &LogsArgs) -> Result<(), LogsError> {
+/// Prints what `args` selects of the unit's output to `out` (through
+/// journalctl, which prints itself, when the unit logs to the journal).
+///
+/// # Errors
+/// [`LogsError`]: no such unit, no user manager, a file that cannot be
+/// read, journalctl failing (it said why on standard error).
+pub async fn logs(
+    loc: &Locations,
+    args: &LogsRequest,
+    out: &mut (dyn Write + Send),
+) -> Result<(), LogsError> {
     let unit = unit_of(args.name.as_deref());
     let sink = sink_of(loc, &unit).await?;
     match sink {
@@ -139,7 +131,7 @@ async fn logs(loc: &Locations, args: &LogsArgs) -> Result<(), LogsError> {
             if args.since.is_some() {
                 return Err(LogsError::SinceOnFile { unit, files });
             }
-            print_files(&files, args).await
+            print_files(&files, args, out).await
         }
     }
 }
@@ -283,7 +275,7 @@ fn expand_specifiers(path: &str, unit: &str, home: Option<&Path>) -> Result<Stri
 }
 
 /// `journalctl --user -u UNIT` with the same selection.
-fn journalctl(unit: &str, args: &LogsArgs) -> Result<(), LogsError> {
+fn journalctl(unit: &str, args: &LogsRequest) -> Result<(), LogsError> {
     let mut c = std::process::Command::new("journalctl");
     c.args(["--user", "--no-pager", "-u", unit]);
     if let Some(n) = args.lines {
@@ -314,14 +306,17 @@ struct Tail {
     ino: u64,
 }
 
-async fn print_files(files: &[PathBuf], args: &LogsArgs) -> Result<(), LogsError> {
+async fn print_files(
+    files: &[PathBuf],
+    args: &LogsRequest,
+    out: &mut (dyn Write + Send),
+) -> Result<(), LogsError> {
     let io_err = |p: &Path| {
         let what = format!("cannot read {}", p.display());
         move |source| LogsError::Io { what, source }
     };
     let lines = args.lines.or(args.follow.then_some(FOLLOW_DEFAULT_LINES));
     let headers = files.len() > 1;
-    let mut out = io::stdout().lock();
     let mut tails = Vec::new();
     for p in files {
         if headers {
@@ -334,7 +329,7 @@ async fn print_files(files: &[PathBuf], args: &LogsArgs) -> Result<(), LogsError
                     Some(n) => start_of_last_lines(&mut f, n).map_err(io_err(p))?,
                     None => 0,
                 };
-                (copy_from(&mut f, start, &mut out).map_err(io_err(p))?, ino)
+                (copy_from(&mut f, start, out).map_err(io_err(p))?, ino)
             }
             // Not written yet (nothing started since quickstart): empty.
             Err(e) if e.kind() == io::ErrorKind::NotFound => (0, 0),
@@ -347,7 +342,6 @@ async fn print_files(files: &[PathBuf], args: &LogsArgs) -> Result<(), LogsError
         });
     }
     let _ = out.flush();
-    drop(out);
     if !args.follow {
         return Ok(());
     }
@@ -365,19 +359,18 @@ async fn print_files(files: &[PathBuf], args: &LogsArgs) -> Result<(), LogsError
             if meta.len() == t.pos {
                 continue;
             }
-            let mut out = io::stdout().lock();
             if headers && i != last {
                 let _ = writeln!(out, "\n==> {} <==", t.path.display());
                 last = i;
             }
-            t.pos = copy_from(&mut f, t.pos, &mut out).map_err(io_err(&t.path))?;
+            t.pos = copy_from(&mut f, t.pos, out).map_err(io_err(&t.path))?;
             let _ = out.flush();
         }
     }
 }
 
 /// Copies `f` from `start` to its end into `out`; the offset reached.
-fn copy_from(f: &mut File, start: u64, out: &mut impl Write) -> io::Result<u64> {
+fn copy_from(f: &mut File, start: u64, out: &mut (dyn Write + Send)) -> io::Result<u64> {
     f.seek(SeekFrom::Start(start))?;
     let n = io::copy(f, out)?;
     Ok(start + n)

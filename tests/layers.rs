@@ -125,6 +125,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("cli::fleet", 7),
     ("cli::rollout", 7),
     ("cli::validate", 7),
+    ("cli::logs", 7),
     ("fleet::cmd", 7),
     ("manual", 7),
     ("main", 7),

@@ -41,6 +41,10 @@ pub enum CliError {
     /// etcd could not take it.
     #[error(transparent)]
     Push(crate::fleet::cmd::PushError),
+    /// `logs` could not show the unit's output (1 when there is no such
+    /// unit, else 2).
+    #[error(transparent)]
+    Logs(crate::logs::LogsError),
     /// The async runtime could not start.
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
@@ -221,6 +225,8 @@ impl CliError {
                 OPERATIONAL
             }
             CliError::Push(PushError::Etcd(_)) => OPERATIONAL,
+            CliError::Logs(e) if e.is_unknown_unit() => NOT_OK,
+            CliError::Logs(_) => OPERATIONAL,
             CliError::Push(PushError::Invalid { .. } | PushError::File { .. }) => NOT_OK,
             CliError::Unsuccessful
             | CliError::DoctorWarn

@@ -206,7 +206,7 @@ const ANNOUNCE: &str = "unitlet rollout undo";
 async fn undo(loc: &Locations, name: &str, to: Option<u32>, timeout: Duration) -> CliResult {
     is_service(loc, name)?;
     let sd = Systemd::connect(loc.bus.as_deref()).await?;
-    let lock = crate::lock::StateLock::acquire_announced(&loc.state_dir, ANNOUNCE).await?;
+    let lock = super::state_lock(&loc.state_dir, ANNOUNCE).await?;
     let mut h = history::load(&loc.state_dir, name)?;
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("unitlet"));
     let mut rec = Reconciler::new(loc.clone(), exe);
@@ -269,7 +269,7 @@ async fn wait_handed_out(
         .into_iter()
         .map(|w| w.run(sd.clone(), http.clone(), timeout));
     let outcomes = futures_util::future::join_all(work).await;
-    let _lock = crate::lock::StateLock::acquire_announced(&loc.state_dir, ANNOUNCE).await?;
+    let _lock = super::state_lock(&loc.state_dir, ANNOUNCE).await?;
     Ok(undo_pass(loc, sd, rec, outcomes, None).await)
 }
 

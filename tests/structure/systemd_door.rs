@@ -205,3 +205,39 @@ fn no_as_systemd() {
         found.join("\n")
     );
 }
+
+/// Library code never prints: standard output and error belong to the
+/// commands (`src/cli*`, `src/main.rs`, `src/manual.rs`); the library
+/// returns typed results and logs through `tracing` (the one exception:
+/// a progress bar a command asks for, drawn by indicatif).
+#[test]
+fn only_the_commands_print() {
+    let src_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let commands = |f: &Path| {
+        let rel = f.strip_prefix(&src_dir).unwrap_or(f);
+        rel.starts_with("cli")
+            || rel == Path::new("cli.rs")
+            || rel == Path::new("main.rs")
+            || rel == Path::new("manual.rs")
+    };
+    let mut found = Vec::new();
+    for f in source_files().into_iter().filter(|f| !commands(f)) {
+        let src = std::fs::read_to_string(&f).expect("read source");
+        let code = code_only(&src);
+        for word in ["println", "print", "eprintln", "eprint"] {
+            for (n, line) in token_lines(&code, word) {
+                found.push(format!("{}:{n}: {line}", shown(&f)));
+            }
+        }
+        for (n, line) in code.lines().enumerate() {
+            if line.contains("io::stdout()") || line.contains("io::stderr()") {
+                found.push(format!("{}:{}: {}", shown(&f), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "library code prints (return a typed result to its command in src/cli/):\n{}",
+        found.join("\n")
+    );
+}
