@@ -580,7 +580,9 @@ pub async fn restore(
     let spec = find_backup(loc, name)?;
     if let Some(r) = &spec.restic {
         // The set comes out of the repository into a staging store, which
-        // is removed when the restore is over, whatever its outcome.
+        // is removed when the restore is over, whatever its outcome. What
+        // can be refused without the set is refused before fetching it.
+        precheck(name, &spec, args)?;
         let staged = restic::fetch(loc, name, &spec, r, id).await?;
         return restore_from(loc, name, id, args, notes, &spec, staged.store()).await;
     }
@@ -594,6 +596,28 @@ pub async fn restore(
     }
     let store = open_store(loc, name, &spec)?;
     restore_from(loc, name, id, args, notes, &spec, &store).await
+}
+
+/// The checks of a restore that need no set: the flags and, for
+/// Prometheus, `dataDir` and `service`.
+fn precheck(name: &str, spec: &BackupSpec, args: &RestoreArgs) -> Result<(), CommandError> {
+    match &spec.source {
+        BackupSource::Prometheus {
+            data_dir, service, ..
+        } => {
+            if !args.only.is_empty() || args.secure_values.is_some() {
+                return Err(prometheus_only_whole());
+            }
+            restore_needs(name, data_dir.as_deref(), service.as_deref()).map(|_| ())
+        }
+        BackupSource::Grafana { .. } => grafana_options(args).map(|_| ()),
+    }
+}
+
+fn prometheus_only_whole() -> CommandError {
+    CommandError::Usage(
+        "--only and --secure-values apply to Grafana restores only; a Prometheus set is restored whole".to_owned(),
+    )
 }
 
 /// [`restore`] of set `id` of `store`, once the store is at hand.
@@ -613,9 +637,7 @@ async fn restore_from(
             service,
         } => {
             if !args.only.is_empty() || args.secure_values.is_some() {
-                return Err(CommandError::Usage(
-                    "--only and --secure-values apply to Grafana restores only; a Prometheus set is restored whole".to_owned(),
-                ));
+                return Err(prometheus_only_whole());
             }
             let (data_dir, service) = restore_needs(name, data_dir.as_deref(), service.as_deref())?;
             let client = prometheus::Client::new(url, HTTP_TIMEOUT)?;
