@@ -178,14 +178,33 @@ impl Repo {
     /// content at its root, whatever `dir`'s path), with `tags`; the new
     /// snapshot's ID.
     ///
+    /// With `parent` (an earlier snapshot of the same layout), a file whose
+    /// path, size, modification time and inode are those of the parent's is
+    /// not read again (`--parent`, `--ignore-ctime`: a hard link made since
+    /// changes only the ctime). Prometheus blocks are immutable and linked,
+    /// not copied, on their own filesystem, so a repeat backup reads only
+    /// the new blocks and the head.
+    ///
     /// # Errors
     /// [`ResticError`]; restic commits a snapshot whole or not at all.
-    pub async fn backup(&self, dir: &Path, tags: &[String]) -> Result<String, ResticError> {
+    pub async fn backup(
+        &self,
+        dir: &Path,
+        tags: &[String],
+        parent: Option<&str>,
+    ) -> Result<String, ResticError> {
         let mut args = vec![
             "backup".to_owned(),
             "--json".to_owned(),
             "--quiet".to_owned(),
         ];
+        if let Some(p) = parent {
+            args.extend([
+                "--parent".to_owned(),
+                p.to_owned(),
+                "--ignore-ctime".to_owned(),
+            ]);
+        }
         for t in tags {
             args.extend(["--tag".to_owned(), t.clone()]);
         }

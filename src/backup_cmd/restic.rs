@@ -158,7 +158,10 @@ pub(super) async fn backup(
         format!("bytes={}", set.size),
         format!("files={}", set.files),
     ]);
-    let snapshot = repo.backup(&set.path, &tags).await?;
+    // The newest snapshot of this Backup is the parent: unchanged files
+    // (linked blocks) are not read again.
+    let parent = existing.last().map(|s| s.id.as_str());
+    let snapshot = repo.backup(&set.path, &tags, parent).await?;
     drop(staging);
     let deleted = match repo
         .forget_keep_last(spec.keep.max(1), &own_tags(name))

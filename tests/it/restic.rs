@@ -74,6 +74,32 @@ impl Repo {
         ids
     }
 
+    /// Each snapshot's `(set, parent snapshot ID)`, oldest first, and
+    /// its own ID.
+    fn parents(&self) -> Vec<(String, Option<String>, String)> {
+        let o = self.restic(&["snapshots", "--json"]);
+        assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let mut out: Vec<(String, Option<String>, String)> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let set = s["tags"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find_map(|t| t.as_str()?.strip_prefix("set="))
+                    .unwrap()
+                    .to_owned();
+                let parent = s["parent"].as_str().map(str::to_owned);
+                (set, parent, s["id"].as_str().unwrap().to_owned())
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     fn spec(&self) -> String {
         format!(
             "  destination:\n    restic:\n      repository: '{}'\n      passwordFile: {}\n",
@@ -95,6 +121,14 @@ fn backup_keep_verify_restore(p: &Prom, repo: &Repo) -> Vec<String> {
     let listed = complete_ids(&p.sets());
     assert_eq!(listed, ids[1..].to_vec(), "keep: 2 leaves the two newest");
     assert_eq!(repo.sets(), ids[1..].to_vec(), "restic forgot the oldest");
+    // A repeat backup names the newest earlier snapshot as its parent, so
+    // restic does not read the files it already has again.
+    let parents = repo.parents();
+    assert_eq!(
+        parents[1].1.as_deref(),
+        Some(parents[0].2.as_str()),
+        "{parents:?}"
+    );
     let o = p.unitlet(&["backups", "tsdb"]);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains(&ids[2]), "{}", stdout(&o));
