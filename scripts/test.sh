@@ -10,9 +10,11 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 # etcd-server/etcd-client: the fleet tests' 3-member cluster (never the
-# packaged daemon); openssl: its TLS test certificates. No protobuf packages:
+# packaged daemon); openssl: its TLS test certificates; restic and
+# openssh-server: the restic destination tests (their sshd is started by the
+# test on a free port, never the packaged service). No protobuf packages:
 # unitlet builds with only Rust.
-ensure_packages systemd dbus dbus-user-session dbus-daemon prometheus prometheus-node-exporter prometheus-alertmanager etcd-server etcd-client openssl python3-yaml python3-jsonschema python3-venv groff-base zsh fish curl ca-certificates
+ensure_packages systemd dbus dbus-user-session dbus-daemon prometheus prometheus-node-exporter prometheus-alertmanager etcd-server etcd-client openssl restic openssh-server python3-yaml python3-jsonschema python3-venv groff-base zsh fish curl ca-certificates
 stop_packaged_daemons
 # systemd --user checks this to believe the machine was booted with systemd.
 mkdir -p /run/systemd/system

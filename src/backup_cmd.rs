@@ -22,6 +22,8 @@ use crate::manifest::{self, BackupSource, BackupSpec, GrafanaAuthSpec, LoadError
 use crate::prometheus::tsdb::{RestoreOptions, RestoreTarget};
 use crate::prometheus::{self, PrometheusError};
 
+mod restic;
+
 /// Per-request timeout towards Prometheus and Grafana. Generous: a busy
 /// server should slow a backup down, not fail it.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -94,6 +96,10 @@ pub enum CommandError {
     /// A flag cannot be used as given.
     #[error("{0}")]
     Usage(String),
+    /// restic failed (wrong password, locked or unreachable repository, …):
+    /// nothing was listed, changed or restored.
+    #[error(transparent)]
+    Restic(#[from] crate::restic::ResticError),
     /// The state directory (holds, restore journals) is not private:
     /// nothing there is read or written.
     #[error(transparent)]
@@ -221,8 +227,25 @@ async fn run_backup(
     warnings: &mut Vec<String>,
 ) -> Result<(SetInfo, Vec<String>), CommandError> {
     let spec = find_backup(loc, name)?;
+    if let Some(r) = &spec.restic {
+        return restic::backup(loc, name, &spec, r, progress, warnings).await;
+    }
     let store = open_store(loc, name, &spec)?;
-    let set = match &spec.source {
+    let set = make_set(name, &spec, &store, progress, warnings).await?;
+    // `keep` counts the set just made; it is protected from its own prune.
+    let deleted = store.prune(spec.keep.max(1) as usize, &set.id)?;
+    Ok((set, deleted))
+}
+
+/// A new complete set of Backup `name` in `store`, from its source.
+async fn make_set(
+    name: &str,
+    spec: &BackupSpec,
+    store: &Store,
+    progress: bool,
+    warnings: &mut Vec<String>,
+) -> Result<SetInfo, CommandError> {
+    Ok(match &spec.source {
         BackupSource::Prometheus { url, data_dir, .. } => {
             let Some(data_dir) = data_dir else {
                 return Err(config_error(
@@ -231,11 +254,11 @@ async fn run_backup(
                 ));
             };
             let client = prometheus::Client::new(url, HTTP_TIMEOUT)?;
-            prometheus::tsdb::backup_tsdb(&client, data_dir, &store, progress).await?
+            prometheus::tsdb::backup_tsdb(&client, data_dir, store, progress).await?
         }
         BackupSource::Grafana { url, auth } => {
             let client = grafana_client(url, auth)?;
-            let report = grafana::backup::backup(&client, &store, GRAFANA_CONCURRENCY).await?;
+            let report = grafana::backup::backup(&client, store, GRAFANA_CONCURRENCY).await?;
             for s in &report.skipped {
                 warnings.push(format!(
                     "dashboard {} {:?} skipped: {}",
@@ -244,10 +267,7 @@ async fn run_backup(
             }
             report.set
         }
-    };
-    // `keep` counts the set just made; it is protected from its own prune.
-    let deleted = store.prune(spec.keep.max(1) as usize, &set.id)?;
-    Ok((set, deleted))
+    })
 }
 
 /// A backup run's complete set, and the old sets `keep` deleted.
@@ -343,7 +363,7 @@ pub struct SetRow {
 /// # Errors
 /// NAME is not a valid Backup manifest, or the manifests or a destination
 /// cannot be read.
-pub fn backups(loc: &Locations, name: Option<&str>) -> Result<Vec<SetRow>, CommandError> {
+pub async fn backups(loc: &Locations, name: Option<&str>) -> Result<Vec<SetRow>, CommandError> {
     let loaded = manifest::load_dir(&loc.manifests)?;
     let backups: Vec<(String, BackupSpec)> = match name {
         Some(n) => vec![(n.to_owned(), find_backup(loc, n)?)],
@@ -355,6 +375,16 @@ pub fn backups(loc: &Locations, name: Option<&str>) -> Result<Vec<SetRow>, Comma
     };
     let mut rows = Vec::new();
     for (name, spec) in backups {
+        if let Some(r) = &spec.restic {
+            // All or nothing: a repository that fails fails the listing.
+            for s in restic::list(&name, &spec, r).await? {
+                rows.push(SetRow {
+                    manifest: name.clone(),
+                    set: s,
+                });
+            }
+            continue;
+        }
         let dest = destination(loc, &name, &spec);
         // Listing must not create the destination as a side effect.
         if !dest.is_dir() {
@@ -381,13 +411,16 @@ pub type SetCheck = (String, Result<SetInfo, BackupError>);
 ///
 /// # Errors
 /// [`CommandError`] when the manifest or its destination cannot be used.
-pub fn verify(
+pub async fn verify(
     loc: &Locations,
     name: &str,
     id: Option<&str>,
     deep: bool,
 ) -> Result<Vec<SetCheck>, CommandError> {
     let spec = find_backup(loc, name)?;
+    if let Some(r) = &spec.restic {
+        return restic::verify(loc, name, &spec, r, id, deep).await;
+    }
     let store = open_store(loc, name, &spec)?;
     let ids: Vec<String> = match id {
         Some(id) => vec![id.to_owned()],
@@ -546,6 +579,14 @@ pub async fn restore(
     // Journals and holds are read and written there: refused first.
     loc.check_state_dir()?;
     let spec = find_backup(loc, name)?;
+    if let Some(r) = &spec.restic {
+        // The set comes out of the repository into a staging store, which
+        // is removed when the restore is over, whatever its outcome. What
+        // can be refused without the set is refused before fetching it.
+        precheck(name, &spec, args)?;
+        let staged = restic::fetch(loc, name, &spec, r, id).await?;
+        return restore_from(loc, name, id, args, notes, &spec, staged.store()).await;
+    }
     let dest = destination(loc, name, &spec);
     if !dest.is_dir() {
         return Err(CommandError::NoSets {
@@ -555,6 +596,41 @@ pub async fn restore(
         });
     }
     let store = open_store(loc, name, &spec)?;
+    restore_from(loc, name, id, args, notes, &spec, &store).await
+}
+
+/// The checks of a restore that need no set: the flags and, for
+/// Prometheus, `dataDir` and `service`.
+fn precheck(name: &str, spec: &BackupSpec, args: &RestoreArgs) -> Result<(), CommandError> {
+    match &spec.source {
+        BackupSource::Prometheus {
+            data_dir, service, ..
+        } => {
+            if !args.only.is_empty() || args.secure_values.is_some() {
+                return Err(prometheus_only_whole());
+            }
+            restore_needs(name, data_dir.as_deref(), service.as_deref()).map(|_| ())
+        }
+        BackupSource::Grafana { .. } => grafana_options(args).map(|_| ()),
+    }
+}
+
+fn prometheus_only_whole() -> CommandError {
+    CommandError::Usage(
+        "--only and --secure-values apply to Grafana restores only; a Prometheus set is restored whole".to_owned(),
+    )
+}
+
+/// [`restore`] of set `id` of `store`, once the store is at hand.
+async fn restore_from(
+    loc: &Locations,
+    name: &str,
+    id: &str,
+    args: &RestoreArgs,
+    notes: &mut Vec<crate::silence::Note>,
+    spec: &BackupSpec,
+    store: &Store,
+) -> Result<Restored, CommandError> {
     match &spec.source {
         BackupSource::Prometheus {
             url,
@@ -562,15 +638,13 @@ pub async fn restore(
             service,
         } => {
             if !args.only.is_empty() || args.secure_values.is_some() {
-                return Err(CommandError::Usage(
-                    "--only and --secure-values apply to Grafana restores only; a Prometheus set is restored whole".to_owned(),
-                ));
+                return Err(prometheus_only_whole());
             }
             let (data_dir, service) = restore_needs(name, data_dir.as_deref(), service.as_deref())?;
             let client = prometheus::Client::new(url, HTTP_TIMEOUT)?;
             let target = RestoreTarget {
                 backup: name,
-                store: &store,
+                store,
                 id,
                 data_dir: &data_dir,
                 service,
@@ -719,6 +793,7 @@ mod tests {
             schedule: crate::schedule::Schedule::parse("every 6h").unwrap(),
             keep: 2,
             destination: None,
+            restic: None,
             source: BackupSource::Prometheus {
                 url: "http://p:9090".into(),
                 data_dir: None,

@@ -362,9 +362,9 @@ async fn dispatch(cmd: Command, loc: Locations) -> CliResult {
         Command::Backups {
             command: Some(BackupsCommand::Verify { name, id, deep }),
             ..
-        } => backup::verify(&loc, name, id.as_deref(), deep),
+        } => backup::verify(&loc, name, id.as_deref(), deep).await,
         Command::Backups { name, output, .. } => {
-            backup::backups(&loc, name.as_deref(), output == Output::Json)
+            backup::backups(&loc, name.as_deref(), output == Output::Json).await
         }
         Command::Restore {
             name,

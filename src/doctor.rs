@@ -587,6 +587,9 @@ pub fn secret_files(m: &Manifest) -> Vec<(&'static str, PathBuf)> {
             }
         }
         manifest::Spec::Backup(b) => {
+            if let Some(r) = &b.restic {
+                out.push(("destination.restic.passwordFile", r.password_file.clone()));
+            }
             if let BackupSource::Grafana { auth, .. } = &b.source {
                 match auth {
                     GrafanaAuthSpec::TokenFile(p) => out.push(("grafana.tokenFile", p.clone())),

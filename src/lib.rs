@@ -14,7 +14,7 @@
 //!    `table`, `schedule`, `size`;
 //! 2. model: `manifest`, `status`, `backup::error` (pure types);
 //! 3. adapters: `manager` and `systemd`, the Prometheus, Grafana,
-//!    Alertmanager and etcd clients, `reload`;
+//!    Alertmanager and etcd clients, `reload`, `restic`;
 //! 4. stores: `backup` (sets), `journal`, `rollout` histories, `hold`,
 //!    `lock`, `locations`, `program`, `metrics`;
 //! 5. reconciler: `render`, `plan`, `reconcile`, `work`, `silence`, `doctor`;
@@ -38,6 +38,7 @@ pub(crate) mod program;
 pub mod prometheus;
 pub mod reconcile;
 pub(crate) mod render;
+pub mod restic;
 pub mod schedule;
 pub mod silence;
 pub mod size;

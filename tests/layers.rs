@@ -74,6 +74,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("fleet", 3),
     ("fleet::etcd", 3),
     ("reload", 3),
+    ("restic", 3),
     // 4 stores.
     ("backup", 4),
     ("backup::last_run", 4),
@@ -106,6 +107,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("fleet::publish", 6),
     ("fleet::run", 6),
     ("backup_cmd", 6),
+    ("backup_cmd::restic", 6),
     ("grafana::backup", 6),
     ("grafana::restore", 6),
     ("prometheus::tsdb", 6),

@@ -1107,6 +1107,12 @@ pub fn is_out_of_space(e: &io::Error) -> bool {
 /// A parsed set ID: `YYYYMMDDTHHMMSSZ` plus `-N` for the N-th set of one
 /// second. Ordering on this type is creation order (`-10` after `-9`, which
 /// plain string order would get wrong).
+/// When set `id` was made (RFC 3339, UTC), read from the ID; `None` when
+/// `id` is not a set ID.
+pub fn set_created(id: &str) -> Option<String> {
+    id.parse::<SetId>().ok().map(|i| i.created())
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct SetId {
     stamp: String,

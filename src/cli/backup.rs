@@ -50,8 +50,10 @@ pub(super) async fn backup(loc: &Locations, name: String) -> CliResult {
 }
 
 /// `unitlet backups [NAME] [-o table|json]`.
-pub(super) fn backups(loc: &Locations, name: Option<&str>, json: bool) -> CliResult {
-    let rows = backup_cmd::backups(loc, name).map_err(|e| CliError::Backups(Box::new(e)))?;
+pub(super) async fn backups(loc: &Locations, name: Option<&str>, json: bool) -> CliResult {
+    let rows = backup_cmd::backups(loc, name)
+        .await
+        .map_err(|e| CliError::Backups(Box::new(e)))?;
     let text = if json {
         let mut s = serde_json::to_string_pretty(&rows).unwrap_or_default();
         s.push('\n');
@@ -73,9 +75,15 @@ pub(super) fn backups(loc: &Locations, name: Option<&str>, json: bool) -> CliRes
 
 /// `unitlet backups verify NAME [ID] [--deep]`: one line per set; exit 1
 /// if any failed (or there is none to check).
-pub(super) fn verify(loc: &Locations, name: String, id: Option<&str>, deep: bool) -> CliResult {
-    let results =
-        backup_cmd::verify(loc, &name, id, deep).map_err(|e| CliError::Backups(Box::new(e)))?;
+pub(super) async fn verify(
+    loc: &Locations,
+    name: String,
+    id: Option<&str>,
+    deep: bool,
+) -> CliResult {
+    let results = backup_cmd::verify(loc, &name, id, deep)
+        .await
+        .map_err(|e| CliError::Backups(Box::new(e)))?;
     let how = if deep {
         "every file re-hashed"
     } else {

@@ -168,7 +168,10 @@ async fn per_manifest(
         }
     }
     if let Some(b) = m.as_backup() {
-        checks.push(destination_check(loc, &m.name, b));
+        checks.push(match &b.restic {
+            Some(_) => restic_check(&m.name).await,
+            None => destination_check(loc, &m.name, b),
+        });
     }
     for (field, p) in secret_files(m) {
         let check = format!("secret/{}", m.name);
@@ -285,6 +288,24 @@ async fn prometheus_flags(http: &reqwest::Client, reload_url: &str) -> Option<bo
     }
     let body = crate::http::read_body(&mut r, 1024 * 1024).await.ok()?;
     lifecycle_flag(&String::from_utf8_lossy(&body))
+}
+
+/// The `restic/NAME` check of a Backup whose destination is a restic
+/// repository: restic is installed and new enough. (The repository itself
+/// is not opened: that needs its password and maybe the network.)
+async fn restic_check(name: &str) -> Check {
+    let check = format!("restic/{name}");
+    match crate::restic::check_version().await {
+        Ok(v) => Check::ok(
+            check,
+            format!("restic {v} is installed (0.14 or newer is needed)"),
+        ),
+        Err(e) => Check::fail(
+            check,
+            e.to_string(),
+            "install Debian's restic: `apt-get install restic`".to_owned(),
+        ),
+    }
 }
 
 /// The `backup-destination/NAME` check: whether a run of Backup NAME

@@ -406,6 +406,13 @@ fn host_checks(m: &Manifest) -> Vec<LoadProblem> {
             }
         }
         Spec::Backup(b) => {
+            if let Some(r) = &b.restic
+                && r.password_file.exists()
+                && let Err(e) = check_secret_file(&r.password_file)
+            {
+                let key = "destination.restic.passwordFile";
+                problems.push((key, format!("spec.{key}"), format!("spec.{key}: {e}")));
+            }
             if let BackupSource::Grafana { auth, .. } = &b.source {
                 // Missing files are reported when a backup runs (the token
                 // may be created after the manifest); a present file must

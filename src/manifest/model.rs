@@ -306,10 +306,27 @@ pub struct BackupSpec {
     pub schedule: Schedule,
     /// `keep`: how many complete sets to keep.
     pub keep: u32,
-    /// `destination`; `None`: `STATE_DIR/backups/NAME`.
+    /// `destination` when it is a directory; `None`: `STATE_DIR/backups/NAME`
+    /// (or the restic repository of `restic`).
     pub destination: Option<PathBuf>,
+    /// `destination: {restic: …}`: sets go to a restic repository instead
+    /// of a directory (`destination` is then `None`).
+    pub restic: Option<ResticDestination>,
     /// `prometheus` or `grafana`.
     pub source: BackupSource,
+}
+
+/// `destination.restic`: a restic repository that holds a Backup's sets,
+/// one restic snapshot per set. The password is read by restic itself,
+/// never by unitlet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResticDestination {
+    /// `repository`: any repository string restic accepts (`/srv/restic`,
+    /// `sftp:user@host:/srv/restic`, `s3:…`, `rest:…`).
+    pub repository: String,
+    /// `passwordFile`: a private file holding the repository's password
+    /// (given to restic as `RESTIC_PASSWORD_FILE`).
+    pub password_file: PathBuf,
 }
 
 /// A problem with a manifest file, located as precisely as we can.

@@ -126,9 +126,11 @@ pub(super) struct RawSpec {
     /// Backup: complete sets kept (default 7).
     #[schemars(with = "Option<i64>")]
     pub(super) keep: Option<Spanned<i64>>,
-    /// Backup: where sets go (default `$XDG_STATE_HOME/unitlet/backups/NAME`).
-    #[schemars(with = "Option<String>")]
-    pub(super) destination: Option<Spanned<String>>,
+    /// Backup: where sets go: a directory (default
+    /// `$XDG_STATE_HOME/unitlet/backups/NAME`) or `{restic: {repository,
+    /// passwordFile}}`.
+    #[schemars(with = "Option<RawDestination>")]
+    pub(super) destination: Option<Spanned<RawDestination>>,
     /// Backup: a Prometheus TSDB snapshot; this or `grafana`.
     #[schemars(with = "Option<RawPrometheus>")]
     pub(super) prometheus: Option<Spanned<RawPrometheus>>,
@@ -283,6 +285,80 @@ pub(super) struct RawGrafana {
     /// Basic authentication, instead of a token.
     #[schemars(with = "Option<RawBasicAuth>")]
     pub(super) basic_auth: Option<Spanned<RawBasicAuth>>,
+}
+
+/// `spec.destination`: a directory, or a restic repository.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[schemars(
+    rename = "Destination",
+    description = "A directory of the Backup's own, or `{restic: {repository, passwordFile}}`."
+)]
+pub(super) enum RawDestination {
+    /// A directory.
+    Path(String),
+    /// A restic repository.
+    Restic(RawResticDestination),
+}
+
+/// A string is a directory; a mapping is `{restic: …}`, whose own errors
+/// (unknown or missing fields) are reported as they are, not as "matches no
+/// variant".
+impl<'de> Deserialize<'de> for RawDestination {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawDestination;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a directory or {restic: {repository, passwordFile}}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawDestination, E> {
+                Ok(RawDestination::Path(v.to_owned()))
+            }
+            // A plain scalar is a (relative) directory name, as when this
+            // field was only a string.
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawDestination, E> {
+                Ok(RawDestination::Path(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawDestination, E> {
+                Ok(RawDestination::Path(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<RawDestination, E> {
+                Ok(RawDestination::Path(v.to_string()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<RawDestination, E> {
+                Ok(RawDestination::Path(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RawDestination, A::Error> {
+                RawResticDestination::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawDestination::Restic)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `destination: {restic: …}`.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "ResticDestination")]
+pub(super) struct RawResticDestination {
+    /// The restic repository.
+    pub(super) restic: RawRestic,
+}
+
+/// A restic repository and its password file.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(rename = "Restic", description = "A restic repository.")]
+pub(super) struct RawRestic {
+    /// Any repository string restic accepts (`/srv/restic`, `sftp:host:/path`, `s3:…`).
+    pub(super) repository: String,
+    /// A private file holding the repository password.
+    pub(super) password_file: String,
 }
 
 #[derive(Deserialize, JsonSchema)]

@@ -489,6 +489,11 @@ fn field_locations(spec: &RawSpec) -> BTreeMap<&'static str, (u64, u64)> {
     if let Some(c) = &spec.credentials {
         at("credentials", &c.referenced);
     }
+    if let Some(d) = &spec.destination
+        && matches!(d.value, RawDestination::Restic(_))
+    {
+        at("destination.restic.passwordFile", &d.referenced);
+    }
     if let Some(g) = &spec.grafana {
         if let Some(t) = &g.value.token_file {
             at("grafana.tokenFile", &t.referenced);
@@ -865,7 +870,11 @@ fn validate_backup(
             "spec.keep {k} is not valid; keep at least 1 backup set"
         )),
     })?;
-    let destination = c.opt(spec.destination, "", |d| check_destination(pctx, &d))?;
+    let target = c.opt(spec.destination, "", |d| match d {
+        RawDestination::Path(d) => check_destination(pctx, &d).map(|p| (Some(p), None)),
+        RawDestination::Restic(r) => check_restic(pctx, r.restic).map(|r| (None, Some(r))),
+    })?;
+    let (destination, restic) = target.unwrap_or((None, None));
     let source = match (spec.prometheus, spec.grafana) {
         (Some(_), Some(g)) => {
             return c.err(
@@ -881,7 +890,31 @@ fn validate_backup(
         schedule,
         keep: keep.unwrap_or(7),
         destination,
+        restic,
         source,
+    })
+}
+
+/// `spec.destination.restic`: a repository string restic can be given as
+/// one argument, and a password file (resolved like every path; its
+/// privacy is checked when it is read, like `grafana.tokenFile`).
+fn check_restic(pctx: &PathContext, r: RawRestic) -> Result<ResticDestination, String> {
+    let repository = r.repository.trim().to_owned();
+    if repository.is_empty() {
+        return Err("spec.destination.restic.repository is empty; give a repository restic accepts, e.g. /srv/restic or sftp:user@host:/srv/restic".to_owned());
+    }
+    if repository.starts_with('-') {
+        return Err(format!(
+            "spec.destination.restic.repository {repository:?} starts with '-', which restic would read as an option"
+        ));
+    }
+    check_text("spec.destination.restic.repository", &repository)?;
+    let password_file = pctx
+        .resolve(&r.password_file)
+        .map_err(|m| format!("spec.destination.restic.passwordFile: {m}"))?;
+    Ok(ResticDestination {
+        repository,
+        password_file,
     })
 }
 
@@ -1237,8 +1270,48 @@ mod tests {
                 "not a directory of its own",
             ),
             ("keep: 2", "spec.prometheus or spec.grafana"),
+            (
+                "destination: {restic: {repository: '', passwordFile: /p}}, prometheus: {url: 'http://x'}",
+                "repository is empty",
+            ),
+            (
+                "destination: {restic: {repository: '-o x', passwordFile: /p}}, prometheus: {url: 'http://x'}",
+                "read as an option",
+            ),
+            (
+                "destination: {restic: {repository: /r}}, prometheus: {url: 'http://x'}",
+                "passwordFile",
+            ),
+            (
+                "destination: {restic: {repository: /r, passwordFile: /p, extra: 1}}, prometheus: {url: 'http://x'}",
+                "unknown field `extra`",
+            ),
+            (
+                "destination: [a], prometheus: {url: 'http://x'}",
+                "a directory or {restic",
+            ),
         ];
         assert_spec_errors("Backup", "schedule: every 1h, ", &cases);
+    }
+
+    /// Issue 24: `destination: {restic: …}` is a repository and a password
+    /// file resolved like every path; no directory destination then.
+    #[test]
+    fn a_restic_destination_is_a_repository_and_a_password_file() {
+        let p = parse(
+            "apiVersion: unitlet/v1\nkind: Backup\nmetadata: {name: a}\nspec: {schedule: every 1h, destination: {restic: {repository: 'sftp:u@h:/srv/r', passwordFile: secrets/restic}}, prometheus: {url: 'http://x'}}\n",
+        );
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        let b = p.manifests[0].as_backup().unwrap();
+        assert_eq!(b.destination, None);
+        let r = b.restic.as_ref().unwrap();
+        assert_eq!(r.repository, "sftp:u@h:/srv/r");
+        assert_eq!(r.password_file, PathBuf::from("/m/secrets/restic"));
+        assert!(
+            p.manifests[0]
+                .field_at
+                .contains_key("destination.restic.passwordFile")
+        );
     }
 
     #[test]

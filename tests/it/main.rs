@@ -28,6 +28,7 @@ mod fake_grafana;
 mod grafana;
 mod grafana_cli;
 mod prometheus_backup;
+mod restic;
 
 /// How long a new revision must stay up to count (unitlet's `SETTLE`).
 pub fn rollout_settle() -> f64 {

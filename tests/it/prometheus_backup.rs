@@ -14,13 +14,16 @@ const PROMETHEUS: &str = "/usr/bin/prometheus";
 const T: Duration = Duration::from_secs(60);
 
 /// A Prometheus managed by unitlet, with a Backup manifest `tsdb` of it.
-struct Prom {
+pub(crate) struct Prom {
     /// Dropped first: a tmpfs mounted for a test must go before the
     /// manager's temporary directory is removed.
     mount: Option<PathBuf>,
-    um: UserManager,
+    pub(crate) um: UserManager,
     port: u16,
-    data: PathBuf,
+    pub(crate) data: PathBuf,
+    /// Extra environment of every `unitlet` run (`PATH` for an `ssh`
+    /// wrapper).
+    pub(crate) env: Vec<(&'static str, PathBuf)>,
 }
 
 impl Drop for Prom {
@@ -31,7 +34,7 @@ impl Drop for Prom {
     }
 }
 
-fn now() -> f64 {
+pub(crate) fn now() -> f64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
@@ -52,7 +55,7 @@ fn enc(s: &str) -> String {
 }
 
 impl Prom {
-    fn start(keep: u32, backup_extra: &str) -> Prom {
+    pub(crate) fn start(keep: u32, backup_extra: &str) -> Prom {
         assert!(
             Path::new(PROMETHEUS).exists(),
             "these tests need a real Prometheus at {PROMETHEUS} (apt-get install prometheus); they never skip"
@@ -92,6 +95,7 @@ impl Prom {
             um,
             port,
             data,
+            env: Vec::new(),
         };
         p.wait_ready();
         p
@@ -112,14 +116,14 @@ impl Prom {
         Some((status, body))
     }
 
-    fn wait_ready(&self) {
+    pub(crate) fn wait_ready(&self) {
         wait_for(T, "Prometheus ready", || {
             self.get("/-/ready").filter(|(s, _)| *s == 200).map(|_| ())
         });
     }
 
     /// The vector result of `expr` at `time`.
-    fn query(&self, expr: &str, time: f64) -> Vec<serde_json::Value> {
+    pub(crate) fn query(&self, expr: &str, time: f64) -> Vec<serde_json::Value> {
         let (status, body) = self
             .get(&format!("/api/v1/query?query={}&time={time:.3}", enc(expr)))
             .expect("Prometheus answers queries");
@@ -129,7 +133,7 @@ impl Prom {
     }
 
     /// Waits until Prometheus has scraped itself a few times.
-    fn wait_samples(&self) {
+    pub(crate) fn wait_samples(&self) {
         wait_for(T, "a few self-scrapes", || {
             let r = self.query("count_over_time(up[10s])", now());
             r.first()
@@ -139,12 +143,13 @@ impl Prom {
         });
     }
 
-    fn unitlet(&self, args: &[&str]) -> std::process::Output {
-        self.um.unitlet(args)
+    pub(crate) fn unitlet(&self, args: &[&str]) -> std::process::Output {
+        let env: Vec<(&str, &Path)> = self.env.iter().map(|(k, v)| (*k, v.as_path())).collect();
+        self.um.unitlet_env(args, &env)
     }
 
     /// `unitlet backup tsdb`, asserting success; returns the new set ID.
-    fn backup(&self) -> String {
+    pub(crate) fn backup(&self) -> String {
         let before: Vec<String> = self
             .sets()
             .iter()
@@ -168,7 +173,7 @@ impl Prom {
     }
 
     /// `unitlet backups tsdb -o json`.
-    fn sets(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn sets(&self) -> Vec<serde_json::Value> {
         let o = self.unitlet(&["backups", "tsdb", "-o", "json"]);
         assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
         serde_json::from_slice::<serde_json::Value>(&o.stdout)
@@ -199,7 +204,7 @@ impl Prom {
     }
 }
 
-fn complete_ids(sets: &[serde_json::Value]) -> Vec<String> {
+pub(crate) fn complete_ids(sets: &[serde_json::Value]) -> Vec<String> {
     sets.iter()
         .filter(|s| s["status"] == "complete")
         .map(|s| s["id"].as_str().unwrap().to_string())
