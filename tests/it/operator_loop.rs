@@ -441,20 +441,21 @@ fn a_unit_stopped_by_hand_while_a_large_batch_starts_is_healed() {
     )
     .unwrap();
     let names: Vec<String> = (0..20).map(|i| format!("b{i:02}")).collect();
-    let staging = um.runtime.join("staging");
-    std::fs::create_dir_all(&staging).unwrap();
-    for n in &names {
-        let m = format!(
-            "apiVersion: unitlet/v1\nkind: Service\nmetadata:\n  name: {n}\nspec:\n  unitFile: {}\n",
-            file.display()
-        );
-        std::fs::write(staging.join(format!("{n}.yaml")), m).unwrap();
-    }
-    // Dropped at once, so one pass starts them as one batch.
-    for n in &names {
-        let f = format!("{n}.yaml");
-        std::fs::rename(staging.join(&f), um.manifests.join(&f)).unwrap();
-    }
+    // One file of 20 documents, renamed into place: one event, so one pass
+    // starts them as one batch (20 files renamed one by one can be seen by
+    // two passes on a loaded machine, neither large enough to pause).
+    let docs: Vec<String> = names
+        .iter()
+        .map(|n| {
+            format!(
+                "apiVersion: unitlet/v1\nkind: Service\nmetadata:\n  name: {n}\nspec:\n  unitFile: {}\n",
+                file.display()
+            )
+        })
+        .collect();
+    let staged = um.runtime.join("batch.yaml");
+    std::fs::write(&staged, docs.join("---\n")).unwrap();
+    std::fs::rename(&staged, um.manifests.join("batch.yaml")).unwrap();
     run.wait_log("unit signals paused", T);
     let batch_started = Instant::now();
     assert!(um.systemctl(&["stop", "other.service"]).status.success());
