@@ -612,10 +612,11 @@ pub fn annotate(state_dir: &Path, status: &mut Status) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn rec(step: Step, replaced: bool) -> Record {
+    /// A journal record of a restore at `step` (test fixture).
+    pub(crate) fn rec(step: Step, replaced: bool) -> Record {
         Record {
             pid: 999_999_999,
             started: "2026-11-28T05:00:00Z".into(),

@@ -9,7 +9,7 @@ use super::{FleetCommand, Output};
 use crate::fleet::cmd::{HostSummary, PushError, Pushed};
 use crate::fleet::publish::FleetObject;
 use crate::fleet::{EtcdArgs, Target};
-use crate::status::{ConditionStatus, ConditionType};
+use crate::status::ConditionType;
 use crate::table::print_table;
 
 /// `unitlet fleet push|get|hosts`.
@@ -132,19 +132,17 @@ fn object_row(o: &FleetObject, wide: bool) -> Vec<String> {
         .conditions
         .iter()
         .find(|c| c.type_ == ConditionType::Ready);
-    let mut row = vec![
-        o.host.clone(),
-        o.name.clone(),
-        o.kind.to_string(),
-        c.map_or(ConditionStatus::Unknown, |c| c.status).to_string(),
-        c.map(|c| c.reason.to_string()).unwrap_or_default(),
-        o.unit
-            .as_ref()
-            .map(|u| format!("{}/{}", u.active_state, u.sub_state))
-            .unwrap_or_default(),
+    let mut row = vec![o.host.clone()];
+    row.extend(super::view::status_columns(
+        &o.name,
+        &o.kind,
+        c,
+        o.unit.as_ref(),
+    ));
+    row.push(
         c.map(|c| age(&c.last_transition_time))
             .unwrap_or_else(|| "-".into()),
-    ];
+    );
     if wide {
         row.push(c.map(|c| c.message.clone()).unwrap_or_default());
     }

@@ -248,6 +248,26 @@ pub(super) async fn get(loc: &Locations, name: Option<&str>, output: Output) -> 
     Ok(())
 }
 
+/// NAME, KIND, READY, REASON, STATE of an object: the columns `get` and
+/// `fleet get` share.
+pub(super) fn status_columns(
+    name: &str,
+    kind: &str,
+    ready: Option<&crate::status::Condition>,
+    unit: Option<&crate::status::UnitStatus>,
+) -> Vec<String> {
+    vec![
+        name.to_owned(),
+        kind.to_owned(),
+        ready
+            .map_or(ConditionStatus::Unknown, |c| c.status)
+            .to_string(),
+        ready.map(|c| c.reason.to_string()).unwrap_or_default(),
+        unit.map(|u| format!("{}/{}", u.active_state, u.sub_state))
+            .unwrap_or_default(),
+    ]
+}
+
 /// The header and rows of `get`'s table; `wide` adds live use against
 /// limits, the manifest file and the Ready message.
 async fn get_table(
@@ -258,19 +278,7 @@ async fn get_table(
     let mut header = vec!["NAME", "KIND", "READY", "REASON", "STATE"];
     let mut rows: Vec<Vec<String>> = objs
         .iter()
-        .map(|o| {
-            let c = o.ready();
-            vec![
-                o.name.clone(),
-                o.kind.to_string(),
-                c.map_or(ConditionStatus::Unknown, |c| c.status).to_string(),
-                c.map(|c| c.reason.to_string()).unwrap_or_default(),
-                o.unit
-                    .as_ref()
-                    .map(|u| format!("{}/{}", u.active_state, u.sub_state))
-                    .unwrap_or_default(),
-            ]
-        })
+        .map(|o| status_columns(&o.name, &o.kind.to_string(), o.ready(), o.unit.as_ref()))
         .collect();
     if wide {
         header.extend(["MEMORY", "CPU", "TASKS", "FILE", "MESSAGE"]);

@@ -586,20 +586,7 @@ async fn execute(r: &Record, sd: &impl UserManager) -> Result<Recovered, String>
 mod tests {
     use super::*;
 
-    fn rec(step: Step, replaced: bool) -> Record {
-        Record {
-            pid: 999_999_999,
-            started: "2026-11-28T05:00:00Z".into(),
-            backup: "tsdb".into(),
-            set_id: "S".into(),
-            service: "prometheus".into(),
-            data_dir: "/p/data".into(),
-            staging: "/p/data.restoring-20261127T235501Z".into(),
-            replaced: replaced.then(|| "/p/data.replaced-20261127T235501Z".into()),
-            step,
-            cause: None,
-        }
-    }
+    use crate::journal::tests::rec;
 
     fn disk(data_dir: bool, replaced: bool, staging: bool) -> OnDisk {
         OnDisk {
