@@ -116,6 +116,30 @@ impl Prom {
         Some((status, body))
     }
 
+    /// Stop Prometheus, empty its data directory, start it again: the
+    /// samples from before `before` are gone (checked).
+    pub(crate) fn wipe(&self, before: f64) {
+        assert!(
+            self.um
+                .systemctl(&["stop", "prometheus.service"])
+                .status
+                .success()
+        );
+        std::fs::remove_dir_all(&self.data).unwrap();
+        std::fs::create_dir(&self.data).unwrap();
+        assert!(
+            self.um
+                .systemctl(&["start", "prometheus.service"])
+                .status
+                .success()
+        );
+        self.wait_ready();
+        assert!(
+            self.query("up", before).is_empty(),
+            "the wipe lost the samples"
+        );
+    }
+
     pub(crate) fn wait_ready(&self) {
         wait_for(T, "Prometheus ready", || {
             self.get("/-/ready").filter(|(s, _)| *s == 200).map(|_| ())
@@ -326,23 +350,7 @@ fn restore_brings_back_samples_after_the_data_was_wiped() {
     let id = p.backup();
 
     // Wipe.
-    assert!(
-        p.um.systemctl(&["stop", "prometheus.service"])
-            .status
-            .success()
-    );
-    std::fs::remove_dir_all(&p.data).unwrap();
-    std::fs::create_dir(&p.data).unwrap();
-    assert!(
-        p.um.systemctl(&["start", "prometheus.service"])
-            .status
-            .success()
-    );
-    p.wait_ready();
-    assert!(
-        p.query("up", before).is_empty(),
-        "the wipe lost the samples"
-    );
+    p.wipe(before);
 
     // A dry run verifies and changes nothing.
     let pid = p.main_pid();

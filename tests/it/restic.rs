@@ -144,23 +144,7 @@ fn backup_keep_verify_restore(p: &Prom, repo: &Repo) -> Vec<String> {
     }
 
     // Wipe, then restore the newest set.
-    assert!(
-        p.um.systemctl(&["stop", "prometheus.service"])
-            .status
-            .success()
-    );
-    std::fs::remove_dir_all(&p.data).unwrap();
-    std::fs::create_dir(&p.data).unwrap();
-    assert!(
-        p.um.systemctl(&["start", "prometheus.service"])
-            .status
-            .success()
-    );
-    p.wait_ready();
-    assert!(
-        p.query("up", before).is_empty(),
-        "the wipe lost the samples"
-    );
+    p.wipe(before);
     let o = p.unitlet(&["restore", "tsdb", &ids[2]]);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     assert_eq!(p.um.active("prometheus.service"), "active");
