@@ -192,6 +192,34 @@ pub fn open_flags(flags: rustix::fs::OFlags) -> i32 {
     i32::try_from(flags.bits()).unwrap_or(0)
 }
 
+/// Copies `from` to a new file `to` (its mode kept; `create_new`, so
+/// nothing is overwritten), giving every chunk to `inspect` (a hash, a
+/// progress bar), then fsyncs the copy. Returns the bytes copied.
+///
+/// # Errors
+/// Any I/O error; `to` may then exist, partly written.
+pub fn copy_file_with(
+    from: &Path,
+    to: &Path,
+    mut inspect: impl FnMut(&[u8]),
+) -> std::io::Result<u64> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut input = std::fs::File::open(from)?;
+    let mode = input.metadata()?.permissions().mode() & 0o7777;
+    let mut output = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(to)?;
+    let total = for_each_chunk(&mut input, 1024 * 1024, |c| {
+        inspect(c);
+        output.write_all(c)
+    })?;
+    output.sync_all()?;
+    Ok(total)
+}
+
 /// Create a directory and its parents, mode 0755 whatever the umask's
 /// group bits: unitlet refuses state directories others can write, so it
 /// must not create one (a umask of 002 would).

@@ -32,8 +32,8 @@
 
 use std::collections::HashSet;
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -465,19 +465,8 @@ fn link_or_copy(from: &Path, to: &Path) -> io::Result<(u64, String)> {
             ) => {}
         Err(e) => return Err(e),
     }
-    let mut input = File::open(from)?;
-    let mode = input.metadata()?.permissions().mode() & 0o7777;
-    let mut output = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(to)?;
     let mut hasher = Sha256::new();
-    let size = crate::fsutil::for_each_chunk(&mut input, 1024 * 1024, |c| {
-        hasher.update(c);
-        output.write_all(c)
-    })?;
-    output.sync_all()?;
+    let size = crate::fsutil::copy_file_with(from, to, |c| hasher.update(c))?;
     Ok((size, hex::encode(hasher.finalize())))
 }
 

@@ -18,9 +18,9 @@
 //! data, and the downtime is two renames plus a start.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -307,21 +307,10 @@ fn copy_file(
     pb: &ProgressBar,
     mut inspect: impl FnMut(&[u8]),
 ) -> io::Result<u64> {
-    let mut input = File::open(from)?;
-    let mode = input.metadata()?.permissions().mode() & 0o7777;
-    let mut output = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(to)?;
-    let total = crate::fsutil::for_each_chunk(&mut input, 1024 * 1024, |c| {
+    crate::fsutil::copy_file_with(from, to, |c| {
         inspect(c);
-        output.write_all(c)?;
         pb.inc(c.len() as u64);
-        Ok(())
-    })?;
-    output.sync_all()?;
-    Ok(total)
+    })
 }
 
 // ---------------------------------------------------------------------------
