@@ -40,6 +40,10 @@ pub(super) async fn command(
             Ok(())
         }
         Outcome::Complete { .. } => Ok(()),
+        Outcome::Undone { revision } => {
+            println!("rollout {revision} undone");
+            Ok(())
+        }
         Outcome::Halted {
             revision,
             halt,

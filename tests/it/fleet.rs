@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::support::{RunningOperator, UNITLET, UserManager, stderr, stdout, wait_for};
 
 #[path = "support/etcd.rs"]
-mod etcd;
+pub(crate) mod etcd;
 use etcd::EtcdCluster;
 
 /// The lease TTL the hosts run with: short, so a dead host goes quickly.

@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::{RunningOperator, UNITLET, UserManager, stderr, stdout, wait_for};
 
-#[path = "support/etcd.rs"]
-mod etcd;
-use etcd::EtcdCluster;
+use crate::fleet::etcd::EtcdCluster;
 
 /// The lease TTL the hosts run with.
 const TTL: &str = "4s";

@@ -101,6 +101,11 @@ pub enum Outcome {
         /// The rollout.
         revision: u64,
     },
+    /// `fleet rollout undo` put every changed host back.
+    Undone {
+        /// The rollout.
+        revision: u64,
+    },
     /// A host failed.
     Halted {
         /// The rollout.
@@ -489,13 +494,32 @@ impl Session<'_> {
                 "rollout {} halted and was started with --no-undo: put its hosts back with `unitlet fleet rollout undo`, or fix the files and roll out again after that",
                 self.record.revision
             ))),
-            _ => self.undo_now().await,
+            _ => {
+                self.put_back().await?;
+                Ok(match self.record.halt {
+                    Some(_) => self.halted_outcome(true),
+                    None => Outcome::Undone {
+                        revision: self.record.revision,
+                    },
+                })
+            }
         }
     }
 
+    /// `fleet rollout undo`: every changed host put back.
     async fn undo_now(&mut self) -> Result<Outcome, RolloutError> {
+        let info = LockInfo {
+            revision: self.record.revision,
+            by: record::whoami(),
+            since: record::now_rfc3339(),
+        };
+        self.lock
+            .set_info(&mut self.client, self.args, &info)
+            .await?;
         self.put_back().await?;
-        Ok(self.halted_outcome(true))
+        Ok(Outcome::Undone {
+            revision: self.record.revision,
+        })
     }
 
     fn halted_outcome(&self, undone: bool) -> Outcome {
@@ -848,7 +872,8 @@ impl Session<'_> {
         if self.record.options.no_undo {
             return Ok(self.halted_outcome(false));
         }
-        self.undo_now().await
+        self.put_back().await?;
+        Ok(self.halted_outcome(true))
     }
 
     /// Put every host key the rollout wrote back to what it replaced (only
