@@ -243,17 +243,9 @@ fn strip(kvs: &[(String, String)], dir: &str) -> BTreeMap<String, String> {
 /// Whether `labels` match `selector` (`KEY=VALUE`, comma-separated, all
 /// must hold).
 fn selected(selector: &str, labels: &BTreeMap<String, String>) -> Result<bool, RolloutError> {
-    // TODO(waves): crate::fleet::parse_selector once hostside is merged.
-    let mut all = true;
-    for pair in selector.split(',') {
-        let Some((k, v)) = pair.split_once('=').filter(|(k, _)| !k.is_empty()) else {
-            return Err(RolloutError::Refused(format!(
-                "--selector {selector:?}: {pair:?} is not KEY=VALUE (e.g. gpu=h100,zone=a)"
-            )));
-        };
-        all &= labels.get(k.trim()).map(String::as_str) == Some(v.trim());
-    }
-    Ok(all)
+    let sel = crate::fleet::parse_selector(selector)
+        .map_err(|e| RolloutError::Refused(format!("--selector: {e}")))?;
+    Ok(sel.matches(labels))
 }
 
 /// The unfinished rollout among `records`, if any.
