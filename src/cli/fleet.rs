@@ -173,6 +173,7 @@ fn print_hosts(hosts: &[HostSummary], output: Output) {
                     let mut v = serde_json::to_value(&h.record).unwrap_or_default();
                     v["objects"] = h.objects.into();
                     v["ready"] = h.ready.into();
+                    v["revision"] = h.revision.into();
                     v
                 })
                 .collect();
@@ -200,10 +201,11 @@ fn print_hosts(hosts: &[HostSummary], output: Output) {
                         format!("{}/{}", h.ready, h.objects),
                         age(&h.record.started_at),
                         labels_cell(&h.record.labels),
+                        h.revision.map_or_else(|| "-".into(), |r| r.to_string()),
                     ]
                 })
                 .collect();
-            let header = ["HOST", "HOSTNAME", "READY", "UP", "LABELS"];
+            let header = ["HOST", "HOSTNAME", "READY", "UP", "LABELS", "REVISION"];
             print_table(&mut out, &header, &rows);
         }
     }

@@ -140,6 +140,16 @@ fn status_json(cluster: &EtcdCluster, prefix: &str) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
+/// Wait until `fleet hosts` says every host runs rollout `revision`.
+fn wait_revisions(cluster: &EtcdCluster, prefix: &str, revision: u64) {
+    wait_for(WAIT, &format!("every host at rollout {revision}"), || {
+        let o = fleet(cluster, prefix, &["hosts", "-o", "json"], WAIT);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+        let hosts = v.as_array()?;
+        (!hosts.is_empty() && hosts.iter().all(|h| h["revision"] == revision)).then_some(())
+    });
+}
+
 fn ok(o: &Output, what: &str) -> String {
     assert!(
         o.status.success(),
@@ -275,6 +285,8 @@ fn fleet_rollout_a_good_change_goes_in_waves_and_a_bad_one_stops_at_the_canary()
     assert_eq!(st["revision"], 2);
     assert_eq!(st["phase"], "Undone", "{st}");
     assert_eq!(st["halt"]["host"], "h1", "{st}");
+    // Every host runs rollout 1's files again.
+    wait_revisions(&cluster, prefix, 1);
     // The other hosts never ran it: not restarted, same command line.
     for (h, t) in hosts[1..].iter().zip(&before) {
         assert_eq!(h.started_at("web.service"), *t, "{} restarted", h.id);

@@ -364,6 +364,27 @@ pub fn got(record: &Record, host: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The newest rollout whose files a host runs, for `fleet hosts`: every
+/// object the host publishes from one of the rollout's files is at that
+/// file's digest (and not rolled back), and there is at least one.
+/// `records` oldest first.
+pub fn host_revision(records: &[Record], objects: &[HostObject]) -> Option<u64> {
+    records.iter().rev().find_map(|r| {
+        let mut seen = false;
+        for o in objects {
+            let Some(put) = o.key_name().and_then(|n| r.puts.get(n)) else {
+                continue;
+            };
+            let rolled_back = o.ready().is_some_and(|c| c.reason == "RolledBack");
+            if o.manifest_digest != put.digest || rolled_back {
+                return None;
+            }
+            seen = true;
+        }
+        seen.then_some(r.revision)
+    })
+}
+
 /// One host key a rollout writes or puts back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyWrite {
@@ -616,6 +637,56 @@ mod tests {
         // With --stable 0, good is Ready at once.
         let mut c = HostClock::new(t0);
         assert_eq!(c.judge(&good, t0, Duration::ZERO, d), Judged::Ready);
+    }
+
+    #[test]
+    fn a_host_runs_the_newest_rollout_whose_every_file_it_runs_at_its_digest() {
+        use super::super::record::*;
+        let rec = |revision: u64, digest: &str| Record {
+            revision,
+            phase: Phase::Complete,
+            started_by: String::new(),
+            started_at: String::new(),
+            updated_at: String::new(),
+            dir: String::new(),
+            target: RolloutTarget {
+                all: true,
+                selector: None,
+            },
+            options: RolloutOptions {
+                canary: 1,
+                wave_percent: 25,
+                stable: Duration::ZERO,
+                progress_deadline: Duration::from_secs(1),
+                no_undo: false,
+            },
+            puts: BTreeMap::from([(
+                "web".into(),
+                Put {
+                    value: String::new(),
+                    digest: digest.into(),
+                },
+            )]),
+            deletes: vec![],
+            hosts: vec![],
+            names: BTreeMap::new(),
+            waves: vec![],
+            wave: 0,
+            replaced: BTreeMap::new(),
+            verdicts: BTreeMap::new(),
+            halt: None,
+        };
+        let records = [rec(1, "d1"), rec(2, "d2"), rec(3, "d3")];
+        let web = |d: &str, reason: &str| obj("web", d, "True", reason);
+        assert_eq!(host_revision(&records, &[web("d2", "Running")]), Some(2));
+        assert_eq!(host_revision(&records, &[web("d3", "Running")]), Some(3));
+        // Rolled back from d3: it runs the one before, which no rollout names.
+        assert_eq!(host_revision(&records, &[web("d3", "RolledBack")]), None);
+        assert_eq!(
+            host_revision(&records, &[obj("other", "d3", "True", "Running")]),
+            None
+        );
+        assert_eq!(host_revision(&[], &[web("d3", "Running")]), None);
     }
 
     #[test]
