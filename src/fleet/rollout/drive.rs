@@ -279,10 +279,13 @@ pub async fn rollout(
                 rev,
                 progress,
             };
-            let out = s.announce(resumed).await;
-            let out = match out {
-                Ok(()) => s.run().await,
-                Err(e) => Err(e),
+            let out = if resumed {
+                s.resume_now().await
+            } else {
+                match s.announce(false).await {
+                    Ok(()) => s.run().await,
+                    Err(e) => Err(e),
+                }
             };
             s.lock.release(&mut s.client).await;
             return out;
@@ -316,7 +319,7 @@ async fn begin(
     }
     let change = plan::change(&start.files, &snap.all, &targeted, &start.target);
     if let Some((r, rev)) = unfinished(&snap.records) {
-        if r.same_change(&change.puts, &change.deletes, &start.target) {
+        if plan::same_change(r, &start.files, &change, &start.target) {
             return Ok(Some((r.clone(), *rev, true)));
         }
         return Err(RolloutError::Unfinished {
