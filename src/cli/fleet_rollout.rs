@@ -205,10 +205,10 @@ impl Progress for Printer {
                 of,
             } => {
                 let name = wave_name(wave, waves);
-                if let Some(b) = &self.bar {
-                    b.inc(1);
+                match &self.bar {
+                    Some(b) => b.inc(1),
+                    None => self.line(format!("{name}: {host} ready")),
                 }
-                self.line(format!("{name}: {host} ready"));
                 if ready == of {
                     self.done();
                     self.line(format!("{name}: {ready}/{of} hosts ready"));
