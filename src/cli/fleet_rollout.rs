@@ -11,7 +11,7 @@ use super::{FleetRolloutArgs, FleetRolloutCommand, Output};
 use crate::fleet::EtcdArgs;
 use crate::fleet::cmd::PushError;
 use crate::fleet::rollout::drive::{self, Event, Outcome, Progress, Start};
-use crate::fleet::rollout::record::{Record, RolloutOptions, RolloutTarget};
+use crate::fleet::rollout::record::{LockInfo, Record, RolloutOptions, RolloutTarget};
 use crate::table::print_table;
 
 /// `unitlet fleet rollout …`.
@@ -26,7 +26,8 @@ pub(super) async fn command(
         Some(FleetRolloutCommand::Resume) => drive::resume(etcd, &mut printer).await?,
         Some(FleetRolloutCommand::Undo) => drive::undo(etcd, &mut printer).await?,
         Some(FleetRolloutCommand::Status { output }) => {
-            return print_status(drive::latest(etcd).await?.as_ref(), output);
+            let (record, lock) = drive::latest(etcd).await?;
+            return print_status(record.as_ref(), lock.as_ref(), output);
         }
         Some(FleetRolloutCommand::History) => {
             print_history(&drive::history(etcd).await?);
@@ -246,7 +247,7 @@ fn changed(r: &Record) -> String {
 }
 
 /// `fleet rollout status`.
-fn print_status(r: Option<&Record>, output: Output) -> CliResult {
+fn print_status(r: Option<&Record>, lock: Option<&LockInfo>, output: Output) -> CliResult {
     let Some(r) = r else {
         println!("no rollout yet");
         return Ok(());
@@ -276,6 +277,18 @@ fn print_status(r: Option<&Record>, output: Output) -> CliResult {
                 r.started_by
             );
             let _ = writeln!(out, "changed: {} (from {})", changed(r), r.dir);
+            match lock {
+                Some(l) => {
+                    let _ = writeln!(out, "running: {}", l.describe());
+                }
+                None if !r.phase.is_terminal() => {
+                    let _ = writeln!(
+                        out,
+                        "stopped: `unitlet fleet rollout resume` continues it, `unitlet fleet rollout undo` puts its hosts back"
+                    );
+                }
+                None => {}
+            }
             if let Some(h) = &r.halt {
                 let _ = writeln!(
                     out,

@@ -427,12 +427,22 @@ async fn with_unfinished(
     out
 }
 
-/// The newest record, for `fleet rollout status`.
+/// The newest record and who holds the lock, for `fleet rollout status`.
 ///
 /// # Errors
 /// etcd cannot be read.
-pub async fn latest(args: &EtcdArgs) -> Result<Option<Record>, FleetError> {
-    Ok(history(args).await?.pop())
+pub async fn latest(args: &EtcdArgs) -> Result<(Option<Record>, Option<LockInfo>), FleetError> {
+    let mut client = args.connect().await?;
+    let read = async {
+        let records = record::read_all(&mut client, args).await?;
+        let lock = record::holder(&mut client, args).await?;
+        Ok::<_, RolloutError>((records.into_iter().map(|(r, _)| r).next_back(), lock))
+    };
+    match read.await {
+        Ok(r) => Ok(r),
+        Err(RolloutError::Etcd(e)) => Err(e),
+        Err(e) => Err(FleetError::Usage(e.to_string())),
+    }
 }
 
 /// Every record, oldest first, for `fleet rollout history` and `fleet

@@ -221,6 +221,40 @@ pub struct LockInfo {
     pub since: String,
 }
 
+impl LockInfo {
+    /// `rollout N is in progress, started by … at …`.
+    pub fn describe(&self) -> String {
+        match self.revision {
+            0 => format!(
+                "another fleet rollout command is in progress, started by {} at {}",
+                self.by, self.since
+            ),
+            n => format!(
+                "rollout {n} is in progress, started by {} at {}",
+                self.by, self.since
+            ),
+        }
+    }
+}
+
+/// Read the lock: who holds it, if anyone.
+///
+/// # Errors
+/// etcd cannot be read.
+pub async fn holder(
+    client: &mut Client,
+    args: &EtcdArgs,
+) -> Result<Option<LockInfo>, RolloutError> {
+    let key = args.keys().rollout_lock();
+    let r = client
+        .get(key.as_str(), None)
+        .await
+        .map_err(|e| RolloutError::etcd(args, format!("read {key}"), e))?;
+    Ok(r.kvs()
+        .first()
+        .and_then(|kv| serde_json::from_slice::<LockInfo>(kv.value()).ok()))
+}
+
 /// Why a rollout could not go on.
 #[derive(Debug, thiserror::Error)]
 pub enum RolloutError {
@@ -228,10 +262,7 @@ pub enum RolloutError {
     #[error("{0}; the rollout stays resumable: `unitlet fleet rollout resume`")]
     Etcd(#[source] FleetError),
     /// Another rollout holds the lock.
-    #[error(
-        "rollout {} is in progress, started by {} at {}; wait for it, or see `unitlet fleet rollout status`",
-        .0.revision, .0.by, .0.since
-    )]
+    #[error("{}; wait for it, or see `unitlet fleet rollout status`", .0.describe())]
     Locked(LockInfo),
     /// An unfinished rollout with another change.
     #[error(
