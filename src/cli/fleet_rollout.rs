@@ -279,7 +279,11 @@ fn print_status(r: Option<&Record>, lock: Option<&LockInfo>, output: Output) -> 
             let _ = writeln!(out, "changed: {} (from {})", changed(r), r.dir);
             match lock {
                 Some(l) => {
-                    let _ = writeln!(out, "running: {}", l.describe());
+                    let _ = writeln!(
+                        out,
+                        "locked: {} (the lock of a command that stopped goes within 10 s)",
+                        l.describe()
+                    );
                 }
                 None if !r.phase.is_terminal() => {
                     let _ = writeln!(
