@@ -399,6 +399,7 @@ impl Lock {
             return Err(RolloutError::Locked(info));
         }
         let mut c = client.clone();
+        let args = args.clone();
         let keeper = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(LOCK_KEEP_ALIVE).await;
@@ -411,7 +412,14 @@ impl Lock {
                             return;
                         }
                     }
-                    Err(e) => tracing::debug!("rollout lock keep-alive failed: {e}"),
+                    Err(e) => {
+                        // The member went away: the next keep-alive goes
+                        // to another one (the lease lives in the cluster).
+                        tracing::debug!("rollout lock keep-alive failed: {e}");
+                        if let Ok(other) = args.connect().await {
+                            c = other;
+                        }
+                    }
                 }
             }
         });
