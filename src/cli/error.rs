@@ -228,7 +228,7 @@ impl CliError {
             {
                 OPERATIONAL
             }
-            CliError::Push(PushError::Etcd(_)) => OPERATIONAL,
+            CliError::Push(PushError::Etcd(_) | PushError::Rollout(_)) => OPERATIONAL,
             CliError::Logs(e) if e.is_unknown_unit() => NOT_OK,
             CliError::Logs(_) => OPERATIONAL,
             CliError::Push(PushError::Invalid { .. } | PushError::File { .. }) => NOT_OK,

@@ -11,7 +11,7 @@ use super::{FleetRolloutArgs, FleetRolloutCommand, Output};
 use crate::fleet::EtcdArgs;
 use crate::fleet::cmd::PushError;
 use crate::fleet::rollout::drive::{self, Event, Outcome, Progress, Start};
-use crate::fleet::rollout::record::{Record, RolloutOptions, RolloutTarget};
+use crate::fleet::rollout::record::{LockInfo, Record, RolloutOptions, RolloutTarget};
 use crate::table::print_table;
 
 /// `unitlet fleet rollout …`.
@@ -26,7 +26,8 @@ pub(super) async fn command(
         Some(FleetRolloutCommand::Resume) => drive::resume(etcd, &mut printer).await?,
         Some(FleetRolloutCommand::Undo) => drive::undo(etcd, &mut printer).await?,
         Some(FleetRolloutCommand::Status { output }) => {
-            return print_status(drive::latest(etcd).await?.as_ref(), output);
+            let (record, lock) = drive::latest(etcd).await?;
+            return print_status(record.as_ref(), lock.as_ref(), output);
         }
         Some(FleetRolloutCommand::History) => {
             print_history(&drive::history(etcd).await?);
@@ -40,6 +41,10 @@ pub(super) async fn command(
             Ok(())
         }
         Outcome::Complete { .. } => Ok(()),
+        Outcome::Undone { revision } => {
+            println!("rollout {revision} undone");
+            Ok(())
+        }
         Outcome::Halted {
             revision,
             halt,
@@ -84,13 +89,19 @@ async fn start(
             return Err(CliError::Push(e));
         }
     };
+    // The canonical form (sorted pairs), so a rerun with the pairs in
+    // another order is the same rollout.
+    let selector = match &args.selector {
+        Some(s) => Some(crate::fleet::parse_selector(s)?.to_string()),
+        None => None,
+    };
     let abs = std::path::absolute(&dir).unwrap_or(dir);
     let start = Start {
         files,
         dir: abs.display().to_string(),
         target: RolloutTarget {
-            all: args.selector.is_none(),
-            selector: args.selector,
+            all: selector.is_none(),
+            selector,
         },
         options: RolloutOptions {
             canary: args.canary,
@@ -195,10 +206,10 @@ impl Progress for Printer {
                 of,
             } => {
                 let name = wave_name(wave, waves);
-                if let Some(b) = &self.bar {
-                    b.inc(1);
+                match &self.bar {
+                    Some(b) => b.inc(1),
+                    None => self.line(format!("{name}: {host} ready")),
                 }
-                self.line(format!("{name}: {host} ready"));
                 if ready == of {
                     self.done();
                     self.line(format!("{name}: {ready}/{of} hosts ready"));
@@ -236,7 +247,7 @@ fn changed(r: &Record) -> String {
 }
 
 /// `fleet rollout status`.
-fn print_status(r: Option<&Record>, output: Output) -> CliResult {
+fn print_status(r: Option<&Record>, lock: Option<&LockInfo>, output: Output) -> CliResult {
     let Some(r) = r else {
         println!("no rollout yet");
         return Ok(());
@@ -266,6 +277,22 @@ fn print_status(r: Option<&Record>, output: Output) -> CliResult {
                 r.started_by
             );
             let _ = writeln!(out, "changed: {} (from {})", changed(r), r.dir);
+            match lock {
+                Some(l) => {
+                    let _ = writeln!(
+                        out,
+                        "locked: {} (the lock of a command that stopped goes within 10 s)",
+                        l.describe()
+                    );
+                }
+                None if !r.phase.is_terminal() => {
+                    let _ = writeln!(
+                        out,
+                        "stopped: `unitlet fleet rollout resume` continues it, `unitlet fleet rollout undo` puts its hosts back"
+                    );
+                }
+                None => {}
+            }
             if let Some(h) = &r.halt {
                 let _ = writeln!(
                     out,
@@ -273,33 +300,36 @@ fn print_status(r: Option<&Record>, output: Output) -> CliResult {
                     h.host, h.object, h.reason, h.message
                 );
             }
-            let rows: Vec<Vec<String>> = r
-                .waves
-                .iter()
-                .enumerate()
-                .flat_map(|(i, hs)| hs.iter().map(move |h| (i, h)))
-                .map(|(i, h)| {
-                    let v = r.verdicts.get(h);
-                    vec![
-                        h.clone(),
-                        (i + 1).to_string(),
-                        v.map(|v| v.state.to_string())
-                            .unwrap_or_else(|| "Pending".into()),
-                        v.map(|v| v.object.clone())
-                            .filter(|o| !o.is_empty())
-                            .unwrap_or_else(|| "-".into()),
-                        v.map(|v| v.message.clone()).unwrap_or_default(),
-                    ]
-                })
-                .collect();
             print_table(
                 &mut out,
                 &["HOST", "WAVE", "STATE", "OBJECT", "MESSAGE"],
-                &rows,
+                &verdict_rows(r),
             );
         }
     }
     Ok(())
+}
+
+/// One row per host of `r`, wave by wave.
+fn verdict_rows(r: &Record) -> Vec<Vec<String>> {
+    r.waves
+        .iter()
+        .enumerate()
+        .flat_map(|(i, hs)| hs.iter().map(move |h| (i, h)))
+        .map(|(i, h)| {
+            let v = r.verdicts.get(h);
+            vec![
+                h.clone(),
+                (i + 1).to_string(),
+                v.map(|v| v.state.to_string())
+                    .unwrap_or_else(|| "Pending".into()),
+                v.map(|v| v.object.clone())
+                    .filter(|o| !o.is_empty())
+                    .unwrap_or_else(|| "-".into()),
+                v.map(|v| v.message.clone()).unwrap_or_default(),
+            ]
+        })
+        .collect()
 }
 
 /// `fleet rollout history`.
@@ -322,4 +352,54 @@ fn print_history(records: &[Record]) {
         &["REVISION", "PHASE", "TARGET", "CHANGED", "STARTED", "BY"],
         &rows,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Cli, parse_duration_or_zero, parse_wave_percent};
+    use clap::Parser;
+
+    #[test]
+    fn wave_shares_are_1_to_100_percent_and_stable_may_be_zero() {
+        assert_eq!(parse_wave_percent("25%"), Ok(25));
+        assert_eq!(parse_wave_percent("100"), Ok(100));
+        for bad in ["0%", "101%", "x", ""] {
+            assert!(parse_wave_percent(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_duration_or_zero("0"), Ok(std::time::Duration::ZERO));
+        assert_eq!(
+            parse_duration_or_zero("2s"),
+            Ok(std::time::Duration::from_secs(2))
+        );
+    }
+
+    #[test]
+    fn a_rollout_needs_dir_and_all_or_a_selector_and_its_subcommands_need_neither() {
+        let parse =
+            |a: &[&str]| Cli::try_parse_from([&["unitlet", "fleet", "rollout"], a].concat());
+        assert!(parse(&["d"]).is_err(), "--all or --selector");
+        assert!(parse(&["d", "--all", "--selector", "a=b"]).is_err());
+        assert!(parse(&["--all"]).is_err(), "DIR");
+        assert!(parse(&["d", "--all"]).is_ok());
+        assert!(
+            parse(&[
+                "d",
+                "--selector",
+                "gpu=h100",
+                "--canary",
+                "2",
+                "--wave",
+                "50%"
+            ])
+            .is_ok()
+        );
+        for sub in [
+            &["status", "-o", "json"][..],
+            &["history"],
+            &["resume"],
+            &["undo"],
+        ] {
+            assert!(parse(sub).is_ok(), "{sub:?}");
+        }
+    }
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use super::etcd::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
 
 use super::publish::{FleetObject, HostRecord};
+use super::rollout::plan::HostObject;
 use super::{EtcdArgs, FleetError, Target, check_key_name};
 use crate::manifest;
 
@@ -70,6 +71,10 @@ pub enum PushError {
     /// pushes kept changing the same keys).
     #[error(transparent)]
     Etcd(#[from] FleetError),
+    /// A fleet rollout is running or stopped half-way: a push now would be
+    /// overwritten by its last step or undo a wave behind its back.
+    #[error("{0}: nothing was pushed")]
+    Rollout(String),
 }
 
 /// What a push did.
@@ -94,7 +99,22 @@ pub struct Pushed {
 pub async fn push(etcd: &EtcdArgs, dir: &Path, target: &Target) -> Result<Pushed, PushError> {
     let files = read_push(dir)?;
     let prefix = etcd.keys().target_dir(target);
-    let (puts, deletes, revision) = push_txn(etcd, &prefix, &files).await?;
+    let mut pushed = None;
+    for _ in 0..PUSH_TRIES {
+        refuse_during_a_rollout(etcd).await?;
+        // `None`: a rollout command took the lock meanwhile.
+        pushed = push_txn(etcd, &prefix, &files).await?;
+        if pushed.is_some() {
+            break;
+        }
+    }
+    let Some((puts, deletes, revision)) = pushed else {
+        return Err(PushError::Etcd(FleetError::Contended {
+            endpoints: etcd.endpoints_for_people(),
+            prefix,
+            tries: PUSH_TRIES,
+        }));
+    };
     Ok(Pushed {
         prefix,
         files: files.len(),
@@ -102,6 +122,30 @@ pub async fn push(etcd: &EtcdArgs, dir: &Path, target: &Target) -> Result<Pushed
         deletes,
         revision,
     })
+}
+
+/// A push beside a fleet rollout would race it: the rollout's last step
+/// writes `all/` over the push, and a host key pushed under a wave would be
+/// judged, kept or put back as the rollout's own. Refused while a rollout
+/// command holds the lock or a rollout stopped half-way, naming it.
+async fn refuse_during_a_rollout(etcd: &EtcdArgs) -> Result<(), PushError> {
+    let (record, lock) = super::rollout::drive::latest(etcd).await?;
+    if let Some(l) = lock {
+        return Err(PushError::Rollout(format!(
+            "{}; push when it is over (`unitlet fleet rollout status`), or make the change a rollout",
+            l.describe()
+        )));
+    }
+    match record {
+        Some(r) if !r.phase.is_terminal() => Err(PushError::Rollout(format!(
+            "rollout {} stopped unfinished ({}, wave {} of {}): finish it with `unitlet fleet rollout resume` or put its hosts back with `unitlet fleet rollout undo`, then push",
+            r.revision,
+            r.phase,
+            (r.wave + 1).min(r.waves.len()),
+            r.waves.len()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// `fleet rollout DIR`: DIR's manifest files by key name, validated as for
@@ -163,8 +207,9 @@ async fn push_txn(
     etcd: &EtcdArgs,
     prefix: &str,
     files: &BTreeMap<String, Vec<u8>>,
-) -> Result<(Vec<String>, Vec<String>, i64), FleetError> {
+) -> Result<Option<(Vec<String>, Vec<String>, i64)>, FleetError> {
     let mut client = etcd.connect().await?;
+    let lock = etcd.keys().rollout_lock();
     for _ in 0..PUSH_TRIES {
         let resp = client
             .get(prefix, Some(GetOptions::new().with_prefix()))
@@ -182,15 +227,17 @@ async fn push_txn(
         let (puts, deletes) = push_plan(files, &existing);
         if puts.is_empty() && deletes.is_empty() {
             let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
-            return Ok((puts, deletes, rev));
+            return Ok(Some((puts, deletes, rev)));
         }
-        if puts.len() + deletes.len() > MAX_TXN_OPS {
+        // One compare per key plus the rollout lock's: etcd counts both.
+        if puts.len() + deletes.len() + 1 > MAX_TXN_OPS {
             return Err(FleetError::Usage(format!(
                 "this push changes {} keys under {prefix}; etcd allows {MAX_TXN_OPS} per transaction by default (raise etcd's --max-txn-ops, or push in parts); nothing was written",
                 puts.len() + deletes.len()
             )));
         }
-        let mut guard = Vec::new();
+        // No fleet rollout command may have started since it was looked at.
+        let mut guard = vec![Compare::version(lock.clone(), CompareOp::Equal, 0)];
         let mut ops = Vec::new();
         for n in &puts {
             let key = format!("{prefix}{n}");
@@ -215,7 +262,14 @@ async fn push_txn(
             .map_err(|e| etcd.etcd_error(format!("write {prefix}"), e))?;
         if r.succeeded() {
             let rev = r.header().map(|h| h.revision()).unwrap_or(0);
-            return Ok((puts, deletes, rev));
+            return Ok(Some((puts, deletes, rev)));
+        }
+        let locked = client
+            .get(lock.as_str(), None)
+            .await
+            .map_err(|e| etcd.etcd_error(format!("read {lock}"), e))?;
+        if !locked.kvs().is_empty() {
+            return Ok(None);
         }
         tracing::info!("another push changed {prefix} meanwhile; reading again");
     }
@@ -289,6 +343,8 @@ pub struct HostSummary {
     pub objects: usize,
     /// Those with `Ready` `True`.
     pub ready: usize,
+    /// The newest fleet rollout whose files it runs at their digests.
+    pub revision: Option<u64>,
 }
 
 /// `fleet hosts`: hosts whose operator holds a live lease.
@@ -298,9 +354,14 @@ pub struct HostSummary {
 pub async fn hosts(etcd: &EtcdArgs) -> Result<Vec<HostSummary>, FleetError> {
     let keys = etcd.keys();
     let (hosts, status) = read_two(etcd, &keys.hosts_dir(), &keys.status_dir()).await?;
+    let records = super::rollout::drive::history(etcd).await?;
+    let mut judged: BTreeMap<String, Vec<HostObject>> = BTreeMap::new();
     let mut counts: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for (_, v) in &status {
         if let Ok(o) = serde_json::from_slice::<FleetObject>(v) {
+            if let Ok(h) = serde_json::from_slice::<HostObject>(v) {
+                judged.entry(o.host.clone()).or_default().push(h);
+            }
             let e = counts.entry(o.host.clone()).or_default();
             e.0 += 1;
             let ready = o.conditions.iter().any(|c| {
@@ -317,7 +378,12 @@ pub async fn hosts(etcd: &EtcdArgs) -> Result<Vec<HostSummary>, FleetError> {
         .filter_map(|(_, v)| serde_json::from_slice::<HostRecord>(v).ok())
         .map(|record| {
             let (objects, ready) = counts.get(&record.host).copied().unwrap_or_default();
+            let objs = judged
+                .get(&record.host)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
             HostSummary {
+                revision: super::rollout::plan::host_revision(&records, objs),
                 record,
                 objects,
                 ready,

@@ -22,6 +22,10 @@ use super::record::{
 /// compares too, and each write has one compare plus the lock's.
 const TXN_KEYS: usize = 100;
 
+/// How many times in a row a broken status watch is followed on another
+/// member before the rollout stops.
+const RECONNECTS: usize = 3;
+
 /// How often a guarded wave write that lost a race reads again.
 const WRITE_TRIES: usize = 3;
 
@@ -98,6 +102,11 @@ pub enum Outcome {
     Nothing,
     /// Every wave Ready; `all/` written with `--all`.
     Complete {
+        /// The rollout.
+        revision: u64,
+    },
+    /// `fleet rollout undo` put every changed host back.
+    Undone {
         /// The rollout.
         revision: u64,
     },
@@ -238,17 +247,9 @@ fn strip(kvs: &[(String, String)], dir: &str) -> BTreeMap<String, String> {
 /// Whether `labels` match `selector` (`KEY=VALUE`, comma-separated, all
 /// must hold).
 fn selected(selector: &str, labels: &BTreeMap<String, String>) -> Result<bool, RolloutError> {
-    // TODO(waves): crate::fleet::parse_selector once hostside is merged.
-    let mut all = true;
-    for pair in selector.split(',') {
-        let Some((k, v)) = pair.split_once('=').filter(|(k, _)| !k.is_empty()) else {
-            return Err(RolloutError::Refused(format!(
-                "--selector {selector:?}: {pair:?} is not KEY=VALUE (e.g. gpu=h100,zone=a)"
-            )));
-        };
-        all &= labels.get(k.trim()).map(String::as_str) == Some(v.trim());
-    }
-    Ok(all)
+    let sel = crate::fleet::parse_selector(selector)
+        .map_err(|e| RolloutError::Refused(format!("--selector: {e}")))?;
+    Ok(sel.matches(labels))
 }
 
 /// The unfinished rollout among `records`, if any.
@@ -282,10 +283,13 @@ pub async fn rollout(
                 rev,
                 progress,
             };
-            let out = s.announce(resumed).await;
-            let out = match out {
-                Ok(()) => s.run().await,
-                Err(e) => Err(e),
+            let out = if resumed {
+                s.resume_now().await
+            } else {
+                match s.announce(false).await {
+                    Ok(()) => s.run().await,
+                    Err(e) => Err(e),
+                }
             };
             s.lock.release(&mut s.client).await;
             return out;
@@ -319,7 +323,7 @@ async fn begin(
     }
     let change = plan::change(&start.files, &snap.all, &targeted, &start.target);
     if let Some((r, rev)) = unfinished(&snap.records) {
-        if r.same_change(&change.puts, &change.deletes, &start.target) {
+        if plan::same_change(r, &start.files, &change, &start.target) {
             return Ok(Some((r.clone(), *rev, true)));
         }
         return Err(RolloutError::Unfinished {
@@ -427,12 +431,22 @@ async fn with_unfinished(
     out
 }
 
-/// The newest record, for `fleet rollout status`.
+/// The newest record and who holds the lock, for `fleet rollout status`.
 ///
 /// # Errors
 /// etcd cannot be read.
-pub async fn latest(args: &EtcdArgs) -> Result<Option<Record>, FleetError> {
-    Ok(history(args).await?.pop())
+pub async fn latest(args: &EtcdArgs) -> Result<(Option<Record>, Option<LockInfo>), FleetError> {
+    let mut client = args.connect().await?;
+    let read = async {
+        let records = record::read_all(&mut client, args).await?;
+        let lock = record::holder(&mut client, args).await?;
+        Ok::<_, RolloutError>((records.into_iter().map(|(r, _)| r).next_back(), lock))
+    };
+    match read.await {
+        Ok(r) => Ok(r),
+        Err(RolloutError::Etcd(e)) => Err(e),
+        Err(e) => Err(FleetError::Usage(e.to_string())),
+    }
 }
 
 /// Every record, oldest first, for `fleet rollout history` and `fleet
@@ -489,13 +503,32 @@ impl Session<'_> {
                 "rollout {} halted and was started with --no-undo: put its hosts back with `unitlet fleet rollout undo`, or fix the files and roll out again after that",
                 self.record.revision
             ))),
-            _ => self.undo_now().await,
+            _ => {
+                self.put_back().await?;
+                Ok(match self.record.halt {
+                    Some(_) => self.halted_outcome(true),
+                    None => Outcome::Undone {
+                        revision: self.record.revision,
+                    },
+                })
+            }
         }
     }
 
+    /// `fleet rollout undo`: every changed host put back.
     async fn undo_now(&mut self) -> Result<Outcome, RolloutError> {
+        let info = LockInfo {
+            revision: self.record.revision,
+            by: record::whoami(),
+            since: record::now_rfc3339(),
+        };
+        self.lock
+            .set_info(&mut self.client, self.args, &info)
+            .await?;
         self.put_back().await?;
-        Ok(self.halted_outcome(true))
+        Ok(Outcome::Undone {
+            revision: self.record.revision,
+        })
     }
 
     fn halted_outcome(&self, undone: bool) -> Outcome {
@@ -573,9 +606,42 @@ impl Session<'_> {
         Ok((keys, alive))
     }
 
+    /// Keep a usable member: when the one this command talks to stopped
+    /// answering (it went away, or lost its leader), connect to another.
+    /// No member answering is an etcd error (the rollout stays resumable).
+    async fn reconnect_if_gone(&mut self) -> Result<(), RolloutError> {
+        let probe = self.keys.rollout_lock();
+        let opts = Some(GetOptions::new().with_count_only());
+        if let Err(e) = self.client.get(probe.as_str(), opts).await {
+            tracing::info!("etcd member not answering ({e}); connecting to another");
+            self.reconnect().await?;
+        }
+        Ok(())
+    }
+
+    /// Connect to a member that has a leader, for up to [`RECONNECTS`]
+    /// tries a second apart (the members elect a new leader when the old
+    /// one went away).
+    async fn reconnect(&mut self) -> Result<(), RolloutError> {
+        let mut tries = 0;
+        loop {
+            match self.args.connect().await {
+                Ok(c) => {
+                    self.client = c;
+                    return Ok(());
+                }
+                Err(e) if tries >= RECONNECTS => return Err(RolloutError::Etcd(e)),
+                Err(e) => tracing::info!("no etcd member to follow yet: {e}"),
+            }
+            tries += 1;
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+
     /// Write wave `i`: the record first (with what each key held), then the
     /// keys, guarded. Returns the hosts written (those alive).
     async fn write_wave(&mut self, i: usize) -> Result<Vec<String>, RolloutError> {
+        self.reconnect_if_gone().await?;
         for _ in 0..WRITE_TRIES {
             let (current, alive) = self.read_keys(&self.keys.manifests_dir()).await?;
             let (hosts, skipped): (Vec<String>, Vec<String>) = self.record.waves[i]
@@ -767,6 +833,7 @@ impl Session<'_> {
             .collect();
         let (waves, of) = (self.record.waves.len(), hosts.len());
         let mut ready = 0;
+        let mut broken = 0;
         loop {
             let now = Instant::now();
             let mut done = Vec::new();
@@ -813,23 +880,49 @@ impl Session<'_> {
             let clock_list: Vec<HostClock> = clocks.values().copied().collect();
             let tick = plan::next_tick(&clock_list, now, &self.record.options);
             tokio::select! {
-                m = stream.message() => {
-                    let m = m.map_err(|e| RolloutError::etcd(self.args, "watch the hosts' status", e))?;
-                    let Some(m) = m else {
-                        return Err(RolloutError::Conflict("etcd ended the watch on the hosts' status".into()));
-                    };
-                    if m.canceled() {
-                        return Err(RolloutError::Conflict(format!("etcd cancelled the watch on the hosts' status: {}", m.cancel_reason())));
-                    }
-                    for ev in m.events() {
-                        let Some(kv) = ev.kv() else { continue };
-                        let value = (ev.event_type() == EventType::Put).then(|| kv.value());
-                        seen.fold(&self.keys, &text(kv.key()), value);
-                    }
-                }
+                m = stream.message() => self.follow(m, &mut seen, &mut stream, &mut broken).await?,
                 () = tokio::time::sleep_until(tokio::time::Instant::from_std(tick)) => {}
             }
         }
+    }
+
+    /// Fold a watch message into `seen`. A broken watch (the member went
+    /// away, lost its leader) is followed on another member, read again
+    /// from scratch; after [`RECONNECTS`] breaks in a row, or when no
+    /// member answers, the rollout stops (resumable).
+    async fn follow(
+        &mut self,
+        m: Result<Option<crate::fleet::etcd::WatchResponse>, crate::fleet::etcd::Error>,
+        seen: &mut Seen,
+        stream: &mut crate::fleet::etcd::WatchStream,
+        broken: &mut usize,
+    ) -> Result<(), RolloutError> {
+        let why = match m {
+            Ok(Some(m)) if !m.canceled() => {
+                *broken = 0;
+                for ev in m.events() {
+                    let Some(kv) = ev.kv() else { continue };
+                    let value = (ev.event_type() == EventType::Put).then(|| kv.value());
+                    seen.fold(&self.keys, &text(kv.key()), value);
+                }
+                return Ok(());
+            }
+            Ok(Some(m)) => format!("etcd cancelled it: {}", m.cancel_reason()),
+            Ok(None) => "the member ended it".to_string(),
+            Err(e) => e.to_string(),
+        };
+        *broken += 1;
+        if *broken > RECONNECTS {
+            return Err(RolloutError::Conflict(format!(
+                "the watch on the hosts' status broke {RECONNECTS} times in a row ({why})"
+            )));
+        }
+        tracing::info!(
+            "the watch on the hosts' status broke ({why}); following it on another member"
+        );
+        self.reconnect().await?;
+        (*seen, *stream) = self.watch_status().await?;
+        Ok(())
     }
 
     /// The first failed host: `Halted`, then (unless `--no-undo`) every
@@ -848,12 +941,14 @@ impl Session<'_> {
         if self.record.options.no_undo {
             return Ok(self.halted_outcome(false));
         }
-        self.undo_now().await
+        self.put_back().await?;
+        Ok(self.halted_outcome(true))
     }
 
     /// Put every host key the rollout wrote back to what it replaced (only
     /// keys that still hold what it wrote): `Undoing`, then `Undone`.
     async fn put_back(&mut self) -> Result<(), RolloutError> {
+        self.reconnect_if_gone().await?;
         self.record.phase = Phase::Undoing;
         self.save().await?;
         let written = plan::written(&self.record);
@@ -910,6 +1005,7 @@ impl Session<'_> {
     /// Every wave Ready: `all/` written (with `--all`), then the wave keys
     /// deleted (those still holding what the rollout wrote).
     async fn finish(&mut self) -> Result<Outcome, RolloutError> {
+        self.reconnect_if_gone().await?;
         let mut removed = 0;
         if self.record.target.selector.is_none() {
             self.write_all().await?;

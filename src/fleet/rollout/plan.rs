@@ -14,6 +14,12 @@ use super::record::{Put, Record, Replaced, RolloutOptions, RolloutTarget};
 /// expired: it died in its wave).
 pub const HOST_GONE: &str = "HostGone";
 
+/// How long a host's `hosts/HOST` key must stay away before the host is
+/// judged gone: a host whose etcd member went away takes a new lease and
+/// writes its key again, and a watch followed on another member reads
+/// everything again.
+pub const GONE_GRACE: Duration = Duration::from_secs(10);
+
 /// The reason for a host not Ready within `--progress-deadline`.
 pub const DEADLINE: &str = "ProgressDeadlineExceeded";
 
@@ -100,6 +106,27 @@ pub fn change(
         }
     }
     out
+}
+
+/// Whether a rerun of `fleet rollout` with `files` (and the `change`
+/// computed from them now) is the unfinished rollout `record`: the same
+/// target and deletes, every file it writes still in DIR with the same
+/// digest, and nothing else to write. The hosts it already wrote have the
+/// new files by now, so `change.puts` may have shrunk with `--selector`.
+pub fn same_change(
+    record: &Record,
+    files: &BTreeMap<String, String>,
+    change: &Change,
+    target: &RolloutTarget,
+) -> bool {
+    record.target == *target
+        && record.deletes == change.deletes
+        && record.puts.iter().all(|(n, p)| {
+            files
+                .get(n)
+                .is_some_and(|v| digest(v.as_bytes()) == p.digest)
+        })
+        && change.puts.keys().all(|n| record.puts.contains_key(n))
 }
 
 /// The waves: the first `canary` hosts, then `percent` % of the others
@@ -189,6 +216,8 @@ pub enum Observation {
         /// What the host said.
         message: String,
     },
+    /// Its `hosts/HOST` key is not there (failed after [`GONE_GRACE`]).
+    Gone,
 }
 
 /// Judge one host now: `got` is what it got (key name → new digest),
@@ -196,11 +225,7 @@ pub enum Observation {
 /// `hosts/HOST` key exists.
 pub fn observe(got: &BTreeMap<String, String>, objects: &[HostObject], alive: bool) -> Observation {
     if !alive {
-        return Observation::Failed {
-            object: "-".into(),
-            reason: HOST_GONE.into(),
-            message: "the host's operator is gone (its lease expired or was revoked)".into(),
-        };
+        return Observation::Gone;
     }
     let mut waiting = None;
     for (name, want) in got {
@@ -274,6 +299,8 @@ pub struct HostClock {
     pub since: Instant,
     /// Since when it has been [`Observation::Good`] without a break.
     pub good_since: Option<Instant>,
+    /// Since when its `hosts/HOST` key has been away.
+    pub gone_since: Option<Instant>,
 }
 
 impl HostClock {
@@ -282,11 +309,13 @@ impl HostClock {
         HostClock {
             since,
             good_since: None,
+            gone_since: None,
         }
     }
 
     /// Judge at `now` from `obs`: Ready once good for `stable`; failed at
-    /// once on a failure, or when not Ready `deadline` after `since`.
+    /// once on a failure, after [`GONE_GRACE`] away, or when not Ready
+    /// `deadline` after `since`.
     pub fn judge(
         &mut self,
         obs: &Observation,
@@ -294,7 +323,25 @@ impl HostClock {
         stable: Duration,
         deadline: Duration,
     ) -> Judged {
+        if !matches!(obs, Observation::Gone) {
+            self.gone_since = None;
+        }
         match obs {
+            Observation::Gone => {
+                self.good_since = None;
+                let since = *self.gone_since.get_or_insert(now);
+                if now.duration_since(since) < GONE_GRACE {
+                    return Judged::Pending;
+                }
+                Judged::Failed {
+                    object: "-".into(),
+                    reason: HOST_GONE.into(),
+                    message: format!(
+                        "the host's operator is gone: its key {} away (its lease expired or was revoked)",
+                        humantime::format_duration(GONE_GRACE)
+                    ),
+                }
+            }
             Observation::Failed {
                 object,
                 reason,
@@ -346,6 +393,9 @@ pub fn next_tick(clocks: &[HostClock], now: Instant, opts: &RolloutOptions) -> I
             if let Some(g) = c.good_since {
                 v.push(g + opts.stable);
             }
+            if let Some(g) = c.gone_since {
+                v.push(g + GONE_GRACE);
+            }
             v
         })
         .filter(|t| *t > now)
@@ -362,6 +412,27 @@ pub fn got(record: &Record, host: &str) -> BTreeMap<String, String> {
         .flatten()
         .filter_map(|n| record.puts.get(n).map(|p| (n.clone(), p.digest.clone())))
         .collect()
+}
+
+/// The newest rollout whose files a host runs, for `fleet hosts`: every
+/// object the host publishes from one of the rollout's files is at that
+/// file's digest (and not rolled back), and there is at least one.
+/// `records` oldest first.
+pub fn host_revision(records: &[Record], objects: &[HostObject]) -> Option<u64> {
+    records.iter().rev().find_map(|r| {
+        let mut seen = false;
+        for o in objects {
+            let Some(put) = o.key_name().and_then(|n| r.puts.get(n)) else {
+                continue;
+            };
+            let rolled_back = o.ready().is_some_and(|c| c.reason == "RolledBack");
+            if o.manifest_digest != put.digest || rolled_back {
+                return None;
+            }
+            seen = true;
+        }
+        seen.then_some(r.revision)
+    })
 }
 
 /// One host key a rollout writes or puts back.
@@ -562,10 +633,28 @@ mod tests {
         let o = observe(&got, &[obj("vllm", "old", "False", "RolledBack")], true);
         assert!(matches!(o, Observation::Waiting { .. }), "{o:?}");
         let o = observe(&got, &[obj("vllm", "new", "True", "Running")], false);
-        assert!(
-            matches!(o, Observation::Failed { ref reason, .. } if reason == HOST_GONE),
-            "{o:?}"
+        assert_eq!(o, Observation::Gone);
+    }
+
+    #[test]
+    fn a_host_away_for_the_grace_is_gone_and_one_that_comes_back_is_not() {
+        let t0 = Instant::now();
+        let (s, d) = (Duration::from_secs(1), Duration::from_secs(600));
+        let mut c = HostClock::new(t0);
+        let gone = Observation::Gone;
+        assert_eq!(c.judge(&gone, t0, s, d), Judged::Pending);
+        // Back (a new lease), then away again: the grace starts over.
+        let back = t0 + GONE_GRACE - Duration::from_secs(1);
+        assert_eq!(c.judge(&Observation::Good, back, s, d), Judged::Pending);
+        assert_eq!(c.judge(&gone, back, s, d), Judged::Pending);
+        assert_eq!(
+            c.judge(&gone, back + GONE_GRACE - Duration::from_millis(1), s, d),
+            Judged::Pending
         );
+        match c.judge(&gone, back + GONE_GRACE, s, d) {
+            Judged::Failed { reason, .. } => assert_eq!(reason, HOST_GONE),
+            j => panic!("{j:?}"),
+        }
     }
 
     #[test]
@@ -616,6 +705,128 @@ mod tests {
         // With --stable 0, good is Ready at once.
         let mut c = HostClock::new(t0);
         assert_eq!(c.judge(&good, t0, Duration::ZERO, d), Judged::Ready);
+    }
+
+    #[test]
+    fn a_host_runs_the_newest_rollout_whose_every_file_it_runs_at_its_digest() {
+        use super::super::record::*;
+        let rec = |revision: u64, digest: &str| Record {
+            revision,
+            phase: Phase::Complete,
+            started_by: String::new(),
+            started_at: String::new(),
+            updated_at: String::new(),
+            dir: String::new(),
+            target: RolloutTarget {
+                all: true,
+                selector: None,
+            },
+            options: RolloutOptions {
+                canary: 1,
+                wave_percent: 25,
+                stable: Duration::ZERO,
+                progress_deadline: Duration::from_secs(1),
+                no_undo: false,
+            },
+            puts: BTreeMap::from([(
+                "web".into(),
+                Put {
+                    value: String::new(),
+                    digest: digest.into(),
+                },
+            )]),
+            deletes: vec![],
+            hosts: vec![],
+            names: BTreeMap::new(),
+            waves: vec![],
+            wave: 0,
+            replaced: BTreeMap::new(),
+            verdicts: BTreeMap::new(),
+            halt: None,
+        };
+        let records = [rec(1, "d1"), rec(2, "d2"), rec(3, "d3")];
+        let web = |d: &str, reason: &str| obj("web", d, "True", reason);
+        assert_eq!(host_revision(&records, &[web("d2", "Running")]), Some(2));
+        assert_eq!(host_revision(&records, &[web("d3", "Running")]), Some(3));
+        // Rolled back from d3: it runs the one before, which no rollout names.
+        assert_eq!(host_revision(&records, &[web("d3", "RolledBack")]), None);
+        assert_eq!(
+            host_revision(&records, &[obj("other", "d3", "True", "Running")]),
+            None
+        );
+        assert_eq!(host_revision(&[], &[web("d3", "Running")]), None);
+    }
+
+    #[test]
+    fn a_rerun_is_the_same_rollout_when_it_writes_the_same_files_to_the_same_target() {
+        use super::super::record::*;
+        let all_t = RolloutTarget {
+            all: true,
+            selector: None,
+        };
+        let dir = files(&[("a", "A2"), ("b", "B")]);
+        let all = files(&[("a", "A1"), ("b", "B")]);
+        let hosts = [host("h1", &[], &[]), host("h2", &[], &[])];
+        let c = change(&dir, &all, &hosts, &all_t);
+        let r = Record {
+            revision: 1,
+            phase: Phase::Progressing,
+            started_by: String::new(),
+            started_at: String::new(),
+            updated_at: String::new(),
+            dir: String::new(),
+            target: all_t.clone(),
+            options: RolloutOptions {
+                canary: 1,
+                wave_percent: 25,
+                stable: Duration::ZERO,
+                progress_deadline: Duration::from_secs(1),
+                no_undo: false,
+            },
+            puts: c.puts.clone(),
+            deletes: c.deletes.clone(),
+            hosts: vec![],
+            names: c.names.clone(),
+            waves: vec![],
+            wave: 0,
+            replaced: BTreeMap::new(),
+            verdicts: BTreeMap::new(),
+            halt: None,
+        };
+        assert!(same_change(&r, &dir, &c, &all_t));
+        // The canary has its wave key now: with --all the change is the same.
+        let later = [host("h1", &[("a", "A2")], &[]), host("h2", &[], &[])];
+        assert!(same_change(
+            &r,
+            &dir,
+            &change(&dir, &all, &later, &all_t),
+            &all_t
+        ));
+        // Another version of a, another file, another target: not the same.
+        let dir2 = files(&[("a", "A3"), ("b", "B")]);
+        assert!(!same_change(
+            &r,
+            &dir2,
+            &change(&dir2, &all, &hosts, &all_t),
+            &all_t
+        ));
+        let dir3 = files(&[("a", "A2"), ("b", "B2")]);
+        assert!(!same_change(
+            &r,
+            &dir3,
+            &change(&dir3, &all, &hosts, &all_t),
+            &all_t
+        ));
+        let sel = RolloutTarget {
+            all: false,
+            selector: Some("gpu=h100".into()),
+        };
+        assert!(!same_change(
+            &r,
+            &dir,
+            &change(&dir, &all, &hosts, &sel),
+            &sel
+        ));
     }
 
     #[test]

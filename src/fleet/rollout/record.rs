@@ -15,6 +15,10 @@ use crate::fleet::{EtcdArgs, FleetError};
 /// The lock's lease: a killed rollout command's lock goes after this.
 pub const LOCK_TTL: Duration = Duration::from_secs(10);
 
+/// The largest record written: etcd takes 1.5 MiB per request by default,
+/// and the record holds the files rolled out and what they replaced.
+pub const MAX_RECORD: usize = 1024 * 1024;
+
 /// How often the lock's lease is kept alive.
 pub const LOCK_KEEP_ALIVE: Duration = Duration::from_secs(3);
 
@@ -210,26 +214,6 @@ pub struct Record {
     pub halt: Option<Halt>,
 }
 
-impl Record {
-    /// Whether `other` rolls out the same files to the same hosts (a rerun
-    /// of `fleet rollout DIR` resumes then).
-    pub fn same_change(
-        &self,
-        puts: &BTreeMap<String, Put>,
-        deletes: &[String],
-        target: &RolloutTarget,
-    ) -> bool {
-        self.target == *target
-            && self.deletes == deletes
-            && self.puts.len() == puts.len()
-            && self
-                .puts
-                .iter()
-                .zip(puts)
-                .all(|((a, pa), (b, pb))| a == b && pa.digest == pb.digest)
-    }
-}
-
 /// The value of `PREFIX/rollouts/lock`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockInfo {
@@ -241,6 +225,40 @@ pub struct LockInfo {
     pub since: String,
 }
 
+impl LockInfo {
+    /// `rollout N is in progress, started by … at …`.
+    pub fn describe(&self) -> String {
+        match self.revision {
+            0 => format!(
+                "another fleet rollout command is in progress, started by {} at {}",
+                self.by, self.since
+            ),
+            n => format!(
+                "rollout {n} is in progress, started by {} at {}",
+                self.by, self.since
+            ),
+        }
+    }
+}
+
+/// Read the lock: who holds it, if anyone.
+///
+/// # Errors
+/// etcd cannot be read.
+pub async fn holder(
+    client: &mut Client,
+    args: &EtcdArgs,
+) -> Result<Option<LockInfo>, RolloutError> {
+    let key = args.keys().rollout_lock();
+    let r = client
+        .get(key.as_str(), None)
+        .await
+        .map_err(|e| RolloutError::etcd(args, format!("read {key}"), e))?;
+    Ok(r.kvs()
+        .first()
+        .and_then(|kv| serde_json::from_slice::<LockInfo>(kv.value()).ok()))
+}
+
 /// Why a rollout could not go on.
 #[derive(Debug, thiserror::Error)]
 pub enum RolloutError {
@@ -248,10 +266,7 @@ pub enum RolloutError {
     #[error("{0}; the rollout stays resumable: `unitlet fleet rollout resume`")]
     Etcd(#[source] FleetError),
     /// Another rollout holds the lock.
-    #[error(
-        "rollout {} is in progress, started by {} at {}; wait for it, or see `unitlet fleet rollout status`",
-        .0.revision, .0.by, .0.since
-    )]
+    #[error("{}; wait for it, or see `unitlet fleet rollout status`", .0.describe())]
     Locked(LockInfo),
     /// An unfinished rollout with another change.
     #[error(
@@ -388,6 +403,7 @@ impl Lock {
             return Err(RolloutError::Locked(info));
         }
         let mut c = client.clone();
+        let args = args.clone();
         let keeper = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(LOCK_KEEP_ALIVE).await;
@@ -400,7 +416,14 @@ impl Lock {
                             return;
                         }
                     }
-                    Err(e) => tracing::debug!("rollout lock keep-alive failed: {e}"),
+                    Err(e) => {
+                        // The member went away: the next keep-alive goes
+                        // to another one (the lease lives in the cluster).
+                        tracing::debug!("rollout lock keep-alive failed: {e}");
+                        if let Ok(other) = args.connect().await {
+                            c = other;
+                        }
+                    }
                 }
             }
         });
@@ -474,6 +497,13 @@ pub async fn save(
     let key = args.keys().rollout_record(record.revision);
     record.updated_at = now_rfc3339();
     let value = serde_json::to_vec(record).unwrap_or_default();
+    if value.len() > MAX_RECORD {
+        return Err(RolloutError::Refused(format!(
+            "the record of rollout {} would be {} bytes, more than the {MAX_RECORD} etcd takes in one request (1.5 MiB by default); roll out fewer or smaller files at a time",
+            record.revision,
+            value.len()
+        )));
+    }
     let own = if mod_revision == 0 {
         Compare::version(key.clone(), CompareOp::Equal, 0)
     } else {
@@ -551,21 +581,6 @@ mod tests {
         assert!(v.get("halt").is_none());
         let back: Record = serde_json::from_value(v).unwrap();
         assert_eq!(back, r);
-    }
-
-    #[test]
-    fn the_same_change_is_the_same_files_deletes_and_target() {
-        let r = record();
-        assert!(r.same_change(&r.puts, &r.deletes, &r.target));
-        let mut other = r.puts.clone();
-        other.get_mut("vllm").unwrap().digest = "e".into();
-        assert!(!r.same_change(&other, &r.deletes, &r.target));
-        let sel = RolloutTarget {
-            all: false,
-            selector: Some("gpu=h100".into()),
-        };
-        assert!(!r.same_change(&r.puts, &r.deletes, &sel));
-        assert!(!r.same_change(&r.puts, &["x".to_string()], &r.target));
     }
 
     #[test]
