@@ -144,6 +144,10 @@ struct Session<'a> {
     record: Record,
     rev: i64,
     progress: &'a mut dyn Progress,
+    /// The hosts' status and liveness, with the watch that keeps them
+    /// current: read once, then kept from wave to wave (a fleet's whole
+    /// `status/` is not read again per wave).
+    watch: Option<(Seen, crate::fleet::etcd::WatchStream)>,
 }
 
 /// Connect and take the lock (naming no rollout yet).
@@ -282,6 +286,7 @@ pub async fn rollout(
                 record,
                 rev,
                 progress,
+                watch: None,
             };
             let out = if resumed {
                 s.resume_now().await
@@ -421,6 +426,7 @@ async fn with_unfinished(
         record: rec,
         rev,
         progress,
+        watch: None,
     };
     let out = if undo {
         s.undo_now().await
@@ -825,7 +831,10 @@ impl Session<'_> {
         i: usize,
         hosts: &[String],
     ) -> Result<Option<Halt>, RolloutError> {
-        let (mut seen, mut stream) = self.watch_status().await?;
+        let (mut seen, mut stream) = match self.watch.take() {
+            Some(w) => w,
+            None => self.watch_status().await?,
+        };
         let start = Instant::now();
         let mut clocks: BTreeMap<String, HostClock> = hosts
             .iter()
@@ -875,6 +884,7 @@ impl Session<'_> {
                 });
             }
             if clocks.is_empty() {
+                self.watch = Some((seen, stream));
                 return Ok(None);
             }
             let clock_list: Vec<HostClock> = clocks.values().copied().collect();
