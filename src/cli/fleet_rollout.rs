@@ -193,9 +193,9 @@ impl Progress for Printer {
                 let gone = if skipped.is_empty() {
                     String::new()
                 } else {
-                    format!("; skipped, gone: {}", skipped.join(", "))
+                    format!("; skipped, gone: {}", few(&skipped))
                 };
-                self.line(format!("{name}: written to {}{gone}", hosts.join(", ")));
+                self.line(format!("{name}: written to {}{gone}", few(&hosts)));
                 self.wave_bar(&name, hosts.len());
             }
             Event::HostReady {
@@ -354,10 +354,29 @@ fn print_history(records: &[Record]) {
     );
 }
 
+/// Host names for a line: all of them up to ten, else how many and the
+/// first and last (a wave of a large fleet is hundreds of hosts).
+fn few(hosts: &[String]) -> String {
+    match hosts {
+        [first, .., last] if hosts.len() > 10 => {
+            format!("{} hosts ({first} … {last})", hosts.len())
+        }
+        _ => hosts.join(", "),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{Cli, parse_duration_or_zero, parse_wave_percent};
     use clap::Parser;
+
+    #[test]
+    fn a_large_wave_is_named_by_its_count_and_ends() {
+        let hosts: Vec<String> = (1..=250).map(|i| format!("h{i:03}")).collect();
+        assert_eq!(super::few(&hosts), "250 hosts (h001 … h250)");
+        assert_eq!(super::few(&hosts[..3]), "h001, h002, h003");
+        assert_eq!(super::few(&hosts[..10]).matches(", ").count(), 9);
+    }
 
     #[test]
     fn wave_shares_are_1_to_100_percent_and_stable_may_be_zero() {

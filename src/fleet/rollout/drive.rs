@@ -22,6 +22,9 @@ use super::record::{
 /// compares too, and each write has one compare plus the lock's.
 const TXN_KEYS: usize = 100;
 
+/// Transactions of one write sent at once.
+const CONCURRENT_TXNS: usize = 8;
+
 /// How many times in a row a broken status watch is followed on another
 /// member before the rollout stops.
 const RECONNECTS: usize = 3;
@@ -712,38 +715,53 @@ impl Session<'_> {
     }
 
     /// Run guarded writes in transactions of [`TXN_KEYS`], each also
-    /// guarded by the lock. `false`: a key's guard failed (the batches
-    /// before it were written).
+    /// guarded by the lock, up to [`CONCURRENT_TXNS`] at a time (a wave of
+    /// hundreds of hosts is several transactions; one after the other they
+    /// cost a round trip each). `false`: a key's guard failed (the other
+    /// batches may have been written: callers read again and skip keys
+    /// already at their value).
     async fn write_guarded(&mut self, ops: Vec<(Compare, TxnOp)>) -> Result<bool, RolloutError> {
+        use futures_util::StreamExt;
+        let mut batches = Vec::new();
         let mut ops = ops;
         while !ops.is_empty() {
             let rest = ops.split_off(ops.len().min(TXN_KEYS));
-            let (mut guards, puts): (Vec<Compare>, Vec<TxnOp>) = ops.into_iter().unzip();
-            guards.push(self.lock.guard());
-            let r = self
-                .client
-                .txn(Txn::new().when(guards).and_then(puts))
-                .await
-                .map_err(|e| RolloutError::etcd(self.args, "write host keys", e))?;
-            if !r.succeeded() {
-                let lock = self.keys.rollout_lock();
-                let held = self
-                    .client
-                    .get(lock.as_str(), None)
-                    .await
-                    .map_err(|e| RolloutError::etcd(self.args, "read the rollout lock", e))?;
-                if held
-                    .kvs()
-                    .first()
-                    .is_none_or(|kv| kv.lease() != self.lock.lease)
-                {
-                    return Err(record::lost_lock(self.args));
-                }
-                return Ok(false);
-            }
+            batches.push(ops);
             ops = rest;
         }
-        Ok(true)
+        let lock = self.lock.guard();
+        let sends = batches.into_iter().map(|batch| {
+            let (mut guards, puts): (Vec<Compare>, Vec<TxnOp>) = batch.into_iter().unzip();
+            guards.push(lock.clone());
+            let mut client = self.client.clone();
+            async move { client.txn(Txn::new().when(guards).and_then(puts)).await }
+        });
+        let results: Vec<_> = futures_util::stream::iter(sends)
+            .buffer_unordered(CONCURRENT_TXNS)
+            .collect()
+            .await;
+        let mut written = true;
+        for r in results {
+            let r = r.map_err(|e| RolloutError::etcd(self.args, "write host keys", e))?;
+            written &= r.succeeded();
+        }
+        if written {
+            return Ok(true);
+        }
+        let lock = self.keys.rollout_lock();
+        let held = self
+            .client
+            .get(lock.as_str(), None)
+            .await
+            .map_err(|e| RolloutError::etcd(self.args, "read the rollout lock", e))?;
+        if held
+            .kvs()
+            .first()
+            .is_none_or(|kv| kv.lease() != self.lock.lease)
+        {
+            return Err(record::lost_lock(self.args));
+        }
+        Ok(false)
     }
 }
 
