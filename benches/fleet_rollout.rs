@@ -274,10 +274,28 @@ async fn rollout(
     .collect();
     let t0 = Instant::now();
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(bin)
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(bin)
             .args(&cmd_args)
-            .output()
-            .unwrap()
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // With FLEET_ROLLOUT_TRACE set, each line of the command's output
+        // with the time it arrived: where the time over the floor goes.
+        let trace = std::env::var_os("FLEET_ROLLOUT_TRACE").is_some();
+        let mut stdout = Vec::new();
+        for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+            let line = line.unwrap();
+            if trace {
+                eprintln!("{:>8.3}s {line}", t0.elapsed().as_secs_f64());
+            }
+            stdout.extend_from_slice(line.as_bytes());
+            stdout.push(b'\n');
+        }
+        let mut out = child.wait_with_output().unwrap();
+        out.stdout = stdout;
+        out
     })
     .await
     .unwrap();
