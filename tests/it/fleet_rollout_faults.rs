@@ -248,6 +248,25 @@ fn killed_rollout_resumes_reruns_or_undoes_and_a_second_rollout_is_refused() {
         stderr(&o)
     );
     wait_lock_gone(&cluster, prefix);
+    // Unfinished: another change is refused, naming both ways out.
+    let o = fleet(
+        &cluster,
+        prefix,
+        &["rollout", other.path().to_str().unwrap(), "--all"],
+    );
+    let err = stderr(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "another change over rollout 1:\n{}{err}",
+        stdout(&o)
+    );
+    assert!(
+        err.contains("rollout 1")
+            && err.contains("fleet rollout resume")
+            && err.contains("fleet rollout undo"),
+        "{err}"
+    );
     let (out, _) = rollout_to_end(&cluster, prefix, &["resume"], 0, Duration::from_secs(120));
     assert_fleet_on(&cluster, prefix, &hosts, "200002");
     assert_eq!(
