@@ -7,6 +7,7 @@ mod backup;
 mod doctor;
 mod error;
 mod fleet;
+mod fleet_rollout;
 mod logs;
 mod output;
 pub mod rollout;
@@ -233,6 +234,86 @@ pub(crate) enum FleetCommand {
         #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
         output: Output,
     },
+    /// Roll DIR out in waves: a canary, then a share of the hosts at a
+    /// time, each wave Ready before the next; halt and put back at the
+    /// first failing host.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Rollout {
+        #[command(subcommand)]
+        command: Option<FleetRolloutCommand>,
+        #[command(flatten)]
+        args: FleetRolloutArgs,
+    },
+}
+
+/// `unitlet fleet rollout DIR`'s flags.
+#[derive(clap::Args, Debug)]
+pub(crate) struct FleetRolloutArgs {
+    /// The manifests directory to roll out.
+    #[arg(required = true)]
+    pub dir: Option<PathBuf>,
+    /// To every host, ending with `all/` written.
+    #[arg(
+        long,
+        conflicts_with = "selector",
+        required_unless_present = "selector"
+    )]
+    pub all: bool,
+    /// To the hosts whose labels match KEY=VALUE[,KEY=VALUE].
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub selector: Option<String>,
+    /// Hosts in the first wave.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub canary: usize,
+    /// Share of the other hosts per later wave, `1%` to `100%`.
+    #[arg(long, value_name = "P%", default_value = "25%", value_parser = parse_wave_percent)]
+    pub wave: u32,
+    /// How long each host must stay Ready before its wave counts.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration_or_zero)]
+    pub stable: Duration,
+    /// How long a host may take to be Ready after its wave is written.
+    #[arg(long = "progress-deadline", value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub progress_deadline: Duration,
+    /// On a failing host, halt but leave the changed hosts as they are.
+    #[arg(long = "no-undo")]
+    pub no_undo: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum FleetRolloutCommand {
+    /// The newest rollout: phase, wave, each host's verdict, the halt.
+    Status {
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Every rollout, one line each.
+    History,
+    /// Continue the unfinished rollout from its wave.
+    Resume,
+    /// Put back every host the unfinished rollout changed.
+    Undo,
+}
+
+/// `--wave 25%` (the `%` may be left out).
+fn parse_wave_percent(s: &str) -> Result<u32, String> {
+    let n: u32 = s
+        .trim()
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("{s:?} is not a percentage such as 25%"))?;
+    if (1..=100).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("{s:?}: the share of hosts per wave is 1% to 100%"))
+    }
+}
+
+/// A duration, where `0` (no wait) is allowed too.
+fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    if s.trim().trim_end_matches('s') == "0" {
+        return Ok(Duration::ZERO);
+    }
+    manifest::parse_duration(s)
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -287,6 +287,12 @@ pub struct ObjectStatus {
     /// Spec hash of the last reconcile attempt, so an edit resets backoff.
     #[serde(default)]
     pub spec_hash: String,
+    /// The digest of the manifest file's bytes the object was last
+    /// reconciled from ([`crate::manifest::Manifest::digest`]): how a
+    /// fleet rollout knows a host applied the new file. Empty (and left
+    /// out) until a pass applies the manifest.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub manifest_digest: String,
 }
 
 impl ObjectStatus {
@@ -300,6 +306,7 @@ impl ObjectStatus {
             unit: None,
             failures: 0,
             spec_hash: String::new(),
+            manifest_digest: String::new(),
         }
     }
 

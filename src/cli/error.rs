@@ -41,6 +41,10 @@ pub enum CliError {
     /// etcd could not take it.
     #[error(transparent)]
     Push(crate::fleet::cmd::PushError),
+    /// `fleet rollout` could not go on (etcd, the lock, an unfinished
+    /// rollout): 2, the rollout stays resumable.
+    #[error(transparent)]
+    FleetRollout(#[from] crate::fleet::rollout::record::RolloutError),
     /// `logs` could not show the unit's output (1 when there is no such
     /// unit, else 2).
     #[error(transparent)]
@@ -255,6 +259,7 @@ impl CliError {
             | CliError::Man(_)
             | CliError::RestoreRefused { .. }
             | CliError::Rollout(_)
+            | CliError::FleetRollout(_)
             | CliError::UndoPassFailed { .. } => OPERATIONAL,
         }
     }

@@ -46,6 +46,9 @@ pub(super) async fn fleet_command(etcd: &EtcdArgs, command: FleetCommand) -> Cli
             print_hosts(&crate::fleet::cmd::hosts(etcd).await?, output);
             Ok(())
         }
+        FleetCommand::Rollout { command, args } => {
+            super::fleet_rollout::command(etcd, command, args).await
+        }
     }
 }
 

@@ -170,6 +170,9 @@ struct GetItem<'a> {
     conditions: &'a [crate::status::Condition],
     #[serde(skip_serializing_if = "Option::is_none")]
     unit: Option<&'a crate::status::UnitStatus>,
+    /// The digest of the manifest file last applied (issue 25).
+    #[serde(skip_serializing_if = "str::is_empty")]
+    manifest_digest: &'a str,
     /// When the status was last reconciled (RFC 3339), null if never.
     last_reconcile_time: Option<&'a str>,
     /// Whether a `unitlet run` is keeping this status current.
@@ -216,6 +219,7 @@ pub(super) async fn get(loc: &Locations, name: Option<&str>, output: Output) -> 
                 file: &o.file,
                 conditions: &o.conditions,
                 unit: o.unit.as_ref(),
+                manifest_digest: &o.manifest_digest,
                 last_reconcile_time: status.reconciled_at.as_deref(),
                 operator_running: operator.is_some(),
                 status_warning: file_warning.as_deref(),

@@ -104,6 +104,18 @@ pub async fn push(etcd: &EtcdArgs, dir: &Path, target: &Target) -> Result<Pushed
     })
 }
 
+/// `fleet rollout DIR`: DIR's manifest files by key name, validated as for
+/// a push (every error in [`PushError::Invalid`]; nothing is written).
+///
+/// # Errors
+/// [`PushError`]: DIR unreadable, a manifest invalid, a file unusable.
+pub fn rollout_files(dir: &Path) -> Result<BTreeMap<String, String>, PushError> {
+    Ok(read_push(dir)?
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+        .collect())
+}
+
 /// The directory's manifest files by key name, once every manifest in it
 /// is valid and every file can be a key.
 fn read_push(dir: &Path) -> Result<BTreeMap<String, Vec<u8>>, PushError> {

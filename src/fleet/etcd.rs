@@ -352,6 +352,19 @@ impl Compare {
     pub fn mod_revision(key: impl Into<Vec<u8>>, op: CompareOp, rev: i64) -> Compare {
         Compare::new(key, op, "MOD", "mod_revision", rev)
     }
+    /// The key's value (a key that does not exist never compares equal).
+    pub fn value(key: impl Into<Vec<u8>>, op: CompareOp, value: impl Into<Vec<u8>>) -> Compare {
+        Compare(json!({
+            "key": B64.encode(key.into()),
+            "target": "VALUE",
+            "result": op.name(),
+            "value": B64.encode(value.into()),
+        }))
+    }
+    /// The lease the key lives under (0: none; etcd 3.3 and later).
+    pub fn lease(key: impl Into<Vec<u8>>, op: CompareOp, lease: i64) -> Compare {
+        Compare::new(key, op, "LEASE", "lease", lease)
+    }
 }
 
 /// One operation of a transaction.
@@ -444,6 +457,8 @@ pub struct KeyValue {
     value: Vec<u8>,
     #[serde(default, deserialize_with = "int64")]
     mod_revision: i64,
+    #[serde(default, deserialize_with = "int64")]
+    lease: i64,
 }
 
 impl KeyValue {
@@ -458,6 +473,10 @@ impl KeyValue {
     /// The revision of the key's last change.
     pub fn mod_revision(&self) -> i64 {
         self.mod_revision
+    }
+    /// The lease the key lives under (0: none).
+    pub fn lease(&self) -> i64 {
+        self.lease
     }
 }
 

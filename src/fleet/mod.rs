@@ -11,6 +11,7 @@
 pub(crate) mod cmd;
 pub mod etcd;
 pub mod publish;
+pub mod rollout;
 pub(crate) mod run;
 pub(crate) mod source;
 
@@ -435,6 +436,24 @@ impl Keys {
     /// One host's presence key: `PREFIX/hosts/HOST`.
     pub fn host_key(&self, host: &str) -> String {
         format!("{}/hosts/{host}", self.prefix)
+    }
+    /// Fleet rollouts (docs/fleet.md, "Rollouts in waves"):
+    /// `PREFIX/rollouts/`.
+    pub fn rollouts_dir(&self) -> String {
+        format!("{}/rollouts/", self.prefix)
+    }
+    /// The lock a running rollout holds under its lease:
+    /// `PREFIX/rollouts/lock`.
+    pub fn rollout_lock(&self) -> String {
+        format!("{}/rollouts/lock", self.prefix)
+    }
+    /// Every rollout's record: `PREFIX/rollouts/revisions/`.
+    pub fn rollout_records(&self) -> String {
+        format!("{}/rollouts/revisions/", self.prefix)
+    }
+    /// Rollout `revision`'s record (10 digits, so keys sort by revision).
+    pub fn rollout_record(&self, revision: u64) -> String {
+        format!("{}/rollouts/revisions/{revision:010}", self.prefix)
     }
     /// Where a manifest key of a push goes.
     pub fn target_dir(&self, target: &Target) -> String {

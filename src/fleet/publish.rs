@@ -39,6 +39,10 @@ pub(crate) struct FleetObject {
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit: Option<UnitStatus>,
+    /// The digest of the manifest file (the key's value) the host last
+    /// applied: what a fleet rollout judges a host by.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub manifest_digest: String,
     pub last_reconcile_time: Option<String>,
     pub operator_running: bool,
     pub host: String,
@@ -52,6 +56,7 @@ impl FleetObject {
             file: o.file.clone(),
             conditions: o.conditions.clone(),
             unit: o.unit.clone(),
+            manifest_digest: o.manifest_digest.clone(),
             last_reconcile_time: reconciled_at.map(str::to_string),
             operator_running: true,
             host: host.to_string(),
@@ -314,6 +319,7 @@ mod tests {
                 last_transition_time: "t".into(),
             }],
             unit: None,
+            manifest_digest: "d1".into(),
             last_reconcile_time: Some(at.into()),
             operator_running: true,
             host: "h".into(),
@@ -332,6 +338,10 @@ mod tests {
                 obj("b", crate::status::Reason::Running, "t1"),
             ),
             (
+                "c".to_string(),
+                obj("c", crate::status::Reason::Running, "t1"),
+            ),
+            (
                 "gone".to_string(),
                 obj("gone", crate::status::Reason::Running, "t1"),
             ),
@@ -346,6 +356,14 @@ mod tests {
                 "b".to_string(),
                 obj("b", crate::status::Reason::Failed, "t2"),
             ),
+            // Only the file applied changed (issue 25): written.
+            (
+                "c".to_string(),
+                FleetObject {
+                    manifest_digest: "d2".into(),
+                    ..obj("c", crate::status::Reason::Running, "t1")
+                },
+            ),
             (
                 "new".to_string(),
                 obj("new", crate::status::Reason::Running, "t2"),
@@ -353,7 +371,7 @@ mod tests {
         ]);
         let (puts, deletes) = changes(&published, &want);
         let names: Vec<&str> = puts.iter().map(|o| o.name.as_str()).collect();
-        assert_eq!(names, ["b", "new"]);
+        assert_eq!(names, ["b", "c", "new"]);
         assert_eq!(deletes, ["gone"]);
     }
 }

@@ -687,6 +687,25 @@ mod tests {
         assert!(set.held.contains_key("a"));
     }
 
+    /// Issue 25: every manifest carries the SHA-256 of the bytes of the file
+    /// it was parsed from, the same for every document of that file.
+    #[test]
+    fn manifests_carry_the_digest_of_their_files_bytes() {
+        use sha2::{Digest, Sha256};
+        let d = tempfile::tempdir().unwrap();
+        let two = "# two documents\napiVersion: unitlet/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [a]}\n---\napiVersion: unitlet/v1\nkind: Service\nmetadata: {name: b}\nspec: {command: [b]}\n";
+        let one = format!("{HEAD}  command: [c]\n");
+        std::fs::write(d.path().join("two.yaml"), two).unwrap();
+        std::fs::write(d.path().join("c.yaml"), &one).unwrap();
+        let set = load_dir(d.path()).unwrap();
+        let digest = |m: &str| set.get(m).unwrap().digest.clone();
+        let two_sha = hex::encode(Sha256::digest(two.as_bytes()));
+        assert_eq!(digest("a"), two_sha);
+        assert_eq!(digest("b"), two_sha);
+        assert_eq!(digest("web"), hex::encode(Sha256::digest(one.as_bytes())));
+        assert_eq!(two_sha.len(), 64, "the whole SHA-256, lowercase hex");
+    }
+
     /// Issue 20 item 8: another user's directory or manifest is refused.
     #[test]
     fn manifests_owned_by_another_user_are_refused() {

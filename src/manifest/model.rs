@@ -28,6 +28,11 @@ pub struct Manifest {
     pub file: PathBuf,
     /// Line of the document within the file (1-based).
     pub line: u64,
+    /// The lowercase hex SHA-256 of the bytes of the whole file (all its
+    /// documents) as parsed ([`manifest_digest`]): the status says which
+    /// file an object was last reconciled from, so a fleet rollout can tell
+    /// a host that applied a new file from one still on the old.
+    pub digest: String,
     /// Where fields checked after parsing are written (line, column), so
     /// an ordering cycle or an unusable file points at its field: keys are
     /// `command`, `after`, `unitFile`, `environmentFile`, `credentials`,
@@ -371,6 +376,13 @@ pub fn spec_hash(m: &Manifest) -> String {
     let mut h = Sha256::new();
     h.update(format!("{:?}", m.spec).as_bytes());
     hex::encode(&h.finalize()[..8])
+}
+
+/// The digest of a manifest file's bytes (all its documents): lowercase
+/// hex SHA-256, as `sha256sum` prints it. In etcd it is the digest of the
+/// manifest key's value, which the source writes to disk byte for byte.
+pub fn manifest_digest(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// Everything found in the manifests directory.

@@ -350,12 +350,19 @@ pub fn check_destination_path(path: &Path) -> Result<(), String> {
 
 /// Parse and validate the text of one manifest file. Pure.
 ///
+/// Every manifest returned carries the digest of `text`
+/// ([`Manifest::digest`]): the loaders pass the file's bytes unchanged.
+///
 /// Adopted unit files (`spec.unitFile`) are returned with empty content;
 /// [`load_dir`](super::load_dir) and [`load_files`](super::load_files) fill it in.
 pub fn parse_str(text: &str, file: &Path, ctx: &PathContext) -> ParsedFile {
     let mut out = ParsedFile::default();
     if let Some((docs, blanked)) = super::parse::raw_documents(text, file, &mut out) {
         validate_documents(docs, &blanked, file, ctx, &mut out);
+    }
+    let digest = manifest_digest(text.as_bytes());
+    for m in &mut out.manifests {
+        m.digest.clone_from(&digest);
     }
     out
 }
@@ -462,6 +469,8 @@ fn validate_fields(
         labels,
         file: file.to_path_buf(),
         line: doc_loc.line(),
+        // The whole file's, set by `parse_str` once every document is read.
+        digest: String::new(),
         field_at,
         spec,
     })

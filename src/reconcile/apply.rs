@@ -611,7 +611,8 @@ impl Reconciler {
 
     /// Backoff bookkeeping: a failure (or a unit that had failed on its
     /// own and was started again, so a crash loop is not a tight loop)
-    /// backs the manifest off; success or an edit resets it.
+    /// backs the manifest off; success or an edit resets it. Also records
+    /// the spec hash and file digest the pass applied.
     fn track_backoff(
         &mut self,
         prep: &Prepared,
@@ -650,6 +651,9 @@ impl Reconciler {
                 self.backoff.remove(&m.name);
             }
             obj.spec_hash = hash;
+            // Applied (or tried, and failed) from these bytes: a fleet
+            // rollout judges the new file by this, success or not.
+            obj.manifest_digest.clone_from(&m.digest);
         }
     }
 

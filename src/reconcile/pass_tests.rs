@@ -385,6 +385,38 @@ async fn garbage_collection_stops_and_removes_only_units_unitlet_owns() {
     assert_eq!(w.unit_file("other.service").as_deref(), Some(foreign));
 }
 
+/// Issue 25: the status says which file bytes the object was last
+/// reconciled from; an edit (even of a comment only) moves it, an invalid
+/// file (not applied) does not.
+#[tokio::test]
+async fn the_status_carries_the_digest_of_the_file_last_applied() {
+    use sha2::{Digest, Sha256};
+    let sha = |s: &str| hex::encode(Sha256::digest(s.as_bytes()));
+    let digest = |w: &World| w.status.objects["web"].manifest_digest.clone();
+    let mut w = World::new();
+    let first = service("web", "");
+    w.write("web.yaml", &first);
+    w.pass().await;
+    assert_eq!(digest(&w), sha(&first));
+
+    let commented = format!("# a comment only\n{first}");
+    w.write("web.yaml", &commented);
+    let r = w.pass().await;
+    assert_eq!(r.actions, 0, "the spec did not change");
+    assert_eq!(digest(&w), sha(&commented));
+
+    let second = service("web", &memory_max("64M"));
+    w.write("web.yaml", &second);
+    w.pass().await;
+    assert_eq!(digest(&w), sha(&second));
+
+    w.write("web.yaml", &service("web", "  bogusField: 1\n"));
+    w.pass().await;
+    assert_eq!(digest(&w), sha(&second), "an invalid file is not applied");
+    let json = serde_json::to_value(&w.status.objects["web"]).unwrap();
+    assert_eq!(json["manifestDigest"], sha(&second));
+}
+
 #[tokio::test]
 async fn a_manifest_turned_invalid_keeps_its_units_running_untouched() {
     let mut w = World::new();

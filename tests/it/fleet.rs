@@ -531,3 +531,44 @@ fn fleet_over_tls_with_a_client_certificate_pushes_watches_and_applies() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains(&cluster.endpoints()), "{}", stderr(&o));
 }
+
+/// Issue 25: a host's status value in etcd says which value of the manifest
+/// key it last applied: `manifestDigest` is the SHA-256 of the value pushed
+/// (the file's bytes), and it moves when a new value is pushed. `get -o
+/// json` on the host and `fleet get -o json` show it too.
+#[test]
+fn fleet_status_values_carry_the_digest_of_the_pushed_value() {
+    use sha2::{Digest, Sha256};
+    let sha = |arg: &str| hex::encode(Sha256::digest(manifest("dig", arg).as_bytes()));
+    let cluster = EtcdCluster::start(1);
+    let prefix = "/it-digest";
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "dig", "100071");
+    push(&cluster, prefix, dir.path(), &["--all"]);
+    let mut h = Host::new("host-digest");
+    h.start(&cluster, prefix);
+    let key = format!("{prefix}/status/host-digest/dig");
+    let in_etcd = || -> Option<String> {
+        let o = cluster.etcdctl(&["get", "--print-value-only", "--", &key]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+        v["manifestDigest"].as_str().map(str::to_string)
+    };
+    for arg in ["100071", "100072"] {
+        if arg != "100071" {
+            write(dir.path(), "dig", arg);
+            push(&cluster, prefix, dir.path(), &["--all"]);
+        }
+        h.wait_running("dig.service", arg, Duration::from_secs(20));
+        let want = sha(arg);
+        wait_for(
+            Duration::from_secs(20),
+            &format!("{key} carrying manifestDigest {want}"),
+            || (in_etcd().as_deref() == Some(want.as_str())).then_some(()),
+        );
+    }
+    let objs = fleet_get(&cluster, prefix);
+    let dig = objs.iter().find(|o| o["name"] == "dig").unwrap();
+    assert_eq!(dig["manifestDigest"], sha("100072"), "{dig}");
+    let local = h.um.get_json();
+    assert_eq!(local[0]["manifestDigest"], sha("100072"), "{local}");
+}

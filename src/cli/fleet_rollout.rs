@@ -1,0 +1,325 @@
+//! `unitlet fleet rollout DIR|status|history|resume|undo`: flags, progress
+//! (a bar on a terminal, one line per event otherwise), printing and exit
+//! status around [`crate::fleet::rollout::drive`].
+
+use std::io::{IsTerminal, Write};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::error::{CliError, CliResult};
+use super::{FleetRolloutArgs, FleetRolloutCommand, Output};
+use crate::fleet::EtcdArgs;
+use crate::fleet::cmd::PushError;
+use crate::fleet::rollout::drive::{self, Event, Outcome, Progress, Start};
+use crate::fleet::rollout::record::{Record, RolloutOptions, RolloutTarget};
+use crate::table::print_table;
+
+/// `unitlet fleet rollout …`.
+pub(super) async fn command(
+    etcd: &EtcdArgs,
+    command: Option<FleetRolloutCommand>,
+    args: FleetRolloutArgs,
+) -> CliResult {
+    let mut printer = Printer::new(std::io::stdout().is_terminal());
+    let outcome = match command {
+        None => start(etcd, args, &mut printer).await?,
+        Some(FleetRolloutCommand::Resume) => drive::resume(etcd, &mut printer).await?,
+        Some(FleetRolloutCommand::Undo) => drive::undo(etcd, &mut printer).await?,
+        Some(FleetRolloutCommand::Status { output }) => {
+            return print_status(drive::latest(etcd).await?.as_ref(), output);
+        }
+        Some(FleetRolloutCommand::History) => {
+            print_history(&drive::history(etcd).await?);
+            return Ok(());
+        }
+    };
+    printer.done();
+    match outcome {
+        Outcome::Nothing => {
+            println!("nothing to roll out: the targeted hosts run these files already");
+            Ok(())
+        }
+        Outcome::Complete { .. } => Ok(()),
+        Outcome::Halted {
+            revision,
+            halt,
+            undone,
+        } => {
+            eprintln!(
+                "error: rollout {revision} halted at host {}: object {}: {}: {}; {}",
+                halt.host,
+                halt.object,
+                halt.reason,
+                halt.message,
+                if undone {
+                    "the hosts it changed were put back"
+                } else {
+                    "the hosts it changed keep the new files (`unitlet fleet rollout undo` puts them back)"
+                }
+            );
+            Err(CliError::Unsuccessful)
+        }
+    }
+}
+
+/// `fleet rollout DIR`: validate DIR, then roll it out.
+async fn start(
+    etcd: &EtcdArgs,
+    args: FleetRolloutArgs,
+    printer: &mut Printer,
+) -> Result<Outcome, CliError> {
+    let Some(dir) = args.dir else {
+        return Err(CliError::Fleet(crate::fleet::FleetError::Usage(
+            "fleet rollout needs DIR, or one of status, history, resume, undo".into(),
+        )));
+    };
+    let files = match crate::fleet::cmd::rollout_files(&dir) {
+        Ok(f) => f,
+        Err(e) => {
+            if let PushError::Invalid { errors, .. } = &e {
+                for e in errors {
+                    eprintln!("invalid: {e}");
+                }
+            }
+            return Err(CliError::Push(e));
+        }
+    };
+    let abs = std::path::absolute(&dir).unwrap_or(dir);
+    let start = Start {
+        files,
+        dir: abs.display().to_string(),
+        target: RolloutTarget {
+            all: args.selector.is_none(),
+            selector: args.selector,
+        },
+        options: RolloutOptions {
+            canary: args.canary,
+            wave_percent: args.wave,
+            stable: args.stable,
+            progress_deadline: args.progress_deadline,
+            no_undo: args.no_undo,
+        },
+    };
+    Ok(drive::rollout(etcd, start, printer).await?)
+}
+
+/// Shows [`Event`]s: a bar per wave on a terminal, else one line each.
+struct Printer {
+    tty: bool,
+    bar: Option<ProgressBar>,
+}
+
+fn wave_name(wave: usize, waves: usize) -> String {
+    let canary = if wave == 0 { " (canary)" } else { "" };
+    format!("wave {}/{waves}{canary}", wave + 1)
+}
+
+impl Printer {
+    fn new(tty: bool) -> Printer {
+        Printer { tty, bar: None }
+    }
+
+    /// A line, above the bar when there is one.
+    fn line(&self, s: String) {
+        match &self.bar {
+            Some(b) => b.println(s),
+            None => {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{s}");
+                let _ = out.flush();
+            }
+        }
+    }
+
+    fn done(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+
+    fn wave_bar(&mut self, name: &str, hosts: usize) {
+        self.done();
+        if !self.tty {
+            return;
+        }
+        let b = ProgressBar::with_draw_target(Some(hosts as u64), ProgressDrawTarget::stdout());
+        if let Ok(style) =
+            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} hosts ready {elapsed}")
+        {
+            b.set_style(style.progress_chars("=> "));
+        }
+        b.set_message(name.to_string());
+        b.enable_steady_tick(std::time::Duration::from_millis(200));
+        self.bar = Some(b);
+    }
+}
+
+impl Progress for Printer {
+    fn event(&mut self, e: Event) {
+        match e {
+            Event::Start {
+                revision,
+                files,
+                hosts,
+                waves,
+                resumed_at,
+            } => self.line(match resumed_at {
+                Some(w) => format!(
+                    "resuming rollout {revision} at wave {}/{waves}: {files} file(s) to {hosts} host(s)",
+                    w + 1
+                ),
+                None => format!(
+                    "rollout {revision}: {files} file(s) to {hosts} host(s) in {waves} wave(s)"
+                ),
+            }),
+            Event::WaveWritten {
+                wave,
+                waves,
+                hosts,
+                skipped,
+            } => {
+                let name = wave_name(wave, waves);
+                let gone = if skipped.is_empty() {
+                    String::new()
+                } else {
+                    format!("; skipped, gone: {}", skipped.join(", "))
+                };
+                self.line(format!("{name}: written to {}{gone}", hosts.join(", ")));
+                self.wave_bar(&name, hosts.len());
+            }
+            Event::HostReady {
+                wave,
+                waves,
+                host,
+                ready,
+                of,
+            } => {
+                let name = wave_name(wave, waves);
+                if let Some(b) = &self.bar {
+                    b.inc(1);
+                }
+                self.line(format!("{name}: {host} ready"));
+                if ready == of {
+                    self.done();
+                    self.line(format!("{name}: {ready}/{of} hosts ready"));
+                }
+            }
+            Event::Halted(h) => {
+                self.done();
+                self.line(format!(
+                    "halted: host {}, object {}: {}: {}",
+                    h.host, h.object, h.reason, h.message
+                ));
+            }
+            Event::Undone { keys, skipped } => {
+                let left = if skipped.is_empty() {
+                    String::new()
+                } else {
+                    format!("; left alone (changed by someone else): {}", skipped.join(", "))
+                };
+                self.line(format!("put back {keys} host key(s){left}"));
+            }
+            Event::Finished { revision, removed } => {
+                self.done();
+                self.line(format!(
+                    "rollout {revision} complete: {removed} wave key(s) removed"
+                ));
+            }
+        }
+    }
+}
+
+fn changed(r: &Record) -> String {
+    let mut v: Vec<String> = r.puts.keys().cloned().collect();
+    v.extend(r.deletes.iter().map(|d| format!("-{d}")));
+    v.join(",")
+}
+
+/// `fleet rollout status`.
+fn print_status(r: Option<&Record>, output: Output) -> CliResult {
+    let Some(r) = r else {
+        println!("no rollout yet");
+        return Ok(());
+    };
+    let mut out = std::io::stdout().lock();
+    match output {
+        Output::Json => {
+            let _ = writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(r).unwrap_or_default()
+            );
+        }
+        Output::Yaml => {
+            let _ = write!(out, "{}", serde_saphyr::to_string(r).unwrap_or_default());
+        }
+        Output::Table | Output::Wide => {
+            let _ = writeln!(
+                out,
+                "rollout {}: {} at wave {}/{}, target {}, started {} by {}",
+                r.revision,
+                r.phase,
+                (r.wave + 1).min(r.waves.len().max(1)),
+                r.waves.len(),
+                r.target,
+                r.started_at,
+                r.started_by
+            );
+            let _ = writeln!(out, "changed: {} (from {})", changed(r), r.dir);
+            if let Some(h) = &r.halt {
+                let _ = writeln!(
+                    out,
+                    "halted: host {}, object {}: {}: {}",
+                    h.host, h.object, h.reason, h.message
+                );
+            }
+            let rows: Vec<Vec<String>> = r
+                .waves
+                .iter()
+                .enumerate()
+                .flat_map(|(i, hs)| hs.iter().map(move |h| (i, h)))
+                .map(|(i, h)| {
+                    let v = r.verdicts.get(h);
+                    vec![
+                        h.clone(),
+                        (i + 1).to_string(),
+                        v.map(|v| v.state.to_string())
+                            .unwrap_or_else(|| "Pending".into()),
+                        v.map(|v| v.object.clone())
+                            .filter(|o| !o.is_empty())
+                            .unwrap_or_else(|| "-".into()),
+                        v.map(|v| v.message.clone()).unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            print_table(
+                &mut out,
+                &["HOST", "WAVE", "STATE", "OBJECT", "MESSAGE"],
+                &rows,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `fleet rollout history`.
+fn print_history(records: &[Record]) {
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            vec![
+                r.revision.to_string(),
+                r.phase.to_string(),
+                r.target.to_string(),
+                changed(r),
+                r.started_at.clone(),
+                r.started_by.clone(),
+            ]
+        })
+        .collect();
+    print_table(
+        &mut std::io::stdout().lock(),
+        &["REVISION", "PHASE", "TARGET", "CHANGED", "STARTED", "BY"],
+        &rows,
+    );
+}
