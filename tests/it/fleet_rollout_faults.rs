@@ -9,7 +9,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::support::etcd::EtcdCluster;
-use crate::support::fleet::{Background, Host, TTL, fleet, fleet_command, get, keys, push, write};
+use crate::support::fleet::{
+    Background, Host, TTL, fleet, fleet_command, fleet_command_at, get, keys, push, write,
+};
 use crate::support::{stderr, stdout, wait_for, wait_seen};
 
 /// The four hosts, in the order a rollout takes them (by host id).
@@ -291,7 +293,7 @@ fn killed_rollout_resumes_reruns_or_undoes_and_a_second_rollout_is_refused() {
     let (_, canary_rev) = get(&cluster, &wave_key(prefix, "h1")).expect("the canary's key");
     wait_lock_gone(&cluster, prefix);
     let mut r = spawn_rollout(&cluster, prefix, &rollout_args);
-    r.wait_line("resuming rollout 2 at wave 1", Duration::from_secs(30));
+    r.wait_line("resuming rollout 2 at wave 2/2", Duration::from_secs(30));
     let code = wait_for(
         Duration::from_secs(120),
         "the resumed rollout to end",
@@ -340,7 +342,10 @@ fn killed_rollout_resumes_reruns_or_undoes_and_a_second_rollout_is_refused() {
 
 /// Acceptance 4: etcd's quorum lost while a wave is judged → exit 2,
 /// nothing beyond that wave changed; once the members are back, `resume`
-/// completes the rollout.
+/// completes the rollout. Twice: the command talks to one member, so once
+/// it is the member left without a quorum (requests hang, watches are
+/// cancelled for "no leader"), once one of the members killed (the
+/// connection goes).
 #[test]
 fn quorum_lost_mid_wave_exits_2_changes_nothing_beyond_the_wave_and_resumes() {
     let mut cluster = EtcdCluster::start(3);
@@ -356,64 +361,75 @@ fn quorum_lost_mid_wave_exits_2_changes_nothing_beyond_the_wave_and_resumes() {
         "300001",
     );
     let d = dir.path().to_str().unwrap();
-
-    // One host per wave: h1 (canary), h2, h3, h4.
-    write(dir.path(), "svc", "300002");
-    let mut r = spawn_rollout(
-        &cluster,
-        prefix,
-        &[
-            d, "--all", "--canary", "1", "--wave", "25%", "--stable", "5s",
-        ],
-    );
-    wait_record_wave(&mut r, &cluster, prefix, 1, 1, Duration::from_secs(60));
-    wait_for(Duration::from_secs(30), "wave 2's key for h2", || {
-        r.assert_running();
-        get(&cluster, &wave_key(prefix, "h2")).map(|_| ())
-    });
-    cluster.kill_member(1);
-    cluster.kill_member(2);
-    let (code, out, err) = r.wait_exit(Duration::from_secs(90));
-    assert_eq!(code, Some(2), "quorum lost mid-wave:\n{out}{err}");
-    assert!(
-        err.contains("fleet rollout resume"),
-        "says how to go on:\n{err}"
-    );
-    for h in &hosts[2..] {
-        assert!(
-            h.exec_start("svc.service").contains("300001"),
-            "{} changed",
-            h.id
+    for (revision, member, old, new) in [(1u64, 0, "300001", "300002"), (2, 1, "300002", "300003")]
+    {
+        eprintln!("rollout {revision}: the command talks to member {member}; members 1 and 2 die");
+        // One host per wave: h1 (canary), h2, h3, h4.
+        write(dir.path(), "svc", new);
+        let mut r = Background::spawn(fleet_command_at(
+            &cluster,
+            &cluster.endpoint(member),
+            prefix,
+            &[
+                "rollout", d, "--all", "--canary", "1", "--wave", "25%", "--stable", "5s",
+            ],
+        ));
+        wait_record_wave(
+            &mut r,
+            &cluster,
+            prefix,
+            revision,
+            1,
+            Duration::from_secs(60),
         );
-    }
-
-    cluster.start_member(1);
-    cluster.start_member(2);
-    cluster.wait_healthy(Duration::from_secs(30));
-    let written = wave_keys(&cluster, prefix);
-    assert_eq!(
-        written,
-        vec![wave_key(prefix, "h1"), wave_key(prefix, "h2")],
-        "only the canary's and the current wave's keys"
-    );
-    let rec = record(&cluster, prefix).unwrap();
-    assert_eq!(
-        (&rec["phase"], &rec["wave"]),
-        (&"Progressing".into(), &1.into()),
-        "{rec}"
-    );
-    let (all, _) = get(&cluster, &format!("{prefix}/manifests/all/svc")).unwrap();
-    assert!(all.contains("300001"), "all/svc changed: {all}");
-    for h in &hosts[2..] {
+        wait_for(Duration::from_secs(30), "wave 2's key for h2", || {
+            r.assert_running();
+            get(&cluster, &wave_key(prefix, "h2")).filter(|(v, _)| v.contains(new))
+        });
+        cluster.kill_member(1);
+        cluster.kill_member(2);
+        let (code, out, err) = r.wait_exit(Duration::from_secs(90));
+        eprintln!("quorum lost mid-wave:\n{out}{err}");
+        assert_eq!(code, Some(2), "quorum lost mid-wave:\n{out}{err}");
         assert!(
-            h.exec_start("svc.service").contains("300001"),
-            "{} changed",
-            h.id
+            err.contains("fleet rollout resume"),
+            "says how to go on:\n{err}"
         );
-    }
+        for h in &hosts[2..] {
+            assert!(
+                h.exec_start("svc.service").contains(old),
+                "{} changed",
+                h.id
+            );
+        }
 
-    wait_lock_gone(&cluster, prefix);
-    rollout_to_end(&cluster, prefix, &["resume"], 0, Duration::from_secs(120));
-    assert_fleet_on(&cluster, prefix, &hosts, "300002");
-    assert_eq!(record(&cluster, prefix).unwrap()["phase"], "Complete");
+        cluster.start_member(1);
+        cluster.start_member(2);
+        cluster.wait_healthy(Duration::from_secs(30));
+        assert_eq!(
+            wave_keys(&cluster, prefix),
+            vec![wave_key(prefix, "h1"), wave_key(prefix, "h2")],
+            "only the canary's and the current wave's keys"
+        );
+        let rec = record(&cluster, prefix).unwrap();
+        assert_eq!(
+            (&rec["revision"], &rec["phase"], &rec["wave"]),
+            (&revision.into(), &"Progressing".into(), &1.into()),
+            "{rec}"
+        );
+        let (all, _) = get(&cluster, &format!("{prefix}/manifests/all/svc")).unwrap();
+        assert!(all.contains(old), "all/svc changed: {all}");
+        for h in &hosts[2..] {
+            assert!(
+                h.exec_start("svc.service").contains(old),
+                "{} changed",
+                h.id
+            );
+        }
+
+        wait_lock_gone(&cluster, prefix);
+        rollout_to_end(&cluster, prefix, &["resume"], 0, Duration::from_secs(120));
+        assert_fleet_on(&cluster, prefix, &hosts, new);
+        assert_eq!(record(&cluster, prefix).unwrap()["phase"], "Complete");
+    }
 }

@@ -92,16 +92,22 @@ impl Host {
 
 /// `unitlet fleet ARGS` against `cluster` under `prefix`, not yet run.
 pub fn fleet_command(cluster: &EtcdCluster, prefix: &str, args: &[&str]) -> Command {
+    fleet_command_at(cluster, &cluster.endpoints(), prefix, args)
+}
+
+/// As [`fleet_command`], given only `endpoints` (some of the cluster's
+/// members: the one the command talks to).
+pub fn fleet_command_at(
+    cluster: &EtcdCluster,
+    endpoints: &str,
+    prefix: &str,
+    args: &[&str],
+) -> Command {
     let mut c = Command::new(UNITLET);
     c.arg("fleet")
         .args(args)
         .args(cluster.tls_flags(TLS_FLAGS, "client"))
-        .args([
-            "--etcd-endpoints",
-            &cluster.endpoints(),
-            "--etcd-prefix",
-            prefix,
-        ])
+        .args(["--etcd-endpoints", endpoints, "--etcd-prefix", prefix])
         .env_remove("UNITLET_ETCD_ENDPOINTS")
         .env_remove("UNITLET_ETCD_PREFIX")
         .stdin(Stdio::null());
