@@ -40,6 +40,10 @@ pub(super) async fn command(
             Ok(())
         }
         Outcome::Complete { .. } => Ok(()),
+        Outcome::Undone { revision } => {
+            println!("rollout {revision} undone: the hosts it changed run what they ran before");
+            Ok(())
+        }
         Outcome::Halted {
             revision,
             halt,

@@ -334,6 +334,7 @@ fn killed_rollout_resumes_reruns_or_undoes_and_a_second_rollout_is_refused() {
     );
     wait_lock_gone(&cluster, prefix);
     let (out, err) = rollout_to_end(&cluster, prefix, &["undo"], 0, Duration::from_secs(60));
+    assert!(out.contains("rollout 3 undone"), "{out}{err}");
     assert_fleet_on(&cluster, prefix, &hosts, "200003");
     let rec = record(&cluster, prefix).unwrap();
     assert_eq!(rec["revision"], 3, "{out}{err}");

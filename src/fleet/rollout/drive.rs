@@ -101,6 +101,11 @@ pub enum Outcome {
         /// The rollout.
         revision: u64,
     },
+    /// `fleet rollout undo` put the rollout's hosts back, as asked.
+    Undone {
+        /// The rollout.
+        revision: u64,
+    },
     /// A host failed.
     Halted {
         /// The rollout.
@@ -419,7 +424,13 @@ async fn with_unfinished(
         progress,
     };
     let out = if undo {
-        s.undo_now().await
+        // Asked for: done is a success, not a halt.
+        match s.put_back().await {
+            Ok(()) => Ok(Outcome::Undone {
+                revision: s.record.revision,
+            }),
+            Err(e) => Err(e),
+        }
     } else {
         s.resume_now().await
     };
