@@ -339,6 +339,40 @@ fn killed_rollout_resumes_reruns_or_undoes_and_a_second_rollout_is_refused() {
     let rec = record(&cluster, prefix).unwrap();
     assert_eq!(rec["revision"], 3, "{out}{err}");
     assert_eq!(rec["phase"], "Undone", "{out}{err}");
+
+    // 3d. A fresh run of a halted rollout is its resume too: halted with
+    // --no-undo, it is refused (fix the file, or undo), not run again.
+    write(dir.path(), "svc", "not-a-number");
+    let halting: Vec<&str> = rollout_args
+        .iter()
+        .copied()
+        .chain(["--progress-deadline", "5s", "--no-undo"])
+        .collect();
+    let (out, err) = rollout_to_end(&cluster, prefix, &halting, 1, Duration::from_secs(60));
+    assert!(err.contains("halted at host h1"), "{out}{err}");
+    let rec = record(&cluster, prefix).unwrap();
+    assert_eq!(
+        (&rec["revision"], &rec["phase"]),
+        (&4.into(), &"Halted".into()),
+        "{rec}"
+    );
+    let (_, canary_rev) = get(&cluster, &wave_key(prefix, "h1")).expect("h1 keeps the change");
+    for args in [&halting[..], &["resume"][..]] {
+        let (out, err) = rollout_to_end(&cluster, prefix, args, 2, Duration::from_secs(30));
+        assert!(
+            err.contains("--no-undo") && err.contains("fleet rollout undo"),
+            "{args:?}:\n{out}{err}"
+        );
+    }
+    assert_eq!(wave_keys(&cluster, prefix), vec![wave_key(prefix, "h1")]);
+    assert_eq!(
+        get(&cluster, &wave_key(prefix, "h1")).unwrap().1,
+        canary_rev,
+        "h1's key was rewritten"
+    );
+    assert_eq!(record(&cluster, prefix).unwrap()["phase"], "Halted");
+    rollout_to_end(&cluster, prefix, &["undo"], 0, Duration::from_secs(60));
+    assert_fleet_on(&cluster, prefix, &hosts, "200003");
 }
 
 /// Acceptance 4: etcd's quorum lost while a wave is judged → exit 2,

@@ -287,10 +287,15 @@ pub async fn rollout(
                 rev,
                 progress,
             };
-            let out = s.announce(resumed).await;
-            let out = match out {
-                Ok(()) => s.run().await,
-                Err(e) => Err(e),
+            // A rerun of an unfinished rollout is its `resume`: a halted
+            // one is put back (or refused with --no-undo), never run on.
+            let out = if resumed {
+                s.resume_now().await
+            } else {
+                match s.announce(false).await {
+                    Ok(()) => s.run().await,
+                    Err(e) => Err(e),
+                }
             };
             s.lock.release(&mut s.client).await;
             return out;
