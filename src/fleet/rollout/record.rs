@@ -249,8 +249,8 @@ pub enum RolloutError {
     Etcd(#[source] FleetError),
     /// Another rollout holds the lock.
     #[error(
-        "rollout {} is in progress, started by {} at {}; wait for it, or see `unitlet fleet rollout status`",
-        .0.revision, .0.by, .0.since
+        "{} is in progress, started by {} at {}; wait for it, or see `unitlet fleet rollout status`",
+        which_rollout(.0.revision), .0.by, .0.since
     )]
     Locked(LockInfo),
     /// An unfinished rollout with another change.
@@ -274,6 +274,16 @@ pub enum RolloutError {
     /// `--no-undo` rollout resumed).
     #[error("{0}")]
     Refused(String),
+}
+
+/// `rollout N`, or what holds the lock before it has a revision (it took
+/// the lock and is reading etcd).
+fn which_rollout(revision: u64) -> String {
+    if revision == 0 {
+        "a rollout (starting, no revision yet)".into()
+    } else {
+        format!("rollout {revision}")
+    }
 }
 
 impl RolloutError {
@@ -566,6 +576,29 @@ mod tests {
         };
         assert!(!r.same_change(&r.puts, &r.deletes, &sel));
         assert!(!r.same_change(&r.puts, &["x".to_string()], &r.target));
+    }
+
+    /// Acceptance 5: a refusal names the rollout in progress and who
+    /// started it; before it has a revision it says so, not "rollout 0".
+    #[test]
+    fn a_held_lock_names_the_rollout_and_who_started_it() {
+        let held = |revision| {
+            RolloutError::Locked(LockInfo {
+                revision,
+                by: "ops@box pid 42".into(),
+                since: "2026-01-01T00:00:00Z".into(),
+            })
+            .to_string()
+        };
+        assert!(
+            held(7).starts_with(
+                "rollout 7 is in progress, started by ops@box pid 42 at 2026-01-01T00:00:00Z"
+            ),
+            "{}",
+            held(7)
+        );
+        assert!(!held(0).contains("rollout 0"), "{}", held(0));
+        assert!(held(0).contains("ops@box pid 42"), "{}", held(0));
     }
 
     #[test]
