@@ -276,6 +276,7 @@ async fn scenario(n: usize, poll: bool) -> Result_ {
                 host,
                 state_dir: state,
                 ttl: LEASE_TTL,
+                labels: Default::default(),
             },
             stop_rx.clone(),
         )));

@@ -113,6 +113,16 @@ pub(crate) enum Command {
         /// How long this host's status outlives it in etcd.
         #[arg(long = "lease-ttl", env = "UNITLET_LEASE_TTL", default_value = "10s", value_parser = parse_duration)]
         lease_ttl: Duration,
+        /// A label of this host, KEY=VALUE (repeatable; with --source
+        /// etcd), which `fleet rollout --selector` matches.
+        #[arg(
+            long = "host-label",
+            env = "UNITLET_HOST_LABELS",
+            value_name = "KEY=VALUE",
+            value_delimiter = ',',
+            value_parser = parse_host_label
+        )]
+        host_labels: Vec<(String, String)>,
         #[command(flatten)]
         etcd: crate::fleet::EtcdArgs,
     },
@@ -320,6 +330,11 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     manifest::parse_duration(s)
 }
 
+/// `--host-label KEY=VALUE`: a bad label is a usage error (exit 2).
+fn parse_host_label(s: &str) -> Result<(String, String), String> {
+    crate::fleet::parse_label(s).map_err(|e| e.to_string())
+}
+
 /// Runs the `unitlet` command line (`main.rs` calls only this): parses the
 /// arguments, runs the command and returns the process exit code.
 pub fn main() -> i32 {
@@ -415,15 +430,23 @@ async fn dispatch(cmd: Command, loc: Locations) -> CliResult {
             source,
             host_id,
             lease_ttl,
+            host_labels,
             etcd,
         } => {
             let fleet = match source {
+                Source::Dir if !host_labels.is_empty() => {
+                    return Err(crate::fleet::FleetError::Usage(
+                        "--host-label needs --source etcd: labels are published in etcd for `fleet rollout --selector`; add --source etcd or drop --host-label".into(),
+                    )
+                    .into());
+                }
                 Source::Dir => None,
                 Source::Etcd => Some(crate::fleet::FleetOptions {
                     etcd,
                     host: crate::fleet::host_id(host_id.as_deref())?,
                     state_dir: loc.state_dir.clone(),
                     lease_ttl,
+                    labels: crate::fleet::label_map(host_labels)?,
                 }),
             };
             run(loc, resync, &metrics_addr, gc_grace, fleet).await

@@ -87,6 +87,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("locations", 4),
     ("program", 4),
     ("metrics", 4),
+    ("fleet::rollout", 4),
+    ("fleet::rollout::record", 4),
     // 5 reconciler.
     ("render", 5),
     ("plan", 5),
@@ -101,6 +103,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("silence", 5),
     ("work", 5),
     ("doctor", 5),
+    ("fleet::rollout::plan", 5),
     // 6 processes.
     ("operator", 6),
     ("fleet::source", 6),
@@ -117,6 +120,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("work::run", 6),
     ("doctor::machine", 6),
     ("logs", 6),
+    ("fleet::rollout::drive", 6),
     // 7 commands.
     ("cli", 7),
     ("cli::error", 7),
@@ -125,6 +129,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("cli::backup", 7),
     ("cli::doctor", 7),
     ("cli::fleet", 7),
+    ("cli::fleet_rollout", 7),
     ("cli::rollout", 7),
     ("cli::validate", 7),
     ("cli::logs", 7),

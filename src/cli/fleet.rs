@@ -152,6 +152,16 @@ fn object_row(o: &FleetObject, wide: bool) -> Vec<String> {
     row
 }
 
+/// A host's labels as `fleet hosts` shows them: `gpu=h100,zone=a`, `-`
+/// for none.
+fn labels_cell(labels: &std::collections::BTreeMap<String, String>) -> String {
+    if labels.is_empty() {
+        return "-".into();
+    }
+    let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    pairs.join(",")
+}
+
 /// `fleet hosts`' answer.
 fn print_hosts(hosts: &[HostSummary], output: Output) {
     let mut out = std::io::stdout().lock();
@@ -163,6 +173,7 @@ fn print_hosts(hosts: &[HostSummary], output: Output) {
                     let mut v = serde_json::to_value(&h.record).unwrap_or_default();
                     v["objects"] = h.objects.into();
                     v["ready"] = h.ready.into();
+                    v["revision"] = h.revision.into();
                     v
                 })
                 .collect();
@@ -189,10 +200,13 @@ fn print_hosts(hosts: &[HostSummary], output: Output) {
                         h.record.hostname.clone(),
                         format!("{}/{}", h.ready, h.objects),
                         age(&h.record.started_at),
+                        labels_cell(&h.record.labels),
+                        h.revision.map_or_else(|| "-".into(), |r| r.to_string()),
                     ]
                 })
                 .collect();
-            print_table(&mut out, &["HOST", "HOSTNAME", "READY", "UP"], &rows);
+            let header = ["HOST", "HOSTNAME", "READY", "UP", "LABELS", "REVISION"];
+            print_table(&mut out, &header, &rows);
         }
     }
 }

@@ -41,7 +41,7 @@ pub(super) async fn command(
         }
         Outcome::Complete { .. } => Ok(()),
         Outcome::Undone { revision } => {
-            println!("rollout {revision} undone: the hosts it changed run what they ran before");
+            println!("rollout {revision} undone");
             Ok(())
         }
         Outcome::Halted {
@@ -88,13 +88,19 @@ async fn start(
             return Err(CliError::Push(e));
         }
     };
+    // The canonical form (sorted pairs), so a rerun with the pairs in
+    // another order is the same rollout.
+    let selector = match &args.selector {
+        Some(s) => Some(crate::fleet::parse_selector(s)?.to_string()),
+        None => None,
+    };
     let abs = std::path::absolute(&dir).unwrap_or(dir);
     let start = Start {
         files,
         dir: abs.display().to_string(),
         target: RolloutTarget {
-            all: args.selector.is_none(),
-            selector: args.selector,
+            all: selector.is_none(),
+            selector,
         },
         options: RolloutOptions {
             canary: args.canary,

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use super::etcd::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
 
 use super::publish::{FleetObject, HostRecord};
+use super::rollout::plan::HostObject;
 use super::{EtcdArgs, FleetError, Target, check_key_name};
 use crate::manifest;
 
@@ -289,6 +290,8 @@ pub struct HostSummary {
     pub objects: usize,
     /// Those with `Ready` `True`.
     pub ready: usize,
+    /// The newest fleet rollout whose files it runs at their digests.
+    pub revision: Option<u64>,
 }
 
 /// `fleet hosts`: hosts whose operator holds a live lease.
@@ -298,9 +301,14 @@ pub struct HostSummary {
 pub async fn hosts(etcd: &EtcdArgs) -> Result<Vec<HostSummary>, FleetError> {
     let keys = etcd.keys();
     let (hosts, status) = read_two(etcd, &keys.hosts_dir(), &keys.status_dir()).await?;
+    let records = super::rollout::drive::history(etcd).await?;
+    let mut judged: BTreeMap<String, Vec<HostObject>> = BTreeMap::new();
     let mut counts: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for (_, v) in &status {
         if let Ok(o) = serde_json::from_slice::<FleetObject>(v) {
+            if let Ok(h) = serde_json::from_slice::<HostObject>(v) {
+                judged.entry(o.host.clone()).or_default().push(h);
+            }
             let e = counts.entry(o.host.clone()).or_default();
             e.0 += 1;
             let ready = o.conditions.iter().any(|c| {
@@ -317,7 +325,12 @@ pub async fn hosts(etcd: &EtcdArgs) -> Result<Vec<HostSummary>, FleetError> {
         .filter_map(|(_, v)| serde_json::from_slice::<HostRecord>(v).ok())
         .map(|record| {
             let (objects, ready) = counts.get(&record.host).copied().unwrap_or_default();
+            let objs = judged
+                .get(&record.host)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
             HostSummary {
+                revision: super::rollout::plan::host_revision(&records, objs),
                 record,
                 objects,
                 ready,

@@ -33,6 +33,9 @@ pub struct FleetOptions {
     pub state_dir: PathBuf,
     /// The status lease's time to live (`--lease-ttl`).
     pub lease_ttl: Duration,
+    /// This host's labels (`--host-label`), published in `PREFIX/hosts/HOST`
+    /// for rollouts' `--selector`.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// How to reach etcd: the flags shared by `run --source etcd` and `fleet`.
@@ -396,6 +399,124 @@ pub fn check_key_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
 }
 
+/// Labels longer than this are refused (Kubernetes' limit for a name).
+const MAX_LABEL: usize = 63;
+
+/// `KEY=VALUE` → its key and value, or what is wrong with it (without
+/// saying where: the callers do).
+fn label_pair(s: &str) -> Result<(String, String), String> {
+    let Some((key, value)) = s.split_once('=') else {
+        return Err("expected KEY=VALUE (e.g. gpu=h100)".into());
+    };
+    if key.is_empty() {
+        return Err("the key is empty; keys are 1–63 letters, digits, '.', '_', '/', '-'".into());
+    }
+    let checks = [
+        ("key", key, "letters, digits, '.', '_', '/', '-'"),
+        ("value", value, "letters, digits, '.', '_', '-'"),
+    ];
+    for (what, text, allowed) in checks {
+        let slash_ok = what == "key";
+        let bad = text.chars().any(|c| {
+            !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') || (slash_ok && c == '/'))
+        });
+        if bad {
+            return Err(format!("{what} {text:?} may hold only {allowed}"));
+        }
+        if text.len() > MAX_LABEL {
+            return Err(format!(
+                "{what} {text:?} is {} characters; at most {MAX_LABEL}",
+                text.len()
+            ));
+        }
+    }
+    Ok((key.to_string(), value.to_string()))
+}
+
+/// One host label, `KEY=VALUE` (`unitlet run --host-label`): keys are 1–63
+/// letters, digits, `.`, `_`, `/`, `-`; values 0–63 letters, digits, `.`,
+/// `_`, `-` (Kubernetes' label rules, simplified).
+///
+/// # Errors
+/// [`FleetError::Usage`] naming the label and what is wrong with it.
+pub fn parse_label(s: &str) -> Result<(String, String), FleetError> {
+    label_pair(s).map_err(|m| FleetError::Usage(format!("label {s:?}: {m}")))
+}
+
+/// A host's labels from its `--host-label` pairs.
+///
+/// # Errors
+/// [`FleetError::Usage`] when a key is given twice.
+pub fn label_map(
+    pairs: impl IntoIterator<Item = (String, String)>,
+) -> Result<BTreeMap<String, String>, FleetError> {
+    let mut map = BTreeMap::new();
+    for (k, v) in pairs {
+        if let Some(first) = map.get(&k) {
+            return Err(FleetError::Usage(format!(
+                "host label {k:?} is given twice ({k}={first}, {k}={v}); give each key once"
+            )));
+        }
+        map.insert(k, v);
+    }
+    Ok(map)
+}
+
+/// Which hosts a fleet rollout targets (`--selector`): those whose labels
+/// hold every one of these pairs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selector {
+    pairs: BTreeMap<String, String>,
+}
+
+impl Selector {
+    /// Whether a host with `labels` is selected: it has every key with
+    /// exactly the value asked for.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.pairs.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
+}
+
+/// The canonical form, `k1=v1,k2=v2` sorted by key: what a rollout record
+/// keeps, and [`parse_selector`] reads back to the same selector.
+impl std::fmt::Display for Selector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pairs: Vec<String> = self.pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        f.write_str(&pairs.join(","))
+    }
+}
+
+/// A selector: `KEY=VALUE` pairs separated by commas, all of which a
+/// host's labels must hold (spaces around a pair are ignored). Pure.
+///
+/// # Errors
+/// [`FleetError::Usage`] for an empty selector, an empty pair, a pair that
+/// is not a valid label, or a key given twice.
+pub fn parse_selector(s: &str) -> Result<Selector, FleetError> {
+    let usage = |m: String| FleetError::Usage(format!("selector {s:?}{m}"));
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    if parts.iter().all(|p| p.is_empty()) {
+        return Err(usage(" is empty; give KEY=VALUE[,KEY=VALUE...]".into()));
+    }
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(usage(
+            ": an empty pair (two commas in a row, or one at an end); give KEY=VALUE[,KEY=VALUE...]"
+                .into(),
+        ));
+    }
+    let mut pairs = BTreeMap::new();
+    for p in parts {
+        let (k, v) = label_pair(p).map_err(|m| usage(format!(": in {p:?}: {m}")))?;
+        if pairs.contains_key(&k) {
+            return Err(usage(format!(
+                ": label {k:?} is given twice; a host has one value per key"
+            )));
+        }
+        pairs.insert(k, v);
+    }
+    Ok(Selector { pairs })
+}
+
 /// The key layout under a prefix (docs/fleet.md, "Key layout").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keys {
@@ -675,6 +796,89 @@ mod tests {
         assert_eq!(k.host_dir("h1"), "/unitlet/manifests/hosts/h1/");
         assert_eq!(k.status_host_dir("h1"), "/unitlet/status/h1/");
         assert_eq!(k.host_key("h1"), "/unitlet/hosts/h1");
+    }
+
+    /// Issue 25: host labels follow Kubernetes' rules, simplified; each
+    /// bad form says what is wrong and what is allowed.
+    #[test]
+    fn host_labels_are_key_value_pairs_of_checked_characters() {
+        assert_eq!(
+            parse_label("gpu=h100").unwrap(),
+            ("gpu".to_string(), "h100".to_string())
+        );
+        assert_eq!(
+            parse_label("example.com/zone=eu-1_a").unwrap(),
+            ("example.com/zone".to_string(), "eu-1_a".to_string())
+        );
+        assert_eq!(parse_label("spare=").unwrap().1, "", "values may be empty");
+        let long = "k".repeat(64);
+        let cases = [
+            ("gpu", "expected KEY=VALUE (e.g. gpu=h100)"),
+            ("=h100", "the key is empty"),
+            (
+                "g u=x",
+                "key \"g u\" may hold only letters, digits, '.', '_', '/', '-'",
+            ),
+            (
+                "gpu=h 100",
+                "value \"h 100\" may hold only letters, digits, '.', '_', '-'",
+            ),
+            ("gpu=a/b", "may hold only letters, digits, '.', '_', '-'"),
+            ("gpu=a=b", "may hold only letters, digits, '.', '_', '-'"),
+            (&format!("{long}=x"), "is 64 characters; at most 63"),
+            (&format!("k={long}"), "is 64 characters; at most 63"),
+        ];
+        for (bad, says) in cases {
+            let e = parse_label(bad).unwrap_err().to_string();
+            assert!(
+                e.contains(says) && e.contains(&format!("{bad:?}")),
+                "{bad}: {e}"
+            );
+        }
+        let twice = labels([("gpu", "a"), ("gpu", "b")])
+            .unwrap_err()
+            .to_string();
+        assert!(twice.contains("label \"gpu\" is given twice"), "{twice}");
+        let ok = labels([("zone", "a"), ("gpu", "h100")]).unwrap();
+        assert_eq!(ok.keys().collect::<Vec<_>>(), ["gpu", "zone"]);
+    }
+
+    fn labels<const N: usize>(
+        pairs: [(&str, &str); N],
+    ) -> Result<BTreeMap<String, String>, FleetError> {
+        label_map(pairs.map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    /// Issue 25: a selector is an AND of KEY=VALUE pairs, matched against
+    /// a host's labels; it prints back in a canonical form.
+    #[test]
+    fn selectors_match_hosts_having_every_pair() {
+        let host = labels([("gpu", "h100"), ("zone", "a")]).unwrap();
+        let yes = |s: &str| parse_selector(s).unwrap().matches(&host);
+        assert!(yes("gpu=h100"));
+        assert!(yes("zone=a,gpu=h100"));
+        assert!(
+            yes(" gpu=h100 , zone=a "),
+            "spaces around pairs are ignored"
+        );
+        assert!(!yes("gpu=a100"));
+        assert!(!yes("gpu=h100,zone=b"));
+        assert!(!yes("rack=1"), "a missing label does not match");
+        assert!(!parse_selector("spare=").unwrap().matches(&host));
+        let sel = parse_selector("zone=a,gpu=h100").unwrap();
+        assert_eq!(sel.to_string(), "gpu=h100,zone=a");
+        assert_eq!(parse_selector(&sel.to_string()).unwrap(), sel);
+        for (bad, says) in [
+            ("", "is empty; give KEY=VALUE[,KEY=VALUE...]"),
+            (" , ", "is empty"),
+            ("gpu=h100,", "an empty pair"),
+            ("gpu", "expected KEY=VALUE"),
+            ("gpu=a,gpu=b", "label \"gpu\" is given twice"),
+            ("g u=x", "may hold only letters"),
+        ] {
+            let e = parse_selector(bad).unwrap_err().to_string();
+            assert!(e.contains(says) && e.starts_with("selector "), "{bad}: {e}");
+        }
     }
 
     #[test]

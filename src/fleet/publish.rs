@@ -27,6 +27,8 @@ pub struct PublishOptions {
     pub state_dir: PathBuf,
     /// The lease's time to live: how long a dead host's keys outlive it.
     pub ttl: Duration,
+    /// This host's labels (`--host-label`), published in its host record.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// One object's status in etcd: a `get -o json` item plus `host`.
@@ -87,6 +89,11 @@ pub(crate) struct HostRecord {
     pub source: String,
     /// Seconds of the lease's time to live.
     pub lease_ttl: u64,
+    /// The host's labels (`--host-label`; `{}` when none), which a
+    /// rollout's `--selector` matches. Absent from a record written before
+    /// 0.3: read as none.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// etcd's default `--max-txn-ops`: larger batches are split.
@@ -248,6 +255,7 @@ async fn announce(
         started_at: started_at.to_string(),
         source: "etcd".into(),
         lease_ttl: ttl as u64,
+        labels: opts.labels.clone(),
     };
     client
         .put(

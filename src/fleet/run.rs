@@ -39,6 +39,7 @@ pub fn start(opts: FleetOptions) -> Running {
             host: opts.host,
             state_dir: opts.state_dir,
             ttl: opts.lease_ttl,
+            labels: opts.labels,
         },
         stopped,
     ));

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::support::{RunningOperator, UNITLET, UserManager, stderr, stdout, wait_for};
 
 #[path = "support/etcd.rs"]
-mod etcd;
+pub(crate) mod etcd;
 use etcd::EtcdCluster;
 
 /// The lease TTL the hosts run with: short, so a dead host goes quickly.
@@ -30,6 +30,11 @@ impl Host {
     }
 
     fn start(&mut self, cluster: &EtcdCluster, prefix: &str) {
+        self.start_with(cluster, prefix, &[]);
+    }
+
+    /// As [`Host::start`], with more `unitlet run` flags.
+    fn start_with(&mut self, cluster: &EtcdCluster, prefix: &str, extra: &[&str]) {
         let ttl = format!("{}s", TTL.as_secs());
         let eps = cluster.endpoints();
         let tls = cluster.tls_flags(TLS_FLAGS, "client");
@@ -46,6 +51,7 @@ impl Host {
             &ttl,
         ];
         args.extend(tls.iter().map(String::as_str));
+        args.extend(extra);
         self.op = Some(self.um.spawn_run(&args));
     }
 
@@ -571,4 +577,70 @@ fn fleet_status_values_carry_the_digest_of_the_pushed_value() {
     assert_eq!(dig["manifestDigest"], sha("100072"), "{dig}");
     let local = h.um.get_json();
     assert_eq!(local[0]["manifestDigest"], sha("100072"), "{local}");
+}
+
+/// Issue 25: a host's labels (`--host-label`, repeatable) are published in
+/// its host key and shown by `fleet hosts` (LABELS) and `fleet hosts -o
+/// json` (`labels`, `{}` for a host without any); a bad label, or labels
+/// without `--source etcd`, are usage errors (exit 2).
+#[test]
+fn fleet_hosts_show_the_labels_hosts_run_with() {
+    let cluster = EtcdCluster::start(1);
+    let prefix = "/it-labels";
+    let mut labelled = Host::new("host-gpu");
+    labelled.start_with(
+        &cluster,
+        prefix,
+        &["--host-label", "zone=a", "--host-label", "gpu=h100"],
+    );
+    let mut plain = Host::new("host-plain");
+    plain.start(&cluster, prefix);
+    let labels = wait_for(Duration::from_secs(20), "both hosts listed", || {
+        let o = fleet(&cluster, prefix, &["hosts", "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+        let hosts = v.as_array()?;
+        (hosts.len() == 2).then(|| {
+            hosts
+                .iter()
+                .map(|h| (h["host"].as_str().unwrap().to_string(), h["labels"].clone()))
+                .collect::<Vec<_>>()
+        })
+    });
+    assert_eq!(
+        labels,
+        [
+            (
+                "host-gpu".to_string(),
+                serde_json::json!({"gpu": "h100", "zone": "a"})
+            ),
+            ("host-plain".to_string(), serde_json::json!({})),
+        ]
+    );
+    let o = fleet(&cluster, prefix, &["hosts"]);
+    let table = stdout(&o);
+    let header = table.lines().next().unwrap();
+    assert!(header.split_whitespace().any(|c| c == "LABELS"), "{table}");
+    let row = |h: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(h))
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        row("host-gpu").trim_end().ends_with(" gpu=h100,zone=a"),
+        "{table}"
+    );
+    assert!(row("host-plain").trim_end().ends_with(" -"), "{table}");
+
+    let run = |args: &[&str]| {
+        let o = labelled.um.unitlet(&[&["run"], args].concat());
+        (o.status.code(), stderr(&o))
+    };
+    let (code, err) = run(&["--source", "etcd", "--host-label", "g u=x"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains(r#"key "g u" may hold only letters"#), "{err}");
+    let (code, err) = run(&["--host-label", "gpu=h100"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--host-label needs --source etcd"), "{err}");
 }

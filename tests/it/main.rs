@@ -10,6 +10,7 @@ mod cli_ux;
 mod converge;
 mod doctor;
 mod fleet;
+mod fleet_rollout;
 mod fleet_rollout_faults;
 mod hostile;
 mod limits;

@@ -101,7 +101,7 @@ pub enum Outcome {
         /// The rollout.
         revision: u64,
     },
-    /// `fleet rollout undo` put the rollout's hosts back, as asked.
+    /// `fleet rollout undo` put every changed host back.
     Undone {
         /// The rollout.
         revision: u64,
@@ -243,17 +243,9 @@ fn strip(kvs: &[(String, String)], dir: &str) -> BTreeMap<String, String> {
 /// Whether `labels` match `selector` (`KEY=VALUE`, comma-separated, all
 /// must hold).
 fn selected(selector: &str, labels: &BTreeMap<String, String>) -> Result<bool, RolloutError> {
-    // TODO(waves): crate::fleet::parse_selector once hostside is merged.
-    let mut all = true;
-    for pair in selector.split(',') {
-        let Some((k, v)) = pair.split_once('=').filter(|(k, _)| !k.is_empty()) else {
-            return Err(RolloutError::Refused(format!(
-                "--selector {selector:?}: {pair:?} is not KEY=VALUE (e.g. gpu=h100,zone=a)"
-            )));
-        };
-        all &= labels.get(k.trim()).map(String::as_str) == Some(v.trim());
-    }
-    Ok(all)
+    let sel = crate::fleet::parse_selector(selector)
+        .map_err(|e| RolloutError::Refused(format!("--selector: {e}")))?;
+    Ok(sel.matches(labels))
 }
 
 /// The unfinished rollout among `records`, if any.
@@ -287,8 +279,6 @@ pub async fn rollout(
                 rev,
                 progress,
             };
-            // A rerun of an unfinished rollout is its `resume`: a halted
-            // one is put back (or refused with --no-undo), never run on.
             let out = if resumed {
                 s.resume_now().await
             } else {
@@ -329,7 +319,7 @@ async fn begin(
     }
     let change = plan::change(&start.files, &snap.all, &targeted, &start.target);
     if let Some((r, rev)) = unfinished(&snap.records) {
-        if r.same_change(&change.puts, &change.deletes, &start.target) {
+        if plan::same_change(r, &start.files, &change, &start.target) {
             return Ok(Some((r.clone(), *rev, true)));
         }
         return Err(RolloutError::Unfinished {
@@ -429,13 +419,7 @@ async fn with_unfinished(
         progress,
     };
     let out = if undo {
-        // Asked for: done is a success, not a halt.
-        match s.put_back().await {
-            Ok(()) => Ok(Outcome::Undone {
-                revision: s.record.revision,
-            }),
-            Err(e) => Err(e),
-        }
+        s.undo_now().await
     } else {
         s.resume_now().await
     };
@@ -505,13 +489,32 @@ impl Session<'_> {
                 "rollout {} halted and was started with --no-undo: put its hosts back with `unitlet fleet rollout undo`, or fix the files and roll out again after that",
                 self.record.revision
             ))),
-            _ => self.undo_now().await,
+            _ => {
+                self.put_back().await?;
+                Ok(match self.record.halt {
+                    Some(_) => self.halted_outcome(true),
+                    None => Outcome::Undone {
+                        revision: self.record.revision,
+                    },
+                })
+            }
         }
     }
 
+    /// `fleet rollout undo`: every changed host put back.
     async fn undo_now(&mut self) -> Result<Outcome, RolloutError> {
+        let info = LockInfo {
+            revision: self.record.revision,
+            by: record::whoami(),
+            since: record::now_rfc3339(),
+        };
+        self.lock
+            .set_info(&mut self.client, self.args, &info)
+            .await?;
         self.put_back().await?;
-        Ok(self.halted_outcome(true))
+        Ok(Outcome::Undone {
+            revision: self.record.revision,
+        })
     }
 
     fn halted_outcome(&self, undone: bool) -> Outcome {
@@ -864,7 +867,8 @@ impl Session<'_> {
         if self.record.options.no_undo {
             return Ok(self.halted_outcome(false));
         }
-        self.undo_now().await
+        self.put_back().await?;
+        Ok(self.halted_outcome(true))
     }
 
     /// Put every host key the rollout wrote back to what it replaced (only

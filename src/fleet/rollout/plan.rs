@@ -102,6 +102,27 @@ pub fn change(
     out
 }
 
+/// Whether a rerun of `fleet rollout` with `files` (and the `change`
+/// computed from them now) is the unfinished rollout `record`: the same
+/// target and deletes, every file it writes still in DIR with the same
+/// digest, and nothing else to write. The hosts it already wrote have the
+/// new files by now, so `change.puts` may have shrunk with `--selector`.
+pub fn same_change(
+    record: &Record,
+    files: &BTreeMap<String, String>,
+    change: &Change,
+    target: &RolloutTarget,
+) -> bool {
+    record.target == *target
+        && record.deletes == change.deletes
+        && record.puts.iter().all(|(n, p)| {
+            files
+                .get(n)
+                .is_some_and(|v| digest(v.as_bytes()) == p.digest)
+        })
+        && change.puts.keys().all(|n| record.puts.contains_key(n))
+}
+
 /// The waves: the first `canary` hosts, then `percent` % of the others
 /// (rounded up, at least one) per wave, in the order given.
 pub fn waves(hosts: &[String], canary: usize, percent: u32) -> Vec<Vec<String>> {
@@ -364,6 +385,27 @@ pub fn got(record: &Record, host: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The newest rollout whose files a host runs, for `fleet hosts`: every
+/// object the host publishes from one of the rollout's files is at that
+/// file's digest (and not rolled back), and there is at least one.
+/// `records` oldest first.
+pub fn host_revision(records: &[Record], objects: &[HostObject]) -> Option<u64> {
+    records.iter().rev().find_map(|r| {
+        let mut seen = false;
+        for o in objects {
+            let Some(put) = o.key_name().and_then(|n| r.puts.get(n)) else {
+                continue;
+            };
+            let rolled_back = o.ready().is_some_and(|c| c.reason == "RolledBack");
+            if o.manifest_digest != put.digest || rolled_back {
+                return None;
+            }
+            seen = true;
+        }
+        seen.then_some(r.revision)
+    })
+}
+
 /// One host key a rollout writes or puts back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyWrite {
@@ -616,6 +658,128 @@ mod tests {
         // With --stable 0, good is Ready at once.
         let mut c = HostClock::new(t0);
         assert_eq!(c.judge(&good, t0, Duration::ZERO, d), Judged::Ready);
+    }
+
+    #[test]
+    fn a_host_runs_the_newest_rollout_whose_every_file_it_runs_at_its_digest() {
+        use super::super::record::*;
+        let rec = |revision: u64, digest: &str| Record {
+            revision,
+            phase: Phase::Complete,
+            started_by: String::new(),
+            started_at: String::new(),
+            updated_at: String::new(),
+            dir: String::new(),
+            target: RolloutTarget {
+                all: true,
+                selector: None,
+            },
+            options: RolloutOptions {
+                canary: 1,
+                wave_percent: 25,
+                stable: Duration::ZERO,
+                progress_deadline: Duration::from_secs(1),
+                no_undo: false,
+            },
+            puts: BTreeMap::from([(
+                "web".into(),
+                Put {
+                    value: String::new(),
+                    digest: digest.into(),
+                },
+            )]),
+            deletes: vec![],
+            hosts: vec![],
+            names: BTreeMap::new(),
+            waves: vec![],
+            wave: 0,
+            replaced: BTreeMap::new(),
+            verdicts: BTreeMap::new(),
+            halt: None,
+        };
+        let records = [rec(1, "d1"), rec(2, "d2"), rec(3, "d3")];
+        let web = |d: &str, reason: &str| obj("web", d, "True", reason);
+        assert_eq!(host_revision(&records, &[web("d2", "Running")]), Some(2));
+        assert_eq!(host_revision(&records, &[web("d3", "Running")]), Some(3));
+        // Rolled back from d3: it runs the one before, which no rollout names.
+        assert_eq!(host_revision(&records, &[web("d3", "RolledBack")]), None);
+        assert_eq!(
+            host_revision(&records, &[obj("other", "d3", "True", "Running")]),
+            None
+        );
+        assert_eq!(host_revision(&[], &[web("d3", "Running")]), None);
+    }
+
+    #[test]
+    fn a_rerun_is_the_same_rollout_when_it_writes_the_same_files_to_the_same_target() {
+        use super::super::record::*;
+        let all_t = RolloutTarget {
+            all: true,
+            selector: None,
+        };
+        let dir = files(&[("a", "A2"), ("b", "B")]);
+        let all = files(&[("a", "A1"), ("b", "B")]);
+        let hosts = [host("h1", &[], &[]), host("h2", &[], &[])];
+        let c = change(&dir, &all, &hosts, &all_t);
+        let r = Record {
+            revision: 1,
+            phase: Phase::Progressing,
+            started_by: String::new(),
+            started_at: String::new(),
+            updated_at: String::new(),
+            dir: String::new(),
+            target: all_t.clone(),
+            options: RolloutOptions {
+                canary: 1,
+                wave_percent: 25,
+                stable: Duration::ZERO,
+                progress_deadline: Duration::from_secs(1),
+                no_undo: false,
+            },
+            puts: c.puts.clone(),
+            deletes: c.deletes.clone(),
+            hosts: vec![],
+            names: c.names.clone(),
+            waves: vec![],
+            wave: 0,
+            replaced: BTreeMap::new(),
+            verdicts: BTreeMap::new(),
+            halt: None,
+        };
+        assert!(same_change(&r, &dir, &c, &all_t));
+        // The canary has its wave key now: with --all the change is the same.
+        let later = [host("h1", &[("a", "A2")], &[]), host("h2", &[], &[])];
+        assert!(same_change(
+            &r,
+            &dir,
+            &change(&dir, &all, &later, &all_t),
+            &all_t
+        ));
+        // Another version of a, another file, another target: not the same.
+        let dir2 = files(&[("a", "A3"), ("b", "B")]);
+        assert!(!same_change(
+            &r,
+            &dir2,
+            &change(&dir2, &all, &hosts, &all_t),
+            &all_t
+        ));
+        let dir3 = files(&[("a", "A2"), ("b", "B2")]);
+        assert!(!same_change(
+            &r,
+            &dir3,
+            &change(&dir3, &all, &hosts, &all_t),
+            &all_t
+        ));
+        let sel = RolloutTarget {
+            all: false,
+            selector: Some("gpu=h100".into()),
+        };
+        assert!(!same_change(
+            &r,
+            &dir,
+            &change(&dir, &all, &hosts, &sel),
+            &sel
+        ));
     }
 
     #[test]

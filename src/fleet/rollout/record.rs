@@ -210,26 +210,6 @@ pub struct Record {
     pub halt: Option<Halt>,
 }
 
-impl Record {
-    /// Whether `other` rolls out the same files to the same hosts (a rerun
-    /// of `fleet rollout DIR` resumes then).
-    pub fn same_change(
-        &self,
-        puts: &BTreeMap<String, Put>,
-        deletes: &[String],
-        target: &RolloutTarget,
-    ) -> bool {
-        self.target == *target
-            && self.deletes == deletes
-            && self.puts.len() == puts.len()
-            && self
-                .puts
-                .iter()
-                .zip(puts)
-                .all(|((a, pa), (b, pb))| a == b && pa.digest == pb.digest)
-    }
-}
-
 /// The value of `PREFIX/rollouts/lock`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockInfo {
@@ -561,21 +541,6 @@ mod tests {
         assert!(v.get("halt").is_none());
         let back: Record = serde_json::from_value(v).unwrap();
         assert_eq!(back, r);
-    }
-
-    #[test]
-    fn the_same_change_is_the_same_files_deletes_and_target() {
-        let r = record();
-        assert!(r.same_change(&r.puts, &r.deletes, &r.target));
-        let mut other = r.puts.clone();
-        other.get_mut("vllm").unwrap().digest = "e".into();
-        assert!(!r.same_change(&other, &r.deletes, &r.target));
-        let sel = RolloutTarget {
-            all: false,
-            selector: Some("gpu=h100".into()),
-        };
-        assert!(!r.same_change(&r.puts, &r.deletes, &sel));
-        assert!(!r.same_change(&r.puts, &["x".to_string()], &r.target));
     }
 
     /// Acceptance 5: a refusal names the rollout in progress and who
