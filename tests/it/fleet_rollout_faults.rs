@@ -32,7 +32,7 @@ fn four_hosts(
 ) -> Vec<Host> {
     let mut hosts: Vec<Host> = IDS.iter().map(|id| Host::new(id)).collect();
     for h in &mut hosts {
-        h.start_with(cluster, prefix, ttl, &[]);
+        h.start_with_ttl(cluster, prefix, ttl, &[]);
     }
     write(dir, "svc", arg);
     push(cluster, prefix, dir, &["--all"]);

@@ -38,11 +38,16 @@ impl Host {
 
     /// Start the operator with the default lease TTL.
     pub fn start(&mut self, cluster: &EtcdCluster, prefix: &str) {
-        self.start_with(cluster, prefix, TTL, &[]);
+        self.start_with(cluster, prefix, &[]);
+    }
+
+    /// As [`Host::start`], with more `unitlet run` flags.
+    pub fn start_with(&mut self, cluster: &EtcdCluster, prefix: &str, extra: &[&str]) {
+        self.start_with_ttl(cluster, prefix, TTL, extra);
     }
 
     /// Start the operator with lease TTL `ttl` and `extra` flags.
-    pub fn start_with(
+    pub fn start_with_ttl(
         &mut self,
         cluster: &EtcdCluster,
         prefix: &str,
