@@ -200,12 +200,12 @@ fn print_hosts(hosts: &[HostSummary], output: Output) {
                         h.record.hostname.clone(),
                         format!("{}/{}", h.ready, h.objects),
                         age(&h.record.started_at),
-                        labels_cell(&h.record.labels),
                         h.revision.map_or_else(|| "-".into(), |r| r.to_string()),
+                        labels_cell(&h.record.labels),
                     ]
                 })
                 .collect();
-            let header = ["HOST", "HOSTNAME", "READY", "UP", "LABELS", "REVISION"];
+            let header = ["HOST", "HOSTNAME", "READY", "UP", "REVISION", "LABELS"];
             print_table(&mut out, &header, &rows);
         }
     }

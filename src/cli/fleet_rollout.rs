@@ -205,10 +205,10 @@ impl Progress for Printer {
                 of,
             } => {
                 let name = wave_name(wave, waves);
-                if let Some(b) = &self.bar {
-                    b.inc(1);
+                match &self.bar {
+                    Some(b) => b.inc(1),
+                    None => self.line(format!("{name}: {host} ready")),
                 }
-                self.line(format!("{name}: {host} ready"));
                 if ready == of {
                     self.done();
                     self.line(format!("{name}: {ready}/{of} hosts ready"));
@@ -332,4 +332,54 @@ fn print_history(records: &[Record]) {
         &["REVISION", "PHASE", "TARGET", "CHANGED", "STARTED", "BY"],
         &rows,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Cli, parse_duration_or_zero, parse_wave_percent};
+    use clap::Parser;
+
+    #[test]
+    fn wave_shares_are_1_to_100_percent_and_stable_may_be_zero() {
+        assert_eq!(parse_wave_percent("25%"), Ok(25));
+        assert_eq!(parse_wave_percent("100"), Ok(100));
+        for bad in ["0%", "101%", "x", ""] {
+            assert!(parse_wave_percent(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_duration_or_zero("0"), Ok(std::time::Duration::ZERO));
+        assert_eq!(
+            parse_duration_or_zero("2s"),
+            Ok(std::time::Duration::from_secs(2))
+        );
+    }
+
+    #[test]
+    fn a_rollout_needs_dir_and_all_or_a_selector_and_its_subcommands_need_neither() {
+        let parse =
+            |a: &[&str]| Cli::try_parse_from([&["unitlet", "fleet", "rollout"], a].concat());
+        assert!(parse(&["d"]).is_err(), "--all or --selector");
+        assert!(parse(&["d", "--all", "--selector", "a=b"]).is_err());
+        assert!(parse(&["--all"]).is_err(), "DIR");
+        assert!(parse(&["d", "--all"]).is_ok());
+        assert!(
+            parse(&[
+                "d",
+                "--selector",
+                "gpu=h100",
+                "--canary",
+                "2",
+                "--wave",
+                "50%"
+            ])
+            .is_ok()
+        );
+        for sub in [
+            &["status", "-o", "json"][..],
+            &["history"],
+            &["resume"],
+            &["undo"],
+        ] {
+            assert!(parse(sub).is_ok(), "{sub:?}");
+        }
+    }
 }
