@@ -11,7 +11,7 @@ use super::{FleetRolloutArgs, FleetRolloutCommand, Output};
 use crate::fleet::EtcdArgs;
 use crate::fleet::cmd::PushError;
 use crate::fleet::rollout::drive::{self, Event, Outcome, Progress, Start};
-use crate::fleet::rollout::record::{Record, RolloutOptions, RolloutTarget};
+use crate::fleet::rollout::record::{self, LockInfo, Record, RolloutOptions, RolloutTarget};
 use crate::table::print_table;
 
 /// `unitlet fleet rollout …`.
@@ -26,7 +26,8 @@ pub(super) async fn command(
         Some(FleetRolloutCommand::Resume) => drive::resume(etcd, &mut printer).await?,
         Some(FleetRolloutCommand::Undo) => drive::undo(etcd, &mut printer).await?,
         Some(FleetRolloutCommand::Status { output }) => {
-            return print_status(drive::latest(etcd).await?.as_ref(), output);
+            let (newest, lock) = drive::status(etcd).await?;
+            return print_status(newest.as_ref(), lock.as_ref(), output);
         }
         Some(FleetRolloutCommand::History) => {
             print_history(&drive::history(etcd).await?);
@@ -239,6 +240,23 @@ impl Progress for Printer {
     }
 }
 
+/// Whether a command runs the unfinished rollout `r` (the lock), or it
+/// stopped (killed, etcd lost) and waits for `resume` or `undo`.
+fn running_line(r: &Record, lock: Option<&LockInfo>) -> Option<String> {
+    match lock {
+        Some(l) => Some(format!(
+            "running: {} since {}{}",
+            l.by,
+            l.since,
+            record::holder_gone_note(&l.by)
+        )),
+        None if !r.phase.is_terminal() => Some(
+            "stopped: no command is running it; `unitlet fleet rollout resume` continues it, `unitlet fleet rollout undo` puts its hosts back".into(),
+        ),
+        None => None,
+    }
+}
+
 fn changed(r: &Record) -> String {
     let mut v: Vec<String> = r.puts.keys().cloned().collect();
     v.extend(r.deletes.iter().map(|d| format!("-{d}")));
@@ -246,7 +264,7 @@ fn changed(r: &Record) -> String {
 }
 
 /// `fleet rollout status`.
-fn print_status(r: Option<&Record>, output: Output) -> CliResult {
+fn print_status(r: Option<&Record>, lock: Option<&LockInfo>, output: Output) -> CliResult {
     let Some(r) = r else {
         println!("no rollout yet");
         return Ok(());
@@ -275,6 +293,9 @@ fn print_status(r: Option<&Record>, output: Output) -> CliResult {
                 r.started_at,
                 r.started_by
             );
+            if let Some(line) = running_line(r, lock) {
+                let _ = writeln!(out, "{line}");
+            }
             let _ = writeln!(out, "changed: {} (from {})", changed(r), r.dir);
             if let Some(h) = &r.halt {
                 let _ = writeln!(

@@ -215,6 +215,11 @@ fn killed_rollout_resumes_reruns_or_undoes_and_a_second_rollout_is_refused() {
     let other = tempfile::tempdir().unwrap();
     write(other.path(), "svc", "299999");
     assert_refused_while_running(&cluster, prefix, 1, r.pid(), other.path());
+    let running = stdout(&fleet(&cluster, prefix, &["rollout", "status"]));
+    assert!(
+        running.contains("running: ") && running.contains(&format!("pid {}", r.pid())),
+        "`fleet rollout status` names the command running it:\n{running}"
+    );
     wait_record_wave(&mut r, &cluster, prefix, 1, 1, Duration::from_secs(90));
     let killed_pid = r.pid();
     r.kill9();
@@ -245,11 +250,18 @@ fn killed_rollout_resumes_reruns_or_undoes_and_a_second_rollout_is_refused() {
         stderr(&o)
     );
     assert!(
-        stderr(&o).contains(&format!("pid {killed_pid}")),
+        stderr(&o).contains(&format!("pid {killed_pid}"))
+            && stderr(&o).contains("that process is gone"),
         "{}",
         stderr(&o)
     );
     wait_lock_gone(&cluster, prefix);
+    let stopped = stdout(&fleet(&cluster, prefix, &["rollout", "status"]));
+    assert!(
+        stopped.contains("stopped: no command is running it")
+            && stopped.contains("fleet rollout resume"),
+        "`fleet rollout status` says it stopped:\n{stopped}"
+    );
     // Unfinished: another change is refused, naming both ways out.
     let o = fleet(
         &cluster,

@@ -435,6 +435,21 @@ pub async fn latest(args: &EtcdArgs) -> Result<Option<Record>, FleetError> {
     Ok(history(args).await?.pop())
 }
 
+/// The newest record and who holds the lock (a command running it), for
+/// `fleet rollout status`.
+///
+/// # Errors
+/// etcd cannot be read.
+pub async fn status(args: &EtcdArgs) -> Result<(Option<Record>, Option<LockInfo>), FleetError> {
+    let newest = latest(args).await?;
+    let mut client = args.connect().await?;
+    match record::read_lock(&mut client, args).await {
+        Ok(lock) => Ok((newest, lock)),
+        Err(RolloutError::Etcd(e)) => Err(e),
+        Err(e) => Err(FleetError::Usage(e.to_string())),
+    }
+}
+
 /// Every record, oldest first, for `fleet rollout history` and `fleet
 /// hosts`.
 ///

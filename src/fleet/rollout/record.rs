@@ -229,8 +229,8 @@ pub enum RolloutError {
     Etcd(#[source] FleetError),
     /// Another rollout holds the lock.
     #[error(
-        "{} is in progress, started by {} at {}; wait for it, or see `unitlet fleet rollout status`",
-        which_rollout(.0.revision), .0.by, .0.since
+        "{} is in progress, started by {} at {}{}; wait for it, or see `unitlet fleet rollout status`",
+        which_rollout(.0.revision), .0.by, .0.since, holder_gone_note(&.0.by)
     )]
     Locked(LockInfo),
     /// An unfinished rollout with another change.
@@ -263,6 +263,34 @@ fn which_rollout(revision: u64) -> String {
         "a rollout (starting, no revision yet)".into()
     } else {
         format!("rollout {revision}")
+    }
+}
+
+/// `by` (`USER@MACHINE pid P`) names a process of this machine that is
+/// not running: a command killed with its lock still held.
+pub fn holder_gone(by: &str) -> bool {
+    let split = |s: &str| -> Option<(String, u32)> {
+        let (who, pid) = s.rsplit_once(" pid ")?;
+        let (_, machine) = who.split_once('@')?;
+        Some((machine.to_string(), pid.parse().ok()?))
+    };
+    match (split(by), split(&whoami())) {
+        (Some((machine, pid)), Some((here, _))) => {
+            machine == here && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        }
+        _ => false,
+    }
+}
+
+/// What to add after a lock holder's name when [`holder_gone`].
+pub fn holder_gone_note(by: &str) -> String {
+    if holder_gone(by) {
+        format!(
+            " (that process is gone: the lock goes when its lease expires, within {} s)",
+            LOCK_TTL.as_secs()
+        )
+    } else {
+        String::new()
     }
 }
 
@@ -320,6 +348,28 @@ pub async fn read_all(
         .collect();
     out.sort_by_key(|(r, _)| r.revision);
     Ok(out)
+}
+
+/// Who holds `PREFIX/rollouts/lock`, if anyone.
+///
+/// # Errors
+/// etcd cannot be read.
+pub async fn read_lock(
+    client: &mut Client,
+    args: &EtcdArgs,
+) -> Result<Option<LockInfo>, RolloutError> {
+    let key = args.keys().rollout_lock();
+    let held = client
+        .get(key.as_str(), None)
+        .await
+        .map_err(|e| RolloutError::etcd(args, format!("read {key}"), e))?;
+    Ok(held.kvs().first().map(|kv| {
+        serde_json::from_slice::<LockInfo>(kv.value()).unwrap_or(LockInfo {
+            revision: 0,
+            by: "another command".into(),
+            since: "?".into(),
+        })
+    }))
 }
 
 /// The lock, held: its lease is kept alive until [`Lock::release`].
@@ -564,6 +614,22 @@ mod tests {
         );
         assert!(!held(0).contains("rollout 0"), "{}", held(0));
         assert!(held(0).contains("ops@box pid 42"), "{}", held(0));
+    }
+
+    /// A lock left by a killed command of this machine is said to be so;
+    /// one of a live process, or of another machine, is not.
+    #[test]
+    fn a_lock_of_a_dead_local_process_is_named_gone() {
+        let me = whoami();
+        let (who, _) = me.rsplit_once(" pid ").unwrap();
+        assert!(!holder_gone(&me), "this process runs");
+        // PIDs stay below 2^22 on Linux.
+        let dead = format!("{who} pid 4194399");
+        assert!(holder_gone(&dead));
+        assert!(holder_gone_note(&dead).contains("that process is gone"));
+        assert!(!holder_gone("ops@another-machine-xyz pid 4194399"));
+        assert!(!holder_gone("not a holder"));
+        assert_eq!(holder_gone_note(&me), "");
     }
 
     #[test]
