@@ -11,7 +11,7 @@ use super::{FleetRolloutArgs, FleetRolloutCommand, Output};
 use crate::fleet::EtcdArgs;
 use crate::fleet::cmd::PushError;
 use crate::fleet::rollout::drive::{self, Event, Outcome, Progress, Start};
-use crate::fleet::rollout::record::{self, LockInfo, Record, RolloutOptions, RolloutTarget};
+use crate::fleet::rollout::record::{LockInfo, Record, RolloutOptions, RolloutTarget};
 use crate::table::print_table;
 
 /// `unitlet fleet rollout …`.
@@ -26,8 +26,8 @@ pub(super) async fn command(
         Some(FleetRolloutCommand::Resume) => drive::resume(etcd, &mut printer).await?,
         Some(FleetRolloutCommand::Undo) => drive::undo(etcd, &mut printer).await?,
         Some(FleetRolloutCommand::Status { output }) => {
-            let (newest, lock) = drive::status(etcd).await?;
-            return print_status(newest.as_ref(), lock.as_ref(), output);
+            let (record, lock) = drive::latest(etcd).await?;
+            return print_status(record.as_ref(), lock.as_ref(), output);
         }
         Some(FleetRolloutCommand::History) => {
             print_history(&drive::history(etcd).await?);
@@ -240,23 +240,6 @@ impl Progress for Printer {
     }
 }
 
-/// Whether a command runs the unfinished rollout `r` (the lock), or it
-/// stopped (killed, etcd lost) and waits for `resume` or `undo`.
-fn running_line(r: &Record, lock: Option<&LockInfo>) -> Option<String> {
-    match lock {
-        Some(l) => Some(format!(
-            "running: {} since {}{}",
-            l.by,
-            l.since,
-            record::holder_gone_note(&l.by)
-        )),
-        None if !r.phase.is_terminal() => Some(
-            "stopped: no command is running it; `unitlet fleet rollout resume` continues it, `unitlet fleet rollout undo` puts its hosts back".into(),
-        ),
-        None => None,
-    }
-}
-
 fn changed(r: &Record) -> String {
     let mut v: Vec<String> = r.puts.keys().cloned().collect();
     v.extend(r.deletes.iter().map(|d| format!("-{d}")));
@@ -293,10 +276,23 @@ fn print_status(r: Option<&Record>, lock: Option<&LockInfo>, output: Output) -> 
                 r.started_at,
                 r.started_by
             );
-            if let Some(line) = running_line(r, lock) {
-                let _ = writeln!(out, "{line}");
-            }
             let _ = writeln!(out, "changed: {} (from {})", changed(r), r.dir);
+            match lock {
+                Some(l) => {
+                    let _ = writeln!(
+                        out,
+                        "locked: {} (the lock of a command that stopped goes within 10 s)",
+                        l.describe()
+                    );
+                }
+                None if !r.phase.is_terminal() => {
+                    let _ = writeln!(
+                        out,
+                        "stopped: `unitlet fleet rollout resume` continues it, `unitlet fleet rollout undo` puts its hosts back"
+                    );
+                }
+                None => {}
+            }
             if let Some(h) = &r.halt {
                 let _ = writeln!(
                     out,

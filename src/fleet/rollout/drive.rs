@@ -427,24 +427,19 @@ async fn with_unfinished(
     out
 }
 
-/// The newest record, for `fleet rollout status`.
+/// The newest record and who holds the lock, for `fleet rollout status`.
 ///
 /// # Errors
 /// etcd cannot be read.
-pub async fn latest(args: &EtcdArgs) -> Result<Option<Record>, FleetError> {
-    Ok(history(args).await?.pop())
-}
-
-/// The newest record and who holds the lock (a command running it), for
-/// `fleet rollout status`.
-///
-/// # Errors
-/// etcd cannot be read.
-pub async fn status(args: &EtcdArgs) -> Result<(Option<Record>, Option<LockInfo>), FleetError> {
-    let newest = latest(args).await?;
+pub async fn latest(args: &EtcdArgs) -> Result<(Option<Record>, Option<LockInfo>), FleetError> {
     let mut client = args.connect().await?;
-    match record::read_lock(&mut client, args).await {
-        Ok(lock) => Ok((newest, lock)),
+    let read = async {
+        let records = record::read_all(&mut client, args).await?;
+        let lock = record::holder(&mut client, args).await?;
+        Ok::<_, RolloutError>((records.into_iter().map(|(r, _)| r).next_back(), lock))
+    };
+    match read.await {
+        Ok(r) => Ok(r),
         Err(RolloutError::Etcd(e)) => Err(e),
         Err(e) => Err(FleetError::Usage(e.to_string())),
     }

@@ -221,48 +221,20 @@ pub struct LockInfo {
     pub since: String,
 }
 
-/// Why a rollout could not go on.
-#[derive(Debug, thiserror::Error)]
-pub enum RolloutError {
-    /// etcd could not be read or written: the rollout stays resumable.
-    #[error("{0}; the rollout stays resumable: `unitlet fleet rollout resume`")]
-    Etcd(#[source] FleetError),
-    /// Another rollout holds the lock.
-    #[error(
-        "{} is in progress, started by {} at {}{}; wait for it, or see `unitlet fleet rollout status`",
-        which_rollout(.0.revision), .0.by, .0.since, holder_gone_note(&.0.by)
-    )]
-    Locked(LockInfo),
-    /// An unfinished rollout with another change.
-    #[error(
-        "rollout {revision} is unfinished ({phase}) with another change; finish it with `unitlet fleet rollout resume`, or put its hosts back with `unitlet fleet rollout undo`, then roll out again"
-    )]
-    Unfinished {
-        /// Its revision.
-        revision: u64,
-        /// Its phase.
-        phase: Phase,
-    },
-    /// `resume`/`undo` with no unfinished rollout.
-    #[error("there is no unfinished rollout{0}")]
-    NothingUnfinished(String),
-    /// Something else wrote what this rollout owns (the lock was lost, the
-    /// record changed).
-    #[error("{0}; the rollout stays resumable: `unitlet fleet rollout resume`")]
-    Conflict(String),
-    /// The request cannot be done as asked (a bad flag, a halted
-    /// `--no-undo` rollout resumed).
-    #[error("{0}")]
-    Refused(String),
-}
-
-/// `rollout N`, or what holds the lock before it has a revision (it took
-/// the lock and is reading etcd).
-fn which_rollout(revision: u64) -> String {
-    if revision == 0 {
-        "a rollout (starting, no revision yet)".into()
-    } else {
-        format!("rollout {revision}")
+impl LockInfo {
+    /// `rollout N is in progress, started by … at …`.
+    pub fn describe(&self) -> String {
+        let who = match self.revision {
+            0 => format!(
+                "another fleet rollout command is in progress, started by {} at {}",
+                self.by, self.since
+            ),
+            n => format!(
+                "rollout {n} is in progress, started by {} at {}",
+                self.by, self.since
+            ),
+        };
+        who + &holder_gone_note(&self.by)
     }
 }
 
@@ -292,6 +264,56 @@ pub fn holder_gone_note(by: &str) -> String {
     } else {
         String::new()
     }
+}
+
+/// Read the lock: who holds it, if anyone.
+///
+/// # Errors
+/// etcd cannot be read.
+pub async fn holder(
+    client: &mut Client,
+    args: &EtcdArgs,
+) -> Result<Option<LockInfo>, RolloutError> {
+    let key = args.keys().rollout_lock();
+    let r = client
+        .get(key.as_str(), None)
+        .await
+        .map_err(|e| RolloutError::etcd(args, format!("read {key}"), e))?;
+    Ok(r.kvs()
+        .first()
+        .and_then(|kv| serde_json::from_slice::<LockInfo>(kv.value()).ok()))
+}
+
+/// Why a rollout could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum RolloutError {
+    /// etcd could not be read or written: the rollout stays resumable.
+    #[error("{0}; the rollout stays resumable: `unitlet fleet rollout resume`")]
+    Etcd(#[source] FleetError),
+    /// Another rollout holds the lock.
+    #[error("{}; wait for it, or see `unitlet fleet rollout status`", .0.describe())]
+    Locked(LockInfo),
+    /// An unfinished rollout with another change.
+    #[error(
+        "rollout {revision} is unfinished ({phase}) with another change; finish it with `unitlet fleet rollout resume`, or put its hosts back with `unitlet fleet rollout undo`, then roll out again"
+    )]
+    Unfinished {
+        /// Its revision.
+        revision: u64,
+        /// Its phase.
+        phase: Phase,
+    },
+    /// `resume`/`undo` with no unfinished rollout.
+    #[error("there is no unfinished rollout{0}")]
+    NothingUnfinished(String),
+    /// Something else wrote what this rollout owns (the lock was lost, the
+    /// record changed).
+    #[error("{0}; the rollout stays resumable: `unitlet fleet rollout resume`")]
+    Conflict(String),
+    /// The request cannot be done as asked (a bad flag, a halted
+    /// `--no-undo` rollout resumed).
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl RolloutError {
@@ -348,28 +370,6 @@ pub async fn read_all(
         .collect();
     out.sort_by_key(|(r, _)| r.revision);
     Ok(out)
-}
-
-/// Who holds `PREFIX/rollouts/lock`, if anyone.
-///
-/// # Errors
-/// etcd cannot be read.
-pub async fn read_lock(
-    client: &mut Client,
-    args: &EtcdArgs,
-) -> Result<Option<LockInfo>, RolloutError> {
-    let key = args.keys().rollout_lock();
-    let held = client
-        .get(key.as_str(), None)
-        .await
-        .map_err(|e| RolloutError::etcd(args, format!("read {key}"), e))?;
-    Ok(held.kvs().first().map(|kv| {
-        serde_json::from_slice::<LockInfo>(kv.value()).unwrap_or(LockInfo {
-            revision: 0,
-            by: "another command".into(),
-            since: "?".into(),
-        })
-    }))
 }
 
 /// The lock, held: its lease is kept alive until [`Lock::release`].
@@ -626,7 +626,16 @@ mod tests {
         // PIDs stay below 2^22 on Linux.
         let dead = format!("{who} pid 4194399");
         assert!(holder_gone(&dead));
-        assert!(holder_gone_note(&dead).contains("that process is gone"));
+        let info = LockInfo {
+            revision: 3,
+            by: dead,
+            since: "2026-01-01T00:00:00Z".into(),
+        };
+        assert!(
+            info.describe().contains("that process is gone"),
+            "{}",
+            info.describe()
+        );
         assert!(!holder_gone("ops@another-machine-xyz pid 4194399"));
         assert!(!holder_gone("not a holder"));
         assert_eq!(holder_gone_note(&me), "");
