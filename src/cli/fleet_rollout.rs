@@ -300,33 +300,36 @@ fn print_status(r: Option<&Record>, lock: Option<&LockInfo>, output: Output) -> 
                     h.host, h.object, h.reason, h.message
                 );
             }
-            let rows: Vec<Vec<String>> = r
-                .waves
-                .iter()
-                .enumerate()
-                .flat_map(|(i, hs)| hs.iter().map(move |h| (i, h)))
-                .map(|(i, h)| {
-                    let v = r.verdicts.get(h);
-                    vec![
-                        h.clone(),
-                        (i + 1).to_string(),
-                        v.map(|v| v.state.to_string())
-                            .unwrap_or_else(|| "Pending".into()),
-                        v.map(|v| v.object.clone())
-                            .filter(|o| !o.is_empty())
-                            .unwrap_or_else(|| "-".into()),
-                        v.map(|v| v.message.clone()).unwrap_or_default(),
-                    ]
-                })
-                .collect();
             print_table(
                 &mut out,
                 &["HOST", "WAVE", "STATE", "OBJECT", "MESSAGE"],
-                &rows,
+                &verdict_rows(r),
             );
         }
     }
     Ok(())
+}
+
+/// One row per host of `r`, wave by wave.
+fn verdict_rows(r: &Record) -> Vec<Vec<String>> {
+    r.waves
+        .iter()
+        .enumerate()
+        .flat_map(|(i, hs)| hs.iter().map(move |h| (i, h)))
+        .map(|(i, h)| {
+            let v = r.verdicts.get(h);
+            vec![
+                h.clone(),
+                (i + 1).to_string(),
+                v.map(|v| v.state.to_string())
+                    .unwrap_or_else(|| "Pending".into()),
+                v.map(|v| v.object.clone())
+                    .filter(|o| !o.is_empty())
+                    .unwrap_or_else(|| "-".into()),
+                v.map(|v| v.message.clone()).unwrap_or_default(),
+            ]
+        })
+        .collect()
 }
 
 /// `fleet rollout history`.

@@ -73,7 +73,7 @@ pub(crate) fn fleet(
     args: &[&str],
     deadline: Duration,
 ) -> Output {
-    let mut child = Command::new(UNITLET)
+    let child = Command::new(UNITLET)
         .arg("fleet")
         .args(args)
         .args([
@@ -89,6 +89,12 @@ pub(crate) fn fleet(
         .stderr(Stdio::piped())
         .spawn()
         .expect("run unitlet fleet");
+    finish(child, args, deadline)
+}
+
+/// Wait for `child` (`unitlet fleet ARGS`) to exit; past `deadline`, stop
+/// it (by its PID: it is ours) and fail.
+pub(crate) fn finish(mut child: std::process::Child, args: &[&str], deadline: Duration) -> Output {
     let start = Instant::now();
     while child.try_wait().unwrap().is_none() {
         if start.elapsed() > deadline {
@@ -369,4 +375,54 @@ fn fleet_rollout_with_a_selector_changes_only_the_labelled_hosts() {
     let st = status_json(&cluster, prefix);
     assert_eq!(st["phase"], "Complete", "{st}");
     assert_eq!(st["target"]["selector"], "gpu=h100", "{st}");
+}
+
+/// One etcd member going down mid-rollout (of 3: a quorum is left) does not
+/// stop it: the command follows its watch and its lock's keep-alives on
+/// another member. The member it talks to is, 5 times in 6, the one
+/// killed (listed five times in `--etcd-endpoints`).
+#[test]
+fn fleet_rollout_goes_on_when_one_etcd_member_goes_down() {
+    let mut cluster = EtcdCluster::start(3);
+    let prefix = "/it-rollout-member";
+    let hosts: Vec<Host> = ["h1", "h2"]
+        .iter()
+        .map(|id| Host::start(&cluster, prefix, id, &[]))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    write(dir.path(), "web", "/bin/sleep, \"100001\"");
+    ok(
+        &fleet(&cluster, prefix, &["push", d, "--all"], WAIT),
+        "push",
+    );
+    for h in &hosts {
+        h.wait_running("web.service", "100001");
+    }
+    wait_for(WAIT, "every host published", || {
+        (keys(&cluster, prefix, "hosts/").len() == 2).then_some(())
+    });
+    write(dir.path(), "web", "/bin/sleep, \"100002\"");
+    let e0 = cluster.endpoint(0);
+    let eps = format!("{e0},{e0},{e0},{e0},{e0},{}", cluster.endpoint(1));
+    let child = Command::new(UNITLET)
+        .args(["fleet", "rollout", d, "--all", "--stable", "6s"])
+        .args(["--progress-deadline", "60s", "--etcd-endpoints", &eps])
+        .args(["--etcd-prefix", prefix])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The canary runs it: the command is judging wave 1.
+    hosts[0].wait_running("web.service", "100002");
+    cluster.kill_member(0);
+    let out = finish(child, &["rollout"], Duration::from_secs(120));
+    let text = ok(&out, "rollout with a member down");
+    assert!(text.contains("rollout 1 complete"), "{text}");
+    hosts[1].wait_running("web.service", "100002");
+    assert!(
+        keys(&cluster, prefix, "manifests/hosts/").is_empty(),
+        "wave keys left"
+    );
 }

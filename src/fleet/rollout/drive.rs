@@ -22,6 +22,10 @@ use super::record::{
 /// compares too, and each write has one compare plus the lock's.
 const TXN_KEYS: usize = 100;
 
+/// How many times in a row a broken status watch is followed on another
+/// member before the rollout stops.
+const RECONNECTS: usize = 3;
+
 /// How often a guarded wave write that lost a race reads again.
 const WRITE_TRIES: usize = 3;
 
@@ -602,9 +606,42 @@ impl Session<'_> {
         Ok((keys, alive))
     }
 
+    /// Keep a usable member: when the one this command talks to stopped
+    /// answering (it went away, or lost its leader), connect to another.
+    /// No member answering is an etcd error (the rollout stays resumable).
+    async fn reconnect_if_gone(&mut self) -> Result<(), RolloutError> {
+        let probe = self.keys.rollout_lock();
+        let opts = Some(GetOptions::new().with_count_only());
+        if let Err(e) = self.client.get(probe.as_str(), opts).await {
+            tracing::info!("etcd member not answering ({e}); connecting to another");
+            self.reconnect().await?;
+        }
+        Ok(())
+    }
+
+    /// Connect to a member that has a leader, for up to [`RECONNECTS`]
+    /// tries a second apart (the members elect a new leader when the old
+    /// one went away).
+    async fn reconnect(&mut self) -> Result<(), RolloutError> {
+        let mut tries = 0;
+        loop {
+            match self.args.connect().await {
+                Ok(c) => {
+                    self.client = c;
+                    return Ok(());
+                }
+                Err(e) if tries >= RECONNECTS => return Err(RolloutError::Etcd(e)),
+                Err(e) => tracing::info!("no etcd member to follow yet: {e}"),
+            }
+            tries += 1;
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+
     /// Write wave `i`: the record first (with what each key held), then the
     /// keys, guarded. Returns the hosts written (those alive).
     async fn write_wave(&mut self, i: usize) -> Result<Vec<String>, RolloutError> {
+        self.reconnect_if_gone().await?;
         for _ in 0..WRITE_TRIES {
             let (current, alive) = self.read_keys(&self.keys.manifests_dir()).await?;
             let (hosts, skipped): (Vec<String>, Vec<String>) = self.record.waves[i]
@@ -796,6 +833,7 @@ impl Session<'_> {
             .collect();
         let (waves, of) = (self.record.waves.len(), hosts.len());
         let mut ready = 0;
+        let mut broken = 0;
         loop {
             let now = Instant::now();
             let mut done = Vec::new();
@@ -842,23 +880,49 @@ impl Session<'_> {
             let clock_list: Vec<HostClock> = clocks.values().copied().collect();
             let tick = plan::next_tick(&clock_list, now, &self.record.options);
             tokio::select! {
-                m = stream.message() => {
-                    let m = m.map_err(|e| RolloutError::etcd(self.args, "watch the hosts' status", e))?;
-                    let Some(m) = m else {
-                        return Err(RolloutError::Conflict("etcd ended the watch on the hosts' status".into()));
-                    };
-                    if m.canceled() {
-                        return Err(RolloutError::Conflict(format!("etcd cancelled the watch on the hosts' status: {}", m.cancel_reason())));
-                    }
-                    for ev in m.events() {
-                        let Some(kv) = ev.kv() else { continue };
-                        let value = (ev.event_type() == EventType::Put).then(|| kv.value());
-                        seen.fold(&self.keys, &text(kv.key()), value);
-                    }
-                }
+                m = stream.message() => self.follow(m, &mut seen, &mut stream, &mut broken).await?,
                 () = tokio::time::sleep_until(tokio::time::Instant::from_std(tick)) => {}
             }
         }
+    }
+
+    /// Fold a watch message into `seen`. A broken watch (the member went
+    /// away, lost its leader) is followed on another member, read again
+    /// from scratch; after [`RECONNECTS`] breaks in a row, or when no
+    /// member answers, the rollout stops (resumable).
+    async fn follow(
+        &mut self,
+        m: Result<Option<crate::fleet::etcd::WatchResponse>, crate::fleet::etcd::Error>,
+        seen: &mut Seen,
+        stream: &mut crate::fleet::etcd::WatchStream,
+        broken: &mut usize,
+    ) -> Result<(), RolloutError> {
+        let why = match m {
+            Ok(Some(m)) if !m.canceled() => {
+                *broken = 0;
+                for ev in m.events() {
+                    let Some(kv) = ev.kv() else { continue };
+                    let value = (ev.event_type() == EventType::Put).then(|| kv.value());
+                    seen.fold(&self.keys, &text(kv.key()), value);
+                }
+                return Ok(());
+            }
+            Ok(Some(m)) => format!("etcd cancelled it: {}", m.cancel_reason()),
+            Ok(None) => "the member ended it".to_string(),
+            Err(e) => e.to_string(),
+        };
+        *broken += 1;
+        if *broken > RECONNECTS {
+            return Err(RolloutError::Conflict(format!(
+                "the watch on the hosts' status broke {RECONNECTS} times in a row ({why})"
+            )));
+        }
+        tracing::info!(
+            "the watch on the hosts' status broke ({why}); following it on another member"
+        );
+        self.reconnect().await?;
+        (*seen, *stream) = self.watch_status().await?;
+        Ok(())
     }
 
     /// The first failed host: `Halted`, then (unless `--no-undo`) every
@@ -884,6 +948,7 @@ impl Session<'_> {
     /// Put every host key the rollout wrote back to what it replaced (only
     /// keys that still hold what it wrote): `Undoing`, then `Undone`.
     async fn put_back(&mut self) -> Result<(), RolloutError> {
+        self.reconnect_if_gone().await?;
         self.record.phase = Phase::Undoing;
         self.save().await?;
         let written = plan::written(&self.record);
@@ -940,6 +1005,7 @@ impl Session<'_> {
     /// Every wave Ready: `all/` written (with `--all`), then the wave keys
     /// deleted (those still holding what the rollout wrote).
     async fn finish(&mut self) -> Result<Outcome, RolloutError> {
+        self.reconnect_if_gone().await?;
         let mut removed = 0;
         if self.record.target.selector.is_none() {
             self.write_all().await?;

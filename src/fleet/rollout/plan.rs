@@ -14,6 +14,12 @@ use super::record::{Put, Record, Replaced, RolloutOptions, RolloutTarget};
 /// expired: it died in its wave).
 pub const HOST_GONE: &str = "HostGone";
 
+/// How long a host's `hosts/HOST` key must stay away before the host is
+/// judged gone: a host whose etcd member went away takes a new lease and
+/// writes its key again, and a watch followed on another member reads
+/// everything again.
+pub const GONE_GRACE: Duration = Duration::from_secs(10);
+
 /// The reason for a host not Ready within `--progress-deadline`.
 pub const DEADLINE: &str = "ProgressDeadlineExceeded";
 
@@ -213,6 +219,8 @@ pub enum Observation {
         /// What the host said.
         message: String,
     },
+    /// Its `hosts/HOST` key is not there (failed after [`GONE_GRACE`]).
+    Gone,
 }
 
 /// Judge one host now: `got` is what it got (key name → new digest),
@@ -220,11 +228,7 @@ pub enum Observation {
 /// `hosts/HOST` key exists.
 pub fn observe(got: &BTreeMap<String, String>, objects: &[HostObject], alive: bool) -> Observation {
     if !alive {
-        return Observation::Failed {
-            object: "-".into(),
-            reason: HOST_GONE.into(),
-            message: "the host's operator is gone (its lease expired or was revoked)".into(),
-        };
+        return Observation::Gone;
     }
     let mut waiting = None;
     for (name, want) in got {
@@ -298,6 +302,8 @@ pub struct HostClock {
     pub since: Instant,
     /// Since when it has been [`Observation::Good`] without a break.
     pub good_since: Option<Instant>,
+    /// Since when its `hosts/HOST` key has been away.
+    pub gone_since: Option<Instant>,
 }
 
 impl HostClock {
@@ -306,11 +312,13 @@ impl HostClock {
         HostClock {
             since,
             good_since: None,
+            gone_since: None,
         }
     }
 
     /// Judge at `now` from `obs`: Ready once good for `stable`; failed at
-    /// once on a failure, or when not Ready `deadline` after `since`.
+    /// once on a failure, after [`GONE_GRACE`] away, or when not Ready
+    /// `deadline` after `since`.
     pub fn judge(
         &mut self,
         obs: &Observation,
@@ -318,7 +326,25 @@ impl HostClock {
         stable: Duration,
         deadline: Duration,
     ) -> Judged {
+        if !matches!(obs, Observation::Gone) {
+            self.gone_since = None;
+        }
         match obs {
+            Observation::Gone => {
+                self.good_since = None;
+                let since = *self.gone_since.get_or_insert(now);
+                if now.duration_since(since) < GONE_GRACE {
+                    return Judged::Pending;
+                }
+                Judged::Failed {
+                    object: "-".into(),
+                    reason: HOST_GONE.into(),
+                    message: format!(
+                        "the host's operator is gone: its key {} away (its lease expired or was revoked)",
+                        humantime::format_duration(GONE_GRACE)
+                    ),
+                }
+            }
             Observation::Failed {
                 object,
                 reason,
@@ -369,6 +395,9 @@ pub fn next_tick(clocks: &[HostClock], now: Instant, opts: &RolloutOptions) -> I
             let mut v = vec![c.since + opts.progress_deadline];
             if let Some(g) = c.good_since {
                 v.push(g + opts.stable);
+            }
+            if let Some(g) = c.gone_since {
+                v.push(g + GONE_GRACE);
             }
             v
         })
@@ -607,10 +636,28 @@ mod tests {
         let o = observe(&got, &[obj("vllm", "old", "False", "RolledBack")], true);
         assert!(matches!(o, Observation::Waiting { .. }), "{o:?}");
         let o = observe(&got, &[obj("vllm", "new", "True", "Running")], false);
-        assert!(
-            matches!(o, Observation::Failed { ref reason, .. } if reason == HOST_GONE),
-            "{o:?}"
+        assert_eq!(o, Observation::Gone);
+    }
+
+    #[test]
+    fn a_host_away_for_the_grace_is_gone_and_one_that_comes_back_is_not() {
+        let t0 = Instant::now();
+        let (s, d) = (Duration::from_secs(1), Duration::from_secs(600));
+        let mut c = HostClock::new(t0);
+        let gone = Observation::Gone;
+        assert_eq!(c.judge(&gone, t0, s, d), Judged::Pending);
+        // Back (a new lease), then away again: the grace starts over.
+        let back = t0 + GONE_GRACE - Duration::from_secs(1);
+        assert_eq!(c.judge(&Observation::Good, back, s, d), Judged::Pending);
+        assert_eq!(c.judge(&gone, back, s, d), Judged::Pending);
+        assert_eq!(
+            c.judge(&gone, back + GONE_GRACE - Duration::from_millis(1), s, d),
+            Judged::Pending
         );
+        match c.judge(&gone, back + GONE_GRACE, s, d) {
+            Judged::Failed { reason, .. } => assert_eq!(reason, HOST_GONE),
+            j => panic!("{j:?}"),
+        }
     }
 
     #[test]

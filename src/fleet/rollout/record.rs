@@ -15,6 +15,10 @@ use crate::fleet::{EtcdArgs, FleetError};
 /// The lock's lease: a killed rollout command's lock goes after this.
 pub const LOCK_TTL: Duration = Duration::from_secs(10);
 
+/// The largest record written: etcd takes 1.5 MiB per request by default,
+/// and the record holds the files rolled out and what they replaced.
+pub const MAX_RECORD: usize = 1024 * 1024;
+
 /// How often the lock's lease is kept alive.
 pub const LOCK_KEEP_ALIVE: Duration = Duration::from_secs(3);
 
@@ -428,6 +432,7 @@ impl Lock {
             return Err(RolloutError::Locked(info));
         }
         let mut c = client.clone();
+        let args = args.clone();
         let keeper = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(LOCK_KEEP_ALIVE).await;
@@ -440,7 +445,14 @@ impl Lock {
                             return;
                         }
                     }
-                    Err(e) => tracing::debug!("rollout lock keep-alive failed: {e}"),
+                    Err(e) => {
+                        // The member went away: the next keep-alive goes
+                        // to another one (the lease lives in the cluster).
+                        tracing::debug!("rollout lock keep-alive failed: {e}");
+                        if let Ok(other) = args.connect().await {
+                            c = other;
+                        }
+                    }
                 }
             }
         });
@@ -514,6 +526,13 @@ pub async fn save(
     let key = args.keys().rollout_record(record.revision);
     record.updated_at = now_rfc3339();
     let value = serde_json::to_vec(record).unwrap_or_default();
+    if value.len() > MAX_RECORD {
+        return Err(RolloutError::Refused(format!(
+            "the record of rollout {} would be {} bytes, more than the {MAX_RECORD} etcd takes in one request (1.5 MiB by default); roll out fewer or smaller files at a time",
+            record.revision,
+            value.len()
+        )));
+    }
     let own = if mod_revision == 0 {
         Compare::version(key.clone(), CompareOp::Equal, 0)
     } else {
