@@ -224,10 +224,12 @@ fn killed_rollout_resumes_reruns_or_undoes_and_a_second_rollout_is_refused() {
     wait_record_wave(&mut r, &cluster, prefix, 1, 1, Duration::from_secs(90));
     let killed_pid = r.pid();
     r.kill9();
+    // Everything it printed, read to the end of the pipe.
+    let (code, out, _) = r.wait_exit(Duration::from_secs(5));
+    assert_eq!(code, None, "it was killed, it did not exit");
     assert!(
-        r.stdout().contains("h1"),
-        "the canary's progress was printed:\n{}",
-        r.stdout()
+        out.contains("wave 1/2 (canary): h1 ready"),
+        "the canary's progress was printed:\n{out}"
     );
 
     let o = fleet(&cluster, prefix, &["rollout", "status", "-o", "json"]);
@@ -479,4 +481,47 @@ fn quorum_lost_mid_wave_exits_2_changes_nothing_beyond_the_wave_and_resumes() {
         assert_fleet_on(&cluster, prefix, &hosts, new);
         assert_eq!(record(&cluster, prefix).unwrap()["phase"], "Complete");
     }
+}
+
+/// SIGTERM (or Ctrl-C) mid-wave: the command gives its lock back at once
+/// (no waiting for the lease) and exits 2 saying the rollout stays
+/// resumable; `resume` can run right away and completes it.
+#[test]
+fn interrupted_rollout_gives_its_lock_back_at_once_and_resumes() {
+    let cluster = EtcdCluster::start(3);
+    let prefix = "/it-rollout-term";
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = four_hosts(&cluster, prefix, TTL, dir.path(), "400001");
+    let d = dir.path().to_str().unwrap();
+    write(dir.path(), "svc", "400002");
+    let mut r = spawn_rollout(
+        &cluster,
+        prefix,
+        &[
+            d, "--all", "--canary", "1", "--wave", "100%", "--stable", "20s",
+        ],
+    );
+    wait_for(Duration::from_secs(30), "the canary's key", || {
+        r.assert_running();
+        get(&cluster, &wave_key(prefix, "h1")).map(|_| ())
+    });
+    assert!(
+        lock(&cluster, prefix).is_some(),
+        "the rollout holds the lock"
+    );
+    // SAFETY: a signal to the child this test started, by its PID.
+    unsafe {
+        libc::kill(r.pid() as i32, libc::SIGTERM);
+    }
+    let (code, out, err) = r.wait_exit(Duration::from_secs(15));
+    assert_eq!(code, Some(2), "SIGTERM mid-wave:\n{out}{err}");
+    assert!(
+        err.contains("interrupted") && err.contains("fleet rollout resume"),
+        "{err}"
+    );
+    assert_eq!(lock(&cluster, prefix), None, "the lock was given back");
+    let rec = record(&cluster, prefix).unwrap();
+    assert_eq!(rec["phase"], "Progressing", "{rec}");
+    rollout_to_end(&cluster, prefix, &["resume"], 0, Duration::from_secs(120));
+    assert_fleet_on(&cluster, prefix, &hosts, "400002");
 }
