@@ -288,6 +288,34 @@ pub async fn holder(
         .and_then(|kv| serde_json::from_slice::<LockInfo>(kv.value()).ok()))
 }
 
+/// Give back the lock if this process holds it (its value names this
+/// process): revoke its lease, so the lock goes at once rather than when
+/// the lease expires. For a command stopped by a signal, whose [`Lock`]
+/// was dropped mid-work. `true` when it was ours and is gone.
+///
+/// # Errors
+/// etcd cannot be read or the lease cannot be revoked.
+pub async fn release_own(client: &mut Client, args: &EtcdArgs) -> Result<bool, RolloutError> {
+    let key = args.keys().rollout_lock();
+    let r = client
+        .get(key.as_str(), None)
+        .await
+        .map_err(|e| RolloutError::etcd(args, format!("read {key}"), e))?;
+    let me = whoami();
+    let Some(kv) = r
+        .kvs()
+        .first()
+        .filter(|kv| serde_json::from_slice::<LockInfo>(kv.value()).is_ok_and(|l| l.by == me))
+    else {
+        return Ok(false);
+    };
+    client
+        .lease_revoke(kv.lease())
+        .await
+        .map_err(|e| RolloutError::etcd(args, format!("give back {key}"), e))?;
+    Ok(true)
+}
+
 /// Why a rollout could not go on.
 #[derive(Debug, thiserror::Error)]
 pub enum RolloutError {
