@@ -166,6 +166,8 @@ fn assert_refused_while_running(
         &["rollout", other, "--all"][..],
         &["rollout", "resume"][..],
         &["rollout", "undo"][..],
+        // A push would be overwritten by the rollout's last step.
+        &["push", other, "--all"][..],
     ] {
         let o = fleet(cluster, prefix, args);
         let err = stderr(&o);
@@ -282,6 +284,27 @@ fn killed_rollout_resumes_reruns_or_undoes_and_a_second_rollout_is_refused() {
             && err.contains("fleet rollout resume")
             && err.contains("fleet rollout undo"),
         "{err}"
+    );
+    // And a push, which would race the rollout's last step: refused, all/
+    // untouched.
+    let all_before = get(&cluster, &format!("{prefix}/manifests/all/svc"));
+    let o = fleet(
+        &cluster,
+        prefix,
+        &["push", other.path().to_str().unwrap(), "--all"],
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "push over rollout 1:\n{err}");
+    assert!(
+        err.contains("rollout 1 stopped unfinished")
+            && err.contains("fleet rollout resume")
+            && err.contains("nothing was pushed"),
+        "{err}"
+    );
+    assert_eq!(
+        get(&cluster, &format!("{prefix}/manifests/all/svc")),
+        all_before,
+        "the refused push wrote all/svc"
     );
     let (out, _) = rollout_to_end(&cluster, prefix, &["resume"], 0, Duration::from_secs(120));
     assert_fleet_on(&cluster, prefix, &hosts, "200002");
