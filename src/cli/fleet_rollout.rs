@@ -11,7 +11,9 @@ use super::{FleetRolloutArgs, FleetRolloutCommand, Output};
 use crate::fleet::EtcdArgs;
 use crate::fleet::cmd::PushError;
 use crate::fleet::rollout::drive::{self, Event, Outcome, Progress, Start};
-use crate::fleet::rollout::record::{LockInfo, Record, RolloutOptions, RolloutTarget};
+use crate::fleet::rollout::record::{
+    self, LockInfo, Record, RolloutError, RolloutOptions, RolloutTarget,
+};
 use crate::table::print_table;
 
 /// `unitlet fleet rollout …`.
@@ -21,10 +23,18 @@ pub(super) async fn command(
     args: FleetRolloutArgs,
 ) -> CliResult {
     let mut printer = Printer::new(std::io::stdout().is_terminal());
+    // SIGTERM or Ctrl-C: stop, give the lock back at once, stay resumable.
+    let stop = super::shutdown_signal;
     let outcome = match command {
-        None => start(etcd, args, &mut printer).await?,
-        Some(FleetRolloutCommand::Resume) => drive::resume(etcd, &mut printer).await?,
-        Some(FleetRolloutCommand::Undo) => drive::undo(etcd, &mut printer).await?,
+        None => interruptible(etcd, stop(), start(etcd, args, &mut printer)).await?,
+        Some(FleetRolloutCommand::Resume) => {
+            let run = async { Ok(drive::resume(etcd, &mut printer).await?) };
+            interruptible(etcd, stop(), run).await?
+        }
+        Some(FleetRolloutCommand::Undo) => {
+            let run = async { Ok(drive::undo(etcd, &mut printer).await?) };
+            interruptible(etcd, stop(), run).await?
+        }
         Some(FleetRolloutCommand::Status { output }) => {
             let (record, lock) = drive::latest(etcd).await?;
             return print_status(record.as_ref(), lock.as_ref(), output);
@@ -65,6 +75,34 @@ pub(super) async fn command(
             Err(CliError::Unsuccessful)
         }
     }
+}
+
+/// Run `work` until `stop` (a signal): then it is dropped where it is
+/// (the record says where: resumable, as after a kill) and the lock this
+/// process holds is given back at once.
+async fn interruptible(
+    etcd: &EtcdArgs,
+    stop: impl std::future::Future<Output = ()>,
+    work: impl std::future::Future<Output = Result<Outcome, CliError>>,
+) -> Result<Outcome, CliError> {
+    tokio::select! {
+        r = work => return r,
+        () = stop => {}
+    }
+    let released = match etcd.connect().await {
+        Ok(mut client) => record::release_own(&mut client, etcd)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let lock = match released {
+        Ok(true) => "its lock was given back".to_string(),
+        Ok(false) => "it held no lock".to_string(),
+        Err(e) => format!("its lock goes when its lease expires ({e})"),
+    };
+    Err(CliError::FleetRollout(RolloutError::Conflict(format!(
+        "interrupted (SIGTERM or SIGINT): {lock}"
+    ))))
 }
 
 /// `fleet rollout DIR`: validate DIR, then roll it out.

@@ -2,124 +2,15 @@
 //! 3-member etcd cluster on loopback ports and two private user managers as
 //! two hosts.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::support::{RunningOperator, UNITLET, UserManager, stderr, stdout, wait_for};
+use crate::support::fleet::{Host, TTL, fleet, manifest, push, write};
+use crate::support::{UNITLET, stderr, stdout, wait_for};
 
-#[path = "support/etcd.rs"]
-pub(crate) mod etcd;
+/// The test etcd cluster (tests/it/support/etcd.rs), under the name the
+/// rollout tests use.
+pub(crate) use crate::support::etcd;
 use etcd::EtcdCluster;
-
-/// The lease TTL the hosts run with: short, so a dead host goes quickly.
-const TTL: Duration = Duration::from_secs(4);
-
-struct Host {
-    id: &'static str,
-    um: UserManager,
-    op: Option<RunningOperator>,
-}
-
-impl Host {
-    fn new(id: &'static str) -> Host {
-        Host {
-            id,
-            um: UserManager::start(),
-            op: None,
-        }
-    }
-
-    fn start(&mut self, cluster: &EtcdCluster, prefix: &str) {
-        self.start_with(cluster, prefix, &[]);
-    }
-
-    /// As [`Host::start`], with more `unitlet run` flags.
-    fn start_with(&mut self, cluster: &EtcdCluster, prefix: &str, extra: &[&str]) {
-        let ttl = format!("{}s", TTL.as_secs());
-        let eps = cluster.endpoints();
-        let tls = cluster.tls_flags(TLS_FLAGS, "client");
-        let mut args = vec![
-            "--source",
-            "etcd",
-            "--host-id",
-            self.id,
-            "--etcd-endpoints",
-            &eps,
-            "--etcd-prefix",
-            prefix,
-            "--lease-ttl",
-            &ttl,
-        ];
-        args.extend(tls.iter().map(String::as_str));
-        args.extend(extra);
-        self.op = Some(self.um.spawn_run(&args));
-    }
-
-    fn log(&self) -> String {
-        self.op.as_ref().map(|o| o.log()).unwrap_or_default()
-    }
-
-    fn exec_start(&self, unit: &str) -> String {
-        self.um.prop(unit, "ExecStart")
-    }
-
-    /// Wait until `unit` runs with `arg` in its command line.
-    fn wait_running(&self, unit: &str, arg: &str, timeout: Duration) {
-        wait_for(
-            timeout,
-            &format!("{unit} running with {arg} on host {}", self.id),
-            || {
-                (self.um.active(unit) == "active" && self.exec_start(unit).contains(arg))
-                    .then_some(())
-            },
-        );
-    }
-}
-
-/// unitlet's flags for a TLS cluster's client certificate, key and CA.
-const TLS_FLAGS: &[&str; 3] = &["--etcd-cert", "--etcd-key", "--etcd-ca"];
-
-fn fleet(cluster: &EtcdCluster, prefix: &str, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(UNITLET)
-        .arg("fleet")
-        .args(args)
-        .args(cluster.tls_flags(TLS_FLAGS, "client"))
-        .args([
-            "--etcd-endpoints",
-            &cluster.endpoints(),
-            "--etcd-prefix",
-            prefix,
-        ])
-        .env_remove("UNITLET_ETCD_ENDPOINTS")
-        .env_remove("UNITLET_ETCD_PREFIX")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run unitlet fleet")
-}
-
-fn push(cluster: &EtcdCluster, prefix: &str, dir: &Path, target: &[&str]) -> String {
-    let mut args = vec!["push", dir.to_str().unwrap()];
-    args.extend(target);
-    let o = fleet(cluster, prefix, &args);
-    assert!(
-        o.status.success(),
-        "fleet push {target:?} failed: {}{}",
-        stdout(&o),
-        stderr(&o)
-    );
-    stdout(&o)
-}
-
-/// A Service running `sleep ARG`: the argument tells versions apart.
-fn manifest(name: &str, arg: &str) -> String {
-    format!(
-        "apiVersion: unitlet/v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  command: [/bin/sleep, \"{arg}\"]\n"
-    )
-}
-
-fn write(dir: &Path, name: &str, arg: &str) {
-    std::fs::write(dir.join(format!("{name}.yaml")), manifest(name, arg)).unwrap();
-}
 
 fn fleet_get(cluster: &EtcdCluster, prefix: &str) -> Vec<serde_json::Value> {
     let o = fleet(cluster, prefix, &["get", "-o", "json"]);

@@ -11,6 +11,7 @@ mod converge;
 mod doctor;
 mod fleet;
 mod fleet_rollout;
+mod fleet_rollout_faults;
 mod hostile;
 mod limits;
 mod logs;

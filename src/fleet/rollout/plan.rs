@@ -110,7 +110,7 @@ pub fn change(
 
 /// Whether a rerun of `fleet rollout` with `files` (and the `change`
 /// computed from them now) is the unfinished rollout `record`: the same
-/// target and deletes, every file it writes still in DIR with the same
+/// target, its deletes (those left) and no other, every file it writes still in DIR with the same
 /// digest, and nothing else to write. The hosts it already wrote have the
 /// new files by now, so `change.puts` may have shrunk with `--selector`.
 pub fn same_change(
@@ -119,8 +119,11 @@ pub fn same_change(
     change: &Change,
     target: &RolloutTarget,
 ) -> bool {
+    // Deletes happen at the final `all/` write: after it (the command
+    // killed before it recorded Complete) none is left to do.
     record.target == *target
-        && record.deletes == change.deletes
+        && change.deletes.iter().all(|d| record.deletes.contains(d))
+        && record.deletes.iter().all(|d| !files.contains_key(d))
         && record.puts.iter().all(|(n, p)| {
             files
                 .get(n)
@@ -826,6 +829,71 @@ mod tests {
             &dir,
             &change(&dir, &all, &hosts, &sel),
             &sel
+        ));
+    }
+
+    /// Killed after its final `all/` write (puts and deletes done, the
+    /// record not yet Complete): a rerun of the same DIR is still that
+    /// rollout, though there is nothing left to change against `all/`.
+    #[test]
+    fn a_rerun_after_the_final_all_write_is_the_same_rollout() {
+        use super::super::record::*;
+        let all_t = RolloutTarget {
+            all: true,
+            selector: None,
+        };
+        let dir = files(&[("a", "A2")]);
+        let before = files(&[("a", "A1"), ("c", "C")]);
+        let hosts = [host("h1", &[], &[])];
+        let c = change(&dir, &before, &hosts, &all_t);
+        assert_eq!(c.deletes, vec!["c".to_string()]);
+        let r = Record {
+            revision: 1,
+            phase: Phase::Progressing,
+            started_by: String::new(),
+            started_at: String::new(),
+            updated_at: String::new(),
+            dir: String::new(),
+            target: all_t.clone(),
+            options: RolloutOptions {
+                canary: 1,
+                wave_percent: 25,
+                stable: Duration::ZERO,
+                progress_deadline: Duration::from_secs(1),
+                no_undo: false,
+            },
+            puts: c.puts.clone(),
+            deletes: c.deletes.clone(),
+            hosts: vec!["h1".into()],
+            names: c.names.clone(),
+            waves: vec![vec!["h1".into()]],
+            wave: 0,
+            replaced: BTreeMap::new(),
+            verdicts: BTreeMap::new(),
+            halt: None,
+        };
+        let after = files(&[("a", "A2")]);
+        assert!(same_change(
+            &r,
+            &dir,
+            &change(&dir, &after, &hosts, &all_t),
+            &all_t
+        ));
+        // Putting c back in DIR is another change.
+        let dir_c = files(&[("a", "A2"), ("c", "C")]);
+        assert!(!same_change(
+            &r,
+            &dir_c,
+            &change(&dir_c, &after, &hosts, &all_t),
+            &all_t
+        ));
+        // So is deleting one more file of all/.
+        let more = files(&[("a", "A2"), ("d", "D")]);
+        assert!(!same_change(
+            &r,
+            &dir,
+            &change(&dir, &more, &hosts, &all_t),
+            &all_t
         ));
     }
 

@@ -228,7 +228,7 @@ pub struct LockInfo {
 impl LockInfo {
     /// `rollout N is in progress, started by … at …`.
     pub fn describe(&self) -> String {
-        match self.revision {
+        let who = match self.revision {
             0 => format!(
                 "another fleet rollout command is in progress, started by {} at {}",
                 self.by, self.since
@@ -237,7 +237,36 @@ impl LockInfo {
                 "rollout {n} is in progress, started by {} at {}",
                 self.by, self.since
             ),
+        };
+        who + &holder_gone_note(&self.by)
+    }
+}
+
+/// `by` (`USER@MACHINE pid P`) names a process of this machine that is
+/// not running: a command killed with its lock still held.
+pub fn holder_gone(by: &str) -> bool {
+    let split = |s: &str| -> Option<(String, u32)> {
+        let (who, pid) = s.rsplit_once(" pid ")?;
+        let (_, machine) = who.split_once('@')?;
+        Some((machine.to_string(), pid.parse().ok()?))
+    };
+    match (split(by), split(&whoami())) {
+        (Some((machine, pid)), Some((here, _))) => {
+            machine == here && !std::path::Path::new(&format!("/proc/{pid}")).exists()
         }
+        _ => false,
+    }
+}
+
+/// What to add after a lock holder's name when [`holder_gone`].
+pub fn holder_gone_note(by: &str) -> String {
+    if holder_gone(by) {
+        format!(
+            " (that process is gone: the lock goes when its lease expires, within {} s)",
+            LOCK_TTL.as_secs()
+        )
+    } else {
+        String::new()
     }
 }
 
@@ -257,6 +286,34 @@ pub async fn holder(
     Ok(r.kvs()
         .first()
         .and_then(|kv| serde_json::from_slice::<LockInfo>(kv.value()).ok()))
+}
+
+/// Give back the lock if this process holds it (its value names this
+/// process): revoke its lease, so the lock goes at once rather than when
+/// the lease expires. For a command stopped by a signal, whose [`Lock`]
+/// was dropped mid-work. `true` when it was ours and is gone.
+///
+/// # Errors
+/// etcd cannot be read or the lease cannot be revoked.
+pub async fn release_own(client: &mut Client, args: &EtcdArgs) -> Result<bool, RolloutError> {
+    let key = args.keys().rollout_lock();
+    let r = client
+        .get(key.as_str(), None)
+        .await
+        .map_err(|e| RolloutError::etcd(args, format!("read {key}"), e))?;
+    let me = whoami();
+    let Some(kv) = r
+        .kvs()
+        .first()
+        .filter(|kv| serde_json::from_slice::<LockInfo>(kv.value()).is_ok_and(|l| l.by == me))
+    else {
+        return Ok(false);
+    };
+    client
+        .lease_revoke(kv.lease())
+        .await
+        .map_err(|e| RolloutError::etcd(args, format!("give back {key}"), e))?;
+    Ok(true)
 }
 
 /// Why a rollout could not go on.
@@ -581,6 +638,54 @@ mod tests {
         assert!(v.get("halt").is_none());
         let back: Record = serde_json::from_value(v).unwrap();
         assert_eq!(back, r);
+    }
+
+    /// Acceptance 5: a refusal names the rollout in progress and who
+    /// started it; before it has a revision it says so, not "rollout 0".
+    #[test]
+    fn a_held_lock_names_the_rollout_and_who_started_it() {
+        let held = |revision| {
+            RolloutError::Locked(LockInfo {
+                revision,
+                by: "ops@box pid 42".into(),
+                since: "2026-01-01T00:00:00Z".into(),
+            })
+            .to_string()
+        };
+        assert!(
+            held(7).starts_with(
+                "rollout 7 is in progress, started by ops@box pid 42 at 2026-01-01T00:00:00Z"
+            ),
+            "{}",
+            held(7)
+        );
+        assert!(!held(0).contains("rollout 0"), "{}", held(0));
+        assert!(held(0).contains("ops@box pid 42"), "{}", held(0));
+    }
+
+    /// A lock left by a killed command of this machine is said to be so;
+    /// one of a live process, or of another machine, is not.
+    #[test]
+    fn a_lock_of_a_dead_local_process_is_named_gone() {
+        let me = whoami();
+        let (who, _) = me.rsplit_once(" pid ").unwrap();
+        assert!(!holder_gone(&me), "this process runs");
+        // PIDs stay below 2^22 on Linux.
+        let dead = format!("{who} pid 4194399");
+        assert!(holder_gone(&dead));
+        let info = LockInfo {
+            revision: 3,
+            by: dead,
+            since: "2026-01-01T00:00:00Z".into(),
+        };
+        assert!(
+            info.describe().contains("that process is gone"),
+            "{}",
+            info.describe()
+        );
+        assert!(!holder_gone("ops@another-machine-xyz pid 4194399"));
+        assert!(!holder_gone("not a holder"));
+        assert_eq!(holder_gone_note(&me), "");
     }
 
     #[test]

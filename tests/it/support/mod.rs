@@ -7,6 +7,9 @@
 
 #![allow(dead_code)]
 
+pub mod etcd;
+pub mod fleet;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
