@@ -613,8 +613,11 @@ async fn restore_checked_first<B>(
     // The lock first: a second restore of the service is refused at once.
     let lock = (!opts.dry_run).then(|| restore_lock(t)).transpose()?;
     // The whole set is checked before anything else is touched (a
-    // hostile or damaged set is refused without even reaching systemd).
-    let (set, blocks) = verified_set(t).await?;
+    // hostile or damaged set is refused without even reaching systemd):
+    // its layout and sizes here; every file's sha256 while it is copied,
+    // still before anything is stopped (one read of the set, not two). A
+    // dry run copies nothing, so it hashes here.
+    let (set, blocks) = verified_set(t, opts.dry_run).await?;
     let sd = Systemd::connect(t.bus)
         .await
         .map_err(sd_err("cannot stop and start Prometheus".to_owned()))?;
@@ -730,9 +733,9 @@ fn restore_lock(t: RestoreTarget<'_>) -> Result<RestoreLock> {
 }
 
 /// The set, every file verified, and the TSDB blocks it holds.
-async fn verified_set(t: RestoreTarget<'_>) -> Result<(VerifiedSet, Vec<BlockRange>)> {
+async fn verified_set(t: RestoreTarget<'_>, deep: bool) -> Result<(VerifiedSet, Vec<BlockRange>)> {
     let (store, id) = (t.store.clone(), t.id.to_owned());
-    let set = blocking(move || store.verify(&id)).await?;
+    let set = blocking(move || store.verify_with(&id, deep)).await?;
     if set.info().kind != KIND {
         return Err(PrometheusError::WrongKind {
             id: set.info().id.clone(),
@@ -1263,6 +1266,7 @@ mod tests {
             matches!(err, PrometheusError::ChangedDuringCopy { .. }),
             "{err}"
         );
+        assert!(err.to_string().contains("is damaged"), "{err}");
     }
 
     #[test]
