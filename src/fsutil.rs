@@ -198,11 +198,33 @@ pub fn open_flags(flags: rustix::fs::OFlags) -> i32 {
 ///
 /// # Errors
 /// Any I/O error; `to` may then exist, partly written.
-pub fn copy_file_with(
+pub fn copy_file_with(from: &Path, to: &Path, inspect: impl FnMut(&[u8])) -> std::io::Result<u64> {
+    let (total, output) = copy_open(from, to, inspect)?;
+    output.sync_all()?;
+    Ok(total)
+}
+
+/// [`copy_file_with`] without the fsync, for a caller that copies many
+/// files and makes them durable together afterwards ([`sync_files`]): the
+/// disk then writes back while the next files are read and hashed, rather
+/// than one file at a time.
+///
+/// # Errors
+/// Any I/O error; `to` may then exist, partly written.
+pub fn copy_file_unsynced(
+    from: &Path,
+    to: &Path,
+    inspect: impl FnMut(&[u8]),
+) -> std::io::Result<u64> {
+    copy_open(from, to, inspect).map(|(total, _)| total)
+}
+
+/// The copy of [`copy_file_with`]; the new file still open.
+fn copy_open(
     from: &Path,
     to: &Path,
     mut inspect: impl FnMut(&[u8]),
-) -> std::io::Result<u64> {
+) -> std::io::Result<(u64, std::fs::File)> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut input = std::fs::File::open(from)?;
@@ -216,8 +238,7 @@ pub fn copy_file_with(
         inspect(c);
         output.write_all(c)
     })?;
-    output.sync_all()?;
-    Ok(total)
+    Ok((total, output))
 }
 
 /// Create a directory and its parents, mode 0755 whatever the umask's

@@ -300,14 +300,15 @@ fn tree_size(dir: &Path) -> u64 {
 type CopyError = (PathBuf, PathBuf, io::Error);
 
 /// Copies one file (mode kept, `create_new` so nothing is overwritten),
-/// feeding every chunk to `inspect` (restore hashes it) and fsyncing.
+/// feeding every chunk to `inspect` (restore hashes it); not fsynced: the
+/// caller syncs all its copies together.
 fn copy_file(
     from: &Path,
     to: &Path,
     pb: &ProgressBar,
     mut inspect: impl FnMut(&[u8]),
 ) -> io::Result<u64> {
-    crate::fsutil::copy_file_with(from, to, |c| {
+    crate::fsutil::copy_file_unsynced(from, to, |c| {
         inspect(c);
         pb.inc(c.len() as u64);
     })
@@ -521,6 +522,7 @@ fn copy_set(set: &VerifiedSet, to: &Path, mode: u32, progress: bool) -> Result<(
     if snap.is_dir() {
         copy_dirs(&snap, to).map_err(|(from, to, e)| copy_err(&from, &to, e))?;
     }
+    let mut copies = Vec::with_capacity(files.len());
     for f in &files {
         let from = set.dir().join(&f.path);
         let dest = to.join(&f.path[prefix.len()..]);
@@ -536,8 +538,15 @@ fn copy_set(set: &VerifiedSet, to: &Path, mode: u32, progress: bool) -> Result<(
                 file: f.path.clone(),
             });
         }
+        copies.push(dest);
     }
     pb.finish_and_clear();
+    // Durable together (concurrent fsyncs), then the directories.
+    let refs: Vec<&Path> = copies.iter().map(PathBuf::as_path).collect();
+    let synced = crate::fsutil::sync_files(&refs);
+    if let Some((i, Err(e))) = synced.into_iter().enumerate().find(|(_, r)| r.is_err()) {
+        return Err(copy_err(set.dir(), &copies[i], e));
+    }
     sync_tree(to).map_err(|e| copy_err(set.dir(), to, e))?;
     Ok((files.len(), total))
 }
