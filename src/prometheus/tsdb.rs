@@ -15,7 +15,10 @@
 //! Restore copies the set (never moves it: the set must stay restorable)
 //! into a sibling of the data directory *before* stopping Prometheus, so a
 //! full disk or a damaged file is found while Prometheus still runs on its
-//! data, and the downtime is two renames plus a start.
+//! data, and the downtime is two renames plus a start. The copy is made in
+//! the kernel (`copy_file_range`) and each copied file is read back and its
+//! sha256 compared with the set's record on a second thread while the next
+//! file is copied: what is swapped in is what was checked.
 
 use std::fmt;
 use std::fs;
@@ -665,7 +668,8 @@ async fn restore_checked_first<B>(
     let lock = (!opts.dry_run).then(|| restore_lock(t)).transpose()?;
     // The whole set is checked before anything else is touched (a
     // hostile or damaged set is refused without even reaching systemd):
-    // its layout and sizes here; every file's sha256 while it is copied,
+    // its layout and sizes here; every file's sha256 as it is copied (the
+    // staging copy is hashed: what is swapped in is what was checked),
     // still before anything is stopped (one read of the set, not two). A
     // dry run copies nothing, so it hashes here.
     let (set, blocks) = verified_set(t, opts.dry_run).await?;
