@@ -506,8 +506,10 @@ fn copy_set(set: &VerifiedSet, to: &Path, mode: u32, progress: bool) -> Result<(
         copy_dirs(&snap, to).map_err(|(from, to, e)| copy_err(&from, &to, e))?;
     }
     let pb = progress_bar(progress, total, "copying");
+    let started = std::time::Instant::now();
     copy_and_check(set, &files, &pb)?;
     pb.finish_and_clear();
+    let copied = started.elapsed();
     // Durable together (concurrent fsyncs), then the directories.
     let refs: Vec<&Path> = files.iter().map(|(_, d)| d.as_path()).collect();
     let synced = crate::fsutil::sync_files(&refs);
@@ -515,6 +517,7 @@ fn copy_set(set: &VerifiedSet, to: &Path, mode: u32, progress: bool) -> Result<(
         return Err(copy_err(set.dir(), refs[i], e));
     }
     sync_tree(to).map_err(|e| copy_err(set.dir(), to, e))?;
+    tracing::debug!(files = files.len(), bytes = total, ?copied, synced = ?(started.elapsed() - copied), "set copied and hashed");
     Ok((files.len(), total))
 }
 
@@ -568,7 +571,7 @@ fn copy_and_check(
         let checked = checker.join().unwrap_or_else(|_| {
             Err(copy_error(
                 set.dir(),
-                Path::new(""),
+                set.dir(),
                 io::Error::other("the hashing thread panicked"),
             ))
         });
