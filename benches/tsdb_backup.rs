@@ -3,9 +3,7 @@
 //! whatever machine runs it.
 //!
 //! The TSDB is backfilled with `promtool tsdb create-blocks-from
-//! openmetrics` from random values with jittered timestamps (which defeats
-//! most of Gorilla compression, so few samples make many bytes), one input
-//! file per 2h block to keep promtool's memory small. A real Prometheus then
+//! openmetrics` (`common/tsdb_gen.rs`). A real Prometheus then
 //! serves it so the backup goes through the snapshot API exactly as
 //! `unitlet backup` does.
 //!
@@ -21,8 +19,12 @@
 mod env;
 use env::env_or;
 
-use std::io::{BufWriter, Read, Write};
-use std::net::TcpStream;
+#[path = "common/tsdb_gen.rs"]
+mod tsdb_gen;
+use tsdb_gen::{
+    BLOCK_MS, BYTES_PER_SAMPLE, Rng, SAMPLES_PER_SERIES, SERIES, backfill, du, http_get,
+};
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -30,73 +32,6 @@ use std::time::{Duration, Instant, SystemTime};
 use unitlet::backup::Store;
 use unitlet::prometheus::Client;
 use unitlet::prometheus::tsdb::backup_tsdb;
-
-const SERIES: u64 = 1000;
-const SAMPLES_PER_SERIES: u64 = 4000;
-/// Measured with promtool 2.42 on this data: about 9.6 bytes per sample.
-const BYTES_PER_SAMPLE: u64 = 9;
-const BLOCK_MS: i64 = 2 * 3600 * 1000;
-
-/// xorshift64*: deterministic, fast, good enough to defeat compression.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
-/// One 2h block's worth of OpenMetrics text starting at `start_ms`.
-fn write_chunk(path: &Path, start_ms: i64, rng: &mut Rng) {
-    let mut f = BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
-    writeln!(
-        f,
-        "# HELP bench_value Random values.\n# TYPE bench_value gauge"
-    )
-    .unwrap();
-    let step = BLOCK_MS / SAMPLES_PER_SERIES as i64 - 40;
-    for s in 0..SERIES {
-        let mut t = start_ms;
-        for _ in 0..SAMPLES_PER_SERIES {
-            t += step + (rng.next() % 30) as i64;
-            let v = (rng.next() >> 11) as f64 / (1u64 << 53) as f64 * 1e6;
-            writeln!(
-                f,
-                "bench_value{{series=\"{s}\"}} {v} {}.{:03}",
-                t / 1000,
-                t % 1000
-            )
-            .unwrap();
-        }
-    }
-    writeln!(f, "# EOF").unwrap();
-    f.flush().unwrap();
-}
-
-fn du(dir: &Path) -> u64 {
-    let mut total = 0;
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let ty = e.file_type().unwrap();
-        if ty.is_dir() {
-            total += du(&e.path());
-        } else if ty.is_file() {
-            total += e.metadata().unwrap().len();
-        }
-    }
-    total
-}
-
-fn http_get(port: u16, path: &str) -> Option<u16> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
-    let mut r = String::new();
-    s.read_to_string(&mut r).ok()?;
-    r.split_whitespace().nth(1)?.parse().ok()
-}
 
 struct Prometheus(Child);
 
@@ -136,15 +71,7 @@ fn main() {
     let t = Instant::now();
     for b in 0..blocks {
         let input = tmp.path().join("in.om");
-        write_chunk(&input, first + b as i64 * BLOCK_MS, &mut rng);
-        let st = Command::new("/usr/bin/promtool")
-            .args(["tsdb", "create-blocks-from", "openmetrics", "-q"])
-            .arg(&input)
-            .arg(&data)
-            .status()
-            .unwrap();
-        assert!(st.success(), "promtool failed");
-        std::fs::remove_file(&input).unwrap();
+        backfill(&input, &data, first + b as i64 * BLOCK_MS, &mut rng);
         eprint!("\rbackfilled {}/{blocks} blocks", b + 1);
     }
     let size = du(&data);

@@ -440,7 +440,9 @@ pub async fn verify(
         .collect())
 }
 
-/// The table `unitlet backups` prints; pure.
+/// The table `unitlet backups` (and `describe` of a Backup) prints; pure.
+/// NEW BLOCKS, WRITTEN and SHARED are `-` for a set that does not record
+/// them (a 0.2 set, a Grafana set, a set listed from a restic repository).
 pub fn sets_table(rows: &[SetRow]) -> String {
     let cells: Vec<Vec<String>> = rows
         .iter()
@@ -455,13 +457,27 @@ pub fn sets_table(rows: &[SetRow]) -> String {
                 } else {
                     r.set.status.to_string()
                 },
+                r.set
+                    .new_blocks
+                    .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+                r.set.written.map_or_else(|| "-".to_owned(), format_size),
+                r.set.shared.map_or_else(|| "-".to_owned(), format_size),
             ]
         })
         .collect();
     let mut out = Vec::new();
     crate::table::print_table(
         &mut out,
-        &["ID", "MANIFEST", "CREATED", "SIZE", "STATUS"],
+        &[
+            "ID",
+            "MANIFEST",
+            "CREATED",
+            "SIZE",
+            "STATUS",
+            "NEW BLOCKS",
+            "WRITTEN",
+            "SHARED",
+        ],
         &cells,
     );
     // print_table writes only the UTF-8 of its `&str` cells: nothing is lost.
@@ -766,16 +782,29 @@ mod tests {
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(
             lines[0].split_whitespace().collect::<Vec<_>>(),
-            ["ID", "MANIFEST", "CREATED", "SIZE", "STATUS"]
+            [
+                "ID", "MANIFEST", "CREATED", "SIZE", "STATUS", "NEW", "BLOCKS", "WRITTEN", "SHARED"
+            ]
         );
         assert!(lines[1].starts_with("20261127T235501Z   tsdb"), "{t}");
-        assert!(lines[1].ends_with("2.0 KiB   incomplete"), "{t}");
+        let words = |l: &str| l.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(words(lines[1]).ends_with("2.0 KiB incomplete - - -"), "{t}");
         let mut legacy = row.clone();
         legacy.set.backup = None;
         legacy.set.legacy = true;
         let t = sets_table(&[legacy]);
         assert!(
-            t.lines().nth(1).unwrap().ends_with("incomplete (legacy)"),
+            words(t.lines().nth(1).unwrap()).ends_with("incomplete (legacy) - - -"),
+            "{t}"
+        );
+        let mut incremental = row.clone();
+        incremental.set.status = SetStatus::Complete;
+        incremental.set.new_blocks = Some(2);
+        incremental.set.written = Some(1536);
+        incremental.set.shared = Some(3 << 30);
+        let t = sets_table(&[incremental]);
+        assert!(
+            words(t.lines().nth(1).unwrap()).ends_with("complete 2 1.5 KiB 3.0 GiB"),
             "{t}"
         );
     }

@@ -198,26 +198,68 @@ pub fn open_flags(flags: rustix::fs::OFlags) -> i32 {
 ///
 /// # Errors
 /// Any I/O error; `to` may then exist, partly written.
-pub fn copy_file_with(
-    from: &Path,
-    to: &Path,
-    mut inspect: impl FnMut(&[u8]),
-) -> std::io::Result<u64> {
-    use std::io::Write;
+pub fn copy_file_with(from: &Path, to: &Path, inspect: impl FnMut(&[u8])) -> std::io::Result<u64> {
+    let (total, output) = copy_open(from, to, inspect)?;
+    output.sync_all()?;
+    Ok(total)
+}
+
+/// Copies `from` to a new file `to` (its mode kept; `create_new`, so
+/// nothing is overwritten) in the kernel, with `copy_file_range(2)`: the
+/// data never passes through user space (and a filesystem that can share
+/// extents may do so). Where the kernel refuses it (`to` on another
+/// filesystem, an old kernel), the rest is copied by a read/write loop.
+/// Not fsynced: the caller makes its copies durable together
+/// ([`sync_files`]). Nothing is hashed: a caller that must know what was
+/// written reads `to` back (from the page cache). Returns the bytes copied.
+///
+/// # Errors
+/// Any I/O error; `to` may then exist, partly written.
+pub fn copy_file_in_kernel(from: &Path, to: &Path) -> std::io::Result<u64> {
+    use rustix::io::Errno;
+    let (input, mut output) = open_copy(from, to)?;
+    let mut total = 0u64;
+    loop {
+        // No offsets given: both files' positions advance, so the fallback
+        // below continues where the kernel stopped.
+        match rustix::fs::copy_file_range(&input, None, &output, None, 1 << 30) {
+            Ok(0) => return Ok(total),
+            Ok(n) => total += n as u64,
+            Err(Errno::INTR) => {}
+            Err(Errno::XDEV | Errno::NOSYS | Errno::INVAL | Errno::OPNOTSUPP) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let rest = for_each_chunk(&input, 1024 * 1024, |c| output.write_all(c))?;
+    Ok(total + rest)
+}
+
+/// Opens `from` for reading and creates `to` (`create_new`) with its mode.
+fn open_copy(from: &Path, to: &Path) -> std::io::Result<(std::fs::File, std::fs::File)> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut input = std::fs::File::open(from)?;
+    let input = std::fs::File::open(from)?;
     let mode = input.metadata()?.permissions().mode() & 0o7777;
-    let mut output = std::fs::OpenOptions::new()
+    let output = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode)
         .open(to)?;
+    Ok((input, output))
+}
+
+/// The copy of [`copy_file_with`]; the new file still open.
+fn copy_open(
+    from: &Path,
+    to: &Path,
+    mut inspect: impl FnMut(&[u8]),
+) -> std::io::Result<(u64, std::fs::File)> {
+    use std::io::Write;
+    let (mut input, mut output) = open_copy(from, to)?;
     let total = for_each_chunk(&mut input, 1024 * 1024, |c| {
         inspect(c);
         output.write_all(c)
     })?;
-    output.sync_all()?;
-    Ok(total)
+    Ok((total, output))
 }
 
 /// Create a directory and its parents, mode 0755 whatever the umask's
@@ -486,6 +528,29 @@ pub(crate) mod test_support {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The in-kernel copy gives the same bytes and mode on the same
+    /// filesystem (`copy_file_range`) and from another (`/dev/shm`, a
+    /// tmpfs, where the kernel may refuse and the loop takes over), and
+    /// overwrites nothing.
+    #[test]
+    fn copy_file_in_kernel_copies_bytes_and_mode_and_overwrites_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+        let bytes: Vec<u8> = (0..3_000_017u32).map(|i| (i * 31 % 251) as u8).collect();
+        for src_dir in [d.path(), shm.path()] {
+            let from = src_dir.join("from");
+            std::fs::write(&from, &bytes).unwrap();
+            std::fs::set_permissions(&from, std::fs::Permissions::from_mode(0o640)).unwrap();
+            let to = d.path().join(format!("to-{}", src_dir == d.path()));
+            assert_eq!(copy_file_in_kernel(&from, &to).unwrap(), bytes.len() as u64);
+            assert_eq!(std::fs::read(&to).unwrap(), bytes);
+            let mode = std::fs::metadata(&to).unwrap().permissions().mode() & 0o7777;
+            assert_eq!(mode, 0o640);
+            let err = copy_file_in_kernel(&from, &to).unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
+        }
+    }
 
     /// One syscall crate: the library's system calls go through rustix;
     /// libc only for `cli.rs`'s SIGPIPE reset (rustix's stable API has no

@@ -125,6 +125,16 @@ impl Snapshot {
     }
 }
 
+/// What `restic backup` made: the snapshot and what it added.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backed {
+    /// The new snapshot's full ID.
+    pub snapshot_id: String,
+    /// Bytes restic added to the repository for it (its summary's
+    /// `data_added`, before compression), when restic says.
+    pub data_added: Option<u64>,
+}
+
 /// One restic repository and its password file.
 #[derive(Debug, Clone)]
 pub struct Repo {
@@ -176,7 +186,7 @@ impl Repo {
 
     /// `restic backup .` run in `dir` (so the snapshot holds `dir`'s
     /// content at its root, whatever `dir`'s path), with `tags`; the new
-    /// snapshot's ID.
+    /// snapshot's ID and the bytes it added.
     ///
     /// With `parent` (an earlier snapshot of the same layout), a file whose
     /// path, size, modification time and inode are those of the parent's is
@@ -192,7 +202,7 @@ impl Repo {
         dir: &Path,
         tags: &[String],
         parent: Option<&str>,
-    ) -> Result<String, ResticError> {
+    ) -> Result<Backed, ResticError> {
         let mut args = vec![
             "backup".to_owned(),
             "--json".to_owned(),
@@ -214,12 +224,18 @@ impl Repo {
         struct Summary {
             message_type: String,
             snapshot_id: Option<String>,
+            data_added: Option<u64>,
         }
         String::from_utf8_lossy(&ran.stdout)
             .lines()
             .filter_map(|l| serde_json::from_str::<Summary>(l).ok())
             .filter(|s| s.message_type == "summary")
-            .find_map(|s| s.snapshot_id)
+            .find_map(|s| {
+                Some(Backed {
+                    snapshot_id: s.snapshot_id?,
+                    data_added: s.data_added,
+                })
+            })
             .ok_or_else(|| {
                 self.failed(
                     "backup",

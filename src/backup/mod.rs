@@ -596,7 +596,13 @@ impl Store {
         self.verify_with(id, deep).map(|s| s.info)
     }
 
-    fn verify_with(&self, id: &str, deep: bool) -> Result<VerifiedSet> {
+    /// [`Store::verify`] when `deep`; else the same checks with sizes only,
+    /// for a caller that hashes every file itself (restore, as it copies
+    /// the set).
+    ///
+    /// # Errors
+    /// As [`Store::verify`].
+    pub fn verify_with(&self, id: &str, deep: bool) -> Result<VerifiedSet> {
         let dir = self.set_dir(id)?;
         let manifest = match read_manifest(&dir, id)? {
             Some(m) if m.status == SetStatus::Complete => m,

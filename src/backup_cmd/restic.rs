@@ -161,7 +161,8 @@ pub(super) async fn backup(
     // The newest snapshot of this Backup is the parent: unchanged files
     // (linked blocks) are not read again.
     let parent = existing.last().map(|s| s.id.as_str());
-    let snapshot = repo.backup(&set.path, &tags, parent).await?;
+    let backed = repo.backup(&set.path, &tags, parent).await?;
+    let snapshot = backed.snapshot_id;
     drop(staging);
     let deleted = match repo
         .forget_keep_last(spec.keep.max(1), &own_tags(name))
@@ -181,8 +182,9 @@ pub(super) async fn backup(
     };
     let info = SetInfo {
         path: place(&repo, &snapshot),
+        // What restic added; it says nothing of blocks or what it shared.
         new_blocks: None,
-        written: None,
+        written: backed.data_added,
         shared: None,
         ..set
     };

@@ -20,13 +20,20 @@ pub(super) async fn backup(loc: &Locations, name: String) -> CliResult {
     match result {
         Ok(Some(made)) => {
             let set = &made.set;
-            let incremental = match (set.new_blocks, set.written, set.shared) {
-                (Some(n), Some(w), Some(s)) => format!(
-                    " ({n} new blocks, {} written, {} shared)",
-                    backup_cmd::format_size(w),
-                    backup_cmd::format_size(s)
-                ),
-                _ => String::new(),
+            let incremental = [
+                set.new_blocks.map(|n| format!("{n} new blocks")),
+                set.written
+                    .map(|w| format!("{} written", backup_cmd::format_size(w))),
+                set.shared
+                    .map(|s| format!("{} shared", backup_cmd::format_size(s))),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>();
+            let incremental = if incremental.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", incremental.join(", "))
             };
             println!(
                 "backup {name}: set {} complete: {} files, {}{incremental} in {}",

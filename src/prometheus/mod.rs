@@ -222,9 +222,11 @@ pub enum PrometheusError {
         /// What is wrong with it.
         reason: String,
     },
-    /// A file of the set changed between verification and copy.
+    /// A file of the set does not match `backup.json`, found while it was
+    /// copied (where a restore checks every file's sha256, before anything
+    /// is stopped).
     #[error(
-        "backup set {id}: {file} changed while it was being restored (sha256 differs from backup.json); nothing was changed"
+        "backup set {id} is damaged: {file} has a different sha256 than backup.json records (found while copying it; nothing was stopped or changed); restore from another set"
     )]
     ChangedDuringCopy {
         /// The set.

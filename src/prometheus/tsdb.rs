@@ -15,7 +15,10 @@
 //! Restore copies the set (never moves it: the set must stay restorable)
 //! into a sibling of the data directory *before* stopping Prometheus, so a
 //! full disk or a damaged file is found while Prometheus still runs on its
-//! data, and the downtime is two renames plus a start.
+//! data, and the downtime is two renames plus a start. The copy is made in
+//! the kernel (`copy_file_range`) and each copied file is read back and its
+//! sha256 compared with the set's record on a second thread while the next
+//! file is copied: what is swapped in is what was checked.
 
 use std::fmt;
 use std::fs;
@@ -31,7 +34,7 @@ use sha2::{Digest, Sha256};
 use super::client::Client;
 use super::swap::{active_state, check_managed, free_sibling, rename, run_job, sd_err, stamp};
 use super::{KIND, PrometheusError};
-use crate::backup::{SetInfo, SetWriter, Store, VerifiedSet};
+use crate::backup::{FileEntry, SetInfo, SetWriter, Store, VerifiedSet};
 use crate::fsutil::sync_tree;
 use crate::hold::Hold;
 use crate::journal::{self, Journal, Owner, Record, RestoreLock, Step};
@@ -299,20 +302,6 @@ fn tree_size(dir: &Path) -> u64 {
 
 type CopyError = (PathBuf, PathBuf, io::Error);
 
-/// Copies one file (mode kept, `create_new` so nothing is overwritten),
-/// feeding every chunk to `inspect` (restore hashes it) and fsyncing.
-fn copy_file(
-    from: &Path,
-    to: &Path,
-    pb: &ProgressBar,
-    mut inspect: impl FnMut(&[u8]),
-) -> io::Result<u64> {
-    crate::fsutil::copy_file_with(from, to, |c| {
-        inspect(c);
-        pb.inc(c.len() as u64);
-    })
-}
-
 // ---------------------------------------------------------------------------
 // Restore
 
@@ -493,53 +482,121 @@ pub fn check_query(block: &BlockRange) -> (String, f64) {
     )
 }
 
-/// Copies the set's snapshot into `to` (a new directory), hashing every
-/// file again on the way so what lands is exactly what `backup.json` says.
+/// Copies the set's snapshot into `to` (a new directory) and hashes every
+/// copy, so what lands, and is later swapped in, is exactly what
+/// `backup.json` says.
 fn copy_set(set: &VerifiedSet, to: &Path, mode: u32, progress: bool) -> Result<(usize, u64)> {
     let prefix = format!("{SNAPSHOT_DIR}/");
     let files: Vec<_> = set
         .files()
         .iter()
         .filter(|f| f.path.starts_with(&prefix))
+        .map(|f| (f, to.join(&f.path[prefix.len()..])))
         .collect();
-    let total = files.iter().map(|f| f.size).sum();
-    let hint = "nothing was changed; the partial copy was removed".to_owned();
-    let copy_err = |from: &Path, to: &Path, source| PrometheusError::Copy {
-        from: from.to_path_buf(),
-        to: to.to_path_buf(),
-        hint: hint.clone(),
-        source,
-    };
+    let total = files.iter().map(|(f, _)| f.size).sum();
+    let copy_err = |from: &Path, to: &Path, source| copy_error(from, to, source);
     fs::DirBuilder::new()
         .mode(mode)
         .create(to)
         .map_err(|e| copy_err(set.dir(), to, e))?;
-    let pb = progress_bar(progress, total, "copying");
     // Directories first (empty ones too: a block with no chunks still has
     // its `chunks/` directory), then files.
     let snap = set.dir().join(SNAPSHOT_DIR);
     if snap.is_dir() {
         copy_dirs(&snap, to).map_err(|(from, to, e)| copy_err(&from, &to, e))?;
     }
-    for f in &files {
-        let from = set.dir().join(&f.path);
-        let dest = to.join(&f.path[prefix.len()..]);
-        if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent).map_err(|e| copy_err(&from, parent, e))?;
-        }
-        let mut hasher = Sha256::new();
-        copy_file(&from, &dest, &pb, |chunk| hasher.update(chunk))
-            .map_err(|e| copy_err(&from, &dest, e))?;
-        if hex::encode(hasher.finalize()) != f.sha256 {
-            return Err(PrometheusError::ChangedDuringCopy {
-                id: set.info().id.clone(),
-                file: f.path.clone(),
-            });
-        }
-    }
+    let pb = progress_bar(progress, total, "copying");
+    let started = std::time::Instant::now();
+    copy_and_check(set, &files, &pb)?;
     pb.finish_and_clear();
+    let copied = started.elapsed();
+    // Durable together (concurrent fsyncs), then the directories.
+    let refs: Vec<&Path> = files.iter().map(|(_, d)| d.as_path()).collect();
+    let synced = crate::fsutil::sync_files(&refs);
+    if let Some((i, Err(e))) = synced.into_iter().enumerate().find(|(_, r)| r.is_err()) {
+        return Err(copy_err(set.dir(), refs[i], e));
+    }
     sync_tree(to).map_err(|e| copy_err(set.dir(), to, e))?;
+    tracing::debug!(files = files.len(), bytes = total, ?copied, synced = ?(started.elapsed() - copied), "set copied and hashed");
     Ok((files.len(), total))
+}
+
+/// A restore's copy error: nothing was changed yet.
+fn copy_error(from: &Path, to: &Path, source: io::Error) -> PrometheusError {
+    PrometheusError::Copy {
+        from: from.to_path_buf(),
+        to: to.to_path_buf(),
+        hint: "nothing was changed; the partial copy was removed".to_owned(),
+        source,
+    }
+}
+
+/// How many finished copies may wait for their hash check.
+const HASH_QUEUE: usize = 8;
+
+/// Copies each `(recorded file, destination)` in the kernel
+/// ([`crate::fsutil::copy_file_in_kernel`]) while a second thread reads
+/// each finished copy back (from the page cache) and compares its sha256
+/// with the record: copying one file overlaps hashing the one before. The
+/// copy, not the set's file, is hashed: it is what gets swapped in. The
+/// first mismatch or error stops both.
+fn copy_and_check(
+    set: &VerifiedSet,
+    files: &[(&FileEntry, PathBuf)],
+    pb: &ProgressBar,
+) -> Result<()> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<&(&FileEntry, PathBuf)>(HASH_QUEUE);
+    std::thread::scope(|scope| {
+        let checker = scope.spawn(move || {
+            rx.iter()
+                .try_for_each(|(f, dest)| check_copy(set, f, dest).map(|()| pb.inc(f.size)))
+        });
+        let mut copied = Ok(());
+        for item in files {
+            let (f, dest) = item;
+            let from = set.dir().join(&f.path);
+            let done = dest
+                .parent()
+                .map_or(Ok(()), fs::create_dir_all)
+                .and_then(|()| crate::fsutil::copy_file_in_kernel(&from, dest));
+            if let Err(e) = done {
+                copied = Err(copy_error(&from, dest, e));
+                break;
+            }
+            if tx.send(item).is_err() {
+                break; // the checker stopped: its error is the one to report
+            }
+        }
+        drop(tx);
+        let checked = checker.join().unwrap_or_else(|_| {
+            Err(copy_error(
+                set.dir(),
+                set.dir(),
+                io::Error::other("the hashing thread panicked"),
+            ))
+        });
+        checked.and(copied)
+    })
+}
+
+/// The sha256 of the copy `dest` of `f` against the set's record.
+fn check_copy(set: &VerifiedSet, f: &FileEntry, dest: &Path) -> Result<()> {
+    let mut hasher = Sha256::new();
+    fs::File::open(dest)
+        .and_then(|file| {
+            crate::fsutil::for_each_chunk(file, 1024 * 1024, |c| {
+                hasher.update(c);
+                Ok(())
+            })
+        })
+        .map_err(|e| copy_error(dest, dest, e))?;
+    if hex::encode(hasher.finalize()) != f.sha256 {
+        return Err(PrometheusError::ChangedDuringCopy {
+            id: set.info().id.clone(),
+            file: f.path.clone(),
+        });
+    }
+    Ok(())
 }
 
 /// Creates below `dst` the directories of the tree at `src` (no symlink
@@ -613,8 +670,12 @@ async fn restore_checked_first<B>(
     // The lock first: a second restore of the service is refused at once.
     let lock = (!opts.dry_run).then(|| restore_lock(t)).transpose()?;
     // The whole set is checked before anything else is touched (a
-    // hostile or damaged set is refused without even reaching systemd).
-    let (set, blocks) = verified_set(t).await?;
+    // hostile or damaged set is refused without even reaching systemd):
+    // its layout and sizes here; every file's sha256 as it is copied (the
+    // staging copy is hashed: what is swapped in is what was checked),
+    // still before anything is stopped (one read of the set, not two). A
+    // dry run copies nothing, so it hashes here.
+    let (set, blocks) = verified_set(t, opts.dry_run).await?;
     let sd = Systemd::connect(t.bus)
         .await
         .map_err(sd_err("cannot stop and start Prometheus".to_owned()))?;
@@ -730,9 +791,9 @@ fn restore_lock(t: RestoreTarget<'_>) -> Result<RestoreLock> {
 }
 
 /// The set, every file verified, and the TSDB blocks it holds.
-async fn verified_set(t: RestoreTarget<'_>) -> Result<(VerifiedSet, Vec<BlockRange>)> {
+async fn verified_set(t: RestoreTarget<'_>, deep: bool) -> Result<(VerifiedSet, Vec<BlockRange>)> {
     let (store, id) = (t.store.clone(), t.id.to_owned());
-    let set = blocking(move || store.verify(&id)).await?;
+    let set = blocking(move || store.verify_with(&id, deep)).await?;
     if set.info().kind != KIND {
         return Err(PrometheusError::WrongKind {
             id: set.info().id.clone(),
@@ -1263,6 +1324,43 @@ mod tests {
             matches!(err, PrometheusError::ChangedDuringCopy { .. }),
             "{err}"
         );
+        assert!(err.to_string().contains("is damaged"), "{err}");
+    }
+
+    /// The copy is made in the kernel (`copy_file_range`, same filesystem
+    /// here) and hashed on another thread; a file that no longer matches
+    /// `backup.json` is still refused, the last one too (its check ends
+    /// after the copying has), and a good set lands byte for byte.
+    #[test]
+    fn the_in_kernel_copy_is_hashed_and_a_changed_last_file_refused() {
+        let (d, store, info) = snapshot_set();
+        let set = store.verify(&info.id).unwrap();
+        let (n, bytes) = copy_set(&set, &d.path().join("good"), 0o755, false).unwrap();
+        assert_eq!((n, bytes), (4, 3_100_000 + 50));
+        for f in [
+            "01HBLOCK/index",
+            "01HBLOCK/chunks/000001",
+            "01HBLOCK/meta.json",
+        ] {
+            let orig = fs::read(set.dir().join("snapshot").join(f)).unwrap();
+            assert_eq!(
+                fs::read(d.path().join("good").join(f)).unwrap(),
+                orig,
+                "{f}"
+            );
+        }
+        // meta.json is the last file with bytes (tombstones is empty);
+        // same size, so only its hash tells.
+        let meta = set.dir().join("snapshot/01HBLOCK/meta.json");
+        let mut changed = fs::read(&meta).unwrap();
+        changed[12] = b'X';
+        fs::write(&meta, changed).unwrap();
+        let err = copy_set(&set, &d.path().join("bad"), 0o755, false).unwrap_err();
+        let PrometheusError::ChangedDuringCopy { file, .. } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(file, "snapshot/01HBLOCK/meta.json");
+        assert!(err.to_string().contains("is damaged"), "{err}");
     }
 
     #[test]

@@ -1303,6 +1303,20 @@ fn three_incremental_backups(p: &Prom) {
             let row = p.sets().into_iter().find(|s| s["id"] == *id).unwrap();
             assert_eq!(row["new_blocks"], new.len(), "{row}");
             assert!(row["shared"].as_u64().unwrap() > 0, "{row}");
+            // The table and `describe` show the same three numbers.
+            let size = |k: &str| unitlet::backup_cmd::format_size(row[k].as_u64().unwrap());
+            let cells = format!("{} {} {}", new.len(), size("written"), size("shared"));
+            for cmd in [&["backups", "tsdb"][..], &["describe", "tsdb"]] {
+                let o = p.unitlet(cmd);
+                assert_eq!(o.status.code(), Some(0), "{cmd:?}: {}", stderr(&o));
+                let out = stdout(&o);
+                let line = out.lines().find(|l| l.contains(id.as_str()));
+                let words = |l: &str| l.split_whitespace().collect::<Vec<_>>().join(" ");
+                assert!(
+                    line.is_some_and(|l| words(l).ends_with(&cells)),
+                    "{cmd:?} shows set {id} with {cells}:\n{out}"
+                );
+            }
         }
         ids.push(id);
     }

@@ -257,6 +257,28 @@ fn issue24_4_a_local_restic_repository_backs_up_keeps_restores_and_verifies() {
     assert_eq!(repo.sets(), kept, "the locked runs changed nothing");
     let id = p.backup();
     assert_eq!(repo.sets(), vec![kept[1].clone(), id]);
+
+    // What restic added (its summary's data_added) is the run's "written";
+    // the listing, from snapshot tags, cannot say: "-".
+    let o = p.unitlet(&["backup", "tsdb"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    let written = out
+        .split_once(" (")
+        .and_then(|(_, r)| r.split_once(" written)"))
+        .map(|(w, _)| w.to_owned());
+    assert!(
+        written.is_some_and(|w| w.ends_with('B') && !w.starts_with("0 ")),
+        "{out}"
+    );
+    let o = p.unitlet(&["backups", "tsdb"]);
+    let out = stdout(&o);
+    assert!(
+        out.lines()
+            .skip(1)
+            .all(|l| l.split_whitespace().rev().take(3).all(|w| w == "-")),
+        "{out}"
+    );
 }
 
 /// The restic that holds the repository's lock; waited for on drop (it
