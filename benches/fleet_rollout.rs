@@ -320,7 +320,11 @@ async fn rollout(
         .iter()
         .map(|w| {
             w.iter()
-                .map(|h| *took.get(h).unwrap_or_else(|| panic!("{h} never reported {arg}")))
+                .map(|h| {
+                    *took
+                        .get(h)
+                        .unwrap_or_else(|| panic!("{h} never reported {arg}"))
+                })
                 .max()
                 .unwrap_or_default()
         })
