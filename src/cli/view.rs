@@ -170,7 +170,7 @@ struct GetItem<'a> {
     conditions: &'a [crate::status::Condition],
     #[serde(skip_serializing_if = "Option::is_none")]
     unit: Option<&'a crate::status::UnitStatus>,
-    /// The digest of the manifest file last applied (issue 25).
+    /// The digest of the manifest file last applied.
     #[serde(skip_serializing_if = "str::is_empty")]
     manifest_digest: &'a str,
     /// When the status was last reconciled (RFC 3339), null if never.

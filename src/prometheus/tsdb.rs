@@ -669,12 +669,8 @@ async fn restore_checked_first<B>(
     let unit = format!("{}.service", t.service);
     // The lock first: a second restore of the service is refused at once.
     let lock = (!opts.dry_run).then(|| restore_lock(t)).transpose()?;
-    // The whole set is checked before anything else is touched (a
-    // hostile or damaged set is refused without even reaching systemd):
-    // its layout and sizes here; every file's sha256 as it is copied (the
-    // staging copy is hashed: what is swapped in is what was checked),
-    // still before anything is stopped (one read of the set, not two). A
-    // dry run copies nothing, so it hashes here.
+    // Layout and sizes here, every sha256 on the staging copy (a dry run's
+    // here): all before anything is stopped. See [`verified_set`].
     let (set, blocks) = verified_set(t, opts.dry_run).await?;
     let sd = Systemd::connect(t.bus)
         .await
@@ -790,7 +786,13 @@ fn restore_lock(t: RestoreTarget<'_>) -> Result<RestoreLock> {
     }
 }
 
-/// The set, every file verified, and the TSDB blocks it holds.
+/// The set and the TSDB blocks it holds, checked before anything else is
+/// touched (a hostile or damaged set is refused without even reaching
+/// systemd): its layout and sizes, and with `deep` every file's sha256. A
+/// restore passes `deep` only for a dry run, which copies nothing; else
+/// every file's sha256 is checked on the staging copy as it is made (what
+/// is swapped in is what was checked, one read of the set, not two), still
+/// before anything is stopped.
 async fn verified_set(t: RestoreTarget<'_>, deep: bool) -> Result<(VerifiedSet, Vec<BlockRange>)> {
     let (store, id) = (t.store.clone(), t.id.to_owned());
     let set = blocking(move || store.verify_with(&id, deep)).await?;
