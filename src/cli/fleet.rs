@@ -1,10 +1,10 @@
 //! `unitlet fleet push|get|hosts`: flags, printing and exit status around
 //! [`crate::fleet::cmd`].
 
-use std::io::Write;
 use std::time::Duration;
 
 use super::error::{CliError, CliResult};
+use super::output::write_structured;
 use super::{FleetCommand, Output};
 use crate::fleet::cmd::{HostSummary, PushError, Pushed};
 use crate::fleet::publish::FleetObject;
@@ -104,20 +104,7 @@ fn short_duration(d: Duration) -> String {
 fn print_objects(objs: &[FleetObject], output: Output) {
     let mut out = std::io::stdout().lock();
     match output {
-        Output::Json => {
-            let _ = writeln!(
-                out,
-                "{}",
-                serde_json::to_string_pretty(objs).unwrap_or_default()
-            );
-        }
-        Output::Yaml => {
-            let _ = write!(
-                out,
-                "{}",
-                serde_saphyr::to_string(&objs).unwrap_or_default()
-            );
-        }
+        Output::Json | Output::Yaml => write_structured(&mut out, objs, output),
         Output::Table | Output::Wide => {
             let wide = output == Output::Wide;
             let rows: Vec<Vec<String>> = objs.iter().map(|o| object_row(o, wide)).collect();
@@ -177,19 +164,7 @@ fn print_hosts(hosts: &[HostSummary], output: Output) {
                     v
                 })
                 .collect();
-            if output == Output::Json {
-                let _ = writeln!(
-                    out,
-                    "{}",
-                    serde_json::to_string_pretty(&items).unwrap_or_default()
-                );
-            } else {
-                let _ = write!(
-                    out,
-                    "{}",
-                    serde_saphyr::to_string(&items).unwrap_or_default()
-                );
-            }
+            write_structured(&mut out, &items, output);
         }
         Output::Table | Output::Wide => {
             let rows: Vec<Vec<String>> = hosts

@@ -7,6 +7,7 @@ use std::io::{IsTerminal, Write};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::error::{CliError, CliResult};
+use super::output::write_structured;
 use super::{FleetRolloutArgs, FleetRolloutCommand, Output};
 use crate::fleet::EtcdArgs;
 use crate::fleet::cmd::PushError;
@@ -292,16 +293,7 @@ fn print_status(r: Option<&Record>, lock: Option<&LockInfo>, output: Output) -> 
     };
     let mut out = std::io::stdout().lock();
     match output {
-        Output::Json => {
-            let _ = writeln!(
-                out,
-                "{}",
-                serde_json::to_string_pretty(r).unwrap_or_default()
-            );
-        }
-        Output::Yaml => {
-            let _ = write!(out, "{}", serde_saphyr::to_string(r).unwrap_or_default());
-        }
+        Output::Json | Output::Yaml => write_structured(&mut out, r, output),
         Output::Table | Output::Wide => {
             let _ = writeln!(
                 out,

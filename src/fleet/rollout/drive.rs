@@ -485,15 +485,18 @@ impl Session<'_> {
         Ok(())
     }
 
-    async fn announce(&mut self, resumed: bool) -> Result<(), RolloutError> {
+    /// Name this rollout in the lock, so a refused command names it.
+    async fn claim(&mut self) -> Result<(), RolloutError> {
         let info = LockInfo {
             revision: self.record.revision,
             by: record::whoami(),
             since: record::now_rfc3339(),
         };
-        self.lock
-            .set_info(&mut self.client, self.args, &info)
-            .await?;
+        self.lock.set_info(&mut self.client, self.args, &info).await
+    }
+
+    async fn announce(&mut self, resumed: bool) -> Result<(), RolloutError> {
+        self.claim().await?;
         self.progress.event(Event::Start {
             revision: self.record.revision,
             files: self.record.puts.len(),
@@ -526,14 +529,7 @@ impl Session<'_> {
 
     /// `fleet rollout undo`: every changed host put back.
     async fn undo_now(&mut self) -> Result<Outcome, RolloutError> {
-        let info = LockInfo {
-            revision: self.record.revision,
-            by: record::whoami(),
-            since: record::now_rfc3339(),
-        };
-        self.lock
-            .set_info(&mut self.client, self.args, &info)
-            .await?;
+        self.claim().await?;
         self.put_back().await?;
         Ok(Outcome::Undone {
             revision: self.record.revision,
