@@ -716,21 +716,6 @@ mod tests {
         let rec = |revision: u64, digest: &str| Record {
             revision,
             phase: Phase::Complete,
-            started_by: String::new(),
-            started_at: String::new(),
-            updated_at: String::new(),
-            dir: String::new(),
-            target: RolloutTarget {
-                all: true,
-                selector: None,
-            },
-            options: RolloutOptions {
-                canary: 1,
-                wave_percent: 25,
-                stable: Duration::ZERO,
-                progress_deadline: Duration::from_secs(1),
-                no_undo: false,
-            },
             puts: BTreeMap::from([(
                 "web".into(),
                 Put {
@@ -738,14 +723,7 @@ mod tests {
                     digest: digest.into(),
                 },
             )]),
-            deletes: vec![],
-            hosts: vec![],
-            names: BTreeMap::new(),
-            waves: vec![],
-            wave: 0,
-            replaced: BTreeMap::new(),
-            verdicts: BTreeMap::new(),
-            halt: None,
+            ..test_support::record()
         };
         let records = [rec(1, "d1"), rec(2, "d2"), rec(3, "d3")];
         let web = |d: &str, reason: &str| obj("web", d, "True", reason);
@@ -773,28 +751,11 @@ mod tests {
         let c = change(&dir, &all, &hosts, &all_t);
         let r = Record {
             revision: 1,
-            phase: Phase::Progressing,
-            started_by: String::new(),
-            started_at: String::new(),
-            updated_at: String::new(),
-            dir: String::new(),
             target: all_t.clone(),
-            options: RolloutOptions {
-                canary: 1,
-                wave_percent: 25,
-                stable: Duration::ZERO,
-                progress_deadline: Duration::from_secs(1),
-                no_undo: false,
-            },
             puts: c.puts.clone(),
             deletes: c.deletes.clone(),
-            hosts: vec![],
             names: c.names.clone(),
-            waves: vec![],
-            wave: 0,
-            replaced: BTreeMap::new(),
-            verdicts: BTreeMap::new(),
-            halt: None,
+            ..test_support::record()
         };
         assert!(same_change(&r, &dir, &c, &all_t));
         // The canary has its wave key now: with --all the change is the same.

@@ -582,11 +582,14 @@ pub async fn save(
     Ok(r.header().map(|h| h.revision()).unwrap_or(0))
 }
 
+/// A sample rollout record for the unit tests of this module and of
+/// `plan`.
 #[cfg(test)]
-mod tests {
+pub(super) mod test_support {
     use super::*;
 
-    fn record() -> Record {
+    /// Revision 3 of one file (`vllm`) to one host, progressing in wave 0.
+    pub fn record() -> Record {
         Record {
             revision: 3,
             phase: Phase::Progressing,
@@ -621,6 +624,15 @@ mod tests {
             verdicts: BTreeMap::new(),
             halt: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> Record {
+        test_support::record()
     }
 
     /// The record's JSON is the documented one (docs/fleet.md, "Rollout
