@@ -15,16 +15,19 @@
 //! Restore copies the set (never moves it: the set must stay restorable)
 //! into a sibling of the data directory *before* stopping Prometheus, so a
 //! full disk or a damaged file is found while Prometheus still runs on its
-//! data, and the downtime is two renames plus a start. The copy is made in
-//! the kernel (`copy_file_range`) and each copied file is read back and its
-//! sha256 compared with the set's record on a second thread while the next
-//! file is copied: what is swapped in is what was checked.
+//! data, and the downtime is two renames plus a start. On the data
+//! directory's filesystem each file is hard-linked (block files are
+//! immutable), elsewhere copied in the kernel (`copy_file_range`); each
+//! staged file is read back and its sha256 compared with the set's record
+//! on hashing threads (one per core) while the next file is staged: what
+//! is swapped in is what was checked.
 
 use std::fmt;
 use std::fs;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -482,17 +485,22 @@ pub fn check_query(block: &BlockRange) -> (String, f64) {
     )
 }
 
-/// Copies the set's snapshot into `to` (a new directory) and hashes every
-/// copy, so what lands, and is later swapped in, is exactly what
-/// `backup.json` says.
+/// Stages the set's snapshot in `to` (a new directory) and hashes every
+/// staged file, so what lands, and is later swapped in, is exactly what
+/// `backup.json` says. Each file is hard-linked when the set is on the data
+/// directory's filesystem (TSDB block files are immutable: Prometheus
+/// replaces a block's `meta.json` or `tombstones` by rename and never writes
+/// into them, which is why its own snapshots are links too), else copied.
 fn copy_set(set: &VerifiedSet, to: &Path, mode: u32, progress: bool) -> Result<(usize, u64)> {
     let prefix = format!("{SNAPSHOT_DIR}/");
-    let files: Vec<_> = set
+    let mut files: Vec<_> = set
         .files()
         .iter()
         .filter(|f| f.path.starts_with(&prefix))
         .map(|f| (f, to.join(&f.path[prefix.len()..])))
         .collect();
+    // Largest first: the hashing threads finish together.
+    files.sort_by_key(|(f, _)| std::cmp::Reverse(f.size));
     let total = files.iter().map(|(f, _)| f.size).sum();
     let copy_err = |from: &Path, to: &Path, source| copy_error(from, to, source);
     fs::DirBuilder::new()
@@ -505,19 +513,19 @@ fn copy_set(set: &VerifiedSet, to: &Path, mode: u32, progress: bool) -> Result<(
     if snap.is_dir() {
         copy_dirs(&snap, to).map_err(|(from, to, e)| copy_err(&from, &to, e))?;
     }
-    let pb = progress_bar(progress, total, "copying");
+    let pb = progress_bar(progress, total, "staging");
     let started = std::time::Instant::now();
-    copy_and_check(set, &files, &pb)?;
+    let copied = stage_and_check(set, &files, &pb)?;
     pb.finish_and_clear();
-    let copied = started.elapsed();
-    // Durable together (concurrent fsyncs), then the directories.
-    let refs: Vec<&Path> = files.iter().map(|(_, d)| d.as_path()).collect();
-    let synced = crate::fsutil::sync_files(&refs);
+    let staged = started.elapsed();
+    // Copies durable together (concurrent fsyncs; links hold no new
+    // data), then the directories.
+    let synced = crate::fsutil::sync_files(&copied);
     if let Some((i, Err(e))) = synced.into_iter().enumerate().find(|(_, r)| r.is_err()) {
-        return Err(copy_err(set.dir(), refs[i], e));
+        return Err(copy_err(set.dir(), copied[i], e));
     }
     sync_tree(to).map_err(|e| copy_err(set.dir(), to, e))?;
-    tracing::debug!(files = files.len(), bytes = total, ?copied, synced = ?(started.elapsed() - copied), "set copied and hashed");
+    tracing::debug!(files = files.len(), copied = copied.len(), bytes = total, ?staged, synced = ?(started.elapsed() - staged), "set staged and hashed");
     Ok((files.len(), total))
 }
 
@@ -531,60 +539,150 @@ fn copy_error(from: &Path, to: &Path, source: io::Error) -> PrometheusError {
     }
 }
 
-/// How many finished copies may wait for their hash check.
+/// How many staged files may wait for their hash check.
 const HASH_QUEUE: usize = 8;
 
-/// Copies each `(recorded file, destination)` in the kernel
-/// ([`crate::fsutil::copy_file_in_kernel`]) while a second thread reads
-/// each finished copy back (from the page cache) and compares its sha256
-/// with the record: copying one file overlaps hashing the one before. The
-/// copy, not the set's file, is hashed: it is what gets swapped in. The
-/// first mismatch or error stops both.
-fn copy_and_check(
+/// Stages each `(recorded file, destination)` ([`stage_file`]: a hard
+/// link, else an in-kernel copy) while hashing threads, one per core, read
+/// each staged file back (from the page cache) and compare its sha256 with
+/// the record: staging one file overlaps hashing the ones before, and
+/// hashing is spread over the cores. The staged file, not the set's, is
+/// hashed: it is what gets swapped in. The first mismatch or error stops
+/// all. Returns the files that were copied (to be fsynced).
+fn stage_and_check<'a>(
     set: &VerifiedSet,
-    files: &[(&FileEntry, PathBuf)],
+    files: &'a [(&FileEntry, PathBuf)],
     pb: &ProgressBar,
-) -> Result<()> {
+) -> Result<Vec<&'a Path>> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<&(&FileEntry, PathBuf)>(HASH_QUEUE);
+    let rx = std::sync::Mutex::new(rx);
+    let failed = AtomicBool::new(false);
+    let hashers = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
     std::thread::scope(|scope| {
-        let checker = scope.spawn(move || {
-            rx.iter()
-                .try_for_each(|(f, dest)| check_copy(set, f, dest).map(|()| pb.inc(f.size)))
-        });
-        let mut copied = Ok(());
-        for item in files {
-            let (f, dest) = item;
-            let from = set.dir().join(&f.path);
-            let done = dest
-                .parent()
-                .map_or(Ok(()), fs::create_dir_all)
-                .and_then(|()| crate::fsutil::copy_file_in_kernel(&from, dest));
-            if let Err(e) = done {
-                copied = Err(copy_error(&from, dest, e));
-                break;
-            }
-            if tx.send(item).is_err() {
-                break; // the checker stopped: its error is the one to report
-            }
-        }
+        let checkers: Vec<_> = (0..hashers)
+            .map(|_| scope.spawn(|| check_staged(set, &rx, &failed, pb)))
+            .collect();
+        let staged = stage_files(set, files, &tx, &failed);
         drop(tx);
-        let checked = checker.join().unwrap_or_else(|_| {
-            Err(copy_error(
-                set.dir(),
-                set.dir(),
-                io::Error::other("the hashing thread panicked"),
-            ))
-        });
-        checked.and(copied)
+        let mut checked = Ok(());
+        for c in checkers {
+            let r = c.join().unwrap_or_else(|_| {
+                Err(copy_error(
+                    set.dir(),
+                    set.dir(),
+                    io::Error::other("a hashing thread panicked"),
+                ))
+            });
+            checked = checked.and(r);
+        }
+        checked.and(staged)
     })
 }
 
-/// The sha256 of the copy `dest` of `f` against the set's record.
+/// The staging half of [`stage_and_check`]: stages each file and hands it
+/// to the hashing threads; stops when they do (their error is the one to
+/// report).
+fn stage_files<'a>(
+    set: &VerifiedSet,
+    files: &'a [(&FileEntry, PathBuf)],
+    tx: &std::sync::mpsc::SyncSender<&'a (&'a FileEntry, PathBuf)>,
+    failed: &AtomicBool,
+) -> Result<Vec<&'a Path>> {
+    let mut link = true;
+    let mut copied = Vec::new();
+    // Where the stager's time goes, for the debug log.
+    let (mut staging, mut waiting) = (Duration::ZERO, Duration::ZERO);
+    for item in files {
+        if failed.load(Ordering::Relaxed) {
+            break;
+        }
+        let (f, dest) = item;
+        let from = set.dir().join(&f.path);
+        let started = std::time::Instant::now();
+        match stage_file(&from, dest, &mut link) {
+            Ok(Staged::Linked) => {}
+            Ok(Staged::Copied) => copied.push(dest.as_path()),
+            Err(e) => return Err(copy_error(&from, dest, e)),
+        }
+        let staged = started.elapsed();
+        staging += staged;
+        if tx.send(item).is_err() {
+            break;
+        }
+        waiting += started.elapsed() - staged;
+    }
+    tracing::debug!(?staging, waiting_for_hashers = ?waiting, "staging done");
+    Ok(copied)
+}
+
+/// How a file of the set reached the staging directory.
+enum Staged {
+    /// Hard-linked: same filesystem, no data written.
+    Linked,
+    /// Copied in the kernel: to be fsynced.
+    Copied,
+}
+
+/// Hard-links `from` as `to` while `link` holds; once the kernel refuses
+/// (another filesystem, or links to files of another owner forbidden),
+/// `link` is cleared and this and every later file is copied.
+fn stage_file(from: &Path, to: &Path, link: &mut bool) -> io::Result<Staged> {
+    if let Some(parent) = to.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    if *link {
+        match fs::hard_link(from, to) {
+            Ok(()) => return Ok(Staged::Linked),
+            Err(e)
+                if matches!(
+                    rustix::io::Errno::from_io_error(&e),
+                    Some(rustix::io::Errno::XDEV | rustix::io::Errno::PERM)
+                ) =>
+            {
+                *link = false;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    crate::fsutil::copy_file_in_kernel(from, to).map(|_| Staged::Copied)
+}
+
+/// One hashing thread of [`stage_and_check`]: checks staged files until
+/// the stager is done. After a failure (here or in another thread:
+/// `failed`) it only takes files off the queue, so the stager never blocks
+/// on a full one; the stager stops at its next file.
+fn check_staged(
+    set: &VerifiedSet,
+    rx: &std::sync::Mutex<std::sync::mpsc::Receiver<&(&FileEntry, PathBuf)>>,
+    failed: &AtomicBool,
+    pb: &ProgressBar,
+) -> Result<()> {
+    let mut result = Ok(());
+    loop {
+        // The lock is held only to take the next file, not to hash it.
+        let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+        let Ok((f, dest)) = next else {
+            return result;
+        };
+        if failed.load(Ordering::Relaxed) {
+            continue;
+        }
+        match check_copy(set, f, dest) {
+            Ok(()) => pb.inc(f.size),
+            Err(e) => {
+                failed.store(true, Ordering::Relaxed);
+                result = Err(e);
+            }
+        }
+    }
+}
+
+/// The sha256 of the staged copy `dest` of `f` against the set's record.
 fn check_copy(set: &VerifiedSet, f: &FileEntry, dest: &Path) -> Result<()> {
     let mut hasher = Sha256::new();
     fs::File::open(dest)
         .and_then(|file| {
-            crate::fsutil::for_each_chunk(file, 1024 * 1024, |c| {
+            crate::fsutil::for_each_chunk(file, 128 * 1024, |c| {
                 hasher.update(c);
                 Ok(())
             })
@@ -1329,27 +1427,34 @@ mod tests {
         assert!(err.to_string().contains("is damaged"), "{err}");
     }
 
-    /// The copy is made in the kernel (`copy_file_range`, same filesystem
-    /// here) and hashed on another thread; a file that no longer matches
-    /// `backup.json` is still refused, the last one too (its check ends
-    /// after the copying has), and a good set lands byte for byte.
+    /// On the set's filesystem each file is hard-linked (no data written,
+    /// nothing to fsync), on another one copied in the kernel; either way
+    /// every staged file is hashed on the hashing threads, a file that no
+    /// longer matches `backup.json` is refused, the last one too (its check
+    /// ends after the staging has), and a good set lands byte for byte.
     #[test]
-    fn the_in_kernel_copy_is_hashed_and_a_changed_last_file_refused() {
+    fn staging_links_on_the_same_filesystem_copies_elsewhere_and_hashes_both() {
+        use std::os::unix::fs::MetadataExt;
         let (d, store, info) = snapshot_set();
         let set = store.verify(&info.id).unwrap();
-        let (n, bytes) = copy_set(&set, &d.path().join("good"), 0o755, false).unwrap();
-        assert_eq!((n, bytes), (4, 3_100_000 + 50));
-        for f in [
-            "01HBLOCK/index",
-            "01HBLOCK/chunks/000001",
-            "01HBLOCK/meta.json",
-        ] {
-            let orig = fs::read(set.dir().join("snapshot").join(f)).unwrap();
-            assert_eq!(
-                fs::read(d.path().join("good").join(f)).unwrap(),
-                orig,
-                "{f}"
-            );
+        let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+        for (root, linked) in [(d.path(), true), (shm.path(), false)] {
+            let (n, bytes) = copy_set(&set, &root.join("good"), 0o755, false).unwrap();
+            assert_eq!((n, bytes), (4, 3_100_000 + 50));
+            for f in [
+                "01HBLOCK/index",
+                "01HBLOCK/chunks/000001",
+                "01HBLOCK/meta.json",
+            ] {
+                let (from, to) = (
+                    set.dir().join("snapshot").join(f),
+                    root.join("good").join(f),
+                );
+                assert_eq!(fs::read(&to).unwrap(), fs::read(&from).unwrap(), "{f}");
+                let same_inode =
+                    fs::metadata(&to).unwrap().ino() == fs::metadata(&from).unwrap().ino();
+                assert_eq!(same_inode, linked, "{f} in {}", root.display());
+            }
         }
         // meta.json is the last file with bytes (tombstones is empty);
         // same size, so only its hash tells.
@@ -1357,12 +1462,48 @@ mod tests {
         let mut changed = fs::read(&meta).unwrap();
         changed[12] = b'X';
         fs::write(&meta, changed).unwrap();
-        let err = copy_set(&set, &d.path().join("bad"), 0o755, false).unwrap_err();
+        for root in [d.path(), shm.path()] {
+            let err = copy_set(&set, &root.join("bad"), 0o755, false).unwrap_err();
+            let PrometheusError::ChangedDuringCopy { file, .. } = &err else {
+                panic!("{err}")
+            };
+            assert_eq!(file, "snapshot/01HBLOCK/meta.json");
+            assert!(err.to_string().contains("is damaged"), "{err}");
+        }
+    }
+
+    /// A set whose files are all damaged, many more than the hashing queue
+    /// holds and each long enough to hash that the queue is full when the
+    /// first check fails: the hashing threads keep taking files off the
+    /// queue after a failure, so the stager is never left blocked on a full
+    /// queue, stops, and the damage is reported.
+    #[test]
+    fn a_set_damaged_throughout_stops_the_staging_without_hanging() {
+        let d = tempfile::tempdir().unwrap();
+        let data = d.path().join("data");
+        fake_snapshot(&data, "S1");
+        let chunks = data.join("snapshots/S1/01HBLOCK/chunks");
+        for i in 2..=40 {
+            fs::write(chunks.join(format!("{i:06}")), vec![i as u8; 512 * 1024]).unwrap();
+        }
+        let store = Store::open(&d.path().join("backups"), "tsdb", KIND).unwrap();
+        let info = take_snapshot(&store, "http://p:9090/", &data, "S1", false).unwrap();
+        let set = store.verify(&info.id).unwrap();
+        for e in fs::read_dir(set.dir().join("snapshot/01HBLOCK/chunks")).unwrap() {
+            let path = e.unwrap().path();
+            let mut bytes = fs::read(&path).unwrap();
+            bytes[0] ^= 1;
+            fs::write(&path, bytes).unwrap();
+        }
+        let to = d.path().join("r");
+        let err = crate::fsutil::test_support::within_10s("staging a damaged set", move || {
+            copy_set(&set, &to, 0o755, false).map(|_| ())
+        })
+        .unwrap_err();
         let PrometheusError::ChangedDuringCopy { file, .. } = &err else {
             panic!("{err}")
         };
-        assert_eq!(file, "snapshot/01HBLOCK/meta.json");
-        assert!(err.to_string().contains("is damaged"), "{err}");
+        assert!(file.starts_with("snapshot/01HBLOCK/chunks/"), "{file}");
     }
 
     #[test]
