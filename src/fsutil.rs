@@ -133,17 +133,20 @@ pub fn atomic_write_batch(files: &[(&Path, &[u8], u32)]) -> Vec<std::io::Result<
     out
 }
 
+/// fsync one file (data and metadata), not opened through a symlink.
+pub fn sync_file(path: &Path) -> std::io::Result<()> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(open_flags(rustix::fs::OFlags::NOFOLLOW))
+        .open(path)?
+        .sync_all()
+}
+
 /// fsync each file, up to [`SYNC_THREADS`] at once, opening none through
 /// a symlink; one result per path, in order. Only these files are flushed,
 /// unlike a `syncfs`, whose cost is whatever else is dirty on the disk.
 pub fn sync_files(paths: &[&Path]) -> Vec<std::io::Result<()>> {
-    let sync = |p: &Path| -> std::io::Result<()> {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(open_flags(rustix::fs::OFlags::NOFOLLOW))
-            .open(p)?
-            .sync_all()
-    };
+    let sync = sync_file;
     let chunk = paths.len().div_ceil(SYNC_THREADS).max(1);
     std::thread::scope(|scope| {
         let handles: Vec<_> = paths

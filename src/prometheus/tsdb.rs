@@ -19,8 +19,9 @@
 //! directory's filesystem each file is hard-linked (block files are
 //! immutable), elsewhere copied in the kernel (`copy_file_range`); each
 //! staged file is read back and its sha256 compared with the set's record
-//! on hashing threads (one per core) while the next file is staged: what
-//! is swapped in is what was checked.
+//! on hashing threads (one per core), and each copy fsynced on another,
+//! while the next file is staged: what is swapped in is what was checked,
+//! and durable.
 
 use std::fmt;
 use std::fs;
@@ -515,17 +516,13 @@ fn copy_set(set: &VerifiedSet, to: &Path, mode: u32, progress: bool) -> Result<(
     }
     let pb = progress_bar(progress, total, "staging");
     let started = std::time::Instant::now();
+    // The copies are made durable as they are made (links hold no new
+    // data); the directories after.
     let copied = stage_and_check(set, &files, &pb)?;
     pb.finish_and_clear();
     let staged = started.elapsed();
-    // Copies durable together (concurrent fsyncs; links hold no new
-    // data), then the directories.
-    let synced = crate::fsutil::sync_files(&copied);
-    if let Some((i, Err(e))) = synced.into_iter().enumerate().find(|(_, r)| r.is_err()) {
-        return Err(copy_err(set.dir(), copied[i], e));
-    }
     sync_tree(to).map_err(|e| copy_err(set.dir(), to, e))?;
-    tracing::debug!(files = files.len(), copied = copied.len(), bytes = total, ?staged, synced = ?(started.elapsed() - staged), "set staged and hashed");
+    tracing::debug!(files = files.len(), copied, bytes = total, ?staged, dirs_synced = ?(started.elapsed() - staged), "set staged, hashed and durable");
     Ok((files.len(), total))
 }
 
@@ -545,25 +542,45 @@ const HASH_QUEUE: usize = 8;
 /// Stages each `(recorded file, destination)` ([`stage_file`]: a hard
 /// link, else an in-kernel copy) while hashing threads, one per core, read
 /// each staged file back (from the page cache) and compare its sha256 with
-/// the record: staging one file overlaps hashing the ones before, and
-/// hashing is spread over the cores. The staged file, not the set's, is
-/// hashed: it is what gets swapped in. The first mismatch or error stops
-/// all. Returns the files that were copied (to be fsynced).
-fn stage_and_check<'a>(
+/// the record, and another thread fsyncs each copy: staging one file
+/// overlaps hashing and writing back the ones before, and hashing is
+/// spread over the cores. The staged file, not the set's, is hashed: it is
+/// what gets swapped in. The first mismatch or error stops all. Returns
+/// how many files were copied (all of them durable).
+fn stage_and_check(
     set: &VerifiedSet,
-    files: &'a [(&FileEntry, PathBuf)],
+    files: &[(&FileEntry, PathBuf)],
     pb: &ProgressBar,
-) -> Result<Vec<&'a Path>> {
+) -> Result<usize> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<&(&FileEntry, PathBuf)>(HASH_QUEUE);
     let rx = std::sync::Mutex::new(rx);
+    let (sync_tx, sync_rx) = std::sync::mpsc::channel::<&Path>();
     let failed = AtomicBool::new(false);
     let hashers = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
     std::thread::scope(|scope| {
         let checkers: Vec<_> = (0..hashers)
             .map(|_| scope.spawn(|| check_staged(set, &rx, &failed, pb)))
             .collect();
-        let staged = stage_files(set, files, &tx, &failed);
-        drop(tx);
+        let syncer = scope.spawn(move || {
+            // Every copy is fsynced, also after a failure: the receiver
+            // stays until the stager is done, so it never blocks.
+            let mut result = Ok(());
+            for path in sync_rx {
+                if let Err(e) = crate::fsutil::sync_file(path) {
+                    result = result.and(Err(copy_error(set.dir(), path, e)));
+                }
+            }
+            result
+        });
+        let staged = stage_files(set, files, &tx, &sync_tx, &failed);
+        drop((tx, sync_tx));
+        let synced = syncer.join().unwrap_or_else(|_| {
+            Err(copy_error(
+                set.dir(),
+                set.dir(),
+                io::Error::other("the fsync thread panicked"),
+            ))
+        });
         let mut checked = Ok(());
         for c in checkers {
             let r = c.join().unwrap_or_else(|_| {
@@ -575,21 +592,23 @@ fn stage_and_check<'a>(
             });
             checked = checked.and(r);
         }
-        checked.and(staged)
+        checked.and(staged).and_then(|n| synced.map(|()| n))
     })
 }
 
-/// The staging half of [`stage_and_check`]: stages each file and hands it
-/// to the hashing threads; stops when they do (their error is the one to
-/// report).
+/// The staging half of [`stage_and_check`]: stages each file, hands it to
+/// the hashing threads and each copy to the fsync thread; stops when the
+/// hashing threads do (their error is the one to report). Returns how many
+/// files were copied.
 fn stage_files<'a>(
     set: &VerifiedSet,
     files: &'a [(&FileEntry, PathBuf)],
     tx: &std::sync::mpsc::SyncSender<&'a (&'a FileEntry, PathBuf)>,
+    sync_tx: &std::sync::mpsc::Sender<&'a Path>,
     failed: &AtomicBool,
-) -> Result<Vec<&'a Path>> {
+) -> Result<usize> {
     let mut link = true;
-    let mut copied = Vec::new();
+    let mut copied = 0;
     // Where the stager's time goes, for the debug log.
     let (mut staging, mut waiting) = (Duration::ZERO, Duration::ZERO);
     for item in files {
@@ -601,7 +620,11 @@ fn stage_files<'a>(
         let started = std::time::Instant::now();
         match stage_file(&from, dest, &mut link) {
             Ok(Staged::Linked) => {}
-            Ok(Staged::Copied) => copied.push(dest.as_path()),
+            Ok(Staged::Copied) => {
+                copied += 1;
+                // The fsync thread outlives the stager: this cannot fail.
+                let _ = sync_tx.send(dest.as_path());
+            }
             Err(e) => return Err(copy_error(&from, dest, e)),
         }
         let staged = started.elapsed();
