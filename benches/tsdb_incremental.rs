@@ -1,8 +1,9 @@
 //! Issue 24's benchmark: repeat backups of a TSDB that grows by one block
 //! per round, incremental (`unitlet backup`, to Prometheus' own filesystem
 //! and to another one) against unitlet 0.2's full sets, `cp -a` of the data
-//! directory and `restic backup` of the same snapshot; then a restore of
-//! the last set against `cp -a` of the same data.
+//! directory and `restic backup` of the same snapshot; then restores of
+//! the last set (from each destination; from the same filesystem also
+//! with a cold page cache) against `cp -a` of the same data.
 //!
 //! A real Prometheus 2.42 runs as a unitlet Service in a private
 //! `systemd --user` (like the integration tests), scraping itself every
@@ -30,9 +31,13 @@
 //!
 //! Run: `cargo bench --bench tsdb_incremental` (env `TSDB_MB`, default
 //! 2048; `ROUNDS`, default 10; `BENCH_DIR`, default `/var/tmp`; `SHOW_LOG=1`
-//! prints each `unitlet backup`'s debug log, with times, on stderr). Needs root
+//! prints each `unitlet backup`'s and `unitlet restore`'s debug log, with
+//! times, on stderr; `TSDB_CACHE=DIR` keeps the generated base TSDB in DIR
+//! and takes it from there on the next run). Needs root
 //! (tmpfs), systemd, Prometheus, promtool and restic. Disk: about 3.5× the
-//! TSDB at the peak (data, its copy, the restic repository).
+//! TSDB during the rounds (data, its copy, the restic repository), plus 3×
+//! the TSDB with the restores (each from the tmpfs leaves a full copy, the
+//! data it replaced moved aside).
 
 // Test and benchmark code: a panic is how it fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -378,6 +383,108 @@ fn manifests(um: &UserManager, port: u16, data: &Path, same: &Path, other: &Path
 }
 
 /// The base TSDB: `blocks` 2h blocks ending two blocks before now.
+/// The time a restore's parts take on their own, for the record: `cp -a`
+/// then `sync` of the set, sha256 of every file, a Prometheus restart
+/// until ready, a snapshot API call.
+fn restore_parts(bench: &Bench, dest: &Path, id: &str) -> String {
+    settle();
+    let cp_sync = bench.cp_a_sync(&dest.join(id).join("snapshot"));
+    settle();
+    let t = Instant::now();
+    Store::open(dest, "inc-same", "prometheus")
+        .unwrap()
+        .verify(id)
+        .unwrap();
+    let verify = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    std::fs::remove_dir_all(bench.data.join("snapshots").join(bench.snapshot())).unwrap();
+    let snap_api = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    bench.systemctl(&["restart", "prometheus.service"]);
+    bench.wait_ready();
+    let restart = t.elapsed().as_secs_f64();
+    format!(
+        "parts: cp -a + sync {:.2}s; verify (sha256 of every file, one thread) {verify:.2}s; Prometheus restart until ready {restart:.2}s; snapshot API call {snap_api:.2}s",
+        cp_sync.secs
+    )
+}
+
+/// Drops the page cache (clean pages only: `settle` first).
+fn drop_caches() {
+    settle();
+    std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// `unitlet restore NAME ID` end to end against `cp -a` (and `cp -a` +
+/// `sync`) of the set's `snapshot/` beside the data directory, each
+/// started on a quiet disk, with a cold page cache when `cold`; the three
+/// times, in seconds.
+fn restore_vs_cp(bench: &Bench, dest: &Path, name: &str, id: &str, cold: bool) -> [f64; 3] {
+    let snapshot = dest.join(id).join("snapshot");
+    let quiet = || if cold { drop_caches() } else { settle() };
+    quiet();
+    let cp = bench.cp_a(&snapshot);
+    quiet();
+    let cp_sync = bench.cp_a_sync(&snapshot);
+    quiet();
+    let log = std::env::var_os("SHOW_LOG").map_or("info", |_| "debug");
+    let t = Instant::now();
+    let o = bench
+        .um
+        .unitlet_env(&["restore", name, id], &[("UNITLET_LOG", Path::new(log))]);
+    let restore = t.elapsed().as_secs_f64();
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let cache = if cold { "cold" } else { "warm" };
+    println!(
+        "restore of {name} set {id} ({:.0} MiB, {cache} cache): {restore:.2}s; cp -a of its snapshot {:.2}s: {:.2}× (goal ≤ 1.5×); cp -a + sync {:.2}s: {:.2}×",
+        mib(cp.bytes),
+        cp.secs,
+        restore / cp.secs,
+        cp_sync.secs,
+        restore / cp_sync.secs,
+    );
+    if log == "debug" {
+        eprintln!("{}{}", stdout(&o), stderr(&o));
+    }
+    [restore, cp.secs, cp_sync.secs]
+}
+
+/// Fills `data` from `TSDB_CACHE` when it holds a base TSDB (saved there
+/// by an earlier run), else backfills one (and saves it when `TSDB_CACHE`
+/// is set); the first block's start time. Saves minutes of `promtool` per
+/// run when only the restore is measured (`ROUNDS=0`).
+fn base_tsdb_cached(tmp: &Path, data: &Path, blocks: u64, first: i64, rng: &mut Rng) -> i64 {
+    let Some(cache) = std::env::var_os("TSDB_CACHE").map(PathBuf::from) else {
+        base_tsdb(tmp, data, blocks, first, rng);
+        return first;
+    };
+    let stamp = cache.join(format!("first-{blocks}"));
+    let cp = |from: &Path, to: &Path| {
+        let st = Command::new("cp").arg("-a").arg(from).arg(to).status();
+        assert!(st.unwrap().success());
+    };
+    if let Ok(saved) = std::fs::read_to_string(&stamp) {
+        for b in block_names(&cache) {
+            cp(&cache.join(&b), &data.join(&b));
+        }
+        eprintln!("base TSDB copied from {}", cache.display());
+        return saved.trim().parse().unwrap();
+    }
+    base_tsdb(tmp, data, blocks, first, rng);
+    let _ = std::fs::remove_dir_all(&cache);
+    std::fs::create_dir_all(&cache).unwrap();
+    for b in block_names(data) {
+        cp(&data.join(&b), &cache.join(&b));
+    }
+    std::fs::write(&stamp, first.to_string()).unwrap();
+    first
+}
+
 fn base_tsdb(tmp: &Path, data: &Path, blocks: u64, first: i64, rng: &mut Rng) {
     let t = Instant::now();
     for b in 0..blocks {
@@ -412,7 +519,7 @@ fn main() {
         .as_millis() as i64;
     let first = (now_ms / BLOCK_MS - blocks as i64 - 2) * BLOCK_MS;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    base_tsdb(&tmp, &data, blocks, first, &mut rng);
+    let first = base_tsdb_cached(&tmp, &data, blocks, first, &mut rng);
     let tsdb_bytes = du(&data);
 
     // Big enough for the incremental sets and one 0.2 full set beside them.
@@ -465,7 +572,7 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|");
     let mut added_bytes = 0;
     let mut rows = Vec::new();
-    let mut last_id = String::new();
+    let mut last_id = (String::new(), String::new());
     for round in 0..=rounds {
         let mut new_block = 0;
         let mut new_name = String::new();
@@ -489,7 +596,7 @@ fn main() {
         settle();
         let (same, id) = bench.unitlet_backup("inc-same", &same_dest);
         settle();
-        let (oth, _) = bench.unitlet_backup("inc-other", &other_dest);
+        let (oth, other_id) = bench.unitlet_backup("inc-other", &other_dest);
         let head: u64 = set_blocks(&same_dest.join(&id))
             .iter()
             .filter(|(n, new, _)| *new && !data.join(n).is_dir() && *n != new_name)
@@ -510,7 +617,7 @@ fn main() {
             row.map(cell).join(" | ")
         );
         rows.push((new_block, head, row));
-        last_id = id;
+        last_id = (id, other_id);
     }
 
     // Goals.
@@ -559,46 +666,37 @@ fn main() {
         mib(unique_bytes(&bench.repo))
     );
 
-    // Restore of the last set against `cp -a` of the same data; its parts
-    // measured on their own for the record.
-    let snapshot = same_dest.join(&last_id).join("snapshot");
-    settle();
-    let cp = bench.cp_a(&snapshot);
-    settle();
-    let cp_sync = bench.cp_a_sync(&snapshot);
-    settle();
-    let t = Instant::now();
-    Store::open(&same_dest, "inc-same", "prometheus")
-        .unwrap()
-        .verify(&last_id)
-        .unwrap();
-    let verify = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    std::fs::remove_dir_all(bench.data.join("snapshots").join(bench.snapshot())).unwrap();
-    let snap_api = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    bench.systemctl(&["restart", "prometheus.service"]);
-    bench.wait_ready();
-    let restart = t.elapsed().as_secs_f64();
-    println!(
-        "parts: cp -a + sync {:.2}s; verify (sha256 of every file) {verify:.2}s; Prometheus restart until ready {restart:.2}s; snapshot API call {snap_api:.2}s",
-        cp_sync.secs
-    );
-    settle();
-    let t = Instant::now();
-    let o = bench.um.unitlet_env(
-        &["restore", "inc-same", &last_id],
-        &[("UNITLET_LOG", Path::new("debug"))],
-    );
-    let restore = t.elapsed().as_secs_f64();
-    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
-    println!(
-        "restore of set {last_id} ({:.0} MiB): {restore:.2}s; cp -a of its snapshot: {:.2}s: {:.2}× (goal ≤ 1.5×)",
-        mib(cp.bytes),
-        cp.secs,
-        restore / cp.secs
-    );
-    eprintln!("{}{}", stdout(&o), stderr(&o));
+    // Restore of the last set against `cp -a` of the same data, from each
+    // destination: on Prometheus' filesystem the set's files are linked
+    // into place and hashed; from the tmpfs they are copied, hashed and
+    // fsynced. From the same filesystem also with a cold page cache (a set
+    // written days ago is read from the disk), `cp -a` then too — last:
+    // on a virtual machine, memory freed by dropping the cache is slow to
+    // touch again for a while (measured: the tmpfs restore's copy 1.3 s
+    // before, 3–4 s after). `RESTORE_RUNS` (default 3) of each, `cp -a`
+    // and the restore in turn.
+    let parts = restore_parts(&bench, &same_dest, &last_id.0);
+    println!("{parts}");
+    let runs = env_or("RESTORE_RUNS", 3) as usize;
+    for (dest, name, id, cold) in [
+        (&same_dest, "inc-same", &last_id.0, false),
+        (&other_dest, "inc-other", &last_id.1, false),
+        (&same_dest, "inc-same", &last_id.0, true),
+    ] {
+        let times: Vec<[f64; 3]> = (0..runs)
+            .map(|_| restore_vs_cp(&bench, dest, name, id, cold))
+            .collect();
+        let col = |i: usize| times.iter().map(|t| t[i]).collect::<Vec<_>>();
+        let (restore, cp, cp_sync) = (median(col(0)), median(col(1)), median(col(2)));
+        let fastest_cp = col(1).into_iter().fold(f64::INFINITY, f64::min);
+        println!(
+            "{name} ({} cache), medians of {runs}: restore {restore:.2}s, cp -a {cp:.2}s (fastest {fastest_cp:.2}s), cp -a + sync {cp_sync:.2}s; restore / cp -a {:.2}× (goal ≤ 1.5×), / fastest cp -a {:.2}×, / cp -a + sync {:.2}×",
+            if cold { "cold" } else { "warm" },
+            restore / cp,
+            restore / fastest_cp,
+            restore / cp_sync,
+        );
+    }
     drop(bench);
     drop(other);
 }
