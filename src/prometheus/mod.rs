@@ -223,10 +223,10 @@ pub enum PrometheusError {
         reason: String,
     },
     /// A file of the set does not match `backup.json`, found while it was
-    /// copied (where a restore checks every file's sha256, before anything
-    /// is stopped).
+    /// staged next to the data directory (where a restore checks every
+    /// file's sha256, before anything is stopped).
     #[error(
-        "backup set {id} is damaged: {file} has a different sha256 than backup.json records (found while copying it; nothing was stopped or changed); restore from another set"
+        "backup set {id} is damaged: {file} has a different sha256 than backup.json records (found while staging it next to the data directory; nothing was stopped or changed); restore from another set"
     )]
     ChangedDuringCopy {
         /// The set.
