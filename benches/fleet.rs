@@ -24,6 +24,8 @@
 mod procstat;
 use procstat::{cpu_ticks, rss_kb};
 
+#[path = "common/env.rs"]
+mod env;
 #[path = "../tests/it/support/etcd.rs"]
 mod etcd;
 
@@ -31,6 +33,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use env::env_sizes;
 use etcd::EtcdCluster;
 use tokio::sync::mpsc;
 use unitlet::fleet::EtcdArgs;
@@ -364,11 +367,7 @@ async fn scenario(n: usize, poll: bool) -> Result_ {
 }
 
 fn main() {
-    let sizes: Vec<usize> = std::env::var("FLEET_SIZES")
-        .unwrap_or_else(|_| "100,500,1000".into())
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
+    let sizes = env_sizes("FLEET_SIZES", "100,500,1000");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -23,6 +23,8 @@
 // Test and benchmark code: a panic is how it fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/env.rs"]
+mod env;
 #[path = "../tests/it/support/etcd.rs"]
 mod etcd;
 
@@ -30,6 +32,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use env::env_sizes;
 use etcd::EtcdCluster;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -391,11 +394,7 @@ async fn scenario(n: usize) -> Vec<(Duration, Run)> {
 }
 
 fn main() {
-    let sizes: Vec<usize> = std::env::var("FLEET_SIZES")
-        .unwrap_or_else(|_| "100,500,1000".into())
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
+    let sizes = env_sizes("FLEET_SIZES", "100,500,1000");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -21,13 +21,11 @@ use env::env_or;
 
 #[path = "common/tsdb_gen.rs"]
 mod tsdb_gen;
-use tsdb_gen::{
-    BLOCK_MS, BYTES_PER_SAMPLE, Rng, SAMPLES_PER_SERIES, SERIES, backfill, du, http_get,
-};
+use tsdb_gen::{BLOCK_MS, Rng, backfill, block_plan, du, http_get};
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use unitlet::backup::Store;
 use unitlet::prometheus::Client;
@@ -59,14 +57,7 @@ fn main() {
     let data = tmp.path().join("data");
     std::fs::create_dir(&data).unwrap();
 
-    let per_block = SERIES * SAMPLES_PER_SERIES * BYTES_PER_SAMPLE;
-    let blocks = (target_mb << 20).div_ceil(per_block).max(1);
-    let now_ms = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    // Aligned to 2h so each input file is exactly one block.
-    let first = (now_ms / BLOCK_MS - blocks as i64 - 1) * BLOCK_MS;
+    let (blocks, first) = block_plan(target_mb, 1);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let t = Instant::now();
     for b in 0..blocks {

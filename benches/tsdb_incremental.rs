@@ -53,46 +53,16 @@ use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use env::env_or;
-use support::{UserManager, stderr, stdout, wait_for};
-use tsdb_gen::{
-    BLOCK_MS, BYTES_PER_SAMPLE, Rng, SAMPLES_PER_SERIES, SERIES, backfill, du, http_get,
-};
+use support::{Tmpfs, UserManager, stderr, stdout, wait_for};
+use tsdb_gen::{BLOCK_MS, Rng, backfill, block_plan, du, http_get};
 use unitlet::backup::Store;
 use unitlet::prometheus::Client;
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 const RESTIC: &str = "/usr/bin/restic";
-
-/// A tmpfs mounted for the bench, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size_mb: u64) -> Tmpfs {
-        std::fs::create_dir_all(at).unwrap();
-        let o = Command::new("mount")
-            .args(["-t", "tmpfs", "-o"])
-            .arg(format!("size={size_mb}m,mode=0700"))
-            .arg("tmpfs")
-            .arg(at)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "mount tmpfs (needs root): {}",
-            stderr(&o)
-        );
-        Tmpfs(at.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
 
 /// Inode → size of every regular file below `dir`.
 fn inodes(dir: &Path) -> Vec<(u64, u64)> {
@@ -511,21 +481,18 @@ fn main() {
     let tmp = tmpdir.path().to_path_buf();
     let data = tmp.join("data");
     std::fs::create_dir(&data).unwrap();
-    let per_block = SERIES * SAMPLES_PER_SERIES * BYTES_PER_SAMPLE;
-    let blocks = (target_mb << 20).div_ceil(per_block).max(1);
-    let now_ms = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    let first = (now_ms / BLOCK_MS - blocks as i64 - 2) * BLOCK_MS;
+    let (blocks, first) = block_plan(target_mb, 2);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let first = base_tsdb_cached(&tmp, &data, blocks, first, &mut rng);
     let tsdb_bytes = du(&data);
 
     // Big enough for the incremental sets and one 0.2 full set beside them.
-    let other = Tmpfs::mount(&tmp.join("other"), 3 * mib(tsdb_bytes) as u64 + 2048);
+    let other = Tmpfs::mount(
+        &tmp.join("other"),
+        &format!("{}m", 3 * mib(tsdb_bytes) as u64 + 2048),
+    );
     let same_dest = tmp.join("dest-same");
-    let other_dest = other.0.join("dest");
+    let other_dest = other.path().join("dest");
     let um = UserManager::start();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -553,7 +520,7 @@ fn main() {
             .build()
             .unwrap(),
         url: url.clone(),
-        full_store: Store::open(&other.0.join("full"), "full", "prometheus").unwrap(),
+        full_store: Store::open(&other.path().join("full"), "full", "prometheus").unwrap(),
         repo: tmp.join("restic-repo"),
         restic_parent: None,
     };

@@ -18,6 +18,19 @@ pub const BLOCK_MS: i64 = 2 * 3600 * 1000;
 /// xorshift64*: deterministic, fast, good enough to defeat compression.
 pub struct Rng(pub u64);
 
+/// How many 2h blocks make a TSDB of `target_mb`, and the start of the
+/// first (unix ms, aligned to 2h so each input file is exactly one
+/// block), the last one ending `gap` blocks before now.
+pub fn block_plan(target_mb: u64, gap: i64) -> (u64, i64) {
+    let per_block = SERIES * SAMPLES_PER_SERIES * BYTES_PER_SAMPLE;
+    let blocks = (target_mb << 20).div_ceil(per_block).max(1);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    (blocks, (now_ms / BLOCK_MS - blocks as i64 - gap) * BLOCK_MS)
+}
+
 impl Rng {
     pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;

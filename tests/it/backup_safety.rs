@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::fake_grafana::FakeGrafana;
-use crate::support::{UNITLET, stderr, stdout};
+use crate::support::{Tmpfs, UNITLET, stderr, stdout};
 
 const TOKEN: &str = "glsa_safety_token_8c1d";
 
@@ -635,39 +635,6 @@ fn hostile_prometheus_sets_are_refused_before_anything_is_touched() {
     );
 }
 
-/// A tmpfs of `size` mounted on `dir` (mode 0700, so it may be a
-/// destination) for one test; unmounted when dropped, also on failure.
-struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    fn mount(dir: &Path, size: &str) -> SmallDisk {
-        std::fs::create_dir_all(dir).unwrap();
-        let o = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(dir)
-            .output()
-            .expect("run mount");
-        assert!(
-            o.status.success(),
-            "mount tmpfs (needs root): {}",
-            stderr(&o)
-        );
-        SmallDisk(dir.to_path_buf())
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 fn put_dashboards(fake: &FakeGrafana, range: std::ops::Range<usize>) {
     for i in range {
         fake.put_dashboard(
@@ -688,7 +655,7 @@ fn a_run_that_fills_the_destination_removes_its_set_and_the_next_run_succeeds() 
     let fake = rt.block_on(FakeGrafana::start(TOKEN));
     let cli = Cli::new();
     let dest = cli.root.join("small");
-    let disk = SmallDisk::mount(&dest, "2m");
+    let disk = Tmpfs::mount(&dest, "2m");
     put_dashboards(&fake, 0..50);
     cli.grafana_backup("dash", fake.url(), 5, Some(&dest));
     let first = cli.backup("dash");

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::reload::free_port;
-use crate::support::{UserManager, stderr, stdout, wait_for, wait_seen};
+use crate::support::{Tmpfs, UserManager, stderr, stdout, wait_for, wait_seen};
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 const T: Duration = Duration::from_secs(60);
@@ -17,21 +17,13 @@ const T: Duration = Duration::from_secs(60);
 pub(crate) struct Prom {
     /// Dropped first: a tmpfs mounted for a test must go before the
     /// manager's temporary directory is removed.
-    mount: Option<PathBuf>,
+    mount: Option<Tmpfs>,
     pub(crate) um: UserManager,
     port: u16,
     pub(crate) data: PathBuf,
     /// Extra environment of every `unitlet` run (`PATH` for an `ssh`
     /// wrapper).
     pub(crate) env: Vec<(&'static str, PathBuf)>,
-}
-
-impl Drop for Prom {
-    fn drop(&mut self) {
-        if let Some(m) = self.mount.take() {
-            let _ = std::process::Command::new("umount").arg(&m).status();
-        }
-    }
 }
 
 pub(crate) fn now() -> f64 {
@@ -481,18 +473,7 @@ fn a_full_destination_removes_the_set_and_leaves_earlier_sets_intact() {
     // The destination on its own small filesystem: the snapshot is copied
     // (not renamed) there, and a full disk hits mid-copy.
     let dest = p.destination();
-    std::fs::create_dir_all(&dest).unwrap();
-    let o = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs"])
-        .arg(&dest)
-        .output()
-        .expect("run mount");
-    assert!(
-        o.status.success(),
-        "mount tmpfs (needs root): {}",
-        stderr(&o)
-    );
-    p.mount = Some(dest.clone());
+    p.mount = Some(Tmpfs::mount(&dest, "8m"));
     p.wait_samples();
     let good = p.backup();
     // Leave two pages free: the in-progress marker fits, the blocks do not.
@@ -1144,25 +1125,7 @@ impl Prom {
     /// Mounts a tmpfs over the destination (unmounted when `self` drops,
     /// whatever happens): a second filesystem.
     fn mount_destination(&mut self, size: &str) {
-        let dest = self.destination();
-        std::fs::create_dir_all(&dest).unwrap();
-        let o = std::process::Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(&dest)
-            .output()
-            .expect("run mount");
-        assert!(
-            o.status.success(),
-            "mount tmpfs (needs root): {}",
-            stderr(&o)
-        );
-        self.mount = Some(dest);
+        self.mount = Some(Tmpfs::mount(&self.destination(), size));
     }
 
     /// Stops Prometheus, adds the blocks in `from` to its data, starts it.

@@ -820,3 +820,43 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// A tmpfs of `size` (as `mount` takes it: `8m`, `2g`) mounted on `dir`
+/// (created if missing) with mode 0700, so it may be a backup destination:
+/// a second filesystem, or a small one, for one test or benchmark.
+/// Unmounted when dropped, also when the test fails. Needs root.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let o = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .output()
+            .expect("run mount");
+        assert!(
+            o.status.success(),
+            "mount tmpfs on {} (needs root): {}",
+            dir.display(),
+            stderr(&o)
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
